@@ -1,0 +1,20 @@
+//! The event log: records and their deterministic encoding, hashing, the Merkle tree and its
+//! proofs, signed checkpoints, the `EventStore` contract with its stores, and verification.
+//!
+//! This crate is the **API boundary** every other part builds on: the gateway appends through
+//! [`store::EventStore`], the projections fold [`record::Record`]s, and the auditor's verifier
+//! uses only the verification core (built without the `redb-store` feature it has no store).
+#![forbid(unsafe_code)]
+
+pub mod cbor;
+pub mod checkpoint;
+pub mod event;
+pub mod fold;
+pub mod hash;
+pub mod merkle;
+pub mod record;
+pub mod seq;
+pub mod time;
+
+#[cfg(feature = "redb-store")]
+pub mod store;

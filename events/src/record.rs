@@ -1,0 +1,239 @@
+//! The record: `{0: seq, 1: time, 2: prev, 3: event}`, its canonical bytes and its leaf hash.
+//!
+//! **Invariant:** the bytes a store keeps are exactly `encode(record)`, and every reader hashes
+//! those stored bytes. [`decode`] is strict: it refuses any byte string that is not the canonical
+//! encoding of the record it describes, so one record has one byte string and one hash.
+
+use crate::cbor::{self, CborError, Value};
+use crate::event::{Event, EventError};
+use crate::hash::{self, Hash};
+use crate::seq::Seq;
+use crate::time::Timestamp;
+
+/// One entry of the log, as sequenced by a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub seq: Seq,
+    pub time: Timestamp,
+    /// The leaf hash of record `seq - 1`; [`hash::ZERO`] for record 0.
+    pub prev: Hash,
+    pub event: Event,
+}
+
+/// A record with the exact bytes it is stored as and their leaf hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub record: Record,
+    pub bytes: Vec<u8>,
+    pub hash: Hash,
+}
+
+/// The chain fields of a record, read without decoding its event: all verification needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub seq: Seq,
+    pub time: Timestamp,
+    pub prev: Hash,
+}
+
+/// Why stored bytes are not a record.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("record is not canonical CBOR: {0}")]
+    Cbor(#[from] CborError),
+    #[error("record is not a map of {{0: seq, 1: time, 2: prev, 3: event}}")]
+    Shape,
+    #[error("record event: {0}")]
+    Event(#[from] EventError),
+}
+
+// === impl Record ===
+
+impl Record {
+    /// The record as a CBOR value.
+    pub fn to_value(&self) -> Value {
+        Value::Map(vec![
+            (0, Value::Uint(self.seq.0)),
+            (1, Value::int(self.time.0)),
+            (2, Value::Bytes(self.prev.0.to_vec())),
+            (3, self.event.to_value()),
+        ])
+    }
+
+    /// The canonical bytes of this record.
+    pub fn encode(&self) -> Vec<u8> {
+        cbor::to_vec(&self.to_value())
+    }
+
+    /// Encodes and hashes: what a sequencer stores.
+    pub fn seal(self) -> StoredRecord {
+        let bytes = self.encode();
+        let hash = hash::leaf_hash(&bytes);
+        StoredRecord {
+            record: self,
+            bytes,
+            hash,
+        }
+    }
+
+    pub fn header(&self) -> Header {
+        Header {
+            seq: self.seq,
+            time: self.time,
+            prev: self.prev,
+        }
+    }
+}
+
+/// Decodes stored bytes strictly and keeps them with their leaf hash.
+///
+/// # Errors
+/// Any byte string that is not the canonical encoding of a record with a known event.
+pub fn decode(bytes: &[u8]) -> Result<StoredRecord, RecordError> {
+    let v = cbor::decode(bytes)?;
+    let record = from_value(&v)?;
+    Ok(StoredRecord {
+        record,
+        bytes: bytes.to_vec(),
+        hash: hash::leaf_hash(bytes),
+    })
+}
+
+/// Decodes a record from its CBOR value.
+///
+/// # Errors
+/// Wrong shape or an undecodable event.
+pub fn from_value(v: &Value) -> Result<Record, RecordError> {
+    let Value::Map(entries) = v else {
+        return Err(RecordError::Shape);
+    };
+    match entries.as_slice() {
+        [
+            (0, Value::Uint(seq)),
+            (1, time),
+            (2, Value::Bytes(prev)),
+            (3, event),
+        ] => {
+            let time = time.as_int().ok_or(RecordError::Shape)?;
+            let prev = Hash::from_slice(prev).ok_or(RecordError::Shape)?;
+            Ok(Record {
+                seq: Seq(*seq),
+                time: Timestamp(time),
+                prev,
+                event: Event::from_value(event)?,
+            })
+        }
+        _ => Err(RecordError::Shape),
+    }
+}
+
+/// Reads seq, time and prev from canonical record bytes without decoding the event.
+///
+/// Verification needs only these and the leaf hash of the bytes; the event body is never
+/// interpreted, so a verifier of this version also checks logs that carry newer event codes.
+/// Returns `None` if the bytes do not start like a canonical record; the event is not checked.
+pub fn header(bytes: &[u8]) -> Option<Header> {
+    let mut r = HeaderReader { bytes, pos: 0 };
+    if r.byte()? != 0xa4 || r.byte()? != 0x00 {
+        return None;
+    }
+    let seq = r.uint_arg(0)?;
+    if r.byte()? != 0x01 {
+        return None;
+    }
+    let time = r.int()?;
+    if r.byte()? != 0x02 || r.byte()? != 0x58 || r.byte()? != 0x20 {
+        return None;
+    }
+    let prev = Hash::from_slice(bytes.get(r.pos..r.pos.checked_add(32)?)?)?;
+    r.pos += 32;
+    if r.byte()? != 0x03 {
+        return None;
+    }
+    Some(Header {
+        seq: Seq(seq),
+        time: Timestamp(time),
+        prev,
+    })
+}
+
+struct HeaderReader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl HeaderReader<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// A shortest-form argument of the given major type.
+    fn uint_arg(&mut self, major: u8) -> Option<u64> {
+        let ib = self.byte()?;
+        if ib >> 5 != major {
+            return None;
+        }
+        let ai = ib & 0x1f;
+        let (n, min) = match ai {
+            0..=23 => return Some(u64::from(ai)),
+            24 => (1, 24u64),
+            25 => (2, 0x100),
+            26 => (4, 0x1_0000),
+            27 => (8, 0x1_0000_0000),
+            _ => return None,
+        };
+        let mut v = 0u64;
+        for _ in 0..n {
+            v = (v << 8) | u64::from(self.byte()?);
+        }
+        (v >= min).then_some(v)
+    }
+
+    fn int(&mut self) -> Option<i64> {
+        let major = self.bytes.get(self.pos)? >> 5;
+        let n = self.uint_arg(major)?;
+        match major {
+            0 => i64::try_from(n).ok(),
+            1 => i64::try_from(n).ok().map(|n| -1 - n),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Principal;
+
+    fn sample(seq: u64, time: i64) -> Record {
+        Record {
+            seq: Seq(seq),
+            time: Timestamp(time),
+            prev: hash::leaf_hash(b"p"),
+            event: Event::UserEnabled {
+                user: Principal("a@example.com".into()),
+                by: Principal("system".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn header_fast_path_agrees_with_full_decode() {
+        for (seq, time) in [(0, 0), (23, -1), (24, 1 << 40), (u64::MAX, i64::MIN), (70000, i64::MAX)] {
+            let stored = sample(seq, time).seal();
+            assert_eq!(header(&stored.bytes), Some(stored.record.header()));
+            assert_eq!(decode(&stored.bytes).unwrap(), stored);
+        }
+    }
+
+    #[test]
+    fn header_refuses_non_record_prefixes() {
+        let stored = sample(5, 5).seal();
+        for cut in 0..40 {
+            assert_eq!(header(stored.bytes.get(..cut).unwrap()), None, "cut at {cut}");
+        }
+        assert_eq!(header(&[0xa3, 0x00]), None);
+    }
+}

@@ -1,0 +1,845 @@
+//! The embedded store: one redb file, one sequencer thread, group commit.
+//!
+//! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
+//! moment into one write transaction: records, the Merkle nodes they complete, and any checkpoint
+//! cut at this batch boundary are committed together with `Durability::Immediate`. Only then are
+//! the records applied to the projections and the appends resolved, so readers never see a record
+//! that is not durable. A guarded entry that follows other staged entries in the same batch
+//! first commits and applies them, so its guard sees every earlier record.
+//!
+//! **Invariant:** the sequencer is the only writer. If a commit fails, its entries are answered
+//! `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and the
+//! database is reopened before the next batch; the projections were never touched.
+//!
+//! Layout of the file: `records` (seq → canonical bytes), `nodes` (level << 56 | index → 32-byte
+//! hash of a complete subtree), `checkpoints` (number → signed note), `meta` (format version).
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread;
+use std::time::Duration;
+
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageBackend, TableDefinition,
+};
+use tokio::sync::{broadcast, oneshot};
+
+use super::{
+    AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
+    Subscription,
+};
+use crate::checkpoint::{self, Checkpoint, NoteSigner, SignedCheckpoint};
+use crate::event::Event;
+use crate::hash::{self, Hash};
+use crate::merkle::{self, Frontier, NodeReader};
+use crate::record::{self, Record, StoredRecord};
+use crate::seq::Seq;
+use crate::time::{Clock, Timestamp};
+
+const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
+const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
+const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const FORMAT_VERSION: u64 = 1;
+/// The most requests one transaction gathers; bounds a batch's latency and memory.
+const MAX_BATCH: usize = 4096;
+
+/// The embedded event store. Cheap to clone; every clone talks to the same sequencer.
+pub struct RedbStore<S: Fold> {
+    shared: Arc<Shared<S>>,
+    tx: Mutex<Option<mpsc::Sender<Request<S>>>>,
+    thread: Mutex<Option<thread::JoinHandle<()>>>,
+}
+
+/// What opening a store needs besides the state.
+pub struct Options {
+    /// The log's name: the checkpoint origin line and the first record's `origin`.
+    pub origin: String,
+    pub signer: NoteSigner,
+    pub policy: CheckpointPolicy,
+}
+
+/// Opens the database file; called again to reopen it after an I/O failure.
+pub type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>;
+
+/// Reads a store's file without a sequencer: for export and the auditor's verifier. Opening
+/// fails while a gateway holds the store open.
+pub struct LogReader {
+    db: ReadOnlyDatabase,
+}
+
+struct Shared<S> {
+    state: RwLock<S>,
+    head: RwLock<Head>,
+    db: RwLock<Option<Arc<Database>>>,
+    records: broadcast::Sender<Arc<Vec<StoredRecord>>>,
+    poisoned: RwLock<Option<String>>,
+}
+
+struct Request<S> {
+    events: Vec<Event>,
+    guard: Option<Guard<S>>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The sequencer's own view of the log; rolled back when a commit fails.
+#[derive(Clone)]
+struct View {
+    size: u64,
+    last_hash: Hash,
+    last_time: Timestamp,
+    frontier: Frontier,
+    checkpoints: u64,
+    cp_size: u64,
+    cp_time: Timestamp,
+}
+
+struct Sequencer<S: Fold> {
+    shared: Arc<Shared<S>>,
+    opener: Opener,
+    options: Options,
+    view: View,
+    clock: Clock,
+    reopen: bool,
+}
+
+/// Entries of one transaction being built.
+#[derive(Default)]
+struct Staged {
+    records: Vec<StoredRecord>,
+    nodes: Vec<(u8, u64, Hash)>,
+    replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Appended)>,
+}
+
+struct ReadNodes<T> {
+    table: T,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NodeReadError(String);
+
+// === impl RedbStore ===
+
+impl<S: Fold> RedbStore<S> {
+    /// Opens or creates the store file at `path`, catches `state` up to the head, and starts
+    /// the sequencer. A new log gets `LogCreated` as record 0 and a first checkpoint.
+    pub fn open(path: &Path, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
+        let path: PathBuf = path.to_owned();
+        let opener: Opener = Box::new(move || Database::create(&path));
+        RedbStore::open_with(opener, options, state)
+    }
+
+    /// As [`RedbStore::open`], with a custom way to open the database (a test backend).
+    pub fn open_with(opener: Opener, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
+        let db = opener().map_err(io)?;
+        init_tables(&db)?;
+        let view = load_view(&db)?;
+        let head = Head {
+            size: view.size,
+            hash: view.last_hash,
+            root: view.frontier.root(),
+        };
+        let (records, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            state: RwLock::new(state),
+            head: RwLock::new(head),
+            db: RwLock::new(Some(Arc::new(db))),
+            records,
+            poisoned: RwLock::new(None),
+        });
+        catch_up(&shared, view.size)?;
+        let mut sequencer = Sequencer {
+            shared: shared.clone(),
+            opener,
+            options,
+            view,
+            clock: Clock,
+            reopen: false,
+        };
+        if sequencer.view.size == 0 {
+            sequencer.create_log()?;
+        } else {
+            sequencer.check_origin()?;
+        }
+        let (tx, rx) = mpsc::channel();
+        let handle = thread::Builder::new()
+            .name("rack-sequencer".into())
+            .spawn(move || sequencer.run(rx))
+            .map_err(|e| StoreError::Io(format!("cannot start the sequencer thread: {e}")))?;
+        Ok(RedbStore {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Stops accepting appends, lets the sequencer finish every request already sent, and
+    /// waits for it. Appends after this answer `Unavailable`.
+    pub fn shutdown(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            tx.take();
+        }
+        let handle = self.thread.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// The raw stored bytes of `range`, for export and verification (no decoding).
+    pub fn read_raw(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let db = self.db()?;
+        read_raw(&*db, range)
+    }
+
+    /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(io)?;
+        let table = txn.open_table(NODES).map_err(io)?;
+        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
+    }
+
+    /// A consistency proof between two sizes, from the stored nodes.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        let db = self.db()?;
+        let txn = db.begin_read().map_err(io)?;
+        let table = txn.open_table(NODES).map_err(io)?;
+        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.shared
+            .db
+            .read()
+            .map_err(|_| StoreError::Io("store lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))
+    }
+
+    async fn send(&self, events: Vec<Event>, guard: Option<Guard<S>>) -> Result<Appended, AppendError> {
+        if events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let (reply, rx) = oneshot::channel();
+        {
+            let tx = self
+                .tx
+                .lock()
+                .map_err(|_| AppendError::Unavailable("store lock poisoned".into()))?;
+            let Some(tx) = tx.as_ref() else {
+                return Err(AppendError::Unavailable("the store is shut down".into()));
+            };
+            tx.send(Request { events, guard, reply })
+                .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        }
+        rx.await
+            .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+    }
+}
+
+impl<S: Fold> Drop for RedbStore<S> {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl<S: Fold> EventStore<S> for RedbStore<S> {
+    async fn append(&self, events: Vec<Event>) -> Result<Appended, AppendError> {
+        self.send(events, None).await
+    }
+
+    async fn append_if(&self, events: Vec<Event>, guard: Guard<S>) -> Result<Appended, AppendError> {
+        self.send(events, Some(guard)).await
+    }
+
+    async fn read(&self, range: Range<u64>) -> Result<Vec<StoredRecord>, StoreError> {
+        self.read_raw(range)?
+            .into_iter()
+            .map(|(seq, bytes)| decode_stored(seq, &bytes))
+            .collect()
+    }
+
+    fn head(&self) -> Head {
+        self.shared
+            .head
+            .read()
+            .map(|h| *h)
+            .unwrap_or(Head {
+                size: 0,
+                hash: hash::ZERO,
+                root: hash::ZERO,
+            })
+    }
+
+    async fn checkpoints(&self, range: Range<u64>) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let db = self.db()?;
+        read_checkpoints(&*db, range)
+    }
+
+    fn with_state<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        match self.shared.state.read() {
+            Ok(s) => f(&s),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+
+    fn subscribe(&self) -> Subscription {
+        let rx = self.shared.records.subscribe();
+        Subscription {
+            next: self.head().size,
+            rx,
+            buffered: VecDeque::new(),
+        }
+    }
+}
+
+// === impl LogReader ===
+
+impl LogReader {
+    /// Opens `path` read-only. Fails if the file is not a store or a writer holds it.
+    pub fn open(path: &Path) -> Result<LogReader, StoreError> {
+        let db = redb::Builder::new().open_read_only(path).map_err(io)?;
+        Ok(LogReader { db })
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
+        table.len().map_err(io)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Calls `f` with each stored record in `range`, in order, without copying them all.
+    pub fn for_each_raw(
+        &self,
+        range: Range<u64>,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
+        for item in table.range(range).map_err(io)? {
+            let (k, v) = item.map_err(io)?;
+            f(k.value(), v.value())?;
+        }
+        Ok(())
+    }
+
+    pub fn read_raw(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        read_raw(&self.db, range)
+    }
+
+    /// Every checkpoint in the order it was cut.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        read_checkpoints(&self.db, 0..u64::MAX)
+    }
+
+    /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
+    pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(NODES).map_err(io)?;
+        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
+    }
+
+    /// A consistency proof between two sizes, from the stored nodes.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(NODES).map_err(io)?;
+        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
+    }
+}
+
+// === impl Sequencer ===
+
+impl<S: Fold> Sequencer<S> {
+    fn run(mut self, rx: mpsc::Receiver<Request<S>>) {
+        let tick = self
+            .options
+            .policy
+            .after
+            .min(self.options.policy.heartbeat)
+            .div_f64(4.0)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1));
+        loop {
+            let first = match rx.recv_timeout(tick) {
+                Ok(r) => Some(r),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = Vec::new();
+            if let Some(r) = first {
+                batch.push(r);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(r) => batch.push(r),
+                        Err(_) => break,
+                    }
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    /// Sequences one batch: guards in order, one commit for everything unguarded.
+    fn process(&mut self, batch: Vec<Request<S>>) {
+        if let Err(e) = self.ready() {
+            for r in batch {
+                let _ = r.reply.send(Err(AppendError::Unavailable(e.clone())));
+            }
+            return;
+        }
+        let mut staged = Staged::default();
+        for req in batch {
+            if self.reopen {
+                // A commit of this batch failed: the view is stale until the store is reopened.
+                let _ = req.reply.send(Err(AppendError::Unavailable(
+                    "the event store failed to commit".into(),
+                )));
+                continue;
+            }
+            if let Some(guard) = req.guard {
+                // A guard sees every earlier record: commit what is staged before evaluating it.
+                if !staged.records.is_empty() {
+                    self.commit(std::mem::take(&mut staged), false);
+                    if self.reopen {
+                        let _ = req.reply.send(Err(AppendError::Unavailable(
+                            "the event store failed to commit".into(),
+                        )));
+                        continue;
+                    }
+                }
+                let verdict = match self.shared.state.read() {
+                    Ok(state) => guard(&state),
+                    Err(_) => Err(Rejected("state lock poisoned")),
+                };
+                if let Err(rejected) = verdict {
+                    let _ = req.reply.send(Err(AppendError::Rejected(rejected)));
+                    continue;
+                }
+            }
+            self.stage(&mut staged, req.events, req.reply);
+        }
+        if !self.reopen {
+            self.commit(staged, true);
+        }
+    }
+
+    fn stage(
+        &mut self,
+        staged: &mut Staged,
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    ) {
+        let now = self.clock.now().max(self.view.last_time);
+        let first = Seq(self.view.size);
+        let mut hashes = Vec::with_capacity(events.len());
+        for event in events {
+            let record = Record {
+                seq: Seq(self.view.size),
+                time: now,
+                prev: self.view.last_hash,
+                event,
+            };
+            let stored = record.seal();
+            staged.nodes.extend(self.view.frontier.push(stored.hash));
+            self.view.size += 1;
+            self.view.last_hash = stored.hash;
+            self.view.last_time = now;
+            hashes.push(stored.hash);
+            staged.records.push(stored);
+        }
+        staged.replies.push((reply, Appended { first, hashes }));
+    }
+
+    /// Commits staged entries (and a checkpoint if one is due), then applies and answers them.
+    fn commit(&mut self, staged: Staged, may_checkpoint: bool) {
+        let now = self.clock.now().max(self.view.last_time);
+        let checkpoint = if may_checkpoint || !staged.records.is_empty() {
+            self.due_checkpoint(now)
+        } else {
+            None
+        };
+        if staged.records.is_empty() && checkpoint.is_none() {
+            return;
+        }
+        let before = self.rollback_point(&staged);
+        match self.write(&staged, checkpoint.as_ref()) {
+            Ok(()) => {
+                if let Some(cp) = checkpoint {
+                    self.view.checkpoints += 1;
+                    self.view.cp_size = cp.checkpoint.size;
+                    self.view.cp_time = cp.checkpoint.time;
+                }
+                self.publish(staged);
+            }
+            Err(e) => {
+                self.view = before;
+                self.reopen = true;
+                let msg = format!("the event store failed to commit: {e}");
+                for (reply, _) in staged.replies {
+                    let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+
+    /// The view as it was before `staged` was staged.
+    fn rollback_point(&self, staged: &Staged) -> View {
+        let Some(first) = staged.records.first() else {
+            return self.view.clone();
+        };
+        let mut v = self.view.clone();
+        v.size = first.record.seq.0;
+        v.last_hash = first.record.prev;
+        // The frontier cannot be un-pushed; rebuild it from the durable nodes on reopen instead.
+        v.frontier = Frontier::new();
+        v
+    }
+
+    fn due_checkpoint(&self, now: Timestamp) -> Option<SignedCheckpoint> {
+        let p = self.options.policy;
+        let v = &self.view;
+        let new = v.size.saturating_sub(v.cp_size);
+        let since = now.since(v.cp_time);
+        let due = new >= p.every.max(1)
+            || (new > 0 && since >= p.after)
+            || since >= p.heartbeat
+            || v.checkpoints == 0;
+        due.then(|| {
+            self.options.signer.sign(&Checkpoint {
+                origin: self.options.origin.clone(),
+                size: v.size,
+                root: v.frontier.root(),
+                time: now,
+            })
+        })
+    }
+
+    fn write(&self, staged: &Staged, cp: Option<&SignedCheckpoint>) -> Result<(), String> {
+        let db = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| "store lock poisoned".to_owned())?
+            .clone()
+            .ok_or_else(|| "the database is closed".to_owned())?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
+            for r in &staged.records {
+                records
+                    .insert(r.record.seq.0, r.bytes.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut nodes = txn.open_table(NODES).map_err(|e| e.to_string())?;
+            for (level, index, h) in &staged.nodes {
+                nodes
+                    .insert(node_key(*level, *index), h.0.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(cp) = cp {
+                let mut cps = txn.open_table(CHECKPOINTS).map_err(|e| e.to_string())?;
+                cps.insert(self.view.checkpoints, cp.note.as_str())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        txn.commit().map_err(|e| e.to_string())
+    }
+
+    /// Applies committed records to the state, updates the head, answers and broadcasts.
+    fn publish(&mut self, staged: Staged) {
+        if !staged.records.is_empty() {
+            match self.shared.state.write() {
+                Ok(mut state) => {
+                    for r in &staged.records {
+                        if let Err(e) = state.apply(&r.record) {
+                            // The log is durable but the state refused it: stop appending
+                            // rather than answer from a state that disagrees with the log.
+                            self.poison(format!("projection refused a committed record: {e}"));
+                            break;
+                        }
+                    }
+                }
+                Err(_) => self.poison("state lock poisoned".into()),
+            }
+        }
+        if let Ok(mut head) = self.shared.head.write() {
+            *head = Head {
+                size: self.view.size,
+                hash: self.view.last_hash,
+                root: self.view.frontier.root(),
+            };
+        }
+        for (reply, appended) in staged.replies {
+            let _ = reply.send(Ok(appended));
+        }
+        if !staged.records.is_empty() {
+            let _ = self.shared.records.send(Arc::new(staged.records));
+        }
+    }
+
+    fn poison(&self, why: String) {
+        if let Ok(mut p) = self.shared.poisoned.write() {
+            p.get_or_insert(why);
+        }
+    }
+
+    /// Fails while poisoned; reopens the database after a failed commit.
+    fn ready(&mut self) -> Result<(), String> {
+        if let Ok(p) = self.shared.poisoned.read()
+            && let Some(why) = p.as_ref()
+        {
+            return Err(why.clone());
+        }
+        if !self.reopen {
+            return Ok(());
+        }
+        {
+            let mut slot = self
+                .shared
+                .db
+                .write()
+                .map_err(|_| "store lock poisoned".to_owned())?;
+            slot.take();
+        }
+        let db = (self.opener)().map_err(|e| format!("cannot reopen the event store: {e}"))?;
+        let view = load_view(&db).map_err(|e| e.to_string())?;
+        {
+            let mut slot = self
+                .shared
+                .db
+                .write()
+                .map_err(|_| "store lock poisoned".to_owned())?;
+            *slot = Some(Arc::new(db));
+        }
+        // A commit that reported failure may still have landed: the disk is the truth.
+        catch_up(&self.shared, view.size).map_err(|e| e.to_string())?;
+        if let Ok(mut head) = self.shared.head.write() {
+            *head = Head {
+                size: view.size,
+                hash: view.last_hash,
+                root: view.frontier.root(),
+            };
+        }
+        self.view = view;
+        self.reopen = false;
+        Ok(())
+    }
+
+    fn create_log(&mut self) -> Result<(), StoreError> {
+        let (reply, _rx) = oneshot::channel();
+        let mut staged = Staged::default();
+        self.stage(
+            &mut staged,
+            vec![Event::LogCreated {
+                origin: self.options.origin.clone(),
+                checkpoint_key: self.options.signer.verifier().to_string(),
+            }],
+            reply,
+        );
+        self.commit(staged, true);
+        if self.reopen {
+            return Err(StoreError::Io("cannot write the first record".into()));
+        }
+        Ok(())
+    }
+
+    fn check_origin(&self) -> Result<(), StoreError> {
+        let db = self
+            .shared
+            .db
+            .read()
+            .map_err(|_| StoreError::Io("store lock poisoned".into()))?
+            .clone()
+            .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+        let first = read_raw(&*db, 0..1)?;
+        let Some((seq, bytes)) = first.first() else {
+            return Err(StoreError::Corrupt {
+                seq: Seq(0),
+                what: "missing".into(),
+            });
+        };
+        match decode_stored(*seq, bytes)?.record.event {
+            Event::LogCreated { origin, .. } if origin == self.options.origin => Ok(()),
+            Event::LogCreated { origin, .. } => Err(StoreError::Incompatible(format!(
+                "the log's origin is {origin:?}, the configuration says {:?}",
+                self.options.origin
+            ))),
+            _ => Err(StoreError::Corrupt {
+                seq: Seq(0),
+                what: "record 0 is not LogCreated".into(),
+            }),
+        }
+    }
+}
+
+// === impl NodeReader for stored nodes ===
+
+impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
+    type Error = NodeReadError;
+
+    fn node(&self, level: u8, index: u64) -> Result<Hash, NodeReadError> {
+        let v = self
+            .table
+            .get(node_key(level, index))
+            .map_err(|e| NodeReadError(e.to_string()))?
+            .ok_or_else(|| NodeReadError(format!("node ({level}, {index}) is not stored")))?;
+        Hash::from_slice(v.value())
+            .ok_or_else(|| NodeReadError(format!("node ({level}, {index}) is not 32 bytes")))
+    }
+}
+
+fn node_key(level: u8, index: u64) -> u64 {
+    (u64::from(level) << 56) | (index & ((1 << 56) - 1))
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn decode_stored(seq: u64, bytes: &[u8]) -> Result<StoredRecord, StoreError> {
+    let stored = record::decode(bytes).map_err(|e| StoreError::Corrupt {
+        seq: Seq(seq),
+        what: e.to_string(),
+    })?;
+    if stored.record.seq.0 != seq {
+        return Err(StoreError::Corrupt {
+            seq: Seq(seq),
+            what: format!("stored under seq {seq} but says seq {}", stored.record.seq),
+        });
+    }
+    Ok(stored)
+}
+
+fn init_tables(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(io)?;
+    {
+        txn.open_table(RECORDS).map_err(io)?;
+        txn.open_table(NODES).map_err(io)?;
+        txn.open_table(CHECKPOINTS).map_err(io)?;
+        let mut meta = txn.open_table(META).map_err(io)?;
+        let version = meta.get("format").map_err(io)?.map(|v| v.value());
+        match version {
+            None => {
+                meta.insert("format", FORMAT_VERSION).map_err(io)?;
+            }
+            Some(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError::Incompatible(format!(
+                    "store format {v}, this build reads format {FORMAT_VERSION}"
+                )));
+            }
+        }
+    }
+    txn.commit().map_err(io)
+}
+
+/// Reads the sequencer's view from the durable tables: head, frontier, last checkpoint.
+fn load_view(db: &Database) -> Result<View, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let records = txn.open_table(RECORDS).map_err(io)?;
+    let (size, last_hash, last_time) = match records.last().map_err(io)? {
+        None => (0, hash::ZERO, Timestamp(0)),
+        Some((k, v)) => {
+            let seq = k.value();
+            let h = record::header(v.value()).ok_or_else(|| StoreError::Corrupt {
+                seq: Seq(seq),
+                what: "not a canonical record".into(),
+            })?;
+            (seq + 1, hash::leaf_hash(v.value()), h.time)
+        }
+    };
+    let nodes = txn.open_table(NODES).map_err(io)?;
+    let frontier = Frontier::load(size, &ReadNodes { table: nodes }).map_err(io)?;
+    let cps = txn.open_table(CHECKPOINTS).map_err(io)?;
+    let checkpoints = cps.len().map_err(io)?;
+    let (cp_size, cp_time) = match cps.last().map_err(io)? {
+        None => (0, Timestamp(0)),
+        Some((_, note)) => {
+            let (cp, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
+            (cp.size, cp.time)
+        }
+    };
+    Ok(View {
+        size,
+        last_hash,
+        last_time,
+        frontier,
+        checkpoints,
+        cp_size,
+        cp_time,
+    })
+}
+
+/// Applies durable records the state has not seen yet, up to `size`.
+fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
+    let db = shared
+        .db
+        .read()
+        .map_err(|_| StoreError::Io("store lock poisoned".into()))?
+        .clone()
+        .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+    let mut state = shared
+        .state
+        .write()
+        .map_err(|_| StoreError::Io("state lock poisoned".into()))?;
+    let from = state.position().0;
+    if from > size {
+        return Err(StoreError::Incompatible(format!(
+            "the state covers {from} records but the log holds {size}"
+        )));
+    }
+    let txn = db.begin_read().map_err(io)?;
+    let table = txn.open_table(RECORDS).map_err(io)?;
+    for item in table.range(from..size).map_err(io)? {
+        let (k, v) = item.map_err(io)?;
+        let stored = decode_stored(k.value(), v.value())?;
+        state.apply(&stored.record).map_err(|e| StoreError::Corrupt {
+            seq: Seq(k.value()),
+            what: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+fn read_raw(db: &impl ReadableDatabase, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let table = txn.open_table(RECORDS).map_err(io)?;
+    let mut out = Vec::new();
+    for item in table.range(range).map_err(io)? {
+        let (k, v) = item.map_err(io)?;
+        out.push((k.value(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn read_checkpoints(
+    db: &impl ReadableDatabase,
+    range: Range<u64>,
+) -> Result<Vec<SignedCheckpoint>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let table = txn.open_table(CHECKPOINTS).map_err(io)?;
+    let mut out = Vec::new();
+    for item in table.range(range).map_err(io)? {
+        let (_, note) = item.map_err(io)?;
+        let (checkpoint, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
+        out.push(SignedCheckpoint {
+            checkpoint,
+            note: note.value().to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// Lets tests wrap the file backend (to count syncs, or fail writes).
+pub fn open_database_with(backend: impl StorageBackend) -> Result<Database, DatabaseError> {
+    redb::Builder::new().create_with_backend(backend)
+}

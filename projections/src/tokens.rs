@@ -1,0 +1,113 @@
+//! API tokens: a fold over token events, indexed by id and by the SHA-256 of the secret.
+//!
+//! **Invariant:** only the SHA-256 of a secret is ever held; a token is usable exactly when it
+//! was created, not revoked, and not expired at the `now` the caller passes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use events::event::{AuthMethod, CommandRequested, Event, Permission, Principal, TokenId};
+use events::hash::Hash;
+use events::record::Record;
+use events::time::Timestamp;
+
+/// One token as the log describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    pub id: TokenId,
+    pub name: String,
+    pub owner: Principal,
+    pub scopes: Vec<Permission>,
+    pub secret_sha256: Hash,
+    pub created: Timestamp,
+    pub expires: Option<Timestamp>,
+    pub dev_only: bool,
+    pub revoked: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+}
+
+/// The token table.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    pub(crate) by_id: BTreeMap<TokenId, Token>,
+    pub(crate) by_secret: HashMap<Hash, TokenId>,
+}
+
+// === impl Tokens ===
+
+impl Tokens {
+    pub(crate) fn apply(&mut self, record: &Record) {
+        match &record.event {
+            Event::TokenCreated {
+                token,
+                name,
+                owner,
+                scopes,
+                secret_sha256,
+                expires,
+                dev_only,
+                ..
+            } => {
+                self.by_secret.insert(*secret_sha256, *token);
+                self.by_id.insert(
+                    *token,
+                    Token {
+                        id: *token,
+                        name: name.clone(),
+                        owner: owner.clone(),
+                        scopes: scopes.clone(),
+                        secret_sha256: *secret_sha256,
+                        created: record.time,
+                        expires: *expires,
+                        dev_only: *dev_only,
+                        revoked: None,
+                        last_used: None,
+                    },
+                );
+            }
+            Event::TokenRevoked { token, .. } => {
+                if let Some(t) = self.by_id.get_mut(token)
+                    && t.revoked.is_none()
+                {
+                    t.revoked = Some(record.time);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A proxied call authenticated by a token marks it used.
+    pub(crate) fn note_use(&mut self, c: &CommandRequested, time: Timestamp) {
+        if c.auth != AuthMethod::Token {
+            return;
+        }
+        let Some(id) = c.credential.as_deref().and_then(TokenId::from_hex) else {
+            return;
+        };
+        if let Some(t) = self.by_id.get_mut(&id) {
+            t.last_used = Some(time);
+        }
+    }
+
+    pub fn get(&self, id: &TokenId) -> Option<&Token> {
+        self.by_id.get(id)
+    }
+
+    /// The token whose secret hashes to `secret_sha256`, if it is usable at `now`.
+    pub fn usable_by_secret(&self, secret_sha256: &Hash, now: Timestamp) -> Option<&Token> {
+        let t = self.by_id.get(self.by_secret.get(secret_sha256)?)?;
+        t.is_usable(now).then_some(t)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Token> {
+        self.by_id.values()
+    }
+}
+
+// === impl Token ===
+
+impl Token {
+    /// Not revoked and not expired at `now`.
+    pub fn is_usable(&self, now: Timestamp) -> bool {
+        self.revoked.is_none() && self.expires.is_none_or(|e| now < e)
+    }
+}
