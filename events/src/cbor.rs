@@ -259,6 +259,23 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
     Ok((value, decoder.pos))
 }
 
+/// The length of the first data item of `bytes`, walked without building a value.
+///
+/// For splitting a CBOR sequence (RFC 8742) quickly when only the bytes of each item are needed,
+/// as the verifier does: it checks well-formedness (definite lengths, no floats or tags, depth)
+/// and shortest-form arguments, but not map key order; decode an item to check that.
+///
+/// # Errors
+/// The same errors as [`decode_prefix`] for malformed input.
+pub fn item_len(bytes: &[u8]) -> Result<usize, CborError> {
+    let mut d = Decoder {
+        input: bytes,
+        pos: 0,
+    };
+    d.skip(0)?;
+    Ok(d.pos)
+}
+
 /// Refuses `value` unless it re-encodes to exactly `bytes`: the last line of defence of the
 /// module's invariant, in case a rule of the decoder ever lets a second spelling through.
 fn check_canonical(value: &Value, bytes: &[u8]) -> Result<(), CborError> {
@@ -577,6 +594,36 @@ impl<'a> Decoder<'a> {
             _ => CborErrorKind::ReservedAdditionalInfo(info),
         };
         Err(CborError::at(start, kind))
+    }
+
+    /// Skips one data item whose enclosing arrays and maps number `depth`.
+    fn skip(&mut self, depth: usize) -> Result<(), CborError> {
+        let (start, major, info) = self.initial()?;
+        match major {
+            MAJOR_UINT | MAJOR_NINT => {
+                self.argument(start, major, info)?;
+            }
+            MAJOR_BYTES | MAJOR_TEXT => {
+                let len = self.argument(start, major, info)?;
+                self.payload(start, len)?;
+            }
+            MAJOR_ARRAY | MAJOR_MAP => {
+                if depth >= MAX_DEPTH {
+                    return Err(CborError::at(start, CborErrorKind::TooDeep));
+                }
+                let n = self.argument(start, major, info)?;
+                let per = if major == MAJOR_MAP { 2 } else { 1 };
+                let n = self.checked_count(start, n, per)?;
+                for _ in 0..n.saturating_mul(per as usize) {
+                    self.skip(depth + 1)?;
+                }
+            }
+            MAJOR_TAG => return Err(CborError::at(start, CborErrorKind::Tag)),
+            _ => {
+                self.simple(start, info)?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads the argument of the item at `start` and insists on its shortest form.
@@ -1326,5 +1373,28 @@ mod tests {
             prop_assert_eq!(Value::int(n).as_int(), Some(n));
             prop_assert_eq!(decode(&to_vec(&Value::int(n))).map(|v| v.as_int()), Ok(Some(n)));
         }
+    }
+
+    #[test]
+    fn item_len_agrees_with_decode_prefix() {
+        for (hex_bytes, _) in rfc_vectors() {
+            let mut b = hex(hex_bytes);
+            let n = b.len();
+            b.extend_from_slice(&[0x01, 0x02]);
+            assert_eq!(item_len(&b), Ok(n), "{hex_bytes}");
+            assert_eq!(decode_prefix(&b).unwrap().1, n);
+        }
+        assert_eq!(
+            item_len(&[0xc1, 0x00]).unwrap_err().kind,
+            CborErrorKind::Tag
+        );
+        assert_eq!(
+            item_len(&[0x82, 0x01]).unwrap_err().kind,
+            CborErrorKind::Truncated
+        );
+        assert_eq!(
+            item_len(&[0x9f]).unwrap_err().kind,
+            CborErrorKind::IndefiniteLength
+        );
     }
 }

@@ -27,19 +27,44 @@ pub const CODES: &[&str] = &[
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// G1000I: the first record of every log; names the log and the key that signs its checkpoints.
-    LogCreated { origin: String, checkpoint_key: String },
+    LogCreated {
+        origin: String,
+        checkpoint_key: String,
+    },
     /// G1001I: a checkpoint key joined the key history (rotation); `checkpoint_key` is its vkey.
-    CheckpointKeyAdded { checkpoint_key: String, by: Principal },
+    CheckpointKeyAdded {
+        checkpoint_key: String,
+        by: Principal,
+    },
     /// G1002I: a projection snapshot was written; its digest lets a later start refuse a forged one.
-    SnapshotRecorded { covers: Seq, covers_hash: Hash, digest: Hash },
+    SnapshotRecorded {
+        covers: Seq,
+        covers_hash: Hash,
+        digest: Hash,
+    },
     /// G1003I: the effective configuration changed; `values` are the security-relevant settings.
-    ConfigApplied { digest: Hash, values: Vec<(String, String)> },
+    ConfigApplied {
+        digest: Hash,
+        values: Vec<(String, String)>,
+    },
     /// G2000I: a role was granted to a user.
-    RoleGranted { user: Principal, role: Role, by: Principal },
+    RoleGranted {
+        user: Principal,
+        role: Role,
+        by: Principal,
+    },
     /// G2001I: a role was taken from a user.
-    RoleRevoked { user: Principal, role: Role, by: Principal },
+    RoleRevoked {
+        user: Principal,
+        role: Role,
+        by: Principal,
+    },
     /// G2002I: a user was disabled; their sessions and tokens stop at once.
-    UserDisabled { user: Principal, by: Principal, reason: String },
+    UserDisabled {
+        user: Principal,
+        by: Principal,
+        reason: String,
+    },
     /// G2003I: a disabled user was enabled again.
     UserEnabled { user: Principal, by: Principal },
     /// G3000I: an API token was created. Only the SHA-256 of the secret is recorded.
@@ -54,7 +79,11 @@ pub enum Event {
         by: Principal,
     },
     /// G3001I: an API token was revoked.
-    TokenRevoked { token: TokenId, by: Principal, reason: String },
+    TokenRevoked {
+        token: TokenId,
+        by: Principal,
+        reason: String,
+    },
     /// G4000I: a rack call was decided. Appended durably before anything is forwarded.
     CommandRequested(Box<CommandRequested>),
     /// G4001I: an allowed rack call finished.
@@ -482,7 +511,13 @@ impl Event {
 // === impl Role ===
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Viewer, Role::Ops, Role::Deployer, Role::Admin, Role::Cicd];
+    pub const ALL: [Role; 5] = [
+        Role::Viewer,
+        Role::Ops,
+        Role::Deployer,
+        Role::Admin,
+        Role::Cicd,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -712,11 +747,7 @@ impl<'a> Reader<'a> {
             })
             .collect()
     }
-    fn pairs(
-        &mut self,
-        key: u64,
-        name: &'static str,
-    ) -> Result<Vec<(String, String)>, EventError> {
+    fn pairs(&mut self, key: u64, name: &'static str) -> Result<Vec<(String, String)>, EventError> {
         let Value::Array(items) = self.req(key)? else {
             return Err(self.invalid(key, name, "expected array of [text, text]"));
         };

@@ -4,7 +4,7 @@
 //! suite) implement [`Fold`]. The store's sequencer applies every committed record to one fold,
 //! and a rebuild from seq 0 applies the same records to a fresh one: both must agree.
 
-use crate::record::Record;
+use crate::record::StoredRecord;
 use crate::seq::Seq;
 
 /// State the sequencer keeps current: the projections, or any pure fold over records.
@@ -13,7 +13,9 @@ use crate::seq::Seq;
 /// refuse a record whose `seq` is not `position()`, so a reader that lags can never skip one.
 pub trait Fold: Send + Sync + 'static {
     /// Folds one record in. An `Err` means the record was not applied and the state is unchanged.
-    fn apply(&mut self, record: &Record) -> Result<(), FoldError>;
+    /// The record comes with its stored bytes' leaf hash, computed once by whoever read them, so
+    /// a fold that checks the chain never re-encodes or re-hashes.
+    fn apply(&mut self, record: &StoredRecord) -> Result<(), FoldError>;
     /// The `seq` this state expects next: 0 for a fresh state.
     fn position(&self) -> Seq;
 }
@@ -26,4 +28,3 @@ pub enum FoldError {
     #[error("record seq {seq}: {what}")]
     Invalid { seq: Seq, what: String },
 }
-

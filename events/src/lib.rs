@@ -9,12 +9,15 @@
 pub mod cbor;
 pub mod checkpoint;
 pub mod event;
+pub mod export;
 pub mod fold;
 pub mod hash;
+pub mod json;
 pub mod merkle;
 pub mod record;
 pub mod seq;
 pub mod time;
+pub mod verify;
 
 #[cfg(feature = "redb-store")]
 pub mod store;

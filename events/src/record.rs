@@ -221,7 +221,13 @@ mod tests {
 
     #[test]
     fn header_fast_path_agrees_with_full_decode() {
-        for (seq, time) in [(0, 0), (23, -1), (24, 1 << 40), (u64::MAX, i64::MIN), (70000, i64::MAX)] {
+        for (seq, time) in [
+            (0, 0),
+            (23, -1),
+            (24, 1 << 40),
+            (u64::MAX, i64::MIN),
+            (70000, i64::MAX),
+        ] {
             let stored = sample(seq, time).seal();
             assert_eq!(header(&stored.bytes), Some(stored.record.header()));
             assert_eq!(decode(&stored.bytes).unwrap(), stored);
@@ -232,8 +238,244 @@ mod tests {
     fn header_refuses_non_record_prefixes() {
         let stored = sample(5, 5).seal();
         for cut in 0..40 {
-            assert_eq!(header(stored.bytes.get(..cut).unwrap()), None, "cut at {cut}");
+            assert_eq!(
+                header(stored.bytes.get(..cut).unwrap()),
+                None,
+                "cut at {cut}"
+            );
         }
         assert_eq!(header(&[0xa3, 0x00]), None);
+    }
+
+    mod prop {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::event::{
+            AuthMethod, CommandCompleted, CommandRequested, Decision, Permission, Principal,
+            RequestId, Role, TokenId,
+        };
+
+        fn hash() -> impl Strategy<Value = Hash> {
+            any::<[u8; 32]>().prop_map(Hash)
+        }
+        fn text() -> impl Strategy<Value = String> {
+            ".{0,12}"
+        }
+        fn who() -> impl Strategy<Value = Principal> {
+            text().prop_map(Principal)
+        }
+        fn pairs() -> impl Strategy<Value = Vec<(String, String)>> {
+            proptest::collection::vec((text(), text()), 0..4)
+        }
+        fn role() -> impl Strategy<Value = Role> {
+            proptest::sample::select(Role::ALL.to_vec())
+        }
+
+        /// Every variant of the catalogue, with arbitrary field values.
+        fn event() -> impl Strategy<Value = Event> {
+            prop_oneof![
+                (text(), text()).prop_map(|(origin, checkpoint_key)| Event::LogCreated {
+                    origin,
+                    checkpoint_key
+                }),
+                (text(), who()).prop_map(|(checkpoint_key, by)| Event::CheckpointKeyAdded {
+                    checkpoint_key,
+                    by
+                }),
+                (any::<u64>(), hash(), hash()).prop_map(|(c, covers_hash, digest)| {
+                    Event::SnapshotRecorded {
+                        covers: Seq(c),
+                        covers_hash,
+                        digest,
+                    }
+                }),
+                (hash(), pairs())
+                    .prop_map(|(digest, values)| Event::ConfigApplied { digest, values }),
+                (who(), role(), who()).prop_map(|(user, role, by)| Event::RoleGranted {
+                    user,
+                    role,
+                    by
+                }),
+                (who(), role(), who()).prop_map(|(user, role, by)| Event::RoleRevoked {
+                    user,
+                    role,
+                    by
+                }),
+                (who(), who(), text()).prop_map(|(user, by, reason)| Event::UserDisabled {
+                    user,
+                    by,
+                    reason
+                }),
+                (who(), who()).prop_map(|(user, by)| Event::UserEnabled { user, by }),
+                (
+                    any::<[u8; 16]>(),
+                    text(),
+                    who(),
+                    proptest::collection::vec(text(), 0..3),
+                    hash(),
+                    proptest::option::of(any::<i64>()),
+                    any::<bool>(),
+                    who()
+                )
+                    .prop_map(
+                        |(t, name, owner, scopes, secret_sha256, expires, dev_only, by)| {
+                            Event::TokenCreated {
+                                token: TokenId(t),
+                                name,
+                                owner,
+                                scopes: scopes.into_iter().map(Permission).collect(),
+                                secret_sha256,
+                                expires: expires.map(Timestamp),
+                                dev_only,
+                                by,
+                            }
+                        }
+                    ),
+                (any::<[u8; 16]>(), who(), text()).prop_map(|(t, by, reason)| {
+                    Event::TokenRevoked {
+                        token: TokenId(t),
+                        by,
+                        reason,
+                    }
+                }),
+                (
+                    (text(), who(), any::<u8>(), proptest::option::of(text())),
+                    (text(), text(), text(), text()),
+                    (proptest::option::of(text()), any::<bool>(), text(), pairs())
+                )
+                    .prop_map(
+                        |(
+                            (r, actor, a, credential),
+                            (ip, ua, method, path),
+                            (perm, allow, reason, params),
+                        )| {
+                            Event::CommandRequested(Box::new(CommandRequested {
+                                request: RequestId(r),
+                                actor,
+                                auth: [AuthMethod::None, AuthMethod::Token, AuthMethod::Session]
+                                    [usize::from(a % 3)],
+                                credential,
+                                client_ip: ip,
+                                user_agent: ua,
+                                method,
+                                path,
+                                permission: perm.map(Permission),
+                                decision: if allow {
+                                    Decision::Allow
+                                } else {
+                                    Decision::Deny
+                                },
+                                reason,
+                                params,
+                            }))
+                        }
+                    ),
+                (
+                    text(),
+                    any::<u16>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::option::of(hash()),
+                    proptest::option::of(hash())
+                )
+                    .prop_map(|(r, status, d, i, o, si, so)| {
+                        Event::CommandCompleted(Box::new(CommandCompleted {
+                            request: RequestId(r),
+                            status,
+                            duration_ns: d,
+                            bytes_in: i,
+                            bytes_out: o,
+                            sha256_in: si,
+                            sha256_out: so,
+                        }))
+                    }),
+                text().prop_map(|r| Event::StreamOpened {
+                    request: RequestId(r)
+                }),
+                (
+                    text(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    any::<u64>(),
+                    proptest::option::of(any::<i64>())
+                )
+                    .prop_map(|(r, d, i, o, exit_code)| Event::StreamClosed {
+                        request: RequestId(r),
+                        duration_ns: d,
+                        bytes_in: i,
+                        bytes_out: o,
+                        exit_code,
+                    }),
+                (text(), text(), any::<u64>(), any::<i64>(), any::<i64>()).prop_map(
+                    |(ip, reason, count, f, l)| Event::DenialsCounted {
+                        ip,
+                        reason,
+                        count,
+                        first: Timestamp(f),
+                        last: Timestamp(l),
+                    }
+                ),
+            ]
+        }
+
+        fn record() -> impl Strategy<Value = Record> {
+            (any::<u64>(), any::<i64>(), hash(), event()).prop_map(|(seq, time, prev, event)| {
+                Record {
+                    seq: Seq(seq),
+                    time: Timestamp(time),
+                    prev,
+                    event,
+                }
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn decode_of_encode_is_identity(r in record()) {
+                let bytes = r.encode();
+                let back = decode(&bytes).unwrap();
+                prop_assert_eq!(&back.record, &r);
+                prop_assert_eq!(back.hash, hash::leaf_hash(&bytes));
+                prop_assert_eq!(header(&bytes), Some(r.header()));
+            }
+
+            #[test]
+            fn encode_of_decode_is_identity_for_every_accepted_mutation(
+                r in record(),
+                at in any::<proptest::sample::Index>(),
+                bit in 0u8..8,
+            ) {
+                let mut bytes = r.encode();
+                let i = at.index(bytes.len());
+                bytes[i] ^= 1 << bit;
+                if let Ok(back) = decode(&bytes) {
+                    prop_assert_eq!(back.record.encode(), bytes);
+                }
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic_and_round_trip_when_accepted(
+                bytes in proptest::collection::vec(any::<u8>(), 0..200)
+            ) {
+                if let Ok(back) = decode(&bytes) {
+                    prop_assert_eq!(back.record.encode(), bytes);
+                }
+            }
+        }
+
+        #[test]
+        fn the_strategy_covers_every_code() {
+            use proptest::strategy::ValueTree;
+            use proptest::test_runner::TestRunner;
+            let mut runner = TestRunner::deterministic();
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..2000 {
+                seen.insert(event().new_tree(&mut runner).unwrap().current().code());
+            }
+            let all: std::collections::BTreeSet<_> = crate::event::CODES.iter().copied().collect();
+            assert_eq!(seen, all);
+        }
     }
 }

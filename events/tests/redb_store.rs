@@ -1,5 +1,7 @@
 //! The embedded store against the conformance suite, plus what only redb can show: one durable
 //! sync per acknowledged batch, recovery after a failed commit, and the group commit batching.
+// Test code: helpers outside `#[test]` functions may fail the test by panicking.
+#![allow(clippy::unwrap_used)]
 
 use std::fs::{File, OpenOptions};
 use std::sync::Arc;
@@ -110,7 +112,7 @@ fn open_probed(
                 .create(true)
                 .truncate(false)
                 .open(&path)
-                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e.into())))?;
+                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
             open_database_with(Probe {
                 inner: FileBackend::new(file)?,
                 syncs: syncs.clone(),
@@ -155,7 +157,10 @@ async fn concurrent_appends_are_group_committed() {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
-                store.append(vec![conformance::filler(w * 100 + i)]).await.unwrap();
+                store
+                    .append(vec![conformance::filler(w * 100 + i)])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -164,7 +169,11 @@ async fn concurrent_appends_are_group_committed() {
     }
     assert_eq!(store.head().size, start + 64 * 20);
     let used = syncs.load(Ordering::SeqCst) - start_syncs;
-    assert!(used < 64 * 20, "{used} syncs for {} appends: no batching", 64 * 20);
+    assert!(
+        used < 64 * 20,
+        "{used} syncs for {} appends: no batching",
+        64 * 20
+    );
 }
 
 /// A failed commit answers Unavailable, leaves nothing behind, and the store recovers by itself
@@ -186,7 +195,132 @@ async fn failed_commit_is_unavailable_and_the_store_recovers() {
     assert_eq!(store.with_state(|s| s.clone()), state);
     fail.store(false, Ordering::SeqCst);
     let a = store.append(vec![conformance::filler(9)]).await.unwrap();
-    assert_eq!(a.first.0, head.size, "nothing of the failed appends was sequenced");
+    assert_eq!(
+        a.first.0, head.size,
+        "nothing of the failed appends was sequenced"
+    );
     let all = store.read(0..u64::MAX).await.unwrap();
     assert_eq!(all.last().unwrap().record.prev, head.hash);
+}
+
+fn open_with_policy(dir: &std::path::Path, policy: CheckpointPolicy) -> RedbStore<TestFold> {
+    let options = Options {
+        origin: ORIGIN.into(),
+        signer: signer(),
+        policy,
+    };
+    RedbStore::open(&dir.join("log.redb"), options, TestFold::default()).unwrap()
+}
+
+/// Polls `f` until it returns `Some`, or fails after `secs` seconds.
+async fn eventually<T>(secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met in {secs}s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_cut_every_n_records_at_batch_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_policy(
+        dir.path(),
+        CheckpointPolicy {
+            every: 10,
+            after: std::time::Duration::from_secs(3600),
+            heartbeat: std::time::Duration::from_secs(3600),
+        },
+    );
+    for i in 0..25 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let sizes: Vec<u64> = store
+        .checkpoints(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.checkpoint.size)
+        .collect();
+    assert_eq!(sizes, vec![1, 11, 21]);
+    // A batch that crosses the boundary is checkpointed at its end, not split.
+    store
+        .append((0..15).map(conformance::filler).collect())
+        .await
+        .unwrap();
+    let last = store.checkpoints(0..u64::MAX).await.unwrap();
+    assert_eq!(last.last().unwrap().checkpoint.size, 41);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_records_are_checkpointed_after_t_and_idle_logs_get_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_policy(
+        dir.path(),
+        CheckpointPolicy {
+            every: 1_000_000,
+            after: std::time::Duration::from_millis(40),
+            heartbeat: std::time::Duration::from_millis(150),
+        },
+    );
+    store.append(vec![conformance::filler(1)]).await.unwrap();
+    let size = store.head().size;
+    let cps = eventually(10, async || {
+        let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+        cps.iter().any(|c| c.checkpoint.size == size).then_some(cps)
+    })
+    .await;
+    let timed = cps
+        .iter()
+        .find(|c| c.checkpoint.size == size)
+        .unwrap()
+        .clone();
+    // Idle: a heartbeat with the same size and root and a later time.
+    let beat = eventually(10, async || {
+        let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+        cps.into_iter()
+            .find(|c| c.checkpoint.size == size && c.checkpoint.time > timed.checkpoint.time)
+    })
+    .await;
+    assert_eq!(beat.checkpoint.root, timed.checkpoint.root);
+    assert_eq!(store.head().size, size, "heartbeats add no records");
+}
+
+/// The private key never reaches the store file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_file_holds_no_private_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_policy(dir.path(), CheckpointPolicy::default());
+    for i in 0..100 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    store.shutdown();
+    let bytes = std::fs::read(dir.path().join("log.redb")).unwrap();
+    let seed = signer().seed().to_vec();
+    assert!(!bytes.windows(seed.len()).any(|w| w == seed.as_slice()));
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&seed);
+    assert!(!bytes.windows(b64.len()).any(|w| w == b64.as_bytes()));
+}
+
+/// Shutdown seals the tail: the last records are covered by a checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_checkpoint_for_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_policy(dir.path(), CheckpointPolicy::default());
+    for i in 0..7 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let size = store.head().size;
+    store.shutdown();
+    drop(store);
+    let reader = events::store::redb::LogReader::open(&dir.path().join("log.redb")).unwrap();
+    let last = reader.checkpoints().unwrap().pop().unwrap();
+    assert_eq!(last.checkpoint.size, size);
 }

@@ -15,8 +15,8 @@ pub mod tokens;
 
 use events::event::Event;
 use events::fold::{Fold, FoldError};
-use events::hash::{self, Hash};
-use events::record::Record;
+use events::hash::Hash;
+use events::record::StoredRecord;
 use events::seq::Seq;
 
 pub use identities::Identities;
@@ -36,7 +36,7 @@ pub struct Projections {
 // === impl Projections ===
 
 impl Projections {
-    /// The leaf hash of the last applied record ([`hash::ZERO`] before any).
+    /// The leaf hash of the last applied record (`hash::ZERO` before any).
     pub fn last_hash(&self) -> Hash {
         self.last_hash
     }
@@ -55,7 +55,8 @@ impl Fold for Projections {
     /// Applies one record. Refuses a record out of order, or one whose `prev` is not the hash of
     /// the last applied record: a state restored from a snapshot that does not belong to this
     /// log fails at the first record replayed on top of it.
-    fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
+    fn apply(&mut self, stored: &StoredRecord) -> Result<(), FoldError> {
+        let record = &stored.record;
         if record.seq != self.position {
             return Err(FoldError::OutOfOrder {
                 expected: self.position,
@@ -89,7 +90,7 @@ impl Fold for Projections {
             | Event::DenialsCounted { .. } => {}
         }
         self.position = self.position.next();
-        self.last_hash = hash::leaf_hash(&record.encode());
+        self.last_hash = stored.hash;
         Ok(())
     }
 

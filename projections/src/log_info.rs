@@ -51,6 +51,8 @@ impl LogInfo {
 
     /// Whether a snapshot with this digest, covering `covers` records, was recorded.
     pub fn has_snapshot(&self, covers: Seq, digest: &Hash) -> bool {
-        self.snapshots.iter().any(|(c, d)| *c == covers && d == digest)
+        self.snapshots
+            .iter()
+            .any(|(c, d)| *c == covers && d == digest)
     }
 }

@@ -20,10 +20,10 @@ use events::time::Timestamp;
 use hmac::{KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 
+use crate::Projections;
 use crate::identities::Identities;
 use crate::log_info::{KeyEntry, LogInfo};
 use crate::tokens::{Token, Tokens};
-use crate::Projections;
 
 const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 
@@ -102,7 +102,8 @@ impl SnapshotKey {
 
 /// Writes the state as snapshot bytes and returns them with their digest.
 pub fn write(state: &Projections, key: &SnapshotKey) -> Result<(Vec<u8>, Hash), SnapshotError> {
-    let body = serde_json::to_vec(&to_body(state)).map_err(|e| SnapshotError::Body(e.to_string()))?;
+    let body =
+        serde_json::to_vec(&to_body(state)).map_err(|e| SnapshotError::Body(e.to_string()))?;
     let tag = key.mac(&body)?.finalize().into_bytes();
     let mut out = Vec::with_capacity(MAGIC.len() + 65 + body.len());
     out.extend_from_slice(MAGIC);
@@ -138,7 +139,12 @@ fn to_body(s: &Projections) -> SnapshotBody {
         covers: s.len(),
         covers_hash: s.last_hash().to_hex(),
         origin: s.log.origin.clone(),
-        keys: s.log.keys.iter().map(|k| (k.vkey.clone(), k.from_size)).collect(),
+        keys: s
+            .log
+            .keys
+            .iter()
+            .map(|k| (k.vkey.clone(), k.from_size))
+            .collect(),
         snapshots: s
             .log
             .snapshots
@@ -150,7 +156,12 @@ fn to_body(s: &Projections) -> SnapshotBody {
             .identities
             .roles
             .iter()
-            .map(|(u, r)| (u.0.clone(), r.iter().map(|r| r.as_str().to_owned()).collect()))
+            .map(|(u, r)| {
+                (
+                    u.0.clone(),
+                    r.iter().map(|r| r.as_str().to_owned()).collect(),
+                )
+            })
             .collect(),
         disabled: s.identities.disabled.iter().map(|u| u.0.clone()).collect(),
         tokens: s

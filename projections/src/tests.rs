@@ -11,8 +11,8 @@ use events::store::redb::{Options, RedbStore};
 use events::store::{CheckpointPolicy, EventStore};
 use events::time::Timestamp;
 
-use crate::snapshot::{self, SnapshotKey};
 use crate::Projections;
+use crate::snapshot::{self, SnapshotKey};
 
 fn p(s: &str) -> Principal {
     Principal(s.to_owned())
@@ -84,7 +84,7 @@ fn open(dir: &std::path::Path, state: Projections) -> RedbStore<Projections> {
 fn rebuild(records: &[events::record::StoredRecord]) -> Projections {
     let mut s = Projections::default();
     for r in records {
-        s.apply(&r.record).unwrap();
+        s.apply(r).unwrap();
     }
     s
 }
@@ -143,7 +143,7 @@ fn snapshot_with_a_flipped_byte_or_another_key_is_refused() {
         prev: hash::ZERO,
         event: token(1, "a@example.com", None),
     };
-    state.apply(&rec).unwrap();
+    state.apply(&rec.seal()).unwrap();
     let key = SnapshotKey([1; 32]);
     let (bytes, _) = snapshot::write(&state, &key).unwrap();
     assert_eq!(snapshot::read(&bytes, &key).unwrap().state, state);
@@ -167,20 +167,20 @@ fn a_state_from_another_log_refuses_the_next_record() {
         prev: hash::ZERO,
         event: token(1, "a@example.com", None),
     };
-    state.apply(&r0).unwrap();
+    state.apply(&r0.seal()).unwrap();
     let foreign_next = Record {
         seq: Seq(1),
         time: Timestamp(2),
         prev: Hash([3; 32]),
         event: token(2, "a@example.com", None),
     };
-    assert!(state.apply(&foreign_next).is_err());
+    assert!(state.apply(&foreign_next.clone().seal()).is_err());
     let out_of_order = Record {
         seq: Seq(5),
         prev: state.last_hash(),
         ..foreign_next
     };
-    assert!(state.apply(&out_of_order).is_err());
+    assert!(state.apply(&out_of_order.seal()).is_err());
     assert_eq!(state.len(), 1, "refused records change nothing");
 }
 
@@ -206,7 +206,8 @@ fn tokens_expire_and_revoke_by_time_from_records() {
             prev,
             event: e,
         };
-        prev = hash::leaf_hash(&r.encode());
+        let r = r.seal();
+        prev = r.hash;
         state.apply(&r).unwrap();
     }
     let s1 = hash::object_digest(&[1]);

@@ -13,7 +13,7 @@ use crate::checkpoint::{self, VerifierKey};
 use crate::event::{Event, Principal, TokenId};
 use crate::hash::{self, Hash};
 use crate::merkle;
-use crate::record::Record;
+use crate::record::StoredRecord;
 use crate::seq::Seq;
 
 /// A fold for the suite: counts records, checks order, remembers revoked tokens.
@@ -26,7 +26,8 @@ pub struct TestFold {
 }
 
 impl Fold for TestFold {
-    fn apply(&mut self, record: &Record) -> Result<(), FoldError> {
+    fn apply(&mut self, stored: &StoredRecord) -> Result<(), FoldError> {
+        let record = &stored.record;
         if record.seq.0 != self.next {
             return Err(FoldError::OutOfOrder {
                 expected: Seq(self.next),
@@ -37,7 +38,7 @@ impl Fold for TestFold {
             self.revoked.insert(*token);
         }
         self.next += 1;
-        self.last_hash = crate::hash::leaf_hash(&record.encode());
+        self.last_hash = stored.hash;
         self.times.push(record.time.0);
         Ok(())
     }
@@ -85,7 +86,7 @@ where
 }
 
 fn tempdir() -> tempfile::TempDir {
-    tempfile::tempdir().unwrap_or_else(|e| unreachable_dir(e))
+    tempfile::tempdir().unwrap_or_else(unreachable_dir)
 }
 
 #[allow(clippy::panic)]
@@ -122,11 +123,17 @@ pub async fn append_assigns_seq_time_and_prev<St: EventStore<TestFold>>(store: &
         }
         assert_eq!(r.hash, hash::leaf_hash(&r.bytes));
     }
-    assert_eq!(a.hashes, vec![all[all.len() - 3].hash, all[all.len() - 2].hash]);
+    assert_eq!(
+        a.hashes,
+        vec![all[all.len() - 3].hash, all[all.len() - 2].hash]
+    );
     let head = store.head();
     assert_eq!(head.size, all.len() as u64);
     assert_eq!(head.hash, all[all.len() - 1].hash);
-    assert!(matches!(store.append(vec![]).await, Err(AppendError::Empty)));
+    assert!(matches!(
+        store.append(vec![]).await,
+        Err(AppendError::Empty)
+    ));
 }
 
 /// Every resolved append is already in the state.

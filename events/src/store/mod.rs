@@ -153,7 +153,10 @@ pub struct Subscription {
 pub enum Delivery {
     Record(Box<StoredRecord>),
     /// Records `[from, to)` were missed; the caller re-reads them with `read` and then continues.
-    Gap { from: u64, to: u64 },
+    Gap {
+        from: u64,
+        to: u64,
+    },
     Closed,
 }
 

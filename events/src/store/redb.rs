@@ -105,6 +105,8 @@ struct Sequencer<S: Fold> {
     view: View,
     clock: Clock,
     reopen: bool,
+    /// Set on shutdown: cut a checkpoint for any records not yet covered.
+    seal: bool,
 }
 
 /// Entries of one transaction being built.
@@ -135,7 +137,11 @@ impl<S: Fold> RedbStore<S> {
     }
 
     /// As [`RedbStore::open`], with a custom way to open the database (a test backend).
-    pub fn open_with(opener: Opener, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
+    pub fn open_with(
+        opener: Opener,
+        options: Options,
+        state: S,
+    ) -> Result<RedbStore<S>, StoreError> {
         let db = opener().map_err(io)?;
         init_tables(&db)?;
         let view = load_view(&db)?;
@@ -160,6 +166,7 @@ impl<S: Fold> RedbStore<S> {
             view,
             clock: Clock,
             reopen: false,
+            seal: false,
         };
         if sequencer.view.size == 0 {
             sequencer.create_log()?;
@@ -221,7 +228,11 @@ impl<S: Fold> RedbStore<S> {
             .ok_or_else(|| StoreError::Io("the database is being reopened".into()))
     }
 
-    async fn send(&self, events: Vec<Event>, guard: Option<Guard<S>>) -> Result<Appended, AppendError> {
+    async fn send(
+        &self,
+        events: Vec<Event>,
+        guard: Option<Guard<S>>,
+    ) -> Result<Appended, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -234,8 +245,12 @@ impl<S: Fold> RedbStore<S> {
             let Some(tx) = tx.as_ref() else {
                 return Err(AppendError::Unavailable("the store is shut down".into()));
             };
-            tx.send(Request { events, guard, reply })
-                .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+            tx.send(Request {
+                events,
+                guard,
+                reply,
+            })
+            .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
         }
         rx.await
             .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
@@ -253,7 +268,11 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
         self.send(events, None).await
     }
 
-    async fn append_if(&self, events: Vec<Event>, guard: Guard<S>) -> Result<Appended, AppendError> {
+    async fn append_if(
+        &self,
+        events: Vec<Event>,
+        guard: Guard<S>,
+    ) -> Result<Appended, AppendError> {
         self.send(events, Some(guard)).await
     }
 
@@ -265,15 +284,11 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
     }
 
     fn head(&self) -> Head {
-        self.shared
-            .head
-            .read()
-            .map(|h| *h)
-            .unwrap_or(Head {
-                size: 0,
-                hash: hash::ZERO,
-                root: hash::ZERO,
-            })
+        self.shared.head.read().map(|h| *h).unwrap_or(Head {
+            size: 0,
+            hash: hash::ZERO,
+            root: hash::ZERO,
+        })
     }
 
     async fn checkpoints(&self, range: Range<u64>) -> Result<Vec<SignedCheckpoint>, StoreError> {
@@ -385,6 +400,11 @@ impl<S: Fold> Sequencer<S> {
                 }
             }
             self.process(batch);
+        }
+        // Shutting down: seal what is not yet covered by a checkpoint.
+        if self.view.size > self.view.cp_size && self.ready().is_ok() {
+            self.seal = true;
+            self.commit(Staged::default(), true);
         }
     }
 
@@ -510,7 +530,7 @@ impl<S: Fold> Sequencer<S> {
         let new = v.size.saturating_sub(v.cp_size);
         let since = now.since(v.cp_time);
         let due = new >= p.every.max(1)
-            || (new > 0 && since >= p.after)
+            || (new > 0 && (since >= p.after || self.seal))
             || since >= p.heartbeat
             || v.checkpoints == 0;
         due.then(|| {
@@ -560,7 +580,7 @@ impl<S: Fold> Sequencer<S> {
             match self.shared.state.write() {
                 Ok(mut state) => {
                     for r in &staged.records {
-                        if let Err(e) = state.apply(&r.record) {
+                        if let Err(e) = state.apply(r) {
                             // The log is durable but the state refused it: stop appending
                             // rather than answer from a state that disagrees with the log.
                             self.poison(format!("projection refused a committed record: {e}"));
@@ -802,7 +822,7 @@ fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
     for item in table.range(from..size).map_err(io)? {
         let (k, v) = item.map_err(io)?;
         let stored = decode_stored(k.value(), v.value())?;
-        state.apply(&stored.record).map_err(|e| StoreError::Corrupt {
+        state.apply(&stored).map_err(|e| StoreError::Corrupt {
             seq: Seq(k.value()),
             what: e.to_string(),
         })?;
@@ -810,7 +830,10 @@ fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn read_raw(db: &impl ReadableDatabase, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+fn read_raw(
+    db: &impl ReadableDatabase,
+    range: Range<u64>,
+) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
     let txn = db.begin_read().map_err(io)?;
     let table = txn.open_table(RECORDS).map_err(io)?;
     let mut out = Vec::new();

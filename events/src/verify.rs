@@ -1,0 +1,875 @@
+//! The verification core: checks an export (or a store's records) without trusting the writer.
+//!
+//! It checks every leaf hash and `prev` link, that `seq` is dense from 0, every checkpoint's
+//! signature under the key, that checkpoints never shrink or fork, that each checkpoint's root is
+//! the Merkle root of the records it covers (recomputed from the leaves, which implies the
+//! consistency of consecutive checkpoints), the manifest chain, and every object's SHA-256.
+//! Objects are read through [`Source`], so the same checks run on a directory, a store or a bucket.
+//!
+//! **Invariant:** the first failure is returned with what failed and where (a `seq` or an object
+//! key) and the evidence; nothing is skipped silently. Only stored bytes are hashed, and event
+//! bodies are never interpreted, so logs with newer event codes still verify.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::cbor;
+use crate::checkpoint::{self, Checkpoint, VerifierKey};
+use crate::event::Event;
+use crate::export::{self, Manifest};
+use crate::hash::{self, Hash};
+use crate::merkle::Frontier;
+use crate::record;
+
+/// Where the verifier reads objects from.
+pub trait Source {
+    /// Every key under `prefix`, sorted. A prefix with no objects lists nothing.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, VerifyError>;
+    /// The object at `key`, or `None` when there is none.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VerifyError>;
+}
+
+/// An export in a local directory.
+pub struct DirSource {
+    root: PathBuf,
+}
+
+/// Whether the key was given by the auditor or taken from what is being verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyTrust {
+    /// `--key`: a log rewritten and re-signed under another key fails.
+    Pinned,
+    /// Taken from the export itself: proves internal consistency only.
+    Unpinned,
+}
+
+/// What a successful verification covered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    pub records: u64,
+    pub checkpoints: u64,
+    pub segments: u64,
+    /// Leaf hash of the last record.
+    pub head_hash: Hash,
+    /// Merkle root of all records.
+    pub root: Hash,
+    /// Size of the newest checkpoint; records after it are chained but not yet signed.
+    pub signed_size: u64,
+    pub key: String,
+    pub trust: KeyTrust,
+}
+
+/// Progress reports, for a progress bar.
+pub trait Progress {
+    fn start(&mut self, total_records: u64);
+    fn advance(&mut self, records: u64);
+}
+
+/// No progress display.
+pub struct Quiet;
+
+/// Why verification failed. Everything but `Io` and `Usage` is an integrity failure.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum VerifyError {
+    #[error("seq {seq} in {object}: cannot read a record at byte {offset}: {what}")]
+    Undecodable {
+        seq: u64,
+        object: String,
+        offset: usize,
+        what: String,
+    },
+    #[error("seq {expected}: missing or out of order (found seq {found} in {object})")]
+    SeqMismatch {
+        expected: u64,
+        found: u64,
+        object: String,
+    },
+    #[error(
+        "seq {seq}: its hash {found} is not the prev {expected} recorded by seq {next} (record {seq} or that prev was altered)"
+    )]
+    HashChain {
+        seq: u64,
+        next: u64,
+        expected: Hash,
+        found: Hash,
+    },
+    #[error(
+        "seq {seq}: altered: its prev {prev} is not the hash {expected} of seq {}, and its own hash does not link to what follows",
+        seq.saturating_sub(1)
+    )]
+    Altered {
+        seq: u64,
+        prev: Hash,
+        expected: Hash,
+    },
+    #[error("seq 0: prev must be 32 zero bytes, found {found}")]
+    FirstPrev { found: Hash },
+    #[error("seq {seq}: the export ends at seq {seq}, but {object} covers {size} records")]
+    Truncated { seq: u64, size: u64, object: String },
+    #[error("{object}: checkpoint signature: {what}")]
+    Signature { object: String, what: String },
+    #[error(
+        "seq {}: {object} signs root {expected} for size {size} but the records give {computed} (seq {} is the newest record it covers; every earlier link verified)",
+        size.saturating_sub(1),
+        size.saturating_sub(1)
+    )]
+    Root {
+        object: String,
+        size: u64,
+        expected: Hash,
+        computed: Hash,
+    },
+    #[error("{object}: checkpoints are inconsistent: {what}")]
+    Inconsistent { object: String, what: String },
+    #[error("{object}: missing (named by {named_by})")]
+    Missing { object: String, named_by: String },
+    #[error("{object}: SHA-256 is {found} but {named_by} says {expected}")]
+    Digest {
+        object: String,
+        expected: String,
+        found: String,
+        named_by: String,
+    },
+    #[error("{object}: {what}")]
+    Manifest { object: String, what: String },
+    #[error("{object}: not named by any manifest")]
+    Unlisted { object: String },
+    #[error("cannot read {object}: {what}")]
+    Io { object: String, what: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The chain and tree as records stream past.
+struct Chain {
+    next: u64,
+    prev: Hash,
+    frontier: Frontier,
+    /// The frontier one record earlier, to test which record of a broken link was altered.
+    before_last: Frontier,
+    /// Checkpoint size → (expected root, object that claims it).
+    roots: BTreeMap<u64, (Hash, String)>,
+    pending: Option<Pending>,
+}
+
+/// A broken link at `seq` whose culprit is not known yet: either record `seq - 1` was altered
+/// (then the next record's prev, or the checkpoint root with `prev_in_n` as seq - 1's hash,
+/// still agree with record `seq`) or record `seq` itself was.
+struct Pending {
+    seq: u64,
+    prev_in_n: Hash,
+    hash_before: Hash,
+    /// The tree if record `seq - 1` had hashed to `prev_in_n`.
+    alt: Frontier,
+}
+
+// === impl DirSource ===
+
+impl DirSource {
+    pub fn new(root: &Path) -> DirSource {
+        DirSource {
+            root: root.to_owned(),
+        }
+    }
+}
+
+impl Source for DirSource {
+    fn list(&self, prefix: &str) -> Result<Vec<String>, VerifyError> {
+        let dir = self.root.join(prefix.trim_end_matches('/'));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_error(&dir.display().to_string(), &e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(prefix, &e))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                return Err(VerifyError::Unlisted {
+                    object: format!("{prefix}{}", name.to_string_lossy()),
+                });
+            };
+            out.push(format!("{}/{name}", prefix.trim_end_matches('/')));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VerifyError> {
+        match std::fs::read(self.root.join(key)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(key, &e)),
+        }
+    }
+}
+
+fn io_error(object: &str, e: &std::io::Error) -> VerifyError {
+    VerifyError::Io {
+        object: object.to_owned(),
+        what: e.to_string(),
+    }
+}
+
+// === impl VerifyError ===
+
+impl VerifyError {
+    /// Integrity failures exit 1; usage and I/O errors exit 2.
+    pub fn is_integrity(&self) -> bool {
+        !matches!(self, VerifyError::Io { .. } | VerifyError::Usage(_))
+    }
+
+    /// A stable name for the JSON output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            VerifyError::Undecodable { .. } => "undecodable_record",
+            VerifyError::SeqMismatch { .. } => "seq_mismatch",
+            VerifyError::HashChain { .. } => "hash_chain",
+            VerifyError::Altered { .. } => "record_altered",
+            VerifyError::FirstPrev { .. } => "first_prev",
+            VerifyError::Truncated { .. } => "truncated",
+            VerifyError::Signature { .. } => "checkpoint_signature",
+            VerifyError::Root { .. } => "checkpoint_root",
+            VerifyError::Inconsistent { .. } => "checkpoints_inconsistent",
+            VerifyError::Missing { .. } => "object_missing",
+            VerifyError::Digest { .. } => "digest_mismatch",
+            VerifyError::Manifest { .. } => "manifest",
+            VerifyError::Unlisted { .. } => "object_unlisted",
+            VerifyError::Io { .. } => "io",
+            VerifyError::Usage(_) => "usage",
+        }
+    }
+
+    /// The first failing record, when the failure is about one.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            VerifyError::Undecodable { seq, .. }
+            | VerifyError::HashChain { seq, .. }
+            | VerifyError::Altered { seq, .. }
+            | VerifyError::Truncated { seq, .. } => Some(*seq),
+            VerifyError::SeqMismatch { expected, .. } => Some(*expected),
+            VerifyError::FirstPrev { .. } => Some(0),
+            VerifyError::Root { size, .. } => size.checked_sub(1),
+            _ => None,
+        }
+    }
+
+    /// The failing object, when the failure is about one.
+    pub fn object(&self) -> Option<&str> {
+        match self {
+            VerifyError::Undecodable { object, .. }
+            | VerifyError::SeqMismatch { object, .. }
+            | VerifyError::Truncated { object, .. }
+            | VerifyError::Signature { object, .. }
+            | VerifyError::Root { object, .. }
+            | VerifyError::Inconsistent { object, .. }
+            | VerifyError::Missing { object, .. }
+            | VerifyError::Digest { object, .. }
+            | VerifyError::Manifest { object, .. }
+            | VerifyError::Unlisted { object }
+            | VerifyError::Io { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+}
+
+// === impl Progress ===
+
+impl Progress for Quiet {
+    fn start(&mut self, _: u64) {}
+    fn advance(&mut self, _: u64) {}
+}
+
+// === impl Chain ===
+
+impl Chain {
+    fn new(roots: BTreeMap<u64, (Hash, String)>) -> Chain {
+        Chain {
+            next: 0,
+            prev: hash::ZERO,
+            frontier: Frontier::new(),
+            before_last: Frontier::new(),
+            roots,
+            pending: None,
+        }
+    }
+
+    /// Checks one stored record: its seq, its link to the previous record, and any checkpoint
+    /// root that ends with it.
+    fn push(&mut self, bytes: &[u8], object: &str, offset: usize) -> Result<(), VerifyError> {
+        let header = record::header(bytes).ok_or_else(|| VerifyError::Undecodable {
+            seq: self.next,
+            object: object.to_owned(),
+            offset,
+            what: "not a canonical record header".into(),
+        })?;
+        if header.seq.0 != self.next {
+            return Err(VerifyError::SeqMismatch {
+                expected: self.next,
+                found: header.seq.0,
+                object: object.to_owned(),
+            });
+        }
+        if let Some(p) = self.pending.take() {
+            // This record says what the previous one hashed to: that names the culprit.
+            return Err(resolve(p, header.prev == self.prev));
+        }
+        if header.prev != self.prev {
+            if self.next == 0 {
+                return Err(VerifyError::FirstPrev { found: header.prev });
+            }
+            let mut alt = self.before_last.clone();
+            alt.push(header.prev);
+            self.pending = Some(Pending {
+                seq: self.next,
+                prev_in_n: header.prev,
+                hash_before: self.prev,
+                alt,
+            });
+        }
+        let leaf = hash::leaf_hash(bytes);
+        self.before_last.clone_from(&self.frontier);
+        self.frontier.push(leaf);
+        if let Some(p) = &mut self.pending {
+            p.alt.push(leaf);
+        }
+        self.prev = leaf;
+        self.next += 1;
+        self.check_root()
+    }
+
+    fn check_root(&mut self) -> Result<(), VerifyError> {
+        if let Some((expected, cp)) = self.roots.get(&self.next) {
+            let computed = self.frontier.root();
+            if computed != *expected {
+                if let Some(p) = self.pending.take() {
+                    let earlier_altered = p.alt.root() == *expected;
+                    return Err(resolve(p, earlier_altered));
+                }
+                return Err(VerifyError::Root {
+                    object: cp.clone(),
+                    size: self.next,
+                    expected: *expected,
+                    computed,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// After the last record: no broken link is left open, and no checkpoint claims more
+    /// records than there are.
+    fn finish(&mut self) -> Result<(), VerifyError> {
+        if let Some(p) = self.pending.take() {
+            // Nothing after the broken link says which side changed; name the earlier record.
+            return Err(resolve(p, true));
+        }
+        if let Some((size, (_, cp))) = self.roots.range(self.next + 1..).next() {
+            return Err(VerifyError::Truncated {
+                seq: self.next,
+                size: *size,
+                object: cp.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Names the altered record of a broken link: `seq - 1` when what follows agrees with record
+/// `seq` (`earlier_altered`), else `seq` itself.
+fn resolve(p: Pending, earlier_altered: bool) -> VerifyError {
+    if earlier_altered {
+        VerifyError::HashChain {
+            seq: p.seq - 1,
+            next: p.seq,
+            expected: p.prev_in_n,
+            found: p.hash_before,
+        }
+    } else {
+        VerifyError::Altered {
+            seq: p.seq,
+            prev: p.prev_in_n,
+            expected: p.hash_before,
+        }
+    }
+}
+
+/// Verifies an export read through `src`. With `key`, the checkpoints must verify under it
+/// ([`KeyTrust::Pinned`]); without, the key is taken from manifest 0 ([`KeyTrust::Unpinned`]).
+pub fn verify_export(
+    src: &(impl Source + Sync),
+    key: Option<&VerifierKey>,
+    progress: &mut dyn Progress,
+) -> Result<Summary, VerifyError> {
+    let manifests = load_manifests(src)?;
+    let Some((_, first)) = manifests.first() else {
+        return Err(VerifyError::Missing {
+            object: export::manifest_key(0),
+            named_by: "the export layout".into(),
+        });
+    };
+    let origin = first.origin.clone();
+    let (key, trust) = choose_key(key, first)?;
+
+    // Checkpoints: all of them, dense, each signed; manifests name them in order.
+    let cp_keys = src.list("checkpoints/")?;
+    let mut checkpoints = Vec::new();
+    for (n, k) in cp_keys.iter().enumerate() {
+        match export::parse_checkpoint_key(k) {
+            Some(found) if found == n as u64 => {}
+            // A gap in the numbering: checkpoint n was deleted.
+            Some(_) => {
+                return Err(VerifyError::Missing {
+                    object: export::checkpoint_key(n as u64),
+                    named_by: format!("the checkpoint numbering (found {k} next)"),
+                });
+            }
+            None => return Err(VerifyError::Unlisted { object: k.clone() }),
+        }
+        let note = src.get(k)?.ok_or_else(|| VerifyError::Missing {
+            object: k.clone(),
+            named_by: "the listing".into(),
+        })?;
+        checkpoints.push((k.clone(), note));
+    }
+    let opened = open_all(&checkpoints, &origin, &key)?;
+    check_manifest_checkpoints(&manifests, &checkpoints, &opened)?;
+
+    // Segments: exactly those the manifests name.
+    let named: BTreeSet<&str> = manifests
+        .iter()
+        .map(|(_, m)| m.segment.key.as_str())
+        .collect();
+    let total = manifests.last().map(|(_, m)| m.end).unwrap_or(0);
+    for k in src.list("segments/")? {
+        if !named.contains(k.as_str()) {
+            // The segment right after the last manifest: that manifest was deleted.
+            if export::parse_segment_key(&k).is_some_and(|(first, _)| first == total) {
+                return Err(VerifyError::Missing {
+                    object: export::manifest_key(manifests.len() as u64),
+                    named_by: format!("the manifest chain ({k} has no manifest)"),
+                });
+            }
+            return Err(VerifyError::Unlisted { object: k });
+        }
+    }
+
+    progress.start(total);
+    let mut chain = Chain::new(roots_of(&opened));
+    chain.check_root()?;
+    for (mkey, m) in &manifests {
+        let bytes = src
+            .get(&m.segment.key)?
+            .ok_or_else(|| VerifyError::Missing {
+                object: m.segment.key.clone(),
+                named_by: mkey.clone(),
+            })?;
+        verify_segment(&mut chain, &bytes, m, mkey)?;
+        progress.advance(m.end - m.first);
+    }
+    chain.finish()?;
+    if let Some((_, bytes)) = checkpoints.first() {
+        check_log_created(src, &manifests, bytes, &key)?;
+    }
+    Ok(Summary {
+        records: chain.next,
+        checkpoints: checkpoints.len() as u64,
+        segments: manifests.len() as u64,
+        head_hash: chain.prev,
+        root: chain.frontier.root(),
+        signed_size: opened.last().map(|c| c.size).unwrap_or(0),
+        key: key.to_string(),
+        trust,
+    })
+}
+
+/// Feeds every stored record, in `seq` order, to the callback it is given.
+pub type Feed<'a> = dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> Result<(), VerifyError>) -> Result<(), VerifyError>
+    + 'a;
+
+/// Verifies records and checkpoints as a store holds them (no manifests). `first` is the stored
+/// record 0 (it names the origin and, unpinned, the key); `feed` streams all records.
+pub fn verify_records(
+    first: &[u8],
+    total: u64,
+    notes: &[(String, Vec<u8>)],
+    key: Option<&VerifierKey>,
+    progress: &mut dyn Progress,
+    feed: &mut Feed<'_>,
+) -> Result<Summary, VerifyError> {
+    progress.start(total);
+    let created = record::decode(first).map_err(|e| VerifyError::Undecodable {
+        seq: 0,
+        object: "record 0".into(),
+        offset: 0,
+        what: e.to_string(),
+    })?;
+    let Event::LogCreated {
+        origin,
+        checkpoint_key,
+    } = created.record.event
+    else {
+        return Err(VerifyError::Undecodable {
+            seq: 0,
+            object: "record 0".into(),
+            offset: 0,
+            what: "record 0 is not LogCreated".into(),
+        });
+    };
+    let (key, trust) = match key {
+        Some(k) => (k.clone(), KeyTrust::Pinned),
+        None => (
+            VerifierKey::parse(&checkpoint_key).map_err(|e| VerifyError::Signature {
+                object: "record 0".into(),
+                what: format!("LogCreated names an unreadable key: {e}"),
+            })?,
+            KeyTrust::Unpinned,
+        ),
+    };
+    let opened = open_all(notes, &origin, &key)?;
+    let mut chain = Chain::new(roots_of(&opened));
+    chain.check_root()?;
+    let mut since = 0u64;
+    feed(&mut |seq, bytes| {
+        chain.push(bytes, &format!("record {seq}"), 0)?;
+        since += 1;
+        if since == 65536 {
+            progress.advance(since);
+            since = 0;
+        }
+        Ok(())
+    })?;
+    progress.advance(since);
+    chain.finish()?;
+    Ok(Summary {
+        records: chain.next,
+        checkpoints: notes.len() as u64,
+        segments: 0,
+        head_hash: chain.prev,
+        root: chain.frontier.root(),
+        signed_size: opened.last().map(|c| c.size).unwrap_or(0),
+        key: key.to_string(),
+        trust,
+    })
+}
+
+fn load_manifests(src: &impl Source) -> Result<Vec<(String, Manifest)>, VerifyError> {
+    let keys = src.list("manifests/")?;
+    let mut out: Vec<(String, Manifest)> = Vec::new();
+    let mut prev_digest = "0".repeat(64);
+    for (i, k) in keys.iter().enumerate() {
+        let i = i as u64;
+        if export::parse_manifest_key(k) != Some(i) {
+            // A gap in the numbering means a manifest was deleted.
+            let expected = export::manifest_key(i);
+            return Err(if export::parse_manifest_key(k).is_some() {
+                VerifyError::Missing {
+                    object: expected,
+                    named_by: format!("the manifest chain (found {k} next)"),
+                }
+            } else {
+                VerifyError::Unlisted { object: k.clone() }
+            });
+        }
+        let bytes = src.get(k)?.ok_or_else(|| VerifyError::Missing {
+            object: k.clone(),
+            named_by: "the listing".into(),
+        })?;
+        let bad = |what: String| VerifyError::Manifest {
+            object: k.clone(),
+            what,
+        };
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a manifest: {e}")))?;
+        if m.version != export::MANIFEST_VERSION {
+            return Err(bad(format!("unknown manifest version {}", m.version)));
+        }
+        if m.index != i {
+            return Err(bad(format!("says it is manifest {}", m.index)));
+        }
+        if m.prev_manifest_sha256 != prev_digest {
+            // The previous manifest's bytes changed after this one named them.
+            return Err(match i.checked_sub(1) {
+                Some(p) => VerifyError::Digest {
+                    object: export::manifest_key(p),
+                    expected: m.prev_manifest_sha256.clone(),
+                    found: prev_digest,
+                    named_by: k.clone(),
+                },
+                None => bad(format!(
+                    "prev_manifest_sha256 must be 64 zeros for the first manifest, found {}",
+                    m.prev_manifest_sha256
+                )),
+            });
+        }
+        // One manifest, one byte string: the newest manifest is named by nothing else yet,
+        // so even an edit that keeps its meaning is refused.
+        let mut canonical =
+            serde_json::to_vec_pretty(&m).map_err(|e| bad(format!("cannot re-encode: {e}")))?;
+        canonical.push(b'\n');
+        if canonical != bytes {
+            return Err(bad("not in canonical form (the bytes were edited)".into()));
+        }
+        let expected_first = out.last().map(|(_, p)| p.end).unwrap_or(0);
+        if m.first != expected_first || m.end <= m.first {
+            return Err(bad(format!(
+                "covers records [{}, {}) but should start at {expected_first}",
+                m.first, m.end
+            )));
+        }
+        if m.segment.key != export::segment_key(m.first, m.end) {
+            return Err(bad(format!(
+                "names segment {} for its range",
+                m.segment.key
+            )));
+        }
+        // The key history only grows: each manifest extends the previous one's.
+        if let Some((_, prev)) = out.last()
+            && (m.origin != prev.origin || !m.keys.starts_with(&prev.keys))
+        {
+            return Err(bad("changes the origin or rewrites the key history".into()));
+        }
+        prev_digest = hash::object_digest(&bytes).to_hex();
+        out.push((k.clone(), m));
+    }
+    Ok(out)
+}
+
+fn choose_key(
+    pinned: Option<&VerifierKey>,
+    first: &Manifest,
+) -> Result<(VerifierKey, KeyTrust), VerifyError> {
+    if let Some(k) = pinned {
+        return Ok((k.clone(), KeyTrust::Pinned));
+    }
+    let entry = first.keys.first().ok_or_else(|| VerifyError::Manifest {
+        object: export::manifest_key(0),
+        what: "names no checkpoint key".into(),
+    })?;
+    let key = VerifierKey::parse(&entry.vkey).map_err(|e| VerifyError::Manifest {
+        object: export::manifest_key(0),
+        what: format!("unreadable checkpoint key: {e}"),
+    })?;
+    Ok((key, KeyTrust::Unpinned))
+}
+
+/// Opens every checkpoint under `key` and checks they never shrink, fork or go back in time.
+fn open_all(
+    notes: &[(String, Vec<u8>)],
+    origin: &str,
+    key: &VerifierKey,
+) -> Result<Vec<Checkpoint>, VerifyError> {
+    let mut out: Vec<Checkpoint> = Vec::with_capacity(notes.len());
+    for (object, note) in notes {
+        let cp =
+            checkpoint::open_checkpoint(note, origin, key).map_err(|e| VerifyError::Signature {
+                object: object.clone(),
+                what: e.to_string(),
+            })?;
+        if let Some(prev) = out.last() {
+            let what = if cp.size < prev.size {
+                Some(format!("size {} after size {}", cp.size, prev.size))
+            } else if cp.size == prev.size && cp.root != prev.root {
+                Some(format!("two roots for size {}", cp.size))
+            } else if cp.time < prev.time {
+                Some("its time is before the previous checkpoint's".to_owned())
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(VerifyError::Inconsistent {
+                    object: object.clone(),
+                    what,
+                });
+            }
+        }
+        out.push(cp);
+    }
+    Ok(out)
+}
+
+fn roots_of(opened: &[Checkpoint]) -> BTreeMap<u64, (Hash, String)> {
+    opened
+        .iter()
+        .enumerate()
+        .map(|(n, c)| (c.size, (c.root, export::checkpoint_key(n as u64))))
+        .collect()
+}
+
+/// Each manifest names the checkpoints cut since the previous one, in order, with their
+/// digests, and the last of them covers its segment's end.
+fn check_manifest_checkpoints(
+    manifests: &[(String, Manifest)],
+    notes: &[(String, Vec<u8>)],
+    opened: &[Checkpoint],
+) -> Result<(), VerifyError> {
+    let mut next = 0usize;
+    for (mkey, m) in manifests {
+        for r in &m.checkpoints {
+            let Some((k, bytes)) = notes.get(next) else {
+                return Err(VerifyError::Missing {
+                    object: r.key.clone(),
+                    named_by: mkey.clone(),
+                });
+            };
+            if *k != r.key {
+                return Err(VerifyError::Manifest {
+                    object: mkey.clone(),
+                    what: format!("names {} where {k} comes next", r.key),
+                });
+            }
+            check_digest(k, bytes, r, mkey)?;
+            next += 1;
+        }
+        let last = next.checked_sub(1).and_then(|i| opened.get(i));
+        if m.checkpoints.is_empty() || last.map(|c| c.size) != Some(m.end) {
+            return Err(VerifyError::Manifest {
+                object: mkey.clone(),
+                what: format!("no checkpoint it names covers its end {}", m.end),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_digest(
+    object: &str,
+    bytes: &[u8],
+    r: &export::ObjectRef,
+    named_by: &str,
+) -> Result<(), VerifyError> {
+    let found = hash::object_digest(bytes).to_hex();
+    if found != r.sha256 || bytes.len() as u64 != r.size {
+        return Err(VerifyError::Digest {
+            object: object.to_owned(),
+            expected: r.sha256.clone(),
+            found,
+            named_by: named_by.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks the records of one segment, while another thread computes its digest.
+fn verify_segment(
+    chain: &mut Chain,
+    bytes: &[u8],
+    m: &Manifest,
+    mkey: &str,
+) -> Result<(), VerifyError> {
+    let object = m.segment.key.as_str();
+    std::thread::scope(|s| {
+        let digest = s.spawn(|| hash::object_digest(bytes));
+        let mut offset = 0usize;
+        let mut last: Option<(u64, usize, &[u8])> = None;
+        // A record whose length bytes were altered swallows or leaves bytes of the next one:
+        // when the next one fails, name the previous record if it does not decode strictly.
+        let blame = |e: VerifyError, last: Option<(u64, usize, &[u8])>| match last {
+            Some((seq, at, item)) => match record::decode(item) {
+                Err(bad) => VerifyError::Undecodable {
+                    seq,
+                    object: object.to_owned(),
+                    offset: at,
+                    what: bad.to_string(),
+                },
+                Ok(_) => e,
+            },
+            None => e,
+        };
+        while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
+            let len = match cbor::item_len(rest) {
+                Ok(len) => len,
+                Err(e) => {
+                    let e = VerifyError::Undecodable {
+                        seq: chain.next,
+                        object: object.to_owned(),
+                        offset,
+                        what: e.to_string(),
+                    };
+                    return Err(blame(e, last));
+                }
+            };
+            let item = rest.get(..len).unwrap_or_default();
+            if chain.next >= m.end {
+                let e = VerifyError::SeqMismatch {
+                    expected: m.end,
+                    found: record::header(item).map(|h| h.seq.0).unwrap_or(chain.next),
+                    object: object.to_owned(),
+                };
+                return Err(blame(e, last));
+            }
+            let seq = chain.next;
+            if let Err(e) = chain.push(item, object, offset) {
+                return Err(match e {
+                    VerifyError::Undecodable { .. } | VerifyError::SeqMismatch { .. } => {
+                        blame(e, last)
+                    }
+                    e => e,
+                });
+            }
+            last = Some((seq, offset, item));
+            offset += len;
+        }
+        if chain.next != m.end {
+            let e = VerifyError::Truncated {
+                seq: chain.next,
+                size: m.end,
+                object: object.to_owned(),
+            };
+            return Err(blame(e, last));
+        }
+        let found = digest.join().unwrap_or_default().to_hex();
+        if found != m.segment.sha256 || bytes.len() as u64 != m.segment.size {
+            return Err(VerifyError::Digest {
+                object: object.to_owned(),
+                expected: m.segment.sha256.clone(),
+                found,
+                named_by: mkey.to_owned(),
+            });
+        }
+        Ok(())
+    })
+}
+
+/// Record 0 must be `LogCreated` for this origin and name the first key of the history.
+fn check_log_created(
+    src: &impl Source,
+    manifests: &[(String, Manifest)],
+    _first_note: &[u8],
+    _key: &VerifierKey,
+) -> Result<(), VerifyError> {
+    let Some((mkey, m)) = manifests.first() else {
+        return Ok(());
+    };
+    let bytes = src
+        .get(&m.segment.key)?
+        .ok_or_else(|| VerifyError::Missing {
+            object: m.segment.key.clone(),
+            named_by: mkey.clone(),
+        })?;
+    let (value, _) = cbor::decode_prefix(&bytes).map_err(|e| VerifyError::Undecodable {
+        seq: 0,
+        object: m.segment.key.clone(),
+        offset: 0,
+        what: e.to_string(),
+    })?;
+    let rec = record::from_value(&value).map_err(|e| VerifyError::Undecodable {
+        seq: 0,
+        object: m.segment.key.clone(),
+        offset: 0,
+        what: e.to_string(),
+    })?;
+    match rec.event {
+        Event::LogCreated {
+            origin,
+            checkpoint_key,
+        } if origin == m.origin && m.keys.first().map(|k| &k.vkey) == Some(&checkpoint_key) => {
+            Ok(())
+        }
+        _ => Err(VerifyError::Manifest {
+            object: mkey.clone(),
+            what: "its origin or first key differs from record 0 (LogCreated)".into(),
+        }),
+    }
+}

@@ -1,0 +1,284 @@
+//! The local compliance export: sealed segments, their manifests and the checkpoints, written
+//! under the deterministic keys of `events::export` (the S3 export writes the same layout).
+//!
+//! Segment boundaries are the sizes at which the store cut checkpoints, so each segment is
+//! sealed by the checkpoint covering its end, and the same store always exports the same bytes.
+//!
+//! **Invariant:** objects are immutable. Re-running the export adopts an existing object only
+//! if its bytes are identical, writes the missing ones, and refuses (naming the object) if any
+//! existing object differs; it never overwrites.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use events::checkpoint::SignedCheckpoint;
+use events::event::Event;
+use events::export::{self, KeyRef, Manifest, ObjectRef};
+use events::hash;
+use events::record;
+use events::store::StoreError;
+use events::store::redb::LogReader;
+
+/// What an export wrote.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    pub records: u64,
+    pub segments: u64,
+    pub checkpoints: u64,
+    pub written: u64,
+    pub adopted: u64,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("cannot read the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{key}: already exported with different content; refusing to overwrite")]
+    Conflict { key: String },
+    #[error("seq {seq}: {what}")]
+    Record { seq: u64, what: String },
+    #[error("the store holds no checkpoint yet; nothing is sealed")]
+    NothingSealed,
+}
+
+struct Writer<'a> {
+    out: &'a Path,
+    summary: ExportSummary,
+}
+
+// === impl Writer ===
+
+impl Writer<'_> {
+    /// Writes `bytes` at `key` unless an identical object is there; refuses a different one.
+    fn put(&mut self, key: &str, bytes: &[u8]) -> Result<ObjectRef, ExportError> {
+        let path = self.out.join(key);
+        let io = |source| ExportError::Io {
+            path: path.clone(),
+            source,
+        };
+        match fs::read(&path) {
+            Ok(existing) if existing == bytes => self.summary.adopted += 1,
+            Ok(_) => {
+                return Err(ExportError::Conflict {
+                    key: key.to_owned(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(io)?;
+                }
+                let tmp = path.with_extension("partial");
+                let mut f = fs::File::create(&tmp).map_err(io)?;
+                f.write_all(bytes).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                fs::rename(&tmp, &path).map_err(io)?;
+                self.summary.written += 1;
+            }
+            Err(e) => return Err(io(e)),
+        }
+        Ok(ObjectRef {
+            key: key.to_owned(),
+            sha256: hash::object_digest(bytes).to_hex(),
+            size: bytes.len() as u64,
+        })
+    }
+}
+
+/// Exports the store at `log` (a `log.redb` file) into the directory `out`.
+pub fn export_local(log: &Path, out: &Path) -> Result<ExportSummary, ExportError> {
+    let reader = LogReader::open(log)?;
+    let checkpoints = reader.checkpoints()?;
+    if checkpoints.is_empty() {
+        return Err(ExportError::NothingSealed);
+    }
+    let mut w = Writer {
+        out,
+        summary: ExportSummary::default(),
+    };
+    let mut keys: Vec<KeyRef> = Vec::new();
+    let mut origin = String::new();
+    let mut prev_manifest = "0".repeat(64);
+    let mut pending: Vec<ObjectRef> = Vec::new();
+    let mut start = 0u64;
+    let mut index = 0u64;
+    for (n, cp) in checkpoints.iter().enumerate() {
+        let SignedCheckpoint { checkpoint, note } = cp;
+        pending.push(w.put(&export::checkpoint_key(n as u64), note.as_bytes())?);
+        let end = checkpoint.size;
+        if end <= start {
+            continue; // A heartbeat: listed by the next manifest.
+        }
+        let segment = collect_segment(&reader, start, end, &mut keys, &mut origin)?;
+        let seg_ref = w.put(&export::segment_key(start, end), &segment)?;
+        let manifest = Manifest {
+            version: export::MANIFEST_VERSION,
+            origin: origin.clone(),
+            index,
+            first: start,
+            end,
+            segment: seg_ref,
+            checkpoints: std::mem::take(&mut pending),
+            prev_manifest_sha256: prev_manifest.clone(),
+            keys: keys.clone(),
+        };
+        let mut bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| ExportError::Record {
+            seq: start,
+            what: format!("cannot encode the manifest: {e}"),
+        })?;
+        bytes.push(b'\n');
+        let r = w.put(&export::manifest_key(index), &bytes)?;
+        prev_manifest = r.sha256;
+        w.summary.segments += 1;
+        index += 1;
+        start = end;
+    }
+    w.summary.records = start;
+    w.summary.checkpoints = checkpoints.len() as u64;
+    Ok(w.summary)
+}
+
+/// The records `[start, end)` as one CBOR sequence; notes the origin and key history.
+fn collect_segment(
+    reader: &LogReader,
+    start: u64,
+    end: u64,
+    keys: &mut Vec<KeyRef>,
+    origin: &mut String,
+) -> Result<Vec<u8>, ExportError> {
+    let mut segment = Vec::new();
+    let mut expected = start;
+    reader.for_each_raw(start..end, |seq, bytes| {
+        if seq != expected {
+            return Err(StoreError::Corrupt {
+                seq: events::seq::Seq(expected),
+                what: format!("missing; found seq {seq}"),
+            });
+        }
+        expected += 1;
+        // Only the log's own key events need decoding; the rest are copied as stored.
+        if seq == 0 || is_key_event(bytes) {
+            let stored = record::decode(bytes).map_err(|e| StoreError::Corrupt {
+                seq: events::seq::Seq(seq),
+                what: e.to_string(),
+            })?;
+            match stored.record.event {
+                Event::LogCreated {
+                    origin: o,
+                    checkpoint_key,
+                } => {
+                    *origin = o;
+                    keys.push(KeyRef {
+                        vkey: checkpoint_key,
+                        from_size: seq,
+                    });
+                }
+                Event::CheckpointKeyAdded { checkpoint_key, .. } => keys.push(KeyRef {
+                    vkey: checkpoint_key,
+                    from_size: seq,
+                }),
+                _ => {}
+            }
+        }
+        segment.extend_from_slice(bytes);
+        Ok(())
+    })?;
+    if expected != end {
+        return Err(ExportError::Record {
+            seq: expected,
+            what: format!("the store ends before the checkpoint size {end}"),
+        });
+    }
+    Ok(segment)
+}
+
+/// Whether stored bytes hold a key event, by looking for its code; a false positive only costs
+/// a decode.
+fn is_key_event(bytes: &[u8]) -> bool {
+    bytes.windows(6).any(|w| w == b"G1000I" || w == b"G1001I")
+}
+
+#[cfg(test)]
+mod tests {
+    use events::event::{Event, Principal};
+    use events::store::{CheckpointPolicy, EventStore};
+    use events::verify::{self, DirSource, KeyTrust};
+
+    use super::*;
+    use crate::keys::Keys;
+    use crate::store;
+
+    async fn fill(data: &Path, n: u64) -> Keys {
+        Keys::init(data, "export.test/log").unwrap();
+        let policy = CheckpointPolicy {
+            every: 500,
+            ..CheckpointPolicy::default()
+        };
+        let (store, keys) = store::open(data, policy).unwrap();
+        for chunk in 0..n / 100 {
+            let events = (0..100)
+                .map(|i| Event::UserEnabled {
+                    user: Principal(format!("u{}@example.com", chunk * 100 + i)),
+                    by: Principal("system".into()),
+                })
+                .collect();
+            store.append(events).await.unwrap();
+        }
+        keys
+    }
+
+    #[tokio::test]
+    async fn export_verifies_pinned_and_a_second_run_adopts_everything() {
+        let data = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let keys = fill(data.path(), 3000).await;
+        let first = export_local(&store::log_path(data.path()), out.path()).unwrap();
+        assert!(first.segments >= 6, "{first:?}");
+        assert_eq!(first.adopted, 0);
+        let s = verify::verify_export(
+            &DirSource::new(out.path()),
+            Some(&keys.vkey()),
+            &mut verify::Quiet,
+        )
+        .unwrap();
+        assert_eq!(s.trust, KeyTrust::Pinned);
+        assert_eq!(s.records, first.records);
+        let again = export_local(&store::log_path(data.path()), out.path()).unwrap();
+        assert_eq!(again.written, 0);
+        assert_eq!(again.adopted, first.written);
+    }
+
+    #[tokio::test]
+    async fn an_object_that_differs_is_never_overwritten() {
+        let data = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        fill(data.path(), 1000).await;
+        export_local(&store::log_path(data.path()), out.path()).unwrap();
+        let seg = fs::read_dir(out.path().join("segments"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&seg, &bytes).unwrap();
+        let e = export_local(&store::log_path(data.path()), out.path()).unwrap_err();
+        assert!(matches!(e, ExportError::Conflict { .. }), "{e}");
+        assert_eq!(
+            fs::read(&seg).unwrap(),
+            bytes,
+            "the tampered object is left as evidence"
+        );
+        let v = verify::verify_export(&DirSource::new(out.path()), None, &mut verify::Quiet)
+            .unwrap_err();
+        assert_eq!(v.seq(), Some(0), "{v}");
+    }
+}

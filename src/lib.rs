@@ -1,0 +1,10 @@
+//! Rack Gateway: the audit-first security gateway in front of a Convox rack.
+//!
+//! This library is the gateway's code; `main.rs` is its command line. Tests link the library to
+//! drive the same functions the commands use.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod export;
+pub mod keys;
+pub mod store;

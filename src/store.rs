@@ -1,0 +1,218 @@
+//! Opening the gateway's event store in a data directory: keys, the embedded store, and the
+//! projections restored from the newest valid snapshot.
+//!
+//! **Invariant:** a snapshot is used only if its MAC verifies, it covers no more than the log
+//! holds, and the log's record at the position it covers hashes to what it names; otherwise the
+//! state is rebuilt from seq 0. The store refuses to open without the keys.
+
+use std::path::{Path, PathBuf};
+
+use events::event::Event;
+use events::seq::Seq;
+use events::store::redb::{LogReader, Options, RedbStore};
+use events::store::{AppendError, CheckpointPolicy, EventStore, StoreError};
+use projections::Projections;
+use projections::snapshot;
+
+use crate::keys::{KeyError, Keys};
+
+/// The gateway's store type.
+pub type Store = RedbStore<Projections>;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("event store {path}: {source}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// Why a snapshot could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotWriteError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Snapshot(#[from] snapshot::SnapshotError),
+    #[error("cannot record the snapshot: {0}")]
+    Append(#[from] AppendError),
+}
+
+/// The store file of a data directory.
+pub fn log_path(data: &Path) -> PathBuf {
+    data.join("log.redb")
+}
+
+/// The snapshot file of a data directory.
+pub fn snapshot_path(data: &Path) -> PathBuf {
+    data.join("snapshot.bin")
+}
+
+/// Opens the store of `data` with its keys, restoring the projections from the snapshot when it
+/// is valid for this log.
+pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), OpenError> {
+    let keys = Keys::load(data)?;
+    let path = log_path(data);
+    let state = restore(data, &keys);
+    let options = Options {
+        origin: keys.checkpoint.name().to_owned(),
+        signer: keys.checkpoint.clone(),
+        policy,
+    };
+    let restored = state.is_some();
+    match RedbStore::open(&path, options, state.unwrap_or_default()) {
+        Ok(store) if !restored || snapshot_recorded(&store, data, &keys) => Ok((store, keys)),
+        Ok(store) => {
+            // The snapshot authenticates but the log never recorded it: rebuild from seq 0.
+            drop(store);
+            let options = Options {
+                origin: keys.checkpoint.name().to_owned(),
+                signer: keys.checkpoint.clone(),
+                policy,
+            };
+            RedbStore::open(&path, options, Projections::default())
+                .map(|s| (s, keys))
+                .map_err(|source| OpenError::Store { path, source })
+        }
+        // A snapshot that does not fit this log is refused: rebuild from seq 0.
+        Err(StoreError::Corrupt { .. } | StoreError::Incompatible(_)) if path.exists() => {
+            let options = Options {
+                origin: keys.checkpoint.name().to_owned(),
+                signer: keys.checkpoint.clone(),
+                policy,
+            };
+            RedbStore::open(&path, options, Projections::default())
+                .map(|s| (s, keys))
+                .map_err(|source| OpenError::Store { path, source })
+        }
+        Err(source) => Err(OpenError::Store { path, source }),
+    }
+}
+
+/// The snapshot's state if it authenticates and matches the log on disk.
+fn restore(data: &Path, keys: &Keys) -> Option<Projections> {
+    let bytes = std::fs::read(snapshot_path(data)).ok()?;
+    let loaded = snapshot::read(&bytes, &keys.snapshot).ok()?;
+    let covers = loaded.covers.0;
+    if covers == 0 {
+        return None;
+    }
+    let reader = LogReader::open(&log_path(data)).ok()?;
+    let at = reader.read_raw(covers - 1..covers).ok()?;
+    let (_, bytes) = at.first()?;
+    (events::hash::leaf_hash(bytes) == loaded.covers_hash).then_some(loaded.state)
+}
+
+/// Whether the log holds a `SnapshotRecorded` for the snapshot file that was restored.
+fn snapshot_recorded(store: &Store, data: &Path, keys: &Keys) -> bool {
+    let Ok(bytes) = std::fs::read(snapshot_path(data)) else {
+        return false;
+    };
+    let Ok(loaded) = snapshot::read(&bytes, &keys.snapshot) else {
+        return false;
+    };
+    store.with_state(|s| s.log.has_snapshot(loaded.covers, &loaded.digest))
+}
+
+/// Writes a snapshot of the current projections to `<data>/snapshot.bin` (atomically) and
+/// records its digest as `SnapshotRecorded`, so a later start can tell it belongs to this log.
+pub async fn write_snapshot(
+    store: &Store,
+    keys: &Keys,
+    data: &Path,
+) -> Result<Seq, SnapshotWriteError> {
+    let (bytes, digest, covers, covers_hash) = store.with_state(|s| {
+        snapshot::write(s, &keys.snapshot).map(|(b, d)| (b, d, Seq(s.len()), s.last_hash()))
+    })?;
+    let path = snapshot_path(data);
+    let tmp = path.with_extension("partial");
+    let io = |source| SnapshotWriteError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    std::fs::write(&tmp, &bytes).map_err(io)?;
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io)?;
+    store
+        .append(vec![Event::SnapshotRecorded {
+            covers,
+            covers_hash,
+            digest,
+        }])
+        .await?;
+    std::fs::rename(&tmp, &path).map_err(|source| SnapshotWriteError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(covers)
+}
+
+#[cfg(test)]
+mod tests {
+    use events::event::{Principal, Role};
+
+    use super::*;
+
+    async fn grant(store: &Store, n: usize) {
+        for i in 0..n {
+            store
+                .append(vec![Event::RoleGranted {
+                    user: Principal(format!("u{i}@example.com")),
+                    role: Role::Ops,
+                    by: Principal("system".into()),
+                }])
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recorded_snapshot_is_used_and_equals_a_rebuild() {
+        let data = tempfile::tempdir().unwrap();
+        Keys::init(data.path(), "snap.test/log").unwrap();
+        let (store, keys) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        grant(&store, 20).await;
+        let covers = write_snapshot(&store, &keys, data.path()).await.unwrap();
+        grant(&store, 5).await;
+        let live = store.with_state(|s| s.clone());
+        drop(store);
+        assert!(restore(data.path(), &keys).is_some_and(|s| s.len() == covers.0));
+        let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        assert_eq!(store.with_state(|s| s.clone()), live);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_of_another_log_or_unrecorded_is_refused_and_rebuilt() {
+        let data = tempfile::tempdir().unwrap();
+        Keys::init(data.path(), "snap.test/log").unwrap();
+        let (store, keys) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        grant(&store, 10).await;
+        let live = store.with_state(|s| s.clone());
+        // A snapshot with a valid MAC whose state was never recorded in this log.
+        let mut forged = live.clone();
+        forged.identities = Default::default();
+        let (bytes, _) = snapshot::write(&forged, &keys.snapshot).unwrap();
+        std::fs::write(snapshot_path(data.path()), bytes).unwrap();
+        drop(store);
+        let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        assert_eq!(
+            store.with_state(|s| s.clone()),
+            live,
+            "the forged state was not used"
+        );
+        drop(store);
+        std::fs::write(snapshot_path(data.path()), b"rgw-snapshot-v1\ngarbage").unwrap();
+        let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        assert_eq!(store.with_state(|s| s.clone()), live);
+    }
+}

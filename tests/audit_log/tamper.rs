@@ -1,0 +1,833 @@
+//! Tampering with an export: every kind of damage an operator with disk access could do to the
+//! exported segments, checkpoints and manifests, and the first failure the verifier must name.
+//!
+//! One pristine export of over 10,000 records is built once per run (`pristine`); each case copies
+//! it, damages the copy, verifies it against the pinned key and compares the failure's kind, `seq`
+//! and object exactly. The acceptance flow at the end drives the two binaries end to end.
+//!
+//! **Invariant:** the pristine export is never modified; every case works on its own copy.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use events::cbor;
+use events::checkpoint::{self, NoteSigner, VerifierKey};
+use events::event::{Event, Principal, Role};
+use events::export::{self, KeyRef, Manifest, ObjectRef};
+use events::hash::{self, Hash};
+use events::merkle::Frontier;
+use events::record;
+use events::store::EventStore;
+use events::verify::{self, DirSource, KeyTrust, Quiet, Summary, VerifyError};
+use rack_gateway::keys::Keys;
+
+use crate::support::{self, ORIGIN};
+
+/// The shared, never-modified export and what the cases need to know about it.
+struct Pristine {
+    export: PathBuf,
+    vkey: VerifierKey,
+    records: u64,
+    /// `(key, first, end)` in log order.
+    segments: Vec<(String, u64, u64)>,
+    manifests: Vec<String>,
+    checkpoints: Vec<String>,
+}
+
+/// One kind of damage (or none).
+#[derive(Clone, Copy, Debug)]
+enum Case {
+    Pristine,
+    FlippedBit,
+    FlippedSeqField,
+    FlippedTimeField,
+    FlippedPrevField,
+    FlippedEventCode,
+    DeletedRecord,
+    SwappedRecords,
+    InsertedDuplicate,
+    TruncatedTail,
+    DeletedSegment,
+    DeletedManifest,
+    DeletedCheckpoint,
+    ForgedSignature,
+    SegmentDigestInManifest,
+    CheckpointDigestInManifest,
+    EditedMiddleManifest,
+    ReformattedLastManifest,
+}
+
+/// What verification of a damaged copy must report.
+#[derive(Debug, PartialEq, Eq)]
+enum Expect {
+    Intact,
+    /// Exactly this failure.
+    Failure {
+        kind: &'static str,
+        seq: Option<u64>,
+        object: Option<String>,
+    },
+    /// An integrity failure naming this record, whatever its kind.
+    Names(u64),
+}
+
+/// A part of a stored record: `{0: seq, 1: time, 2: prev, 3: {0: code, 1: body}}`.
+#[derive(Clone, Copy, Debug)]
+enum Field {
+    Seq,
+    Time,
+    Prev,
+    Code,
+    /// The record's last byte: inside a hash or a hex string of the body.
+    BodyEnd,
+}
+
+// === The shared export ===
+
+/// At least this many records are sealed in the shared export.
+const MIN_RECORDS: u64 = 10_000;
+
+fn pristine() -> &'static Pristine {
+    static PRISTINE: OnceLock<Pristine> = OnceLock::new();
+    PRISTINE.get_or_init(build_pristine)
+}
+
+/// A directory for this process's shared fixture under cargo's temp dir. Statics are never
+/// dropped, so fixtures of finished runs (whose pid is gone) are removed here instead.
+fn fixture_root() -> PathBuf {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("audit_log-fixtures");
+    std::fs::create_dir_all(&base).expect("fixture base");
+    for entry in std::fs::read_dir(&base)
+        .expect("read fixture base")
+        .flatten()
+    {
+        let name = entry.file_name();
+        let alive = name
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let dir = base.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    dir
+}
+
+/// Keys, a store with a checkpoint every 1,000 records, ~10,000 events appended by 8 concurrent
+/// tasks in batches of 25, then the local export.
+fn build_pristine() -> Pristine {
+    let started = Instant::now();
+    let root = fixture_root();
+    let data = root.join("data");
+    let vkey = Keys::init(&data, ORIGIN).expect("keys init").vkey();
+    let (store, _) = rack_gateway::store::open(&data, support::policy(1000)).expect("open store");
+    let store = Arc::new(store);
+    let rt = support::runtime();
+    rt.block_on(async {
+        let batch = 25;
+        let mut next = 0;
+        let acked = support::append_concurrently(&store, next, MIN_RECORDS / batch, batch, 8).await;
+        assert_eq!(acked.len() as u64, MIN_RECORDS);
+        next += MIN_RECORDS;
+        // Records past the newest checkpoint are not exported: append until one covers enough.
+        loop {
+            let cps = store.checkpoints(0..u64::MAX).await.expect("checkpoints");
+            let sealed = cps.last().map(|c| c.checkpoint.size).unwrap_or(0);
+            if sealed >= MIN_RECORDS {
+                break;
+            }
+            support::append_concurrently(&store, next, 1, batch, 1).await;
+            next += batch;
+        }
+    });
+    drop(rt);
+    drop(Arc::try_unwrap(store).ok().expect("no other store handle"));
+    let export_dir = root.join("export");
+    let summary =
+        rack_gateway::export::export_local(&rack_gateway::store::log_path(&data), &export_dir)
+            .expect("export");
+    assert!(summary.records >= MIN_RECORDS, "{summary:?}");
+    let list = |sub: &str| -> Vec<String> {
+        let mut keys: Vec<String> = std::fs::read_dir(export_dir.join(sub))
+            .expect("export listing")
+            .map(|e| format!("{sub}/{}", e.expect("entry").file_name().to_string_lossy()))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let segments = list("segments")
+        .into_iter()
+        .map(|k| {
+            let (first, end) = export::parse_segment_key(&k).expect("segment key");
+            (k, first, end)
+        })
+        .collect::<Vec<_>>();
+    let (manifests, checkpoints) = (list("manifests"), list("checkpoints"));
+    let p = Pristine {
+        export: export_dir,
+        vkey,
+        records: summary.records,
+        segments,
+        manifests,
+        checkpoints,
+    };
+    assert!(p.segments.len() >= 10, "{} segments", p.segments.len());
+    eprintln!(
+        "tamper fixture: {} records, {} segments, {} checkpoints in {:?}",
+        p.records,
+        p.segments.len(),
+        p.checkpoints.len(),
+        started.elapsed()
+    );
+    p
+}
+
+// === Helpers on an export directory ===
+
+/// The byte range of each record of a segment (a CBOR sequence), walked with `item_len`.
+fn record_ranges(bytes: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = cbor::item_len(&bytes[at..]).expect("pristine segment item");
+        out.push(at..at + len);
+        at += len;
+    }
+    out
+}
+
+/// The segment in the middle of the log (by index).
+fn middle_segment(p: &Pristine) -> &(String, u64, u64) {
+    &p.segments[p.segments.len() / 2]
+}
+
+/// A proxied-call record near the middle of `segment`, not its first or last: its last byte is
+/// inside a hash or a hex string, so flipping it changes only its leaf hash.
+fn middle_record(dir: &Path, segment: &(String, u64, u64)) -> u64 {
+    let (key, first, end) = segment;
+    let bytes = std::fs::read(dir.join(key)).expect("segment");
+    let ranges = record_ranges(&bytes);
+    let mid = (end - first) / 2;
+    (mid..end - first - 1)
+        .find(|&i| {
+            let r = ranges[i as usize].clone();
+            matches!(
+                record::decode(&bytes[r])
+                    .expect("pristine record")
+                    .record
+                    .event,
+                Event::CommandRequested(_) | Event::CommandCompleted(_)
+            )
+        })
+        .map(|i| first + i)
+        .expect("a proxied call in the middle segment")
+}
+
+/// Rewrites `segment` with `edit(bytes, byte range of each record)`.
+fn edit_segment(
+    dir: &Path,
+    segment: &(String, u64, u64),
+    edit: impl FnOnce(&mut Vec<u8>, &[Range<usize>]),
+) {
+    let path = dir.join(&segment.0);
+    let mut bytes = std::fs::read(&path).expect("segment");
+    let ranges = record_ranges(&bytes);
+    edit(&mut bytes, &ranges);
+    std::fs::write(&path, bytes).expect("write segment");
+}
+
+/// Flips the low bit of one byte of `field` in record `seq` of `segment`.
+fn flip_bit(dir: &Path, segment: &(String, u64, u64), seq: u64, field: Field) {
+    edit_segment(dir, segment, |bytes, ranges| {
+        let r = ranges[(seq - segment.1) as usize].clone();
+        let at = r.start + field_offset(&bytes[r.clone()], field);
+        bytes[at] ^= 0x01;
+    });
+}
+
+/// The offset in canonical record bytes of the last byte of `field`'s value (the middle of
+/// `prev`, the fourth character of the code), read from the fixed record layout.
+fn field_offset(record: &[u8], field: Field) -> usize {
+    // The extra bytes of a shortest-form argument, by the head's additional information.
+    let width = |head: u8| match head & 0x1f {
+        0..=23 => 0,
+        24 => 1,
+        25 => 2,
+        26 => 4,
+        _ => 8,
+    };
+    let seq_end = 2 + width(record[2]);
+    let time_end = seq_end + 2 + width(record[seq_end + 2]);
+    let prev = time_end + 4; // key 2, then 0x58 0x20
+    let event = prev + 32 + 1; // key 3
+    match field {
+        Field::Seq => seq_end,
+        Field::Time => time_end,
+        Field::Prev => prev + 16,
+        // {0: "Gnnnn?"}: map head, key 0, text head, then the characters.
+        Field::Code => event + 3 + 3,
+        Field::BodyEnd => record.len() - 1,
+    }
+}
+
+fn read_manifest(dir: &Path, key: &str) -> Manifest {
+    serde_json::from_slice(&std::fs::read(dir.join(key)).expect("manifest")).expect("manifest json")
+}
+
+/// Writes a manifest as the exporter does (pretty JSON and a newline) and returns its digest.
+fn write_manifest(dir: &Path, key: &str, m: &Manifest) -> String {
+    let mut bytes = serde_json::to_vec_pretty(m).expect("manifest json");
+    bytes.push(b'\n');
+    std::fs::write(dir.join(key), &bytes).expect("write manifest");
+    hash::object_digest(&bytes).to_hex()
+}
+
+/// Changes one hex digit of a SHA-256.
+fn other_digest(hex: &str) -> String {
+    let mut s = hex.to_owned();
+    let first = if s.starts_with('0') { "1" } else { "0" };
+    s.replace_range(0..1, first);
+    s
+}
+
+fn verify_copy(dir: &Path, key: Option<&VerifierKey>) -> Result<Summary, VerifyError> {
+    verify::verify_export(&DirSource::new(dir), key, &mut Quiet)
+}
+
+// === The table ===
+
+/// Damages a fresh copy of the pristine export as `case` says and checks that verification
+/// against the pinned key reports exactly what `case` expects.
+fn check(case: Case) {
+    let p = pristine();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("export");
+    support::copy_dir(&p.export, &dir);
+    let expect = tamper(case, p, &dir);
+    let (got, shown) = match verify_copy(&dir, Some(&p.vkey)) {
+        Ok(s) => {
+            assert_eq!(s.trust, KeyTrust::Pinned);
+            assert_eq!(s.records, p.records, "{case:?}: {s:?}");
+            assert_eq!(s.segments, p.segments.len() as u64);
+            assert_eq!(s.checkpoints, p.checkpoints.len() as u64);
+            (Expect::Intact, format!("{s:?}"))
+        }
+        Err(e) => {
+            assert!(e.is_integrity(), "{case:?}: {e}");
+            let got = match (&expect, e.seq()) {
+                (Expect::Names(_), Some(seq)) => Expect::Names(seq),
+                _ => Expect::Failure {
+                    kind: e.kind(),
+                    seq: e.seq(),
+                    object: e.object().map(str::to_owned),
+                },
+            };
+            (got, e.to_string())
+        }
+    };
+    assert_eq!(got, expect, "{case:?}: the verifier said: {shown}");
+}
+
+/// Applies the damage of `case` to `dir` and returns what verification must report.
+fn tamper(case: Case, p: &Pristine, dir: &Path) -> Expect {
+    let failure = |kind, seq, object: Option<&str>| Expect::Failure {
+        kind,
+        seq,
+        object: object.map(str::to_owned),
+    };
+    let seg = middle_segment(p);
+    match case {
+        Case::Pristine => Expect::Intact,
+        Case::FlippedBit => {
+            let seq = middle_record(dir, seg);
+            flip_bit(dir, seg, seq, Field::BodyEnd);
+            // Its bytes still parse; its hash no longer matches the prev of seq + 1.
+            failure("hash_chain", Some(seq), None)
+        }
+        Case::FlippedSeqField => {
+            let seq = middle_record(dir, seg);
+            flip_bit(dir, seg, seq, Field::Seq);
+            failure("seq_mismatch", Some(seq), Some(&seg.0))
+        }
+        Case::FlippedTimeField => {
+            let seq = middle_record(dir, seg);
+            flip_bit(dir, seg, seq, Field::Time);
+            failure("hash_chain", Some(seq), None)
+        }
+        Case::FlippedPrevField => {
+            let seq = middle_record(dir, seg);
+            flip_bit(dir, seg, seq, Field::Prev);
+            // Record seq - 1 is intact; the damaged record is seq (its prev, and so its hash).
+            Expect::Names(seq)
+        }
+        Case::FlippedEventCode => {
+            let seq = middle_record(dir, seg);
+            flip_bit(dir, seg, seq, Field::Code);
+            failure("hash_chain", Some(seq), None)
+        }
+        Case::DeletedRecord => {
+            let seq = middle_record(dir, seg);
+            edit_segment(dir, seg, |bytes, ranges| {
+                bytes.drain(ranges[(seq - seg.1) as usize].clone());
+            });
+            failure("seq_mismatch", Some(seq), Some(&seg.0))
+        }
+        Case::SwappedRecords => {
+            let seq = middle_record(dir, seg);
+            edit_segment(dir, seg, |bytes, ranges| {
+                let i = (seq - seg.1) as usize;
+                let (a, b) = (ranges[i].clone(), ranges[i + 1].clone());
+                let swapped = [&bytes[b.clone()], &bytes[a.clone()]].concat();
+                bytes.splice(a.start..b.end, swapped);
+            });
+            failure("seq_mismatch", Some(seq), Some(&seg.0))
+        }
+        Case::InsertedDuplicate => {
+            let seq = middle_record(dir, seg);
+            edit_segment(dir, seg, |bytes, ranges| {
+                let i = (seq - seg.1) as usize;
+                let copy = bytes[ranges[i - 3].clone()].to_vec();
+                bytes.splice(ranges[i].start..ranges[i].start, copy);
+            });
+            failure("seq_mismatch", Some(seq), Some(&seg.0))
+        }
+        Case::TruncatedTail => {
+            let last = p.segments.last().expect("a segment");
+            let path = dir.join(&last.0);
+            let mut bytes = std::fs::read(&path).expect("segment");
+            let ranges = record_ranges(&bytes);
+            let cut = bytes.len() / 2;
+            let i = ranges.iter().position(|r| r.end > cut).expect("cut inside");
+            bytes.truncate(cut);
+            std::fs::write(&path, bytes).expect("write");
+            let seq = last.1 + i as u64;
+            // Cut inside record i: it cannot be read. Cut exactly before it: it is missing.
+            let kind = if ranges[i].start == cut {
+                "truncated"
+            } else {
+                "undecodable_record"
+            };
+            failure(kind, Some(seq), Some(&last.0))
+        }
+        Case::DeletedSegment => {
+            std::fs::remove_file(dir.join(&seg.0)).expect("remove segment");
+            failure("object_missing", None, Some(&seg.0))
+        }
+        Case::DeletedManifest => {
+            let m = &p.manifests[p.manifests.len() / 2];
+            std::fs::remove_file(dir.join(m)).expect("remove manifest");
+            failure("object_missing", None, Some(m))
+        }
+        Case::DeletedCheckpoint => {
+            let cp = &p.checkpoints[p.checkpoints.len() / 2];
+            std::fs::remove_file(dir.join(cp)).expect("remove checkpoint");
+            failure("object_missing", None, Some(cp))
+        }
+        Case::ForgedSignature => {
+            let cp = &p.checkpoints[p.checkpoints.len() / 2];
+            let path = dir.join(cp);
+            let note = std::fs::read_to_string(&path).expect("note");
+            let sig_at = note.trim_end().rfind(' ').expect("signature line") + 1;
+            // Well inside the signature, past the 4-byte key id (the first 6 base64 digits).
+            let at = sig_at + 40;
+            let was = note.as_bytes()[at];
+            let now = if was == b'A' { "B" } else { "A" };
+            let mut forged = note.clone();
+            forged.replace_range(at..at + 1, now);
+            std::fs::write(&path, forged).expect("write note");
+            failure("checkpoint_signature", None, Some(cp))
+        }
+        Case::SegmentDigestInManifest => {
+            // The last manifest: no later manifest chains to it, so only the digest can tell.
+            let key = p.manifests.last().expect("a manifest");
+            let mut m = read_manifest(dir, key);
+            m.segment.sha256 = other_digest(&m.segment.sha256);
+            write_manifest(dir, key, &m);
+            failure("digest_mismatch", None, Some(&m.segment.key))
+        }
+        Case::CheckpointDigestInManifest => {
+            let key = p.manifests.last().expect("a manifest");
+            let mut m = read_manifest(dir, key);
+            let cp = m.checkpoints.last_mut().expect("a checkpoint");
+            cp.sha256 = other_digest(&cp.sha256);
+            let named = cp.key.clone();
+            write_manifest(dir, key, &m);
+            failure("digest_mismatch", None, Some(&named))
+        }
+        Case::EditedMiddleManifest => {
+            // Rewritten consistently with itself: only the next manifest's chain link can tell,
+            // and the failure names the edited manifest, not the one that noticed.
+            let key = &p.manifests[p.manifests.len() / 2];
+            let mut m = read_manifest(dir, key);
+            m.keys.push(KeyRef {
+                vkey: "forged+00000000+AQ==".into(),
+                from_size: m.end,
+            });
+            write_manifest(dir, key, &m);
+            failure("digest_mismatch", None, Some(key))
+        }
+        Case::ReformattedLastManifest => {
+            // Same meaning, other bytes: the newest manifest is chained by nothing yet, so a
+            // manifest must be in its one canonical form.
+            let key = p.manifests.last().expect("a manifest");
+            let path = dir.join(key);
+            let mut bytes = std::fs::read(&path).expect("manifest");
+            bytes.push(b'\n');
+            std::fs::write(&path, bytes).expect("write manifest");
+            failure("manifest", None, Some(key))
+        }
+    }
+}
+
+#[test]
+fn edited_middle_manifest_is_named_itself() {
+    check(Case::EditedMiddleManifest);
+}
+
+#[test]
+fn reformatted_last_manifest_is_refused() {
+    check(Case::ReformattedLastManifest);
+}
+
+/// Every single byte of one record, flipped in turn: each time the verifier names that record
+/// (or, for its seq field, the seq the segment should have held there).
+#[test]
+fn every_byte_of_a_record_flipped_names_that_record() {
+    let p = pristine();
+    let seg = middle_segment(p);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("export");
+    support::copy_dir(&p.export, &dir);
+    let seq = middle_record(&dir, seg);
+    let path = dir.join(&seg.0);
+    let pristine_bytes = std::fs::read(&path).expect("segment");
+    let range = record_ranges(&pristine_bytes)[(seq - seg.1) as usize].clone();
+    for at in range.clone() {
+        let mut bytes = pristine_bytes.clone();
+        bytes[at] ^= 0x01;
+        std::fs::write(&path, &bytes).expect("write");
+        let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a flipped byte must fail");
+        assert_eq!(
+            e.seq(),
+            Some(seq),
+            "byte {} of seq {seq}: the verifier said: {e}",
+            at - range.start
+        );
+    }
+}
+
+#[test]
+fn pristine_export_verifies_against_the_pinned_key() {
+    check(Case::Pristine);
+}
+
+#[test]
+fn flipped_bit_in_a_record_names_its_seq() {
+    check(Case::FlippedBit);
+}
+
+#[test]
+fn flipped_bit_in_the_seq_field_names_that_record() {
+    check(Case::FlippedSeqField);
+}
+
+#[test]
+fn flipped_bit_in_the_time_field_names_that_record() {
+    check(Case::FlippedTimeField);
+}
+
+/// Fails today: the verifier names seq - 1, an intact record (see the report).
+#[test]
+fn flipped_bit_in_the_prev_field_names_that_record() {
+    check(Case::FlippedPrevField);
+}
+
+#[test]
+fn flipped_bit_in_the_event_code_names_that_record() {
+    check(Case::FlippedEventCode);
+}
+
+#[test]
+fn deleted_record_names_its_seq() {
+    check(Case::DeletedRecord);
+}
+
+#[test]
+fn swapped_records_name_the_first() {
+    check(Case::SwappedRecords);
+}
+
+#[test]
+fn inserted_duplicate_names_the_seq_where_it_appears() {
+    check(Case::InsertedDuplicate);
+}
+
+#[test]
+fn truncated_tail_names_the_last_segment_and_seq() {
+    check(Case::TruncatedTail);
+}
+
+#[test]
+fn deleted_segment_names_the_segment() {
+    check(Case::DeletedSegment);
+}
+
+#[test]
+fn deleted_manifest_names_the_missing_manifest() {
+    check(Case::DeletedManifest);
+}
+
+/// Fails today: the verifier names the next checkpoint as "not named by any manifest".
+#[test]
+fn deleted_checkpoint_names_the_missing_checkpoint() {
+    check(Case::DeletedCheckpoint);
+}
+
+#[test]
+fn forged_checkpoint_signature_names_the_checkpoint() {
+    check(Case::ForgedSignature);
+}
+
+#[test]
+fn segment_digest_changed_in_a_manifest_names_the_segment() {
+    check(Case::SegmentDigestInManifest);
+}
+
+#[test]
+fn checkpoint_digest_changed_in_a_manifest_names_the_checkpoint() {
+    check(Case::CheckpointDigestInManifest);
+}
+
+// === A full rewrite under a fresh key ===
+
+/// An operator with disk access rewrites one record's event and makes everything consistent
+/// again: re-chains every later record, re-encodes the segments, recomputes every checkpoint's
+/// root and re-signs it with a fresh key of the same name, names that key in record 0
+/// (`LogCreated`, which the verifier ties to the manifests' key history) and in every manifest,
+/// and rewrites the manifests with correct digests and chain. Only a pinned key catches it.
+#[test]
+fn rewrite_resigned_under_a_fresh_key_passes_unpinned_and_fails_pinned() {
+    let p = pristine();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("export");
+    support::copy_dir(&p.export, &dir);
+    let target = middle_record(&dir, middle_segment(p));
+    let fresh = NoteSigner::generate(ORIGIN).expect("fresh key");
+    let fresh_vkey = fresh.verifier().to_string();
+
+    // Every record, in order, rewritten and re-chained.
+    let mut segments: Vec<Vec<u8>> = Vec::new();
+    let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
+    let mut frontier = Frontier::new();
+    let mut prev = hash::ZERO;
+    for (key, first, _) in &p.segments {
+        let bytes = std::fs::read(dir.join(key)).expect("segment");
+        let mut out = Vec::with_capacity(bytes.len());
+        for (i, r) in record_ranges(&bytes).into_iter().enumerate() {
+            let seq = first + i as u64;
+            let mut rec = record::decode(&bytes[r]).expect("pristine record").record;
+            if seq == 0 {
+                let Event::LogCreated { origin, .. } = rec.event else {
+                    panic!("record 0 is not LogCreated");
+                };
+                rec.event = Event::LogCreated {
+                    origin,
+                    checkpoint_key: fresh_vkey.clone(),
+                };
+            }
+            if seq == target {
+                rec.event = Event::RoleGranted {
+                    user: Principal("mallory@acme-corp.example".to_owned()),
+                    role: Role::Admin,
+                    by: Principal("admin@acme-corp.example".to_owned()),
+                };
+            }
+            rec.prev = prev;
+            let stored = rec.seal();
+            prev = stored.hash;
+            frontier.push(stored.hash);
+            roots.insert(seq + 1, frontier.root());
+            out.extend_from_slice(&stored.bytes);
+        }
+        segments.push(out);
+    }
+    for ((key, _, _), bytes) in p.segments.iter().zip(&segments) {
+        std::fs::write(dir.join(key), bytes).expect("write segment");
+    }
+    // Every checkpoint: the root of the rewritten records at its size, signed by the fresh key.
+    let mut notes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for key in &p.checkpoints {
+        let note = std::fs::read(dir.join(key)).expect("note");
+        let (mut cp, _) = checkpoint::parse_unverified(&note).expect("pristine note");
+        cp.root = roots[&cp.size];
+        let signed = fresh.sign(&cp).note.into_bytes();
+        std::fs::write(dir.join(key), &signed).expect("write note");
+        notes.insert(key.clone(), signed);
+    }
+    // Every manifest: correct digests, the chain, and the fresh key as the whole key history.
+    let object = |key: &str, bytes: &[u8]| ObjectRef {
+        key: key.to_owned(),
+        sha256: hash::object_digest(bytes).to_hex(),
+        size: bytes.len() as u64,
+    };
+    let mut prev_manifest = "0".repeat(64);
+    for (i, key) in p.manifests.iter().enumerate() {
+        let mut m = read_manifest(&dir, key);
+        m.segment = object(&m.segment.key, &segments[i]);
+        for c in &mut m.checkpoints {
+            *c = object(&c.key, &notes[&c.key]);
+        }
+        m.prev_manifest_sha256 = prev_manifest;
+        m.keys = vec![KeyRef {
+            vkey: fresh_vkey.clone(),
+            from_size: 0,
+        }];
+        prev_manifest = write_manifest(&dir, key, &m);
+    }
+
+    let unpinned = verify_copy(&dir, None).expect("a consistent rewrite verifies unpinned");
+    assert_eq!(unpinned.trust, KeyTrust::Unpinned);
+    assert_eq!(unpinned.key, fresh_vkey);
+    assert_eq!(unpinned.records, p.records);
+    let original = verify_copy(&p.export, Some(&p.vkey)).expect("pristine");
+    assert_ne!(unpinned.root, original.root, "the rewrite changed nothing");
+
+    let pinned = verify_copy(&dir, Some(&p.vkey)).expect_err("a pinned key catches the rewrite");
+    assert_eq!(pinned.kind(), "checkpoint_signature", "{pinned}");
+    assert_eq!(pinned.object(), Some(p.checkpoints[0].as_str()), "{pinned}");
+}
+
+// === The acceptance flow, through the binaries ===
+
+/// Records in the acceptance store: the project's cap on test data.
+const ACCEPTANCE_EVENTS: u64 = 20_000;
+
+/// Whether `text` says `seq <n>` with nothing more to the number.
+fn names_seq(text: &str, n: u64) -> bool {
+    let needle = format!("seq {n}");
+    text.match_indices(&needle).any(|(at, _)| {
+        !text[at + needle.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[test]
+fn acceptance_flow_through_the_binaries() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("export");
+    let limit = Duration::from_secs(120);
+
+    let init = support::run(
+        support::rack_gateway()
+            .args(["keys", "init", "--data"])
+            .arg(&data),
+        limit,
+    );
+    assert!(init.status.success(), "keys init: {init:?}");
+    let stdout = String::from_utf8_lossy(&init.stdout).into_owned();
+    let vkey = stdout
+        .lines()
+        .last()
+        .expect("keys init prints the vkey")
+        .trim();
+    VerifierKey::parse(vkey).expect("keys init prints a vkey");
+
+    // 20,000 events in batches of 1,000 per append. Concurrent appends share commits, and a
+    // checkpoint every 1,000 records cuts one at every commit, so the last one seals them all.
+    let started = Instant::now();
+    {
+        let (store, _) =
+            rack_gateway::store::open(&data, support::policy(1000)).expect("open store");
+        let store = Arc::new(store);
+        let rt = support::runtime();
+        let acked = rt.block_on(support::append_concurrently(
+            &store,
+            0,
+            ACCEPTANCE_EVENTS / 1000,
+            1000,
+            4,
+        ));
+        assert_eq!(acked.len() as u64, ACCEPTANCE_EVENTS);
+        assert_eq!(store.head().size, ACCEPTANCE_EVENTS + 1);
+    }
+    let filled = started.elapsed();
+    eprintln!("acceptance: {ACCEPTANCE_EVENTS} events appended in {filled:?}");
+
+    let exported = support::run(
+        support::rack_gateway()
+            .args(["audit", "export", "--data"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out),
+        limit,
+    );
+    assert!(exported.status.success(), "audit export: {exported:?}");
+
+    let verify = |args: &[&str], path: &Path| {
+        let o = support::run(
+            support::rack_audit().arg("verify").arg(path).args(args),
+            limit,
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+
+    let (code, text) = verify(&[], &out);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("UNPINNED"), "{text}");
+    let (code, text) = verify(&["--key", vkey], &out);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("OK: {} records", ACCEPTANCE_EVENTS + 1)),
+        "{text}"
+    );
+    assert!(!text.contains("UNPINNED"), "{text}");
+
+    // One byte of one record in the middle of the log.
+    let mut segments: Vec<String> = std::fs::read_dir(out.join("segments"))
+        .expect("segments")
+        .map(|e| {
+            format!(
+                "segments/{}",
+                e.expect("entry").file_name().to_string_lossy()
+            )
+        })
+        .collect();
+    segments.sort();
+    let key = segments[segments.len() / 2].clone();
+    let (first, end) = export::parse_segment_key(&key).expect("segment key");
+    let segment = (key, first, end);
+    let seq = middle_record(&out, &segment);
+    flip_bit(&out, &segment, seq, Field::BodyEnd);
+
+    let (code, text) = verify(&["--key", vkey], &out);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        names_seq(&text, seq),
+        "the failure must name seq {seq}: {text}"
+    );
+    let (code, text) = verify(&["--key", vkey, "--json"], &out);
+    assert_eq!(code, Some(1), "{text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("--json prints JSON");
+    assert_eq!(v["result"], "fail", "{v}");
+    assert_eq!(v["failure"]["seq"], seq, "{v}");
+    assert_eq!(v["failure"]["kind"], "hash_chain", "{v}");
+
+    let (code, text) = verify(&[], &tmp.path().join("no-such-export"));
+    assert_eq!(code, Some(2), "{text}");
+    let (code, text) = verify(&["--key", "not-a-vkey"], &out);
+    assert_eq!(code, Some(2), "{text}");
+}

@@ -1,0 +1,292 @@
+//! The `rack-audit` commands: verify, prove, consistency and dump.
+//!
+//! **Invariant:** `verify` exits 1 only for integrity failures and always names what failed;
+//! `prove` and `consistency` verify the signed checkpoints they use before trusting their roots.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use events::checkpoint::{self, VerifierKey};
+use events::hash::{self, Hash};
+use events::merkle::{self, Frontier, MemNodes};
+use events::record;
+use events::verify::{self, KeyTrust, Progress, Summary, VerifyError};
+use serde_json::json;
+
+use crate::input::Input;
+
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn start(&mut self, total: u64) {
+        self.0.set_length(total);
+    }
+    fn advance(&mut self, n: u64) {
+        self.0.inc(n);
+    }
+}
+
+fn parse_key(key: Option<&str>) -> anyhow::Result<Option<VerifierKey>> {
+    key.map(|k| VerifierKey::parse(k.trim()).with_context(|| format!("--key {k:?}")))
+        .transpose()
+}
+
+/// `rack-audit verify`.
+pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
+    let key = parse_key(key)?;
+    let input = Input::open(path)?;
+    let started = Instant::now();
+    let mut quiet = verify::Quiet;
+    let mut bar;
+    let progress: &mut dyn Progress = if std::io::stderr().is_terminal() && !as_json {
+        bar = Bar(indicatif::ProgressBar::new(0));
+        &mut bar
+    } else {
+        &mut quiet
+    };
+    let result = match &input {
+        Input::Export(src) => verify::verify_export(src, key.as_ref(), progress),
+        Input::Store(reader) => {
+            let notes = input.checkpoints()?;
+            let total = reader.len()?;
+            let first = reader.read_raw(0..1)?;
+            let Some((_, first)) = first.first() else {
+                bail!("{}: the store holds no records", path.display());
+            };
+            verify::verify_records(first, total, &notes, key.as_ref(), progress, &mut |f| {
+                let mut failure = None;
+                let read = reader.for_each_raw(0..u64::MAX, |seq, bytes| {
+                    f(seq, bytes).map_err(|e| {
+                        failure = Some(e);
+                        events::store::StoreError::Io("verification stopped".into())
+                    })
+                });
+                match (failure, read) {
+                    (Some(e), _) => Err(e),
+                    (None, Err(e)) => Err(VerifyError::Io {
+                        object: "log.redb".into(),
+                        what: e.to_string(),
+                    }),
+                    (None, Ok(())) => Ok(()),
+                }
+            })
+        }
+    };
+    let elapsed = started.elapsed();
+    match result {
+        Ok(s) => {
+            report_ok(&s, elapsed, as_json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_integrity() => {
+            report_failure(&e, elapsed, as_json);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn trust_word(t: &KeyTrust) -> &'static str {
+    match t {
+        KeyTrust::Pinned => "pinned",
+        KeyTrust::Unpinned => "UNPINNED",
+    }
+}
+
+fn report_ok(s: &Summary, elapsed: std::time::Duration, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "result": "ok",
+            "records": s.records,
+            "checkpoints": s.checkpoints,
+            "segments": s.segments,
+            "head_hash": s.head_hash.to_hex(),
+            "root": s.root.to_hex(),
+            "signed_size": s.signed_size,
+            "key": s.key,
+            "key_trust": trust_word(&s.trust),
+            "duration_ms": elapsed.as_millis() as u64,
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "OK: {} records, {} checkpoints, head {}, key {} ({}), {:.3}s",
+        s.records,
+        s.checkpoints,
+        s.head_hash,
+        trust_word(&s.trust),
+        s.key,
+        elapsed.as_secs_f64()
+    );
+    if s.trust == KeyTrust::Unpinned {
+        println!(
+            "UNPINNED: the key was taken from the export itself; a log rewritten and re-signed under another key would also pass. Pass --key with the key you hold."
+        );
+    }
+    if s.signed_size < s.records {
+        println!(
+            "note: {} records after the newest checkpoint are chained but not yet signed",
+            s.records - s.signed_size
+        );
+    }
+}
+
+fn report_failure(e: &VerifyError, elapsed: std::time::Duration, as_json: bool) {
+    if as_json {
+        let v = json!({
+            "result": "fail",
+            "failure": {
+                "kind": e.kind(),
+                "seq": e.seq(),
+                "object": e.object(),
+                "message": e.to_string(),
+            },
+            "duration_ms": elapsed.as_millis() as u64,
+        });
+        println!("{v}");
+    } else {
+        println!("FAIL: {e}");
+    }
+}
+
+/// Opens checkpoint `n` (default: the newest) under the pinned key or the log's own key.
+fn open_checkpoint(
+    input: &Input,
+    n: Option<u64>,
+    key: Option<&VerifierKey>,
+) -> anyhow::Result<(String, checkpoint::Checkpoint, bool)> {
+    let notes = input.checkpoints()?;
+    let idx = match n {
+        Some(n) => usize::try_from(n)?,
+        None => notes.len().checked_sub(1).context("no checkpoints")?,
+    };
+    let (name, note) = notes
+        .get(idx)
+        .with_context(|| format!("no checkpoint number {idx}"))?;
+    let (unverified, _) = checkpoint::parse_unverified(note).with_context(|| name.clone())?;
+    let (key, pinned) = match key {
+        Some(k) => (k.clone(), true),
+        None => (log_key(input)?, false),
+    };
+    let cp = checkpoint::open_checkpoint(note, &unverified.origin, &key)
+        .with_context(|| format!("{name}: signature"))?;
+    Ok((name.clone(), cp, pinned))
+}
+
+/// The key record 0 names.
+fn log_key(input: &Input) -> anyhow::Result<VerifierKey> {
+    let mut found = None;
+    input.for_each(0, 1, &mut |_, bytes| {
+        found = Some(record::decode(bytes)?);
+        Ok(())
+    })?;
+    match found.map(|r| r.record.event) {
+        Some(events::event::Event::LogCreated { checkpoint_key, .. }) => {
+            Ok(VerifierKey::parse(&checkpoint_key)?)
+        }
+        _ => bail!("record 0 is not LogCreated"),
+    }
+}
+
+/// Leaf hashes `[0, size)` into an in-memory tree.
+fn tree(input: &Input, size: u64) -> anyhow::Result<MemNodes> {
+    let mut nodes = MemNodes::new();
+    let mut frontier = Frontier::new();
+    let mut next = 0u64;
+    input.for_each(0, size, &mut |seq, bytes| {
+        if seq != next {
+            bail!("seq {next} is missing");
+        }
+        nodes.append(&mut frontier, hash::leaf_hash(bytes));
+        next += 1;
+        Ok(())
+    })?;
+    if next != size {
+        bail!("the input holds {next} records, the checkpoint covers {size}");
+    }
+    Ok(nodes)
+}
+
+fn hexes(v: &[Hash]) -> Vec<String> {
+    v.iter().map(|h| h.to_hex()).collect()
+}
+
+/// `rack-audit prove`.
+pub fn prove(path: &Path, seq: u64, n: Option<u64>, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let key = parse_key(key)?;
+    let input = Input::open(path)?;
+    let (name, cp, pinned) = open_checkpoint(&input, n, key.as_ref())?;
+    if seq >= cp.size {
+        bail!("seq {seq} is not covered by {name} (size {})", cp.size);
+    }
+    let nodes = tree(&input, cp.size)?;
+    let leaf = merkle::NodeReader::node(&nodes, 0, seq)?;
+    let proof = merkle::inclusion_proof(seq, cp.size, &nodes)?;
+    let verdict = merkle::verify_inclusion(&leaf, seq, cp.size, &proof, &cp.root);
+    let v = json!({
+        "seq": seq,
+        "leaf_hash": leaf.to_hex(),
+        "checkpoint": name,
+        "size": cp.size,
+        "root": cp.root.to_hex(),
+        "proof": hexes(&proof),
+        "key_trust": if pinned { "pinned" } else { "UNPINNED" },
+        "verified": verdict.is_ok(),
+    });
+    writeln!(std::io::stdout(), "{v}")?;
+    Ok(if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `rack-audit consistency`.
+pub fn consistency(path: &Path, old: u64, new: u64, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let key = parse_key(key)?;
+    let input = Input::open(path)?;
+    let (old_name, a, pinned) = open_checkpoint(&input, Some(old), key.as_ref())?;
+    let (new_name, b, _) = open_checkpoint(&input, Some(new), key.as_ref())?;
+    if a.size > b.size || a.size == 0 {
+        bail!(
+            "{old_name} (size {}) cannot precede {new_name} (size {})",
+            a.size,
+            b.size
+        );
+    }
+    let nodes = tree(&input, b.size)?;
+    let proof = merkle::consistency_proof(a.size, b.size, &nodes)?;
+    let verdict = merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &proof);
+    let v = json!({
+        "old": {"checkpoint": old_name, "size": a.size, "root": a.root.to_hex()},
+        "new": {"checkpoint": new_name, "size": b.size, "root": b.root.to_hex()},
+        "proof": hexes(&proof),
+        "key_trust": if pinned { "pinned" } else { "UNPINNED" },
+        "verified": verdict.is_ok(),
+        "error": verdict.as_ref().err().map(|e| e.to_string()),
+    });
+    writeln!(std::io::stdout(), "{v}")?;
+    Ok(if verdict.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `rack-audit dump`.
+pub fn dump(path: &Path, from: u64, to: Option<u64>) -> anyhow::Result<ExitCode> {
+    let input = Input::open(path)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    input.for_each(from, to.unwrap_or(u64::MAX), &mut |seq, bytes| {
+        let stored = record::decode(bytes).with_context(|| format!("seq {seq}"))?;
+        writeln!(out, "{}", events::json::record_to_json(&stored))?;
+        Ok(())
+    })?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
