@@ -38,7 +38,9 @@ fn events(i: u64) -> Vec<Event> {
             owner: p(&user),
             scopes: vec![Permission("convox:app:read".into())],
             secret_sha256: hash::object_digest(&i.to_be_bytes()),
-            expires: i.is_multiple_of(2).then_some(Timestamp(4_102_444_800_000_000_000)),
+            expires: i
+                .is_multiple_of(2)
+                .then_some(Timestamp(4_102_444_800_000_000_000)),
             dev_only: false,
             by: p("admin@example.com"),
         }],

@@ -60,7 +60,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             Ok(mut f) => {
                 f.write_all(&bytes)?;
                 f.sync_all()?;
-                println!("wrote {shown}: pin its sha256 in events/tests/schemas.rs");
+                println!("wrote {shown}: pin it in FIXTURE_SHA256 in events/tests/schemas.rs");
             }
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                 println!("kept  {shown} (committed fixtures are never rewritten)");

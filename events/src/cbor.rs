@@ -262,18 +262,92 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
 /// The length of the first data item of `bytes`, walked without building a value.
 ///
 /// For splitting a CBOR sequence (RFC 8742) quickly when only the bytes of each item are needed,
-/// as the verifier does: it checks well-formedness (definite lengths, no floats or tags, depth)
-/// and shortest-form arguments, but not map key order; decode an item to check that.
+/// as the verifier does: it checks well-formedness (definite lengths, no floats, tags or other
+/// simple values, declared lengths within the input) and shortest-form arguments, but not map
+/// key order, text UTF-8 or nesting depth (it walks iteratively, so depth cannot exhaust the
+/// stack); decode an item to check those.
 ///
 /// # Errors
-/// The same errors as [`decode_prefix`] for malformed input.
+/// The same error kinds as [`decode_prefix`] for the malformations it checks.
 pub fn item_len(bytes: &[u8]) -> Result<usize, CborError> {
-    let mut d = Decoder {
-        input: bytes,
-        pos: 0,
-    };
-    d.skip(0)?;
-    Ok(d.pos)
+    let mut pos = 0usize;
+    // Items still to walk: each array element and each map key and value is one.
+    let mut todo = 1usize;
+    while todo > 0 {
+        todo -= 1;
+        let start = pos;
+        let truncated = CborError::at(start, CborErrorKind::Truncated);
+        let initial = *bytes.get(pos).ok_or(truncated)?;
+        pos += 1;
+        let (major, info) = (initial >> 5, initial & 0x1f);
+        if major == MAJOR_SIMPLE {
+            match info {
+                SIMPLE_FALSE | SIMPLE_TRUE | SIMPLE_NULL => continue,
+                _ => {
+                    let mut d = Decoder { input: bytes, pos };
+                    return match d.simple(start, info) {
+                        Err(e) => Err(e),
+                        Ok(_) => Err(CborError::at(start, CborErrorKind::UnsupportedSimple(info))),
+                    };
+                }
+            }
+        }
+        if major == MAJOR_TAG {
+            return Err(CborError::at(start, CborErrorKind::Tag));
+        }
+        let (width, smallest) = match info {
+            0..INFO_ONE_BYTE => (0, 0),
+            INFO_ONE_BYTE => (1, u64::from(INFO_ONE_BYTE)),
+            INFO_TWO_BYTES => (2, 1 << 8),
+            INFO_FOUR_BYTES => (4, 1 << 16),
+            INFO_EIGHT_BYTES => (8, 1 << 32),
+            INFO_INDEFINITE if (MAJOR_BYTES..=MAJOR_MAP).contains(&major) => {
+                return Err(CborError::at(start, CborErrorKind::IndefiniteLength));
+            }
+            _ => {
+                return Err(CborError::at(
+                    start,
+                    CborErrorKind::ReservedAdditionalInfo(info),
+                ));
+            }
+        };
+        let argument = if width == 0 {
+            u64::from(info)
+        } else {
+            let arg = bytes
+                .get(pos..pos + width)
+                .ok_or(truncated)?
+                .iter()
+                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+            pos += width;
+            if arg < smallest {
+                let kind = if major <= MAJOR_NINT {
+                    CborErrorKind::NonShortestInteger
+                } else {
+                    CborErrorKind::NonShortestLength
+                };
+                return Err(CborError::at(start, kind));
+            }
+            arg
+        };
+        let remaining = bytes.len().saturating_sub(pos) as u64;
+        match major {
+            MAJOR_BYTES | MAJOR_TEXT => {
+                if argument > remaining {
+                    return Err(truncated);
+                }
+                pos += argument as usize;
+            }
+            // Every element takes at least one byte, so a count is bounded by the input.
+            MAJOR_ARRAY if argument <= remaining => todo += argument as usize,
+            MAJOR_MAP if argument.saturating_mul(2) <= remaining => {
+                todo += 2 * argument as usize;
+            }
+            MAJOR_ARRAY | MAJOR_MAP => return Err(truncated),
+            _ => {}
+        }
+    }
+    Ok(pos)
 }
 
 /// Refuses `value` unless it re-encodes to exactly `bytes`: the last line of defence of the
@@ -594,36 +668,6 @@ impl<'a> Decoder<'a> {
             _ => CborErrorKind::ReservedAdditionalInfo(info),
         };
         Err(CborError::at(start, kind))
-    }
-
-    /// Skips one data item whose enclosing arrays and maps number `depth`.
-    fn skip(&mut self, depth: usize) -> Result<(), CborError> {
-        let (start, major, info) = self.initial()?;
-        match major {
-            MAJOR_UINT | MAJOR_NINT => {
-                self.argument(start, major, info)?;
-            }
-            MAJOR_BYTES | MAJOR_TEXT => {
-                let len = self.argument(start, major, info)?;
-                self.payload(start, len)?;
-            }
-            MAJOR_ARRAY | MAJOR_MAP => {
-                if depth >= MAX_DEPTH {
-                    return Err(CborError::at(start, CborErrorKind::TooDeep));
-                }
-                let n = self.argument(start, major, info)?;
-                let per = if major == MAJOR_MAP { 2 } else { 1 };
-                let n = self.checked_count(start, n, per)?;
-                for _ in 0..n.saturating_mul(per as usize) {
-                    self.skip(depth + 1)?;
-                }
-            }
-            MAJOR_TAG => return Err(CborError::at(start, CborErrorKind::Tag)),
-            _ => {
-                self.simple(start, info)?;
-            }
-        }
-        Ok(())
     }
 
     /// Reads the argument of the item at `start` and insists on its shortest form.
@@ -1366,6 +1410,23 @@ mod tests {
             encode(&b, &mut stream);
             prop_assert_eq!(decode_prefix(&stream), Ok((a, first.len())));
             prop_assert_eq!(decode(&stream[first.len()..]), Ok(b));
+        }
+
+        #[test]
+        fn item_len_agrees_with_decode_prefix_on_values_and_junk(
+            v in arb_value(),
+            junk in arb_bytes(),
+        ) {
+            let mut bytes = to_vec(&v);
+            let n = bytes.len();
+            bytes.extend_from_slice(&junk);
+            prop_assert_eq!(item_len(&bytes), Ok(n));
+            if let Ok((_, used)) = decode_prefix(&junk) {
+                prop_assert_eq!(item_len(&junk), Ok(used));
+            }
+            if let Ok(used) = item_len(&junk) {
+                prop_assert!(used <= junk.len());
+            }
         }
 
         #[test]

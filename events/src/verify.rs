@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cbor;
 use crate::checkpoint::{self, Checkpoint, VerifierKey};
@@ -298,6 +299,17 @@ impl Chain {
     /// Checks one stored record: its seq, its link to the previous record, and any checkpoint
     /// root that ends with it.
     fn push(&mut self, bytes: &[u8], object: &str, offset: usize) -> Result<(), VerifyError> {
+        self.push_leaf(bytes, hash::leaf_hash(bytes), object, offset)
+    }
+
+    /// As [`Chain::push`], with the record's leaf hash already computed (by a worker thread).
+    fn push_leaf(
+        &mut self,
+        bytes: &[u8],
+        leaf: Hash,
+        object: &str,
+        offset: usize,
+    ) -> Result<(), VerifyError> {
         let header = record::header(bytes).ok_or_else(|| VerifyError::Undecodable {
             seq: self.next,
             object: object.to_owned(),
@@ -328,7 +340,6 @@ impl Chain {
                 alt,
             });
         }
-        let leaf = hash::leaf_hash(bytes);
         self.before_last.clone_from(&self.frontier);
         self.frontier.push(leaf);
         if let Some(p) = &mut self.pending {
@@ -458,16 +469,7 @@ pub fn verify_export(
     progress.start(total);
     let mut chain = Chain::new(roots_of(&opened));
     chain.check_root()?;
-    for (mkey, m) in &manifests {
-        let bytes = src
-            .get(&m.segment.key)?
-            .ok_or_else(|| VerifyError::Missing {
-                object: m.segment.key.clone(),
-                named_by: mkey.clone(),
-            })?;
-        verify_segment(&mut chain, &bytes, m, mkey)?;
-        progress.advance(m.end - m.first);
-    }
+    verify_segments(src, &manifests, &mut chain, progress)?;
     chain.finish()?;
     if let Some((_, bytes)) = checkpoints.first() {
         check_log_created(src, &manifests, bytes, &key)?;
@@ -532,7 +534,16 @@ pub fn verify_records(
     chain.check_root()?;
     let mut since = 0u64;
     feed(&mut |seq, bytes| {
-        chain.push(bytes, &format!("record {seq}"), 0)?;
+        chain.push(bytes, "log.redb", 0).map_err(|e| match e {
+            VerifyError::SeqMismatch {
+                expected, found, ..
+            } => VerifyError::SeqMismatch {
+                expected,
+                found,
+                object: format!("log.redb key {seq}"),
+            },
+            e => e,
+        })?;
         since += 1;
         if since == 65536 {
             progress.advance(since);
@@ -751,85 +762,206 @@ fn check_digest(
     Ok(())
 }
 
-/// Checks the records of one segment, while another thread computes its digest.
-fn verify_segment(
+/// A segment read and split into records, whose hashing has started on a worker thread.
+struct Prepared<'m, T> {
+    manifest: &'m (String, Manifest),
+    bytes: Arc<Vec<u8>>,
+    items: Arc<Vec<(usize, usize)>>,
+    /// Where splitting stopped on bytes that are not a CBOR item.
+    split_error: Option<SplitError>,
+    /// Leaf hashes of the first half of `items`, computed on this thread.
+    head: Vec<Hash>,
+    /// The segment's digest and the leaf hashes of the second half.
+    worker: T,
+}
+
+/// Checks every segment in order, hashing the next segment on a worker thread while the chain
+/// of the current one is checked, so both cores work; failures are still reported in log order.
+fn verify_segments(
+    src: &(impl Source + Sync),
+    manifests: &[(String, Manifest)],
     chain: &mut Chain,
-    bytes: &[u8],
-    m: &Manifest,
-    mkey: &str,
+    progress: &mut dyn Progress,
 ) -> Result<(), VerifyError> {
-    let object = m.segment.key.as_str();
     std::thread::scope(|s| {
-        let digest = s.spawn(|| hash::object_digest(bytes));
-        let mut offset = 0usize;
-        let mut last: Option<(u64, usize, &[u8])> = None;
-        // A record whose length bytes were altered swallows or leaves bytes of the next one:
-        // when the next one fails, name the previous record if it does not decode strictly.
-        let blame = |e: VerifyError, last: Option<(u64, usize, &[u8])>| match last {
-            Some((seq, at, item)) => match record::decode(item) {
-                Err(bad) => VerifyError::Undecodable {
-                    seq,
-                    object: object.to_owned(),
-                    offset: at,
-                    what: bad.to_string(),
-                },
-                Ok(_) => e,
-            },
-            None => e,
-        };
-        while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
-            let len = match cbor::item_len(rest) {
-                Ok(len) => len,
-                Err(e) => {
-                    let e = VerifyError::Undecodable {
-                        seq: chain.next,
-                        object: object.to_owned(),
-                        offset,
-                        what: e.to_string(),
-                    };
-                    return Err(blame(e, last));
+        let mut pending = None;
+        for entry in manifests {
+            let (mkey, m) = entry;
+            let bytes = match src.get(&m.segment.key) {
+                Ok(Some(b)) => Arc::new(b),
+                // A later segment's absence counts only once the earlier ones are checked.
+                other => {
+                    if let Some(p) = pending.take() {
+                        finish_segment(chain, p)?;
+                    }
+                    return Err(match other {
+                        Err(e) => e,
+                        _ => VerifyError::Missing {
+                            object: m.segment.key.clone(),
+                            named_by: mkey.clone(),
+                        },
+                    });
                 }
             };
-            let item = rest.get(..len).unwrap_or_default();
-            if chain.next >= m.end {
-                let e = VerifyError::SeqMismatch {
-                    expected: m.end,
-                    found: record::header(item).map(|h| h.seq.0).unwrap_or(chain.next),
-                    object: object.to_owned(),
-                };
-                return Err(blame(e, last));
+            let (items, split_error) = split(&bytes);
+            let items = Arc::new(items);
+            let mid = items.len() / 2;
+            let worker = {
+                let (bytes, items) = (bytes.clone(), items.clone());
+                s.spawn(move || {
+                    let digest = hash::object_digest(&bytes);
+                    let tail = leaves(&bytes, items.get(mid..).unwrap_or_default());
+                    (digest, tail)
+                })
+            };
+            if let Some(p) = pending.take() {
+                let done = p.manifest.1.end - p.manifest.1.first;
+                finish_segment(chain, p)?;
+                progress.advance(done);
             }
-            let seq = chain.next;
-            if let Err(e) = chain.push(item, object, offset) {
-                return Err(match e {
-                    VerifyError::Undecodable { .. } | VerifyError::SeqMismatch { .. } => {
-                        blame(e, last)
-                    }
-                    e => e,
-                });
-            }
-            last = Some((seq, offset, item));
-            offset += len;
+            let head = leaves(&bytes, items.get(..mid).unwrap_or_default());
+            pending = Some(Prepared {
+                manifest: entry,
+                bytes,
+                items,
+                split_error,
+                head,
+                worker,
+            });
         }
-        if chain.next != m.end {
-            let e = VerifyError::Truncated {
-                seq: chain.next,
-                size: m.end,
+        if let Some(p) = pending.take() {
+            let done = p.manifest.1.end - p.manifest.1.first;
+            finish_segment(chain, p)?;
+            progress.advance(done);
+        }
+        Ok(())
+    })
+}
+
+/// Where splitting a segment stopped: the offset of bytes that are not a CBOR item, and why.
+type SplitError = (usize, cbor::CborError);
+
+/// The byte ranges `(offset, len)` of the CBOR items of a sequence, and where it stopped if
+/// the rest is not an item.
+fn split(bytes: &[u8]) -> (Vec<(usize, usize)>, Option<SplitError>) {
+    let mut items = Vec::with_capacity(bytes.len() / 256);
+    let mut offset = 0usize;
+    while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
+        match cbor::item_len(rest) {
+            Ok(len) => {
+                items.push((offset, len));
+                offset += len;
+            }
+            Err(e) => return (items, Some((offset, e))),
+        }
+    }
+    (items, None)
+}
+
+/// The header of record `seq` at or after byte `from`, found by its canonical opening bytes.
+fn find_header(bytes: &[u8], from: usize, seq: u64) -> Option<record::Header> {
+    let mut opening = vec![0xa4, 0x00];
+    cbor::encode(&cbor::Value::Uint(seq), &mut opening);
+    opening.push(0x01);
+    let rest = bytes.get(from..)?;
+    rest.windows(opening.len())
+        .enumerate()
+        .filter(|(_, w)| *w == opening.as_slice())
+        .filter_map(|(i, _)| record::header(rest.get(i..)?))
+        .find(|h| h.seq.0 == seq)
+}
+
+fn leaves(bytes: &[u8], items: &[(usize, usize)]) -> Vec<Hash> {
+    items
+        .iter()
+        .map(|&(at, len)| hash::leaf_hash(bytes.get(at..at + len).unwrap_or_default()))
+        .collect()
+}
+
+/// Checks the records of a prepared segment in order, then its length and its digest.
+fn finish_segment(
+    chain: &mut Chain,
+    p: Prepared<'_, std::thread::ScopedJoinHandle<'_, (Hash, Vec<Hash>)>>,
+) -> Result<(), VerifyError> {
+    let (mkey, m) = p.manifest;
+    let object = m.segment.key.as_str();
+    let (digest, tail) = p
+        .worker
+        .join()
+        .map_err(|_| VerifyError::Usage("a hashing thread panicked".into()))?;
+    let bytes = p.bytes.as_slice();
+    let item = |&(at, len): &(usize, usize)| bytes.get(at..at + len).unwrap_or_default();
+    // A record whose length bytes were altered swallows or leaves bytes of the next one. When
+    // the next one fails, name the previous record if it does not decode strictly, or if the
+    // true next record (found by its header further on) does not chain to it as it now reads.
+    let blame = |e: VerifyError, last: Option<(u64, &(usize, usize))>| {
+        let Some((seq, r)) = last else {
+            return e;
+        };
+        let previous = item(r);
+        let altered = match record::decode(previous) {
+            Err(bad) => Some(bad.to_string()),
+            Ok(stored) => find_header(bytes, r.0 + r.1, seq + 1)
+                .filter(|next| next.prev != stored.hash)
+                .map(|_| "its length changed: the record after it does not chain to it".into()),
+        };
+        match altered {
+            Some(what) => VerifyError::Undecodable {
+                seq,
+                object: object.to_owned(),
+                offset: r.0,
+                what,
+            },
+            None => e,
+        }
+    };
+    let mut last = None;
+    for (r, leaf) in p.items.iter().zip(p.head.iter().chain(tail.iter())) {
+        let bytes = item(r);
+        if chain.next >= m.end {
+            let e = VerifyError::SeqMismatch {
+                expected: m.end,
+                found: record::header(bytes).map(|h| h.seq.0).unwrap_or(chain.next),
                 object: object.to_owned(),
             };
             return Err(blame(e, last));
         }
-        let found = digest.join().unwrap_or_default().to_hex();
-        if found != m.segment.sha256 || bytes.len() as u64 != m.segment.size {
-            return Err(VerifyError::Digest {
-                object: object.to_owned(),
-                expected: m.segment.sha256.clone(),
-                found,
-                named_by: mkey.to_owned(),
+        let seq = chain.next;
+        if let Err(e) = chain.push_leaf(bytes, *leaf, object, r.0) {
+            return Err(match e {
+                VerifyError::Undecodable { .. } | VerifyError::SeqMismatch { .. } => blame(e, last),
+                e => e,
             });
         }
-        Ok(())
-    })
+        last = Some((seq, r));
+    }
+    if let Some((offset, e)) = p.split_error {
+        let e = VerifyError::Undecodable {
+            seq: chain.next,
+            object: object.to_owned(),
+            offset,
+            what: e.to_string(),
+        };
+        return Err(blame(e, last));
+    }
+    if chain.next != m.end {
+        let e = VerifyError::Truncated {
+            seq: chain.next,
+            size: m.end,
+            object: object.to_owned(),
+        };
+        return Err(blame(e, last));
+    }
+    let found = digest.to_hex();
+    if found != m.segment.sha256 || bytes.len() as u64 != m.segment.size {
+        return Err(VerifyError::Digest {
+            object: object.to_owned(),
+            expected: m.segment.sha256.clone(),
+            found,
+            named_by: mkey.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Record 0 must be `LogCreated` for this origin and name the first key of the history.

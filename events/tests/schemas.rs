@@ -25,69 +25,25 @@ use events::record::{self, StoredRecord};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-/// The SHA-256 of every committed fixture. Append a line for a new fixture; never edit one.
-const FIXTURE_SHA256: &[(&str, &str)] = &[
-    (
-        "G1000I",
-        "435dfbbb80a34967ad358036310bb8521800803e5b5aac172cb54d07e8593ce8",
-    ),
-    (
-        "G1001I",
-        "329a3a28fac6d4933b87a4d9dca46db564971305c109f60cbe4d97f1eef42f47",
-    ),
-    (
-        "G1002I",
-        "bced0d6e811d921d82ce89e127a92636355afdf8c3f0dcca53053938cb318fa8",
-    ),
-    (
-        "G1003I",
-        "774bf96188454f803d7ff2519ba7c692be66511a173ccf2e4590f764742aa38c",
-    ),
-    (
-        "G2000I",
-        "4e86eac7d9b41ede7f3fed97308198141730e36e4df9990a29cda79d7a951a27",
-    ),
-    (
-        "G2001I",
-        "f4a9df2908f213b1f965d2d47ea36c4fb4904e43b9b35e982a71984876677ca7",
-    ),
-    (
-        "G2002I",
-        "6a732315ac44ecd5dbc2783fe3574c03d0eb3a873e47eaeca07800c5b9f5ab5b",
-    ),
-    (
-        "G2003I",
-        "df6888e6c30cf89024cc00240fd91ce57fa59257e33cad2a56ef0582560b4afa",
-    ),
-    (
-        "G3000I",
-        "a1b4806f8fab726abdbc379a5fd9e8bd3412b227ae3addb2412fdaf855898ec4",
-    ),
-    (
-        "G3001I",
-        "024937a8d86a52fae9c365b7b9f55e409a777d8b9646c74def9d647caf405be5",
-    ),
-    (
-        "G4000I",
-        "2431ca7f4b2bb0babe0d449da770ca503aa215f72dd3c06a9e1f07d2af419847",
-    ),
-    (
-        "G4001I",
-        "5adde0e164f2d222a9874c1fee47107818e0c74e906f254126ee4d5581d90c45",
-    ),
-    (
-        "G4002I",
-        "f919968a4b5b27bf83ca7bd7b19898073180b535750caad410c7d93dd283f737",
-    ),
-    (
-        "G4003I",
-        "c83fdb829d1c593e64e5c5ad3dec722c4c874fb23eabd34d1d3b884490017b73",
-    ),
-    (
-        "G4004W",
-        "c35d07b2c22b091879d205fc55778e5cc1df4ba52098db295d259c9b6b099971",
-    ),
-];
+/// The SHA-256 of every committed fixture, in `sha256sum` format (so `sha256sum -c` reads it too).
+/// Append a line for a new fixture; never edit or remove one.
+const FIXTURE_SHA256: &str = "\
+435dfbbb80a34967ad358036310bb8521800803e5b5aac172cb54d07e8593ce8  G1000I.cbor
+329a3a28fac6d4933b87a4d9dca46db564971305c109f60cbe4d97f1eef42f47  G1001I.cbor
+bced0d6e811d921d82ce89e127a92636355afdf8c3f0dcca53053938cb318fa8  G1002I.cbor
+774bf96188454f803d7ff2519ba7c692be66511a173ccf2e4590f764742aa38c  G1003I.cbor
+4e86eac7d9b41ede7f3fed97308198141730e36e4df9990a29cda79d7a951a27  G2000I.cbor
+f4a9df2908f213b1f965d2d47ea36c4fb4904e43b9b35e982a71984876677ca7  G2001I.cbor
+6a732315ac44ecd5dbc2783fe3574c03d0eb3a873e47eaeca07800c5b9f5ab5b  G2002I.cbor
+df6888e6c30cf89024cc00240fd91ce57fa59257e33cad2a56ef0582560b4afa  G2003I.cbor
+a1b4806f8fab726abdbc379a5fd9e8bd3412b227ae3addb2412fdaf855898ec4  G3000I.cbor
+024937a8d86a52fae9c365b7b9f55e409a777d8b9646c74def9d647caf405be5  G3001I.cbor
+2431ca7f4b2bb0babe0d449da770ca503aa215f72dd3c06a9e1f07d2af419847  G4000I.cbor
+5adde0e164f2d222a9874c1fee47107818e0c74e906f254126ee4d5581d90c45  G4001I.cbor
+f919968a4b5b27bf83ca7bd7b19898073180b535750caad410c7d93dd283f737  G4002I.cbor
+c83fdb829d1c593e64e5c5ad3dec722c4c874fb23eabd34d1d3b884490017b73  G4003I.cbor
+c35d07b2c22b091879d205fc55778e5cc1df4ba52098db295d259c9b6b099971  G4004W.cbor
+";
 
 /// The optional body fields, as `(code, key, name)`. Every other field is required. The tests
 /// below check this table against the decoder, the CDDL and the JSON Schema, so it cannot drift.
@@ -341,24 +297,29 @@ fn every_code_has_a_fixture_and_no_fixture_has_an_unknown_code() {
 
 #[test]
 fn committed_fixtures_never_change() {
+    let pins: Vec<(&str, &str)> = FIXTURE_SHA256
+        .lines()
+        .map(|line| {
+            let (sha, file) = line.split_once("  ").unwrap();
+            (file.strip_suffix(".cbor").unwrap(), sha)
+        })
+        .collect();
     let fixtures = fixtures();
     for f in &fixtures {
-        let pin = FIXTURE_SHA256.iter().find(|(name, _)| *name == f.name);
-        let Some((_, pinned)) = pin else {
+        let actual = hex::encode(Sha256::digest(&f.bytes));
+        let Some((_, pinned)) = pins.iter().find(|(name, _)| *name == f.name) else {
             panic!(
-                "{}: new fixture with sha256 {}; pin it in FIXTURE_SHA256",
-                f.name,
-                hex::encode(Sha256::digest(&f.bytes))
+                "{}: new fixture; pin it in FIXTURE_SHA256: {actual}  {}.cbor",
+                f.name, f.name
             );
         };
         assert_eq!(
-            hex::encode(Sha256::digest(&f.bytes)),
-            *pinned,
+            actual, *pinned,
             "{}: a committed fixture changed; fixtures are append-only (schemas/fixtures/README.md)",
             f.name
         );
     }
-    for (name, _) in FIXTURE_SHA256 {
+    for (name, _) in &pins {
         assert!(
             fixtures.iter().any(|f| f.name == *name),
             "{name}: a committed fixture was deleted"

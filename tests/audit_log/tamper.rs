@@ -495,8 +495,9 @@ fn reformatted_last_manifest_is_refused() {
     check(Case::ReformattedLastManifest);
 }
 
-/// Every single byte of one record, flipped in turn: each time the verifier names that record
-/// (or, for its seq field, the seq the segment should have held there).
+/// Every single byte of a record, flipped in turn: each time the verifier names that record.
+/// Runs over one record of each code in the middle segment, so optional trailing fields and
+/// length bytes of every shape are covered whichever record the random workload put there.
 #[test]
 fn every_byte_of_a_record_flipped_names_that_record() {
     let p = pristine();
@@ -504,21 +505,36 @@ fn every_byte_of_a_record_flipped_names_that_record() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("export");
     support::copy_dir(&p.export, &dir);
-    let seq = middle_record(&dir, seg);
     let path = dir.join(&seg.0);
     let pristine_bytes = std::fs::read(&path).expect("segment");
-    let range = record_ranges(&pristine_bytes)[(seq - seg.1) as usize].clone();
-    for at in range.clone() {
-        let mut bytes = pristine_bytes.clone();
-        bytes[at] ^= 0x01;
-        std::fs::write(&path, &bytes).expect("write");
-        let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a flipped byte must fail");
-        assert_eq!(
-            e.seq(),
-            Some(seq),
-            "byte {} of seq {seq}: the verifier said: {e}",
-            at - range.start
-        );
+    let ranges = record_ranges(&pristine_bytes);
+    // One record per code, not the first or last of the segment.
+    let mut by_code = BTreeMap::new();
+    for (i, r) in ranges.iter().enumerate().skip(1).take(ranges.len() - 2) {
+        let code = record::decode(&pristine_bytes[r.clone()])
+            .expect("pristine record")
+            .record
+            .event
+            .code();
+        by_code.entry(code).or_insert((seg.1 + i as u64, r.clone()));
+    }
+    assert!(
+        by_code.len() >= 3,
+        "the workload should mix codes: {by_code:?}"
+    );
+    for (code, (seq, range)) in by_code {
+        for at in range.clone() {
+            let mut bytes = pristine_bytes.clone();
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, &bytes).expect("write");
+            let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a flipped byte must fail");
+            assert_eq!(
+                e.seq(),
+                Some(seq),
+                "byte {} of seq {seq} ({code}): the verifier said: {e}",
+                at - range.start
+            );
+        }
     }
 }
 

@@ -3,8 +3,7 @@
 //! **Invariant:** every figure leaves as one JSON line on stdout (see `report`), every
 //! subcommand first names the filesystem of `--data` and refuses tmpfs (exit 2), and an error
 //! never leaves a partial figure behind: figures are printed only once measured. Exit codes:
-//! 0 measured, 1 failed, 2 refused to run (memory filesystem, or not a rack-bench log),
-//! 3 not implemented yet.
+//! 0 measured, 1 failed, 2 refused to run (memory filesystem, or not a rack-bench log).
 
 mod append;
 mod bench_log;
@@ -15,9 +14,9 @@ mod memory;
 mod rebuild;
 mod report;
 mod sync_baseline;
+mod verify;
 mod workload;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -38,18 +37,9 @@ enum Command {
     /// Replay time of the whole log into fresh projections, restart time from a snapshot, and
     /// peak memory; fills the log first if it is smaller than --records.
     Rebuild(rebuild::Args),
-    /// Offline verification of an export (pending: needs the verifier).
-    Verify(VerifyArgs),
-}
-
-#[derive(clap::Args, Debug)]
-struct VerifyArgs {
-    /// Data directory of the log to export and verify.
-    #[arg(long)]
-    data: PathBuf,
-    /// Where the export is written.
-    #[arg(long)]
-    out: PathBuf,
+    /// Offline verification of an export (`rack-audit verify`'s core) against
+    /// `openssl dgst -sha256` over the same bytes.
+    Verify(verify::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,10 +47,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Append(args) => append::run(args),
         Command::Rebuild(args) => rebuild::run(args),
-        Command::Verify(_) => {
-            println!(r#"{{"bench":"verify","status":"pending"}}"#);
-            return ExitCode::from(3);
-        }
+        Command::Verify(args) => verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -72,7 +72,7 @@ pub fn run(args: &Args) -> Result<()> {
         return fill(args, have);
     }
     if have < args.records {
-        fill_in_child(args)?;
+        fill_in_child(&args.data, args.records)?;
     }
 
     let reader = open_reader(&path)?;
@@ -200,14 +200,14 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Runs the fill in a child process (this binary, `rebuild --fill-only`) whose `fill` figure
 /// goes straight to our stdout. Its refusal (exit 2) is ours.
-fn fill_in_child(args: &Args) -> Result<()> {
+pub fn fill_in_child(data: &Path, records: u64) -> Result<()> {
     let exe = std::env::current_exe().context("cannot find this executable to run the fill")?;
     let status = Command::new(exe)
         .arg("rebuild")
         .arg("--data")
-        .arg(&args.data)
+        .arg(data)
         .arg("--records")
-        .arg(args.records.to_string())
+        .arg(records.to_string())
         .arg("--fill-only")
         .status()
         .context("cannot start the fill process")?;
