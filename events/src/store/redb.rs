@@ -11,8 +11,11 @@
 //! `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and the
 //! database is reopened before the next batch; the projections were never touched.
 //!
-//! Layout of the file: `records` (seq → canonical bytes), `nodes` (level << 56 | index → 32-byte
-//! hash of a complete subtree), `checkpoints` (number → signed note), `meta` (format version).
+//! Layout of the file: `records` (seq → a row), `checkpoints` (number → signed note), `meta`
+//! (format version). A row is `[m][m × 32-byte hashes][canonical record bytes]`: the record and
+//! the interior Merkle nodes its append completed (levels 1..=m, each the complete subtree that
+//! ends at this leaf); level 0 is the record's leaf hash. Keeping the nodes in the record's row
+//! means each commit rewrites one B-tree path, at its right edge, instead of two.
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -41,10 +44,14 @@ use crate::seq::Seq;
 use crate::time::{Clock, Timestamp};
 
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
-const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 3;
+/// redb's page cache for the gateway's store: enough for the hot tail and the Merkle nodes
+/// without growing with the log (redb's default is 1 GiB).
+const WRITER_CACHE_BYTES: usize = 128 << 20;
+/// The page cache of a sequential reader (export, verification): pages are read once.
+const READER_CACHE_BYTES: usize = 32 << 20;
 /// The most requests one transaction gathers; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 4096;
 
@@ -113,7 +120,8 @@ struct Sequencer<S: Fold> {
 #[derive(Default)]
 struct Staged {
     records: Vec<StoredRecord>,
-    nodes: Vec<(u8, u64, Hash)>,
+    /// Per staged record, the hashes of the interior nodes its append completed (level 1 up).
+    nodes: Vec<Vec<Hash>>,
     replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Appended)>,
 }
 
@@ -132,7 +140,11 @@ impl<S: Fold> RedbStore<S> {
     /// the sequencer. A new log gets `LogCreated` as record 0 and a first checkpoint.
     pub fn open(path: &Path, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
         let path: PathBuf = path.to_owned();
-        let opener: Opener = Box::new(move || Database::create(&path));
+        let opener: Opener = Box::new(move || {
+            redb::Builder::new()
+                .set_cache_size(WRITER_CACHE_BYTES)
+                .create(&path)
+        });
         RedbStore::open_with(opener, options, state)
     }
 
@@ -207,7 +219,7 @@ impl<S: Fold> RedbStore<S> {
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(io)?;
-        let table = txn.open_table(NODES).map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
     }
 
@@ -215,7 +227,7 @@ impl<S: Fold> RedbStore<S> {
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let db = self.db()?;
         let txn = db.begin_read().map_err(io)?;
-        let table = txn.open_table(NODES).map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
     }
 
@@ -318,7 +330,10 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
 impl LogReader {
     /// Opens `path` read-only. Fails if the file is not a store or a writer holds it.
     pub fn open(path: &Path) -> Result<LogReader, StoreError> {
-        let db = redb::Builder::new().open_read_only(path).map_err(io)?;
+        let db = redb::Builder::new()
+            .set_cache_size(READER_CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(io)?;
         Ok(LogReader { db })
     }
 
@@ -343,7 +358,7 @@ impl LogReader {
         let table = txn.open_table(RECORDS).map_err(io)?;
         for item in table.range(range).map_err(io)? {
             let (k, v) = item.map_err(io)?;
-            f(k.value(), v.value())?;
+            f(k.value(), record_of(k.value(), v.value())?)?;
         }
         Ok(())
     }
@@ -360,14 +375,14 @@ impl LogReader {
     /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(NODES).map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
     }
 
     /// A consistency proof between two sizes, from the stored nodes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(NODES).map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
     }
 }
@@ -469,7 +484,10 @@ impl<S: Fold> Sequencer<S> {
                 event,
             };
             let stored = record.seal();
-            staged.nodes.extend(self.view.frontier.push(stored.hash));
+            let completed = self.view.frontier.push(stored.hash);
+            staged
+                .nodes
+                .push(completed.iter().skip(1).map(|(_, _, h)| *h).collect());
             self.view.size += 1;
             self.view.last_hash = stored.hash;
             self.view.last_time = now;
@@ -554,15 +572,11 @@ impl<S: Fold> Sequencer<S> {
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
-            for r in &staged.records {
+            let mut row = Vec::new();
+            for (r, nodes) in staged.records.iter().zip(&staged.nodes) {
+                pack_row(&mut row, nodes, &r.bytes);
                 records
-                    .insert(r.record.seq.0, r.bytes.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-            let mut nodes = txn.open_table(NODES).map_err(|e| e.to_string())?;
-            for (level, index, h) in &staged.nodes {
-                nodes
-                    .insert(node_key(*level, *index), h.0.as_slice())
+                    .insert(r.record.seq.0, row.as_slice())
                     .map_err(|e| e.to_string())?;
             }
             if let Some(cp) = cp {
@@ -706,19 +720,58 @@ impl<S: Fold> Sequencer<S> {
 impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
     type Error = NodeReadError;
 
+    /// Node `(level, index)` is stored in the row of the last leaf it covers.
     fn node(&self, level: u8, index: u64) -> Result<Hash, NodeReadError> {
+        let missing = || NodeReadError(format!("node ({level}, {index}) is not stored"));
+        let last_leaf = index
+            .checked_add(1)
+            .and_then(|end| end.checked_shl(u32::from(level)))
+            .and_then(|end| end.checked_sub(1))
+            .ok_or_else(missing)?;
         let v = self
             .table
-            .get(node_key(level, index))
+            .get(last_leaf)
             .map_err(|e| NodeReadError(e.to_string()))?
-            .ok_or_else(|| NodeReadError(format!("node ({level}, {index}) is not stored")))?;
-        Hash::from_slice(v.value())
-            .ok_or_else(|| NodeReadError(format!("node ({level}, {index}) is not 32 bytes")))
+            .ok_or_else(missing)?;
+        let (nodes, record) = unpack_row(v.value())
+            .ok_or_else(|| NodeReadError(format!("the row of seq {last_leaf} is malformed")))?;
+        if level == 0 {
+            return Ok(hash::leaf_hash(record));
+        }
+        let at = (usize::from(level) - 1) * 32;
+        nodes
+            .get(at..at + 32)
+            .and_then(Hash::from_slice)
+            .ok_or_else(missing)
     }
 }
 
-fn node_key(level: u8, index: u64) -> u64 {
-    (u64::from(level) << 56) | (index & ((1 << 56) - 1))
+/// Writes a row: `[m][m nodes][record bytes]`.
+fn pack_row(row: &mut Vec<u8>, nodes: &[Hash], record: &[u8]) {
+    row.clear();
+    // A tree of 2^64 leaves has 64 levels: m always fits in a byte.
+    row.push(u8::try_from(nodes.len()).unwrap_or(u8::MAX));
+    for h in nodes {
+        row.extend_from_slice(&h.0);
+    }
+    row.extend_from_slice(record);
+}
+
+/// Splits a row into its node hashes and its record bytes.
+fn unpack_row(row: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (&m, rest) = row.split_first()?;
+    let split = usize::from(m).checked_mul(32)?;
+    (rest.len() >= split).then(|| rest.split_at(split))
+}
+
+/// The record bytes of a row, or a corruption error naming its seq.
+fn record_of(seq: u64, row: &[u8]) -> Result<&[u8], StoreError> {
+    unpack_row(row)
+        .map(|(_, r)| r)
+        .ok_or_else(|| StoreError::Corrupt {
+            seq: Seq(seq),
+            what: "malformed row".into(),
+        })
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -743,7 +796,6 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
     let txn = db.begin_write().map_err(io)?;
     {
         txn.open_table(RECORDS).map_err(io)?;
-        txn.open_table(NODES).map_err(io)?;
         txn.open_table(CHECKPOINTS).map_err(io)?;
         let mut meta = txn.open_table(META).map_err(io)?;
         let version = meta.get("format").map_err(io)?.map(|v| v.value());
@@ -770,14 +822,15 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
         None => (0, hash::ZERO, Timestamp(0)),
         Some((k, v)) => {
             let seq = k.value();
-            let h = record::header(v.value()).ok_or_else(|| StoreError::Corrupt {
+            let bytes = record_of(seq, v.value())?;
+            let h = record::header(bytes).ok_or_else(|| StoreError::Corrupt {
                 seq: Seq(seq),
                 what: "not a canonical record".into(),
             })?;
-            (seq + 1, hash::leaf_hash(v.value()), h.time)
+            (seq + 1, hash::leaf_hash(bytes), h.time)
         }
     };
-    let nodes = txn.open_table(NODES).map_err(io)?;
+    let nodes = txn.open_table(RECORDS).map_err(io)?;
     let frontier = Frontier::load(size, &ReadNodes { table: nodes }).map_err(io)?;
     let cps = txn.open_table(CHECKPOINTS).map_err(io)?;
     let checkpoints = cps.len().map_err(io)?;
@@ -821,7 +874,7 @@ fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
     let table = txn.open_table(RECORDS).map_err(io)?;
     for item in table.range(from..size).map_err(io)? {
         let (k, v) = item.map_err(io)?;
-        let stored = decode_stored(k.value(), v.value())?;
+        let stored = decode_stored(k.value(), record_of(k.value(), v.value())?)?;
         state.apply(&stored).map_err(|e| StoreError::Corrupt {
             seq: Seq(k.value()),
             what: e.to_string(),
@@ -839,7 +892,7 @@ fn read_raw(
     let mut out = Vec::new();
     for item in table.range(range).map_err(io)? {
         let (k, v) = item.map_err(io)?;
-        out.push((k.value(), v.value().to_vec()));
+        out.push((k.value(), record_of(k.value(), v.value())?.to_vec()));
     }
     Ok(out)
 }
@@ -864,5 +917,24 @@ fn read_checkpoints(
 
 /// Lets tests wrap the file backend (to count syncs, or fail writes).
 pub fn open_database_with(backend: impl StorageBackend) -> Result<Database, DatabaseError> {
-    redb::Builder::new().create_with_backend(backend)
+    redb::Builder::new()
+        .set_cache_size(WRITER_CACHE_BYTES)
+        .create_with_backend(backend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pack_row, unpack_row};
+    use crate::hash::Hash;
+
+    #[test]
+    fn rows_round_trip_and_malformed_rows_are_refused() {
+        let mut row = Vec::new();
+        pack_row(&mut row, &[Hash([1; 32]), Hash([2; 32])], b"record");
+        let (nodes, record) = unpack_row(&row).unwrap();
+        assert_eq!(nodes.len(), 64);
+        assert_eq!(record, b"record");
+        assert_eq!(unpack_row(&[3, 0, 0]), None);
+        assert_eq!(unpack_row(&[]), None);
+    }
 }
