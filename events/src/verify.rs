@@ -471,9 +471,7 @@ pub fn verify_export(
     chain.check_root()?;
     verify_segments(src, &manifests, &mut chain, progress)?;
     chain.finish()?;
-    if let Some((_, bytes)) = checkpoints.first() {
-        check_log_created(src, &manifests, bytes, &key)?;
-    }
+    check_log_created(src, &manifests)?;
     Ok(Summary {
         records: chain.next,
         checkpoints: checkpoints.len() as u64,
@@ -968,8 +966,6 @@ fn finish_segment(
 fn check_log_created(
     src: &impl Source,
     manifests: &[(String, Manifest)],
-    _first_note: &[u8],
-    _key: &VerifierKey,
 ) -> Result<(), VerifyError> {
     let Some((mkey, m)) = manifests.first() else {
         return Ok(());

@@ -108,3 +108,126 @@ fn keys_show_prints_the_vkey_keys_init_printed_and_init_never_overwrites() {
     assert_eq!(read_all(), before, "a refused keys init changed a key file");
     assert_eq!(last_line(&keys("show")), printed);
 }
+
+fn golden() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/fixtures/log-v1")
+}
+
+fn golden_key() -> String {
+    std::fs::read_to_string(golden().join("vkey"))
+        .expect("golden vkey")
+        .trim()
+        .to_owned()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn prove_gives_an_inclusion_proof_that_verifies_against_the_signed_root() {
+    let key = golden_key();
+    let out = support::run(
+        support::rack_audit()
+            .arg("prove")
+            .arg(golden())
+            .args(["--seq", "100", "--key", &key]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["seq"], 100);
+    assert_eq!(v["key_trust"], "pinned");
+    let proof: Vec<events::hash::Hash> = v["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(|h| events::hash::Hash::from_hex(h.as_str().expect("hex")).expect("hash"))
+        .collect();
+    let leaf = events::hash::Hash::from_hex(v["leaf_hash"].as_str().expect("leaf")).expect("hash");
+    let root = events::hash::Hash::from_hex(v["root"].as_str().expect("root")).expect("hash");
+    let size = v["size"].as_u64().expect("size");
+    events::merkle::verify_inclusion(&leaf, 100, size, &proof, &root).expect("the proof verifies");
+    // The same proof does not prove another record.
+    assert!(events::merkle::verify_inclusion(&leaf, 101, size, &proof, &root).is_err());
+    // A seq the checkpoint does not cover is refused.
+    let out = support::run(
+        support::rack_audit()
+            .arg("prove")
+            .arg(golden())
+            .args(["--seq", "100000"]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn consistency_proves_one_checkpoint_extends_another() {
+    let key = golden_key();
+    let out = support::run(
+        support::rack_audit()
+            .arg("consistency")
+            .arg(golden())
+            .args(["--old", "1", "--new", "5", "--key", &key]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["verified"], true);
+    assert!(v["old"]["size"].as_u64() < v["new"]["size"].as_u64());
+    // Under another key the checkpoints do not open.
+    let other =
+        events::checkpoint::NoteSigner::from_seed("golden.rack-gateway.test/log-v1", [9; 32])
+            .expect("key")
+            .verifier()
+            .to_string();
+    let out = support::run(
+        support::rack_audit()
+            .arg("consistency")
+            .arg(golden())
+            .args(["--old", "1", "--new", "5", "--key", &other]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn dump_prints_records_in_the_json_form() {
+    let out = support::run(
+        support::rack_audit()
+            .arg("dump")
+            .arg(golden())
+            .args(["--from", "0", "--to", "3"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["code"], "G1000I");
+    assert_eq!(lines[0]["seq"], 0);
+    assert_eq!(lines[2]["seq"], 2);
+    assert_eq!(lines[1]["prev"], lines[0]["hash"]);
+}

@@ -847,3 +847,45 @@ fn acceptance_flow_through_the_binaries() {
     let (code, text) = verify(&["--key", "not-a-vkey"], &out);
     assert_eq!(code, Some(2), "{text}");
 }
+
+/// Random damage to a segment (flipped bytes, cut tails, inserted junk, duplicated spans) is
+/// always refused with an integrity failure, never a panic and never an OK.
+#[test]
+fn random_damage_to_a_segment_is_always_refused() {
+    let p = pristine();
+    let seg = middle_segment(p);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("export");
+    support::copy_dir(&p.export, &dir);
+    let path = dir.join(&seg.0);
+    let pristine_bytes = std::fs::read(&path).expect("segment");
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for round in 0..120 {
+        let mut bytes = pristine_bytes.clone();
+        let at = next(bytes.len());
+        match round % 4 {
+            0 => bytes[at] ^= 1 << next(8),
+            1 => bytes.truncate(at),
+            2 => {
+                let junk: Vec<u8> = (0..1 + next(40)).map(|_| next(256) as u8).collect();
+                bytes.splice(at..at, junk);
+            }
+            _ => {
+                let len = 1 + next(300).min(bytes.len() - at - 1);
+                let span = bytes[at..at + len].to_vec();
+                bytes.splice(at..at, span);
+            }
+        }
+        std::fs::write(&path, &bytes).expect("write");
+        match verify_copy(&dir, Some(&p.vkey)) {
+            Ok(s) => panic!("round {round}: damaged segment verified: {s:?}"),
+            Err(e) => assert!(e.is_integrity(), "round {round}: {e}"),
+        }
+    }
+}
