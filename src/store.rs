@@ -62,44 +62,44 @@ pub fn snapshot_path(data: &Path) -> PathBuf {
 pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), OpenError> {
     let keys = Keys::load(data)?;
     let path = log_path(data);
-    let state = restore(data, &keys);
-    let options = Options {
+    let restored = restore(data, &keys);
+    // What the log must have recorded for the restored snapshot to be used.
+    let recorded = restored.as_ref().map(|l| (l.covers, l.digest));
+    let state = restored.map(|l| l.state);
+    let options = |keys: &Keys| Options {
         origin: keys.checkpoint.name().to_owned(),
         signer: keys.checkpoint.clone(),
         policy,
     };
     let restored = state.is_some();
-    match RedbStore::open(&path, options, state.unwrap_or_default()) {
-        Ok(store) if !restored || snapshot_recorded(&store, data, &keys) => Ok((store, keys)),
+    let rebuilt = |keys: Keys, path: PathBuf| {
+        RedbStore::open(&path, options(&keys), Projections::default())
+            .map(|s| (s, keys))
+            .map_err(|source| OpenError::Store { path, source })
+    };
+    match RedbStore::open(&path, options(&keys), state.unwrap_or_default()) {
+        Ok(store)
+            if recorded.is_none_or(|(covers, digest)| {
+                store.with_state(|s| s.log.has_snapshot(covers, &digest))
+            }) =>
+        {
+            Ok((store, keys))
+        }
+        // The snapshot authenticates but the log never recorded it: rebuild from seq 0.
         Ok(store) => {
-            // The snapshot authenticates but the log never recorded it: rebuild from seq 0.
             drop(store);
-            let options = Options {
-                origin: keys.checkpoint.name().to_owned(),
-                signer: keys.checkpoint.clone(),
-                policy,
-            };
-            RedbStore::open(&path, options, Projections::default())
-                .map(|s| (s, keys))
-                .map_err(|source| OpenError::Store { path, source })
+            rebuilt(keys, path)
         }
         // A snapshot that does not fit this log is refused: rebuild from seq 0.
-        Err(StoreError::Corrupt { .. } | StoreError::Incompatible(_)) if path.exists() => {
-            let options = Options {
-                origin: keys.checkpoint.name().to_owned(),
-                signer: keys.checkpoint.clone(),
-                policy,
-            };
-            RedbStore::open(&path, options, Projections::default())
-                .map(|s| (s, keys))
-                .map_err(|source| OpenError::Store { path, source })
+        Err(StoreError::Corrupt { .. } | StoreError::Incompatible(_)) if restored => {
+            rebuilt(keys, path)
         }
         Err(source) => Err(OpenError::Store { path, source }),
     }
 }
 
-/// The snapshot's state if it authenticates and matches the log on disk.
-fn restore(data: &Path, keys: &Keys) -> Option<Projections> {
+/// The snapshot if it authenticates and matches the log on disk.
+fn restore(data: &Path, keys: &Keys) -> Option<snapshot::Loaded> {
     let bytes = std::fs::read(snapshot_path(data)).ok()?;
     let loaded = snapshot::read(&bytes, &keys.snapshot).ok()?;
     let covers = loaded.covers.0;
@@ -109,18 +109,7 @@ fn restore(data: &Path, keys: &Keys) -> Option<Projections> {
     let reader = LogReader::open(&log_path(data)).ok()?;
     let at = reader.read_raw(covers - 1..covers).ok()?;
     let (_, bytes) = at.first()?;
-    (events::hash::leaf_hash(bytes) == loaded.covers_hash).then_some(loaded.state)
-}
-
-/// Whether the log holds a `SnapshotRecorded` for the snapshot file that was restored.
-fn snapshot_recorded(store: &Store, data: &Path, keys: &Keys) -> bool {
-    let Ok(bytes) = std::fs::read(snapshot_path(data)) else {
-        return false;
-    };
-    let Ok(loaded) = snapshot::read(&bytes, &keys.snapshot) else {
-        return false;
-    };
-    store.with_state(|s| s.log.has_snapshot(loaded.covers, &loaded.digest))
+    (events::hash::leaf_hash(bytes) == loaded.covers_hash).then_some(loaded)
 }
 
 /// Writes a snapshot of the current projections to `<data>/snapshot.bin` (atomically) and
@@ -186,7 +175,7 @@ mod tests {
         grant(&store, 5).await;
         let live = store.with_state(|s| s.clone());
         drop(store);
-        assert!(restore(data.path(), &keys).is_some_and(|s| s.len() == covers.0));
+        assert!(restore(data.path(), &keys).is_some_and(|l| l.state.len() == covers.0));
         let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
         assert_eq!(store.with_state(|s| s.clone()), live);
     }
