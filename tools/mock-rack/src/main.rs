@@ -1,0 +1,3 @@
+//! `mock-rack`: serves the fake rack (being written).
+
+fn main() {}
