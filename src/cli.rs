@@ -8,7 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use events::event::{Permission, Principal, Role, TokenId};
+use events::store::{CheckpointPolicy, EventStore};
+use events::time::Clock;
+
 use crate::export;
+use crate::identity::admin::{self, TokenRequest};
 use crate::keys::{self, Keys};
 use crate::store;
 
@@ -31,6 +36,80 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Create, list or revoke API tokens (offline, against a stopped gateway's data directory).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Grant or revoke roles (offline, against a stopped gateway's data directory).
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print its secret once.
+    Create {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The person the token acts for; it never has more than their current roles allow.
+        #[arg(long)]
+        owner: String,
+        /// A permission the token may use (repeat for more).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Days until the token expires.
+        #[arg(long)]
+        expires_in_days: Option<u64>,
+        /// Who is creating it (recorded in the event).
+        #[arg(long, default_value = "system")]
+        by: String,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[arg(long)]
+        data: PathBuf,
+        id: String,
+        #[arg(long, default_value = "revoked from the command line")]
+        reason: String,
+        #[arg(long, default_value = "system")]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// Grant a role (viewer, ops, deployer, admin) to a person.
+    Grant {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "system")]
+        by: String,
+    },
+    /// Revoke a role; the last admin cannot be removed.
+    Revoke {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "system")]
+        by: String,
     },
 }
 
@@ -65,6 +144,8 @@ pub enum AuditCommand {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Token { command } => runtime()?.block_on(token(command))?,
+        Command::Role { command } => runtime()?.block_on(role(command))?,
         Command::Keys {
             command: KeysCommand::Init { data, origin },
         } => {
@@ -93,6 +174,124 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 s.written,
                 s.adopted
             );
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn open(data: &std::path::Path) -> anyhow::Result<store::Store> {
+    let (store, _) = store::open(data, CheckpointPolicy::default())
+        .with_context(|| format!("opening the gateway's store in {}", data.display()))?;
+    Ok(store)
+}
+
+fn parse_role(s: &str) -> anyhow::Result<Role> {
+    Role::parse(s).with_context(|| format!("{s:?} is not a role (viewer, ops, deployer, admin)"))
+}
+
+async fn token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            data,
+            name,
+            owner,
+            scopes,
+            expires_in_days,
+            by,
+        } => {
+            let store = open(&data)?;
+            let expires = expires_in_days.map(|d| {
+                Clock
+                    .now()
+                    .plus(std::time::Duration::from_secs(d.saturating_mul(86_400)))
+            });
+            let created = admin::create_token(
+                &store,
+                TokenRequest {
+                    name,
+                    owner: Principal(owner),
+                    scopes: scopes.into_iter().map(Permission).collect(),
+                    expires,
+                    dev_only: false,
+                    by: Principal(by),
+                },
+            )
+            .await?;
+            println!("id: {}", created.id);
+            println!("token: {}", created.secret.expose());
+            println!("The token is shown once; only its SHA-256 is recorded.");
+        }
+        TokenCommand::List { data } => {
+            let store = open(&data)?;
+            let now = Clock.now();
+            store.with_state(|s| {
+                for t in s.tokens.iter() {
+                    let state = match (t.revoked, t.is_usable(now)) {
+                        (Some(_), _) => "revoked",
+                        (None, false) => "expired",
+                        (None, true) => "active",
+                    };
+                    let scopes: Vec<&str> = t.scopes.iter().map(|p| p.0.as_str()).collect();
+                    println!(
+                        "{}  {:<8} {:<24} owner={} scopes={} last_used={}",
+                        t.id,
+                        state,
+                        t.name,
+                        t.owner,
+                        scopes.join(","),
+                        t.last_used.map_or("never".to_owned(), |t| t.to_string()),
+                    );
+                }
+            });
+        }
+        TokenCommand::Revoke {
+            data,
+            id,
+            reason,
+            by,
+        } => {
+            let token = TokenId::from_hex(&id)
+                .with_context(|| format!("{id:?} is not a token id (32 hex digits)"))?;
+            let store = open(&data)?;
+            let seq = admin::revoke_token(&store, token, Principal(by), reason).await?;
+            println!("revoked {token} (seq {seq})");
+        }
+    }
+    Ok(())
+}
+
+async fn role(command: RoleCommand) -> anyhow::Result<()> {
+    match command {
+        RoleCommand::Grant {
+            data,
+            user,
+            role,
+            by,
+        } => {
+            let role = parse_role(&role)?;
+            let store = open(&data)?;
+            let seq =
+                admin::grant_role(&store, Principal(user.clone()), role, Principal(by)).await?;
+            println!("granted {role} to {user} (seq {seq})");
+        }
+        RoleCommand::Revoke {
+            data,
+            user,
+            role,
+            by,
+        } => {
+            let role = parse_role(&role)?;
+            let store = open(&data)?;
+            let seq =
+                admin::revoke_role(&store, Principal(user.clone()), role, Principal(by)).await?;
+            println!("revoked {role} from {user} (seq {seq})");
         }
     }
     Ok(())

@@ -6,5 +6,6 @@
 
 pub mod cli;
 pub mod export;
+pub mod identity;
 pub mod keys;
 pub mod store;
