@@ -1,0 +1,340 @@
+//! Reading the configuration: the TOML file, then `RACK_GATEWAY_*` overrides, then checks.
+//!
+//! **Invariant:** every key the gateway reads is listed in [`KEYS`] with its environment
+//! variable; an unknown key in the file, a malformed value or an unsafe combination (plain HTTP
+//! on a non-loopback address without trusted proxies, a rack password written in the file) is
+//! refused with the key and the reason.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Checkpoints, Config, Limits, Rack, Secret, Tls};
+
+/// Every key: its dotted name in the file and the environment variable that overrides it.
+pub const KEYS: &[(&str, &str)] = &[
+    ("data", "RACK_GATEWAY_DATA"),
+    ("proxy.listen", "RACK_GATEWAY_PROXY_LISTEN"),
+    ("console.listen", "RACK_GATEWAY_CONSOLE_LISTEN"),
+    ("tls.cert", "RACK_GATEWAY_TLS_CERT"),
+    ("tls.key", "RACK_GATEWAY_TLS_KEY"),
+    ("trusted_proxies", "RACK_GATEWAY_TRUSTED_PROXIES"),
+    ("rack.url", "RACK_GATEWAY_RACK_URL"),
+    ("rack.password", "RACK_GATEWAY_RACK_PASSWORD"),
+    ("rack.password_file", "RACK_GATEWAY_RACK_PASSWORD_FILE"),
+    ("rack.ca_file", "RACK_GATEWAY_RACK_CA_FILE"),
+    ("rack.pin_sha256", "RACK_GATEWAY_RACK_PIN_SHA256"),
+    (
+        "rack.insecure_skip_verify",
+        "RACK_GATEWAY_RACK_INSECURE_SKIP_VERIFY",
+    ),
+    ("checkpoints.every", "RACK_GATEWAY_CHECKPOINTS_EVERY"),
+    (
+        "checkpoints.after_secs",
+        "RACK_GATEWAY_CHECKPOINTS_AFTER_SECS",
+    ),
+    (
+        "checkpoints.heartbeat_secs",
+        "RACK_GATEWAY_CHECKPOINTS_HEARTBEAT_SECS",
+    ),
+    (
+        "limits.per_ip_per_minute",
+        "RACK_GATEWAY_LIMITS_PER_IP_PER_MINUTE",
+    ),
+    (
+        "limits.streams_per_principal",
+        "RACK_GATEWAY_LIMITS_STREAMS_PER_PRINCIPAL",
+    ),
+    (
+        "limits.header_timeout_secs",
+        "RACK_GATEWAY_LIMITS_HEADER_TIMEOUT_SECS",
+    ),
+    (
+        "limits.stream_idle_secs",
+        "RACK_GATEWAY_LIMITS_STREAM_IDLE_SECS",
+    ),
+];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not valid TOML: {what}")]
+    Toml { path: PathBuf, what: String },
+    #[error("{key}: unknown configuration key")]
+    Unknown { key: String },
+    #[error("{key} (from {source_name}): {what}")]
+    Value {
+        key: &'static str,
+        source_name: String,
+        what: String,
+    },
+    #[error("{key}: required")]
+    Missing { key: &'static str },
+    #[error("{0}")]
+    Unsafe(String),
+}
+
+/// A value and where it came from, for error messages.
+struct Raw {
+    text: String,
+    from: String,
+}
+
+/// Loads `path` (if given), applies the overrides `env` returns, and checks the result.
+pub fn load(
+    path: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_owned(),
+                what: e.to_string(),
+            })?;
+        flatten(&table, "", path, &mut raw)?;
+        if raw.contains_key("rack.password") {
+            return Err(ConfigError::Unsafe(format!(
+                "{}: rack.password must not be written in the configuration file; use \
+                 RACK_GATEWAY_RACK_PASSWORD or rack.password_file",
+                path.display()
+            )));
+        }
+    }
+    for (key, var) in KEYS {
+        if let Some(v) = env(var) {
+            raw.insert(
+                key,
+                Raw {
+                    text: v,
+                    from: (*var).to_owned(),
+                },
+            );
+        }
+    }
+    build(&raw)
+}
+
+fn flatten(
+    table: &toml::Table,
+    prefix: &str,
+    path: &Path,
+    out: &mut BTreeMap<&'static str, Raw>,
+) -> Result<(), ConfigError> {
+    for (k, v) in table {
+        let dotted = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if let toml::Value::Table(inner) = v {
+            flatten(inner, &dotted, path, out)?;
+            continue;
+        }
+        let Some((key, _)) = KEYS.iter().find(|(key, _)| *key == dotted) else {
+            return Err(ConfigError::Unknown { key: dotted });
+        };
+        let text = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| i.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        out.insert(
+            key,
+            Raw {
+                text,
+                from: path.display().to_string(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
+    let get = |key: &'static str| raw.get(key);
+    let text = |key: &'static str| get(key).map(|r| r.text.clone());
+    let value_err = |key: &'static str, what: String| ConfigError::Value {
+        key,
+        source_name: get(key).map_or_else(|| "default".to_owned(), |r| r.from.clone()),
+        what,
+    };
+    let addr = |key: &'static str, default: &str| -> Result<SocketAddr, ConfigError> {
+        let t = text(key).unwrap_or_else(|| default.to_owned());
+        t.parse()
+            .map_err(|_| value_err(key, format!("{t:?} is not an address like 127.0.0.1:8080")))
+    };
+    let number = |key: &'static str, default: u64| -> Result<u64, ConfigError> {
+        match text(key) {
+            None => Ok(default),
+            Some(t) => t
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| value_err(key, format!("{t:?} is not a positive whole number"))),
+        }
+    };
+    let small = |key: &'static str, default: u64| -> Result<u32, ConfigError> {
+        u32::try_from(number(key, default)?).map_err(|_| value_err(key, "too large".into()))
+    };
+    let flag = |key: &'static str| -> Result<bool, ConfigError> {
+        match text(key).as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(t) => Err(value_err(key, format!("{t:?} is not true or false"))),
+        }
+    };
+    let path = |key: &'static str| get(key).map(|r| PathBuf::from(&r.text));
+
+    let data = path("data").ok_or(ConfigError::Missing { key: "data" })?;
+    let proxy_listen = addr("proxy.listen", "127.0.0.1:8080")?;
+    let console_listen = addr("console.listen", "127.0.0.1:8081")?;
+    if proxy_listen == console_listen {
+        return Err(value_err(
+            "console.listen",
+            "the console must listen on another port or host than the rack proxy".into(),
+        ));
+    }
+    let tls = match (path("tls.cert"), path("tls.key")) {
+        (Some(cert), Some(key)) => Some(Tls { cert, key }),
+        (None, None) => None,
+        _ => {
+            return Err(value_err(
+                "tls.key",
+                "tls.cert and tls.key go together".into(),
+            ));
+        }
+    };
+    let trusted_proxies = match get("trusted_proxies") {
+        None => Vec::new(),
+        Some(r) => r
+            .text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<IpAddr>().map_err(|_| {
+                    value_err("trusted_proxies", format!("{s:?} is not an IP address"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let url = get("rack.url")
+        .map(|r| r.text.clone())
+        .ok_or(ConfigError::Missing { key: "rack.url" })?;
+    check_rack_url(&url).map_err(|what| value_err("rack.url", what))?;
+    let password = match (get("rack.password"), path("rack.password_file")) {
+        (Some(r), _) => r.text.clone(),
+        (None, Some(file)) => std::fs::read_to_string(&file)
+            .map_err(|e| value_err("rack.password_file", format!("{}: {e}", file.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_owned(),
+        (None, None) => {
+            return Err(ConfigError::Missing {
+                key: "rack.password",
+            });
+        }
+    };
+    if password.is_empty() {
+        return Err(value_err("rack.password", "empty".into()));
+    }
+    let pin_sha256 = get("rack.pin_sha256").map(|r| r.text.to_ascii_lowercase());
+    if let Some(pin) = &pin_sha256
+        && (pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(value_err(
+            "rack.pin_sha256",
+            "expected 64 hex digits".into(),
+        ));
+    }
+    let config = Config {
+        data,
+        proxy_listen,
+        console_listen,
+        tls,
+        trusted_proxies,
+        rack: Rack {
+            url,
+            password: Secret::new(password),
+            ca_file: path("rack.ca_file"),
+            pin_sha256,
+            insecure_skip_verify: flag("rack.insecure_skip_verify")?,
+        },
+        checkpoints: Checkpoints {
+            every: number("checkpoints.every", 4096)?,
+            after: Duration::from_secs(number("checkpoints.after_secs", 10)?),
+            heartbeat: Duration::from_secs(number("checkpoints.heartbeat_secs", 300)?),
+        },
+        limits: Limits {
+            per_ip_per_minute: small("limits.per_ip_per_minute", 600)?,
+            streams_per_principal: small("limits.streams_per_principal", 16)?,
+            header_timeout: Duration::from_secs(number("limits.header_timeout_secs", 10)?),
+            stream_idle: Duration::from_secs(number("limits.stream_idle_secs", 30)?),
+        },
+    };
+    check_transport(&config)?;
+    Ok(config)
+}
+
+/// `http(s)://host[:port][/prefix]` with no credentials, query or fragment.
+fn check_rack_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if host.contains('@') {
+        return Err("must not carry credentials; the password comes from rack.password".into());
+    }
+    if url.contains('?') || url.contains('#') {
+        return Err("must not carry a query or fragment".into());
+    }
+    Ok(())
+}
+
+/// Plain HTTP is allowed only on loopback addresses, or behind configured trusted proxies.
+fn check_transport(c: &Config) -> Result<(), ConfigError> {
+    if c.tls.is_some() || !c.trusted_proxies.is_empty() {
+        return Ok(());
+    }
+    for (name, addr) in [
+        ("proxy.listen", c.proxy_listen),
+        ("console.listen", c.console_listen),
+    ] {
+        if !addr.ip().is_loopback() {
+            return Err(ConfigError::Unsafe(format!(
+                "{name} is {addr}, which is not a loopback address, and no TLS certificate is \
+                 configured: set tls.cert and tls.key, or list the terminating proxies in \
+                 trusted_proxies"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! Tests of configuration loading: overrides, refusals with the key named, and the audit digest.
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::keys::AuditKey;
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(f.path(), text).unwrap();
+    f
+}
+
+const BASE: &str = r#"
+data = "/var/lib/rack-gateway"
+[proxy]
+listen = "127.0.0.1:9000"
+[rack]
+url = "https://api.rack.example"
+"#;
+
+#[test]
+fn file_then_environment_overrides() {
+    let f = file(BASE);
+    let c = load(
+        Some(f.path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "s3cret"),
+            ("RACK_GATEWAY_PROXY_LISTEN", "127.0.0.1:9100"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.proxy_listen.port(), 9100);
+    assert_eq!(c.console_listen.port(), 8081);
+    assert_eq!(c.rack.password.expose(), "s3cret");
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "the password never prints"
+    );
+}
+
+#[test]
+fn refusals_name_the_key() {
+    let with_pw = |text: &str| {
+        let f = file(text);
+        load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(with_pw(&format!("{BASE}\n[extra]\nthing = 1\n")).contains("extra.thing"));
+    assert!(with_pw(&BASE.replace("127.0.0.1:9000", "nowhere")).contains("proxy.listen"));
+    assert!(
+        with_pw(&BASE.replace("https://api.rack.example", "https://convox:pw@api"))
+            .contains("rack.url")
+    );
+    assert!(with_pw(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000")).contains("not a loopback"));
+    assert!(with_pw(&BASE.replace("127.0.0.1:9000", "127.0.0.1:8081")).contains("console.listen"));
+    let f = file(&format!("{BASE}password = \"inline\"\n"));
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("must not be written"), "{e}");
+    let f = file(BASE);
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("rack.password"), "{e}");
+    let e = load(
+        Some(f.path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_LIMITS_PER_IP_PER_MINUTE", "lots"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("RACK_GATEWAY_LIMITS_PER_IP_PER_MINUTE"), "{e}");
+}
+
+#[test]
+fn plain_http_off_loopback_is_allowed_behind_trusted_proxies() {
+    let f = file(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000"));
+    let c = load(
+        Some(f.path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_TRUSTED_PROXIES", "10.0.0.5, 10.0.0.6"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.trusted_proxies.len(), 2);
+}
+
+#[test]
+fn the_digest_changes_with_security_settings_and_hides_the_password() {
+    let f = file(BASE);
+    let audit = AuditKey([5; 32]);
+    let a = load(
+        Some(f.path()),
+        &env(&[("RACK_GATEWAY_RACK_PASSWORD", "one")]),
+    )
+    .unwrap();
+    let b = load(
+        Some(f.path()),
+        &env(&[("RACK_GATEWAY_RACK_PASSWORD", "two")]),
+    )
+    .unwrap();
+    assert_ne!(
+        a.digest(&audit),
+        b.digest(&audit),
+        "a password rotation is visible"
+    );
+    assert_eq!(a.digest(&audit), a.clone().digest(&audit));
+    let shown = format!("{:?}", a.audit_values(&audit));
+    assert!(!shown.contains("one\""), "{shown}");
+    assert!(shown.contains("hmac-sha256:"));
+}

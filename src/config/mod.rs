@@ -1,0 +1,158 @@
+//! The gateway's configuration: a TOML file, every key overridable by a `RACK_GATEWAY_*`
+//! environment variable, secrets from the environment or from files, and the audit digest of
+//! what is in effect.
+//!
+//! **Invariant:** a configuration is refused as a whole, with the key and the reason, when any
+//! value is malformed or a key is unknown; secret values are held in [`Secret`], which never
+//! prints, and enter the log only as HMACs (see [`Config::audit_values`]).
+
+mod file;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use events::hash::{self, Hash};
+use hmac::{KeyInit, Mac};
+
+pub use file::{ConfigError, load};
+pub use secret::Secret;
+
+use crate::keys::AuditKey;
+
+/// The effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where the keys, the store and snapshots live.
+    pub data: PathBuf,
+    /// The rack proxy listener (the convox CLI's `RACK_URL`).
+    pub proxy_listen: SocketAddr,
+    /// The console and gateway API listener: another port or host than the proxy.
+    pub console_listen: SocketAddr,
+    pub tls: Option<Tls>,
+    /// Peers whose `X-Forwarded-*` headers are believed (exact addresses).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    pub rack: Rack,
+    pub checkpoints: Checkpoints,
+    pub limits: Limits,
+}
+
+/// The certificate and key the listeners serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The upstream rack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rack {
+    /// `http(s)://host[:port][/prefix]`, without credentials.
+    pub url: String,
+    pub password: Secret,
+    /// A CA bundle to verify the rack's certificate against.
+    pub ca_file: Option<PathBuf>,
+    /// The SHA-256 of the rack certificate (hex), pinned instead of a CA.
+    pub pin_sha256: Option<String>,
+    /// An explicit, logged opt-out for racks with self-signed certificates and no pin.
+    pub insecure_skip_verify: bool,
+}
+
+/// When checkpoints are cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoints {
+    pub every: u64,
+    pub after: Duration,
+    pub heartbeat: Duration,
+}
+
+/// Bounds on what callers may consume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Requests per minute from one IP address before anything is appended.
+    pub per_ip_per_minute: u32,
+    /// Concurrent WebSocket streams per principal.
+    pub streams_per_principal: u32,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// How long a finished stream (EOF both ways) may stay idle before the gateway closes it.
+    pub stream_idle: Duration,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// The security-relevant settings as they are recorded in `ConfigApplied`: plain values,
+    /// and secrets as `hmac-sha256:<hex>` under the audit key, so a rotation is visible but the
+    /// secret is not.
+    pub fn audit_values(&self, audit: &AuditKey) -> Vec<(String, String)> {
+        let mut v = BTreeMap::new();
+        v.insert("proxy.listen", self.proxy_listen.to_string());
+        v.insert("console.listen", self.console_listen.to_string());
+        v.insert(
+            "tls",
+            if self.tls.is_some() { "on" } else { "off" }.to_owned(),
+        );
+        let trusted: Vec<String> = self
+            .trusted_proxies
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect();
+        v.insert("trusted_proxies", trusted.join(","));
+        v.insert("rack.url", self.rack.url.clone());
+        v.insert(
+            "rack.password",
+            hmac_value(audit, self.rack.password.expose()),
+        );
+        v.insert(
+            "rack.tls",
+            match (
+                &self.rack.pin_sha256,
+                &self.rack.ca_file,
+                self.rack.insecure_skip_verify,
+            ) {
+                (Some(pin), _, _) => format!("pinned:{pin}"),
+                (None, Some(ca), _) => format!("ca:{}", ca.display()),
+                (None, None, true) => "insecure-skip-verify".to_owned(),
+                (None, None, false) => "system-roots".to_owned(),
+            },
+        );
+        v.insert(
+            "limits.per_ip_per_minute",
+            self.limits.per_ip_per_minute.to_string(),
+        );
+        v.insert(
+            "limits.streams_per_principal",
+            self.limits.streams_per_principal.to_string(),
+        );
+        v.insert("checkpoints.every", self.checkpoints.every.to_string());
+        v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+
+    /// The digest of [`Config::audit_values`]: equal digests mean the same effective settings.
+    pub fn digest(&self, audit: &AuditKey) -> Hash {
+        let mut text = String::new();
+        for (k, v) in self.audit_values(audit) {
+            text.push_str(&k);
+            text.push('=');
+            text.push_str(&v);
+            text.push('\n');
+        }
+        hash::object_digest(text.as_bytes())
+    }
+}
+
+/// `hmac-sha256:<hex>` of a secret under the audit key: how secrets appear in events.
+pub fn hmac_value(audit: &AuditKey, secret: &str) -> String {
+    let tag = match <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0) {
+        Ok(mut m) => {
+            m.update(secret.as_bytes());
+            hex::encode(m.finalize().into_bytes())
+        }
+        // A 32-byte key is always accepted; an empty tag would only ever be a visible bug.
+        Err(_) => String::new(),
+    };
+    format!("hmac-sha256:{tag}")
+}
