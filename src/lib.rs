@@ -9,4 +9,5 @@ pub mod config;
 pub mod export;
 pub mod identity;
 pub mod keys;
+pub mod proxy;
 pub mod store;

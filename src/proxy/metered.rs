@@ -1,0 +1,141 @@
+//! Bodies that count what passes: bytes and SHA-256 of a streamed request or response, reported
+//! once when the stream ends (or is dropped early), for `CommandCompleted`.
+//!
+//! **Invariant:** frames pass through unchanged and unbuffered; the report is sent exactly once,
+//! saying whether the stream reached its end.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use events::hash::Hash;
+use http_body::{Body, Frame, SizeHint};
+use sha2::{Digest, Sha256};
+
+/// What passed through a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meter {
+    pub bytes: u64,
+    pub sha256: Hash,
+    /// Whether the body reached its end (false: the peer went away or an error cut it).
+    pub complete: bool,
+}
+
+/// Called once with the final count.
+pub type OnDone = Box<dyn FnOnce(Meter) + Send + Sync>;
+
+/// A body wrapper that counts and hashes data frames.
+pub struct Metered<B> {
+    inner: B,
+    bytes: u64,
+    hasher: Sha256,
+    done: Option<OnDone>,
+}
+
+// === impl Metered ===
+
+impl<B> Metered<B> {
+    pub fn new(inner: B, done: OnDone) -> Metered<B> {
+        Metered {
+            inner,
+            bytes: 0,
+            hasher: Sha256::new(),
+            done: Some(done),
+        }
+    }
+
+    fn finish(&mut self, complete: bool) {
+        if let Some(done) = self.done.take() {
+            let hasher = std::mem::take(&mut self.hasher);
+            done(Meter {
+                bytes: self.bytes,
+                sha256: Hash(hasher.finalize().into()),
+                complete,
+            });
+        }
+    }
+}
+
+impl<B> Body for Metered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                    this.hasher.update(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.finish(true);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn counts_hashes_and_reports_once() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let body = Metered::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Box::new(move |m| sink.lock().unwrap().push(m)),
+        );
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello");
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].bytes, 5);
+        assert_eq!(got[0].sha256, events::hash::object_digest(b"hello"));
+        assert!(got[0].complete);
+    }
+
+    #[test]
+    fn a_body_dropped_early_reports_incomplete() {
+        let got = Arc::new(Mutex::new(None));
+        let sink = got.clone();
+        drop(Metered::new(
+            Full::new(Bytes::from_static(b"x")),
+            Box::new(move |m| *sink.lock().unwrap() = Some(m)),
+        ));
+        assert_eq!(got.lock().unwrap().map(|m| m.complete), Some(false));
+    }
+}

@@ -1,0 +1,115 @@
+//! The connection to the rack: a pooled HTTP/1.1 client, the rack's base URL and the
+//! credentials the gateway (not the caller) presents.
+//!
+//! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
+//! builds, and requests go only to the configured rack; the path forwarded is the canonical one
+//! that was authorized, prefixed with the rack URL's own path.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use http::HeaderValue;
+use http::uri::{Authority, Scheme, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::Rack;
+
+/// The body type the gateway sends upstream.
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
+
+/// A configured rack.
+pub struct Upstream {
+    client: Client<HttpConnector, UpstreamBody>,
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+    authorization: HeaderValue,
+}
+
+/// Why the rack cannot be reached as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("rack.url {url:?}: {what}")]
+    Url { url: String, what: String },
+    #[error(
+        "rack.url {0:?}: TLS to the rack is not built yet; run the gateway beside the rack over \
+         http:// on a private network until it is"
+    )]
+    TlsNotBuilt(String),
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn new(rack: &Rack) -> Result<Upstream, UpstreamError> {
+        let uri: Uri = rack
+            .url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| UpstreamError::Url {
+                url: rack.url.clone(),
+                what: e.to_string(),
+            })?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| UpstreamError::Url {
+            url: rack.url.clone(),
+            what: "no scheme".into(),
+        })?;
+        if scheme == Scheme::HTTPS {
+            return Err(UpstreamError::TlsNotBuilt(rack.url.clone()));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| UpstreamError::Url {
+            url: rack.url.clone(),
+            what: "no host".into(),
+        })?;
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        let credentials = STANDARD.encode(format!("convox:{}", rack.password.expose()));
+        let mut authorization =
+            HeaderValue::from_str(&format!("Basic {credentials}")).map_err(|_| {
+                UpstreamError::Url {
+                    url: rack.url.clone(),
+                    what: "the rack password cannot be sent in a header".into(),
+                }
+            })?;
+        authorization.set_sensitive(true);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        // No total request timeout: log and exec streams live as long as the caller keeps them.
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Upstream {
+            client,
+            scheme,
+            authority,
+            prefix,
+            authorization,
+        })
+    }
+
+    /// The URI of a canonical path and query on the rack.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path_and_query}", self.prefix))
+            .build()
+    }
+
+    /// The `Authorization` value carrying the rack password (marked sensitive).
+    pub fn authorization(&self) -> &HeaderValue {
+        &self.authorization
+    }
+
+    /// The `Host` the rack expects (its same-origin check compares `Origin` with it).
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+        &self.client
+    }
+}
