@@ -9,5 +9,6 @@ pub mod config;
 pub mod export;
 pub mod identity;
 pub mod keys;
+pub mod policy;
 pub mod proxy;
 pub mod store;

@@ -1,0 +1,483 @@
+//! Deciding: which route a canonical request is ([`route`]), and whether a caller's effective
+//! permissions cover everything that route needs with these parameters ([`authorize`]).
+//!
+//! A caller's effective permissions are a [`Grant`]: for a person, the union of their roles'
+//! permissions (`cicd` never counts for a person); for an API token, its scopes intersected with
+//! its owner's *current* role permissions, so demoting or disabling the owner narrows or stops the
+//! token at once. A disabled user, or the owner of a token being disabled, gives nothing.
+//!
+//! **Invariant:** a [`Permitted`] can only be built by [`authorize`] (its fields are private),
+//! and only when every requirement of the route, the base permission and every [`ParamRule`]
+//! that fires, is held. Denials carry a fixed [`DenyReason`] whose `kind()` is stable, for events
+//! and answers.
+//!
+//! [`ParamRule`]: super::routes::ParamRule
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use events::event::{Permission, Principal, Role};
+use projections::identities::Identities;
+
+use super::canonical::{CanonicalPath, ParamError, PathError, TailError};
+use super::permissions::Perm;
+use super::roles::role_permissions;
+use super::routes::{Disposition, ROUTES, RouteRule, When};
+
+/// A request matched to a route, with its path variables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Matched {
+    rule: &'static RouteRule,
+    method: String,
+    vars: Vec<(&'static str, String)>,
+}
+
+/// Why no route matched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unknown {
+    /// No route has this method and path: answer an empty 404 (what the CLI expects) and
+    /// record the denial; forward nothing.
+    #[error("no rack route matches")]
+    NoRoute,
+    /// A wildcard route's prefix matched but its tail does not fit the tail grammar: answer 400
+    /// and record it.
+    #[error("route {route}: {error}")]
+    BadTail {
+        route: &'static str,
+        error: TailError,
+    },
+}
+
+/// Where a caller stands: their current roles, or disabled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Standing {
+    Active(BTreeSet<Role>),
+    Disabled,
+}
+
+/// A caller's effective permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    state: GrantState,
+}
+
+/// Proof that a matched request was authorized. Only [`authorize`] builds one, and it cannot be
+/// cloned: one proof, one forwarded request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Permitted {
+    rule: &'static RouteRule,
+    vars: Vec<(&'static str, String)>,
+    required: Vec<Perm>,
+}
+
+/// A refusal, with its fixed reason and the route when one matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    reason: DenyReason,
+    route: Option<&'static str>,
+}
+
+/// Every reason a request is refused. `kind()` is the stable name recorded in events and sent
+/// in answers.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    /// The caller (or the owner of the token) does not hold this permission.
+    #[error("missing permission {0}")]
+    MissingPermission(Permission),
+    /// The token's owner holds the permission but the token's scopes do not include it.
+    #[error("the token's scopes do not include {0}")]
+    TokenScope(Permission),
+    /// The user, or the owner of the token, is disabled.
+    #[error("the user is disabled")]
+    UserDisabled,
+    /// A person holds only `cicd`, a role for tokens.
+    #[error("cicd is a role for API tokens, not for people")]
+    RoleNotForUsers,
+    /// The user, or the owner of the token, holds no role.
+    #[error("no role is granted")]
+    NoRole,
+    /// No route of the rack matches.
+    #[error("no rack route matches")]
+    UnknownRoute,
+    /// The path was refused before matching.
+    #[error("invalid path: {0}")]
+    InvalidPath(PathError),
+    /// A wildcard tail does not fit its grammar.
+    #[error("invalid path: {0}")]
+    InvalidTail(TailError),
+    /// The parameters were refused.
+    #[error("invalid parameters: {0}")]
+    InvalidParams(ParamError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum GrantState {
+    /// Nothing is allowed, for this reason.
+    Refused(DenyReason),
+    User {
+        perms: BTreeSet<Perm>,
+    },
+    Token {
+        /// The owner's current permissions.
+        owner: BTreeSet<Perm>,
+        /// The permissions the token's scopes name.
+        scoped: BTreeSet<Perm>,
+    },
+}
+
+// === impl Matched ===
+
+impl Matched {
+    pub fn rule(&self) -> &'static RouteRule {
+        self.rule
+    }
+
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// Path variables in pattern order; a wildcard tail's value is its segments joined by `/`.
+    pub fn vars(&self) -> &[(&'static str, String)] {
+        &self.vars
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the gateway answers this request itself (an empty 404, recorded at info level).
+    pub fn answered_locally(&self) -> bool {
+        self.rule.disposition == Disposition::AnswerLocally
+    }
+
+    /// Whether the route is a WebSocket: a GET without `Upgrade: websocket` to it is unknown at
+    /// the rack (404), and must be treated as [`Unknown::NoRoute`] by the caller.
+    pub fn expects_upgrade(&self) -> bool {
+        self.rule.websocket
+    }
+}
+
+// === impl Unknown ===
+
+impl Unknown {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unknown::NoRoute => "unknown_route",
+            Unknown::BadTail { .. } => "invalid_path",
+        }
+    }
+}
+
+// === impl Standing ===
+
+impl Standing {
+    /// Where `who` stands in the role table now.
+    pub fn of(identities: &Identities, who: &Principal) -> Standing {
+        if identities.is_disabled(who) {
+            Standing::Disabled
+        } else {
+            Standing::Active(identities.roles(who))
+        }
+    }
+}
+
+// === impl Grant ===
+
+impl Grant {
+    /// A person's grant: the union of their roles. `cicd` does not count for a person; someone
+    /// holding nothing else is refused with [`DenyReason::RoleNotForUsers`].
+    pub fn for_user(standing: &Standing) -> Grant {
+        let roles = match standing {
+            Standing::Disabled => return Grant::refused(DenyReason::UserDisabled),
+            Standing::Active(roles) => roles,
+        };
+        let people: Vec<Role> = roles.iter().copied().filter(|r| *r != Role::Cicd).collect();
+        if people.is_empty() {
+            let reason = if roles.contains(&Role::Cicd) {
+                DenyReason::RoleNotForUsers
+            } else {
+                DenyReason::NoRole
+            };
+            return Grant::refused(reason);
+        }
+        let perms = people.into_iter().flat_map(role_permissions).collect();
+        Grant {
+            state: GrantState::User { perms },
+        }
+    }
+
+    /// A token's grant: its scopes intersected with its owner's current permissions.
+    ///
+    /// A scope is a permission string, or one with `*` segments (`convox:app:*`); a scope that
+    /// names nothing in the catalogue grants nothing. The owner's roles count in full here,
+    /// `cicd` included, because `cicd` is a role for tokens.
+    pub fn for_token(scopes: &[Permission], owner: &Standing) -> Grant {
+        let roles = match owner {
+            Standing::Disabled => return Grant::refused(DenyReason::UserDisabled),
+            Standing::Active(roles) if roles.is_empty() => {
+                return Grant::refused(DenyReason::NoRole);
+            }
+            Standing::Active(roles) => roles,
+        };
+        let owner = roles.iter().copied().flat_map(role_permissions).collect();
+        let scoped = Perm::ALL
+            .into_iter()
+            .filter(|p| scopes.iter().any(|s| p.in_scope(&s.0)))
+            .collect();
+        Grant {
+            state: GrantState::Token { owner, scoped },
+        }
+    }
+
+    fn refused(reason: DenyReason) -> Grant {
+        Grant {
+            state: GrantState::Refused(reason),
+        }
+    }
+
+    /// The effective permissions.
+    pub fn permissions(&self) -> BTreeSet<Perm> {
+        match &self.state {
+            GrantState::Refused(_) => BTreeSet::new(),
+            GrantState::User { perms } => perms.clone(),
+            GrantState::Token { owner, scoped } => owner.intersection(scoped).copied().collect(),
+        }
+    }
+
+    /// Whether the grant holds `perm`.
+    pub fn holds(&self, perm: Perm) -> bool {
+        self.check(perm).is_ok()
+    }
+
+    fn check(&self, perm: Perm) -> Result<(), DenyReason> {
+        match &self.state {
+            GrantState::Refused(reason) => Err(reason.clone()),
+            GrantState::User { perms } if perms.contains(&perm) => Ok(()),
+            GrantState::User { .. } => Err(DenyReason::MissingPermission(perm.to_permission())),
+            GrantState::Token { owner, .. } if !owner.contains(&perm) => {
+                Err(DenyReason::MissingPermission(perm.to_permission()))
+            }
+            GrantState::Token { scoped, .. } if !scoped.contains(&perm) => {
+                Err(DenyReason::TokenScope(perm.to_permission()))
+            }
+            GrantState::Token { .. } => Ok(()),
+        }
+    }
+}
+
+// === impl Permitted ===
+
+impl Permitted {
+    pub fn rule(&self) -> &'static RouteRule {
+        self.rule
+    }
+
+    pub fn vars(&self) -> &[(&'static str, String)] {
+        &self.vars
+    }
+
+    /// Every permission the request needed: the base first, then each rule that fired.
+    pub fn required(&self) -> &[Perm] {
+        &self.required
+    }
+
+    /// The permission to record: the last requirement (the base when no rule fired).
+    pub fn permission(&self) -> Perm {
+        self.required
+            .last()
+            .copied()
+            .unwrap_or(self.rule.permission)
+    }
+}
+
+// === impl Denied ===
+
+impl Denied {
+    pub fn reason(&self) -> &DenyReason {
+        &self.reason
+    }
+
+    /// The route's name, when a route matched.
+    pub fn route(&self) -> Option<&'static str> {
+        self.route
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.reason.kind()
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.route {
+            Some(r) => write!(f, "{r}: {}", self.reason),
+            None => write!(f, "{}", self.reason),
+        }
+    }
+}
+
+impl std::error::Error for Denied {}
+
+impl From<PathError> for Denied {
+    fn from(e: PathError) -> Denied {
+        Denied {
+            reason: DenyReason::InvalidPath(e),
+            route: None,
+        }
+    }
+}
+
+impl From<Unknown> for Denied {
+    fn from(e: Unknown) -> Denied {
+        match e {
+            Unknown::NoRoute => Denied {
+                reason: DenyReason::UnknownRoute,
+                route: None,
+            },
+            Unknown::BadTail { route, error } => Denied {
+                reason: DenyReason::InvalidTail(error),
+                route: Some(route),
+            },
+        }
+    }
+}
+
+impl Denied {
+    /// A refusal of `matched`'s parameters.
+    pub fn params(matched: &Matched, e: ParamError) -> Denied {
+        Denied {
+            reason: DenyReason::InvalidParams(e),
+            route: Some(matched.rule.name),
+        }
+    }
+}
+
+// === impl DenyReason ===
+
+impl DenyReason {
+    /// The stable name: `permission_denied`, `token_scope`, `user_disabled`,
+    /// `role_not_for_users`, `no_role`, `unknown_route`, `invalid_path` or `invalid_params`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DenyReason::MissingPermission(_) => "permission_denied",
+            DenyReason::TokenScope(_) => "token_scope",
+            DenyReason::UserDisabled => "user_disabled",
+            DenyReason::RoleNotForUsers => "role_not_for_users",
+            DenyReason::NoRole => "no_role",
+            DenyReason::UnknownRoute => "unknown_route",
+            DenyReason::InvalidPath(_) | DenyReason::InvalidTail(_) => "invalid_path",
+            DenyReason::InvalidParams(_) => "invalid_params",
+        }
+    }
+}
+
+// === Deciding ===
+
+/// The route of a canonical request, first match in [`ROUTES`] order.
+pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
+    let segments: Vec<&str> = path.segments().collect();
+    for rule in ROUTES {
+        if rule.disposition == Disposition::Unreachable {
+            continue;
+        }
+        if rule.method != "ANY" && rule.method != method {
+            continue;
+        }
+        match match_pattern(rule, &segments) {
+            None => continue,
+            Some(Err(error)) => {
+                return Err(Unknown::BadTail {
+                    route: rule.name,
+                    error,
+                });
+            }
+            Some(Ok(vars)) => {
+                return Ok(Matched {
+                    rule,
+                    method: method.to_owned(),
+                    vars,
+                });
+            }
+        }
+    }
+    Err(Unknown::NoRoute)
+}
+
+type Vars = Vec<(&'static str, String)>;
+
+fn match_pattern(rule: &'static RouteRule, segments: &[&str]) -> Option<Result<Vars, TailError>> {
+    let pattern: Vec<&'static str> = rule.path.get(1..).unwrap_or("").split('/').collect();
+    let mut vars = Vec::new();
+    for (i, pat) in pattern.iter().enumerate() {
+        if let Some(name) = pat.strip_prefix("{*").and_then(|p| p.strip_suffix('}')) {
+            // A tail starts after a `/`: the bare prefix (`/apps/x/objects`) is another route.
+            let tail = segments.get(i..).filter(|t| !t.is_empty())?;
+            let grammar = rule.tail?;
+            return Some(grammar.check(tail).map(|()| {
+                vars.push((name, tail.join("/")));
+                vars
+            }));
+        }
+        let seg = segments.get(i)?;
+        if let Some(inner) = pat.strip_prefix('{') {
+            let (name, suffix) = inner.split_once('}')?;
+            let value = seg.strip_suffix(suffix)?;
+            if value.is_empty() {
+                return None;
+            }
+            vars.push((name, value.to_owned()));
+        } else if pat != seg {
+            return None;
+        }
+    }
+    (segments.len() == pattern.len()).then_some(Ok(vars))
+}
+
+/// Every permission `matched` needs with these parameters: the base, then each rule that fires.
+pub fn requirements(matched: &Matched, params: &dyn Fn(&str) -> Option<String>) -> Vec<Perm> {
+    let mut required = vec![matched.rule.permission];
+    for rule in matched.rule.rules {
+        let fires = match &rule.when {
+            When::Present(k) => params(k).is_some(),
+            When::PresentNotIn(k, values) => {
+                params(k).is_some_and(|v| !values.contains(&v.as_str()))
+            }
+            When::AbsentOrNotIn(k, values) => {
+                params(k).is_none_or(|v| !values.contains(&v.as_str()))
+            }
+            When::VarNotEq(name, value) => matched.var(name) != Some(*value),
+            When::MethodNotIn(methods) => !methods.contains(&matched.method.as_str()),
+        };
+        if fires && !required.contains(&rule.require) {
+            required.push(rule.require);
+        }
+    }
+    required
+}
+
+/// Authorizes `matched` with its canonical parameters (`params` looks one up by its allow-list
+/// name) for a caller whose effective permissions are `grant`.
+pub fn authorize(
+    matched: &Matched,
+    params: &dyn Fn(&str) -> Option<String>,
+    grant: &Grant,
+) -> Result<Permitted, Denied> {
+    let required = requirements(matched, params);
+    for perm in &required {
+        grant.check(*perm).map_err(|reason| Denied {
+            reason,
+            route: Some(matched.rule.name),
+        })?;
+    }
+    Ok(Permitted {
+        rule: matched.rule,
+        vars: matched.vars.clone(),
+        required,
+    })
+}
+
+#[cfg(test)]
+mod tests;
