@@ -1,1 +1,122 @@
-//! A stateful fake Convox v3 rack for development and tests (being written).
+//! `mock-rack`: a stateful fake Convox v3 rack over real HTTP/1.1 and WebSockets, faithful to
+//! section 7 of the upstream protocol spec (`convox-api.md`), for the gateway's `dev` command and
+//! end-to-end tests.
+//!
+//! It answers like the rack's own `stdapi`/gorilla stack — empty 404s for unknown routes, 401
+//! `invalid authentication`, WebSocket authentication after the upgrade, Go's parameter
+//! precedence — and records every request with the parameters its handler used, so a test can
+//! compare what a gateway forwarded with what the rack acted on.
+//!
+//! Invariant: everything the rack knows lives in memory behind one std mutex that is never held
+//! across an await; responses are deterministic (no clock, no randomness), and the rack's quirks
+//! are reproduced on purpose, each citing the spec section it comes from.
+#![forbid(unsafe_code)]
+
+mod auth;
+mod clock;
+mod error;
+mod handlers;
+mod params;
+mod record;
+mod request;
+mod respond;
+mod routes;
+mod server;
+mod sessions;
+mod shapes;
+mod shared;
+mod state;
+mod upgrade;
+pub mod ws;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+pub use record::{ParamSource, Received, UsedParam};
+pub use sessions::{EXIT_CODE_HEADER, EXIT_MARKER};
+pub use state::{
+    RACK_VERSION, SEED_APP, SEED_BUILD, SEED_ENV, SEED_PROCESS, SEED_RELEASE, SEED_SERVICE,
+    StoredObject,
+};
+
+use crate::shared::Shared;
+
+/// A running mock rack. Dropping it stops the server without waiting; `shutdown` waits.
+pub struct MockRack {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: server::Stop,
+}
+
+// === impl MockRack ===
+
+impl MockRack {
+    /// Binds (port 0 allowed) and serves in the background on the current tokio runtime.
+    /// An empty `password` accepts any credentials, as the rack does with an empty `PASSWORD`.
+    pub async fn start(listen: SocketAddr, password: &str) -> std::io::Result<MockRack> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(password));
+        let stop = server::spawn(listener, shared.clone());
+        Ok(MockRack { addr, shared, stop })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (an unspecified bind address is reported as loopback).
+    pub fn url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// Every request the rack received, in arrival order: method, raw target, headers, body, the
+    /// parameters its handler used, the `X-Convox-Actor` header and the status it got.
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.recorder.snapshot()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn clear_received(&self) {
+        self.shared.recorder.clear();
+    }
+
+    /// Turns request recording on or off (on at start); benchmarks turn it off so the log does
+    /// not grow.
+    pub fn set_recording(&self, on: bool) {
+        self.shared.recorder.set_on(on);
+    }
+
+    /// The object stored under `app` and `key` by `POST /apps/{app}/objects/{key}`.
+    pub fn object(&self, app: &str, key: &str) -> Option<StoredObject> {
+        self.shared.state().object_fetch(app, key).ok()
+    }
+
+    /// Stops accepting, ends open sockets, drains in-flight requests and waits for all of it.
+    pub async fn shutdown(self) {
+        self.stop.signal();
+        self.stop.wait().await;
+    }
+}
+
+impl Drop for MockRack {
+    fn drop(&mut self) {
+        self.stop.signal();
+    }
+}
+
+impl std::fmt::Debug for MockRack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockRack")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}

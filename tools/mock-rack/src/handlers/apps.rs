@@ -1,0 +1,96 @@
+//! Apps, their budget and their config files (spec §3.2).
+//!
+//! Invariant: option names and sources are those of `pkg/api/controllers.go` (`AppCreate` reads
+//! `c.Value("name")`, `AppUpdate` the `lock`/`parameters` form options, `AppConfigSet`
+//! `c.Value("value")`), so the recorded parameters are the ones the real rack would have used.
+
+use base64::Engine as _;
+
+use super::{Call, boolean, int, string_map};
+use crate::error::RackError;
+use crate::respond::Reply;
+use crate::shapes::Budget;
+
+pub(super) fn list(call: &mut Call<'_>) -> Reply {
+    let apps = call.shared.state().app_list();
+    Reply::json(&apps)
+}
+
+pub(super) fn create(call: &mut Call<'_>) -> Reply {
+    let name = call.params.value("name");
+    // `AppCreateOptions`: `generation` defaults to "2"; `timeout` is parsed and then unused here.
+    let generation = call
+        .params
+        .form("generation")
+        .unwrap_or_else(|| "2".to_owned());
+    if let Err(e) = int(call.params.form("timeout")) {
+        return Reply::Error(e);
+    }
+    let created = call.shared.state().app_create(&name, &generation);
+    Reply::from_result(created)
+}
+
+pub(super) fn get(call: &mut Call<'_>) -> Reply {
+    let app = call.shared.state().app_get(call.vars.get("name"));
+    Reply::from_result(app)
+}
+
+pub(super) fn update(call: &mut Call<'_>) -> Reply {
+    let lock = boolean(call.params.form("lock"));
+    let parameters = string_map(call.params.form("parameters"));
+    let result = call
+        .shared
+        .state()
+        .app_update(call.vars.get("name"), lock, parameters);
+    Reply::ok_or(result)
+}
+
+pub(super) fn delete(call: &mut Call<'_>) -> Reply {
+    let result = call.shared.state().app_delete(call.vars.get("name"));
+    Reply::ok_or(result)
+}
+
+pub(super) fn cancel(call: &mut Call<'_>) -> Reply {
+    let result = call.shared.state().app_cancel(call.vars.get("name"));
+    Reply::ok_or(result)
+}
+
+/// `{"config":null,"state":null}`: no budget is ever configured (spec §7, `convox ps`).
+pub(super) fn budget(call: &mut Call<'_>) -> Reply {
+    let result = call.shared.state().budget_check(call.vars.get("app"));
+    Reply::from_result(result.map(|()| Budget {
+        config: None,
+        state: None,
+    }))
+}
+
+pub(super) fn config_list(call: &mut Call<'_>) -> Reply {
+    let configs = call.shared.state().config_list(call.vars.get("app"));
+    Reply::from_result(configs)
+}
+
+/// `404 app config not found: <name>` until one is set; `convox env` treats that as "no mask".
+pub(super) fn config_get(call: &mut Call<'_>) -> Reply {
+    let config = call
+        .shared
+        .state()
+        .config_get(call.vars.get("app"), call.vars.get("name"));
+    Reply::from_result(config)
+}
+
+/// The value arrives base64-encoded and is stored (and later served) decoded; anything that is
+/// not base64 is a 400 (spec §3.2; the wording of that message is the mock's own).
+pub(super) fn config_set(call: &mut Call<'_>) -> Reply {
+    let encoded = call.params.value("value");
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()) else {
+        return Reply::Error(RackError::BadRequest(
+            "value must be base64 encoded".to_owned(),
+        ));
+    };
+    let value = String::from_utf8_lossy(&decoded).into_owned();
+    let result = call
+        .shared
+        .state()
+        .config_set(call.vars.get("app"), call.vars.get("name"), value);
+    Reply::ok_or(result)
+}

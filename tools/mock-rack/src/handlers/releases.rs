@@ -1,0 +1,62 @@
+//! Releases, where the env lives (spec §3.4, §5 "Environment"): `convox env set` posts the whole
+//! new env to `POST /apps/{app}/releases`, and `--promote` then promotes the new release.
+//!
+//! Invariant: a release is never edited after creation; `env` in a request replaces the whole env
+//! of the forked release, and listing returns the full env in every item, as the rack does.
+
+use super::{Call, boolean, int};
+use crate::respond::Reply;
+use crate::state::ReleaseRequest;
+
+/// Newest first, `limit` (a query option) defaulting to 10.
+pub(super) fn list(call: &mut Call<'_>) -> Reply {
+    let limit = match int(call.params.query("limit")) {
+        Ok(l) => usize::try_from(l.unwrap_or(10)).unwrap_or(0),
+        Err(e) => return Reply::Error(e),
+    };
+    let releases = call
+        .shared
+        .state()
+        .release_list(call.vars.get("app"), limit);
+    Reply::from_result(releases)
+}
+
+pub(super) fn get(call: &mut Call<'_>) -> Reply {
+    let release = call
+        .shared
+        .state()
+        .release_get(call.vars.get("app"), call.vars.get("id"));
+    Reply::from_result(release)
+}
+
+/// `ReleaseCreateOptions`: `build`, `description`, `env`, `parent-release` (form options).
+pub(super) fn create(call: &mut Call<'_>) -> Reply {
+    let request = ReleaseRequest {
+        build: call.params.form("build"),
+        description: call.params.form("description"),
+        env: call.params.form("env"),
+    };
+    let _parent = call.params.form("parent-release");
+    let release = call
+        .shared
+        .state()
+        .release_create(call.vars.get("app"), request);
+    Reply::from_result(release)
+}
+
+/// `ReleasePromoteOptions`, in struct order; only `force` changes what the mock does.
+pub(super) fn promote(call: &mut Call<'_>) -> Reply {
+    let _development = boolean(call.params.form("development"));
+    let force = boolean(call.params.form("force")).unwrap_or(false);
+    let _idle = boolean(call.params.form("idle"));
+    for name in ["min", "max", "timeout"] {
+        if let Err(e) = int(call.params.form(name)) {
+            return Reply::Error(e);
+        }
+    }
+    let result =
+        call.shared
+            .state()
+            .release_promote(call.vars.get("app"), call.vars.get("id"), force);
+    Reply::ok_or(result)
+}
