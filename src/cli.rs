@@ -27,6 +27,21 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the gateway on embedded defaults: local keys and store, the mock rack, plain HTTP
+    /// on 127.0.0.1, and a fresh dev-only admin token.
+    Dev {
+        #[arg(long, default_value = ".rack-gateway-dev")]
+        data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        proxy: std::net::SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:0")]
+        console: std::net::SocketAddr,
+    },
+    /// Run the gateway from a configuration file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Create or show the gateway's keys.
     Keys {
         #[command(subcommand)]
@@ -144,6 +159,16 @@ pub enum AuditCommand {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Dev {
+            data,
+            proxy,
+            console,
+        } => runtime()?.block_on(crate::server::dev::run(crate::server::dev::DevOptions {
+            data,
+            proxy,
+            console,
+        }))?,
+        Command::Serve { config } => runtime()?.block_on(crate::server::serve::run(&config))?,
         Command::Token { command } => runtime()?.block_on(token(command))?,
         Command::Role { command } => runtime()?.block_on(role(command))?,
         Command::Keys {

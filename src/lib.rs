@@ -6,9 +6,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod export;
 pub mod identity;
 pub mod keys;
 pub mod policy;
 pub mod proxy;
+pub mod server;
 pub mod store;

@@ -6,6 +6,13 @@
 //! for exactly that canonical request is durable in the log.
 
 pub mod flood;
+pub mod handler;
 pub mod headers;
+pub mod intent;
 pub mod metered;
+pub mod redact;
+pub mod respond;
+pub mod state;
 pub mod upstream;
+
+pub use state::{ProxyState, app};

@@ -1,0 +1,532 @@
+//! One proxied call, top to bottom: limit, authenticate, canonicalize, route, authorize, record,
+//! forward, record the completion.
+//!
+//! **Invariant:** the steps run in this order and each refusal leaves before the next step;
+//! unauthenticated refusals are counted (never one event each), authenticated ones are
+//! recorded one by one, and the rack is reached only through [`forward`], which takes a
+//! [`Recorded`] call.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use events::event::{
+    AuthMethod, CommandCompleted, CommandRequested, Decision, Event, Principal, RequestId,
+};
+use events::store::EventStore;
+use events::time::Clock;
+use http::{HeaderValue, Method, header};
+use http_body_util::{BodyExt, Full, Limited};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use projections::tokens::Token;
+
+use super::intent::{self, Recorded};
+use super::metered::{Meter, Metered};
+use super::respond::{Answer, ProxyError};
+use super::state::ProxyState;
+use super::{headers, redact};
+use crate::identity::credentials::{self, Credential};
+use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
+use crate::policy::{self, Grant, Standing};
+
+/// Characters a path segment cannot carry literally when forwarded.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'\\')
+    .add(b'^')
+    .add(b'|')
+    .add(b'[')
+    .add(b']');
+
+/// Who is calling, once authenticated: what every recorded event of this call carries.
+struct Caller {
+    token: Token,
+    ip: IpAddr,
+    user_agent: String,
+    request_id: String,
+}
+
+/// A permitted call, ready to forward once recorded.
+pub struct RackCall {
+    method: Method,
+    target: String,
+    headers: http::HeaderMap,
+    body: CallBody,
+    actor: Principal,
+    request_id: String,
+    started: Instant,
+    trusted_peer: bool,
+}
+
+enum CallBody {
+    Empty,
+    Form(Vec<u8>),
+    Stream(Body),
+}
+
+/// The proxy's single entry point (the router's fallback: every path comes here).
+pub async fn handle(
+    State(state): State<Arc<ProxyState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let request_id = state.next_request_id();
+    match pipeline(&state, peer, req, &request_id).await {
+        Ok(response) => response,
+        Err(error) => Answer { error, request_id }.into_response(),
+    }
+}
+
+async fn pipeline(
+    state: &Arc<ProxyState>,
+    peer: SocketAddr,
+    req: Request,
+    request_id: &str,
+) -> Result<Response, ProxyError> {
+    let now = Clock.now();
+    let ip = state.client_ip(peer, req.headers());
+    if !state.allow(ip, now) {
+        return Err(ProxyError::RateLimited);
+    }
+    let caller = authenticate(state, &req, ip, request_id)?;
+    let (parts, body) = req.into_parts();
+    let raw_target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    // A request with no query still ends in `?` on the wire when the CLI sent one.
+    let (raw_path, query) = canonical::split_target(&raw_target);
+    let method = parts.method.as_str().to_owned();
+    let path = match canonical::canonicalize_path(raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            record_denial(state, &caller, &method, raw_path, e.kind(), None, &[]).await?;
+            return Err(ProxyError::BadRequest {
+                kind: e.kind(),
+                what: e.to_string(),
+            });
+        }
+    };
+    let matched = match policy::route(&method, &path) {
+        Ok(m) => m,
+        Err(e) => {
+            record_denial(state, &caller, &method, path.as_str(), e.kind(), None, &[]).await?;
+            return Err(ProxyError::UnknownRoute);
+        }
+    };
+    let upgrade = is_upgrade(&parts.headers);
+    if matched.answered_locally() {
+        record_local(state, &caller, &method, path.as_str()).await?;
+        return Err(ProxyError::UnknownRoute);
+    }
+    if matched.expects_upgrade() != upgrade {
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "unknown_route",
+            None,
+            &[],
+        )
+        .await?;
+        return Err(ProxyError::UnknownRoute);
+    }
+    if upgrade {
+        // WebSocket relay is the next step of the proxy issue; until it exists nothing is
+        // forwarded and the refusal is recorded.
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "websocket_not_built",
+            None,
+            &[],
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "websocket_not_built",
+            what: "WebSocket routes are not relayed by this build of the gateway".into(),
+        });
+    }
+    let content_type = single_header(&parts.headers, header::CONTENT_TYPE);
+    let (form, body) = read_form(&content_type, body).await?;
+    let header_pairs: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    let req_body = match (&form, body_is_empty(&parts.headers)) {
+        (Some(f), _) => RequestBody::Buffered(f),
+        (None, true) => RequestBody::Empty,
+        (None, false) => RequestBody::Streaming,
+    };
+    let params = match canonical::canonicalize_params(
+        matched.rule(),
+        &RequestParams {
+            method: &method,
+            content_type: content_type.as_deref(),
+            query,
+            body: req_body,
+            headers: &header_pairs,
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            let (kind, what) = (e.kind(), e.to_string());
+            record_denial(state, &caller, &method, path.as_str(), kind, None, &[]).await?;
+            return Err(ProxyError::BadRequest { kind, what });
+        }
+    };
+    let recorded_params = redact::params(params.params(), &state.keys.audit);
+    let grant = state.store.with_state(|s| {
+        Grant::for_token(
+            &caller.token.scopes,
+            &Standing::of(&s.identities, &caller.token.owner),
+        )
+    });
+    let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
+        Ok(p) => p,
+        Err(denied) => {
+            let perm = policy::decide::requirements(&matched, &|k| params.get(k))
+                .last()
+                .map(|p| p.as_str().to_owned());
+            record_denial(
+                state,
+                &caller,
+                &method,
+                path.as_str(),
+                denied.kind(),
+                perm,
+                &recorded_params,
+            )
+            .await?;
+            return Err(ProxyError::Forbidden {
+                kind: denied.kind(),
+                what: denied.to_string(),
+            });
+        }
+    };
+    let call = RackCall {
+        method: parts.method.clone(),
+        target: forward_target(&path, &params),
+        headers: parts.headers,
+        body: match (params.body(), form) {
+            (ForwardBody::Form(bytes), _) => CallBody::Form(bytes.clone()),
+            (ForwardBody::Stream, _) => CallBody::Stream(body),
+            (ForwardBody::Empty, _) => CallBody::Empty,
+        },
+        actor: caller.token.owner.clone(),
+        request_id: request_id.to_owned(),
+        started: Instant::now(),
+        trusted_peer: state.is_trusted(peer.ip()),
+    };
+    let intent = command_requested(
+        &caller,
+        &method,
+        path.as_str(),
+        Some(permitted.permission().as_str().to_owned()),
+        Decision::Allow,
+        "",
+        recorded_params,
+    );
+    let recorded = intent::record(&*state.store, intent, call)
+        .await
+        .map_err(|_| ProxyError::AuditUnavailable)?;
+    forward(state, recorded, content_type_of(&params)).await
+}
+
+/// Authenticates the caller; refusals are counted per address, not recorded one by one.
+fn authenticate(
+    state: &ProxyState,
+    req: &Request,
+    ip: IpAddr,
+    request_id: &str,
+) -> Result<Caller, ProxyError> {
+    let now = Clock.now();
+    let values: Vec<&[u8]> = req
+        .headers()
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let refuse = |reason: &'static str| {
+        state.count_denial(ip, reason, now);
+        ProxyError::Unauthenticated(reason)
+    };
+    let Credential::Token(secret) =
+        credentials::from_authorization(&values).map_err(|e| refuse(e.reason()))?;
+    let token = state
+        .store
+        .with_state(|s| s.tokens.usable_by_secret(&secret.sha256(), now).cloned())
+        .ok_or_else(|| refuse("unknown_or_expired_token"))?;
+    if token.dev_only && !state.accepts_dev_tokens {
+        return Err(refuse("dev_token_refused"));
+    }
+    let user_agent = single_header(req.headers(), header::USER_AGENT).unwrap_or_default();
+    Ok(Caller {
+        token,
+        ip,
+        user_agent,
+        request_id: request_id.to_owned(),
+    })
+}
+
+fn command_requested(
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    permission: Option<String>,
+    decision: Decision,
+    reason: &str,
+    params: Vec<(String, String)>,
+) -> Event {
+    Event::CommandRequested(Box::new(CommandRequested {
+        request: RequestId(caller.request_id.clone()),
+        actor: caller.token.owner.clone(),
+        auth: AuthMethod::Token,
+        credential: Some(caller.token.id.to_hex()),
+        client_ip: caller.ip.to_string(),
+        user_agent: caller.user_agent.clone(),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        permission: permission.map(events::event::Permission),
+        decision,
+        reason: reason.to_owned(),
+        params,
+    }))
+}
+
+/// Records an authenticated denial; if the log cannot take it, the caller gets 503 instead.
+async fn record_denial(
+    state: &ProxyState,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    kind: &'static str,
+    permission: Option<String>,
+    params: &[(String, String)],
+) -> Result<(), ProxyError> {
+    let event = command_requested(
+        caller,
+        method,
+        path,
+        permission,
+        Decision::Deny,
+        kind,
+        params.to_vec(),
+    );
+    state
+        .store
+        .append(vec![event])
+        .await
+        .map(|_| ())
+        .map_err(|_| ProxyError::AuditUnavailable)
+}
+
+/// `GET /machines` and `GET /racks` precede every CLI WebSocket: answered here, recorded as
+/// allowed calls the gateway itself answered.
+async fn record_local(
+    state: &ProxyState,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+) -> Result<(), ProxyError> {
+    let event = command_requested(
+        caller,
+        method,
+        path,
+        None,
+        Decision::Allow,
+        "answered_locally",
+        Vec::new(),
+    );
+    state
+        .store
+        .append(vec![event])
+        .await
+        .map(|_| ())
+        .map_err(|_| ProxyError::AuditUnavailable)
+}
+
+/// Sends a recorded call to the rack and streams the answer back; the completion is recorded
+/// when the answer's body ends, without holding the answer for its durability.
+async fn forward(
+    state: &Arc<ProxyState>,
+    recorded: Recorded<RackCall>,
+    content_type: Option<String>,
+) -> Result<Response, ProxyError> {
+    let call = recorded.into_call();
+    let uri = state
+        .upstream
+        .uri(&call.target)
+        .map_err(|_| ProxyError::Upstream)?;
+    let actor = HeaderValue::from_str(&call.actor.0).map_err(|_| ProxyError::Upstream)?;
+    let mut headers = headers::upstream(
+        &call.headers,
+        state.upstream.authorization(),
+        &actor,
+        call.trusted_peer,
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_TYPE);
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::CONTENT_TYPE, ct);
+    }
+    let bytes_in = Arc::new(Mutex::new(None::<Meter>));
+    let body = match call.body {
+        CallBody::Empty => Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+        CallBody::Form(bytes) => {
+            if let Ok(len) = HeaderValue::from_str(&bytes.len().to_string()) {
+                headers.insert(header::CONTENT_LENGTH, len);
+            }
+            Full::new(Bytes::from(bytes))
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        }
+        CallBody::Stream(body) => {
+            if let Some(len) = call.headers.get(header::CONTENT_LENGTH) {
+                headers.insert(header::CONTENT_LENGTH, len.clone());
+            }
+            let sink = bytes_in.clone();
+            Metered::new(
+                body.map_err(std::io::Error::other),
+                Box::new(move |m| {
+                    if let Ok(mut slot) = sink.lock() {
+                        *slot = Some(m);
+                    }
+                }),
+            )
+            .boxed_unsync()
+        }
+    };
+    let mut upstream_req = http::Request::new(body);
+    *upstream_req.method_mut() = call.method;
+    *upstream_req.uri_mut() = uri;
+    *upstream_req.headers_mut() = headers;
+    let sent = state.upstream.client().request(upstream_req).await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(_) => {
+            complete(state, &call.request_id, 502, call.started, &bytes_in, None);
+            return Err(ProxyError::Upstream);
+        }
+    };
+    let (mut parts, incoming) = response.into_parts();
+    headers::harden_response(&mut parts.headers);
+    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
+        parts.headers.insert("x-request-id", id);
+    }
+    let status = parts.status.as_u16();
+    let (state2, id, started) = (state.clone(), call.request_id.clone(), call.started);
+    let body = Metered::new(
+        incoming,
+        Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out))),
+    );
+    Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Appends `CommandCompleted` in the background.
+fn complete(
+    state: &Arc<ProxyState>,
+    request_id: &str,
+    status: u16,
+    started: Instant,
+    bytes_in: &Arc<Mutex<Option<Meter>>>,
+    out: Option<Meter>,
+) {
+    let input = bytes_in.lock().ok().and_then(|m| *m);
+    let event = Event::CommandCompleted(Box::new(CommandCompleted {
+        request: RequestId(request_id.to_owned()),
+        status,
+        duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        bytes_in: input.map_or(0, |m| m.bytes),
+        bytes_out: out.map_or(0, |m| m.bytes),
+        sha256_in: input.map(|m| m.sha256),
+        sha256_out: out.map(|m| m.sha256),
+    }));
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        // The answer has gone; a failure here is visible as a request without completion.
+        let _ = store.append(vec![event]).await;
+    });
+}
+
+fn forward_target(path: &canonical::CanonicalPath, params: &CanonicalParams) -> String {
+    let encoded: Vec<String> = path
+        .as_str()
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
+        .collect();
+    let path = encoded.join("/");
+    match params.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    }
+}
+
+fn content_type_of(params: &CanonicalParams) -> Option<String> {
+    params.content_type().map(str::to_owned)
+}
+
+fn single_header(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok().map(str::to_owned)
+}
+
+fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+fn body_is_empty(headers: &http::HeaderMap) -> bool {
+    let chunked = headers
+        .get(header::TRANSFER_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    !chunked && length == 0
+}
+
+/// Reads a form body (bounded); any other body is left to stream.
+async fn read_form(
+    content_type: &Option<String>,
+    body: Body,
+) -> Result<(Option<Vec<u8>>, Body), ProxyError> {
+    if !canonical::reads_body(content_type.as_deref()) {
+        return Ok((None, body));
+    }
+    let collected = Limited::new(body, canonical::MAX_FORM_BYTES)
+        .collect()
+        .await
+        .map_err(|_| ProxyError::BadRequest {
+            kind: "form_too_large",
+            what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
+        })?;
+    Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
+}

@@ -1,0 +1,52 @@
+//! The audit-first step: a permitted call becomes forwardable only once its `CommandRequested`
+//! is durable.
+//!
+//! **Invariant:** [`Recorded`] has no public constructor; [`record`] is the only way to make one,
+//! and it returns one only after the store acknowledged the append (durable and applied).
+//! The forwarder accepts nothing else, so an unrecorded call cannot reach the rack.
+
+use events::event::Event;
+use events::seq::Seq;
+use events::store::{AppendError, EventStore};
+use projections::Projections;
+
+/// A call whose intent is durable in the log.
+#[derive(Debug)]
+pub struct Recorded<T> {
+    call: T,
+    seq: Seq,
+}
+
+// === impl Recorded ===
+
+impl<T> Recorded<T> {
+    pub fn call(&self) -> &T {
+        &self.call
+    }
+
+    /// The `seq` of the `CommandRequested` that allowed this call.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    pub fn into_call(self) -> T {
+        self.call
+    }
+}
+
+/// Appends `intent` (a `CommandRequested` with decision allow) and, once it is durable, hands
+/// back the call it allows.
+///
+/// # Errors
+/// The store's error: the caller answers 503 and forwards nothing.
+pub async fn record<T>(
+    store: &impl EventStore<Projections>,
+    intent: Event,
+    call: T,
+) -> Result<Recorded<T>, AppendError> {
+    let appended = store.append(vec![intent]).await?;
+    Ok(Recorded {
+        call,
+        seq: appended.first,
+    })
+}

@@ -1,0 +1,96 @@
+//! The one place the proxy turns an outcome into an HTTP answer.
+//!
+//! **Invariant:** every refusal has one status and one stable `kind`; unknown routes get the
+//! empty 404 the convox CLI expects; internal causes are never sent to the caller; and every
+//! answer carries the request id.
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+
+/// Why the proxy answered without forwarding (or could not finish forwarding).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("too many requests from this address")]
+    RateLimited,
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{what}")]
+    BadRequest { kind: &'static str, what: String },
+    #[error("unknown route")]
+    UnknownRoute,
+    #[error("{what}")]
+    Forbidden { kind: &'static str, what: String },
+    #[error("the audit log cannot record this call; nothing was forwarded")]
+    AuditUnavailable,
+    #[error("the rack did not answer")]
+    Upstream,
+}
+
+/// A proxy answer with its request id.
+pub struct Answer {
+    pub error: ProxyError,
+    pub request_id: String,
+}
+
+// === impl ProxyError ===
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownRoute => StatusCode::NOT_FOUND,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The stable name of this refusal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::RateLimited => "rate_limited",
+            ProxyError::Unauthenticated(kind) => kind,
+            ProxyError::BadRequest { kind, .. } | ProxyError::Forbidden { kind, .. } => kind,
+            ProxyError::UnknownRoute => "unknown_route",
+            ProxyError::AuditUnavailable => "audit_unavailable",
+            ProxyError::Upstream => "upstream_unavailable",
+        }
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        // The CLI detects old racks by the exact empty 404: keep it empty.
+        let body = match &self.error {
+            ProxyError::UnknownRoute => Body::empty(),
+            e => Body::from(format!("ERROR: {e} ({})\n", e.kind())),
+        };
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        let h = r.headers_mut();
+        if !matches!(self.error, ProxyError::UnknownRoute) {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        if let ProxyError::Unauthenticated(_) = self.error {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"rack-gateway\""),
+            );
+        }
+        if let ProxyError::AuditUnavailable | ProxyError::RateLimited = self.error {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        if let Ok(id) = HeaderValue::from_str(&self.request_id) {
+            h.insert("x-request-id", id);
+        }
+        crate::proxy::headers::harden_response(h);
+        r
+    }
+}

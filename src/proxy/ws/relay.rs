@@ -1,0 +1,392 @@
+//! The frame-level relay between a caller and the rack, once both sides have upgraded: every
+//! frame is read, checked, counted and re-framed on the other side with the same FIN, opcode
+//! and payload bytes, until one of the ends in `ClosedBy` happens.
+//!
+//! **Invariant:** a payload is forwarded byte for byte or not at all (no UTF-8 check, no
+//! reassembly, no rewriting); nothing from a side that broke RFC 6455 is forwarded after the
+//! first bad frame; the counts and digests cover exactly the data payloads read, in order.
+//!
+//! Choices, and why:
+//! - **Pings and pongs are forwarded**, not answered here. The rack answers the CLI's pings
+//!   itself (gorilla's default handler), so liveness stays end to end, each writer has one
+//!   owner, and the gateway originates no frame except its closing ones.
+//! - **Fragmentation is preserved**: each fragment is forwarded as it arrives, continuation
+//!   frames included, after checking the sequence (no stray continuation, no interleaved
+//!   message). Memory is bounded by one frame per direction.
+//! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
+//!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
+//!   runs only once both sides have sent EOF, from the last data frame in either direction.
+//! - **Close codes the gateway sends** (`closing_codes`): forwarded closes travel as they
+//!   came and the answer is relayed back (1000 if none comes); a side that went away gets
+//!   nothing; a side that broke the protocol gets 1002 (1009 for a frame over the limit); the
+//!   rack gets 1001 when the caller left or broke the protocol; the caller gets 1011 when the
+//!   rack broke the protocol or vanished before its EOF (1000 after it); idle ends with 1000
+//!   both ways; cancellation sends 1008 to the caller (whose CLI prints the reason and exits
+//!   1) and 1001 to the rack.
+
+use std::time::Duration;
+
+use events::hash::Hash;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::codec::{
+    CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameReader, FrameWriter, Fragments, Opcode, Role,
+    Violation,
+};
+use super::marker::ExitScanner;
+
+/// The reason sent in the close frame that tells the caller the gateway ended the stream.
+const CANCELLED_REASON: &str = "stream closed by the gateway";
+
+/// How a relay behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// The largest frame payload accepted from either side.
+    pub max_payload: usize,
+    /// After both sides have sent EOF, how long without a data frame before the gateway closes.
+    pub idle_after_eof: Duration,
+    /// How long the closing handshake (and flushing what is pending) may take at the end.
+    pub close_timeout: Duration,
+}
+
+/// What passed through one relayed stream, for `StreamClosed`.
+///
+/// "In" is the caller's direction (stdin, towards the rack), "out" the rack's (output,
+/// towards the caller). Bytes and digests cover data payloads (text, binary and continuation
+/// frames) in the order read, and nothing else: no headers, no control frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamStats {
+    /// From the start of the relay to the end of the closing handshake.
+    pub duration: Duration,
+    /// Payload bytes read from the caller.
+    pub bytes_in: u64,
+    /// Payload bytes read from the rack.
+    pub bytes_out: u64,
+    /// SHA-256 of the caller's payload bytes, concatenated.
+    pub sha256_in: Hash,
+    /// SHA-256 of the rack's payload bytes, concatenated.
+    pub sha256_out: Hash,
+    /// Whether the caller sent EOF (an empty binary frame).
+    pub eof_in: bool,
+    /// Whether the rack sent EOF.
+    pub eof_out: bool,
+    /// The code of the rack's last exit-marker line, if it sent one. Only meaningful on exec,
+    /// run and instance-shell routes; a log line may contain the marker text too.
+    pub exit_code: Option<i64>,
+    /// Why the relay ended.
+    pub closed_by: ClosedBy,
+}
+
+/// Why a relay ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClosedBy {
+    /// The caller sent a close frame; it was forwarded to the rack.
+    CallerClosed,
+    /// The rack sent a close frame; it was forwarded to the caller.
+    RackClosed,
+    /// The caller's connection ended or failed without a close frame.
+    CallerGone,
+    /// The rack's connection ended or failed without a close frame.
+    RackGone,
+    /// The caller broke RFC 6455; the offending frame was not forwarded.
+    CallerViolation(Violation),
+    /// The rack broke RFC 6455; the offending frame was not forwarded.
+    RackViolation(Violation),
+    /// Both sides had sent EOF, then no data frame came for `idle_after_eof`.
+    Idle,
+    /// The cancellation signal fired (a revoked token, a disabled user, shutdown).
+    Cancelled,
+    /// The gateway itself could not go on (no randomness for a masking key).
+    Gateway,
+}
+
+/// One direction: frames read from one side and written to the other, with their count.
+struct Leg<R, W> {
+    reader: FrameReader<R>,
+    writer: FrameWriter<W>,
+    fragments: Fragments,
+    bytes: u64,
+    sha256: Sha256,
+    eof: bool,
+    exit: Option<ExitScanner>,
+}
+
+/// What one step of a leg relayed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relayed {
+    Data,
+    Control,
+    Close,
+}
+
+/// Why a leg stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LegEnd {
+    /// Its source ended or failed.
+    ReadEnded,
+    /// Its destination failed.
+    WriteFailed,
+    /// Its source broke the protocol.
+    Violation(Violation),
+    /// No masking key.
+    Entropy,
+}
+
+type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
+type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
+
+// === impl RelayConfig ===
+
+impl Default for RelayConfig {
+    /// 16 MiB frames, 30 s of idle after both EOFs, 5 s to close.
+    fn default() -> RelayConfig {
+        RelayConfig {
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            idle_after_eof: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Relays frames between an upgraded caller connection (the gateway is its server) and an
+/// upgraded rack connection (the gateway is its client) until the stream ends, then closes
+/// both and reports what passed.
+///
+/// `cancel` ends the stream when it holds `true`, or when its sender is dropped: a stream that
+/// can no longer be revoked is not kept open. Never fails: every way of ending is a
+/// `ClosedBy`, and the counts are returned whatever happened.
+pub async fn relay<C, R>(
+    caller: C,
+    rack: R,
+    config: RelayConfig,
+    mut cancel: watch::Receiver<bool>,
+) -> StreamStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let (caller_read, caller_write) = tokio::io::split(caller);
+    let (rack_read, rack_write) = tokio::io::split(rack);
+    let mut inbound: Inbound<C, R> = Leg::new(
+        FrameReader::new(caller_read, Role::Server, config.max_payload),
+        FrameWriter::new(rack_write, Role::Client),
+        false,
+    );
+    let mut outbound: Outbound<R, C> = Leg::new(
+        FrameReader::new(rack_read, Role::Client, config.max_payload),
+        FrameWriter::new(caller_write, Role::Server),
+        true,
+    );
+
+    let mut last_data = started;
+    let closed_by = loop {
+        if is_cancelled(&cancel) {
+            break ClosedBy::Cancelled;
+        }
+        let idle_at = (inbound.eof && outbound.eof).then(|| last_data + config.idle_after_eof);
+        tokio::select! {
+            _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
+            step = inbound.step() => match step {
+                Ok(Relayed::Data) => last_data = Instant::now(),
+                Ok(Relayed::Control) => {}
+                Ok(Relayed::Close) => break ClosedBy::CallerClosed,
+                Err(end) => break end.from_caller(),
+            },
+            step = outbound.step() => match step {
+                Ok(Relayed::Data) => last_data = Instant::now(),
+                Ok(Relayed::Control) => {}
+                Ok(Relayed::Close) => break ClosedBy::RackClosed,
+                Err(end) => break end.from_rack(),
+            },
+            () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
+        }
+    };
+
+    // Closing is bounded: a peer that stops reading cannot hold the gateway.
+    let _ = tokio::time::timeout(
+        config.close_timeout,
+        finish(&mut inbound, &mut outbound, closed_by),
+    )
+    .await;
+
+    StreamStats {
+        duration: started.elapsed(),
+        bytes_in: inbound.bytes,
+        bytes_out: outbound.bytes,
+        sha256_in: Hash(inbound.sha256.finalize().into()),
+        sha256_out: Hash(outbound.sha256.finalize().into()),
+        eof_in: inbound.eof,
+        eof_out: outbound.eof,
+        exit_code: outbound.exit.as_ref().and_then(ExitScanner::exit_code),
+        closed_by,
+    }
+}
+
+/// The closing handshake: wait for the answer to a forwarded close, then send the gateway's
+/// own close frames where `ClosedBy` calls for them, then shut both transports down.
+async fn finish<C, R>(inbound: &mut Inbound<C, R>, outbound: &mut Outbound<R, C>, end: ClosedBy)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + AsyncWrite + Unpin,
+{
+    match end {
+        // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back.
+        ClosedBy::CallerClosed => outbound.drain_until_close().await,
+        ClosedBy::RackClosed => inbound.drain_until_close().await,
+        _ => {}
+    }
+    let (to_caller, to_rack) = closing_codes(end, outbound.eof);
+    let (caller_done, rack_done) = tokio::join!(
+        close_and_shutdown(&mut outbound.writer, to_caller),
+        close_and_shutdown(&mut inbound.writer, to_rack),
+    );
+    // Both are best effort: the stream is over whatever the peers do now.
+    let _ = (caller_done, rack_done);
+}
+
+/// The close frames the gateway itself sends (to the caller, to the rack); `None` for a side
+/// that is gone. A writer that already carries a close (a forwarded one) sends no second one.
+fn closing_codes(end: ClosedBy, rack_eof: bool) -> (Option<Frame>, Option<Frame>) {
+    let normal = || Some(Frame::close(1000, ""));
+    let going_away = || Some(Frame::close(1001, ""));
+    match end {
+        ClosedBy::CallerClosed | ClosedBy::RackClosed | ClosedBy::Idle => (normal(), normal()),
+        ClosedBy::CallerGone => (None, going_away()),
+        // A rack that had sent EOF has finished; one that vanished before is a failure.
+        ClosedBy::RackGone if rack_eof => (normal(), None),
+        ClosedBy::RackGone => (Some(Frame::close(1011, "rack connection lost")), None),
+        ClosedBy::CallerViolation(v) => (Some(Frame::close(v.close_code(), "")), going_away()),
+        ClosedBy::RackViolation(v) => (
+            Some(Frame::close(1011, "rack protocol error")),
+            Some(Frame::close(v.close_code(), "")),
+        ),
+        ClosedBy::Cancelled => (Some(Frame::close(1008, CANCELLED_REASON)), going_away()),
+        ClosedBy::Gateway => (
+            Some(Frame::close(1011, "")),
+            Some(Frame::close(1011, "")),
+        ),
+    }
+}
+
+/// Sends `close` unless a close already went out, then shuts the transport down.
+async fn close_and_shutdown<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    close: Option<Frame>,
+) -> Result<(), CodecError> {
+    if let Some(close) = close
+        && !writer.is_closed()
+    {
+        writer.queue(&close)?;
+    }
+    writer.flush().await?;
+    Ok(writer.shutdown().await?)
+}
+
+fn is_cancelled(cancel: &watch::Receiver<bool>) -> bool {
+    *cancel.borrow() || cancel.has_changed().is_err()
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+// === impl Leg ===
+
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
+    fn new(reader: FrameReader<R>, writer: FrameWriter<W>, scan_exit: bool) -> Leg<R, W> {
+        Leg {
+            reader,
+            writer,
+            fragments: Fragments::default(),
+            bytes: 0,
+            sha256: Sha256::new(),
+            eof: false,
+            exit: scan_exit.then(ExitScanner::new),
+        }
+    }
+
+    /// Finishes writing what is pending, then reads, checks, counts and forwards one frame.
+    ///
+    /// Cancel-safe: the reader keeps partial frames and the writer keeps its progress, so the
+    /// relay can drop this future in a `select!` and call it again.
+    async fn step(&mut self) -> Result<Relayed, LegEnd> {
+        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        let frame = match self.reader.read_frame().await {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(CodecError::Io(_) | CodecError::Truncated) => {
+                return Err(LegEnd::ReadEnded);
+            }
+            Err(CodecError::Protocol(v)) => return Err(LegEnd::Violation(v)),
+            Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
+        };
+        self.fragments.check(&frame).map_err(LegEnd::Violation)?;
+        let relayed = self.account(&frame);
+        match self.writer.queue(&frame) {
+            Ok(()) => {}
+            Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
+            Err(CodecError::Protocol(v)) => return Err(LegEnd::Violation(v)),
+            Err(CodecError::Io(_) | CodecError::Truncated) => return Err(LegEnd::WriteFailed),
+        }
+        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        Ok(relayed)
+    }
+
+    fn account(&mut self, frame: &Frame) -> Relayed {
+        match frame.opcode {
+            Opcode::Text | Opcode::Binary | Opcode::Continuation => {
+                self.bytes += frame.payload.len() as u64;
+                self.sha256.update(&frame.payload);
+                if let Some(exit) = &mut self.exit {
+                    exit.feed(&frame.payload);
+                }
+                if frame.is_eof() {
+                    self.eof = true;
+                }
+                Relayed::Data
+            }
+            Opcode::Ping | Opcode::Pong => Relayed::Control,
+            Opcode::Close => Relayed::Close,
+        }
+    }
+
+    /// After the other side sent a close: keep relaying this direction until its own close
+    /// has been forwarded or it ends (the caller bounds the wait).
+    async fn drain_until_close(&mut self) {
+        while let Ok(relayed) = self.step().await {
+            if relayed == Relayed::Close {
+                return;
+            }
+        }
+    }
+}
+
+// === impl LegEnd ===
+
+impl LegEnd {
+    /// The end of the caller-to-rack leg.
+    fn from_caller(self) -> ClosedBy {
+        match self {
+            LegEnd::ReadEnded => ClosedBy::CallerGone,
+            LegEnd::WriteFailed => ClosedBy::RackGone,
+            LegEnd::Violation(v) => ClosedBy::CallerViolation(v),
+            LegEnd::Entropy => ClosedBy::Gateway,
+        }
+    }
+
+    /// The end of the rack-to-caller leg.
+    fn from_rack(self) -> ClosedBy {
+        match self {
+            LegEnd::ReadEnded => ClosedBy::RackGone,
+            LegEnd::WriteFailed => ClosedBy::CallerGone,
+            LegEnd::Violation(v) => ClosedBy::RackViolation(v),
+            LegEnd::Entropy => ClosedBy::Gateway,
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Tests of the relay over in-memory pipes, with mock-rack's codec playing both the caller (a
+//! client, masking) and the rack (a server): byte-exact payloads both ways, fragmentation,
+//! pings, the ways a stream ends and the counts it reports.
+
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+use events::hash::Hash;
+use mock_rack::ws::{CloseFrame, Frame as PeerFrame, Message, Opcode as PeerOpcode, Role as PeerRole};
+use mock_rack::ws::{WsReader, WsWriter};
+use sha2::{Digest, Sha256};
+use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::*;
+
+/// How long any step of a test may take before it counts as hung.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// One end of a pipe as mock-rack's codec sees it.
+struct Peer {
+    reader: WsReader<ReadHalf<DuplexStream>>,
+    writer: WsWriter<WriteHalf<DuplexStream>>,
+}
+
+/// A relay running between a fake caller and a fake rack.
+struct Harness {
+    caller: Peer,
+    rack: Peer,
+    cancel: watch::Sender<bool>,
+    relay: JoinHandle<StreamStats>,
+}
+
+fn peer(io: DuplexStream, role: PeerRole) -> Peer {
+    let (read, write) = tokio::io::split(io);
+    Peer {
+        reader: WsReader::new(read, role),
+        writer: WsWriter::new(write, role),
+    }
+}
+
+/// A relay between two pipes: the caller's end, the rack's end, the cancel switch, the relay.
+fn pipes(
+    config: RelayConfig,
+) -> (DuplexStream, DuplexStream, watch::Sender<bool>, JoinHandle<StreamStats>) {
+    let (caller_end, gateway_caller) = tokio::io::duplex(256 * 1024);
+    let (gateway_rack, rack_end) = tokio::io::duplex(256 * 1024);
+    let (cancel, cancelled) = watch::channel(false);
+    let relay = tokio::spawn(relay(gateway_caller, gateway_rack, config, cancelled));
+    (caller_end, rack_end, cancel, relay)
+}
+
+fn start(config: RelayConfig) -> Harness {
+    let (caller_end, rack_end, cancel, relay) = pipes(config);
+    Harness {
+        caller: peer(caller_end, PeerRole::Client),
+        rack: peer(rack_end, PeerRole::Server),
+        cancel,
+        relay,
+    }
+}
+
+/// A short idle period: the relay's timer is real time, so tests keep it small.
+fn quick() -> RelayConfig {
+    RelayConfig {
+        idle_after_eof: Duration::from_millis(50),
+        ..RelayConfig::default()
+    }
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: no result within {PATIENCE:?}"),
+    }
+}
+
+async fn next_frame(peer: &mut Peer) -> PeerFrame {
+    within("a frame", peer.reader.read_frame()).await.unwrap().unwrap()
+}
+
+async fn next_message(peer: &mut Peer) -> Message {
+    within("a message", peer.reader.read_message()).await.unwrap().unwrap()
+}
+
+async fn stats(relay: JoinHandle<StreamStats>) -> StreamStats {
+    within("the relay's end", relay).await.unwrap()
+}
+
+fn frame(fin: bool, opcode: PeerOpcode, payload: &'static [u8]) -> PeerFrame {
+    PeerFrame { fin, opcode, payload: Bytes::from_static(payload) }
+}
+
+fn close(code: u16, reason: &'static [u8]) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Bytes::from_static(reason) }))
+}
+
+fn sha256(bytes: &[u8]) -> Hash {
+    Hash(Sha256::digest(bytes).into())
+}
+
+/// Frames that break UTF-8 in every way the rack's output does: invalid bytes, a character
+/// split across two messages, and one split across the fragments of one message.
+fn awkward_frames() -> Vec<PeerFrame> {
+    vec![
+        frame(true, PeerOpcode::Text, b"\xff\xfe\x00 not utf-8"),
+        frame(true, PeerOpcode::Text, b"caf\xc3"),
+        frame(true, PeerOpcode::Text, b"\xa9\n"),
+        frame(false, PeerOpcode::Text, b"\xe2\x82"),
+        frame(true, PeerOpcode::Continuation, b"\xac"),
+        frame(false, PeerOpcode::Binary, b"\x80"),
+        frame(false, PeerOpcode::Continuation, b""),
+        frame(true, PeerOpcode::Continuation, b"\x81"),
+    ]
+}
+
+async fn send(peer: &mut Peer, frames: &[PeerFrame]) {
+    for f in frames {
+        peer.writer.send(f.fin, f.opcode, &f.payload).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_split_characters_pass_byte_exact_both_ways() {
+    let mut h = start(quick());
+    let frames = awkward_frames();
+
+    send(&mut h.caller, &frames).await;
+    for want in &frames {
+        assert_eq!(&next_frame(&mut h.rack).await, want, "caller to rack");
+    }
+    send(&mut h.rack, &frames).await;
+    for want in &frames {
+        assert_eq!(&next_frame(&mut h.caller).await, want, "rack to caller");
+    }
+
+    drop(h.caller);
+    let stats = stats(h.relay).await;
+    let all: Vec<u8> = frames.iter().flat_map(|f| f.payload.to_vec()).collect();
+    assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+    assert_eq!((stats.bytes_in, stats.bytes_out), (all.len() as u64, all.len() as u64));
+    assert_eq!((stats.sha256_in, stats.sha256_out), (sha256(&all), sha256(&all)));
+}
+
+#[tokio::test]
+async fn eof_both_ways_then_idle_ends_with_exact_counts_and_the_exit_code() {
+    let mut h = start(quick());
+
+    // The caller's stdin, then its EOF: the rack keeps talking after it (half-close).
+    h.caller.writer.text(b"echo hi\n\xff").await.unwrap();
+    h.caller.writer.binary(b"").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"echo hi\n\xff")));
+    assert_eq!(next_message(&mut h.rack).await, Message::Binary(Bytes::new()));
+
+    // The rack's output, its exit marker cut across three frames, then its EOF.
+    let output: [&'static [u8]; 4] =
+        [b"hi\n\xff", b"F1E49A85-0AD7-", b"4AEF-A618-C249C6E6568D:", b"7\n"];
+    for piece in output {
+        h.rack.writer.text(piece).await.unwrap();
+    }
+    h.rack.writer.binary(b"").await.unwrap();
+    for piece in output {
+        assert_eq!(next_message(&mut h.caller).await, Message::Text(Bytes::from_static(piece)));
+    }
+    assert_eq!(next_message(&mut h.caller).await, Message::Binary(Bytes::new()));
+
+    // Nobody closes (convox-api.md §4.2): the gateway does, once both sides are idle.
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    let stats = stats(h.relay).await;
+    let out = output.concat();
+    assert_eq!(
+        stats,
+        StreamStats {
+            duration: stats.duration,
+            bytes_in: 9,
+            bytes_out: out.len() as u64,
+            sha256_in: sha256(b"echo hi\n\xff"),
+            sha256_out: sha256(&out),
+            eof_in: true,
+            eof_out: true,
+            exit_code: Some(7),
+            closed_by: ClosedBy::Idle,
+        }
+    );
+    assert!(stats.duration >= quick().idle_after_eof);
+}
+
+#[tokio::test]
+async fn pings_neither_start_nor_extend_the_idle_wait() {
+    let mut h = start(quick());
+    h.caller.writer.binary(b"").await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, Message::Binary(Bytes::new()));
+    assert_eq!(next_message(&mut h.rack).await, Message::Binary(Bytes::new()));
+
+    // The rack answers pings, as gorilla does; the caller pings as fast as it can, like the
+    // CLI pinging a finished stream every 5 s, until the gateway closes. Writes may fail once
+    // the gateway has gone: what counts is the close each side reads.
+    let mut rack = h.rack;
+    let rack_side = tokio::spawn(async move {
+        let mut pings = 0u32;
+        loop {
+            match rack.reader.read_message().await {
+                Ok(Some(Message::Ping(data))) => {
+                    pings += 1;
+                    let _ = rack.writer.pong(&data).await;
+                }
+                other => return (pings, other.unwrap()),
+            }
+        }
+    });
+    let mut pongs = 0u32;
+    let caller_end = loop {
+        let _ = h.caller.writer.ping(b"still there?").await;
+        match next_message(&mut h.caller).await {
+            Message::Pong(data) => {
+                assert_eq!(&data[..], b"still there?");
+                pongs += 1;
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(caller_end, close(1000, b""));
+    let (pings, rack_end) = within("the rack's end", rack_side).await.unwrap();
+    assert_eq!(rack_end, Some(close(1000, b"")));
+    assert!(pings >= pongs && pongs > 0, "pings {pings}, pongs {pongs}");
+    let stats = stats(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::Idle);
+    assert_eq!((stats.bytes_in, stats.bytes_out), (0, 0), "control frames are not counted");
+}
+
+#[tokio::test]
+async fn pings_and_pongs_are_forwarded_not_answered() {
+    let mut h = start(quick());
+    h.caller.writer.ping(b"p1").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, Message::Ping(Bytes::from_static(b"p1")));
+    h.rack.writer.pong(b"p1").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, Message::Pong(Bytes::from_static(b"p1")));
+    h.rack.writer.ping(b"p2").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, Message::Ping(Bytes::from_static(b"p2")));
+    h.cancel.send_replace(true);
+    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::Cancelled);
+}
+
+#[tokio::test]
+async fn cancellation_closes_both_sides() {
+    let mut h = start(RelayConfig::default());
+    h.caller.writer.text(b"sleep 3600\n").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"sleep 3600\n")));
+
+    h.cancel.send_replace(true);
+    assert_eq!(next_message(&mut h.caller).await, close(1008, b"stream closed by the gateway"));
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    let stats = stats(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::Cancelled);
+    assert_eq!(stats.bytes_in, 11);
+    // And the transports are shut down behind the close frames.
+    assert!(h.caller.reader.read_message().await.unwrap().is_none());
+    assert!(h.rack.reader.read_message().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_cancel_signal_that_can_no_longer_fire_ends_the_stream() {
+    let mut h = start(RelayConfig::default());
+    drop(h.cancel);
+    assert_eq!(next_message(&mut h.caller).await, close(1008, b"stream closed by the gateway"));
+    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::Cancelled);
+}
+
+#[tokio::test]
+async fn a_caller_that_disconnects_ends_the_relay() {
+    let mut h = start(RelayConfig::default());
+    h.caller.writer.text(b"x").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"x")));
+    drop(h.caller);
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    let stats = stats(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+    assert_eq!((stats.bytes_in, stats.eof_in), (1, false));
+}
+
+#[tokio::test]
+async fn a_rack_that_vanishes_before_its_eof_is_an_error_for_the_caller() {
+    let mut h = start(RelayConfig::default());
+    drop(h.rack);
+    assert_eq!(next_message(&mut h.caller).await, close(1011, b"rack connection lost"));
+    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::RackGone);
+}
+
+#[tokio::test]
+async fn a_close_is_forwarded_and_its_answer_relayed_back() {
+    // A long close timeout: the relay must end on the answer, not on the timer.
+    let config = RelayConfig { close_timeout: Duration::from_secs(3600), ..RelayConfig::default() };
+    let mut h = start(config);
+    h.caller.writer.close(1000, b"bye").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
+    h.rack.writer.text(b"last words").await.unwrap();
+    h.rack.writer.close(1000, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, Message::Text(Bytes::from_static(b"last words")));
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    let stats = stats(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerClosed);
+    assert_eq!(stats.bytes_out, 10);
+}
+
+#[tokio::test]
+async fn a_rack_close_is_forwarded_and_the_callers_answer_relayed_back() {
+    let config = RelayConfig { close_timeout: Duration::from_secs(3600), ..RelayConfig::default() };
+    let mut h = start(config);
+    h.rack.writer.close(1001, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, close(1001, b""));
+    h.caller.writer.close(1001, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::RackClosed);
+}
+
+#[tokio::test]
+async fn a_protocol_violation_is_not_forwarded() {
+    // A stray continuation from the caller: refused, with 1002 back and 1001 to the rack.
+    let mut h = start(RelayConfig::default());
+    h.caller.writer.send(true, PeerOpcode::Continuation, b"orphan").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, close(1002, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    let stats = stats(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerViolation(Violation::StrayContinuation));
+    assert_eq!(stats.bytes_in, 0);
+
+    // A masked frame from the rack (servers must not mask): 1002 back, 1011 to the caller.
+    let (caller_end, rack_end, _cancel, relay) = pipes(RelayConfig::default());
+    let mut caller = peer(caller_end, PeerRole::Client);
+    let (rack_read, rack_write) = tokio::io::split(rack_end);
+    let mut rack = Peer {
+        reader: WsReader::new(rack_read, PeerRole::Server),
+        writer: WsWriter::new(rack_write, PeerRole::Client),
+    };
+    rack.writer.text(b"masked").await.unwrap();
+    assert_eq!(next_message(&mut caller).await, close(1011, b"rack protocol error"));
+    assert_eq!(next_message(&mut rack).await, close(1002, b""));
+    let stats = stats(relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::RackViolation(Violation::Masked));
+    assert_eq!(stats.bytes_out, 0);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_limit_is_refused_with_1009() {
+    let config = RelayConfig { max_payload: 1024, ..RelayConfig::default() };
+    let mut h = start(config);
+    h.caller.writer.binary(&[0; 1025]).await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, close(1009, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    assert_eq!(
+        stats(h.relay).await.closed_by,
+        ClosedBy::CallerViolation(Violation::TooLarge { len: 1025, max: 1024 })
+    );
+}
+
+#[tokio::test]
+async fn a_message_interleaved_into_a_fragmented_one_is_refused() {
+    let mut h = start(RelayConfig::default());
+    send(&mut h.caller, &[frame(false, PeerOpcode::Text, b"a"), frame(true, PeerOpcode::Text, b"b")])
+        .await;
+    assert_eq!(next_frame(&mut h.rack).await, frame(false, PeerOpcode::Text, b"a"));
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    assert_eq!(
+        stats(h.relay).await.closed_by,
+        ClosedBy::CallerViolation(Violation::InterleavedMessage)
+    );
+}

@@ -1,0 +1,196 @@
+//! `rack-gateway dev`: the gateway on embedded defaults for a newcomer's machine: plain HTTP on
+//! 127.0.0.1, the embedded store and keys in a local data directory, and `mock-rack` linked in
+//! as the rack.
+//!
+//! **Invariant:** every start revokes the previous dev tokens and creates one fresh admin token
+//! marked dev-only (all as events); `serve` refuses dev-only tokens, so a dev token can never
+//! reach a real rack.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use events::event::{Permission, Principal, Role};
+use events::store::CheckpointPolicy;
+use events::time::Clock;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{Rack, Secret};
+use crate::identity::admin::{self, TokenRequest};
+use crate::keys::Keys;
+use crate::proxy::upstream::Upstream;
+use crate::proxy::{self, ProxyState};
+use crate::{console, store};
+
+/// The person the dev token acts for.
+pub const DEV_USER: &str = "dev@rack-gateway.local";
+/// The log name of a dev data directory.
+pub const DEV_ORIGIN: &str = "rack-gateway.dev/log";
+
+/// Where `dev` listens and keeps its data.
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub data: PathBuf,
+    pub proxy: SocketAddr,
+    pub console: SocketAddr,
+}
+
+/// A running dev gateway (for tests and the command).
+pub struct Running {
+    pub proxy: SocketAddr,
+    pub console: SocketAddr,
+    pub token: String,
+    pub rack: mock_rack::MockRack,
+    pub store: Arc<store::Store>,
+    state: Arc<ProxyState>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Starts the dev gateway and returns once it is listening.
+pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
+    ensure_keys(&opts.data)?;
+    let mut pw = [0u8; 24];
+    getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("cannot generate a password: {e}"))?;
+    let password = hex::encode(pw);
+    let rack = mock_rack::MockRack::start(SocketAddr::from(([127, 0, 0, 1], 0)), &password)
+        .await
+        .context("starting the mock rack")?;
+    let (store, keys) = store::open(&opts.data, CheckpointPolicy::default())
+        .with_context(|| format!("opening the store in {}", opts.data.display()))?;
+    let store = Arc::new(store);
+    let token = fresh_dev_token(&store).await?;
+    let upstream = Upstream::new(&Rack {
+        url: rack.url(),
+        password: Secret::new(password),
+        ca_file: None,
+        pin_sha256: None,
+        insecure_skip_verify: false,
+    })?;
+    let state = Arc::new(ProxyState::new(
+        store.clone(),
+        Arc::new(keys),
+        upstream,
+        true,
+        Vec::new(),
+        6000,
+    ));
+    let proxy_listener = TcpListener::bind(opts.proxy)
+        .await
+        .with_context(|| format!("binding the rack proxy on {}", opts.proxy))?;
+    let console_listener = TcpListener::bind(opts.console)
+        .await
+        .with_context(|| format!("binding the console on {}", opts.console))?;
+    let proxy = proxy_listener.local_addr()?;
+    let console = console_listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let header_timeout = std::time::Duration::from_secs(10);
+    let tasks = vec![
+        super::spawn(
+            proxy_listener,
+            proxy::app(state.clone()),
+            header_timeout,
+            stopped.clone(),
+        ),
+        super::spawn(console_listener, console::app(), header_timeout, stopped),
+        proxy::state::spawn_denial_flusher(state.clone()),
+    ];
+    Ok(Running {
+        proxy,
+        console,
+        token,
+        rack,
+        store,
+        state,
+        stop,
+        tasks,
+    })
+}
+
+/// Runs `rack-gateway dev` until Ctrl-C.
+pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    let running = start(&opts).await?;
+    println!("console: http://{}", running.console);
+    println!("RACK_URL=http://convox:{}@{}", running.token, running.proxy);
+    println!("rack: {} (mock-rack)", running.rack.url());
+    println!("data: {}", opts.data.display());
+    super::stop_signal().await;
+    running.stop().await;
+    Ok(())
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Stops accepting, drains requests, records pending counts, and closes the store.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let mut tasks = self.tasks.into_iter();
+        for t in tasks.by_ref().take(2) {
+            let _ = t.await;
+        }
+        for t in tasks {
+            t.abort();
+        }
+        self.state.flush_denials(true).await;
+        self.store.shutdown();
+        self.rack.shutdown().await;
+    }
+}
+
+fn ensure_keys(data: &Path) -> anyhow::Result<()> {
+    if data.join("keys").exists() {
+        Keys::load(data)?;
+    } else {
+        Keys::init(data, DEV_ORIGIN)?;
+    }
+    Ok(())
+}
+
+/// Grants the dev user admin (once), revokes every earlier dev token, and creates a new one.
+async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
+    let user = Principal(DEV_USER.to_owned());
+    let system = Principal("system".to_owned());
+    let holds = {
+        use events::store::EventStore;
+        store.with_state(|s| s.identities.roles(&user).contains(&Role::Admin))
+    };
+    if !holds {
+        admin::grant_role(store, user.clone(), Role::Admin, system.clone()).await?;
+    }
+    let now = Clock.now();
+    let stale: Vec<_> = {
+        use events::store::EventStore;
+        store.with_state(|s| {
+            s.tokens
+                .iter()
+                .filter(|t| t.dev_only && t.revoked.is_none())
+                .map(|t| t.id)
+                .collect()
+        })
+    };
+    for id in stale {
+        admin::revoke_token(
+            store,
+            id,
+            system.clone(),
+            "replaced by a new dev start".into(),
+        )
+        .await?;
+    }
+    let created = admin::create_token(
+        store,
+        TokenRequest {
+            name: format!("dev {now}"),
+            owner: user,
+            scopes: vec![Permission("convox:*:*".into())],
+            expires: None,
+            dev_only: true,
+            by: system,
+        },
+    )
+    .await?;
+    Ok(created.secret.expose().to_owned())
+}

@@ -1,0 +1,109 @@
+//! `rack-gateway serve --config FILE`: the gateway in production.
+//!
+//! **Invariant:** it refuses to start without the keys, on an unsafe transport (the config's
+//! checks), or with a listener it cannot serve as configured; the effective configuration is
+//! recorded as `ConfigApplied` whenever it differs from the last one the log holds, before any
+//! request is served.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use events::event::Event;
+use events::store::{CheckpointPolicy, EventStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{self, Config};
+use crate::proxy::upstream::Upstream;
+use crate::proxy::{self, ProxyState};
+use crate::{console, store};
+
+/// Runs the gateway until SIGTERM or Ctrl-C.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = config::load(Some(config_path), &|k| std::env::var(k).ok())?;
+    if config.tls.is_some() {
+        bail!(
+            "tls.cert is set, but this build serves plain HTTP only (on loopback or behind \
+             trusted_proxies); terminate TLS in front of it until the TLS listener is built"
+        );
+    }
+    let (store, keys) = store::open(
+        &config.data,
+        CheckpointPolicy {
+            every: config.checkpoints.every,
+            after: config.checkpoints.after,
+            heartbeat: config.checkpoints.heartbeat,
+        },
+    )
+    .with_context(|| {
+        format!(
+            "opening the gateway's data directory {}",
+            config.data.display()
+        )
+    })?;
+    let store = Arc::new(store);
+    record_config(&store, &config, &keys).await?;
+    let upstream = Upstream::new(&config.rack)?;
+    let state = Arc::new(ProxyState::new(
+        store.clone(),
+        Arc::new(keys),
+        upstream,
+        false,
+        config.trusted_proxies.clone(),
+        config.limits.per_ip_per_minute,
+    ));
+    let proxy_listener = TcpListener::bind(config.proxy_listen)
+        .await
+        .with_context(|| format!("binding proxy.listen {}", config.proxy_listen))?;
+    let console_listener = TcpListener::bind(config.console_listen)
+        .await
+        .with_context(|| format!("binding console.listen {}", config.console_listen))?;
+    println!("rack proxy: http://{}", proxy_listener.local_addr()?);
+    println!("console: http://{}", console_listener.local_addr()?);
+    let (stop, stopped) = watch::channel(false);
+    let servers = [
+        super::spawn(
+            proxy_listener,
+            proxy::app(state.clone()),
+            config.limits.header_timeout,
+            stopped.clone(),
+        ),
+        super::spawn(
+            console_listener,
+            console::app(),
+            config.limits.header_timeout,
+            stopped,
+        ),
+    ];
+    let flusher = proxy::state::spawn_denial_flusher(state.clone());
+    super::stop_signal().await;
+    let _ = stop.send(true);
+    for s in servers {
+        let _ = s.await;
+    }
+    flusher.abort();
+    state.flush_denials(true).await;
+    store.shutdown();
+    Ok(())
+}
+
+/// Appends `ConfigApplied` when the effective configuration differs from the last recorded.
+async fn record_config(
+    store: &store::Store,
+    config: &Config,
+    keys: &crate::keys::Keys,
+) -> anyhow::Result<()> {
+    let digest = config.digest(&keys.audit);
+    if store.with_state(|s| s.log.config_digest) == Some(digest) {
+        return Ok(());
+    }
+    store
+        .append(vec![Event::ConfigApplied {
+            digest,
+            values: config.audit_values(&keys.audit),
+        }])
+        .await
+        .context("recording the configuration")?;
+    Ok(())
+}
