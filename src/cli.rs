@@ -42,6 +42,8 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Print the policy tables (role × permission, route → permission) as the README shows them.
+    PolicyTables,
     /// Create or show the gateway's keys.
     Keys {
         #[command(subcommand)]
@@ -169,6 +171,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             console,
         }))?,
         Command::Serve { config } => runtime()?.block_on(crate::server::serve::run(&config))?,
+        Command::PolicyTables => print!("{}", policy_tables()),
         Command::Token { command } => runtime()?.block_on(token(command))?,
         Command::Role { command } => runtime()?.block_on(role(command))?,
         Command::Keys {
@@ -320,4 +323,13 @@ async fn role(command: RoleCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The README's policy section, generated from the route table and the roles.
+pub fn policy_tables() -> String {
+    format!(
+        "### Roles and permissions\n\n{}\n### Routes and permissions\n\n{}",
+        crate::policy::tables::role_permission_table(),
+        crate::policy::tables::route_permission_table()
+    )
 }

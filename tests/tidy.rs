@@ -73,3 +73,16 @@ fn architecture_names_every_member_and_top_level_module() {
         }
     }
 }
+
+#[test]
+fn readme_policy_tables_are_generated_from_the_code() {
+    let readme = fs::read_to_string(root().join("README.md")).unwrap();
+    let begin = "<!-- policy-tables:begin -->\n";
+    let start = readme.find(begin).unwrap() + begin.len();
+    let end = readme.find("<!-- policy-tables:end -->").unwrap();
+    assert_eq!(
+        &readme[start..end],
+        rack_gateway::cli::policy_tables(),
+        "README.md's policy tables are stale: paste the output of `rack-gateway policy-tables`"
+    );
+}
