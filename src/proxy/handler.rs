@@ -28,7 +28,8 @@ use super::intent::{self, Recorded};
 use super::metered::{Meter, Metered};
 use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
-use super::{headers, redact};
+use super::streams::Registration;
+use super::{headers, redact, ws};
 use crate::identity::credentials::{self, Credential};
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
 use crate::policy::{self, Grant, Standing};
@@ -145,24 +146,29 @@ async fn pipeline(
         .await?;
         return Err(ProxyError::UnknownRoute);
     }
-    if upgrade {
-        // WebSocket relay is the next step of the proxy issue; until it exists nothing is
-        // forwarded and the refusal is recorded.
-        record_denial(
-            state,
-            &caller,
-            &method,
-            path.as_str(),
-            "websocket_not_built",
-            None,
-            &[],
-        )
-        .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "websocket_not_built",
-            what: "WebSocket routes are not relayed by this build of the gateway".into(),
-        });
-    }
+    let ws_key = if upgrade {
+        match ws::check_upgrade(&parts.method, &parts.headers) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                record_denial(
+                    state,
+                    &caller,
+                    &method,
+                    path.as_str(),
+                    "invalid_upgrade",
+                    None,
+                    &[],
+                )
+                .await?;
+                return Err(ProxyError::BadRequest {
+                    kind: "invalid_upgrade",
+                    what: e.to_string(),
+                });
+            }
+        }
+    } else {
+        None
+    };
     let content_type = single_header(&parts.headers, header::CONTENT_TYPE);
     let (form, body) = read_form(&content_type, body).await?;
     let header_pairs: Vec<(&str, &[u8])> = parts
@@ -201,6 +207,25 @@ async fn pipeline(
     });
     let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
         Ok(p) => p,
+        Err(denied) if ws_key.is_some() => {
+            // The CLI shows a WebSocket refusal only from inside the socket: upgrade, then say why.
+            let perm = policy::decide::requirements(&matched, &|k| params.get(k))
+                .last()
+                .map(|p| p.as_str().to_owned());
+            record_denial(
+                state,
+                &caller,
+                &method,
+                path.as_str(),
+                denied.kind(),
+                perm,
+                &recorded_params,
+            )
+            .await?;
+            let reason =
+                format!("{denied}; ask a gateway admin for a role or token scope that grants it");
+            return Ok(refuse_in_socket(parts, ws_key, reason));
+        }
         Err(denied) => {
             let perm = policy::decide::requirements(&matched, &|k| params.get(k))
                 .last()
@@ -221,6 +246,22 @@ async fn pipeline(
             });
         }
     };
+    if let Some(key) = ws_key {
+        return open_stream(
+            state,
+            &caller,
+            parts,
+            key,
+            &method,
+            &path,
+            &params,
+            permitted.permission().as_str(),
+            recorded_params,
+            request_id,
+            peer,
+        )
+        .await;
+    }
     let call = RackCall {
         method: parts.method.clone(),
         target: forward_target(&path, &params),
@@ -529,4 +570,217 @@ async fn read_form(
             what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
         })?;
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
+}
+
+/// Answers the caller's upgrade and, inside the socket, says why the route is refused.
+fn refuse_in_socket(
+    mut parts: http::request::Parts,
+    key: Option<ws::ClientKey>,
+    reason: String,
+) -> Response {
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    if let Some(on_upgrade) = on_upgrade {
+        tokio::spawn(async move {
+            if let Ok(upgraded) = on_upgrade.await {
+                let _ = ws::refuse(
+                    hyper_util::rt::TokioIo::new(upgraded),
+                    &reason,
+                    std::time::Duration::from_secs(2),
+                )
+                .await;
+            }
+        });
+    }
+    switching_protocols(key.as_ref())
+}
+
+fn switching_protocols(key: Option<&ws::ClientKey>) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Some(accept) = key.and_then(|k| HeaderValue::from_str(&ws::accept_key(k.as_str())).ok())
+    {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    r
+}
+
+/// A permitted WebSocket call: recorded, connected to the rack, answered with 101 only after
+/// the rack's 101, then relayed frame by frame until it ends; `StreamOpened` and
+/// `StreamClosed` bracket it in the log.
+#[allow(clippy::too_many_arguments)]
+async fn open_stream(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    mut parts: http::request::Parts,
+    key: ws::ClientKey,
+    method: &str,
+    path: &canonical::CanonicalPath,
+    params: &CanonicalParams,
+    permission: &str,
+    recorded_params: Vec<(String, String)>,
+    request_id: &str,
+    peer: SocketAddr,
+) -> Result<Response, ProxyError> {
+    let Some(registration) = state.streams.register(
+        caller.token.id,
+        &caller.token.owner,
+        state.limits.streams_per_principal,
+    ) else {
+        record_denial(
+            state,
+            caller,
+            method,
+            path.as_str(),
+            "stream_limit",
+            None,
+            &[],
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "stream_limit",
+            what: "too many open streams for this user; close one first".into(),
+        });
+    };
+    let intent = command_requested(
+        caller,
+        method,
+        path.as_str(),
+        Some(permission.to_owned()),
+        Decision::Allow,
+        "",
+        recorded_params,
+    );
+    let target = forward_target(path, params);
+    let recorded = intent::record(&*state.store, intent, target)
+        .await
+        .map_err(|_| ProxyError::AuditUnavailable)?;
+    let started = Instant::now();
+    let rack = match connect_rack(state, &recorded, &parts.headers, &caller.token.owner, peer).await
+    {
+        Ok(io) => io,
+        Err(status) => {
+            let none = Arc::new(Mutex::new(None));
+            complete(state, request_id, status, started, &none, None);
+            return Err(ProxyError::Upstream);
+        }
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return Err(ProxyError::BadRequest {
+            kind: "invalid_upgrade",
+            what: "the connection cannot be upgraded".into(),
+        });
+    };
+    let (state2, request) = (state.clone(), RequestId(request_id.to_owned()));
+    tokio::spawn(async move {
+        relay_stream(state2, on_upgrade, rack, registration, request).await;
+    });
+    Ok(switching_protocols(Some(&key)))
+}
+
+/// Connects to the rack and performs its handshake; on failure, the status to record.
+async fn connect_rack(
+    state: &ProxyState,
+    recorded: &Recorded<String>,
+    incoming: &http::HeaderMap,
+    actor: &Principal,
+    peer: SocketAddr,
+) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, u16> {
+    let authority = state.upstream.authority().clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect((authority.host(), port)),
+    )
+    .await
+    .map_err(|_| 504u16)?
+    .map_err(|_| 502u16)?;
+    let _ = tcp.set_nodelay(true);
+    let actor = HeaderValue::from_str(&actor.0).map_err(|_| 502u16)?;
+    let mut headers = headers::upstream(
+        incoming,
+        state.upstream.authorization(),
+        &actor,
+        state.is_trusted(peer.ip()),
+    );
+    for h in [
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::CONTENT_LENGTH,
+    ] {
+        headers.remove(h);
+    }
+    // The rack's upgrader checks that Origin names its own host (convox-api.md §4.6).
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| 502u16)?;
+    if headers.contains_key(header::ORIGIN) {
+        let origin =
+            HeaderValue::from_str(&format!("http://{}", authority.as_str())).map_err(|_| 502u16)?;
+        headers.insert(header::ORIGIN, origin);
+    }
+    headers.insert(header::HOST, host);
+    let uri = state.upstream.uri(recorded.call()).map_err(|_| 502u16)?;
+    let path_only: http::Uri = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
+        .parse()
+        .map_err(|_| 502u16)?;
+    let mut req = http::Request::new(());
+    *req.uri_mut() = path_only;
+    *req.headers_mut() = headers;
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ws::connect_upstream(tcp, req),
+    )
+    .await
+    {
+        Ok(Ok(io)) => Ok(io),
+        Ok(Err(ws::ConnectError::Refused { status, .. })) => Err(status.as_u16()),
+        Ok(Err(_)) => Err(502),
+        Err(_) => Err(504),
+    }
+}
+
+/// Waits for the caller's upgrade, relays, and brackets the stream with its events.
+async fn relay_stream(
+    state: Arc<ProxyState>,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    rack: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+    registration: Registration,
+    request: RequestId,
+) {
+    let Ok(caller) = on_upgrade.await else {
+        return;
+    };
+    let _ = state
+        .store
+        .append(vec![Event::StreamOpened {
+            request: request.clone(),
+        }])
+        .await;
+    let config = ws::RelayConfig {
+        idle_after_eof: state.limits.stream_idle,
+        ..ws::RelayConfig::default()
+    };
+    let stats = ws::relay(
+        hyper_util::rt::TokioIo::new(caller),
+        rack,
+        config,
+        registration.cancel.clone(),
+    )
+    .await;
+    drop(registration);
+    let _ = state
+        .store
+        .append(vec![Event::StreamClosed {
+            request,
+            duration_ns: u64::try_from(stats.duration.as_nanos()).unwrap_or(u64::MAX),
+            bytes_in: stats.bytes_in,
+            bytes_out: stats.bytes_out,
+            exit_code: stats.exit_code,
+        }])
+        .await;
 }

@@ -13,6 +13,8 @@ pub mod metered;
 pub mod redact;
 pub mod respond;
 pub mod state;
+pub mod streams;
 pub mod upstream;
+pub mod ws;
 
 pub use state::{ProxyState, app};

@@ -16,7 +16,9 @@ use http::HeaderMap;
 
 use super::flood::{DenialCounter, RateLimiter};
 use super::handler;
+use super::streams::Streams;
 use super::upstream::Upstream;
+use crate::config::Limits;
 use crate::keys::Keys;
 use crate::store::Store;
 
@@ -28,6 +30,8 @@ pub struct ProxyState {
     /// `dev` accepts its own dev-only tokens; `serve` refuses them.
     pub accepts_dev_tokens: bool,
     trusted_proxies: Vec<IpAddr>,
+    pub limits: Limits,
+    pub streams: Arc<Streams>,
     limiter: Mutex<RateLimiter>,
     denials: Mutex<DenialCounter>,
     id_prefix: String,
@@ -43,7 +47,7 @@ impl ProxyState {
         upstream: Upstream,
         accepts_dev_tokens: bool,
         trusted_proxies: Vec<IpAddr>,
-        per_ip_per_minute: u32,
+        limits: Limits,
     ) -> ProxyState {
         let mut prefix = [0u8; 4];
         let _ = getrandom::fill(&mut prefix);
@@ -53,7 +57,9 @@ impl ProxyState {
             upstream,
             accepts_dev_tokens,
             trusted_proxies,
-            limiter: Mutex::new(RateLimiter::new(per_ip_per_minute)),
+            limits,
+            streams: Arc::new(Streams::default()),
+            limiter: Mutex::new(RateLimiter::new(limits.per_ip_per_minute)),
             denials: Mutex::new(DenialCounter::default()),
             id_prefix: hex::encode(prefix),
             counter: AtomicU64::new(0),

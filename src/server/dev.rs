@@ -17,7 +17,7 @@ use events::time::Clock;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Rack, Secret};
+use crate::config::{Limits, Rack, Secret};
 use crate::identity::admin::{self, TokenRequest};
 use crate::keys::Keys;
 use crate::proxy::upstream::Upstream;
@@ -75,7 +75,12 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
         upstream,
         true,
         Vec::new(),
-        6000,
+        Limits {
+            per_ip_per_minute: 6000,
+            streams_per_principal: 16,
+            header_timeout: std::time::Duration::from_secs(10),
+            stream_idle: std::time::Duration::from_secs(30),
+        },
     ));
     let proxy_listener = TcpListener::bind(opts.proxy)
         .await
@@ -96,6 +101,7 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
         ),
         super::spawn(console_listener, console::app(), header_timeout, stopped),
         proxy::state::spawn_denial_flusher(state.clone()),
+        proxy::streams::spawn_watcher(store.clone(), state.streams.clone()),
     ];
     Ok(Running {
         proxy,

@@ -51,7 +51,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         upstream,
         false,
         config.trusted_proxies.clone(),
-        config.limits.per_ip_per_minute,
+        config.limits,
     ));
     let proxy_listener = TcpListener::bind(config.proxy_listen)
         .await
@@ -77,12 +77,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ),
     ];
     let flusher = proxy::state::spawn_denial_flusher(state.clone());
+    let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
     super::stop_signal().await;
     let _ = stop.send(true);
     for s in servers {
         let _ = s.await;
     }
     flusher.abort();
+    watcher.abort();
     state.flush_denials(true).await;
     store.shutdown();
     Ok(())

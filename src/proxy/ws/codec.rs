@@ -228,14 +228,16 @@ impl Frame {
         Frame::binary(Bytes::new())
     }
 
-    /// A close frame with a status code and a reason (RFC 6455 §5.5.1); the reason is cut to
-    /// fit the 125-byte limit.
+    /// A close frame with a status code and a reason (RFC 6455 §5.5.1); the reason is cut at
+    /// a character boundary to fit the 125-byte limit.
     pub fn close(code: u16, reason: &str) -> Frame {
-        let reason = reason.as_bytes();
-        let keep = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+        let mut keep = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+        while !reason.is_char_boundary(keep) {
+            keep -= 1;
+        }
         let mut body = BytesMut::with_capacity(2 + keep);
         body.put_u16(code);
-        body.put_slice(reason.get(..keep).unwrap_or_default());
+        body.put_slice(reason.as_bytes().get(..keep).unwrap_or_default());
         Frame {
             fin: true,
             opcode: Opcode::Close,

@@ -51,7 +51,8 @@ async fn refused(wire: &[u8], role: Role, max: usize) -> Violation {
 #[tokio::test]
 async fn every_length_class_round_trips_masked_and_unmasked() {
     for len in LENGTH_CLASSES {
-        for (writer_role, reader_role) in [(Role::Client, Role::Server), (Role::Server, Role::Client)]
+        for (writer_role, reader_role) in
+            [(Role::Client, Role::Server), (Role::Server, Role::Client)]
         {
             let (a, b) = tokio::io::duplex(1 << 20);
             let mut writer = FrameWriter::new(a, writer_role);
@@ -81,7 +82,10 @@ async fn the_wire_format_uses_the_shortest_length_and_masks_only_as_a_client() {
         for (role, mask_len) in [(Role::Server, 0), (Role::Client, 4)] {
             let mut wire = Vec::new();
             let mut writer = FrameWriter::new(&mut wire, role);
-            writer.write_frame(&Frame::text(payload(len))).await.unwrap();
+            writer
+                .write_frame(&Frame::text(payload(len)))
+                .await
+                .unwrap();
             assert_eq!(wire.len(), header + mask_len + len, "len {len} {role:?}");
             assert_eq!(wire[1] & 0x80 != 0, role == Role::Client);
             if role == Role::Server {
@@ -100,15 +104,28 @@ async fn mock_racks_codec_reads_what_we_write_and_we_read_what_it_writes() {
         let mut theirs = peer::WsReader::new(b, peer::Role::Server);
         ours.write_frame(&Frame::text(payload(len))).await.unwrap();
         let got = theirs.read_frame().await.unwrap().unwrap();
-        assert_eq!((got.fin, got.opcode, got.payload), (true, peer::Opcode::Text, payload(len)));
+        assert_eq!(
+            (got.fin, got.opcode, got.payload),
+            (true, peer::Opcode::Text, payload(len))
+        );
 
         // Theirs as a client, ours as a server.
         let (a, b) = tokio::io::duplex(1 << 20);
         let mut theirs = peer::WsWriter::new(a, peer::Role::Client);
         let mut ours = FrameReader::new(b, Role::Server, DEFAULT_MAX_PAYLOAD);
-        theirs.send(false, peer::Opcode::Binary, &payload(len)).await.unwrap();
+        theirs
+            .send(false, peer::Opcode::Binary, &payload(len))
+            .await
+            .unwrap();
         let got = ours.read_frame().await.unwrap().unwrap();
-        assert_eq!(got, Frame { fin: false, opcode: Opcode::Binary, payload: payload(len) });
+        assert_eq!(
+            got,
+            Frame {
+                fin: false,
+                opcode: Opcode::Binary,
+                payload: payload(len)
+            }
+        );
     }
 }
 
@@ -139,16 +156,25 @@ async fn a_frame_arriving_byte_by_byte_is_read_whole() {
         a
     });
     let mut reader = FrameReader::new(b, Role::Server, 1024);
-    assert_eq!(reader.read_frame().await.unwrap(), Some(Frame::text(payload(300))));
+    assert_eq!(
+        reader.read_frame().await.unwrap(),
+        Some(Frame::text(payload(300)))
+    );
     drop(feed.await.unwrap());
-    assert!(reader.read_frame().await.unwrap().is_none(), "clean end between frames");
+    assert!(
+        reader.read_frame().await.unwrap().is_none(),
+        "clean end between frames"
+    );
 }
 
 #[tokio::test]
 async fn a_connection_ending_inside_a_frame_is_truncated() {
     let mut wire = raw_header(0x81, 10, Some([1, 2, 3, 4]));
     wire.put_slice(b"abc");
-    assert!(matches!(read_one(&wire, Role::Server, 1024).await, Err(CodecError::Truncated)));
+    assert!(matches!(
+        read_one(&wire, Role::Server, 1024).await,
+        Err(CodecError::Truncated)
+    ));
 }
 
 #[tokio::test]
@@ -157,21 +183,34 @@ async fn oversized_payloads_are_refused_before_they_are_read() {
     let wire = raw_header(0x82, 1025, Some([0; 4]));
     assert_eq!(
         refused(&wire, Role::Server, 1024).await,
-        Violation::TooLarge { len: 1025, max: 1024 }
+        Violation::TooLarge {
+            len: 1025,
+            max: 1024
+        }
     );
     let wire = raw_header(0x82, (16 << 20) + 1, None);
     assert_eq!(
         refused(&wire, Role::Client, DEFAULT_MAX_PAYLOAD).await,
-        Violation::TooLarge { len: (16 << 20) + 1, max: DEFAULT_MAX_PAYLOAD }
+        Violation::TooLarge {
+            len: (16 << 20) + 1,
+            max: DEFAULT_MAX_PAYLOAD
+        }
     );
     let wire = raw_header(0x82, 1 << 63, None);
-    assert_eq!(refused(&wire, Role::Client, usize::MAX).await, Violation::LengthOverflow);
+    assert_eq!(
+        refused(&wire, Role::Client, usize::MAX).await,
+        Violation::LengthOverflow
+    );
     assert_eq!(Violation::TooLarge { len: 0, max: 0 }.close_code(), 1009);
 }
 
 #[tokio::test]
 async fn fragmented_or_long_control_frames_are_refused() {
-    for (opcode, first) in [(Opcode::Close, 0x08), (Opcode::Ping, 0x09), (Opcode::Pong, 0x0A)] {
+    for (opcode, first) in [
+        (Opcode::Close, 0x08),
+        (Opcode::Ping, 0x09),
+        (Opcode::Pong, 0x0A),
+    ] {
         let wire = raw_header(first, 0, Some([0; 4]));
         assert_eq!(
             refused(&wire, Role::Server, 1024).await,
@@ -185,12 +224,20 @@ async fn fragmented_or_long_control_frames_are_refused() {
     }
     // The writer will not produce them either.
     let mut writer = FrameWriter::new(Vec::new(), Role::Server);
-    let long_ping = Frame { fin: true, opcode: Opcode::Ping, payload: payload(126) };
+    let long_ping = Frame {
+        fin: true,
+        opcode: Opcode::Ping,
+        payload: payload(126),
+    };
     assert!(matches!(
         writer.queue(&long_ping),
         Err(CodecError::Protocol(Violation::ControlTooLong { .. }))
     ));
-    let split_pong = Frame { fin: false, opcode: Opcode::Pong, payload: Bytes::new() };
+    let split_pong = Frame {
+        fin: false,
+        opcode: Opcode::Pong,
+        payload: Bytes::new(),
+    };
     assert!(matches!(
         writer.queue(&split_pong),
         Err(CodecError::Protocol(Violation::FragmentedControl { .. }))
@@ -202,17 +249,26 @@ async fn fragmented_or_long_control_frames_are_refused() {
 async fn reserved_opcodes_and_rsv_bits_are_refused() {
     for opcode in (0x3..=0x7).chain(0xB..=0xF) {
         let wire = raw_header(0x80 | opcode, 0, Some([0; 4]));
-        assert_eq!(refused(&wire, Role::Server, 1024).await, Violation::ReservedOpcode { opcode });
+        assert_eq!(
+            refused(&wire, Role::Server, 1024).await,
+            Violation::ReservedOpcode { opcode }
+        );
     }
     for bits in [0x40, 0x20, 0x10, 0x70] {
         let wire = raw_header(0x81 | bits, 0, Some([0; 4]));
-        assert_eq!(refused(&wire, Role::Server, 1024).await, Violation::ReservedBits { bits });
+        assert_eq!(
+            refused(&wire, Role::Server, 1024).await,
+            Violation::ReservedBits { bits }
+        );
     }
 }
 
 #[tokio::test]
 async fn masking_must_match_the_peers_role() {
-    assert_eq!(refused(&raw_header(0x81, 1, None), Role::Server, 1024).await, Violation::Unmasked);
+    assert_eq!(
+        refused(&raw_header(0x81, 1, None), Role::Server, 1024).await,
+        Violation::Unmasked
+    );
     let wire = raw_header(0x81, 1, Some([1, 2, 3, 4]));
     assert_eq!(refused(&wire, Role::Client, 1024).await, Violation::Masked);
 }
@@ -222,10 +278,16 @@ async fn every_client_frame_gets_a_fresh_mask() {
     let mut wire = Vec::new();
     let mut writer = FrameWriter::new(&mut wire, Role::Client);
     for _ in 0..4 {
-        writer.write_frame(&Frame::text(&b"same"[..])).await.unwrap();
+        writer
+            .write_frame(&Frame::text(&b"same"[..]))
+            .await
+            .unwrap();
     }
     let keys: Vec<&[u8]> = wire.chunks(10).map(|frame| &frame[2..6]).collect();
-    assert!(keys.windows(2).any(|pair| pair[0] != pair[1]), "keys: {keys:?}");
+    assert!(
+        keys.windows(2).any(|pair| pair[0] != pair[1]),
+        "keys: {keys:?}"
+    );
 }
 
 #[test]
@@ -236,13 +298,22 @@ fn frame_helpers_say_what_convox_means() {
     let close = Frame::close(1008, &"r".repeat(200));
     assert_eq!(close.payload.len(), MAX_CONTROL_PAYLOAD);
     assert_eq!(close.close_code(), Some(1008));
+    let accented = Frame::close(1000, &"é".repeat(100));
+    assert_eq!(
+        accented.payload.len(),
+        2 + 122,
+        "cut before a split character"
+    );
     assert_eq!(Frame::text(&b"\x03\xe8"[..]).close_code(), None);
 }
 
 #[test]
 fn the_accept_key_is_the_one_of_rfc_6455() {
     // RFC 6455 §1.3.
-    assert_eq!(accept_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    assert_eq!(
+        accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
     // And the one mock-rack computes, for a key of the captured CLI handshake.
     let key = "1y4rF1VcW2vLEIYpWG8sjg==";
     assert_eq!(accept_key(key), peer::accept_key(key.as_bytes()));
@@ -275,23 +346,60 @@ fn valid_upgrades_are_recognised_as_browsers_and_the_cli_send_them() {
     let key = check_upgrade(&Method::GET, &upgrade_headers(&[])).unwrap();
     assert_eq!(key.as_str(), "1y4rF1VcW2vLEIYpWG8sjg==");
     assert_eq!(key.accept(), accept_key("1y4rF1VcW2vLEIYpWG8sjg=="));
-    check(Method::GET, &[("connection", "keep-alive, Upgrade")], Ok(()));
+    check(
+        Method::GET,
+        &[("connection", "keep-alive, Upgrade")],
+        Ok(()),
+    );
     check(Method::GET, &[("upgrade", "WebSocket")], Ok(()));
-    check(Method::GET, &[("sec-websocket-extensions", "permessage-deflate")], Ok(()));
+    check(
+        Method::GET,
+        &[("sec-websocket-extensions", "permessage-deflate")],
+        Ok(()),
+    );
 }
 
 #[test]
 fn invalid_upgrades_are_refused_with_the_reason() {
     check(Method::POST, &[], Err(UpgradeError::Method(Method::POST)));
-    check(Method::GET, &[("connection", "keep-alive")], Err(UpgradeError::Connection));
-    check(Method::GET, &[("upgrade", "h2c")], Err(UpgradeError::Upgrade));
-    check(Method::GET, &[("sec-websocket-version", "8")], Err(UpgradeError::Version));
-    check(Method::GET, &[("sec-websocket-key", "c2hvcnQ=")], Err(UpgradeError::Key));
-    check(Method::GET, &[("sec-websocket-key", "not base64!")], Err(UpgradeError::Key));
+    check(
+        Method::GET,
+        &[("connection", "keep-alive")],
+        Err(UpgradeError::Connection),
+    );
+    check(
+        Method::GET,
+        &[("upgrade", "h2c")],
+        Err(UpgradeError::Upgrade),
+    );
+    check(
+        Method::GET,
+        &[("sec-websocket-version", "8")],
+        Err(UpgradeError::Version),
+    );
+    check(
+        Method::GET,
+        &[("sec-websocket-key", "c2hvcnQ=")],
+        Err(UpgradeError::Key),
+    );
+    check(
+        Method::GET,
+        &[("sec-websocket-key", "not base64!")],
+        Err(UpgradeError::Key),
+    );
     let mut two_keys = upgrade_headers(&[]);
-    two_keys.append("sec-websocket-key", HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="));
-    assert_eq!(check_upgrade(&Method::GET, &two_keys), Err(UpgradeError::Key));
+    two_keys.append(
+        "sec-websocket-key",
+        HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+    );
+    assert_eq!(
+        check_upgrade(&Method::GET, &two_keys),
+        Err(UpgradeError::Key)
+    );
     let mut no_version = upgrade_headers(&[]);
     no_version.remove("sec-websocket-version");
-    assert_eq!(check_upgrade(&Method::GET, &no_version), Err(UpgradeError::Version));
+    assert_eq!(
+        check_upgrade(&Method::GET, &no_version),
+        Err(UpgradeError::Version)
+    );
 }

@@ -62,9 +62,6 @@ pub enum ConnectError {
     /// HTTP on the rack connection failed.
     #[error("the rack connection failed during the websocket handshake: {0}")]
     Http(#[from] hyper::Error),
-    /// The rack closed the connection without answering.
-    #[error("the rack closed the connection before answering the websocket handshake")]
-    Closed,
     /// The rack answered with something other than 101 (e.g. 403 for a foreign `Origin`,
     /// `convox-api.md` §4.6); the status and (up to 64 KiB of) the body, for the caller.
     #[error("the rack refused the websocket upgrade with {status}")]
@@ -164,14 +161,18 @@ where
 
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     // The connection is driven here, not spawned, so dropping this future (a timeout, the
-    // caller leaving) drops the connection with it.
-    let mut conn = std::pin::pin!(conn.with_upgrades());
+    // caller leaving) drops the connection with it. It finishes `Ok` once it has handed the
+    // stream to the upgrade (or closed); from then on it stays pending, so every `select!`
+    // below may poll it again, and only its errors end the handshake.
+    let mut conn = std::pin::pin!(async move {
+        match conn.with_upgrades().await {
+            Err(e) => e,
+            Ok(()) => std::future::pending().await,
+        }
+    });
     let mut response = tokio::select! {
         response = sender.send_request(request) => response?,
-        ended = &mut conn => {
-            ended?;
-            return Err(ConnectError::Closed);
-        }
+        failed = &mut conn => return Err(failed.into()),
     };
     drop(sender);
 
@@ -179,7 +180,7 @@ where
         let status = response.status();
         let limited = Limited::new(response.into_body(), REFUSAL_BODY_LIMIT);
         let mut collect = std::pin::pin!(limited.collect());
-        // Once the connection has ended, what it read is already in the body's channel.
+        // If the connection fails, what it read is already in the body's channel.
         let body = tokio::select! {
             body = &mut collect => body,
             _ = &mut conn => collect.await,
@@ -202,9 +203,11 @@ where
     if answer.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
         return Err(ConnectError::Handshake("an extension nobody offered"));
     }
-    let (upgraded, driven) = tokio::join!(hyper::upgrade::on(&mut response), &mut conn);
-    driven?;
-    Ok(TokioIo::new(upgraded?))
+    let upgraded = tokio::select! {
+        upgraded = hyper::upgrade::on(&mut response) => upgraded?,
+        failed = &mut conn => return Err(failed.into()),
+    };
+    Ok(TokioIo::new(upgraded))
 }
 
 /// A random `Sec-WebSocket-Key` (RFC 6455 §4.1: 16 random bytes, base64).

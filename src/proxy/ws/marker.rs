@@ -129,9 +129,16 @@ mod tests {
     #[test]
     fn codes_are_read_as_the_cli_reads_them() {
         assert_eq!(scan(&[exit_line(-1).as_bytes()]), Some(-1));
-        assert_eq!(scan(&[format!("{EXIT_MARKER} +42\r\n").as_bytes()]), Some(42));
+        assert_eq!(
+            scan(&[format!("{EXIT_MARKER} +42\r\n").as_bytes()]),
+            Some(42)
+        );
         assert_eq!(scan(&[format!("{EXIT_MARKER}x\n").as_bytes()]), None);
-        assert_eq!(scan(&[EXIT_MARKER.as_bytes(), b"7"]), None, "no newline yet");
+        assert_eq!(
+            scan(&[EXIT_MARKER.as_bytes(), b"7"]),
+            None,
+            "no newline yet"
+        );
         let long = format!("{EXIT_MARKER}{}\n", "1".repeat(40));
         assert_eq!(scan(&[long.as_bytes()]), None);
     }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use mock_rack::ws::{CloseFrame, Frame as PeerFrame, Message, Opcode as PeerOpcode, Role as PeerRole};
+use mock_rack::ws::{
+    CloseFrame, Frame as PeerFrame, Message, Opcode as PeerOpcode, Role as PeerRole,
+};
 use mock_rack::ws::{WsReader, WsWriter};
 use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
 
@@ -34,19 +36,30 @@ async fn next(caller: &mut Caller) -> Option<PeerFrame> {
 }
 
 fn text(payload: String) -> PeerFrame {
-    PeerFrame { fin: true, opcode: PeerOpcode::Text, payload: Bytes::from(payload) }
+    PeerFrame {
+        fin: true,
+        opcode: PeerOpcode::Text,
+        payload: Bytes::from(payload),
+    }
 }
 
 /// Reads the three frames of a refusal and checks them against the exact bytes expected.
 async fn expect_refusal(caller: &mut Caller, reason_line: &str) {
-    assert_eq!(next(caller).await, Some(text(format!("ERROR: {reason_line}\n"))));
+    assert_eq!(
+        next(caller).await,
+        Some(text(format!("ERROR: {reason_line}\n")))
+    );
     assert_eq!(
         next(caller).await,
         Some(text("F1E49A85-0AD7-4AEF-A618-C249C6E6568D:1\n".to_owned()))
     );
     assert_eq!(
         next(caller).await,
-        Some(PeerFrame { fin: true, opcode: PeerOpcode::Binary, payload: Bytes::new() })
+        Some(PeerFrame {
+            fin: true,
+            opcode: PeerOpcode::Binary,
+            payload: Bytes::new()
+        })
     );
 }
 
@@ -68,10 +81,21 @@ async fn the_caller_sees_the_error_the_exit_marker_and_eof_then_a_close_after_it
     caller.writer.binary(b"").await.unwrap();
     assert_eq!(
         caller.reader.read_message().await.unwrap(),
-        Some(Message::Close(Some(CloseFrame { code: 1000, reason: Bytes::new() })))
+        Some(Message::Close(Some(CloseFrame {
+            code: 1000,
+            reason: Bytes::new()
+        })))
     );
-    assert_eq!(caller.reader.read_message().await.unwrap(), None, "then the connection ends");
-    tokio::time::timeout(PATIENCE, refusal).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        caller.reader.read_message().await.unwrap(),
+        None,
+        "then the connection ends"
+    );
+    tokio::time::timeout(PATIENCE, refusal)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -81,8 +105,15 @@ async fn a_silent_caller_is_closed_after_the_linger() {
     let mut caller = caller(theirs);
     expect_refusal(&mut caller, REASON).await;
     let close = next(&mut caller).await.unwrap();
-    assert_eq!((close.opcode, &close.payload[..]), (PeerOpcode::Close, &b"\x03\xe8"[..]));
-    tokio::time::timeout(PATIENCE, refusal).await.unwrap().unwrap().unwrap();
+    assert_eq!(
+        (close.opcode, &close.payload[..]),
+        (PeerOpcode::Close, &b"\x03\xe8"[..])
+    );
+    tokio::time::timeout(PATIENCE, refusal)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -94,8 +125,17 @@ async fn the_reason_stays_one_line_and_cannot_forge_a_marker() {
     let line = next(&mut caller).await.unwrap().payload;
     assert!(line.starts_with(b"ERROR: denied "), "{line:?}");
     assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "{line:?}");
-    assert!(!line.windows(EXIT_MARKER.len()).any(|w| w == EXIT_MARKER.as_bytes()), "{line:?}");
-    tokio::time::timeout(PATIENCE, refusal).await.unwrap().unwrap().unwrap();
+    assert!(
+        !line
+            .windows(EXIT_MARKER.len())
+            .any(|w| w == EXIT_MARKER.as_bytes()),
+        "{line:?}"
+    );
+    tokio::time::timeout(PATIENCE, refusal)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::codec::{
-    CodecError, DEFAULT_MAX_PAYLOAD, Frame, FrameReader, FrameWriter, Fragments, Opcode, Role,
+    CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter, Opcode, Role,
     Violation,
 };
 use super::marker::ExitScanner;
@@ -194,13 +194,13 @@ where
                 Ok(Relayed::Data) => last_data = Instant::now(),
                 Ok(Relayed::Control) => {}
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
-                Err(end) => break end.from_caller(),
+                Err(end) => break end.on_inbound(),
             },
             step = outbound.step() => match step {
                 Ok(Relayed::Data) => last_data = Instant::now(),
                 Ok(Relayed::Control) => {}
                 Ok(Relayed::Close) => break ClosedBy::RackClosed,
-                Err(end) => break end.from_rack(),
+                Err(end) => break end.on_outbound(),
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
         }
@@ -265,10 +265,7 @@ fn closing_codes(end: ClosedBy, rack_eof: bool) -> (Option<Frame>, Option<Frame>
             Some(Frame::close(v.close_code(), "")),
         ),
         ClosedBy::Cancelled => (Some(Frame::close(1008, CANCELLED_REASON)), going_away()),
-        ClosedBy::Gateway => (
-            Some(Frame::close(1011, "")),
-            Some(Frame::close(1011, "")),
-        ),
+        ClosedBy::Gateway => (Some(Frame::close(1011, "")), Some(Frame::close(1011, ""))),
     }
 }
 
@@ -371,7 +368,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
 
 impl LegEnd {
     /// The end of the caller-to-rack leg.
-    fn from_caller(self) -> ClosedBy {
+    fn on_inbound(self) -> ClosedBy {
         match self {
             LegEnd::ReadEnded => ClosedBy::CallerGone,
             LegEnd::WriteFailed => ClosedBy::RackGone,
@@ -381,7 +378,7 @@ impl LegEnd {
     }
 
     /// The end of the rack-to-caller leg.
-    fn from_rack(self) -> ClosedBy {
+    fn on_outbound(self) -> ClosedBy {
         match self {
             LegEnd::ReadEnded => ClosedBy::RackGone,
             LegEnd::WriteFailed => ClosedBy::CallerGone,

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use events::hash::Hash;
-use mock_rack::ws::{CloseFrame, Frame as PeerFrame, Message, Opcode as PeerOpcode, Role as PeerRole};
-use mock_rack::ws::{WsReader, WsWriter};
+use mock_rack::ws::{
+    CloseFrame, Frame as PeerFrame, Message, Opcode as PeerOpcode, Role as PeerRole,
+};
+use mock_rack::ws::{WsReader, WsWriter, decode_frame};
 use sha2::{Digest, Sha256};
-use tokio::io::{DuplexStream, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -44,7 +46,12 @@ fn peer(io: DuplexStream, role: PeerRole) -> Peer {
 /// A relay between two pipes: the caller's end, the rack's end, the cancel switch, the relay.
 fn pipes(
     config: RelayConfig,
-) -> (DuplexStream, DuplexStream, watch::Sender<bool>, JoinHandle<StreamStats>) {
+) -> (
+    DuplexStream,
+    DuplexStream,
+    watch::Sender<bool>,
+    JoinHandle<StreamStats>,
+) {
     let (caller_end, gateway_caller) = tokio::io::duplex(256 * 1024);
     let (gateway_rack, rack_end) = tokio::io::duplex(256 * 1024);
     let (cancel, cancelled) = watch::channel(false);
@@ -78,23 +85,36 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 }
 
 async fn next_frame(peer: &mut Peer) -> PeerFrame {
-    within("a frame", peer.reader.read_frame()).await.unwrap().unwrap()
+    within("a frame", peer.reader.read_frame())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 async fn next_message(peer: &mut Peer) -> Message {
-    within("a message", peer.reader.read_message()).await.unwrap().unwrap()
+    within("a message", peer.reader.read_message())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
-async fn stats(relay: JoinHandle<StreamStats>) -> StreamStats {
+async fn ended(relay: JoinHandle<StreamStats>) -> StreamStats {
     within("the relay's end", relay).await.unwrap()
 }
 
 fn frame(fin: bool, opcode: PeerOpcode, payload: &'static [u8]) -> PeerFrame {
-    PeerFrame { fin, opcode, payload: Bytes::from_static(payload) }
+    PeerFrame {
+        fin,
+        opcode,
+        payload: Bytes::from_static(payload),
+    }
 }
 
 fn close(code: u16, reason: &'static [u8]) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Bytes::from_static(reason) }))
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Bytes::from_static(reason),
+    }))
 }
 
 fn sha256(bytes: &[u8]) -> Hash {
@@ -137,11 +157,17 @@ async fn invalid_utf8_and_split_characters_pass_byte_exact_both_ways() {
     }
 
     drop(h.caller);
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     let all: Vec<u8> = frames.iter().flat_map(|f| f.payload.to_vec()).collect();
     assert_eq!(stats.closed_by, ClosedBy::CallerGone);
-    assert_eq!((stats.bytes_in, stats.bytes_out), (all.len() as u64, all.len() as u64));
-    assert_eq!((stats.sha256_in, stats.sha256_out), (sha256(&all), sha256(&all)));
+    assert_eq!(
+        (stats.bytes_in, stats.bytes_out),
+        (all.len() as u64, all.len() as u64)
+    );
+    assert_eq!(
+        (stats.sha256_in, stats.sha256_out),
+        (sha256(&all), sha256(&all))
+    );
 }
 
 #[tokio::test]
@@ -151,25 +177,41 @@ async fn eof_both_ways_then_idle_ends_with_exact_counts_and_the_exit_code() {
     // The caller's stdin, then its EOF: the rack keeps talking after it (half-close).
     h.caller.writer.text(b"echo hi\n\xff").await.unwrap();
     h.caller.writer.binary(b"").await.unwrap();
-    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"echo hi\n\xff")));
-    assert_eq!(next_message(&mut h.rack).await, Message::Binary(Bytes::new()));
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"echo hi\n\xff"))
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
 
     // The rack's output, its exit marker cut across three frames, then its EOF.
-    let output: [&'static [u8]; 4] =
-        [b"hi\n\xff", b"F1E49A85-0AD7-", b"4AEF-A618-C249C6E6568D:", b"7\n"];
+    let output: [&'static [u8]; 4] = [
+        b"hi\n\xff",
+        b"F1E49A85-0AD7-",
+        b"4AEF-A618-C249C6E6568D:",
+        b"7\n",
+    ];
     for piece in output {
         h.rack.writer.text(piece).await.unwrap();
     }
     h.rack.writer.binary(b"").await.unwrap();
     for piece in output {
-        assert_eq!(next_message(&mut h.caller).await, Message::Text(Bytes::from_static(piece)));
+        assert_eq!(
+            next_message(&mut h.caller).await,
+            Message::Text(Bytes::from_static(piece))
+        );
     }
-    assert_eq!(next_message(&mut h.caller).await, Message::Binary(Bytes::new()));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
 
     // Nobody closes (convox-api.md §4.2): the gateway does, once both sides are idle.
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     let out = output.concat();
     assert_eq!(
         stats,
@@ -193,8 +235,14 @@ async fn pings_neither_start_nor_extend_the_idle_wait() {
     let mut h = start(quick());
     h.caller.writer.binary(b"").await.unwrap();
     h.rack.writer.binary(b"").await.unwrap();
-    assert_eq!(next_message(&mut h.caller).await, Message::Binary(Bytes::new()));
-    assert_eq!(next_message(&mut h.rack).await, Message::Binary(Bytes::new()));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
 
     // The rack answers pings, as gorilla does; the caller pings as fast as it can, like the
     // CLI pinging a finished stream every 5 s, until the gateway closes. Writes may fail once
@@ -227,34 +275,53 @@ async fn pings_neither_start_nor_extend_the_idle_wait() {
     let (pings, rack_end) = within("the rack's end", rack_side).await.unwrap();
     assert_eq!(rack_end, Some(close(1000, b"")));
     assert!(pings >= pongs && pongs > 0, "pings {pings}, pongs {pongs}");
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::Idle);
-    assert_eq!((stats.bytes_in, stats.bytes_out), (0, 0), "control frames are not counted");
+    assert_eq!(
+        (stats.bytes_in, stats.bytes_out),
+        (0, 0),
+        "control frames are not counted"
+    );
 }
 
 #[tokio::test]
 async fn pings_and_pongs_are_forwarded_not_answered() {
     let mut h = start(quick());
     h.caller.writer.ping(b"p1").await.unwrap();
-    assert_eq!(next_message(&mut h.rack).await, Message::Ping(Bytes::from_static(b"p1")));
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Ping(Bytes::from_static(b"p1"))
+    );
     h.rack.writer.pong(b"p1").await.unwrap();
-    assert_eq!(next_message(&mut h.caller).await, Message::Pong(Bytes::from_static(b"p1")));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Pong(Bytes::from_static(b"p1"))
+    );
     h.rack.writer.ping(b"p2").await.unwrap();
-    assert_eq!(next_message(&mut h.caller).await, Message::Ping(Bytes::from_static(b"p2")));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Ping(Bytes::from_static(b"p2"))
+    );
     h.cancel.send_replace(true);
-    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::Cancelled);
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
 }
 
 #[tokio::test]
 async fn cancellation_closes_both_sides() {
     let mut h = start(RelayConfig::default());
     h.caller.writer.text(b"sleep 3600\n").await.unwrap();
-    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"sleep 3600\n")));
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"sleep 3600\n"))
+    );
 
     h.cancel.send_replace(true);
-    assert_eq!(next_message(&mut h.caller).await, close(1008, b"stream closed by the gateway"));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1008, b"stream closed by the gateway")
+    );
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::Cancelled);
     assert_eq!(stats.bytes_in, 11);
     // And the transports are shut down behind the close frames.
@@ -266,18 +333,24 @@ async fn cancellation_closes_both_sides() {
 async fn a_cancel_signal_that_can_no_longer_fire_ends_the_stream() {
     let mut h = start(RelayConfig::default());
     drop(h.cancel);
-    assert_eq!(next_message(&mut h.caller).await, close(1008, b"stream closed by the gateway"));
-    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::Cancelled);
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1008, b"stream closed by the gateway")
+    );
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
 }
 
 #[tokio::test]
 async fn a_caller_that_disconnects_ends_the_relay() {
     let mut h = start(RelayConfig::default());
     h.caller.writer.text(b"x").await.unwrap();
-    assert_eq!(next_message(&mut h.rack).await, Message::Text(Bytes::from_static(b"x")));
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"x"))
+    );
     drop(h.caller);
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::CallerGone);
     assert_eq!((stats.bytes_in, stats.eof_in), (1, false));
 }
@@ -286,46 +359,65 @@ async fn a_caller_that_disconnects_ends_the_relay() {
 async fn a_rack_that_vanishes_before_its_eof_is_an_error_for_the_caller() {
     let mut h = start(RelayConfig::default());
     drop(h.rack);
-    assert_eq!(next_message(&mut h.caller).await, close(1011, b"rack connection lost"));
-    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::RackGone);
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1011, b"rack connection lost")
+    );
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackGone);
 }
 
 #[tokio::test]
 async fn a_close_is_forwarded_and_its_answer_relayed_back() {
     // A long close timeout: the relay must end on the answer, not on the timer.
-    let config = RelayConfig { close_timeout: Duration::from_secs(3600), ..RelayConfig::default() };
+    let config = RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
     let mut h = start(config);
     h.caller.writer.close(1000, b"bye").await.unwrap();
     assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
     h.rack.writer.text(b"last words").await.unwrap();
     h.rack.writer.close(1000, b"").await.unwrap();
-    assert_eq!(next_message(&mut h.caller).await, Message::Text(Bytes::from_static(b"last words")));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"last words"))
+    );
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
-    let stats = stats(h.relay).await;
+    let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::CallerClosed);
     assert_eq!(stats.bytes_out, 10);
 }
 
 #[tokio::test]
 async fn a_rack_close_is_forwarded_and_the_callers_answer_relayed_back() {
-    let config = RelayConfig { close_timeout: Duration::from_secs(3600), ..RelayConfig::default() };
+    let config = RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
     let mut h = start(config);
     h.rack.writer.close(1001, b"").await.unwrap();
     assert_eq!(next_message(&mut h.caller).await, close(1001, b""));
     h.caller.writer.close(1001, b"").await.unwrap();
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
-    assert_eq!(stats(h.relay).await.closed_by, ClosedBy::RackClosed);
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
 }
 
 #[tokio::test]
 async fn a_protocol_violation_is_not_forwarded() {
     // A stray continuation from the caller: refused, with 1002 back and 1001 to the rack.
     let mut h = start(RelayConfig::default());
-    h.caller.writer.send(true, PeerOpcode::Continuation, b"orphan").await.unwrap();
+    h.caller
+        .writer
+        .send(true, PeerOpcode::Continuation, b"orphan")
+        .await
+        .unwrap();
     assert_eq!(next_message(&mut h.caller).await, close(1002, b""));
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
-    let stats = stats(h.relay).await;
-    assert_eq!(stats.closed_by, ClosedBy::CallerViolation(Violation::StrayContinuation));
+    let stats = ended(h.relay).await;
+    assert_eq!(
+        stats.closed_by,
+        ClosedBy::CallerViolation(Violation::StrayContinuation)
+    );
     assert_eq!(stats.bytes_in, 0);
 
     // A masked frame from the rack (servers must not mask): 1002 back, 1011 to the caller.
@@ -337,35 +429,111 @@ async fn a_protocol_violation_is_not_forwarded() {
         writer: WsWriter::new(rack_write, PeerRole::Client),
     };
     rack.writer.text(b"masked").await.unwrap();
-    assert_eq!(next_message(&mut caller).await, close(1011, b"rack protocol error"));
+    assert_eq!(
+        next_message(&mut caller).await,
+        close(1011, b"rack protocol error")
+    );
     assert_eq!(next_message(&mut rack).await, close(1002, b""));
-    let stats = stats(relay).await;
+    let stats = ended(relay).await;
     assert_eq!(stats.closed_by, ClosedBy::RackViolation(Violation::Masked));
     assert_eq!(stats.bytes_out, 0);
 }
 
 #[tokio::test]
 async fn a_frame_over_the_limit_is_refused_with_1009() {
-    let config = RelayConfig { max_payload: 1024, ..RelayConfig::default() };
+    let config = RelayConfig {
+        max_payload: 1024,
+        ..RelayConfig::default()
+    };
     let mut h = start(config);
     h.caller.writer.binary(&[0; 1025]).await.unwrap();
     assert_eq!(next_message(&mut h.caller).await, close(1009, b""));
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
     assert_eq!(
-        stats(h.relay).await.closed_by,
-        ClosedBy::CallerViolation(Violation::TooLarge { len: 1025, max: 1024 })
+        ended(h.relay).await.closed_by,
+        ClosedBy::CallerViolation(Violation::TooLarge {
+            len: 1025,
+            max: 1024
+        })
     );
 }
 
 #[tokio::test]
 async fn a_message_interleaved_into_a_fragmented_one_is_refused() {
     let mut h = start(RelayConfig::default());
-    send(&mut h.caller, &[frame(false, PeerOpcode::Text, b"a"), frame(true, PeerOpcode::Text, b"b")])
-        .await;
-    assert_eq!(next_frame(&mut h.rack).await, frame(false, PeerOpcode::Text, b"a"));
+    send(
+        &mut h.caller,
+        &[
+            frame(false, PeerOpcode::Text, b"a"),
+            frame(true, PeerOpcode::Text, b"b"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        next_frame(&mut h.rack).await,
+        frame(false, PeerOpcode::Text, b"a")
+    );
     assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
     assert_eq!(
-        stats(h.relay).await.closed_by,
+        ended(h.relay).await.closed_by,
         ClosedBy::CallerViolation(Violation::InterleavedMessage)
     );
+}
+
+#[test]
+fn the_relay_and_the_refusal_can_be_spawned() {
+    fn send<T: Send>(_: &T) {}
+    let (a, b) = tokio::io::duplex(1);
+    let (_cancel, cancelled) = watch::channel(false);
+    send(&relay(a, b, RelayConfig::default(), cancelled));
+    let (a, _b) = tokio::io::duplex(1);
+    send(&refuse(a, "no", Duration::from_secs(1)));
+    let (a, _b) = tokio::io::duplex(1);
+    send(&connect_upstream(a, http::Request::new(())));
+}
+
+#[tokio::test]
+async fn a_frame_half_written_when_the_stream_ends_is_finished_before_the_close() {
+    // The rack does not read, so the relay is stuck half-way through writing a 1 MiB frame
+    // (the pipe holds 256 KiB) when the cancellation comes: the frame must still arrive whole,
+    // and only then the close.
+    let (caller_end, mut rack_end, cancel, relay) = pipes(RelayConfig::default());
+    let mut caller = peer(caller_end, PeerRole::Client);
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 253) as u8).collect();
+    caller.writer.binary(&big).await.unwrap();
+    // A frame is queued for the rack only once it was read whole from the caller.
+    let mut wire = vec![0u8; 1];
+    within("the first byte", rack_end.read_exact(&mut wire))
+        .await
+        .unwrap();
+
+    cancel.send_replace(true);
+    assert_eq!(
+        next_message(&mut caller).await,
+        close(1008, b"stream closed by the gateway")
+    );
+    let mut rest = Vec::new();
+    within("the rest", rack_end.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    wire.extend_from_slice(&rest);
+    let (first, used) = decode_frame(&wire, PeerRole::Server, 2 << 20)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first,
+        PeerFrame {
+            fin: true,
+            opcode: PeerOpcode::Binary,
+            payload: big.into()
+        }
+    );
+    let (second, _) = decode_frame(&wire[used..], PeerRole::Server, 125)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (second.opcode, &second.payload[..]),
+        (PeerOpcode::Close, &b"\x03\xe9"[..])
+    );
+    assert_eq!(ended(relay).await.closed_by, ClosedBy::Cancelled);
 }

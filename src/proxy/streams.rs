@@ -1,0 +1,160 @@
+//! Open WebSocket streams: how many each principal holds, and the switch that closes them when
+//! their token is revoked or their owner is disabled or loses a role.
+//!
+//! **Invariant:** every relayed stream is registered before its relay starts and removed when it
+//! ends; a revocation appended to the log closes every open stream it concerns (the watcher
+//! follows the store's committed records), so a revoked credential cannot keep a shell open.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use events::event::{Event, Principal, TokenId};
+use events::store::{Delivery, EventStore};
+use tokio::sync::watch;
+
+use crate::store::Store;
+
+/// The open streams.
+#[derive(Debug, Default)]
+pub struct Streams {
+    open: Mutex<HashMap<u64, Entry>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    token: TokenId,
+    owner: Principal,
+    cancel: watch::Sender<bool>,
+}
+
+/// A registered stream; dropping it unregisters the stream.
+pub struct Registration {
+    streams: Arc<Streams>,
+    id: u64,
+    pub cancel: watch::Receiver<bool>,
+}
+
+// === impl Streams ===
+
+impl Streams {
+    /// Registers a stream for `owner`'s `token`, unless the owner already holds `limit`.
+    pub fn register(
+        self: &Arc<Self>,
+        token: TokenId,
+        owner: &Principal,
+        limit: u32,
+    ) -> Option<Registration> {
+        let mut open = self.open.lock().ok()?;
+        let held = open.values().filter(|e| &e.owner == owner).count();
+        if held >= limit as usize {
+            return None;
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (cancel, rx) = watch::channel(false);
+        open.insert(
+            id,
+            Entry {
+                token,
+                owner: owner.clone(),
+                cancel,
+            },
+        );
+        Some(Registration {
+            streams: self.clone(),
+            id,
+            cancel: rx,
+        })
+    }
+
+    /// Closes the streams `event` revokes: a token's, or every stream of a disabled or demoted
+    /// owner (their remaining rights are checked again on their next call).
+    pub fn apply(&self, event: &Event) {
+        let Ok(open) = self.open.lock() else {
+            return;
+        };
+        for e in open.values() {
+            let hit = match event {
+                Event::TokenRevoked { token, .. } => *token == e.token,
+                Event::UserDisabled { user, .. } | Event::RoleRevoked { user, .. } => {
+                    *user == e.owner
+                }
+                _ => false,
+            };
+            if hit {
+                let _ = e.cancel.send(true);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().map(|o| o.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.streams.open.lock() {
+            open.remove(&self.id);
+        }
+    }
+}
+
+/// Follows the store's committed records and closes the streams each revocation concerns.
+pub fn spawn_watcher(store: Arc<Store>, streams: Arc<Streams>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut sub = store.subscribe();
+        loop {
+            match sub.next().await {
+                Delivery::Record(r) => streams.apply(&r.record.event),
+                Delivery::Gap { from, to } => {
+                    // A lagging watcher re-reads what it missed: a revocation is never skipped.
+                    if let Ok(missed) = store.read(from..to).await {
+                        for r in &missed {
+                            streams.apply(&r.record.event);
+                        }
+                    }
+                    sub.resume_at(to);
+                }
+                Delivery::Closed => break,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_capped_per_owner_and_closed_by_revocations() {
+        let streams = Arc::new(Streams::default());
+        let alice = Principal("alice@example.com".into());
+        let bob = Principal("bob@example.com".into());
+        let a1 = streams.register(TokenId([1; 16]), &alice, 2).unwrap();
+        let a2 = streams.register(TokenId([2; 16]), &alice, 2).unwrap();
+        assert!(streams.register(TokenId([1; 16]), &alice, 2).is_none());
+        let b = streams.register(TokenId([3; 16]), &bob, 2).unwrap();
+        streams.apply(&Event::TokenRevoked {
+            token: TokenId([1; 16]),
+            by: bob.clone(),
+            reason: String::new(),
+        });
+        assert!(*a1.cancel.borrow());
+        assert!(!*a2.cancel.borrow() && !*b.cancel.borrow());
+        streams.apply(&Event::UserDisabled {
+            user: alice.clone(),
+            by: bob.clone(),
+            reason: String::new(),
+        });
+        assert!(*a2.cancel.borrow() && !*b.cancel.borrow());
+        drop(a1);
+        drop(a2);
+        assert_eq!(streams.len(), 1);
+        assert!(streams.register(TokenId([1; 16]), &alice, 2).is_some());
+    }
+}
