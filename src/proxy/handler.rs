@@ -102,6 +102,16 @@ async fn pipeline(
     if !state.allow(ip, now) {
         return Err(ProxyError::RateLimited);
     }
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len();
+    if head > crate::server::MAX_HEAD_BYTES {
+        state.count_denial(ip, "oversized_header_block", now);
+        return Err(ProxyError::HeadersTooLarge(crate::server::MAX_HEAD_BYTES));
+    }
     let caller = authenticate(state, &req, ip, request_id)?;
     let (parts, body) = req.into_parts();
     let raw_target = parts
@@ -147,6 +157,23 @@ async fn pipeline(
         return Err(ProxyError::UnknownRoute);
     }
     let ws_key = if upgrade {
+        if !same_origin(&parts.headers) {
+            // A browser holding credentials must not open a socket from another site.
+            record_denial(
+                state,
+                &caller,
+                &method,
+                path.as_str(),
+                "cross_origin",
+                None,
+                &[],
+            )
+            .await?;
+            return Err(ProxyError::Forbidden {
+                kind: "cross_origin",
+                what: "the Origin of this WebSocket is not the gateway's host".into(),
+            });
+        }
         match ws::check_upgrade(&parts.method, &parts.headers) {
             Ok(key) => Some(key),
             Err(e) => {
@@ -170,7 +197,13 @@ async fn pipeline(
         None
     };
     let content_type = single_header(&parts.headers, header::CONTENT_TYPE);
-    let (form, body) = read_form(&content_type, body).await?;
+    let (form, body) = match read_form(&content_type, body).await {
+        Ok(read) => read,
+        Err(e) => {
+            record_denial(state, &caller, &method, path.as_str(), e.kind(), None, &[]).await?;
+            return Err(e);
+        }
+    };
     let header_pairs: Vec<(&str, &[u8])> = parts
         .headers
         .iter()
@@ -566,7 +599,7 @@ async fn read_form(
         .collect()
         .await
         .map_err(|_| ProxyError::BadRequest {
-            kind: "form_too_large",
+            kind: "param_form_too_large",
             what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
         })?;
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
@@ -783,4 +816,19 @@ async fn relay_stream(
             exit_code: stats.exit_code,
         }])
         .await;
+}
+
+/// Whether a WebSocket's `Origin` (if any) names the host the caller addressed, as the rack's
+/// own upgrader requires (convox-api.md §4.6); the CLI sends exactly that.
+fn same_origin(headers: &http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }

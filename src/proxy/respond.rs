@@ -13,7 +13,11 @@ use http::{HeaderValue, StatusCode, header};
 pub enum ProxyError {
     #[error("too many requests from this address")]
     RateLimited,
-    #[error("{0}")]
+    #[error("the request's header block is over {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error(
+        "not authenticated: put a gateway API token in RACK_URL, e.g. https://convox:rgw_...@<gateway host>"
+    )]
     Unauthenticated(&'static str),
     #[error("{what}")]
     BadRequest { kind: &'static str, what: String },
@@ -39,6 +43,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ProxyError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ProxyError::UnknownRoute => StatusCode::NOT_FOUND,
@@ -52,6 +57,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             ProxyError::RateLimited => "rate_limited",
+            ProxyError::HeadersTooLarge(_) => "oversized_header_block",
             ProxyError::Unauthenticated(kind) => kind,
             ProxyError::BadRequest { kind, .. } | ProxyError::Forbidden { kind, .. } => kind,
             ProxyError::UnknownRoute => "unknown_route",
@@ -64,10 +70,11 @@ impl ProxyError {
 impl IntoResponse for Answer {
     fn into_response(self) -> Response {
         let status = self.error.status();
-        // The CLI detects old racks by the exact empty 404: keep it empty.
+        // The CLI detects old racks by the exact empty 404: keep it empty. Other bodies are
+        // printed by the CLI after its own "ERROR: ", so they carry no prefix of their own.
         let body = match &self.error {
             ProxyError::UnknownRoute => Body::empty(),
-            e => Body::from(format!("ERROR: {e} ({})\n", e.kind())),
+            e => Body::from(format!("{e} ({})\n", e.kind())),
         };
         let mut r = Response::new(body);
         *r.status_mut() = status;

@@ -52,14 +52,24 @@ pub struct Running {
 /// Starts the dev gateway and returns once it is listening.
 pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
     ensure_keys(&opts.data)?;
+    let (store, keys) = store::open(&opts.data, CheckpointPolicy::default())
+        .with_context(|| format!("opening the store in {}", opts.data.display()))?;
+    start_with(opts, store, keys).await
+}
+
+/// As [`start`], on a store the caller opened with `keys` from `opts.data` (the end-to-end tests
+/// open it on a storage backend they can make fail).
+pub async fn start_with(
+    opts: &DevOptions,
+    store: store::Store,
+    keys: Keys,
+) -> anyhow::Result<Running> {
     let mut pw = [0u8; 24];
     getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("cannot generate a password: {e}"))?;
     let password = hex::encode(pw);
     let rack = mock_rack::MockRack::start(SocketAddr::from(([127, 0, 0, 1], 0)), &password)
         .await
         .context("starting the mock rack")?;
-    let (store, keys) = store::open(&opts.data, CheckpointPolicy::default())
-        .with_context(|| format!("opening the store in {}", opts.data.display()))?;
     let store = Arc::new(store);
     let token = fresh_dev_token(&store).await?;
     let upstream = Upstream::new(&Rack {
@@ -118,10 +128,13 @@ pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
 /// Runs `rack-gateway dev` until Ctrl-C.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let running = start(&opts).await?;
-    println!("console: http://{}", running.console);
-    println!("RACK_URL=http://convox:{}@{}", running.token, running.proxy);
-    println!("rack: {} (mock-rack)", running.rack.url());
-    println!("data: {}", opts.data.display());
+    super::say(format_args!("console: http://{}", running.console));
+    super::say(format_args!(
+        "RACK_URL=http://convox:{}@{}",
+        running.token, running.proxy
+    ));
+    super::say(format_args!("rack: {} (mock-rack)", running.rack.url()));
+    super::say(format_args!("data: {}", opts.data.display()));
     super::stop_signal().await;
     running.stop().await;
     Ok(())

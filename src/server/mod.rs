@@ -8,6 +8,7 @@
 
 pub mod dev;
 pub mod serve;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,9 +18,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,18 +34,35 @@ pub fn spawn(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    spawn_with_tls(listener, router, header_timeout, None, stop)
+}
+
+/// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
+/// header timeout) drops that connection only.
+///
+/// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
+/// the first poll, so a client that connects and sends nothing is cut off like one that stops
+/// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
+pub fn spawn_with_tls(
+    listener: TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
-        let graceful = GracefulShutdown::new();
-        let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+        let mut builder = hyper::server::conn::http1::Builder::new();
         builder
-            .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(header_timeout)
             .max_buf_size(MAX_HEAD_BYTES);
         let builder = Arc::new(builder);
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
@@ -63,17 +79,55 @@ pub fn spawn(
                     req
                 })
                 .map_err(|e: Infallible| e);
-            let (builder, watcher) = (builder.clone(), graceful.watcher());
-            tokio::spawn(async move {
-                let conn = builder.serve_connection_with_upgrades(
-                    TokioIo::new(stream),
-                    TowerToHyperService::new(service),
-                );
-                let _ = watcher.watch(conn.into_owned()).await;
+            let service = TowerToHyperService::new(service);
+            let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
+            connections.spawn(async move {
+                match acceptor {
+                    None => serve_one(&builder, TokioIo::new(stream), service, stop).await,
+                    Some(acceptor) => {
+                        let Ok(Ok(tls)) =
+                            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+                        else {
+                            return;
+                        };
+                        serve_one(&builder, TokioIo::new(tls), service, stop).await;
+                    }
+                }
             });
         }
-        let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+        // Stop accepting; let in-flight requests finish, within the drain bound.
+        let _ = tokio::time::timeout(DRAIN, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        connections.abort_all();
     })
+}
+
+/// Serves one connection until it ends or shutdown asks it to finish its current request.
+async fn serve_one<I, S>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: 'static + Send,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
@@ -98,4 +152,12 @@ pub async fn stop_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Prints one line for the operator; a closed or full stdout never stops the gateway.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use events::event::Event;
 use events::store::{CheckpointPolicy, EventStore};
 use tokio::net::TcpListener;
@@ -22,12 +22,11 @@ use crate::{console, store};
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let config = config::load(Some(config_path), &|k| std::env::var(k).ok())?;
-    if config.tls.is_some() {
-        bail!(
-            "tls.cert is set, but this build serves plain HTTP only (on loopback or behind \
-             trusted_proxies); terminate TLS in front of it until the TLS listener is built"
-        );
-    }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(super::tls::server_config)
+        .transpose()?;
     let (store, keys) = store::open(
         &config.data,
         CheckpointPolicy {
@@ -59,20 +58,29 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let console_listener = TcpListener::bind(config.console_listen)
         .await
         .with_context(|| format!("binding console.listen {}", config.console_listen))?;
-    println!("rack proxy: http://{}", proxy_listener.local_addr()?);
-    println!("console: http://{}", console_listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    super::say(format_args!(
+        "rack proxy: {scheme}://{}",
+        proxy_listener.local_addr()?
+    ));
+    super::say(format_args!(
+        "console: {scheme}://{}",
+        console_listener.local_addr()?
+    ));
     let (stop, stopped) = watch::channel(false);
     let servers = [
-        super::spawn(
+        super::spawn_with_tls(
             proxy_listener,
             proxy::app(state.clone()),
             config.limits.header_timeout,
+            tls.clone(),
             stopped.clone(),
         ),
-        super::spawn(
+        super::spawn_with_tls(
             console_listener,
             console::app(),
             config.limits.header_timeout,
+            tls,
             stopped,
         ),
     ];

@@ -333,7 +333,18 @@ impl LogReader {
         let db = redb::Builder::new()
             .set_cache_size(READER_CACHE_BYTES)
             .open_read_only(path)
-            .map_err(io)?;
+            .map_err(|e| match e {
+                DatabaseError::RepairAborted => StoreError::Io(format!(
+                    "{}: the store was not closed cleanly and a reader does not repair it; \
+                     start the gateway on it once (its recovery is a normal open), then read it",
+                    path.display()
+                )),
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Io(format!(
+                    "{}: a running gateway holds this store; stop it first or read an export",
+                    path.display()
+                )),
+                e => io(e),
+            })?;
         Ok(LogReader { db })
     }
 

@@ -1,0 +1,74 @@
+//! After the run: the data directory of a whole CLI session (with refused and unauthenticated
+//! calls mixed in) is exported with `export::export_local` and verified with
+//! `verify::verify_export` pinned to the directory's own key (in `TestGateway::finish`, as for
+//! every test); here, also, another key must refuse the same export, and neither the env secret
+//! nor the caller's token may appear anywhere in the log or the export.
+//!
+//! **Invariant:** the session is the `cli` module's flows, not a copy of them.
+
+use events::verify::{self, DirSource, Quiet};
+use rack_gateway::keys::Keys;
+use rack_gateway::server::dev::DEV_ORIGIN;
+
+use events::event::Event;
+
+use crate::cli::{Session, assert_absent, everything};
+use crate::support::{TestGateway, requested};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_export_of_a_cli_session_verifies_under_its_own_key_only() {
+    let s = Session::start().await;
+    everything(&s).await;
+    let token = s.gw.token().to_owned();
+    let noise = [
+        b"GET /apps? HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec(),
+        s.gw.cli().get("/no/such/route?"),
+        s.gw.cli_as("TOKEN123").get("/apps?"),
+    ];
+    for raw in noise {
+        let status = s.gw.send_raw(raw).await.status;
+        assert!(matches!(status, 401 | 404), "{status}");
+    }
+    let finished = s.finish().await;
+
+    let stranger = tempfile::tempdir().unwrap();
+    let other = Keys::init(stranger.path(), DEV_ORIGIN).unwrap();
+    let refused = verify::verify_export(
+        &DirSource::new(finished.export.path()),
+        Some(&other.vkey()),
+        &mut Quiet,
+    );
+    assert!(refused.is_err(), "another key accepted the export");
+
+    assert_absent(&finished, "s3cr3t");
+    assert_absent(&finished, &token);
+}
+
+/// `rack-gateway dev` again on the same directory: the log goes on and still verifies, the
+/// previous dev token is revoked (as an event) and refused, the new one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_continues_the_log_and_replaces_the_dev_token() {
+    let gw = TestGateway::start().await;
+    let old = gw.token().to_owned();
+    let old_id = gw.token_id(&old);
+    assert_eq!(gw.send_raw(gw.cli().get("/apps?")).await.status, 200);
+    let gw = gw.restart().await;
+    assert_ne!(gw.token(), old);
+    let refused = gw.send_raw(gw.cli_as(&old).get("/apps?")).await;
+    assert_eq!(refused.status, 401, "{}", refused.text());
+    assert_eq!(gw.send_raw(gw.cli().get("/apps?")).await.status, 200);
+    assert_eq!(
+        gw.rack().received().len(),
+        1,
+        "the old token reached nothing"
+    );
+    let finished = gw.finish().await;
+    assert!(
+        finished.events.iter().any(|r| matches!(
+            &r.event,
+            Event::TokenRevoked { token, .. } if token.to_hex() == old_id
+        )),
+        "the previous dev token's revocation is recorded"
+    );
+    assert_eq!(finished.events.iter().filter_map(requested).count(), 2);
+}

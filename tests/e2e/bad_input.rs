@@ -1,0 +1,824 @@
+//! The bad input table of issue 3: credentials, identities, paths (point 6), parameters
+//! (point 6), routes outside the table, an oversized header block and a client that never
+//! finishes its headers. Every case gets a clear status, reaches nothing at the rack, and is
+//! recorded: a `CommandRequested` with decision deny and the reason's kind when the caller
+//! authenticated, otherwise no `CommandRequested` at all and one `DenialsCounted` at the stop.
+//!
+//! **Invariant:** the table goes through one `check`; each test names one case.
+
+use std::time::{Duration, Instant};
+
+use events::event::{Decision, Role};
+use events::time::{Clock, Timestamp};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{
+    Body, CAPTURED_AUTH, TestGateway, basic, denials, eventually_within, read_reply, requested,
+    unknown_token,
+};
+
+/// How the request authenticates.
+enum Auth {
+    /// The dev admin token.
+    Dev,
+    /// No `Authorization` header.
+    Missing,
+    /// This exact `Authorization` value.
+    Raw(String),
+    /// The dev token's header, twice.
+    Twice,
+    /// A well-formed token nobody created.
+    Unknown,
+    /// A token of a deployer, revoked.
+    Revoked,
+    /// A token of a deployer that expired a second ago.
+    Expired,
+    /// A token whose owner (a deployer) was disabled.
+    OwnerDisabled,
+    /// A token with every scope whose owner held viewer and deployer and lost deployer.
+    OwnerDemoted,
+    /// A token whose owner lost their only role.
+    OwnerRoleRevoked,
+    /// A deployer's token scoped to app and release reads.
+    ReadOnlyScope,
+    /// A deployer's `cicd` token.
+    Cicd,
+}
+
+/// What must happen.
+enum Expect {
+    /// 401, no event now, one `DenialsCounted` with this reason at the stop.
+    Counted(&'static str),
+    /// This status and a `CommandRequested` deny with this reason.
+    Recorded(u16, &'static str),
+}
+
+/// One row of the table.
+struct Case {
+    method: &'static str,
+    target: String,
+    headers: Vec<(String, String)>,
+    content_type: Option<String>,
+    body: Vec<u8>,
+    auth: Auth,
+    expect: Expect,
+}
+
+// === impl Case ===
+
+impl Case {
+    fn new(method: &'static str, target: impl Into<String>) -> Case {
+        Case {
+            method,
+            target: target.into(),
+            headers: Vec::new(),
+            content_type: Some("application/octet-stream".into()),
+            body: Vec::new(),
+            auth: Auth::Dev,
+            expect: Expect::Recorded(0, ""),
+        }
+    }
+
+    fn get(target: impl Into<String>) -> Case {
+        Case::new("GET", target)
+    }
+
+    fn post(target: impl Into<String>) -> Case {
+        Case::new("POST", target)
+    }
+
+    fn auth(mut self, auth: Auth) -> Case {
+        self.auth = auth;
+        self
+    }
+
+    fn form(self, form: &str) -> Case {
+        self.body("application/x-www-form-urlencoded", form.as_bytes())
+    }
+
+    fn body(mut self, content_type: &str, body: &[u8]) -> Case {
+        self.content_type = Some(content_type.to_owned());
+        self.body = body.to_vec();
+        self
+    }
+
+    fn header(mut self, name: &str, value: &str) -> Case {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn counted(mut self, reason: &'static str) -> Case {
+        self.expect = Expect::Counted(reason);
+        self
+    }
+
+    fn denied(mut self, status: u16, reason: &'static str) -> Case {
+        self.expect = Expect::Recorded(status, reason);
+        self
+    }
+
+    /// The request in the CLI's shape (spec Appendix A) with this case's changes.
+    fn bytes(&self, host: &str, authorization: &[String]) -> Vec<u8> {
+        let mut out = format!(
+            "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: convox.go/dev\r\n",
+            self.method, self.target
+        );
+        if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
+            out.push_str(&format!("Content-Length: {}\r\n", self.body.len()));
+        }
+        out.push_str("Accept: */*\r\n");
+        for a in authorization {
+            out.push_str(&format!("Authorization: {a}\r\n"));
+        }
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(ct) = &self.content_type {
+            out.push_str(&format!("Content-Type: {ct}\r\n"));
+        }
+        out.push_str("Version: dev\r\nAccept-Encoding: gzip\r\n\r\n");
+        let mut out = out.into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// The `Authorization` values of `auth`, after making the identity changes it needs.
+async fn credentials(gw: &TestGateway, auth: &Auth) -> Vec<String> {
+    let header = |secret: &str| vec![basic(&format!("convox:{secret}"))];
+    let every = ["convox:*:*"];
+    match auth {
+        Auth::Dev => header(gw.token()),
+        Auth::Missing => Vec::new(),
+        Auth::Raw(v) => vec![v.clone()],
+        Auth::Twice => [header(gw.token()), header(gw.token())].concat(),
+        Auth::Unknown => header(&unknown_token()),
+        Auth::Revoked => {
+            let t = gw
+                .token_for("revoked@example.com", Role::Deployer, &every)
+                .await;
+            gw.revoke_token(t.id).await;
+            header(&t.secret)
+        }
+        Auth::Expired => {
+            gw.grant("expired@example.com", Role::Deployer).await;
+            let a_second_ago = Timestamp(Clock.now().0 - 1_000_000_000);
+            let t = gw
+                .issue("expired@example.com", &every, Some(a_second_ago))
+                .await;
+            header(&t.secret)
+        }
+        Auth::OwnerDisabled => {
+            let t = gw
+                .token_for("gone@example.com", Role::Deployer, &every)
+                .await;
+            gw.disable("gone@example.com").await;
+            header(&t.secret)
+        }
+        Auth::OwnerDemoted => {
+            gw.grant("demoted@example.com", Role::Viewer).await;
+            let t = gw
+                .token_for("demoted@example.com", Role::Deployer, &every)
+                .await;
+            gw.revoke_role("demoted@example.com", Role::Deployer).await;
+            header(&t.secret)
+        }
+        Auth::OwnerRoleRevoked => {
+            let t = gw
+                .token_for("former@example.com", Role::Deployer, &every)
+                .await;
+            gw.revoke_role("former@example.com", Role::Deployer).await;
+            header(&t.secret)
+        }
+        Auth::ReadOnlyScope => {
+            let t = gw
+                .token_for(
+                    "reader@example.com",
+                    Role::Deployer,
+                    &["convox:app:read", "convox:release:read"],
+                )
+                .await;
+            header(&t.secret)
+        }
+        Auth::Cicd => {
+            gw.grant("ci-owner@example.com", Role::Deployer).await;
+            let scopes = rack_gateway::policy::roles::cicd_scopes();
+            let scopes: Vec<&str> = scopes.iter().map(|p| p.0.as_str()).collect();
+            let t = gw.issue("ci-owner@example.com", &scopes, None).await;
+            header(&t.secret)
+        }
+    }
+}
+
+/// Runs one case on a fresh gateway.
+async fn check(case: Case) {
+    let gw = TestGateway::start().await;
+    let authorization = credentials(&gw, &case.auth).await;
+    let since = gw.head();
+    let raw = case.bytes(&gw.proxy().to_string(), &authorization);
+    let what = format!("{} {}", case.method, case.target);
+    let reply = gw.send_raw(&raw).await;
+    let (status, reason) = match case.expect {
+        Expect::Counted(r) => (401, r),
+        Expect::Recorded(s, r) => (s, r),
+    };
+    assert_eq!(reply.status, status, "{what}: {}", reply.text());
+    if status == 404 {
+        assert!(
+            reply.body.is_empty(),
+            "{what}: the CLI expects an empty 404"
+        );
+    } else {
+        assert!(
+            reply.text().ends_with(&format!("({reason})\n")),
+            "{what}: the answer names {reason}: {:?}",
+            reply.text()
+        );
+    }
+    if status == 401 {
+        assert!(reply.header("www-authenticate").is_some(), "{what}");
+    }
+    assert!(
+        gw.rack().received().is_empty(),
+        "{what} reached the rack: {:?}",
+        gw.rack().received()
+    );
+    let events = gw.events_since(since).await;
+    let decided: Vec<_> = events.iter().filter_map(requested).collect();
+    match case.expect {
+        Expect::Counted(_) => {
+            assert!(decided.is_empty(), "{what}: unauthenticated, yet recorded");
+        }
+        Expect::Recorded(..) => {
+            assert_eq!(decided.len(), 1, "{what}: one CommandRequested");
+            let c = decided[0];
+            assert_eq!(
+                (c.decision, c.reason.as_str()),
+                (Decision::Deny, reason),
+                "{what}"
+            );
+            assert_eq!(c.request.0, reply.request_id(), "{what}");
+            assert_eq!(c.method, case.method, "{what}");
+            assert!(
+                events
+                    .iter()
+                    .all(|r| crate::support::completed(r).is_none()),
+                "{what}: a denial has no completion"
+            );
+        }
+    }
+    let finished = gw.finish().await;
+    let counted: Vec<_> = denials(
+        &finished
+            .events
+            .iter()
+            .filter(|r| r.seq.0 >= since)
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    match case.expect {
+        Expect::Counted(r) => assert_eq!(
+            counted,
+            [("127.0.0.1".to_owned(), r.to_owned(), 1)],
+            "{what}: counted at the stop"
+        ),
+        Expect::Recorded(..) => assert!(counted.is_empty(), "{what}: {counted:?}"),
+    }
+}
+
+fn releases_env() -> Case {
+    Case::post("/apps/x/releases?").form("env=A%3DB")
+}
+
+// === Credentials ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_authorization() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Missing)
+            .counted("missing_credentials"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbled_basic_credentials() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw("Basic !!!!".into()))
+            .counted("malformed_basic"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_credentials_without_a_colon() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw(basic("convox")))
+            .counted("malformed_basic"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_scheme() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw("Digest username=\"convox\"".into()))
+            .counted("unsupported_scheme"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_authorization_header() {
+    let huge = basic(&format!("convox:rgw_{}", "A".repeat(1100)));
+    assert!(huge.len() > 1024);
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw(huge))
+            .counted("oversized_authorization"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Twice)
+            .counted("repeated_authorization"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_password_instead_of_a_token() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw(CAPTURED_AUTH.into()))
+            .counted("malformed_token"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_jwt_login() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Raw(basic(&format!("jwt:{}", unknown_token()))))
+            .counted("rack_jwt_refused"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_token() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Unknown)
+            .counted("unknown_or_expired_token"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Revoked)
+            .counted("unknown_or_expired_token"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_token() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::Expired)
+            .counted("unknown_or_expired_token"),
+    )
+    .await;
+}
+
+// === Identities ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_owner_was_disabled() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::OwnerDisabled)
+            .denied(403, "user_disabled"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_owner_was_demoted() {
+    check(
+        releases_env()
+            .auth(Auth::OwnerDemoted)
+            .denied(403, "permission_denied"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_owner_lost_their_role() {
+    check(
+        Case::get("/apps?")
+            .auth(Auth::OwnerRoleRevoked)
+            .denied(403, "no_role"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_token_creating_a_release() {
+    check(
+        releases_env()
+            .auth(Auth::ReadOnlyScope)
+            .denied(403, "token_scope"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cicd_token_setting_env() {
+    check(releases_env().auth(Auth::Cicd).denied(403, "token_scope")).await;
+}
+
+// === Paths (issue point 6) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_dot_segment() {
+    check(Case::get("/apps/x/../../system?").denied(400, "path_dot_segment")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_dot_dot_segment() {
+    check(Case::get("/apps/%2E%2E/system?").denied(400, "path_dot_segment")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_segment() {
+    check(Case::get("/apps/./x?").denied(400, "path_dot_segment")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_segment() {
+    check(Case::get("/apps//releases?").denied(400, "path_empty_segment")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trailing_slash() {
+    check(Case::get("/apps/?").denied(400, "path_empty_segment")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_slash() {
+    check(Case::get("/apps/x%2Freleases?").denied(400, "path_encoded_slash")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_slash_in_lower_case() {
+    check(Case::get("/apps/x%2freleases?").denied(400, "path_encoded_slash")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_backslash() {
+    check(Case::get("/apps/x%5Creleases?").denied(400, "path_backslash")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_nul() {
+    check(Case::get("/apps/x%00?").denied(400, "path_control_char")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_control_character() {
+    check(Case::get("/apps/x%1B?").denied(400, "path_control_char")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_delete_character() {
+    check(Case::get("/apps/x%7F?").denied(400, "path_control_char")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_encoded_slash() {
+    check(Case::get("/apps/x%252Freleases?").denied(400, "path_double_encoded")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_over_long_segment() {
+    check(Case::get(format!("/apps/{}?", "a".repeat(256))).denied(400, "path_segment_too_long"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_key_climbing_out() {
+    check(
+        Case::post("/apps/x/objects/tmp/../../../system?")
+            .body("application/octet-stream", b"x")
+            .denied(400, "path_dot_segment"),
+    )
+    .await;
+}
+
+// === Parameters (issue point 6) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_in_the_query_string_of_the_post() {
+    check(Case::post("/apps/x/releases?env=A%3DB").denied(400, "param_query_on_non_get")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_twice() {
+    check(
+        Case::post("/apps/x/releases?")
+            .form("env=A%3DB&env=C%3DD")
+            .denied(400, "param_duplicate_key"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_in_a_multipart_body() {
+    let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"env\"\r\n\r\nA=B\r\n--XyZ--\r\n";
+    check(
+        Case::post("/apps/x/releases?")
+            .body("multipart/form-data; boundary=XyZ", body)
+            .denied(400, "param_multipart"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_form_key() {
+    check(
+        Case::post("/apps/x/releases?")
+            .form("color=red&env=A%3DB")
+            .denied(400, "param_unknown_key"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_body_where_a_form_is_expected() {
+    check(
+        Case::post("/apps/x/releases?")
+            .body("application/json", br#"{"env":"A=B"}"#)
+            .denied(400, "param_content_type"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_content_type_with_parameters() {
+    check(
+        Case::post("/apps/x/releases?")
+            .body(
+                "application/x-www-form-urlencoded; charset=utf-8",
+                b"env=A%3DB",
+            )
+            .denied(400, "param_content_type"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_in_a_header() {
+    check(
+        Case::post("/apps/x/releases?")
+            .header("Env", "A=B")
+            .denied(400, "param_header_shadows"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_query_key() {
+    check(Case::get("/apps?env=1").denied(400, "param_unknown_key")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_key_twice() {
+    check(Case::get("/apps/x/releases?limit=1&limit=100").denied(400, "param_duplicate_key")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_semicolon_in_the_query() {
+    check(Case::get("/apps/x/releases?limit=1;limit=100").denied(400, "param_malformed")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_on_a_body_less_route() {
+    check(
+        Case::post("/apps/x/services/web/restart?")
+            .body("application/octet-stream", b"surprise")
+            .denied(400, "param_unexpected_body"),
+    )
+    .await;
+}
+
+/// A form body over the 1 MiB the gateway reads: refused, and recorded like every other
+/// refusal of an authenticated caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_over_the_limit() {
+    let form = format!("env=A%3D{}", "a".repeat(1024 * 1024));
+    check(
+        Case::post("/apps/x/releases?")
+            .form(&form)
+            .denied(400, "param_form_too_large"),
+    )
+    .await;
+}
+
+// === Routes outside the table ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_outside_the_table() {
+    check(Case::get("/no/such/route?").denied(404, "unknown_route")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_known_path_with_another_method() {
+    check(Case::new("PATCH", "/apps?").denied(404, "unknown_route")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v2_rack_environment_route() {
+    check(
+        Case::post("/apps/x/environment?")
+            .body("application/octet-stream", b"A=B\n")
+            .denied(404, "unknown_route"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_route_without_the_upgrade() {
+    check(Case::get("/apps/x/logs?").denied(404, "unknown_route")).await;
+}
+
+// === The connection ===
+
+/// More than 64 KiB of headers: hyper answers 431 before any handler runs; nothing is
+/// forwarded, recorded or counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block() {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let pad = "a".repeat(8 * 1024);
+    let pads: Vec<(String, String)> = (0..9)
+        .map(|i| (format!("X-Pad-{i}"), pad.clone()))
+        .collect();
+    let extra: Vec<(&str, &str)> = pads.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let raw = gw.cli().request("GET", "/apps?", &extra, Body::Empty);
+    assert!(raw.len() > 64 * 1024);
+    let mut stream = TcpStream::connect(gw.proxy()).await.unwrap();
+    // The gateway may stop reading once its buffer is full: a failed write is expected.
+    let _ = stream.write_all(&raw).await;
+    let reply = read_reply(&mut stream)
+        .await
+        .expect("an answer before the connection closed");
+    assert_eq!(reply.status, 431);
+    drop(stream);
+    assert!(gw.rack().received().is_empty());
+    let events = gw.events_since(since).await;
+    assert!(events.iter().all(|r| requested(r).is_none()));
+    let finished = gw.finish().await;
+    let after: Vec<events::record::Record> = finished
+        .events
+        .iter()
+        .filter(|r| r.seq.0 >= since)
+        .cloned()
+        .collect();
+    assert!(
+        after.iter().all(|r| requested(r).is_none()),
+        "nothing recorded one by one"
+    );
+    // Unauthenticated noise: one counted summary, never an event per request.
+    let counted = denials(&after);
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(counted[0].1, "oversized_header_block");
+}
+
+/// How a slow client behaves on its connection before going silent.
+enum Slow {
+    /// Connects and sends nothing.
+    Silent,
+    /// Sends half a request line.
+    HalfALine,
+    /// Sends a whole request line and one header, never the blank line.
+    HalfTheHeaders,
+    /// Completes one request on a keep-alive connection, then sends nothing more.
+    IdleAfterOne,
+}
+
+/// The gateway must close a slow client's connection within its header timeout (10 s in dev;
+/// the deadline here is 15 s), forward and record nothing for it, and keep serving others.
+async fn check_slow(slow: Slow) {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let mut stream = TcpStream::connect(gw.proxy()).await.unwrap();
+    let mut served = 0;
+    match slow {
+        Slow::Silent => {}
+        Slow::HalfALine => stream.write_all(b"GET /apps? HT").await.unwrap(),
+        Slow::HalfTheHeaders => stream
+            .write_all(b"GET /apps? HTTP/1.1\r\nHost: gw\r\nUser-Agent: convox.go/dev\r\n")
+            .await
+            .unwrap(),
+        Slow::IdleAfterOne => {
+            stream.write_all(&gw.cli().get("/apps?")).await.unwrap();
+            let reply = read_reply(&mut stream).await.unwrap();
+            assert_eq!(reply.status, 200);
+            served += 1;
+        }
+    }
+    let started = Instant::now();
+    let mut answered = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        let left = Duration::from_secs(15).saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, stream.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => answered.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("the connection is still open after 15 s"),
+        }
+    }
+    assert!(
+        answered.is_empty() || answered.starts_with(b"HTTP/1.1 408"),
+        "only a timeout answer may precede the close: {:?}",
+        String::from_utf8_lossy(&answered)
+    );
+    drop(stream);
+    // The gateway still serves everyone else.
+    let reply = gw.send_raw(gw.cli().get("/apps?")).await;
+    assert_eq!(reply.status, 200);
+    served += 1;
+    assert_eq!(gw.rack().received().len(), served);
+    let events = eventually_within(Duration::from_secs(10), "the calls' records", || async {
+        let e = gw.events_since(since).await;
+        (e.iter().filter_map(requested).count() == served).then_some(e)
+    })
+    .await;
+    assert!(
+        events
+            .iter()
+            .filter_map(requested)
+            .all(|c| c.decision == Decision::Allow),
+        "only the served calls are recorded"
+    );
+    let finished = gw.finish().await;
+    assert!(
+        denials(&finished.events).is_empty(),
+        "a slow client is not a denial"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_request_line() {
+    check_slow(Slow::HalfALine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers() {
+    check_slow(Slow::HalfTheHeaders).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_sends_nothing() {
+    check_slow(Slow::Silent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_idles_after_one_request() {
+    check_slow(Slow::IdleAfterOne).await;
+}
+
+// === How refusals read ===
+
+/// The CLI prints a failed call as `ERROR: <body>` (spec §1.5, the rack's own errors are a bare
+/// `msg\n`), so a refusal's body must not carry its own `ERROR: ` prefix, or the user reads
+/// `ERROR: ERROR: …`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_reads_once_as_an_error_in_the_cli() {
+    let gw = TestGateway::start().await;
+    let reply = gw
+        .send_raw(b"GET /apps? HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec())
+        .await;
+    assert_eq!(reply.status, 401);
+    let cli_prints = format!("ERROR: {}", reply.text().trim());
+    assert!(
+        !cli_prints.starts_with("ERROR: ERROR:"),
+        "the CLI would print {cli_prints:?}"
+    );
+    gw.finish().await;
+}

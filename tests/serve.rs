@@ -1,0 +1,291 @@
+//! `rack-gateway serve` as an operator runs it: a configuration file, keys made beforehand,
+//! TLS on the listeners, a real (mock) rack behind it.
+//!
+//! It checks that the gateway serves HTTPS with the configured certificate and forwards an
+//! authorized call, refuses dev-only tokens, records `ConfigApplied` only when the effective
+//! configuration changed, and refuses to start without keys.
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use events::event::{Event, Permission, Principal, Role};
+use events::store::CheckpointPolicy;
+use rack_gateway::identity::admin::{self, TokenRequest};
+use rack_gateway::keys::Keys;
+use rack_gateway::store;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 it signed (`cert.pem`,
+/// `key.pem`), made with the system's openssl.
+fn certificate(dir: &Path) {
+    let run = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is needed to make test certificates");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+}
+
+struct Serve {
+    child: Child,
+    proxy: SocketAddr,
+}
+
+impl Drop for Serve {
+    /// Stops the gateway as an operator would (SIGTERM), so it closes its store cleanly.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `rack-gateway serve` and waits for it to print its listeners.
+fn serve(config: &Path, password: &str) -> Result<Serve, String> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rack-gateway"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env("RACK_GATEWAY_RACK_PASSWORD", password)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Some(Ok(line)) = stdout.next() {
+        if let Some(addr) = line.strip_prefix("rack proxy: https://") {
+            // Keep draining stdout so the gateway's later lines have somewhere to go.
+            std::thread::spawn(move || stdout.for_each(drop));
+            return Ok(Serve {
+                proxy: addr.parse().unwrap(),
+                child,
+            });
+        }
+    }
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    let _ = child.wait();
+    Err(err)
+}
+
+/// One HTTPS request with the test certificate as the only root; returns the status and body.
+async fn https_get(addr: SocketAddr, cert: &Path, target: &str, token: &str) -> (u16, String) {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await
+        .unwrap();
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+    );
+    tls.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn tokens(data: &Path) -> (String, String) {
+    let (store, _) = store::open(data, CheckpointPolicy::default()).unwrap();
+    let owner = Principal("ops@example.com".into());
+    admin::grant_role(
+        &store,
+        owner.clone(),
+        Role::Admin,
+        Principal("system".into()),
+    )
+    .await
+    .unwrap();
+    let request = |dev_only| TokenRequest {
+        name: "t".into(),
+        owner: owner.clone(),
+        scopes: vec![Permission("convox:*:*".into())],
+        expires: None,
+        dev_only,
+        by: Principal("system".into()),
+    };
+    let real = admin::create_token(&store, request(false)).await.unwrap();
+    let dev = admin::create_token(&store, request(true)).await.unwrap();
+    store.shutdown();
+    (
+        real.secret.expose().to_owned(),
+        dev.secret.expose().to_owned(),
+    )
+}
+
+fn config_digests(data: &Path) -> usize {
+    let reader = events::store::redb::LogReader::open(&store::log_path(data)).unwrap();
+    let mut n = 0;
+    reader
+        .for_each_raw(0..u64::MAX, |_, b| {
+            if matches!(
+                events::record::decode(b).unwrap().record.event,
+                Event::ConfigApplied { .. }
+            ) {
+                n += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    let rack = mock_rack::MockRack::start("127.0.0.1:0".parse().unwrap(), "rack-pw")
+        .await
+        .unwrap();
+    let config = dir.path().join("gateway.toml");
+    let write_config = |every: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                "data = {:?}\ntrusted_proxies = []\n[proxy]\nlisten = \"127.0.0.1:{}\"\n\
+                 [console]\nlisten = \"127.0.0.1:{}\"\n[tls]\ncert = {:?}\nkey = {:?}\n\
+                 [rack]\nurl = {:?}\n[checkpoints]\nevery = {every}\n",
+                data,
+                free_port(),
+                free_port(),
+                dir.path().join("cert.pem"),
+                dir.path().join("key.pem"),
+                rack.url()
+            ),
+        )
+        .unwrap();
+    };
+    write_config(64);
+    // No keys yet: serve refuses and says what to do.
+    let err = serve(&config, "rack-pw")
+        .err()
+        .expect("serve must refuse without keys");
+    assert!(err.contains("keys init"), "{err}");
+    Keys::init(&data, "serve.test/log").unwrap();
+    let (token, dev_token) = tokens(&data).await;
+
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let cert = dir.path().join("ca.pem");
+    let (status, body) = https_get(gateway.proxy, &cert, "/apps?", &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"name\""), "{body}");
+    let received = rack.received();
+    let last = received.last().expect("the rack received the call");
+    assert_eq!(last.target, "/apps?");
+    assert_eq!(last.actor.as_deref(), Some("ops@example.com"));
+    let (status, _) = https_get(gateway.proxy, &cert, "/apps?", &dev_token).await;
+    assert_eq!(status, 401, "serve refuses dev-only tokens");
+    assert_eq!(
+        rack.received().len(),
+        received.len(),
+        "nothing more was forwarded"
+    );
+    drop(gateway);
+
+    // The same configuration again: no second ConfigApplied. A changed one: recorded.
+    let first = config_digests(&data);
+    assert_eq!(first, 1);
+    let again = serve(&config, "rack-pw").unwrap();
+    drop(again);
+    assert_eq!(config_digests(&data), 1);
+    write_config(128);
+    let changed = serve(&config, "rack-pw").unwrap();
+    drop(changed);
+    assert_eq!(config_digests(&data), 2);
+}
