@@ -20,6 +20,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("tls.cert", "RACK_GATEWAY_TLS_CERT"),
     ("tls.key", "RACK_GATEWAY_TLS_KEY"),
     ("trusted_proxies", "RACK_GATEWAY_TRUSTED_PROXIES"),
+    ("protected_env", "RACK_GATEWAY_PROTECTED_ENV"),
     ("rack.url", "RACK_GATEWAY_RACK_URL"),
     ("rack.password", "RACK_GATEWAY_RACK_PASSWORD"),
     ("rack.password_file", "RACK_GATEWAY_RACK_PASSWORD_FILE"),
@@ -240,6 +241,24 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    let mut protected_env: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    if let Some(r) = get("protected_env") {
+        for entry in r.text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((app, key)) = entry
+                .split_once(':')
+                .filter(|(a, k)| !a.is_empty() && !k.is_empty())
+            else {
+                return Err(value_err(
+                    "protected_env",
+                    format!("{entry:?} is not app:KEY (use *:KEY for every app)"),
+                ));
+            };
+            protected_env
+                .entry(app.to_owned())
+                .or_default()
+                .push(key.to_owned());
+        }
+    }
     let url = get("rack.url")
         .map(|r| r.text.clone())
         .ok_or(ConfigError::Missing { key: "rack.url" })?;
@@ -274,6 +293,7 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         console_listen,
         tls,
         trusted_proxies,
+        protected_env,
         rack: Rack {
             url,
             password: Secret::new(password),

@@ -34,6 +34,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Peers whose `X-Forwarded-*` headers are believed (exact addresses).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Env vars masked for everyone and never changed through the gateway, by app (`*`: all).
+    pub protected_env: BTreeMap<String, Vec<String>>,
     pub rack: Rack,
     pub checkpoints: Checkpoints,
     pub limits: Limits,
@@ -101,6 +103,12 @@ impl Config {
             .map(|ip| ip.to_string())
             .collect();
         v.insert("trusted_proxies", trusted.join(","));
+        let protected: Vec<String> = self
+            .protected_env
+            .iter()
+            .flat_map(|(app, keys)| keys.iter().map(move |k| format!("{app}:{k}")))
+            .collect();
+        v.insert("protected_env", protected.join(","));
         v.insert("rack.url", self.rack.url.clone());
         v.insert(
             "rack.password",

@@ -25,14 +25,16 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use projections::tokens::Token;
 
 use super::intent::{self, Recorded};
+use super::mask::{self, ResponseMask, Visibility};
 use super::metered::{Meter, Metered};
 use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::{headers, redact, ws};
 use crate::identity::credentials::{self, Credential};
+use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
-use crate::policy::{self, Grant, Standing};
+use crate::policy::{self, Grant, Perm, Standing};
 
 /// Characters a path segment cannot carry literally when forwarded.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -76,6 +78,17 @@ enum CallBody {
     Empty,
     Form(Vec<u8>),
     Stream(Body),
+}
+
+/// How the answer of a masking route is rewritten for this caller before it leaves (see
+/// [`mask`]): the whole answer is read, rewritten, and only then sent.
+enum Rewrite {
+    Release {
+        app: String,
+        who: Visibility,
+        protected: Vec<String>,
+    },
+    Build,
 }
 
 /// The proxy's single entry point (the router's fallback: every path comes here).
@@ -295,6 +308,83 @@ async fn pipeline(
         )
         .await;
     }
+    // Secrets (issue 3, point 8): masked values in a posted env are restored, protected keys
+    // kept; the answer of a masking route is rewritten for this caller.
+    let app = matched.var("app").unwrap_or_default().to_owned();
+    let protected = protected_env(state, &app);
+    let mut params = params;
+    let mut recorded_params = recorded_params;
+    if let Some(env) = params
+        .get("env")
+        .filter(|_| matched.rule().name == "release.create")
+        && mask::needs_current_env(&env, &protected)
+    {
+        let current = match current_env(state, &caller, &app).await {
+            Ok(current) => current,
+            Err(e) => {
+                // The call itself is recorded too: refused, because it could not be checked.
+                record_denial(
+                    state,
+                    &caller,
+                    &method,
+                    path.as_str(),
+                    "env_lookup_failed",
+                    Some(Perm::EnvSet.as_str().to_owned()),
+                    &recorded_params,
+                )
+                .await?;
+                return Err(e);
+            }
+        };
+        match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
+            Ok(restored) if restored == env => {}
+            Ok(restored) => {
+                // Canonicalized again: what is recorded is what is forwarded.
+                let form = mask::form_with_env(params.params(), &restored);
+                params = canonical::canonicalize_params(
+                    matched.rule(),
+                    &RequestParams {
+                        method: &method,
+                        content_type: content_type.as_deref(),
+                        query,
+                        body: RequestBody::Buffered(&form),
+                        headers: &header_pairs,
+                    },
+                )
+                .map_err(|e| ProxyError::BadRequest {
+                    kind: e.kind(),
+                    what: e.to_string(),
+                })?;
+                recorded_params = redact::params(params.params(), &state.keys.audit);
+            }
+            Err(e) => {
+                let kind = e.kind();
+                record_denial(
+                    state,
+                    &caller,
+                    &method,
+                    path.as_str(),
+                    kind,
+                    Some(Perm::EnvSet.as_str().to_owned()),
+                    &recorded_params,
+                )
+                .await?;
+                return Err(ProxyError::Forbidden {
+                    kind,
+                    what: e.to_string(),
+                });
+            }
+        }
+    }
+    let rewrite = match mask::response_mask(matched.rule()) {
+        Some(ResponseMask::ReleaseEnv) => Some(Rewrite::Release {
+            app,
+            who: Visibility::of(&grant),
+            protected,
+        }),
+        Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
+        None => None,
+    };
     let call = RackCall {
         method: parts.method.clone(),
         target: forward_target(&path, &params),
@@ -321,7 +411,7 @@ async fn pipeline(
     let recorded = intent::record(&*state.store, intent, call)
         .await
         .map_err(|_| ProxyError::AuditUnavailable)?;
-    forward(state, recorded, content_type_of(&params)).await
+    forward(state, recorded, content_type_of(&params), rewrite).await
 }
 
 /// Authenticates the caller; refusals are counted per address, not recorded one by one.
@@ -443,6 +533,7 @@ async fn forward(
     state: &Arc<ProxyState>,
     recorded: Recorded<RackCall>,
     content_type: Option<String>,
+    rewrite: Option<Rewrite>,
 ) -> Result<Response, ProxyError> {
     let call = recorded.into_call();
     let uri = state
@@ -458,6 +549,10 @@ async fn forward(
     );
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_TYPE);
+    if rewrite.is_some() {
+        // A masked answer must be readable: ask for it uncompressed.
+        headers.remove(header::ACCEPT_ENCODING);
+    }
     if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
@@ -509,11 +604,149 @@ async fn forward(
     }
     let status = parts.status.as_u16();
     let (state2, id, started) = (state.clone(), call.request_id.clone(), call.started);
+    // Error answers (`http.Error` text) carry no env and pass as they are.
+    if let Some(rewrite) = rewrite.filter(|_| parts.status.is_success()) {
+        let encoded = parts
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        let read = if encoded {
+            None
+        } else {
+            Limited::new(incoming, mask::MAX_MASKED_BODY)
+                .collect()
+                .await
+                .ok()
+                .map(|c| c.to_bytes())
+        };
+        // Never an unmasked pass-through: a compressed, oversized or unparseable answer is a
+        // recorded 502.
+        let Some(masked) = read.and_then(|b| rewrite.apply(&b, &state.keys.audit).ok()) else {
+            complete(state, &call.request_id, 502, call.started, &bytes_in, None);
+            return Err(ProxyError::Upstream);
+        };
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
+        let body = Metered::new(
+            Full::new(Bytes::from(masked)),
+            Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out))),
+        );
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
     let body = Metered::new(
         incoming,
         Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out))),
     );
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+// === impl Rewrite ===
+
+impl Rewrite {
+    fn apply(&self, body: &[u8], audit: &AuditKey) -> Result<Vec<u8>, mask::MaskError> {
+        match self {
+            Rewrite::Release {
+                app,
+                who,
+                protected,
+            } => mask::mask_release_json(body, app, *who, audit, protected),
+            Rewrite::Build => mask::scrub_external_build(body),
+        }
+    }
+}
+
+/// The protected env vars of `app`: masked for everyone, never changed through the gateway.
+fn protected_env(state: &ProxyState, app: &str) -> Vec<String> {
+    state.protected_env(app)
+}
+
+/// The env of `app`'s newest release, the one `convox env` reads (spec §5 "Environment":
+/// `GET /apps/{app}/releases?limit=1`, whose items carry their env), fetched with the
+/// gateway's credentials to restore masked values. The lookup is a rack call like any other:
+/// its own `CommandRequested` (request id `<caller's>.env`, reason `env_restore_lookup`) is
+/// durable before it is sent, and its completion is recorded.
+async fn current_env(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    app: &str,
+) -> Result<mask::Env, ProxyError> {
+    let lookup = Caller {
+        token: caller.token.clone(),
+        ip: caller.ip,
+        user_agent: caller.user_agent.clone(),
+        request_id: format!("{}.env", caller.request_id),
+    };
+    let intent = command_requested(
+        &lookup,
+        "GET",
+        &format!("/apps/{app}/releases"),
+        None,
+        Decision::Allow,
+        "env_restore_lookup",
+        vec![("limit".to_owned(), "1".to_owned())],
+    );
+    let target = format!(
+        "/apps/{}/releases?limit=1",
+        utf8_percent_encode(app, SEGMENT)
+    );
+    let recorded = intent::record(&*state.store, intent, target)
+        .await
+        .map_err(|_| ProxyError::AuditUnavailable)?;
+    let started = Instant::now();
+    let none = Arc::new(Mutex::new(None));
+    let fail = |status: u16| {
+        complete(state, &lookup.request_id, status, started, &none, None);
+        ProxyError::Upstream
+    };
+    let uri = state.upstream.uri(recorded.call()).map_err(|_| fail(502))?;
+    let actor = HeaderValue::from_str(&caller.token.owner.0).map_err(|_| fail(502))?;
+    let mut req = http::Request::new(
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *req.uri_mut() = uri;
+    let h = req.headers_mut();
+    h.insert(
+        header::AUTHORIZATION,
+        state.upstream.authorization().clone(),
+    );
+    h.insert(headers::ACTOR, actor);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let response = state
+        .upstream
+        .client()
+        .request(req)
+        .await
+        .map_err(|_| fail(502))?;
+    let status = response.status();
+    if !status.is_success() || response.headers().contains_key(header::CONTENT_ENCODING) {
+        return Err(fail(status.as_u16()));
+    }
+    let body = Limited::new(response.into_body(), mask::MAX_MASKED_BODY)
+        .collect()
+        .await
+        .map_err(|_| fail(502))?
+        .to_bytes();
+    let meter = Meter {
+        bytes: body.len() as u64,
+        sha256: events::hash::Hash(<sha2::Sha256 as sha2::Digest>::digest(&body).into()),
+        complete: true,
+    };
+    complete(
+        state,
+        &lookup.request_id,
+        status.as_u16(),
+        started,
+        &none,
+        Some(meter),
+    );
+    mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
 }
 
 /// Appends `CommandCompleted` in the background.

@@ -9,6 +9,7 @@ pub mod flood;
 pub mod handler;
 pub mod headers;
 pub mod intent;
+pub mod mask;
 pub mod metered;
 pub mod redact;
 pub mod respond;

@@ -32,6 +32,8 @@ pub struct ProxyState {
     trusted_proxies: Vec<IpAddr>,
     pub limits: Limits,
     pub streams: Arc<Streams>,
+    /// Protected env vars by app (`*` for every app).
+    pub protected_env: std::collections::BTreeMap<String, Vec<String>>,
     limiter: Mutex<RateLimiter>,
     denials: Mutex<DenialCounter>,
     id_prefix: String,
@@ -59,6 +61,7 @@ impl ProxyState {
             trusted_proxies,
             limits,
             streams: Arc::new(Streams::default()),
+            protected_env: std::collections::BTreeMap::new(),
             limiter: Mutex::new(RateLimiter::new(limits.per_ip_per_minute)),
             denials: Mutex::new(DenialCounter::default()),
             id_prefix: hex::encode(prefix),
@@ -70,6 +73,19 @@ impl ProxyState {
     pub fn next_request_id(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:08x}", self.id_prefix)
+    }
+
+    /// The protected env vars of `app`: its own and those protected for every app.
+    pub fn protected_env(&self, app: &str) -> Vec<String> {
+        let mut keys: Vec<String> = ["*", app]
+            .iter()
+            .filter_map(|a| self.protected_env.get(*a))
+            .flatten()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {

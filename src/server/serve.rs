@@ -44,14 +44,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let store = Arc::new(store);
     record_config(&store, &config, &keys).await?;
     let upstream = Upstream::new(&config.rack)?;
-    let state = Arc::new(ProxyState::new(
+    let mut proxy_state = ProxyState::new(
         store.clone(),
         Arc::new(keys),
         upstream,
         false,
         config.trusted_proxies.clone(),
         config.limits,
-    ));
+    );
+    proxy_state.protected_env = config.protected_env.clone();
+    let state = Arc::new(proxy_state);
     let proxy_listener = TcpListener::bind(config.proxy_listen)
         .await
         .with_context(|| format!("binding proxy.listen {}", config.proxy_listen))?;

@@ -18,4 +18,5 @@ mod cli;
 mod counts;
 mod fail_closed;
 mod faults;
+mod masking;
 mod support;

@@ -119,3 +119,28 @@ fn the_digest_changes_with_security_settings_and_hides_the_password() {
     assert!(!shown.contains("one\""), "{shown}");
     assert!(shown.contains("hmac-sha256:"));
 }
+
+#[test]
+fn protected_env_is_app_and_key_pairs() {
+    let f = file(&format!(
+        "{BASE}protected_env = [\"web:DATABASE_URL\", \"*:STRIPE_KEY\"]\n"
+    ));
+    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]));
+    // `protected_env` is a top-level key: written after [rack] it belongs to that table.
+    assert!(e.is_err());
+    let text = BASE.replacen(
+        "data = ",
+        "protected_env = [\"web:DATABASE_URL\", \"*:STRIPE_KEY\"]\ndata = ",
+        1,
+    );
+    let f = file(&text);
+    let c = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).unwrap();
+    assert_eq!(c.protected_env["web"], vec!["DATABASE_URL".to_owned()]);
+    assert_eq!(c.protected_env["*"], vec!["STRIPE_KEY".to_owned()]);
+    let bad = BASE.replacen("data = ", "protected_env = [\"nokey\"]\ndata = ", 1);
+    let f = file(&bad);
+    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("protected_env"), "{e}");
+}

@@ -1,0 +1,1121 @@
+//! Env masking in rack answers, masked values restored on the way back, and the rack password
+//! scrubbed from external builds (issue 3, point 8; spec §3.4, §3.13, §5).
+//!
+//! A Convox env is the `env` string of a release: `KEY=VALUE` lines joined by `\n`, read the
+//! rack's way (Go's `bufio.Scanner` lines, a trailing `\r` dropped, split at the first `=`, the
+//! key trimmed, lines without `=` or with an empty key ignored, the last of duplicates wins).
+//! A hidden value becomes `rgw-masked:<8 hex>`, the first 4 bytes of
+//! HMAC-SHA256(audit key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value): stable for one value of one key of
+//! one app, and saying nothing about the value to anyone without the audit key.
+//!
+//! Who sees what ([`Visibility`]): without `convox:env:read` every value is masked; with it but
+//! without `convox:secret:read`, secret-classified values are masked ([`is_secret`]: by name
+//! *or* by value); protected keys (per app) are masked for everyone.
+//!
+//! Answers are rewritten in place: only the bytes of a hidden value, inside the `env` string
+//! token, change; every other byte of the answer (field order, indentation, Go's `\u003c`
+//! escapes) is kept, and an answer with nothing to hide comes back byte for byte.
+//!
+//! **Invariant:** this module is pure (no I/O, no clock; keys, apps and decisions are
+//! arguments). An answer it cannot parse is an error, never passed through unmasked; a masked
+//! value posted back is restored only to the current value of the same key of the same app, any
+//! other use is refused; a protected key can be neither added, removed nor changed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+
+use hmac::{KeyInit, Mac};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::keys::AuditKey;
+use crate::policy::canonical::{Param, Part};
+use crate::policy::decide::Grant;
+use crate::policy::permissions::Perm;
+use crate::policy::routes::RouteRule;
+
+/// What every mask starts with.
+pub const MASK_PREFIX: &str = "rgw-masked:";
+
+/// What replaces a credential in a build's `repository` URL.
+pub const REDACTED: &str = "rgw-redacted";
+
+/// The largest answer the proxy buffers to rewrite; a larger one is refused (502).
+pub const MAX_MASKED_BODY: usize = 16 * 1024 * 1024;
+
+/// How deeply an answer may nest (the rack's answers nest two or three levels).
+const MAX_DEPTH: usize = 64;
+
+/// The 4 bytes of the HMAC a mask shows.
+const MASK_TAG_BYTES: usize = 4;
+
+/// What of an env a caller may see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// No `convox:env:read`: every value masked.
+    NoEnv,
+    /// `convox:env:read` without `convox:secret:read`: secret-classified values masked.
+    NonSecret,
+    /// Both: only protected keys masked.
+    All,
+}
+
+/// Which rewrite a route's (2xx) answer needs before it reaches the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMask {
+    /// A release or a list of releases: [`mask_release_json`].
+    ReleaseEnv,
+    /// A build or a list of builds: [`scrub_external_build`].
+    BuildRepository,
+}
+
+/// Why an answer could not be masked or a posted env restored.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MaskError {
+    #[error("the rack's answer is not valid JSON (byte {at}: {what})")]
+    Json { at: usize, what: &'static str },
+    #[error("the rack's answer has an unexpected shape: {0}")]
+    Shape(&'static str),
+    #[error(
+        "{key}: a masked value stands only for the current value of that same variable in this \
+         app; set the variable in clear, or read the env again and post what you read"
+    )]
+    MaskMisused { key: String },
+    #[error(
+        "{key} is a protected variable of this app: it cannot be set, changed or removed through the gateway"
+    )]
+    ProtectedChange { key: String },
+    #[error("the audit key cannot key an HMAC")]
+    Key,
+}
+
+/// A parsed env: the text exactly as given, and where its entries are.
+///
+/// `Debug` shows the keys only, never a value.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Env {
+    text: String,
+    entries: Vec<Entry>,
+}
+
+/// One `KEY=VALUE` line: the trimmed key and the value, as byte ranges of the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    key: Range<usize>,
+    value: Range<usize>,
+}
+
+// === impl Visibility ===
+
+impl Visibility {
+    /// The visibility a grant gives: `convox:env:read`, then `convox:secret:read` on top.
+    pub fn of(grant: &Grant) -> Visibility {
+        match (grant.holds(Perm::EnvRead), grant.holds(Perm::SecretRead)) {
+            (false, _) => Visibility::NoEnv,
+            (true, false) => Visibility::NonSecret,
+            (true, true) => Visibility::All,
+        }
+    }
+
+    /// Whether this caller must not see `value` of `key` (protected keys aside).
+    pub fn hides(self, key: &str, value: &str) -> bool {
+        match self {
+            Visibility::NoEnv => true,
+            Visibility::NonSecret => is_secret(key, value),
+            Visibility::All => false,
+        }
+    }
+}
+
+// === impl MaskError ===
+
+impl MaskError {
+    /// A stable, greppable name for events and answers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MaskError::Json { .. } => "mask_unparseable",
+            MaskError::Shape(_) => "mask_unexpected_shape",
+            MaskError::MaskMisused { .. } => "masked_value_misused",
+            MaskError::ProtectedChange { .. } => "protected_env_change",
+            MaskError::Key => "mask_key",
+        }
+    }
+
+    /// Whether the error is the caller's (refuse, 403) rather than the rack's answer (502).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            MaskError::MaskMisused { .. } | MaskError::ProtectedChange { .. }
+        )
+    }
+}
+
+// === impl Env ===
+
+impl Env {
+    /// Reads an env the way the rack does (`structs.Environment.Load`); never fails.
+    pub fn parse(text: &str) -> Env {
+        let bytes = text.as_bytes();
+        let mut entries = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let newline = text
+                .get(start..)
+                .and_then(|rest| rest.find('\n'))
+                .map(|i| start + i);
+            let line_end = newline.unwrap_or(text.len());
+            // `bufio.ScanLines` drops one trailing `\r`.
+            let content_end = if line_end > start && bytes.get(line_end - 1) == Some(&b'\r') {
+                line_end - 1
+            } else {
+                line_end
+            };
+            let line = text.get(start..content_end).unwrap_or_default();
+            if let Some(eq) = line.find('=') {
+                let raw_key = line.get(..eq).unwrap_or_default();
+                let key = raw_key.trim();
+                if !key.is_empty() {
+                    let key_start = start + (raw_key.len() - raw_key.trim_start().len());
+                    entries.push(Entry {
+                        key: key_start..key_start + key.len(),
+                        value: start + eq + 1..content_end,
+                    });
+                }
+            }
+            start = newline.map_or(text.len(), |i| i + 1);
+        }
+        Env {
+            text: text.to_owned(),
+            entries,
+        }
+    }
+
+    /// The env of the newest release in a rack answer: a release, or a list of releases newest
+    /// first (`GET /apps/{app}/releases?limit=1`, what `convox env` reads, spec §5
+    /// "Environment"); an empty list is an empty env.
+    ///
+    /// # Errors
+    /// The answer is not JSON, or not a release or a list of them.
+    pub fn from_releases_json(body: &[u8]) -> Result<Env, MaskError> {
+        let fields = string_fields(body, "env")?;
+        let newest = fields.into_iter().rfind(|f| f.object == 0);
+        Ok(newest.map_or_else(Env::default, |f| Env::parse(&f.decoded)))
+    }
+
+    /// The text exactly as parsed.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The value of `key` as the rack reads it (the last line that sets it).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|e| self.key(e) == key)
+            .map(|e| self.value(e))
+    }
+
+    /// Every `KEY=VALUE` line in order, duplicates included (the trimmed key and the value).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.entries.iter().map(|e| (self.key(e), self.value(e)))
+    }
+
+    /// The env as the rack holds it: each key once, with its last value.
+    pub fn to_map(&self) -> BTreeMap<&str, &str> {
+        self.entries().collect()
+    }
+
+    fn key(&self, e: &Entry) -> &str {
+        self.text.get(e.key.clone()).unwrap_or_default()
+    }
+
+    fn value(&self, e: &Entry) -> &str {
+        self.text.get(e.value.clone()).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Env")
+            .field("keys", &self.entries().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+// === Routes ===
+
+/// The rewrite a route's answer needs: routes whose answer carries a release env (spec §3.4,
+/// §3.13: every item of the list, the get, and the release a create answers with), and routes
+/// whose answer is a build (an external build's `repository` carries the rack password, and it
+/// is stored, so every later get or list of builds shows it too).
+pub fn response_mask(rule: &RouteRule) -> Option<ResponseMask> {
+    match rule.name {
+        "release.list" | "release.get" | "release.create" => Some(ResponseMask::ReleaseEnv),
+        "build.create" | "build.list" | "build.get" | "build.update" | "build.import" => {
+            Some(ResponseMask::BuildRepository)
+        }
+        _ => None,
+    }
+}
+
+/// Whether the route's answer is rewritten: the proxy strips `Accept-Encoding` upstream, and
+/// refuses (recorded 502) a `Content-Encoding` answer or one it cannot parse.
+pub fn masks_response(rule: &RouteRule) -> bool {
+    response_mask(rule).is_some()
+}
+
+// === Classification ===
+
+/// Whether a value is secret: by its key's name or by the value itself. A secret-looking name
+/// always wins, whatever the value.
+pub fn is_secret(key: &str, value: &str) -> bool {
+    secret_name(key) || secret_value(value)
+}
+
+/// Whether a key names a secret: `…TOKEN`, `…SECRET…`, `…PASSWORD`, `…KEY`, `DATABASE_URL`,
+/// `…DSN`, `…CREDENTIALS`, and the like, in `SNAKE_CASE` or `camelCase`.
+pub fn secret_name(key: &str) -> bool {
+    const ANYWHERE: &[&str] = &[
+        "SECRET",
+        "TOKEN",
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "CREDENTIAL",
+        "APIKEY",
+        "DATABASE_URL",
+        "DATABASEURL",
+    ];
+    const WORDS: &[&str] = &[
+        "KEY", "KEYS", "PASS", "PWD", "DSN", "SALT", "PEPPER", "AUTH", "CREDS", "CERTKEY",
+    ];
+    let upper = key.to_ascii_uppercase();
+    if ANYWHERE.iter().any(|s| upper.contains(s)) {
+        return true;
+    }
+    words(key)
+        .iter()
+        .any(|w| WORDS.contains(&w.as_str()) || (w.len() > 3 && w.ends_with("KEY")))
+}
+
+/// Whether a value looks secret whatever its name: a URL (or `user:pass@host` DSN) with
+/// credentials, a JWT, a private key, a well-known token format, or a long random-looking
+/// string.
+pub fn secret_value(value: &str) -> bool {
+    let v = value.trim();
+    if v.is_empty() {
+        return false;
+    }
+    if !credential_ranges(v).is_empty() || v.contains("PRIVATE KEY") {
+        return true;
+    }
+    if v.split_whitespace().any(|w| is_jwt(w) || is_known_token(w)) {
+        return true;
+    }
+    random_looking(v)
+}
+
+/// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.
+fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_uppercase());
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
+/// The byte ranges of credentials in `s`: the password of every `scheme://user:password@host`
+/// (or the user, when a lone user looks like a token), and of a leading `user:password@host`.
+fn credential_ranges(s: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(found) = s.get(from..).and_then(|rest| rest.find("://")) {
+        let auth_start = from + found + 3;
+        let rest = s.get(auth_start..).unwrap_or_default();
+        let auth_len = rest
+            .find(|c: char| matches!(c, '/' | '?' | '#' | ',' | ';') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let authority = rest.get(..auth_len).unwrap_or_default();
+        if let Some(r) = userinfo_secret(authority) {
+            out.push(auth_start + r.start..auth_start + r.end);
+        }
+        from = auth_start + auth_len;
+    }
+    if out.is_empty() && !s.contains("://") {
+        // A DSN without a scheme, e.g. Go's MySQL `user:pass@tcp(host:3306)/db`.
+        let head_len = s
+            .find(|c: char| matches!(c, '/' | '(') || c.is_whitespace())
+            .unwrap_or(s.len());
+        let head = s.get(..head_len).unwrap_or_default();
+        if let Some(r) = userinfo_secret(head).filter(|r| r.start > 0) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+/// In `userinfo@host`, the range of the secret part: the password, or a token-like lone user.
+fn userinfo_secret(authority: &str) -> Option<Range<usize>> {
+    let at = authority.rfind('@')?;
+    let userinfo = authority.get(..at)?;
+    match userinfo.find(':') {
+        Some(colon) if colon + 1 < userinfo.len() => Some(colon + 1..at),
+        Some(_) => None,
+        None if is_known_token(userinfo) || random_looking(userinfo) => Some(0..at),
+        None => None,
+    }
+}
+
+/// A JWT: three base64url parts, the first a JSON object (`eyJ`).
+fn is_jwt(w: &str) -> bool {
+    let parts: Vec<&str> = w.split('.').collect();
+    let b64url = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=')
+    };
+    parts.len() == 3
+        && w.starts_with("eyJ")
+        && parts.iter().take(2).all(|p| p.len() >= 4 && b64url(p))
+        && parts.iter().all(|p| b64url(p))
+}
+
+/// Well-known token formats: the gateway's own, GitHub, GitLab, Slack, Stripe, AWS, Google,
+/// SendGrid, npm, PyPI, DigitalOcean, Shopify, Hugging Face, OpenAI.
+fn is_known_token(w: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "rgw_",
+        "ghp_",
+        "gho_",
+        "ghu_",
+        "ghs_",
+        "ghr_",
+        "github_pat_",
+        "glpat-",
+        "xoxa-",
+        "xoxb-",
+        "xoxp-",
+        "xoxr-",
+        "xoxs-",
+        "sk_live_",
+        "sk_test_",
+        "rk_live_",
+        "rk_test_",
+        "whsec_",
+        "sk-",
+        "AIza",
+        "SG.",
+        "npm_",
+        "pypi-",
+        "dop_v1_",
+        "shpat_",
+        "hf_",
+    ];
+    let aws = (w.starts_with("AKIA") || w.starts_with("ASIA"))
+        && w.len() == 20
+        && w.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    aws || (w.len() >= 16 && PREFIXES.iter().any(|p| w.starts_with(p)))
+}
+
+/// A long random-looking string: a run of base64/base64url characters of 20 or more with
+/// letters and digits that switch character class as often as random text does, 32 or more
+/// hex digits, or a symbol-rich password-like value.
+fn random_looking(v: &str) -> bool {
+    if v.starts_with('/') {
+        // An absolute path.
+        return false;
+    }
+    let token_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-');
+    let bytes = v.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes.get(i).copied().is_some_and(token_byte) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while bytes.get(i).copied().is_some_and(token_byte) {
+            i += 1;
+        }
+        if random_token(bytes.get(start..i).unwrap_or_default()) {
+            return true;
+        }
+    }
+    // A password with symbols: no spaces, every kind of character, rarely two alike in a row.
+    !v.contains(char::is_whitespace)
+        && v.len() >= 16
+        && v.bytes().any(|b| b.is_ascii_digit())
+        && v.bytes().any(|b| b.is_ascii_alphabetic())
+        && v.bytes().any(|b| b.is_ascii_punctuation())
+        && transitions(bytes) * 10 >= (bytes.len() - 1) * 6
+        && entropy_bits_per_char(bytes) >= 3.5
+}
+
+fn random_token(t: &[u8]) -> bool {
+    let hex = t.iter().all(u8::is_ascii_hexdigit)
+        && (t.iter().all(|b| !b.is_ascii_uppercase()) || t.iter().all(|b| !b.is_ascii_lowercase()));
+    if hex {
+        return t.len() >= 32
+            && t.iter().any(u8::is_ascii_digit)
+            && t.iter().any(u8::is_ascii_alphabetic)
+            && entropy_bits_per_char(t) >= 3.0;
+    }
+    t.len() >= 20
+        && t.iter().any(u8::is_ascii_digit)
+        && t.iter().any(u8::is_ascii_alphabetic)
+        && transitions(t) * 10 >= (t.len() - 1) * 4
+        && entropy_bits_per_char(t) >= 3.5
+}
+
+/// How many neighbours differ in class (lower, upper, digit, other).
+fn transitions(t: &[u8]) -> usize {
+    let class = |b: &u8| match b {
+        b'a'..=b'z' => 0,
+        b'A'..=b'Z' => 1,
+        b'0'..=b'9' => 2,
+        _ => 3,
+    };
+    t.windows(2)
+        .filter(|w| w.first().map(class) != w.get(1).map(class))
+        .count()
+}
+
+/// Shannon entropy of the byte distribution.
+fn entropy_bits_per_char(t: &[u8]) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in t {
+        if let Some(c) = counts.get_mut(usize::from(*b)) {
+            *c += 1;
+        }
+    }
+    let n = t.len() as f64;
+    counts
+        .iter()
+        .filter(|c| **c > 0)
+        .map(|c| {
+            let p = f64::from(*c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+// === Masks ===
+
+/// The mask of `value` of `key` in `app`: `rgw-masked:` and the first 4 bytes, in hex, of
+/// HMAC-SHA256(audit key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value).
+///
+/// # Errors
+/// [`MaskError::Key`] if the HMAC refuses the key (never for a 32-byte key).
+pub fn mask_value(
+    audit: &AuditKey,
+    app: &str,
+    key: &str,
+    value: &str,
+) -> Result<String, MaskError> {
+    let tag = mac(audit, app, key, value)?.finalize().into_bytes();
+    let shown: Vec<u8> = tag.iter().copied().take(MASK_TAG_BYTES).collect();
+    Ok(format!("{MASK_PREFIX}{}", hex::encode(shown)))
+}
+
+/// Whether `posted` is exactly the mask of `value` of `key` in `app` (compared in constant
+/// time).
+fn mask_matches(audit: &AuditKey, app: &str, key: &str, value: &str, posted: &str) -> bool {
+    let Some(hex_tag) = posted.strip_prefix(MASK_PREFIX) else {
+        return false;
+    };
+    let lower_hex = hex_tag
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if hex_tag.len() != 2 * MASK_TAG_BYTES || !lower_hex {
+        return false;
+    }
+    let Ok(tag) = hex::decode(hex_tag) else {
+        return false;
+    };
+    mac(audit, app, key, value).is_ok_and(|m| m.verify_truncated_left(&tag).is_ok())
+}
+
+fn mac(
+    audit: &AuditKey,
+    app: &str,
+    key: &str,
+    value: &str,
+) -> Result<hmac::Hmac<sha2::Sha256>, MaskError> {
+    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
+        .map_err(|_| MaskError::Key)?;
+    m.update(app.as_bytes());
+    m.update(&[0]);
+    m.update(key.as_bytes());
+    m.update(&[0]);
+    m.update(value.as_bytes());
+    Ok(m)
+}
+
+/// Masks the env of a release answer (`GET …/releases`, `GET …/releases/{id}`,
+/// `POST …/releases`): a release object or a list of them, every item's `env`.
+///
+/// Callers per [`Visibility`]; keys in `protected` are masked for everyone. Only the bytes of
+/// hidden values change; with nothing to hide, the answer comes back byte for byte.
+///
+/// # Errors
+/// The body is not JSON, or not a release or a list of releases (an object's `env` neither a
+/// string nor null): the proxy answers a recorded 502, never the unmasked body.
+pub fn mask_release_json(
+    body: &[u8],
+    app: &str,
+    who: Visibility,
+    audit: &AuditKey,
+    protected: &[String],
+) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, "env", &mut |env| {
+        let parsed = Env::parse(env);
+        let mut edits = Vec::new();
+        for e in &parsed.entries {
+            let (key, value) = (parsed.key(e), parsed.value(e));
+            if protected.iter().any(|p| p == key) || who.hides(key, value) {
+                edits.push((e.value.clone(), mask_value(audit, app, key, value)?));
+            }
+        }
+        Ok(edits)
+    })
+}
+
+/// Removes the credentials from the `repository` URL of a build answer (a build or a list of
+/// builds): an `external=true` build carries `https://convox:<rack password>@api.<domain>/<app>`
+/// (spec §3.3, §3.13), and the rack keeps it, so every later get or list shows it too. The
+/// password (or a token-like lone user) becomes `rgw-redacted`, for every caller: whoever holds
+/// the rack password can bypass the gateway.
+///
+/// # Errors
+/// The body is not JSON, or not a build or a list of builds.
+pub fn scrub_external_build(body: &[u8]) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, "repository", &mut |repository| {
+        Ok(credential_ranges(repository)
+            .into_iter()
+            .map(|r| (r, REDACTED.to_owned()))
+            .collect())
+    })
+}
+
+// === Restoring ===
+
+/// Whether restoring a posted `env` needs the app's current env: it carries a mask, or the app
+/// has protected keys (whose change must be detected).
+pub fn needs_current_env(env: &str, protected: &[String]) -> bool {
+    env.contains(MASK_PREFIX) || !protected.is_empty()
+}
+
+/// Restores the masked values of an `env` posted to `POST /apps/{app}/releases` (what
+/// `convox env set` and `env unset` post back after reading a masked env).
+///
+/// `current` is the env of the app's newest release (what the CLI read: see
+/// [`Env::from_releases_json`]). A value equal to the mask of the current value of the same key
+/// of the same app becomes that value; any other value containing `rgw-masked:` is refused; and
+/// so is any difference, once restored, between the posted and the current value of a protected
+/// key (added, removed or changed). Lines are kept as posted but for restored values.
+///
+/// # Errors
+/// [`MaskError::MaskMisused`] or [`MaskError::ProtectedChange`]: refuse the request (403,
+/// recorded as denied) and forward nothing.
+pub fn restore_env_param(
+    env: &str,
+    app: &str,
+    current: &Env,
+    audit: &AuditKey,
+    protected: &[String],
+) -> Result<String, MaskError> {
+    let posted = Env::parse(env);
+    let mut out = String::with_capacity(env.len());
+    let mut copied = 0;
+    let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
+    for e in &posted.entries {
+        let (key, value) = (posted.key(e), posted.value(e));
+        let value = if value.contains(MASK_PREFIX) {
+            let real = current
+                .get(key)
+                .filter(|real| mask_matches(audit, app, key, real, value))
+                .ok_or_else(|| MaskError::MaskMisused {
+                    key: key.to_owned(),
+                })?;
+            out.push_str(env.get(copied..e.value.start).unwrap_or_default());
+            out.push_str(real);
+            copied = e.value.end;
+            real
+        } else {
+            value
+        };
+        effective.insert(key, value);
+    }
+    out.push_str(env.get(copied..).unwrap_or_default());
+    for key in protected {
+        if effective.get(key.as_str()).copied() != current.get(key) {
+            return Err(MaskError::ProtectedChange { key: key.clone() });
+        }
+    }
+    Ok(out)
+}
+
+/// A form body with the `env` parameter replaced: the form parameters of `params` (the
+/// canonical ones of the request), urlencoded. The proxy canonicalizes it again before
+/// forwarding, so what is recorded is what is forwarded.
+pub fn form_with_env(params: &[Param], env: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for p in params.iter().filter(|p| p.part == Part::Form) {
+        if !out.is_empty() {
+            out.push('&');
+        }
+        let value = if p.key == "env" { env } else { &p.value };
+        out.extend(utf8_percent_encode(&p.key, NON_ALPHANUMERIC));
+        out.push('=');
+        out.extend(utf8_percent_encode(value, NON_ALPHANUMERIC));
+    }
+    out.into_bytes()
+}
+
+// === JSON, read in place ===
+
+/// A string member found in a top-level object of an answer.
+struct Field {
+    /// Which top-level object (0 for a single object; the index in a list).
+    object: usize,
+    /// The decoded string.
+    decoded: String,
+    /// For each decoded byte, where it starts in the body; one more for the closing quote.
+    offsets: Vec<usize>,
+}
+
+/// Rewrites the string members named `field` (Go's case-insensitive match) of an object or of
+/// the objects of a list. `rewrite` returns edits in decoded coordinates; each replaces the
+/// encoded bytes of its range with the JSON-escaped text, and nothing else changes.
+fn rewrite_string_fields(
+    body: &[u8],
+    field: &str,
+    rewrite: &mut dyn FnMut(&str) -> Result<Edits, MaskError>,
+) -> Result<Vec<u8>, MaskError> {
+    let mut splices: Vec<(Range<usize>, Vec<u8>)> = Vec::new();
+    for f in string_fields(body, field)? {
+        for (range, text) in rewrite(&f.decoded)? {
+            let (Some(&start), Some(&end)) = (f.offsets.get(range.start), f.offsets.get(range.end))
+            else {
+                return Err(MaskError::Shape("an edit falls outside its string"));
+            };
+            let mut encoded = Vec::with_capacity(text.len());
+            escape_go(&text, &mut encoded);
+            splices.push((start..end, encoded));
+        }
+    }
+    if splices.is_empty() {
+        return Ok(body.to_vec());
+    }
+    splices.sort_by_key(|(r, _)| r.start);
+    let mut out = Vec::with_capacity(body.len() + 16 * splices.len());
+    let mut copied = 0;
+    for (range, text) in splices {
+        if range.start < copied {
+            return Err(MaskError::Shape("overlapping edits"));
+        }
+        out.extend_from_slice(body.get(copied..range.start).unwrap_or_default());
+        out.extend_from_slice(&text);
+        copied = range.end;
+    }
+    out.extend_from_slice(body.get(copied..).unwrap_or_default());
+    Ok(out)
+}
+
+/// Validates the whole body as JSON and returns the string members named `field` of the
+/// top-level object or of each object of a top-level list. A `null` list item or member is
+/// skipped (Go decodes it as the zero value); any other kind of item or member is refused.
+fn string_fields(body: &[u8], field: &str) -> Result<Vec<Field>, MaskError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(MaskError::Json {
+            at: e.valid_up_to(),
+            what: "not UTF-8",
+        });
+    }
+    let json = Json { b: body };
+    let mut fields = Vec::new();
+    let start = json.ws(0);
+    let end = match body.get(start) {
+        Some(b'{') => {
+            let mut members = Vec::new();
+            let end = json.object(start, 1, Some(&mut members))?;
+            json.take_fields(0, members, field, &mut fields)?;
+            end
+        }
+        Some(b'[') => {
+            let mut items = Vec::new();
+            let end = json.array(start, 1, Some(&mut items))?;
+            for (index, item) in items.into_iter().enumerate() {
+                match body.get(item.start) {
+                    Some(b'{') => {
+                        let mut members = Vec::new();
+                        json.object(item.start, 2, Some(&mut members))?;
+                        json.take_fields(index, members, field, &mut fields)?;
+                    }
+                    Some(b'n') => {}
+                    _ => return Err(MaskError::Shape("a list item is not an object")),
+                }
+            }
+            end
+        }
+        Some(b'n') => json.value(start, 1)?,
+        Some(_) => {
+            json.value(start, 1)?;
+            return Err(MaskError::Shape("neither an object nor a list"));
+        }
+        None => return Err(json.err(start, "empty body")),
+    };
+    let rest = json.ws(end);
+    if rest != body.len() {
+        return Err(json.err(rest, "data after the value"));
+    }
+    Ok(fields)
+}
+
+/// A strict RFC 8259 reader over a body already known to be UTF-8.
+struct Json<'a> {
+    b: &'a [u8],
+}
+
+/// Replacements inside a decoded string: a byte range and the text to put there.
+type Edits = Vec<(Range<usize>, String)>;
+
+/// A member of an object: its decoded key and where its value lies.
+type Member = (String, Range<usize>);
+
+impl Json<'_> {
+    fn err(&self, at: usize, what: &'static str) -> MaskError {
+        MaskError::Json { at, what }
+    }
+
+    fn ws(&self, mut i: usize) -> usize {
+        while matches!(self.b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    }
+
+    fn take_fields(
+        &self,
+        object: usize,
+        members: Vec<Member>,
+        field: &str,
+        out: &mut Vec<Field>,
+    ) -> Result<(), MaskError> {
+        for (key, value) in members {
+            if !go_fold_eq(&key, field) {
+                continue;
+            }
+            match self.b.get(value.start) {
+                Some(b'"') => {
+                    let (decoded, offsets, _) = self.string(value.start)?;
+                    out.push(Field {
+                        object,
+                        decoded,
+                        offsets,
+                    });
+                }
+                Some(b'n') => {}
+                _ => return Err(MaskError::Shape("a masked field is not a string")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of the value starting at `i` (no leading whitespace).
+    fn value(&self, i: usize, depth: usize) -> Result<usize, MaskError> {
+        match self.b.get(i) {
+            Some(b'{') => self.object(i, depth + 1, None),
+            Some(b'[') => self.array(i, depth + 1, None),
+            Some(b'"') => self.skip_string(i),
+            Some(b't') => self.literal(i, b"true"),
+            Some(b'f') => self.literal(i, b"false"),
+            Some(b'n') => self.literal(i, b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(i),
+            Some(_) => Err(self.err(i, "unexpected character")),
+            None => Err(self.err(i, "unexpected end")),
+        }
+    }
+
+    fn object(
+        &self,
+        i: usize,
+        depth: usize,
+        mut members: Option<&mut Vec<Member>>,
+    ) -> Result<usize, MaskError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(i, "nested too deeply"));
+        }
+        let mut i = self.ws(i + 1);
+        if self.b.get(i) == Some(&b'}') {
+            return Ok(i + 1);
+        }
+        loop {
+            if self.b.get(i) != Some(&b'"') {
+                return Err(self.err(i, "expected a member name"));
+            }
+            let (key, end) = match members {
+                Some(_) => {
+                    let (key, _, end) = self.string(i)?;
+                    (Some(key), end)
+                }
+                None => (None, self.skip_string(i)?),
+            };
+            i = self.ws(end);
+            if self.b.get(i) != Some(&b':') {
+                return Err(self.err(i, "expected ':'"));
+            }
+            let start = self.ws(i + 1);
+            let end = self.value(start, depth)?;
+            if let (Some(list), Some(key)) = (members.as_deref_mut(), key) {
+                list.push((key, start..end));
+            }
+            i = self.ws(end);
+            match self.b.get(i) {
+                Some(b',') => i = self.ws(i + 1),
+                Some(b'}') => return Ok(i + 1),
+                _ => return Err(self.err(i, "expected ',' or '}'")),
+            }
+        }
+    }
+
+    fn array(
+        &self,
+        i: usize,
+        depth: usize,
+        mut items: Option<&mut Vec<Range<usize>>>,
+    ) -> Result<usize, MaskError> {
+        if depth > MAX_DEPTH {
+            return Err(self.err(i, "nested too deeply"));
+        }
+        let mut i = self.ws(i + 1);
+        if self.b.get(i) == Some(&b']') {
+            return Ok(i + 1);
+        }
+        loop {
+            let end = self.value(i, depth)?;
+            if let Some(list) = items.as_deref_mut() {
+                list.push(i..end);
+            }
+            i = self.ws(end);
+            match self.b.get(i) {
+                Some(b',') => i = self.ws(i + 1),
+                Some(b']') => return Ok(i + 1),
+                _ => return Err(self.err(i, "expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn literal(&self, i: usize, word: &[u8]) -> Result<usize, MaskError> {
+        if self.b.get(i..i + word.len()) == Some(word) {
+            Ok(i + word.len())
+        } else {
+            Err(self.err(i, "unexpected word"))
+        }
+    }
+
+    fn number(&self, start: usize) -> Result<usize, MaskError> {
+        let digits = |mut i: usize| {
+            let from = i;
+            while self.b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+            (i, i > from)
+        };
+        let mut i = start;
+        if self.b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        match self.b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(i).0,
+            _ => return Err(self.err(i, "malformed number")),
+        }
+        if self.b.get(i) == Some(&b'.') {
+            let (end, any) = digits(i + 1);
+            if !any {
+                return Err(self.err(i, "malformed number"));
+            }
+            i = end;
+        }
+        if matches!(self.b.get(i), Some(b'e' | b'E')) {
+            i += 1;
+            if matches!(self.b.get(i), Some(b'+' | b'-')) {
+                i += 1;
+            }
+            let (end, any) = digits(i);
+            if !any {
+                return Err(self.err(i, "malformed number"));
+            }
+            i = end;
+        }
+        Ok(i)
+    }
+
+    /// The end of the string starting at `i`, checked but not decoded.
+    fn skip_string(&self, start: usize) -> Result<usize, MaskError> {
+        let mut i = start + 1;
+        loop {
+            match self.b.get(i) {
+                Some(b'"') => return Ok(i + 1),
+                Some(b'\\') => i = self.escape(i)?.1,
+                Some(b) if *b < 0x20 => return Err(self.err(i, "control character in a string")),
+                Some(_) => i += 1,
+                None => return Err(self.err(i, "unterminated string")),
+            }
+        }
+    }
+
+    /// The escape at `i` (a backslash): the code unit it stands for and where it ends.
+    fn escape(&self, i: usize) -> Result<(u32, usize), MaskError> {
+        let unit = match self.b.get(i + 1) {
+            Some(b'"') => u32::from(b'"'),
+            Some(b'\\') => u32::from(b'\\'),
+            Some(b'/') => u32::from(b'/'),
+            Some(b'b') => 0x08,
+            Some(b'f') => 0x0C,
+            Some(b'n') => u32::from(b'\n'),
+            Some(b'r') => u32::from(b'\r'),
+            Some(b't') => u32::from(b'\t'),
+            Some(b'u') => {
+                let hex = self
+                    .b
+                    .get(i + 2..i + 6)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| self.err(i, "malformed \\u escape"))?;
+                return Ok((hex, i + 6));
+            }
+            _ => return Err(self.err(i, "malformed escape")),
+        };
+        Ok((unit, i + 2))
+    }
+
+    /// Decodes the string at `start`: its text, the body offset where each of its bytes
+    /// starts (plus the closing quote's), and where the token ends. Lone surrogates become
+    /// U+FFFD, as Go decodes them.
+    fn string(&self, start: usize) -> Result<(String, Vec<usize>, usize), MaskError> {
+        let mut text = String::new();
+        let mut offsets = Vec::new();
+        let mut i = start + 1;
+        loop {
+            match self.b.get(i) {
+                Some(b'"') => {
+                    offsets.push(i);
+                    return Ok((text, offsets, i + 1));
+                }
+                Some(b'\\') => {
+                    let at = i;
+                    let (unit, next) = self.escape(i)?;
+                    i = next;
+                    let c = if (0xD800..0xDC00).contains(&unit) {
+                        // A high surrogate: a low one must follow for a valid pair.
+                        match (self.b.get(i), self.b.get(i + 1)) {
+                            (Some(b'\\'), Some(b'u')) => {
+                                let (low, after) = self.escape(i)?;
+                                if (0xDC00..0xE000).contains(&low) {
+                                    i = after;
+                                    char::from_u32(
+                                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00),
+                                    )
+                                } else {
+                                    None
+                                }
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        char::from_u32(unit)
+                    };
+                    let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
+                    offsets.extend(std::iter::repeat_n(at, c.len_utf8()));
+                    text.push(c);
+                }
+                Some(b) if *b < 0x20 => return Err(self.err(i, "control character in a string")),
+                Some(_) => {
+                    // Copy one whole UTF-8 character (the body is valid UTF-8).
+                    let len = utf8_len(self.b.get(i).copied().unwrap_or(0));
+                    let chunk = self
+                        .b
+                        .get(i..i + len)
+                        .and_then(|c| std::str::from_utf8(c).ok())
+                        .ok_or_else(|| self.err(i, "not UTF-8"))?;
+                    text.push_str(chunk);
+                    offsets.extend(i..i + len);
+                    i += len;
+                }
+                None => return Err(self.err(i, "unterminated string")),
+            }
+        }
+    }
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xF0..=0xF7 => 4,
+        0xE0..=0xEF => 3,
+        0xC0..=0xDF => 2,
+        _ => 1,
+    }
+}
+
+/// Go's `encoding/json` field matching: equal under simple case folding, where `ſ` (U+017F)
+/// folds to `s` and the Kelvin sign (U+212A) to `k`.
+fn go_fold_eq(key: &str, field: &str) -> bool {
+    let fold = |c: char| match c {
+        '\u{017F}' => 's',
+        '\u{212A}' => 'k',
+        c => c.to_ascii_lowercase(),
+    };
+    key.chars().map(fold).eq(field.chars().map(fold))
+}
+
+/// Appends `s` as the inside of a JSON string, escaped as Go's `json.Marshal` does (`<`, `>`,
+/// `&`, U+2028 and U+2029 included).
+fn escape_go(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            '\u{8}' => out.extend_from_slice(b"\\b"),
+            '\u{c}' => out.extend_from_slice(b"\\f"),
+            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\u{0}'..='\u{1f}' => {
+                let n = u32::from(c);
+                out.extend_from_slice(b"\\u");
+                for shift in [12, 8, 4, 0] {
+                    let nibble = usize::try_from((n >> shift) & 0xF).unwrap_or(0);
+                    out.push(HEX.get(nibble).copied().unwrap_or(b'0'));
+                }
+            }
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,587 @@
+//! Tests of env masking: visibility, stable masks, restoring posted masks, protected keys,
+//! secrets found by value, and external build scrubbing.
+
+use std::collections::BTreeSet;
+
+use events::event::{Permission, Role};
+
+use super::*;
+use crate::policy::canonical::{RequestBody, RequestParams, canonicalize_params};
+use crate::policy::decide::Standing;
+use crate::policy::routes::{ROUTES, Secrecy};
+
+fn audit() -> AuditKey {
+    AuditKey([7; 32])
+}
+
+fn mask(app: &str, key: &str, value: &str) -> String {
+    mask_value(&audit(), app, key, value).unwrap()
+}
+
+/// `GET /apps/x/releases/RAAAAAAAAA` on the mock rack, byte for byte (seeded env).
+const SEEDED_RELEASE: &str = r#"{
+  "id": "RAAAAAAAAA",
+  "app": "x",
+  "build": "BAAAAAAAAA",
+  "env": "FOO=bar\nSECRET_TOKEN=s3cr3t",
+  "manifest": "services:\n  web:\n    build: .\n    port: 3000\n",
+  "description": "",
+  "created": "2026-01-01T00:00:06Z"
+}
+"#;
+
+/// `GET /apps/x/releases?limit=1` on the mock rack, byte for byte.
+const SEEDED_LIST: &str = r#"[
+  {
+    "id": "RAAAAAAAAA",
+    "app": "x",
+    "build": "BAAAAAAAAA",
+    "env": "FOO=bar\nSECRET_TOKEN=s3cr3t",
+    "manifest": "services:\n  web:\n    build: .\n    port: 3000\n",
+    "description": "",
+    "created": "2026-01-01T00:00:06Z"
+  }
+]
+"#;
+
+/// A `structs.Release` (§5) as the rack's `json.MarshalIndent` writes it: Go escapes `<`, `>`,
+/// `&`; a secret by value under an innocent name; a PEM key with literal `\n`s.
+const CAPTURED_RELEASE: &str = r#"{
+  "id": "RBCDEFGHIJ",
+  "app": "x",
+  "build": "BBCDEFGHIJ",
+  "env": "A=B\nDATABASE_URL=postgres://app:hunter2@db.internal:5432/app?sslmode=require\nGREETING=\u003cb\u003ehi\u003c/b\u003e \u0026 bye\nNOTES=postgres://u:p@h/db\nPORT=3000\nTLS_PEM=-----BEGIN RSA PRIVATE KEY-----\\nMIIB\\n-----END RSA PRIVATE KEY-----",
+  "manifest": "environment:\n  - PORT=3000\n",
+  "description": "env add A \u0026 B",
+  "created": "2026-06-26T10:00:00Z"
+}
+"#;
+
+/// The releases list after `convox env set A=B` (§6, A.4): newest first, every item with its
+/// env (§0 item 9), compact (`json.NewEncoder`), one item `null`.
+const CAPTURED_LIST: &str = "[{\"id\":\"RAAAAAAAAB\",\"app\":\"x\",\"build\":\"BAAAAAAAAA\",\
+\"env\":\"A=B\\nFOO=bar\\nSECRET_TOKEN=s3cr3t\",\"manifest\":\"\",\"description\":\"\",\
+\"created\":\"2026-01-01T00:00:09Z\"},{\"id\":\"RAAAAAAAAA\",\"app\":\"x\",\
+\"build\":\"BAAAAAAAAA\",\"env\":\"FOO=bar\\nSECRET_TOKEN=s3cr3t\",\"manifest\":\"\",\
+\"description\":\"\",\"created\":\"2026-01-01T00:00:06Z\"},null]\n";
+
+/// Odd but valid: escaped `=` and letters, `\r\n` lines, duplicates, a line without `=`, an
+/// empty value, a key with spaces, a non-ASCII value, a field spelt `Env` (Go matches it).
+const ODD_RELEASE: &str = r#"{"id":"R1","Env":"K\u003d1\r\nK=2\r\njunk\r\n  SPACED  =x y\r\nEMPTY=\r\nUNI=caf\u00e9 \ud83d\ude00\r\n","manifest":null}"#;
+
+/// A row of masking cases: name, answer, who asks, protected keys, hidden keys per release.
+type MaskCase<'a> = (
+    &'a str,
+    &'a str,
+    Visibility,
+    &'a [&'a str],
+    &'a [&'a [&'a str]],
+);
+
+/// A row of restore cases: name, posted env, protected keys, forwarded env or refusal kind.
+type RestoreCase<'a> = (&'a str, &'a str, &'a [&'a str], Result<&'a str, &'a str>);
+
+/// One masking case: the answer, who asks, the protected keys, and, per release of the answer,
+/// the keys whose values must come back masked.
+fn check(case: &str, body: &str, who: Visibility, protected: &[&str], hidden: &[&[&str]]) {
+    let protected: Vec<String> = protected.iter().map(|p| (*p).to_owned()).collect();
+    let out = mask_release_json(body.as_bytes(), "x", who, &audit(), &protected)
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let before: serde_json::Value = serde_json::from_str(body).unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let releases = |v: &serde_json::Value| match v {
+        serde_json::Value::Array(items) => items.clone(),
+        other => vec![other.clone()],
+    };
+    let (before, after) = (releases(&before), releases(&after));
+    assert_eq!(before.len(), after.len(), "{case}");
+    assert_eq!(before.len(), hidden.len(), "{case}: table row");
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        let field = ["env", "Env"]
+            .into_iter()
+            .find(|f| b.get(f).is_some())
+            .unwrap_or("env");
+        let Some(env) = b.get(field).and_then(|e| e.as_str()) else {
+            assert_eq!(a, b, "{case}: release {i}");
+            continue;
+        };
+        let parsed = Env::parse(env);
+        let mut expected = String::new();
+        let mut copied = 0;
+        for e in &parsed.entries {
+            let (k, v) = (parsed.key(e), parsed.value(e));
+            if hidden[i].contains(&k) {
+                expected.push_str(&env[copied..e.value.start]);
+                expected.push_str(&mask("x", k, v));
+                copied = e.value.end;
+            } else {
+                assert!(
+                    !protected.iter().any(|p| p == k),
+                    "{case}: protected {k} not hidden"
+                );
+            }
+        }
+        expected.push_str(&env[copied..]);
+        let mut want = b.clone();
+        want[field] = serde_json::Value::String(expected);
+        assert_eq!(a, &want, "{case}: release {i}");
+    }
+    if hidden.iter().all(|h| h.is_empty()) {
+        assert_eq!(out, body.as_bytes(), "{case}: not byte-identical");
+    }
+}
+
+#[test]
+fn release_answers_are_masked_per_visibility() {
+    use Visibility::{All, NoEnv, NonSecret};
+    let every = &["A", "DATABASE_URL", "GREETING", "NOTES", "PORT", "TLS_PEM"][..];
+    let secrets = &["DATABASE_URL", "NOTES", "TLS_PEM"][..];
+    let seeded = &["FOO", "SECRET_TOKEN"][..];
+    let odd_all = &["K", "SPACED", "EMPTY", "UNI"][..];
+    #[rustfmt::skip]
+    let cases: &[MaskCase] = &[
+        ("seeded, no env read", SEEDED_RELEASE, NoEnv, &[], &[seeded]),
+        ("seeded, env read", SEEDED_RELEASE, NonSecret, &[], &[&["SECRET_TOKEN"]]),
+        ("seeded, secret read", SEEDED_RELEASE, All, &[], &[&[]]),
+        ("seeded, protected FOO, secret read", SEEDED_RELEASE, All, &["FOO"], &[&["FOO"]]),
+        ("seeded, protected FOO, env read", SEEDED_RELEASE, NonSecret, &["FOO"], &[seeded]),
+        ("seeded list, no env read", SEEDED_LIST, NoEnv, &[], &[seeded]),
+        ("seeded list, env read", SEEDED_LIST, NonSecret, &[], &[&["SECRET_TOKEN"]]),
+        ("seeded list, secret read", SEEDED_LIST, All, &[], &[&[]]),
+        ("captured, no env read", CAPTURED_RELEASE, NoEnv, &[], &[every]),
+        ("captured, env read", CAPTURED_RELEASE, NonSecret, &[], &[secrets]),
+        ("captured, secret read", CAPTURED_RELEASE, All, &[], &[&[]]),
+        ("captured, protected PORT", CAPTURED_RELEASE, All, &["PORT", "ABSENT"], &[&["PORT"]]),
+        ("captured list, no env read", CAPTURED_LIST, NoEnv, &[], &[&["A", "FOO", "SECRET_TOKEN"], seeded, &[]]),
+        ("captured list, env read", CAPTURED_LIST, NonSecret, &[], &[&["SECRET_TOKEN"], &["SECRET_TOKEN"], &[]]),
+        ("captured list, secret read", CAPTURED_LIST, All, &[], &[&[], &[], &[]]),
+        ("odd, no env read", ODD_RELEASE, NoEnv, &[], &[odd_all]),
+        ("odd, env read", ODD_RELEASE, NonSecret, &[], &[&[]]),
+        ("odd, protected K", ODD_RELEASE, All, &["K"], &[&["K"]]),
+        ("empty env", r#"{"id":"R1","env":""}"#, NoEnv, &[], &[&[]]),
+        ("null env", r#"{"id":"R1","env":null}"#, NoEnv, &[], &[&[]]),
+        ("no env", r#"{"id":"R1"}"#, NoEnv, &[], &[&[]]),
+        ("empty list", "[]\n", NoEnv, &[], &[]),
+        ("null answer", "null", NoEnv, &[], &[&[]]),
+    ];
+    for (case, body, who, protected, hidden) in cases {
+        check(case, body, *who, protected, hidden);
+    }
+}
+
+#[test]
+fn masking_rewrites_only_the_hidden_values() {
+    let out = mask_release_json(
+        SEEDED_RELEASE.as_bytes(),
+        "x",
+        Visibility::NonSecret,
+        &audit(),
+        &[],
+    )
+    .unwrap();
+    let want = SEEDED_RELEASE.replace("s3cr3t", &mask("x", "SECRET_TOKEN", "s3cr3t"));
+    assert_eq!(String::from_utf8(out).unwrap(), want);
+    // Go's escapes elsewhere in the answer, and in values left visible, stay as they were.
+    let out = mask_release_json(
+        CAPTURED_RELEASE.as_bytes(),
+        "x",
+        Visibility::NonSecret,
+        &audit(),
+        &[],
+    )
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains(r#"GREETING=\u003cb\u003ehi\u003c/b\u003e \u0026 bye\n"#));
+    assert!(out.contains(r#""description": "env add A \u0026 B","#));
+    assert!(!out.contains("hunter2") && !out.contains("MIIB") && !out.contains("u:p@h"));
+}
+
+#[test]
+fn unparseable_answers_are_errors_never_passed_through() {
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("empty", b"", "mask_unparseable"),
+        (
+            "rack error text",
+            b"release not found: R1\n",
+            "mask_unparseable",
+        ),
+        (
+            "gzip",
+            b"\x1f\x8b\x08\x00\x00\x00\x00\x00",
+            "mask_unparseable",
+        ),
+        ("truncated", br#"{"env":"FOO=bar"#, "mask_unparseable"),
+        (
+            "trailing data",
+            br#"{"env":"FOO=bar"} {}"#,
+            "mask_unparseable",
+        ),
+        (
+            "raw control character",
+            b"{\"env\":\"A=\x01\"}",
+            "mask_unparseable",
+        ),
+        ("bad escape", br#"{"env":"A=\x"}"#, "mask_unparseable"),
+        ("bad number", br#"{"n":01,"env":"A=1"}"#, "mask_unparseable"),
+        ("single quotes", br#"{'env':'A=1'}"#, "mask_unparseable"),
+        ("not UTF-8", b"{\"env\":\"A=\xff\"}", "mask_unparseable"),
+        ("too deep", deep.as_bytes(), "mask_unparseable"),
+        ("env is a number", br#"{"env":3}"#, "mask_unexpected_shape"),
+        (
+            "env is an object",
+            br#"[{"env":{"A":"1"}}]"#,
+            "mask_unexpected_shape",
+        ),
+        (
+            "ENV is a list",
+            br#"{"ENV":["A=1"]}"#,
+            "mask_unexpected_shape",
+        ),
+        ("a string", br#""A=1""#, "mask_unexpected_shape"),
+        ("list of strings", br#"["A=1"]"#, "mask_unexpected_shape"),
+    ];
+    for (case, body, kind) in cases {
+        for who in [Visibility::NoEnv, Visibility::All] {
+            let got = mask_release_json(body, "x", who, &audit(), &[]);
+            assert_eq!(got.map_err(|e| e.kind()), Err(*kind), "{case}");
+        }
+    }
+}
+
+#[test]
+fn masks_are_stable_and_reveal_nothing() {
+    let m = mask("x", "SECRET_TOKEN", "s3cr3t");
+    assert_eq!(m, mask("x", "SECRET_TOKEN", "s3cr3t"));
+    let tag = m.strip_prefix(MASK_PREFIX).unwrap();
+    assert_eq!(tag.len(), 8);
+    assert!(
+        tag.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    );
+    let others = [
+        mask("y", "SECRET_TOKEN", "s3cr3t"),
+        mask("x", "OTHER", "s3cr3t"),
+        mask("x", "SECRET_TOKEN", "s3cr3u"),
+        mask_value(&AuditKey([8; 32]), "x", "SECRET_TOKEN", "s3cr3t").unwrap(),
+        // The separators keep app, key and value apart.
+        mask("xS", "ECRET_TOKEN", "s3cr3t"),
+        mask("x", "SECRET_TOKENs", "3cr3t"),
+    ];
+    for o in &others {
+        assert_ne!(&m, o);
+    }
+    // The mask is the HMAC the module doc describes, truncated: not the value, not reversible
+    // without the audit key.
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+    mac.update(b"x\0SECRET_TOKEN\0s3cr3t");
+    let full = hex::encode(mac.finalize().into_bytes());
+    assert_eq!(m, format!("rgw-masked:{}", &full[..8]));
+    assert!(!m.contains("s3cr3t"));
+}
+
+/// One restore case: what is posted, the current env, the protected keys, and the env to
+/// forward or the refusal's kind.
+fn check_restore(
+    case: &str,
+    posted: &str,
+    current: &str,
+    protected: &[&str],
+    want: Result<&str, &str>,
+) {
+    let protected: Vec<String> = protected.iter().map(|p| (*p).to_owned()).collect();
+    let current = Env::parse(current);
+    let got = restore_env_param(posted, "x", &current, &audit(), &protected);
+    match (&got, want) {
+        (Ok(env), Ok(w)) => assert_eq!(env, w, "{case}"),
+        (Err(e), Err(kind)) => {
+            assert_eq!(e.kind(), kind, "{case}");
+            assert!(e.is_refusal(), "{case}");
+            assert!(!e.to_string().contains("s3cr3t"), "{case}");
+        }
+        _ => panic!("{case}: got {got:?}, want {want:?}"),
+    }
+    let needed = needs_current_env(posted, &protected);
+    if !needed {
+        assert_eq!(
+            got.as_deref(),
+            Ok(posted),
+            "{case}: restored without needing to"
+        );
+    }
+}
+
+#[test]
+fn masked_values_are_restored_only_for_the_same_key_of_the_same_app() {
+    let seeded = "FOO=bar\nSECRET_TOKEN=s3cr3t";
+    let m = mask("x", "SECRET_TOKEN", "s3cr3t");
+    let foo = mask("x", "FOO", "bar");
+    let set = format!("A=B\nFOO=bar\nSECRET_TOKEN={m}");
+    let unset = format!("SECRET_TOKEN={m}");
+    let all_masked = format!("A=B\nFOO={foo}\nSECRET_TOKEN={m}");
+    let crlf = format!("A=B\r\nSECRET_TOKEN={m}\r\n");
+    let dup = format!("SECRET_TOKEN=new\nSECRET_TOKEN={m}");
+    let other_key = format!("FOO=bar\nOTHER={m}\nSECRET_TOKEN={m}");
+    let other_app = format!(
+        "FOO=bar\nSECRET_TOKEN={}",
+        mask("y", "SECRET_TOKEN", "s3cr3t")
+    );
+    let stale = format!("FOO=bar\nSECRET_TOKEN={}", mask("x", "SECRET_TOKEN", "old"));
+    let absent = format!("NEW={}", mask("x", "NEW", ""));
+    let upper = format!(
+        "SECRET_TOKEN={}",
+        m.to_uppercase().replace("RGW-MASKED:", MASK_PREFIX)
+    );
+    assert_ne!(
+        upper,
+        format!("SECRET_TOKEN={m}"),
+        "the mask has hex letters"
+    );
+    let embedded = format!("SECRET_TOKEN=x{m}");
+    let short = format!("SECRET_TOKEN={}", &m[..m.len() - 1]);
+    let protected_kept = format!("A=B\nFOO={foo}\nSECRET_TOKEN={m}");
+    #[rustfmt::skip]
+    let cases: Vec<RestoreCase> = vec![
+        ("env set A=B", &set, &[], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
+        ("env unset FOO", &unset, &[], Ok("SECRET_TOKEN=s3cr3t")),
+        ("every value masked", &all_masked, &[], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
+        ("CRLF lines kept", &crlf, &[], Ok("A=B\r\nSECRET_TOKEN=s3cr3t\r\n")),
+        ("duplicates", &dup, &[], Ok("SECRET_TOKEN=new\nSECRET_TOKEN=s3cr3t")),
+        ("in clear", "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t", &[], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
+        ("another key", &other_key, &[], Err("masked_value_misused")),
+        ("another app", &other_app, &[], Err("masked_value_misused")),
+        ("stale mask", &stale, &[], Err("masked_value_misused")),
+        ("key not in the current env", &absent, &[], Err("masked_value_misused")),
+        ("upper-case mask", &upper, &[], Err("masked_value_misused")),
+        ("mask inside a value", &embedded, &[], Err("masked_value_misused")),
+        ("truncated mask", &short, &[], Err("masked_value_misused")),
+        ("protected kept through its mask", &protected_kept, &["FOO"], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
+        ("protected kept in clear", "FOO=bar\nSECRET_TOKEN=x", &["FOO"], Ok("FOO=bar\nSECRET_TOKEN=x")),
+        ("protected changed", "FOO=baz\nSECRET_TOKEN=s3cr3t", &["FOO"], Err("protected_env_change")),
+        ("protected removed", &unset, &["FOO"], Err("protected_env_change")),
+        ("protected added", "FOO=bar\nNEW=1\nSECRET_TOKEN=s3cr3t", &["NEW"], Err("protected_env_change")),
+        ("protected duplicate wins last", "FOO=bar\nFOO=baz\nSECRET_TOKEN=s3cr3t", &["FOO"], Err("protected_env_change")),
+    ];
+    for (case, posted, protected, want) in cases {
+        check_restore(case, posted, seeded, protected, want);
+    }
+}
+
+#[test]
+fn a_masked_answer_posted_back_restores_the_current_env() {
+    // `convox env set A=B` by a caller without env read: read masked, merge, post, restore.
+    let read = mask_release_json(
+        SEEDED_LIST.as_bytes(),
+        "x",
+        Visibility::NoEnv,
+        &audit(),
+        &[],
+    )
+    .unwrap();
+    let current = Env::from_releases_json(SEEDED_LIST.as_bytes()).unwrap();
+    let masked = Env::from_releases_json(&read).unwrap();
+    let mut lines: Vec<String> = masked.entries().map(|(k, v)| format!("{k}={v}")).collect();
+    lines.push("A=B".into());
+    lines.sort();
+    let posted = lines.join("\n");
+    let restored = restore_env_param(&posted, "x", &current, &audit(), &[]).unwrap();
+    assert_eq!(restored, "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
+    // The form the proxy forwards, canonicalized again, carries the restored env.
+    let rule = ROUTES.iter().find(|r| r.name == "release.create").unwrap();
+    let params = |body: &[u8]| {
+        canonicalize_params(
+            rule,
+            &RequestParams {
+                method: "POST",
+                content_type: Some("application/x-www-form-urlencoded"),
+                query: Some(""),
+                body: RequestBody::Buffered(body),
+                headers: &[],
+            },
+        )
+        .unwrap()
+    };
+    let sent = format!(
+        "build=B1&description=hi+there&env={}",
+        utf8_percent_encode(&posted, NON_ALPHANUMERIC)
+    );
+    let form = form_with_env(params(sent.as_bytes()).params(), &restored);
+    let forwarded = params(&form);
+    assert_eq!(forwarded.get("env").as_deref(), Some(restored.as_str()));
+    assert_eq!(forwarded.get("build").as_deref(), Some("B1"));
+    assert_eq!(forwarded.get("description").as_deref(), Some("hi there"));
+}
+
+#[test]
+fn secrets_are_classified_by_name_or_by_value() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, bool)] = &[
+        // By value, under innocent names.
+        ("NOTES", "postgres://u:p@h/db", true),
+        ("REDIS_URL", "redis://:pw@cache:6379/0", true),
+        ("UPSTREAMS", "https://a.example,https://user:pw@b.example", true),
+        ("MYSQL", "app:hunter2@tcp(db:3306)/app", true),
+        ("CLONE_FROM", "https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r", true),
+        ("SESSION", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl", true),
+        ("HEADER", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", true),
+        ("TLS", "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXk=", true),
+        ("GH", "ghp_16C7e42F292c6912E7710c838347Ae178B4a", true),
+        ("STRIPE", "sk_live_4eC39HqLyjWDarjtT1zdp7dc", true),
+        ("AWS_ID", "AKIAIOSFODNN7EXAMPLE", true),
+        ("AWS", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", true),
+        ("RANDOM", "sDmD8j2PaiGo9TkgD9Z4", true),
+        ("RANDOM_URLSAFE", "bEH7CS-_iEz5MBcGdIS_ue-P5HfIfpXu", true),
+        ("HEX", "3c6e0b8a9c15224a8228b9a98ca1531d", true),
+        ("SYMBOLS", "Xk9#mP2$vL8@qR4!zT6&", true),
+        ("GATEWAY", "rgw_Zm9vYmFyYmF6cXV4cXV1eHh5enp5", true),
+        // Random material is masked even when it is only an id: a UUID, a commit hash.
+        ("TENANT", "123e4567-e89b-12d3-a456-426614174000", true),
+        ("GIT_SHA", "da39a3ee5e6b4b0d3255bfef95601890afd80709", true),
+        // Names win on the secret side, whatever the value.
+        ("SECRET_TOKEN", "abc", true),
+        ("API_KEY", "", true),
+        ("apiKey", "x", true),
+        ("DB_PASSWORD", "changeme", true),
+        ("SMTP_PASS", "x", true),
+        ("DATABASE_URL", "sqlite:///tmp/db", true),
+        ("SECRET_KEY_BASE", "development", true),
+        ("AWS_ACCESS_KEY_ID", "x", true),
+        ("SENTRY_DSN", "x", true),
+        ("GOOGLE_APPLICATION_CREDENTIALS", "/etc/gcp.json", true),
+        // Neither.
+        ("FOO", "bar", false),
+        ("PORT", "3000", false),
+        ("NODE_ENV", "production", false),
+        ("REDIS_URL", "redis://cache:6379/0", false),
+        ("REPO", "ssh://git@github.com/o/r", false),
+        ("HOME_PAGE", "https://example.com/path/to/x?y=1", false),
+        ("CONTACT", "ops@example.com", false),
+        ("VERSION", "v1.2.3-build.20240101-abcdef", false),
+        ("BUILD", "app-web-20240101-123456789", false),
+        ("NAME", "production2024server", false),
+        ("CLASS", "ThisIsAVeryLongCamelCaseName", false),
+        ("DATA_DIR", "/var/lib/postgresql/14/main", false),
+        ("NODE_OPTIONS", "--max-old-space-size=4096", false),
+        ("LANG", "en_US.UTF-8", false),
+        ("IMAGE", "registry.example.com/team/app:20240101", false),
+        ("PASSENGER_COUNT", "4", false),
+        ("AUTHOR", "someone", false),
+        ("KEYCLOAK_REALM", "main", false),
+    ];
+    for (key, value, secret) in cases {
+        assert_eq!(is_secret(key, value), *secret, "{key}={value}");
+    }
+}
+
+#[test]
+fn external_builds_lose_the_rack_password() {
+    // The mock rack's answer to `POST /apps/x/builds` `external=true&url=`, then its list.
+    let created = r#"{
+  "id": "BAAAAAAAAB",
+  "app": "x",
+  "manifest": "",
+  "repository": "https://convox:pw@api.mock/x",
+  "status": "created",
+  "started": "2026-01-01T00:00:08Z"
+}
+"#;
+    let list = r#"[{"id":"BAAAAAAAAB","repository":"https://convox:pw@api.mock/x"},{"id":"BAAAAAAAAA","repository":""},null]"#;
+    let token_user =
+        r#"{"repository":"https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r"}"#;
+    #[rustfmt::skip]
+    let cases: &[(&str, &str, Result<String, &str>)] = &[
+        ("created", created, Ok(created.replace("convox:pw@", "convox:rgw-redacted@"))),
+        ("list", list, Ok(list.replace("convox:pw@", "convox:rgw-redacted@"))),
+        ("lone token user", token_user, Ok(r#"{"repository":"https://rgw-redacted@github.com/o/r"}"#.to_owned())),
+        ("no credentials", r#"{"repository":"https://api.mock/x"}"#, Ok(r#"{"repository":"https://api.mock/x"}"#.to_owned())),
+        ("null", r#"{"repository":null}"#, Ok(r#"{"repository":null}"#.to_owned())),
+        ("Go's case-insensitive match", r#"{"Repository":"https://convox:pw@api.mock/x"}"#, Ok(r#"{"Repository":"https://convox:rgw-redacted@api.mock/x"}"#.to_owned())),
+        ("escaped", r#"{"repository":"https:\/\/convox:p\u0026w@api.mock\/x"}"#, Ok(r#"{"repository":"https:\/\/convox:rgw-redacted@api.mock\/x"}"#.to_owned())),
+        ("text", "build not found\n", Err("mask_unparseable")),
+        ("repository is a number", r#"{"repository":1}"#, Err("mask_unexpected_shape")),
+    ];
+    for (case, body, want) in cases {
+        let got = scrub_external_build(body.as_bytes())
+            .map(|b| String::from_utf8(b).unwrap())
+            .map_err(|e| e.kind());
+        assert_eq!(got, want.clone(), "{case}");
+    }
+}
+
+#[test]
+fn masking_routes_are_every_route_whose_answer_carries_env_or_a_build() {
+    for rule in ROUTES.iter() {
+        let want = match rule.name {
+            "release.list" | "release.get" | "release.create" => Some(ResponseMask::ReleaseEnv),
+            n if n.starts_with("build.")
+                && !matches!(n, "build.export" | "build.image" | "build.logs") =>
+            {
+                Some(ResponseMask::BuildRepository)
+            }
+            _ => None,
+        };
+        assert_eq!(response_mask(rule), want, "{}", rule.name);
+        assert_eq!(masks_response(rule), want.is_some(), "{}", rule.name);
+        if rule.secrets.response == Secrecy::Sensitive {
+            assert_eq!(want, Some(ResponseMask::ReleaseEnv), "{}", rule.name);
+        }
+    }
+}
+
+#[test]
+fn envs_are_read_the_way_the_rack_reads_them() {
+    let text = "A=1\nB==2\r\nC=\n  D =x y\n=nokey\nnoeq\n\nA=3\r\r\nE=last";
+    let env = Env::parse(text);
+    assert_eq!(env.as_str(), text);
+    let entries: Vec<(&str, &str)> = env.entries().collect();
+    assert_eq!(
+        entries,
+        [
+            ("A", "1"),
+            ("B", "=2"),
+            ("C", ""),
+            ("D", "x y"),
+            ("A", "3\r"),
+            ("E", "last")
+        ]
+    );
+    assert_eq!(env.get("A"), Some("3\r"));
+    assert_eq!(env.get("nokey"), None);
+    assert_eq!(env.to_map().len(), 5);
+    assert!(!format!("{env:?}").contains("last"));
+    let newest = Env::from_releases_json(CAPTURED_LIST.as_bytes()).unwrap();
+    assert_eq!(newest.as_str(), "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
+    assert_eq!(
+        Env::from_releases_json(SEEDED_RELEASE.as_bytes())
+            .unwrap()
+            .get("FOO"),
+        Some("bar")
+    );
+    assert_eq!(Env::from_releases_json(b"[]").unwrap(), Env::default());
+    assert!(Env::from_releases_json(b"release not found\n").is_err());
+}
+
+#[test]
+fn visibility_follows_env_and_secret_read() {
+    let user = |roles: &[Role]| {
+        Visibility::of(&Grant::for_user(&Standing::Active(
+            roles.iter().copied().collect(),
+        )))
+    };
+    assert_eq!(user(&[Role::Viewer]), Visibility::NoEnv);
+    assert_eq!(user(&[Role::Ops]), Visibility::NonSecret);
+    assert_eq!(user(&[Role::Deployer]), Visibility::NonSecret);
+    assert_eq!(user(&[Role::Admin]), Visibility::All);
+    let owner = Standing::Active(BTreeSet::from([Role::Admin]));
+    let scoped = Grant::for_token(&[Permission("convox:release:read".into())], &owner);
+    assert_eq!(Visibility::of(&scoped), Visibility::NoEnv);
+    let cicd = Grant::for_token(
+        &[Permission("convox:*:*".into())],
+        &Standing::Active(BTreeSet::from([Role::Cicd])),
+    );
+    assert_eq!(Visibility::of(&cicd), Visibility::NoEnv);
+    assert_eq!(
+        Visibility::of(&Grant::for_user(&Standing::Disabled)),
+        Visibility::NoEnv
+    );
+}

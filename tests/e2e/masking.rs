@@ -1,0 +1,126 @@
+//! Secrets in answers: env values masked by what the caller may read, a masked value posted
+//! back restored only for its own key, and the rack never sending compressed env.
+
+use events::event::Role;
+
+use crate::support::{Body, TestGateway};
+
+/// The seeded release's env on the mock rack: `FOO=bar`, `SECRET_TOKEN=s3cr3t`.
+fn env_of(reply_json: &serde_json::Value) -> String {
+    let first = match reply_json {
+        serde_json::Value::Array(items) => items.first().cloned().unwrap_or_default(),
+        other => other.clone(),
+    };
+    first["env"].as_str().unwrap_or_default().to_owned()
+}
+
+fn line<'a>(env: &'a str, key: &str) -> &'a str {
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_values_are_masked_by_what_the_caller_may_read() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let deployer = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let as_viewer = releases(&gw, &viewer.secret).await;
+    assert_eq!(as_viewer.status, 200, "{}", as_viewer.text());
+    let env = env_of(&as_viewer.json());
+    assert!(line(&env, "FOO").starts_with("rgw-masked:"), "{env}");
+    assert!(
+        line(&env, "SECRET_TOKEN").starts_with("rgw-masked:"),
+        "{env}"
+    );
+    let as_deployer = releases(&gw, &deployer.secret).await;
+    let env = env_of(&as_deployer.json());
+    assert_eq!(line(&env, "FOO"), "bar", "env:read shows plain values");
+    assert!(
+        line(&env, "SECRET_TOKEN").starts_with("rgw-masked:"),
+        "{env}"
+    );
+    let as_admin = releases(&gw, gw.token()).await;
+    assert_eq!(line(&env_of(&as_admin.json()), "SECRET_TOKEN"), "s3cr3t");
+    // The rack was asked for uncompressed answers on this masking route.
+    assert!(
+        gw.rack()
+            .received()
+            .iter()
+            .all(|r| r.header("accept-encoding").is_none()),
+        "Accept-Encoding reached the rack on a masking route"
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
+    let gw = TestGateway::start().await;
+    let deployer = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let cli = gw.cli_as(&deployer.secret);
+    let read = gw
+        .send_raw(cli.request("GET", "/apps/x/releases?", &[], Body::Empty))
+        .await;
+    let env = env_of(&read.json());
+    let mask = line(&env, "SECRET_TOKEN").to_owned();
+    assert!(mask.starts_with("rgw-masked:"));
+    // `convox env set A=B` posts the whole env back, masked value included.
+    let posted = format!("A=B\nFOO=bar\nSECRET_TOKEN={mask}");
+    let form = format!("env={}", form_encode(&posted));
+    let before = gw.rack().received().len();
+    let reply = gw
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let sent = gw.rack().received();
+    let post = sent[before..]
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("the release was created");
+    assert_eq!(
+        post.param("env").map(|p| p.value.as_str()),
+        Some("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t"),
+        "the rack got the real value back"
+    );
+    // The same mask under another key is refused, and nothing reaches the rack.
+    let misused = format!("env={}", form_encode(&format!("STOLEN={mask}")));
+    let before = gw.rack().received().len();
+    let reply = gw
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&misused)))
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert!(
+        gw.rack().received()[before..]
+            .iter()
+            .all(|r| r.method != "POST"),
+        "a misused mask must not create a release"
+    );
+    let finished = gw.finish().await;
+    let log = format!("{:?}", finished.events);
+    assert!(!log.contains("s3cr3t"), "the secret never enters the log");
+}
+
+async fn releases(gw: &TestGateway, token: &str) -> crate::support::Reply {
+    let raw = gw
+        .cli_as(token)
+        .request("GET", "/apps/x/releases?", &[], Body::Empty);
+    gw.send_raw(raw).await
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
