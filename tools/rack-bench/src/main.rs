@@ -11,6 +11,7 @@ mod fs_check;
 mod io_account;
 mod latency;
 mod memory;
+mod proxy;
 mod rebuild;
 mod report;
 mod sync_baseline;
@@ -40,6 +41,9 @@ enum Command {
     /// Offline verification of an export (`rack-audit verify`'s core) against
     /// `openssl dgst -sha256` over the same bytes.
     Verify(verify::Args),
+    /// Requests/s and p50/p99 of the CLI's request mix direct to mock-rack, through nginx as a
+    /// plain reverse proxy, and through the gateway, in one run with one load generator.
+    Proxy(proxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Append(args) => append::run(args),
         Command::Rebuild(args) => rebuild::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Proxy(args) => proxy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

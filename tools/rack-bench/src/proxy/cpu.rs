@@ -1,0 +1,248 @@
+//! CPU time over the measured window, per part of the benchmark: this process's threads by
+//! name (the load generator, the rack, the gateway each run on their own named runtime) and
+//! nginx's processes.
+//!
+//! **Invariant:** times come from `/proc/.../schedstat` (nanoseconds on a CPU, per thread); a
+//! thread that ends inside the window loses its time, so figures are lower bounds, and when the
+//! kernel does not expose `schedstat` every figure is `None` rather than a guess.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+/// Thread-name prefix of the load generator's runtime.
+pub const LOAD: &str = "rb-load";
+/// Thread-name prefix of the runtime that runs the mock rack measured directly and behind nginx.
+pub const RACK: &str = "rb-rack";
+/// Thread-name prefix of the runtime that runs the gateway (and the mock rack it links).
+pub const GATEWAY: &str = "rb-gw";
+
+/// CPU nanoseconds per thread of this process, with the thread's name.
+pub struct Threads(HashMap<u32, (String, u64)>);
+
+// === impl Threads ===
+
+impl Threads {
+    pub fn now() -> Option<Threads> {
+        let mut map = HashMap::new();
+        for entry in fs::read_dir("/proc/self/task").ok()? {
+            let dir = entry.ok()?.path();
+            let Some(tid) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            // A thread may end between listing and reading: skip it.
+            let (Ok(comm), Some(ns)) = (fs::read_to_string(dir.join("comm")), schedstat(&dir))
+            else {
+                continue;
+            };
+            map.insert(tid, (comm.trim().to_owned(), ns));
+        }
+        (!map.is_empty()).then_some(Threads(map))
+    }
+
+    /// CPU seconds spent since `earlier` by the threads whose name starts with `prefix`
+    /// (`None`: every thread not named by one of [`LOAD`], [`RACK`], [`GATEWAY`]).
+    pub fn since(&self, earlier: &Threads, prefix: Option<&str>) -> f64 {
+        let ns: u64 = self
+            .0
+            .iter()
+            .filter(|(_, (name, _))| match prefix {
+                Some(p) => name.starts_with(p),
+                None => ![LOAD, RACK, GATEWAY].iter().any(|p| name.starts_with(p)),
+            })
+            .map(|(tid, (_, now))| now.saturating_sub(earlier.0.get(tid).map_or(0, |(_, t)| *t)))
+            .sum();
+        ns as f64 / 1e9
+    }
+}
+
+/// The whole machine's CPU time from `/proc/stat`, in clock ticks: busy and total, and each
+/// process's own ticks (to name what else kept the machine busy).
+#[derive(Clone, Debug)]
+pub struct Machine {
+    busy: u64,
+    total: u64,
+    processes: HashMap<u32, (String, u64)>,
+}
+
+// === impl Machine ===
+
+impl Machine {
+    pub fn now() -> Option<Machine> {
+        let mut m = parse_stat(&fs::read_to_string("/proc/stat").ok()?)?;
+        for entry in fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(p) = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| parse_process(&s))
+            {
+                m.processes.insert(pid, p);
+            }
+        }
+        Some(m)
+    }
+
+    /// The processes other than `ours` that used the most CPU since `earlier`, in cores,
+    /// busiest first, at most `n`.
+    pub fn busiest_since(
+        &self,
+        earlier: &Machine,
+        ours: &[u32],
+        cores: usize,
+        n: usize,
+    ) -> Vec<(String, f64)> {
+        let Some(total) = self.total.checked_sub(earlier.total).filter(|t| *t > 0) else {
+            return Vec::new();
+        };
+        let mut used: Vec<(String, f64)> = self
+            .processes
+            .iter()
+            .filter(|(pid, _)| !ours.contains(pid))
+            .map(|(pid, (comm, now))| {
+                let before = earlier.processes.get(pid).map_or(0, |(_, t)| *t);
+                let ticks = now.saturating_sub(before);
+                (comm.clone(), ticks as f64 / total as f64 * cores as f64)
+            })
+            .filter(|(_, c)| *c > 0.0)
+            .collect();
+        used.sort_by(|a, b| b.1.total_cmp(&a.1));
+        used.truncate(n);
+        used
+    }
+
+    /// Cores busy on average since `earlier` (any process, the kernel included).
+    pub fn busy_cores_since(&self, earlier: &Machine, cores: usize) -> Option<f64> {
+        let total = self.total.checked_sub(earlier.total).filter(|t| *t > 0)?;
+        let busy = self.busy.saturating_sub(earlier.busy);
+        Some(busy as f64 / total as f64 * cores as f64)
+    }
+}
+
+/// The aggregate `cpu` line: user nice system idle iowait irq softirq steal (guest time is
+/// already inside user and nice).
+fn parse_stat(stat: &str) -> Option<Machine> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [user, nice, system, idle, iowait, irq, softirq, steal] = f.try_into().ok()?;
+    let busy = user + nice + system + irq + softirq + steal;
+    Some(Machine {
+        busy,
+        total: busy + idle + iowait,
+        processes: HashMap::new(),
+    })
+}
+
+/// A process's name and user+system ticks (fields 14 and 15 of `/proc/<pid>/stat`).
+fn parse_process(stat: &str) -> Option<(String, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_owned();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): utime is field 14, stime 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((comm, utime + stime))
+}
+
+/// CPU nanoseconds of a process and its direct children (nginx's master and workers).
+pub fn process_tree_ns(pid: u32) -> Option<u64> {
+    let mut total = process_ns(pid)?;
+    for child in children(pid) {
+        total += process_ns(child).unwrap_or(0);
+    }
+    Some(total)
+}
+
+fn process_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for entry in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        total += schedstat(&entry.ok()?.path()).unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// The parent pid from `/proc/<pid>/stat` (the fields after the parenthesized name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_ppid(&stat)
+}
+
+/// The direct children of `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|child| parent_of(*child) == Some(pid))
+        .collect()
+}
+
+fn parse_ppid(stat: &str) -> Option<u32> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The first field of `<dir>/schedstat`: nanoseconds spent on a CPU.
+fn schedstat(dir: &Path) -> Option<u64> {
+    fs::read_to_string(dir.join("schedstat"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ppid_after_a_name_with_spaces_and_parens() {
+        assert_eq!(
+            parse_ppid("1234 (nginx: worker (x)) S 1200 1200 1 0 -1"),
+            Some(1200)
+        );
+        assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn machine_busy_from_proc_stat() {
+        let a = parse_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5 6 7 8\n").unwrap();
+        let b = parse_stat("cpu  200 0 100 1400 100 0 0 0 0 0\n").unwrap();
+        // 150 busy ticks of 800: 0.1875 of the machine, 0.375 of two cores.
+        assert_eq!(b.busy_cores_since(&a, 2), Some(0.375));
+        assert!(parse_stat("cpu0 1 2").is_none());
+        let p = "42 (cargo (x)) R 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
+        assert_eq!(parse_process(p), Some(("cargo (x)".to_owned(), 10)));
+    }
+
+    #[test]
+    fn this_thread_is_counted() {
+        let Some(before) = Threads::now() else {
+            return; // no schedstat on this kernel
+        };
+        // Busy for 50 ms: longer than a scheduler tick, when the kernel updates the counter.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let after = Threads::now().map(|a| a.since(&before, None));
+        assert!(after.is_some_and(|s| s > 0.0));
+    }
+}
