@@ -60,7 +60,11 @@ async fn env_values_are_masked_by_what_the_caller_may_read() {
             r.actor
         );
     }
-    assert!(received.iter().any(|r| r.actor.as_deref() == Some("viewer@example.com")));
+    assert!(
+        received
+            .iter()
+            .any(|r| r.actor.as_deref() == Some("viewer@example.com"))
+    );
     gw.finish().await;
 }
 
