@@ -253,25 +253,6 @@ async fn pipeline(
     });
     let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
         Ok(p) => p,
-        Err(denied) if ws_key.is_some() => {
-            // The CLI shows a WebSocket refusal only from inside the socket: upgrade, then say why.
-            let perm = policy::decide::requirements(&matched, &|k| params.get(k))
-                .last()
-                .map(|p| p.as_str().to_owned());
-            record_denial(
-                state,
-                &caller,
-                &method,
-                path.as_str(),
-                denied.kind(),
-                perm,
-                &recorded_params,
-            )
-            .await?;
-            let reason =
-                format!("{denied}; ask a gateway admin for a role or token scope that grants it");
-            return Ok(refuse_in_socket(parts, ws_key, reason));
-        }
         Err(denied) => {
             let perm = policy::decide::requirements(&matched, &|k| params.get(k))
                 .last()
@@ -286,6 +267,14 @@ async fn pipeline(
                 &recorded_params,
             )
             .await?;
+            if ws_key.is_some() {
+                // The CLI shows a WebSocket refusal only from inside the socket: upgrade, then
+                // say why.
+                let reason = format!(
+                    "{denied}; ask a gateway admin for a role or token scope that grants it"
+                );
+                return Ok(refuse_in_socket(parts, ws_key, reason));
+            }
             return Err(ProxyError::Forbidden {
                 kind: denied.kind(),
                 what: denied.to_string(),
