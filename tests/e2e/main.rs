@@ -19,4 +19,5 @@ mod counts;
 mod fail_closed;
 mod faults;
 mod masking;
+mod streams;
 mod support;

@@ -1,0 +1,154 @@
+//! WebSocket commands through the gateway: exec relayed byte-exact both ways (invalid UTF-8 in
+//! a text frame, a character split across frames) with its exit code recorded, and a caller
+//! without the permission refused inside the socket with nothing forwarded.
+
+use events::event::{Event, Role};
+use mock_rack::ws::{Frame, Opcode, Role as WsRole, WsReader, WsWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{TestGateway, basic, eventually};
+
+const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
+
+/// Opens a WebSocket through the gateway as the CLI does and returns the frame reader, the
+/// writer and the status line.
+async fn open(
+    gw: &TestGateway,
+    token: &str,
+    path: &str,
+) -> (
+    String,
+    WsReader<tokio::net::tcp::OwnedReadHalf>,
+    WsWriter<tokio::net::tcp::OwnedWriteHalf>,
+) {
+    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    let host = gw.proxy().to_string();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
+         Authorization: {}\r\nCommand: ls -la\r\nConnection: Upgrade\r\nHeight: 24\r\n\
+         Origin: http://{host}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nWidth: 80\r\n\r\n",
+        basic(&format!("convox:{token}"))
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        if tcp.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let (r, w) = tcp.into_split();
+    (
+        status,
+        WsReader::new(r, WsRole::Client),
+        WsWriter::new(w, WsRole::Client),
+    )
+}
+
+/// Reads data frames until the empty binary frame (EOF); returns their payloads in order.
+async fn until_eof(reader: &mut WsReader<tokio::net::tcp::OwnedReadHalf>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_frame())
+            .await
+            .expect("frames arrive")
+            .unwrap()
+            .expect("the stream stays open until EOF");
+        if frame.opcode == Opcode::Binary && frame.payload.is_empty() {
+            return frames;
+        }
+        if !frame.opcode.is_control() {
+            frames.push(frame);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let (status, mut reader, mut writer) = open(&gw, gw.token(), EXEC).await;
+    assert!(status.contains("101"), "{status}");
+    let invalid = b"echo \xff\xfe hi\n".to_vec();
+    let e_acute = "\u{e9}".as_bytes().to_vec();
+    writer.text(&invalid).await.unwrap();
+    writer.text(&e_acute[..1]).await.unwrap();
+    writer.text(&e_acute[1..]).await.unwrap();
+    writer.binary(b"").await.unwrap();
+    let frames = until_eof(&mut reader).await;
+    let payloads: Vec<&[u8]> = frames.iter().map(|f| f.payload.as_ref()).collect();
+    assert_eq!(
+        payloads[0],
+        invalid.as_slice(),
+        "invalid UTF-8 comes back as sent"
+    );
+    assert_eq!(payloads[1], &e_acute[..1]);
+    assert_eq!(
+        payloads[2],
+        &e_acute[1..],
+        "a split character comes back split, byte-exact"
+    );
+    assert!(
+        payloads
+            .last()
+            .is_some_and(|p| p.starts_with(mock_rack::EXIT_MARKER.as_bytes())),
+        "{payloads:?}"
+    );
+    writer.close(1000, b"").await.unwrap();
+    let rack = gw.rack().received();
+    let upgrade = rack
+        .iter()
+        .find(|r| r.websocket)
+        .expect("the rack got the upgrade");
+    assert_eq!(upgrade.actor.as_deref(), Some("dev@rack-gateway.local"));
+    let closed = eventually("StreamClosed", || async {
+        gw.events_since(since)
+            .await
+            .into_iter()
+            .find_map(|r| match r.event {
+                Event::StreamClosed {
+                    bytes_in,
+                    exit_code,
+                    ..
+                } => Some((bytes_in, exit_code)),
+                _ => None,
+            })
+    })
+    .await;
+    assert_eq!(closed, (invalid.len() as u64 + 2, Some(0)));
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_exec_is_refused_inside_the_socket() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let before = gw.rack().received().len();
+    let (status, mut reader, _writer) = open(&gw, &viewer.secret, EXEC).await;
+    assert!(
+        status.contains("101"),
+        "the CLI needs the upgrade to show why: {status}"
+    );
+    let frames = until_eof(&mut reader).await;
+    let text: Vec<String> = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
+    assert!(text[0].starts_with("ERROR: "), "{text:?}");
+    assert_eq!(
+        text.last().map(String::as_str),
+        Some(format!("{}1\n", mock_rack::EXIT_MARKER).as_str())
+    );
+    assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
+    gw.finish().await;
+}
