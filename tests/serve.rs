@@ -289,3 +289,95 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     drop(changed);
     assert_eq!(config_digests(&data), 2);
 }
+
+/// A TLS terminator in front of the mock rack, serving `cert.pem` (signed by the test CA).
+async fn tls_front(dir: &Path, rack: SocketAddr) -> SocketAddr {
+    let config = rack_gateway::server::tls::server_config(&rack_gateway::config::Tls {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    })
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(rack).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    let rack = mock_rack::MockRack::start("127.0.0.1:0".parse().unwrap(), "rack-pw")
+        .await
+        .unwrap();
+    let front = tls_front(dir.path(), rack.addr()).await;
+    Keys::init(&data, "rack-tls.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let cert = CertificateDer::pem_file_iter(dir.path().join("cert.pem"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let pin = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(cert.as_ref()));
+    let config = dir.path().join("gateway.toml");
+    let ca = dir.path().join("ca.pem");
+    let run = |trust: String| {
+        std::fs::write(
+            &config,
+            format!(
+                "data = {:?}\n[proxy]\nlisten = \"127.0.0.1:{}\"\n[console]\nlisten = \"127.0.0.1:{}\"\n\
+                 [tls]\ncert = {:?}\nkey = {:?}\n[rack]\nurl = \"https://127.0.0.1:{}\"\n{trust}\n",
+                data,
+                free_port(),
+                free_port(),
+                dir.path().join("cert.pem"),
+                dir.path().join("key.pem"),
+                front.port(),
+            ),
+        )
+        .unwrap();
+        serve(&config, "rack-pw")
+    };
+    // No trust chosen for an https rack: refused at start, saying what to set.
+    let err = run(String::new())
+        .err()
+        .expect("an https rack needs a trust choice");
+    assert!(err.contains("rack.pin_sha256"), "{err}");
+    for trust in [
+        format!("ca_file = {ca:?}"),
+        format!("pin_sha256 = \"{pin}\""),
+    ] {
+        let gateway = run(trust.clone()).unwrap();
+        let before = rack.received().len();
+        let (status, body) = https_get(gateway.proxy, &ca, "/apps?", &token).await;
+        assert_eq!(status, 200, "{trust}: {body}");
+        assert_eq!(rack.received().len(), before + 1, "{trust}");
+    }
+    let wrong = format!("pin_sha256 = \"{}\"", "0".repeat(64));
+    let gateway = run(wrong).unwrap();
+    let before = rack.received().len();
+    let (status, _) = https_get(gateway.proxy, &ca, "/apps?", &token).await;
+    assert_eq!(
+        status, 502,
+        "a certificate that is not the pinned one is not the rack"
+    );
+    assert_eq!(rack.received().len(), before, "nothing reached the rack");
+}

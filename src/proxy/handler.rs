@@ -951,15 +951,10 @@ async fn connect_rack(
     peer: SocketAddr,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, u16> {
     let authority = state.upstream.authority().clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect((authority.host(), port)),
-    )
-    .await
-    .map_err(|_| 504u16)?
-    .map_err(|_| 502u16)?;
-    let _ = tcp.set_nodelay(true);
+    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), state.upstream.connect())
+        .await
+        .map_err(|_| 504u16)?
+        .map_err(|_| 502u16)?;
     let actor = HeaderValue::from_str(&actor.0).map_err(|_| 502u16)?;
     let mut headers = headers::upstream(
         incoming,

@@ -1,5 +1,5 @@
-//! The connection to the rack: a pooled HTTP/1.1 client, the rack's base URL and the
-//! credentials the gateway (not the caller) presents.
+//! The connection to the rack: a pooled HTTP/1.1 client (TLS as `rack_tls` configures it), the
+//! rack's base URL and the credentials the gateway (not the caller) presents.
 //!
 //! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
 //! builds, and requests go only to the configured rack; the path forwarded is the canonical one
@@ -12,8 +12,9 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::rack_tls::{RackConnector, RackTlsError};
 
 use crate::config::Rack;
 
@@ -22,7 +23,8 @@ pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes,
 
 /// A configured rack.
 pub struct Upstream {
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<RackConnector, UpstreamBody>,
+    connector: RackConnector,
     scheme: Scheme,
     authority: Authority,
     prefix: String,
@@ -34,11 +36,8 @@ pub struct Upstream {
 pub enum UpstreamError {
     #[error("rack.url {url:?}: {what}")]
     Url { url: String, what: String },
-    #[error(
-        "rack.url {0:?}: TLS to the rack is not built yet; run the gateway beside the rack over \
-         http:// on a private network until it is"
-    )]
-    TlsNotBuilt(String),
+    #[error(transparent)]
+    Tls(#[from] RackTlsError),
 }
 
 // === impl Upstream ===
@@ -56,9 +55,6 @@ impl Upstream {
             url: rack.url.clone(),
             what: "no scheme".into(),
         })?;
-        if scheme == Scheme::HTTPS {
-            return Err(UpstreamError::TlsNotBuilt(rack.url.clone()));
-        }
         let authority = uri.authority().cloned().ok_or_else(|| UpstreamError::Url {
             url: rack.url.clone(),
             what: "no host".into(),
@@ -73,16 +69,15 @@ impl Upstream {
                 }
             })?;
         authorization.set_sensitive(true);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = RackConnector::new(rack, scheme == Scheme::HTTPS)?;
         // No total request timeout: log and exec streams live as long as the caller keeps them.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .build(connector);
+            .build(connector.clone());
         Ok(Upstream {
             client,
+            connector,
             scheme,
             authority,
             prefix,
@@ -104,12 +99,28 @@ impl Upstream {
         &self.authorization
     }
 
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &str {
+        self.scheme.as_str()
+    }
+
     /// The `Host` the rack expects (its same-origin check compares `Origin` with it).
     pub fn authority(&self) -> &Authority {
         &self.authority
     }
 
-    pub fn client(&self) -> &Client<HttpConnector, UpstreamBody> {
+    pub fn client(&self) -> &Client<RackConnector, UpstreamBody> {
         &self.client
+    }
+
+    /// A new connection to the rack (plain or TLS as configured), for a WebSocket.
+    pub async fn connect(&self) -> std::io::Result<super::rack_tls::RackStream> {
+        let default = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let port = self.authority.port_u16().unwrap_or(default);
+        self.connector.connect(self.authority.host(), port).await
     }
 }
