@@ -152,3 +152,40 @@ async fn a_caller_without_exec_is_refused_inside_the_socket() {
     assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
     gw.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_stream_through_with_their_non_utf8_bytes_and_end_at_eof() {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let (status, mut reader, mut writer) = open(&gw, gw.token(), "/apps/x/logs").await;
+    assert!(status.contains("101"), "{status}");
+    let frames = until_eof(&mut reader).await;
+    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.payload.to_vec()).collect();
+    assert!(
+        bytes.windows(3).any(|w| w == b"\xff\xfe\xfd"),
+        "the container's non-UTF-8 output arrives unchanged"
+    );
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.opcode == Opcode::Text || f.opcode == Opcode::Continuation)
+    );
+    writer.binary(b"").await.unwrap();
+    writer.close(1000, b"").await.unwrap();
+    let out = bytes.len() as u64;
+    let closed = eventually("StreamClosed", || async {
+        gw.events_since(since)
+            .await
+            .into_iter()
+            .find_map(|r| match r.event {
+                Event::StreamClosed { bytes_out, .. } => Some(bytes_out),
+                _ => None,
+            })
+    })
+    .await;
+    assert_eq!(
+        closed, out,
+        "StreamClosed counts exactly what the caller received"
+    );
+    gw.finish().await;
+}
