@@ -471,6 +471,16 @@ fn command_requested(
     }))
 }
 
+/// Appends one event the answer depends on; if the log cannot take it, the caller gets 503.
+async fn append(state: &ProxyState, event: Event) -> Result<(), ProxyError> {
+    state
+        .store
+        .append(vec![event])
+        .await
+        .map(|_| ())
+        .map_err(|_| ProxyError::AuditUnavailable)
+}
+
 /// Records an authenticated denial; if the log cannot take it, the caller gets 503 instead.
 async fn record_denial(
     state: &ProxyState,
@@ -490,12 +500,7 @@ async fn record_denial(
         kind,
         params.to_vec(),
     );
-    state
-        .store
-        .append(vec![event])
-        .await
-        .map(|_| ())
-        .map_err(|_| ProxyError::AuditUnavailable)
+    append(state, event).await
 }
 
 /// `GET /machines` and `GET /racks` precede every CLI WebSocket: answered here, recorded as
@@ -515,12 +520,7 @@ async fn record_local(
         "answered_locally",
         Vec::new(),
     );
-    state
-        .store
-        .append(vec![event])
-        .await
-        .map(|_| ())
-        .map_err(|_| ProxyError::AuditUnavailable)
+    append(state, event).await
 }
 
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
@@ -731,7 +731,7 @@ async fn current_env(
         .to_bytes();
     let meter = Meter {
         bytes: body.len() as u64,
-        sha256: events::hash::Hash(<sha2::Sha256 as sha2::Digest>::digest(&body).into()),
+        sha256: events::hash::object_digest(&body),
         complete: true,
     };
     complete(
