@@ -4,7 +4,13 @@
 //! recorded: a `CommandRequested` with decision deny and the reason's kind when the caller
 //! authenticated, otherwise no `CommandRequested` at all and one `DenialsCounted` at the stop.
 //!
-//! **Invariant:** the table goes through one `check`; each test names one case.
+//! One row is bad input from the other side: a gzip-encoded answer of the rack on a masking
+//! route. That call is allowed and reaches the rack, as it must; the answer cannot be read to
+//! be masked, so the client gets a 502 and nothing of it, and the call is recorded as allowed
+//! with a 502 completion.
+//!
+//! **Invariant:** the table goes through one `check` (the rack's answers through
+//! `check_gzip_answer`); each test names one case.
 
 use std::time::{Duration, Instant};
 
@@ -14,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    Body, CAPTURED_AUTH, TestGateway, basic, denials, eventually_within, read_reply, requested,
-    unknown_token,
+    Body, CAPTURED_AUTH, TestGateway, basic, completed, denials, eventually_within, read_reply,
+    requested, unknown_token,
 };
 
 /// How the request authenticates.
@@ -664,6 +670,111 @@ async fn a_v2_rack_environment_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_route_without_the_upgrade() {
     check(Case::get("/apps/x/logs?").denied(404, "unknown_route")).await;
+}
+
+// === The rack's answers ===
+
+/// A gzip-encoded answer on a masking route, from a rack (or a proxy in front of it) that
+/// compresses whatever it was asked: the gateway asked for the answer uncompressed (no
+/// `Accept-Encoding` upstream), cannot read it to mask it, and answers a recorded 502 with
+/// nothing of the answer in it. The same caller's answer on a route that masks nothing passes
+/// compressed, as the rack sent it, which shows the rack really compressed.
+///
+/// `role`: the caller, a token with every scope for a user of that role, or the dev admin.
+async fn check_gzip_answer(target: &str, role: Option<Role>) {
+    let gw = TestGateway::start().await;
+    let secret = match role {
+        Some(role) => {
+            gw.token_for("reader@example.com", role, &["convox:*:*"])
+                .await
+                .secret
+        }
+        None => gw.token().to_owned(),
+    };
+    let cli = gw.cli_as(&secret);
+    gw.rack().set_gzip_answers(true);
+    let since = gw.head();
+    let reply = gw.send_raw(cli.get(target)).await;
+    assert_eq!(reply.status, 502, "{target}: {}", reply.text());
+    assert!(
+        reply.text().ends_with("(upstream_unavailable)\n"),
+        "{target}: {:?}",
+        reply.text()
+    );
+    assert_eq!(reply.header("content-encoding"), None, "{target}");
+    assert!(
+        !reply.body.starts_with(&[0x1F, 0x8B]),
+        "{target}: gzip bytes"
+    );
+    // The mock's gzip keeps the answer's bytes in clear: none of the env reached the client.
+    for (key, value) in mock_rack::SEED_ENV
+        .lines()
+        .filter_map(|l| l.split_once('='))
+    {
+        assert!(
+            !reply.text().contains(key) && !reply.text().contains(value),
+            "{target}: {key} reached the client: {:?}",
+            reply.text()
+        );
+    }
+    let received = gw.rack().received();
+    assert_eq!(
+        received.len(),
+        1,
+        "{target}: the call reached the rack once"
+    );
+    assert_eq!(received[0].status, 200, "{target}: the rack answered");
+    assert_eq!(
+        received[0].header("accept-encoding"),
+        None,
+        "{target}: Accept-Encoding stripped upstream on a masking route"
+    );
+    let (decided, done) = gw.call_records(since, &reply.request_id()).await;
+    let decided = requested(&decided).unwrap();
+    assert_eq!(
+        (decided.decision, decided.reason.as_str()),
+        (Decision::Allow, ""),
+        "{target}"
+    );
+    let done = completed(&done).unwrap();
+    assert_eq!(
+        (done.status, done.bytes_out, done.sha256_out),
+        (502, 0, None),
+        "{target}: the completion records the 502 and that nothing was sent"
+    );
+
+    // A route that masks nothing: the client's `Accept-Encoding` is forwarded and the
+    // compressed answer passes as sent.
+    let reply = gw.send_raw(cli.get("/apps?")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("content-encoding"), Some("gzip"));
+    assert!(reply.body.starts_with(&[0x1F, 0x8B, 0x08]));
+    let received = gw.rack().received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].header("accept-encoding"), Some("gzip"));
+    let finished = gw.finish().await;
+    let log = format!("{:?}", finished.events);
+    assert!(!log.contains("s3cr3t"), "the secret never enters the log");
+}
+
+/// The env the deployer reads with `convox env` (`release.list`), where its secrets are masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_encoded_upstream_response_on_a_masking_route() {
+    check_gzip_answer("/apps/x/releases?limit=1", Some(Role::Deployer)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_encoded_release_for_a_viewer() {
+    let release = format!("/apps/x/releases/{}?", mock_rack::SEED_RELEASE);
+    check_gzip_answer(&release, Some(Role::Viewer)).await;
+}
+
+/// Builds are rewritten for every caller (an external build's repository carries the rack
+/// password), the admin included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_encoded_build_for_the_admin() {
+    let build = format!("/apps/x/builds/{}?", mock_rack::SEED_BUILD);
+    check_gzip_answer(&build, None).await;
 }
 
 // === The connection ===

@@ -10,7 +10,7 @@
 //! handler used, the other headers) plus `X-Convox-Actor: dev@rack-gateway.local` and the rack's
 //! own credentials instead of the caller's, and (c) that the log holds one `CommandRequested`
 //! allowing exactly this call, then one `CommandCompleted` with its status and body digest.
-//! The WebSocket steps of these commands are left out: the relay is not built yet.
+//! The WebSocket steps of these commands are replayed in `cli_streams`.
 //!
 //! **Invariant:** each flow is written once and called from thin tests.
 
@@ -158,6 +158,11 @@ impl Session {
             audit,
             credential,
         }
+    }
+
+    /// The reference rack, fed the same requests directly with the captured credentials.
+    pub fn reference(&self) -> &MockRack {
+        &self.reference
     }
 
     /// Stops both, then exports and verifies the gateway's data directory.

@@ -1,8 +1,11 @@
 //! The gateway end to end, over real sockets: a dev gateway on port 0 with `mock-rack` linked in,
 //! driven with the exact bytes the convox CLI sends (spec Appendix A). One module per area:
-//! the captured CLI sequences (`cli`), the event counts of a mixed batch (`counts`), the bad
-//! input table of issue 3 (`bad_input`), a store that cannot append (`fail_closed`), and the
-//! export of a test's data directory verified by the auditor's core (`audit`). The harness is
+//! the captured CLI sequences (`cli`, and their WebSockets: `run` and `deploy` in `cli_streams`,
+//! exec and logs in `streams`), the event counts of a mixed batch (`counts`), the bad input table
+//! of issue 3 (`bad_input`), secrets in answers (`masking`), the hand-written role x route matrix
+//! sent through the gateway with every kind of token (`role_matrix`), a store that cannot append
+//! (`fail_closed`, and a really full filesystem in `full_disk`), and the export of a test's data
+//! directory verified by the auditor's core (`audit`). The harness is
 //! `support` (the gateway, a raw HTTP client, the log) and `faults` (a switchable failing disk).
 //!
 //! **Invariant:** every test ends with `TestGateway::finish`, which stops the gateway, exports
@@ -15,9 +18,12 @@
 mod audit;
 mod bad_input;
 mod cli;
+mod cli_streams;
 mod counts;
 mod fail_closed;
+mod full_disk;
 mod faults;
 mod masking;
+mod role_matrix;
 mod streams;
 mod support;

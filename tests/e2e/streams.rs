@@ -3,16 +3,14 @@
 //! without the permission refused inside the socket with nothing forwarded.
 
 use events::event::{Event, Role};
-use mock_rack::ws::{Frame, Opcode, Role as WsRole, WsReader, WsWriter};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
-use crate::support::{TestGateway, basic, eventually};
+use crate::support::{TestGateway, basic, eventually, open_socket, until_eof};
 
 const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
 
 /// Opens a WebSocket through the gateway as the CLI does and returns the frame reader, the
-/// writer and the status line.
+/// writer and the status.
 async fn open(
     gw: &TestGateway,
     token: &str,
@@ -22,7 +20,6 @@ async fn open(
     WsReader<tokio::net::tcp::OwnedReadHalf>,
     WsWriter<tokio::net::tcp::OwnedWriteHalf>,
 ) {
-    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
     let host = gw.proxy().to_string();
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
@@ -31,44 +28,8 @@ async fn open(
          Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nWidth: 80\r\n\r\n",
         basic(&format!("convox:{token}"))
     );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut b = [0u8; 1];
-        if tcp.read(&mut b).await.unwrap() == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    let status = String::from_utf8_lossy(&head)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let (r, w) = tcp.into_split();
-    (
-        status,
-        WsReader::new(r, WsRole::Client),
-        WsWriter::new(w, WsRole::Client),
-    )
-}
-
-/// Reads data frames until the empty binary frame (EOF); returns their payloads in order.
-async fn until_eof(reader: &mut WsReader<tokio::net::tcp::OwnedReadHalf>) -> Vec<Frame> {
-    let mut frames = Vec::new();
-    loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), reader.read_frame())
-            .await
-            .expect("frames arrive")
-            .unwrap()
-            .expect("the stream stays open until EOF");
-        if frame.opcode == Opcode::Binary && frame.payload.is_empty() {
-            return frames;
-        }
-        if !frame.opcode.is_control() {
-            frames.push(frame);
-        }
-    }
+    let socket = open_socket(gw.proxy(), request).await;
+    (socket.head.status.to_string(), socket.reader, socket.writer)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

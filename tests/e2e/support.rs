@@ -1,7 +1,8 @@
 //! The harness: `TestGateway` (a dev gateway on a temporary data directory, port 0 listeners,
 //! `mock-rack` linked in), a raw HTTP/1.1 client that writes exactly the bytes it is given, the
-//! convox CLI's request shape (spec §1.2, Appendix A), identity changes through
-//! `identity::admin`, and the log, read live from the store or from the file after the stop.
+//! convox CLI's request and WebSocket handshake shapes (spec §1.2, §4.1, Appendix A), a
+//! WebSocket client on `mock-rack`'s codec, identity changes through `identity::admin`, and the
+//! log, read live from the store or from the file after the stop.
 //!
 //! **Invariant:** nothing is added to a request behind the test's back; every network read and
 //! every wait for the log has a deadline and fails with what it was waiting for.
@@ -22,12 +23,14 @@ use events::store::redb::LogReader;
 use events::time::Timestamp;
 use events::verify::{self, DirSource, KeyTrust, Quiet};
 use mock_rack::MockRack;
+use mock_rack::ws::{Frame, Opcode, Role as WsRole, WsReader, WsWriter};
 use rack_gateway::identity::admin::{self, TokenRequest};
 use rack_gateway::keys::Keys;
 use rack_gateway::server::dev::{self, DevOptions, Running};
 use rack_gateway::store::{self as gateway_store, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How long any single read, or any wait for the log, may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -433,23 +436,8 @@ pub async fn read_reply(stream: &mut TcpStream) -> Option<Reply> {
             return None;
         }
     };
-    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-    let status: u16 = status_line[9..12].parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let (n, v) = l.split_once(':').unwrap();
-            (n.to_owned(), v.trim().to_owned())
-        })
-        .collect();
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
+    let mut reply = parse_head(&buf[..head_end]);
+    let status = reply.status;
     let mut rest = buf.split_off(head_end);
     if status < 200 || status == 204 || status == 304 {
         return Some(reply);
@@ -471,6 +459,27 @@ pub async fn read_reply(stream: &mut TcpStream) -> Option<Reply> {
         reply.body = rest;
     }
     Some(reply)
+}
+
+/// A response head (status line and headers, up to the empty line), as a body-less `Reply`.
+fn parse_head(head: &[u8]) -> Reply {
+    let head = std::str::from_utf8(head).unwrap();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status: u16 = status_line[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_owned(), v.trim().to_owned())
+        })
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    }
 }
 
 async fn read_chunked(stream: &mut TcpStream, mut buf: Vec<u8>) -> Vec<u8> {
@@ -511,6 +520,67 @@ async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
             true
         }
         Err(_) => panic!("no bytes within {DEADLINE:?}"),
+    }
+}
+
+// === WebSockets ===
+
+/// A WebSocket as the CLI holds one: the answer to its upgrade request, then frames both ways.
+pub struct Socket {
+    /// The status and headers of the answer to the upgrade (no body is read).
+    pub head: Reply,
+    pub reader: WsReader<OwnedReadHalf>,
+    pub writer: WsWriter<OwnedWriteHalf>,
+}
+
+/// Writes exactly `request` (an upgrade request) to `addr` on a fresh connection and reads the
+/// answer's head byte by byte, so that no frame sent right behind it is consumed.
+pub async fn open_socket(addr: SocketAddr, request: impl AsRef<[u8]>) -> Socket {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_ref()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut b))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to the upgrade within {DEADLINE:?}"))
+            .unwrap();
+        assert!(
+            n == 1,
+            "{addr} closed before answering the upgrade: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let (r, w) = tcp.into_split();
+    Socket {
+        head: parse_head(&head),
+        reader: WsReader::new(r, WsRole::Client),
+        writer: WsWriter::new(w, WsRole::Client),
+    }
+}
+
+/// The next frame, control frames included; `None` when the connection ended between frames.
+pub async fn next_frame(reader: &mut WsReader<OwnedReadHalf>) -> Option<Frame> {
+    tokio::time::timeout(DEADLINE, reader.read_frame())
+        .await
+        .unwrap_or_else(|_| panic!("no frame within {DEADLINE:?}"))
+        .unwrap()
+}
+
+/// Reads frames until the empty binary frame (EOF); returns the data frames before it, in order.
+pub async fn until_eof(reader: &mut WsReader<OwnedReadHalf>) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    loop {
+        let frame = next_frame(reader)
+            .await
+            .expect("the stream stays open until EOF");
+        if frame.opcode == Opcode::Binary && frame.payload.is_empty() {
+            return frames;
+        }
+        if !frame.opcode.is_control() {
+            frames.push(frame);
+        }
     }
 }
 
@@ -602,6 +672,33 @@ impl Cli {
     /// A body-less request (spec Appendix A.1).
     pub fn get(&self, target: &str) -> Vec<u8> {
         self.request("GET", target, &[], Body::Empty)
+    }
+
+    /// A WebSocket upgrade as the CLI's dialer writes it (spec §4.1, Appendix A.5, A.8, A.9):
+    /// `Host`, `User-Agent`, then the other headers sorted by name, the options (`extra`) among
+    /// them; no query string, no `Content-Type`, no `Accept-Encoding`, no body.
+    pub fn websocket(&self, path: &str, key: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+        let origin = format!("http://{}", self.host.to_ascii_lowercase());
+        let mut out = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: convox.go/dev\r\n",
+            self.host
+        );
+        let mut sorted: Vec<(&str, &str)> = vec![
+            ("Authorization", &self.authorization),
+            ("Connection", "Upgrade"),
+            ("Origin", &origin),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+            ("Upgrade", "websocket"),
+            ("Version", "dev"),
+        ];
+        sorted.extend_from_slice(extra);
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in sorted {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("\r\n");
+        out.into_bytes()
     }
 }
 

@@ -15,6 +15,7 @@
 mod auth;
 mod clock;
 mod error;
+mod gzip;
 mod handlers;
 mod params;
 mod record;
@@ -93,6 +94,16 @@ impl MockRack {
     /// not grow.
     pub fn set_recording(&self, on: bool) {
         self.shared.recorder.set_on(on);
+    }
+
+    /// Test-only: from now on (`true`) every answer of a route handler that has a body is sent
+    /// with `Content-Encoding: gzip`, whatever the request's `Accept-Encoding` said, as from a
+    /// misbehaving rack or a compressing proxy in front of it; `false` (the state at start)
+    /// answers as the rack does. The router's empty 404/405 and WebSocket handshakes are not
+    /// affected. The gzip is made of stored deflate blocks, so the answer's bytes stay readable
+    /// in the raw body (see the `gzip` module).
+    pub fn set_gzip_answers(&self, on: bool) {
+        self.shared.set_gzip_answers(on);
     }
 
     /// The object stored under `app` and `key` by `POST /apps/{app}/objects/{key}`.

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::auth;
+use crate::gzip;
 use crate::handlers::{self, Call};
 use crate::params::Params;
 use crate::record::{Received, UsedParam};
@@ -157,6 +158,11 @@ pub(crate) async fn handle(
         respond::render(reply, &envelope)
     } else {
         respond::unauthorized(&envelope)
+    };
+    let response = if shared.gzips_answers() {
+        gzip::encode_response(response).await
+    } else {
+        response
     };
     let used = call.params.into_used();
     record(&shared, seq, &parts, body.bytes, used, false, &response);

@@ -1,11 +1,11 @@
-//! What every connection shares: the configured password, the rack state, the request log and
-//! the counters behind `Request-Id` and arrival order.
+//! What every connection shares: the configured password, the rack state, the request log, the
+//! counters behind `Request-Id` and arrival order, and the test-only compression switch.
 //!
 //! Invariant: the state mutex is a std mutex taken only inside synchronous code and released
 //! before any await or response write; a poisoned lock is recovered, because every state method
 //! leaves the state consistent before it can panic.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::record::Recorder;
@@ -15,6 +15,8 @@ use crate::state::State;
 pub(crate) struct Shared {
     pub password: String,
     pub recorder: Recorder,
+    /// Whether handler answers are gzip-encoded whatever the request asked (test-only switch).
+    gzip_answers: AtomicBool,
     state: Mutex<State>,
     request_ids: AtomicU64,
     arrivals: AtomicU64,
@@ -27,6 +29,7 @@ impl Shared {
         Shared {
             password: password.to_owned(),
             recorder: Recorder::new(),
+            gzip_answers: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
@@ -36,6 +39,15 @@ impl Shared {
     /// The rack state, for one synchronous operation.
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether handler answers are gzip-encoded now.
+    pub(crate) fn gzips_answers(&self) -> bool {
+        self.gzip_answers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_gzip_answers(&self, on: bool) {
+        self.gzip_answers.store(on, Ordering::Relaxed);
     }
 
     /// The next `Request-Id`: 12 hex digits, like stdapi's `generateId(12)`.

@@ -208,3 +208,43 @@ async fn requests_are_recorded_in_order_with_raw_bytes() {
     call(&rack, "GET", "/system?").await;
     assert!(rack.received().is_empty());
 }
+
+/// The test-only switch: handler answers come gzip-encoded whatever `Accept-Encoding` said (a
+/// misbehaving rack); the router's empty answers stay empty; off again, answers are plain.
+#[tokio::test]
+async fn the_gzip_switch_encodes_every_handler_answer() {
+    let rack = support::rack().await;
+    let plain = call(&rack, "GET", "/apps/x/releases?").await;
+    assert_eq!(plain.header("content-encoding"), None);
+    rack.set_gzip_answers(true);
+    // No `Accept-Encoding` at all: still gzip.
+    let raw = cli(&rack, "GET", "/apps/x/releases?").replace("Accept-Encoding: gzip\r\n", "");
+    let gzipped = send(&rack, raw).await;
+    assert_eq!(gzipped.status, 200);
+    assert_eq!(gzipped.header("content-encoding"), Some("gzip"));
+    assert_eq!(gzipped.header("content-type"), plain.header("content-type"));
+    assert_eq!(&gzipped.body[..3], [0x1F, 0x8B, 0x08], "a gzip member");
+    // Stored blocks: the plain answer stands in clear inside the stream.
+    assert!(
+        gzipped
+            .body
+            .windows(plain.body.len())
+            .any(|w| w == plain.body),
+        "the answer inside the gzip"
+    );
+    assert_eq!(gzipped.body.len(), plain.body.len() + 10 + 5 + 8);
+    let refused = send(
+        &rack,
+        cli(&rack, "GET", "/apps?").replace(AUTH, "Basic eDp5"),
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("content-encoding"), Some("gzip"));
+    let unknown = call(&rack, "GET", "/machines?").await;
+    assert_eq!((unknown.status, unknown.body.len()), (404, 0));
+    assert_eq!(unknown.header("content-encoding"), None);
+    rack.set_gzip_answers(false);
+    let again = call(&rack, "GET", "/apps/x/releases?").await;
+    assert_eq!(again.header("content-encoding"), None);
+    assert_eq!(again.body, plain.body);
+}
