@@ -1,15 +1,15 @@
 //! The embedded store against the conformance suite, plus what only redb can show: one durable
-//! sync per acknowledged batch, recovery after a failed commit, and the group commit batching.
+//! sync per acknowledged batch (journal and database files both counted), recovery after a failed commit, and the group commit batching.
 // Test code: helpers outside `#[test]` functions may fail the test by panicking.
 #![allow(clippy::unwrap_used)]
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use events::checkpoint::NoteSigner;
 use events::store::conformance::{self, TestFold};
-use events::store::redb::{Options, RedbStore, open_database_with};
+use events::store::redb::{Options, RedbStore, journal_path, open_files_with, open_rw};
 use events::store::{AppendError, CheckpointPolicy, EventStore};
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -106,18 +106,17 @@ fn open_probed(
     let path = path.to_owned();
     RedbStore::open_with(
         Box::new(move || {
-            let file: File = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-            open_database_with(Probe {
-                inner: FileBackend::new(file)?,
-                syncs: syncs.clone(),
-                fail: fail.clone(),
-            })
+            let probe = |file: File| -> Result<Probe, redb::DatabaseError> {
+                Ok(Probe {
+                    inner: FileBackend::new(file)?,
+                    syncs: syncs.clone(),
+                    fail: fail.clone(),
+                })
+            };
+            open_files_with(
+                probe(open_rw(&path)?)?,
+                probe(open_rw(&journal_path(&path))?)?,
+            )
         }),
         options(),
         TestFold::default(),

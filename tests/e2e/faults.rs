@@ -1,16 +1,15 @@
-//! A disk that can be told to fail: redb's file backend wrapped so that writes and syncs return
+//! A disk that can be told to fail: the store's file backends (database and journal) wrapped so that writes and syncs return
 //! an I/O error while a switch is on (the pattern of `events/tests/redb_store.rs`), and a dev
 //! gateway started on a store opened over it.
 //!
 //! **Invariant:** reads always work and nothing is lost while the switch is off; the store's
 //! reopen after a failed commit goes through the same opener, so it sees the same switch.
 
-use std::fs::OpenOptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use events::store::CheckpointPolicy;
-use events::store::redb::{Options, RedbStore, open_database_with};
+use events::store::redb::{Options, RedbStore, journal_path, open_files_with, open_rw};
 use projections::Projections;
 use rack_gateway::keys::Keys;
 use rack_gateway::server::dev::DEV_ORIGIN;
@@ -102,17 +101,16 @@ pub async fn gateway_on_failing_disk() -> (TestGateway, Disk) {
     let switch = fail.clone();
     let store = RedbStore::open_with(
         Box::new(move || {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(|e| redb::DatabaseError::Storage(redb::StorageError::Io(e)))?;
-            open_database_with(Failing {
-                inner: FileBackend::new(file)?,
-                fail: switch.clone(),
-            })
+            let failing = |file| -> Result<Failing, redb::DatabaseError> {
+                Ok(Failing {
+                    inner: FileBackend::new(file)?,
+                    fail: switch.clone(),
+                })
+            };
+            open_files_with(
+                failing(open_rw(&path)?)?,
+                failing(open_rw(&journal_path(&path))?)?,
+            )
         }),
         Options {
             origin: keys.checkpoint.name().to_owned(),

@@ -1,15 +1,20 @@
-//! The embedded store: one redb file, one sequencer thread, group commit.
+//! The embedded store: one redb file with its journal, one sequencer thread, group commit.
 //!
 //! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
-//! moment into one write transaction: records, the Merkle nodes they complete, and any checkpoint
-//! cut at this batch boundary are committed together with `Durability::Immediate`. Only then are
-//! the records applied to the projections and the appends resolved, so readers never see a record
-//! that is not durable. A guarded entry that follows other staged entries in the same batch
-//! first commits and applies them, so its guard sees every earlier record.
+//! moment into one batch. The batch's records are written to the journal and synced (the
+//! durability point, see [`super::journal`]), then indexed in redb with the Merkle nodes they
+//! complete and any checkpoint cut at this boundary. That redb commit is synced
+//! (`Durability::Immediate`) when it carries a checkpoint, when the journal is due to start
+//! over, and on shutdown; otherwise it is not, because the journal already holds the records.
+//! Only then are the records applied to the projections and the appends resolved, so readers
+//! never see a record that is not durable. A guarded entry that follows other staged entries in
+//! the same batch first commits and applies them, so its guard sees every earlier record.
 //!
-//! **Invariant:** the sequencer is the only writer. If a commit fails, its entries are answered
-//! `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and the
-//! database is reopened before the next batch; the projections were never touched.
+//! **Invariant:** the sequencer is the only writer. If a journal write or a commit fails, its
+//! entries are answered `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled
+//! back, and the files are reopened before the next batch: redb returns to its last synced
+//! commit and the journal's records after it are indexed again; the projections were never
+//! touched.
 //!
 //! Layout of the file: `records` (seq → a row), `checkpoints` (number → signed note), `meta`
 //! (format version). A row is `[m][m × 32-byte hashes][canonical record bytes]`: the record and
@@ -25,12 +30,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
+use redb::backends::FileBackend;
 use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    Database, DatabaseError, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, StorageBackend, TableDefinition,
 };
 use tokio::sync::{broadcast, oneshot};
 
+use super::journal::Journal;
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
     Subscription,
@@ -70,8 +77,14 @@ pub struct Options {
     pub policy: CheckpointPolicy,
 }
 
-/// Opens the database file; called again to reopen it after an I/O failure.
-pub type Opener = Box<dyn Fn() -> Result<Database, DatabaseError> + Send + Sync>;
+/// The two files of a store: the redb database and its journal.
+pub struct Files {
+    pub db: Database,
+    pub journal: Box<dyn StorageBackend>,
+}
+
+/// Opens the store's files; called again to reopen them after an I/O failure.
+pub type Opener = Box<dyn Fn() -> Result<Files, DatabaseError> + Send + Sync>;
 
 /// Reads a store's file without a sequencer: for export and the auditor's verifier. Opening
 /// fails while a gateway holds the store open.
@@ -108,6 +121,8 @@ struct View {
 struct Sequencer<S: Fold> {
     shared: Arc<Shared<S>>,
     opener: Opener,
+    /// `None` only while the files are being reopened.
+    journal: Option<Journal>,
     options: Options,
     view: View,
     clock: Clock,
@@ -141,9 +156,14 @@ impl<S: Fold> RedbStore<S> {
     pub fn open(path: &Path, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
         let path: PathBuf = path.to_owned();
         let opener: Opener = Box::new(move || {
-            redb::Builder::new()
+            let db = redb::Builder::new()
                 .set_cache_size(WRITER_CACHE_BYTES)
-                .create(&path)
+                .create(&path)?;
+            let journal = FileBackend::new(open_rw(&journal_path(&path))?)?;
+            Ok(Files {
+                db,
+                journal: Box::new(journal),
+            })
         });
         RedbStore::open_with(opener, options, state)
     }
@@ -154,32 +174,41 @@ impl<S: Fold> RedbStore<S> {
         options: Options,
         state: S,
     ) -> Result<RedbStore<S>, StoreError> {
-        let db = opener().map_err(io)?;
-        init_tables(&db)?;
-        let view = load_view(&db)?;
-        let head = Head {
-            size: view.size,
-            hash: view.last_hash,
-            root: view.frontier.root(),
-        };
+        let files = opener().map_err(io)?;
+        init_tables(&files.db)?;
+        let view = load_view(&files.db)?;
+        let journal = Journal::open(files.journal)?;
         let (records, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
-            head: RwLock::new(head),
-            db: RwLock::new(Some(Arc::new(db))),
+            head: RwLock::new(Head {
+                size: view.size,
+                hash: view.last_hash,
+                root: view.frontier.root(),
+            }),
+            db: RwLock::new(Some(Arc::new(files.db))),
             records,
             poisoned: RwLock::new(None),
         });
-        catch_up(&shared, view.size)?;
         let mut sequencer = Sequencer {
             shared: shared.clone(),
             opener,
+            journal: Some(journal),
             options,
             view,
             clock: Clock,
             reopen: false,
             seal: false,
         };
+        sequencer.replay_journal()?;
+        catch_up(&shared, sequencer.view.size)?;
+        if let Ok(mut head) = shared.head.write() {
+            *head = Head {
+                size: sequencer.view.size,
+                hash: sequencer.view.last_hash,
+                root: sequencer.view.frontier.root(),
+            };
+        }
         if sequencer.view.size == 0 {
             sequencer.create_log()?;
         } else {
@@ -345,7 +374,35 @@ impl LogReader {
                 )),
                 e => io(e),
             })?;
-        Ok(LogReader { db })
+        let reader = LogReader { db };
+        reader.check_journal(path)?;
+        Ok(reader)
+    }
+
+    /// Refuses a store whose journal holds records redb has not indexed durably (a gateway
+    /// that stopped without its final commit): reading only redb would silently omit them.
+    fn check_journal(&self, path: &Path) -> Result<(), StoreError> {
+        let jpath = journal_path(path);
+        let file = match std::fs::File::open(&jpath) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Io(format!("{}: {e}", jpath.display()))),
+        };
+        let journal = Journal::open(Box::new(FileBackend::new(file).map_err(io)?))?;
+        let size = self.len()?;
+        let last = match self.read_raw(size.saturating_sub(1)..size)?.first() {
+            Some((_, bytes)) => hash::leaf_hash(bytes),
+            None => hash::ZERO,
+        };
+        let pending = journal.recover(size, last)?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Io(format!(
+            "{}: {} records (from seq {size}) are in the journal but not yet indexed; start the              gateway on it once (its recovery is a normal open), then read it",
+            path.display(),
+            pending.len()
+        )))
     }
 
     /// Number of records.
@@ -495,17 +552,55 @@ impl<S: Fold> Sequencer<S> {
                 event,
             };
             let stored = record.seal();
-            let completed = self.view.frontier.push(stored.hash);
-            staged
-                .nodes
-                .push(completed.iter().skip(1).map(|(_, _, h)| *h).collect());
-            self.view.size += 1;
-            self.view.last_hash = stored.hash;
-            self.view.last_time = now;
             hashes.push(stored.hash);
-            staged.records.push(stored);
+            self.push(staged, stored);
         }
         staged.replies.push((reply, Appended { first, hashes }));
+    }
+
+    /// Adds a sealed record to the view and to `staged`, with the Merkle nodes it completes.
+    fn push(&mut self, staged: &mut Staged, stored: StoredRecord) {
+        let completed = self.view.frontier.push(stored.hash);
+        staged
+            .nodes
+            .push(completed.iter().skip(1).map(|(_, _, h)| *h).collect());
+        self.view.size += 1;
+        self.view.last_hash = stored.hash;
+        self.view.last_time = self.view.last_time.max(stored.record.time);
+        staged.records.push(stored);
+    }
+
+    /// Indexes the journal's records after redb's synced size in one synced commit, then lets
+    /// the journal start over. Runs on open and on every reopen, before the state catches up.
+    fn replay_journal(&mut self) -> Result<(), StoreError> {
+        let journal = self
+            .journal
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("the journal is closed".into()))?;
+        let pending = journal.recover(self.view.size, self.view.last_hash)?;
+        if !pending.is_empty() {
+            let mut staged = Staged::default();
+            for stored in pending {
+                self.push(&mut staged, stored);
+            }
+            self.write(&staged, None, true).map_err(StoreError::Io)?;
+        }
+        if let Some(j) = self.journal.as_mut() {
+            j.restart();
+        }
+        Ok(())
+    }
+
+    /// Writes staged records to the journal and syncs them: after this they are durable.
+    fn journal_append(&mut self, staged: &Staged) -> Result<(), String> {
+        if staged.records.is_empty() {
+            return Ok(());
+        }
+        self.journal
+            .as_mut()
+            .ok_or_else(|| "the journal is closed".to_owned())?
+            .append(&staged.records)
+            .map_err(|e| format!("the journal: {e}"))
     }
 
     /// Commits staged entries (and a checkpoint if one is due), then applies and answers them.
@@ -520,8 +615,15 @@ impl<S: Fold> Sequencer<S> {
             return;
         }
         let before = self.rollback_point(&staged);
-        match self.write(&staged, checkpoint.as_ref()) {
+        let durable = checkpoint.is_some() || self.journal.as_ref().is_none_or(|j| j.needs_flush());
+        let written = self
+            .journal_append(&staged)
+            .and_then(|()| self.write(&staged, checkpoint.as_ref(), durable));
+        match written {
             Ok(()) => {
+                if durable && let Some(j) = self.journal.as_mut() {
+                    j.restart();
+                }
                 if let Some(cp) = checkpoint {
                     self.view.checkpoints += 1;
                     self.view.cp_size = cp.checkpoint.size;
@@ -572,7 +674,14 @@ impl<S: Fold> Sequencer<S> {
         })
     }
 
-    fn write(&self, staged: &Staged, cp: Option<&SignedCheckpoint>) -> Result<(), String> {
+    /// One redb transaction for `staged` and `cp`; synced only when `durable` (otherwise the
+    /// journal already holds the records, and redb keeps the commit until the next synced one).
+    fn write(
+        &self,
+        staged: &Staged,
+        cp: Option<&SignedCheckpoint>,
+        durable: bool,
+    ) -> Result<(), String> {
         let db = self
             .shared
             .db
@@ -580,7 +689,11 @@ impl<S: Fold> Sequencer<S> {
             .map_err(|_| "store lock poisoned".to_owned())?
             .clone()
             .ok_or_else(|| "the database is closed".to_owned())?;
-        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+        if !durable {
+            txn.set_durability(Durability::None)
+                .map_err(|e| e.to_string())?;
+        }
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
             let mut row = Vec::new();
@@ -655,26 +768,29 @@ impl<S: Fold> Sequencer<S> {
                 .map_err(|_| "store lock poisoned".to_owned())?;
             slot.take();
         }
-        let db = (self.opener)().map_err(|e| format!("cannot reopen the event store: {e}"))?;
-        let view = load_view(&db).map_err(|e| e.to_string())?;
+        self.journal = None;
+        let files = (self.opener)().map_err(|e| format!("cannot reopen the event store: {e}"))?;
+        let view = load_view(&files.db).map_err(|e| e.to_string())?;
         {
             let mut slot = self
                 .shared
                 .db
                 .write()
                 .map_err(|_| "store lock poisoned".to_owned())?;
-            *slot = Some(Arc::new(db));
+            *slot = Some(Arc::new(files.db));
         }
-        // A commit that reported failure may still have landed: the disk is the truth.
-        catch_up(&self.shared, view.size).map_err(|e| e.to_string())?;
+        self.journal = Some(Journal::open(files.journal).map_err(|e| e.to_string())?);
+        self.view = view;
+        // A write that reported failure may still have landed: the disk is the truth.
+        self.replay_journal().map_err(|e| e.to_string())?;
+        catch_up(&self.shared, self.view.size).map_err(|e| e.to_string())?;
         if let Ok(mut head) = self.shared.head.write() {
             *head = Head {
-                size: view.size,
-                hash: view.last_hash,
-                root: view.frontier.root(),
+                size: self.view.size,
+                hash: self.view.last_hash,
+                root: self.view.frontier.root(),
             };
         }
-        self.view = view;
         self.reopen = false;
         Ok(())
     }
@@ -926,11 +1042,37 @@ fn read_checkpoints(
     Ok(out)
 }
 
-/// Lets tests wrap the file backend (to count syncs, or fail writes).
-pub fn open_database_with(backend: impl StorageBackend) -> Result<Database, DatabaseError> {
-    redb::Builder::new()
+/// Lets tests wrap the file backends (to count syncs, or fail writes): the database's and the
+/// journal's.
+pub fn open_files_with(
+    db: impl StorageBackend,
+    journal: impl StorageBackend,
+) -> Result<Files, DatabaseError> {
+    let db = redb::Builder::new()
         .set_cache_size(WRITER_CACHE_BYTES)
-        .create_with_backend(backend)
+        .create_with_backend(db)?;
+    Ok(Files {
+        db,
+        journal: Box::new(journal),
+    })
+}
+
+/// The journal of the store file at `path`: the same name with `.journal` added.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".journal");
+    PathBuf::from(name)
+}
+
+/// Opens (creating) a file for reading and writing, as a store file.
+pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
 }
 
 #[cfg(test)]
