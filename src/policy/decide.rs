@@ -15,13 +15,14 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::LazyLock;
 
 use events::event::{Permission, Principal, Role};
 use projections::identities::Identities;
 
 use super::canonical::{CanonicalPath, ParamError, PathError, TailError};
+use super::perm_set::PermSet;
 use super::permissions::Perm;
-use super::roles::role_permissions;
 use super::routes::{Disposition, ROUTES, RouteRule, When};
 
 /// A request matched to a route, with its path variables.
@@ -115,13 +116,13 @@ enum GrantState {
     /// Nothing is allowed, for this reason.
     Refused(DenyReason),
     User {
-        perms: BTreeSet<Perm>,
+        perms: PermSet,
     },
     Token {
         /// The owner's current permissions.
-        owner: BTreeSet<Perm>,
+        owner: PermSet,
         /// The permissions the token's scopes name.
-        scoped: BTreeSet<Perm>,
+        scoped: PermSet,
     },
 }
 
@@ -203,7 +204,9 @@ impl Grant {
             };
             return Grant::refused(reason);
         }
-        let perms = people.into_iter().flat_map(role_permissions).collect();
+        let perms = people
+            .into_iter()
+            .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(r)));
         Grant {
             state: GrantState::User { perms },
         }
@@ -222,11 +225,10 @@ impl Grant {
             }
             Standing::Active(roles) => roles,
         };
-        let owner = roles.iter().copied().flat_map(role_permissions).collect();
-        let scoped = Perm::ALL
-            .into_iter()
-            .filter(|p| scopes.iter().any(|s| p.in_scope(&s.0)))
-            .collect();
+        let owner = roles
+            .iter()
+            .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(*r)));
+        let scoped = PermSet::of_scopes(scopes);
         Grant {
             state: GrantState::Token { owner, scoped },
         }
@@ -240,10 +242,15 @@ impl Grant {
 
     /// The effective permissions.
     pub fn permissions(&self) -> BTreeSet<Perm> {
+        self.set().to_btree()
+    }
+
+    /// The effective permissions as a [`PermSet`].
+    pub fn set(&self) -> PermSet {
         match &self.state {
-            GrantState::Refused(_) => BTreeSet::new(),
-            GrantState::User { perms } => perms.clone(),
-            GrantState::Token { owner, scoped } => owner.intersection(scoped).copied().collect(),
+            GrantState::Refused(_) => PermSet::EMPTY,
+            GrantState::User { perms } => *perms,
+            GrantState::Token { owner, scoped } => owner.intersection(*scoped),
         }
     }
 
@@ -252,15 +259,17 @@ impl Grant {
         self.check(perm).is_ok()
     }
 
-    fn check(&self, perm: Perm) -> Result<(), DenyReason> {
+    /// Why the grant does not hold `perm` (`Ok` when it does): the gateway API refuses with
+    /// the same reasons the proxy records.
+    pub fn check(&self, perm: Perm) -> Result<(), DenyReason> {
         match &self.state {
             GrantState::Refused(reason) => Err(reason.clone()),
-            GrantState::User { perms } if perms.contains(&perm) => Ok(()),
+            GrantState::User { perms } if perms.contains(perm) => Ok(()),
             GrantState::User { .. } => Err(DenyReason::MissingPermission(perm.to_permission())),
-            GrantState::Token { owner, .. } if !owner.contains(&perm) => {
+            GrantState::Token { owner, .. } if !owner.contains(perm) => {
                 Err(DenyReason::MissingPermission(perm.to_permission()))
             }
-            GrantState::Token { scoped, .. } if !scoped.contains(&perm) => {
+            GrantState::Token { scoped, .. } if !scoped.contains(perm) => {
                 Err(DenyReason::TokenScope(perm.to_permission()))
             }
             GrantState::Token { .. } => Ok(()),
@@ -376,17 +385,56 @@ impl DenyReason {
 
 // === Deciding ===
 
+/// One segment of a route pattern, parsed once.
+enum PatSeg {
+    Literal(&'static str),
+    /// `{name}` with an optional literal suffix (`{key}.tgz`).
+    Var {
+        name: &'static str,
+        suffix: &'static str,
+    },
+    /// `{*name}`: the rest of the path, checked by the route's tail grammar.
+    Tail(&'static str),
+}
+
+/// Every route's pattern as segments, in [`ROUTES`] order: parsed once, because matching runs
+/// on every request and the table is constant.
+static PATTERNS: LazyLock<Vec<Vec<PatSeg>>> = LazyLock::new(|| {
+    ROUTES
+        .iter()
+        .map(|rule| {
+            rule.path
+                .get(1..)
+                .unwrap_or("")
+                .split('/')
+                .map(|pat| {
+                    if let Some(name) = pat.strip_prefix("{*").and_then(|p| p.strip_suffix('}')) {
+                        PatSeg::Tail(name)
+                    } else if let Some((name, suffix)) = pat
+                        .strip_prefix('{')
+                        .and_then(|inner| inner.split_once('}'))
+                    {
+                        PatSeg::Var { name, suffix }
+                    } else {
+                        PatSeg::Literal(pat)
+                    }
+                })
+                .collect()
+        })
+        .collect()
+});
+
 /// The route of a canonical request, first match in [`ROUTES`] order.
 pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
     let segments: Vec<&str> = path.segments().collect();
-    for rule in ROUTES {
+    for (rule, pattern) in ROUTES.iter().zip(PATTERNS.iter()) {
         if rule.disposition == Disposition::Unreachable {
             continue;
         }
         if rule.method != "ANY" && rule.method != method {
             continue;
         }
-        match match_pattern(rule, &segments) {
+        match match_pattern(rule, pattern, &segments) {
             None => continue,
             Some(Err(error)) => {
                 return Err(Unknown::BadTail {
@@ -408,29 +456,40 @@ pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
 
 type Vars = Vec<(&'static str, String)>;
 
-fn match_pattern(rule: &'static RouteRule, segments: &[&str]) -> Option<Result<Vars, TailError>> {
-    let pattern: Vec<&'static str> = rule.path.get(1..).unwrap_or("").split('/').collect();
+fn match_pattern(
+    rule: &'static RouteRule,
+    pattern: &[PatSeg],
+    segments: &[&str],
+) -> Option<Result<Vars, TailError>> {
+    // Without a tail the lengths must agree; checking first spares most routes any work.
+    let has_tail = matches!(pattern.last(), Some(PatSeg::Tail(_)));
+    if !has_tail && segments.len() != pattern.len() {
+        return None;
+    }
     let mut vars = Vec::new();
     for (i, pat) in pattern.iter().enumerate() {
-        if let Some(name) = pat.strip_prefix("{*").and_then(|p| p.strip_suffix('}')) {
-            // A tail starts after a `/`: the bare prefix (`/apps/x/objects`) is another route.
-            let tail = segments.get(i..).filter(|t| !t.is_empty())?;
-            let grammar = rule.tail?;
-            return Some(grammar.check(tail).map(|()| {
-                vars.push((name, tail.join("/")));
-                vars
-            }));
-        }
-        let seg = segments.get(i)?;
-        if let Some(inner) = pat.strip_prefix('{') {
-            let (name, suffix) = inner.split_once('}')?;
-            let value = seg.strip_suffix(suffix)?;
-            if value.is_empty() {
-                return None;
+        match pat {
+            PatSeg::Tail(name) => {
+                // A tail starts after a `/`: the bare prefix (`/apps/x/objects`) is another route.
+                let tail = segments.get(i..).filter(|t| !t.is_empty())?;
+                let grammar = rule.tail?;
+                return Some(grammar.check(tail).map(|()| {
+                    vars.push((*name, tail.join("/")));
+                    vars
+                }));
             }
-            vars.push((name, value.to_owned()));
-        } else if pat != seg {
-            return None;
+            PatSeg::Var { name, suffix } => {
+                let value = segments.get(i)?.strip_suffix(suffix)?;
+                if value.is_empty() {
+                    return None;
+                }
+                vars.push((*name, value.to_owned()));
+            }
+            PatSeg::Literal(lit) => {
+                if segments.get(i) != Some(lit) {
+                    return None;
+                }
+            }
         }
     }
     (segments.len() == pattern.len()).then_some(Ok(vars))

@@ -15,6 +15,7 @@
 
 pub mod canonical;
 pub mod decide;
+pub mod perm_set;
 pub mod permissions;
 pub mod roles;
 pub mod routes;
@@ -27,5 +28,6 @@ pub use canonical::{
 pub use decide::{
     Denied, DenyReason, Grant, Matched, Permitted, Standing, Unknown, authorize, route,
 };
+pub use perm_set::PermSet;
 pub use permissions::Perm;
 pub use routes::{ROUTES, RouteRule};
