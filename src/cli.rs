@@ -6,16 +6,24 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use events::event::{Permission, Principal, Role, TokenId};
 use events::store::{CheckpointPolicy, EventStore};
 use events::time::Clock;
 
+use crate::console::api::{CreateTokenBody, RevokeTokenBody, TokenView};
+use crate::console::client::{Client, GatewayUrl};
 use crate::export;
+use crate::identity::TokenSecret;
 use crate::identity::admin::{self, TokenRequest};
 use crate::keys::{self, Keys};
+use crate::proxy::rack_tls::Trust;
 use crate::store;
+
+/// The environment variable the online token commands read the caller's API token from; never
+/// an argument, so it stays out of shell history and process listings.
+pub const TOKEN_ENV: &str = "RACK_GATEWAY_TOKEN";
 
 /// Rack Gateway: the audit-first security gateway for a Convox rack.
 #[derive(Parser, Debug)]
@@ -54,7 +62,9 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
-    /// Create, list or revoke API tokens (offline, against a stopped gateway's data directory).
+    /// Create, list or revoke API tokens: online against a running gateway's API (`--gateway`,
+    /// with an admin's token in RACK_GATEWAY_TOKEN), or offline against a stopped gateway's
+    /// data directory (`--data`, for bootstrap).
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -70,38 +80,71 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create a token and print its secret once.
     Create {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         name: String,
         /// The person the token acts for; it never has more than their current roles allow.
         #[arg(long)]
         owner: String,
-        /// A permission the token may use (repeat for more).
+        /// A permission the token may use (repeat for more). Online, each names a permission of
+        /// the catalogue exactly, within the owner's and the caller's current permissions.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
         /// Days until the token expires.
         #[arg(long)]
         expires_in_days: Option<u64>,
-        /// Who is creating it (recorded in the event).
-        #[arg(long, default_value = "system")]
+        /// Who is creating it (recorded in the event); offline only: online, the gateway
+        /// records the owner of the token in RACK_GATEWAY_TOKEN.
+        #[arg(long, default_value = "system", conflicts_with = "gateway")]
         by: String,
     },
     /// List tokens (never their secrets).
     List {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Revoke a token by id.
     Revoke {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        target: Target,
         id: String,
         #[arg(long, default_value = "revoked from the command line")]
         reason: String,
-        #[arg(long, default_value = "system")]
+        /// Who is revoking it (recorded in the event); offline only.
+        #[arg(long, default_value = "system", conflicts_with = "gateway")]
         by: String,
     },
+}
+
+/// Where a token command works: exactly one of a data directory (offline) and a gateway's
+/// console URL (online).
+#[derive(Args, Debug)]
+pub struct Target {
+    #[command(flatten)]
+    pub place: Place,
+    /// For an https gateway: a PEM CA bundle to verify its certificate against (the gateway's
+    /// own `tls.cert` when it is self-signed).
+    // `conflicts_with = "data"` rather than `requires = "gateway"`: clap takes any member of a
+    // group as meeting a `requires` on one of them (clap-rs/clap#4707).
+    #[arg(long, conflicts_with_all = ["data", "pin_sha256"])]
+    pub ca_file: Option<PathBuf>,
+    /// For an https gateway: the SHA-256 (64 hex digits) of its certificate.
+    #[arg(long, conflicts_with = "data")]
+    pub pin_sha256: Option<String>,
+}
+
+/// The data directory or the gateway URL, never both.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct Place {
+    /// Offline: a stopped gateway's data directory.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Online: a running gateway's console URL (https://, or http:// to a loopback address);
+    /// the caller's API token is read from RACK_GATEWAY_TOKEN.
+    #[arg(long)]
+    pub gateway: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,75 +267,134 @@ fn parse_role(s: &str) -> anyhow::Result<Role> {
     Role::parse(s).with_context(|| format!("{s:?} is not a role (viewer, ops, deployer, admin)"))
 }
 
+/// Where a token command runs, resolved: the store, or a client of the running gateway.
+enum Tokens {
+    Offline(store::Store),
+    Online(Box<Client>),
+}
+
 async fn token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
         TokenCommand::Create {
-            data,
+            target,
             name,
             owner,
             scopes,
             expires_in_days,
             by,
         } => {
-            let store = open(&data)?;
-            let expires = expires_in_days.map(|d| {
-                Clock
-                    .now()
-                    .plus(std::time::Duration::from_secs(d.saturating_mul(86_400)))
-            });
-            let created = admin::create_token(
-                &store,
-                TokenRequest {
-                    name,
-                    owner: Principal(owner),
-                    scopes: scopes.into_iter().map(Permission).collect(),
-                    expires,
-                    dev_only: false,
-                    by: Principal(by),
-                },
-            )
-            .await?;
-            println!("id: {}", created.id);
-            println!("token: {}", created.secret.expose());
+            let (id, secret) = match target.resolve()? {
+                Tokens::Offline(store) => {
+                    let expires = expires_in_days.map(|d| {
+                        Clock
+                            .now()
+                            .plus(std::time::Duration::from_secs(d.saturating_mul(86_400)))
+                    });
+                    let created = admin::create_token(
+                        &store,
+                        TokenRequest {
+                            name,
+                            owner: Principal(owner),
+                            scopes: scopes.into_iter().map(Permission).collect(),
+                            expires,
+                            dev_only: false,
+                            by: Principal(by),
+                        },
+                    )
+                    .await?;
+                    (created.id.to_hex(), created.secret.expose().to_owned())
+                }
+                Tokens::Online(client) => {
+                    let created = client
+                        .create(&CreateTokenBody {
+                            name,
+                            owner,
+                            scopes,
+                            expires_in_days,
+                        })
+                        .await?;
+                    (created.id, created.token)
+                }
+            };
+            println!("id: {id}");
+            println!("token: {secret}");
             println!("The token is shown once; only its SHA-256 is recorded.");
         }
-        TokenCommand::List { data } => {
-            let store = open(&data)?;
-            let now = Clock.now();
-            store.with_state(|s| {
-                for t in s.tokens.iter() {
-                    let state = match (t.revoked, t.is_usable(now)) {
-                        (Some(_), _) => "revoked",
-                        (None, false) => "expired",
-                        (None, true) => "active",
-                    };
-                    let scopes: Vec<&str> = t.scopes.iter().map(|p| p.0.as_str()).collect();
-                    println!(
-                        "{}  {:<8} {:<24} owner={} scopes={} last_used={}",
-                        t.id,
-                        state,
-                        t.name,
-                        t.owner,
-                        scopes.join(","),
-                        t.last_used.map_or("never".to_owned(), |t| t.to_string()),
-                    );
+        TokenCommand::List { target } => {
+            let tokens = match target.resolve()? {
+                Tokens::Offline(store) => {
+                    let now = Clock.now();
+                    store.with_state(|s| s.tokens.iter().map(|t| TokenView::of(t, now)).collect())
                 }
-            });
+                Tokens::Online(client) => client.list().await?.tokens,
+            };
+            for t in &tokens {
+                println!("{}", list_line(t));
+            }
         }
         TokenCommand::Revoke {
-            data,
+            target,
             id,
             reason,
             by,
         } => {
             let token = TokenId::from_hex(&id)
                 .with_context(|| format!("{id:?} is not a token id (32 hex digits)"))?;
-            let store = open(&data)?;
-            let seq = admin::revoke_token(&store, token, Principal(by), reason).await?;
+            let seq = match target.resolve()? {
+                Tokens::Offline(store) => {
+                    admin::revoke_token(&store, token, Principal(by), reason)
+                        .await?
+                        .0
+                }
+                Tokens::Online(client) => {
+                    client.revoke(token, &RevokeTokenBody { reason }).await?.seq
+                }
+            };
             println!("revoked {token} (seq {seq})");
         }
     }
     Ok(())
+}
+
+/// One line of `token list`, the same offline and online.
+fn list_line(t: &TokenView) -> String {
+    format!(
+        "{}  {:<8} {:<24} owner={} scopes={} last_used={}",
+        t.id,
+        t.state.as_str(),
+        t.name,
+        t.owner,
+        t.scopes.join(","),
+        t.last_used.as_deref().unwrap_or("never"),
+    )
+}
+
+// === impl Target ===
+
+impl Target {
+    /// Opens the store, or builds the client with the token from [`TOKEN_ENV`] (whose value
+    /// no message ever shows).
+    fn resolve(self) -> anyhow::Result<Tokens> {
+        match (self.place.data, self.place.gateway) {
+            (Some(data), None) => Ok(Tokens::Offline(open(&data)?)),
+            (None, Some(url)) => {
+                let url = GatewayUrl::parse(&url)?;
+                let raw = std::env::var(TOKEN_ENV).map_err(|_| {
+                    anyhow::anyhow!("--gateway needs an admin's API token in {TOKEN_ENV}")
+                })?;
+                let token = TokenSecret::parse(raw.trim())
+                    .with_context(|| format!("{TOKEN_ENV} does not hold a gateway API token"))?;
+                let trust = Trust {
+                    pin_sha256: self.pin_sha256.as_deref(),
+                    ca_file: self.ca_file.as_deref(),
+                    insecure_skip_verify: false,
+                };
+                Ok(Tokens::Online(Box::new(Client::new(url, &token, trust)?)))
+            }
+            // clap's group makes exactly one of the two present.
+            _ => anyhow::bail!("give exactly one of --data DIR and --gateway URL"),
+        }
+    }
 }
 
 async fn role(command: RoleCommand) -> anyhow::Result<()> {

@@ -3,25 +3,48 @@
 //!
 //! **Invariant:** a token is revoked at most once and only if it exists; a role is granted only
 //! to a user who does not hold it and never `cicd` to a person; the last enabled admin cannot
-//! lose the role. These hold under concurrency because they are guards, not prior reads.
+//! lose the role; a token created by a caller ([`create_token_as`]) never carries a permission
+//! beyond its owner's or its creator's current ones, and is dev-only when its creator is. These
+//! hold under concurrency because they are guards, not prior reads.
+
+use std::fmt;
 
 use events::event::{Event, Permission, Principal, Role, TokenId};
 use events::seq::Seq;
 use events::store::{AppendError, EventStore, Rejected};
 use events::time::Timestamp;
 use projections::Projections;
+use projections::tokens::Token;
 
 use super::token::{TokenSecret, TokenSecretError};
+use crate::policy::{Grant, Perm, Standing};
 
 /// Why an administrative change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("{0}")]
-    Invalid(String),
+    /// The request is malformed; `field` names the part at fault (`scopes[2]`).
+    #[error("{field}: {what}")]
+    Invalid { field: String, what: String },
+    /// The new token would carry `permission`, which `whose` does not hold now.
+    #[error("{permission} is beyond {whose} current permissions")]
+    Exceeds {
+        whose: Ceiling,
+        permission: Permission,
+    },
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error(transparent)]
     Token(#[from] TokenSecretError),
+}
+
+/// Whose current permissions bound a token created by a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ceiling {
+    /// The new token's owner: a token never acts beyond the person it acts for.
+    Owner,
+    /// The calling token (its scopes within its own owner's roles): no one mints more than
+    /// they hold.
+    Caller,
 }
 
 /// What creating a token returns: the secret, shown once, and where it was recorded.
@@ -43,31 +66,115 @@ pub struct TokenRequest {
     pub by: Principal,
 }
 
+/// The calling token and the moment of the call, which bound a token it creates.
+struct Bound {
+    caller: TokenId,
+    now: Timestamp,
+}
+
+// === impl Ceiling ===
+
+impl fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Ceiling::Owner => "the owner's",
+            Ceiling::Caller => "the calling token's",
+        })
+    }
+}
+
 const MAX_NAME: usize = 64;
 
 /// Creates a token: a fresh id and secret, recorded as `TokenCreated` with only the secret's hash.
+///
+/// This is the bootstrap path (the offline command line, `dev`): its scopes may use `*`
+/// segments, and they are bounded only when used, by the owner's roles at that moment.
 pub async fn create_token(
     store: &impl EventStore<Projections>,
     req: TokenRequest,
 ) -> Result<CreatedToken, AdminError> {
+    create(store, req, None).await
+}
+
+/// Creates a token on behalf of `caller`, an authenticated token (the gateway API).
+///
+/// On top of [`create_token`]: every scope names a permission of the catalogue exactly (a `*`
+/// scope would grow with the catalogue past what was checked today); the scopes stay within
+/// the new token's owner's current permissions and within `caller`'s current effective
+/// permissions ([`AdminError::Exceeds`]); the event names `caller`'s owner as `by`; and a token
+/// created by a dev-only token is dev-only, so `dev` cannot mint a token `serve` accepts. The
+/// bounds are checked before and again by the guard at the append, so a demotion or a
+/// revocation of the caller that races the request is never overtaken.
+pub async fn create_token_as(
+    store: &impl EventStore<Projections>,
+    req: TokenRequest,
+    caller: &Token,
+    now: Timestamp,
+) -> Result<CreatedToken, AdminError> {
+    for (i, scope) in req.scopes.iter().enumerate() {
+        if Perm::parse(&scope.0).is_none() {
+            return Err(AdminError::Invalid {
+                field: format!("scopes[{i}]"),
+                what: format!(
+                    "{:?} is not a permission of the catalogue (`rack-gateway policy-tables` lists them; `*` is not accepted here)",
+                    scope.0
+                ),
+            });
+        }
+        if req.scopes[..i].contains(scope) {
+            return Err(invalid(
+                &format!("scopes[{i}]"),
+                "this scope is listed twice",
+            ));
+        }
+    }
+    let req = TokenRequest {
+        dev_only: req.dev_only || caller.dev_only,
+        by: caller.owner.clone(),
+        ..req
+    };
+    create(
+        store,
+        req,
+        Some(Bound {
+            caller: caller.id,
+            now,
+        }),
+    )
+    .await
+}
+
+async fn create(
+    store: &impl EventStore<Projections>,
+    req: TokenRequest,
+    bound: Option<Bound>,
+) -> Result<CreatedToken, AdminError> {
     if req.name.is_empty() || req.name.len() > MAX_NAME || req.name.chars().any(char::is_control) {
-        return Err(AdminError::Invalid(format!(
-            "a token name has 1 to {MAX_NAME} printable characters"
-        )));
-    }
-    check_principal(&req.owner)?;
-    for s in &req.scopes {
-        check_permission(s)?;
-    }
-    if req.scopes.is_empty() {
-        return Err(AdminError::Invalid(
-            "a token needs at least one scope".into(),
+        return Err(invalid(
+            "name",
+            &format!("a token name has 1 to {MAX_NAME} printable characters"),
         ));
     }
+    check_principal("owner", &req.owner)?;
+    for (i, s) in req.scopes.iter().enumerate() {
+        check_permission(&format!("scopes[{i}]"), s)?;
+    }
+    if req.scopes.is_empty() {
+        return Err(invalid("scopes", "a token needs at least one scope"));
+    }
+    if let Some(b) = &bound
+        && let Some((whose, perm)) = store.with_state(|s| exceeding(s, &req.scopes, &req.owner, b))
+    {
+        return Err(AdminError::Exceeds {
+            whose,
+            permission: perm.to_permission(),
+        });
+    }
     let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| AdminError::Invalid(e.to_string()))?;
+    getrandom::fill(&mut id).map_err(|e| TokenSecretError::Random(e.to_string()))?;
     let id = TokenId(id);
     let secret = TokenSecret::generate()?;
+    let (scopes, owner) = (req.scopes.clone(), req.owner.clone());
     let appended = store
         .append_if(
             vec![Event::TokenCreated {
@@ -80,9 +187,16 @@ pub async fn create_token(
                 dev_only: req.dev_only,
                 by: req.by,
             }],
-            Box::new(move |s: &Projections| match s.tokens.get(&id) {
-                Some(_) => Err(Rejected("token id already exists")),
-                None => Ok(()),
+            Box::new(move |s: &Projections| {
+                if s.tokens.get(&id).is_some() {
+                    return Err(Rejected("token id already exists"));
+                }
+                match &bound {
+                    Some(b) if exceeding(s, &scopes, &owner, b).is_some() => Err(Rejected(
+                        "the scopes are beyond the owner's or the caller's current permissions",
+                    )),
+                    _ => Ok(()),
+                }
             }),
         )
         .await?;
@@ -91,6 +205,41 @@ pub async fn create_token(
         secret,
         seq: appended.first,
     })
+}
+
+/// What keeps a caller's new token from being created in `s`: the caller no longer holds
+/// [`Perm::GatewayTokenManage`] (a calling token that is no longer usable holds nothing), or
+/// the first permission `scopes` name that the owner or the caller does not hold.
+fn exceeding(
+    s: &Projections,
+    scopes: &[Permission],
+    owner: &Principal,
+    bound: &Bound,
+) -> Option<(Ceiling, Perm)> {
+    let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner));
+    let caller_holds = s
+        .tokens
+        .get(&bound.caller)
+        .filter(|t| t.is_usable(bound.now))
+        .map(|t| Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner)));
+    if !caller_holds
+        .as_ref()
+        .is_some_and(|g| g.holds(Perm::GatewayTokenManage))
+    {
+        return Some((Ceiling::Caller, Perm::GatewayTokenManage));
+    }
+    Perm::ALL
+        .into_iter()
+        .filter(|p| scopes.iter().any(|scope| p.in_scope(&scope.0)))
+        .find_map(|p| {
+            if !owner_holds.holds(p) {
+                Some((Ceiling::Owner, p))
+            } else if !caller_holds.as_ref().is_some_and(|g| g.holds(p)) {
+                Some((Ceiling::Caller, p))
+            } else {
+                None
+            }
+        })
 }
 
 /// Revokes a token that exists and is not revoked yet.
@@ -120,10 +269,11 @@ pub async fn grant_role(
     role: Role,
     by: Principal,
 ) -> Result<Seq, AdminError> {
-    check_principal(&user)?;
+    check_principal("user", &user)?;
     if role == Role::Cicd {
-        return Err(AdminError::Invalid(
-            "cicd is a token-only role; create a token with cicd scopes instead".into(),
+        return Err(invalid(
+            "role",
+            "cicd is a token-only role; create a token with cicd scopes instead",
         ));
     }
     let who = user.clone();
@@ -167,23 +317,32 @@ pub async fn revoke_role(
     Ok(appended.first)
 }
 
+fn invalid(field: &str, what: &str) -> AdminError {
+    AdminError::Invalid {
+        field: field.to_owned(),
+        what: what.to_owned(),
+    }
+}
+
 /// A person is named by an email address: one `@`, something on both sides, no spaces.
-fn check_principal(p: &Principal) -> Result<(), AdminError> {
+fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
     let ok = matches!(p.0.split_once('@'), Some((a, b)) if !a.is_empty() && b.contains('.') && !b.contains('@'))
         && p.0.len() <= 254
         && !p.0.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {
-        Err(AdminError::Invalid(format!(
-            "{:?} is not an email address",
-            p.0
-        )))
+        Err(invalid(
+            field,
+            &format!("{:?} is not an email address", p.0),
+        ))
     }
 }
 
-/// A permission is `convox:<resource>:<action>` in lowercase letters, digits and `-`, or `*`.
-fn check_permission(p: &Permission) -> Result<(), AdminError> {
+/// A permission is `convox:<resource>:<action>` (a rack permission) or
+/// `gateway:<resource>:<action>` (the gateway's own), in lowercase letters, digits and `-`, or
+/// `*` after the scheme.
+fn check_permission(field: &str, p: &Permission) -> Result<(), AdminError> {
     let word = |s: &str| {
         !s.is_empty()
             && (s == "*"
@@ -192,11 +351,14 @@ fn check_permission(p: &Permission) -> Result<(), AdminError> {
     };
     let parts: Vec<&str> = p.0.split(':').collect();
     match parts.as_slice() {
-        ["convox", resource, action] if word(resource) && word(action) => Ok(()),
-        _ => Err(AdminError::Invalid(format!(
-            "{:?} is not a permission (convox:<resource>:<action>)",
-            p.0
-        ))),
+        ["convox" | "gateway", resource, action] if word(resource) && word(action) => Ok(()),
+        _ => Err(invalid(
+            field,
+            &format!(
+                "{:?} is not a permission (convox:<resource>:<action> or gateway:<resource>:<action>)",
+                p.0
+            ),
+        )),
     }
 }
 
@@ -288,7 +450,7 @@ mod tests {
         );
         assert!(matches!(
             grant_role(&store, p("bot@example.com"), Role::Cicd, p("system")).await,
-            Err(AdminError::Invalid(_))
+            Err(AdminError::Invalid { .. })
         ));
         assert!(
             revoke_role(&store, admin.clone(), Role::Admin, p("system"))
@@ -302,6 +464,207 @@ mod tests {
             .await
             .unwrap();
         assert!(store.with_state(|s| s.identities.roles(&admin).is_empty()));
+    }
+
+    /// A token for `owner` holding `role`, with `scopes`, as an API caller.
+    async fn caller(store: &Store, owner: &str, role: Role, scopes: &[&str]) -> Token {
+        grant_role(store, p(owner), role, p("system"))
+            .await
+            .unwrap();
+        let t = create_token(
+            store,
+            TokenRequest {
+                owner: p(owner),
+                scopes: scopes.iter().map(|s| Permission((*s).into())).collect(),
+                ..request()
+            },
+        )
+        .await
+        .unwrap();
+        store.with_state(|s| s.tokens.get(&t.id).cloned()).unwrap()
+    }
+
+    fn for_owner(owner: &str, scopes: &[&str]) -> TokenRequest {
+        TokenRequest {
+            owner: p(owner),
+            scopes: scopes.iter().map(|s| Permission((*s).into())).collect(),
+            ..request()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_mints_nothing_beyond_the_owner_or_itself() {
+        let (_dir, store) = open();
+        let now = Timestamp(1);
+        let admin = caller(
+            &store,
+            "root@example.com",
+            Role::Admin,
+            &["convox:*:*", "gateway:token:manage"],
+        )
+        .await;
+        grant_role(&store, p("viewer@example.com"), Role::Viewer, p("system"))
+            .await
+            .unwrap();
+        // An admin's token that may manage tokens but reads apps and nothing else.
+        let narrow = caller(
+            &store,
+            "lead@example.com",
+            Role::Admin,
+            &["convox:app:read", "gateway:token:manage"],
+        )
+        .await;
+        // A deployer cannot manage tokens, whatever their token's scopes say.
+        let deployer = caller(
+            &store,
+            "dep@example.com",
+            Role::Deployer,
+            &["convox:*:*", "gateway:token:manage"],
+        )
+        .await;
+        grant_role(
+            &store,
+            p("deployer@example.com"),
+            Role::Deployer,
+            p("system"),
+        )
+        .await
+        .unwrap();
+        let before = store.head().size;
+        let over_owner = create_token_as(
+            &store,
+            for_owner("viewer@example.com", &["convox:env:set"]),
+            &admin,
+            now,
+        )
+        .await;
+        assert!(matches!(
+            over_owner,
+            Err(AdminError::Exceeds { whose: Ceiling::Owner, permission }) if permission.0 == "convox:env:set"
+        ));
+        let nobody = create_token_as(
+            &store,
+            for_owner("nobody@example.com", &["convox:app:read"]),
+            &admin,
+            now,
+        )
+        .await;
+        assert!(matches!(
+            nobody,
+            Err(AdminError::Exceeds {
+                whose: Ceiling::Owner,
+                ..
+            })
+        ));
+        let over_caller = create_token_as(
+            &store,
+            for_owner("deployer@example.com", &["convox:env:set"]),
+            &narrow,
+            now,
+        )
+        .await;
+        assert!(matches!(
+            over_caller,
+            Err(AdminError::Exceeds { whose: Ceiling::Caller, permission }) if permission.0 == "convox:env:set"
+        ));
+        let not_a_manager = create_token_as(
+            &store,
+            for_owner("viewer@example.com", &["convox:app:read"]),
+            &deployer,
+            now,
+        )
+        .await;
+        assert!(matches!(
+            not_a_manager,
+            Err(AdminError::Exceeds { whose: Ceiling::Caller, permission }) if permission.0 == "gateway:token:manage"
+        ));
+        for bad in [
+            &["convox:*:*"][..],
+            &["convox:app:reed"],
+            &["convox:app:read", "convox:app:read"],
+        ] {
+            assert!(matches!(
+                create_token_as(&store, for_owner("viewer@example.com", bad), &admin, now).await,
+                Err(AdminError::Invalid { field, .. }) if field.starts_with("scopes[")
+            ));
+        }
+        assert_eq!(store.head().size, before, "refusals append nothing");
+        let made = create_token_as(
+            &store,
+            for_owner("viewer@example.com", &["convox:app:read"]),
+            &admin,
+            now,
+        )
+        .await
+        .unwrap();
+        let t = store
+            .with_state(|s| s.tokens.get(&made.id).cloned())
+            .unwrap();
+        assert_eq!(t.owner, p("viewer@example.com"));
+        assert!(!t.dev_only);
+        revoke_token(&store, admin.id, p("system"), "gone".into())
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                create_token_as(
+                    &store,
+                    for_owner("viewer@example.com", &["convox:app:read"]),
+                    &admin,
+                    now
+                )
+                .await,
+                Err(AdminError::Exceeds {
+                    whose: Ceiling::Caller,
+                    ..
+                })
+            ),
+            "a revoked caller holds nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dev_only_caller_mints_dev_only_tokens_recorded_as_its_owner() {
+        let (_dir, store) = open();
+        grant_role(&store, p("dev@example.com"), Role::Admin, p("system"))
+            .await
+            .unwrap();
+        let dev = create_token(
+            &store,
+            TokenRequest {
+                owner: p("dev@example.com"),
+                scopes: vec![
+                    Permission("convox:*:*".into()),
+                    Permission("gateway:token:manage".into()),
+                ],
+                dev_only: true,
+                ..request()
+            },
+        )
+        .await
+        .unwrap();
+        let dev = store
+            .with_state(|s| s.tokens.get(&dev.id).cloned())
+            .unwrap();
+        let made = create_token_as(
+            &store,
+            for_owner("dev@example.com", &["convox:app:read"]),
+            &dev,
+            Timestamp(1),
+        )
+        .await
+        .unwrap();
+        assert!(store.with_state(|s| s.tokens.get(&made.id).is_some_and(|t| t.dev_only)));
+        let by = store
+            .read(made.seq.0..made.seq.0 + 1)
+            .await
+            .unwrap()
+            .into_iter()
+            .find_map(|r| match r.record.event {
+                Event::TokenCreated { by, .. } => Some(by),
+                _ => None,
+            });
+        assert_eq!(by, Some(p("dev@example.com")));
     }
 
     #[tokio::test]
@@ -328,7 +691,7 @@ mod tests {
         ] {
             assert!(matches!(
                 create_token(&store, bad).await,
-                Err(AdminError::Invalid(_))
+                Err(AdminError::Invalid { .. })
             ));
         }
         assert_eq!(store.head().size, before);

@@ -1,5 +1,6 @@
-//! The credentials a caller presents on the rack proxy: `Authorization: Basic` exactly as the
-//! convox CLI builds it from `RACK_URL` (`convox:<token>`), or `Authorization: Bearer <token>`.
+//! The credentials a caller presents: on the rack proxy, `Authorization: Basic` exactly as the
+//! convox CLI builds it from `RACK_URL` (`convox:<token>`), or `Authorization: Bearer <token>`;
+//! on the gateway API, `Bearer` only ([`Schemes`]).
 //!
 //! **Invariant:** parsing is strict and bounded: one header, at most [`MAX_HEADER`] bytes,
 //! canonical base64, a password that is a well-formed token. Anything else is a typed refusal
@@ -56,8 +57,24 @@ impl CredentialError {
     }
 }
 
-/// Parses the values of a request's `Authorization` headers.
+/// Which `Authorization` schemes a listener takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schemes {
+    /// The rack proxy: `Basic` as the convox CLI sends it, or `Bearer`.
+    BasicOrBearer,
+    /// The gateway API: `Bearer` only. A browser never attaches a bearer token by itself (it
+    /// does replay `Basic` credentials it once prompted for), so an API that takes only bearer
+    /// tokens and no cookies has no ambient credential a cross-site request could ride on.
+    BearerOnly,
+}
+
+/// Parses the values of a request's `Authorization` headers as the rack proxy takes them.
 pub fn from_authorization(values: &[&[u8]]) -> Result<Credential, CredentialError> {
+    parse(values, Schemes::BasicOrBearer)
+}
+
+/// Parses the values of a request's `Authorization` headers, accepting only `schemes`.
+pub fn parse(values: &[&[u8]], schemes: Schemes) -> Result<Credential, CredentialError> {
     let value = match values {
         [] => return Err(CredentialError::Missing),
         [one] => *one,
@@ -71,7 +88,7 @@ pub fn from_authorization(values: &[&[u8]]) -> Result<Credential, CredentialErro
     if scheme.eq_ignore_ascii_case("bearer") {
         return Ok(Credential::Token(TokenSecret::parse(rest)?));
     }
-    if !scheme.eq_ignore_ascii_case("basic") {
+    if !scheme.eq_ignore_ascii_case("basic") || schemes == Schemes::BearerOnly {
         return Err(CredentialError::Scheme);
     }
     let raw = STANDARD.decode(rest).map_err(|_| CredentialError::Basic)?;
@@ -138,5 +155,20 @@ mod tests {
         // Percent-escapes are kept by the CLI and never decoded here: an escaped token is not a token.
         let escaped = t.expose().replacen('_', "%5F", 1);
         assert!(from_authorization(&[&basic(&format!("convox:{escaped}"))]).is_err());
+    }
+
+    #[test]
+    fn the_gateway_api_takes_bearer_only() {
+        let t = TokenSecret::generate().unwrap();
+        let b = format!("Bearer {}", t.expose()).into_bytes();
+        assert_eq!(
+            parse(&[&b], Schemes::BearerOnly),
+            Ok(Credential::Token(t.clone()))
+        );
+        let h = basic(&format!("convox:{}", t.expose()));
+        assert_eq!(
+            parse(&[&h], Schemes::BearerOnly),
+            Err(CredentialError::Scheme)
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Who is calling: API tokens (their format, their secret's hash, the `Authorization` header the
-//! convox CLI sends) and the token and role changes an administrator makes.
+//! convox CLI sends, the one authentication both listeners run) and the token and role changes
+//! an administrator makes.
 //!
 //! **Invariant:** a token's secret exists in clear only in the one answer that creates it; the
 //! log and the projections hold its SHA-256. Every change here is an event appended through the
@@ -7,8 +8,10 @@
 //! last admin).
 
 pub mod admin;
+pub mod authenticate;
 pub mod credentials;
 pub mod token;
 
-pub use credentials::{Credential, CredentialError};
+pub use authenticate::AuthError;
+pub use credentials::{Credential, CredentialError, Schemes};
 pub use token::{TokenSecret, TokenSecretError};

@@ -1,5 +1,6 @@
-//! The permission catalogue: every `convox:<resource>:<action>` string the gateway knows, as a
-//! closed enum with one sentence saying what each lets its holder do.
+//! The permission catalogue: every `convox:<resource>:<action>` string the gateway knows (what
+//! the rack proxy forwards) and the gateway's own `gateway:<resource>:<action>` (what the
+//! gateway API does), as a closed enum with one sentence saying what each lets its holder do.
 //!
 //! **Invariant:** the catalogue is closed. A route, a role or a rule names a [`Perm`] variant,
 //! never a free string; a token scope that names no variant (and matches none through a `*`
@@ -69,13 +70,16 @@ pub enum Perm {
     JwtAdmin,
     JwtRotate,
     EventCreate,
+    /// The gateway's own: create, list and revoke API tokens through the gateway API. It is
+    /// not a rack permission, so no rack route names it and no `convox:` scope covers it.
+    GatewayTokenManage,
 }
 
 // === impl Perm ===
 
 impl Perm {
     /// Every permission, in the order of the published table.
-    pub const ALL: [Perm; 58] = [
+    pub const ALL: [Perm; 59] = [
         Perm::AuthCheck,
         Perm::AppRead,
         Perm::AppCreate,
@@ -134,9 +138,10 @@ impl Perm {
         Perm::JwtAdmin,
         Perm::JwtRotate,
         Perm::EventCreate,
+        Perm::GatewayTokenManage,
     ];
 
-    /// The stable string form, `convox:<resource>:<action>`.
+    /// The stable string form, `<scheme>:<resource>:<action>`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Perm::AuthCheck => "convox:auth:check",
@@ -197,6 +202,7 @@ impl Perm {
             Perm::JwtAdmin => "convox:jwt:admin",
             Perm::JwtRotate => "convox:jwt:rotate",
             Perm::EventCreate => "convox:event:create",
+            Perm::GatewayTokenManage => "gateway:token:manage",
         }
     }
 
@@ -285,6 +291,9 @@ impl Perm {
             Perm::JwtAdmin => "Mint an admin rack JWT.",
             Perm::JwtRotate => "Rotate the rack's JWT signing key.",
             Perm::EventCreate => "Emit a rack event (it drives the rack's webhooks).",
+            Perm::GatewayTokenManage => {
+                "Create, list and revoke API tokens through the gateway API (never beyond the caller's or the owner's permissions)."
+            }
         }
     }
 
@@ -300,7 +309,8 @@ impl Perm {
 
     /// Whether the scope string `scope` covers this permission: equal, or equal after reading a
     /// `*` segment as "any" (`convox:app:*`, `convox:*:read`, `convox:*:*`). The scheme segment
-    /// must be `convox` literally, so no scope of another family ever matches.
+    /// (`convox` or `gateway`) must match literally, so no scope of one family ever covers a
+    /// permission of the other.
     pub fn in_scope(self, scope: &str) -> bool {
         let mut want = self.as_str().split(':');
         let mut have = scope.split(':');
@@ -335,7 +345,7 @@ mod tests {
         for p in Perm::ALL {
             let parts: Vec<&str> = p.as_str().split(':').collect();
             assert_eq!(parts.len(), 3, "{p}");
-            assert_eq!(parts[0], "convox", "{p}");
+            assert!(["convox", "gateway"].contains(&parts[0]), "{p}");
             assert!(
                 parts[1..]
                     .iter()
@@ -363,5 +373,9 @@ mod tests {
         check(Perm::AppRead, "convox:app:read:x", false);
         check(Perm::AppRead, "convox:app:rea", false);
         check(Perm::AppRead, "convox:apps:*", false);
+        check(Perm::GatewayTokenManage, "gateway:token:manage", true);
+        check(Perm::GatewayTokenManage, "gateway:*:*", true);
+        check(Perm::GatewayTokenManage, "convox:*:*", false);
+        check(Perm::GatewayTokenManage, "*:token:manage", false);
     }
 }

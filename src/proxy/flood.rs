@@ -1,6 +1,7 @@
 //! Flood resistance: per-address request limits applied before anything is appended, and the
 //! coalescing of unauthenticated denials into one `DenialsCounted` event per address, reason
-//! and minute, so noise cannot flood the log.
+//! and minute, so noise cannot flood the log. [`Flood`] holds both for the two listeners: the
+//! rack proxy and the gateway API share one budget and one count per address.
 //!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
 //! is bounded (at most [`MAX_TRACKED`] addresses; beyond that the oldest are forgotten, which
@@ -8,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use events::event::Event;
@@ -42,6 +44,14 @@ struct Count {
     count: u64,
     first: Timestamp,
     last: Timestamp,
+}
+
+/// The limiter and the counter of one gateway, shared by its listeners. A poisoned lock refuses
+/// (no request passes the limiter) rather than guessing.
+#[derive(Debug)]
+pub struct Flood {
+    limiter: Mutex<RateLimiter>,
+    denials: Mutex<DenialCounter>,
 }
 
 // === impl RateLimiter ===
@@ -120,6 +130,37 @@ impl DenialCounter {
 
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
+    }
+}
+
+// === impl Flood ===
+
+impl Flood {
+    pub fn new(per_minute: u32) -> Flood {
+        Flood {
+            limiter: Mutex::new(RateLimiter::new(per_minute)),
+            denials: Mutex::new(DenialCounter::default()),
+        }
+    }
+
+    /// Takes one request from `ip`'s budget; `false` means over the limit (answer 429).
+    pub fn allow(&self, ip: IpAddr, now: Timestamp) -> bool {
+        self.limiter.lock().is_ok_and(|mut l| l.allow(ip, now))
+    }
+
+    /// Counts one unauthenticated (or otherwise uncounted) refusal.
+    pub fn count_denial(&self, ip: IpAddr, reason: &'static str, now: Timestamp) {
+        if let Ok(mut d) = self.denials.lock() {
+            d.note(ip, reason, now);
+        }
+    }
+
+    /// The counts whose window has closed at `now` (all of them when `flush`), as events.
+    pub fn drain(&self, now: Timestamp, flush: bool) -> Vec<Event> {
+        match self.denials.lock() {
+            Ok(mut d) => d.drain(now, flush),
+            Err(_) => Vec::new(),
+        }
     }
 }
 

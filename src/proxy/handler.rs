@@ -31,7 +31,8 @@ use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::{headers, redact, ws};
-use crate::identity::credentials::{self, Credential};
+use crate::identity::authenticate;
+use crate::identity::credentials::Schemes;
 use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
 use crate::policy::{self, Grant, Perm, Standing};
@@ -428,15 +429,14 @@ fn authenticate(
         state.count_denial(ip, reason, now);
         ProxyError::Unauthenticated(reason)
     };
-    let Credential::Token(secret) =
-        credentials::from_authorization(&values).map_err(|e| refuse(e.reason()))?;
-    let token = state
-        .store
-        .with_state(|s| s.tokens.usable_by_secret(&secret.sha256(), now).cloned())
-        .ok_or_else(|| refuse("unknown_or_expired_token"))?;
-    if token.dev_only && !state.accepts_dev_tokens {
-        return Err(refuse("dev_token_refused"));
-    }
+    let token = authenticate::token(
+        &*state.store,
+        &values,
+        Schemes::BasicOrBearer,
+        now,
+        state.accepts_dev_tokens,
+    )
+    .map_err(|e| refuse(e.reason()))?;
     let user_agent = single_header(req.headers(), header::USER_AGENT).unwrap_or_default();
     Ok(Caller {
         token,
@@ -764,10 +764,11 @@ fn complete(
         sha256_in: input.map(|m| m.sha256),
         sha256_out: out.map(|m| m.sha256),
     }));
-    let store = state.store.clone();
+    // Enqueued now, so a shutdown right after the answer still records it; the answer has
+    // gone, so a failure here is visible as a request without completion.
+    let appended = state.store.enqueue(vec![event]);
     tokio::spawn(async move {
-        // The answer has gone; a failure here is visible as a request without completion.
-        let _ = store.append(vec![event]).await;
+        let _ = appended.await;
     });
 }
 
@@ -1029,17 +1030,17 @@ async fn relay_stream(
         registration.cancel.clone(),
     )
     .await;
+    // Enqueued before the registration goes, so a shutdown that waits for the registry to empty
+    // knows every closed stream is recorded.
+    let closed = state.store.enqueue(vec![Event::StreamClosed {
+        request,
+        duration_ns: u64::try_from(stats.duration.as_nanos()).unwrap_or(u64::MAX),
+        bytes_in: stats.bytes_in,
+        bytes_out: stats.bytes_out,
+        exit_code: stats.exit_code,
+    }]);
     drop(registration);
-    let _ = state
-        .store
-        .append(vec![Event::StreamClosed {
-            request,
-            duration_ns: u64::try_from(stats.duration.as_nanos()).unwrap_or(u64::MAX),
-            bytes_in: stats.bytes_in,
-            bytes_out: stats.bytes_out,
-            exit_code: stats.exit_code,
-        }])
-        .await;
+    let _ = closed.await;
 }
 
 /// Whether a WebSocket's `Origin` (if any) names the host the caller addressed, as the rack's

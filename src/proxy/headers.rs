@@ -7,6 +7,8 @@
 //! `X-Convox-Actor: <authenticated principal>`. Every proxied response carries `nosniff` and a
 //! `sandbox` CSP and sets no cookie, so rack content can never run script on our origins.
 
+use std::net::{IpAddr, SocketAddr};
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// RFC 9110 §7.6.1 connection-specific headers, removed at every hop.
@@ -69,6 +71,23 @@ pub fn upstream(
     out.insert(header::AUTHORIZATION, rack_authorization.clone());
     out.insert(HeaderName::from_static(ACTOR), actor.clone());
     out
+}
+
+/// The caller's address: the peer, or, when the peer is one of the `trusted` proxies, the last
+/// address that proxy appended to `X-Forwarded-For`. Both listeners use it, so a caller is the
+/// same address to the flood limits and in the log whichever listener it calls.
+pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer.ip();
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+        .next_back()
+        .unwrap_or(peer.ip())
 }
 
 /// Removes hop-by-hop headers and cookies from a rack response and adds the hardening headers.

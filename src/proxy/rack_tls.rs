@@ -5,12 +5,15 @@
 //! (`rack.ca_file`, e.g. the system bundle for a rack behind a public ingress), a pinned
 //! SHA-256 of the rack's certificate (`rack.pin_sha256`), or a logged opt-out
 //! (`rack.insecure_skip_verify`). Connections for plain requests and for WebSockets come from
-//! the same [`RackConnector`].
+//! the same [`RackConnector`]. The command line's client of the gateway API
+//! (`token --gateway https://…`) trusts the gateway's console through the same connector, with
+//! a [`Trust`] from its flags.
 //!
 //! **Invariant:** with a pin, a certificate whose DER does not hash to the pin fails the
 //! handshake before any byte of a request is sent; handshake signatures are always checked.
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -41,6 +44,17 @@ pub struct RackConnector {
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
+/// How a server's certificate is trusted; at most one of the three is used, in this order.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Trust<'a> {
+    /// The SHA-256 (hex) of the server's certificate.
+    pub pin_sha256: Option<&'a str>,
+    /// A PEM CA bundle.
+    pub ca_file: Option<&'a Path>,
+    /// Any certificate (signatures still checked); logged.
+    pub insecure_skip_verify: bool,
+}
+
 /// Why TLS to the rack cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RackTlsError {
@@ -49,7 +63,7 @@ pub enum RackTlsError {
          or (logged) rack.insecure_skip_verify"
     )]
     NoTrust,
-    #[error("rack.ca_file {path}: {what}")]
+    #[error("CA bundle {path}: {what}")]
     CaFile { path: String, what: String },
     #[error("rack TLS configuration: {0}")]
     Config(String),
@@ -67,6 +81,16 @@ struct PinVerifier {
 impl RackConnector {
     /// The connector for `rack`: plain for `http://`, TLS with the configured trust otherwise.
     pub fn new(rack: &Rack, https: bool) -> Result<RackConnector, RackTlsError> {
+        let trust = Trust {
+            pin_sha256: rack.pin_sha256.as_deref(),
+            ca_file: rack.ca_file.as_deref(),
+            insecure_skip_verify: rack.insecure_skip_verify,
+        };
+        RackConnector::with_trust(&trust, https)
+    }
+
+    /// A connector: plain when not `https`, TLS trusting as `trust` says otherwise.
+    pub fn with_trust(trust: &Trust<'_>, https: bool) -> Result<RackConnector, RackTlsError> {
         if !https {
             return Ok(RackConnector { tls: None });
         }
@@ -74,10 +98,11 @@ impl RackConnector {
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| RackTlsError::Config(e.to_string()))?;
-        let config = if let Some(pin) = &rack.pin_sha256 {
+        let config = if let Some(pin) = trust.pin_sha256 {
             let mut raw = [0u8; 32];
-            hex::decode_to_slice(pin, &mut raw)
-                .map_err(|_| RackTlsError::Config("rack.pin_sha256 is not 64 hex digits".into()))?;
+            hex::decode_to_slice(pin, &mut raw).map_err(|_| {
+                RackTlsError::Config("the pinned SHA-256 is not 64 hex digits".into())
+            })?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(PinVerifier {
@@ -85,7 +110,7 @@ impl RackConnector {
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth()
-        } else if let Some(ca) = &rack.ca_file {
+        } else if let Some(ca) = trust.ca_file {
             let mut roots = rustls::RootCertStore::empty();
             let certs = CertificateDer::pem_file_iter(ca).map_err(|e| RackTlsError::CaFile {
                 path: ca.display().to_string(),
@@ -101,8 +126,15 @@ impl RackConnector {
                     what: e.to_string(),
                 })?;
             }
+            if roots.is_empty() {
+                // An empty store would fail every handshake later with a vaguer error.
+                return Err(RackTlsError::CaFile {
+                    path: ca.display().to_string(),
+                    what: "holds no PEM certificate".into(),
+                });
+            }
             builder.with_root_certificates(roots).with_no_client_auth()
-        } else if rack.insecure_skip_verify {
+        } else if trust.insecure_skip_verify {
             eprintln!(
                 "rack-gateway: WARNING: rack.insecure_skip_verify is set: the rack's certificate is \
                  not verified; set rack.pin_sha256 instead"
@@ -222,7 +254,7 @@ impl ServerCertVerifier for PinVerifier {
                 Ok(ServerCertVerified::assertion())
             }
             Some(_) => Err(rustls::Error::General(
-                "the rack's certificate does not match rack.pin_sha256".into(),
+                "the certificate does not match the pinned SHA-256".into(),
             )),
         }
     }

@@ -1,12 +1,12 @@
 //! What every proxied call shares: the store, the keys, the rack connection, the flood
-//! counters, and the router that sends every path to the handler.
+//! counters (shared with the gateway API), and the router that sends every path to the handler.
 //!
 //! **Invariant:** the proxy router has one fallback and no cookie or session layer: it answers
 //! only the rack API, and every path, known or not, goes through the same pipeline.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,10 +14,10 @@ use events::store::EventStore;
 use events::time::{Clock, Timestamp};
 use http::HeaderMap;
 
-use super::flood::{DenialCounter, RateLimiter};
-use super::handler;
+use super::flood::Flood;
 use super::streams::Streams;
 use super::upstream::Upstream;
+use super::{handler, headers};
 use crate::config::Limits;
 use crate::keys::Keys;
 use crate::store::Store;
@@ -34,9 +34,14 @@ pub struct ProxyState {
     pub streams: Arc<Streams>,
     /// Protected env vars by app (`*` for every app).
     pub protected_env: std::collections::BTreeMap<String, Vec<String>>,
-    limiter: Mutex<RateLimiter>,
-    denials: Mutex<DenialCounter>,
-    id_prefix: String,
+    flood: Arc<Flood>,
+    ids: RequestIds,
+}
+
+/// Request ids unique to this process run: a random prefix and a counter.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: String,
     counter: AtomicU64,
 }
 
@@ -51,8 +56,6 @@ impl ProxyState {
         trusted_proxies: Vec<IpAddr>,
         limits: Limits,
     ) -> ProxyState {
-        let mut prefix = [0u8; 4];
-        let _ = getrandom::fill(&mut prefix);
         ProxyState {
             store,
             keys,
@@ -62,17 +65,24 @@ impl ProxyState {
             limits,
             streams: Arc::new(Streams::default()),
             protected_env: std::collections::BTreeMap::new(),
-            limiter: Mutex::new(RateLimiter::new(limits.per_ip_per_minute)),
-            denials: Mutex::new(DenialCounter::default()),
-            id_prefix: hex::encode(prefix),
-            counter: AtomicU64::new(0),
+            flood: Arc::new(Flood::new(limits.per_ip_per_minute)),
+            ids: RequestIds::new(),
         }
     }
 
     /// A request id unique to this process run: a random prefix and a counter.
     pub fn next_request_id(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:08x}", self.id_prefix)
+        self.ids.next()
+    }
+
+    /// The flood limits and counts, for the other listener to share.
+    pub fn flood(&self) -> Arc<Flood> {
+        self.flood.clone()
+    }
+
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> &[IpAddr] {
+        &self.trusted_proxies
     }
 
     /// The protected env vars of `app`: its own and those protected for every app.
@@ -92,42 +102,63 @@ impl ProxyState {
         self.trusted_proxies.contains(&ip)
     }
 
-    /// The caller's address: the peer, or, behind a trusted proxy, the last address that proxy
-    /// appended to `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer.ip()) {
-            return peer.ip();
-        }
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .next_back()
-            .unwrap_or(peer.ip())
+    /// The caller's address (see [`headers::client_ip`]).
+    pub fn client_ip(&self, peer: SocketAddr, request_headers: &HeaderMap) -> IpAddr {
+        headers::client_ip(peer, request_headers, &self.trusted_proxies)
     }
 
     pub fn allow(&self, ip: IpAddr, now: Timestamp) -> bool {
-        self.limiter.lock().is_ok_and(|mut l| l.allow(ip, now))
+        self.flood.allow(ip, now)
     }
 
     pub fn count_denial(&self, ip: IpAddr, reason: &'static str, now: Timestamp) {
-        if let Ok(mut d) = self.denials.lock() {
-            d.note(ip, reason, now);
+        self.flood.count_denial(ip, reason, now);
+    }
+
+    /// Shutdown: closes every open WebSocket and waits (bounded) until each has recorded its
+    /// `StreamClosed`, so a stop leaves no stream without its end in the log.
+    pub async fn close_streams(&self) {
+        self.streams.close_all();
+        if !self.streams.closed(std::time::Duration::from_secs(5)).await {
+            crate::server::say(format_args!(
+                "warning: {} streams did not close within 5 s of shutdown",
+                self.streams.len()
+            ));
         }
     }
 
     /// Appends the coalesced denials whose minute is over (all of them when `flush`).
     pub async fn flush_denials(&self, flush: bool) {
-        let due = match self.denials.lock() {
-            Ok(mut d) => d.drain(Clock.now(), flush),
-            Err(_) => Vec::new(),
-        };
+        let due = self.flood.drain(Clock.now(), flush);
         if !due.is_empty() {
             // A failed append leaves these uncounted in the log; the store reports why.
             let _ = self.store.append(due).await;
         }
+    }
+}
+
+// === impl RequestIds ===
+
+impl RequestIds {
+    pub fn new() -> RequestIds {
+        let mut prefix = [0u8; 4];
+        let _ = getrandom::fill(&mut prefix);
+        RequestIds {
+            prefix: hex::encode(prefix),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The next id: `<8 hex>-<8 hex>`.
+    pub fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:08x}", self.prefix)
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> RequestIds {
+        RequestIds::new()
     }
 }
 

@@ -87,6 +87,28 @@ impl Streams {
         }
     }
 
+    /// Closes every open stream (shutdown): each relay ends and records its `StreamClosed`.
+    pub fn close_all(&self) {
+        if let Ok(open) = self.open.lock() {
+            for e in open.values() {
+                let _ = e.cancel.send(true);
+            }
+        }
+    }
+
+    /// Waits until no stream is registered, or `within` passes; whether all closed. A relay
+    /// enqueues its `StreamClosed` before it unregisters, so after `true` every one is queued.
+    pub async fn closed(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     pub fn len(&self) -> usize {
         self.open.lock().map(|o| o.len()).unwrap_or(0)
     }

@@ -3,8 +3,9 @@
 //! as the rack.
 //!
 //! **Invariant:** every start revokes the previous dev tokens and creates one fresh admin token
-//! marked dev-only (all as events); `serve` refuses dev-only tokens, so a dev token can never
-//! reach a real rack.
+//! marked dev-only (all as events), scoped to the rack and to managing tokens; tokens it creates
+//! through the API are dev-only too, and `serve` refuses dev-only tokens on both listeners, so
+//! a dev token can never reach a real rack or a real gateway's API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,11 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Limits, Rack, Secret};
+use crate::console::{self, ConsoleState};
 use crate::identity::admin::{self, TokenRequest};
 use crate::keys::Keys;
+use crate::policy::Perm;
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, ProxyState};
-use crate::{console, store};
+use crate::store;
 
 /// The person the dev token acts for.
 pub const DEV_USER: &str = "dev@rack-gateway.local";
@@ -109,7 +112,12 @@ pub async fn start_with(
             header_timeout,
             stopped.clone(),
         ),
-        super::spawn(console_listener, console::app(), header_timeout, stopped),
+        super::spawn(
+            console_listener,
+            console::app(Arc::new(ConsoleState::beside(&state))),
+            header_timeout,
+            stopped,
+        ),
         proxy::state::spawn_denial_flusher(state.clone()),
         proxy::streams::spawn_watcher(store.clone(), state.streams.clone()),
     ];
@@ -127,6 +135,7 @@ pub async fn start_with(
 
 /// Runs `rack-gateway dev` until Ctrl-C.
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
+    let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let running = start(&opts).await?;
     super::say(format_args!("console: http://{}", running.console));
     super::say(format_args!(
@@ -135,7 +144,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     ));
     super::say(format_args!("rack: {} (mock-rack)", running.rack.url()));
     super::say(format_args!("data: {}", opts.data.display()));
-    super::stop_signal().await;
+    stop_requested.await;
     running.stop().await;
     Ok(())
 }
@@ -153,6 +162,7 @@ impl Running {
         for t in tasks {
             t.abort();
         }
+        self.state.close_streams().await;
         self.state.flush_denials(true).await;
         self.store.shutdown();
         self.rack.shutdown().await;
@@ -204,7 +214,10 @@ async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
         TokenRequest {
             name: format!("dev {now}"),
             owner: user,
-            scopes: vec![Permission("convox:*:*".into())],
+            scopes: vec![
+                Permission("convox:*:*".into()),
+                Perm::GatewayTokenManage.to_permission(),
+            ],
             expires: None,
             dev_only: true,
             by: system,

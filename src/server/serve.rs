@@ -15,9 +15,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{self, Config};
+use crate::console::{self, ConsoleState};
 use crate::proxy::upstream::Upstream;
 use crate::proxy::{self, ProxyState};
-use crate::{console, store};
+use crate::store;
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
@@ -60,6 +61,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let console_listener = TcpListener::bind(config.console_listen)
         .await
         .with_context(|| format!("binding console.listen {}", config.console_listen))?;
+    let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     super::say(format_args!(
         "rack proxy: {scheme}://{}",
@@ -80,7 +82,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ),
         super::spawn_with_tls(
             console_listener,
-            console::app(),
+            console::app(Arc::new(ConsoleState::beside(&state))),
             config.limits.header_timeout,
             tls,
             stopped,
@@ -88,13 +90,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ];
     let flusher = proxy::state::spawn_denial_flusher(state.clone());
     let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
-    super::stop_signal().await;
+    stop_requested.await;
     let _ = stop.send(true);
     for s in servers {
         let _ = s.await;
     }
     flusher.abort();
     watcher.abort();
+    state.close_streams().await;
     state.flush_denials(true).await;
     store.shutdown();
     Ok(())

@@ -1,6 +1,7 @@
 //! WebSocket commands through the gateway: exec relayed byte-exact both ways (invalid UTF-8 in
-//! a text frame, a character split across frames) with its exit code recorded, and a caller
-//! without the permission refused inside the socket with nothing forwarded.
+//! a text frame, a character split across frames) with its exit code recorded, a caller
+//! without the permission refused inside the socket with nothing forwarded, and a stop that
+//! closes open streams and keeps the records of answers just sent.
 
 use events::event::{Event, Role};
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
@@ -149,4 +150,50 @@ async fn logs_stream_through_with_their_non_utf8_bytes_and_end_at_eof() {
         "StreamClosed counts exactly what the caller received"
     );
     gw.finish().await;
+}
+
+/// A stop while a stream is open and an answer has just gone: the stream is closed and its end
+/// recorded, and the answer's completion is in the log, not lost to the shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_records_open_streams_and_answers_just_sent() {
+    let gw = TestGateway::start().await;
+    let (status, _reader, mut writer) = open(&gw, gw.token(), EXEC).await;
+    assert!(status.contains("101"), "{status}");
+    writer.text(b"still typing").await.unwrap();
+    let reply = gw.send_raw(gw.cli().get("/apps?")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let request = reply.request_id();
+    // Stop at once: no wait for the completion or the stream.
+    let done = gw.finish().await;
+    let opened: Vec<&str> = done
+        .events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StreamOpened { request } => Some(request.0.as_str()),
+            _ => None,
+        })
+        .collect();
+    let closed: Vec<(&str, u64)> = done
+        .events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StreamClosed {
+                request, bytes_in, ..
+            } => Some((request.0.as_str(), *bytes_in)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(
+        closed,
+        vec![(opened[0], b"still typing".len() as u64)],
+        "the open stream was closed by the stop and recorded with what it carried"
+    );
+    assert!(
+        done.events.iter().any(|r| matches!(
+            &r.event,
+            Event::CommandCompleted(c) if c.request.0 == request && c.status == 200
+        )),
+        "the completion of the answer sent just before the stop is recorded"
+    );
 }

@@ -274,27 +274,49 @@ impl<S: Fold> RedbStore<S> {
         events: Vec<Event>,
         guard: Option<Guard<S>>,
     ) -> Result<Appended, AppendError> {
+        let rx = self.submit(events, guard)?;
+        rx.await
+            .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+    }
+
+    /// Hands `events` to the sequencer now and returns the wait for their durability. Unlike
+    /// `append`, whose request leaves only when first polled, what is enqueued here is sequenced
+    /// even if a shutdown follows at once (the sequencer drains its queue before it stops), so
+    /// a record written after an answer has gone (a completion) is not lost to a stop.
+    pub fn enqueue(
+        &self,
+        events: Vec<Event>,
+    ) -> impl Future<Output = Result<Appended, AppendError>> + Send + 'static {
+        let rx = self.submit(events, None);
+        async move {
+            rx?.await
+                .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+        }
+    }
+
+    fn submit(
+        &self,
+        events: Vec<Event>,
+        guard: Option<Guard<S>>,
+    ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Empty);
         }
         let (reply, rx) = oneshot::channel();
-        {
-            let tx = self
-                .tx
-                .lock()
-                .map_err(|_| AppendError::Unavailable("store lock poisoned".into()))?;
-            let Some(tx) = tx.as_ref() else {
-                return Err(AppendError::Unavailable("the store is shut down".into()));
-            };
-            tx.send(Request {
-                events,
-                guard,
-                reply,
-            })
-            .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
-        }
-        rx.await
-            .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+        let tx = self
+            .tx
+            .lock()
+            .map_err(|_| AppendError::Unavailable("store lock poisoned".into()))?;
+        let Some(tx) = tx.as_ref() else {
+            return Err(AppendError::Unavailable("the store is shut down".into()));
+        };
+        tx.send(Request {
+            events,
+            guard,
+            reply,
+        })
+        .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        Ok(rx)
     }
 }
 

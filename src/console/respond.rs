@@ -1,0 +1,127 @@
+//! The one place the gateway API turns an outcome into an HTTP answer.
+//!
+//! **Invariant:** every refusal has one status and one stable `kind`, and its body is an
+//! [`ErrorBody`]; internal causes are never sent; every answer, success or refusal, carries the
+//! request id, `Cache-Control: no-store` (a created secret must not be cached anywhere) and
+//! `nosniff`, and sets no cookie.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+use super::api::ErrorBody;
+
+/// Why the API answered with a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("too many requests from this address")]
+    RateLimited,
+    #[error("not authenticated: send `Authorization: Bearer rgw_...` with a gateway API token")]
+    Unauthenticated(&'static str),
+    #[error("{what}")]
+    Forbidden { kind: &'static str, what: String },
+    /// The request's content is malformed; `at` says where. Nothing was appended.
+    #[error("{what}")]
+    BadRequest {
+        kind: &'static str,
+        what: String,
+        at: Option<String>,
+    },
+    #[error("the request body is over {0} bytes")]
+    TooLarge(usize),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyRevoked(String),
+    #[error("the audit log cannot record this call; nothing was changed")]
+    AuditUnavailable,
+    #[error("the gateway could not complete this call")]
+    Internal,
+}
+
+/// An answer with its request id.
+pub struct Answer<T> {
+    pub status: StatusCode,
+    pub body: T,
+    pub request_id: String,
+}
+
+// === impl ApiError ===
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::AlreadyRevoked(_) => StatusCode::CONFLICT,
+            ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable name of this refusal.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiError::RateLimited => "rate_limited",
+            ApiError::Unauthenticated(kind)
+            | ApiError::Forbidden { kind, .. }
+            | ApiError::BadRequest { kind, .. } => kind,
+            ApiError::TooLarge(_) => "body_too_large",
+            ApiError::NotFound(_) => "no_such_token",
+            ApiError::AlreadyRevoked(_) => "already_revoked",
+            ApiError::AuditUnavailable => "audit_unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    /// The refusal as an answer to the call `request_id`.
+    pub fn answer(self, request_id: String) -> Response {
+        let status = self.status();
+        let body = ErrorBody {
+            kind: self.kind().to_owned(),
+            error: self.to_string(),
+            at: match &self {
+                ApiError::BadRequest { at, .. } => at.clone(),
+                _ => None,
+            },
+        };
+        let mut r = Answer {
+            status,
+            body,
+            request_id,
+        }
+        .into_response();
+        let h = r.headers_mut();
+        if let ApiError::Unauthenticated(_) = self {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"rack-gateway\""),
+            );
+        }
+        if let ApiError::AuditUnavailable | ApiError::RateLimited = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+impl<T: Serialize> IntoResponse for Answer<T> {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(self.body)).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        if let Ok(id) = HeaderValue::from_str(&self.request_id) {
+            h.insert("x-request-id", id);
+        }
+        r
+    }
+}

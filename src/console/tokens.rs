@@ -1,0 +1,382 @@
+//! The token API: create, list and revoke API tokens on a running gateway.
+//!
+//! | Route | Body | Answer |
+//! |---|---|---|
+//! | `POST /api/v1/tokens` | [`CreateTokenBody`] | 201 [`TokenCreatedBody`]: the secret, once |
+//! | `GET /api/v1/tokens` | none | 200 [`TokenListBody`]: never secrets or hashes |
+//! | `DELETE /api/v1/tokens/{id}` | [`RevokeTokenBody`] | 200 [`TokenRevokedBody`] |
+//!
+//! Refusals ([`ApiError`]): 429 over the address's limit; 401 without a usable bearer token
+//! (counted); 403 without `gateway:token:manage`, or when the new token's scopes reach beyond
+//! its owner's or the caller's current permissions (recorded); 400 for malformed content (not
+//! JSON, unknown fields, an unknown permission, a bad id, an expiry out of range) and 413 for
+//! an oversized body, counted like unauthenticated noise and with nothing appended; 404 and 409
+//! for revoking a token that does not exist or is already revoked (recorded); 503 when the log
+//! cannot record the call.
+//!
+//! **Invariant:** a change is appended only through `identity::admin` (the existing
+//! `TokenCreated` and `TokenRevoked`, with the caller's owner as `by`), after the caller is
+//! admitted and the content is valid; a list is recorded as an allowed `CommandRequested`
+//! before it is answered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use events::event::{Permission, Principal, TokenId};
+use events::store::{AppendError, EventStore};
+use events::time::Clock;
+use http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::ConsoleState;
+use super::api::{
+    CreateTokenBody, MAX_EXPIRY_DAYS, RevokeTokenBody, TokenCreatedBody, TokenListBody,
+    TokenRevokedBody, TokenView,
+};
+use super::auth::{self, Call, TOKEN_MANAGE};
+use super::respond::{Answer, ApiError};
+use crate::identity::admin::{self, AdminError, Ceiling, TokenRequest};
+
+/// The collection's path.
+pub const TOKENS: &str = "/api/v1/tokens";
+/// The largest request body read: a create names at most the catalogue's permissions.
+pub const MAX_BODY: usize = 16 * 1024;
+/// The longest revocation reason.
+pub const MAX_REASON: usize = 256;
+
+/// The token routes, each beside its handler.
+pub fn routes() -> Router<Arc<ConsoleState>> {
+    Router::new()
+        .route(TOKENS, get(tokens_get).post(tokens_post))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(token_delete))
+}
+
+/// `POST /api/v1/tokens`.
+pub async fn tokens_post(
+    State(state): State<Arc<ConsoleState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
+    let call = Call::new(
+        &state,
+        peer,
+        req.headers(),
+        "POST",
+        TOKENS.to_owned(),
+        Clock.now(),
+    );
+    let request_id = call.request_id.clone();
+    match create(&state, &call, req).await {
+        Ok(body) => Answer {
+            status: StatusCode::CREATED,
+            body,
+            request_id,
+        }
+        .into_response(),
+        Err(e) => e.answer(request_id),
+    }
+}
+
+/// `GET /api/v1/tokens`.
+pub async fn tokens_get(
+    State(state): State<Arc<ConsoleState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let call = Call::new(
+        &state,
+        peer,
+        &headers,
+        "GET",
+        TOKENS.to_owned(),
+        Clock.now(),
+    );
+    let request_id = call.request_id.clone();
+    match list(&state, &call, &headers).await {
+        Ok(body) => Answer {
+            status: StatusCode::OK,
+            body,
+            request_id,
+        }
+        .into_response(),
+        Err(e) => e.answer(request_id),
+    }
+}
+
+/// `DELETE /api/v1/tokens/{id}`. The id is read from the raw path, after admission, so a
+/// malformed one is refused in the API's own terms and never before the caller is known.
+pub async fn token_delete(
+    State(state): State<Arc<ConsoleState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    req: Request,
+) -> Response {
+    let id = req
+        .uri()
+        .path()
+        .strip_prefix(TOKENS)
+        .and_then(|p| p.strip_prefix('/'))
+        .and_then(parse_id);
+    let path = match id {
+        Some(id) => format!("{TOKENS}/{id}"),
+        None => format!("{TOKENS}/{{id}}"),
+    };
+    let call = Call::new(&state, peer, req.headers(), "DELETE", path, Clock.now());
+    let request_id = call.request_id.clone();
+    match revoke(&state, &call, id, req).await {
+        Ok(body) => Answer {
+            status: StatusCode::OK,
+            body,
+            request_id,
+        }
+        .into_response(),
+        Err(e) => e.answer(request_id),
+    }
+}
+
+async fn create(
+    state: &ConsoleState,
+    call: &Call,
+    req: Request,
+) -> Result<TokenCreatedBody, ApiError> {
+    let (parts, body) = req.into_parts();
+    let caller = auth::admit(state, call, &parts.headers).await?;
+    let body: CreateTokenBody = read_json(state, call, &parts.headers, body).await?;
+    let expires = match body.expires_in_days {
+        None => None,
+        Some(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => {
+            Some(call.now.plus(Duration::from_secs(days * 86_400)))
+        }
+        Some(days) => {
+            return Err(malformed(
+                state,
+                call,
+                "invalid_field",
+                format!("an expiry is 1 to {MAX_EXPIRY_DAYS} days, not {days}"),
+                "expires_in_days",
+            ));
+        }
+    };
+    let params = vec![
+        ("name".to_owned(), body.name.clone()),
+        ("owner".to_owned(), body.owner.clone()),
+        ("scopes".to_owned(), body.scopes.join(",")),
+        (
+            "expires_in_days".to_owned(),
+            body.expires_in_days
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+        ),
+    ];
+    let request = TokenRequest {
+        name: body.name,
+        owner: Principal(body.owner),
+        scopes: body.scopes.into_iter().map(Permission).collect(),
+        expires,
+        dev_only: false,
+        by: caller.token.owner.clone(),
+    };
+    let e = match admin::create_token_as(&*state.store, request, &caller.token, call.now).await {
+        Ok(created) => {
+            return Ok(TokenCreatedBody {
+                id: created.id.to_hex(),
+                token: created.secret.expose().to_owned(),
+                seq: created.seq.0,
+            });
+        }
+        Err(e) => e,
+    };
+    let (permission, kind) = match &e {
+        AdminError::Invalid { field, what } => {
+            return Err(malformed(state, call, "invalid_field", what.clone(), field));
+        }
+        AdminError::Exceeds {
+            whose: Ceiling::Owner,
+            permission,
+        } => (permission.clone(), "beyond_owner_permissions"),
+        AdminError::Exceeds {
+            whose: Ceiling::Caller,
+            permission,
+        } => (permission.clone(), "beyond_caller_permissions"),
+        // The guard saw a demotion or a revocation that raced this call.
+        AdminError::Append(AppendError::Rejected(_)) => {
+            (TOKEN_MANAGE.to_permission(), "beyond_current_permissions")
+        }
+        AdminError::Append(_) => return Err(ApiError::AuditUnavailable),
+        AdminError::Token(_) => return Err(ApiError::Internal),
+    };
+    let refusal = ApiError::Forbidden {
+        kind,
+        what: e.to_string(),
+    };
+    Err(call.deny(state, &caller, permission, params, refusal).await)
+}
+
+async fn list(
+    state: &ConsoleState,
+    call: &Call,
+    headers: &HeaderMap,
+) -> Result<TokenListBody, ApiError> {
+    let caller = auth::admit(state, call, headers).await?;
+    call.allow(state, &caller).await?;
+    let tokens = state.store.with_state(|s| {
+        s.tokens
+            .iter()
+            .map(|t| TokenView::of(t, call.now))
+            .collect()
+    });
+    Ok(TokenListBody { tokens })
+}
+
+async fn revoke(
+    state: &ConsoleState,
+    call: &Call,
+    id: Option<TokenId>,
+    req: Request,
+) -> Result<TokenRevokedBody, ApiError> {
+    let (parts, body) = req.into_parts();
+    let caller = auth::admit(state, call, &parts.headers).await?;
+    let Some(id) = id else {
+        return Err(malformed(
+            state,
+            call,
+            "invalid_id",
+            "a token id is 32 lowercase hex digits, as the list shows it".into(),
+            "id",
+        ));
+    };
+    let body: RevokeTokenBody = read_json(state, call, &parts.headers, body).await?;
+    let reason = body.reason;
+    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(malformed(
+            state,
+            call,
+            "invalid_field",
+            format!("a reason has 1 to {MAX_REASON} printable characters"),
+            "reason",
+        ));
+    }
+    let params = vec![
+        ("id".to_owned(), id.to_hex()),
+        ("reason".to_owned(), reason.clone()),
+    ];
+    let refusal = match state
+        .store
+        .with_state(|s| s.tokens.get(&id).map(|t| t.revoked.is_some()))
+    {
+        None => Some(ApiError::NotFound(format!("no token has the id {id}"))),
+        Some(true) => Some(ApiError::AlreadyRevoked(format!(
+            "token {id} is already revoked"
+        ))),
+        Some(false) => None,
+    };
+    if let Some(refusal) = refusal {
+        return Err(call
+            .deny(
+                state,
+                &caller,
+                TOKEN_MANAGE.to_permission(),
+                params,
+                refusal,
+            )
+            .await);
+    }
+    match admin::revoke_token(&*state.store, id, caller.token.owner.clone(), reason).await {
+        Ok(seq) => Ok(TokenRevokedBody {
+            id: id.to_hex(),
+            seq: seq.0,
+        }),
+        Err(AdminError::Append(AppendError::Rejected(r))) => {
+            // A revocation that raced this one was sequenced first.
+            let refusal = ApiError::AlreadyRevoked(format!("token {id}: {r}"));
+            Err(call
+                .deny(
+                    state,
+                    &caller,
+                    TOKEN_MANAGE.to_permission(),
+                    params,
+                    refusal,
+                )
+                .await)
+        }
+        Err(AdminError::Append(_)) => Err(ApiError::AuditUnavailable),
+        Err(_) => Err(ApiError::Internal),
+    }
+}
+
+/// A refusal of malformed content: counted, never recorded one by one, nothing appended.
+fn malformed(
+    state: &ConsoleState,
+    call: &Call,
+    kind: &'static str,
+    what: String,
+    at: &str,
+) -> ApiError {
+    call.count(state, kind);
+    ApiError::BadRequest {
+        kind,
+        what,
+        at: Some(at.to_owned()),
+    }
+}
+
+/// Reads a bounded `application/json` body into `T`, refusing unknown fields (the types say so).
+async fn read_json<T: DeserializeOwned>(
+    state: &ConsoleState,
+    call: &Call,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(malformed(
+            state,
+            call,
+            "invalid_content_type",
+            "the body must be sent as application/json".into(),
+            "Content-Type",
+        ));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        call.count(state, "body_too_large");
+        ApiError::TooLarge(MAX_BODY)
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let at = format!("body line {} column {}", e.line(), e.column());
+        let full = e.to_string();
+        let what = full
+            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+            .unwrap_or(&full)
+            .to_owned();
+        malformed(state, call, "invalid_json", what, &at)
+    })
+}
+
+/// A token id exactly as the API writes it: 32 lowercase hex digits.
+fn parse_id(s: &str) -> Option<TokenId> {
+    let canonical = s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    canonical.then(|| TokenId::from_hex(s)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_read_only_in_their_listed_form() {
+        let id = TokenId([0xab; 16]);
+        assert_eq!(parse_id(&id.to_hex()), Some(id));
+        assert_eq!(parse_id(&id.to_hex().to_uppercase()), None);
+        assert_eq!(parse_id(&id.to_hex()[1..]), None);
+        assert_eq!(parse_id("zz"), None);
+        assert_eq!(parse_id(&format!("{}/x", id.to_hex())), None);
+    }
+}

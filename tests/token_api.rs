@@ -1,0 +1,1280 @@
+//! The token API (`/api/v1/tokens` on the console listener) and `rack-gateway token
+//! … --gateway`, over real sockets against a dev gateway with the mock rack behind it.
+//!
+//! It checks that an admin's token creates, lists and revokes tokens, that a created token
+//! works on the proxy at once and stops there at once when revoked, that every refusal is
+//! counted (unauthenticated, malformed) or recorded (not permitted, beyond the owner's or the
+//! caller's permissions), that malformed content changes nothing, that a failing log answers
+//! 503, that a dev-only token is refused where dev tokens are, and that the real binary speaks
+//! the API with its token from the environment only.
+// Test code: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use events::event::{CommandRequested, Decision, Event, Permission, Principal, Role, TokenId};
+use events::record::{self, Record};
+use events::store::redb::LogReader;
+use events::store::{CheckpointPolicy, EventStore};
+use rack_gateway::identity::admin::{self, TokenRequest};
+use rack_gateway::server::dev::{self, DEV_USER, DevOptions, Running};
+use rack_gateway::store;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long any read, or any wait for the log, may take.
+const DEADLINE: Duration = Duration::from_secs(10);
+const TOKENS: &str = "/api/v1/tokens";
+
+/// A dev gateway on its own data directory.
+struct Gateway {
+    dir: tempfile::TempDir,
+    running: Running,
+}
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    async fn start() -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let running = dev::start(&DevOptions {
+            data: dir.path().to_owned(),
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            console: SocketAddr::from(([127, 0, 0, 1], 0)),
+        })
+        .await
+        .unwrap();
+        Gateway { dir, running }
+    }
+
+    /// The dev admin token `dev` printed.
+    fn admin(&self) -> &str {
+        &self.running.token
+    }
+
+    fn store(&self) -> &store::Store {
+        &self.running.store
+    }
+
+    fn head(&self) -> u64 {
+        self.store().head().size
+    }
+
+    async fn events_since(&self, seq: u64) -> Vec<Record> {
+        self.store()
+            .read(seq..u64::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.record)
+            .collect()
+    }
+
+    /// Grants `role` to `email` and creates a token for them with `scopes` (offline path).
+    async fn token_for(&self, email: &str, role: Role, scopes: &[&str]) -> (TokenId, String) {
+        let user = Principal(email.to_owned());
+        if !self
+            .store()
+            .with_state(|s| s.identities.roles(&user).contains(&role))
+        {
+            admin::grant_role(self.store(), user.clone(), role, Principal("system".into()))
+                .await
+                .unwrap();
+        }
+        let created = admin::create_token(
+            self.store(),
+            TokenRequest {
+                name: "test".into(),
+                owner: user,
+                scopes: scopes.iter().map(|s| Permission((*s).into())).collect(),
+                expires: None,
+                dev_only: false,
+                by: Principal("system".into()),
+            },
+        )
+        .await
+        .unwrap();
+        (created.id, created.secret.expose().to_owned())
+    }
+
+    /// A call to the API with `Authorization: Bearer <token>` and a JSON body.
+    async fn api(&self, method: &str, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        let body = body.map(|b| b.to_string());
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        send(
+            self.running.console,
+            method,
+            path,
+            &headers,
+            body.as_deref().map(str::as_bytes),
+        )
+        .await
+    }
+
+    /// `GET /apps` on the proxy as the convox CLI sends it with `token`.
+    async fn proxy_status(&self, token: &str) -> u16 {
+        let auth = format!("Basic {}", STANDARD.encode(format!("convox:{token}")));
+        send(
+            self.running.proxy,
+            "GET",
+            "/apps",
+            &[("Authorization", &auth)],
+            None,
+        )
+        .await
+        .status
+    }
+
+    /// Runs the real binary with `args`, the token (if any) in `RACK_GATEWAY_TOKEN` only.
+    async fn cli(&self, args: &[&str], token: Option<&str>) -> Output {
+        run_cli(args, token).await
+    }
+
+    fn console_url(&self) -> String {
+        format!("http://{}", self.running.console)
+    }
+
+    /// Stops the gateway (which appends the counted denials) and reads its whole log.
+    async fn finish(self) -> (Vec<Record>, tempfile::TempDir) {
+        let Gateway { dir, running } = self;
+        running.stop().await;
+        let log = store::log_path(dir.path());
+        let reader = eventually("the stopped gateway to close its store", || async {
+            LogReader::open(&log).ok()
+        })
+        .await;
+        let size = reader.len().unwrap();
+        let events = reader
+            .read_raw(0..size)
+            .unwrap()
+            .into_iter()
+            .map(|(_, bytes)| record::decode(&bytes).unwrap().record)
+            .collect();
+        (events, dir)
+    }
+}
+
+// === impl Reply ===
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The refusal's `kind`, after checking the status and the error body's shape.
+    fn refused(&self, status: u16) -> String {
+        assert_eq!(
+            self.status,
+            status,
+            "{:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let v = self.json();
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+        v["kind"].as_str().unwrap().to_owned()
+    }
+}
+
+// === Helpers ===
+
+/// Writes one request on a fresh connection (`Connection: close`) and reads the answer.
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Reply {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within the deadline")
+        .unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8(raw[..at].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[at + 4..].to_vec();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked {
+        body = dechunk(&body);
+    }
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let at = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..at]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&rest[at + 2..at + 2 + size]);
+        rest = &rest[at + 4 + size..];
+    }
+}
+
+async fn run_cli(args: &[&str], token: Option<&str>) -> Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let token = token.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rack-gateway"));
+        cmd.args(&args).env_remove("RACK_GATEWAY_TOKEN");
+        if let Some(t) = token {
+            cmd.env("RACK_GATEWAY_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Polls `f` until it returns `Some`, failing after [`DEADLINE`] with `what`.
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn requested(r: &Record) -> Option<&CommandRequested> {
+    match &r.event {
+        Event::CommandRequested(c) => Some(c),
+        _ => None,
+    }
+}
+
+/// The one `CommandRequested` appended since `since`, which must be the only record.
+async fn one_denial(gw: &Gateway, since: u64) -> CommandRequested {
+    let events = gw.events_since(since).await;
+    assert_eq!(events.len(), 1, "exactly one record: {events:?}");
+    let c = requested(&events[0]).expect("a CommandRequested").clone();
+    assert_eq!(c.decision, Decision::Deny);
+    c
+}
+
+fn create_body(owner: &str, scopes: &[&str]) -> Value {
+    json!({"name": "ci", "owner": owner, "scopes": scopes, "expires_in_days": 30})
+}
+
+// === Tests ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
+    let gw = Gateway::start().await;
+    gw.token_for("deployer@example.com", Role::Deployer, &["convox:app:read"])
+        .await;
+    let created = gw
+        .api(
+            "POST",
+            TOKENS,
+            gw.admin(),
+            Some(create_body(
+                "deployer@example.com",
+                &["convox:app:read", "convox:release:read"],
+            )),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{:?}", created.json());
+    assert_eq!(created.header("cache-control"), Some("no-store"));
+    assert!(created.header("set-cookie").is_none());
+    let v = created.json();
+    let (id, secret) = (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    );
+    assert!(secret.starts_with("rgw_"));
+    let seq = v["seq"].as_u64().unwrap();
+    let record = gw.events_since(seq).await.remove(0);
+    match &record.event {
+        Event::TokenCreated {
+            token,
+            owner,
+            scopes,
+            expires,
+            dev_only,
+            by,
+            ..
+        } => {
+            assert_eq!(token.to_hex(), id);
+            assert_eq!(owner.0, "deployer@example.com");
+            assert_eq!(scopes.len(), 2);
+            assert!(expires.is_some());
+            assert!(*dev_only, "a dev-only caller mints dev-only tokens");
+            assert_eq!(by.0, DEV_USER, "the caller is the actor");
+        }
+        other => panic!("expected TokenCreated at {seq}, found {other:?}"),
+    }
+    assert_eq!(gw.proxy_status(&secret).await, 200, "the new token works");
+
+    let listed = gw.api("GET", TOKENS, gw.admin(), None).await;
+    assert_eq!(listed.status, 200);
+    let text = String::from_utf8_lossy(&listed.body).into_owned();
+    let hash = gw.store().with_state(|s| {
+        s.tokens
+            .get(&TokenId::from_hex(&id).unwrap())
+            .unwrap()
+            .secret_sha256
+    });
+    for hidden in [secret.as_str(), &hash.to_hex()] {
+        assert!(!text.contains(hidden), "the list shows a secret or hash");
+    }
+    let listed = listed.json();
+    let mine = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(mine["owner"], "deployer@example.com");
+    assert_eq!(
+        mine["scopes"],
+        json!(["convox:app:read", "convox:release:read"])
+    );
+    assert_eq!(mine["state"], "active");
+    assert!(
+        mine["last_used"].is_string(),
+        "the proxy call marked it used"
+    );
+    assert!(mine["revoked"].is_null());
+    assert!(mine["created"].is_string() && mine["expires"].is_string());
+
+    let path = format!("{TOKENS}/{id}");
+    let revoked = gw
+        .api(
+            "DELETE",
+            &path,
+            gw.admin(),
+            Some(json!({"reason": "rotated"})),
+        )
+        .await;
+    assert_eq!(revoked.status, 200, "{:?}", revoked.json());
+    let seq = revoked.json()["seq"].as_u64().unwrap();
+    match &gw.events_since(seq).await[0].event {
+        Event::TokenRevoked { token, by, reason } => {
+            assert_eq!(token.to_hex(), id);
+            assert_eq!(by.0, DEV_USER);
+            assert_eq!(reason, "rotated");
+        }
+        other => panic!("expected TokenRevoked, found {other:?}"),
+    }
+    assert_eq!(gw.proxy_status(&secret).await, 401, "revoked at once");
+
+    let before = gw.head();
+    let again = gw
+        .api(
+            "DELETE",
+            &path,
+            gw.admin(),
+            Some(json!({"reason": "twice"})),
+        )
+        .await;
+    assert_eq!(again.refused(409), "already_revoked");
+    assert_eq!(one_denial(&gw, before).await.reason, "already_revoked");
+    let before = gw.head();
+    let unknown = format!("{TOKENS}/{}", TokenId([7; 16]).to_hex());
+    let missing = gw
+        .api("DELETE", &unknown, gw.admin(), Some(json!({"reason": "x"})))
+        .await;
+    assert_eq!(missing.refused(404), "no_such_token");
+    assert_eq!(one_denial(&gw, before).await.reason, "no_such_token");
+    let listed = gw.api("GET", TOKENS, gw.admin(), None).await.json();
+    assert!(
+        listed["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["state"] == "revoked" && t["revoked"].is_string())
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_without_the_gateway_permission_get_403_everywhere_and_each_is_recorded() {
+    let gw = Gateway::start().await;
+    let every = ["convox:*:*", "gateway:token:manage"];
+    let (viewer_id, viewer) = gw
+        .token_for("viewer@example.com", Role::Viewer, &every)
+        .await;
+    let (deployer_id, deployer) = gw
+        .token_for("deployer@example.com", Role::Deployer, &every)
+        .await;
+    // An admin's token without the gateway scope: the owner holds it, the token does not.
+    let (unscoped_id, unscoped) = gw
+        .token_for("root@example.com", Role::Admin, &["convox:*:*"])
+        .await;
+    let target = format!("{TOKENS}/{}", viewer_id.to_hex());
+    for (id, secret, owner, kind) in [
+        (
+            viewer_id,
+            &viewer,
+            "viewer@example.com",
+            "permission_denied",
+        ),
+        (
+            deployer_id,
+            &deployer,
+            "deployer@example.com",
+            "permission_denied",
+        ),
+        (unscoped_id, &unscoped, "root@example.com", "token_scope"),
+    ] {
+        for (method, path, body) in [
+            (
+                "POST",
+                TOKENS,
+                Some(create_body(owner, &["convox:app:read"])),
+            ),
+            ("GET", TOKENS, None),
+            ("DELETE", target.as_str(), Some(json!({"reason": "x"}))),
+        ] {
+            let before = gw.head();
+            let reply = gw.api(method, path, secret, body).await;
+            assert_eq!(reply.refused(403), kind, "{method} {path} as {owner}");
+            let c = one_denial(&gw, before).await;
+            assert_eq!(c.actor.0, owner);
+            assert_eq!(c.credential, Some(id.to_hex()));
+            assert_eq!(c.method, method);
+            assert_eq!(c.path, path);
+            assert_eq!(c.reason, kind);
+            assert_eq!(
+                c.permission.as_ref().map(|p| p.0.as_str()),
+                Some("gateway:token:manage")
+            );
+        }
+    }
+    assert_eq!(
+        gw.proxy_status(&viewer).await,
+        200,
+        "the tokens themselves work"
+    );
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_or_garbled_credentials_get_401_and_are_counted_not_recorded() {
+    let gw = Gateway::start().await;
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("convox:{}", gw.admin()))
+    );
+    let unknown = format!(
+        "Bearer {}",
+        rack_gateway::identity::TokenSecret::generate()
+            .unwrap()
+            .expose()
+    );
+    let before = gw.head();
+    for (auth, kind) in [
+        (None, "missing_credentials"),
+        (Some("Bearer rgw_garbled"), "malformed_token"),
+        (Some("Bearer"), "unsupported_scheme"),
+        (Some(basic.as_str()), "unsupported_scheme"),
+        (Some(unknown.as_str()), "unknown_or_expired_token"),
+    ] {
+        for (method, path) in [
+            ("GET", TOKENS),
+            ("POST", TOKENS),
+            ("DELETE", "/api/v1/tokens/x"),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| ("Authorization", a)).into_iter().collect();
+            let reply = send(gw.running.console, method, path, &headers, None).await;
+            assert_eq!(reply.refused(401), kind, "{method} {path} with {auth:?}");
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer realm=\"rack-gateway\"")
+            );
+        }
+    }
+    assert_eq!(gw.head(), before, "nothing is recorded one by one");
+    let (events, _dir) = gw.finish().await;
+    let counted = |reason: &str| -> u64 {
+        events
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::DenialsCounted {
+                    ip,
+                    reason: why,
+                    count,
+                    ..
+                } if ip == "127.0.0.1" && why == reason => Some(*count),
+                _ => None,
+            })
+            .sum()
+    };
+    assert_eq!(counted("missing_credentials"), 3);
+    assert_eq!(counted("malformed_token"), 3);
+    assert_eq!(counted("unsupported_scheme"), 6);
+    assert_eq!(counted("unknown_or_expired_token"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_mints_beyond_the_owners_or_their_own_permissions() {
+    let gw = Gateway::start().await;
+    gw.token_for("viewer@example.com", Role::Viewer, &["convox:app:read"])
+        .await;
+    gw.token_for("deployer@example.com", Role::Deployer, &["convox:app:read"])
+        .await;
+    // The admin may manage tokens, but this token of theirs reads apps and nothing else.
+    let (_, narrow) = gw
+        .token_for(
+            "root@example.com",
+            Role::Admin,
+            &["gateway:token:manage", "convox:app:read"],
+        )
+        .await;
+    for (token, owner, scopes, kind, permission) in [
+        (
+            gw.admin().to_owned(),
+            "viewer@example.com",
+            vec!["convox:app:read", "convox:env:set"],
+            "beyond_owner_permissions",
+            "convox:env:set",
+        ),
+        (
+            gw.admin().to_owned(),
+            "nobody@example.com",
+            vec!["convox:app:read"],
+            "beyond_owner_permissions",
+            "convox:app:read",
+        ),
+        (
+            gw.admin().to_owned(),
+            "viewer@example.com",
+            vec!["gateway:token:manage"],
+            "beyond_owner_permissions",
+            "gateway:token:manage",
+        ),
+        (
+            narrow.clone(),
+            "deployer@example.com",
+            vec!["convox:app:read", "convox:release:create"],
+            "beyond_caller_permissions",
+            "convox:release:create",
+        ),
+    ] {
+        let before = gw.head();
+        let reply = gw
+            .api("POST", TOKENS, &token, Some(create_body(owner, &scopes)))
+            .await;
+        assert_eq!(reply.refused(403), kind, "{owner} {scopes:?}");
+        let c = one_denial(&gw, before).await;
+        assert_eq!(c.reason, kind);
+        assert_eq!(c.permission, Some(Permission(permission.into())));
+        assert!(c.params.iter().any(|(k, v)| k == "owner" && v == owner));
+    }
+    // Within both bounds, the narrow token mints.
+    let ok = gw
+        .api(
+            "POST",
+            TOKENS,
+            &narrow,
+            Some(create_body("deployer@example.com", &["convox:app:read"])),
+        )
+        .await;
+    assert_eq!(ok.status, 201);
+    let seq = ok.json()["seq"].as_u64().unwrap();
+    assert!(matches!(
+        &gw.events_since(seq).await[0].event,
+        Event::TokenCreated { by, dev_only: false, .. } if by.0 == "root@example.com"
+    ));
+    gw.finish().await;
+}
+
+/// Sends malformed content as the admin and checks the 400: its `kind`, where it points
+/// (`at` starts with `at`), and that nothing was appended. `typed` sends
+/// `Content-Type: application/json`.
+async fn check_malformed(
+    gw: &Gateway,
+    (method, path, typed): (&str, &str, bool),
+    body: &str,
+    kind: &str,
+    at: &str,
+) {
+    let admin = format!("Bearer {}", gw.admin());
+    let mut headers = vec![("Authorization", admin.as_str())];
+    if typed {
+        headers.push(("Content-Type", "application/json"));
+    }
+    let before = gw.head();
+    let reply = send(
+        gw.running.console,
+        method,
+        path,
+        &headers,
+        Some(body.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.refused(400), kind, "{method} {path} {body}");
+    let v = reply.json();
+    let where_ = v["at"].as_str().unwrap_or_else(|| panic!("no `at`: {v}"));
+    assert!(where_.starts_with(at), "{body}: at {where_:?}, not {at:?}");
+    assert_eq!(gw.head(), before, "{method} {path} {body} appended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_content_gets_400_with_what_and_where_and_appends_nothing() {
+    let gw = Gateway::start().await;
+    gw.token_for("viewer@example.com", Role::Viewer, &["convox:app:read"])
+        .await;
+    let post = ("POST", TOKENS, true);
+    let create = |fields: &str| {
+        format!(
+            r#"{{"name":"ci","owner":"viewer@example.com","scopes":["convox:app:read"]{fields}}}"#
+        )
+    };
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name": "#,
+        "invalid_json",
+        "body line 1 column",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        &create(r#","dev_only":false"#),
+        "invalid_json",
+        "body line 1 column",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"ci","owner":"viewer@example.com","scopes":"convox:app:read"}"#,
+        "invalid_json",
+        "body line 1 column",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"ci","owner":"viewer@example.com","scopes":["convox:app:read","convox:app:reed"]}"#,
+        "invalid_field",
+        "scopes[1]",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"ci","owner":"viewer@example.com","scopes":["convox:*:*"]}"#,
+        "invalid_field",
+        "scopes[0]",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"ci","owner":"viewer@example.com","scopes":[]}"#,
+        "invalid_field",
+        "scopes",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"ci","owner":"not an email","scopes":["convox:app:read"]}"#,
+        "invalid_field",
+        "owner",
+    )
+    .await;
+    check_malformed(
+        &gw,
+        post,
+        r#"{"name":"","owner":"viewer@example.com","scopes":["convox:app:read"]}"#,
+        "invalid_field",
+        "name",
+    )
+    .await;
+    for days in ["0", "3651"] {
+        let body = create(&format!(r#","expires_in_days":{days}"#));
+        check_malformed(&gw, post, &body, "invalid_field", "expires_in_days").await;
+    }
+    check_malformed(
+        &gw,
+        ("POST", TOKENS, false),
+        &create(""),
+        "invalid_content_type",
+        "Content-Type",
+    )
+    .await;
+    let reason = r#"{"reason":"x"}"#;
+    let id = TokenId([0xab; 16]).to_hex();
+    let good = format!("{TOKENS}/{id}");
+    for bad in ["xyz".to_owned(), id.to_uppercase(), format!("{id}0")] {
+        let path = format!("{TOKENS}/{bad}");
+        check_malformed(&gw, ("DELETE", &path, true), reason, "invalid_id", "id").await;
+    }
+    let delete = ("DELETE", good.as_str(), true);
+    check_malformed(&gw, delete, "", "invalid_json", "body line 1 column").await;
+    check_malformed(&gw, delete, r#"{"reason":""}"#, "invalid_field", "reason").await;
+    check_malformed(
+        &gw,
+        delete,
+        r#"{"reason":"x","by":"someone@example.com"}"#,
+        "invalid_json",
+        "body line 1 column",
+    )
+    .await;
+    let malformed = 17;
+
+    let admin = format!("Bearer {}", gw.admin());
+    let huge = create(&format!(r#","name2":"{}""#, "a".repeat(20_000)));
+    let before = gw.head();
+    let reply = send(
+        gw.running.console,
+        "POST",
+        TOKENS,
+        &[
+            ("Authorization", admin.as_str()),
+            ("Content-Type", "application/json"),
+        ],
+        Some(huge.as_bytes()),
+    )
+    .await;
+    assert_eq!(reply.refused(413), "body_too_large");
+    assert_eq!(gw.head(), before);
+    let (events, _dir) = gw.finish().await;
+    let counted: u64 = events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::DenialsCounted { reason, count, .. }
+                if reason.starts_with("invalid_") || reason == "body_too_large" =>
+            {
+                Some(*count)
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(counted, malformed + 1, "each refusal is counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_log_cannot_append_the_api_answers_503_and_changes_nothing() {
+    let gw = Gateway::start().await;
+    let (viewer_id, viewer) = gw
+        .token_for(
+            "viewer@example.com",
+            Role::Viewer,
+            &["convox:*:*", "gateway:token:manage"],
+        )
+        .await;
+    gw.store().shutdown();
+    let path = format!("{TOKENS}/{}", viewer_id.to_hex());
+    for (token, method, path, body) in [
+        (
+            gw.admin(),
+            "POST",
+            TOKENS,
+            Some(create_body("viewer@example.com", &["convox:app:read"])),
+        ),
+        (gw.admin(), "GET", TOKENS, None),
+        (
+            gw.admin(),
+            "DELETE",
+            path.as_str(),
+            Some(json!({"reason": "x"})),
+        ),
+        (viewer.as_str(), "GET", TOKENS, None),
+    ] {
+        let reply = gw.api(method, path, token, body).await;
+        assert_eq!(reply.refused(503), "audit_unavailable", "{method} {path}");
+        assert_eq!(reply.header("retry-after"), Some("5"));
+    }
+    assert!(gw.store().with_state(|s| {
+        s.tokens
+            .get(&viewer_id)
+            .is_some_and(|t| t.revoked.is_none())
+    }));
+}
+
+/// A console as `serve` wires it (dev-only tokens refused, TLS when given), on its own data
+/// directory with an admin, `root@example.com`, and the rack unreachable (the API never
+/// calls it).
+struct ServeConsole {
+    addr: SocketAddr,
+    store: Arc<store::Store>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeConsole {
+    async fn start(tls: Option<&Path>) -> ServeConsole {
+        use rack_gateway::config::{Limits, Rack, Secret, Tls};
+        use rack_gateway::console::{self, ConsoleState};
+        use rack_gateway::keys::Keys;
+        use rack_gateway::proxy::ProxyState;
+        use rack_gateway::proxy::upstream::Upstream;
+
+        let dir = tempfile::tempdir().unwrap();
+        Keys::init(dir.path(), "token-api.test/log").unwrap();
+        let (store, keys) = store::open(dir.path(), CheckpointPolicy::default()).unwrap();
+        let store = Arc::new(store);
+        admin::grant_role(
+            &*store,
+            Principal("root@example.com".into()),
+            Role::Admin,
+            Principal("system".into()),
+        )
+        .await
+        .unwrap();
+        let upstream = Upstream::new(&Rack {
+            url: "http://127.0.0.1:9".into(),
+            password: Secret::new("unused".into()),
+            ca_file: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let proxy = ProxyState::new(
+            store.clone(),
+            Arc::new(keys),
+            upstream,
+            false,
+            Vec::new(),
+            Limits {
+                per_ip_per_minute: 600,
+                streams_per_principal: 4,
+                header_timeout: Duration::from_secs(5),
+                stream_idle: Duration::from_secs(5),
+            },
+        );
+        let tls = tls.map(|d| {
+            rack_gateway::server::tls::server_config(&Tls {
+                cert: d.join("cert.pem"),
+                key: d.join("key.pem"),
+            })
+            .unwrap()
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let server = rack_gateway::server::spawn_with_tls(
+            listener,
+            console::app(Arc::new(ConsoleState::beside(&proxy))),
+            Duration::from_secs(5),
+            tls,
+            stopped,
+        );
+        ServeConsole {
+            addr,
+            store,
+            stop,
+            server,
+            _dir: dir,
+        }
+    }
+
+    /// A token of the admin's that may manage tokens.
+    async fn admin_token(&self, dev_only: bool) -> String {
+        let created = admin::create_token(
+            &*self.store,
+            TokenRequest {
+                name: "t".into(),
+                owner: Principal("root@example.com".into()),
+                scopes: vec![Permission("gateway:token:manage".into())],
+                expires: None,
+                dev_only,
+                by: Principal("system".into()),
+            },
+        )
+        .await
+        .unwrap();
+        created.secret.expose().to_owned()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.server.await.unwrap();
+        self.store.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dev_only_token_is_refused_where_dev_tokens_are() {
+    let console = ServeConsole::start(None).await;
+    let (real, dev) = (
+        console.admin_token(false).await,
+        console.admin_token(true).await,
+    );
+    let get = |t: String| {
+        let addr = console.addr;
+        async move {
+            let auth = format!("Bearer {t}");
+            send(addr, "GET", TOKENS, &[("Authorization", &auth)], None).await
+        }
+    };
+    assert_eq!(get(real).await.status, 200);
+    assert_eq!(get(dev).await.refused(401), "dev_token_refused");
+    console.stop().await;
+}
+
+/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`),
+/// made with the system's openssl.
+fn certificate(dir: &Path) {
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl is needed to make test certificates");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&[
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&ca);
+    let mut csr = vec!["req", "-new"];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&[
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "leaf.csr",
+    ]);
+    run(&csr);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.cnf",
+        "-out",
+        "cert.pem",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_trusts_an_https_gateway_by_its_ca_or_its_pinned_certificate_only() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use sha2::{Digest, Sha256};
+
+    let certs = tempfile::tempdir().unwrap();
+    certificate(certs.path());
+    let console = ServeConsole::start(Some(certs.path())).await;
+    let token = console.admin_token(false).await;
+    let url = format!("https://{}", console.addr);
+    let ca = certs.path().join("ca.pem");
+    let der = CertificateDer::from_pem_file(certs.path().join("cert.pem")).unwrap();
+    let pin = hex::encode(Sha256::digest(der.as_ref()));
+    let list = |extra: Vec<String>| {
+        let mut args = vec![
+            "token".to_owned(),
+            "list".into(),
+            "--gateway".into(),
+            url.clone(),
+        ];
+        args.extend(extra);
+        let token = token.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&args, Some(&token)).await
+        }
+    };
+    let by_ca = list(vec!["--ca-file".into(), ca.to_str().unwrap().into()]).await;
+    assert!(stdout(&by_ca).contains("owner=root@example.com"));
+    let by_pin = list(vec!["--pin-sha256".into(), pin]).await;
+    assert!(stdout(&by_pin).contains("owner=root@example.com"));
+    for (extra, says) in [
+        (vec![], "needs --ca-file or --pin-sha256"),
+        (
+            vec!["--pin-sha256".to_owned(), "ab".repeat(32)],
+            "cannot reach the gateway",
+        ),
+        (
+            vec![
+                "--ca-file".to_owned(),
+                certs.path().join("key.pem").to_str().unwrap().into(),
+            ],
+            "CA bundle",
+        ),
+    ] {
+        let refused = list(extra).await;
+        assert!(!refused.status.success());
+        let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains(&token));
+    }
+    console.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_lists_and_revokes_against_a_running_gateway() {
+    let gw = Gateway::start().await;
+    gw.token_for("deployer@example.com", Role::Deployer, &["convox:app:read"])
+        .await;
+    let url = gw.console_url();
+    let admin = gw.admin().to_owned();
+    let created = gw
+        .cli(
+            &[
+                "token",
+                "create",
+                "--gateway",
+                &url,
+                "--name",
+                "from-cli",
+                "--owner",
+                "deployer@example.com",
+                "--scope",
+                "convox:app:read",
+                "--scope",
+                "convox:build:read",
+            ],
+            Some(&admin),
+        )
+        .await;
+    let out = stdout(&created);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let id = lines[0].strip_prefix("id: ").unwrap().to_owned();
+    let secret = lines[1].strip_prefix("token: ").unwrap().to_owned();
+    assert_eq!(
+        lines[2],
+        "The token is shown once; only its SHA-256 is recorded."
+    );
+    assert!(!out.contains(&admin) && !String::from_utf8_lossy(&created.stderr).contains(&admin));
+    assert_eq!(gw.proxy_status(&secret).await, 200);
+
+    let listed = stdout(
+        &gw.cli(&["token", "list", "--gateway", &url], Some(&admin))
+            .await,
+    );
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap()
+        .to_owned();
+    assert!(line.contains(" active "), "{line}");
+    assert!(line.contains(
+        "owner=deployer@example.com scopes=convox:app:read,convox:build:read last_used="
+    ));
+    assert!(!listed.contains(&secret) && !listed.contains(&admin));
+
+    let revoked = stdout(
+        &gw.cli(
+            &[
+                "token",
+                "revoke",
+                "--gateway",
+                &url,
+                &id,
+                "--reason",
+                "done",
+            ],
+            Some(&admin),
+        )
+        .await,
+    );
+    assert!(
+        revoked.starts_with(&format!("revoked {id} (seq ")),
+        "{revoked}"
+    );
+    assert_eq!(gw.proxy_status(&secret).await, 401);
+
+    // Refusals come back as the API's, with a failing exit.
+    let denied = gw
+        .cli(&["token", "revoke", "--gateway", &url, &id], Some(&admin))
+        .await;
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("409 already_revoked"));
+    let unset = gw.cli(&["token", "list", "--gateway", &url], None).await;
+    assert!(!unset.status.success());
+    assert!(String::from_utf8_lossy(&unset.stderr).contains("RACK_GATEWAY_TOKEN"));
+    let far = gw
+        .cli(
+            &["token", "list", "--gateway", "http://192.0.2.1:8080"],
+            Some(&admin),
+        )
+        .await;
+    assert!(!far.status.success());
+    assert!(String::from_utf8_lossy(&far.stderr).contains("loopback"));
+
+    // Online and offline print the same lines for the same state.
+    let online = stdout(
+        &gw.cli(&["token", "list", "--gateway", &url], Some(&admin))
+            .await,
+    );
+    let (_, dir) = gw.finish().await;
+    let data = dir.path().to_str().unwrap().to_owned();
+    let offline = stdout(&run_cli(&["token", "list", "--data", &data], None).await);
+    assert_eq!(online, offline);
+    assert!(
+        offline
+            .lines()
+            .any(|l| l.starts_with(&id) && l.contains(" revoked "))
+    );
+}
+
+#[tokio::test]
+async fn offline_and_online_modes_are_mutually_exclusive() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let check = |o: Output, what: &str| {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(err.contains(what), "{err}");
+        assert!(!Path::new(data).join("log.redb").exists(), "nothing opened");
+    };
+    let both = ["--data", data, "--gateway", "http://127.0.0.1:9"];
+    for command in [
+        vec!["token", "list"],
+        vec![
+            "token",
+            "create",
+            "--name",
+            "n",
+            "--owner",
+            "a@example.com",
+            "--scope",
+            "convox:app:read",
+        ],
+        vec!["token", "revoke", "00000000000000000000000000000000"],
+    ] {
+        let mut args = command.clone();
+        args.extend_from_slice(&both);
+        check(run_cli(&args, None).await, "cannot be used with");
+        check(run_cli(&command, None).await, "required");
+    }
+    check(
+        run_cli(
+            &[
+                "token",
+                "revoke",
+                "00000000000000000000000000000000",
+                "--gateway",
+                "http://127.0.0.1:9",
+                "--by",
+                "x@example.com",
+            ],
+            None,
+        )
+        .await,
+        "cannot be used with",
+    );
+    check(
+        run_cli(
+            &["token", "list", "--data", data, "--ca-file", "/dev/null"],
+            None,
+        )
+        .await,
+        "--gateway",
+    );
+}
