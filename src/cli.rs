@@ -212,6 +212,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             proxy,
             console,
+            per_ip_per_minute: crate::server::dev::DEV_PER_IP_PER_MINUTE,
         }))?,
         Command::Serve { config } => runtime()?.block_on(crate::server::serve::run(&config))?,
         Command::PolicyTables => print!("{}", policy_tables()),

@@ -764,12 +764,9 @@ fn complete(
         sha256_in: input.map(|m| m.sha256),
         sha256_out: out.map(|m| m.sha256),
     }));
-    // Enqueued now, so a shutdown right after the answer still records it; the answer has
-    // gone, so a failure here is visible as a request without completion.
-    let appended = state.store.enqueue(vec![event]);
-    tokio::spawn(async move {
-        let _ = appended.await;
-    });
+    // Enqueued now, so a shutdown right after the answer still records it. Nobody waits for
+    // it: the answer has gone, and a failure is visible as a request without completion.
+    drop(state.store.enqueue(vec![event]));
 }
 
 fn forward_target(path: &canonical::CanonicalPath, params: &CanonicalParams) -> String {

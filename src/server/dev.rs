@@ -38,7 +38,13 @@ pub struct DevOptions {
     pub data: PathBuf,
     pub proxy: SocketAddr,
     pub console: SocketAddr,
+    /// Requests per minute from one address before anything is appended
+    /// ([`DEV_PER_IP_PER_MINUTE`] for the command).
+    pub per_ip_per_minute: u32,
 }
+
+/// `dev`'s per-address rate limit: generous for one person's CLI, still a limit.
+pub const DEV_PER_IP_PER_MINUTE: u32 = 6000;
 
 /// A running dev gateway (for tests and the command).
 pub struct Running {
@@ -89,7 +95,7 @@ pub async fn start_with(
         true,
         Vec::new(),
         Limits {
-            per_ip_per_minute: 6000,
+            per_ip_per_minute: opts.per_ip_per_minute,
             streams_per_principal: 16,
             header_timeout: std::time::Duration::from_secs(10),
             stream_idle: std::time::Duration::from_secs(30),

@@ -147,13 +147,31 @@ pub trait EventStore<S: Fold>: Send + Sync {
 pub struct Subscription {
     pub(crate) next: u64,
     pub(crate) rx: tokio::sync::broadcast::Receiver<std::sync::Arc<Vec<StoredRecord>>>,
-    pub(crate) buffered: std::collections::VecDeque<StoredRecord>,
+    pub(crate) buffered: std::collections::VecDeque<SharedRecord>,
+}
+
+/// A delivered record, shared with every other subscriber of its batch: a subscription hands
+/// out references into the committed batch instead of copying each record for each watcher.
+#[derive(Debug, Clone)]
+pub struct SharedRecord {
+    batch: std::sync::Arc<Vec<StoredRecord>>,
+    index: usize,
+}
+
+impl std::ops::Deref for SharedRecord {
+    type Target = StoredRecord;
+
+    fn deref(&self) -> &StoredRecord {
+        // `index` is always within `batch`: only `Subscription::next` builds one, from
+        // `0..batch.len()`.
+        &self.batch[self.index]
+    }
 }
 
 /// What a subscription yields.
 #[derive(Debug)]
 pub enum Delivery {
-    Record(Box<StoredRecord>),
+    Record(SharedRecord),
     /// Records `[from, to)` were missed; the caller re-reads them with `read` and then continues.
     Gap {
         from: u64,
@@ -181,10 +199,15 @@ impl Subscription {
                     return gap;
                 }
                 self.next += 1;
-                return Delivery::Record(Box::new(r));
+                return Delivery::Record(r);
             }
             match self.rx.recv().await {
-                Ok(batch) => self.buffered.extend(batch.iter().cloned()),
+                Ok(batch) => self
+                    .buffered
+                    .extend((0..batch.len()).map(|index| SharedRecord {
+                        batch: batch.clone(),
+                        index,
+                    })),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Delivery::Closed,
             }
