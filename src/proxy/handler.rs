@@ -607,19 +607,23 @@ async fn forward(
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let read = if encoded {
-            None
+            Err("answer_encoded")
         } else {
             Limited::new(incoming, mask::MAX_MASKED_BODY)
                 .collect()
                 .await
-                .ok()
                 .map(|c| c.to_bytes())
+                .map_err(|_| "answer_unreadable")
         };
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer is a
-        // recorded 502.
-        let Some(masked) = read.and_then(|b| rewrite.apply(&b, &state.keys.audit).ok()) else {
-            complete(state, &call.request_id, 502, call.started, &bytes_in, None);
-            return Err(ProxyError::Upstream);
+        // recorded 502 that says so.
+        let masked = read.and_then(|b| rewrite.apply(&b, &state.keys.audit).map_err(|e| e.kind()));
+        let masked = match masked {
+            Ok(m) => m,
+            Err(kind) => {
+                complete(state, &call.request_id, 502, call.started, &bytes_in, None);
+                return Err(ProxyError::UnreadableAnswer(kind));
+            }
         };
         parts.headers.remove(header::CONTENT_ENCODING);
         parts
@@ -921,7 +925,21 @@ async fn open_stream(
     let rack = match connect_rack(state, &recorded, &parts.headers, &caller.token.owner, peer).await
     {
         Ok(io) => io,
-        Err(status) => {
+        Err(NoSocket::Answered(status)) => {
+            // The rack refused the upgrade (a process that is gone answers 404): the caller
+            // gets that status, with no body, as from the rack itself.
+            let none = Arc::new(Mutex::new(None));
+            complete(state, request_id, status, started, &none, None);
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+            if let Ok(id) = HeaderValue::from_str(request_id) {
+                r.headers_mut().insert("x-request-id", id);
+            }
+            crate::proxy::headers::harden_response(r.headers_mut());
+            return Ok(r);
+        }
+        Err(NoSocket::Unreachable(status)) => {
             let none = Arc::new(Mutex::new(None));
             complete(state, request_id, status, started, &none, None);
             return Err(ProxyError::Upstream);
@@ -947,13 +965,13 @@ async fn connect_rack(
     incoming: &http::HeaderMap,
     actor: &Principal,
     peer: SocketAddr,
-) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, u16> {
+) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, NoSocket> {
     let authority = state.upstream.authority().clone();
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), state.upstream.connect())
         .await
-        .map_err(|_| 504u16)?
-        .map_err(|_| 502u16)?;
-    let actor = HeaderValue::from_str(&actor.0).map_err(|_| 502u16)?;
+        .map_err(|_| NoSocket::Unreachable(504))?
+        .map_err(|_| NoSocket::Unreachable(502))?;
+    let actor = HeaderValue::from_str(&actor.0).map_err(|_| NoSocket::Unreachable(502))?;
     let mut headers = headers::upstream(
         incoming,
         state.upstream.authorization(),
@@ -970,19 +988,22 @@ async fn connect_rack(
         headers.remove(h);
     }
     // The rack's upgrader checks that Origin names its own host (convox-api.md §4.6).
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| 502u16)?;
+    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| NoSocket::Unreachable(502))?;
     if headers.contains_key(header::ORIGIN) {
-        let origin =
-            HeaderValue::from_str(&format!("http://{}", authority.as_str())).map_err(|_| 502u16)?;
+        let origin = HeaderValue::from_str(&format!("http://{}", authority.as_str()))
+            .map_err(|_| NoSocket::Unreachable(502))?;
         headers.insert(header::ORIGIN, origin);
     }
     headers.insert(header::HOST, host);
-    let uri = state.upstream.uri(recorded.call()).map_err(|_| 502u16)?;
+    let uri = state
+        .upstream
+        .uri(recorded.call())
+        .map_err(|_| NoSocket::Unreachable(502))?;
     let path_only: http::Uri = uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
         .parse()
-        .map_err(|_| 502u16)?;
+        .map_err(|_| NoSocket::Unreachable(502))?;
     let mut req = http::Request::new(());
     *req.uri_mut() = path_only;
     *req.headers_mut() = headers;
@@ -993,10 +1014,20 @@ async fn connect_rack(
     .await
     {
         Ok(Ok(io)) => Ok(io),
-        Ok(Err(ws::ConnectError::Refused { status, .. })) => Err(status.as_u16()),
-        Ok(Err(_)) => Err(502),
-        Err(_) => Err(504),
+        Ok(Err(ws::ConnectError::Refused { status, .. })) => {
+            Err(NoSocket::Answered(status.as_u16()))
+        }
+        Ok(Err(_)) => Err(NoSocket::Unreachable(502)),
+        Err(_) => Err(NoSocket::Unreachable(504)),
     }
+}
+
+/// Why the rack's WebSocket did not open: the rack answered the upgrade with another status
+/// (passed on to the caller, as the rack sent it), or it could not be reached (502, or 504 when
+/// it did not answer in time).
+enum NoSocket {
+    Answered(u16),
+    Unreachable(u16),
 }
 
 /// Waits for the caller's upgrade, relays, and brackets the stream with its events.

@@ -29,6 +29,10 @@ pub enum ProxyError {
     AuditUnavailable,
     #[error("the rack did not answer")]
     Upstream,
+    /// The rack answered on a masking route, but its answer could not be read to hide the
+    /// values this caller may not see, so it is withheld (never passed through unmasked).
+    #[error("the rack's answer could not be read to hide its secrets, so it was withheld")]
+    UnreadableAnswer(&'static str),
 }
 
 /// A proxy answer with its request id.
@@ -49,7 +53,7 @@ impl ProxyError {
             ProxyError::UnknownRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream | ProxyError::UnreadableAnswer(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -63,6 +67,7 @@ impl ProxyError {
             ProxyError::UnknownRoute => "unknown_route",
             ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::Upstream => "upstream_unavailable",
+            ProxyError::UnreadableAnswer(kind) => kind,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! WebSocket commands through the gateway: exec relayed byte-exact both ways (invalid UTF-8 in
 //! a text frame, a character split across frames) with its exit code recorded, a caller
-//! without the permission refused inside the socket with nothing forwarded, and a stop that
-//! closes open streams and keeps the records of answers just sent.
+//! without the permission refused inside the socket with nothing forwarded, an upgrade the rack
+//! refuses passed on with the rack's status, and a stop that closes open streams and keeps the
+//! records of answers just sent.
 
 use events::event::{Event, Role};
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
@@ -196,4 +197,33 @@ async fn a_stop_records_open_streams_and_answers_just_sent() {
         )),
         "the completion of the answer sent just before the stop is recorded"
     );
+}
+
+/// The rack refusing an upgrade (here a resource console the rack does not serve) is passed on
+/// as the rack answered it, an empty 404, and recorded with that status; not reported as a rack
+/// that did not answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_rack_refuses_is_answered_with_the_racks_status() {
+    let gw = TestGateway::start().await;
+    let host = gw.proxy().to_string();
+    let request = format!(
+        "GET /apps/x/resources/db/console HTTP/1.1\r\nHost: {host}\r\n\
+         User-Agent: Go-http-client/1.1\r\nAuthorization: {}\r\nConnection: Upgrade\r\n\
+         Origin: http://{host}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n\r\n",
+        basic(&format!("convox:{}", gw.token()))
+    );
+    let reply = gw.send_raw(request).await;
+    assert_eq!(reply.status, 404, "{reply:?}");
+    assert!(reply.body.is_empty(), "{reply:?}");
+    let (requested, completed) = gw.call_records(0, &reply.request_id()).await;
+    assert!(
+        matches!(&requested.event, Event::CommandRequested(c) if c.path == "/apps/x/resources/db/console"),
+        "{requested:?}"
+    );
+    assert!(
+        matches!(&completed.event, Event::CommandCompleted(c) if c.status == 404),
+        "{completed:?}"
+    );
+    gw.finish().await;
 }
