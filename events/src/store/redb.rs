@@ -160,6 +160,8 @@ impl<S: Fold> RedbStore<S> {
                 .set_cache_size(WRITER_CACHE_BYTES)
                 .create(&path)?;
             let journal = FileBackend::new(open_rw(&journal_path(&path))?)?;
+            // The journal holds acknowledged records: its directory entry must be durable too.
+            sync_dir(&path)?;
             Ok(Files {
                 db,
                 journal: Box::new(journal),
@@ -1084,6 +1086,17 @@ pub fn journal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".journal");
     PathBuf::from(name)
+}
+
+/// Syncs the directory that holds `path`, so a file just created there survives a crash.
+fn sync_dir(path: &Path) -> Result<(), DatabaseError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
 }
 
 /// Opens (creating) a file for reading and writing, as a store file.
