@@ -1,12 +1,13 @@
-//! Fail-closed: while the store cannot append (every write and sync of its file fails, as on a
-//! full disk), every authenticated proxied request answers 503 with `Retry-After` and the rack
+//! Fail-closed: while the store cannot append (every write and sync of its files fails, as on a
+//! full disk or a filesystem remounted read-only; `full_disk` fills a real one), every
+//! authenticated proxied request answers 503 with `Retry-After` and the rack
 //! receives nothing, whatever the request (allowed, denied by policy, answered locally); when
 //! the disk works again the next request succeeds without a restart, and the log still
 //! verifies.
 //!
 //! **Invariant:** the flow runs a batch with the disk failing, then one with it working.
 
-use crate::faults::gateway_on_failing_disk;
+use crate::faults::{Failure, gateway_on_failing_disk};
 use crate::support::{Body, TestGateway, requested};
 
 /// What a client sends while the disk fails: the CLI's commonest calls, a secret-bearing one,
@@ -36,9 +37,18 @@ fn batch(gw: &TestGateway) -> Vec<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_append_answers_503_and_forwards_nothing_then_recovers() {
+    check_fail_closed(Failure::Full).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_data_directory_answers_503_and_forwards_nothing_then_recovers() {
+    check_fail_closed(Failure::ReadOnly).await;
+}
+
+async fn check_fail_closed(how: Failure) {
     let (gw, disk) = gateway_on_failing_disk().await;
     let head = gw.head();
-    disk.fail(true);
+    disk.fail(Some(how));
     for (i, raw) in batch(&gw).into_iter().enumerate() {
         let reply = gw.send_raw(&raw).await;
         assert_eq!(reply.status, 503, "request {i}: {}", reply.text());
@@ -52,7 +62,7 @@ async fn a_store_that_cannot_append_answers_503_and_forwards_nothing_then_recove
     );
     assert_eq!(gw.head(), head, "nothing was appended");
 
-    disk.fail(false);
+    disk.fail(None);
     let reply = gw.send_raw(gw.cli().get("/apps?")).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(gw.rack().received().len(), 1);

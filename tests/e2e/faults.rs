@@ -6,7 +6,7 @@
 //! reopen after a failed commit goes through the same opener, so it sees the same switch.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use events::store::CheckpointPolicy;
 use events::store::redb::{Options, RedbStore, journal_path, open_files_with, open_rw};
@@ -18,28 +18,51 @@ use redb::backends::FileBackend;
 
 use crate::support::{TestGateway, log_path};
 
-/// The switch of a failing disk.
+/// The switch of a failing disk: the OS error every write and sync answers, 0 while it works.
 #[derive(Debug, Clone)]
 pub struct Disk {
-    fail: Arc<AtomicBool>,
+    fail: Arc<AtomicI32>,
+}
+
+/// How the disk fails: as Linux answers a write on a full filesystem, or on one remounted
+/// read-only (as ext4 does after an I/O error with `errors=remount-ro`).
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    Full,
+    ReadOnly,
 }
 
 #[derive(Debug)]
 struct Failing {
     inner: FileBackend,
-    fail: Arc<AtomicBool>,
+    fail: Arc<AtomicI32>,
 }
 
 // === impl Disk ===
 
 impl Disk {
-    /// From now on, every write and sync fails (`true`) or works (`false`).
-    pub fn fail(&self, on: bool) {
-        self.fail.store(on, Ordering::SeqCst);
+    /// From now on, every write and sync fails this way (`Some`) or works (`None`).
+    pub fn fail(&self, how: Option<Failure>) {
+        let errno = match how {
+            None => 0,
+            Some(Failure::Full) => 28,     // ENOSPC
+            Some(Failure::ReadOnly) => 30, // EROFS
+        };
+        self.fail.store(errno, Ordering::SeqCst);
     }
 }
 
 // === impl Failing ===
+
+impl Failing {
+    /// The error of the failing disk, if it fails now.
+    fn failure(&self) -> Option<std::io::Error> {
+        match self.fail.load(Ordering::SeqCst) {
+            0 => None,
+            errno => Some(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
 
 impl StorageBackend for Failing {
     fn len(&self) -> Result<u64, std::io::Error> {
@@ -49,20 +72,20 @@ impl StorageBackend for Failing {
         self.inner.read(offset, out)
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected: no space left on device"));
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected sync failure"));
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         self.inner.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected write failure"));
+        if let Some(e) = self.failure() {
+            return Err(e);
         }
         self.inner.write(offset, data)
     }
@@ -96,7 +119,7 @@ impl StorageBackend for Failing {
 pub async fn gateway_on_failing_disk() -> (TestGateway, Disk) {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keys::init(dir.path(), DEV_ORIGIN).unwrap();
-    let fail = Arc::new(AtomicBool::new(false));
+    let fail = Arc::new(AtomicI32::new(0));
     let path = log_path(dir.path());
     let switch = fail.clone();
     let store = RedbStore::open_with(
