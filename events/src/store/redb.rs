@@ -423,7 +423,8 @@ impl LogReader {
             return Ok(());
         }
         Err(StoreError::Io(format!(
-            "{}: {} records (from seq {size}) are in the journal but not yet indexed; start the              gateway on it once (its recovery is a normal open), then read it",
+            "{}: {} records (from seq {size}) are in the journal but not yet indexed; start the \
+             gateway on it once (its recovery is a normal open), then read it",
             path.display(),
             pending.len()
         )))
