@@ -17,7 +17,7 @@ use projections::Projections;
 use projections::tokens::Token;
 
 use super::token::{TokenSecret, TokenSecretError};
-use crate::policy::{Grant, Perm, Standing};
+use crate::policy::{Grant, Perm, PermSet, Standing};
 
 /// Why an administrative change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -228,18 +228,15 @@ fn exceeding(
     {
         return Some((Ceiling::Caller, Perm::GatewayTokenManage));
     }
-    Perm::ALL
-        .into_iter()
-        .filter(|p| scopes.iter().any(|scope| p.in_scope(&scope.0)))
-        .find_map(|p| {
-            if !owner_holds.holds(p) {
-                Some((Ceiling::Owner, p))
-            } else if !caller_holds.as_ref().is_some_and(|g| g.holds(p)) {
-                Some((Ceiling::Caller, p))
-            } else {
-                None
-            }
-        })
+    PermSet::of_scopes(scopes).iter().find_map(|p| {
+        if !owner_holds.holds(p) {
+            Some((Ceiling::Owner, p))
+        } else if !caller_holds.as_ref().is_some_and(|g| g.holds(p)) {
+            Some((Ceiling::Caller, p))
+        } else {
+            None
+        }
+    })
 }
 
 /// Revokes a token that exists and is not revoked yet.
