@@ -343,6 +343,11 @@ const METRICS_QUERY: &[Key] = &[p("start"), p("end"), p("period"), p("metrics")]
 const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 
 /// Every route, in match order.
+/// The WebSocket routes whose rack stream ends with the exit-code line (`convox exec`, `run`,
+/// instance shells; spec §2.5): only there does a marker in the output mean an exit code. On
+/// log streams the same text is just a log line.
+pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
+
 pub const ROUTES: &[RouteRule] = &[
     // --- 3.1 Meta ---
     RouteRule {

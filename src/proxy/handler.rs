@@ -292,6 +292,7 @@ async fn pipeline(
             &path,
             &params,
             permitted.permission().as_str(),
+            policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name),
             recorded_params,
             request_id,
             peer,
@@ -884,6 +885,7 @@ async fn open_stream(
     path: &canonical::CanonicalPath,
     params: &CanonicalParams,
     permission: &str,
+    exit_code: bool,
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
@@ -953,7 +955,7 @@ async fn open_stream(
     };
     let (state2, request) = (state.clone(), RequestId(request_id.to_owned()));
     tokio::spawn(async move {
-        relay_stream(state2, on_upgrade, rack, registration, request).await;
+        relay_stream(state2, on_upgrade, rack, registration, request, exit_code).await;
     });
     Ok(switching_protocols(Some(&key)))
 }
@@ -1037,6 +1039,7 @@ async fn relay_stream(
     rack: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
     registration: Registration,
     request: RequestId,
+    exit_code: bool,
 ) {
     let Ok(caller) = on_upgrade.await else {
         return;
@@ -1049,6 +1052,7 @@ async fn relay_stream(
         .await;
     let config = ws::RelayConfig {
         idle_after_eof: state.limits.stream_idle,
+        exit_code,
         ..ws::RelayConfig::default()
     };
     let stats = ws::relay(

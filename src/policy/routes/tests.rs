@@ -345,3 +345,14 @@ fn flags_match_the_spec() {
         assert_ne!(by_name(route).unwrap().stream, Stream::None, "{route}");
     }
 }
+
+#[test]
+fn exit_code_streams_are_websocket_routes_of_the_table() {
+    for name in EXIT_CODE_STREAMS {
+        let rule = ROUTES.iter().find(|r| r.name == *name);
+        assert!(
+            rule.is_some_and(|r| r.websocket),
+            "{name} is not a WebSocket route of the table"
+        );
+    }
+}

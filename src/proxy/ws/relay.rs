@@ -50,6 +50,9 @@ pub struct RelayConfig {
     pub idle_after_eof: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
+    /// Whether the rack's stream ends with an exit-code line worth reading (exec, run, shells);
+    /// elsewhere marker-like output is not an exit code and none is reported.
+    pub exit_code: bool,
 }
 
 /// What passed through one relayed stream, for `StreamClosed`.
@@ -141,12 +144,13 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 // === impl RelayConfig ===
 
 impl Default for RelayConfig {
-    /// 16 MiB frames, 30 s of idle after both EOFs, 5 s to close.
+    /// 16 MiB frames, 30 s of idle after both EOFs, 5 s to close, exit codes read.
     fn default() -> RelayConfig {
         RelayConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             idle_after_eof: Duration::from_secs(30),
             close_timeout: Duration::from_secs(5),
+            exit_code: true,
         }
     }
 }
@@ -179,7 +183,7 @@ where
     let mut outbound: Outbound<R, C> = Leg::new(
         FrameReader::new(rack_read, Role::Client, config.max_payload),
         FrameWriter::new(caller_write, Role::Server),
-        true,
+        config.exit_code,
     );
 
     let mut last_data = started;

@@ -230,6 +230,28 @@ async fn eof_both_ways_then_idle_ends_with_exact_counts_and_the_exit_code() {
     assert!(stats.duration >= quick().idle_after_eof);
 }
 
+/// A log stream: a line that looks like the exit marker is output, relayed as it is, and no exit
+/// code is reported for the stream.
+#[tokio::test]
+async fn a_marker_in_a_log_stream_is_not_an_exit_code() {
+    let mut h = start(RelayConfig {
+        exit_code: false,
+        ..quick()
+    });
+    let line: &'static [u8] = b"app log: F1E49A85-0AD7-4AEF-A618-C249C6E6568D:7\n";
+    h.rack.writer.text(line).await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(line))
+    );
+    h.caller.writer.binary(b"").await.unwrap();
+    let _ = next_message(&mut h.caller).await;
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.bytes_out, line.len() as u64);
+    assert_eq!(stats.exit_code, None);
+}
+
 #[tokio::test]
 async fn pings_neither_start_nor_extend_the_idle_wait() {
     let mut h = start(quick());
