@@ -3,16 +3,13 @@
 // Test code: helpers outside `#[test]` functions may fail the test by panicking.
 #![allow(clippy::unwrap_used)]
 
-use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use events::checkpoint::NoteSigner;
 use events::store::conformance::{self, TestFold};
-use events::store::redb::{Options, RedbStore, journal_path, open_files_with, open_rw};
+use events::store::redb::{Options, RedbStore};
+use events::store::test_disk::{Disk, Failure};
 use events::store::{AppendError, CheckpointPolicy, EventStore};
-use redb::StorageBackend;
-use redb::backends::FileBackend;
 
 const ORIGIN: &str = "conformance.example/log";
 
@@ -41,87 +38,8 @@ async fn redb_store_passes_the_conformance_suite() {
     .await;
 }
 
-/// Wraps the file backend: counts `sync_data` calls and can be told to fail writes.
-#[derive(Debug)]
-struct Probe {
-    inner: FileBackend,
-    syncs: Arc<AtomicU64>,
-    fail: Arc<AtomicBool>,
-}
-
-impl StorageBackend for Probe {
-    fn len(&self) -> Result<u64, std::io::Error> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-        self.inner.read(offset, out)
-    }
-    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> Result<(), std::io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected sync failure"));
-        }
-        self.syncs.fetch_add(1, Ordering::SeqCst);
-        self.inner.sync_data()
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(std::io::Error::other("injected write failure"));
-        }
-        self.inner.write(offset, data)
-    }
-    fn close(&self) -> Result<(), std::io::Error> {
-        self.inner.close()
-    }
-    fn try_lock_range(
-        &self,
-        start: std::ops::Bound<u64>,
-        end: std::ops::Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.inner.try_lock_range(start, end)
-    }
-    fn try_lock_shared_range(
-        &self,
-        start: std::ops::Bound<u64>,
-        end: std::ops::Bound<u64>,
-    ) -> Result<bool, redb::BackendError> {
-        self.inner.try_lock_shared_range(start, end)
-    }
-    fn unlock_range(
-        &self,
-        start: std::ops::Bound<u64>,
-        end: std::ops::Bound<u64>,
-    ) -> Result<(), redb::BackendError> {
-        self.inner.unlock_range(start, end)
-    }
-}
-
-fn open_probed(
-    path: &std::path::Path,
-    syncs: Arc<AtomicU64>,
-    fail: Arc<AtomicBool>,
-) -> RedbStore<TestFold> {
-    let path = path.to_owned();
-    RedbStore::open_with(
-        Box::new(move || {
-            let probe = |file: File| -> Result<Probe, redb::DatabaseError> {
-                Ok(Probe {
-                    inner: FileBackend::new(file)?,
-                    syncs: syncs.clone(),
-                    fail: fail.clone(),
-                })
-            };
-            open_files_with(
-                probe(open_rw(&path)?)?,
-                probe(open_rw(&journal_path(&path))?)?,
-            )
-        }),
-        options(),
-        TestFold::default(),
-    )
-    .unwrap()
+fn open_on(path: &std::path::Path, disk: &Disk) -> RedbStore<TestFold> {
+    RedbStore::open_with(disk.opener(path), options(), TestFold::default()).unwrap()
 }
 
 /// A killed process keeps the page cache, so crash tests alone cannot prove durability: count
@@ -129,12 +47,12 @@ fn open_probed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_batch_is_synced_first() {
     let dir = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(AtomicU64::new(0));
-    let store = open_probed(&dir.path().join("log.redb"), syncs.clone(), Arc::default());
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
     for i in 0..50 {
-        let before = syncs.load(Ordering::SeqCst);
+        let before = disk.syncs();
         store.append(vec![conformance::filler(i)]).await.unwrap();
-        let after = syncs.load(Ordering::SeqCst);
+        let after = disk.syncs();
         assert!(after > before, "append {i} was acknowledged without a sync");
     }
 }
@@ -143,13 +61,9 @@ async fn every_acknowledged_batch_is_synced_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_are_group_committed() {
     let dir = tempfile::tempdir().unwrap();
-    let syncs = Arc::new(AtomicU64::new(0));
-    let store = Arc::new(open_probed(
-        &dir.path().join("log.redb"),
-        syncs.clone(),
-        Arc::default(),
-    ));
-    let start_syncs = syncs.load(Ordering::SeqCst);
+    let disk = Disk::default();
+    let store = Arc::new(open_on(&dir.path().join("log.redb"), &disk));
+    let start_syncs = disk.syncs();
     let start = store.head().size;
     let mut tasks = Vec::new();
     for w in 0..64u64 {
@@ -167,7 +81,7 @@ async fn concurrent_appends_are_group_committed() {
         t.await.unwrap();
     }
     assert_eq!(store.head().size, start + 64 * 20);
-    let used = syncs.load(Ordering::SeqCst) - start_syncs;
+    let used = disk.syncs() - start_syncs;
     assert!(
         used < 64 * 20,
         "{used} syncs for {} appends: no batching",
@@ -180,19 +94,19 @@ async fn concurrent_appends_are_group_committed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_commit_is_unavailable_and_the_store_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let fail = Arc::new(AtomicBool::new(false));
-    let store = open_probed(&dir.path().join("log.redb"), Arc::default(), fail.clone());
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
     store.append(vec![conformance::filler(1)]).await.unwrap();
     let head = store.head();
     let state = store.with_state(|s| s.clone());
-    fail.store(true, Ordering::SeqCst);
+    disk.fail(Some(Failure::Full));
     for i in 0..3 {
         let r = store.append(vec![conformance::filler(i)]).await;
         assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
     }
     assert_eq!(store.head(), head);
     assert_eq!(store.with_state(|s| s.clone()), state);
-    fail.store(false, Ordering::SeqCst);
+    disk.fail(None);
     let a = store.append(vec![conformance::filler(9)]).await.unwrap();
     assert_eq!(
         a.first.0, head.size,

@@ -27,6 +27,8 @@ pub mod redb;
 
 #[cfg(feature = "test-util")]
 pub mod conformance;
+#[cfg(feature = "test-util")]
+pub mod test_disk;
 
 /// A guard: a pure check of the projections, evaluated by the sequencer after every earlier
 /// record has been applied. It decides whether its entry is sequenced at all.

@@ -1,0 +1,133 @@
+//! A disk for tests: the store's files on redb's file backend, wrapped so that a test can count
+//! the syncs and make every write and sync fail the way Linux answers on a full filesystem or
+//! one remounted read-only. Used by the store's own tests and the gateway's fail-closed tests.
+//!
+//! **Invariant:** reads always work, and nothing is changed while the disk works; the store's
+//! reopen after a failed write goes through the same opener, so it sees the same disk.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use redb::StorageBackend;
+use redb::backends::FileBackend;
+
+use super::redb::{Opener, journal_path, open_files_with, open_rw};
+
+/// How the disk fails: as Linux answers a write on a full filesystem (ENOSPC), or on one
+/// remounted read-only (EROFS, as ext4 does after an I/O error with `errors=remount-ro`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Full,
+    ReadOnly,
+}
+
+/// The switch and the sync counter of a test disk; clones share them.
+#[derive(Debug, Clone, Default)]
+pub struct Disk {
+    /// The OS error every write and sync answers; 0 while the disk works.
+    errno: Arc<AtomicI32>,
+    syncs: Arc<AtomicU64>,
+}
+
+/// One file on the test disk.
+#[derive(Debug)]
+struct Backend {
+    inner: FileBackend,
+    disk: Disk,
+}
+
+// === impl Disk ===
+
+impl Disk {
+    /// From now on, every write and sync fails this way (`Some`) or works (`None`).
+    pub fn fail(&self, how: Option<Failure>) {
+        let errno = match how {
+            None => 0,
+            Some(Failure::Full) => 28,     // ENOSPC
+            Some(Failure::ReadOnly) => 30, // EROFS
+        };
+        self.errno.store(errno, Ordering::SeqCst);
+    }
+
+    /// Successful `sync_data` calls so far, over both files.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Opens the store kept at `path` (and its journal) on this disk.
+    pub fn opener(&self, path: &Path) -> Opener {
+        let (path, disk) = (path.to_owned(), self.clone());
+        Box::new(move || {
+            let backend = |p: &Path| -> Result<Backend, redb::DatabaseError> {
+                Ok(Backend {
+                    inner: FileBackend::new(open_rw(p)?)?,
+                    disk: disk.clone(),
+                })
+            };
+            open_files_with(backend(&path)?, backend(&journal_path(&path))?)
+        })
+    }
+
+    fn failure(&self) -> Option<std::io::Error> {
+        match self.errno.load(Ordering::SeqCst) {
+            0 => None,
+            errno => Some(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+// === impl Backend ===
+
+impl StorageBackend for Backend {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.inner.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.inner.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        if let Some(e) = self.disk.failure() {
+            return Err(e);
+        }
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        if let Some(e) = self.disk.failure() {
+            return Err(e);
+        }
+        self.inner.sync_data()?;
+        self.disk.syncs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if let Some(e) = self.disk.failure() {
+            return Err(e);
+        }
+        self.inner.write(offset, data)
+    }
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.inner.close()
+    }
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+}
