@@ -213,6 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             proxy,
             console,
             per_ip_per_minute: crate::server::dev::DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
         }))?,
         Command::Serve { config } => runtime()?.block_on(crate::server::serve::run(&config))?,
         Command::PolicyTables => print!("{}", policy_tables()),

@@ -58,6 +58,7 @@ impl Gateway {
             proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
             console: SocketAddr::from(([127, 0, 0, 1], 0)),
             per_ip_per_minute: dev::DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
         })
         .await
         .unwrap();

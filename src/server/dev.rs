@@ -41,6 +41,9 @@ pub struct DevOptions {
     /// Requests per minute from one address before anything is appended
     /// ([`DEV_PER_IP_PER_MINUTE`] for the command).
     pub per_ip_per_minute: u32,
+    /// The runtime the linked mock rack runs on; `None`: the gateway's own. A benchmark gives
+    /// the rack its own runtime, as a real rack is another process.
+    pub rack_runtime: Option<tokio::runtime::Handle>,
 }
 
 /// `dev`'s per-address rate limit: generous for one person's CLI, still a limit.
@@ -76,9 +79,17 @@ pub async fn start_with(
     let mut pw = [0u8; 24];
     getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("cannot generate a password: {e}"))?;
     let password = hex::encode(pw);
-    let rack = mock_rack::MockRack::start(SocketAddr::from(([127, 0, 0, 1], 0)), &password)
-        .await
-        .context("starting the mock rack")?;
+    let rack_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let rack = match &opts.rack_runtime {
+        Some(rt) => {
+            let password = password.clone();
+            rt.spawn(async move { mock_rack::MockRack::start(rack_addr, &password).await })
+                .await
+                .context("starting the mock rack")?
+        }
+        None => mock_rack::MockRack::start(rack_addr, &password).await,
+    }
+    .context("starting the mock rack")?;
     let store = Arc::new(store);
     let token = fresh_dev_token(&store).await?;
     let upstream = Upstream::new(&Rack {

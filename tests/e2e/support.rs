@@ -334,6 +334,7 @@ fn options(data: &Path) -> DevOptions {
         proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
         console: SocketAddr::from(([127, 0, 0, 1], 0)),
         per_ip_per_minute: dev::DEV_PER_IP_PER_MINUTE,
+        rack_runtime: None,
     }
 }
 

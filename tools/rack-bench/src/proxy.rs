@@ -97,6 +97,8 @@ struct Run {
 
 #[derive(Clone)]
 struct Cpu {
+    /// Which proxy `proxy` counts: `nginx` or `gateway`.
+    proxy_name: &'static str,
     load: f64,
     rack: Option<f64>,
     proxy: Option<f64>,
@@ -175,7 +177,8 @@ pub fn run(args: &Args) -> Result<()> {
     let behind_nginx = behind_nginx?;
     rack_rt.block_on(rack.shutdown());
 
-    // 3. Through the gateway (`rack-gateway dev`, its own linked mock rack).
+    // 3. Through the gateway (`rack-gateway dev`): its linked mock rack runs on the rack's
+    // runtime, as the rack of the first two runs did.
     let running = gw_rt
         .block_on(dev::start(&DevOptions {
             data: args.data.join("gateway"),
@@ -183,6 +186,7 @@ pub fn run(args: &Args) -> Result<()> {
             console: SocketAddr::from(([127, 0, 0, 1], 0)),
             // The limiter still runs on every request; it just never refuses this load.
             per_ip_per_minute: BENCH_PER_IP_PER_MINUTE,
+            rack_runtime: Some(rack_rt.handle().clone()),
         }))
         .context("starting the gateway (rack-gateway dev)")?;
     running.rack.set_recording(false);
@@ -385,13 +389,17 @@ fn rack_figure(direct: &Run, behind_nginx: &Run, gateway: &Run, cores: usize) {
         .as_ref()
         .and_then(|c| c.rack)
         .map(|s| s / behind_nginx.window_s);
-    let estimate = per_request_s.map(|s| s * gateway.rps).unwrap_or(f64::NAN);
-    Figure::new(BENCH, "rack_busy_gateway_run", estimate, "cores")
+    let busy_gateway = gateway
+        .cpu
+        .as_ref()
+        .and_then(|c| c.rack)
+        .map_or(f64::NAN, |s| s / gateway.window_s);
+    Figure::new(BENCH, "rack_busy_gateway_run", busy_gateway, "cores")
         .baseline("cores of this machine", cores as f64)
         .with(
             "how",
-            "gateway requests/s x the mock rack's CPU per request measured in the direct run \
-             (in the gateway run the rack shares the gateway's runtime)",
+            "the mock rack's threads during the gateway's window (the rack has its own runtime \
+             in every run)",
         )
         .with("rack_cpu_us_per_request", per_request_s.map(|s| s * 1e6))
         .with("rack_cores_busy_direct_run", busy_direct)
@@ -451,15 +459,17 @@ fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Res
                 .zip(m1.as_ref())
                 .map(|(a, b)| b.busiest_since(a, &ours, cores, 3))
                 .unwrap_or_default(),
-            load: t1.since(&t0, Some(cpu::LOAD)),
-            rack: match proxy {
-                Proxy::Gateway => None,
-                _ => Some(t1.since(&t0, Some(cpu::RACK))),
+            proxy_name: match proxy {
+                Proxy::None => "none",
+                Proxy::Nginx(_) => "nginx",
+                Proxy::Gateway => "gateway",
             },
+            load: t1.since(&t0, Some(cpu::LOAD)),
+            rack: Some(t1.since(&t0, Some(cpu::RACK))),
             proxy: match proxy {
                 Proxy::None => None,
                 Proxy::Nginx(_) => p0.zip(p1).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9),
-                // The gateway's runtime, its store's own threads, and the rack it links.
+                // The gateway's runtime and its store's own threads.
                 Proxy::Gateway => Some(t1.since(&t0, Some(cpu::GATEWAY)) + t1.since(&t0, None)),
             },
         }),
@@ -526,12 +536,7 @@ fn cpu_json(r: &Run, per_request: bool) -> Value {
         m.insert("mock_rack".into(), json!(scale(rack)));
     }
     if let Some(p) = c.proxy {
-        let key = if c.rack.is_some() {
-            "nginx"
-        } else {
-            "gateway_incl_its_mock_rack"
-        };
-        m.insert(key.into(), json!(scale(p)));
+        m.insert(c.proxy_name.into(), json!(scale(p)));
     }
     let total = c.total();
     m.insert("total".into(), json!(scale(total)));
