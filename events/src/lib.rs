@@ -10,6 +10,8 @@ pub mod cbor;
 pub mod checkpoint;
 pub mod event;
 pub mod export;
+#[cfg(feature = "test-util")]
+pub mod fixtures;
 pub mod fold;
 pub mod hash;
 pub mod json;
