@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ use rack_gateway::identity::admin::{self, TokenRequest};
 use rack_gateway::keys::Keys;
 use rack_gateway::store;
 use sha2::{Digest, Sha256};
+
+#[path = "common/workspace_bin.rs"]
+mod workspace_bin;
 
 /// The upload: 1 GiB, written in 1 MiB chunks.
 const CHUNK: usize = 1 << 20;
@@ -141,59 +144,6 @@ fn spawn_until_line(
             ),
         }
     }
-}
-
-/// The `mock-rack` binary, built beside this test binary with the same target dir and profile.
-fn mock_rack_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/deps/upload_rss-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in <target>/<profile>/deps");
-    let target = profile_dir.parent().expect("<target>/<profile>");
-    let bin = profile_dir.join("mock-rack");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target)
-        .args(["build", "-p", "mock-rack"]);
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(other) => {
-            build.args(["--profile", other]);
-        }
-    }
-    let child = build
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let limit = Duration::from_secs(900);
-    let Ok(out) = rx.recv_timeout(limit) else {
-        signal("-KILL", pid);
-        panic!("`cargo build -p mock-rack` took over {limit:?}");
-    };
-    let out = out.unwrap();
-    assert!(
-        out.status.success() && bin.is_file(),
-        "cannot build mock-rack at {}: `cargo build -p mock-rack` with CARGO_TARGET_DIR={} \
-         ended {}:\n{}",
-        bin.display(),
-        target.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
 }
 
 // === Gateway setup ===
@@ -465,7 +415,7 @@ fn a_one_gib_object_upload_streams_through_the_gateway_under_100_mb_of_rss() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
-    let mut rack_cmd = Command::new(mock_rack_binary());
+    let mut rack_cmd = Command::new(workspace_bin::build("mock-rack"));
     rack_cmd.args(["--listen", "127.0.0.1:0", "--password", RACK_PASSWORD]);
     let (rack, rack_url) = spawn_until_line(
         rack_cmd,

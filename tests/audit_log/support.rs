@@ -20,6 +20,9 @@ use events::store::{CheckpointPolicy, EventStore};
 use events::time::Timestamp;
 use rack_gateway::store::Store;
 
+#[path = "../common/workspace_bin.rs"]
+mod workspace_bin;
+
 /// The origin (and checkpoint key name) of every log these tests create.
 pub const ORIGIN: &str = "audit-log.test/log";
 
@@ -195,42 +198,7 @@ pub fn rack_gateway() -> Command {
 /// to date and builds it when it is missing, so a stale binary is never what gets tested.
 pub fn rack_audit() -> Command {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    Command::new(PATH.get_or_init(build_rack_audit))
-}
-
-fn build_rack_audit() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // <target>/<profile>/deps/audit_log-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary sits in <target>/<profile>/deps");
-    let target = profile_dir.parent().expect("<target>/<profile>");
-    let bin = profile_dir.join("rack-audit");
-    let mut build = Command::new(env!("CARGO"));
-    build
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("CARGO_TARGET_DIR", target)
-        .args(["build", "-p", "rack-audit"]);
-    match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => {}
-        Some("release") => {
-            build.arg("--release");
-        }
-        Some(other) => {
-            build.args(["--profile", other]);
-        }
-    }
-    let out = run(&mut build, Duration::from_secs(900));
-    assert!(
-        out.status.success() && bin.is_file(),
-        "cannot build rack-audit at {}: `cargo build -p rack-audit` with CARGO_TARGET_DIR={} ended {}:\n{}",
-        bin.display(),
-        target.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bin
+    Command::new(PATH.get_or_init(|| workspace_bin::build("rack-audit")))
 }
 
 /// Runs `cmd` to completion, failing the test (after killing it) if it outlives `limit`.
