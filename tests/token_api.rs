@@ -30,6 +30,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/test_certs.rs"]
+mod test_certs;
+use test_certs::certificate;
+
 /// How long any read, or any wait for the log, may take.
 const DEADLINE: Duration = Duration::from_secs(10);
 const TOKENS: &str = "/api/v1/tokens";
@@ -991,75 +995,6 @@ async fn a_dev_only_token_is_refused_where_dev_tokens_are() {
     assert_eq!(get(real).await.status, 200);
     assert_eq!(get(dev).await.refused(401), "dev_token_refused");
     console.stop().await;
-}
-
-/// A test CA (`ca.pem`) and a certificate for 127.0.0.1 it signed (`cert.pem`, `key.pem`),
-/// made with the system's openssl.
-fn certificate(dir: &Path) {
-    let run = |args: &[&str]| {
-        let status = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .expect("openssl is needed to make test certificates");
-        assert!(status.success(), "openssl {args:?}");
-    };
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend_from_slice(&ec);
-    ca.extend_from_slice(&[
-        "-days",
-        "1",
-        "-subj",
-        "/CN=test CA",
-        "-keyout",
-        "ca-key.pem",
-        "-out",
-        "ca.pem",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req", "-new"];
-    csr.extend_from_slice(&ec);
-    csr.extend_from_slice(&[
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "key.pem",
-        "-out",
-        "leaf.csr",
-    ]);
-    run(&csr);
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca-key.pem",
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        "leaf.cnf",
-        "-out",
-        "cert.pem",
-    ]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
