@@ -927,24 +927,17 @@ async fn open_stream(
     let rack = match connect_rack(state, &recorded, &parts.headers, &caller.token.owner, peer).await
     {
         Ok(io) => io,
-        Err(NoSocket::Answered(status)) => {
-            // The rack refused the upgrade (a process that is gone answers 404): the caller
-            // gets that status, with no body, as from the rack itself.
-            let none = Arc::new(Mutex::new(None));
-            complete(state, request_id, status, started, &none, None);
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() =
-                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-            if let Ok(id) = HeaderValue::from_str(request_id) {
-                r.headers_mut().insert("x-request-id", id);
-            }
-            crate::proxy::headers::harden_response(r.headers_mut());
-            return Ok(r);
-        }
-        Err(NoSocket::Unreachable(status)) => {
-            let none = Arc::new(Mutex::new(None));
-            complete(state, request_id, status, started, &none, None);
-            return Err(ProxyError::Upstream);
+        Err(no) => {
+            let status = match no {
+                NoSocket::Answered(s) | NoSocket::Unreachable(s) => s,
+            };
+            complete(state, request_id, status, started, &Arc::default(), None);
+            return Err(match no {
+                NoSocket::Answered(s) => ProxyError::RackRefusedUpgrade(
+                    http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),
+                ),
+                NoSocket::Unreachable(_) => ProxyError::Upstream,
+            });
         }
     };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {

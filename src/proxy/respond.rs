@@ -33,6 +33,10 @@ pub enum ProxyError {
     /// values this caller may not see, so it is withheld (never passed through unmasked).
     #[error("the rack's answer could not be read to hide its secrets, so it was withheld")]
     UnreadableAnswer(&'static str),
+    /// The rack refused a WebSocket upgrade with this status: passed on as the rack sent it,
+    /// with no body (a process that is gone answers 404).
+    #[error("the rack refused the upgrade")]
+    RackRefusedUpgrade(StatusCode),
 }
 
 /// A proxy answer with its request id.
@@ -54,6 +58,7 @@ impl ProxyError {
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream | ProxyError::UnreadableAnswer(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::RackRefusedUpgrade(status) => *status,
         }
     }
 
@@ -68,6 +73,7 @@ impl ProxyError {
             ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::Upstream => "upstream_unavailable",
             ProxyError::UnreadableAnswer(kind) => kind,
+            ProxyError::RackRefusedUpgrade(_) => "rack_refused_upgrade",
         }
     }
 }
@@ -77,14 +83,19 @@ impl IntoResponse for Answer {
         let status = self.error.status();
         // The CLI detects old racks by the exact empty 404: keep it empty. Other bodies are
         // printed by the CLI after its own "ERROR: ", so they carry no prefix of their own.
-        let body = match &self.error {
-            ProxyError::UnknownRoute => Body::empty(),
-            e => Body::from(format!("{e} ({})\n", e.kind())),
+        let empty = matches!(
+            self.error,
+            ProxyError::UnknownRoute | ProxyError::RackRefusedUpgrade(_)
+        );
+        let body = if empty {
+            Body::empty()
+        } else {
+            Body::from(format!("{} ({})\n", self.error, self.error.kind()))
         };
         let mut r = Response::new(body);
         *r.status_mut() = status;
         let h = r.headers_mut();
-        if !matches!(self.error, ProxyError::UnknownRoute) {
+        if !empty {
             h.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; charset=utf-8"),

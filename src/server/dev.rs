@@ -85,7 +85,7 @@ pub async fn start_with(
             let password = password.clone();
             rt.spawn(async move { mock_rack::MockRack::start(rack_addr, &password).await })
                 .await
-                .context("starting the mock rack")?
+                .context("the mock rack's runtime stopped")?
         }
         None => mock_rack::MockRack::start(rack_addr, &password).await,
     }
