@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 
 use events::event::{Permission, Role};
 
-use super::permissions::Perm;
+use super::permissions::{Perm, Scope};
 use super::roles::role_permissions;
 
 const _: () = assert!(
@@ -32,24 +32,6 @@ static ROLE_SETS: LazyLock<[PermSet; 5]> = LazyLock::new(|| {
         Role::Cicd,
     ]
     .map(|r| PermSet::of(role_permissions(r)))
-});
-
-/// Every permission's three segments, split once, for wildcard scope lookups.
-static PARTS: LazyLock<Vec<(Perm, [&'static str; 3])>> = LazyLock::new(|| {
-    Perm::ALL
-        .iter()
-        .filter_map(|p| {
-            let mut it = p.as_str().splitn(3, ':');
-            Some((*p, [it.next()?, it.next()?, it.next()?]))
-        })
-        .collect()
-});
-
-/// Every permission string with its variant, sorted by string, for exact scope lookups.
-static BY_NAME: LazyLock<Vec<(&'static str, Perm)>> = LazyLock::new(|| {
-    let mut v: Vec<(&'static str, Perm)> = Perm::ALL.iter().map(|p| (p.as_str(), *p)).collect();
-    v.sort_unstable();
-    v
 });
 
 // === impl PermSet ===
@@ -80,21 +62,19 @@ impl PermSet {
         ROLE_SETS[i]
     }
 
-    /// What token scopes name: an exact permission string, or one with `*` segments read by
-    /// [`Perm::in_scope`]. A scope that names nothing in the catalogue adds nothing.
+    /// What token scopes name: an exact permission string (found by [`Perm::parse`]), or one
+    /// with `*` segments read by [`Scope`], as [`Perm::in_scope`] reads it. A scope that names
+    /// nothing in the catalogue adds nothing.
     pub fn of_scopes(scopes: &[Permission]) -> PermSet {
         let mut set = PermSet::EMPTY;
         for scope in scopes {
             let s = scope.0.as_str();
-            if let Ok(i) = BY_NAME.binary_search_by(|(name, _)| (*name).cmp(s)) {
-                set.0 |= PermSet::bit(BY_NAME[i].1);
-            } else if let Some(pattern) = wildcard(s) {
-                for (p, parts) in PARTS.iter() {
-                    let fits = parts[0] == pattern[0]
-                        && (pattern[1] == "*" || parts[1] == pattern[1])
-                        && (pattern[2] == "*" || parts[2] == pattern[2]);
-                    if fits {
-                        set.0 |= PermSet::bit(*p);
+            if let Some(p) = Perm::parse(s) {
+                set.0 |= PermSet::bit(p);
+            } else if let Some(pattern) = Scope::parse(s) {
+                for p in Perm::ALL {
+                    if pattern.covers(p) {
+                        set.0 |= PermSet::bit(p);
                     }
                 }
             }
@@ -127,17 +107,6 @@ impl PermSet {
     pub fn to_btree(self) -> BTreeSet<Perm> {
         self.iter().collect()
     }
-}
-
-/// A scope with `*` segments as its three segments; `None` when it is not three segments or the
-/// scheme is a wildcard (the scheme is always literal, as in [`Perm::in_scope`]).
-fn wildcard(scope: &str) -> Option<[&str; 3]> {
-    if !scope.contains('*') {
-        return None;
-    }
-    let mut it = scope.split(':');
-    let parts = [it.next()?, it.next()?, it.next()?];
-    (it.next().is_none() && parts[0] != "*").then_some(parts)
 }
 
 impl std::fmt::Debug for PermSet {

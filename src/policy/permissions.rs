@@ -7,6 +7,8 @@
 //! segment) grants nothing. `Perm::ALL` lists every variant once, in table order, and each
 //! string is unique (the unit tests check both).
 
+use std::sync::LazyLock;
+
 use events::event::Permission;
 
 /// One permission of the catalogue. `as_str` is its stable `convox:<resource>:<action>` form.
@@ -299,7 +301,13 @@ impl Perm {
 
     /// The permission named by `s`, exactly (no wildcards).
     pub fn parse(s: &str) -> Option<Perm> {
-        Perm::ALL.into_iter().find(|p| p.as_str() == s)
+        let i = BY_NAME.binary_search_by(|(name, _)| (*name).cmp(s)).ok()?;
+        BY_NAME.get(i).map(|(_, p)| *p)
+    }
+
+    /// The three segments of [`Perm::as_str`], split once for the whole catalogue.
+    pub fn segments(self) -> [&'static str; 3] {
+        SEGMENTS.get(self as usize).copied().unwrap_or(["", "", ""])
     }
 
     /// The domain form recorded in events and token scopes.
@@ -312,17 +320,56 @@ impl Perm {
     /// (`convox` or `gateway`) must match literally, so no scope of one family ever covers a
     /// permission of the other.
     pub fn in_scope(self, scope: &str) -> bool {
-        let mut want = self.as_str().split(':');
-        let mut have = scope.split(':');
-        for i in 0..3 {
-            match (want.next(), have.next()) {
-                (Some(w), Some(h)) if w == h || (i > 0 && h == "*") => {}
-                _ => return false,
-            }
-        }
-        have.next().is_none()
+        Scope::parse(scope).is_some_and(|s| s.covers(self))
     }
 }
+
+/// A token scope read once: exactly three segments, where `*` as the resource or the action
+/// reads "any" and the scheme must match literally. The one reader of scope strings:
+/// [`Perm::in_scope`] and `PermSet::of_scopes` both go through it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope<'a>([&'a str; 3]);
+
+impl<'a> Scope<'a> {
+    /// `None` unless `scope` has exactly three `:`-separated segments.
+    pub fn parse(scope: &'a str) -> Option<Scope<'a>> {
+        let mut it = scope.split(':');
+        let segments = [it.next()?, it.next()?, it.next()?];
+        it.next().is_none().then_some(Scope(segments))
+    }
+
+    /// Whether this scope covers `perm`.
+    pub fn covers(&self, perm: Perm) -> bool {
+        let want = perm.segments();
+        let [scheme, resource, action] = self.0;
+        scheme == want[0]
+            && (resource == "*" || resource == want[1])
+            && (action == "*" || action == want[2])
+    }
+}
+
+/// Every permission's segments, indexed by its discriminant.
+static SEGMENTS: LazyLock<Vec<[&'static str; 3]>> = LazyLock::new(|| {
+    let mut table = vec![["", "", ""]; Perm::ALL.len()];
+    for p in Perm::ALL {
+        let mut it = p.as_str().splitn(3, ':');
+        if let Some(slot) = table.get_mut(p as usize) {
+            *slot = [
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+                it.next().unwrap_or(""),
+            ];
+        }
+    }
+    table
+});
+
+/// Every permission string with its variant, sorted by string, for exact lookups.
+static BY_NAME: LazyLock<Vec<(&'static str, Perm)>> = LazyLock::new(|| {
+    let mut v: Vec<(&'static str, Perm)> = Perm::ALL.iter().map(|p| (p.as_str(), *p)).collect();
+    v.sort_unstable();
+    v
+});
 
 impl std::fmt::Display for Perm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
