@@ -148,6 +148,18 @@ struct ReadNodes<T> {
 #[error("{0}")]
 struct NodeReadError(String);
 
+// === impl View ===
+
+impl View {
+    fn head(&self) -> Head {
+        Head {
+            size: self.size,
+            hash: self.last_hash,
+            root: self.frontier.root(),
+        }
+    }
+}
+
 // === impl RedbStore ===
 
 impl<S: Fold> RedbStore<S> {
@@ -183,11 +195,7 @@ impl<S: Fold> RedbStore<S> {
         let (records, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
-            head: RwLock::new(Head {
-                size: view.size,
-                hash: view.last_hash,
-                root: view.frontier.root(),
-            }),
+            head: RwLock::new(view.head()),
             db: RwLock::new(Some(Arc::new(files.db))),
             records,
             poisoned: RwLock::new(None),
@@ -204,13 +212,7 @@ impl<S: Fold> RedbStore<S> {
         };
         sequencer.replay_journal()?;
         catch_up(&shared, sequencer.view.size)?;
-        if let Ok(mut head) = shared.head.write() {
-            *head = Head {
-                size: sequencer.view.size,
-                hash: sequencer.view.last_hash,
-                root: sequencer.view.frontier.root(),
-            };
-        }
+        sequencer.publish_head();
         if sequencer.view.size == 0 {
             sequencer.create_log()?;
         } else {
@@ -754,18 +756,19 @@ impl<S: Fold> Sequencer<S> {
                 Err(_) => self.poison("state lock poisoned".into()),
             }
         }
-        if let Ok(mut head) = self.shared.head.write() {
-            *head = Head {
-                size: self.view.size,
-                hash: self.view.last_hash,
-                root: self.view.frontier.root(),
-            };
-        }
+        self.publish_head();
         for (reply, appended) in staged.replies {
             let _ = reply.send(Ok(appended));
         }
         if !staged.records.is_empty() {
             let _ = self.shared.records.send(Arc::new(staged.records));
+        }
+    }
+
+    /// Makes the view's head what readers see.
+    fn publish_head(&self) {
+        if let Ok(mut head) = self.shared.head.write() {
+            *head = self.view.head();
         }
     }
 
@@ -809,13 +812,7 @@ impl<S: Fold> Sequencer<S> {
         // A write that reported failure may still have landed: the disk is the truth.
         self.replay_journal().map_err(|e| e.to_string())?;
         catch_up(&self.shared, self.view.size).map_err(|e| e.to_string())?;
-        if let Ok(mut head) = self.shared.head.write() {
-            *head = Head {
-                size: self.view.size,
-                hash: self.view.last_hash,
-                root: self.view.frontier.root(),
-            };
-        }
+        self.publish_head();
         self.reopen = false;
         Ok(())
     }
