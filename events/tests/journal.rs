@@ -1,7 +1,8 @@
-//! The store's journal, where an append becomes durable: records acknowledged but indexed only in
-//! unsynced redb commits come back on open; a batch cut short by a crash is dropped; damage
-//! followed by intact records refuses to open; a reader refuses a store whose journal holds
-//! records redb has not indexed.
+//! The store's journal, where an append becomes durable: records and checkpoints acknowledged
+//! but indexed only in unsynced redb commits come back on open; a batch cut short by a crash is
+//! dropped; damage followed by intact records refuses to open, and so does a journaled
+//! checkpoint the store did not sign; a reader refuses a store whose journal holds records redb
+//! has not indexed, and after a clean stop needs no journal.
 //!
 //! A crash is taken as a copy of both files while the store is open and idle: what a killed
 //! process leaves on disk (redb at its last synced commit, the journal with every acknowledged
@@ -12,22 +13,28 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use events::checkpoint::NoteSigner;
+use events::checkpoint::{self, NoteSigner};
+use events::hash;
 use events::store::conformance::{self, TestFold};
 use events::store::redb::{LogReader, Options, RedbStore, journal_path};
 use events::store::{CheckpointPolicy, EventStore, StoreError};
 
 const ORIGIN: &str = "journal.example/log";
 
-/// No checkpoint after the first, so every later record is indexed only in unsynced commits.
+/// No checkpoint after the first: every later record is indexed only in unsynced commits.
 fn open(dir: &Path) -> Result<RedbStore<TestFold>, StoreError> {
+    open_every(dir, 1_000_000)
+}
+
+/// A checkpoint at the first batch boundary at or after every `every` records.
+fn open_every(dir: &Path, every: u64) -> Result<RedbStore<TestFold>, StoreError> {
     RedbStore::open(
         &dir.join("log.redb"),
         Options {
             origin: ORIGIN.into(),
             signer: NoteSigner::from_seed(ORIGIN, [7; 32]).unwrap(),
             policy: CheckpointPolicy {
-                every: 1_000_000,
+                every,
                 after: Duration::from_secs(3600),
                 heartbeat: Duration::from_secs(3600),
             },
@@ -45,21 +52,44 @@ fn crash_copy(from: &Path) -> tempfile::TempDir {
     to
 }
 
-/// The frames of the current pass over a journal: (offset, record length, seq). A frame is
-/// `RGJ1`, length, seq, leaf hash (48 bytes), then the record.
-fn frames(journal: &[u8]) -> Vec<(usize, usize, u64)> {
-    let mut out: Vec<(usize, usize, u64)> = Vec::new();
+/// A frame of the journal: `RGJ1` (a record: seq, leaf hash) or `RGC1` (a checkpoint: number,
+/// SHA-256 of the note), the payload's length, the number, the hash (48 bytes), the payload.
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    pos: usize,
+    len: usize,
+    checkpoint: bool,
+    number: u64,
+}
+
+/// The frames of the first pass over a journal (none of these tests writes a second).
+fn frames(journal: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
     let mut pos = 0;
-    while pos + 48 <= journal.len() && &journal[pos..pos + 4] == b"RGJ1" {
+    while pos + 48 <= journal.len() {
+        let checkpoint = match &journal[pos..pos + 4] {
+            b"RGJ1" => false,
+            b"RGC1" => true,
+            _ => break,
+        };
         let len = u32::from_le_bytes(journal[pos + 4..pos + 8].try_into().unwrap()) as usize;
-        let seq = u64::from_le_bytes(journal[pos + 8..pos + 16].try_into().unwrap());
-        if out.last().is_some_and(|(_, _, s)| seq != s + 1) {
-            break;
-        }
-        out.push((pos, len, seq));
+        let number = u64::from_le_bytes(journal[pos + 8..pos + 16].try_into().unwrap());
+        out.push(Frame {
+            pos,
+            len,
+            checkpoint,
+            number,
+        });
         pos += 48 + len;
     }
     out
+}
+
+fn record_frames(journal: &[u8]) -> Vec<Frame> {
+    frames(journal)
+        .into_iter()
+        .filter(|f| !f.checkpoint)
+        .collect()
 }
 
 fn journal_of(dir: &Path) -> PathBuf {
@@ -133,11 +163,13 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
     let (dir, _store, hashes) = store_with_journaled_records().await;
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let all = frames(&journal);
-    let (pos, len, seq) = *all.last().unwrap();
-    assert_eq!(seq, 40, "the last frame is the last acknowledged record");
+    let last = *frames(&journal).last().unwrap();
+    assert!(
+        !last.checkpoint && last.number == 40,
+        "the last frame is the last acknowledged record: {last:?}"
+    );
     // The last write stopped halfway through its record.
-    journal[pos + 48 + len / 2..pos + 48 + len].fill(0);
+    journal[last.pos + 48 + last.len / 2..last.pos + 48 + last.len].fill(0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open(copy.path()).unwrap();
@@ -156,8 +188,13 @@ async fn damage_before_intact_records_refuses_to_open() {
     let (dir, _store, _) = store_with_journaled_records().await;
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let all = frames(&journal);
-    let (pos, len, seq) = all[all.len() / 2];
+    let all = record_frames(&journal);
+    let Frame {
+        pos,
+        len,
+        number: seq,
+        ..
+    } = all[all.len() / 2];
     journal[pos + 48 + len - 3] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
@@ -193,10 +230,176 @@ async fn a_reader_refuses_records_the_index_does_not_hold_yet() {
     let err = LogReader::open(&db).err().expect("the reader must refuse");
     let text = err.to_string();
     assert!(
-        text.contains("10 records (from seq 11) are in the journal"),
+        text.contains(
+            "10 records (from seq 11) and 0 checkpoints (from number 2) are in the journal"
+        ),
         "{text}"
     );
     // Opening the store once indexes them; then the reader sees all 21.
     drop(open(copy.path()).unwrap());
     assert_eq!(LogReader::open(&db).unwrap().len().unwrap(), 21);
+}
+
+/// A store with checkpoints every 10 records, 35 records appended one by one, open and idle:
+/// records 0..=35 and checkpoints 0..=3 (sizes 1, 11, 21, 31) live only in the journal.
+async fn store_with_journaled_checkpoints() -> (tempfile::TempDir, RedbStore<TestFold>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_every(dir.path(), 10).unwrap();
+    for i in 0..35 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    (dir, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_checkpoints_only_in_the_journal_come_back_on_open() {
+    let (dir, store) = store_with_journaled_checkpoints().await;
+    let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+    let sizes: Vec<u64> = cps.iter().map(|c| c.checkpoint.size).collect();
+    assert_eq!(sizes, [1, 11, 21, 31]);
+    let copy = crash_copy(dir.path());
+    let journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let numbers: Vec<u64> = frames(&journal)
+        .iter()
+        .filter(|f| f.checkpoint)
+        .map(|f| f.number)
+        .collect();
+    assert_eq!(numbers, [0, 1, 2, 3], "every checkpoint is journaled");
+
+    let reopened = open_every(copy.path(), 10).unwrap();
+    let back = reopened.checkpoints(0..u64::MAX).await.unwrap();
+    let notes = |v: &[events::checkpoint::SignedCheckpoint]| {
+        v.iter().map(|c| c.note.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(notes(&back), notes(&cps), "the same signed notes, in order");
+    assert_eq!(reopened.head(), store.head());
+    // The next checkpoint follows them with the next number.
+    for i in 35..40 {
+        reopened.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let after = reopened.checkpoints(0..u64::MAX).await.unwrap();
+    assert_eq!(after.len(), 5);
+    assert_eq!(after[4].checkpoint.size, 41);
+    let key = NoteSigner::from_seed(ORIGIN, [7; 32]).unwrap().verifier();
+    for cp in &after {
+        checkpoint::open_checkpoint(cp.note.as_bytes(), ORIGIN, &key).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_checkpoint_frame_is_dropped_with_its_batch_and_the_rest_kept() {
+    let (dir, store) = store_with_journaled_checkpoints().await;
+    let hashes: Vec<[u8; 32]> = store
+        .read(0..31)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.hash.0)
+        .collect();
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let all = frames(&journal);
+    let cut = all
+        .iter()
+        .position(|f| f.checkpoint && f.number == 3)
+        .unwrap();
+    let cp = all[cut];
+    // The crash tore the checkpoint's note; nothing after it reached the disk.
+    let end = journal.len();
+    journal[cp.pos + 48 + cp.len / 2..end].fill(0);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    let reopened = open_every(copy.path(), 10).unwrap();
+    let sizes: Vec<u64> = reopened
+        .checkpoints(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.checkpoint.size)
+        .collect();
+    assert_eq!(sizes, [1, 11, 21], "the torn checkpoint is not indexed");
+    let back: Vec<[u8; 32]> = reopened
+        .read(0..u64::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.hash.0)
+        .collect();
+    assert_eq!(back, hashes, "the records before the torn frame are kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
+    let (dir, _store) = store_with_journaled_checkpoints().await;
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let cp = *frames(&journal)
+        .iter()
+        .find(|f| f.checkpoint && f.number == 2)
+        .unwrap();
+    // The same checkpoint signed by another key of the same name, with a whole frame around it.
+    let note = std::str::from_utf8(&journal[cp.pos + 48..cp.pos + 48 + cp.len]).unwrap();
+    let (parsed, _) = checkpoint::parse_unverified(note.as_bytes()).unwrap();
+    let forged = NoteSigner::from_seed(ORIGIN, [8; 32])
+        .unwrap()
+        .sign(&parsed)
+        .note;
+    assert_eq!(forged.len(), cp.len);
+    journal[cp.pos + 48..cp.pos + 48 + cp.len].copy_from_slice(forged.as_bytes());
+    journal[cp.pos + 16..cp.pos + 48].copy_from_slice(&hash::object_digest(forged.as_bytes()).0);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    match open_every(copy.path(), 10) {
+        Err(StoreError::Corrupt { seq, what }) => {
+            assert_eq!(seq.0, 21, "{what}");
+            assert!(
+                what.contains("journaled checkpoint 2 does not verify"),
+                "{what}"
+            );
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(s) => panic!("opened with {} records", s.head().size),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
+    let (dir, _store) = store_with_journaled_checkpoints().await;
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let cp = *frames(&journal)
+        .iter()
+        .find(|f| f.checkpoint && f.number == 1)
+        .unwrap();
+    journal[cp.pos + 48 + cp.len - 5] ^= 0x01;
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    match open_every(copy.path(), 10) {
+        Err(StoreError::Corrupt { seq, what }) => {
+            assert_eq!(seq.0, 11, "{what}");
+            assert!(what.contains("journal is damaged"), "{what}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(s) => panic!("opened with {} records", s.head().size),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_right_after_a_checkpoint_leaves_nothing_to_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_every(dir.path(), 10).unwrap();
+    for i in 0..10 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+    assert_eq!(
+        cps.last().unwrap().checkpoint.size,
+        store.head().size,
+        "the last batch cut a checkpoint: the stop has nothing to seal"
+    );
+    drop(store);
+    // The reader sees redb alone: it must hold every record and checkpoint, synced.
+    let reader = LogReader::open(&dir.path().join("log.redb")).unwrap();
+    assert_eq!(reader.len().unwrap(), 11);
+    assert_eq!(reader.checkpoints().unwrap().len(), cps.len());
 }

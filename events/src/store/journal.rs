@@ -1,40 +1,51 @@
 //! The journal beside the redb file: where an append becomes durable.
 //!
-//! A batch of sealed records is written as consecutive frames with one `write` and one
-//! `fdatasync`, and only then acknowledged; redb indexes the same records in a commit that is
-//! not synced, and a synced redb commit (at a checkpoint, when the journal passes
-//! [`FLUSH_AT`], and on shutdown) makes everything before it durable there too, after which the
-//! journal is written again from offset 0. One small sequential write per batch replaces redb's
-//! copy-on-write page writes per batch on the durable path.
+//! A batch of sealed records, and the checkpoint cut at its end if one is due, is written as
+//! consecutive frames with one `write` and one `fdatasync`, and only then acknowledged; redb
+//! indexes the same records and checkpoint in a commit that is not synced. A synced redb commit
+//! (when the journal passes [`FLUSH_AT`], and on shutdown) makes everything before it durable
+//! there too, after which the journal is written again from offset 0. One small sequential write
+//! per batch replaces redb's copy-on-write page writes and their syncs on the durable path, and a
+//! checkpoint costs no more than a record.
 //!
-//! Frame: `"RGJ1"`, the record's length (u32 LE), its seq (u64 LE), its leaf hash (32 bytes),
-//! the canonical record bytes. The hash makes every frame self-checking, so a damaged record is
-//! never taken for a whole one, even as the last frame.
+//! Frames share one 48-byte header: magic, payload length (u32 LE), a number (u64 LE), a hash
+//! (32 bytes), then the payload.
+//! - `"RGJ1"`: a record. The number is its seq, the hash its leaf hash, the payload its
+//!   canonical bytes.
+//! - `"RGC1"`: a checkpoint. The number is its place in the store's checkpoint table, the hash
+//!   the SHA-256 of the payload, the payload its signed note.
+//!
+//! The hash makes every frame self-checking, so a damaged frame is never taken for a whole one,
+//! even as the last frame.
 //! The file grows in zero-filled chunks of [`CHUNK`] (synced with the batch that needs them), so
 //! a full disk refuses the append that needs more room rather than a later index commit.
 //!
-//! **Invariant:** frames from offset 0 hold consecutive seqs; every acknowledged record not yet
-//! in a synced redb commit is among them. Recovery ([`Journal::recover`]) takes the frames from
-//! redb's durable size on, each decoded and chained to the record before it; it stops at the
-//! first frame that is torn, stale (an earlier pass over the file) or out of sequence, and
-//! refuses to open if any intact frame past that point would continue the log, because that
-//! means acknowledged records were damaged, not merely a batch cut short by a crash.
+//! **Invariant:** frames from offset 0 hold consecutive seqs and, between them, consecutive
+//! checkpoint numbers, each checkpoint right after the record that ends the tree it signs; every
+//! acknowledged record and every checkpoint not yet in a synced redb commit is among them.
+//! Recovery ([`Journal::recover`]) takes the frames from redb's durable size (and checkpoint
+//! count) on, each decoded and chained to the one before it; it stops at the first frame that is
+//! torn, stale (an earlier pass over the file) or out of sequence, and refuses to open if any
+//! intact frame past that point would continue the log, because that means acknowledged records
+//! were damaged, not merely a batch cut short by a crash.
 
 use redb::StorageBackend;
 
 use super::StoreError;
+use crate::checkpoint::{self, Checkpoint};
 use crate::hash::{self, Hash};
 use crate::record::{self, StoredRecord};
 use crate::seq::Seq;
 
-const MAGIC: [u8; 4] = *b"RGJ1";
+const RECORD: [u8; 4] = *b"RGJ1";
+const CHECKPOINT: [u8; 4] = *b"RGC1";
 const HEADER: usize = 48;
 /// The file grows by this much at a time, zero-filled.
 pub const CHUNK: u64 = 256 << 10;
 /// Past this offset the next commit is a synced redb commit and the journal starts over.
 pub const FLUSH_AT: u64 = 4 << 20;
-/// A record larger than this is not a frame (the store's records are far smaller).
-const MAX_RECORD: u32 = 64 << 20;
+/// A payload larger than this is not a frame (the store's records are far smaller).
+const MAX_PAYLOAD: u32 = 64 << 20;
 
 /// The journal file and where the next batch goes.
 pub(crate) struct Journal {
@@ -43,24 +54,71 @@ pub(crate) struct Journal {
     allocated: u64,
 }
 
+/// A checkpoint to journal: its number in the checkpoint table and its signed note.
+#[derive(Clone, Copy)]
+pub(crate) struct CheckpointEntry<'a> {
+    pub number: u64,
+    pub note: &'a str,
+}
+
+/// A checkpoint read back from the journal; its signature is not checked here.
+pub(crate) struct JournaledCheckpoint {
+    pub number: u64,
+    pub note: String,
+    pub checkpoint: Checkpoint,
+}
+
+/// What the journal holds past redb's durable state, in log order.
+#[derive(Default)]
+pub(crate) struct Recovered {
+    pub records: Vec<StoredRecord>,
+    pub checkpoints: Vec<JournaledCheckpoint>,
+}
+
+impl Recovered {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.records.is_empty() && self.checkpoints.is_empty()
+    }
+}
+
 /// A frame read back.
 struct Frame {
-    seq: u64,
+    magic: [u8; 4],
+    number: u64,
     hash: Hash,
     end: u64,
     bytes: Vec<u8>,
 }
 
+/// What a whole frame holds.
+enum Content {
+    Record(StoredRecord),
+    Checkpoint(JournaledCheckpoint),
+}
+
 impl Frame {
-    /// The record it holds, if the bytes are whole: they hash to the frame's hash, decode, and
-    /// say the frame's seq.
-    fn record(&self) -> Option<StoredRecord> {
-        if hash::leaf_hash(&self.bytes) != self.hash {
+    /// What the frame holds, if its bytes are whole: they hash to the frame's hash, decode, and
+    /// (a record) say the frame's seq.
+    fn content(&self) -> Option<Content> {
+        if self.magic == RECORD {
+            if hash::leaf_hash(&self.bytes) != self.hash {
+                return None;
+            }
+            return record::decode(&self.bytes)
+                .ok()
+                .filter(|s| s.record.seq.0 == self.number)
+                .map(Content::Record);
+        }
+        if hash::object_digest(&self.bytes) != self.hash {
             return None;
         }
-        record::decode(&self.bytes)
-            .ok()
-            .filter(|s| s.record.seq.0 == self.seq)
+        let note = String::from_utf8(self.bytes.clone()).ok()?;
+        let (checkpoint, _) = checkpoint::parse_unverified(note.as_bytes()).ok()?;
+        Some(Content::Checkpoint(JournaledCheckpoint {
+            number: self.number,
+            note,
+            checkpoint,
+        }))
     }
 }
 
@@ -74,20 +132,28 @@ impl Journal {
         })
     }
 
-    /// Writes `records` as frames after the last batch and syncs them: the durability point.
-    pub(crate) fn append(&mut self, records: &[StoredRecord]) -> std::io::Result<()> {
-        let size: usize = records.iter().map(|r| HEADER + r.bytes.len()).sum();
+    /// Writes `records`, then `checkpoint`, as frames after the last batch and syncs them: the
+    /// durability point. Writes nothing when both are empty.
+    pub(crate) fn append(
+        &mut self,
+        records: &[StoredRecord],
+        checkpoint: Option<CheckpointEntry<'_>>,
+    ) -> std::io::Result<()> {
+        let size: usize = records
+            .iter()
+            .map(|r| HEADER + r.bytes.len())
+            .sum::<usize>()
+            + checkpoint.map_or(0, |c| HEADER + c.note.len());
+        if size == 0 {
+            return Ok(());
+        }
         let mut buf = Vec::with_capacity(size);
         for r in records {
-            let len = u32::try_from(r.bytes.len())
-                .ok()
-                .filter(|l| *l <= MAX_RECORD)
-                .ok_or_else(|| std::io::Error::other("a record is too large for the journal"))?;
-            buf.extend_from_slice(&MAGIC);
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&r.record.seq.0.to_le_bytes());
-            buf.extend_from_slice(&r.hash.0);
-            buf.extend_from_slice(&r.bytes);
+            put_frame(&mut buf, RECORD, r.record.seq.0, &r.hash, &r.bytes)?;
+        }
+        if let Some(c) = checkpoint {
+            let digest = hash::object_digest(c.note.as_bytes());
+            put_frame(&mut buf, CHECKPOINT, c.number, &digest, c.note.as_bytes())?;
         }
         let end = self.offset + buf.len() as u64;
         if end > self.allocated {
@@ -102,6 +168,11 @@ impl Journal {
     /// Whether the next commit should be a synced redb commit, so the journal can start over.
     pub(crate) fn needs_flush(&self) -> bool {
         self.offset >= FLUSH_AT
+    }
+
+    /// Whether anything was written since the journal last started over.
+    pub(crate) fn holds_frames(&self) -> bool {
+        self.offset > 0
     }
 
     /// Everything journaled is now durable in redb: write from the start again.
@@ -124,40 +195,68 @@ impl Journal {
     }
 
     /// The journaled records from `durable` (redb's synced size) on, each checked against the
-    /// record before it (`last`, the hash of record `durable - 1`).
+    /// record before it (`last`, the hash of record `durable - 1`), and the checkpoints from
+    /// number `checkpoints` (redb's synced count) on, each at the size the records before it
+    /// reach.
     pub(crate) fn recover(
         &self,
         durable: u64,
         last: Hash,
-    ) -> Result<Vec<StoredRecord>, StoreError> {
+        checkpoints: u64,
+    ) -> Result<Recovered, StoreError> {
         let len = self.file.len().map_err(journal_io)?;
-        let mut out: Vec<StoredRecord> = Vec::new();
+        let mut out = Recovered::default();
         let mut pos = 0u64;
-        let mut prev_seq: Option<u64> = None;
+        // What the next frame of this pass must say, once one frame has been read.
+        let mut pass_seq: Option<u64> = None;
+        let mut pass_cp: Option<u64> = None;
         let mut last = last;
         while let Some(frame) = self.frame_at(pos, len)? {
-            if prev_seq.is_some_and(|p| frame.seq != p + 1) {
-                break;
-            }
-            if frame.seq >= durable {
-                let expected = durable + out.len() as u64;
-                if frame.seq != expected {
+            let next = durable + out.records.len() as u64;
+            let next_cp = checkpoints + out.checkpoints.len() as u64;
+            if frame.magic == RECORD {
+                if pass_seq.is_some_and(|n| frame.number != n) {
                     break;
                 }
-                let Some(stored) = frame.record() else {
+                if frame.number >= durable {
+                    if frame.number != next {
+                        break;
+                    }
+                    let Some(Content::Record(stored)) = frame.content() else {
+                        break;
+                    };
+                    if stored.record.prev != last {
+                        break;
+                    }
+                    last = stored.hash;
+                    out.records.push(stored);
+                }
+                pass_seq = Some(frame.number + 1);
+            } else {
+                if pass_cp.is_some_and(|n| frame.number != n) {
+                    break;
+                }
+                let Some(Content::Checkpoint(cp)) = frame.content() else {
                     break;
                 };
-                if stored.record.prev != last {
+                let size = cp.checkpoint.size;
+                if pass_seq.is_some_and(|n| size != n) {
                     break;
                 }
-                last = stored.hash;
-                out.push(stored);
+                if frame.number >= checkpoints {
+                    if frame.number != next_cp || size != next {
+                        break;
+                    }
+                    out.checkpoints.push(cp);
+                }
+                pass_cp = Some(frame.number + 1);
+                pass_seq = Some(size);
             }
-            prev_seq = Some(frame.seq);
             pos = frame.end;
         }
-        let next = durable + out.len() as u64;
-        if let Some(at) = self.continues_after(pos, len, next)? {
+        let next = durable + out.records.len() as u64;
+        let next_cp = checkpoints + out.checkpoints.len() as u64;
+        if let Some(at) = self.continues_after(pos, len, next, next_cp)? {
             return Err(StoreError::Corrupt {
                 seq: Seq(next),
                 what: format!(
@@ -170,23 +269,24 @@ impl Journal {
         Ok(out)
     }
 
-    /// The frame starting at `pos`, if one fits and has the magic.
+    /// The frame starting at `pos`, if one fits and has a frame's magic.
     fn frame_at(&self, pos: u64, len: u64) -> Result<Option<Frame>, StoreError> {
         if pos + HEADER as u64 > len {
             return Ok(None);
         }
         let mut head = [0u8; HEADER];
         self.file.read(pos, &mut head).map_err(journal_io)?;
-        if head[..4] != MAGIC {
+        let magic = [head[0], head[1], head[2], head[3]];
+        if magic != RECORD && magic != CHECKPOINT {
             return Ok(None);
         }
         let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let mut seq = [0u8; 8];
-        seq.copy_from_slice(&head[8..16]);
-        let seq = u64::from_le_bytes(seq);
+        let mut number = [0u8; 8];
+        number.copy_from_slice(&head[8..16]);
+        let number = u64::from_le_bytes(number);
         let hash = Hash::from_slice(&head[16..48]).unwrap_or(hash::ZERO);
         let end = pos + HEADER as u64 + u64::from(size);
-        if size > MAX_RECORD || end > len {
+        if size > MAX_PAYLOAD || end > len {
             return Ok(None);
         }
         let mut bytes = vec![0u8; size as usize];
@@ -194,16 +294,24 @@ impl Journal {
             .read(pos + HEADER as u64, &mut bytes)
             .map_err(journal_io)?;
         Ok(Some(Frame {
-            seq,
+            magic,
+            number,
             hash,
             end,
             bytes,
         }))
     }
 
-    /// Where, after `from`, an intact frame holds a record of seq `next` or later: proof that
-    /// the break at `from` lost acknowledged records. Stale frames hold earlier seqs.
-    fn continues_after(&self, from: u64, len: u64, next: u64) -> Result<Option<u64>, StoreError> {
+    /// Where, after `from`, an intact frame holds a record of seq `next` or later, or a
+    /// checkpoint of number `next_cp` or later: proof that the break at `from` lost acknowledged
+    /// entries. Stale frames hold earlier ones.
+    fn continues_after(
+        &self,
+        from: u64,
+        len: u64,
+        next: u64,
+        next_cp: u64,
+    ) -> Result<Option<u64>, StoreError> {
         let mut buf = vec![0u8; usize::try_from(len.saturating_sub(from)).unwrap_or(0)];
         if buf.is_empty() {
             return Ok(None);
@@ -211,12 +319,18 @@ impl Journal {
         self.file.read(from, &mut buf).map_err(journal_io)?;
         let mut i = 0;
         while i + HEADER <= buf.len() {
-            if buf[i..i + 4] == MAGIC {
+            let magic = &buf[i..i + 4];
+            if magic == RECORD || magic == CHECKPOINT {
                 let at = from + i as u64;
-                if let Some(frame) = self.frame_at(at, len)?
-                    && frame.seq >= next
-                    && frame.record().is_some()
-                {
+                let lost = match self.frame_at(at, len)? {
+                    Some(frame) => match frame.content() {
+                        Some(Content::Record(_)) => frame.number >= next,
+                        Some(Content::Checkpoint(_)) => frame.number >= next_cp,
+                        None => false,
+                    },
+                    None => false,
+                };
+                if lost {
                     return Ok(Some(at));
                 }
             }
@@ -224,6 +338,26 @@ impl Journal {
         }
         Ok(None)
     }
+}
+
+/// Appends one frame to `buf`.
+fn put_frame(
+    buf: &mut Vec<u8>,
+    magic: [u8; 4],
+    number: u64,
+    hash: &Hash,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|l| *l <= MAX_PAYLOAD)
+        .ok_or_else(|| std::io::Error::other("an entry is too large for the journal"))?;
+    buf.extend_from_slice(&magic);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&number.to_le_bytes());
+    buf.extend_from_slice(&hash.0);
+    buf.extend_from_slice(payload);
+    Ok(())
 }
 
 fn journal_io(e: std::io::Error) -> StoreError {

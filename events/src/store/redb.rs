@@ -1,13 +1,13 @@
 //! The embedded store: one redb file with its journal, one sequencer thread, group commit.
 //!
 //! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
-//! moment into one batch. The batch's records are written to the journal and synced (the
-//! durability point, see [`super::journal`]), then indexed in redb with the Merkle nodes they
-//! complete and any checkpoint cut at this boundary. That redb commit is synced
-//! (`Durability::Immediate`) when it carries a checkpoint, when the journal is due to start
-//! over, and on shutdown; otherwise it is not, because the journal already holds the records.
-//! Only then are the records applied to the projections and the appends resolved, so readers
-//! never see a record that is not durable. A guarded entry that follows other staged entries in
+//! moment into one batch. The batch's records, and any checkpoint cut at this boundary, are
+//! written to the journal and synced (the durability point, see [`super::journal`]), then indexed
+//! in redb with the Merkle nodes they complete. That redb commit is synced
+//! (`Durability::Immediate`) only when the journal is due to start over and on shutdown; otherwise
+//! it is not, because the journal already holds the records and the checkpoint. Only then are
+//! the records applied to the projections and the appends resolved, so readers never see a
+//! record or a checkpoint that is not durable. A guarded entry that follows other staged entries in
 //! the same batch first commits and applies them, so its guard sees every earlier record.
 //!
 //! **Invariant:** the sequencer is the only writer. If a journal write or a commit fails, its
@@ -37,7 +37,7 @@ use redb::{
 };
 use tokio::sync::{broadcast, oneshot};
 
-use super::journal::Journal;
+use super::journal::{CheckpointEntry, Journal};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
     Subscription,
@@ -420,16 +420,26 @@ impl LogReader {
             Some((_, bytes)) => hash::leaf_hash(bytes),
             None => hash::ZERO,
         };
-        let pending = journal.recover(size, last)?;
+        let checkpoints = self.checkpoint_count()?;
+        let pending = journal.recover(size, last, checkpoints)?;
         if pending.is_empty() {
             return Ok(());
         }
         Err(StoreError::Io(format!(
-            "{}: {} records (from seq {size}) are in the journal but not yet indexed; start the \
-             gateway on it once (its recovery is a normal open), then read it",
+            "{}: {} records (from seq {size}) and {} checkpoints (from number {checkpoints}) are \
+             in the journal but not yet indexed; start the gateway on it once (its recovery is a \
+             normal open), then read it",
             path.display(),
-            pending.len()
+            pending.records.len(),
+            pending.checkpoints.len()
         )))
+    }
+
+    /// Number of checkpoints.
+    fn checkpoint_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(CHECKPOINTS).map_err(io)?;
+        table.len().map_err(io)
     }
 
     /// Number of records.
@@ -511,10 +521,18 @@ impl<S: Fold> Sequencer<S> {
             }
             self.process(batch);
         }
-        // Shutting down: seal what is not yet covered by a checkpoint.
-        if self.view.size > self.view.cp_size && self.ready().is_ok() {
+        // Shutting down: seal what is not yet covered by a checkpoint, and leave redb holding
+        // everything durably, so a reader needs no journal.
+        if self.ready().is_ok() {
             self.seal = true;
-            self.commit(Staged::default(), true);
+            if self.view.size > self.view.cp_size {
+                self.commit(Staged::default(), true);
+            }
+            if let Err(e) = self.flush() {
+                eprintln!(
+                    "rack-gateway: the event store's index was not synced on shutdown ({e}); the journal keeps the records and the next open indexes them"
+                );
+            }
         }
     }
 
@@ -597,20 +615,45 @@ impl<S: Fold> Sequencer<S> {
         staged.records.push(stored);
     }
 
-    /// Indexes the journal's records after redb's synced size in one synced commit, then lets
-    /// the journal start over. Runs on open and on every reopen, before the state catches up.
+    /// Indexes the journal's records and checkpoints after redb's synced state in one synced
+    /// commit, then lets the journal start over. Runs on open and on every reopen, before the
+    /// state catches up. A journaled checkpoint must be signed by this store's key and sign the
+    /// root the recovered records give at its size.
     fn replay_journal(&mut self) -> Result<(), StoreError> {
         let journal = self
             .journal
             .as_mut()
             .ok_or_else(|| StoreError::Io("the journal is closed".into()))?;
-        let pending = journal.recover(self.view.size, self.view.last_hash)?;
+        let pending =
+            journal.recover(self.view.size, self.view.last_hash, self.view.checkpoints)?;
         if !pending.is_empty() {
             let mut staged = Staged::default();
-            for stored in pending {
+            let mut records = pending.records.into_iter();
+            for cp in &pending.checkpoints {
+                while self.view.size < cp.checkpoint.size {
+                    let Some(stored) = records.next() else { break };
+                    self.push(&mut staged, stored);
+                }
+                self.check_journaled(cp)?;
+            }
+            for stored in records {
                 self.push(&mut staged, stored);
             }
-            self.write(&staged, None, true).map_err(StoreError::Io)?;
+            let entries: Vec<CheckpointEntry<'_>> = pending
+                .checkpoints
+                .iter()
+                .map(|cp| CheckpointEntry {
+                    number: cp.number,
+                    note: &cp.note,
+                })
+                .collect();
+            self.write(&staged, &entries, true)
+                .map_err(StoreError::Io)?;
+            if let Some(cp) = pending.checkpoints.last() {
+                self.view.checkpoints = cp.number + 1;
+                self.view.cp_size = cp.checkpoint.size;
+                self.view.cp_time = cp.checkpoint.time;
+            }
         }
         if let Some(j) = self.journal.as_mut() {
             j.restart();
@@ -618,16 +661,57 @@ impl<S: Fold> Sequencer<S> {
         Ok(())
     }
 
-    /// Writes staged records to the journal and syncs them: after this they are durable.
-    fn journal_append(&mut self, staged: &Staged) -> Result<(), String> {
-        if staged.records.is_empty() {
-            return Ok(());
+    /// Refuses a journaled checkpoint this store did not sign, or one that does not sign the
+    /// tree the records before it give (the view is at its size).
+    fn check_journaled(&self, cp: &super::journal::JournaledCheckpoint) -> Result<(), StoreError> {
+        let at = Seq(cp.checkpoint.size);
+        let verified = checkpoint::open_checkpoint(
+            cp.note.as_bytes(),
+            &self.options.origin,
+            &self.options.signer.verifier(),
+        )
+        .map_err(|e| StoreError::Corrupt {
+            seq: at,
+            what: format!("journaled checkpoint {} does not verify: {e}", cp.number),
+        })?;
+        if self.view.size != verified.size || self.view.frontier.root() != verified.root {
+            return Err(StoreError::Corrupt {
+                seq: at,
+                what: format!(
+                    "journaled checkpoint {} signs a tree of {} records that the journaled \
+                     records do not give",
+                    cp.number, verified.size
+                ),
+            });
         }
+        Ok(())
+    }
+
+    /// Writes staged records and `checkpoint` to the journal and syncs them: after this they
+    /// are durable.
+    fn journal_append(
+        &mut self,
+        staged: &Staged,
+        checkpoint: Option<CheckpointEntry<'_>>,
+    ) -> Result<(), String> {
         self.journal
             .as_mut()
             .ok_or_else(|| "the journal is closed".to_owned())?
-            .append(&staged.records)
+            .append(&staged.records, checkpoint)
             .map_err(|e| format!("the journal: {e}"))
+    }
+
+    /// A synced redb commit if the journal holds anything redb has not synced, then lets the
+    /// journal start over.
+    fn flush(&mut self) -> Result<(), String> {
+        if !self.journal.as_ref().is_some_and(Journal::holds_frames) {
+            return Ok(());
+        }
+        self.write(&Staged::default(), &[], true)?;
+        if let Some(j) = self.journal.as_mut() {
+            j.restart();
+        }
+        Ok(())
     }
 
     /// Commits staged entries (and a checkpoint if one is due), then applies and answers them.
@@ -642,10 +726,14 @@ impl<S: Fold> Sequencer<S> {
             return;
         }
         let before = self.rollback_point(&staged);
-        let durable = checkpoint.is_some() || self.journal.as_ref().is_none_or(|j| j.needs_flush());
+        let durable = self.seal || self.journal.as_ref().is_none_or(Journal::needs_flush);
+        let entry = checkpoint.as_ref().map(|cp| CheckpointEntry {
+            number: self.view.checkpoints,
+            note: &cp.note,
+        });
         let written = self
-            .journal_append(&staged)
-            .and_then(|()| self.write(&staged, checkpoint.as_ref(), durable));
+            .journal_append(&staged, entry)
+            .and_then(|()| self.write(&staged, entry.as_slice(), durable));
         match written {
             Ok(()) => {
                 if durable && let Some(j) = self.journal.as_mut() {
@@ -701,12 +789,13 @@ impl<S: Fold> Sequencer<S> {
         })
     }
 
-    /// One redb transaction for `staged` and `cp`; synced only when `durable` (otherwise the
-    /// journal already holds the records, and redb keeps the commit until the next synced one).
+    /// One redb transaction for `staged` and `checkpoints`; synced only when `durable`
+    /// (otherwise the journal already holds them, and redb keeps the commit until the next
+    /// synced one).
     fn write(
         &self,
         staged: &Staged,
-        cp: Option<&SignedCheckpoint>,
+        checkpoints: &[CheckpointEntry<'_>],
         durable: bool,
     ) -> Result<(), String> {
         let db = self
@@ -730,10 +819,11 @@ impl<S: Fold> Sequencer<S> {
                     .insert(r.record.seq.0, row.as_slice())
                     .map_err(|e| e.to_string())?;
             }
-            if let Some(cp) = cp {
+            if !checkpoints.is_empty() {
                 let mut cps = txn.open_table(CHECKPOINTS).map_err(|e| e.to_string())?;
-                cps.insert(self.view.checkpoints, cp.note.as_str())
-                    .map_err(|e| e.to_string())?;
+                for cp in checkpoints {
+                    cps.insert(cp.number, cp.note).map_err(|e| e.to_string())?;
+                }
             }
         }
         txn.commit().map_err(|e| e.to_string())
