@@ -224,6 +224,51 @@ pub fn encode(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
+/// Writes canonical CBOR items straight into a buffer, for the hot path that encodes every
+/// record (no [`Value`] tree, no copies of its strings). The caller writes a map's or array's
+/// length and then exactly that many entries, map keys ascending: the same rules as a [`Value`]
+/// handed to [`encode`], which writes the same bytes for the same items.
+pub struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> Writer<'a> {
+        Writer { out }
+    }
+    pub fn uint(&mut self, n: u64) {
+        write_head(self.out, MAJOR_UINT, n);
+    }
+    /// The integer `n` in its one CBOR form, as [`Value::int`].
+    pub fn int(&mut self, n: i64) {
+        if n >= 0 {
+            write_head(self.out, MAJOR_UINT, n.unsigned_abs());
+        } else {
+            write_head(self.out, MAJOR_NINT, n.unsigned_abs() - 1);
+        }
+    }
+    pub fn bytes(&mut self, b: &[u8]) {
+        write_head(self.out, MAJOR_BYTES, length_argument(b.len()));
+        self.out.extend_from_slice(b);
+    }
+    pub fn text(&mut self, s: &str) {
+        write_head(self.out, MAJOR_TEXT, length_argument(s.len()));
+        self.out.extend_from_slice(s.as_bytes());
+    }
+    pub fn bool(&mut self, b: bool) {
+        let simple = if b { SIMPLE_TRUE } else { SIMPLE_FALSE };
+        self.out.push(initial_byte(MAJOR_SIMPLE, simple));
+    }
+    /// The head of an array of `len` items.
+    pub fn array(&mut self, len: usize) {
+        write_head(self.out, MAJOR_ARRAY, length_argument(len));
+    }
+    /// The head of a map of `len` entries; each entry is a [`Writer::uint`] key, then its value.
+    pub fn map(&mut self, len: usize) {
+        write_head(self.out, MAJOR_MAP, length_argument(len));
+    }
+}
+
 /// Returns the canonical encoding of `v`; see [`encode`].
 pub fn to_vec(v: &Value) -> Vec<u8> {
     let mut out = Vec::new();

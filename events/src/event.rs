@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use crate::cbor::{FieldError, MapReader, Value};
+use crate::cbor::{FieldError, MapReader, Value, Writer};
 use crate::hash::Hash;
 use crate::seq::Seq;
 use crate::time::Timestamp;
@@ -238,6 +238,26 @@ impl Event {
     /// The body fields in key order; optional fields that are unset are left out.
     pub fn fields(&self) -> Vec<Field> {
         let mut b = Body::default();
+        self.visit(&mut b);
+        b.fields
+    }
+
+    /// Appends the canonical encoding of [`Event::to_value`] to `out`, without building it:
+    /// the store encodes every record through here.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let mut count = Count(0);
+        self.visit(&mut count);
+        let mut w = Writer::new(out);
+        w.map(2);
+        w.uint(0);
+        w.text(self.code());
+        w.uint(1);
+        w.map(count.0);
+        self.visit(&mut Encode(w));
+    }
+
+    /// Hands each body field, in key order, to `b`: the one list of every event's fields.
+    fn visit(&self, b: &mut impl Sink) {
         match self {
             Event::LogCreated {
                 origin,
@@ -290,16 +310,13 @@ impl Event {
                 b.bytes(0, "token", &token.0);
                 b.text(1, "name", name);
                 b.text(2, "owner", &owner.0);
-                b.put(
-                    3,
-                    "scopes",
-                    Value::Array(scopes.iter().map(|p| Value::Text(p.0.clone())).collect()),
-                );
+                let scopes: Vec<&str> = scopes.iter().map(|p| p.0.as_str()).collect();
+                b.texts(3, "scopes", &scopes);
                 b.hash(4, "secret_sha256", secret_sha256);
                 if let Some(t) = expires {
-                    b.put(5, "expires", Value::int(t.0));
+                    b.int(5, "expires", t.0);
                 }
-                b.put(6, "dev_only", Value::Bool(*dev_only));
+                b.bool(6, "dev_only", *dev_only);
                 b.text(7, "by", &by.0);
             }
             Event::TokenRevoked { token, by, reason } => {
@@ -353,7 +370,7 @@ impl Event {
                 b.uint(2, "bytes_in", *bytes_in);
                 b.uint(3, "bytes_out", *bytes_out);
                 if let Some(code) = exit_code {
-                    b.put(4, "exit_code", Value::int(*code));
+                    b.int(4, "exit_code", *code);
                 }
             }
             Event::DenialsCounted {
@@ -366,11 +383,10 @@ impl Event {
                 b.text(0, "ip", ip);
                 b.text(1, "reason", reason);
                 b.uint(2, "count", *count);
-                b.put(3, "first", Value::int(first.0));
-                b.put(4, "last", Value::int(last.0));
+                b.int(3, "first", first.0);
+                b.int(4, "last", last.0);
             }
         }
-        b.fields
     }
 
     /// The event as the CBOR value `{0: code, 1: body}`.
@@ -619,7 +635,24 @@ impl fmt::Debug for RequestId {
     }
 }
 
-/// Builds a body in key order; keys must be pushed ascending (the catalogue lists them so).
+/// Receives an event's body fields in key order; keys come ascending (the catalogue lists them
+/// so). [`Body`] collects them as values, [`Count`] counts them, [`Encode`] writes them.
+trait Sink {
+    fn text(&mut self, key: u64, name: &'static str, s: &str);
+    fn uint(&mut self, key: u64, name: &'static str, n: u64);
+    fn int(&mut self, key: u64, name: &'static str, n: i64);
+    fn bytes(&mut self, key: u64, name: &'static str, b: &[u8]);
+    fn bool(&mut self, key: u64, name: &'static str, b: bool);
+    /// An array of texts.
+    fn texts(&mut self, key: u64, name: &'static str, items: &[&str]);
+    /// An array of `[key, value]` text pairs.
+    fn pairs(&mut self, key: u64, name: &'static str, pairs: &[(String, String)]);
+    fn hash(&mut self, key: u64, name: &'static str, h: &Hash) {
+        self.bytes(key, name, &h.0);
+    }
+}
+
+/// Collects a body as [`Field`]s.
 #[derive(Default)]
 struct Body {
     fields: Vec<Field>,
@@ -629,17 +662,27 @@ impl Body {
     fn put(&mut self, key: u64, name: &'static str, value: Value) {
         self.fields.push(Field { key, name, value });
     }
+}
+
+impl Sink for Body {
     fn text(&mut self, key: u64, name: &'static str, s: &str) {
         self.put(key, name, Value::Text(s.to_owned()));
     }
     fn uint(&mut self, key: u64, name: &'static str, n: u64) {
         self.put(key, name, Value::Uint(n));
     }
+    fn int(&mut self, key: u64, name: &'static str, n: i64) {
+        self.put(key, name, Value::int(n));
+    }
     fn bytes(&mut self, key: u64, name: &'static str, b: &[u8]) {
         self.put(key, name, Value::Bytes(b.to_vec()));
     }
-    fn hash(&mut self, key: u64, name: &'static str, h: &Hash) {
-        self.bytes(key, name, &h.0);
+    fn bool(&mut self, key: u64, name: &'static str, b: bool) {
+        self.put(key, name, Value::Bool(b));
+    }
+    fn texts(&mut self, key: u64, name: &'static str, items: &[&str]) {
+        let items = items.iter().map(|t| Value::Text((*t).to_owned())).collect();
+        self.put(key, name, Value::Array(items));
     }
     fn pairs(&mut self, key: u64, name: &'static str, pairs: &[(String, String)]) {
         let items = pairs
@@ -647,6 +690,75 @@ impl Body {
             .map(|(k, v)| Value::Array(vec![Value::Text(k.clone()), Value::Text(v.clone())]))
             .collect();
         self.put(key, name, Value::Array(items));
+    }
+}
+
+/// Counts a body's fields: the length of its map, written before the fields.
+struct Count(usize);
+
+impl Sink for Count {
+    fn text(&mut self, _: u64, _: &'static str, _: &str) {
+        self.0 += 1;
+    }
+    fn uint(&mut self, _: u64, _: &'static str, _: u64) {
+        self.0 += 1;
+    }
+    fn int(&mut self, _: u64, _: &'static str, _: i64) {
+        self.0 += 1;
+    }
+    fn bytes(&mut self, _: u64, _: &'static str, _: &[u8]) {
+        self.0 += 1;
+    }
+    fn bool(&mut self, _: u64, _: &'static str, _: bool) {
+        self.0 += 1;
+    }
+    fn texts(&mut self, _: u64, _: &'static str, _: &[&str]) {
+        self.0 += 1;
+    }
+    fn pairs(&mut self, _: u64, _: &'static str, _: &[(String, String)]) {
+        self.0 += 1;
+    }
+}
+
+/// Writes a body's fields as CBOR map entries.
+struct Encode<'a>(Writer<'a>);
+
+impl Sink for Encode<'_> {
+    fn text(&mut self, key: u64, _: &'static str, s: &str) {
+        self.0.uint(key);
+        self.0.text(s);
+    }
+    fn uint(&mut self, key: u64, _: &'static str, n: u64) {
+        self.0.uint(key);
+        self.0.uint(n);
+    }
+    fn int(&mut self, key: u64, _: &'static str, n: i64) {
+        self.0.uint(key);
+        self.0.int(n);
+    }
+    fn bytes(&mut self, key: u64, _: &'static str, b: &[u8]) {
+        self.0.uint(key);
+        self.0.bytes(b);
+    }
+    fn bool(&mut self, key: u64, _: &'static str, b: bool) {
+        self.0.uint(key);
+        self.0.bool(b);
+    }
+    fn texts(&mut self, key: u64, _: &'static str, items: &[&str]) {
+        self.0.uint(key);
+        self.0.array(items.len());
+        for t in items {
+            self.0.text(t);
+        }
+    }
+    fn pairs(&mut self, key: u64, _: &'static str, pairs: &[(String, String)]) {
+        self.0.uint(key);
+        self.0.array(pairs.len());
+        for (k, v) in pairs {
+            self.0.array(2);
+            self.0.text(k);
+            self.0.text(v);
+        }
     }
 }
 
