@@ -318,3 +318,51 @@ async fn a_lagging_subscriber_is_told_the_gap_and_misses_nothing() {
         "the subscriber lagged, so a gap must have been reported"
     );
 }
+
+/// redb indexes acknowledged records after the acknowledgement, in batches of its own; a reader
+/// still gets every record up to the head it saw, with the head's hash, while appends keep the
+/// sequencer busy, and a checkpoint as soon as its batch is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_see_every_acknowledged_record_while_indexing_lags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open_on(&dir.path().join("log.redb"), &Disk::default()));
+    let mut writers = Vec::new();
+    for w in 0..16u64 {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..150 {
+                store
+                    .append(vec![conformance::filler(w * 1000 + i)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    let mut reads = 0;
+    while writers.iter().any(|w| !w.is_finished()) || reads == 0 {
+        let head = store.head();
+        let records = store.read(0..head.size).await.unwrap();
+        assert_eq!(
+            records.len() as u64,
+            head.size,
+            "a record below the head was missing"
+        );
+        assert_eq!(records.last().unwrap().hash, head.hash);
+        let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+        let covered = cps.last().unwrap().checkpoint.size;
+        // A checkpoint is cut at the first batch boundary after 64 new records, and a batch
+        // here holds at most 16 (one per writer): the last one is at most 80 behind the head.
+        assert!(
+            covered + 80 >= head.size,
+            "checkpoint at {covered}, head {}",
+            head.size
+        );
+        reads += 1;
+        tokio::task::yield_now().await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(store.head().size, 1 + 16 * 150);
+    assert_eq!(store.read(0..u64::MAX).await.unwrap().len(), 1 + 16 * 150);
+}

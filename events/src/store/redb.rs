@@ -2,19 +2,23 @@
 //!
 //! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
 //! moment into one batch. The batch's records, and any checkpoint cut at this boundary, are
-//! written to the journal and synced (the durability point, see [`super::journal`]), then indexed
-//! in redb with the Merkle nodes they complete. That redb commit is synced
-//! (`Durability::Immediate`) only when the journal is due to start over and on shutdown; otherwise
-//! it is not, because the journal already holds the records and the checkpoint. Only then are
-//! the records applied to the projections and the appends resolved, so readers never see a
-//! record or a checkpoint that is not durable. A guarded entry that follows other staged entries in
+//! written to the journal and synced (the durability point, see [`super::journal`]), applied to
+//! the projections, and only then are the appends resolved. redb indexes them, with the Merkle
+//! nodes they complete, afterwards and in batches of its own: when no append is waiting, when
+//! [`INDEX_AT`] rows are pending, or when a reader asks for them (a reader of records, proofs or
+//! checkpoints first waits until redb holds everything acknowledged up to what it reads). Those
+//! commits are not synced, because the journal already holds what they index; a synced redb
+//! commit (`Durability::Immediate`) indexes everything pending when the journal is due to start
+//! over and on shutdown. So readers never see a record or a checkpoint that is not durable, and
+//! an append waits for neither redb commit. A guarded entry that follows other staged entries in
 //! the same batch first commits and applies them, so its guard sees every earlier record.
 //!
-//! **Invariant:** the sequencer is the only writer. If a journal write or a commit fails, its
-//! entries are answered `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled
-//! back, and the files are reopened before the next batch: redb returns to its last synced
+//! **Invariant:** the sequencer is the only writer. If a journal write or a synced commit fails,
+//! its entries are answered `Unavailable`, the sequencer's view (size, last hash, frontier) is
+//! rolled back, and the files are reopened before the next batch: redb returns to its last synced
 //! commit and the journal's records after it are indexed again; the projections were never
-//! touched.
+//! touched. If an index commit of acknowledged records fails, the files are reopened at once the
+//! same way (the journal holds those records).
 //!
 //! Layout of the file: `records` (seq → a row), `checkpoints` (number → signed note), `meta`
 //! (format version). A row is `[m][m × 32-byte hashes][canonical record bytes]`: the record and
@@ -25,8 +29,8 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
 
@@ -61,11 +65,16 @@ const WRITER_CACHE_BYTES: usize = 128 << 20;
 const READER_CACHE_BYTES: usize = 32 << 20;
 /// The most requests one transaction gathers; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 4096;
+/// Acknowledged rows waiting for redb that make the sequencer index them even while appends
+/// wait: bounds the pause one index commit adds to the batch behind it.
+pub const INDEX_AT: usize = 128;
+/// How long a reader waits for redb to index what it asked for.
+const INDEX_WAIT: Duration = Duration::from_secs(30);
 
 /// The embedded event store. Cheap to clone; every clone talks to the same sequencer.
 pub struct RedbStore<S: Fold> {
     shared: Arc<Shared<S>>,
-    tx: Mutex<Option<mpsc::Sender<Request<S>>>>,
+    tx: Mutex<Option<mpsc::Sender<Msg<S>>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
 }
 
@@ -95,6 +104,8 @@ pub struct LogReader {
 struct Shared<S> {
     state: RwLock<S>,
     head: RwLock<Head>,
+    /// How far redb holds the log; readers wait on it.
+    index: (Mutex<Indexed>, Condvar),
     db: RwLock<Option<Arc<Database>>>,
     records: broadcast::Sender<Arc<Vec<StoredRecord>>>,
     poisoned: RwLock<Option<String>>,
@@ -104,6 +115,36 @@ struct Request<S> {
     events: Vec<Event>,
     guard: Option<Guard<S>>,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// What the sequencer's queue carries.
+enum Msg<S> {
+    Append(Request<S>),
+    /// A reader waits for records redb does not hold yet: index what is pending now.
+    Index,
+}
+
+/// Where redb's index stands, for readers.
+#[derive(Default)]
+struct Indexed {
+    /// Every acknowledged record below this is in redb (and every checkpoint they end).
+    size: u64,
+    /// Why indexing stopped, until the files are reopened.
+    error: Option<String>,
+}
+
+/// One acknowledged batch's records (shared with the subscribers) and, per record, the interior
+/// Merkle nodes its append completed.
+type AckedBatch = (Arc<Vec<StoredRecord>>, Vec<Vec<Hash>>);
+
+/// Acknowledged batches that redb does not hold yet, oldest first. They are durable in the
+/// journal; indexing them makes them readable.
+#[derive(Default)]
+struct Unindexed {
+    batches: Vec<AckedBatch>,
+    /// Checkpoints cut with those batches: number and signed note.
+    checkpoints: Vec<(u64, String)>,
+    rows: usize,
 }
 
 /// The sequencer's own view of the log; rolled back when a commit fails.
@@ -129,6 +170,7 @@ struct Sequencer<S: Fold> {
     reopen: bool,
     /// Set on shutdown: cut a checkpoint for any records not yet covered.
     seal: bool,
+    unindexed: Unindexed,
 }
 
 /// Entries of one transaction being built.
@@ -196,6 +238,7 @@ impl<S: Fold> RedbStore<S> {
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
             head: RwLock::new(view.head()),
+            index: (Mutex::new(Indexed::default()), Condvar::new()),
             db: RwLock::new(Some(Arc::new(files.db))),
             records,
             poisoned: RwLock::new(None),
@@ -209,10 +252,12 @@ impl<S: Fold> RedbStore<S> {
             clock: Clock,
             reopen: false,
             seal: false,
+            unindexed: Unindexed::default(),
         };
         sequencer.replay_journal()?;
         catch_up(&shared, sequencer.view.size)?;
         sequencer.publish_head();
+        sequencer.set_indexed(sequencer.view.size);
         if sequencer.view.size == 0 {
             sequencer.create_log()?;
         } else {
@@ -244,12 +289,14 @@ impl<S: Fold> RedbStore<S> {
 
     /// The raw stored bytes of `range`, for export and verification (no decoding).
     pub fn read_raw(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.wait_indexed(range.end)?;
         let db = self.db()?;
         read_raw(&*db, range)
     }
 
     /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.wait_indexed(size)?;
         let db = self.db()?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
@@ -258,10 +305,40 @@ impl<S: Fold> RedbStore<S> {
 
     /// A consistency proof between two sizes, from the stored nodes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
+        self.wait_indexed(new)?;
         let db = self.db()?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
+    }
+
+    /// Waits until redb holds every acknowledged record below `end` (at most the head), asking
+    /// the sequencer to index now if it does not.
+    fn wait_indexed(&self, end: u64) -> Result<(), StoreError> {
+        let need = end.min(self.head().size);
+        let (lock, cv) = &self.shared.index;
+        let poisoned = || StoreError::Io("store lock poisoned".into());
+        if lock.lock().map_err(|_| poisoned())?.size >= need {
+            return Ok(());
+        }
+        if let Ok(tx) = self.tx.lock()
+            && let Some(tx) = tx.as_ref()
+        {
+            // A stopped sequencer has indexed everything on its way out.
+            let _ = tx.send(Msg::Index);
+        }
+        let st = lock.lock().map_err(|_| poisoned())?;
+        let (st, _) = cv
+            .wait_timeout_while(st, INDEX_WAIT, |st| st.size < need && st.error.is_none())
+            .map_err(|_| poisoned())?;
+        if st.size >= need {
+            return Ok(());
+        }
+        Err(StoreError::Io(format!(
+            "the index holds {} of the {need} records asked for: {}",
+            st.size,
+            st.error.as_deref().unwrap_or("it did not catch up in time")
+        )))
     }
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
@@ -314,11 +391,11 @@ impl<S: Fold> RedbStore<S> {
         let Some(tx) = tx.as_ref() else {
             return Err(AppendError::Unavailable("the store is shut down".into()));
         };
-        tx.send(Request {
+        tx.send(Msg::Append(Request {
             events,
             guard,
             reply,
-        })
+        }))
         .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
         Ok(rx)
     }
@@ -359,6 +436,8 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
     }
 
     async fn checkpoints(&self, range: Range<u64>) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        // A checkpoint is indexed with the batch it ends.
+        self.wait_indexed(u64::MAX)?;
         let db = self.db()?;
         read_checkpoints(&*db, range)
     }
@@ -495,7 +574,7 @@ impl LogReader {
 // === impl Sequencer ===
 
 impl<S: Fold> Sequencer<S> {
-    fn run(mut self, rx: mpsc::Receiver<Request<S>>) {
+    fn run(mut self, rx: mpsc::Receiver<Msg<S>>) {
         let tick = self
             .options
             .policy
@@ -504,22 +583,39 @@ impl<S: Fold> Sequencer<S> {
             .div_f64(4.0)
             .clamp(Duration::from_millis(5), Duration::from_secs(1));
         loop {
-            let first = match rx.recv_timeout(tick) {
-                Ok(r) => Some(r),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = if self.unindexed.is_empty() {
+                match rx.recv_timeout(tick) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match rx.try_recv() {
+                    Ok(m) => Some(m),
+                    // Nothing waits: a good moment to index.
+                    Err(TryRecvError::Empty) => {
+                        self.index();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
             };
             let mut batch = Vec::new();
-            if let Some(r) = first {
-                batch.push(r);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(r) => batch.push(r),
-                        Err(_) => break,
-                    }
+            let mut index_now = false;
+            let mut next = first;
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Append(r) => batch.push(r),
+                    Msg::Index => index_now = true,
+                }
+                if batch.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
             self.process(batch);
+            if index_now || self.unindexed.rows >= INDEX_AT {
+                self.index();
+            }
         }
         // Shutting down: seal what is not yet covered by a checkpoint, and leave redb holding
         // everything durably, so a reader needs no journal.
@@ -626,6 +722,8 @@ impl<S: Fold> Sequencer<S> {
             .ok_or_else(|| StoreError::Io("the journal is closed".into()))?;
         let pending =
             journal.recover(self.view.size, self.view.last_hash, self.view.checkpoints)?;
+        // Whatever was waiting for the index is among the journal's frames.
+        self.unindexed = Unindexed::default();
         if !pending.is_empty() {
             let mut staged = Staged::default();
             let mut records = pending.records.into_iter();
@@ -647,7 +745,8 @@ impl<S: Fold> Sequencer<S> {
                     note: &cp.note,
                 })
                 .collect();
-            self.write(&staged, &entries, true)
+            let db = self.db().map_err(StoreError::Io)?;
+            write_index(&db, &Unindexed::default(), &staged, &entries, true)
                 .map_err(StoreError::Io)?;
             if let Some(cp) = pending.checkpoints.last() {
                 self.view.checkpoints = cp.number + 1;
@@ -707,15 +806,69 @@ impl<S: Fold> Sequencer<S> {
         if !self.journal.as_ref().is_some_and(Journal::holds_frames) {
             return Ok(());
         }
-        self.write(&Staged::default(), &[], true)?;
+        write_index(&*self.db()?, &self.unindexed, &Staged::default(), &[], true)?;
+        self.unindexed = Unindexed::default();
+        self.set_indexed(self.view.size);
         if let Some(j) = self.journal.as_mut() {
             j.restart();
         }
         Ok(())
     }
 
+    /// Indexes the pending acknowledged batches in one unsynced redb commit. On failure the
+    /// files are reopened now, which indexes them from the journal.
+    fn index(&mut self) {
+        if self.unindexed.is_empty() {
+            return;
+        }
+        let written = if self.reopen {
+            Err("a commit failed and the files are to be reopened".to_owned())
+        } else {
+            self.db()
+                .and_then(|db| write_index(&db, &self.unindexed, &Staged::default(), &[], false))
+        };
+        // Indexed now, or by the reopen below (or the next one) from the journal.
+        self.unindexed = Unindexed::default();
+        match written {
+            Ok(()) => self.set_indexed(self.view.size),
+            Err(e) => {
+                self.reopen = true;
+                if let Err(why) = self.ready() {
+                    self.set_index_error(format!("indexing failed ({e}) and {why}"));
+                }
+            }
+        }
+    }
+
+    /// Tells readers that redb holds the log up to `size`.
+    fn set_indexed(&self, size: u64) {
+        let (lock, cv) = &self.shared.index;
+        if let Ok(mut st) = lock.lock() {
+            st.size = size;
+            st.error = None;
+            cv.notify_all();
+        }
+    }
+
+    fn set_index_error(&self, why: String) {
+        let (lock, cv) = &self.shared.index;
+        if let Ok(mut st) = lock.lock() {
+            st.error.get_or_insert(why);
+            cv.notify_all();
+        }
+    }
+
+    fn db(&self) -> Result<Arc<Database>, String> {
+        self.shared
+            .db
+            .read()
+            .map_err(|_| "store lock poisoned".to_owned())?
+            .clone()
+            .ok_or_else(|| "the database is closed".to_owned())
+    }
+
     /// Commits staged entries (and a checkpoint if one is due), then applies and answers them.
-    fn commit(&mut self, staged: Staged, may_checkpoint: bool) {
+    fn commit(&mut self, mut staged: Staged, may_checkpoint: bool) {
         let now = self.clock.now().max(self.view.last_time);
         let checkpoint = if may_checkpoint || !staged.records.is_empty() {
             self.due_checkpoint(now)
@@ -731,20 +884,41 @@ impl<S: Fold> Sequencer<S> {
             number: self.view.checkpoints,
             note: &cp.note,
         });
-        let written = self
-            .journal_append(&staged, entry)
-            .and_then(|()| self.write(&staged, entry.as_slice(), durable));
+        let written = self.journal_append(&staged, entry).and_then(|()| {
+            if durable {
+                write_index(
+                    &*self.db()?,
+                    &self.unindexed,
+                    &staged,
+                    entry.as_slice(),
+                    true,
+                )
+            } else {
+                Ok(())
+            }
+        });
         match written {
             Ok(()) => {
-                if durable && let Some(j) = self.journal.as_mut() {
-                    j.restart();
+                if durable {
+                    self.unindexed = Unindexed::default();
+                    if let Some(j) = self.journal.as_mut() {
+                        j.restart();
+                    }
                 }
-                if let Some(cp) = checkpoint {
+                let cp = checkpoint.map(|cp| {
+                    let number = self.view.checkpoints;
                     self.view.checkpoints += 1;
                     self.view.cp_size = cp.checkpoint.size;
                     self.view.cp_time = cp.checkpoint.time;
+                    (number, cp.note)
+                });
+                let nodes = std::mem::take(&mut staged.nodes);
+                let records = self.publish(staged);
+                if durable {
+                    self.set_indexed(self.view.size);
+                } else {
+                    self.unindexed.push(records, nodes, cp);
                 }
-                self.publish(staged);
             }
             Err(e) => {
                 self.view = before;
@@ -789,48 +963,9 @@ impl<S: Fold> Sequencer<S> {
         })
     }
 
-    /// One redb transaction for `staged` and `checkpoints`; synced only when `durable`
-    /// (otherwise the journal already holds them, and redb keeps the commit until the next
-    /// synced one).
-    fn write(
-        &self,
-        staged: &Staged,
-        checkpoints: &[CheckpointEntry<'_>],
-        durable: bool,
-    ) -> Result<(), String> {
-        let db = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| "store lock poisoned".to_owned())?
-            .clone()
-            .ok_or_else(|| "the database is closed".to_owned())?;
-        let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-        if !durable {
-            txn.set_durability(Durability::None)
-                .map_err(|e| e.to_string())?;
-        }
-        {
-            let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
-            let mut row = Vec::new();
-            for (r, nodes) in staged.records.iter().zip(&staged.nodes) {
-                pack_row(&mut row, nodes, &r.bytes);
-                records
-                    .insert(r.record.seq.0, row.as_slice())
-                    .map_err(|e| e.to_string())?;
-            }
-            if !checkpoints.is_empty() {
-                let mut cps = txn.open_table(CHECKPOINTS).map_err(|e| e.to_string())?;
-                for cp in checkpoints {
-                    cps.insert(cp.number, cp.note).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-        txn.commit().map_err(|e| e.to_string())
-    }
-
-    /// Applies committed records to the state, updates the head, answers and broadcasts.
-    fn publish(&mut self, staged: Staged) {
+    /// Applies committed records to the state, updates the head, answers and broadcasts; returns
+    /// the records, shared with the subscribers.
+    fn publish(&mut self, staged: Staged) -> Arc<Vec<StoredRecord>> {
         if !staged.records.is_empty() {
             match self.shared.state.write() {
                 Ok(mut state) => {
@@ -850,9 +985,11 @@ impl<S: Fold> Sequencer<S> {
         for (reply, appended) in staged.replies {
             let _ = reply.send(Ok(appended));
         }
-        if !staged.records.is_empty() {
-            let _ = self.shared.records.send(Arc::new(staged.records));
+        let records = Arc::new(staged.records);
+        if !records.is_empty() {
+            let _ = self.shared.records.send(records.clone());
         }
+        records
     }
 
     /// Makes the view's head what readers see.
@@ -903,6 +1040,7 @@ impl<S: Fold> Sequencer<S> {
         self.replay_journal().map_err(|e| e.to_string())?;
         catch_up(&self.shared, self.view.size).map_err(|e| e.to_string())?;
         self.publish_head();
+        self.set_indexed(self.view.size);
         self.reopen = false;
         Ok(())
     }
@@ -983,6 +1121,71 @@ impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
             .and_then(Hash::from_slice)
             .ok_or_else(missing)
     }
+}
+
+// === impl Unindexed ===
+
+impl Unindexed {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty() && self.checkpoints.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        records: Arc<Vec<StoredRecord>>,
+        nodes: Vec<Vec<Hash>>,
+        checkpoint: Option<(u64, String)>,
+    ) {
+        self.rows += records.len();
+        if !records.is_empty() {
+            self.batches.push((records, nodes));
+        }
+        self.checkpoints.extend(checkpoint);
+    }
+}
+
+/// One redb transaction: the pending batches, then `staged` and `checkpoints`; synced only
+/// when `durable` (otherwise the journal already holds them, and redb keeps the commit until
+/// the next synced one).
+fn write_index(
+    db: &Database,
+    pending: &Unindexed,
+    staged: &Staged,
+    checkpoints: &[CheckpointEntry<'_>],
+    durable: bool,
+) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    if !durable {
+        txn.set_durability(Durability::None)
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
+        let mut row = Vec::new();
+        let pending_rows = pending
+            .batches
+            .iter()
+            .flat_map(|(records, nodes)| records.iter().zip(nodes));
+        for (r, nodes) in pending_rows.chain(staged.records.iter().zip(&staged.nodes)) {
+            pack_row(&mut row, nodes, &r.bytes);
+            records
+                .insert(r.record.seq.0, row.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
+        let mut cps = pending
+            .checkpoints
+            .iter()
+            .map(|(n, note)| (*n, note.as_str()))
+            .chain(checkpoints.iter().map(|c| (c.number, c.note)))
+            .peekable();
+        if cps.peek().is_some() {
+            let mut table = txn.open_table(CHECKPOINTS).map_err(|e| e.to_string())?;
+            for (number, note) in cps {
+                table.insert(number, note).map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
 }
 
 /// Writes a row: `[m][m nodes][record bytes]`.
