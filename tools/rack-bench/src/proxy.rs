@@ -2,11 +2,15 @@
 //! `mock-rack`, through nginx as a plain reverse proxy, and through the gateway (authenticated,
 //! authorized, intent durable before forwarding), in one run with one load generator.
 //!
-//! **Invariant:** the three targets are measured one after another in this process with the
-//! same load generator ([`load`]), the same mix, connection count, warm-up and window; the
-//! gateway is the real `rack-gateway dev` pipeline on `DIR/gateway` (its store on the disk the
-//! `filesystem` figure names), nginx runs the committed `nginx.conf.template`; a run whose
-//! measured window saw any failed request prints no throughput or latency figure and exits 1.
+//! **Invariant:** the three targets are measured in this process with the same load generator
+//! ([`load`]), the same mix and connection count, in interleaved rounds: all three run for the
+//! whole benchmark, and each round measures each target for `seconds / rounds` (order rotating
+//! from round to round), so a stretch of machine noise (this is a shared VM) falls on all three
+//! alike instead of on whichever target had the window. A target's figures merge its rounds'
+//! samples. The gateway is the real `rack-gateway dev` pipeline on `DIR/gateway` (its store on
+//! the disk the `filesystem` figure names), nginx runs the committed `nginx.conf.template`; a
+//! run whose measured windows saw any failed request prints no throughput or latency figure and
+//! exits 1.
 //!
 //! Each connection has its own loopback client address (`127.0.0.10`, `.11`, ...), as separate
 //! CLI users would. The gateway runs `dev`'s pipeline with its per-address limit raised (the
@@ -50,6 +54,8 @@ const GOAL_CONNECTIONS: usize = 32;
 const BENCH_PER_IP_PER_MINUTE: u32 = 100_000_000;
 /// Above this many cores used by other processes during a window, the run is flagged.
 const BUSY_MACHINE_CORES: f64 = 0.15;
+/// Warm-up of every round after a target's first (its connections are new each round).
+const ROUND_WARMUP: Duration = Duration::from_millis(500);
 
 /// Arguments of `rack-bench proxy`.
 #[derive(clap::Args, Debug)]
@@ -58,13 +64,16 @@ pub struct Args {
     /// pid file and logs to `<DATA>/nginx`.
     #[arg(long)]
     pub data: PathBuf,
-    /// Length of each measured window, per target.
+    /// Measured seconds per target, over all rounds.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub seconds: u64,
+    /// Rounds the measured seconds are split into; each round measures every target once.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub rounds: u64,
     /// Concurrent keep-alive connections (closed loop: one request in flight on each).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub connections: u64,
-    /// Warm-up before each measured window, not measured.
+    /// Warm-up before a target's first measured window, not measured.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub warmup_seconds: u64,
     /// The nginx binary (Debian's by default).
@@ -79,7 +88,14 @@ enum Proxy<'a> {
     Gateway,
 }
 
-/// One target, measured.
+/// One measured window of one target.
+struct Round {
+    outcome: Outcome,
+    window_s: f64,
+    cpu: Option<Cpu>,
+}
+
+/// One target, measured: its rounds merged.
 struct Run {
     rps: f64,
     latency: Measured,
@@ -111,6 +127,19 @@ struct Cpu {
 // === impl Cpu ===
 
 impl Cpu {
+    /// The CPU of two windows of the same target, added up.
+    fn plus(self, other: &Cpu) -> Cpu {
+        let sum = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a + b);
+        Cpu {
+            proxy_name: self.proxy_name,
+            load: self.load + other.load,
+            rack: sum(self.rack, other.rack),
+            proxy: sum(self.proxy, other.proxy),
+            machine: sum(self.machine, other.machine),
+            others: self.others,
+        }
+    }
+
     /// CPU seconds of this benchmark's own parts.
     fn total(&self) -> f64 {
         self.load + self.rack.unwrap_or(0.0) + self.proxy.unwrap_or(0.0)
@@ -133,19 +162,22 @@ pub fn run(args: &Args) -> Result<()> {
     let load_rt = runtime(cpu::LOAD)?;
     let rack_rt = runtime(cpu::RACK)?;
     let gw_rt = runtime(cpu::GATEWAY)?;
-    let timing = (
-        Duration::from_secs(args.warmup_seconds),
-        Duration::from_secs(args.seconds),
-    );
-    let plan = |target: SocketAddr, secret: &str| Plan {
+    let rounds = u32::try_from(args.rounds)?;
+    let window = Duration::from_secs(args.seconds) / rounds;
+    let plan = |target: SocketAddr, secret: &str, round: u32| Plan {
         target,
         authorization: basic(secret),
         connections,
-        warmup: timing.0,
-        seconds: timing.1,
+        warmup: if round == 0 {
+            Duration::from_secs(args.warmup_seconds)
+        } else {
+            ROUND_WARMUP
+        },
+        seconds: window,
     };
 
-    // 1. Direct to the mock rack.
+    // The three targets, all up for the whole run: the mock rack, nginx in front of it, and the
+    // gateway (`rack-gateway dev`), whose linked mock rack runs on the rack's runtime too.
     let password = random_hex()?;
     let rack = rack_rt
         .block_on(mock_rack::MockRack::start(
@@ -155,9 +187,6 @@ pub fn run(args: &Args) -> Result<()> {
         .context("starting the mock rack")?;
     rack.set_recording(false);
     eprintln!("rack-bench: direct to mock-rack at {}", rack.addr());
-    let direct = measure(&load_rt, plan(rack.addr(), &password), Proxy::None, cores)?;
-
-    // 2. Through nginx, to the same rack.
     let nginx = nginx::Nginx::start(&args.nginx, &args.data, rack.addr(), nginx_version)?;
     eprintln!(
         "rack-bench: through {} at {} ({})",
@@ -165,20 +194,6 @@ pub fn run(args: &Args) -> Result<()> {
         nginx.listen,
         nginx.config.display()
     );
-    let behind_nginx = measure(
-        &load_rt,
-        plan(nginx.listen, &password),
-        Proxy::Nginx(&nginx),
-        cores,
-    );
-    let nginx_version = nginx.version.clone();
-    let nginx_config = nginx.config.display().to_string();
-    nginx.stop()?;
-    let behind_nginx = behind_nginx?;
-    rack_rt.block_on(rack.shutdown());
-
-    // 3. Through the gateway (`rack-gateway dev`): its linked mock rack runs on the rack's
-    // runtime, as the rack of the first two runs did.
     let running = gw_rt
         .block_on(dev::start(&DevOptions {
             data: args.data.join("gateway"),
@@ -198,18 +213,47 @@ pub fn run(args: &Args) -> Result<()> {
         args.data.join("gateway").display(),
         head_before
     );
-    let gateway = measure(
-        &load_rt,
-        plan(running.proxy, &running.token),
-        Proxy::Gateway,
-        cores,
+    eprintln!(
+        "rack-bench: {rounds} rounds of {:.1} s per target",
+        window.as_secs_f64()
     );
+
+    let mut measured: [Vec<Round>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    let mut sent = [0u64; 3];
+    let mut failed = None;
+    'rounds: for round in 0..rounds {
+        for step in 0..3 {
+            // The order rotates, so no target always follows the same one.
+            let target = (step + round as usize) % 3;
+            let (plan, proxy) = match target {
+                0 => (plan(rack.addr(), &password, round), Proxy::None),
+                1 => (plan(nginx.listen, &password, round), Proxy::Nginx(&nginx)),
+                _ => (plan(running.proxy, &running.token, round), Proxy::Gateway),
+            };
+            match measure(&load_rt, plan, proxy, cores) {
+                Ok((r, n)) => {
+                    measured[target].push(r);
+                    sent[target] += n;
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    let nginx_version = nginx.version.clone();
+    let nginx_config = nginx.config.display().to_string();
     gw_rt.block_on(running.stop());
+    nginx.stop()?;
+    rack_rt.block_on(rack.shutdown());
     let appended = store.head().size - head_before;
     drop(store);
-    let (gateway, sent) = gateway?;
-    let (direct, _) = direct;
-    let (behind_nginx, _) = behind_nginx;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let [direct, behind_nginx, gateway] = measured.map(Run::from_rounds);
+    let sent = sent[2];
 
     for (name, r) in [
         ("direct", &direct),
@@ -413,9 +457,9 @@ fn rack_figure(direct: &Run, behind_nginx: &Run, gateway: &Run, cores: usize) {
         .print();
 }
 
-/// Runs the load against one target and takes the CPU split over its measured window; also
-/// returns every request that got an answer, warm-up included.
-fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Result<(Run, u64)> {
+/// Runs the load against one target for one round and takes the CPU split over its measured
+/// window; also returns every request that got an answer, warm-up included.
+fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Result<(Round, u64)> {
     let (tx, rx) = std::sync::mpsc::channel();
     let task = load_rt.spawn(async move {
         load::run(&plan, move |w| {
@@ -475,15 +519,75 @@ fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Res
         }),
         _ => None,
     };
-    let errors = outcome.errors;
-    let warmup_errors = outcome.warmup_errors;
-    let error_examples = outcome.error_examples.clone();
-    let reconnects = outcome.reconnects;
-    let body_bytes = outcome.body_bytes;
     let sent = outcome.answered;
-    let latency = outcome.measured();
-    let requests = latency.all.count as u64;
     Ok((
+        Round {
+            outcome,
+            window_s,
+            cpu,
+        },
+        sent,
+    ))
+}
+
+// === impl Run ===
+
+impl Run {
+    /// One target's rounds as one run: samples, counts and CPU seconds added up; the other
+    /// processes' CPU averaged over the windows.
+    fn from_rounds(rounds: Vec<Round>) -> Run {
+        let mut rounds = rounds.into_iter();
+        let Some(first) = rounds.next() else {
+            return Run {
+                rps: 0.0,
+                latency: Outcome::default().measured(),
+                requests: 0,
+                errors: 0,
+                warmup_errors: 0,
+                error_examples: Vec::new(),
+                reconnects: 0,
+                body_bytes_per_request: 0.0,
+                window_s: 0.0,
+                cpu: None,
+            };
+        };
+        let mut outcome = first.outcome;
+        let mut window_s = first.window_s;
+        let mut others: Vec<(String, f64)> = Vec::new();
+        let mut add_others = |cpu: &Option<Cpu>, window: f64| {
+            for (comm, cores) in cpu.iter().flat_map(|c| &c.others) {
+                match others.iter_mut().find(|(c, _)| c == comm) {
+                    Some((_, s)) => *s += cores * window,
+                    None => others.push((comm.clone(), cores * window)),
+                }
+            }
+        };
+        add_others(&first.cpu, first.window_s);
+        let mut cpu = first.cpu;
+        for r in rounds {
+            outcome.merge(r.outcome);
+            add_others(&r.cpu, r.window_s);
+            window_s += r.window_s;
+            cpu = match (cpu, r.cpu) {
+                (Some(a), Some(b)) => Some(a.plus(&b)),
+                _ => None,
+            };
+        }
+        if let Some(c) = cpu.as_mut() {
+            others.sort_by(|a, b| b.1.total_cmp(&a.1));
+            others.truncate(3);
+            c.others = others
+                .into_iter()
+                .map(|(comm, s)| (comm, s / window_s))
+                .collect();
+        }
+        let errors = outcome.errors;
+        let warmup_errors = outcome.warmup_errors;
+        let error_examples = outcome.error_examples.clone();
+        let reconnects = outcome.reconnects;
+        let body_bytes = outcome.body_bytes;
+        let latency = outcome.measured();
+        let requests = latency.all.count as u64;
         Run {
             rps: requests as f64 / window_s,
             latency,
@@ -495,9 +599,8 @@ fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Res
             body_bytes_per_request: body_bytes as f64 / (requests as f64).max(1.0),
             window_s,
             cpu,
-        },
-        sent,
-    ))
+        }
+    }
 }
 
 type Snapshot = (Option<cpu::Threads>, Option<u64>, Option<cpu::Machine>);

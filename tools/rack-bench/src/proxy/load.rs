@@ -64,6 +64,7 @@ pub struct Window {
 }
 
 /// What the measured window saw, merged over all connections.
+#[derive(Default)]
 pub struct Outcome {
     /// Successful measured requests per kind, in [`MIX`] order.
     pub samples: [Samples; 3],
@@ -145,6 +146,23 @@ impl Kind {
 // === impl Outcome ===
 
 impl Outcome {
+    /// Adds another window's outcome of the same target.
+    pub fn merge(&mut self, other: Outcome) {
+        let [a, b, c] = other.samples;
+        for (mine, theirs) in self.samples.iter_mut().zip([a, b, c]) {
+            mine.merge(theirs);
+        }
+        self.all.merge(other.all);
+        self.errors += other.errors;
+        self.warmup_errors += other.warmup_errors;
+        let room = ERRORS_KEPT.saturating_sub(self.error_examples.len());
+        self.error_examples
+            .extend(other.error_examples.into_iter().take(room));
+        self.body_bytes += other.body_bytes;
+        self.reconnects += other.reconnects;
+        self.answered += other.answered;
+    }
+
     /// The latency summaries, overall and per kind.
     pub fn measured(self) -> Measured {
         let [a, b, c] = self.samples;
