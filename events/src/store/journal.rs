@@ -2,9 +2,9 @@
 //!
 //! A batch of sealed records, and the checkpoint cut at its end if one is due, is written as
 //! consecutive frames with one `write` and one `fdatasync`, and only then acknowledged; redb
-//! indexes the same records and checkpoint in a commit that is not synced. A synced redb commit
-//! (when the journal passes [`FLUSH_AT`], and on shutdown) makes everything before it durable
-//! there too, after which the journal is written again from offset 0. One small sequential write
+//! indexes the same records and checkpoint afterwards, in commits that are not synced. A synced
+//! redb commit (when the journal passes [`FLUSH_AT`], and on shutdown) makes everything before it
+//! durable there too, after which the journal is written again from offset 0. One small sequential write
 //! per batch replaces redb's copy-on-write page writes and their syncs on the durable path, and a
 //! checkpoint costs no more than a record.
 //!
