@@ -92,6 +92,19 @@ fn record_frames(journal: &[u8]) -> Vec<Frame> {
         .collect()
 }
 
+/// Asserts that opening was refused as corrupt at seq `at`, with a message that says `says`.
+#[allow(clippy::panic, reason = "a test helper fails the test by panicking")]
+fn refused_as_corrupt(opened: Result<RedbStore<TestFold>, StoreError>, at: u64, says: &str) {
+    match opened {
+        Err(StoreError::Corrupt { seq, what }) => {
+            assert_eq!(seq.0, at, "{what}");
+            assert!(what.contains(says), "{what}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(s) => panic!("opened with {} records", s.head().size),
+    }
+}
+
 fn journal_of(dir: &Path) -> PathBuf {
     journal_path(&dir.join("log.redb"))
 }
@@ -198,14 +211,7 @@ async fn damage_before_intact_records_refuses_to_open() {
     journal[pos + 48 + len - 3] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
-    match open(copy.path()) {
-        Err(StoreError::Corrupt { seq: at, what }) => {
-            assert_eq!(at.0, seq, "{what}");
-            assert!(what.contains("journal is damaged"), "{what}");
-        }
-        Err(e) => panic!("wrong error: {e}"),
-        Ok(s) => panic!("opened with {} records", s.head().size),
-    }
+    refused_as_corrupt(open(copy.path()), seq, "journal is damaged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -349,17 +355,11 @@ async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
     journal[cp.pos + 16..cp.pos + 48].copy_from_slice(&hash::object_digest(forged.as_bytes()).0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
-    match open_every(copy.path(), 10) {
-        Err(StoreError::Corrupt { seq, what }) => {
-            assert_eq!(seq.0, 21, "{what}");
-            assert!(
-                what.contains("journaled checkpoint 2 does not verify"),
-                "{what}"
-            );
-        }
-        Err(e) => panic!("wrong error: {e}"),
-        Ok(s) => panic!("opened with {} records", s.head().size),
-    }
+    refused_as_corrupt(
+        open_every(copy.path(), 10),
+        21,
+        "journaled checkpoint 2 does not verify",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,14 +374,7 @@ async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
     journal[cp.pos + 48 + cp.len - 5] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
-    match open_every(copy.path(), 10) {
-        Err(StoreError::Corrupt { seq, what }) => {
-            assert_eq!(seq.0, 11, "{what}");
-            assert!(what.contains("journal is damaged"), "{what}");
-        }
-        Err(e) => panic!("wrong error: {e}"),
-        Ok(s) => panic!("opened with {} records", s.head().size),
-    }
+    refused_as_corrupt(open_every(copy.path(), 10), 11, "journal is damaged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
