@@ -366,3 +366,46 @@ async fn readers_see_every_acknowledged_record_while_indexing_lags() {
     assert_eq!(store.head().size, 1 + 16 * 150);
     assert_eq!(store.read(0..u64::MAX).await.unwrap().len(), 1 + 16 * 150);
 }
+
+/// The journal is the durability point: a batch it took is answered, and stays in the log, even
+/// when redb then cannot index it (its file cannot grow). Until redb can be written again the
+/// store refuses appends (fail-closed); then it indexes the answered batch from the journal,
+/// and nothing refused in between is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answered_batch_survives_an_index_that_cannot_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    store.append(vec![conformance::filler(1)]).await.unwrap();
+    disk.fail_index(Some(Failure::Full));
+    let mut answered = Vec::new();
+    let mut refused = None;
+    for b in 0..200u64 {
+        let batch: Vec<_> = (0..500)
+            .map(|i| conformance::filler(b * 1000 + i))
+            .collect();
+        match store.append(batch).await {
+            Ok(a) => answered.push(a),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(refused, Some(AppendError::Unavailable(_))),
+        "no append was refused while redb could not be written: {refused:?}"
+    );
+    let last = answered.last().unwrap();
+    let end = last.first.0 + last.hashes.len() as u64;
+
+    disk.fail_index(None);
+    let after = store.append(vec![conformance::filler(7)]).await.unwrap();
+    assert_eq!(after.first.0, end, "a refused batch was sequenced");
+    let all = store.read(0..u64::MAX).await.unwrap();
+    assert_eq!(all.len() as u64, end + 1);
+    for a in &answered {
+        let first = a.first.0 as usize;
+        assert_eq!(all[first].hash, a.hashes[0], "an answered batch is missing");
+    }
+}

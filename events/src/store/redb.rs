@@ -13,12 +13,13 @@
 //! an append waits for neither redb commit. A guarded entry that follows other staged entries in
 //! the same batch first commits and applies them, so its guard sees every earlier record.
 //!
-//! **Invariant:** the sequencer is the only writer. If a journal write or a synced commit fails,
-//! its entries are answered `Unavailable`, the sequencer's view (size, last hash, frontier) is
-//! rolled back, and the files are reopened before the next batch: redb returns to its last synced
-//! commit and the journal's records after it are indexed again; the projections were never
-//! touched. If an index commit of acknowledged records fails, the files are reopened at once the
-//! same way (the journal holds those records).
+//! **Invariant:** the sequencer is the only writer. If a journal write fails, its entries are
+//! answered `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and
+//! the files are reopened before the next batch: redb returns to its last synced commit and the
+//! journal's records after it are indexed again; the projections were never touched. A batch
+//! whose journal write succeeded is answered and applied even if an index commit then fails:
+//! the files are reopened (at once, or before the next batch) the same way, and the journal
+//! holds the batch.
 //!
 //! Layout of the file: `records` (seq → a row), `checkpoints` (number → signed note), `meta`
 //! (format version). A row is `[m][m × 32-byte hashes][canonical record bytes]`: the record and
@@ -884,50 +885,51 @@ impl<S: Fold> Sequencer<S> {
             number: self.view.checkpoints,
             note: &cp.note,
         });
-        let written = self.journal_append(&staged, entry).and_then(|()| {
-            if durable {
-                write_index(
-                    &*self.db()?,
-                    &self.unindexed,
-                    &staged,
-                    entry.as_slice(),
-                    true,
-                )
-            } else {
-                Ok(())
+        if let Err(e) = self.journal_append(&staged, entry) {
+            self.view = before;
+            self.reopen = true;
+            let msg = format!("the event store failed to commit: {e}");
+            for (reply, _) in staged.replies {
+                let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
             }
+            return;
+        }
+        // Durable from here on: the batch is answered whatever happens to the index. A synced
+        // index commit that fails leaves the journal as it is; the reopen indexes it all.
+        let indexed = durable
+            && match self
+                .db()
+                .and_then(|db| write_index(&db, &self.unindexed, &staged, entry.as_slice(), true))
+            {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!(
+                        "rack-gateway: the event store's synced index commit failed ({e}); the \
+                         journal holds the records, reopening"
+                    );
+                    self.reopen = true;
+                    false
+                }
+            };
+        if indexed {
+            self.unindexed = Unindexed::default();
+            if let Some(j) = self.journal.as_mut() {
+                j.restart();
+            }
+        }
+        let cp = checkpoint.map(|cp| {
+            let number = self.view.checkpoints;
+            self.view.checkpoints += 1;
+            self.view.cp_size = cp.checkpoint.size;
+            self.view.cp_time = cp.checkpoint.time;
+            (number, cp.note)
         });
-        match written {
-            Ok(()) => {
-                if durable {
-                    self.unindexed = Unindexed::default();
-                    if let Some(j) = self.journal.as_mut() {
-                        j.restart();
-                    }
-                }
-                let cp = checkpoint.map(|cp| {
-                    let number = self.view.checkpoints;
-                    self.view.checkpoints += 1;
-                    self.view.cp_size = cp.checkpoint.size;
-                    self.view.cp_time = cp.checkpoint.time;
-                    (number, cp.note)
-                });
-                let nodes = std::mem::take(&mut staged.nodes);
-                let records = self.publish(staged);
-                if durable {
-                    self.set_indexed(self.view.size);
-                } else {
-                    self.unindexed.push(records, nodes, cp);
-                }
-            }
-            Err(e) => {
-                self.view = before;
-                self.reopen = true;
-                let msg = format!("the event store failed to commit: {e}");
-                for (reply, _) in staged.replies {
-                    let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
-                }
-            }
+        let nodes = std::mem::take(&mut staged.nodes);
+        let records = self.publish(staged);
+        if indexed {
+            self.set_indexed(self.view.size);
+        } else {
+            self.unindexed.push(records, nodes, cp);
         }
     }
 

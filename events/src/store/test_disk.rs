@@ -1,6 +1,7 @@
 //! A disk for tests: the store's files on redb's file backend, wrapped so that a test can count
 //! the syncs and make every write and sync fail the way Linux answers on a full filesystem or
-//! one remounted read-only. Used by the store's own tests and the gateway's fail-closed tests.
+//! one remounted read-only, on both files or on the database file alone (the journal working).
+//! Used by the store's own tests and the gateway's fail-closed tests.
 //!
 //! **Invariant:** reads always work, and nothing is changed while the disk works; the store's
 //! reopen after a failed write goes through the same opener, so it sees the same disk.
@@ -27,6 +28,8 @@ pub enum Failure {
 pub struct Disk {
     /// The OS error every write and sync answers; 0 while the disk works.
     errno: Arc<AtomicI32>,
+    /// The same, for the database file only.
+    index_errno: Arc<AtomicI32>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -35,6 +38,8 @@ pub struct Disk {
 struct Backend {
     inner: FileBackend,
     disk: Disk,
+    /// The database file (not the journal).
+    index: bool,
 }
 
 // === impl Disk ===
@@ -42,12 +47,13 @@ struct Backend {
 impl Disk {
     /// From now on, every write and sync fails this way (`Some`) or works (`None`).
     pub fn fail(&self, how: Option<Failure>) {
-        let errno = match how {
-            None => 0,
-            Some(Failure::Full) => 28,     // ENOSPC
-            Some(Failure::ReadOnly) => 30, // EROFS
-        };
-        self.errno.store(errno, Ordering::SeqCst);
+        self.errno.store(errno_of(how), Ordering::SeqCst);
+    }
+
+    /// From now on, writes and syncs of the database file alone fail this way (`Some`) or work
+    /// (`None`); the journal is not affected.
+    pub fn fail_index(&self, how: Option<Failure>) {
+        self.index_errno.store(errno_of(how), Ordering::SeqCst);
     }
 
     /// Successful `sync_data` calls so far, over both files.
@@ -59,21 +65,36 @@ impl Disk {
     pub fn opener(&self, path: &Path) -> Opener {
         let (path, disk) = (path.to_owned(), self.clone());
         Box::new(move || {
-            let backend = |p: &Path| -> Result<Backend, redb::DatabaseError> {
+            let backend = |p: &Path, index: bool| -> Result<Backend, redb::DatabaseError> {
                 Ok(Backend {
                     inner: FileBackend::new(open_rw(p)?)?,
                     disk: disk.clone(),
+                    index,
                 })
             };
-            open_files_with(backend(&path)?, backend(&journal_path(&path))?)
+            open_files_with(backend(&path, true)?, backend(&journal_path(&path), false)?)
         })
     }
 
-    fn failure(&self) -> Option<std::io::Error> {
+    fn failure(&self, index: bool) -> Option<std::io::Error> {
+        let index_errno = if index {
+            self.index_errno.load(Ordering::SeqCst)
+        } else {
+            0
+        };
         match self.errno.load(Ordering::SeqCst) {
-            0 => None,
+            0 if index_errno == 0 => None,
+            0 => Some(std::io::Error::from_raw_os_error(index_errno)),
             errno => Some(std::io::Error::from_raw_os_error(errno)),
         }
+    }
+}
+
+fn errno_of(how: Option<Failure>) -> i32 {
+    match how {
+        None => 0,
+        Some(Failure::Full) => 28,     // ENOSPC
+        Some(Failure::ReadOnly) => 30, // EROFS
     }
 }
 
@@ -87,13 +108,13 @@ impl StorageBackend for Backend {
         self.inner.read(offset, out)
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        if let Some(e) = self.disk.failure() {
+        if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
         self.inner.set_len(len)
     }
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        if let Some(e) = self.disk.failure() {
+        if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
         self.inner.sync_data()?;
@@ -101,7 +122,7 @@ impl StorageBackend for Backend {
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        if let Some(e) = self.disk.failure() {
+        if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
         self.inner.write(offset, data)
