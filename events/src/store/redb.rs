@@ -627,8 +627,11 @@ impl<S: Fold> Sequencer<S> {
             }
             if let Err(e) = self.flush() {
                 eprintln!(
-                    "rack-gateway: the event store's index was not synced on shutdown ({e}); the journal keeps the records and the next open indexes them"
+                    "rack-gateway: the event store's index was not synced on shutdown ({e}); \
+                     the journal keeps the records and the next open indexes them"
                 );
+                // A reader still waiting would otherwise wait out its timeout.
+                self.set_index_error(format!("the store stopped without indexing: {e}"));
             }
         }
     }
