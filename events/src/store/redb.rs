@@ -203,6 +203,19 @@ impl View {
     }
 }
 
+// === impl Shared ===
+
+impl<S> Shared<S> {
+    /// The open database; an error while the files are being reopened.
+    fn db(&self) -> Result<Arc<Database>, String> {
+        self.db
+            .read()
+            .map_err(|_| "store lock poisoned".to_owned())?
+            .clone()
+            .ok_or_else(|| "the database is closed (the store is reopening its files)".to_owned())
+    }
+}
+
 // === impl RedbStore ===
 
 impl<S: Fold> RedbStore<S> {
@@ -343,12 +356,7 @@ impl<S: Fold> RedbStore<S> {
     }
 
     fn db(&self) -> Result<Arc<Database>, StoreError> {
-        self.shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Io("store lock poisoned".into()))?
-            .clone()
-            .ok_or_else(|| StoreError::Io("the database is being reopened".into()))
+        self.shared.db().map_err(StoreError::Io)
     }
 
     async fn send(
@@ -863,12 +871,7 @@ impl<S: Fold> Sequencer<S> {
     }
 
     fn db(&self) -> Result<Arc<Database>, String> {
-        self.shared
-            .db
-            .read()
-            .map_err(|_| "store lock poisoned".to_owned())?
-            .clone()
-            .ok_or_else(|| "the database is closed".to_owned())
+        self.shared.db()
     }
 
     /// Commits staged entries (and a checkpoint if one is due), then applies and answers them.
@@ -1069,13 +1072,7 @@ impl<S: Fold> Sequencer<S> {
     }
 
     fn check_origin(&self) -> Result<(), StoreError> {
-        let db = self
-            .shared
-            .db
-            .read()
-            .map_err(|_| StoreError::Io("store lock poisoned".into()))?
-            .clone()
-            .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+        let db = self.db().map_err(StoreError::Io)?;
         let first = read_raw(&*db, 0..1)?;
         let Some((seq, bytes)) = first.first() else {
             return Err(StoreError::Corrupt {
@@ -1301,12 +1298,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
 
 /// Applies durable records the state has not seen yet, up to `size`.
 fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
-    let db = shared
-        .db
-        .read()
-        .map_err(|_| StoreError::Io("store lock poisoned".into()))?
-        .clone()
-        .ok_or_else(|| StoreError::Io("the database is closed".into()))?;
+    let db = shared.db().map_err(StoreError::Io)?;
     let mut state = shared
         .state
         .write()
