@@ -85,6 +85,14 @@ fn frames(journal: &[u8]) -> Vec<Frame> {
     out
 }
 
+/// The frame of checkpoint `number`.
+fn checkpoint_frame(journal: &[u8], number: u64) -> Frame {
+    *frames(journal)
+        .iter()
+        .find(|f| f.checkpoint && f.number == number)
+        .unwrap()
+}
+
 fn record_frames(journal: &[u8]) -> Vec<Frame> {
     frames(journal)
         .into_iter()
@@ -304,12 +312,7 @@ async fn a_torn_checkpoint_frame_is_dropped_with_its_batch_and_the_rest_kept() {
         .collect();
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let all = frames(&journal);
-    let cut = all
-        .iter()
-        .position(|f| f.checkpoint && f.number == 3)
-        .unwrap();
-    let cp = all[cut];
+    let cp = checkpoint_frame(&journal, 3);
     // The crash tore the checkpoint's note; nothing after it reached the disk.
     let end = journal.len();
     journal[cp.pos + 48 + cp.len / 2..end].fill(0);
@@ -339,10 +342,7 @@ async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
     let (dir, _store) = store_with_journaled_checkpoints().await;
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let cp = *frames(&journal)
-        .iter()
-        .find(|f| f.checkpoint && f.number == 2)
-        .unwrap();
+    let cp = checkpoint_frame(&journal, 2);
     // The same checkpoint signed by another key of the same name, with a whole frame around it.
     let note = std::str::from_utf8(&journal[cp.pos + 48..cp.pos + 48 + cp.len]).unwrap();
     let (parsed, _) = checkpoint::parse_unverified(note.as_bytes()).unwrap();
@@ -367,10 +367,7 @@ async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
     let (dir, _store) = store_with_journaled_checkpoints().await;
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let cp = *frames(&journal)
-        .iter()
-        .find(|f| f.checkpoint && f.number == 1)
-        .unwrap();
+    let cp = checkpoint_frame(&journal, 1);
     journal[cp.pos + 48 + cp.len - 5] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
