@@ -466,6 +466,14 @@ fn match_pattern(
     if !has_tail && segments.len() != pattern.len() {
         return None;
     }
+    // Literals next: most candidates of the right length fail on one, before any allocation.
+    for (pat, segment) in pattern.iter().zip(segments) {
+        if let PatSeg::Literal(lit) = pat
+            && segment != lit
+        {
+            return None;
+        }
+    }
     let mut vars = Vec::new();
     for (i, pat) in pattern.iter().enumerate() {
         match pat {
