@@ -132,32 +132,14 @@ impl Fixture {
 /// Every file in `schemas/fixtures/api/v1/`, by name; any file not named `<Type>.json` or
 /// `<Type>-<n>.json` (n >= 2) fails.
 fn fixtures() -> Vec<Fixture> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
-        let entry = entry.unwrap();
-        let file_name = entry.file_name().into_string().unwrap();
-        let name = file_name
-            .strip_suffix(".json")
-            .unwrap_or_else(|| panic!("schemas/fixtures/api/v1/{file_name}: not a .json fixture"));
-        let body = match name.split_once('-') {
-            None => name,
-            Some((body, n)) => {
-                let n: u32 = n.parse().unwrap_or_else(|_| {
-                    panic!("{file_name}: a later shape is named <Type>-<n>.json")
-                });
-                assert!(n >= 2, "{file_name}: the first shape is <Type>.json");
-                body
-            }
-        };
-        out.push(Fixture {
-            name: name.to_owned(),
-            body: body.to_owned(),
-            bytes: std::fs::read(entry.path()).unwrap(),
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(!out.is_empty(), "no fixtures found");
-    out
+    events::fixtures::read_dir(&fixtures_dir(), "json", &|_| false)
+        .into_iter()
+        .map(|f| Fixture {
+            name: f.name,
+            body: f.kind,
+            bytes: f.bytes,
+        })
+        .collect()
 }
 
 // === JSON Schema ===

@@ -78,35 +78,16 @@ struct Fixture {
 /// Every `*.cbor` file in `schemas/fixtures/`, by name. Files are named `<CODE>.cbor`, and a
 /// later shape of the same code `<CODE>-<n>.cbor` (n >= 2); any other file but the README fails.
 fn fixtures() -> Vec<Fixture> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(schemas_dir().join("fixtures")).unwrap() {
-        let entry = entry.unwrap();
-        let file_name = entry.file_name().into_string().unwrap();
-        if entry.file_type().unwrap().is_dir() || file_name == "README.md" {
-            continue;
-        }
-        let name = file_name
-            .strip_suffix(".cbor")
-            .unwrap_or_else(|| panic!("schemas/fixtures/{file_name}: not a .cbor fixture"));
-        let code = match name.split_once('-') {
-            None => name,
-            Some((code, n)) => {
-                let n: u32 = n.parse().unwrap_or_else(|_| {
-                    panic!("{file_name}: a later shape is named <CODE>-<n>.cbor")
-                });
-                assert!(n >= 2, "{file_name}: the first shape is <CODE>.cbor");
-                code
-            }
-        };
-        out.push(Fixture {
-            name: name.to_owned(),
-            code: code.to_owned(),
-            bytes: std::fs::read(entry.path()).unwrap(),
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(!out.is_empty(), "no fixtures found");
-    out
+    let passed_over =
+        |e: &std::fs::DirEntry| e.file_type().unwrap().is_dir() || e.file_name() == "README.md";
+    events::fixtures::read_dir(&schemas_dir().join("fixtures"), "cbor", &passed_over)
+        .into_iter()
+        .map(|f| Fixture {
+            name: f.name,
+            code: f.kind,
+            bytes: f.bytes,
+        })
+        .collect()
 }
 
 fn decoded(f: &Fixture) -> StoredRecord {
