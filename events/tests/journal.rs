@@ -117,6 +117,17 @@ fn journal_of(dir: &Path) -> PathBuf {
     journal_path(&dir.join("log.redb"))
 }
 
+/// The leaf hashes of the records of `store` in `range`.
+async fn hashes_of(store: &RedbStore<TestFold>, range: std::ops::Range<u64>) -> Vec<[u8; 32]> {
+    store
+        .read(range)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.hash.0)
+        .collect()
+}
+
 /// A store with 40 acknowledged records after its first checkpoint, open and idle.
 async fn store_with_journaled_records() -> (tempfile::TempDir, RedbStore<TestFold>, Vec<[u8; 32]>) {
     let dir = tempfile::tempdir().unwrap();
@@ -124,13 +135,7 @@ async fn store_with_journaled_records() -> (tempfile::TempDir, RedbStore<TestFol
     for i in 0..40 {
         store.append(vec![conformance::filler(i)]).await.unwrap();
     }
-    let hashes = store
-        .read(0..u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.hash.0)
-        .collect();
+    let hashes = hashes_of(&store, 0..u64::MAX).await;
     (dir, store, hashes)
 }
 
@@ -152,13 +157,7 @@ async fn acknowledged_records_only_in_the_journal_come_back_on_open() {
     drop(without);
 
     let reopened = open(copy.path()).unwrap();
-    let back: Vec<[u8; 32]> = reopened
-        .read(0..u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.hash.0)
-        .collect();
+    let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes, "every acknowledged record, unchanged");
     assert_eq!(
         reopened.with_state(|s| s.clone()),
@@ -194,13 +193,7 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open(copy.path()).unwrap();
-    let back: Vec<[u8; 32]> = reopened
-        .read(0..u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.hash.0)
-        .collect();
+    let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes[..40], "all but the torn record");
 }
 
@@ -303,13 +296,7 @@ async fn acknowledged_checkpoints_only_in_the_journal_come_back_on_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_checkpoint_frame_is_dropped_with_its_batch_and_the_rest_kept() {
     let (dir, store) = store_with_journaled_checkpoints().await;
-    let hashes: Vec<[u8; 32]> = store
-        .read(0..31)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.hash.0)
-        .collect();
+    let hashes = hashes_of(&store, 0..31).await;
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
     let cp = checkpoint_frame(&journal, 3);
@@ -327,13 +314,7 @@ async fn a_torn_checkpoint_frame_is_dropped_with_its_batch_and_the_rest_kept() {
         .map(|c| c.checkpoint.size)
         .collect();
     assert_eq!(sizes, [1, 11, 21], "the torn checkpoint is not indexed");
-    let back: Vec<[u8; 32]> = reopened
-        .read(0..u64::MAX)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.hash.0)
-        .collect();
+    let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes, "the records before the torn frame are kept");
 }
 
