@@ -110,6 +110,22 @@ impl ApiError {
     }
 }
 
+impl<T: Serialize> Answer<T> {
+    /// The answer to a call: `body` with `status` when it succeeded, else its error's answer;
+    /// both carry the call's request id.
+    pub fn of(result: Result<T, ApiError>, status: StatusCode, request_id: String) -> Response {
+        match result {
+            Ok(body) => Answer {
+                status,
+                body,
+                request_id,
+            }
+            .into_response(),
+            Err(e) => e.answer(request_id),
+        }
+    }
+}
+
 impl<T: Serialize> IntoResponse for Answer<T> {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(self.body)).into_response();

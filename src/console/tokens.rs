@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use events::event::{Permission, Principal, TokenId};
 use events::store::{AppendError, EventStore};
@@ -71,15 +71,11 @@ pub async fn tokens_post(
         Clock.now(),
     );
     let request_id = call.request_id.clone();
-    match create(&state, &call, req).await {
-        Ok(body) => Answer {
-            status: StatusCode::CREATED,
-            body,
-            request_id,
-        }
-        .into_response(),
-        Err(e) => e.answer(request_id),
-    }
+    Answer::of(
+        create(&state, &call, req).await,
+        StatusCode::CREATED,
+        request_id,
+    )
 }
 
 /// `GET /api/v1/tokens`.
@@ -97,15 +93,11 @@ pub async fn tokens_get(
         Clock.now(),
     );
     let request_id = call.request_id.clone();
-    match list(&state, &call, &headers).await {
-        Ok(body) => Answer {
-            status: StatusCode::OK,
-            body,
-            request_id,
-        }
-        .into_response(),
-        Err(e) => e.answer(request_id),
-    }
+    Answer::of(
+        list(&state, &call, &headers).await,
+        StatusCode::OK,
+        request_id,
+    )
 }
 
 /// `DELETE /api/v1/tokens/{id}`. The id is read from the raw path, after admission, so a
@@ -127,15 +119,11 @@ pub async fn token_delete(
     };
     let call = Call::new(&state, peer, req.headers(), "DELETE", path, Clock.now());
     let request_id = call.request_id.clone();
-    match revoke(&state, &call, id, req).await {
-        Ok(body) => Answer {
-            status: StatusCode::OK,
-            body,
-            request_id,
-        }
-        .into_response(),
-        Err(e) => e.answer(request_id),
-    }
+    Answer::of(
+        revoke(&state, &call, id, req).await,
+        StatusCode::OK,
+        request_id,
+    )
 }
 
 async fn create(
