@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -30,8 +30,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+#[path = "common/eventually.rs"]
+mod eventually;
 #[path = "common/test_certs.rs"]
 mod test_certs;
+use eventually::eventually_within;
 use test_certs::certificate;
 
 /// How long any read, or any wait for the log, may take.
@@ -311,14 +314,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < until, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually_within(DEADLINE, what, f).await
 }
 
 fn requested(r: &Record) -> Option<&CommandRequested> {

@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -31,6 +31,10 @@ use rack_gateway::store::{self as gateway_store, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+#[path = "../common/eventually.rs"]
+mod eventually;
+pub use eventually::eventually_within;
 
 /// How long any single read, or any wait for the log, may take.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -387,25 +391,6 @@ where
     Fut: Future<Output = Option<T>>,
 {
     eventually_within(DEADLINE, what, f).await
-}
-
-/// As [`eventually`] with its own deadline.
-pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, f: F) -> T
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let until = Instant::now() + deadline;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < until,
-            "gave up after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 // === The wire ===
