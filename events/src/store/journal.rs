@@ -1,7 +1,8 @@
 //! The journal beside the redb file: where an append becomes durable.
 //!
 //! A batch of sealed records, and the checkpoint cut at its end if one is due, is written as
-//! consecutive frames with one `write` and one `fdatasync`, and only then acknowledged; redb
+//! consecutive frames with one durable write (direct and synchronous where the file system offers
+//! it, see [`super::direct`]; else a `write` and an `fdatasync`), and only then acknowledged; redb
 //! indexes the same records and checkpoint afterwards, in commits that are not synced. A synced
 //! redb commit (when the journal passes [`FLUSH_AT`], and on shutdown) makes everything before it
 //! durable there too, after which the journal is written again from offset 0. One small sequential write
@@ -32,6 +33,7 @@
 use redb::StorageBackend;
 
 use super::StoreError;
+use super::direct::{BLOCK, DirectError, DirectFile};
 use crate::checkpoint::{self, Checkpoint};
 use crate::hash::{self, Hash};
 use crate::record::{self, StoredRecord};
@@ -50,7 +52,13 @@ const MAX_PAYLOAD: u32 = 64 << 20;
 /// The journal file and where the next batch goes.
 pub(crate) struct Journal {
     file: Box<dyn StorageBackend>,
+    /// The same file for direct synchronous writes, where the file system offers them; the
+    /// buffered `file` (write, then `sync_data`) otherwise.
+    direct: Option<DirectFile>,
     offset: u64,
+    /// The bytes of the block `offset` falls in, before `offset`: a direct write rewrites that
+    /// block whole, so it starts with them.
+    tail: Vec<u8>,
     allocated: u64,
 }
 
@@ -123,11 +131,17 @@ impl Frame {
 }
 
 impl Journal {
-    pub(crate) fn open(file: Box<dyn StorageBackend>) -> Result<Journal, StoreError> {
+    /// The journal in `file`, written through `direct` where that is given.
+    pub(crate) fn open(
+        file: Box<dyn StorageBackend>,
+        direct: Option<DirectFile>,
+    ) -> Result<Journal, StoreError> {
         let allocated = file.len().map_err(journal_io)?;
         Ok(Journal {
             file,
+            direct,
             offset: 0,
+            tail: Vec::new(),
             allocated,
         })
     }
@@ -147,7 +161,9 @@ impl Journal {
         if size == 0 {
             return Ok(());
         }
-        let mut buf = Vec::with_capacity(size);
+        // The block `offset` falls in is written again from its start, padded to whole blocks.
+        let mut buf = Vec::with_capacity(self.tail.len() + size + BLOCK);
+        buf.extend_from_slice(&self.tail);
         for r in records {
             put_frame(&mut buf, RECORD, r.record.seq.0, &r.hash, &r.bytes)?;
         }
@@ -155,12 +171,36 @@ impl Journal {
             let digest = hash::object_digest(c.note.as_bytes());
             put_frame(&mut buf, CHECKPOINT, c.number, &digest, c.note.as_bytes())?;
         }
-        let end = self.offset + buf.len() as u64;
-        if end > self.allocated {
+        let start = self.offset - self.tail.len() as u64;
+        let end = start + buf.len() as u64;
+        if end.div_ceil(BLOCK as u64) * BLOCK as u64 > self.allocated {
             self.grow(end)?;
+            // The zeros must be on disk before a direct write relies on them.
+            if self.direct.is_some() {
+                self.file.sync_data()?;
+            }
         }
-        self.file.write(self.offset, &buf)?;
-        self.file.sync_data()?;
+        let used = buf.len();
+        buf.resize(used.div_ceil(BLOCK) * BLOCK, 0);
+        let direct = match self.direct.as_mut() {
+            Some(d) => d.write_at(start, &buf),
+            None => Err(DirectError::Unsupported),
+        };
+        match direct {
+            Ok(()) => {}
+            Err(DirectError::Io(e)) => return Err(e),
+            Err(DirectError::Unsupported) => {
+                // Buffered from now on; the frames alone, as the file ends after them.
+                self.direct = None;
+                let frames = buf.get(self.tail.len()..used).unwrap_or_default();
+                self.file.write(self.offset, frames)?;
+                self.file.sync_data()?;
+            }
+        }
+        let last_block = (used / BLOCK) * BLOCK;
+        self.tail.clear();
+        self.tail
+            .extend_from_slice(buf.get(last_block..used).unwrap_or_default());
         self.offset = end;
         Ok(())
     }
@@ -178,6 +218,7 @@ impl Journal {
     /// Everything journaled is now durable in redb: write from the start again.
     pub(crate) fn restart(&mut self) {
         self.offset = 0;
+        self.tail.clear();
     }
 
     /// Zero-fills the file up to `end` rounded up to a chunk (synced by the caller's sync).

@@ -21,6 +21,8 @@ use crate::record::StoredRecord;
 use crate::seq::Seq;
 
 #[cfg(feature = "redb-store")]
+mod direct;
+#[cfg(feature = "redb-store")]
 mod journal;
 #[cfg(feature = "redb-store")]
 pub mod redb;

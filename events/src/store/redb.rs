@@ -42,6 +42,7 @@ use redb::{
 };
 use tokio::sync::{broadcast, oneshot};
 
+use super::direct::DirectFile;
 use super::journal::{CheckpointEntry, Journal};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
@@ -91,6 +92,9 @@ pub struct Options {
 pub struct Files {
     pub db: Database,
     pub journal: Box<dyn StorageBackend>,
+    /// The journal again, for direct synchronous writes where the file system offers them
+    /// (the store's own files; a test backend writes buffered, through `journal`).
+    direct: Option<DirectFile>,
 }
 
 /// Opens the store's files; called again to reopen them after an I/O failure.
@@ -233,6 +237,7 @@ impl<S: Fold> RedbStore<S> {
             Ok(Files {
                 db,
                 journal: Box::new(journal),
+                direct: DirectFile::open(&journal_path(&path)),
             })
         });
         RedbStore::open_with(opener, options, state)
@@ -247,7 +252,7 @@ impl<S: Fold> RedbStore<S> {
         let files = opener().map_err(io)?;
         init_tables(&files.db)?;
         let view = load_view(&files.db)?;
-        let journal = Journal::open(files.journal)?;
+        let journal = Journal::open(files.journal, files.direct)?;
         let (records, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             state: RwLock::new(state),
@@ -502,7 +507,7 @@ impl LogReader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(StoreError::Io(format!("{}: {e}", jpath.display()))),
         };
-        let journal = Journal::open(Box::new(FileBackend::new(file).map_err(io)?))?;
+        let journal = Journal::open(Box::new(FileBackend::new(file).map_err(io)?), None)?;
         let size = self.len()?;
         let last = match self.read_raw(size.saturating_sub(1)..size)?.first() {
             Some((_, bytes)) => hash::leaf_hash(bytes),
@@ -1042,7 +1047,7 @@ impl<S: Fold> Sequencer<S> {
                 .map_err(|_| "store lock poisoned".to_owned())?;
             *slot = Some(Arc::new(files.db));
         }
-        self.journal = Some(Journal::open(files.journal).map_err(|e| e.to_string())?);
+        self.journal = Some(Journal::open(files.journal, files.direct).map_err(|e| e.to_string())?);
         self.view = view;
         // A write that reported failure may still have landed: the disk is the truth.
         self.replay_journal().map_err(|e| e.to_string())?;
@@ -1366,6 +1371,7 @@ pub fn open_files_with(
     Ok(Files {
         db,
         journal: Box::new(journal),
+        direct: None,
     })
 }
 
