@@ -175,7 +175,8 @@ impl Journal {
         let end = start + buf.len() as u64;
         if end.div_ceil(BLOCK as u64) * BLOCK as u64 > self.allocated {
             self.grow(end)?;
-            // The zeros must be on disk before a direct write relies on them.
+            // Direct writes then overwrite allocated, zeroed blocks (no allocation or writeback
+            // on the durable path), and a full disk fails this append rather than a later one.
             if self.direct.is_some() {
                 self.file.sync_data()?;
             }
