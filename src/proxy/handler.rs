@@ -121,7 +121,7 @@ async fn pipeline(
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri().to_string().len();
+        + uri_len(req.uri());
     if head > crate::server::MAX_HEAD_BYTES {
         state.count_denial(ip, "oversized_header_block", now);
         return Err(ProxyError::HeadersTooLarge(crate::server::MAX_HEAD_BYTES));
@@ -546,6 +546,7 @@ async fn forward(
     );
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_TYPE);
+    headers.insert(header::HOST, state.upstream.host().clone());
     if rewrite.is_some() {
         // A masked answer must be readable: ask for it uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
@@ -559,9 +560,7 @@ async fn forward(
             .map_err(|never| match never {})
             .boxed_unsync(),
         CallBody::Form(bytes) => {
-            if let Ok(len) = HeaderValue::from_str(&bytes.len().to_string()) {
-                headers.insert(header::CONTENT_LENGTH, len);
-            }
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             Full::new(Bytes::from(bytes))
                 .map_err(|never| match never {})
                 .boxed_unsync()
@@ -775,16 +774,27 @@ fn complete(
 }
 
 fn forward_target(path: &canonical::CanonicalPath, params: &CanonicalParams) -> String {
-    let encoded: Vec<String> = path
-        .as_str()
-        .split('/')
-        .map(|seg| utf8_percent_encode(seg, SEGMENT).to_string())
-        .collect();
-    let path = encoded.join("/");
-    match params.query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path,
+    let query = params.query();
+    let mut target = String::with_capacity(path.as_str().len() + query.map_or(0, |q| q.len() + 1));
+    for (i, seg) in path.as_str().split('/').enumerate() {
+        if i > 0 {
+            target.push('/');
+        }
+        target.extend(utf8_percent_encode(seg, SEGMENT));
     }
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
+}
+
+/// The length of `uri` as its `Display` writes it, without writing it.
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + 3)
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| q.len() + 1)
 }
 
 fn content_type_of(params: &CanonicalParams) -> Option<String> {
@@ -1081,4 +1091,25 @@ fn same_origin(headers: &http::HeaderMap) -> bool {
         .and_then(|o| o.split_once("://"))
         .map(|(_, rest)| rest.trim_end_matches('/'));
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uri_len;
+
+    #[test]
+    fn uri_len_is_the_written_length() {
+        for uri in [
+            "/apps",
+            "/apps?",
+            "/apps/x/releases?limit=5",
+            "*",
+            "http://rack.example:8080/apps?a=b",
+            "https://rack.example/apps",
+            "rack.example:443",
+        ] {
+            let parsed: http::Uri = uri.parse().unwrap();
+            assert_eq!(uri_len(&parsed), parsed.to_string().len(), "{uri}");
+        }
+    }
 }

@@ -29,6 +29,9 @@ pub struct Upstream {
     authority: Authority,
     prefix: String,
     authorization: HeaderValue,
+    /// The `Host` of every forwarded request, made once (as the HTTP client would make it per
+    /// request: the port only when it is not the scheme's default).
+    host: HeaderValue,
 }
 
 /// Why the rack cannot be reached as configured.
@@ -69,6 +72,15 @@ impl Upstream {
                 }
             })?;
         authorization.set_sensitive(true);
+        let default_port = if scheme == Scheme::HTTPS { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host = HeaderValue::from_str(&host).map_err(|_| UpstreamError::Url {
+            url: rack.url.clone(),
+            what: "the host cannot be sent in a header".into(),
+        })?;
         let connector = RackConnector::new(rack, scheme == Scheme::HTTPS)?;
         // No total request timeout: log and exec streams live as long as the caller keeps them.
         let client = Client::builder(TokioExecutor::new())
@@ -82,6 +94,7 @@ impl Upstream {
             authority,
             prefix,
             authorization,
+            host,
         })
     }
 
@@ -97,6 +110,11 @@ impl Upstream {
     /// The `Authorization` value carrying the rack password (marked sensitive).
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// The `Host` header of a forwarded request.
+    pub fn host(&self) -> &HeaderValue {
+        &self.host
     }
 
     /// `http` or `https`.
