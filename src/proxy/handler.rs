@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use events::event::{
@@ -92,12 +92,8 @@ enum Rewrite {
     Build,
 }
 
-/// The proxy's single entry point (the router's fallback: every path comes here).
-pub async fn handle(
-    State(state): State<Arc<ProxyState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
+/// The proxy's single entry point: every request of every path comes here.
+pub async fn handle(state: Arc<ProxyState>, peer: SocketAddr, req: Request) -> Response {
     let request_id = state.next_request_id();
     match pipeline(&state, peer, req, &request_id).await {
         Ok(response) => response,

@@ -19,4 +19,4 @@ pub mod streams;
 pub mod upstream;
 pub mod ws;
 
-pub use state::{ProxyState, app};
+pub use state::{ProxyState, service};

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use events::store::EventStore;
 use events::time::{Clock, Timestamp};
 use http::HeaderMap;
@@ -162,9 +161,23 @@ impl Default for RequestIds {
     }
 }
 
-/// The rack proxy's router: every request goes to the one pipeline.
-pub fn app(state: Arc<ProxyState>) -> Router {
-    Router::new().fallback(handler::handle).with_state(state)
+/// The rack proxy for one connection from `peer`, as a hyper service: every request goes to the
+/// one pipeline. No router sits in between: with one path for everything, a router's
+/// per-request work (matching, extensions, a boxed handler future) buys nothing.
+pub fn service(
+    state: Arc<ProxyState>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future: Send + 'static,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let state = state.clone();
+        async move { Ok(handler::handle(state, peer, req.map(axum::body::Body::new)).await) }
+    })
 }
 
 /// Appends coalesced denials every few seconds until the process ends.

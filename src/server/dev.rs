@@ -123,10 +123,14 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(10);
     let tasks = vec![
-        super::spawn(
+        super::serve_with_tls(
             proxy_listener,
-            proxy::app(state.clone()),
+            {
+                let state = state.clone();
+                move |peer| proxy::service(state.clone(), peer)
+            },
             header_timeout,
+            None,
             stopped.clone(),
         ),
         super::spawn(

@@ -41,17 +41,49 @@ pub fn spawn(
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
 /// header timeout) drops that connection only.
-///
-/// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
-/// the first poll, so a client that connects and sends nothing is cut off like one that stops
-/// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
 pub fn spawn_with_tls(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let service_for = move |peer: SocketAddr| {
+        let service = router
+            .clone()
+            .map_request(move |mut req: http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req
+            })
+            .map_err(|e: Infallible| e);
+        TowerToHyperService::new(service)
+    };
+    serve_with_tls(listener, service_for, header_timeout, tls, stop)
+}
+
+/// The accept loop: serves each connection with the service `service_for` gives for its peer.
+/// Routers go through [`spawn_with_tls`]; the rack proxy, whose every request takes one path,
+/// passes a hyper service of its own and skips a router's per-request work.
+///
+/// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
+/// the first poll, so a client that connects and sends nothing is cut off like one that stops
+/// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
+pub fn serve_with_tls<F, S>(
+    listener: TcpListener,
+    service_for: F,
+    header_timeout: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(SocketAddr) -> S + Send + 'static,
+    S: hyper::service::HttpService<Incoming> + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: 'static + Send,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::spawn(async move {
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -72,14 +104,7 @@ pub fn spawn_with_tls(
                 _ = stop.changed() => break,
             };
             let _ = stream.set_nodelay(true);
-            let service = router
-                .clone()
-                .map_request(move |mut req: http::Request<Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                })
-                .map_err(|e: Infallible| e);
-            let service = TowerToHyperService::new(service);
+            let service = service_for(peer);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             connections.spawn(async move {
                 match acceptor {

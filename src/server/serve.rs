@@ -73,9 +73,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = watch::channel(false);
     let servers = [
-        super::spawn_with_tls(
+        super::serve_with_tls(
             proxy_listener,
-            proxy::app(state.clone()),
+            {
+                let state = state.clone();
+                move |peer| proxy::service(state.clone(), peer)
+            },
             config.limits.header_timeout,
             tls.clone(),
             stopped.clone(),
