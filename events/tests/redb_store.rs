@@ -57,6 +57,27 @@ async fn every_acknowledged_batch_is_synced_first() {
     }
 }
 
+/// `writers` tasks, each appending `each` distinct fillers one call at a time.
+fn spawn_writers(
+    store: &Arc<RedbStore<TestFold>>,
+    writers: u64,
+    each: u64,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..each {
+                    store
+                        .append(vec![conformance::filler(w * each + i)])
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect()
+}
+
 /// Concurrent appends share transactions: far fewer syncs than appends, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_appends_are_group_committed() {
@@ -65,18 +86,7 @@ async fn concurrent_appends_are_group_committed() {
     let store = Arc::new(open_on(&dir.path().join("log.redb"), &disk));
     let start_syncs = disk.syncs();
     let start = store.head().size;
-    let mut tasks = Vec::new();
-    for w in 0..64u64 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..20 {
-                store
-                    .append(vec![conformance::filler(w * 100 + i)])
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
+    let tasks = spawn_writers(&store, 64, 20);
     for t in tasks {
         t.await.unwrap();
     }
@@ -326,18 +336,7 @@ async fn a_lagging_subscriber_is_told_the_gap_and_misses_nothing() {
 async fn readers_see_every_acknowledged_record_while_indexing_lags() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(open_on(&dir.path().join("log.redb"), &Disk::default()));
-    let mut writers = Vec::new();
-    for w in 0..16u64 {
-        let store = store.clone();
-        writers.push(tokio::spawn(async move {
-            for i in 0..150 {
-                store
-                    .append(vec![conformance::filler(w * 1000 + i)])
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
+    let writers = spawn_writers(&store, 16, 150);
     let mut reads = 0;
     while writers.iter().any(|w| !w.is_finished()) || reads == 0 {
         let head = store.head();
