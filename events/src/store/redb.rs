@@ -4,9 +4,10 @@
 //! moment into one batch. The batch's records, and any checkpoint cut at this boundary, are
 //! written to the journal and synced (the durability point, see [`super::journal`]), applied to
 //! the projections, and only then are the appends resolved. redb indexes them, with the Merkle
-//! nodes they complete, afterwards and in batches of its own: when no append is waiting, when
-//! [`INDEX_AT`] rows are pending, or when a reader asks for them (a reader of records, proofs or
-//! checkpoints first waits until redb holds everything acknowledged up to what it reads). Those
+//! nodes they complete, afterwards and in batches of its own: when appends pause for
+//! `INDEX_IDLE` (2 ms), when [`INDEX_AT`] rows are pending, or when a reader asks for them (a
+//! reader of records, proofs or checkpoints first waits until redb holds everything acknowledged
+//! up to what it reads). Those
 //! commits are not synced, because the journal already holds what they index; a synced redb
 //! commit (`Durability::Immediate`) indexes everything pending when the journal is due to start
 //! over and on shutdown. So readers never see a record or a checkpoint that is not durable, and
@@ -30,7 +31,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread;
 use std::time::Duration;
@@ -68,8 +69,13 @@ const READER_CACHE_BYTES: usize = 32 << 20;
 /// The most requests one transaction gathers; bounds a batch's latency and memory.
 const MAX_BATCH: usize = 4096;
 /// Acknowledged rows waiting for redb that make the sequencer index them even while appends
-/// wait: bounds the pause one index commit adds to the batch behind it.
+/// keep coming: bounds the pause one index commit adds to the batch behind it.
 pub const INDEX_AT: usize = 128;
+/// A pause in appends this long makes the sequencer index what is pending. Under a steady
+/// stream of appends the queue is empty for a moment after nearly every batch; indexing there
+/// cost one redb transaction (and its allocations) per batch, where waiting for a real pause or
+/// for [`INDEX_AT`] rows costs one per 128 rows.
+const INDEX_IDLE: Duration = Duration::from_millis(2);
 /// How long a reader waits for redb to index what it asked for.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
@@ -604,14 +610,14 @@ impl<S: Fold> Sequencer<S> {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
-                match rx.try_recv() {
+                match rx.recv_timeout(INDEX_IDLE) {
                     Ok(m) => Some(m),
-                    // Nothing waits: a good moment to index.
-                    Err(TryRecvError::Empty) => {
+                    // Appends have paused: a good moment to index.
+                    Err(RecvTimeoutError::Timeout) => {
                         self.index();
                         continue;
                     }
-                    Err(TryRecvError::Disconnected) => break,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
             let mut batch = Vec::new();
@@ -1406,8 +1412,37 @@ pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{pack_row, unpack_row};
+    use std::time::{Duration, Instant};
+
+    use super::{Options, RedbStore, pack_row, unpack_row};
+    use crate::checkpoint::NoteSigner;
     use crate::hash::Hash;
+    use crate::store::conformance::{TestFold, filler};
+    use crate::store::{CheckpointPolicy, EventStore};
+
+    /// No reader asks here, and 3 rows are far below `INDEX_AT`: only the pause that follows
+    /// the appends can make the sequencer index them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pause_in_appends_indexes_what_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            origin: "idle.example/log".into(),
+            signer: NoteSigner::from_seed("idle.example/log", [7; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        };
+        let store =
+            RedbStore::open(&dir.path().join("log.redb"), options, TestFold::default()).unwrap();
+        for i in 0..3 {
+            store.append(vec![filler(i)]).await.unwrap();
+        }
+        let size = store.head().size;
+        let indexed = || store.shared.index.0.lock().unwrap().size;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while indexed() < size && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(indexed(), size, "the pause did not index the pending rows");
+    }
 
     #[test]
     fn rows_round_trip_and_malformed_rows_are_refused() {
