@@ -967,7 +967,6 @@ async fn connect_rack(
     actor: &Principal,
     peer: SocketAddr,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, NoSocket> {
-    let authority = state.upstream.authority().clone();
     let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), state.upstream.connect())
         .await
         .map_err(|_| NoSocket::Unreachable(504))?
@@ -988,14 +987,18 @@ async fn connect_rack(
     ] {
         headers.remove(h);
     }
-    // The rack's upgrader checks that Origin names its own host (convox-api.md §4.6).
-    let host = HeaderValue::from_str(authority.as_str()).map_err(|_| NoSocket::Unreachable(502))?;
+    // The rack's upgrader checks that Origin names its own host (convox-api.md §4.6): both
+    // carry the `Host` every forwarded request carries.
+    let host = state.upstream.host();
     if headers.contains_key(header::ORIGIN) {
-        let origin = HeaderValue::from_str(&format!("http://{}", authority.as_str()))
-            .map_err(|_| NoSocket::Unreachable(502))?;
+        let origin = host
+            .to_str()
+            .ok()
+            .and_then(|h| HeaderValue::from_str(&format!("http://{h}")).ok())
+            .ok_or(NoSocket::Unreachable(502))?;
         headers.insert(header::ORIGIN, origin);
     }
-    headers.insert(header::HOST, host);
+    headers.insert(header::HOST, host.clone());
     let uri = state
         .upstream
         .uri(recorded.call())

@@ -112,7 +112,8 @@ impl Upstream {
         &self.authorization
     }
 
-    /// The `Host` header of a forwarded request.
+    /// The `Host` header of every forwarded request and WebSocket handshake (the rack's
+    /// same-origin check compares a WebSocket's `Origin` with it).
     pub fn host(&self) -> &HeaderValue {
         &self.host
     }
@@ -120,11 +121,6 @@ impl Upstream {
     /// `http` or `https`.
     pub fn scheme(&self) -> &str {
         self.scheme.as_str()
-    }
-
-    /// The `Host` the rack expects (its same-origin check compares `Origin` with it).
-    pub fn authority(&self) -> &Authority {
-        &self.authority
     }
 
     pub fn client(&self) -> &Client<RackConnector, UpstreamBody> {
@@ -140,5 +136,34 @@ impl Upstream {
         };
         let port = self.authority.port_u16().unwrap_or(default);
         self.connector.connect(self.authority.host(), port).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn host_of(url: &str) -> String {
+        let upstream = Upstream::new(&Rack {
+            url: url.into(),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            // An https rack needs a trust anchor; the test connects nowhere.
+            pin_sha256: url.starts_with("https").then(|| "ab".repeat(32)),
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        upstream.host().to_str().unwrap().to_owned()
+    }
+
+    /// Forwarded requests and WebSocket handshakes (whose `Origin` the rack compares with it)
+    /// carry this one `Host`: the port only when it is not the scheme's default.
+    #[test]
+    fn the_rack_host_names_a_port_only_when_it_is_not_the_default() {
+        assert_eq!(host_of("https://rack.example:443/prefix"), "rack.example");
+        assert_eq!(host_of("http://rack.example:80"), "rack.example");
+        assert_eq!(host_of("http://127.0.0.1:5443"), "127.0.0.1:5443");
+        assert_eq!(host_of("https://rack.example:80"), "rack.example:80");
     }
 }
