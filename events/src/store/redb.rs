@@ -7,12 +7,12 @@
 //! nodes they complete, afterwards and in batches of its own: when appends pause for
 //! `INDEX_IDLE` (2 ms), when [`INDEX_AT`] rows are pending, or when a reader asks for them (a
 //! reader of records, proofs or checkpoints first waits until redb holds everything acknowledged
-//! up to what it reads). Those
-//! commits are not synced, because the journal already holds what they index; a synced redb
-//! commit (`Durability::Immediate`) indexes everything pending when the journal is due to start
-//! over and on shutdown. So readers never see a record or a checkpoint that is not durable, and
-//! an append waits for neither redb commit. A guarded entry that follows other staged entries in
-//! the same batch first commits and applies them, so its guard sees every earlier record.
+//! up to what it reads). Those commits are not synced, because the journal already holds what
+//! they index; a synced redb commit (`Durability::Immediate`) indexes everything pending when the
+//! journal is due to start over and on shutdown. So readers never see a record or a checkpoint
+//! that is not durable, and an append waits for neither redb commit. A guarded entry that follows
+//! other staged entries in the same batch first commits and applies them, so its guard sees every
+//! earlier record.
 //!
 //! **Invariant:** the sequencer is the only writer. If a journal write fails, its entries are
 //! answered `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and
