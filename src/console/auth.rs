@@ -10,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use events::event::{AuthMethod, CommandRequested, Decision, Event, Permission, RequestId};
+use events::event::{Decision, Event, Permission};
 use events::store::EventStore;
 use events::time::Timestamp;
 use http::{HeaderMap, HeaderValue, header};
@@ -18,8 +18,8 @@ use projections::tokens::Token;
 
 use super::ConsoleState;
 use super::respond::ApiError;
-use crate::identity::authenticate;
 use crate::identity::credentials::Schemes;
+use crate::identity::{TokenCall, authenticate};
 use crate::policy::{Grant, Perm, Standing};
 
 /// The permission every endpoint of the token API needs.
@@ -83,20 +83,20 @@ impl Call {
         reason: &str,
         params: Vec<(String, String)>,
     ) -> Event {
-        Event::CommandRequested(Box::new(CommandRequested {
-            request: RequestId(self.request_id.clone()),
-            actor: caller.token.owner.clone(),
-            auth: AuthMethod::Token,
-            credential: Some(caller.token.id.to_hex()),
-            client_ip: self.ip.to_string(),
-            user_agent: self.user_agent.clone(),
-            method: self.method.to_owned(),
-            path: self.path.clone(),
-            permission: Some(permission),
+        TokenCall {
+            request_id: &self.request_id,
+            token: &caller.token,
+            ip: self.ip,
+            user_agent: &self.user_agent,
+        }
+        .requested(
+            self.method,
+            &self.path,
+            Some(permission),
             decision,
-            reason: reason.to_owned(),
+            reason,
             params,
-        }))
+        )
     }
 
     /// Records an authenticated refusal (one event), then returns `refusal` to answer with; if

@@ -11,7 +11,9 @@ pub mod admin;
 pub mod authenticate;
 pub mod credentials;
 pub mod token;
+pub mod token_call;
 
 pub use authenticate::AuthError;
 pub use credentials::{Credential, CredentialError, Schemes};
 pub use token::{TokenSecret, TokenSecretError};
+pub use token_call::TokenCall;

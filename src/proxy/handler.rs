@@ -14,9 +14,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use events::event::{
-    AuthMethod, CommandCompleted, CommandRequested, Decision, Event, Principal, RequestId,
-};
+use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
 use events::store::EventStore;
 use events::time::Clock;
 use http::{HeaderValue, Method, header};
@@ -31,8 +29,8 @@ use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::{headers, redact, ws};
-use crate::identity::authenticate;
 use crate::identity::credentials::Schemes;
+use crate::identity::{TokenCall, authenticate};
 use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
 use crate::policy::{self, Grant, Perm, Standing};
@@ -452,20 +450,20 @@ fn command_requested(
     reason: &str,
     params: Vec<(String, String)>,
 ) -> Event {
-    Event::CommandRequested(Box::new(CommandRequested {
-        request: RequestId(caller.request_id.clone()),
-        actor: caller.token.owner.clone(),
-        auth: AuthMethod::Token,
-        credential: Some(caller.token.id.to_hex()),
-        client_ip: caller.ip.to_string(),
-        user_agent: caller.user_agent.clone(),
-        method: method.to_owned(),
-        path: path.to_owned(),
-        permission: permission.map(events::event::Permission),
+    TokenCall {
+        request_id: &caller.request_id,
+        token: &caller.token,
+        ip: caller.ip,
+        user_agent: &caller.user_agent,
+    }
+    .requested(
+        method,
+        path,
+        permission.map(events::event::Permission),
         decision,
-        reason: reason.to_owned(),
+        reason,
         params,
-    }))
+    )
 }
 
 /// Appends one event the answer depends on; if the log cannot take it, the caller gets 503.
