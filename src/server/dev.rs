@@ -123,12 +123,9 @@ pub async fn start_with(
     let (stop, stopped) = watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(10);
     let tasks = vec![
-        super::serve_with_tls(
+        super::spawn_proxy(
             proxy_listener,
-            {
-                let state = state.clone();
-                move |peer| proxy::service(state.clone(), peer)
-            },
+            state.clone(),
             header_timeout,
             None,
             stopped.clone(),

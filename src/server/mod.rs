@@ -61,14 +61,28 @@ pub fn spawn_with_tls(
     serve_with_tls(listener, service_for, header_timeout, tls, stop)
 }
 
+/// Serves the rack proxy on `listener` as [`spawn_with_tls`] serves a router: each connection
+/// gets the proxy's own hyper service for its peer ([`crate::proxy::service`]).
+pub fn spawn_proxy(
+    listener: TcpListener,
+    state: Arc<crate::proxy::ProxyState>,
+    header_timeout: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let service_for = move |peer| crate::proxy::service(state.clone(), peer);
+    serve_with_tls(listener, service_for, header_timeout, tls, stop)
+}
+
 /// The accept loop: serves each connection with the service `service_for` gives for its peer.
 /// Routers go through [`spawn_with_tls`]; the rack proxy, whose every request takes one path,
-/// passes a hyper service of its own and skips a router's per-request work.
+/// goes through [`spawn_proxy`] with a hyper service of its own and skips a router's
+/// per-request work.
 ///
 /// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
 /// the first poll, so a client that connects and sends nothing is cut off like one that stops
 /// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
-pub fn serve_with_tls<F, S>(
+fn serve_with_tls<F, S>(
     listener: TcpListener,
     service_for: F,
     header_timeout: Duration,

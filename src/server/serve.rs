@@ -73,12 +73,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     ));
     let (stop, stopped) = watch::channel(false);
     let servers = [
-        super::serve_with_tls(
+        super::spawn_proxy(
             proxy_listener,
-            {
-                let state = state.clone();
-                move |peer| proxy::service(state.clone(), peer)
-            },
+            state.clone(),
             config.limits.header_timeout,
             tls.clone(),
             stopped.clone(),
