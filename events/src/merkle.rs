@@ -177,16 +177,24 @@ impl Frontier {
     ///
     /// A tree of `u64::MAX` leaves is full: pushing to it changes nothing and returns no node.
     pub fn push(&mut self, leaf: Hash) -> Vec<(u8, u64, Hash)> {
+        let mut out = Vec::with_capacity(completed_nodes(self.size) + 1);
+        self.push_each(leaf, |level, index, h| out.push((level, index, h)));
+        out
+    }
+
+    /// [`Frontier::push`] handing each node to `each` instead of collecting them: a store's
+    /// sequencer pushes every record it appends and keeps only the interior nodes, so the
+    /// vector would be one allocation per record for nothing.
+    pub fn push_each(&mut self, leaf: Hash, mut each: impl FnMut(u8, u64, Hash)) {
         let index = self.size;
         let Some(next) = index.checked_add(1) else {
-            return Vec::new();
+            return;
         };
         // Each trailing one bit of `index` is a complete subtree on the right edge that this leaf
         // pairs with; `index < u64::MAX`, so there are at most 63 of them.
         let merges = index.trailing_ones();
-        let mut out = Vec::with_capacity(merges as usize + 1);
         let mut h = leaf;
-        out.push((0, index, h));
+        each(0, index, h);
         for level in 1..=merges {
             let Some(left) = self.hashes.pop() else {
                 // Unreachable while `hashes.len() == size.count_ones()`, which every constructor
@@ -194,11 +202,10 @@ impl Frontier {
                 break;
             };
             h = node_hash(&left, &h);
-            out.push((level as u8, index >> level, h));
+            each(level as u8, index >> level, h);
         }
         self.hashes.push(h);
         self.size = next;
-        out
     }
 
     /// MTH of the whole tree (RFC 9162 §2.1.1): the covering roots combined from the right; for
@@ -278,6 +285,13 @@ impl<R: NodeReader + ?Sized> NodeReader for &R {
 }
 
 // === Building ===
+
+/// How many interior nodes (levels 1 and up) appending leaf number `index` completes: one per
+/// complete subtree on the tree's right edge that it pairs with, i.e. the trailing one bits of
+/// `index`. A store keeps that many node hashes beside each record.
+pub fn completed_nodes(index: u64) -> usize {
+    index.trailing_ones() as usize
+}
 
 /// `MTH(D[0:size])` (RFC 9162 §2.1.1), from the `popcount(size)` stored roots of the complete
 /// subtrees covering the tree; the empty root for size 0.

@@ -60,6 +60,9 @@ pub(crate) struct Journal {
     /// block whole, so it starts with them.
     tail: Vec<u8>,
     allocated: u64,
+    /// Reused for every batch's frames: a fresh buffer of several KiB per batch made the
+    /// allocator consolidate its free lists on the sequencer's thread each time.
+    buf: Vec<u8>,
 }
 
 /// A checkpoint to journal: its number in the checkpoint table and its signed note.
@@ -143,6 +146,7 @@ impl Journal {
             offset: 0,
             tail: Vec::new(),
             allocated,
+            buf: Vec::new(),
         })
     }
 
@@ -162,14 +166,31 @@ impl Journal {
             return Ok(());
         }
         // The block `offset` falls in is written again from its start, padded to whole blocks.
-        let mut buf = Vec::with_capacity(self.tail.len() + size + BLOCK);
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(self.tail.len() + size + BLOCK);
         buf.extend_from_slice(&self.tail);
+        let written = self.write_batch(&mut buf, records, checkpoint);
+        // A burst's large buffer is not kept.
+        if buf.capacity() <= CHUNK as usize {
+            self.buf = buf;
+        }
+        written
+    }
+
+    /// [`Journal::append`]'s work, with the buffer that already holds the tail block's start.
+    fn write_batch(
+        &mut self,
+        buf: &mut Vec<u8>,
+        records: &[StoredRecord],
+        checkpoint: Option<CheckpointEntry<'_>>,
+    ) -> std::io::Result<()> {
         for r in records {
-            put_frame(&mut buf, RECORD, r.record.seq.0, &r.hash, &r.bytes)?;
+            put_frame(buf, RECORD, r.record.seq.0, &r.hash, &r.bytes)?;
         }
         if let Some(c) = checkpoint {
             let digest = hash::object_digest(c.note.as_bytes());
-            put_frame(&mut buf, CHECKPOINT, c.number, &digest, c.note.as_bytes())?;
+            put_frame(buf, CHECKPOINT, c.number, &digest, c.note.as_bytes())?;
         }
         let start = self.offset - self.tail.len() as u64;
         let end = start + buf.len() as u64;
@@ -184,7 +205,7 @@ impl Journal {
         let used = buf.len();
         buf.resize(used.div_ceil(BLOCK) * BLOCK, 0);
         let direct = match self.direct.as_mut() {
-            Some(d) => d.write_at(start, &buf),
+            Some(d) => d.write_at(start, buf),
             None => Err(DirectError::Unsupported),
         };
         match direct {

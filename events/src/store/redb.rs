@@ -144,9 +144,9 @@ struct Indexed {
     error: Option<String>,
 }
 
-/// One acknowledged batch's records (shared with the subscribers) and, per record, the interior
-/// Merkle nodes its append completed.
-type AckedBatch = (Arc<Vec<StoredRecord>>, Vec<Vec<Hash>>);
+/// One acknowledged batch's records (shared with the subscribers) and their interior Merkle
+/// nodes (see [`Staged::nodes`]).
+type AckedBatch = (Arc<Vec<StoredRecord>>, Vec<Hash>);
 
 /// Acknowledged batches that redb does not hold yet, oldest first. They are durable in the
 /// journal; indexing them makes them readable.
@@ -188,8 +188,10 @@ struct Sequencer<S: Fold> {
 #[derive(Default)]
 struct Staged {
     records: Vec<StoredRecord>,
-    /// Per staged record, the hashes of the interior nodes its append completed (level 1 up).
-    nodes: Vec<Vec<Hash>>,
+    /// The interior nodes each staged record's append completed (level 1 up), record after
+    /// record: [`merkle::completed_nodes`]`(seq)` of them each. One vector per batch, not one
+    /// per record.
+    nodes: Vec<Hash>,
     replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Appended)>,
 }
 
@@ -663,7 +665,12 @@ impl<S: Fold> Sequencer<S> {
             }
             return;
         }
-        let mut staged = Staged::default();
+        let events = batch.iter().map(|r| r.events.len()).sum();
+        let mut staged = Staged {
+            records: Vec::with_capacity(events),
+            nodes: Vec::with_capacity(events),
+            replies: Vec::with_capacity(batch.len()),
+        };
         for req in batch {
             if self.reopen {
                 // A commit of this batch failed: the view is stale until the store is reopened.
@@ -707,7 +714,9 @@ impl<S: Fold> Sequencer<S> {
     ) {
         let now = self.clock.now().max(self.view.last_time);
         let first = Seq(self.view.size);
-        let mut hashes = Vec::with_capacity(events.len());
+        // No answer is built for an append no one waits for (a dropped background append).
+        let answer = !reply.is_closed();
+        let mut hashes = Vec::with_capacity(if answer { events.len() } else { 0 });
         for event in events {
             let record = Record {
                 seq: Seq(self.view.size),
@@ -716,18 +725,24 @@ impl<S: Fold> Sequencer<S> {
                 event,
             };
             let stored = record.seal();
-            hashes.push(stored.hash);
+            if answer {
+                hashes.push(stored.hash);
+            }
             self.push(staged, stored);
         }
-        staged.replies.push((reply, Appended { first, hashes }));
+        if answer {
+            staged.replies.push((reply, Appended { first, hashes }));
+        }
     }
 
     /// Adds a sealed record to the view and to `staged`, with the Merkle nodes it completes.
     fn push(&mut self, staged: &mut Staged, stored: StoredRecord) {
-        let completed = self.view.frontier.push(stored.hash);
-        staged
-            .nodes
-            .push(completed.iter().skip(1).map(|(_, _, h)| *h).collect());
+        let nodes = &mut staged.nodes;
+        self.view.frontier.push_each(stored.hash, |level, _, h| {
+            if level > 0 {
+                nodes.push(h);
+            }
+        });
         self.view.size += 1;
         self.view.last_hash = stored.hash;
         self.view.last_time = self.view.last_time.max(stored.record.time);
@@ -1146,7 +1161,7 @@ impl Unindexed {
     fn push(
         &mut self,
         records: Arc<Vec<StoredRecord>>,
-        nodes: Vec<Vec<Hash>>,
+        nodes: Vec<Hash>,
         checkpoint: Option<(u64, String)>,
     ) {
         self.rows += records.len();
@@ -1175,15 +1190,25 @@ fn write_index(
     {
         let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
         let mut row = Vec::new();
-        let pending_rows = pending
+        let batches = pending
             .batches
             .iter()
-            .flat_map(|(records, nodes)| records.iter().zip(nodes));
-        for (r, nodes) in pending_rows.chain(staged.records.iter().zip(&staged.nodes)) {
-            pack_row(&mut row, nodes, &r.bytes);
-            records
-                .insert(r.record.seq.0, row.as_slice())
-                .map_err(|e| e.to_string())?;
+            .map(|(records, nodes)| (records.as_slice(), nodes.as_slice()))
+            .chain([(staged.records.as_slice(), staged.nodes.as_slice())]);
+        for (batch, nodes) in batches {
+            let mut at = 0;
+            for r in batch {
+                let seq = r.record.seq.0;
+                let end = at + merkle::completed_nodes(seq);
+                let Some(mine) = nodes.get(at..end) else {
+                    return Err(format!("the Merkle nodes of seq {seq} are missing"));
+                };
+                at = end;
+                pack_row(&mut row, mine, &r.bytes);
+                records
+                    .insert(seq, row.as_slice())
+                    .map_err(|e| e.to_string())?;
+            }
         }
         let mut cps = pending
             .checkpoints
