@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use events::checkpoint::NoteSigner;
 use events::store::conformance::{self, TestFold};
-use events::store::redb::{Options, RedbStore};
+use events::store::redb::{BACKGROUND_DELAY, Options, RedbStore};
 use events::store::test_disk::{Disk, Failure};
 use events::store::{AppendError, CheckpointPolicy, EventStore};
 
@@ -407,4 +407,80 @@ async fn an_answered_batch_survives_an_index_that_cannot_be_written() {
         let first = a.first.0 as usize;
         assert_eq!(all[first].hash, a.hashes[0], "an answered batch is missing");
     }
+}
+
+/// A background append (a completion) does not start a journal write of its own: the next
+/// awaited append, arriving within [`BACKGROUND_DELAY`], carries it in the same write, after
+/// it in the log. A pause lets the sequencer take the background one first, so a store that
+/// wrote it alone would use two syncs here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_append_joins_the_next_awaited_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    store.append(vec![conformance::filler(0)]).await.unwrap();
+    for attempt in 1..=20u64 {
+        let before = disk.syncs();
+        let started = std::time::Instant::now();
+        let background = store.enqueue(vec![conformance::filler(attempt * 2)]);
+        std::thread::sleep(BACKGROUND_DELAY / 8);
+        let awaited = store.append(vec![conformance::filler(attempt * 2 + 1)]);
+        if started.elapsed() >= BACKGROUND_DELAY / 2 {
+            // Too slow a moment to tell: the delay may have run out. Try again.
+            awaited.await.unwrap();
+            background.await.unwrap();
+            continue;
+        }
+        let awaited = awaited.await.unwrap();
+        let background = background.await.unwrap();
+        assert_eq!(
+            background.first.0 + 1,
+            awaited.first.0,
+            "the background append keeps its place in the queue"
+        );
+        assert_eq!(
+            disk.syncs() - before,
+            1,
+            "the background append was written on its own"
+        );
+        return;
+    }
+    panic!("every attempt took longer than the background delay");
+}
+
+/// With no awaited append to join, a background append is still written, soon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_background_append_is_written_after_the_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    let size = store.head().size;
+    let written = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.enqueue(vec![conformance::filler(1)]),
+    )
+    .await
+    .expect("a lone background append was never written")
+    .unwrap();
+    assert_eq!(written.first.0, size);
+    assert_eq!(store.head().size, size + 1);
+}
+
+/// A shutdown right after a background append writes it first: it is in the log on reopen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_writes_the_waiting_background_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let size = store.head().size;
+    drop(store.enqueue(vec![conformance::filler(1)]));
+    store.shutdown();
+    drop(store);
+    let store = open_on(&path, &disk);
+    assert_eq!(
+        store.head().size,
+        size + 1,
+        "the background append was lost"
+    );
 }
