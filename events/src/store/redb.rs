@@ -1,7 +1,9 @@
 //! The embedded store: one redb file with its journal, one sequencer thread, group commit.
 //!
 //! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
-//! moment into one batch. The batch's records, and any checkpoint cut at this boundary, are
+//! moment into one batch. A batch of background appends alone ([`RedbStore::enqueue`]: no one
+//! waits on them) is held until an awaited append joins it, for at most [`BACKGROUND_DELAY`].
+//! The batch's records, and any checkpoint cut at this boundary, are
 //! written to the journal and synced (the durability point, see [`super::journal`]), applied to
 //! the projections, and only then are the appends resolved. redb indexes them, with the Merkle
 //! nodes they complete, afterwards and in batches of its own: when appends pause for
