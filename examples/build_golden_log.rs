@@ -74,6 +74,7 @@ fn events(i: u64) -> Vec<Event> {
                 bytes_out: 512,
                 sha256_in: None,
                 sha256_out: Some(hash::object_digest(b"body")),
+                failure: None,
             })),
         ],
         6 => vec![

@@ -90,6 +90,16 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
         0xe0,
     ]);
     let request = RequestId("req-01JGX3Q9ZK4M7T2V8B6N5C1D0F".into());
+    let completed_2 = CommandCompleted {
+        request: request.clone(),
+        status: 502,
+        duration_ns: 3_250_000,
+        bytes_in: 512,
+        bytes_out: 0,
+        sha256_in: Some(digest("request body")),
+        sha256_out: Some(digest("")),
+        failure: Some("answer_encoded".into()),
+    };
     let events = vec![
         Event::LogCreated {
             origin: origin.into(),
@@ -178,6 +188,7 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             bytes_out: 20_480,
             sha256_in: Some(digest("request body")),
             sha256_out: Some(digest("response body")),
+            failure: None,
         })),
         Event::StreamOpened {
             request: request.clone(),
@@ -198,7 +209,7 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
         },
     ];
     // The log's first record has seq 0 and the zero prev; the others sit further into a log.
-    let records = events
+    let mut records: Vec<(String, Record)> = events
         .into_iter()
         .enumerate()
         .map(|(i, event)| {
@@ -217,6 +228,16 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             (record.event.code().to_owned(), record)
         })
         .collect();
+    // Later shapes, in the order they were added.
+    records.push((
+        "G4001I-2".to_owned(),
+        Record {
+            seq: Seq(100_007),
+            time: Timestamp(T0 + 100 * 1_000_000_123),
+            prev: digest("record 100006"),
+            event: Event::CommandCompleted(Box::new(completed_2)),
+        },
+    ));
     Ok(records)
 }
 

@@ -138,6 +138,10 @@ pub struct CommandCompleted {
     pub bytes_out: u64,
     pub sha256_in: Option<Hash>,
     pub sha256_out: Option<Hash>,
+    /// Why the gateway answered `status` itself instead of relaying the rack's answer (a 502:
+    /// the rack unreachable, or an answer it could not mask), as the error kind the caller was
+    /// told; `None` when the rack's answer was relayed. An auditor tells the cases apart here.
+    pub failure: Option<String>,
 }
 
 /// A person or machine identity: an email, `system`, or `token:<id>`.
@@ -354,6 +358,9 @@ impl Event {
                 if let Some(h) = &c.sha256_out {
                     b.hash(6, "sha256_out", h);
                 }
+                if let Some(f) = &c.failure {
+                    b.text(7, "failure", f);
+                }
             }
             Event::StreamOpened { request } => {
                 b.text(0, "request", &request.0);
@@ -497,6 +504,7 @@ impl Event {
                 bytes_out: r.uint(4)?,
                 sha256_in: r.opt_hash(5, "sha256_in")?,
                 sha256_out: r.opt_hash(6, "sha256_out")?,
+                failure: r.opt_text(7)?,
             })),
             "G4002I" => Event::StreamOpened {
                 request: RequestId(r.text(0)?),

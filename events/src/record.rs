@@ -390,9 +390,10 @@ mod tests {
                     any::<u64>(),
                     any::<u64>(),
                     proptest::option::of(hash()),
-                    proptest::option::of(hash())
+                    proptest::option::of(hash()),
+                    proptest::option::of(text())
                 )
-                    .prop_map(|(r, status, d, i, o, si, so)| {
+                    .prop_map(|(r, status, d, i, o, si, so, failure)| {
                         Event::CommandCompleted(Box::new(CommandCompleted {
                             request: RequestId(r),
                             status,
@@ -401,6 +402,7 @@ mod tests {
                             bytes_out: o,
                             sha256_in: si,
                             sha256_out: so,
+                            failure,
                         }))
                     }),
                 text().prop_map(|r| Event::StreamOpened {

@@ -583,8 +583,17 @@ async fn forward(
     let response = match sent {
         Ok(r) => r,
         Err(_) => {
-            complete(state, &call.request_id, 502, call.started, &bytes_in, None);
-            return Err(ProxyError::Upstream);
+            let failure = ProxyError::Upstream;
+            complete(
+                state,
+                &call.request_id,
+                502,
+                call.started,
+                &bytes_in,
+                None,
+                Some(failure.kind()),
+            );
+            return Err(failure);
         }
     };
     let (mut parts, incoming) = response.into_parts();
@@ -615,7 +624,15 @@ async fn forward(
         let masked = match masked {
             Ok(m) => m,
             Err(kind) => {
-                complete(state, &call.request_id, 502, call.started, &bytes_in, None);
+                complete(
+                    state,
+                    &call.request_id,
+                    502,
+                    call.started,
+                    &bytes_in,
+                    None,
+                    Some(kind),
+                );
                 return Err(ProxyError::UnreadableAnswer(kind));
             }
         };
@@ -625,13 +642,15 @@ async fn forward(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         let body = Metered::new(
             Full::new(Bytes::from(masked)),
-            Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out))),
+            Box::new(move |out| {
+                complete(&state2, &id, status, started, &bytes_in, Some(out), None)
+            }),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     let body = Metered::new(
         incoming,
-        Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out))),
+        Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out), None)),
     );
     Ok(Response::from_parts(parts, Body::new(body)))
 }
@@ -690,12 +709,26 @@ async fn current_env(
         .map_err(|_| ProxyError::AuditUnavailable)?;
     let started = Instant::now();
     let none = Arc::new(Mutex::new(None));
-    let fail = |status: u16| {
-        complete(state, &lookup.request_id, status, started, &none, None);
+    // `failure` as in `complete`: set when the status is the gateway's, or the rack's answer
+    // was unusable.
+    let fail = |status: u16, failure: Option<&'static str>| {
+        complete(
+            state,
+            &lookup.request_id,
+            status,
+            started,
+            &none,
+            None,
+            failure,
+        );
         ProxyError::Upstream
     };
-    let uri = state.upstream.uri(recorded.call()).map_err(|_| fail(502))?;
-    let actor = HeaderValue::from_str(&caller.token.owner.0).map_err(|_| fail(502))?;
+    let unreachable = Some(ProxyError::Upstream.kind());
+    let uri = state
+        .upstream
+        .uri(recorded.call())
+        .map_err(|_| fail(502, unreachable))?;
+    let actor = HeaderValue::from_str(&caller.token.owner.0).map_err(|_| fail(502, unreachable))?;
     let mut req = http::Request::new(
         Full::new(Bytes::new())
             .map_err(|never| match never {})
@@ -717,15 +750,18 @@ async fn current_env(
         .client()
         .request(req)
         .await
-        .map_err(|_| fail(502))?;
+        .map_err(|_| fail(502, unreachable))?;
     let status = response.status();
-    if !status.is_success() || response.headers().contains_key(header::CONTENT_ENCODING) {
-        return Err(fail(status.as_u16()));
+    if response.headers().contains_key(header::CONTENT_ENCODING) {
+        return Err(fail(status.as_u16(), Some("answer_encoded")));
+    }
+    if !status.is_success() {
+        return Err(fail(status.as_u16(), None));
     }
     let body = Limited::new(response.into_body(), mask::MAX_MASKED_BODY)
         .collect()
         .await
-        .map_err(|_| fail(502))?
+        .map_err(|_| fail(502, Some("answer_unreadable")))?
         .to_bytes();
     let meter = Meter {
         bytes: body.len() as u64,
@@ -739,11 +775,13 @@ async fn current_env(
         started,
         &none,
         Some(meter),
+        None,
     );
     mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
 }
 
-/// Appends `CommandCompleted` in the background.
+/// Appends `CommandCompleted` in the background; `failure` is the error kind of an answer the
+/// gateway gave itself instead of the rack's.
 fn complete(
     state: &Arc<ProxyState>,
     request_id: &str,
@@ -751,6 +789,7 @@ fn complete(
     started: Instant,
     bytes_in: &Arc<Mutex<Option<Meter>>>,
     out: Option<Meter>,
+    failure: Option<&'static str>,
 ) {
     let input = bytes_in.lock().ok().and_then(|m| *m);
     let event = Event::CommandCompleted(Box::new(CommandCompleted {
@@ -761,6 +800,7 @@ fn complete(
         bytes_out: out.map_or(0, |m| m.bytes),
         sha256_in: input.map(|m| m.sha256),
         sha256_out: out.map(|m| m.sha256),
+        failure: failure.map(str::to_owned),
     }));
     // Enqueued now, so a shutdown right after the answer still records it. Nobody waits for
     // it: the answer has gone, and a failure is visible as a request without completion.
@@ -932,10 +972,20 @@ async fn open_stream(
     {
         Ok(io) => io,
         Err(no) => {
-            let status = match no {
-                NoSocket::Answered(s) | NoSocket::Unreachable(s) => s,
+            // A refused upgrade is the rack's answer, passed on; an unreachable rack is not.
+            let (status, failure) = match no {
+                NoSocket::Answered(s) => (s, None),
+                NoSocket::Unreachable(s) => (s, Some(ProxyError::Upstream.kind())),
             };
-            complete(state, request_id, status, started, &Arc::default(), None);
+            complete(
+                state,
+                request_id,
+                status,
+                started,
+                &Arc::default(),
+                None,
+                failure,
+            );
             return Err(match no {
                 NoSocket::Answered(s) => ProxyError::RackRefusedUpgrade(
                     http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),

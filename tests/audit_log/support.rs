@@ -125,6 +125,7 @@ pub fn command_completed(k: u64) -> Event {
         bytes_out: 256 + mix(k ^ 2) % 4_096,
         sha256_in: Some(hash::object_digest(&mix(k ^ 3).to_be_bytes())),
         sha256_out: Some(hash::object_digest(&mix(k ^ 4).to_be_bytes())),
+        failure: None,
     }))
 }
 

@@ -744,6 +744,11 @@ async fn check_gzip_answer(target: &str, role: Option<Role>) {
         (502, 0, None),
         "{target}: the completion records the 502 and that nothing was sent"
     );
+    assert_eq!(
+        done.failure.as_deref(),
+        Some("answer_encoded"),
+        "{target}: the completion says why the gateway answered itself"
+    );
 
     // A route that masks nothing: the client's `Accept-Encoding` is forwarded and the
     // compressed answer passes as sent.

@@ -294,6 +294,7 @@ impl Session {
         );
         let d = completed(&done).unwrap();
         assert_eq!(d.status, reply.status, "{what}: recorded status");
+        assert_eq!(d.failure, None, "{what}: the rack's answer was relayed");
         assert_eq!(d.bytes_out, reply.body.len() as u64, "{what}: bytes out");
         assert_eq!(
             d.sha256_out,

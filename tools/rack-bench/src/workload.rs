@@ -72,6 +72,7 @@ pub fn command_completed(k: u64) -> Event {
         bytes_out: 256 + mix(k ^ 2) % 4_096,
         sha256_in: sha(3),
         sha256_out: sha(4),
+        failure: None,
     }))
 }
 
