@@ -143,20 +143,23 @@ async fn tokens(data: &Path) -> (String, String) {
 }
 
 fn config_digests(data: &Path) -> usize {
+    logged(data)
+        .iter()
+        .filter(|e| matches!(e, Event::ConfigApplied { .. }))
+        .count()
+}
+
+/// Every event in the log of the stopped gateway at `data`, in log order.
+fn logged(data: &Path) -> Vec<Event> {
     let reader = events::store::redb::LogReader::open(&store::log_path(data)).unwrap();
-    let mut n = 0;
+    let mut out = Vec::new();
     reader
         .for_each_raw(0..u64::MAX, |_, b| {
-            if matches!(
-                events::record::decode(b).unwrap().record.event,
-                Event::ConfigApplied { .. }
-            ) {
-                n += 1;
-            }
+            out.push(events::record::decode(b).unwrap().record.event);
             Ok(())
         })
         .unwrap();
-    n
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,4 +317,13 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
         "a certificate that is not the pinned one is not the rack"
     );
     assert_eq!(rack.received().len(), before, "nothing reached the rack");
+    drop(gateway);
+    // The log says the gateway answered that 502 itself, the rack being unreachable.
+    assert_eq!(
+        logged(&data).iter().rev().find_map(|e| match e {
+            Event::CommandCompleted(c) => Some((c.status, c.failure.clone())),
+            _ => None,
+        }),
+        Some((502, Some("upstream_unavailable".to_owned()))),
+    );
 }
