@@ -87,6 +87,8 @@ fn events(i: u64) -> Vec<Event> {
                 bytes_in: 8,
                 bytes_out: 4096,
                 exit_code: Some(0),
+                sha256_in: None,
+                sha256_out: None,
             },
         ],
         7 => vec![Event::DenialsCounted {

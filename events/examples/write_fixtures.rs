@@ -100,6 +100,15 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
         sha256_out: Some(digest("")),
         failure: Some("answer_encoded".into()),
     };
+    let stream_closed_2 = Event::StreamClosed {
+        request: request.clone(),
+        duration_ns: 93_000_000_000,
+        bytes_in: 1_024,
+        bytes_out: 65_536,
+        exit_code: Some(0),
+        sha256_in: Some(digest("stdin")),
+        sha256_out: Some(digest("output")),
+    };
     let events = vec![
         Event::LogCreated {
             origin: origin.into(),
@@ -199,6 +208,8 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             bytes_in: 1_024,
             bytes_out: 65_536,
             exit_code: Some(-1),
+            sha256_in: None,
+            sha256_out: None,
         },
         Event::DenialsCounted {
             ip: "198.51.100.23".into(),
@@ -236,6 +247,15 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             time: Timestamp(T0 + 100 * 1_000_000_123),
             prev: digest("record 100006"),
             event: Event::CommandCompleted(Box::new(completed_2)),
+        },
+    ));
+    records.push((
+        "G4003I-2".to_owned(),
+        Record {
+            seq: Seq(101_007),
+            time: Timestamp(T0 + 101 * 1_000_000_123),
+            prev: digest("record 101006"),
+            event: stream_closed_2,
         },
     ));
     Ok(records)

@@ -97,6 +97,11 @@ pub enum Event {
         bytes_in: u64,
         bytes_out: u64,
         exit_code: Option<i64>,
+        /// SHA-256 of the caller's data payloads, concatenated in the order read; `None` only in
+        /// records written before the field existed.
+        sha256_in: Option<Hash>,
+        /// The same for the rack's data payloads.
+        sha256_out: Option<Hash>,
     },
     /// G4004W: unauthenticated denials from one address, coalesced so noise cannot flood the log.
     DenialsCounted {
@@ -371,6 +376,8 @@ impl Event {
                 bytes_in,
                 bytes_out,
                 exit_code,
+                sha256_in,
+                sha256_out,
             } => {
                 b.text(0, "request", &request.0);
                 b.uint(1, "duration_ns", *duration_ns);
@@ -378,6 +385,12 @@ impl Event {
                 b.uint(3, "bytes_out", *bytes_out);
                 if let Some(code) = exit_code {
                     b.int(4, "exit_code", *code);
+                }
+                if let Some(h) = sha256_in {
+                    b.hash(5, "sha256_in", h);
+                }
+                if let Some(h) = sha256_out {
+                    b.hash(6, "sha256_out", h);
                 }
             }
             Event::DenialsCounted {
@@ -515,6 +528,8 @@ impl Event {
                 bytes_in: r.uint(2)?,
                 bytes_out: r.uint(3)?,
                 exit_code: r.opt_int(4, "exit_code")?,
+                sha256_in: r.opt_hash(5, "sha256_in")?,
+                sha256_out: r.opt_hash(6, "sha256_out")?,
             },
             "G4004W" => Event::DenialsCounted {
                 ip: r.text(0)?,

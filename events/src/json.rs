@@ -173,6 +173,8 @@ mod tests {
                 bytes_in: 2,
                 bytes_out: 3,
                 exit_code: None,
+                sha256_in: None,
+                sha256_out: None,
             },
         }
         .seal();

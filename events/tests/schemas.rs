@@ -43,6 +43,7 @@ f919968a4b5b27bf83ca7bd7b19898073180b535750caad410c7d93dd283f737  G4002I.cbor
 c83fdb829d1c593e64e5c5ad3dec722c4c874fb23eabd34d1d3b884490017b73  G4003I.cbor
 c35d07b2c22b091879d205fc55778e5cc1df4ba52098db295d259c9b6b099971  G4004W.cbor
 c021c55fe2d334d7f8442f3402063dd89ed5b1e12b7e04ec4a917b4357fac23d  G4001I-2.cbor
+7154badabc3e8fadcda9d9d8ce76f2f099e91f789c2366cdb9c8d0bfee5c78b3  G4003I-2.cbor
 ";
 
 /// The optional body fields, as `(code, key, name)`. Every other field is required. The tests
@@ -55,6 +56,8 @@ const OPTIONAL: &[(&str, u64, &str)] = &[
     ("G4001I", 6, "sha256_out"),
     ("G4001I", 7, "failure"),
     ("G4003I", 4, "exit_code"),
+    ("G4003I", 5, "sha256_in"),
+    ("G4003I", 6, "sha256_out"),
 ];
 
 fn schemas_dir() -> PathBuf {

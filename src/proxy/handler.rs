@@ -1120,6 +1120,8 @@ async fn relay_stream(
         bytes_in: stats.bytes_in,
         bytes_out: stats.bytes_out,
         exit_code: stats.exit_code,
+        sha256_in: Some(stats.sha256_in),
+        sha256_out: Some(stats.sha256_out),
     }]);
     drop(registration);
     let _ = closed.await;

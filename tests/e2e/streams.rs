@@ -7,6 +7,7 @@
 use events::event::{Event, Role};
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
+use crate::cli::sha256;
 use crate::support::{TestGateway, basic, eventually, open_socket, until_eof};
 
 const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
@@ -80,13 +81,27 @@ async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
                 Event::StreamClosed {
                     bytes_in,
                     exit_code,
+                    sha256_in,
+                    sha256_out,
                     ..
-                } => Some((bytes_in, exit_code)),
+                } => Some((bytes_in, exit_code, sha256_in, sha256_out)),
                 _ => None,
             })
     })
     .await;
-    assert_eq!(closed, (invalid.len() as u64 + 2, Some(0)));
+    // The digests cover the data payloads each way, as relayed: what the caller sent, and what
+    // it got back before EOF.
+    let sent = [invalid.as_slice(), &e_acute].concat();
+    let received = payloads.concat();
+    assert_eq!(
+        closed,
+        (
+            invalid.len() as u64 + 2,
+            Some(0),
+            Some(sha256(&sent)),
+            Some(sha256(&received))
+        )
+    );
     gw.finish().await;
 }
 
