@@ -579,21 +579,24 @@ async fn forward(
     *upstream_req.method_mut() = call.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
+    // A 502 the gateway gives itself is recorded with the error kind the caller is told.
+    let answered_itself = |kind: &'static str| {
+        complete(
+            state,
+            &call.request_id,
+            502,
+            call.started,
+            &bytes_in,
+            None,
+            Some(kind),
+        );
+    };
     let sent = state.upstream.client().request(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
         Err(_) => {
-            let failure = ProxyError::Upstream;
-            complete(
-                state,
-                &call.request_id,
-                502,
-                call.started,
-                &bytes_in,
-                None,
-                Some(failure.kind()),
-            );
-            return Err(failure);
+            answered_itself(ProxyError::Upstream.kind());
+            return Err(ProxyError::Upstream);
         }
     };
     let (mut parts, incoming) = response.into_parts();
@@ -624,15 +627,7 @@ async fn forward(
         let masked = match masked {
             Ok(m) => m,
             Err(kind) => {
-                complete(
-                    state,
-                    &call.request_id,
-                    502,
-                    call.started,
-                    &bytes_in,
-                    None,
-                    Some(kind),
-                );
+                answered_itself(kind);
                 return Err(ProxyError::UnreadableAnswer(kind));
             }
         };
