@@ -1211,3 +1211,52 @@ async fn offline_and_online_modes_are_mutually_exclusive() {
         "--gateway",
     );
 }
+
+/// A method and path that is no route of the API: a 404 `unknown_route` in the API's terms.
+/// With a valid token the miss is recorded (a denial with no permission), whatever the token
+/// may do; without one it is counted, as every unauthenticated refusal. An over-long path is
+/// recorded cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_get_404_recorded_when_authenticated_and_counted_when_not() {
+    let gw = Gateway::start().await;
+    let (_, viewer) = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let long = format!("/api/v1/{}", "x".repeat(1000));
+    for (method, path) in [
+        ("GET", "/api/v1/users"),
+        ("POST", "/admin"),
+        ("PUT", TOKENS),
+        ("PATCH", "/api/v1/tokens/x"),
+        ("GET", long.as_str()),
+    ] {
+        for token in [gw.admin(), viewer.as_str()] {
+            let since = gw.head();
+            let reply = gw.api(method, path, token, None).await;
+            assert_eq!(reply.refused(404), "unknown_route", "{method} {path}");
+            let denial = one_denial(&gw, since).await;
+            assert_eq!(denial.method, method);
+            assert_eq!(denial.reason, "unknown_route");
+            assert_eq!(denial.permission, None, "{method} {path}");
+            if path.len() <= 256 {
+                assert_eq!(denial.path, path);
+            } else {
+                assert!(denial.path.len() < 300 && denial.path.ends_with('…'));
+                assert!(path.starts_with(denial.path.trim_end_matches('…')));
+            }
+        }
+    }
+    let before = gw.head();
+    let reply = send(gw.running.console, "GET", "/api/v1/users", &[], None).await;
+    assert_eq!(reply.refused(401), "missing_credentials");
+    assert_eq!(
+        gw.head(),
+        before,
+        "an unauthenticated miss is not recorded one by one"
+    );
+    let (events, _dir) = gw.finish().await;
+    assert!(events.iter().any(|r| matches!(
+        &r.event,
+        Event::DenialsCounted { reason, .. } if reason == "missing_credentials"
+    )));
+}

@@ -30,7 +30,7 @@ pub struct Call {
     pub request_id: String,
     pub ip: IpAddr,
     pub user_agent: String,
-    pub method: &'static str,
+    pub method: String,
     /// The path as recorded: the route's, with the token id when it is well formed.
     pub path: String,
     pub now: Timestamp,
@@ -50,7 +50,7 @@ impl Call {
         state: &ConsoleState,
         peer: SocketAddr,
         headers: &HeaderMap,
-        method: &'static str,
+        method: &str,
         path: String,
         now: Timestamp,
     ) -> Call {
@@ -63,7 +63,7 @@ impl Call {
             request_id: state.ids.next(),
             ip: state.client_ip(peer, headers),
             user_agent,
-            method,
+            method: method.to_owned(),
             path,
             now,
         }
@@ -74,11 +74,12 @@ impl Call {
         state.flood.count_denial(self.ip, reason, self.now);
     }
 
-    /// The `CommandRequested` of this call by `caller`.
+    /// The `CommandRequested` of this call by `caller`; no permission for a path that is no
+    /// route.
     fn event(
         &self,
         caller: &Caller,
-        permission: Permission,
+        permission: Option<Permission>,
         decision: Decision,
         reason: &str,
         params: Vec<(String, String)>,
@@ -90,9 +91,9 @@ impl Call {
             user_agent: &self.user_agent,
         }
         .requested(
-            self.method,
+            &self.method,
             &self.path,
-            Some(permission),
+            permission,
             decision,
             reason,
             params,
@@ -105,7 +106,7 @@ impl Call {
         &self,
         state: &ConsoleState,
         caller: &Caller,
-        permission: Permission,
+        permission: Option<Permission>,
         params: Vec<(String, String)>,
         refusal: ApiError,
     ) -> ApiError {
@@ -120,7 +121,7 @@ impl Call {
     pub async fn allow(&self, state: &ConsoleState, caller: &Caller) -> Result<(), ApiError> {
         let event = self.event(
             caller,
-            TOKEN_MANAGE.to_permission(),
+            Some(TOKEN_MANAGE.to_permission()),
             Decision::Allow,
             "",
             Vec::new(),
@@ -137,6 +138,32 @@ impl Call {
 /// Limits, authenticates and authorizes `call`: the caller, or the refusal to answer with
 /// (already counted or recorded).
 pub async fn admit(
+    state: &ConsoleState,
+    call: &Call,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let caller = identify(state, call, headers)?;
+    if let Err(reason) = caller.grant.check(TOKEN_MANAGE) {
+        let refusal = ApiError::Forbidden {
+            kind: reason.kind(),
+            what: format!("{reason}; managing tokens needs {TOKEN_MANAGE}"),
+        };
+        return Err(call
+            .deny(
+                state,
+                &caller,
+                Some(TOKEN_MANAGE.to_permission()),
+                Vec::new(),
+                refusal,
+            )
+            .await);
+    }
+    Ok(caller)
+}
+
+/// Limits and authenticates `call`, without asking for any permission: the caller, or the
+/// refusal to answer with (already counted).
+pub fn identify(
     state: &ConsoleState,
     call: &Call,
     headers: &HeaderMap,
@@ -163,21 +190,5 @@ pub async fn admit(
     let grant = state.store.with_state(|s| {
         Grant::for_token(&token.scopes, &Standing::of(&s.identities, &token.owner))
     });
-    let caller = Caller { token, grant };
-    if let Err(reason) = caller.grant.check(TOKEN_MANAGE) {
-        let refusal = ApiError::Forbidden {
-            kind: reason.kind(),
-            what: format!("{reason}; managing tokens needs {TOKEN_MANAGE}"),
-        };
-        return Err(call
-            .deny(
-                state,
-                &caller,
-                TOKEN_MANAGE.to_permission(),
-                Vec::new(),
-                refusal,
-            )
-            .await);
-    }
-    Ok(caller)
+    Ok(Caller { token, grant })
 }

@@ -1,7 +1,8 @@
 //! The console and gateway API listener, on its own origin apart from the rack proxy.
 //!
-//! It answers its health check and the token API (`/api/v1/tokens`, see [`tokens`]). The API
-//! authenticates with `Authorization: Bearer rgw_...` only and sets and reads no cookie: there
+//! It answers its health check and the token API (`/api/v1/tokens`, see [`tokens`]); any other
+//! method and path is refused as [`unknown_route`] says. The API authenticates with
+//! `Authorization: Bearer rgw_...` only and sets and reads no cookie: there
 //! is no ambient credential a browser would attach by itself, so a cross-site request cannot act
 //! with a user's authority and the API needs no CSRF token. **Invariant:** nothing here proxies
 //! to the rack; every API call is limited, authenticated and authorized as [`auth`] says, and a
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod client;
 pub mod respond;
 pub mod tokens;
+pub mod unknown_route;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub fn app(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz_get))
         .merge(tokens::routes())
+        .fallback(unknown_route::unknown_route)
+        .method_not_allowed_fallback(unknown_route::unknown_route)
         .with_state(state)
 }
 

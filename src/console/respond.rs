@@ -32,6 +32,9 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     NotFound(String),
+    /// No route of the API has this method and path.
+    #[error("no API route is {0}; the API serves /api/v1/tokens")]
+    UnknownRoute(String),
     #[error("{0}")]
     AlreadyRevoked(String),
     #[error("the audit log cannot record this call; nothing was changed")]
@@ -57,7 +60,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyRevoked(_) => StatusCode::CONFLICT,
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -73,6 +76,7 @@ impl ApiError {
             | ApiError::BadRequest { kind, .. } => kind,
             ApiError::TooLarge(_) => "body_too_large",
             ApiError::NotFound(_) => "no_such_token",
+            ApiError::UnknownRoute(_) => "unknown_route",
             ApiError::AlreadyRevoked(_) => "already_revoked",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::Internal => "internal",

@@ -12,7 +12,8 @@
 //! JSON, unknown fields, an unknown permission, a bad id, an expiry out of range) and 413 for
 //! an oversized body, counted like unauthenticated noise and with nothing appended; 404 and 409
 //! for revoking a token that does not exist or is already revoked (recorded); 503 when the log
-//! cannot record the call.
+//! cannot record the call. Any other method or path of the listener is a 404 `unknown_route`
+//! ([`super::unknown_route`]): recorded when the caller is authenticated, counted when not.
 //!
 //! **Invariant:** a change is appended only through `identity::admin` (the existing
 //! `TokenCreated` and `TokenRevoked`, with the caller's owner as `by`), after the caller is
@@ -201,7 +202,9 @@ async fn create(
         kind,
         what: e.to_string(),
     };
-    Err(call.deny(state, &caller, permission, params, refusal).await)
+    Err(call
+        .deny(state, &caller, Some(permission), params, refusal)
+        .await)
 }
 
 async fn list(
@@ -267,7 +270,7 @@ async fn revoke(
             .deny(
                 state,
                 &caller,
-                TOKEN_MANAGE.to_permission(),
+                Some(TOKEN_MANAGE.to_permission()),
                 params,
                 refusal,
             )
@@ -285,7 +288,7 @@ async fn revoke(
                 .deny(
                     state,
                     &caller,
-                    TOKEN_MANAGE.to_permission(),
+                    Some(TOKEN_MANAGE.to_permission()),
                     params,
                     refusal,
                 )
