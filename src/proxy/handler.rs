@@ -518,6 +518,12 @@ async fn record_local(
     append(state, event).await
 }
 
+/// The error kinds of a rack answer the gateway would not use: compressed (it asks for none on
+/// the routes it must read), or unreadable (cut off, or over the size it reads). The caller is
+/// told them, and `CommandCompleted.failure` records them.
+const ANSWER_ENCODED: &str = "answer_encoded";
+const ANSWER_UNREADABLE: &str = "answer_unreadable";
+
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
 /// when the answer's body ends, without holding the answer for its durability.
 async fn forward(
@@ -613,13 +619,13 @@ async fn forward(
             .get(header::CONTENT_ENCODING)
             .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
         let read = if encoded {
-            Err("answer_encoded")
+            Err(ANSWER_ENCODED)
         } else {
             Limited::new(incoming, mask::MAX_MASKED_BODY)
                 .collect()
                 .await
                 .map(|c| c.to_bytes())
-                .map_err(|_| "answer_unreadable")
+                .map_err(|_| ANSWER_UNREADABLE)
         };
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer is a
         // recorded 502 that says so.
@@ -748,7 +754,7 @@ async fn current_env(
         .map_err(|_| fail(502, unreachable))?;
     let status = response.status();
     if response.headers().contains_key(header::CONTENT_ENCODING) {
-        return Err(fail(status.as_u16(), Some("answer_encoded")));
+        return Err(fail(status.as_u16(), Some(ANSWER_ENCODED)));
     }
     if !status.is_success() {
         return Err(fail(status.as_u16(), None));
@@ -756,7 +762,7 @@ async fn current_env(
     let body = Limited::new(response.into_body(), mask::MAX_MASKED_BODY)
         .collect()
         .await
-        .map_err(|_| fail(502, Some("answer_unreadable")))?
+        .map_err(|_| fail(502, Some(ANSWER_UNREADABLE)))?
         .to_bytes();
     let meter = Meter {
         bytes: body.len() as u64,
@@ -968,9 +974,17 @@ async fn open_stream(
         Ok(io) => io,
         Err(no) => {
             // A refused upgrade is the rack's answer, passed on; an unreachable rack is not.
-            let (status, failure) = match no {
-                NoSocket::Answered(s) => (s, None),
-                NoSocket::Unreachable(s) => (s, Some(ProxyError::Upstream.kind())),
+            let (status, failure, error) = match no {
+                NoSocket::Answered(s) => (
+                    s,
+                    None,
+                    ProxyError::RackRefusedUpgrade(
+                        http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),
+                    ),
+                ),
+                NoSocket::Unreachable(s) => {
+                    (s, Some(ProxyError::Upstream.kind()), ProxyError::Upstream)
+                }
             };
             complete(
                 state,
@@ -981,12 +995,7 @@ async fn open_stream(
                 None,
                 failure,
             );
-            return Err(match no {
-                NoSocket::Answered(s) => ProxyError::RackRefusedUpgrade(
-                    http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),
-                ),
-                NoSocket::Unreachable(_) => ProxyError::Upstream,
-            });
+            return Err(error);
         }
     };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
