@@ -23,6 +23,7 @@ use events::event::{CommandRequested, Decision, Event, Permission, Principal, Ro
 use events::record::{self, Record};
 use events::store::redb::LogReader;
 use events::store::{CheckpointPolicy, EventStore};
+use rack_gateway::console::unknown_route::MAX_RECORDED_PATH;
 use rack_gateway::identity::admin::{self, TokenRequest};
 use rack_gateway::server::dev::{self, DEV_USER, DevOptions, Running};
 use rack_gateway::store;
@@ -1238,10 +1239,11 @@ async fn unknown_routes_get_404_recorded_when_authenticated_and_counted_when_not
             assert_eq!(denial.method, method);
             assert_eq!(denial.reason, "unknown_route");
             assert_eq!(denial.permission, None, "{method} {path}");
-            if path.len() <= 256 {
+            if path.len() <= MAX_RECORDED_PATH {
                 assert_eq!(denial.path, path);
             } else {
-                assert!(denial.path.len() < 300 && denial.path.ends_with('…'));
+                assert_eq!(denial.path.len(), MAX_RECORDED_PATH + '…'.len_utf8());
+                assert!(denial.path.ends_with('…'));
                 assert!(path.starts_with(denial.path.trim_end_matches('…')));
             }
         }
