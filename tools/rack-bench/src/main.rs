@@ -46,6 +46,11 @@ enum Command {
     Proxy(proxy::Args),
 }
 
+/// The gateway's own allocator (see `rack-gateway`'s `main.rs`): the gateway measured here runs
+/// in this process, so it must allocate as the product does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
