@@ -3,7 +3,7 @@
 use clap::Parser;
 
 /// mimalloc rather than glibc's malloc: the proxy's workers allocate what the store's sequencer
-/// thread frees (the events it seals), and glibc answers each such free with a lock on the
+/// thread frees (the events it seals), and glibc answers most such frees with a lock on the
 /// allocating thread's arena, contended under load (most of the gateway's futex calls in the
 /// proxy benchmark). mimalloc hands a freed block back to its owner without a lock. Built
 /// without transparent huge pages: faulting them in stalled requests by milliseconds (README,

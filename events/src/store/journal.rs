@@ -41,6 +41,8 @@ use crate::seq::Seq;
 
 const RECORD: [u8; 4] = *b"RGJ1";
 const CHECKPOINT: [u8; 4] = *b"RGC1";
+// The recovery scan finds candidate frames by this first byte.
+const _: () = assert!(RECORD[0] == CHECKPOINT[0]);
 const HEADER: usize = 48;
 /// The file grows by this much at a time, zero-filled.
 pub const CHUNK: u64 = 256 << 10;
