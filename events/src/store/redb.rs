@@ -1,8 +1,10 @@
 //! The embedded store: one redb file with its journal, one sequencer thread, group commit.
 //!
 //! Appends go over a channel to the sequencer thread, which gathers every request waiting at that
-//! moment into one batch. A batch of background appends alone ([`RedbStore::enqueue`]: no one
-//! waits on them) is held until an awaited append joins it, for at most [`BACKGROUND_DELAY`].
+//! moment into one batch. Background appends ([`RedbStore::enqueue`]: no one waits on them) go
+//! into a queue of their own that does not wake the sequencer (only the first one after it fell
+//! asleep holding none does); they join the next awaited append's batch, or are written on
+//! their own after at most [`BACKGROUND_DELAY`].
 //! The batch's records, and any checkpoint cut at this boundary, are
 //! written to the journal and synced (the durability point, see [`super::journal`]), applied to
 //! the projections, and only then are the appends resolved. redb indexes them, with the Merkle
@@ -126,6 +128,18 @@ struct Shared<S> {
     db: RwLock<Option<Arc<Database>>>,
     records: broadcast::Sender<Arc<Vec<StoredRecord>>>,
     poisoned: RwLock<Option<String>>,
+    background: Mutex<Background<S>>,
+}
+
+/// Background appends the sequencer has not taken yet. They do not go over its queue: each send
+/// there wakes a sleeping sequencer (a `futex` call and two context switches), and under load
+/// completions were most of the proxy workers' wake-ups, though none needs the sequencer before
+/// the next awaited append or its [`BACKGROUND_DELAY`].
+struct Background<S> {
+    queue: Vec<Request<S>>,
+    /// The sequencer sleeps holding no background append, without a deadline: the next one
+    /// wakes it, once, so that append's delay can start.
+    asleep: bool,
 }
 
 struct Request<S> {
@@ -141,6 +155,8 @@ enum Msg<S> {
     Append(Request<S>),
     /// A reader waits for records redb does not hold yet: index what is pending now.
     Index,
+    /// A background append came while the sequencer slept holding none (see [`Background`]).
+    Wake,
 }
 
 /// Where redb's index stands, for readers.
@@ -234,6 +250,14 @@ impl<S> Shared<S> {
             .clone()
             .ok_or_else(|| "the database is closed (the store is reopening its files)".to_owned())
     }
+
+    /// The background queue. A panic cannot leave it half-changed (a push, a flag, a move of
+    /// the whole vector), so a poisoned lock is used as it is rather than losing the appends.
+    fn background(&self) -> std::sync::MutexGuard<'_, Background<S>> {
+        self.background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 // === impl RedbStore ===
@@ -277,6 +301,10 @@ impl<S: Fold> RedbStore<S> {
             db: RwLock::new(Some(Arc::new(files.db))),
             records,
             poisoned: RwLock::new(None),
+            background: Mutex::new(Background {
+                queue: Vec::new(),
+                asleep: false,
+            }),
         });
         let mut sequencer = Sequencer {
             shared: shared.clone(),
@@ -396,9 +424,11 @@ impl<S: Fold> RedbStore<S> {
     /// a record written after an answer has gone (a completion) is not lost to a stop.
     ///
     /// It is a background append: it does not start a journal write of its own but joins the
-    /// next awaited append's (in queue order), or is written after [`BACKGROUND_DELAY`] if
-    /// none comes. A batch of completions alone would cost a disk write that the next request's
-    /// intent then queues behind; under load about a quarter of the batches were such.
+    /// next awaited append's (behind those enqueued before it), or is written after
+    /// [`BACKGROUND_DELAY`] if none comes. A batch of completions alone would cost a disk write
+    /// that the next request's intent then queues behind; under load about a quarter of the
+    /// batches were such. Nor does it wake the sequencer, except the first after the sequencer
+    /// fell asleep holding none (see `Background`).
     pub fn enqueue(
         &self,
         events: Vec<Event>,
@@ -427,13 +457,26 @@ impl<S: Fold> RedbStore<S> {
         let Some(tx) = tx.as_ref() else {
             return Err(AppendError::Unavailable("the store is shut down".into()));
         };
-        tx.send(Msg::Append(Request {
+        let stopped = |_| AppendError::Unavailable("the sequencer has stopped".into());
+        let request = Request {
             events,
             guard,
             reply,
             background,
-        }))
-        .map_err(|_| AppendError::Unavailable("the sequencer has stopped".into()))?;
+        };
+        if !background {
+            tx.send(Msg::Append(request)).map_err(stopped)?;
+            return Ok(rx);
+        }
+        // Pushed while `tx` is held: a shutdown, which takes `tx` first, finds it queued.
+        let wake = {
+            let mut bg = self.shared.background();
+            bg.queue.push(request);
+            std::mem::take(&mut bg.asleep)
+        };
+        if wake {
+            tx.send(Msg::Wake).map_err(stopped)?;
+        }
         Ok(rx)
     }
 }
@@ -611,6 +654,31 @@ impl LogReader {
 // === impl Sequencer ===
 
 impl<S: Fold> Sequencer<S> {
+    /// Moves the background appends submitted so far behind `waiting`, starting their delay
+    /// (`until`) if `waiting` held none.
+    fn take_background(&self, waiting: &mut Vec<Request<S>>, until: &mut Instant) {
+        let mut bg = self.shared.background();
+        if bg.queue.is_empty() {
+            return;
+        }
+        if waiting.is_empty() {
+            *until = Instant::now() + BACKGROUND_DELAY;
+        }
+        waiting.append(&mut bg.queue);
+    }
+
+    /// Marks the sequencer asleep, so the next background append wakes it; false if one came
+    /// since it last looked (it must be taken, not slept on).
+    fn fall_asleep(&self) -> bool {
+        let mut bg = self.shared.background();
+        bg.asleep = bg.queue.is_empty();
+        bg.asleep
+    }
+
+    fn wake_up(&self) {
+        self.shared.background().asleep = false;
+    }
+
     fn run(mut self, rx: mpsc::Receiver<Msg<S>>) {
         let tick = self
             .options
@@ -623,25 +691,32 @@ impl<S: Fold> Sequencer<S> {
         let mut waiting: Vec<Request<S>> = Vec::new();
         let mut waiting_until = Instant::now();
         loop {
+            self.take_background(&mut waiting, &mut waiting_until);
             let first = if !waiting.is_empty() {
                 match rx.recv_timeout(waiting_until.saturating_duration_since(Instant::now())) {
                     Ok(m) => Some(m),
                     // No awaited append came: the background ones are written on their own.
                     Err(RecvTimeoutError::Timeout) => {
+                        self.take_background(&mut waiting, &mut waiting_until);
                         self.process(std::mem::take(&mut waiting));
                         continue;
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-            } else if self.unindexed.is_empty() {
-                match rx.recv_timeout(tick) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
+            } else if !self.fall_asleep() {
+                // A background append came since the look above: take it first.
+                continue;
             } else {
-                match rx.recv_timeout(INDEX_IDLE) {
+                let idle = if self.unindexed.is_empty() {
+                    tick
+                } else {
+                    INDEX_IDLE
+                };
+                let received = rx.recv_timeout(idle);
+                self.wake_up();
+                match received {
                     Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) if self.unindexed.is_empty() => None,
                     // Appends have paused: a good moment to index.
                     Err(RecvTimeoutError::Timeout) => {
                         self.index();
@@ -650,8 +725,9 @@ impl<S: Fold> Sequencer<S> {
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
             };
-            let held = !waiting.is_empty();
             let mut batch = std::mem::take(&mut waiting);
+            // A background append enqueued before `first` was sent goes before it.
+            self.take_background(&mut batch, &mut waiting_until);
             let mut awaited = first.is_none();
             let mut index_now = false;
             let mut next = first;
@@ -662,17 +738,18 @@ impl<S: Fold> Sequencer<S> {
                         batch.push(r);
                     }
                     Msg::Index => index_now = true,
+                    // It only woke the sequencer: the append is in the background queue.
+                    Msg::Wake => {}
                 }
                 if batch.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
                 }
             }
             if awaited || batch.len() >= MAX_BATCH {
+                // What came in the background meanwhile shares this write.
+                self.take_background(&mut batch, &mut waiting_until);
                 self.process(batch);
-            } else if !batch.is_empty() {
-                if !held {
-                    waiting_until = Instant::now() + BACKGROUND_DELAY;
-                }
+            } else {
                 waiting = batch;
             }
             if index_now || self.unindexed.rows >= INDEX_AT {
@@ -680,6 +757,7 @@ impl<S: Fold> Sequencer<S> {
             }
         }
         // Shutting down: what is queued is written first.
+        self.take_background(&mut waiting, &mut waiting_until);
         if !waiting.is_empty() {
             self.process(waiting);
         }
