@@ -146,12 +146,11 @@ struct Request<S> {
     events: Vec<Event>,
     guard: Option<Guard<S>>,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
-    /// No one waits for its durability to go on (see [`RedbStore::enqueue`]).
-    background: bool,
 }
 
 /// What the sequencer's queue carries.
 enum Msg<S> {
+    /// An awaited append; background ones wait in [`Background`].
     Append(Request<S>),
     /// A reader waits for records redb does not hold yet: index what is pending now.
     Index,
@@ -462,7 +461,6 @@ impl<S: Fold> RedbStore<S> {
             events,
             guard,
             reply,
-            background,
         };
         if !background {
             tx.send(Msg::Append(request)).map_err(stopped)?;
@@ -734,7 +732,7 @@ impl<S: Fold> Sequencer<S> {
             while let Some(m) = next.take() {
                 match m {
                     Msg::Append(r) => {
-                        awaited |= !r.background;
+                        awaited = true;
                         batch.push(r);
                     }
                     Msg::Index => index_now = true,
