@@ -554,7 +554,7 @@ async fn forward(
     if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    let bytes_in = Arc::new(Mutex::new(None::<Meter>));
+    let pending = Pending::new(state, &call.request_id, call.started);
     let body = match call.body {
         CallBody::Empty => Full::new(Bytes::new())
             .map_err(|never| match never {})
@@ -569,7 +569,7 @@ async fn forward(
             if let Some(len) = call.headers.get(header::CONTENT_LENGTH) {
                 headers.insert(header::CONTENT_LENGTH, len.clone());
             }
-            let sink = bytes_in.clone();
+            let sink = pending.bytes_in.clone();
             Metered::new(
                 body.map_err(std::io::Error::other),
                 Box::new(move |m| {
@@ -586,17 +586,7 @@ async fn forward(
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
     // A 502 the gateway gives itself is recorded with the error kind the caller is told.
-    let answered_itself = |kind: &'static str| {
-        complete(
-            state,
-            &call.request_id,
-            502,
-            call.started,
-            &bytes_in,
-            None,
-            Some(kind),
-        );
-    };
+    let answered_itself = |kind: &'static str| pending.complete(502, None, Some(kind));
     let sent = state.upstream.client().request(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
@@ -611,7 +601,6 @@ async fn forward(
         parts.headers.insert("x-request-id", id);
     }
     let status = parts.status.as_u16();
-    let (state2, id, started) = (state.clone(), call.request_id.clone(), call.started);
     // Error answers (`http.Error` text) carry no env and pass as they are.
     if let Some(rewrite) = rewrite.filter(|_| parts.status.is_success()) {
         let encoded = parts
@@ -643,15 +632,13 @@ async fn forward(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         let body = Metered::new(
             Full::new(Bytes::from(masked)),
-            Box::new(move |out| {
-                complete(&state2, &id, status, started, &bytes_in, Some(out), None)
-            }),
+            Box::new(move |out| pending.complete(status, Some(out), None)),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     let body = Metered::new(
         incoming,
-        Box::new(move |out| complete(&state2, &id, status, started, &bytes_in, Some(out), None)),
+        Box::new(move |out| pending.complete(status, Some(out), None)),
     );
     Ok(Response::from_parts(parts, Body::new(body)))
 }
@@ -708,20 +695,11 @@ async fn current_env(
     let recorded = intent::record(&*state.store, intent, target)
         .await
         .map_err(|_| ProxyError::AuditUnavailable)?;
-    let started = Instant::now();
-    let none = Arc::new(Mutex::new(None));
-    // `failure` as in `complete`: set when the status is the gateway's, or the rack's answer
-    // was unusable.
+    let pending = Pending::new(state, &lookup.request_id, Instant::now());
+    // `failure` as in `Pending::complete`: set when the status is the gateway's, or the rack's
+    // answer was unusable.
     let fail = |status: u16, failure: Option<&'static str>| {
-        complete(
-            state,
-            &lookup.request_id,
-            status,
-            started,
-            &none,
-            None,
-            failure,
-        );
+        pending.complete(status, None, failure);
         ProxyError::Upstream
     };
     let unreachable = Some(ProxyError::Upstream.kind());
@@ -769,43 +747,49 @@ async fn current_env(
         sha256: events::hash::object_digest(&body),
         complete: true,
     };
-    complete(
-        state,
-        &lookup.request_id,
-        status.as_u16(),
-        started,
-        &none,
-        Some(meter),
-        None,
-    );
+    pending.complete(status.as_u16(), Some(meter), None);
     mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
 }
 
-/// Appends `CommandCompleted` in the background; `failure` is the error kind of an answer the
-/// gateway gave itself instead of the rack's.
-fn complete(
-    state: &Arc<ProxyState>,
-    request_id: &str,
-    status: u16,
+/// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
+/// it was sent, and the meter of the body the caller sent (set when that body ends, so a
+/// completion recorded before then says no bytes in).
+struct Pending {
+    state: Arc<ProxyState>,
+    request: RequestId,
     started: Instant,
-    bytes_in: &Arc<Mutex<Option<Meter>>>,
-    out: Option<Meter>,
-    failure: Option<&'static str>,
-) {
-    let input = bytes_in.lock().ok().and_then(|m| *m);
-    let event = Event::CommandCompleted(Box::new(CommandCompleted {
-        request: RequestId(request_id.to_owned()),
-        status,
-        duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-        bytes_in: input.map_or(0, |m| m.bytes),
-        bytes_out: out.map_or(0, |m| m.bytes),
-        sha256_in: input.map(|m| m.sha256),
-        sha256_out: out.map(|m| m.sha256),
-        failure: failure.map(str::to_owned),
-    }));
-    // Enqueued now, so a shutdown right after the answer still records it. Nobody waits for
-    // it: the answer has gone, and a failure is visible as a request without completion.
-    drop(state.store.enqueue(vec![event]));
+    bytes_in: Arc<Mutex<Option<Meter>>>,
+}
+
+impl Pending {
+    fn new(state: &Arc<ProxyState>, request_id: &str, started: Instant) -> Pending {
+        Pending {
+            state: state.clone(),
+            request: RequestId(request_id.to_owned()),
+            started,
+            bytes_in: Arc::default(),
+        }
+    }
+
+    /// Appends `CommandCompleted` in the background; `out` meters the answer's body, and
+    /// `failure` is the error kind of an answer the gateway gave itself instead of the rack's.
+    fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
+        let input = self.bytes_in.lock().ok().and_then(|m| *m);
+        let event = Event::CommandCompleted(Box::new(CommandCompleted {
+            request: self.request.clone(),
+            status,
+            duration_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            bytes_in: input.map_or(0, |m| m.bytes),
+            bytes_out: out.map_or(0, |m| m.bytes),
+            sha256_in: input.map(|m| m.sha256),
+            sha256_out: out.map(|m| m.sha256),
+            failure: failure.map(str::to_owned),
+        }));
+        // Enqueued now, so a shutdown right after the answer still records it. Nobody waits
+        // for it: the answer has gone, and a failure is visible as a request without
+        // completion.
+        drop(self.state.store.enqueue(vec![event]));
+    }
 }
 
 fn forward_target(path: &canonical::CanonicalPath, params: &CanonicalParams) -> String {
@@ -986,15 +970,7 @@ async fn open_stream(
                     (s, Some(ProxyError::Upstream.kind()), ProxyError::Upstream)
                 }
             };
-            complete(
-                state,
-                request_id,
-                status,
-                started,
-                &Arc::default(),
-                None,
-                failure,
-            );
+            Pending::new(state, request_id, started).complete(status, None, failure);
             return Err(error);
         }
     };
