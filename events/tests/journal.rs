@@ -1,8 +1,9 @@
 //! The store's journal, where an append becomes durable: records and checkpoints acknowledged
 //! but indexed only in unsynced redb commits come back on open; a batch cut short by a crash is
-//! dropped; damage followed by intact records refuses to open, and so does a journaled
-//! checkpoint the store did not sign; a reader refuses a store whose journal holds records redb
-//! has not indexed, and after a clean stop needs no journal.
+//! dropped whole, even if the disk kept some of its later frames; damage followed by intact
+//! records of a later batch refuses to open, and so does a journaled checkpoint the store did
+//! not sign; a journal of the first frame format still opens; a reader refuses a store whose
+//! journal holds records redb has not indexed, and after a clean stop needs no journal.
 //!
 //! A crash is taken as a copy of both files while the store is open and idle: what a killed
 //! process leaves on disk (redb at its last synced commit, the journal with every acknowledged
@@ -52,37 +53,59 @@ fn crash_copy(from: &Path) -> tempfile::TempDir {
     to
 }
 
-/// A frame of the journal: `RGJ1` (a record: seq, leaf hash) or `RGC1` (a checkpoint: number,
-/// SHA-256 of the note), the payload's length, the number, the hash (48 bytes), the payload.
+/// The length of a frame's header: magic, the payload's length, the number (a record's seq or a
+/// checkpoint's number), the batch's number in the pass, the frame's index in its batch, the
+/// batch's frame count, the hash (SHA-256 of the header's first 32 bytes and the payload's
+/// digest: a record's leaf hash, a note's SHA-256).
+const HEADER: usize = 64;
+
+/// A frame of the journal: `RGJ2` (a record) or `RGC2` (a checkpoint).
 #[derive(Clone, Copy, Debug)]
 struct Frame {
     pos: usize,
     len: usize,
     checkpoint: bool,
     number: u64,
+    batch: u64,
+}
+
+impl Frame {
+    fn payload(self) -> std::ops::Range<usize> {
+        self.pos + HEADER..self.pos + HEADER + self.len
+    }
 }
 
 /// The frames of the first pass over a journal (none of these tests writes a second).
 fn frames(journal: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while pos + 48 <= journal.len() {
+    while pos + HEADER <= journal.len() {
         let checkpoint = match &journal[pos..pos + 4] {
-            b"RGJ1" => false,
-            b"RGC1" => true,
+            b"RGJ2" => false,
+            b"RGC2" => true,
             _ => break,
         };
         let len = u32::from_le_bytes(journal[pos + 4..pos + 8].try_into().unwrap()) as usize;
         let number = u64::from_le_bytes(journal[pos + 8..pos + 16].try_into().unwrap());
+        let batch = u64::from_le_bytes(journal[pos + 16..pos + 24].try_into().unwrap());
         out.push(Frame {
             pos,
             len,
             checkpoint,
             number,
+            batch,
         });
-        pos += 48 + len;
+        pos += HEADER + len;
     }
     out
+}
+
+/// The record frame of `seq`.
+fn record_frame(journal: &[u8], seq: u64) -> Frame {
+    *record_frames(journal)
+        .iter()
+        .find(|f| f.number == seq)
+        .unwrap()
 }
 
 /// The frame of checkpoint `number`.
@@ -189,7 +212,7 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
         "the last frame is the last acknowledged record: {last:?}"
     );
     // The last write stopped halfway through its record.
-    journal[last.pos + 48 + last.len / 2..last.pos + 48 + last.len].fill(0);
+    journal[last.pos + HEADER + last.len / 2..last.payload().end].fill(0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open(copy.path()).unwrap();
@@ -209,7 +232,7 @@ async fn damage_before_intact_records_refuses_to_open() {
         number: seq,
         ..
     } = all[all.len() / 2];
-    journal[pos + 48 + len - 3] ^= 0x01;
+    journal[pos + HEADER + len - 3] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     refused_as_corrupt(open(copy.path()), seq, "journal is damaged");
@@ -302,7 +325,7 @@ async fn a_torn_checkpoint_frame_is_dropped_with_its_batch_and_the_rest_kept() {
     let cp = checkpoint_frame(&journal, 3);
     // The crash tore the checkpoint's note; nothing after it reached the disk.
     let end = journal.len();
-    journal[cp.pos + 48 + cp.len / 2..end].fill(0);
+    journal[cp.pos + HEADER + cp.len / 2..end].fill(0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open_every(copy.path(), 10).unwrap();
@@ -325,15 +348,17 @@ async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
     let cp = checkpoint_frame(&journal, 2);
     // The same checkpoint signed by another key of the same name, with a whole frame around it.
-    let note = std::str::from_utf8(&journal[cp.pos + 48..cp.pos + 48 + cp.len]).unwrap();
+    let note = std::str::from_utf8(&journal[cp.payload()]).unwrap();
     let (parsed, _) = checkpoint::parse_unverified(note.as_bytes()).unwrap();
     let forged = NoteSigner::from_seed(ORIGIN, [8; 32])
         .unwrap()
         .sign(&parsed)
         .note;
     assert_eq!(forged.len(), cp.len);
-    journal[cp.pos + 48..cp.pos + 48 + cp.len].copy_from_slice(forged.as_bytes());
-    journal[cp.pos + 16..cp.pos + 48].copy_from_slice(&hash::object_digest(forged.as_bytes()).0);
+    journal[cp.payload()].copy_from_slice(forged.as_bytes());
+    let note_digest = hash::object_digest(forged.as_bytes());
+    let digest = hash::object_digest(&[&journal[cp.pos..cp.pos + 32], &note_digest.0].concat());
+    journal[cp.pos + 32..cp.pos + HEADER].copy_from_slice(&digest.0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     refused_as_corrupt(
@@ -349,7 +374,7 @@ async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
     let copy = crash_copy(dir.path());
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
     let cp = checkpoint_frame(&journal, 1);
-    journal[cp.pos + 48 + cp.len - 5] ^= 0x01;
+    journal[cp.pos + HEADER + cp.len - 5] ^= 0x01;
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     refused_as_corrupt(open_every(copy.path(), 10), 11, "journal is damaged");
@@ -373,4 +398,116 @@ async fn a_clean_stop_right_after_a_checkpoint_leaves_nothing_to_index() {
     let reader = LogReader::open(&dir.path().join("log.redb")).unwrap();
     assert_eq!(reader.len().unwrap(), 11);
     assert_eq!(reader.checkpoints().unwrap().len(), cps.len());
+}
+
+/// Zeroes the second half of `frame`'s payload: its write did not reach the disk whole.
+fn tear(journal: &mut [u8], frame: Frame) {
+    journal[frame.pos + HEADER + frame.len / 2..frame.payload().end].fill(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_batch_followed_by_an_intact_one_refuses_to_open() {
+    let (dir, _store, _) = store_with_journaled_records().await;
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let (torn, kept) = (record_frame(&journal, 39), record_frame(&journal, 40));
+    assert_eq!(
+        kept.batch,
+        torn.batch + 1,
+        "one append, one batch: {torn:?} {kept:?}"
+    );
+    // Batch 40 was written only once batch 39 was durable: losing 39 is damage, not a crash.
+    tear(&mut journal, torn);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    refused_as_corrupt(open(copy.path()), 39, "journal is damaged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_first_frame_was_lost_is_dropped_whole_and_the_log_goes_on() {
+    let (dir, store, hashes) = store_with_journaled_records().await;
+    let three = (0..3).map(|i| conformance::filler(200 + i)).collect();
+    store.append(three).await.unwrap();
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let batch: Vec<Frame> = (41..44).map(|seq| record_frame(&journal, seq)).collect();
+    assert!(batch.iter().all(|f| f.batch == batch[0].batch), "{batch:?}");
+    // The power failed during the batch's write: the disk kept its later frames, not its first.
+    tear(&mut journal, batch[0]);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    let reopened = open(copy.path()).unwrap();
+    assert_eq!(
+        hashes_of(&reopened, 0..u64::MAX).await,
+        hashes,
+        "the batch is dropped whole"
+    );
+    // Its frames are gone from the file: the next crash does not take them for damage.
+    let after = reopened
+        .append(vec![conformance::filler(300)])
+        .await
+        .unwrap();
+    assert_eq!(after.first.0, 41);
+    let again = crash_copy(copy.path());
+    drop(reopened);
+    let reopened = open(again.path()).unwrap();
+    let back = hashes_of(&reopened, 0..u64::MAX).await;
+    assert_eq!(back[..41], hashes[..]);
+    assert_eq!(back[41..], [after.hashes[0].0]);
+}
+
+/// `journal` rewritten in the first frame format (48-byte headers, `RGJ1` with the record's
+/// leaf hash, `RGC1` with the note's SHA-256), as the store wrote it before frames carried
+/// their batch.
+fn first_format(journal: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in frames(journal) {
+        let payload = &journal[f.payload()];
+        let (magic, digest) = if f.checkpoint {
+            (b"RGC1", hash::object_digest(payload))
+        } else {
+            (b"RGJ1", hash::leaf_hash(payload))
+        };
+        out.extend_from_slice(magic);
+        out.extend_from_slice(&(f.len as u32).to_le_bytes());
+        out.extend_from_slice(&f.number.to_le_bytes());
+        out.extend_from_slice(&digest.0);
+        out.extend_from_slice(payload);
+    }
+    out.resize(journal.len(), 0);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_the_first_frame_format_still_opens() {
+    let (dir, store) = store_with_journaled_checkpoints().await;
+    let hashes = hashes_of(&store, 0..u64::MAX).await;
+    let cps = store.checkpoints(0..u64::MAX).await.unwrap();
+    let copy = crash_copy(dir.path());
+    let journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let old = first_format(&journal);
+    assert!(
+        frames(&old).is_empty(),
+        "no frame of the current format is left"
+    );
+    std::fs::write(journal_of(copy.path()), &old).unwrap();
+
+    let reopened = open_every(copy.path(), 10).unwrap();
+    assert_eq!(hashes_of(&reopened, 0..u64::MAX).await, hashes);
+    assert_eq!(
+        reopened.checkpoints(0..u64::MAX).await.unwrap().len(),
+        cps.len()
+    );
+
+    // Damage before intact frames of the first format is still refused: they carry no batch.
+    let mut damaged = first_format(&journal);
+    let at = frames(&journal)
+        .iter()
+        .take_while(|f| f.checkpoint || f.number != 20)
+        .map(|f| 48 + f.len)
+        .sum::<usize>();
+    damaged[at + 48 + 3] ^= 0x01;
+    let copy = crash_copy(dir.path());
+    std::fs::write(journal_of(copy.path()), &damaged).unwrap();
+    refused_as_corrupt(open_every(copy.path(), 10), 20, "journal is damaged");
 }

@@ -9,15 +9,18 @@
 //! per batch replaces redb's copy-on-write page writes and their syncs on the durable path, and a
 //! checkpoint costs no more than a record.
 //!
-//! Frames share one 48-byte header: magic, payload length (u32 LE), a number (u64 LE), a hash
-//! (32 bytes), then the payload.
-//! - `"RGJ1"`: a record. The number is its seq, the hash its leaf hash, the payload its
-//!   canonical bytes.
-//! - `"RGC1"`: a checkpoint. The number is its place in the store's checkpoint table, the hash
-//!   the SHA-256 of the payload, the payload its signed note.
+//! Frames share one 64-byte header: magic, payload length (u32 LE), a number (u64 LE), the
+//! frame's place (its batch's number in this pass over the file, u64 LE; its index in the
+//! batch and the batch's frame count, u32 LE each), a hash (32 bytes), then the payload. The
+//! hash is SHA-256 of the header's first 32 bytes and the payload's digest (a record's leaf
+//! hash, a note's SHA-256), so every frame is self-checking, its place included, and a damaged
+//! frame is never taken for a whole one, even as the last frame.
+//! - `"RGJ2"`: a record. The number is its seq, the payload its canonical bytes.
+//! - `"RGC2"`: a checkpoint. The number is its place in the store's checkpoint table, the
+//!   payload its signed note.
 //!
-//! The hash makes every frame self-checking, so a damaged frame is never taken for a whole one,
-//! even as the last frame.
+//! Journals written before frames carried their place (`"RGJ1"`/`"RGC1"`: a 48-byte header
+//! whose hash is the record's leaf hash or the note's SHA-256) are still read, never written.
 //! The file grows in zero-filled chunks of [`CHUNK`] (synced with the batch that needs them), so
 //! a full disk refuses the append that needs more room rather than a later index commit.
 //!
@@ -26,11 +29,14 @@
 //! acknowledged record and every checkpoint not yet in a synced redb commit is among them.
 //! Recovery ([`Journal::recover`]) takes the frames from redb's durable size (and checkpoint
 //! count) on, each decoded and chained to the one before it; it stops at the first frame that is
-//! torn, stale (an earlier pass over the file) or out of sequence, and refuses to open if any
-//! intact frame past that point would continue the log, because that means acknowledged records
-//! were damaged, not merely a batch cut short by a crash.
+//! torn, stale (an earlier pass over the file) or out of sequence. A batch's write may reach the
+//! disk in pieces, in any order, if the power fails during it, so intact frames past that point
+//! are dropped if they belong to the batch the break is in (it was never acknowledged); any
+//! other intact frame that would continue the log makes recovery refuse to open, because that
+//! means acknowledged records were damaged, not merely the last batch cut short by a crash.
 
 use redb::StorageBackend;
+use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use super::direct::{BLOCK, DirectError, DirectFile};
@@ -39,11 +45,19 @@ use crate::hash::{self, Hash};
 use crate::record::{self, StoredRecord};
 use crate::seq::Seq;
 
-const RECORD: [u8; 4] = *b"RGJ1";
-const CHECKPOINT: [u8; 4] = *b"RGC1";
+const RECORD: [u8; 4] = *b"RGJ2";
+const CHECKPOINT: [u8; 4] = *b"RGC2";
+/// The frames of journals written before frames carried their batch; read, never written.
+const RECORD_V1: [u8; 4] = *b"RGJ1";
+const CHECKPOINT_V1: [u8; 4] = *b"RGC1";
 // The recovery scan finds candidate frames by this first byte.
-const _: () = assert!(RECORD[0] == CHECKPOINT[0]);
-const HEADER: usize = 48;
+const _: () = assert!(
+    RECORD[0] == CHECKPOINT[0] && RECORD[0] == RECORD_V1[0] && RECORD[0] == CHECKPOINT_V1[0]
+);
+const HEADER: usize = 64;
+const HEADER_V1: usize = 48;
+/// The part of a header its hash covers, with the payload.
+const COVERED: usize = 32;
 /// The file grows by this much at a time, zero-filled.
 pub const CHUNK: u64 = 256 << 10;
 /// Past this offset the next commit is a synced redb commit and the journal starts over.
@@ -65,6 +79,30 @@ pub(crate) struct Journal {
     /// Reused for every batch's frames: a fresh buffer of several KiB per batch made the
     /// allocator consolidate its free lists on the sequencer's thread each time.
     buf: Vec<u8>,
+    /// The next batch's number in this pass over the file (0 after every restart).
+    batch: u64,
+}
+
+/// Where a frame sits in the batches of its pass. Written in every frame, so that recovery can
+/// tell a frame of the batch a crash cut short (its write reached the disk in pieces, in any
+/// order) from a frame of a later batch, whose presence proves acknowledged frames were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    batch: u64,
+    index: u32,
+    count: u32,
+}
+
+impl Place {
+    /// The batch a break right after this frame is in: its own, unless it is its batch's last
+    /// frame.
+    fn broken_batch(self) -> u64 {
+        if self.index.saturating_add(1) < self.count {
+            self.batch
+        } else {
+            self.batch + 1
+        }
+    }
 }
 
 /// A checkpoint to journal: its number in the checkpoint table and its signed note.
@@ -86,6 +124,11 @@ pub(crate) struct JournaledCheckpoint {
 pub(crate) struct Recovered {
     pub records: Vec<StoredRecord>,
     pub checkpoints: Vec<JournaledCheckpoint>,
+    /// Intact frames found past the break in the batch the break is in: its write reached the
+    /// disk in pieces and was never acknowledged. They are dropped, and the writer clears the
+    /// file ([`Journal::clear`]) once the rest is indexed, so that a later pass never takes
+    /// them for its own.
+    pub dropped: usize,
 }
 
 impl Recovered {
@@ -96,8 +139,12 @@ impl Recovered {
 
 /// A frame read back, borrowed from the journal's bytes.
 struct Frame<'a> {
-    magic: [u8; 4],
+    record: bool,
     number: u64,
+    /// `None` in a frame of the first format.
+    place: Option<Place>,
+    /// The header's first [`COVERED`] bytes.
+    head: &'a [u8],
     hash: Hash,
     end: usize,
     bytes: &'a [u8],
@@ -113,17 +160,23 @@ impl Frame<'_> {
     /// What the frame holds, if its bytes are whole: they hash to the frame's hash, decode, and
     /// (a record) say the frame's seq.
     fn content(&self) -> Option<Content> {
-        if self.magic == RECORD {
-            if hash::leaf_hash(self.bytes) != self.hash {
-                return None;
-            }
+        let payload = if self.record {
+            hash::leaf_hash(self.bytes)
+        } else {
+            hash::object_digest(self.bytes)
+        };
+        let whole = match self.place {
+            Some(_) => frame_digest(self.head, &payload) == self.hash,
+            None => payload == self.hash,
+        };
+        if !whole {
+            return None;
+        }
+        if self.record {
             return record::decode(self.bytes)
                 .ok()
                 .filter(|s| s.record.seq.0 == self.number)
                 .map(Content::Record);
-        }
-        if hash::object_digest(self.bytes) != self.hash {
-            return None;
         }
         let note = String::from_utf8(self.bytes.to_vec()).ok()?;
         let (checkpoint, _) = checkpoint::parse_unverified(note.as_bytes()).ok()?;
@@ -149,6 +202,7 @@ impl Journal {
             tail: Vec::new(),
             allocated,
             buf: Vec::new(),
+            batch: 0,
         })
     }
 
@@ -187,12 +241,21 @@ impl Journal {
         records: &[StoredRecord],
         checkpoint: Option<CheckpointEntry<'_>>,
     ) -> std::io::Result<()> {
+        let count = records.len() + usize::from(checkpoint.is_some());
+        let count = u32::try_from(count)
+            .map_err(|_| std::io::Error::other("a batch is too large for the journal"))?;
+        let mut place = Place {
+            batch: self.batch,
+            index: 0,
+            count,
+        };
         for r in records {
-            put_frame(buf, RECORD, r.record.seq.0, &r.hash, &r.bytes)?;
+            put_frame(buf, RECORD, r.record.seq.0, place, &r.hash, &r.bytes)?;
+            place.index += 1;
         }
         if let Some(c) = checkpoint {
             let digest = hash::object_digest(c.note.as_bytes());
-            put_frame(buf, CHECKPOINT, c.number, &digest, c.note.as_bytes())?;
+            put_frame(buf, CHECKPOINT, c.number, place, &digest, c.note.as_bytes())?;
         }
         let start = self.offset - self.tail.len() as u64;
         let end = start + buf.len() as u64;
@@ -226,6 +289,7 @@ impl Journal {
         self.tail
             .extend_from_slice(buf.get(last_block..used).unwrap_or_default());
         self.offset = end;
+        self.batch += 1;
         Ok(())
     }
 
@@ -243,6 +307,17 @@ impl Journal {
     pub(crate) fn restart(&mut self) {
         self.offset = 0;
         self.tail.clear();
+        self.batch = 0;
+    }
+
+    /// Empties the file and starts over: after recovery dropped frames of a torn batch, once
+    /// everything before it is durable in redb.
+    pub(crate) fn clear(&mut self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.allocated = 0;
+        self.restart();
+        Ok(())
     }
 
     /// Zero-fills the file up to `end` rounded up to a chunk (synced by the caller's sync).
@@ -277,10 +352,12 @@ impl Journal {
         let mut pass_seq: Option<u64> = None;
         let mut pass_cp: Option<u64> = None;
         let mut last = last;
+        // Where the last frame taken sits, which says which batch a break after it is in.
+        let mut taken: Option<Option<Place>> = None;
         while let Some(frame) = frame_at(&data, pos) {
             let next = durable + out.records.len() as u64;
             let next_cp = checkpoints + out.checkpoints.len() as u64;
-            if frame.magic == RECORD {
+            if frame.record {
                 if pass_seq.is_some_and(|n| frame.number != n) {
                     break;
                 }
@@ -296,6 +373,7 @@ impl Journal {
                     }
                     last = stored.hash;
                     out.records.push(stored);
+                    taken = Some(frame.place);
                 }
                 pass_seq = Some(frame.number + 1);
             } else {
@@ -314,6 +392,7 @@ impl Journal {
                         break;
                     }
                     out.checkpoints.push(cp);
+                    taken = Some(frame.place);
                 }
                 pass_cp = Some(frame.number + 1);
                 pass_seq = Some(size);
@@ -322,7 +401,17 @@ impl Journal {
         }
         let next = durable + out.records.len() as u64;
         let next_cp = checkpoints + out.checkpoints.len() as u64;
-        if let Some(at) = continues_after(&data, pos, next, next_cp) {
+        // The batch a crash may have cut short: the one the break is in (the first of the pass
+        // if nothing was taken). Frames of the first format carry no batch: nothing past their
+        // break may be whole.
+        let torn = match taken {
+            None => Some(0),
+            Some(Some(place)) => Some(place.broken_batch()),
+            Some(None) => None,
+        };
+        let after = continues_after(&data, pos, next, next_cp, torn);
+        out.dropped = after.dropped;
+        if let Some(at) = after.lost {
             return Err(StoreError::Corrupt {
                 seq: Seq(next),
                 what: format!(
@@ -348,74 +437,133 @@ impl Journal {
 
 /// The frame starting at `pos` in `data`, if one fits and has a frame's magic.
 fn frame_at(data: &[u8], pos: usize) -> Option<Frame<'_>> {
-    let head = data.get(pos..pos.checked_add(HEADER)?)?;
-    let magic = [head[0], head[1], head[2], head[3]];
-    if magic != RECORD && magic != CHECKPOINT {
-        return None;
-    }
-    let size = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let magic = data.get(pos..pos.checked_add(4)?)?;
+    let (record, header) = match <[u8; 4]>::try_from(magic).ok()? {
+        RECORD => (true, HEADER),
+        CHECKPOINT => (false, HEADER),
+        RECORD_V1 => (true, HEADER_V1),
+        CHECKPOINT_V1 => (false, HEADER_V1),
+        _ => return None,
+    };
+    let head = data.get(pos..pos.checked_add(header)?)?;
+    let size = u32::from_le_bytes(head.get(4..8)?.try_into().ok()?);
     if size > MAX_PAYLOAD {
         return None;
     }
-    let mut number = [0u8; 8];
-    number.copy_from_slice(&head[8..16]);
-    let number = u64::from_le_bytes(number);
-    let hash = Hash::from_slice(&head[16..48]).unwrap_or(hash::ZERO);
-    let start = pos + HEADER;
+    let number = u64::from_le_bytes(head.get(8..16)?.try_into().ok()?);
+    let place = (header == HEADER)
+        .then(|| {
+            Some(Place {
+                batch: u64::from_le_bytes(head.get(16..24)?.try_into().ok()?),
+                index: u32::from_le_bytes(head.get(24..28)?.try_into().ok()?),
+                count: u32::from_le_bytes(head.get(28..32)?.try_into().ok()?),
+            })
+        })
+        .flatten();
+    let hash = Hash::from_slice(head.get(header - 32..header)?).unwrap_or(hash::ZERO);
+    let start = pos + header;
     let end = start.checked_add(usize::try_from(size).ok()?)?;
     let bytes = data.get(start..end)?;
     Some(Frame {
-        magic,
+        record,
         number,
+        place,
+        head: head.get(..COVERED)?,
         hash,
         end,
         bytes,
     })
 }
 
-/// Where, at or after `from`, an intact frame holds a record of seq `next` or later, or a
-/// checkpoint of number `next_cp` or later: proof that the break at `from` lost acknowledged
-/// entries. Stale frames hold earlier ones, so a frame's number is checked before its bytes are
-/// hashed. Every byte offset is a candidate (a frame may start inside a torn one); both magics
-/// begin with `R`, which is searched for first.
-fn continues_after(data: &[u8], from: usize, next: u64, next_cp: u64) -> Option<u64> {
+/// What lies past a break.
+struct After {
+    /// The first intact frame that continues the log outside the batch a crash may have cut.
+    lost: Option<u64>,
+    /// Intact frames that continue the log inside it.
+    dropped: usize,
+}
+
+/// What lies at or after `from`: intact frames holding a record of seq `next` or later, or a
+/// checkpoint of number `next_cp` or later. In batch `torn` (frames of the current format only)
+/// they are pieces of a write a crash cut short, never acknowledged; anywhere else they prove
+/// that the break at `from` lost acknowledged entries. Stale frames hold earlier ones, so a
+/// frame's number is checked before its bytes are hashed. Every byte offset is a candidate (a
+/// frame may start inside a torn one); every magic begins with `R`, which is searched for
+/// first.
+fn continues_after(data: &[u8], from: usize, next: u64, next_cp: u64, torn: Option<u64>) -> After {
+    let mut after = After {
+        lost: None,
+        dropped: 0,
+    };
     let mut i = from;
-    while i + HEADER <= data.len() {
-        let rest = data.get(i..=data.len() - HEADER)?;
-        i += rest.iter().position(|b| *b == RECORD[0])?;
+    while i + HEADER_V1 <= data.len() {
+        let Some(skip) = data
+            .get(i..=data.len() - HEADER_V1)
+            .and_then(|rest| rest.iter().position(|b| *b == RECORD[0]))
+        else {
+            break;
+        };
+        i += skip;
         if let Some(frame) = frame_at(data, i) {
-            let lost = if frame.magic == RECORD {
+            let continues = if frame.record {
                 frame.number >= next && matches!(frame.content(), Some(Content::Record(_)))
             } else {
                 frame.number >= next_cp && matches!(frame.content(), Some(Content::Checkpoint(_)))
             };
-            if lost {
-                return Some(i as u64);
+            if continues {
+                let unacknowledged = matches!(
+                    (torn, frame.place),
+                    (Some(t), Some(p)) if p.batch == t
+                );
+                if !unacknowledged {
+                    after.lost = Some(i as u64);
+                    return after;
+                }
+                after.dropped += 1;
+                i = frame.end;
+                continue;
             }
         }
         i += 1;
     }
-    None
+    after
 }
 
-/// Appends one frame to `buf`.
+/// Appends one frame to `buf`; `digest` is the payload's (a record's leaf hash, a note's
+/// SHA-256).
 fn put_frame(
     buf: &mut Vec<u8>,
     magic: [u8; 4],
     number: u64,
-    hash: &Hash,
+    place: Place,
+    digest: &Hash,
     payload: &[u8],
 ) -> std::io::Result<()> {
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|l| *l <= MAX_PAYLOAD)
         .ok_or_else(|| std::io::Error::other("an entry is too large for the journal"))?;
+    let start = buf.len();
     buf.extend_from_slice(&magic);
     buf.extend_from_slice(&len.to_le_bytes());
     buf.extend_from_slice(&number.to_le_bytes());
+    buf.extend_from_slice(&place.batch.to_le_bytes());
+    buf.extend_from_slice(&place.index.to_le_bytes());
+    buf.extend_from_slice(&place.count.to_le_bytes());
+    let hash = frame_digest(buf.get(start..).unwrap_or_default(), digest);
     buf.extend_from_slice(&hash.0);
     buf.extend_from_slice(payload);
     Ok(())
+}
+
+/// A frame's hash: SHA-256 of its header's first [`COVERED`] bytes and its payload's digest
+/// (a record's leaf hash, which the sequencer already has; a note's SHA-256), so a damaged
+/// place is never taken for a whole one and the payload is hashed once.
+fn frame_digest(head: &[u8], payload: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update(head);
+    h.update(payload.0);
+    Hash(h.finalize().into())
 }
 
 fn journal_io(e: std::io::Error) -> StoreError {

@@ -913,7 +913,20 @@ impl<S: Fold> Sequencer<S> {
             }
         }
         if let Some(j) = self.journal.as_mut() {
-            j.restart();
+            if pending.dropped > 0 {
+                // Those frames must not outlive this pass: a later recovery would take them
+                // for its own.
+                eprintln!(
+                    "rack-gateway: the event store's journal ended in a batch a crash cut short; \
+                     {} of its entries reached the disk and are dropped (it was never \
+                     acknowledged)",
+                    pending.dropped
+                );
+                j.clear()
+                    .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
+            } else {
+                j.restart();
+            }
         }
         Ok(())
     }
