@@ -1,7 +1,7 @@
 //! The store's journal, where an append becomes durable: records and checkpoints acknowledged
 //! but indexed only in unsynced redb commits come back on open; a batch cut short by a crash is
-//! dropped whole, even if the disk kept some of its later frames; damage followed by intact
-//! records of a later batch refuses to open, and so does a journaled checkpoint the store did
+//! dropped from its first lost frame on, even frames the disk kept after it, however the tear
+//! falls; damage followed by intact records of a later batch refuses to open, and so does a journaled checkpoint the store did
 //! not sign; a journal of the first frame format still opens; a reader refuses a store whose
 //! journal holds records redb has not indexed, and after a clean stop needs no journal.
 //!
@@ -510,4 +510,112 @@ async fn a_journal_of_the_first_frame_format_still_opens() {
     let copy = crash_copy(dir.path());
     std::fs::write(journal_of(copy.path()), &damaged).unwrap();
     refused_as_corrupt(open_every(copy.path(), 10), 20, "journal is damaged");
+}
+
+/// A store's two files as a crash leaves them after appends of several events each (one batch
+/// per append), and the leaf hashes of its records. Built once for the properties below.
+struct Crashed {
+    db: Vec<u8>,
+    journal: Vec<u8>,
+    hashes: Vec<[u8; 32]>,
+}
+
+/// Events per append: the last batch has four frames, so a crash can tear it in many ways.
+const BATCHES: [u64; 8] = [1, 3, 2, 4, 1, 2, 3, 4];
+
+fn crashed() -> &'static Crashed {
+    static CRASHED: std::sync::OnceLock<Crashed> = std::sync::OnceLock::new();
+    CRASHED.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path()).unwrap();
+            let mut i = 0;
+            for n in BATCHES {
+                let events = (i..i + n).map(conformance::filler).collect();
+                store.append(events).await.unwrap();
+                i += n;
+            }
+            let hashes = hashes_of(&store, 0..u64::MAX).await;
+            let copy = crash_copy(dir.path());
+            Crashed {
+                db: std::fs::read(copy.path().join("log.redb")).unwrap(),
+                journal: std::fs::read(journal_of(copy.path())).unwrap(),
+                hashes,
+            }
+        })
+    })
+}
+
+/// Opens the crashed store with `journal` in place of its journal.
+fn open_with_journal(
+    journal: &[u8],
+) -> (tempfile::TempDir, Result<RedbStore<TestFold>, StoreError>) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.redb"), &crashed().db).unwrap();
+    std::fs::write(journal_of(dir.path()), journal).unwrap();
+    let opened = open(dir.path());
+    (dir, opened)
+}
+
+/// Damages `frame` one of three ways: its payload's second half zeroed (a write cut short),
+/// the whole frame zeroed (never written), or one payload byte flipped.
+fn damage(journal: &mut [u8], frame: Frame, how: u8) {
+    match how % 3 {
+        0 => tear(journal, frame),
+        1 => journal[frame.pos..frame.payload().end].fill(0),
+        _ => journal[frame.payload().end - 1] ^= 0x40,
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config::with_cases(48))]
+
+    /// However a crash tears the last batch (any of its frames, in any order), the store opens
+    /// with every record before the first frame lost, and nothing after it.
+    #[test]
+    fn any_tear_of_the_last_batch_keeps_what_precedes_it(lost in 1u8..16, how in 0u8..3) {
+        let c = crashed();
+        let mut journal = c.journal.clone();
+        let records = record_frames(&journal);
+        let last = records.last().unwrap().batch;
+        let batch: Vec<Frame> = records.into_iter().filter(|f| f.batch == last).collect();
+        proptest::prop_assert_eq!(batch.len(), 4);
+        let torn: Vec<Frame> = (0..4).filter(|i| lost & (1 << i) != 0).map(|i| batch[i]).collect();
+        for f in &torn {
+            damage(&mut journal, *f, how);
+        }
+
+        let (_dir, opened) = open_with_journal(&journal);
+        let store = opened.unwrap();
+        let kept = torn[0].number;
+        proptest::prop_assert_eq!(store.head().size, kept);
+        proptest::prop_assert_eq!(store.head().hash.0, c.hashes[kept as usize - 1]);
+    }
+
+    /// Damage to any frame of an earlier batch, with the batches after it intact, refuses to
+    /// open at that frame's record.
+    #[test]
+    fn damage_before_the_last_batch_refuses_to_open(pick in 0usize..1000, how in 0u8..3) {
+        let c = crashed();
+        let mut journal = c.journal.clone();
+        let records = record_frames(&journal);
+        let last = records.last().unwrap().batch;
+        let earlier: Vec<Frame> = records.into_iter().filter(|f| f.batch < last).collect();
+        let frame = earlier[pick % earlier.len()];
+        damage(&mut journal, frame, how);
+
+        let (_dir, opened) = open_with_journal(&journal);
+        match opened {
+            Err(StoreError::Corrupt { seq, what }) => {
+                proptest::prop_assert_eq!(seq.0, frame.number, "{}", what);
+                proptest::prop_assert!(what.contains("journal is damaged"), "{}", what);
+            }
+            Err(e) => proptest::prop_assert!(false, "wrong error: {}", e),
+            Ok(s) => proptest::prop_assert!(false, "opened with {} records", s.head().size),
+        }
+    }
 }

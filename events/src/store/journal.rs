@@ -31,7 +31,8 @@
 //! count) on, each decoded and chained to the one before it; it stops at the first frame that is
 //! torn, stale (an earlier pass over the file) or out of sequence. A batch's write may reach the
 //! disk in pieces, in any order, if the power fails during it, so intact frames past that point
-//! are dropped if they belong to the batch the break is in (it was never acknowledged); any
+//! are dropped if they belong to the batch the break is in (it was never acknowledged; its
+//! frames before the break are kept, like any intact record never acknowledged); any
 //! other intact frame that would continue the log makes recovery refuse to open, because that
 //! means acknowledged records were damaged, not merely the last batch cut short by a crash.
 
