@@ -561,6 +561,13 @@ fn open_with_journal(
     (dir, opened)
 }
 
+/// The record frames of earlier batches, and those of the last batch.
+fn by_last_batch(journal: &[u8]) -> (Vec<Frame>, Vec<Frame>) {
+    let records = record_frames(journal);
+    let last = records.last().unwrap().batch;
+    records.into_iter().partition(|f| f.batch < last)
+}
+
 /// Damages `frame` one of three ways: its payload's second half zeroed (a write cut short),
 /// the whole frame zeroed (never written), or one payload byte flipped.
 fn damage(journal: &mut [u8], frame: Frame, how: u8) {
@@ -580,9 +587,7 @@ proptest::proptest! {
     fn any_tear_of_the_last_batch_keeps_what_precedes_it(lost in 1u8..16, how in 0u8..3) {
         let c = crashed();
         let mut journal = c.journal.clone();
-        let records = record_frames(&journal);
-        let last = records.last().unwrap().batch;
-        let batch: Vec<Frame> = records.into_iter().filter(|f| f.batch == last).collect();
+        let (_, batch) = by_last_batch(&journal);
         proptest::prop_assert_eq!(batch.len(), 4);
         let torn: Vec<Frame> = (0..4).filter(|i| lost & (1 << i) != 0).map(|i| batch[i]).collect();
         for f in &torn {
@@ -602,9 +607,7 @@ proptest::proptest! {
     fn damage_before_the_last_batch_refuses_to_open(pick in 0usize..1000, how in 0u8..3) {
         let c = crashed();
         let mut journal = c.journal.clone();
-        let records = record_frames(&journal);
-        let last = records.last().unwrap().batch;
-        let earlier: Vec<Frame> = records.into_iter().filter(|f| f.batch < last).collect();
+        let (earlier, _) = by_last_batch(&journal);
         let frame = earlier[pick % earlier.len()];
         damage(&mut journal, frame, how);
 
