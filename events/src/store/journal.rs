@@ -158,26 +158,28 @@ enum Content {
 }
 
 impl Frame<'_> {
+    /// Whether the frame's hash says its payload has `digest` (a record's leaf hash, a note's
+    /// SHA-256), for its format.
+    fn covers(&self, digest: &Hash) -> bool {
+        match self.place {
+            Some(_) => frame_digest(self.head, digest) == self.hash,
+            None => *digest == self.hash,
+        }
+    }
+
     /// What the frame holds, if its bytes are whole: they hash to the frame's hash, decode, and
     /// (a record) say the frame's seq.
     fn content(&self) -> Option<Content> {
-        let payload = if self.record {
-            hash::leaf_hash(self.bytes)
-        } else {
-            hash::object_digest(self.bytes)
-        };
-        let whole = match self.place {
-            Some(_) => frame_digest(self.head, &payload) == self.hash,
-            None => payload == self.hash,
-        };
-        if !whole {
-            return None;
-        }
         if self.record {
+            // Decoding computes the leaf hash, which the frame's hash covers: one hash per
+            // record.
             return record::decode(self.bytes)
                 .ok()
-                .filter(|s| s.record.seq.0 == self.number)
+                .filter(|s| self.covers(&s.hash) && s.record.seq.0 == self.number)
                 .map(Content::Record);
+        }
+        if !self.covers(&hash::object_digest(self.bytes)) {
+            return None;
         }
         let note = String::from_utf8(self.bytes.to_vec()).ok()?;
         let (checkpoint, _) = checkpoint::parse_unverified(note.as_bytes()).ok()?;
@@ -353,8 +355,10 @@ impl Journal {
         let mut pass_seq: Option<u64> = None;
         let mut pass_cp: Option<u64> = None;
         let mut last = last;
-        // Where the last frame taken sits, which says which batch a break after it is in.
-        let mut taken: Option<Option<Place>> = None;
+        // The batch a break here would be in, which a crash may have cut short: the pass's
+        // first until a frame is taken, then as the last frame taken says. Frames of the first
+        // format carry no batch: nothing past their break may be whole.
+        let mut torn = Some(0);
         while let Some(frame) = frame_at(&data, pos) {
             let next = durable + out.records.len() as u64;
             let next_cp = checkpoints + out.checkpoints.len() as u64;
@@ -374,7 +378,7 @@ impl Journal {
                     }
                     last = stored.hash;
                     out.records.push(stored);
-                    taken = Some(frame.place);
+                    torn = frame.place.map(Place::broken_batch);
                 }
                 pass_seq = Some(frame.number + 1);
             } else {
@@ -393,7 +397,7 @@ impl Journal {
                         break;
                     }
                     out.checkpoints.push(cp);
-                    taken = Some(frame.place);
+                    torn = frame.place.map(Place::broken_batch);
                 }
                 pass_cp = Some(frame.number + 1);
                 pass_seq = Some(size);
@@ -402,14 +406,6 @@ impl Journal {
         }
         let next = durable + out.records.len() as u64;
         let next_cp = checkpoints + out.checkpoints.len() as u64;
-        // The batch a crash may have cut short: the one the break is in (the first of the pass
-        // if nothing was taken). Frames of the first format carry no batch: nothing past their
-        // break may be whole.
-        let torn = match taken {
-            None => Some(0),
-            Some(Some(place)) => Some(place.broken_batch()),
-            Some(None) => None,
-        };
         let after = continues_after(&data, pos, next, next_cp, torn);
         out.dropped = after.dropped;
         if let Some(at) = after.lost {
