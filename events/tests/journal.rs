@@ -1,9 +1,10 @@
 //! The store's journal, where an append becomes durable: records and checkpoints acknowledged
 //! but indexed only in unsynced redb commits come back on open; a batch cut short by a crash is
 //! dropped from its first lost frame on, even frames the disk kept after it, however the tear
-//! falls; damage followed by intact records of a later batch refuses to open, and so does a journaled checkpoint the store did
-//! not sign; a journal of the first frame format still opens; a reader refuses a store whose
-//! journal holds records redb has not indexed, and after a clean stop needs no journal.
+//! falls; damage followed by intact records of a later batch refuses to open, and so does a
+//! journaled checkpoint the store did not sign; a journal of the first frame format still
+//! opens; a reader refuses a store whose journal holds records redb has not indexed, and after
+//! a clean stop needs no journal.
 //!
 //! A crash is taken as a copy of both files while the store is open and idle: what a killed
 //! process leaves on disk (redb at its last synced commit, the journal with every acknowledged
@@ -58,6 +59,8 @@ fn crash_copy(from: &Path) -> tempfile::TempDir {
 /// batch's frame count, the hash (SHA-256 of the header's first 32 bytes and the payload's
 /// digest: a record's leaf hash, a note's SHA-256).
 const HEADER: usize = 64;
+/// The header of the first frame format (no batch; the hash is the payload's digest).
+const HEADER_V1: usize = 48;
 
 /// A frame of the journal: `RGJ2` (a record) or `RGC2` (a checkpoint).
 #[derive(Clone, Copy, Debug)]
@@ -212,7 +215,7 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
         "the last frame is the last acknowledged record: {last:?}"
     );
     // The last write stopped halfway through its record.
-    journal[last.pos + HEADER + last.len / 2..last.payload().end].fill(0);
+    tear(&mut journal, last);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open(copy.path()).unwrap();
@@ -504,9 +507,9 @@ async fn a_journal_of_the_first_frame_format_still_opens() {
     let at = frames(&journal)
         .iter()
         .take_while(|f| f.checkpoint || f.number != 20)
-        .map(|f| 48 + f.len)
+        .map(|f| HEADER_V1 + f.len)
         .sum::<usize>();
-    damaged[at + 48 + 3] ^= 0x01;
+    damaged[at + HEADER_V1 + 3] ^= 0x01;
     let copy = crash_copy(dir.path());
     std::fs::write(journal_of(copy.path()), &damaged).unwrap();
     refused_as_corrupt(open_every(copy.path(), 10), 20, "journal is damaged");
