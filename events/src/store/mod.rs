@@ -26,6 +26,8 @@ mod direct;
 mod journal;
 #[cfg(feature = "redb-store")]
 pub mod redb;
+#[cfg(feature = "redb-store")]
+mod rows;
 
 #[cfg(feature = "test-util")]
 pub mod conformance;

@@ -26,11 +26,9 @@
 //! the files are reopened (at once, or before the next batch) the same way, and the journal
 //! holds the batch.
 //!
-//! Layout of the file: `records` (seq → a row), `checkpoints` (number → signed note), `meta`
-//! (format version). A row is `[m][m × 32-byte hashes][canonical record bytes]`: the record and
-//! the interior Merkle nodes its append completed (levels 1..=m, each the complete subtree that
-//! ends at this leaf); level 0 is the record's leaf hash. Keeping the nodes in the record's row
-//! means each commit rewrites one B-tree path, at its right edge, instead of two.
+//! Layout of the file: `records` (seq of its first record → a group of consecutive rows, each a
+//! record with the Merkle nodes its append completed; see [`super::rows`]), `checkpoints`
+//! (number → signed note), `meta` (format version).
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -49,6 +47,7 @@ use tokio::sync::{broadcast, oneshot};
 
 use super::direct::DirectFile;
 use super::journal::{CheckpointEntry, Journal};
+use super::rows::{self, Entry, GroupWriter};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
     Subscription,
@@ -64,7 +63,10 @@ use crate::time::{Clock, Timestamp};
 const RECORDS: TableDefinition<u64, &[u8]> = TableDefinition::new("records");
 const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const FORMAT_VERSION: u64 = 3;
+/// Format 4 groups rows into entries; format 3 (one row per entry) is read the same way, and a
+/// writer that opens it marks it 4, since what it appends is grouped.
+const FORMAT_VERSION: u64 = 4;
+const FORMAT_READ: [u64; 2] = [3, FORMAT_VERSION];
 /// redb's page cache for the gateway's store: enough for the hot tail and the Merkle nodes
 /// without growing with the log (redb's default is 1 GiB).
 const WRITER_CACHE_BYTES: usize = 128 << 20;
@@ -558,8 +560,21 @@ impl LogReader {
                 e => io(e),
             })?;
         let reader = LogReader { db };
+        reader.check_format()?;
         reader.check_journal(path)?;
         Ok(reader)
+    }
+
+    /// Refuses a store whose rows this build would misread.
+    fn check_format(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let meta = txn.open_table(META).map_err(io)?;
+        match meta.get("format").map_err(io)? {
+            Some(v) => check_format(v.value()),
+            None => Err(StoreError::Incompatible(
+                "the store names no format version".into(),
+            )),
+        }
     }
 
     /// Refuses a store whose journal holds records redb has not indexed durably (a gateway
@@ -603,7 +618,7 @@ impl LogReader {
     pub fn len(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        table.len().map_err(io)
+        rows::size(&table)
     }
 
     pub fn is_empty(&self) -> Result<bool, StoreError> {
@@ -614,15 +629,11 @@ impl LogReader {
     pub fn for_each_raw(
         &self,
         range: Range<u64>,
-        mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+        f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        for item in table.range(range).map_err(io)? {
-            let (k, v) = item.map_err(io)?;
-            f(k.value(), record_of(k.value(), v.value())?)?;
-        }
-        Ok(())
+        rows::for_each_record(&table, range, f)
     }
 
     pub fn read_raw(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -1266,21 +1277,16 @@ impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
             .and_then(|end| end.checked_shl(u32::from(level)))
             .and_then(|end| end.checked_sub(1))
             .ok_or_else(missing)?;
-        let v = self
-            .table
-            .get(last_leaf)
-            .map_err(|e| NodeReadError(e.to_string()))?
-            .ok_or_else(missing)?;
-        let (nodes, record) = unpack_row(v.value())
-            .ok_or_else(|| NodeReadError(format!("the row of seq {last_leaf} is malformed")))?;
-        if level == 0 {
-            return Ok(hash::leaf_hash(record));
-        }
-        let at = (usize::from(level) - 1) * 32;
-        nodes
-            .get(at..at + 32)
-            .and_then(Hash::from_slice)
-            .ok_or_else(missing)
+        rows::with_row(&self.table, last_leaf, |nodes, record| {
+            if level == 0 {
+                return Some(hash::leaf_hash(record));
+            }
+            let at = (usize::from(level) - 1) * 32;
+            nodes.get(at..at + 32).and_then(Hash::from_slice)
+        })
+        .map_err(|e| NodeReadError(e.to_string()))?
+        .flatten()
+        .ok_or_else(missing)
     }
 }
 
@@ -1322,7 +1328,13 @@ fn write_index(
     }
     {
         let mut records = txn.open_table(RECORDS).map_err(|e| e.to_string())?;
-        let mut row = Vec::new();
+        let mut insert = |first: u64, entry: &[u8]| {
+            records
+                .insert(first, entry)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let mut groups = GroupWriter::new();
         let batches = pending
             .batches
             .iter()
@@ -1337,12 +1349,10 @@ fn write_index(
                     return Err(format!("the Merkle nodes of seq {seq} are missing"));
                 };
                 at = end;
-                pack_row(&mut row, mine, &r.bytes);
-                records
-                    .insert(seq, row.as_slice())
-                    .map_err(|e| e.to_string())?;
+                groups.push(seq, mine, &r.bytes, &mut insert)?;
             }
         }
+        groups.finish(&mut insert)?;
         let mut cps = pending
             .checkpoints
             .iter()
@@ -1357,34 +1367,6 @@ fn write_index(
         }
     }
     txn.commit().map_err(|e| e.to_string())
-}
-
-/// Writes a row: `[m][m nodes][record bytes]`.
-fn pack_row(row: &mut Vec<u8>, nodes: &[Hash], record: &[u8]) {
-    row.clear();
-    // A tree of 2^64 leaves has 64 levels: m always fits in a byte.
-    row.push(u8::try_from(nodes.len()).unwrap_or(u8::MAX));
-    for h in nodes {
-        row.extend_from_slice(&h.0);
-    }
-    row.extend_from_slice(record);
-}
-
-/// Splits a row into its node hashes and its record bytes.
-fn unpack_row(row: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (&m, rest) = row.split_first()?;
-    let split = usize::from(m).checked_mul(32)?;
-    (rest.len() >= split).then(|| rest.split_at(split))
-}
-
-/// The record bytes of a row, or a corruption error naming its seq.
-fn record_of(seq: u64, row: &[u8]) -> Result<&[u8], StoreError> {
-    unpack_row(row)
-        .map(|(_, r)| r)
-        .ok_or_else(|| StoreError::Corrupt {
-            seq: Seq(seq),
-            what: "malformed row".into(),
-        })
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -1413,18 +1395,27 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
         let mut meta = txn.open_table(META).map_err(io)?;
         let version = meta.get("format").map_err(io)?.map(|v| v.value());
         match version {
+            Some(FORMAT_VERSION) => {}
             None => {
                 meta.insert("format", FORMAT_VERSION).map_err(io)?;
             }
-            Some(FORMAT_VERSION) => {}
             Some(v) => {
-                return Err(StoreError::Incompatible(format!(
-                    "store format {v}, this build reads format {FORMAT_VERSION}"
-                )));
+                check_format(v)?;
+                meta.insert("format", FORMAT_VERSION).map_err(io)?;
             }
         }
     }
     txn.commit().map_err(io)
+}
+
+/// Refuses a store format this build cannot read.
+fn check_format(v: u64) -> Result<(), StoreError> {
+    if FORMAT_READ.contains(&v) {
+        return Ok(());
+    }
+    Err(StoreError::Incompatible(format!(
+        "store format {v}, this build reads formats {FORMAT_READ:?}"
+    )))
 }
 
 /// Reads the sequencer's view from the durable tables: head, frontier, last checkpoint.
@@ -1434,8 +1425,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
     let (size, last_hash, last_time) = match records.last().map_err(io)? {
         None => (0, hash::ZERO, Timestamp(0)),
         Some((k, v)) => {
-            let seq = k.value();
-            let bytes = record_of(seq, v.value())?;
+            let (seq, _, bytes) = Entry::parse(k.value(), v.value())?.last();
             let h = record::header(bytes).ok_or_else(|| StoreError::Corrupt {
                 seq: Seq(seq),
                 what: "not a canonical record".into(),
@@ -1480,15 +1470,13 @@ fn catch_up<S: Fold>(shared: &Shared<S>, size: u64) -> Result<(), StoreError> {
     }
     let txn = db.begin_read().map_err(io)?;
     let table = txn.open_table(RECORDS).map_err(io)?;
-    for item in table.range(from..size).map_err(io)? {
-        let (k, v) = item.map_err(io)?;
-        let stored = decode_stored(k.value(), record_of(k.value(), v.value())?)?;
+    rows::for_each_record(&table, from..size, |seq, bytes| {
+        let stored = decode_stored(seq, bytes)?;
         state.apply(&stored).map_err(|e| StoreError::Corrupt {
-            seq: Seq(k.value()),
+            seq: Seq(seq),
             what: e.to_string(),
-        })?;
-    }
-    Ok(())
+        })
+    })
 }
 
 fn read_raw(
@@ -1498,10 +1486,10 @@ fn read_raw(
     let txn = db.begin_read().map_err(io)?;
     let table = txn.open_table(RECORDS).map_err(io)?;
     let mut out = Vec::new();
-    for item in table.range(range).map_err(io)? {
-        let (k, v) = item.map_err(io)?;
-        out.push((k.value(), record_of(k.value(), v.value())?.to_vec()));
-    }
+    rows::for_each_record(&table, range, |seq, bytes| {
+        out.push((seq, bytes.to_vec()));
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -1572,11 +1560,84 @@ pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use super::{Options, RedbStore, pack_row, unpack_row};
+    use std::path::Path;
+
+    use redb::{Database, ReadableDatabase, ReadableTable};
+
+    use super::{LogReader, META, Options, RECORDS, RedbStore};
     use crate::checkpoint::NoteSigner;
-    use crate::hash::Hash;
+    use crate::merkle;
     use crate::store::conformance::{TestFold, filler};
-    use crate::store::{CheckpointPolicy, EventStore};
+    use crate::store::rows::{Entry, pack_row};
+    use crate::store::{CheckpointPolicy, EventStore, StoreError};
+
+    fn open(path: &Path) -> RedbStore<TestFold> {
+        let options = Options {
+            origin: "rows.example/log".into(),
+            signer: NoteSigner::from_seed("rows.example/log", [8; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        };
+        RedbStore::open(path, options, TestFold::default()).unwrap()
+    }
+
+    /// Appends `n` fillers from `from`, in calls of 15, and stops the store.
+    async fn fill_and_stop(store: RedbStore<TestFold>, from: u64, n: u64) {
+        for chunk in (from..from + n).collect::<Vec<_>>().chunks(15) {
+            store
+                .append(chunk.iter().map(|&i| filler(i)).collect())
+                .await
+                .unwrap();
+        }
+        store.shutdown();
+    }
+
+    /// Every `(key, entry)` of the records table, with redb opened directly.
+    fn entries(path: &Path) -> Vec<(u64, Vec<u8>)> {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let table = txn.open_table(RECORDS).unwrap();
+        table
+            .iter()
+            .unwrap()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.value(), v.value().to_vec())
+            })
+            .collect()
+    }
+
+    /// Rewrites the records table as format 3 wrote it: one row per entry, under its seq.
+    fn rewrite_as_format_3(path: &Path) {
+        let grouped = entries(path);
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(RECORDS).unwrap();
+            for (first, bytes) in &grouped {
+                let entry = Entry::parse(*first, bytes).unwrap();
+                table.remove(*first).unwrap();
+                for seq in entry.first..entry.end() {
+                    let (nodes, record) = entry.row(seq).unwrap();
+                    let hashes: Vec<crate::hash::Hash> = nodes
+                        .chunks(32)
+                        .map(|h| crate::hash::Hash::from_slice(h).unwrap())
+                        .collect();
+                    let mut row = Vec::new();
+                    pack_row(&mut row, &hashes, record);
+                    table.insert(seq, row.as_slice()).unwrap();
+                }
+            }
+            txn.open_table(META).unwrap().insert("format", 3).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn format(path: &Path) -> u64 {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get("format").unwrap().unwrap().value()
+    }
 
     /// No reader asks here, and 3 rows are far below `INDEX_AT`: only the pause that follows
     /// the appends can make the sequencer index them.
@@ -1602,14 +1663,106 @@ mod tests {
         assert_eq!(indexed(), size, "the pause did not index the pending rows");
     }
 
-    #[test]
-    fn rows_round_trip_and_malformed_rows_are_refused() {
-        let mut row = Vec::new();
-        pack_row(&mut row, &[Hash([1; 32]), Hash([2; 32])], b"record");
-        let (nodes, record) = unpack_row(&row).unwrap();
-        assert_eq!(nodes.len(), 64);
-        assert_eq!(record, b"record");
-        assert_eq!(unpack_row(&[3, 0, 0]), None);
-        assert_eq!(unpack_row(&[]), None);
+    /// A store written one row per entry (format 3) opens, reads the same, grows in groups, and
+    /// its proofs span both layouts.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_format_3_store_reads_the_same_and_grows_in_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 150).await;
+        let before = LogReader::open(&path)
+            .unwrap()
+            .read_raw(0..u64::MAX)
+            .unwrap();
+        assert!(entries(&path).len() < before.len(), "rows were not grouped");
+        rewrite_as_format_3(&path);
+        assert_eq!(entries(&path).len(), before.len(), "not one row per entry");
+        assert_eq!(format(&path), 3);
+        let reader = LogReader::open(&path).unwrap();
+        assert_eq!(reader.len().unwrap(), before.len() as u64);
+        assert_eq!(reader.read_raw(0..u64::MAX).unwrap(), before);
+        drop(reader);
+
+        let store = open(&path);
+        assert_eq!(store.head().size, before.len() as u64);
+        let old = before.len() as u64;
+        fill_and_stop(store, 150, 200).await;
+        assert_eq!(format(&path), 4);
+        let reader = LogReader::open(&path).unwrap();
+        let after = reader.read_raw(0..u64::MAX).unwrap();
+        assert_eq!(&after[..before.len()], &before[..]);
+        let size = after.len() as u64;
+        assert_eq!(reader.len().unwrap(), size);
+        assert!(size > old + 150);
+        let cp = reader.checkpoints().unwrap().pop().unwrap().checkpoint;
+        assert_eq!(cp.size, size);
+        for seq in [0, 1, old - 1, old, old + 1, size - 1] {
+            let proof = reader.inclusion_proof(seq, size).unwrap();
+            let leaf = crate::hash::leaf_hash(&after[seq as usize].1);
+            merkle::verify_inclusion(&leaf, seq, size, &proof, &cp.root).unwrap();
+        }
+        let early = reader.checkpoints().unwrap()[0].checkpoint.clone();
+        let proof = reader.consistency_proof(early.size, size).unwrap();
+        merkle::verify_consistency(early.size, size, &early.root, &cp.root, &proof).unwrap();
+    }
+
+    /// An entry missing from the table (in the middle, or the first) is corruption at its first
+    /// seq, not a shorter log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_missing_entry_is_reported_at_its_first_seq() {
+        for middle in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.redb");
+            fill_and_stop(open(&path), 0, 300).await;
+            let all = entries(&path);
+            assert!(all.len() >= 3);
+            let (gone, _) = all[if middle { all.len() / 2 } else { 0 }];
+            {
+                let db = Database::open(&path).unwrap();
+                let txn = db.begin_write().unwrap();
+                txn.open_table(RECORDS).unwrap().remove(gone).unwrap();
+                txn.commit().unwrap();
+            }
+            let reader = LogReader::open(&path).unwrap();
+            match reader.read_raw(0..u64::MAX) {
+                Err(StoreError::Corrupt { seq, what }) => {
+                    assert_eq!(seq.0, gone, "{what}");
+                    assert!(what.contains(&format!("break at seq {gone}")), "{what}");
+                }
+                Err(e) => panic!("a gap at {gone} was refused with {e}"),
+                Ok(read) => panic!("a gap at {gone} was read as {} records", read.len()),
+            }
+        }
+    }
+
+    /// A format this build does not know is refused by the writer and by a reader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_store_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 5).await;
+        {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META).unwrap().insert("format", 9).unwrap();
+            txn.commit().unwrap();
+        }
+        for err in [
+            LogReader::open(&path).err().map(|e| e.to_string()),
+            RedbStore::open(
+                &path,
+                Options {
+                    origin: "rows.example/log".into(),
+                    signer: NoteSigner::from_seed("rows.example/log", [8; 32]).unwrap(),
+                    policy: CheckpointPolicy::default(),
+                },
+                TestFold::default(),
+            )
+            .err()
+            .map(|e| e.to_string()),
+        ] {
+            let err = err.expect("format 9 was opened");
+            assert!(err.contains("store format 9"), "{err}");
+        }
     }
 }
