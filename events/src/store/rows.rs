@@ -6,10 +6,11 @@
 //! means a commit rewrites one B-tree path, at its right edge, instead of two.
 //!
 //! An *entry* (format 4) is a group of consecutive rows under the seq of its first:
-//! `[0xFF][n: u16 LE][n × u32 LE row lengths][n rows]`. redb's cost is per entry (a B-tree
-//! insert and its page), not per byte, and was most of the sequencer's indexing: a group of up
-//! to [`GROUP_ROWS`] pays it once. Format 3 wrote one row per entry; such an entry begins with
-//! m ≤ 64, never 0xFF, and reads as a group of one, so a store of either format reads the same.
+//! `[0xFF][n: u16 LE][n × u32 LE row lengths][n rows]`. redb's cost is mostly per entry (a
+//! B-tree insert and its page), not per byte, and was most of the sequencer's indexing: a group
+//! of up to [`GROUP_ROWS`] pays it once. Format 3 wrote one row per entry; such an entry begins
+//! with m ≤ 64, never 0xFF, and reads as a group of one, so a store of either format reads the
+//! same.
 //!
 //! **Invariant:** entries never overlap and leave no gap: each index commit writes the records
 //! after the last one redb holds, so entry k+1 starts where entry k ends. Readers check it and
@@ -82,7 +83,7 @@ impl GroupWriter {
         }
         let before = self.rows.len();
         pack_row(&mut self.rows, nodes, record);
-        // A row is far below 4 GiB: records are capped well under it.
+        // A row is far below 4 GiB: the journal refuses payloads over 64 MiB.
         self.lengths
             .push(u32::try_from(self.rows.len() - before).unwrap_or(u32::MAX));
         if self.lengths.len() >= GROUP_ROWS || self.rows.len() >= GROUP_BYTES {
