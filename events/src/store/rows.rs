@@ -128,8 +128,12 @@ impl<'a> Entry<'a> {
             seq: Seq(first),
             what: format!("malformed entry in the records table: {what}"),
         };
+        // `end` is then always defined.
+        let fits = |n: usize| first.checked_add(n as u64).is_some();
         let Some((&GROUP, rest)) = bytes.split_first() else {
-            let row = unpack_row(bytes).ok_or_else(|| corrupt("row too short"))?;
+            let row = unpack_row(bytes)
+                .filter(|_| fits(1))
+                .ok_or_else(|| corrupt("malformed row"))?;
             return Ok(Entry {
                 first,
                 rows: vec![row],
@@ -141,6 +145,9 @@ impl<'a> Entry<'a> {
             .ok_or_else(|| corrupt("no row count"))?;
         if n == 0 {
             return Err(corrupt("a group of no rows"));
+        }
+        if !fits(n) {
+            return Err(corrupt("its rows run past the largest seq"));
         }
         let table_len = n
             .checked_mul(4)
@@ -155,7 +162,7 @@ impl<'a> Entry<'a> {
                 return Err(corrupt("a row runs past the entry"));
             }
             let (row, tail) = body.split_at(len);
-            rows.push(unpack_row(row).ok_or_else(|| corrupt("row too short"))?);
+            rows.push(unpack_row(row).ok_or_else(|| corrupt("malformed row"))?);
             body = tail;
         }
         if !body.is_empty() {
@@ -333,5 +340,10 @@ mod tests {
         longer.push(0);
         assert!(cut(&longer).1.contains("after the last row"));
         assert!(cut(&[0xFF, 0, 0]).1.contains("no rows"));
+        assert!(cut(&[65, 0]).1.contains("malformed row"), "m above 64");
+        let at_the_top = Entry::parse(u64::MAX - 1, &good)
+            .err()
+            .map(|e| e.to_string());
+        assert!(at_the_top.unwrap().contains("largest seq"));
     }
 }
