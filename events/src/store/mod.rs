@@ -86,6 +86,12 @@ pub enum StoreError {
     Incompatible(String),
 }
 
+/// An error of the embedded store's files (redb, the journal), as a [`StoreError::Io`].
+#[cfg(feature = "redb-store")]
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
 /// When checkpoints are cut. A checkpoint is cut at the first batch boundary at or after every
 /// `every` records, after `after` with new records, and as a heartbeat after `heartbeat` idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -50,7 +50,7 @@ use super::journal::{CheckpointEntry, Journal};
 use super::rows::{self, Entry, GroupWriter};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
-    Subscription,
+    Subscription, io,
 };
 use crate::checkpoint::{self, Checkpoint, NoteSigner, SignedCheckpoint};
 use crate::event::Event;
@@ -1369,10 +1369,6 @@ fn write_index(
     txn.commit().map_err(|e| e.to_string())
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
-}
-
 fn decode_stored(seq: u64, bytes: &[u8]) -> Result<StoredRecord, StoreError> {
     let stored = record::decode(bytes).map_err(|e| StoreError::Corrupt {
         seq: Seq(seq),
@@ -1558,11 +1554,10 @@ pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use std::path::Path;
-
-    use redb::{Database, ReadableDatabase, ReadableTable};
+    use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 
     use super::{LogReader, META, Options, RECORDS, RedbStore};
     use crate::checkpoint::NoteSigner;
@@ -1571,13 +1566,24 @@ mod tests {
     use crate::store::rows::{Entry, pack_row};
     use crate::store::{CheckpointPolicy, EventStore, StoreError};
 
-    fn open(path: &Path) -> RedbStore<TestFold> {
-        let options = Options {
-            origin: "rows.example/log".into(),
-            signer: NoteSigner::from_seed("rows.example/log", [8; 32]).unwrap(),
+    fn options() -> Options {
+        Options {
+            origin: "store.example/log".into(),
+            signer: NoteSigner::from_seed("store.example/log", [8; 32]).unwrap(),
             policy: CheckpointPolicy::default(),
-        };
-        RedbStore::open(path, options, TestFold::default()).unwrap()
+        }
+    }
+
+    fn open(path: &Path) -> RedbStore<TestFold> {
+        RedbStore::open(path, options(), TestFold::default()).unwrap()
+    }
+
+    /// Changes the stopped store's file with redb directly, in one committed transaction.
+    fn edit(path: &Path, change: impl FnOnce(&WriteTransaction)) {
+        let db = Database::open(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        change(&txn);
+        txn.commit().unwrap();
     }
 
     /// Appends `n` fillers from `from`, in calls of 15, and stops the store.
@@ -1609,9 +1615,7 @@ mod tests {
     /// Rewrites the records table as format 3 wrote it: one row per entry, under its seq.
     fn rewrite_as_format_3(path: &Path) {
         let grouped = entries(path);
-        let db = Database::open(path).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
+        edit(path, |txn| {
             let mut table = txn.open_table(RECORDS).unwrap();
             for (first, bytes) in &grouped {
                 let entry = Entry::parse(*first, bytes).unwrap();
@@ -1628,8 +1632,7 @@ mod tests {
                 }
             }
             txn.open_table(META).unwrap().insert("format", 3).unwrap();
-        }
-        txn.commit().unwrap();
+        });
     }
 
     fn format(path: &Path) -> u64 {
@@ -1644,13 +1647,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pause_in_appends_indexes_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
-        let options = Options {
-            origin: "idle.example/log".into(),
-            signer: NoteSigner::from_seed("idle.example/log", [7; 32]).unwrap(),
-            policy: CheckpointPolicy::default(),
-        };
-        let store =
-            RedbStore::open(&dir.path().join("log.redb"), options, TestFold::default()).unwrap();
+        let store = open(&dir.path().join("log.redb"));
         for i in 0..3 {
             store.append(vec![filler(i)]).await.unwrap();
         }
@@ -1717,12 +1714,9 @@ mod tests {
             let all = entries(&path);
             assert!(all.len() >= 3);
             let (gone, _) = all[if middle { all.len() / 2 } else { 0 }];
-            {
-                let db = Database::open(&path).unwrap();
-                let txn = db.begin_write().unwrap();
+            edit(&path, |txn| {
                 txn.open_table(RECORDS).unwrap().remove(gone).unwrap();
-                txn.commit().unwrap();
-            }
+            });
             let reader = LogReader::open(&path).unwrap();
             match reader.read_raw(0..u64::MAX) {
                 Err(StoreError::Corrupt { seq, what }) => {
@@ -1741,25 +1735,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.redb");
         fill_and_stop(open(&path), 0, 5).await;
-        {
-            let db = Database::open(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        edit(&path, |txn| {
             txn.open_table(META).unwrap().insert("format", 9).unwrap();
-            txn.commit().unwrap();
-        }
+        });
         for err in [
             LogReader::open(&path).err().map(|e| e.to_string()),
-            RedbStore::open(
-                &path,
-                Options {
-                    origin: "rows.example/log".into(),
-                    signer: NoteSigner::from_seed("rows.example/log", [8; 32]).unwrap(),
-                    policy: CheckpointPolicy::default(),
-                },
-                TestFold::default(),
-            )
-            .err()
-            .map(|e| e.to_string()),
+            RedbStore::open(&path, options(), TestFold::default())
+                .err()
+                .map(|e| e.to_string()),
         ] {
             let err = err.expect("format 9 was opened");
             assert!(err.contains("store format 9"), "{err}");

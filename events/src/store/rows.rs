@@ -18,9 +18,9 @@
 
 use std::ops::Range;
 
-use redb::{ReadableTable, StorageError};
+use redb::ReadableTable;
 
-use super::StoreError;
+use super::{StoreError, io};
 use crate::hash::Hash;
 use crate::seq::Seq;
 
@@ -190,13 +190,9 @@ impl<'a> Entry<'a> {
     }
 }
 
-fn storage(e: StorageError) -> StoreError {
-    StoreError::Io(e.to_string())
-}
-
 /// The number of records the table holds (the seq after the last).
 pub fn size(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
-    match table.last().map_err(storage)? {
+    match table.last().map_err(io)? {
         None => Ok(0),
         Some((k, v)) => Ok(Entry::parse(k.value(), v.value())?.end()),
     }
@@ -208,10 +204,10 @@ pub fn with_row<R>(
     seq: u64,
     f: impl FnOnce(&[u8], &[u8]) -> R,
 ) -> Result<Option<R>, StoreError> {
-    let Some(item) = table.range(..=seq).map_err(storage)?.next_back() else {
+    let Some(item) = table.range(..=seq).map_err(io)?.next_back() else {
         return Ok(None);
     };
-    let (k, v) = item.map_err(storage)?;
+    let (k, v) = item.map_err(io)?;
     let entry = Entry::parse(k.value(), v.value())?;
     Ok(entry.row(seq).map(|(nodes, record)| f(nodes, record)))
 }
@@ -228,12 +224,12 @@ pub fn for_each_record(
     }
     // The entry that holds `range.start` may begin before it. With none at or before it, the
     // first entry must begin at it (the table starts at seq 0).
-    let (from, mut next) = match table.range(..=range.start).map_err(storage)?.next_back() {
-        Some(item) => (item.map_err(storage)?.0.value(), None),
+    let (from, mut next) = match table.range(..=range.start).map_err(io)?.next_back() {
+        Some(item) => (item.map_err(io)?.0.value(), None),
         None => (range.start, Some(range.start)),
     };
-    for item in table.range(from..range.end).map_err(storage)? {
-        let (k, v) = item.map_err(storage)?;
+    for item in table.range(from..range.end).map_err(io)? {
+        let (k, v) = item.map_err(io)?;
         let entry = Entry::parse(k.value(), v.value())?;
         if let Some(expected) = next
             && entry.first != expected
@@ -246,10 +242,10 @@ pub fn for_each_record(
                 ),
             });
         }
-        let start = range.start.max(entry.first);
-        for seq in start..entry.end().min(range.end) {
-            let (_, record) = entry.row(seq).unwrap_or_default();
-            f(seq, record)?;
+        for (seq, &(_, record)) in (entry.first..).zip(&entry.rows) {
+            if range.contains(&seq) {
+                f(seq, record)?;
+            }
         }
         next = Some(entry.end());
     }
