@@ -122,6 +122,10 @@ struct Cpu {
     machine: Option<f64>,
     /// The other processes that used the most CPU in the window, in cores.
     others: Vec<(String, f64)>,
+    /// The proxy's CPU seconds split into user and kernel time, by part: the gateway's
+    /// workers and its other threads (the store's), or nginx's processes. The same parts in
+    /// every round of one target.
+    split: Vec<(&'static str, cpu::UserSystem)>,
 }
 
 // === impl Cpu ===
@@ -137,6 +141,12 @@ impl Cpu {
             proxy: sum(self.proxy, other.proxy),
             machine: sum(self.machine, other.machine),
             others: self.others,
+            split: self
+                .split
+                .iter()
+                .zip(&other.split)
+                .map(|((part, a), (_, b))| (*part, a.plus(*b)))
+                .collect(),
         }
     }
 
@@ -332,6 +342,7 @@ pub fn run(args: &Args) -> Result<()> {
             .with("reconnects", r.reconnects)
             .with("cpu_cores", cpu_json(r, false))
             .with("cpu_us_per_request", cpu_json(r, true))
+            .with("proxy_user_system_us_per_request", split_json(r))
             .with("machine_cores", cores)
     };
     let goal_applies = connections == GOAL_CONNECTIONS;
@@ -512,9 +523,25 @@ fn measure(load_rt: &Runtime, plan: Plan, proxy: Proxy<'_>, cores: usize) -> Res
             rack: Some(t1.since(&t0, Some(cpu::RACK))),
             proxy: match proxy {
                 Proxy::None => None,
-                Proxy::Nginx(_) => p0.zip(p1).map(|(a, b)| b.saturating_sub(a) as f64 / 1e9),
+                Proxy::Nginx(_) => p0
+                    .zip(p1)
+                    .map(|(a, b)| b.0.saturating_sub(a.0) as f64 / 1e9),
                 // The gateway's runtime and its store's own threads.
                 Proxy::Gateway => Some(t1.since(&t0, Some(cpu::GATEWAY)) + t1.since(&t0, None)),
+            },
+            split: match proxy {
+                Proxy::None => Vec::new(),
+                Proxy::Nginx(_) => p0
+                    .zip(p1)
+                    .map(|(a, b)| vec![("nginx", b.1.since(a.1))])
+                    .unwrap_or_default(),
+                Proxy::Gateway => vec![
+                    (
+                        "gateway_workers",
+                        t1.user_system_since(&t0, Some(cpu::GATEWAY)),
+                    ),
+                    ("gateway_other_threads", t1.user_system_since(&t0, None)),
+                ],
             },
         }),
         _ => None,
@@ -603,11 +630,18 @@ impl Run {
     }
 }
 
-type Snapshot = (Option<cpu::Threads>, Option<u64>, Option<cpu::Machine>);
+/// This process's threads; nginx's CPU nanoseconds and ticks; the machine.
+type Snapshot = (
+    Option<cpu::Threads>,
+    Option<(u64, cpu::ProcessTicks)>,
+    Option<cpu::Machine>,
+);
 
 fn snapshot(proxy: &Proxy<'_>) -> Snapshot {
     let nginx = match proxy {
-        Proxy::Nginx(n) => n.pid().and_then(cpu::process_tree_ns),
+        Proxy::Nginx(n) => n
+            .pid()
+            .and_then(|pid| cpu::process_tree_ns(pid).zip(cpu::process_tree_ticks(pid))),
         _ => None,
     };
     (cpu::Threads::now(), nginx, cpu::Machine::now())
@@ -653,6 +687,23 @@ fn cpu_json(r: &Run, per_request: bool) -> Value {
         );
     }
     Value::Object(m)
+}
+
+/// The proxy's CPU per request in user space and in the kernel, by part (null direct to the
+/// rack, or when the kernel gave no figures). The kernel part holds the loopback TCP that nginx
+/// pays as well; the rest is the proxy's own work.
+fn split_json(r: &Run) -> Value {
+    let Some(c) = r.cpu.as_ref().filter(|c| !c.split.is_empty()) else {
+        return Value::Null;
+    };
+    let per_request = |s: f64| crate::report::round(s * 1e6 / (r.requests as f64).max(1.0));
+    let parts = c.split.iter().map(|(part, us)| {
+        (
+            (*part).to_owned(),
+            json!({"user": per_request(us.user), "system": per_request(us.system)}),
+        )
+    });
+    Value::Object(parts.collect())
 }
 
 /// Latency per request of the mix.

@@ -4,7 +4,10 @@
 //!
 //! **Invariant:** times come from `/proc/.../schedstat` (nanoseconds on a CPU, per thread); a
 //! thread that ends inside the window loses its time, so figures are lower bounds, and when the
-//! kernel does not expose `schedstat` every figure is `None` rather than a guess.
+//! kernel does not expose `schedstat` every figure is `None` rather than a guess. The split into
+//! user and kernel time comes from `/proc/.../stat` (`utime`, `stime`), which the kernel keeps in
+//! ticks: coarser, but the only source that tells the two apart, so where the proxy's CPU goes
+//! (its own code or the kernel's TCP, which nginx pays too) is read from the same run.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,8 +20,73 @@ pub const RACK: &str = "rb-rack";
 /// Thread-name prefix of the runtime that runs the gateway (and the mock rack it links).
 pub const GATEWAY: &str = "rb-gw";
 
-/// CPU nanoseconds per thread of this process, with the thread's name.
-pub struct Threads(HashMap<u32, (String, u64)>);
+/// `USER_HZ`: the unit of `utime` and `stime` in `/proc/.../stat`, fixed at 100 by the kernel's
+/// user-space ABI whatever its internal tick rate.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU seconds in user space and in the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UserSystem {
+    pub user: f64,
+    pub system: f64,
+}
+
+// === impl UserSystem ===
+
+impl UserSystem {
+    fn from_ticks(t: Ticks) -> UserSystem {
+        UserSystem {
+            user: t.user as f64 / TICKS_PER_SECOND,
+            system: t.system as f64 / TICKS_PER_SECOND,
+        }
+    }
+
+    pub fn plus(self, other: UserSystem) -> UserSystem {
+        UserSystem {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// `utime` and `stime` of a thread or process, in `USER_HZ` ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Ticks {
+    user: u64,
+    system: u64,
+}
+
+// === impl Ticks ===
+
+impl Ticks {
+    fn total(self) -> u64 {
+        self.user + self.system
+    }
+
+    fn since(self, earlier: Ticks) -> Ticks {
+        Ticks {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+
+    fn plus(self, other: Ticks) -> Ticks {
+        Ticks {
+            user: self.user + other.user,
+            system: self.system + other.system,
+        }
+    }
+}
+
+/// One thread's name, CPU nanoseconds and user/kernel ticks.
+struct Thread {
+    name: String,
+    ns: u64,
+    ticks: Ticks,
+}
+
+/// The threads of this process by id.
+pub struct Threads(HashMap<u32, Thread>);
 
 // === impl Threads ===
 
@@ -35,11 +103,17 @@ impl Threads {
                 continue;
             };
             // A thread may end between listing and reading: skip it.
-            let (Ok(comm), Some(ns)) = (fs::read_to_string(dir.join("comm")), schedstat(&dir))
-            else {
+            let (Ok(comm), Some(ns), Some((_, ticks))) = (
+                fs::read_to_string(dir.join("comm")),
+                schedstat(&dir),
+                fs::read_to_string(dir.join("stat"))
+                    .ok()
+                    .and_then(|s| parse_process(&s)),
+            ) else {
                 continue;
             };
-            map.insert(tid, (comm.trim().to_owned(), ns));
+            let name = comm.trim().to_owned();
+            map.insert(tid, Thread { name, ns, ticks });
         }
         (!map.is_empty()).then_some(Threads(map))
     }
@@ -48,15 +122,29 @@ impl Threads {
     /// (`None`: every thread not named by one of [`LOAD`], [`RACK`], [`GATEWAY`]).
     pub fn since(&self, earlier: &Threads, prefix: Option<&str>) -> f64 {
         let ns: u64 = self
-            .0
-            .iter()
-            .filter(|(_, (name, _))| match prefix {
-                Some(p) => name.starts_with(p),
-                None => ![LOAD, RACK, GATEWAY].iter().any(|p| name.starts_with(p)),
-            })
-            .map(|(tid, (_, now))| now.saturating_sub(earlier.0.get(tid).map_or(0, |(_, t)| *t)))
+            .named(prefix)
+            .map(|(tid, t)| t.ns.saturating_sub(earlier.0.get(tid).map_or(0, |e| e.ns)))
             .sum();
         ns as f64 / 1e9
+    }
+
+    /// [`Threads::since`] split into user and kernel time.
+    pub fn user_system_since(&self, earlier: &Threads, prefix: Option<&str>) -> UserSystem {
+        let ticks = self
+            .named(prefix)
+            .map(|(tid, t)| {
+                t.ticks
+                    .since(earlier.0.get(tid).map_or(Ticks::default(), |e| e.ticks))
+            })
+            .fold(Ticks::default(), Ticks::plus);
+        UserSystem::from_ticks(ticks)
+    }
+
+    fn named<'a>(&'a self, prefix: Option<&'a str>) -> impl Iterator<Item = (&'a u32, &'a Thread)> {
+        self.0.iter().filter(move |(_, t)| match prefix {
+            Some(p) => t.name.starts_with(p),
+            None => ![LOAD, RACK, GATEWAY].iter().any(|p| t.name.starts_with(p)),
+        })
     }
 }
 
@@ -66,7 +154,7 @@ impl Threads {
 pub struct Machine {
     busy: u64,
     total: u64,
-    processes: HashMap<u32, (String, u64)>,
+    processes: HashMap<u32, (String, Ticks)>,
 }
 
 // === impl Machine ===
@@ -109,8 +197,8 @@ impl Machine {
             .iter()
             .filter(|(pid, _)| !ours.contains(pid))
             .map(|(pid, (comm, now))| {
-                let before = earlier.processes.get(pid).map_or(0, |(_, t)| *t);
-                let ticks = now.saturating_sub(before);
+                let before = earlier.processes.get(pid).map_or(0, |(_, t)| t.total());
+                let ticks = now.total().saturating_sub(before);
                 (comm.clone(), ticks as f64 / total as f64 * cores as f64)
             })
             .filter(|(_, c)| *c > 0.0)
@@ -147,15 +235,16 @@ fn parse_stat(stat: &str) -> Option<Machine> {
     })
 }
 
-/// A process's name and user+system ticks (fields 14 and 15 of `/proc/<pid>/stat`).
-fn parse_process(stat: &str) -> Option<(String, u64)> {
+/// A process's (or thread's) name and user and system ticks (fields 14 and 15 of
+/// `/proc/<pid>/stat`).
+fn parse_process(stat: &str) -> Option<(String, Ticks)> {
     let (head, rest) = stat.rsplit_once(')')?;
     let comm = head.split_once('(')?.1.to_owned();
     let f: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state): utime is field 14, stime 15.
-    let utime: u64 = f.get(11)?.parse().ok()?;
-    let stime: u64 = f.get(12)?.parse().ok()?;
-    Some((comm, utime + stime))
+    let user: u64 = f.get(11)?.parse().ok()?;
+    let system: u64 = f.get(12)?.parse().ok()?;
+    Some((comm, Ticks { user, system }))
 }
 
 /// CPU nanoseconds of a process and its direct children (nginx's master and workers).
@@ -165,6 +254,33 @@ pub fn process_tree_ns(pid: u32) -> Option<u64> {
         total += process_ns(child).unwrap_or(0);
     }
     Some(total)
+}
+
+/// The user/system ticks of a process and its direct children, as [`process_tree_ns`].
+pub fn process_tree_ticks(pid: u32) -> Option<ProcessTicks> {
+    let ticks = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| parse_process(&s))
+            .map(|(_, t)| t)
+    };
+    let mut total = ticks(pid)?;
+    for child in children(pid) {
+        total = total.plus(ticks(child).unwrap_or_default());
+    }
+    Some(ProcessTicks(total))
+}
+
+/// A process tree's user and system ticks at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct ProcessTicks(Ticks);
+
+// === impl ProcessTicks ===
+
+impl ProcessTicks {
+    pub fn since(self, earlier: ProcessTicks) -> UserSystem {
+        UserSystem::from_ticks(self.0.since(earlier.0))
+    }
 }
 
 fn process_ns(pid: u32) -> Option<u64> {
@@ -228,7 +344,15 @@ mod tests {
         assert_eq!(b.busy_cores_since(&a, 2), Some(0.375));
         assert!(parse_stat("cpu0 1 2").is_none());
         let p = "42 (cargo (x)) R 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0";
-        assert_eq!(parse_process(p), Some(("cargo (x)".to_owned(), 10)));
+        let ticks = Ticks { user: 7, system: 3 };
+        assert_eq!(parse_process(p), Some(("cargo (x)".to_owned(), ticks)));
+        assert_eq!(
+            UserSystem::from_ticks(ticks),
+            UserSystem {
+                user: 0.07,
+                system: 0.03
+            }
+        );
     }
 
     #[test]
@@ -244,5 +368,18 @@ mod tests {
         }
         let after = Threads::now().map(|a| a.since(&before, None));
         assert!(after.is_some_and(|s| s > 0.0));
+    }
+
+    #[test]
+    fn busy_loop_counts_as_user_time() {
+        let before = Threads::now().expect("this process's threads from /proc/self/task");
+        // 200 ms in user space: the kernel's tick lands on this thread at least once.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(1));
+        }
+        let split = Threads::now().map(|a| a.user_system_since(&before, None));
+        assert!(split.is_some_and(|s| s.user > 0.0), "{split:?}");
     }
 }
