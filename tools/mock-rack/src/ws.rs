@@ -3,6 +3,11 @@
 //! binary frame is an ordinary message (the EOF signal). It serves both roles, so tests drive the
 //! mock rack (and the gateway) with the same code.
 //!
+//! The gateway has a codec of its own (`src/proxy/ws/codec.rs`) and the two stay apart on
+//! purpose: the relay tests check the gateway's framing against one written separately, so a
+//! framing mistake in either shows up as a disagreement instead of passing unseen because both
+//! ends share it.
+//!
 //! Invariant: payloads are never interpreted (no UTF-8 validation, no reassembly across
 //! messages), every length is checked against a maximum before anything is allocated, and frames
 //! from the peer are checked for the masking their role requires (RFC 6455 §5.1).
