@@ -1561,6 +1561,7 @@ mod tests {
 
     use super::{LogReader, META, Options, RECORDS, RedbStore};
     use crate::checkpoint::NoteSigner;
+    use crate::hash::{self, Hash};
     use crate::merkle;
     use crate::store::conformance::{TestFold, filler};
     use crate::store::rows::{Entry, pack_row};
@@ -1622,9 +1623,9 @@ mod tests {
                 table.remove(*first).unwrap();
                 for seq in entry.first..entry.end() {
                     let (nodes, record) = entry.row(seq).unwrap();
-                    let hashes: Vec<crate::hash::Hash> = nodes
+                    let hashes: Vec<Hash> = nodes
                         .chunks(32)
-                        .map(|h| crate::hash::Hash::from_slice(h).unwrap())
+                        .map(|h| Hash::from_slice(h).unwrap())
                         .collect();
                     let mut row = Vec::new();
                     pack_row(&mut row, &hashes, record);
@@ -1695,7 +1696,7 @@ mod tests {
         assert_eq!(cp.size, size);
         for seq in [0, 1, old - 1, old, old + 1, size - 1] {
             let proof = reader.inclusion_proof(seq, size).unwrap();
-            let leaf = crate::hash::leaf_hash(&after[seq as usize].1);
+            let leaf = hash::leaf_hash(&after[seq as usize].1);
             merkle::verify_inclusion(&leaf, seq, size, &proof, &cp.root).unwrap();
         }
         let early = reader.checkpoints().unwrap()[0].checkpoint.clone();

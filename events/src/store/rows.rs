@@ -29,12 +29,16 @@ use crate::seq::Seq;
 pub const GROUP_ROWS: usize = 64;
 /// An entry is closed early once its rows reach this many bytes (records are usually ~0.5 KB).
 const GROUP_BYTES: usize = 64 << 10;
-/// First byte of a group entry; a single row's first byte is its node count, at most 64.
+/// The most Merkle nodes a row holds: a tree of 2^64 leaves has 64 levels above them.
+const MAX_NODES: u8 = 64;
+/// First byte of a group entry; a single row's first byte is its node count, never above
+/// [`MAX_NODES`], so the two cannot be confused.
 const GROUP: u8 = 0xFF;
+const _: () = assert!(GROUP > MAX_NODES);
 
 /// Writes a row: `[m][m nodes][record bytes]`.
 pub fn pack_row(row: &mut Vec<u8>, nodes: &[Hash], record: &[u8]) {
-    // A tree of 2^64 leaves has 64 levels: m always fits in a byte.
+    // At most MAX_NODES: m always fits in a byte.
     row.push(u8::try_from(nodes.len()).unwrap_or(u8::MAX));
     for h in nodes {
         row.extend_from_slice(&h.0);
@@ -45,7 +49,7 @@ pub fn pack_row(row: &mut Vec<u8>, nodes: &[Hash], record: &[u8]) {
 /// Splits a row into its node hashes and its record bytes.
 pub fn unpack_row(row: &[u8]) -> Option<(&[u8], &[u8])> {
     let (&m, rest) = row.split_first()?;
-    if m > 64 {
+    if m > MAX_NODES {
         return None;
     }
     let split = usize::from(m).checked_mul(32)?;

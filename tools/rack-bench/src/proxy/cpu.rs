@@ -106,9 +106,7 @@ impl Threads {
             let (Ok(comm), Some(ns), Some((_, ticks))) = (
                 fs::read_to_string(dir.join("comm")),
                 schedstat(&dir),
-                fs::read_to_string(dir.join("stat"))
-                    .ok()
-                    .and_then(|s| parse_process(&s)),
+                stat(&dir),
             ) else {
                 continue;
             };
@@ -170,10 +168,7 @@ impl Machine {
             else {
                 continue;
             };
-            if let Some(p) = fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| parse_process(&s))
-            {
+            if let Some(p) = stat(&entry.path()) {
                 m.processes.insert(pid, p);
             }
         }
@@ -258,12 +253,7 @@ pub fn process_tree_ns(pid: u32) -> Option<u64> {
 
 /// The user/system ticks of a process and its direct children, as [`process_tree_ns`].
 pub fn process_tree_ticks(pid: u32) -> Option<ProcessTicks> {
-    let ticks = |pid: u32| {
-        fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| parse_process(&s))
-            .map(|(_, t)| t)
-    };
+    let ticks = |pid: u32| stat(&Path::new("/proc").join(pid.to_string())).map(|(_, t)| t);
     let mut total = ticks(pid)?;
     for child in children(pid) {
         total = total.plus(ticks(child).unwrap_or_default());
@@ -311,6 +301,11 @@ pub fn children(pid: u32) -> Vec<u32> {
 fn parse_ppid(stat: &str) -> Option<u32> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The name and user/system ticks in `<dir>/stat` (a process's or a thread's directory).
+fn stat(dir: &Path) -> Option<(String, Ticks)> {
+    parse_process(&fs::read_to_string(dir.join("stat")).ok()?)
 }
 
 /// The first field of `<dir>/schedstat`: nanoseconds spent on a CPU.
