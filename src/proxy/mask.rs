@@ -5,8 +5,10 @@
 //! rack's way (Go's `bufio.Scanner` lines, a trailing `\r` dropped, split at the first `=`, the
 //! key trimmed, lines without `=` or with an empty key ignored, the last of duplicates wins).
 //! A hidden value becomes `rgw-masked:<8 hex>`, the first 4 bytes of
-//! HMAC-SHA256(audit key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value): stable for one value of one key of
-//! one app, and saying nothing about the value to anyone without the audit key.
+//! HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value), where the mask key is
+//! HMAC-SHA256(audit key, `MASK_KEY_LABEL`): stable for one value of one key of one app, saying
+//! nothing about the value to anyone without the audit key, and never equal to the HMAC a
+//! recorded parameter carries.
 //!
 //! Who sees what ([`Visibility`]): without `convox:env:read` every value is masked; with it but
 //! without `convox:secret:read`, secret-classified values are masked ([`is_secret`]: by name
@@ -349,9 +351,16 @@ fn credential_ranges(s: &str) -> Vec<Range<usize>> {
     while let Some(found) = s.get(from..).and_then(|rest| rest.find("://")) {
         let auth_start = from + found + 3;
         let rest = s.get(auth_start..).unwrap_or_default();
-        let auth_len = rest
-            .find(|c: char| matches!(c, '/' | '?' | '#' | ',' | ';') || c.is_whitespace())
+        let region = rest
+            .find(|c: char| matches!(c, '?' | '#' | ',' | ';') || c.is_whitespace())
             .unwrap_or(rest.len());
+        // The userinfo runs to the last `@`, as a password may hold a raw `/` (the rack writes
+        // its password into the URL unescaped); the authority ends at the next `/` after it.
+        let host_from = rest.get(..region).and_then(|r| r.rfind('@')).unwrap_or(0);
+        let auth_len = rest
+            .get(host_from..region)
+            .and_then(|r| r.find('/'))
+            .map_or(region, |i| host_from + i);
         let authority = rest.get(..auth_len).unwrap_or_default();
         if let Some(r) = userinfo_secret(authority) {
             out.push(auth_start + r.start..auth_start + r.end);
@@ -519,7 +528,7 @@ fn entropy_bits_per_char(t: &[u8]) -> f64 {
 // === Masks ===
 
 /// The mask of `value` of `key` in `app`: `rgw-masked:` and the first 4 bytes, in hex, of
-/// HMAC-SHA256(audit key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value).
+/// HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value); see the module doc.
 ///
 /// # Errors
 /// [`MaskError::Key`] if the HMAC refuses the key (never for a 32-byte key).
@@ -552,14 +561,24 @@ fn mask_matches(audit: &AuditKey, app: &str, key: &str, value: &str, posted: &st
     mac(audit, app, key, value).is_ok_and(|m| m.verify_truncated_left(&tag).is_ok())
 }
 
+/// What the mask key is derived under (`HMAC(audit key, label)`).
+const MASK_KEY_LABEL: &[u8] = b"rack-gateway env mask key v1";
+
 fn mac(
     audit: &AuditKey,
     app: &str,
     key: &str,
     value: &str,
 ) -> Result<hmac::Hmac<sha2::Sha256>, MaskError> {
-    let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
+    // A key of its own, derived from the audit key: a recorded parameter is
+    // `HMAC(audit, value)` for any value a caller sends, so a mask under the audit key itself
+    // would let whoever reads the log test a guess by sending `app\0key\0guess`.
+    let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
         .map_err(|_| MaskError::Key)?;
+    derive.update(MASK_KEY_LABEL);
+    let mut m =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&derive.finalize().into_bytes())
+            .map_err(|_| MaskError::Key)?;
     m.update(app.as_bytes());
     m.update(&[0]);
     m.update(key.as_bytes());

@@ -25,50 +25,127 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Replaces likely secrets in free text, word by word.
+/// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
 pub fn scrub(text: &str) -> String {
     if text.contains("-----BEGIN") {
         return "[redacted: private key]".to_owned();
     }
-    text.split(' ')
-        .map(scrub_word)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..word]);
+        rest = &rest[word..];
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        out.push_str(&scrub_word(&rest[..end]));
+        rest = &rest[end..];
+    }
+    out
 }
 
+/// Names whose value is a secret whatever it looks like (`PGPASSWORD=…`, `--token=…`).
+const SECRET_NAMES: [&str; 10] = [
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "TOKEN",
+    "APIKEY",
+    "API_KEY",
+    "ACCESS_KEY",
+    "PRIVATE_KEY",
+    "CREDENTIAL",
+];
+
 fn scrub_word(word: &str) -> String {
-    // user:password@ inside a URL.
-    if let Some(scheme_end) = word.find("://") {
-        let rest = &word[scheme_end + 3..];
-        if let Some(at) = rest.find('@')
-            && rest[..at].contains(':')
-        {
-            let user = rest[..at].split(':').next().unwrap_or_default();
-            return format!(
-                "{}{user}:[redacted]@{}",
-                &word[..scheme_end + 3],
-                &rest[at + 1..]
-            );
-        }
-    }
-    // KEY=value where the value looks secret, and bare secret-looking words.
+    let word = scrub_userinfo(word);
+    // KEY=value where the name or the value says secret, and bare secret-looking words.
     if let Some((k, v)) = word.split_once('=')
-        && looks_secret(v)
+        && !v.is_empty()
+        && (secret_name(k) || looks_secret(v))
     {
         return format!("{k}=[redacted]");
     }
-    if looks_secret(word) {
+    if looks_secret(&word) {
         return "[redacted]".to_owned();
     }
-    word.to_owned()
+    word
 }
 
-/// A gateway token, a JWT, or a long word with the character mix of random material.
+fn secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_NAMES.iter().any(|n| upper.contains(n))
+}
+
+/// Every URL's credentials in `word`: `user:password@` keeps the user, and a lone user that looks
+/// like a token (`https://ghp_…@github.com`) goes. The userinfo ends at the last `@` before the
+/// next URL, as a password may hold a raw `@` or `/`: a path with an `@` in it loses a little of
+/// its text rather than a password staying in clear.
+fn scrub_userinfo(word: &str) -> String {
+    let mut separators = Vec::new();
+    let mut from = 0;
+    while let Some(i) = word[from..].find("://") {
+        separators.push(from + i);
+        from += i + 3;
+    }
+    // Where the scheme before a `://` starts.
+    let scheme_start = |sep: usize| {
+        word[..sep]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            .map_or(0, |j| j + 1)
+    };
+    let mut out = String::with_capacity(word.len());
+    let mut copied = 0;
+    for (n, &sep) in separators.iter().enumerate() {
+        let authority = sep + 3;
+        let end = separators
+            .get(n + 1)
+            .map_or(word.len(), |&next| scheme_start(next).max(authority));
+        let Some(at) = word[authority..end].rfind('@') else {
+            continue;
+        };
+        let userinfo = &word[authority..authority + at];
+        out.push_str(&word[copied..authority]);
+        match userinfo.split_once(':') {
+            Some((user, _)) => {
+                out.push_str(user);
+                out.push_str(":[redacted]");
+            }
+            None if looks_secret(userinfo) || token_prefix(userinfo) => out.push_str("[redacted]"),
+            None => out.push_str(userinfo),
+        }
+        copied = authority + at;
+    }
+    out.push_str(&word[copied..]);
+    out
+}
+
+/// The prefixes of well-known tokens that are used as a URL's user name.
+fn token_prefix(user: &str) -> bool {
+    [
+        "ghp_",
+        "gho_",
+        "ghs_",
+        "ghu_",
+        "github_pat_",
+        "glpat-",
+        "rgw_",
+        "xoxb-",
+        "xoxp-",
+    ]
+    .iter()
+    .any(|p| user.starts_with(p))
+}
+
+/// A gateway token, a JWT, or a long word with the character mix of random material (`/`
+/// allowed, as in base64, but a path's many slashes make it sparse).
 fn looks_secret(w: &str) -> bool {
     if w.starts_with("rgw_") || (w.starts_with("eyJ") && w.matches('.').count() == 2) {
         return true;
     }
-    if w.len() < 24 || w.contains('/') {
+    if w.len() < 24 {
         return false;
     }
     let classes = [
@@ -107,6 +184,51 @@ mod tests {
             "[redacted: private key]"
         );
         assert_eq!(scrub("bin/migrate --verbose"), "bin/migrate --verbose");
+    }
+
+    #[test]
+    fn secrets_with_slashes_names_or_odd_urls_are_scrubbed_too() {
+        // Base64 material holds `/`; a path's many slashes keep it readable.
+        assert_eq!(
+            scrub("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY aws s3 ls"),
+            "AWS_SECRET_ACCESS_KEY=[redacted] aws s3 ls"
+        );
+        assert_eq!(
+            scrub("echo wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            "echo [redacted]"
+        );
+        assert_eq!(
+            scrub("ls /usr/lib/x86_64-linux-gnu/libSomething2.so"),
+            "ls /usr/lib/x86_64-linux-gnu/libSomething2.so"
+        );
+        // A name that says secret hides even a short value.
+        assert_eq!(
+            scrub("PGPASSWORD=hunter2 psql --api-token=abc"),
+            "PGPASSWORD=[redacted] psql --api-token=[redacted]"
+        );
+        // A token as the URL's user; a plain user stays.
+        assert_eq!(
+            scrub("git clone https://ghp_abcdefghijklmnopqrstuvwxyz0123456789@github.com/o/r"),
+            "git clone https://[redacted]@github.com/o/r"
+        );
+        assert_eq!(
+            scrub("git clone ssh://git@github.com/o/r"),
+            "git clone ssh://git@github.com/o/r"
+        );
+        // A raw `@` in the password, and two URLs in one word.
+        assert_eq!(
+            scrub("psql postgres://u:p@ss@host/db"),
+            "psql postgres://u:[redacted]@host/db"
+        );
+        assert_eq!(
+            scrub("x a://u:p@h,b://v:p2@h2"),
+            "x a://u:[redacted]@h,b://v:[redacted]@h2"
+        );
+        // Words are split at any whitespace, which is kept as it was.
+        assert_eq!(
+            scrub("sh -c\tTOKEN=abc\nls  -la"),
+            "sh -c\tTOKEN=[redacted]\nls  -la"
+        );
     }
 
     #[test]

@@ -18,6 +18,25 @@ fn mask(app: &str, key: &str, value: &str) -> String {
     mask_value(&audit(), app, key, value).unwrap()
 }
 
+#[test]
+fn no_recorded_parameter_can_reproduce_a_mask() {
+    // A parameter a caller sends is recorded as HMAC(audit key, value); were masks made under the
+    // same key, sending `app\0key\0guess` would reveal whether the guess is a masked value.
+    let m = mask("x", "SECRET_TOKEN", "s3cr3t");
+    let tag = m.strip_prefix(MASK_PREFIX).unwrap();
+    assert_eq!(tag.len(), 2 * MASK_TAG_BYTES);
+    let recorded = crate::config::hmac_value(&audit(), "x\0SECRET_TOKEN\0s3cr3t");
+    let recorded = recorded.strip_prefix("hmac-sha256:").unwrap();
+    assert!(
+        !recorded.starts_with(tag),
+        "a mask equals a recorded parameter's HMAC"
+    );
+    // Still a function of app, key and value, as restoring relies on.
+    assert_eq!(m, mask("x", "SECRET_TOKEN", "s3cr3t"));
+    assert_ne!(m, mask("y", "SECRET_TOKEN", "s3cr3t"));
+    assert_ne!(m, mask("x", "OTHER", "s3cr3t"));
+}
+
 /// `GET /apps/x/releases/RAAAAAAAAA` on the mock rack, byte for byte (seeded env).
 const SEEDED_RELEASE: &str = r#"{
   "id": "RAAAAAAAAA",
@@ -273,7 +292,10 @@ fn masks_are_stable_and_reveal_nothing() {
     }
     // The mask is the HMAC the module doc describes, truncated: not the value, not reversible
     // without the audit key.
-    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+    let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
+    derive.update(b"rack-gateway env mask key v1");
+    let mask_key = derive.finalize().into_bytes();
+    let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&mask_key).unwrap();
     mac.update(b"x\0SECRET_TOKEN\0s3cr3t");
     let full = hex::encode(mac.finalize().into_bytes());
     assert_eq!(m, format!("rgw-masked:{}", &full[..8]));
@@ -497,6 +519,7 @@ fn external_builds_lose_the_rack_password() {
         ("null", r#"{"repository":null}"#, Ok(r#"{"repository":null}"#.to_owned())),
         ("Go's case-insensitive match", r#"{"Repository":"https://convox:pw@api.mock/x"}"#, Ok(r#"{"Repository":"https://convox:rgw-redacted@api.mock/x"}"#.to_owned())),
         ("escaped", r#"{"repository":"https:\/\/convox:p\u0026w@api.mock\/x"}"#, Ok(r#"{"repository":"https:\/\/convox:rgw-redacted@api.mock\/x"}"#.to_owned())),
+        ("a raw / and @ in the password", r#"{"repository":"https://convox:a/b@c@api.mock/x"}"#, Ok(r#"{"repository":"https://convox:rgw-redacted@api.mock/x"}"#.to_owned())),
         ("text", "build not found\n", Err("mask_unparseable")),
         ("repository is a number", r#"{"repository":1}"#, Err("mask_unexpected_shape")),
     ];
