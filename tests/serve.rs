@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
@@ -78,8 +78,21 @@ fn serve(config: &Path, password: &str) -> Result<Serve, String> {
     Err(err)
 }
 
-/// One HTTPS request with the test certificate as the only root; returns the status and body.
+/// One HTTPS GET with the test certificate as the only root; returns the status and body.
 async fn https_get(addr: SocketAddr, cert: &Path, target: &str, token: &str) -> (u16, String) {
+    https_call(addr, cert, "GET", target, token, None).await
+}
+
+/// One HTTPS request as the CLI sends it (a form body when `form` is given), with the test
+/// certificate as the only root; returns the status and body.
+async fn https_call(
+    addr: SocketAddr,
+    cert: &Path,
+    method: &str,
+    target: &str,
+    token: &str,
+    form: Option<&str>,
+) -> (u16, String) {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -98,9 +111,16 @@ async fn https_get(addr: SocketAddr, cert: &Path, target: &str, token: &str) -> 
         .unwrap();
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
+    let body = match form {
+        Some(form) => format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{form}",
+            form.len()
+        ),
+        None => "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n".to_owned(),
+    };
     let req = format!(
-        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n\
-         Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n{body}"
     );
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -162,8 +182,9 @@ fn logged(data: &Path) -> Vec<Event> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configuration() {
+/// A test's directory (with the test certificate), its data directory, a mock rack with the
+/// password `rack-pw`, and where its configuration goes.
+async fn setup() -> (tempfile::TempDir, PathBuf, mock_rack::MockRack, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     certificate(dir.path());
@@ -171,22 +192,42 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
         .await
         .unwrap();
     let config = dir.path().join("gateway.toml");
+    (dir, data, rack, config)
+}
+
+/// Writes a configuration for `serve` to `path`: the store in `data`, both listeners on fresh
+/// loopback ports with the test certificate in `dir`, the rack at `rack`; `top` adds top-level
+/// keys and `tail` tables after `[rack]`.
+fn gateway_config(path: &Path, dir: &Path, data: &Path, rack: &str, top: &str, tail: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "data = {:?}\ntrusted_proxies = []\n{top}[proxy]\nlisten = \"127.0.0.1:{}\"\n\
+             [console]\nlisten = \"127.0.0.1:{}\"\n[tls]\ncert = {:?}\nkey = {:?}\n\
+             [rack]\nurl = {:?}\n{tail}",
+            data,
+            free_port(),
+            free_port(),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            rack
+        ),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configuration() {
+    let (dir, data, rack, config) = setup().await;
     let write_config = |every: u64| {
-        std::fs::write(
+        gateway_config(
             &config,
-            format!(
-                "data = {:?}\ntrusted_proxies = []\n[proxy]\nlisten = \"127.0.0.1:{}\"\n\
-                 [console]\nlisten = \"127.0.0.1:{}\"\n[tls]\ncert = {:?}\nkey = {:?}\n\
-                 [rack]\nurl = {:?}\n[checkpoints]\nevery = {every}\n",
-                data,
-                free_port(),
-                free_port(),
-                dir.path().join("cert.pem"),
-                dir.path().join("key.pem"),
-                rack.url()
-            ),
-        )
-        .unwrap();
+            dir.path(),
+            &data,
+            &rack.url(),
+            "",
+            &format!("[checkpoints]\nevery = {every}\n"),
+        );
     };
     write_config(64);
     // No keys yet: serve refuses and says what to do.
@@ -225,6 +266,98 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     let changed = serve(&config, "rack-pw").unwrap();
     drop(changed);
     assert_eq!(config_digests(&data), 2);
+}
+
+/// A protected variable (`protected_env`) is masked for everyone, even an admin, and cannot be
+/// changed through the gateway: not by posting a new value, not by forking another release's
+/// environment with `parent-release`. Posting back the env as read (mask included) still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(
+        &config,
+        dir.path(),
+        &data,
+        &rack.url(),
+        "protected_env = [\"x:SECRET_TOKEN\"]\n",
+        "",
+    );
+    Keys::init(&data, "serve.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let ca = dir.path().join("ca.pem");
+    let posts = || {
+        rack.received()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .count()
+    };
+
+    // The seeded release of app `x` holds FOO=bar and SECRET_TOKEN=s3cr3t.
+    let (status, body) = https_get(gateway.proxy, &ca, "/apps/x/releases?", &token).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !body.contains("s3cr3t"),
+        "an admin reads a protected value: {body}"
+    );
+    let at = body
+        .find("SECRET_TOKEN=rgw-masked:")
+        .expect("the value is masked")
+        + 13;
+    let mask = body[at..at + 19].to_owned();
+    assert!(
+        body.contains("FOO=bar"),
+        "other values stay readable: {body}"
+    );
+
+    let post = |form: String| {
+        let proxy = gateway.proxy;
+        let ca = ca.clone();
+        let token = token.clone();
+        async move { https_call(proxy, &ca, "POST", "/apps/x/releases?", &token, Some(&form)).await }
+    };
+    let before = posts();
+    let (status, body) = post("env=FOO%3Dbar%0ASECRET_TOKEN%3Dchanged".into()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("SECRET_TOKEN"),
+        "the refusal names the key: {body}"
+    );
+    let (status, body) = post("parent-release=RSEED".into()).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("parent-release"), "{body}");
+    assert_eq!(posts(), before, "no refused release reached the rack");
+
+    // The env as read, with one plain value changed: the mask is restored to the real value.
+    let (status, body) = post(format!(
+        "env=FOO%3Dbaz%0ASECRET_TOKEN%3D{}",
+        mask.replace(':', "%3A")
+    ))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let received = rack.received();
+    let created = received
+        .iter()
+        .rfind(|r| r.method == "POST")
+        .expect("forwarded");
+    assert_eq!(
+        created.param("env").map(|p| p.value.as_str()),
+        Some("FOO=baz\nSECRET_TOKEN=s3cr3t")
+    );
+    drop(gateway);
+
+    let events = logged(&data);
+    let denied: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::CommandRequested(c) if c.decision == events::event::Decision::Deny => {
+                Some(c.reason.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(denied, ["protected_env_change", "protected_env_fork"]);
+    assert!(!format!("{events:?}").contains("s3cr3t"));
 }
 
 /// A TLS terminator in front of the mock rack, serving `cert.pem` (signed by the test CA).
@@ -277,20 +410,14 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
     let config = dir.path().join("gateway.toml");
     let ca = dir.path().join("ca.pem");
     let run = |trust: String| {
-        std::fs::write(
+        gateway_config(
             &config,
-            format!(
-                "data = {:?}\n[proxy]\nlisten = \"127.0.0.1:{}\"\n[console]\nlisten = \"127.0.0.1:{}\"\n\
-                 [tls]\ncert = {:?}\nkey = {:?}\n[rack]\nurl = \"https://127.0.0.1:{}\"\n{trust}\n",
-                data,
-                free_port(),
-                free_port(),
-                dir.path().join("cert.pem"),
-                dir.path().join("key.pem"),
-                front.port(),
-            ),
-        )
-        .unwrap();
+            dir.path(),
+            &data,
+            &format!("https://127.0.0.1:{}", front.port()),
+            "",
+            &format!("{trust}\n"),
+        );
         serve(&config, "rack-pw")
     };
     // No trust chosen for an https rack: refused at start, saying what to set.

@@ -780,11 +780,18 @@ pub const ROUTES: &[RouteRule] = &[
         method: "POST",
         path: "/apps/{app}/releases",
         permission: Perm::ReleaseCreate,
-        rules: &[ParamRule {
-            when: When::Present("env"),
-            require: Perm::EnvSet,
-            why: "`env` replaces the whole environment",
-        }],
+        rules: &[
+            ParamRule {
+                when: When::Present("env"),
+                require: Perm::EnvSet,
+                why: "`env` replaces the whole environment",
+            },
+            ParamRule {
+                when: When::Present("parent-release"),
+                require: Perm::EnvSet,
+                why: "`parent-release` copies that release's environment",
+            },
+        ],
         secrets: sec(SENS, SENS),
         params: form(&[s("env"), p("build"), p("description"), p("parent-release")]),
         rack_role: "w",

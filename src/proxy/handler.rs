@@ -121,7 +121,8 @@ async fn pipeline(
         return Err(ProxyError::HeadersTooLarge(crate::server::MAX_HEAD_BYTES));
     }
     let caller = authenticate(state, &req, ip, request_id)?;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    drop_connection_named(&mut parts.headers);
     let raw_target = parts
         .uri
         .path_and_query()
@@ -204,6 +205,10 @@ async fn pipeline(
     } else {
         None
     };
+    if let Err((kind, what)) = check_framing(&parts.headers) {
+        record_denial(state, &caller, &method, path.as_str(), kind, None, &[]).await?;
+        return Err(ProxyError::BadRequest { kind, what });
+    }
     let content_type = single_header(&parts.headers, header::CONTENT_TYPE);
     let (form, body) = match read_form(&content_type, body).await {
         Ok(read) => read,
@@ -293,10 +298,59 @@ async fn pipeline(
         )
         .await;
     }
+    // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
+    // the caller's own identity may stand there.
+    if let Some(ack_by) = params.get("ack_by")
+        && ack_by != caller.token.owner.0
+    {
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "ack_by_not_caller",
+            Some(permitted.permission().as_str().to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "ack_by_not_caller",
+            what: format!(
+                "ack_by names someone else; leave it out (the gateway tells the rack who you are) \
+                 or set it to {}",
+                caller.token.owner.0
+            ),
+        });
+    }
     // Secrets (issue 3, point 8): masked values in a posted env are restored, protected keys
     // kept; the answer of a masking route is rewritten for this caller.
     let app = matched.var("app").unwrap_or_default().to_owned();
     let protected = protected_env(state, &app);
+    if matched.rule().name == "release.create"
+        && params.get("parent-release").is_some()
+        && params.get("env").is_none()
+        && !protected.is_empty()
+    {
+        // The rack copies the parent's whole environment, protected keys included, and the
+        // gateway cannot see which values that brings back.
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "protected_env_fork",
+            Some(Perm::EnvSet.as_str().to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "protected_env_fork",
+            what: format!(
+                "{app} has protected variables and `parent-release` would copy that release's \
+                 whole environment over them; create the release with `env` instead"
+            ),
+        });
+    }
     let mut params = params;
     let mut recorded_params = recorded_params;
     if let Some(env) = params
@@ -432,7 +486,9 @@ fn authenticate(
         state.accepts_dev_tokens,
     )
     .map_err(|e| refuse(e.reason()))?;
-    let user_agent = single_header(req.headers(), header::USER_AGENT).unwrap_or_default();
+    // Recorded on every event of the call, so scrubbed like a command line.
+    let user_agent =
+        redact::scrub(&single_header(req.headers(), header::USER_AGENT).unwrap_or_default());
     Ok(Caller {
         token,
         ip,
@@ -834,6 +890,55 @@ fn is_upgrade(headers: &http::HeaderMap) -> bool {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Removes the fields the caller's `Connection` names (other than the hop-by-hop ones
+/// themselves): they are meant for this hop only and never reach the rack, so they are not
+/// read as parameters, authorized or recorded either. What is checked is what is forwarded.
+fn drop_connection_named(headers: &mut http::HeaderMap) {
+    let named: Vec<header::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h))
+        })
+        .filter_map(|t| header::HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+}
+
+/// Refuses the header fields that would make what is forwarded differ from what was checked:
+/// a `Transfer-Encoding` other than plain `chunked` (a body not read as a body) and more than
+/// one `Content-Type`.
+fn check_framing(headers: &http::HeaderMap) -> Result<(), (&'static str, String)> {
+    let mut encodings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = encodings.next()
+        && (encodings.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked"))
+    {
+        return Err((
+            "bad_transfer_encoding",
+            "the only Transfer-Encoding accepted is `chunked`".to_owned(),
+        ));
+    }
+    if headers
+        .get_all(header::CONTENT_TYPE)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Err((
+            "duplicate_content_type",
+            "the request has more than one Content-Type".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 fn body_is_empty(headers: &http::HeaderMap) -> bool {

@@ -608,6 +608,28 @@ async fn env_in_a_header() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_content_types() {
+    check(
+        Case::post("/apps/x/releases?")
+            .form("env=A%3DB")
+            .header("Content-Type", "application/octet-stream")
+            .denied(400, "duplicate_content_type"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_by_naming_someone_else() {
+    // The rack would take this as the actor of the budget action.
+    check(
+        Case::post("/apps/x/budget/dismiss-recovery?")
+            .form("ack_by=someone%40example.com")
+            .denied(403, "ack_by_not_caller"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_query_key() {
     check(Case::get("/apps?env=1").denied(400, "param_unknown_key")).await;
 }

@@ -848,6 +848,36 @@ async fn a_chunked_upload_streams_through_unchanged() {
     s.finish().await;
 }
 
+/// A parameter header the caller's `Connection` names is for this hop only: it never reaches
+/// the rack, so it is not recorded either (a `Command` the log shows but the rack never got, or
+/// the reverse, would make the log lie about what ran).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_header_named_by_connection_is_neither_recorded_nor_forwarded() {
+    let s = Session::start().await;
+    let since = s.gw.head();
+    let raw = s.gw.cli().request(
+        "POST",
+        "/apps/x/services/web/processes?",
+        &[
+            ("Command", "echo ok"),
+            ("Connection", "keep-alive, Command"),
+        ],
+        Body::Empty,
+    );
+    let reply = s.gw.send_raw(raw).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let got = s.gw.rack().received();
+    let run = got.last().expect("the run was forwarded");
+    assert_eq!(run.header("command"), None, "Command reached the rack");
+    let (decided, _) = s.gw.call_records(since, &reply.request_id()).await;
+    let recorded = &requested(&decided).unwrap().params;
+    assert!(
+        recorded.iter().all(|(k, _)| k != "Command"),
+        "a Command the rack never got was recorded: {recorded:?}"
+    );
+    s.finish().await;
+}
+
 /// `CONVOX_ACTOR=alice@example.com convox apps` adds `X-Convox-Actor` (spec Appendix A); the
 /// rack must see the authenticated user instead, and never a cookie or the caller's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
