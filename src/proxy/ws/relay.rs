@@ -48,6 +48,11 @@ pub struct RelayConfig {
     pub max_payload: usize,
     /// After both sides have sent EOF, how long without a data frame before the gateway closes.
     pub idle_after_eof: Duration,
+    /// How long the caller may send nothing at all, not even a ping, before it is taken for
+    /// gone: the CLI pings every 5 s on every socket, and a caller that vanished without a FIN
+    /// (a laptop asleep, a dropped NAT mapping) would otherwise hold its stream slot and the
+    /// rack's socket for as long as the stream stays quiet.
+    pub caller_silence: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
     /// Whether the rack's stream ends with an exit-code line worth reading (exec, run, shells);
@@ -100,6 +105,8 @@ pub enum ClosedBy {
     RackViolation(Violation),
     /// Both sides had sent EOF, then no data frame came for `idle_after_eof`.
     Idle,
+    /// No frame of any kind came from the caller for `caller_silence`.
+    CallerSilent,
     /// The cancellation signal fired (a revoked token, a disabled user, shutdown).
     Cancelled,
     /// The gateway itself could not go on (no randomness for a masking key).
@@ -144,11 +151,13 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 // === impl RelayConfig ===
 
 impl Default for RelayConfig {
-    /// 16 MiB frames, 30 s of idle after both EOFs, 5 s to close, exit codes read.
+    /// 16 MiB frames, 30 s of idle after both EOFs, 60 s of caller silence (12 missed pings),
+    /// 5 s to close, exit codes read.
     fn default() -> RelayConfig {
         RelayConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             idle_after_eof: Duration::from_secs(30),
+            caller_silence: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
             exit_code: true,
         }
@@ -187,16 +196,21 @@ where
     );
 
     let mut last_data = started;
+    let mut last_from_caller = started;
     let closed_by = loop {
         if is_cancelled(&cancel) {
             break ClosedBy::Cancelled;
         }
         let idle_at = (inbound.eof && outbound.eof).then(|| last_data + config.idle_after_eof);
+        let silent_at = last_from_caller + config.caller_silence;
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
             step = inbound.step() => match step {
-                Ok(Relayed::Data) => last_data = Instant::now(),
-                Ok(Relayed::Control) => {}
+                Ok(Relayed::Data) => {
+                    last_data = Instant::now();
+                    last_from_caller = last_data;
+                }
+                Ok(Relayed::Control) => last_from_caller = Instant::now(),
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
                 Err(end) => break end.on_inbound(),
             },
@@ -207,6 +221,7 @@ where
                 Err(end) => break end.on_outbound(),
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
+            () = tokio::time::sleep_until(silent_at) => break ClosedBy::CallerSilent,
         }
     };
 
@@ -259,7 +274,7 @@ fn closing_codes(end: ClosedBy, rack_eof: bool) -> (Option<Frame>, Option<Frame>
     let going_away = || Some(Frame::close(1001, ""));
     match end {
         ClosedBy::CallerClosed | ClosedBy::RackClosed | ClosedBy::Idle => (normal(), normal()),
-        ClosedBy::CallerGone => (None, going_away()),
+        ClosedBy::CallerGone | ClosedBy::CallerSilent => (None, going_away()),
         // A rack that had sent EOF has finished; one that vanished before is a failure.
         ClosedBy::RackGone if rack_eof => (normal(), None),
         ClosedBy::RackGone => (Some(Frame::close(1011, "rack connection lost")), None),

@@ -230,6 +230,37 @@ async fn eof_both_ways_then_idle_ends_with_exact_counts_and_the_exit_code() {
     assert!(stats.duration >= quick().idle_after_eof);
 }
 
+/// A caller that sends nothing at all (not even the CLI's ping every 5 s) is taken for gone,
+/// however much the rack sends: the stream ends and the rack is told the caller went away. A
+/// caller that only pings keeps its stream.
+#[tokio::test]
+async fn a_silent_caller_is_taken_for_gone_and_pings_keep_one_alive() {
+    let silence = Duration::from_millis(200);
+    let mut h = start(RelayConfig {
+        caller_silence: silence,
+        ..RelayConfig::default()
+    });
+    for _ in 0..4 {
+        h.caller.writer.ping(b"").await.unwrap();
+        h.rack.writer.text(b"log line\n").await.unwrap();
+        let _ = next_message(&mut h.caller).await;
+        tokio::time::sleep(silence / 2).await;
+    }
+    assert!(!h.relay.is_finished(), "a pinging caller's stream ended");
+    h.rack.writer.text(b"more\n").await.unwrap();
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerSilent);
+    assert!(stats.duration >= silence * 2, "{:?}", stats.duration);
+    // The caller's pings went through to the rack; then the gateway's close.
+    let rack_end = loop {
+        match next_message(&mut h.rack).await {
+            Message::Ping(_) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(rack_end, close(1001, b""));
+}
+
 /// A log stream: a line that looks like the exit marker is output, relayed as it is, and no exit
 /// code is reported for the stream.
 #[tokio::test]
