@@ -23,6 +23,7 @@ use events::event::{CommandRequested, Decision, Event, Permission, Principal, Ro
 use events::record::{self, Record};
 use events::store::redb::LogReader;
 use events::store::{CheckpointPolicy, EventStore};
+use events::time::Clock;
 use rack_gateway::console::unknown_route::MAX_RECORDED_PATH;
 use rack_gateway::identity::admin::{self, TokenRequest};
 use rack_gateway::server::dev::{self, DEV_USER, DevOptions, Running};
@@ -661,6 +662,58 @@ async fn nobody_mints_beyond_the_owners_or_their_own_permissions() {
         &gw.events_since(seq).await[0].event,
         Event::TokenCreated { by, dev_only: false, .. } if by.0 == "root@example.com"
     ));
+    gw.finish().await;
+}
+
+/// A token that expires cannot mint one that outlives it (or never expires): otherwise a token
+/// about to expire, or a leaked one, could hand its holder a lasting credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_mints_one_that_outlives_it() {
+    let gw = Gateway::start().await;
+    let root = Principal("root@example.com".into());
+    admin::grant_role(
+        gw.store(),
+        root.clone(),
+        Role::Admin,
+        Principal("system".into()),
+    )
+    .await
+    .unwrap();
+    let ten_days = Clock.now().plus(Duration::from_secs(10 * 86_400));
+    let expiring = admin::create_token(
+        gw.store(),
+        TokenRequest {
+            name: "short".into(),
+            owner: root,
+            scopes: vec![
+                Permission("gateway:token:manage".into()),
+                Permission("convox:app:read".into()),
+            ],
+            expires: Some(ten_days),
+            dev_only: false,
+            by: Principal("system".into()),
+        },
+    )
+    .await
+    .unwrap();
+    let secret = expiring.secret.expose().to_owned();
+    let body = |days: Option<u32>| {
+        let mut b =
+            json!({"name": "ci", "owner": "root@example.com", "scopes": ["convox:app:read"]});
+        if let Some(d) = days {
+            b["expires_in_days"] = json!(d);
+        }
+        b
+    };
+    for days in [Some(30), None] {
+        let before = gw.head();
+        let reply = gw.api("POST", TOKENS, &secret, Some(body(days))).await;
+        assert_eq!(reply.refused(400), "invalid_field", "{days:?}");
+        assert_eq!(reply.json()["at"], "expires_in_days", "{days:?}");
+        assert_eq!(gw.head(), before, "{days:?}: appended");
+    }
+    let ok = gw.api("POST", TOKENS, &secret, Some(body(Some(5)))).await;
+    assert_eq!(ok.status, 201, "{:?}", String::from_utf8_lossy(&ok.body));
     gw.finish().await;
 }
 

@@ -308,7 +308,10 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         },
         limits: Limits {
             per_ip_per_minute: small("limits.per_ip_per_minute", 600)?,
-            streams_per_principal: small("limits.streams_per_principal", 16)?,
+            streams_per_principal: small(
+                "limits.streams_per_principal",
+                u64::from(super::DEFAULT_STREAMS_PER_PRINCIPAL),
+            )?,
             header_timeout: Duration::from_secs(number("limits.header_timeout_secs", 10)?),
             stream_idle: Duration::from_secs(number("limits.stream_idle_secs", 30)?),
         },

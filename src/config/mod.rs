@@ -70,6 +70,10 @@ pub struct Checkpoints {
     pub heartbeat: Duration,
 }
 
+/// How many WebSocket streams one user may hold open at once, unless configured: a `convox
+/// deploy` keeps up to 14 finished log sockets open until the CLI exits.
+pub const DEFAULT_STREAMS_PER_PRINCIPAL: u32 = 16;
+
 /// Bounds on what callers may consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

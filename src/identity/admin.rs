@@ -12,7 +12,7 @@ use std::fmt;
 use events::event::{Event, Permission, Principal, Role, TokenId};
 use events::seq::Seq;
 use events::store::{AppendError, EventStore, Rejected};
-use events::time::Timestamp;
+use events::time::{Clock, Timestamp};
 use projections::Projections;
 use projections::tokens::Token;
 
@@ -163,6 +163,16 @@ async fn create(
         return Err(invalid("scopes", "a token needs at least one scope"));
     }
     if let Some(b) = &bound
+        && let Some(limit) = store.with_state(|s| s.tokens.get(&b.caller).and_then(|t| t.expires))
+        && req.expires.is_none_or(|e| e > limit)
+    {
+        // Otherwise a token about to expire could hand its holder one that never does.
+        return Err(invalid(
+            "expires_in_days",
+            &format!("a token cannot outlive the token that creates it, which expires at {limit}"),
+        ));
+    }
+    if let Some(b) = &bound
         && let Some((whose, perm)) = store.with_state(|s| exceeding(s, &req.scopes, &req.owner, b))
     {
         return Err(AdminError::Exceeds {
@@ -191,6 +201,12 @@ async fn create(
                 if s.tokens.get(&id).is_some() {
                     return Err(Rejected("token id already exists"));
                 }
+                // The caller's token as it is when the token is created, not when the call
+                // began: one that expired meanwhile creates nothing.
+                let bound = bound.map(|b| Bound {
+                    now: b.now.max(Clock.now()),
+                    ..b
+                });
                 match &bound {
                     Some(b) if exceeding(s, &scopes, &owner, b).is_some() => Err(Rejected(
                         "the scopes are beyond the owner's or the caller's current permissions",

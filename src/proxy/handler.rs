@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
 use events::store::EventStore;
-use events::time::Clock;
+use events::time::{Clock, Timestamp};
 use http::{HeaderValue, Method, header};
 use http_body_util::{BodyExt, Full, Limited};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -165,24 +165,25 @@ async fn pipeline(
         .await?;
         return Err(ProxyError::UnknownRoute);
     }
+    if !same_origin(&parts.headers) {
+        // A browser holding credentials (a cached Basic login) must not be made to call the
+        // rack, or open a socket to it, from another site. The CLI sends no Origin.
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "cross_origin",
+            None,
+            &[],
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "cross_origin",
+            what: "the Origin of this request is not the gateway's host".into(),
+        });
+    }
     let ws_key = if upgrade {
-        if !same_origin(&parts.headers) {
-            // A browser holding credentials must not open a socket from another site.
-            record_denial(
-                state,
-                &caller,
-                &method,
-                path.as_str(),
-                "cross_origin",
-                None,
-                &[],
-            )
-            .await?;
-            return Err(ProxyError::Forbidden {
-                kind: "cross_origin",
-                what: "the Origin of this WebSocket is not the gateway's host".into(),
-            });
-        }
         match ws::check_upgrade(&parts.method, &parts.headers) {
             Ok(key) => Some(key),
             Err(e) => {
@@ -245,12 +246,32 @@ async fn pipeline(
         }
     };
     let recorded_params = redact::params(params.params(), &state.keys.audit);
-    let grant = state.store.with_state(|s| {
-        Grant::for_token(
+    // The token and its owner as they are now, after the body was read: a token revoked or
+    // expired while a slow body came in stops here.
+    let (usable, grant) = state.store.with_state(|s| {
+        let usable = s
+            .tokens
+            .get(&caller.token.id)
+            .is_some_and(|t| t.is_usable(Clock.now()));
+        let grant = Grant::for_token(
             &caller.token.scopes,
             &Standing::of(&s.identities, &caller.token.owner),
-        )
+        );
+        (usable, grant)
     });
+    if !usable {
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "token_no_longer_usable",
+            None,
+            &recorded_params,
+        )
+        .await?;
+        return Err(ProxyError::Unauthenticated("token_no_longer_usable"));
+    }
     let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
         Ok(p) => p,
         Err(denied) => {
@@ -953,7 +974,11 @@ fn body_is_empty(headers: &http::HeaderMap) -> bool {
     !chunked && length == 0
 }
 
-/// Reads a form body (bounded); any other body is left to stream.
+/// How long a form body may take to arrive: a form is small, and a body that trickles in keeps
+/// a checked credential waiting to be used.
+const FORM_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a form body (bounded in size and time); any other body is left to stream.
 async fn read_form(
     content_type: &Option<String>,
     body: Body,
@@ -961,13 +986,22 @@ async fn read_form(
     if !canonical::reads_body(content_type.as_deref()) {
         return Ok((None, body));
     }
-    let collected = Limited::new(body, canonical::MAX_FORM_BYTES)
-        .collect()
-        .await
-        .map_err(|_| ProxyError::BadRequest {
-            kind: "param_form_too_large",
-            what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
-        })?;
+    let collected = tokio::time::timeout(
+        FORM_READ_TIMEOUT,
+        Limited::new(body, canonical::MAX_FORM_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| ProxyError::BadRequest {
+        kind: "param_form_too_slow",
+        what: format!(
+            "the form body did not arrive within {} s",
+            FORM_READ_TIMEOUT.as_secs()
+        ),
+    })?
+    .map_err(|_| ProxyError::BadRequest {
+        kind: "param_form_too_large",
+        what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
+    })?;
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
 }
 
@@ -1039,10 +1073,14 @@ async fn open_stream(
             &[],
         )
         .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "stream_limit",
-            what: "too many open streams for this user; close one first".into(),
-        });
+        // Inside the socket, as every WebSocket refusal, so the CLI shows why.
+        return Ok(refuse_in_socket(
+            parts,
+            Some(key),
+            "too many open streams for this user; close one first (each `convox logs` or \
+             `deploy` holds its sockets until it exits)"
+                .to_owned(),
+        ));
     };
     let intent = command_requested(
         caller,
@@ -1086,8 +1124,18 @@ async fn open_stream(
         });
     };
     let (state2, request) = (state.clone(), RequestId(request_id.to_owned()));
+    let expires = caller.token.expires;
     tokio::spawn(async move {
-        relay_stream(state2, on_upgrade, rack, registration, request, exit_code).await;
+        relay_stream(
+            state2,
+            on_upgrade,
+            rack,
+            registration,
+            request,
+            exit_code,
+            expires,
+        )
+        .await;
     });
     Ok(switching_protocols(Some(&key)))
 }
@@ -1117,6 +1165,7 @@ async fn connect_rack(
         header::SEC_WEBSOCKET_EXTENSIONS,
         header::SEC_WEBSOCKET_PROTOCOL,
         header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
     ] {
         headers.remove(h);
     }
@@ -1175,28 +1224,51 @@ async fn relay_stream(
     registration: Registration,
     request: RequestId,
     exit_code: bool,
+    expires: Option<Timestamp>,
 ) {
+    let started = Instant::now();
     let Ok(caller) = on_upgrade.await else {
+        // The rack's socket is open (an exec may have started): the intent still gets its end.
+        Pending::new(&state, &request.0, started).complete(
+            101,
+            None,
+            Some("caller_upgrade_failed"),
+        );
         return;
     };
-    let _ = state
+    let opened = state
         .store
         .append(vec![Event::StreamOpened {
             request: request.clone(),
         }])
         .await;
+    if opened.is_err() {
+        // Fail closed: nothing is relayed that the log does not show opening. Dropping both
+        // connections ends the stream; the intent's end is recorded if the log takes it.
+        Pending::new(&state, &request.0, started).complete(101, None, Some("audit_unavailable"));
+        return;
+    }
     let config = ws::RelayConfig {
         idle_after_eof: state.limits.stream_idle,
         exit_code,
         ..ws::RelayConfig::default()
     };
-    let stats = ws::relay(
+    let relay = ws::relay(
         hyper_util::rt::TokioIo::new(caller),
         rack,
         config,
         registration.cancel.clone(),
-    )
-    .await;
+    );
+    tokio::pin!(relay);
+    // A stream lasts no longer than the token that opened it: at its expiry it ends as a
+    // revoked one does (expiry is a moment, not an event a revocation watcher could see).
+    let stats = tokio::select! {
+        stats = &mut relay => stats,
+        () = until(expires) => {
+            registration.cancel();
+            relay.await
+        }
+    };
     // Enqueued before the registration goes, so a shutdown that waits for the registry to empty
     // knows every closed stream is recorded.
     let closed = state.store.enqueue(vec![Event::StreamClosed {
@@ -1210,6 +1282,14 @@ async fn relay_stream(
     }]);
     drop(registration);
     let _ = closed.await;
+}
+
+/// Sleeps until `at` (never, for `None`).
+async fn until(at: Option<Timestamp>) {
+    match at {
+        Some(at) => tokio::time::sleep(at.since(Clock.now())).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether a WebSocket's `Origin` (if any) names the host the caller addressed, as the rack's

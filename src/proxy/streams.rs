@@ -35,6 +35,15 @@ pub struct Registration {
     pub cancel: watch::Receiver<bool>,
 }
 
+// === impl Registration ===
+
+impl Registration {
+    /// Ends this stream as a revocation would: its credential is no longer good (it expired).
+    pub fn cancel(&self) {
+        self.streams.cancel(self.id);
+    }
+}
+
 // === impl Streams ===
 
 impl Streams {
@@ -84,6 +93,15 @@ impl Streams {
             if hit {
                 let _ = e.cancel.send(true);
             }
+        }
+    }
+
+    /// Closes one stream (its token expired).
+    fn cancel(&self, id: u64) {
+        if let Ok(open) = self.open.lock()
+            && let Some(e) = open.get(&id)
+        {
+            let _ = e.cancel.send(true);
         }
     }
 

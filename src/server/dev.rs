@@ -107,7 +107,7 @@ pub async fn start_with(
         Vec::new(),
         Limits {
             per_ip_per_minute: opts.per_ip_per_minute,
-            streams_per_principal: 16,
+            streams_per_principal: crate::config::DEFAULT_STREAMS_PER_PRINCIPAL,
             header_timeout: std::time::Duration::from_secs(10),
             stream_idle: std::time::Duration::from_secs(30),
         },

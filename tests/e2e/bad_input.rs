@@ -943,6 +943,60 @@ async fn a_client_that_idles_after_one_request() {
     check_slow(Slow::IdleAfterOne).await;
 }
 
+/// A token revoked while its caller's body is still arriving (authenticated at the headers)
+/// stops at the end of the body: nothing reaches the rack, and the refusal is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_while_its_body_arrives() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let body = b"env=A%3DB";
+    let head = format!(
+        "POST /apps/x/releases? HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+        basic(&format!("convox:{}", issued.secret)),
+        body.len()
+    );
+    let rack_before = gw.rack().received().len();
+    let since = gw.head();
+    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..3]).await.unwrap();
+    // The headers are in, so the token was checked; it is revoked before the body ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.revoke_token(issued.id).await;
+    tcp.write_all(&body[3..]).await.unwrap();
+    let reply = read_reply(&mut tcp).await.expect("an answer");
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    assert_eq!(
+        gw.rack().received().len(),
+        rack_before,
+        "the rack was reached"
+    );
+    let denied: Vec<String> = gw
+        .events_since(since)
+        .await
+        .iter()
+        .filter_map(requested)
+        .map(|c| format!("{:?} {}", c.decision, c.reason))
+        .collect();
+    assert_eq!(denied, ["Deny token_no_longer_usable"]);
+    gw.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_site_form_post() {
+    // A browser that cached a Basic login sends it along with another site's form.
+    check(
+        Case::post("/apps/x/releases?")
+            .form("env=A%3DB")
+            .header("Origin", "https://evil.example")
+            .denied(403, "cross_origin"),
+    )
+    .await;
+}
+
 // === How refusals read ===
 
 /// The CLI prints a failed call as `ERROR: <body>` (spec §1.5, the rack's own errors are a bare

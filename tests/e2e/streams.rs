@@ -4,7 +4,10 @@
 //! refuses passed on with the rack's status, and a stop that closes open streams and keeps the
 //! records of answers just sent.
 
+use std::time::Duration;
+
 use events::event::{Event, Role};
+use events::time::Clock;
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
@@ -165,6 +168,67 @@ async fn logs_stream_through_with_their_non_utf8_bytes_and_end_at_eof() {
         closed, out,
         "StreamClosed counts exactly what the caller received"
     );
+    gw.finish().await;
+}
+
+/// A user at the open-stream limit (the CLI keeps finished log sockets open until it exits)
+/// gets the upgrade and the reason inside the socket, as for any refused WebSocket, and
+/// nothing reaches the rack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_the_limit_is_refused_inside_the_socket() {
+    let gw = TestGateway::start().await;
+    let mut held = Vec::new();
+    for _ in 0..rack_gateway::config::DEFAULT_STREAMS_PER_PRINCIPAL {
+        let (status, mut reader, writer) = open(&gw, gw.token(), "/apps/x/logs").await;
+        assert!(status.contains("101"), "{status}");
+        let _ = until_eof(&mut reader).await;
+        held.push((reader, writer));
+    }
+    let before = gw.rack().received().len();
+    let (status, mut reader, _writer) = open(&gw, gw.token(), "/apps/x/logs").await;
+    assert!(status.contains("101"), "{status}");
+    let text: Vec<String> = until_eof(&mut reader)
+        .await
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
+    assert!(
+        text[0].starts_with("ERROR: too many open streams"),
+        "{text:?}"
+    );
+    assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
+    drop(held);
+    gw.finish().await;
+}
+
+/// A stream lasts no longer than its token: at the token's expiry it is closed as a revoked
+/// one is (close 1008), even though neither side ended it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_its_token_expires() {
+    let gw = TestGateway::start().await;
+    gw.grant("ops@example.com", Role::Admin).await;
+    let expires = Clock.now().plus(Duration::from_millis(1500));
+    let issued = gw
+        .issue("ops@example.com", &["convox:*:*"], Some(expires))
+        .await;
+    let (status, mut reader, _writer) = open(&gw, &issued.secret, "/apps/x/logs").await;
+    assert!(status.contains("101"), "{status}");
+    // The rack's logs and EOF; the caller sends no EOF, so nothing else would end the stream.
+    let _ = until_eof(&mut reader).await;
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match reader.read_frame().await {
+                Ok(Some(f)) if f.opcode == Opcode::Close => break Some(f),
+                Ok(Some(_)) => {}
+                _ => break None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within 10 s")
+    .expect("a close frame");
+    assert_eq!(close.payload.get(..2), Some(&1008u16.to_be_bytes()[..]));
+    assert!(Clock.now() >= expires, "closed before the token expired");
     gw.finish().await;
 }
 
