@@ -3,20 +3,36 @@
 //! and minute, so noise cannot flood the log. [`Flood`] holds both for the two listeners: the
 //! rack proxy and the gateway API share one budget and one count per address.
 //!
+//! Both count per *network*, not per address: an IPv4 address, or an IPv6 /64 (one host's or
+//! one site's usual allocation, which a client can rotate through at will). An IPv4-mapped IPv6
+//! address counts as its IPv4 address.
+//!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
-//! is bounded (at most [`MAX_TRACKED`] addresses; beyond that the oldest are forgotten, which
-//! can only let an old address in early, never lose a counted denial: those are drained first).
+//! is bounded: at most [`MAX_TRACKED`] networks each. A limiter that is full forgets the buckets
+//! that have refilled and, if none has, refuses a new network rather than forgetting a throttled
+//! one; a full counter counts further networks' denials under the unspecified address (`::`),
+//! so every denial is still counted and the log gets at most one event per network, reason and
+//! minute.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use events::event::Event;
 use events::time::Timestamp;
 
-/// How many addresses the limiter remembers.
+/// How many networks the limiter and the counter each remember.
 pub const MAX_TRACKED: usize = 65_536;
+
+/// The network `ip` is limited and counted as: itself for IPv4 (and IPv4-mapped IPv6), its /64
+/// for IPv6.
+pub fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
 /// The coalescing window of unauthenticated denials.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
@@ -64,14 +80,18 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request from `ip`'s bucket; `false` means over the limit (answer 429).
+    /// Takes one request from the bucket of `ip`'s network; `false` means over the limit
+    /// (answer 429).
     pub fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
+        let ip = network(ip);
         let cap = f64::from(self.per_minute);
         if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
-            // Forget full buckets first: they carry no state worth keeping.
-            self.buckets.retain(|_, b| b.tokens < cap);
+            // Forget the buckets that have refilled by now: they carry no state worth keeping.
+            self.buckets
+                .retain(|_, b| b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0 < cap);
             if self.buckets.len() >= MAX_TRACKED {
-                self.buckets.clear();
+                // Every one is throttled: a new network waits, rather than all being forgiven.
+                return false;
             }
         }
         let b = self.buckets.entry(ip).or_insert(Bucket {
@@ -93,8 +113,13 @@ impl RateLimiter {
 // === impl DenialCounter ===
 
 impl DenialCounter {
-    /// Counts one unauthenticated denial.
+    /// Counts one unauthenticated denial, under its network (or `::` once [`MAX_TRACKED`]
+    /// networks are counting).
     pub fn note(&mut self, ip: IpAddr, reason: &'static str, now: Timestamp) {
+        let mut ip = network(ip);
+        if self.open.len() >= MAX_TRACKED && !self.open.contains_key(&(ip, reason)) {
+            ip = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+        }
         self.open
             .entry((ip, reason))
             .and_modify(|c| {
@@ -184,6 +209,61 @@ mod tests {
             "one request per second refills"
         );
         assert!(!l.allow(ip, Timestamp(t0.0 + SEC)));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_a_full_table_forgives_no_one() {
+        let mut l = RateLimiter::new(2);
+        let t0 = Timestamp(1_000 * SEC);
+        // Rotating through one /64 gets no new budget.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        assert!(l.allow(a, t0) && l.allow(b, t0));
+        assert!(!l.allow("2001:db8:1:2::77".parse().unwrap(), t0));
+        assert!(
+            l.allow("2001:db8:1:3::1".parse().unwrap(), t0),
+            "another /64"
+        );
+        // An IPv4-mapped address is its IPv4 address.
+        let v4: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(l.allow(v4, t0) && l.allow("::ffff:192.0.2.9".parse().unwrap(), t0));
+        assert!(!l.allow(v4, t0));
+        // A table full of throttled networks refuses newcomers and keeps the throttled.
+        let mut full = RateLimiter::new(1);
+        for i in 0..MAX_TRACKED as u32 {
+            assert!(full.allow(IpAddr::from(i.to_be_bytes()), t0));
+        }
+        assert!(!full.allow("198.51.100.1".parse().unwrap(), t0));
+        assert!(
+            !full.allow(IpAddr::from(0u32.to_be_bytes()), t0),
+            "still throttled"
+        );
+        // Once they have refilled, they are forgotten and a newcomer gets in.
+        let later = Timestamp(t0.0 + 61 * SEC);
+        assert!(full.allow("198.51.100.1".parse().unwrap(), later));
+    }
+
+    #[test]
+    fn a_full_counter_still_counts_every_denial() {
+        let mut d = DenialCounter::default();
+        let t0 = Timestamp(5_000 * SEC);
+        for i in 0..MAX_TRACKED as u32 + 10 {
+            d.note(IpAddr::from(i.to_be_bytes()), "missing_credentials", t0);
+        }
+        let events = d.drain(t0, true);
+        assert_eq!(events.len(), MAX_TRACKED + 1);
+        let total: u64 = events
+            .iter()
+            .map(|e| match e {
+                Event::DenialsCounted { count, .. } => *count,
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(total, u64::from(MAX_TRACKED as u32 + 10));
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::DenialsCounted { ip, count: 10, .. } if ip == "::"
+        )));
     }
 
     #[test]
