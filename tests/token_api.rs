@@ -992,6 +992,7 @@ impl ServeConsole {
             console::app(Arc::new(ConsoleState::beside(&proxy))),
             Duration::from_secs(5),
             tls,
+            Arc::from([]),
             stopped,
         );
         ServeConsole {

@@ -103,7 +103,20 @@ pub fn load(
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Toml {
                 path: path.to_owned(),
-                what: e.to_string(),
+                // The message and the line, never the line's text: it may hold a secret.
+                what: match e.span() {
+                    Some(span) => format!(
+                        "line {}: {}",
+                        text.as_bytes()
+                            .iter()
+                            .take(span.start)
+                            .filter(|b| **b == b'\n')
+                            .count()
+                            + 1,
+                        e.message()
+                    ),
+                    None => e.message().to_owned(),
+                },
             })?;
         flatten(&table, "", path, &mut raw)?;
         if raw.contains_key("rack.password") {
@@ -336,7 +349,26 @@ fn check_rack_url(url: &str) -> Result<(), String> {
     if url.contains('?') || url.contains('#') {
         return Err("must not carry a query or fragment".into());
     }
+    if url.starts_with("http://") && !loopback_host(host) {
+        return Err(
+            "uses plain http:// to a host that is not loopback: the rack password and every \
+             command would cross the network in clear; use https://"
+                .into(),
+        );
+    }
     Ok(())
+}
+
+/// Whether `host` (`name[:port]`, `[v6]:port`) names this machine.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// Plain HTTP is allowed only on loopback addresses, or behind configured trusted proxies.

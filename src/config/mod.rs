@@ -99,7 +99,11 @@ impl Config {
         v.insert("console.listen", self.console_listen.to_string());
         v.insert(
             "tls",
-            if self.tls.is_some() { "on" } else { "off" }.to_owned(),
+            match &self.tls {
+                // The served certificate: which file (its contents are not the config's).
+                Some(t) => format!("cert:{}", t.cert.display()),
+                None => "off".to_owned(),
+            },
         );
         let trusted: Vec<String> = self
             .trusted_proxies
@@ -128,6 +132,9 @@ impl Config {
                 (Some(pin), _, _) => format!("pinned:{pin}"),
                 (None, Some(ca), _) => format!("ca:{}", ca.display()),
                 (None, None, true) => "insecure-skip-verify".to_owned(),
+                (None, None, false) if self.rack.url.starts_with("http://") => {
+                    "none (plain http to this machine)".to_owned()
+                }
                 (None, None, false) => "system-roots".to_owned(),
             },
         );
@@ -139,7 +146,24 @@ impl Config {
             "limits.streams_per_principal",
             self.limits.streams_per_principal.to_string(),
         );
+        v.insert(
+            "limits.header_timeout_secs",
+            self.limits.header_timeout.as_secs().to_string(),
+        );
+        v.insert(
+            "limits.stream_idle_secs",
+            self.limits.stream_idle.as_secs().to_string(),
+        );
         v.insert("checkpoints.every", self.checkpoints.every.to_string());
+        // How long a tampering could go unnoticed: as security-relevant as `every`.
+        v.insert(
+            "checkpoints.after_secs",
+            self.checkpoints.after.as_secs().to_string(),
+        );
+        v.insert(
+            "checkpoints.heartbeat_secs",
+            self.checkpoints.heartbeat.as_secs().to_string(),
+        );
         v.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 

@@ -73,21 +73,45 @@ pub fn upstream(
     out
 }
 
-/// The caller's address: the peer, or, when the peer is one of the `trusted` proxies, the last
-/// address that proxy appended to `X-Forwarded-For`. Both listeners use it, so a caller is the
-/// same address to the flood limits and in the log whichever listener it calls.
+/// Whether `ip` is one of the `trusted` proxies. Addresses compare in canonical form: on a
+/// dual-stack listener an IPv4 proxy connects as its IPv4-mapped IPv6 address.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|t| t.to_canonical() == ip)
+}
+
+/// The caller's address. A peer that is not a trusted proxy is the caller. Behind trusted
+/// proxies `X-Forwarded-For` is read from the right, as each proxy appends the address it saw:
+/// the first entry that is not itself a trusted proxy is the caller. An entry that is not an
+/// address (nor `address:port`) ends the walk at the hop before it, since everything to its
+/// left may be the caller's own writing. Both listeners use it, so a caller is the same address
+/// to the flood limits and in the log whichever listener it calls.
 pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer.ip()) {
-        return peer.ip();
+    let mut caller = peer.ip().to_canonical();
+    if !is_trusted(caller, trusted) {
+        return caller;
     }
-    headers
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-        .next_back()
-        .unwrap_or(peer.ip())
+        .map(str::trim)
+        .collect();
+    for entry in entries.iter().rev() {
+        let Some(ip) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        else {
+            return caller;
+        };
+        caller = ip.to_canonical();
+        if !is_trusted(caller, trusted) {
+            return caller;
+        }
+    }
+    caller
 }
 
 /// Removes hop-by-hop headers and cookies from a rack response and adds the hardening headers.
@@ -156,6 +180,52 @@ mod tests {
         assert!(out.get("command").is_some() && out.get("content-type").is_some());
         let trusted = upstream(&incoming, &rack, &actor, true);
         assert!(trusted.get("x-forwarded-for").is_some());
+    }
+
+    #[test]
+    fn the_caller_is_the_first_untrusted_address_from_the_right() {
+        let trusted: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()];
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), 40000);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let xff = |v: &str| map(&[("x-forwarded-for", v)]);
+        // An untrusted peer's header counts for nothing.
+        assert_eq!(
+            client_ip(at("203.0.113.9"), &xff("1.2.3.4"), &trusted),
+            ip("203.0.113.9")
+        );
+        // The caller wrote the leftmost entry; the proxy appended the real address.
+        assert_eq!(
+            client_ip(at("10.0.0.5"), &xff("1.2.3.4, 198.51.100.7"), &trusted),
+            ip("198.51.100.7")
+        );
+        // Two trusted proxies in a row: past both.
+        assert_eq!(
+            client_ip(
+                at("10.0.0.5"),
+                &xff("1.2.3.4, 198.51.100.7, 10.0.0.6"),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // A proxy that appends `address:port`.
+        assert_eq!(
+            client_ip(
+                at("10.0.0.5"),
+                &xff("1.2.3.4, 198.51.100.7:51234"),
+                &trusted
+            ),
+            ip("198.51.100.7")
+        );
+        // An entry that is not an address stops the walk at the hop that wrote it.
+        assert_eq!(
+            client_ip(at("10.0.0.5"), &xff("1.2.3.4, unknown"), &trusted),
+            ip("10.0.0.5")
+        );
+        // A dual-stack listener sees an IPv4 proxy as IPv4-mapped; it is still trusted.
+        assert_eq!(
+            client_ip(at("::ffff:10.0.0.5"), &xff("198.51.100.7"), &trusted),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -98,7 +98,7 @@ impl ProxyState {
     }
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted_proxies.contains(&ip)
+        headers::is_trusted(ip, &self.trusted_proxies)
     }
 
     /// The caller's address (see [`headers::client_ip`]).

@@ -63,6 +63,16 @@ pub struct Running {
 
 /// Starts the dev gateway and returns once it is listening.
 pub async fn start(opts: &DevOptions) -> anyhow::Result<Running> {
+    for (name, addr) in [("--proxy", opts.proxy), ("--console", opts.console)] {
+        // Plain HTTP, and a printed admin token: for this machine only.
+        if !addr.ip().to_canonical().is_loopback() {
+            anyhow::bail!(
+                "{name} {addr}: `dev` serves plain HTTP and prints an admin token, so it listens \
+                 only on a loopback address (127.0.0.1 or ::1); use `serve` with TLS for \
+                 anything else"
+            );
+        }
+    }
     ensure_keys(&opts.data)?;
     let (store, keys) = store::open(&opts.data, CheckpointPolicy::default())
         .with_context(|| format!("opening the store in {}", opts.data.display()))?;
@@ -243,4 +253,35 @@ async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
     )
     .await?;
     Ok(created.secret.expose().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dev_listens_on_loopback_only() {
+        let dir = tempfile::tempdir().unwrap();
+        for (proxy, console, named) in [
+            ("0.0.0.0:0", "127.0.0.1:0", "--proxy"),
+            ("127.0.0.1:0", "[::]:0", "--console"),
+        ] {
+            let opts = DevOptions {
+                data: dir.path().to_owned(),
+                proxy: proxy.parse().unwrap(),
+                console: console.parse().unwrap(),
+                per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
+                rack_runtime: None,
+            };
+            let Err(e) = start(&opts).await else {
+                panic!("dev started on {proxy} and {console}");
+            };
+            let e = e.to_string();
+            assert!(e.contains(named) && e.contains("loopback"), "{e}");
+        }
+        assert!(
+            std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+            "nothing was made before the refusal"
+        );
+    }
 }

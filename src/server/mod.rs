@@ -11,7 +11,7 @@ pub mod serve;
 pub mod tls;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,16 +36,18 @@ pub fn spawn(
     header_timeout: Duration,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    spawn_with_tls(listener, router, header_timeout, None, stop)
+    spawn_with_tls(listener, router, header_timeout, None, Arc::from([]), stop)
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
-/// header timeout) drops that connection only.
+/// header timeout) drops that connection only. Without TLS only loopback peers and the
+/// `trusted` proxies are served (see [`serve_with_tls`]).
 pub fn spawn_with_tls(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trusted: Arc<[IpAddr]>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let service_for = move |peer: SocketAddr| {
@@ -58,7 +60,7 @@ pub fn spawn_with_tls(
             .map_err(|e: Infallible| e);
         TowerToHyperService::new(service)
     };
-    serve_with_tls(listener, service_for, header_timeout, tls, stop)
+    serve_with_tls(listener, service_for, header_timeout, tls, trusted, stop)
 }
 
 /// Serves the rack proxy on `listener` as [`spawn_with_tls`] serves a router: each connection
@@ -70,8 +72,9 @@ pub fn spawn_proxy(
     tls: Option<Arc<rustls::ServerConfig>>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let trusted = Arc::from(state.trusted_proxies());
     let service_for = move |peer| crate::proxy::service(state.clone(), peer);
-    serve_with_tls(listener, service_for, header_timeout, tls, stop)
+    serve_with_tls(listener, service_for, header_timeout, tls, trusted, stop)
 }
 
 /// The accept loop: serves each connection with the service `service_for` gives for its peer.
@@ -82,11 +85,16 @@ pub fn spawn_proxy(
 /// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
 /// the first poll, so a client that connects and sends nothing is cut off like one that stops
 /// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
+///
+/// Plain HTTP (no `tls`) is served only to loopback peers and the `trusted` proxies: a listener
+/// on a public address behind a proxy must not take credentials in clear from anyone who
+/// reaches it directly. Any other peer gets a 403 saying so, and the connection is closed.
 fn serve_with_tls<F, S>(
     listener: TcpListener,
     service_for: F,
     header_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
+    trusted: Arc<[IpAddr]>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()>
 where
@@ -112,11 +120,19 @@ where
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
-                    // Out of file descriptors and the like: keep serving what is open.
-                    Err(_) => continue,
+                    // Out of file descriptors and the like: keep serving what is open, and
+                    // give it a moment rather than spinning on the failing accept.
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 },
                 _ = stop.changed() => break,
             };
+            if acceptor.is_none() && !served_in_clear(peer.ip(), &trusted) {
+                connections.spawn(refuse_plain(stream));
+                continue;
+            }
             let _ = stream.set_nodelay(true);
             let service = service_for(peer);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
@@ -141,6 +157,28 @@ where
         .await;
         connections.abort_all();
     })
+}
+
+/// Whether a plain-HTTP listener serves `peer`: a loopback address or a trusted proxy.
+fn served_in_clear(peer: IpAddr, trusted: &[IpAddr]) -> bool {
+    peer.to_canonical().is_loopback() || crate::proxy::headers::is_trusted(peer, trusted)
+}
+
+/// What a peer that is neither loopback nor a trusted proxy gets from a plain-HTTP listener.
+async fn refuse_plain(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = "this gateway serves plain HTTP only to loopback and its trusted proxies; \
+                        connect through the proxy, or configure TLS\n";
+    let answer = format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Serves one connection until it ends or shutdown asks it to finish its current request.
@@ -200,4 +238,30 @@ pub fn say(line: std::fmt::Arguments<'_>) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_serves_only_loopback_and_trusted_proxies() {
+        let trusted: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap()];
+        for (peer, served) in [
+            ("127.0.0.1", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("10.0.0.5", true),
+            ("::ffff:10.0.0.5", true),
+            ("10.0.0.6", false),
+            ("203.0.113.9", false),
+            ("2001:db8::1", false),
+        ] {
+            assert_eq!(
+                served_in_clear(peer.parse().unwrap(), &trusted),
+                served,
+                "{peer}"
+            );
+        }
+    }
 }

@@ -85,6 +85,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             console::app(Arc::new(ConsoleState::beside(&state))),
             config.limits.header_timeout,
             tls,
+            config.trusted_proxies.clone().into(),
             stopped,
         ),
     ];

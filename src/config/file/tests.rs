@@ -144,3 +144,61 @@ fn protected_env_is_app_and_key_pairs() {
         .to_string();
     assert!(e.contains("protected_env"), "{e}");
 }
+
+#[test]
+fn a_file_that_does_not_parse_is_refused_without_echoing_its_text() {
+    // A bad escape in a value that must not be in the file at all: the refusal names the line,
+    // and never prints the line's text.
+    let f = file(&format!("{BASE}password = \"hunter2\\qx\"\n"));
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(!e.contains("hunter2"), "{e}");
+    assert!(e.contains("line 7"), "{e}");
+}
+
+#[test]
+fn a_plain_http_rack_must_be_on_this_machine() {
+    for (url, ok) in [
+        ("http://127.0.0.1:5443", true),
+        ("http://[::1]:5443", true),
+        ("http://localhost:5443", true),
+        ("https://api.rack.example", true),
+        ("http://api.rack.example", false),
+        ("http://10.0.0.7:5443", false),
+        ("http://[2001:db8::1]:5443", false),
+    ] {
+        let f = file(&BASE.replace("https://api.rack.example", url));
+        let got = load(
+            Some(f.path()),
+            &env(&[("RACK_GATEWAY_RACK_PASSWORD", "pw")]),
+        );
+        assert_eq!(
+            got.is_ok(),
+            ok,
+            "{url}: {:?}",
+            got.err().map(|e| e.to_string())
+        );
+        if !ok {
+            assert!(got.unwrap_err().to_string().contains("https://"), "{url}");
+        }
+    }
+}
+
+#[test]
+fn the_digest_covers_how_soon_tampering_shows_and_the_stream_limits() {
+    let f = file(BASE);
+    let audit = AuditKey([5; 32]);
+    let digest = |vars: &[(&str, &str)]| {
+        let mut all = vec![("RACK_GATEWAY_RACK_PASSWORD", "pw")];
+        all.extend_from_slice(vars);
+        load(Some(f.path()), &env(&all)).unwrap().digest(&audit)
+    };
+    let base = digest(&[]);
+    for var in [
+        "RACK_GATEWAY_CHECKPOINTS_AFTER_SECS",
+        "RACK_GATEWAY_CHECKPOINTS_HEARTBEAT_SECS",
+        "RACK_GATEWAY_LIMITS_HEADER_TIMEOUT_SECS",
+        "RACK_GATEWAY_LIMITS_STREAM_IDLE_SECS",
+    ] {
+        assert_ne!(digest(&[(var, "7")]), base, "{var} is not in the digest");
+    }
+}
