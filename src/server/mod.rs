@@ -28,6 +28,10 @@ use tower::ServiceExt;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How long in-flight requests may take to finish once shutdown starts.
 pub const DRAIN: Duration = Duration::from_secs(10);
+/// How many connections one network (see [`crate::proxy::flood::network`]) may hold open on a
+/// listener: enough for many CLIs behind one NAT, too few for one client to take every file
+/// descriptor the gateway has. Trusted proxies, which carry everyone, are not counted.
+pub const MAX_CONNECTIONS_PER_NETWORK: u32 = 256;
 
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
@@ -115,6 +119,7 @@ where
             .max_buf_size(MAX_HEAD_BYTES);
         let builder = Arc::new(builder);
         let mut connections = tokio::task::JoinSet::new();
+        let open = Arc::new(OpenConnections::default());
         loop {
             while connections.try_join_next().is_some() {}
             let (stream, peer) = tokio::select! {
@@ -133,10 +138,20 @@ where
                 connections.spawn(refuse_plain(stream));
                 continue;
             }
+            let held = if crate::proxy::headers::is_trusted(peer.ip(), &trusted) {
+                None
+            } else {
+                match open.take(peer.ip(), MAX_CONNECTIONS_PER_NETWORK) {
+                    Some(held) => Some(held),
+                    // Over its share: closed at once, before any byte is read.
+                    None => continue,
+                }
+            };
             let _ = stream.set_nodelay(true);
             let service = service_for(peer);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             connections.spawn(async move {
+                let _held = held;
                 match acceptor {
                     None => serve_one(&builder, TokioIo::new(stream), service, stop).await,
                     Some(acceptor) => {
@@ -157,6 +172,49 @@ where
         .await;
         connections.abort_all();
     })
+}
+
+/// The connections open on one listener, by network.
+#[derive(Debug, Default)]
+struct OpenConnections {
+    by_network: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+}
+
+/// One counted connection; dropping it (the connection's task ends) gives its place back.
+struct Held {
+    open: Arc<OpenConnections>,
+    network: IpAddr,
+}
+
+impl OpenConnections {
+    /// A place for a connection from `peer`'s network, unless it holds `limit` already (or the
+    /// count cannot be read: refused rather than guessed).
+    fn take(self: &Arc<Self>, peer: IpAddr, limit: u32) -> Option<Held> {
+        let network = crate::proxy::flood::network(peer);
+        let mut by_network = self.by_network.lock().ok()?;
+        let n = by_network.entry(network).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            open: self.clone(),
+            network,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut by_network) = self.open.by_network.lock()
+            && let Some(n) = by_network.get_mut(&self.network)
+        {
+            *n -= 1;
+            if *n == 0 {
+                by_network.remove(&self.network);
+            }
+        }
+    }
 }
 
 /// Whether a plain-HTTP listener serves `peer`: a loopback address or a trusted proxy.
@@ -243,6 +301,24 @@ pub fn say(line: std::fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_network_holds_at_most_its_share_of_connections() {
+        let open = Arc::new(OpenConnections::default());
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
+        let held: Vec<Held> = (0..3).map(|_| open.take(a, 3).unwrap()).collect();
+        assert!(open.take(same_64, 3).is_none(), "the /64 is full");
+        assert!(open.take("192.0.2.1".parse().unwrap(), 3).is_some());
+        drop(held);
+        let again = open.take(same_64, 3);
+        assert!(again.is_some(), "places come back when connections end");
+        drop(again);
+        assert!(
+            open.by_network.lock().unwrap().is_empty(),
+            "a network with no connection is forgotten"
+        );
+    }
 
     #[test]
     fn plain_http_serves_only_loopback_and_trusted_proxies() {
