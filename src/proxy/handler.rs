@@ -831,11 +831,17 @@ async fn current_env(
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
 /// it was sent, and the meter of the body the caller sent (set when that body ends, so a
 /// completion recorded before then says no bytes in).
+///
+/// **Invariant:** every `Pending` records one completion. One dropped before [`Pending::complete`]
+/// ran (the caller went away, or a stop cut the call short, while the rack's answer was awaited
+/// or read) records status 499 and the failure `abandoned`, so a forwarded call never lacks its
+/// end in the log.
 struct Pending {
     state: Arc<ProxyState>,
     request: RequestId,
     started: Instant,
     bytes_in: Arc<Mutex<Option<Meter>>>,
+    completed: std::sync::atomic::AtomicBool,
 }
 
 impl Pending {
@@ -845,12 +851,19 @@ impl Pending {
             request: RequestId(request_id.to_owned()),
             started,
             bytes_in: Arc::default(),
+            completed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Appends `CommandCompleted` in the background; `out` meters the answer's body, and
     /// `failure` is the error kind of an answer the gateway gave itself instead of the rack's.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
+        if self
+            .completed
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
         let input = self.bytes_in.lock().ok().and_then(|m| *m);
         let event = Event::CommandCompleted(Box::new(CommandCompleted {
             request: self.request.clone(),
@@ -866,6 +879,13 @@ impl Pending {
         // for it: the answer has gone, and a failure is visible as a request without
         // completion.
         drop(self.state.store.enqueue(vec![event]));
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // 499, as for a client that closed its request: no answer reached the caller.
+        self.complete(499, None, Some("abandoned"));
     }
 }
 

@@ -72,3 +72,42 @@ async fn a_restart_continues_the_log_and_replaces_the_dev_token() {
     );
     assert_eq!(finished.events.iter().filter_map(requested).count(), 2);
 }
+
+/// A caller that goes away while the rack's answer is awaited: the call was forwarded, so its
+/// end is recorded all the same (499, `abandoned`), never left without a completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_its_caller_abandons_still_gets_its_completion() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start().await;
+    gw.rack()
+        .set_answer_delay(std::time::Duration::from_secs(3));
+    let since = gw.head();
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(&gw.cli().get("/apps?")).await.unwrap();
+    crate::support::eventually("the rack got the call", || async {
+        gw.rack()
+            .received()
+            .iter()
+            .any(|r| r.target == "/apps?")
+            .then_some(())
+    })
+    .await;
+    drop(tcp);
+    let (requested_id, completed) = crate::support::eventually("a completion", || async {
+        let events = gw.events_since(since).await;
+        let id = events.iter().find_map(requested)?.request.clone();
+        let done = events.iter().find_map(|r| match &r.event {
+            Event::CommandCompleted(c) if c.request == id => Some((**c).clone()),
+            _ => None,
+        })?;
+        Some((id, done))
+    })
+    .await;
+    assert_eq!(completed.request, requested_id);
+    assert_eq!(
+        (completed.status, completed.failure.as_deref()),
+        (499, Some("abandoned"))
+    );
+    gw.rack().set_answer_delay(std::time::Duration::ZERO);
+    gw.finish().await;
+}

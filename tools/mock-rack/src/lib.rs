@@ -106,6 +106,13 @@ impl MockRack {
         self.shared.set_gzip_answers(on);
     }
 
+    /// Test-only: from now on every answer of a route handler is held back for `delay` after
+    /// the request was handled and recorded, as from a slow rack; zero (the state at start)
+    /// answers at once. WebSocket handshakes and the router's empty 404/405 are not affected.
+    pub fn set_answer_delay(&self, delay: std::time::Duration) {
+        self.shared.set_answer_delay(delay);
+    }
+
     /// The object stored under `app` and `key` by `POST /apps/{app}/objects/{key}`.
     pub fn object(&self, app: &str, key: &str) -> Option<StoredObject> {
         self.shared.state().object_fetch(app, key).ok()

@@ -166,6 +166,10 @@ pub(crate) async fn handle(
     };
     let used = call.params.into_used();
     record(&shared, seq, &parts, body.bytes, used, false, &response);
+    let delay = shared.answer_delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     response
 }
 

@@ -1,5 +1,6 @@
 //! What every connection shares: the configured password, the rack state, the request log, the
-//! counters behind `Request-Id` and arrival order, and the test-only compression switch.
+//! counters behind `Request-Id` and arrival order, and the test-only compression and delay
+//! switches.
 //!
 //! Invariant: the state mutex is a std mutex taken only inside synchronous code and released
 //! before any await or response write; a poisoned lock is recovered, because every state method
@@ -17,6 +18,8 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     /// Whether handler answers are gzip-encoded whatever the request asked (test-only switch).
     gzip_answers: AtomicBool,
+    /// How long handler answers are held back, in milliseconds (test-only switch).
+    answer_delay_ms: AtomicU64,
     state: Mutex<State>,
     request_ids: AtomicU64,
     arrivals: AtomicU64,
@@ -30,6 +33,7 @@ impl Shared {
             password: password.to_owned(),
             recorder: Recorder::new(),
             gzip_answers: AtomicBool::new(false),
+            answer_delay_ms: AtomicU64::new(0),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
@@ -48,6 +52,16 @@ impl Shared {
 
     pub(crate) fn set_gzip_answers(&self, on: bool) {
         self.gzip_answers.store(on, Ordering::Relaxed);
+    }
+
+    /// How long handler answers are held back now.
+    pub(crate) fn answer_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.answer_delay_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_answer_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.answer_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// The next `Request-Id`: 12 hex digits, like stdapi's `generateId(12)`.
