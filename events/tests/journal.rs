@@ -625,3 +625,27 @@ proptest::proptest! {
         }
     }
 }
+
+/// A recovery that dropped a torn batch, then could not empty the journal (it failed, or the
+/// process died first): the next open finds redb already holding every intact frame and the
+/// torn batch's leftovers after them. That is the same crash seen twice, not damage, and the
+/// store opens with every acknowledged record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_batch_seen_again_after_its_recovery_is_still_a_crash() {
+    let (dir, store, hashes) = store_with_journaled_records().await;
+    let three = (0..3).map(|i| conformance::filler(200 + i)).collect();
+    store.append(three).await.unwrap();
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let first = record_frame(&journal, 41);
+    tear(&mut journal, first);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+    // The first recovery indexes records 0..41 in a synced commit and drops the torn batch.
+    let recovered = open(copy.path()).unwrap();
+    assert_eq!(hashes_of(&recovered, 0..u64::MAX).await, hashes);
+    drop(recovered);
+    // Its journal as it was before being emptied.
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+    let again = open(copy.path()).unwrap();
+    assert_eq!(hashes_of(&again, 0..u64::MAX).await, hashes);
+}

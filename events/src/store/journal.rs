@@ -356,7 +356,7 @@ impl Journal {
         let mut pass_cp: Option<u64> = None;
         let mut last = last;
         // The batch a break here would be in, which a crash may have cut short: the pass's
-        // first until a frame is taken, then as the last frame taken says. Frames of the first
+        // first until an intact frame is read, then as the last one read says. Frames of the first
         // format carry no batch: nothing past their break may be whole.
         let mut torn = Some(0);
         while let Some(frame) = frame_at(&data, pos) {
@@ -378,8 +378,11 @@ impl Journal {
                     }
                     last = stored.hash;
                     out.records.push(stored);
-                    torn = frame.place.map(Place::broken_batch);
                 }
+                // Taken, or already durable in redb: either way intact, so a break after it
+                // is in the batch it names (a journal a failed clear left behind holds only
+                // frames of the second kind before its torn batch).
+                torn = frame.place.map(Place::broken_batch);
                 pass_seq = Some(frame.number + 1);
             } else {
                 if pass_cp.is_some_and(|n| frame.number != n) {
@@ -397,8 +400,8 @@ impl Journal {
                         break;
                     }
                     out.checkpoints.push(cp);
-                    torn = frame.place.map(Place::broken_batch);
                 }
+                torn = frame.place.map(Place::broken_batch);
                 pass_cp = Some(frame.number + 1);
                 pass_seq = Some(size);
             }
