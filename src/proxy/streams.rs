@@ -105,6 +105,20 @@ impl Streams {
         }
     }
 
+    /// Applies the records a lagging watcher read back (`count` were missed). When the store
+    /// could not give all of them back, a revocation may be among the rest, so every stream is
+    /// closed (its caller reconnects and is checked again) rather than one being left open.
+    fn apply_missed(&self, read: Option<&[events::record::StoredRecord]>, count: u64) {
+        match read {
+            Some(records) if records.len() as u64 == count => {
+                for r in records {
+                    self.apply(&r.record.event);
+                }
+            }
+            _ => self.close_all(),
+        }
+    }
+
     /// Closes every open stream (shutdown): each relay ends and records its `StreamClosed`.
     pub fn close_all(&self) {
         if let Ok(open) = self.open.lock() {
@@ -153,11 +167,8 @@ pub fn spawn_watcher(store: Arc<Store>, streams: Arc<Streams>) -> tokio::task::J
                 Delivery::Record(r) => streams.apply(&r.record.event),
                 Delivery::Gap { from, to } => {
                     // A lagging watcher re-reads what it missed: a revocation is never skipped.
-                    if let Ok(missed) = store.read(from..to).await {
-                        for r in &missed {
-                            streams.apply(&r.record.event);
-                        }
-                    }
+                    let missed = store.read(from..to).await;
+                    streams.apply_missed(missed.as_deref().ok(), to.saturating_sub(from));
                     sub.resume_at(to);
                 }
                 Delivery::Closed => break,
@@ -169,6 +180,22 @@ pub fn spawn_watcher(store: Arc<Store>, streams: Arc<Streams>) -> tokio::task::J
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gap_that_cannot_be_read_back_closes_every_stream() {
+        let streams = Arc::new(Streams::default());
+        let alice = Principal("alice@example.com".into());
+        let a = streams.register(TokenId([1; 16]), &alice, 4).unwrap();
+        // Read back whole, and nothing in it concerns the stream: it stays open.
+        streams.apply_missed(Some(&[]), 0);
+        assert!(!*a.cancel.borrow());
+        // Short, or not at all: the stream is closed.
+        streams.apply_missed(Some(&[]), 3);
+        assert!(*a.cancel.borrow());
+        let b = streams.register(TokenId([2; 16]), &alice, 4).unwrap();
+        streams.apply_missed(None, 1);
+        assert!(*b.cancel.borrow());
+    }
 
     #[test]
     fn streams_are_capped_per_owner_and_closed_by_revocations() {
