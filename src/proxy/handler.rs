@@ -122,7 +122,7 @@ async fn pipeline(
     }
     let caller = authenticate(state, &req, ip, request_id)?;
     let (mut parts, body) = req.into_parts();
-    drop_connection_named(&mut parts.headers);
+    headers::drop_connection_named(&mut parts.headers);
     let raw_target = parts
         .uri
         .path_and_query()
@@ -931,28 +931,6 @@ fn is_upgrade(headers: &http::HeaderMap) -> bool {
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
-}
-
-/// Removes the fields the caller's `Connection` names (other than the hop-by-hop ones
-/// themselves): they are meant for this hop only and never reach the rack, so they are not
-/// read as parameters, authorized or recorded either. What is checked is what is forwarded.
-fn drop_connection_named(headers: &mut http::HeaderMap) {
-    let named: Vec<header::HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !["keep-alive", "close", "upgrade"]
-                .iter()
-                .any(|h| t.eq_ignore_ascii_case(h))
-        })
-        .filter_map(|t| header::HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
 }
 
 /// Refuses the header fields that would make what is forwarded differ from what was checked:

@@ -48,19 +48,13 @@ pub fn upstream(
     actor: &HeaderValue,
     trusted_peer: bool,
 ) -> HeaderMap {
-    let named_by_connection: Vec<String> = incoming
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
+    let named: Vec<&str> = connection_named(incoming).collect();
     let mut out = HeaderMap::with_capacity(incoming.len() + 2);
     for (name, value) in incoming {
         let n = name.as_str();
         if HOP_BY_HOP.contains(&n)
             || CALLER_ONLY.contains(&n)
-            || named_by_connection.iter().any(|c| c == n)
+            || named.iter().any(|c| c.eq_ignore_ascii_case(n))
             || (!trusted_peer && n.starts_with("x-forwarded-"))
             || n == "forwarded" && !trusted_peer
         {
@@ -71,6 +65,35 @@ pub fn upstream(
     out.insert(header::AUTHORIZATION, rack_authorization.clone());
     out.insert(HeaderName::from_static(ACTOR), actor.clone());
     out
+}
+
+/// The field names the caller's `Connection` lists: fields meant for this hop only.
+fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes the fields the caller's `Connection` names (other than the hop-by-hop ones
+/// themselves): they are meant for this hop only and never reach the rack, so the proxy does
+/// not read them as parameters, authorize or record them either. What is checked is what is
+/// forwarded.
+pub fn drop_connection_named(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = connection_named(headers)
+        .filter(|t| {
+            !["keep-alive", "close", "upgrade"]
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
 }
 
 /// Whether `ip` is one of the `trusted` proxies. Addresses compare in canonical form: on a

@@ -407,40 +407,43 @@ fn is_jwt(w: &str) -> bool {
 
 /// Well-known token formats: the gateway's own, GitHub, GitLab, Slack, Stripe, AWS, Google,
 /// SendGrid, npm, PyPI, DigitalOcean, Shopify, Hugging Face, OpenAI.
+/// The prefixes of well-known API tokens (GitHub, GitLab, Slack, Stripe, OpenAI, Google, npm,
+/// PyPI, …, and the gateway's own): what marks a word as a token whatever else it looks like.
+pub(crate) const KNOWN_TOKEN_PREFIXES: &[&str] = &[
+    "rgw_",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxr-",
+    "xoxs-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "rk_test_",
+    "whsec_",
+    "sk-",
+    "AIza",
+    "SG.",
+    "npm_",
+    "pypi-",
+    "dop_v1_",
+    "shpat_",
+    "hf_",
+];
+
 fn is_known_token(w: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "rgw_",
-        "ghp_",
-        "gho_",
-        "ghu_",
-        "ghs_",
-        "ghr_",
-        "github_pat_",
-        "glpat-",
-        "xoxa-",
-        "xoxb-",
-        "xoxp-",
-        "xoxr-",
-        "xoxs-",
-        "sk_live_",
-        "sk_test_",
-        "rk_live_",
-        "rk_test_",
-        "whsec_",
-        "sk-",
-        "AIza",
-        "SG.",
-        "npm_",
-        "pypi-",
-        "dop_v1_",
-        "shpat_",
-        "hf_",
-    ];
     let aws = (w.starts_with("AKIA") || w.starts_with("ASIA"))
         && w.len() == 20
         && w.bytes()
             .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-    aws || (w.len() >= 16 && PREFIXES.iter().any(|p| w.starts_with(p)))
+    aws || (w.len() >= 16 && KNOWN_TOKEN_PREFIXES.iter().any(|p| w.starts_with(p)))
 }
 
 /// A long random-looking string: a run of base64/base64url characters of 20 or more with

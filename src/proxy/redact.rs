@@ -9,6 +9,7 @@ use crate::config::hmac_value;
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
 use crate::policy::routes::KeyClass;
+use crate::proxy::mask::KNOWN_TOKEN_PREFIXES;
 
 /// The parameters as recorded in `CommandRequested`.
 pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
@@ -113,30 +114,17 @@ fn scrub_userinfo(word: &str) -> String {
                 out.push_str(user);
                 out.push_str(":[redacted]");
             }
-            None if looks_secret(userinfo) || token_prefix(userinfo) => out.push_str("[redacted]"),
+            None if looks_secret(userinfo)
+                || KNOWN_TOKEN_PREFIXES.iter().any(|p| userinfo.starts_with(p)) =>
+            {
+                out.push_str("[redacted]");
+            }
             None => out.push_str(userinfo),
         }
         copied = authority + at;
     }
     out.push_str(&word[copied..]);
     out
-}
-
-/// The prefixes of well-known tokens that are used as a URL's user name.
-fn token_prefix(user: &str) -> bool {
-    [
-        "ghp_",
-        "gho_",
-        "ghs_",
-        "ghu_",
-        "github_pat_",
-        "glpat-",
-        "rgw_",
-        "xoxb-",
-        "xoxp-",
-    ]
-    .iter()
-    .any(|p| user.starts_with(p))
 }
 
 /// A gateway token, a JWT, or a long word with the character mix of random material (`/`

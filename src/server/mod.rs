@@ -134,11 +134,12 @@ where
                 },
                 _ = stop.changed() => break,
             };
-            if acceptor.is_none() && !served_in_clear(peer.ip(), &trusted) {
+            let trusted_peer = crate::proxy::headers::is_trusted(peer.ip(), &trusted);
+            if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
                 connections.spawn(refuse_plain(stream));
                 continue;
             }
-            let held = if crate::proxy::headers::is_trusted(peer.ip(), &trusted) {
+            let held = if trusted_peer {
                 None
             } else {
                 match open.take(peer.ip(), MAX_CONNECTIONS_PER_NETWORK) {
@@ -218,8 +219,8 @@ impl Drop for Held {
 }
 
 /// Whether a plain-HTTP listener serves `peer`: a loopback address or a trusted proxy.
-fn served_in_clear(peer: IpAddr, trusted: &[IpAddr]) -> bool {
-    peer.to_canonical().is_loopback() || crate::proxy::headers::is_trusted(peer, trusted)
+fn served_in_clear(peer: IpAddr, trusted_peer: bool) -> bool {
+    trusted_peer || peer.to_canonical().is_loopback()
 }
 
 /// What a peer that is neither loopback nor a trusted proxy gets from a plain-HTTP listener.
@@ -334,7 +335,10 @@ mod tests {
             ("2001:db8::1", false),
         ] {
             assert_eq!(
-                served_in_clear(peer.parse().unwrap(), &trusted),
+                {
+                    let peer: IpAddr = peer.parse().unwrap();
+                    served_in_clear(peer, crate::proxy::headers::is_trusted(peer, &trusted))
+                },
                 served,
                 "{peer}"
             );
