@@ -9,7 +9,7 @@ use events::checkpoint::NoteSigner;
 use events::store::conformance::{self, TestFold};
 use events::store::redb::{BACKGROUND_DELAY, Options, RedbStore};
 use events::store::test_disk::{Disk, Failure};
-use events::store::{AppendError, CheckpointPolicy, EventStore};
+use events::store::{AppendError, CheckpointPolicy, EventStore, Head};
 
 const ORIGIN: &str = "conformance.example/log";
 
@@ -124,6 +124,118 @@ async fn failed_commit_is_unavailable_and_the_store_recovers() {
     );
     let all = store.read(0..u64::MAX).await.unwrap();
     assert_eq!(all.last().unwrap().record.prev, head.hash);
+}
+
+/// Whether the journal beside `path` holds `needle` (a filler's user name) anywhere.
+fn journal_holds(path: &std::path::Path, needle: &str) -> bool {
+    let bytes = std::fs::read(events::store::redb::journal_path(path)).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn holds_filler(records: &[events::record::StoredRecord], i: u64) -> bool {
+    records
+        .iter()
+        .any(|r| r.record.event == conformance::filler(i))
+}
+
+/// A store holding one record (its head returned) whose next write, of fillers `2..2 + n`, was
+/// answered `Unavailable` because `failing` syncs from then on fail.
+async fn store_whose_next_write_fails(
+    failing: u64,
+    n: u64,
+) -> (tempfile::TempDir, Disk, RedbStore<TestFold>, Head) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    store.append(vec![conformance::filler(1)]).await.unwrap();
+    let head = store.head();
+    disk.fail_syncs(failing);
+    let r = store
+        .append((2..2 + n).map(conformance::filler).collect())
+        .await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    (dir, disk, store, head)
+}
+
+/// A journal write whose sync fails may have reached the file all the same (Linux reports a
+/// writeback error at `fdatasync`; the bytes were written). Its appends were answered
+/// `Unavailable`, so the reopen that follows, and every later open, must leave them out: the
+/// next append takes their seq, and a grant answered as failed never comes into force later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_as_failed_never_enters_the_log() {
+    let (dir, disk, store, head) = store_whose_next_write_fails(u64::MAX, 2).await;
+    let path = dir.path().join("log.redb");
+    assert!(
+        journal_holds(&path, "user-2@example.com"),
+        "the failed write did not reach the file, so this test shows nothing"
+    );
+    disk.fail_syncs(0);
+    let next = store.append(vec![conformance::filler(4)]).await.unwrap();
+    assert_eq!(
+        next.first.0, head.size,
+        "the failed write was taken into the log"
+    );
+    let all = store.read(0..u64::MAX).await.unwrap();
+    assert_eq!(all.len() as u64, head.size + 1);
+    assert!(!holds_filler(&all, 2) && !holds_filler(&all, 3));
+    assert_eq!(all.last().unwrap().record.prev, head.hash);
+    store.shutdown();
+    drop(store);
+
+    let store = open_on(&path, &disk);
+    let again = store.read(0..u64::MAX).await.unwrap();
+    assert!(!holds_filler(&again, 2) && !holds_filler(&again, 3));
+    assert_eq!(again[..all.len()], all[..]);
+}
+
+/// The erasing comes before the answer: a copy of the files taken right after an append was
+/// answered `Unavailable` (what a crash would leave) does not hold it, when the disk works
+/// again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_as_failed_is_erased_before_the_answer() {
+    let (dir, _disk, store, head) = store_whose_next_write_fails(1, 1).await;
+    let path = dir.path().join("log.redb");
+
+    let copy = tempfile::tempdir().unwrap();
+    let copied = copy.path().join("log.redb");
+    std::fs::copy(&path, &copied).unwrap();
+    let journal = events::store::redb::journal_path(&path);
+    std::fs::copy(&journal, events::store::redb::journal_path(&copied)).unwrap();
+    let reopened = open_on(&copied, &Disk::default());
+    let all = reopened.read(0..u64::MAX).await.unwrap();
+    assert!(!holds_filler(&all, 2), "the answered failure is in the log");
+    assert_eq!(reopened.head(), head);
+    drop(store);
+}
+
+/// A reopen after a failed write returns redb to its last synced commit; while the files cannot
+/// be reopened and the journal recovered, a reader is refused, never handed a short log as if
+/// it were whole, and the store comes back whole once the disk works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_is_refused_while_the_journal_cannot_be_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    for i in 0..40 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let size = store.head().size;
+    // Indexed, in commits that are not synced: readable, but not what a reopen returns to.
+    assert_eq!(store.read(0..size).await.unwrap().len() as u64, size);
+    disk.fail_syncs(u64::MAX);
+    let r = store.append(vec![conformance::filler(99)]).await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    assert_eq!(store.head().size, size);
+    match store.read(0..size).await {
+        Ok(records) => assert_eq!(records.len() as u64, size, "a short read answered Ok"),
+        Err(e) => assert!(matches!(e, events::store::StoreError::Io(_)), "{e}"),
+    }
+    disk.fail_syncs(0);
+    store.append(vec![conformance::filler(100)]).await.unwrap();
+    assert_eq!(
+        store.read(0..u64::MAX).await.unwrap().len() as u64,
+        size + 1
+    );
 }
 
 fn open_with_policy(dir: &std::path::Path, policy: CheckpointPolicy) -> RedbStore<TestFold> {

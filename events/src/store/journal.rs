@@ -120,6 +120,15 @@ pub(crate) struct JournaledCheckpoint {
     pub checkpoint: Checkpoint,
 }
 
+/// Where a journal write that reported failure began: the first seq and checkpoint number it
+/// held. Its frames may have reached the disk all the same (a failed `fdatasync` does not undo
+/// the write); its appends were answered `Err`, so recovery must never take them for the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FailedWrite {
+    pub seq: u64,
+    pub checkpoint: u64,
+}
+
 /// What the journal holds past redb's durable state, in log order.
 #[derive(Default)]
 pub(crate) struct Recovered {
@@ -130,6 +139,9 @@ pub(crate) struct Recovered {
     /// file ([`Journal::clear`]) once the rest is indexed, so that a later pass never takes
     /// them for its own.
     pub dropped: usize,
+    /// Intact frames of the [`FailedWrite`] recovery was told of. They are dropped, and the
+    /// writer clears the file the same way.
+    pub refused: usize,
 }
 
 impl Recovered {
@@ -340,12 +352,13 @@ impl Journal {
     /// The journaled records from `durable` (redb's synced size) on, each checked against the
     /// record before it (`last`, the hash of record `durable - 1`), and the checkpoints from
     /// number `checkpoints` (redb's synced count) on, each at the size the records before it
-    /// reach.
+    /// reach. Frames of `failed` (the write this writer saw fail) and after it are not taken.
     pub(crate) fn recover(
         &self,
         durable: u64,
         last: Hash,
         checkpoints: u64,
+        failed: Option<FailedWrite>,
     ) -> Result<Recovered, StoreError> {
         // Read once: walking the frames with two reads each cost 13 ms on a 5.7 MB journal.
         let data = self.read_all()?;
@@ -359,11 +372,17 @@ impl Journal {
         // first until an intact frame is read, then as the last one read says. Frames of the first
         // format carry no batch: nothing past their break may be whole.
         let mut torn = Some(0);
+        // The frame of `failed` the walk stopped at.
+        let mut refused: Option<Frame<'_>> = None;
         while let Some(frame) = frame_at(&data, pos) {
             let next = durable + out.records.len() as u64;
             let next_cp = checkpoints + out.checkpoints.len() as u64;
             if frame.record {
                 if pass_seq.is_some_and(|n| frame.number != n) {
+                    break;
+                }
+                if failed.is_some_and(|f| frame.number >= f.seq) {
+                    refused = Some(frame);
                     break;
                 }
                 if frame.number >= durable {
@@ -388,6 +407,10 @@ impl Journal {
                 if pass_cp.is_some_and(|n| frame.number != n) {
                     break;
                 }
+                if failed.is_some_and(|f| frame.number >= f.checkpoint) {
+                    refused = Some(frame);
+                    break;
+                }
                 let Some(Content::Checkpoint(cp)) = frame.content() else {
                     break;
                 };
@@ -406,6 +429,11 @@ impl Journal {
                 pass_seq = Some(size);
             }
             pos = frame.end;
+        }
+        if let Some(first) = refused {
+            // The failed write is the last thing this writer wrote: nothing past it is the log's.
+            out.refused = failed_frames(&data, first);
+            return Ok(out);
         }
         let next = durable + out.records.len() as u64;
         let next_cp = checkpoints + out.checkpoints.len() as u64;
@@ -473,6 +501,21 @@ fn frame_at(data: &[u8], pos: usize) -> Option<Frame<'_>> {
         end,
         bytes,
     })
+}
+
+/// The frames of the failed write that starts with `first`: those of its batch, in a row.
+fn failed_frames(data: &[u8], first: Frame<'_>) -> usize {
+    let batch = first.place.map(|p| p.batch);
+    let mut count = 1;
+    let mut pos = first.end;
+    while let Some(frame) = frame_at(data, pos) {
+        if frame.place.map(|p| p.batch) != batch {
+            break;
+        }
+        count += 1;
+        pos = frame.end;
+    }
+    count
 }
 
 /// What lies past a break.

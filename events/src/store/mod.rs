@@ -7,7 +7,10 @@
 //! each is written natively for its engine.
 //!
 //! **Invariant:** an append that resolves `Ok` is durable, and the projections have applied it.
-//! An append that resolves `Err` left nothing in the log and nothing in the projections.
+//! An append that resolves `Err` left nothing in the log and nothing in the projections, even
+//! where its write reached the disk before failing: the store erases it before answering, or,
+//! if the disk still refuses, before it appends anything else. Only a process that stops in
+//! that window leaves such a write to the next open, like any write a crash interrupts.
 
 use std::future::Future;
 use std::ops::Range;

@@ -18,10 +18,13 @@
 //! other staged entries in the same batch first commits and applies them, so its guard sees every
 //! earlier record.
 //!
-//! **Invariant:** the sequencer is the only writer. If a journal write fails, its entries are
-//! answered `Unavailable`, the sequencer's view (size, last hash, frontier) is rolled back, and
-//! the files are reopened before the next batch: redb returns to its last synced commit and the
-//! journal's records after it are indexed again; the projections were never touched. A batch
+//! **Invariant:** the sequencer is the only writer. If a journal write fails, the sequencer's
+//! view (size, last hash, frontier) is rolled back and the files are reopened: redb returns to
+//! its last synced commit, the journal's acknowledged records after it are indexed again, and
+//! whatever of the failed write reached the file is dropped and the journal cleared (a failed
+//! sync does not undo its write). Only then are its entries answered `Unavailable`; if the
+//! reopen itself fails, they are answered all the same and the reopen is retried before the
+//! next batch, still leaving the failed write out. The projections were never touched. A batch
 //! whose journal write succeeded is answered and applied even if an index commit then fails:
 //! the files are reopened (at once, or before the next batch) the same way, and the journal
 //! holds the batch.
@@ -46,7 +49,7 @@ use redb::{
 use tokio::sync::{broadcast, oneshot};
 
 use super::direct::DirectFile;
-use super::journal::{CheckpointEntry, Journal};
+use super::journal::{CheckpointEntry, FailedWrite, Journal};
 use super::rows::{self, Entry, GroupWriter};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
@@ -204,6 +207,9 @@ struct Sequencer<S: Fold> {
     view: View,
     clock: Clock,
     reopen: bool,
+    /// The journal write that reported failure, until a reopen has erased what of it reached
+    /// the disk: its appends were answered `Err`, so it must never be recovered into the log.
+    failed: Option<FailedWrite>,
     /// Set on shutdown: cut a checkpoint for any records not yet covered.
     seal: bool,
     unindexed: Unindexed,
@@ -315,6 +321,7 @@ impl<S: Fold> RedbStore<S> {
             view,
             clock: Clock,
             reopen: false,
+            failed: None,
             seal: false,
             unindexed: Unindexed::default(),
         };
@@ -593,7 +600,7 @@ impl LogReader {
             None => hash::ZERO,
         };
         let checkpoints = self.checkpoint_count()?;
-        let pending = journal.recover(size, last, checkpoints)?;
+        let pending = journal.recover(size, last, checkpoints, None)?;
         if pending.is_empty() {
             return Ok(());
         }
@@ -889,8 +896,12 @@ impl<S: Fold> Sequencer<S> {
             .journal
             .as_mut()
             .ok_or_else(|| StoreError::Io("the journal is closed".into()))?;
-        let pending =
-            journal.recover(self.view.size, self.view.last_hash, self.view.checkpoints)?;
+        let pending = journal.recover(
+            self.view.size,
+            self.view.last_hash,
+            self.view.checkpoints,
+            self.failed,
+        )?;
         // Whatever was waiting for the index is among the journal's frames.
         self.unindexed = Unindexed::default();
         if !pending.is_empty() {
@@ -924,7 +935,15 @@ impl<S: Fold> Sequencer<S> {
             }
         }
         if let Some(j) = self.journal.as_mut() {
-            if pending.dropped > 0 {
+            if pending.refused > 0 {
+                eprintln!(
+                    "rack-gateway: the event store's journal holds {} entries of a write that \
+                     reported failure; its appends were answered as failed, so they are dropped",
+                    pending.refused
+                );
+                j.clear()
+                    .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
+            } else if pending.dropped > 0 {
                 // Those frames must not outlive this pass: a later recovery would take them
                 // for its own.
                 eprintln!(
@@ -1062,8 +1081,15 @@ impl<S: Fold> Sequencer<S> {
             note: &cp.note,
         });
         if let Err(e) = self.journal_append(&staged, entry) {
+            self.failed.get_or_insert(FailedWrite {
+                seq: before.size,
+                checkpoint: before.checkpoints,
+            });
             self.view = before;
             self.reopen = true;
+            // Erase what of the write reached the disk before it is answered as failed; if the
+            // files cannot be reopened now, the next batch's reopen does it first.
+            let _ = self.ready();
             let msg = format!("the event store failed to commit: {e}");
             for (reply, _) in staged.replies {
                 let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
@@ -1212,11 +1238,19 @@ impl<S: Fold> Sequencer<S> {
                 .map_err(|_| "store lock poisoned".to_owned())?;
             *slot = Some(Arc::new(files.db));
         }
-        self.journal = Some(Journal::open(files.journal, files.direct).map_err(|e| e.to_string())?);
+        // redb is back at its last synced commit: readers must not take it for more.
+        self.set_indexed(view.size);
         self.view = view;
-        // A write that reported failure may still have landed: the disk is the truth.
-        self.replay_journal().map_err(|e| e.to_string())?;
-        catch_up(&self.shared, self.view.size).map_err(|e| e.to_string())?;
+        let recovered = Journal::open(files.journal, files.direct)
+            .map(|j| self.journal = Some(j))
+            .and_then(|()| self.replay_journal())
+            .and_then(|()| catch_up(&self.shared, self.view.size));
+        if let Err(e) = recovered {
+            let why = format!("cannot recover the event store's journal: {e}");
+            self.set_index_error(why.clone());
+            return Err(why);
+        }
+        self.failed = None;
         self.publish_head();
         self.set_indexed(self.view.size);
         self.reopen = false;
@@ -1235,7 +1269,8 @@ impl<S: Fold> Sequencer<S> {
             reply,
         );
         self.commit(staged, true);
-        if self.reopen {
+        // A failed write may have been followed by a reopen that worked: the size tells.
+        if self.reopen || self.view.size == 0 {
             return Err(StoreError::Io("cannot write the first record".into()));
         }
         Ok(())

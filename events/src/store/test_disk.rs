@@ -1,6 +1,7 @@
 //! A disk for tests: the store's files on redb's file backend, wrapped so that a test can count
 //! the syncs and make every write and sync fail the way Linux answers on a full filesystem or
-//! one remounted read-only, on both files or on the database file alone (the journal working).
+//! one remounted read-only, on both files or on the database file alone (the journal working),
+//! or make syncs alone fail after their writes went through, as Linux reports a writeback error.
 //! Used by the store's own tests and the gateway's fail-closed tests.
 //!
 //! **Invariant:** reads always work, and nothing is changed while the disk works; the store's
@@ -30,6 +31,8 @@ pub struct Disk {
     errno: Arc<AtomicI32>,
     /// The same, for the database file only.
     index_errno: Arc<AtomicI32>,
+    /// How many of the next syncs answer EIO although the writes before them went through.
+    failing_syncs: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -54,6 +57,13 @@ impl Disk {
     /// (`None`); the journal is not affected.
     pub fn fail_index(&self, how: Option<Failure>) {
         self.index_errno.store(errno_of(how), Ordering::SeqCst);
+    }
+
+    /// The next `n` syncs, of either file, answer EIO; the writes before them went through (to
+    /// the page cache, and so to the file as readers see it), as when Linux reports a writeback
+    /// error at `fdatasync`.
+    pub fn fail_syncs(&self, n: u64) {
+        self.failing_syncs.store(n, Ordering::SeqCst);
     }
 
     /// Successful `sync_data` calls so far, over both files.
@@ -116,6 +126,13 @@ impl StorageBackend for Backend {
     fn sync_data(&self) -> Result<(), std::io::Error> {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
+        }
+        let failing = &self.disk.failing_syncs;
+        if failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
         }
         self.inner.sync_data()?;
         self.disk.syncs.fetch_add(1, Ordering::SeqCst);
