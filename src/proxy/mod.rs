@@ -14,6 +14,7 @@ pub mod metered;
 pub mod rack_tls;
 pub mod redact;
 pub mod respond;
+pub mod secret_text;
 pub mod state;
 pub mod streams;
 pub mod upstream;

@@ -9,7 +9,7 @@ use crate::config::hmac_value;
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
 use crate::policy::routes::KeyClass;
-use crate::proxy::mask::KNOWN_TOKEN_PREFIXES;
+use crate::proxy::secret_text::{credential_ranges, looks_like_token};
 
 /// The parameters as recorded in `CommandRequested`.
 pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
@@ -80,59 +80,29 @@ fn secret_name(name: &str) -> bool {
     SECRET_NAMES.iter().any(|n| upper.contains(n))
 }
 
-/// Every URL's credentials in `word`: `user:password@` keeps the user, and a lone user that looks
-/// like a token (`https://ghp_…@github.com`) goes. The userinfo ends at the last `@` before the
-/// next URL, as a password may hold a raw `@` or `/`: a path with an `@` in it loses a little of
-/// its text rather than a password staying in clear.
+/// Every credential in `word` (see [`credential_ranges`]) replaced by `[redacted]`: a URL's
+/// `user:password@` keeps its user, a lone user that looks like a token goes.
 fn scrub_userinfo(word: &str) -> String {
-    let mut separators = Vec::new();
-    let mut from = 0;
-    while let Some(i) = word[from..].find("://") {
-        separators.push(from + i);
-        from += i + 3;
-    }
-    // Where the scheme before a `://` starts.
-    let scheme_start = |sep: usize| {
-        word[..sep]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
-            .map_or(0, |j| j + 1)
-    };
     let mut out = String::with_capacity(word.len());
     let mut copied = 0;
-    for (n, &sep) in separators.iter().enumerate() {
-        let authority = sep + 3;
-        let end = separators
-            .get(n + 1)
-            .map_or(word.len(), |&next| scheme_start(next).max(authority));
-        let Some(at) = word[authority..end].rfind('@') else {
-            continue;
-        };
-        let userinfo = &word[authority..authority + at];
-        out.push_str(&word[copied..authority]);
-        match userinfo.split_once(':') {
-            Some((user, _)) => {
-                out.push_str(user);
-                out.push_str(":[redacted]");
-            }
-            None if looks_secret(userinfo)
-                || KNOWN_TOKEN_PREFIXES.iter().any(|p| userinfo.starts_with(p)) =>
-            {
-                out.push_str("[redacted]");
-            }
-            None => out.push_str(userinfo),
-        }
-        copied = authority + at;
+    for r in credential_ranges(word) {
+        out.push_str(word.get(copied..r.start).unwrap_or_default());
+        out.push_str("[redacted]");
+        copied = r.end;
     }
-    out.push_str(&word[copied..]);
+    out.push_str(word.get(copied..).unwrap_or_default());
     out
 }
 
-/// A gateway token, a JWT, or a long word with the character mix of random material (`/`
-/// allowed, as in base64, but a path's many slashes make it sparse).
+/// Secret material by its looks ([`looks_like_token`]), or any long dense word mixing cases or
+/// digits (`-pMySuperSecretPassword2024`). The second rule is the log's alone: a command word
+/// wrongly redacted costs an auditor a little context, whereas the env values a reader is
+/// shown are hidden by [`looks_like_token`] only, so that ordinary values stay readable.
 fn looks_secret(w: &str) -> bool {
-    if w.starts_with("rgw_") || (w.starts_with("eyJ") && w.matches('.').count() == 2) {
-        return true;
-    }
+    looks_like_token(w) || dense_mixed(w)
+}
+
+fn dense_mixed(w: &str) -> bool {
     if w.len() < 24 {
         return false;
     }
@@ -141,6 +111,7 @@ fn looks_secret(w: &str) -> bool {
         w.bytes().any(|b| b.is_ascii_uppercase()),
         w.bytes().any(|b| b.is_ascii_digit()),
     ];
+    // `/` is not dense: base64 holds a few, a path's many keep it readable.
     let dense = w
         .bytes()
         .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'_' | b'-' | b'='))
@@ -211,6 +182,15 @@ mod tests {
         assert_eq!(
             scrub("x a://u:p@h,b://v:p2@h2"),
             "x a://u:[redacted]@h,b://v:[redacted]@h2"
+        );
+        // A memorable password glued to its flag, and a DSN without a scheme.
+        assert_eq!(
+            scrub("mysql -pMySuperSecretPassword2024 app"),
+            "mysql [redacted] app"
+        );
+        assert_eq!(
+            scrub("migrate app:s3cr3t@tcp(db:3306)/app"),
+            "migrate app:[redacted]@tcp(db:3306)/app"
         );
         // Words are split at any whitespace, which is kept as it was.
         assert_eq!(
