@@ -63,15 +63,15 @@ pub const OPS: &[Perm] = &[
 /// Upload source, build, import builds and images, create and promote releases, set env
 /// (including secret-classified keys: the caller supplies those values, nothing is disclosed),
 /// write app config files, lock and set app parameters, attach certificates, set a budget's alert
-/// threshold, and export builds and objects. A deployer can ship code that reads every secret of
-/// the app, so downloading the app's own build or source adds no power.
+/// threshold, and download objects. A deployer can ship code that reads every secret of the app,
+/// so downloading the app's own source adds no power. Exporting a build is admin's: the tarball
+/// carries the stored build record, and an external build's record holds the rack password.
 pub const DEPLOYER: &[Perm] = &[
     Perm::AppUpdate,
     Perm::ObjectRead,
     Perm::ObjectCreate,
     Perm::ObjectDelete,
     Perm::BuildCreate,
-    Perm::BuildExport,
     Perm::ReleaseCreate,
     Perm::ReleasePromote,
     Perm::EnvSet,

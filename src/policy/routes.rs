@@ -700,7 +700,9 @@ pub const ROUTES: &[RouteRule] = &[
         name: "build.export",
         path: "/apps/{app}/builds/{id}.tgz",
         permission: Perm::BuildExport,
-        secrets: sec(NO, INC),
+        // The tarball's `build.json` is the stored build: an external build's `repository`
+        // holds the rack password (§3.3, §3.13), which cannot be masked inside a gzip stream.
+        secrets: sec(NO, CRED),
         stream: Stream::Down,
         ..BASE
     },
