@@ -276,14 +276,22 @@ async fn revoke(
             )
             .await);
     }
-    match admin::revoke_token(&*state.store, id, caller.token.owner.clone(), reason).await {
+    match admin::revoke_token_as(&*state.store, id, reason, &caller.token, call.now).await {
         Ok(seq) => Ok(TokenRevokedBody {
             id: id.to_hex(),
             seq: seq.0,
         }),
         Err(AdminError::Append(AppendError::Rejected(r))) => {
-            // A revocation that raced this one was sequenced first.
-            let refusal = ApiError::AlreadyRevoked(format!("token {id}: {r}"));
+            let refusal = if r.0 == admin::CALLER_CANNOT_MANAGE {
+                // The caller was revoked, expired or demoted while its request came in.
+                ApiError::Forbidden {
+                    kind: "beyond_current_permissions",
+                    what: format!("token {id} was not revoked: {r}"),
+                }
+            } else {
+                // A revocation that raced this one was sequenced first.
+                ApiError::AlreadyRevoked(format!("token {id}: {r}"))
+            };
             Err(call
                 .deny(
                     state,

@@ -233,21 +233,13 @@ fn exceeding(
     bound: &Bound,
 ) -> Option<(Ceiling, Perm)> {
     let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner));
-    let caller_holds = s
-        .tokens
-        .get(&bound.caller)
-        .filter(|t| t.is_usable(bound.now))
-        .map(|t| Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner)));
-    if !caller_holds
-        .as_ref()
-        .is_some_and(|g| g.holds(Perm::GatewayTokenManage))
-    {
+    let Some(caller_holds) = manager(s, bound) else {
         return Some((Ceiling::Caller, Perm::GatewayTokenManage));
-    }
+    };
     PermSet::of_scopes(scopes).iter().find_map(|p| {
         if !owner_holds.holds(p) {
             Some((Ceiling::Owner, p))
-        } else if !caller_holds.as_ref().is_some_and(|g| g.holds(p)) {
+        } else if !caller_holds.holds(p) {
             Some((Ceiling::Caller, p))
         } else {
             None
@@ -255,25 +247,75 @@ fn exceeding(
     })
 }
 
-/// Revokes a token that exists and is not revoked yet.
+/// What the calling token grants in `s`, if it is still usable and may still manage tokens.
+fn manager(s: &Projections, bound: &Bound) -> Option<Grant> {
+    s.tokens
+        .get(&bound.caller)
+        .filter(|t| t.is_usable(bound.now))
+        .map(|t| Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner)))
+        .filter(|g| g.holds(Perm::GatewayTokenManage))
+}
+
+/// Revokes a token that exists and is not revoked yet: the bootstrap path (the offline command
+/// line), whose operator holds the data directory.
 pub async fn revoke_token(
     store: &impl EventStore<Projections>,
     token: TokenId,
     by: Principal,
     reason: String,
 ) -> Result<Seq, AdminError> {
+    revoke(store, token, by, reason, None).await
+}
+
+/// Revokes a token on behalf of `caller` (the API): as [`revoke_token`], and only while
+/// `caller` is usable and holds [`Perm::GatewayTokenManage`] at the moment of the append, so a
+/// caller revoked or demoted while its request came in revokes nothing (the append is
+/// rejected with [`CALLER_CANNOT_MANAGE`]).
+pub async fn revoke_token_as(
+    store: &impl EventStore<Projections>,
+    token: TokenId,
+    reason: String,
+    caller: &Token,
+    now: Timestamp,
+) -> Result<Seq, AdminError> {
+    let bound = Bound {
+        caller: caller.id,
+        now,
+    };
+    revoke(store, token, caller.owner.clone(), reason, Some(bound)).await
+}
+
+async fn revoke(
+    store: &impl EventStore<Projections>,
+    token: TokenId,
+    by: Principal,
+    reason: String,
+    bound: Option<Bound>,
+) -> Result<Seq, AdminError> {
     let appended = store
         .append_if(
             vec![Event::TokenRevoked { token, by, reason }],
-            Box::new(move |s: &Projections| match s.tokens.get(&token) {
-                None => Err(Rejected("no such token")),
-                Some(t) if t.revoked.is_some() => Err(Rejected("token already revoked")),
-                Some(_) => Ok(()),
+            Box::new(move |s: &Projections| {
+                let bound = bound.map(|b| Bound {
+                    now: b.now.max(Clock.now()),
+                    ..b
+                });
+                if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
+                    return Err(Rejected(CALLER_CANNOT_MANAGE));
+                }
+                match s.tokens.get(&token) {
+                    None => Err(Rejected("no such token")),
+                    Some(t) if t.revoked.is_some() => Err(Rejected("token already revoked")),
+                    Some(_) => Ok(()),
+                }
             }),
         )
         .await?;
     Ok(appended.first)
 }
+
+/// The guard's refusal when the calling token may no longer manage tokens.
+pub const CALLER_CANNOT_MANAGE: &str = "the calling token may no longer manage tokens";
 
 /// Grants `role` to a person who does not hold it yet.
 pub async fn grant_role(
@@ -634,6 +676,37 @@ mod tests {
             ),
             "a revoked caller holds nothing"
         );
+    }
+
+    /// The API's revocation is the calling token's act at the moment it is appended: a caller
+    /// revoked or demoted while its request came in revokes nothing.
+    #[tokio::test]
+    async fn a_caller_revokes_only_while_it_may_manage_tokens() {
+        let (_dir, store) = open();
+        let now = Timestamp(1);
+        let manage = ["convox:*:*", "gateway:token:manage"];
+        let admin = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let other = caller(&store, "other@example.com", Role::Admin, &manage).await;
+        let victim = create_token(&store, request()).await.unwrap().id;
+        let revoked_by = |id| store.with_state(|s| s.tokens.get(&id).and_then(|t| t.revoked));
+
+        revoke_token(&store, other.id, p("system"), "gone".into())
+            .await
+            .unwrap();
+        let before = store.head().size;
+        let refused = revoke_token_as(&store, victim, "x".into(), &other, now).await;
+        assert!(
+            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == CALLER_CANNOT_MANAGE),
+            "{refused:?}"
+        );
+        assert_eq!(store.head().size, before, "a refusal appends nothing");
+        assert_eq!(revoked_by(victim), None);
+
+        let seq = revoke_token_as(&store, victim, "rotated".into(), &admin, now)
+            .await
+            .unwrap();
+        assert!(seq.0 >= before);
+        assert!(revoked_by(victim).is_some());
     }
 
     #[tokio::test]
