@@ -139,13 +139,18 @@ pub struct CommandCompleted {
     pub request: RequestId,
     pub status: u16,
     pub duration_ns: u64,
+    /// Bytes of the caller's body sent to the rack (so far, if the rack answered before the
+    /// upload ended) and of the answer sent to the caller.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// SHA-256 of a streamed body, only when it passed whole.
     pub sha256_in: Option<Hash>,
     pub sha256_out: Option<Hash>,
     /// Why the gateway answered `status` itself instead of relaying the rack's answer (a 502:
     /// the rack unreachable, or an answer it could not mask), as the error kind the caller was
-    /// told; `None` when the rack's answer was relayed. An auditor tells the cases apart here.
+    /// told, or why the call did not run its course (`abandoned`: the caller went away before
+    /// the answer; `answer_cut_short`: the answer stopped partway); `None` when the rack's
+    /// answer was relayed whole. An auditor tells the cases apart here.
     pub failure: Option<String>,
 }
 

@@ -184,9 +184,22 @@ async fn pipeline(
         });
     }
     let ws_key = if upgrade {
-        match ws::check_upgrade(&parts.method, &parts.headers) {
+        // hyper upgrades HTTP/1.1 connections only: an HTTP/1.0 upgrade is refused here, before
+        // anything is recorded as allowed or sent to the rack.
+        let upgradable = parts
+            .extensions
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some();
+        let checked = ws::check_upgrade(&parts.method, &parts.headers)
+            .map_err(|e| e.to_string())
+            .and_then(|key| {
+                upgradable.then_some(key).ok_or_else(|| {
+                    "this connection cannot be upgraded (a WebSocket needs HTTP/1.1)".to_owned()
+                })
+            });
+        match checked {
             Ok(key) => Some(key),
-            Err(e) => {
+            Err(what) => {
                 record_denial(
                     state,
                     &caller,
@@ -199,7 +212,7 @@ async fn pipeline(
                 .await?;
                 return Err(ProxyError::BadRequest {
                     kind: "invalid_upgrade",
-                    what: e.to_string(),
+                    what,
                 });
             }
         }
@@ -248,17 +261,7 @@ async fn pipeline(
     let recorded_params = redact::params(params.params(), &state.keys.audit);
     // The token and its owner as they are now, after the body was read: a token revoked or
     // expired while a slow body came in stops here.
-    let (usable, grant) = state.store.with_state(|s| {
-        let usable = s
-            .tokens
-            .get(&caller.token.id)
-            .is_some_and(|t| t.is_usable(Clock.now()));
-        let grant = Grant::for_token(
-            &caller.token.scopes,
-            &Standing::of(&s.identities, &caller.token.owner),
-        );
-        (usable, grant)
-    });
+    let (usable, grant) = standing_now(state, &caller);
     if !usable {
         record_denial(
             state,
@@ -303,6 +306,10 @@ async fn pipeline(
         }
     };
     if let Some(key) = ws_key {
+        let still_permitted = || {
+            let (usable, grant) = standing_now(state, &caller);
+            usable && policy::authorize(&matched, &|k| params.get(k), &grant).is_ok()
+        };
         return open_stream(
             state,
             &caller,
@@ -316,6 +323,7 @@ async fn pipeline(
             recorded_params,
             request_id,
             peer,
+            &still_permitted,
         )
         .await;
     }
@@ -396,44 +404,57 @@ async fn pipeline(
                 return Err(e);
             }
         };
-        match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
-            Ok(restored) if restored == env => {}
-            Ok(restored) => {
-                // Canonicalized again: what is recorded is what is forwarded.
-                let form = mask::form_with_env(params.params(), &restored);
-                params = canonical::canonicalize_params(
-                    matched.rule(),
-                    &RequestParams {
-                        method: &method,
-                        content_type: content_type.as_deref(),
-                        query,
-                        body: RequestBody::Buffered(&form),
-                        headers: &header_pairs,
+        let refused =
+            match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
+                Ok(restored) if restored == env => None,
+                Ok(restored) => {
+                    // Canonicalized again: what is recorded is what is forwarded.
+                    let form = mask::form_with_env(params.params(), &restored);
+                    match canonical::canonicalize_params(
+                        matched.rule(),
+                        &RequestParams {
+                            method: &method,
+                            content_type: content_type.as_deref(),
+                            query,
+                            body: RequestBody::Buffered(&form),
+                            headers: &header_pairs,
+                        },
+                    ) {
+                        Ok(restored) => {
+                            params = restored;
+                            recorded_params = redact::params(params.params(), &state.keys.audit);
+                            None
+                        }
+                        // The restored form is refused (too large, say), like the caller's own.
+                        Err(e) => Some((
+                            e.kind(),
+                            ProxyError::BadRequest {
+                                kind: e.kind(),
+                                what: e.to_string(),
+                            },
+                        )),
+                    }
+                }
+                Err(e) => Some((
+                    e.kind(),
+                    ProxyError::Forbidden {
+                        kind: e.kind(),
+                        what: e.to_string(),
                     },
-                )
-                .map_err(|e| ProxyError::BadRequest {
-                    kind: e.kind(),
-                    what: e.to_string(),
-                })?;
-                recorded_params = redact::params(params.params(), &state.keys.audit);
-            }
-            Err(e) => {
-                let kind = e.kind();
-                record_denial(
-                    state,
-                    &caller,
-                    &method,
-                    path.as_str(),
-                    kind,
-                    Some(Perm::EnvSet.as_str().to_owned()),
-                    &recorded_params,
-                )
-                .await?;
-                return Err(ProxyError::Forbidden {
-                    kind,
-                    what: e.to_string(),
-                });
-            }
+                )),
+            };
+        if let Some((kind, error)) = refused {
+            record_denial(
+                state,
+                &caller,
+                &method,
+                path.as_str(),
+                kind,
+                Some(Perm::EnvSet.as_str().to_owned()),
+                &recorded_params,
+            )
+            .await?;
+            return Err(error);
         }
     }
     let rewrite = match mask::response_mask(matched.rule()) {
@@ -655,6 +676,7 @@ async fn forward(
                     }
                 }),
             )
+            .counting_into(pending.sent_in.clone())
             .boxed_unsync()
         }
     };
@@ -829,8 +851,9 @@ async fn current_env(
 }
 
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
-/// it was sent, and the meter of the body the caller sent (set when that body ends, so a
-/// completion recorded before then says no bytes in).
+/// it was sent, and the meter of the body the caller sent (set when that body ends; a
+/// completion recorded before then, as when the rack answers before reading a whole upload,
+/// counts the bytes sent so far, without a hash).
 ///
 /// **Invariant:** every `Pending` records one completion. One dropped before [`Pending::complete`]
 /// ran (the caller went away, or a stop cut the call short, while the rack's answer was awaited
@@ -841,6 +864,8 @@ struct Pending {
     request: RequestId,
     started: Instant,
     bytes_in: Arc<Mutex<Option<Meter>>>,
+    /// Bytes of the caller's body sent on so far.
+    sent_in: Arc<std::sync::atomic::AtomicU64>,
     completed: std::sync::atomic::AtomicBool,
 }
 
@@ -851,12 +876,15 @@ impl Pending {
             request: RequestId(request_id.to_owned()),
             started,
             bytes_in: Arc::default(),
+            sent_in: Arc::default(),
             completed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Appends `CommandCompleted` in the background; `out` meters the answer's body, and
-    /// `failure` is the error kind of an answer the gateway gave itself instead of the rack's.
+    /// `failure` is the error kind of an answer the gateway gave itself instead of the rack's,
+    /// or why the call did not run its course. A body's hash is recorded only if it passed
+    /// whole; an answer cut short is recorded as `answer_cut_short`.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
         if self
             .completed
@@ -865,20 +893,36 @@ impl Pending {
             return;
         }
         let input = self.bytes_in.lock().ok().and_then(|m| *m);
+        let bytes_in = input.map_or_else(
+            || self.sent_in.load(std::sync::atomic::Ordering::Relaxed),
+            |m| m.bytes,
+        );
+        let failure = failure.or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
+        let whole = |m: Meter| m.complete.then_some(m.sha256);
         let event = Event::CommandCompleted(Box::new(CommandCompleted {
             request: self.request.clone(),
             status,
             duration_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            bytes_in: input.map_or(0, |m| m.bytes),
+            bytes_in,
             bytes_out: out.map_or(0, |m| m.bytes),
-            sha256_in: input.map(|m| m.sha256),
-            sha256_out: out.map(|m| m.sha256),
+            sha256_in: input.and_then(whole),
+            sha256_out: out.and_then(whole),
             failure: failure.map(str::to_owned),
         }));
         // Enqueued now, so a shutdown right after the answer still records it. Nobody waits
         // for it: the answer has gone, and a failure is visible as a request without
         // completion.
         drop(self.state.store.enqueue(vec![event]));
+    }
+}
+
+impl Pending {
+    /// The call became a stream (`StreamOpened` is in the log): its end is `StreamClosed`,
+    /// recorded by the relay, not a completion.
+    fn streamed(self) -> RequestId {
+        self.completed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.request.clone()
     }
 }
 
@@ -1038,6 +1082,22 @@ fn switching_protocols(key: Option<&ws::ClientKey>) -> Response {
     r
 }
 
+/// Whether the caller's token is usable now, and what it grants now (its scopes within its
+/// owner's current roles).
+fn standing_now(state: &ProxyState, caller: &Caller) -> (bool, Grant) {
+    state.store.with_state(|s| {
+        let usable = s
+            .tokens
+            .get(&caller.token.id)
+            .is_some_and(|t| t.is_usable(Clock.now()));
+        let grant = Grant::for_token(
+            &caller.token.scopes,
+            &Standing::of(&s.identities, &caller.token.owner),
+        );
+        (usable, grant)
+    })
+}
+
 /// A permitted WebSocket call: recorded, connected to the rack, answered with 101 only after
 /// the rack's 101, then relayed frame by frame until it ends; `StreamOpened` and
 /// `StreamClosed` bracket it in the log.
@@ -1055,6 +1115,7 @@ async fn open_stream(
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
+    still_permitted: &(dyn Fn() -> bool + Sync),
 ) -> Result<Response, ProxyError> {
     let Some(registration) = state.streams.register(
         caller.token.id,
@@ -1080,6 +1141,36 @@ async fn open_stream(
                 .to_owned(),
         ));
     };
+    // A revocation, disablement or demotion applied since the caller was checked closed the
+    // streams registered then, not this one: checked again now that it is registered (the
+    // watcher sees whatever is applied after this look).
+    if !still_permitted() {
+        drop(registration);
+        record_denial(
+            state,
+            caller,
+            method,
+            path.as_str(),
+            "token_no_longer_usable",
+            Some(permission.to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        return Ok(refuse_in_socket(
+            parts,
+            Some(key),
+            "this token or its owner's roles changed while the stream was opening; \
+             check with a gateway admin"
+                .to_owned(),
+        ));
+    }
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        // Refused (and recorded) before `open_stream`; kept so nothing is sent to the rack if not.
+        return Err(ProxyError::BadRequest {
+            kind: "invalid_upgrade",
+            what: "the connection cannot be upgraded".into(),
+        });
+    };
     let intent = command_requested(
         caller,
         method,
@@ -1093,7 +1184,9 @@ async fn open_stream(
     let recorded = intent::record(&*state.store, intent, target)
         .await
         .map_err(|_| ProxyError::AuditUnavailable)?;
-    let started = Instant::now();
+    // From here the rack may see the upgrade: however the call ends, even dropped while the
+    // rack's answer is awaited, its end is recorded.
+    let pending = Pending::new(state, request_id, Instant::now());
     let rack = match connect_rack(state, &recorded, &parts.headers, &caller.token.owner, peer).await
     {
         Ok(io) => io,
@@ -1111,17 +1204,11 @@ async fn open_stream(
                     (s, Some(ProxyError::Upstream.kind()), ProxyError::Upstream)
                 }
             };
-            Pending::new(state, request_id, started).complete(status, None, failure);
+            pending.complete(status, None, failure);
             return Err(error);
         }
     };
-    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        return Err(ProxyError::BadRequest {
-            kind: "invalid_upgrade",
-            what: "the connection cannot be upgraded".into(),
-        });
-    };
-    let (state2, request) = (state.clone(), RequestId(request_id.to_owned()));
+    let state2 = state.clone();
     let expires = caller.token.expires;
     tokio::spawn(async move {
         relay_stream(
@@ -1129,7 +1216,7 @@ async fn open_stream(
             on_upgrade,
             rack,
             registration,
-            request,
+            pending,
             exit_code,
             expires,
         )
@@ -1146,10 +1233,14 @@ async fn connect_rack(
     actor: &Principal,
     peer: SocketAddr,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, NoSocket> {
-    let tcp = tokio::time::timeout(std::time::Duration::from_secs(10), state.upstream.connect())
-        .await
-        .map_err(|_| NoSocket::Unreachable(504))?
-        .map_err(|_| NoSocket::Unreachable(502))?;
+    // Bounded by the connector (`rack_tls::CONNECT_TIMEOUT`).
+    let tcp = state.upstream.connect().await.map_err(|e| {
+        NoSocket::Unreachable(if e.kind() == std::io::ErrorKind::TimedOut {
+            504
+        } else {
+            502
+        })
+    })?;
     let actor = HeaderValue::from_str(&actor.0).map_err(|_| NoSocket::Unreachable(502))?;
     let mut headers = headers::upstream(
         incoming,
@@ -1220,32 +1311,28 @@ async fn relay_stream(
     on_upgrade: hyper::upgrade::OnUpgrade,
     rack: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
     registration: Registration,
-    request: RequestId,
+    pending: Pending,
     exit_code: bool,
     expires: Option<Timestamp>,
 ) {
-    let started = Instant::now();
     let Ok(caller) = on_upgrade.await else {
         // The rack's socket is open (an exec may have started): the intent still gets its end.
-        Pending::new(&state, &request.0, started).complete(
-            101,
-            None,
-            Some("caller_upgrade_failed"),
-        );
+        pending.complete(101, None, Some("caller_upgrade_failed"));
         return;
     };
     let opened = state
         .store
         .append(vec![Event::StreamOpened {
-            request: request.clone(),
+            request: pending.request.clone(),
         }])
         .await;
     if opened.is_err() {
         // Fail closed: nothing is relayed that the log does not show opening. Dropping both
         // connections ends the stream; the intent's end is recorded if the log takes it.
-        Pending::new(&state, &request.0, started).complete(101, None, Some("audit_unavailable"));
+        pending.complete(101, None, Some("audit_unavailable"));
         return;
     }
+    let request = pending.streamed();
     let config = ws::RelayConfig {
         idle_after_eof: state.limits.stream_idle,
         exit_code,

@@ -2,9 +2,12 @@
 //! once when the stream ends (or is dropped early), for `CommandCompleted`.
 //!
 //! **Invariant:** frames pass through unchanged and unbuffered; the report is sent exactly once,
-//! saying whether the stream reached its end.
+//! saying whether the stream reached its end (a body dropped once its inner body says it has
+//! ended did: hyper stops polling a body at its known length).
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -25,23 +28,32 @@ pub struct Meter {
 pub type OnDone = Box<dyn FnOnce(Meter) + Send + Sync>;
 
 /// A body wrapper that counts and hashes data frames.
-pub struct Metered<B> {
+pub struct Metered<B: Body> {
     inner: B,
     bytes: u64,
     hasher: Sha256,
     done: Option<OnDone>,
+    /// Where the bytes so far are also kept, for a reader that cannot wait for the report.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 // === impl Metered ===
 
-impl<B> Metered<B> {
+impl<B: Body> Metered<B> {
     pub fn new(inner: B, done: OnDone) -> Metered<B> {
         Metered {
             inner,
             bytes: 0,
             hasher: Sha256::new(),
             done: Some(done),
+            progress: None,
         }
+    }
+
+    /// Also keeps the count of bytes passed so far in `progress`, frame by frame.
+    pub fn counting_into(mut self, progress: Arc<AtomicU64>) -> Metered<B> {
+        self.progress = Some(progress);
+        self
     }
 
     fn finish(&mut self, complete: bool) {
@@ -73,6 +85,9 @@ where
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                     this.hasher.update(data);
+                    if let Some(p) = &this.progress {
+                        p.store(this.bytes, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -97,9 +112,10 @@ where
     }
 }
 
-impl<B> Drop for Metered<B> {
+impl<B: Body> Drop for Metered<B> {
     fn drop(&mut self) {
-        self.finish(false);
+        let ended = self.inner.is_end_stream();
+        self.finish(ended);
     }
 }
 
@@ -126,6 +142,28 @@ mod tests {
         assert_eq!(got[0].bytes, 5);
         assert_eq!(got[0].sha256, events::hash::object_digest(b"hello"));
         assert!(got[0].complete);
+    }
+
+    /// hyper stops polling a body whose length it knows once that much has passed, and drops
+    /// it: that body reached its end.
+    #[tokio::test]
+    async fn a_body_dropped_at_its_end_reports_complete() {
+        let got = Arc::new(Mutex::new(None));
+        let sink = got.clone();
+        let progress = Arc::new(AtomicU64::new(0));
+        let mut body = Metered::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Box::new(move |m| *sink.lock().unwrap() = Some(m)),
+        )
+        .counting_into(progress.clone());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.data_ref().map(|d| d.len()), Some(5));
+        assert_eq!(progress.load(Ordering::Relaxed), 5);
+        assert!(got.lock().unwrap().is_none(), "reported before the end");
+        drop(body);
+        let m = got.lock().unwrap().unwrap();
+        assert!(m.complete);
+        assert_eq!(m.bytes, 5);
     }
 
     #[test]

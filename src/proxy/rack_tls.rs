@@ -32,6 +32,9 @@ use tokio::net::TcpStream;
 
 use crate::config::Rack;
 
+/// How long connecting to the rack, the TLS handshake included, may take.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A connection to the rack, plain or TLS.
 pub enum RackStream {
     Plain(TcpStream),
@@ -154,8 +157,29 @@ impl RackConnector {
         })
     }
 
-    /// A connection to `host:port`, TLS when configured.
+    /// A connection to `host:port` (an IPv6 literal bracketed or not), TLS when configured,
+    /// within [`CONNECT_TIMEOUT`]: a rack that takes the connection but never finishes the
+    /// handshake fails the call instead of holding it and its caller. Only the connecting is
+    /// bounded; a stream once open lives as long as its caller keeps it.
     pub async fn connect(&self, host: &str, port: u16) -> std::io::Result<RackStream> {
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect_now(host, port))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the rack did not accept a connection within {} s",
+                        CONNECT_TIMEOUT.as_secs()
+                    ),
+                )
+            })?
+    }
+
+    async fn connect_now(&self, host: &str, port: u16) -> std::io::Result<RackStream> {
         let tcp = TcpStream::connect((host, port)).await?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {

@@ -157,6 +157,25 @@ mod tests {
         upstream.host().to_str().unwrap().to_owned()
     }
 
+    /// A rack at an IPv6 literal (`http://[::1]:port`, which the configuration accepts) is
+    /// reached: the URI's bracketed host is not a name to resolve.
+    #[tokio::test]
+    async fn a_rack_at_an_ipv6_literal_is_reached() {
+        let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = Upstream::new(&Rack {
+            url: format!("http://[::1]:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let accepted = tokio::spawn(async move { listener.accept().await });
+        upstream.connect().await.unwrap();
+        accepted.await.unwrap().unwrap();
+    }
+
     /// Forwarded requests and WebSocket handshakes (whose `Origin` the rack compares with it)
     /// carry this one `Host`: the port only when it is not the scheme's default.
     #[test]

@@ -197,11 +197,23 @@ impl Running {
     }
 }
 
+/// Creates the dev keys on first use; refuses a data directory that holds another log. `dev`
+/// grants its user admin and prints a token, which must never happen to a deployment's log
+/// (the admin would count for the last-admin rule there).
 fn ensure_keys(data: &Path) -> anyhow::Result<()> {
-    if data.join("keys").exists() {
-        Keys::load(data)?;
-    } else {
+    if !data.join("keys").exists() {
         Keys::init(data, DEV_ORIGIN)?;
+        return Ok(());
+    }
+    let keys = Keys::load(data)?;
+    let origin = keys.checkpoint.name();
+    if origin != DEV_ORIGIN {
+        anyhow::bail!(
+            "{}: this data directory holds the log {origin:?}, not a dev log ({DEV_ORIGIN:?}); \
+             `dev` grants its user admin and prints a token, so it runs only on a directory of \
+             its own: pass another --data, or use `serve` for this one",
+            data.display()
+        );
     }
     Ok(())
 }
@@ -282,6 +294,32 @@ mod tests {
         assert!(
             std::fs::read_dir(dir.path()).unwrap().next().is_none(),
             "nothing was made before the refusal"
+        );
+    }
+
+    /// A deployment's data directory (another origin) is refused before anything is appended.
+    #[tokio::test]
+    async fn dev_refuses_a_data_directory_of_another_log() {
+        let dir = tempfile::tempdir().unwrap();
+        Keys::init(dir.path(), "gateway.example.com/log").unwrap();
+        let opts = DevOptions {
+            data: dir.path().to_owned(),
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            console: "127.0.0.1:0".parse().unwrap(),
+            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
+        };
+        let Err(e) = start(&opts).await else {
+            panic!("dev started on another log's directory");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("gateway.example.com/log") && e.contains("serve"),
+            "{e}"
+        );
+        assert!(
+            !store::log_path(dir.path()).exists(),
+            "no log was opened or written"
         );
     }
 }

@@ -43,8 +43,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         )
     })?;
     let store = Arc::new(store);
-    record_config(&store, &config, &keys).await?;
+    // The rack's TLS settings are checked first: the log records only a configuration that
+    // serves.
     let upstream = Upstream::new(&config.rack)?;
+    record_config(&store, &config, &keys).await?;
     let mut proxy_state = ProxyState::new(
         store.clone(),
         Arc::new(keys),

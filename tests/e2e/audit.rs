@@ -111,3 +111,61 @@ async fn a_call_its_caller_abandons_still_gets_its_completion() {
     gw.rack().set_answer_delay(std::time::Duration::ZERO);
     gw.finish().await;
 }
+
+/// A caller that stops reading a large answer and goes away: the rack's status was relayed,
+/// but the completion says the answer was cut short, counts only what passed, and gives no
+/// hash (a hash is recorded only for a body that passed whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_caller_stops_reading_is_recorded_as_cut_short() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SIZE: usize = 16 << 20;
+    let gw = TestGateway::start().await;
+    let data: Vec<u8> = (0..SIZE).map(|i| (i % 253) as u8).collect();
+    let target = "/apps/x/objects/tmp/large.bin?";
+    let stored = gw
+        .send_raw(
+            gw.cli()
+                .request("POST", target, &[], crate::support::Body::Raw(&data)),
+        )
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let since = gw.head();
+    // A small receive window, so the answer cannot all sit in socket buffers when the caller
+    // goes away.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut tcp = socket.connect(gw.proxy()).await.unwrap();
+    tcp.write_all(&gw.cli().get(target)).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = tcp.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &head[..n]);
+    drop(tcp);
+    let completed = crate::support::eventually("a completion", || async {
+        let events = gw.events_since(since).await;
+        let id = events
+            .iter()
+            .filter_map(requested)
+            .find(|c| c.method == "GET")?
+            .request
+            .clone();
+        events
+            .iter()
+            .filter_map(crate::support::completed)
+            .find(|c| c.request == id)
+            .cloned()
+    })
+    .await;
+    assert_eq!(completed.status, 200);
+    assert_eq!(
+        completed.failure.as_deref(),
+        Some("answer_cut_short"),
+        "{completed:?}"
+    );
+    assert!(
+        completed.bytes_out < SIZE as u64,
+        "{} bytes out",
+        completed.bytes_out
+    );
+    assert_eq!(completed.sha256_out, None);
+    gw.finish().await;
+}

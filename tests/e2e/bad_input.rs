@@ -69,6 +69,8 @@ struct Case {
     body: Vec<u8>,
     auth: Auth,
     expect: Expect,
+    /// Sent as HTTP/1.0 instead of the CLI's HTTP/1.1.
+    http_1_0: bool,
 }
 
 // === impl Case ===
@@ -83,6 +85,7 @@ impl Case {
             body: Vec::new(),
             auth: Auth::Dev,
             expect: Expect::Recorded(0, ""),
+            http_1_0: false,
         }
     }
 
@@ -114,6 +117,11 @@ impl Case {
         self
     }
 
+    fn http_1_0(mut self) -> Case {
+        self.http_1_0 = true;
+        self
+    }
+
     fn counted(mut self, reason: &'static str) -> Case {
         self.expect = Expect::Counted(reason);
         self
@@ -126,8 +134,9 @@ impl Case {
 
     /// The request in the CLI's shape (spec Appendix A) with this case's changes.
     fn bytes(&self, host: &str, authorization: &[String]) -> Vec<u8> {
+        let version = if self.http_1_0 { "1.0" } else { "1.1" };
         let mut out = format!(
-            "{} {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: convox.go/dev\r\n",
+            "{} {} HTTP/{version}\r\nHost: {host}\r\nUser-Agent: convox.go/dev\r\n",
             self.method, self.target
         );
         if !self.body.is_empty() || self.method == "POST" || self.method == "PUT" {
@@ -685,6 +694,22 @@ async fn a_v2_rack_environment_route() {
         Case::post("/apps/x/environment?")
             .body("application/octet-stream", b"A=B\n")
             .denied(404, "unknown_route"),
+    )
+    .await;
+}
+
+/// hyper upgrades only HTTP/1.1 connections: an HTTP/1.0 upgrade is refused before anything
+/// is recorded as allowed, and the rack never sees its handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_over_http_1_0() {
+    check(
+        Case::get("/apps/x/logs")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("Sec-WebSocket-Version", "13")
+            .http_1_0()
+            .denied(400, "invalid_upgrade"),
     )
     .await;
 }

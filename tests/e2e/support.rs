@@ -453,7 +453,11 @@ fn parse_head(head: &[u8]) -> Reply {
     let head = std::str::from_utf8(head).unwrap();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    // HTTP/1.1, or 1.0 in answer to a request sent as 1.0.
+    assert!(
+        status_line.starts_with("HTTP/1.1 ") || status_line.starts_with("HTTP/1.0 "),
+        "{status_line}"
+    );
     let status: u16 = status_line[9..12].parse().unwrap();
     let headers: Vec<(String, String)> = lines
         .filter(|l| !l.is_empty())
