@@ -165,6 +165,9 @@ pub async fn start_with(
 pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let running = start(&opts).await?;
+    // Nothing reads the linked rack's request log here (the tests do, in process): kept on, it
+    // would hold every request and upload for the life of the command.
+    running.rack.set_recording(false);
     super::say(format_args!("console: http://{}", running.console));
     super::say(format_args!(
         "RACK_URL=http://convox:{}@{}",

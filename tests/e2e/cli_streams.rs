@@ -23,7 +23,7 @@
 use events::event::{Decision, Event, Role};
 use events::record::Record;
 use mock_rack::ws::{Frame, Opcode, accept_key};
-use mock_rack::{EXIT_MARKER, MockRack, Received, SEED_APP};
+use mock_rack::{AFTER_EOF_OUTPUT, EXIT_MARKER, MockRack, Received, SEED_APP};
 use rack_gateway::server::dev::DEV_USER;
 
 use crate::cli::{
@@ -513,15 +513,21 @@ async fn convox_run_attached_is_relayed_byte_exact_and_recorded() {
     let exec = format!("/apps/x/processes/{pid}/exec");
 
     // Both ways, byte for byte: stdin comes back as the rack echoed it, frame for frame, the
-    // invalid UTF-8 and the split character included, then the exit marker.
+    // invalid UTF-8 and the split character included, then what the command wrote after its
+    // stdin closed (relayed past the CLI's EOF), then the exit marker.
     let marker = format!("{EXIT_MARKER}0\n");
     let mut want: Vec<&[u8]> = STDIN.to_vec();
+    want.push(AFTER_EOF_OUTPUT);
     want.push(marker.as_bytes());
     let got: Vec<&[u8]> = run.frames.iter().map(|f| &f.payload[..]).collect();
     assert_eq!(got, want);
     assert!(run.frames.iter().all(|f| f.fin && f.opcode == Opcode::Text));
     let (stdout, code) = cli_exit(&run.frames);
-    assert_eq!(stdout, STDIN.concat(), "what the CLI prints");
+    assert_eq!(
+        stdout,
+        [STDIN.concat(), AFTER_EOF_OUTPUT.to_vec()].concat(),
+        "what the CLI prints"
+    );
     assert_eq!(code, 0, "the exit code the CLI returns");
 
     // The rack: the CLI's requests in order (`GET /machines` answered by the gateway), the
@@ -633,7 +639,10 @@ async fn convox_run_records_its_command_scrubbed() {
         got[0].param("command").map(|p| p.value.as_str()),
         Some(command)
     );
-    assert_eq!(cli_exit(&run.frames), (STDIN.concat(), 0));
+    assert_eq!(
+        cli_exit(&run.frames),
+        ([STDIN.concat(), AFTER_EOF_OUTPUT.to_vec()].concat(), 0)
+    );
     streams_closed(&s.gw, 1).await;
     let finished = s.finish().await;
     let streamed = streams(&finished.events, &exec);

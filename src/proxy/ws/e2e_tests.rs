@@ -77,6 +77,12 @@ async fn the_gateway_codec_drives_the_racks_exec_socket_byte_exact() {
             .unwrap();
         assert_eq!(echo, Frame::text(piece));
     }
+    // The command's output after stdin closed comes before its exit marker.
+    let late = within("the output after EOF", reader.read_frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late, Frame::text(mock_rack::AFTER_EOF_OUTPUT));
     let marker = within("the marker", reader.read_frame())
         .await
         .unwrap()
@@ -129,6 +135,17 @@ async fn a_caller_relayed_to_the_rack_gets_its_echo_the_exit_code_and_a_close() 
         assert_eq!(echo, Some(Message::Text(Bytes::from_static(piece))));
         output.extend_from_slice(piece);
     }
+    // Relayed after the caller's EOF: the command's last output, then its exit marker.
+    let late = within("the output after EOF", caller_in.read_message())
+        .await
+        .unwrap();
+    assert_eq!(
+        late,
+        Some(Message::Text(Bytes::from_static(
+            mock_rack::AFTER_EOF_OUTPUT
+        )))
+    );
+    output.extend_from_slice(mock_rack::AFTER_EOF_OUTPUT);
     let marker = within("the marker", caller_in.read_message())
         .await
         .unwrap();

@@ -3,8 +3,8 @@
 //! except `jwt`, whose password would be a rack-signed JWT that this mock never issues.
 //!
 //! Invariant: the comparison takes time independent of where the passwords differ, and a missing
-//! or malformed header is simply a wrong password; an empty configured password accepts everyone,
-//! as the rack does when its `PASSWORD` is empty.
+//! or malformed header is simply a wrong password; an empty configured password accepts every
+//! password login, as the rack does when its `PASSWORD` is empty (a JWT login still fails).
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -20,11 +20,10 @@ const GO_STD: GeneralPurpose = GeneralPurpose::new(
 
 /// Whether the request's credentials would pass the rack's `authenticate` middleware.
 pub(crate) fn authenticate(headers: &HeaderMap, password: &str) -> bool {
-    if password.is_empty() {
-        return true;
-    }
     match basic_credentials(headers) {
+        // A JWT is checked against the rack's key whatever `PASSWORD` is.
         Some((user, _)) if user == b"jwt" => false,
+        _ if password.is_empty() => true,
         Some((_, pass)) => constant_time_eq(&pass, password.as_bytes()),
         None => false,
     }
@@ -32,7 +31,7 @@ pub(crate) fn authenticate(headers: &HeaderMap, password: &str) -> bool {
 
 /// Go's `Request.BasicAuth`: case-insensitive `Basic ` prefix, standard base64, split at the
 /// first `:`.
-fn basic_credentials(headers: &HeaderMap) -> Option<(Vec<u8>, Vec<u8>)> {
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(Vec<u8>, Vec<u8>)> {
     let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"basic ") {
@@ -107,7 +106,12 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_password_accepts_everyone() {
+    fn an_empty_password_accepts_every_password_login_but_no_jwt() {
         assert!(authenticate(&HeaderMap::new(), ""));
+        assert!(authenticate(&basic("convox:anything"), ""));
+        assert!(!authenticate(
+            &basic("jwt:eyJhbGciOiJIUzI1NiJ9.e30.sig"),
+            ""
+        ));
     }
 }

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use record::{ParamSource, Received, UsedParam};
-pub use sessions::{EXIT_CODE_HEADER, EXIT_MARKER};
+pub use sessions::{AFTER_EOF_OUTPUT, EXIT_CODE_HEADER, EXIT_MARKER};
 pub use state::{
     RACK_VERSION, SEED_APP, SEED_BUILD, SEED_ENV, SEED_PROCESS, SEED_RELEASE, SEED_SERVICE,
     StoredObject,

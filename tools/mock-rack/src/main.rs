@@ -1,8 +1,9 @@
 //! `mock-rack`: serves the fake Convox v3 rack of the `mock_rack` library on one address until
 //! killed (or interrupted), printing `listening on http://ADDR` once the socket is bound.
 //!
-//! Invariant: the binary is a thin shell over `MockRack`; it adds no behaviour of its own, so
-//! what the gateway's tests see in process is what a developer sees over the network.
+//! Invariant: the binary is a thin shell over `MockRack`; it adds no behaviour of its own (it
+//! only turns off the request log no one could read), so what the gateway's tests see in
+//! process is what a developer sees over the network.
 
 use std::net::SocketAddr;
 
@@ -28,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
     let rack = MockRack::start(args.listen, &args.password)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    // The request log is for tests in the same process; here nothing can read it, and it would
+    // hold every request body for the life of the process.
+    rack.set_recording(false);
     println!("listening on http://{}", rack.addr());
     tokio::signal::ctrl_c()
         .await

@@ -47,7 +47,8 @@ pub struct Received {
     pub body: Bytes,
     /// The parameters the handler used, in the order it read them.
     pub params: Vec<UsedParam>,
-    /// The `X-Convox-Actor` header, when present.
+    /// The actor the rack records for this call (spec §2.2): `Convox-Actor`, else
+    /// `X-Convox-Actor`, else `rack-password`; `None` for a JWT login.
     pub actor: Option<String>,
     /// Whether this was a WebSocket upgrade request.
     pub websocket: bool,

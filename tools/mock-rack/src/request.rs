@@ -208,10 +208,7 @@ fn record(
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
         .collect();
-    let actor = parts
-        .headers
-        .get("x-convox-actor")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let actor = rack_actor(&parts.headers);
     shared.recorder.push(Received {
         seq,
         method: parts.method.as_str().to_owned(),
@@ -266,6 +263,33 @@ fn malformed_uri() -> Response<Body> {
     );
     h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// The actor a rack records for a password login (spec §2.2): the `Convox-Actor` header, else
+/// `X-Convox-Actor`, each with control characters and surrounding blanks removed, else
+/// `rack-password`. A JWT login's actor is the token's user, which this mock never issues.
+fn rack_actor(headers: &http::HeaderMap) -> Option<String> {
+    let jwt = crate::auth::basic_credentials(headers).is_some_and(|(user, _)| user == b"jwt");
+    if jwt {
+        return None;
+    }
+    let sanitized = |name: &str| {
+        headers.get(name).map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect::<String>()
+                .trim()
+                .to_owned()
+        })
+    };
+    Some(
+        [sanitized("convox-actor"), sanitized("x-convox-actor")]
+            .into_iter()
+            .flatten()
+            .find(|a| !a.is_empty())
+            .unwrap_or_else(|| "rack-password".to_owned()),
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,14 @@ use crate::ws::{CloseFrame, Message, Opcode, Role, WsError, WsReader, WsWriter};
 /// The prefix of the exit-code line that ends exec, run and instance shells (spec §4.3).
 pub const EXIT_MARKER: &str = "F1E49A85-0AD7-4AEF-A618-C249C6E6568D:";
 
+/// What an exec session writes after the client's EOF, a moment later, before its exit
+/// marker: a command's output does not stop when its stdin closes (spec §4.2), so a proxy that
+/// tore the stream down at the client's EOF would lose it, and the exit code.
+pub const AFTER_EOF_OUTPUT: &[u8] = b"stdin closed\n";
+
+/// How long after the client's EOF the exec session writes [`AFTER_EOF_OUTPUT`].
+const AFTER_EOF_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A mock-only request header: the exit code an exec session reports (0 when absent).
 pub const EXIT_CODE_HEADER: &str = "Mock-Exit-Code";
 
@@ -31,7 +39,8 @@ pub const EXIT_CODE_HEADER: &str = "Mock-Exit-Code";
 pub(crate) enum Session {
     /// Send these text frames, then the EOF frame, then idle.
     Script(Vec<Bytes>),
-    /// Echo every stdin frame until the client's EOF, then the exit marker and the EOF frame.
+    /// Echo every stdin frame until the client's EOF, then, a moment later,
+    /// [`AFTER_EOF_OUTPUT`], the exit marker and the EOF frame.
     Echo { exit_code: i64 },
 }
 
@@ -216,6 +225,8 @@ where
                     Some(Message::Close(close)) => return answer_close(writer, close).await,
                 }
             }
+            tokio::time::sleep(AFTER_EOF_DELAY).await;
+            writer.text(AFTER_EOF_OUTPUT).await?;
             writer
                 .text(format!("{EXIT_MARKER}{exit_code}\n").as_bytes())
                 .await?;

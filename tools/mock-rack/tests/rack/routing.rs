@@ -155,9 +155,23 @@ async fn the_actor_header_is_recorded() {
     );
     assert_eq!(send(&rack, raw).await.status, 200);
     assert_eq!(call(&rack, "GET", "/apps?").await.status, 200);
+    // `Convox-Actor` wins over `X-Convox-Actor` (spec §2.2): a gateway that let a client's
+    // through would show here.
+    let both = cli_with(
+        &rack,
+        "GET",
+        "/apps?",
+        &[
+            ("X-Convox-Actor", "alice@example.com"),
+            ("Convox-Actor", "mallory\t@example.com "),
+        ],
+        None,
+    );
+    assert_eq!(send(&rack, both).await.status, 200);
     let received = rack.received();
     assert_eq!(received[0].actor.as_deref(), Some("alice@example.com"));
-    assert_eq!(received[1].actor, None);
+    assert_eq!(received[1].actor.as_deref(), Some("rack-password"));
+    assert_eq!(received[2].actor.as_deref(), Some("mallory@example.com"));
 }
 
 #[tokio::test]

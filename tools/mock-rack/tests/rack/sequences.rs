@@ -6,7 +6,9 @@
 //! fresh rack and checks every answer, not just the last.
 
 use mock_rack::ws::Message;
-use mock_rack::{EXIT_MARKER, ParamSource, SEED_APP, SEED_ENV, SEED_PROCESS, SEED_RELEASE};
+use mock_rack::{
+    AFTER_EOF_OUTPUT, EXIT_MARKER, ParamSource, SEED_APP, SEED_ENV, SEED_PROCESS, SEED_RELEASE,
+};
 use sha2::{Digest, Sha256};
 
 use crate::support::{self, AUTH, call, call_form, cli_with, send, ws_connect, ws_request};
@@ -353,7 +355,13 @@ async fn convox_run() {
     ws.writer.text(b"echo hi\n").await.unwrap();
     assert_eq!(ws.next().await, Some(Message::Text("echo hi\n".into())));
     ws.writer.binary(b"").await.unwrap();
-    assert_eq!(ws.until_eof().await, [format!("{EXIT_MARKER}0\n")]);
+    assert_eq!(
+        ws.until_eof().await,
+        [
+            bytes::Bytes::from_static(AFTER_EOF_OUTPUT),
+            bytes::Bytes::from(format!("{EXIT_MARKER}0\n"))
+        ]
+    );
     let exec = rack.received().into_iter().find(|r| r.websocket).unwrap();
     let command = exec.param("command").unwrap();
     assert_eq!(

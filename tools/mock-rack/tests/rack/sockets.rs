@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 use mock_rack::ws::{CloseFrame, Message, Opcode};
-use mock_rack::{EXIT_CODE_HEADER, EXIT_MARKER, ParamSource, SEED_PROCESS};
+use mock_rack::{AFTER_EOF_OUTPUT, EXIT_CODE_HEADER, EXIT_MARKER, ParamSource, SEED_PROCESS};
 
 use crate::support::{self, AUTH, ws_connect, ws_request};
 
@@ -154,7 +154,13 @@ async fn exec_echoes_stdin_byte_exact_and_ends_with_the_exit_marker() {
     );
 
     ws.writer.binary(b"").await.unwrap();
-    assert_eq!(ws.until_eof().await, [format!("{EXIT_MARKER}0\n")]);
+    assert_eq!(
+        ws.until_eof().await,
+        [
+            Bytes::from_static(AFTER_EOF_OUTPUT),
+            Bytes::from(format!("{EXIT_MARKER}0\n"))
+        ]
+    );
     ws.assert_open().await;
 
     let upgrade = rack.received().into_iter().find(|r| r.websocket).unwrap();
@@ -177,7 +183,13 @@ async fn exec_reports_the_requested_exit_code() {
     let (_, ws) = ws_connect(&rack, &raw).await;
     let mut ws = ws.unwrap();
     ws.writer.binary(b"").await.unwrap();
-    assert_eq!(ws.until_eof().await, [format!("{EXIT_MARKER}3\n")]);
+    assert_eq!(
+        ws.until_eof().await,
+        [
+            Bytes::from_static(AFTER_EOF_OUTPUT),
+            Bytes::from(format!("{EXIT_MARKER}3\n"))
+        ]
+    );
 }
 
 /// The controller writes the exit marker before the provider's error (`ProcessExec`).
