@@ -139,8 +139,9 @@ pub struct CommandCompleted {
     pub request: RequestId,
     pub status: u16,
     pub duration_ns: u64,
-    /// Bytes of the caller's body sent to the rack (so far, if the rack answered before the
-    /// upload ended) and of the answer sent to the caller.
+    /// Bytes of a streamed upload sent to the rack (so far, if the rack answered before the
+    /// upload ended; 0 for a form, whose parameters the intent records) and of the answer
+    /// sent to the caller.
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// SHA-256 of a streamed body, only when it passed whole.

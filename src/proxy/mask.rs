@@ -35,7 +35,9 @@ use crate::policy::canonical::{Param, Part};
 use crate::policy::decide::Grant;
 use crate::policy::permissions::Perm;
 use crate::policy::routes::RouteRule;
-use crate::proxy::secret_text::{credential_ranges, is_jwt, is_known_token, random_looking};
+use crate::proxy::secret_text::{
+    credential_ranges, is_jwt, is_known_token, looks_like_token, random_looking,
+};
 
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";
@@ -310,7 +312,7 @@ pub fn secret_value(value: &str) -> bool {
     if v.is_empty() {
         return false;
     }
-    if !credential_ranges(v).is_empty() || v.contains("PRIVATE KEY") {
+    if !credential_ranges(v, &looks_like_token).is_empty() || v.contains("PRIVATE KEY") {
         return true;
     }
     if v.split_whitespace().any(|w| is_jwt(w) || is_known_token(w)) {
@@ -445,7 +447,7 @@ pub fn mask_release_json(
 /// The body is not JSON, or not a build or a list of builds.
 pub fn scrub_external_build(body: &[u8]) -> Result<Vec<u8>, MaskError> {
     rewrite_string_fields(body, "repository", &mut |repository| {
-        Ok(credential_ranges(repository)
+        Ok(credential_ranges(repository, &looks_like_token)
             .into_iter()
             .map(|r| (r, REDACTED.to_owned()))
             .collect())

@@ -81,11 +81,11 @@ fn secret_name(name: &str) -> bool {
 }
 
 /// Every credential in `word` (see [`credential_ranges`]) replaced by `[redacted]`: a URL's
-/// `user:password@` keeps its user, a lone user that looks like a token goes.
+/// `user:password@` keeps its user, a lone user that [`looks_secret`] goes.
 fn scrub_userinfo(word: &str) -> String {
     let mut out = String::with_capacity(word.len());
     let mut copied = 0;
-    for r in credential_ranges(word) {
+    for r in credential_ranges(word, &looks_secret) {
         out.push_str(word.get(copied..r.start).unwrap_or_default());
         out.push_str("[redacted]");
         copied = r.end;
@@ -191,6 +191,16 @@ mod tests {
         assert_eq!(
             scrub("migrate app:s3cr3t@tcp(db:3306)/app"),
             "migrate app:[redacted]@tcp(db:3306)/app"
+        );
+        // A lone URL user that only the log's dense-word rule takes for a token, and a URL
+        // right after a multi-byte character.
+        assert_eq!(
+            scrub("git clone https://3f9a2c7d1e8b4f60a5c9d2e7@git.example.com/o/r"),
+            "git clone https://[redacted]@git.example.com/o/r"
+        );
+        assert_eq!(
+            scrub("x \u{2192}postgres://u:hunter2@db/app"),
+            "x \u{2192}postgres://u:[redacted]@db/app"
         );
         // Words are split at any whitespace, which is kept as it was.
         assert_eq!(

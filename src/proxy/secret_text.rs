@@ -10,14 +10,19 @@
 use std::ops::Range;
 
 /// The byte ranges of credentials in `s`: the password of every `scheme://user:password@host`
-/// (or the user, when a lone user looks like a token), and, in text without a URL, of a leading
-/// `user:password@host` (a DSN such as Go's MySQL `user:pass@tcp(host:3306)/db`).
+/// (or the user, when a lone user is a secret by `lone_user_secret`), and, in text without a
+/// URL, of a leading `user:password@host` (a DSN such as Go's MySQL
+/// `user:pass@tcp(host:3306)/db`). Env masking passes [`looks_like_token`]; the log passes its
+/// stricter test.
 ///
 /// A URL's userinfo runs to the last `@` before the next whitespace or the next URL's scheme, as
 /// a password may hold a raw `@`, `/`, `?` or `,` (the rack writes its password into the URL
 /// unescaped): a path or query with an `@` in it may be taken for a password, rather than a
 /// password staying in clear.
-pub(crate) fn credential_ranges(s: &str) -> Vec<Range<usize>> {
+pub(crate) fn credential_ranges(
+    s: &str,
+    lone_user_secret: &dyn Fn(&str) -> bool,
+) -> Vec<Range<usize>> {
     let separators: Vec<usize> = s.match_indices("://").map(|(i, _)| i).collect();
     let mut out = Vec::new();
     for (n, &sep) in separators.iter().enumerate() {
@@ -30,7 +35,7 @@ pub(crate) fn credential_ranges(s: &str) -> Vec<Range<usize>> {
         let Some(at) = rest.get(..region).and_then(|r| r.rfind('@')) else {
             continue;
         };
-        if let Some(r) = userinfo_secret(rest.get(..at).unwrap_or_default()) {
+        if let Some(r) = userinfo_secret(rest.get(..at).unwrap_or_default(), lone_user_secret) {
             out.push(authority + r.start..authority + r.end);
         }
     }
@@ -42,7 +47,7 @@ pub(crate) fn credential_ranges(s: &str) -> Vec<Range<usize>> {
         // Only a password here: a lone `user@host` is an address, not a credential.
         if let Some(r) = head
             .rfind('@')
-            .and_then(|at| userinfo_secret(head.get(..at).unwrap_or_default()))
+            .and_then(|at| userinfo_secret(head.get(..at).unwrap_or_default(), lone_user_secret))
             .filter(|r| r.start > 0)
         {
             out.push(r);
@@ -51,21 +56,28 @@ pub(crate) fn credential_ranges(s: &str) -> Vec<Range<usize>> {
     out
 }
 
-/// Where the scheme of the URL whose `://` is at `sep` starts.
+/// Where the scheme of the URL whose `://` is at `sep` starts: just after the last character
+/// before it that a scheme cannot hold (a character boundary, whatever that character's width).
 fn scheme_start(s: &str, sep: usize) -> usize {
     s.get(..sep)
         .and_then(|before| {
-            before.rfind(|c: char| !(c.is_ascii_alphanumeric() || "+-.".contains(c)))
+            before
+                .char_indices()
+                .rfind(|(_, c)| !(c.is_ascii_alphanumeric() || "+-.".contains(*c)))
         })
-        .map_or(0, |j| j + 1)
+        .map_or(0, |(j, c)| j + c.len_utf8())
 }
 
-/// In a URL's `userinfo`, the range of the secret part: the password, or a token-like lone user.
-fn userinfo_secret(userinfo: &str) -> Option<Range<usize>> {
+/// In a URL's `userinfo`, the range of the secret part: the password, or a lone user that
+/// `lone_user_secret` calls secret.
+fn userinfo_secret(
+    userinfo: &str,
+    lone_user_secret: &dyn Fn(&str) -> bool,
+) -> Option<Range<usize>> {
     match userinfo.find(':') {
         Some(colon) if colon + 1 < userinfo.len() => Some(colon + 1..userinfo.len()),
         Some(_) => None,
-        None if looks_like_token(userinfo) => Some(0..userinfo.len()),
+        None if lone_user_secret(userinfo) => Some(0..userinfo.len()),
         None => None,
     }
 }

@@ -360,15 +360,13 @@ impl<S: Fold> RedbStore<S> {
 
     /// The raw stored bytes of `range`, for export and verification (no decoding).
     pub fn read_raw(&self, range: Range<u64>) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        self.wait_indexed(range.end)?;
-        let db = self.db()?;
+        let db = self.wait_indexed(range.end)?;
         read_raw(&*db, range)
     }
 
     /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
-        self.wait_indexed(size)?;
-        let db = self.db()?;
+        let db = self.wait_indexed(size)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
@@ -376,21 +374,26 @@ impl<S: Fold> RedbStore<S> {
 
     /// A consistency proof between two sizes, from the stored nodes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
-        self.wait_indexed(new)?;
-        let db = self.db()?;
+        let db = self.wait_indexed(new)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
         merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
     }
 
     /// Waits until redb holds every acknowledged record below `end` (at most the head), asking
-    /// the sequencer to index now if it does not.
-    fn wait_indexed(&self, end: u64) -> Result<(), StoreError> {
+    /// the sequencer to index now if it does not, and returns that database. It is taken under
+    /// the index's lock, which a reopen holds while it lowers the size and swaps the database
+    /// in: the database returned holds what the size said, never the shorter one a reopen
+    /// brought back before its journal was replayed.
+    fn wait_indexed(&self, end: u64) -> Result<Arc<Database>, StoreError> {
         let need = end.min(self.head().size);
         let (lock, cv) = &self.shared.index;
         let poisoned = || StoreError::Io("store lock poisoned".into());
-        if lock.lock().map_err(|_| poisoned())?.size >= need {
-            return Ok(());
+        {
+            let st = lock.lock().map_err(|_| poisoned())?;
+            if st.size >= need {
+                return self.db();
+            }
         }
         if let Ok(tx) = self.tx.lock()
             && let Some(tx) = tx.as_ref()
@@ -403,7 +406,7 @@ impl<S: Fold> RedbStore<S> {
             .wait_timeout_while(st, INDEX_WAIT, |st| st.size < need && st.error.is_none())
             .map_err(|_| poisoned())?;
         if st.size >= need {
-            return Ok(());
+            return self.db();
         }
         Err(StoreError::Io(format!(
             "the index holds {} of the {need} records asked for: {}",
@@ -524,8 +527,7 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
 
     async fn checkpoints(&self, range: Range<u64>) -> Result<Vec<SignedCheckpoint>, StoreError> {
         // A checkpoint is indexed with the batch it ends.
-        self.wait_indexed(u64::MAX)?;
-        let db = self.db()?;
+        let db = self.wait_indexed(u64::MAX)?;
         read_checkpoints(&*db, range)
     }
 
@@ -1231,15 +1233,20 @@ impl<S: Fold> Sequencer<S> {
         let files = (self.opener)().map_err(|e| format!("cannot reopen the event store: {e}"))?;
         let view = load_view(&files.db).map_err(|e| e.to_string())?;
         {
+            // redb is back at its last synced commit: readers must not take it for more. The
+            // size is lowered and the database swapped in under the index's lock, which readers
+            // hold while they take the database (see `wait_indexed`).
+            let (lock, cv) = &self.shared.index;
+            let mut st = lock.lock().map_err(|_| "store lock poisoned".to_owned())?;
+            st.size = view.size;
             let mut slot = self
                 .shared
                 .db
                 .write()
                 .map_err(|_| "store lock poisoned".to_owned())?;
             *slot = Some(Arc::new(files.db));
+            cv.notify_all();
         }
-        // redb is back at its last synced commit: readers must not take it for more.
-        self.set_indexed(view.size);
         self.view = view;
         let recovered = Journal::open(files.journal, files.direct)
             .map(|j| self.journal = Some(j))

@@ -444,6 +444,8 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("UPSTREAMS", "https://a.example,https://user:pw@b.example", true),
         // A raw `,` or `?` in a password: the userinfo runs to the last `@`.
         ("HOOK", "https://bot:p,w?x@hooks.example/in", true),
+        // A multi-byte character right before the next URL.
+        ("UPSTREAMS", "\u{201c}postgres://app:hunter2@db/app\u{201d},\u{201c}redis://cache:6379\u{201d}", true),
         ("MYSQL", "app:hunter2@tcp(db:3306)/app", true),
         ("CLONE_FROM", "https://ghp_16C7e42F292c6912E7710c838347Ae178B4a@github.com/o/r", true),
         ("SESSION", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJlc2lnbmF0dXJl", true),
