@@ -118,10 +118,14 @@ impl ProxyState {
     /// `StreamClosed`, so a stop leaves no stream without its end in the log.
     pub async fn close_streams(&self) {
         self.streams.close_all();
-        if !self.streams.closed(std::time::Duration::from_secs(5)).await {
+        // Longer than a relay's own bounded close, which starts a moment after `close_all`, so
+        // a stream whose peer stopped reading still records its end before the store closes.
+        let wait = crate::proxy::ws::CLOSE_TIMEOUT + std::time::Duration::from_secs(2);
+        if !self.streams.closed(wait).await {
             crate::server::say(format_args!(
-                "warning: {} streams did not close within 5 s of shutdown",
-                self.streams.len()
+                "warning: {} streams did not close within {} s of shutdown",
+                self.streams.len(),
+                wait.as_secs()
             ));
         }
     }

@@ -61,10 +61,24 @@ impl ExitScanner {
         }
     }
 
-    /// Scans the next piece of the stream.
+    /// Scans the next piece of the stream. The prefix is looked for in every byte, also while a
+    /// code is being read: a prefix the program printed without a line end must not swallow the
+    /// rack's own marker line after it.
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         let pattern = EXIT_MARKER.as_bytes();
         for &b in bytes {
+            while self.matched > 0 && pattern.get(self.matched) != Some(&b) {
+                self.matched = self.fallback.get(self.matched - 1).copied().unwrap_or(0);
+            }
+            if pattern.get(self.matched) == Some(&b) {
+                self.matched += 1;
+            }
+            if self.matched == pattern.len() {
+                // A new prefix: whatever code was pending was not a line of its own.
+                self.matched = 0;
+                self.code = Some(Vec::with_capacity(8));
+                continue;
+            }
             if let Some(code) = &mut self.code {
                 if b == b'\n' {
                     if let Some(parsed) = parse_code(code) {
@@ -76,17 +90,6 @@ impl ExitScanner {
                 } else {
                     self.code = None;
                 }
-                continue;
-            }
-            while self.matched > 0 && pattern.get(self.matched) != Some(&b) {
-                self.matched = self.fallback.get(self.matched - 1).copied().unwrap_or(0);
-            }
-            if pattern.get(self.matched) == Some(&b) {
-                self.matched += 1;
-            }
-            if self.matched == pattern.len() {
-                self.matched = 0;
-                self.code = Some(Vec::with_capacity(8));
             }
         }
     }
@@ -150,6 +153,17 @@ mod tests {
         assert_eq!(scan(&[text.as_bytes()]), Some(5));
         let text = format!("F1E49A85-0AD7-4AEF{}", exit_line(6));
         assert_eq!(scan(&[text.as_bytes()]), Some(6));
+    }
+
+    /// A program that prints the prefix without a line end, then exits 1: the rack's marker
+    /// line right after it still gives the code.
+    #[test]
+    fn a_prefix_the_program_left_open_does_not_hide_the_racks_line() {
+        let text = format!("{EXIT_MARKER}{}", exit_line(1));
+        assert_eq!(scan(&[text.as_bytes()]), Some(1));
+        let text = format!("{EXIT_MARKER}12{}", exit_line(3));
+        let singles: Vec<&[u8]> = text.as_bytes().chunks(1).collect();
+        assert_eq!(scan(&singles), Some(3));
     }
 
     #[test]

@@ -148,6 +148,10 @@ enum LegEnd {
 type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
 type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 
+/// How long a relay's closing may take by default: a peer that stops reading cannot hold the
+/// gateway past it. A shutdown waits longer than this for the streams to record their end.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 // === impl RelayConfig ===
 
 impl Default for RelayConfig {
@@ -158,7 +162,7 @@ impl Default for RelayConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
             idle_after_eof: Duration::from_secs(30),
             caller_silence: Duration::from_secs(60),
-            close_timeout: Duration::from_secs(5),
+            close_timeout: CLOSE_TIMEOUT,
             exit_code: true,
         }
     }
@@ -221,7 +225,16 @@ where
                 Err(end) => break end.on_outbound(),
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
-            () = tokio::time::sleep_until(silent_at) => break ClosedBy::CallerSilent,
+            () = tokio::time::sleep_until(silent_at) => {
+                if inbound.writer.has_pending() {
+                    // The rack is not reading the caller's input (a long statement fed from a
+                    // dump, say): the caller's frames, its pings too, wait unread behind it,
+                    // which says nothing of the caller. Its silence counts from now.
+                    last_from_caller = Instant::now();
+                    continue;
+                }
+                break ClosedBy::CallerSilent;
+            }
         }
     };
 

@@ -261,6 +261,42 @@ async fn a_silent_caller_is_taken_for_gone_and_pings_keep_one_alive() {
     assert_eq!(rack_end, close(1001, b""));
 }
 
+/// A rack that stops reading the caller's input (a long statement in a restore fed from stdin)
+/// holds the caller's frames, its pings too, unread: that is no silence of the caller's, and
+/// the stream stays. Once the rack reads again, a caller that then says nothing is gone.
+#[tokio::test]
+async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
+    let silence = Duration::from_millis(200);
+    let mut h = start(RelayConfig {
+        caller_silence: silence,
+        ..RelayConfig::default()
+    });
+    // More than the pipe to the rack holds: the relay's write to the rack stays pending.
+    let input = Bytes::from(vec![b'x'; 1 << 20]);
+    let writer = &mut h.caller.writer;
+    within("the caller's input", async {
+        let _ = tokio::time::timeout(silence, writer.text(&input)).await;
+    })
+    .await;
+    tokio::time::sleep(silence * 3).await;
+    assert!(
+        !h.relay.is_finished(),
+        "the stream ended while the rack was not reading"
+    );
+    let got = next_message(&mut h.rack).await;
+    assert_eq!(got, Message::Text(input.clone()));
+    // Still relaying: the caller's next frame reaches the rack (a stream already judged silent
+    // would send the rack its close instead).
+    h.caller.writer.ping(b"still here").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Ping(Bytes::from_static(b"still here"))
+    );
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerSilent);
+    assert_eq!(stats.bytes_in, input.len() as u64);
+}
+
 /// A log stream: a line that looks like the exit marker is output, relayed as it is, and no exit
 /// code is reported for the stream.
 #[tokio::test]
