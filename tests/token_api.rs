@@ -335,6 +335,60 @@ async fn one_denial(gw: &Gateway, since: u64) -> CommandRequested {
     c
 }
 
+/// The record before `seq` is the allowed `CommandRequested` of the API call `reply` answered.
+async fn assert_the_call_precedes(gw: &Gateway, seq: u64, method: &str, path: &str, reply: &Reply) {
+    let before = gw.events_since(seq - 1).await.remove(0);
+    let call = requested(&before).expect("the change's CommandRequested right before it");
+    assert_eq!(
+        (call.method.as_str(), call.path.as_str(), call.decision),
+        (method, path, Decision::Allow)
+    );
+    assert_eq!(Some(call.request.0.as_str()), reply.header("x-request-id"));
+    assert!(call.credential.is_some(), "the calling token is named");
+}
+
+/// A user agent is recorded as the proxy records it: scrubbed like a command line, so a CI job
+/// that put its rack URL there leaves no token in the log; a second one is not taken. A `HEAD`
+/// is recorded as a `HEAD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_records_the_user_agent_scrubbed_and_the_method_as_sent() {
+    let gw = Gateway::start().await;
+    let leaked = "rgw_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcd";
+    let agent = format!("deploy-bot http://convox:{leaked}@127.0.0.1:5443");
+    let auth = format!("Bearer {}", gw.admin());
+    let since = gw.head();
+    for (method, agents) in [
+        ("GET", vec![agent.as_str()]),
+        ("HEAD", vec![agent.as_str()]),
+        ("GET", vec!["one", "two"]),
+    ] {
+        let mut headers = vec![("Authorization", auth.as_str())];
+        headers.extend(agents.iter().map(|a| ("User-Agent", *a)));
+        let reply = send(gw.running.console, method, TOKENS, &headers, None).await;
+        assert_eq!(reply.status, 200, "{method}");
+    }
+    let calls: Vec<CommandRequested> = gw
+        .events_since(since)
+        .await
+        .iter()
+        .filter_map(requested)
+        .cloned()
+        .collect();
+    let seen: Vec<(&str, &str)> = calls
+        .iter()
+        .map(|c| (c.method.as_str(), c.user_agent.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("GET", "deploy-bot http://convox:[redacted]@127.0.0.1:5443"),
+            ("HEAD", "deploy-bot http://convox:[redacted]@127.0.0.1:5443"),
+            ("GET", ""),
+        ]
+    );
+    gw.finish().await;
+}
+
 fn create_body(owner: &str, scopes: &[&str]) -> Value {
     json!({"name": "ci", "owner": owner, "scopes": scopes, "expires_in_days": 30})
 }
@@ -387,6 +441,9 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
         }
         other => panic!("expected TokenCreated at {seq}, found {other:?}"),
     }
+    // The call itself is recorded in the same entry, just before: which token asked, from
+    // where, under which request id.
+    assert_the_call_precedes(&gw, seq, "POST", TOKENS, &created).await;
     assert_eq!(gw.proxy_status(&secret).await, 200, "the new token works");
 
     let listed = gw.api("GET", TOKENS, gw.admin(), None).await;
@@ -441,6 +498,7 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
         }
         other => panic!("expected TokenRevoked, found {other:?}"),
     }
+    assert_the_call_precedes(&gw, seq, "DELETE", &path, &revoked).await;
     assert_eq!(gw.proxy_status(&secret).await, 401, "revoked at once");
 
     let before = gw.head();

@@ -54,11 +54,7 @@ impl Call {
         path: String,
         now: Timestamp,
     ) -> Call {
-        let user_agent = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let user_agent = crate::proxy::redact::user_agent(headers);
         Call {
             request_id: state.ids.next(),
             ip: state.client_ip(peer, headers),
@@ -117,15 +113,21 @@ impl Call {
         }
     }
 
-    /// Records an allowed call that changes nothing (a read), before it is answered.
-    pub async fn allow(&self, state: &ConsoleState, caller: &Caller) -> Result<(), ApiError> {
-        let event = self.event(
+    /// The `CommandRequested` of an allowed call by `caller` with `params`, for a change that
+    /// appends it in one entry with its own event (a token created or revoked).
+    pub fn allowed(&self, caller: &Caller, params: Vec<(String, String)>) -> Event {
+        self.event(
             caller,
             Some(TOKEN_MANAGE.to_permission()),
             Decision::Allow,
             "",
-            Vec::new(),
-        );
+            params,
+        )
+    }
+
+    /// Records an allowed call that changes nothing (a read), before it is answered.
+    pub async fn allow(&self, state: &ConsoleState, caller: &Caller) -> Result<(), ApiError> {
+        let event = self.allowed(caller, Vec::new());
         state
             .store
             .append(vec![event])

@@ -47,6 +47,8 @@ use crate::identity::admin::{self, AdminError, Ceiling, TokenRequest};
 pub const TOKENS: &str = "/api/v1/tokens";
 /// The largest request body read: a create names at most the catalogue's permissions.
 pub const MAX_BODY: usize = 16 * 1024;
+/// How long a request body may take to arrive.
+const BODY_WAIT: Duration = Duration::from_secs(30);
 /// The longest revocation reason.
 pub const MAX_REASON: usize = 256;
 
@@ -79,17 +81,18 @@ pub async fn tokens_post(
     )
 }
 
-/// `GET /api/v1/tokens`.
+/// `GET /api/v1/tokens` (and `HEAD`, which the router sends here too: recorded as sent).
 pub async fn tokens_get(
     State(state): State<Arc<ConsoleState>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    method: http::Method,
     headers: HeaderMap,
 ) -> Response {
     let call = Call::new(
         &state,
         peer,
         &headers,
-        "GET",
+        method.as_str(),
         TOKENS.to_owned(),
         Clock.now(),
     );
@@ -169,7 +172,10 @@ async fn create(
         dev_only: false,
         by: caller.token.owner.clone(),
     };
-    let e = match admin::create_token_as(&*state.store, request, &caller.token, call.now).await {
+    let intent = call.allowed(&caller, params.clone());
+    let e = match admin::create_token_as(&*state.store, request, &caller.token, call.now, intent)
+        .await
+    {
         Ok(created) => {
             return Ok(TokenCreatedBody {
                 id: created.id.to_hex(),
@@ -276,7 +282,8 @@ async fn revoke(
             )
             .await);
     }
-    match admin::revoke_token_as(&*state.store, id, reason, &caller.token, call.now).await {
+    let intent = call.allowed(&caller, params.clone());
+    match admin::revoke_token_as(&*state.store, id, reason, &caller.token, call.now, intent).await {
         Ok(seq) => Ok(TokenRevokedBody {
             id: id.to_hex(),
             seq: seq.0,
@@ -344,7 +351,18 @@ async fn read_json<T: DeserializeOwned>(
             "Content-Type",
         ));
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+    // Bounded in time as in size: a body sent a byte a minute would hold the connection.
+    let Ok(read) = tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, MAX_BODY)).await
+    else {
+        return Err(malformed(
+            state,
+            call,
+            "body_too_slow",
+            format!("the body did not arrive within {} s", BODY_WAIT.as_secs()),
+            "body",
+        ));
+    };
+    let bytes = read.map_err(|_| {
         call.count(state, "body_too_large");
         ApiError::TooLarge(MAX_BODY)
     })?;

@@ -93,7 +93,7 @@ pub async fn create_token(
     store: &impl EventStore<Projections>,
     req: TokenRequest,
 ) -> Result<CreatedToken, AdminError> {
-    create(store, req, None).await
+    create(store, req, None, None).await
 }
 
 /// Creates a token on behalf of `caller`, an authenticated token (the gateway API).
@@ -104,12 +104,15 @@ pub async fn create_token(
 /// permissions ([`AdminError::Exceeds`]); the event names `caller`'s owner as `by`; and a token
 /// created by a dev-only token is dev-only, so `dev` cannot mint a token `serve` accepts. The
 /// bounds are checked before and again by the guard at the append, so a demotion or a
-/// revocation of the caller that races the request is never overtaken.
+/// revocation of the caller that races the request is never overtaken. `intent` is the call's
+/// `CommandRequested` (which token, from where, with which request id): appended in the same
+/// entry, before `TokenCreated`, so neither is in the log without the other.
 pub async fn create_token_as(
     store: &impl EventStore<Projections>,
     req: TokenRequest,
     caller: &Token,
     now: Timestamp,
+    intent: Event,
 ) -> Result<CreatedToken, AdminError> {
     for (i, scope) in req.scopes.iter().enumerate() {
         if Perm::parse(&scope.0).is_none() {
@@ -140,6 +143,7 @@ pub async fn create_token_as(
             caller: caller.id,
             now,
         }),
+        Some(intent),
     )
     .await
 }
@@ -148,6 +152,7 @@ async fn create(
     store: &impl EventStore<Projections>,
     req: TokenRequest,
     bound: Option<Bound>,
+    intent: Option<Event>,
 ) -> Result<CreatedToken, AdminError> {
     if req.name.is_empty() || req.name.len() > MAX_NAME || req.name.chars().any(char::is_control) {
         return Err(invalid(
@@ -185,18 +190,20 @@ async fn create(
     let id = TokenId(id);
     let secret = TokenSecret::generate()?;
     let (scopes, owner) = (req.scopes.clone(), req.owner.clone());
+    let recorded = u64::from(intent.is_some());
+    let created = Event::TokenCreated {
+        token: id,
+        name: req.name,
+        owner: req.owner,
+        scopes: req.scopes,
+        secret_sha256: secret.sha256(),
+        expires: req.expires,
+        dev_only: req.dev_only,
+        by: req.by,
+    };
     let appended = store
         .append_if(
-            vec![Event::TokenCreated {
-                token: id,
-                name: req.name,
-                owner: req.owner,
-                scopes: req.scopes,
-                secret_sha256: secret.sha256(),
-                expires: req.expires,
-                dev_only: req.dev_only,
-                by: req.by,
-            }],
+            intent.into_iter().chain([created]).collect(),
             Box::new(move |s: &Projections| {
                 if s.tokens.get(&id).is_some() {
                     return Err(Rejected("token id already exists"));
@@ -219,7 +226,7 @@ async fn create(
     Ok(CreatedToken {
         id,
         secret,
-        seq: appended.first,
+        seq: Seq(appended.first.0 + recorded),
     })
 }
 
@@ -264,25 +271,35 @@ pub async fn revoke_token(
     by: Principal,
     reason: String,
 ) -> Result<Seq, AdminError> {
-    revoke(store, token, by, reason, None).await
+    revoke(store, token, by, reason, None, None).await
 }
 
 /// Revokes a token on behalf of `caller` (the API): as [`revoke_token`], and only while
 /// `caller` is usable and holds [`Perm::GatewayTokenManage`] at the moment of the append, so a
 /// caller revoked or demoted while its request came in revokes nothing (the append is
-/// rejected with [`CALLER_CANNOT_MANAGE`]).
+/// rejected with [`CALLER_CANNOT_MANAGE`]). `intent` is the call's `CommandRequested`,
+/// appended in the same entry before `TokenRevoked`.
 pub async fn revoke_token_as(
     store: &impl EventStore<Projections>,
     token: TokenId,
     reason: String,
     caller: &Token,
     now: Timestamp,
+    intent: Event,
 ) -> Result<Seq, AdminError> {
     let bound = Bound {
         caller: caller.id,
         now,
     };
-    revoke(store, token, caller.owner.clone(), reason, Some(bound)).await
+    revoke(
+        store,
+        token,
+        caller.owner.clone(),
+        reason,
+        Some(bound),
+        Some(intent),
+    )
+    .await
 }
 
 async fn revoke(
@@ -291,10 +308,13 @@ async fn revoke(
     by: Principal,
     reason: String,
     bound: Option<Bound>,
+    intent: Option<Event>,
 ) -> Result<Seq, AdminError> {
+    let recorded = u64::from(intent.is_some());
+    let revoked = Event::TokenRevoked { token, by, reason };
     let appended = store
         .append_if(
-            vec![Event::TokenRevoked { token, by, reason }],
+            intent.into_iter().chain([revoked]).collect(),
             Box::new(move |s: &Projections| {
                 let bound = bound.map(|b| Bound {
                     now: b.now.max(Clock.now()),
@@ -311,7 +331,7 @@ async fn revoke(
             }),
         )
         .await?;
-    Ok(appended.first)
+    Ok(Seq(appended.first.0 + recorded))
 }
 
 /// The guard's refusal when the calling token may no longer manage tokens.
@@ -426,6 +446,24 @@ mod tests {
     use super::*;
     use crate::keys::Keys;
     use crate::store::{self, Store};
+
+    /// The `CommandRequested` an API call by `caller` appends with its change.
+    fn intent(caller: &Token) -> Event {
+        crate::identity::token_call::TokenCall {
+            request_id: "test-1",
+            token: caller,
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            user_agent: "test",
+        }
+        .requested(
+            "POST",
+            "/api/v1/tokens",
+            None,
+            events::event::Decision::Allow,
+            "",
+            Vec::new(),
+        )
+    }
 
     fn p(s: &str) -> Principal {
         Principal(s.to_owned())
@@ -591,6 +629,7 @@ mod tests {
             for_owner("viewer@example.com", &["convox:env:set"]),
             &admin,
             now,
+            intent(&admin),
         )
         .await;
         assert!(matches!(
@@ -602,6 +641,7 @@ mod tests {
             for_owner("nobody@example.com", &["convox:app:read"]),
             &admin,
             now,
+            intent(&admin),
         )
         .await;
         assert!(matches!(
@@ -616,6 +656,7 @@ mod tests {
             for_owner("deployer@example.com", &["convox:env:set"]),
             &narrow,
             now,
+            intent(&narrow),
         )
         .await;
         assert!(matches!(
@@ -627,6 +668,7 @@ mod tests {
             for_owner("viewer@example.com", &["convox:app:read"]),
             &deployer,
             now,
+            intent(&deployer),
         )
         .await;
         assert!(matches!(
@@ -639,7 +681,7 @@ mod tests {
             &["convox:app:read", "convox:app:read"],
         ] {
             assert!(matches!(
-                create_token_as(&store, for_owner("viewer@example.com", bad), &admin, now).await,
+                create_token_as(&store, for_owner("viewer@example.com", bad), &admin, now, intent(&admin)).await,
                 Err(AdminError::Invalid { field, .. }) if field.starts_with("scopes[")
             ));
         }
@@ -649,6 +691,7 @@ mod tests {
             for_owner("viewer@example.com", &["convox:app:read"]),
             &admin,
             now,
+            intent(&admin),
         )
         .await
         .unwrap();
@@ -666,7 +709,8 @@ mod tests {
                     &store,
                     for_owner("viewer@example.com", &["convox:app:read"]),
                     &admin,
-                    now
+                    now,
+                    intent(&admin)
                 )
                 .await,
                 Err(AdminError::Exceeds {
@@ -694,7 +738,8 @@ mod tests {
             .await
             .unwrap();
         let before = store.head().size;
-        let refused = revoke_token_as(&store, victim, "x".into(), &other, now).await;
+        let refused =
+            revoke_token_as(&store, victim, "x".into(), &other, now, intent(&other)).await;
         assert!(
             matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == CALLER_CANNOT_MANAGE),
             "{refused:?}"
@@ -702,9 +747,16 @@ mod tests {
         assert_eq!(store.head().size, before, "a refusal appends nothing");
         assert_eq!(revoked_by(victim), None);
 
-        let seq = revoke_token_as(&store, victim, "rotated".into(), &admin, now)
-            .await
-            .unwrap();
+        let seq = revoke_token_as(
+            &store,
+            victim,
+            "rotated".into(),
+            &admin,
+            now,
+            intent(&admin),
+        )
+        .await
+        .unwrap();
         assert!(seq.0 >= before);
         assert!(revoked_by(victim).is_some());
     }
@@ -737,6 +789,7 @@ mod tests {
             for_owner("dev@example.com", &["convox:app:read"]),
             &dev,
             Timestamp(1),
+            intent(&dev),
         )
         .await
         .unwrap();

@@ -223,7 +223,7 @@ async fn pipeline(
         record_denial(state, &caller, &method, path.as_str(), kind, None, &[]).await?;
         return Err(ProxyError::BadRequest { kind, what });
     }
-    let content_type = single_header(&parts.headers, header::CONTENT_TYPE);
+    let content_type = headers::single(&parts.headers, header::CONTENT_TYPE);
     let (form, body) = match read_form(&content_type, body).await {
         Ok(read) => read,
         Err(e) => {
@@ -529,8 +529,7 @@ fn authenticate(
     )
     .map_err(|e| refuse(e.reason()))?;
     // Recorded on every event of the call, so scrubbed like a command line.
-    let user_agent =
-        redact::scrub(&single_header(req.headers(), header::USER_AGENT).unwrap_or_default());
+    let user_agent = redact::user_agent(req.headers());
     Ok(Caller {
         token,
         ip,
@@ -959,15 +958,6 @@ fn uri_len(uri: &http::Uri) -> usize {
 
 fn content_type_of(params: &CanonicalParams) -> Option<String> {
     params.content_type().map(str::to_owned)
-}
-
-fn single_header(headers: &http::HeaderMap, name: header::HeaderName) -> Option<String> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    first.to_str().ok().map(str::to_owned)
 }
 
 fn is_upgrade(headers: &http::HeaderMap) -> bool {

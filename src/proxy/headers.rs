@@ -153,6 +153,17 @@ pub fn harden_response(headers: &mut HeaderMap) {
     );
 }
 
+/// The one value of header `name`: `None` when it is absent, sent more than once, or not
+/// visible ASCII. What is read once is what is recorded and forwarded, never a first of many.
+pub fn single(headers: &HeaderMap, name: HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok().map(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,13 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The user agent as every event of a call records it (on both listeners): its one value,
+/// scrubbed like a command line (a CI job may put a URL with a token there); empty when it is
+/// absent or sent twice.
+pub fn user_agent(headers: &http::HeaderMap) -> String {
+    scrub(&crate::proxy::headers::single(headers, http::header::USER_AGENT).unwrap_or_default())
+}
+
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
 pub fn scrub(text: &str) -> String {
     if text.contains("-----BEGIN") {
