@@ -26,11 +26,26 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The most of a user agent recorded: every event of the call carries it, and a header may be
+/// tens of kilobytes.
+pub const MAX_USER_AGENT: usize = 512;
+
 /// The user agent as every event of a call records it (on both listeners): its one value,
-/// scrubbed like a command line (a CI job may put a URL with a token there); empty when it is
-/// absent or sent twice.
+/// scrubbed like a command line (a CI job may put a URL with a token there), cut to
+/// [`MAX_USER_AGENT`] bytes with `…` at the cut; empty when it is absent or sent twice.
 pub fn user_agent(headers: &http::HeaderMap) -> String {
-    scrub(&crate::proxy::headers::single(headers, http::header::USER_AGENT).unwrap_or_default())
+    let mut agent = scrub(
+        &crate::proxy::headers::single(headers, http::header::USER_AGENT).unwrap_or_default(),
+    );
+    if agent.len() > MAX_USER_AGENT {
+        let mut cut = MAX_USER_AGENT;
+        while !agent.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        agent.truncate(cut);
+        agent.push('…');
+    }
+    agent
 }
 
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
@@ -214,6 +229,26 @@ mod tests {
             scrub("sh -c\tTOKEN=abc\nls  -la"),
             "sh -c\tTOKEN=[redacted]\nls  -la"
         );
+    }
+
+    #[test]
+    fn a_user_agent_is_recorded_once_scrubbed_and_bounded() {
+        let agent = |values: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in values {
+                h.append(http::header::USER_AGENT, v.parse().unwrap());
+            }
+            user_agent(&h)
+        };
+        assert_eq!(agent(&["convox.go/dev"]), "convox.go/dev");
+        assert_eq!(agent(&["a", "b"]), "", "a second value is not taken");
+        assert_eq!(
+            agent(&["ci postgres://u:hunter2@db/app"]),
+            "ci postgres://u:[redacted]@db/app"
+        );
+        let long = agent(&[&"word ".repeat(400)]);
+        assert_eq!(long.len(), MAX_USER_AGENT + '…'.len_utf8());
+        assert!(long.ends_with('…'));
     }
 
     #[test]
