@@ -619,7 +619,6 @@ async fn record_local(
 /// the routes it must read), or unreadable (cut off, or over the size it reads). The caller is
 /// told them, and `CommandCompleted.failure` records them.
 const ANSWER_ENCODED: &str = "answer_encoded";
-const ANSWER_UNREADABLE: &str = "answer_unreadable";
 
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
 /// when the answer's body ends, without holding the answer for its durability.
@@ -708,16 +707,26 @@ async fn forward(
         let read = if encoded {
             Err(ANSWER_ENCODED)
         } else {
-            Limited::new(incoming, mask::MAX_MASKED_BODY)
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .map_err(|_| ANSWER_UNREADABLE)
+            state.answers.read(incoming).await.map_err(|e| e.kind())
         };
-        // Never an unmasked pass-through: a compressed, oversized or unparseable answer is a
-        // recorded 502 that says so.
-        let masked = read.and_then(|b| rewrite.apply(&b, &state.keys.audit).map_err(|e| e.kind()));
-        let masked = match masked {
+        // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
+        // the gateway has no room to hold) is a recorded 502 that says so.
+        let masked = match read {
+            Ok((body, mut held)) => match rewrite.apply(&body, &state.keys.audit) {
+                Ok(masked) => {
+                    drop(body);
+                    state
+                        .answers
+                        .hold(&mut held, masked.len())
+                        .await
+                        .map(|()| (masked, held))
+                        .map_err(|e| e.kind())
+                }
+                Err(e) => Err(e.kind()),
+            },
+            Err(kind) => Err(kind),
+        };
+        let (masked, held) = match masked {
             Ok(m) => m,
             Err(kind) => {
                 answered_itself(kind);
@@ -730,7 +739,11 @@ async fn forward(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         let body = Metered::new(
             Full::new(Bytes::from(masked)),
-            Box::new(move |out| pending.complete(status, Some(out), None)),
+            Box::new(move |out| {
+                // The room is given back once the answer is sent or abandoned.
+                drop(held);
+                pending.complete(status, Some(out), None);
+            }),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
@@ -835,11 +848,11 @@ async fn current_env(
     if !status.is_success() {
         return Err(fail(status.as_u16(), None));
     }
-    let body = Limited::new(response.into_body(), mask::MAX_MASKED_BODY)
-        .collect()
+    let (body, _held) = state
+        .answers
+        .read(response.into_body())
         .await
-        .map_err(|_| fail(502, Some(ANSWER_UNREADABLE)))?
-        .to_bytes();
+        .map_err(|e| fail(502, Some(e.kind())))?;
     let meter = Meter {
         bytes: body.len() as u64,
         sha256: events::hash::object_digest(&body),

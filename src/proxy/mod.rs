@@ -5,6 +5,7 @@
 //! **Invariant:** no byte reaches the rack unless a `CommandRequested` with decision `allow`
 //! for exactly that canonical request is durable in the log.
 
+pub mod answers;
 pub mod flood;
 pub mod handler;
 pub mod headers;

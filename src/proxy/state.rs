@@ -33,6 +33,8 @@ pub struct ProxyState {
     pub streams: Arc<Streams>,
     /// Protected env vars by app (`*` for every app).
     pub protected_env: std::collections::BTreeMap<String, Vec<String>>,
+    /// The bytes of rack answers held to be rewritten, over all callers.
+    pub answers: crate::proxy::answers::Budget,
     flood: Arc<Flood>,
     ids: RequestIds,
 }
@@ -64,6 +66,7 @@ impl ProxyState {
             limits,
             streams: Arc::new(Streams::default()),
             protected_env: std::collections::BTreeMap::new(),
+            answers: crate::proxy::answers::Budget::default(),
             flood: Arc::new(Flood::new(limits.per_ip_per_minute)),
             ids: RequestIds::new(),
         }
