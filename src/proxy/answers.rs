@@ -5,15 +5,20 @@
 //! gateway hold a release list of many megabytes (read whole, then rewritten) for as long as
 //! they take to read the answer, on every connection they hold.
 //!
-//! **Invariant:** every byte read is counted against the budget before it is kept, and stays
-//! counted until the [`Held`] that carries it is dropped (when the rewritten answer has been
-//! sent or abandoned). A read that cannot get room within [`WAIT`] fails; nothing waits forever.
+//! **Invariant:** every byte read is counted against the budget, twice (the answer and its
+//! rewritten copy), before it is kept, and the rewritten copy stays counted until its last
+//! piece has been handed to the connection ([`Rewritten`], sent in pieces of [`PIECE`] so the
+//! connection holds little of it). A read waits for room only while it holds none: it reserves
+//! what the answer's length says (or [`FIRST`] when unknown) and takes more without waiting,
+//! failing at once when there is none, so reads never wait on each other's room.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body::Body;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -23,6 +28,10 @@ use super::mask::MAX_MASKED_BODY;
 pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
 /// How long a read waits for room before it fails.
 pub const WAIT: Duration = Duration::from_secs(10);
+/// What a read of unknown length reserves before its first byte.
+pub const FIRST: usize = 256 * 1024;
+/// The pieces a rewritten answer is handed to the connection in.
+pub const PIECE: usize = 64 * 1024;
 /// The budget is counted in units of this many bytes.
 const UNIT: usize = 1024;
 
@@ -50,6 +59,13 @@ pub struct Held {
     permit: Option<OwnedSemaphorePermit>,
 }
 
+/// A rewritten answer as a body: handed out in pieces of [`PIECE`], holding its room until the
+/// last piece is taken.
+pub struct Rewritten {
+    rest: Bytes,
+    held: Option<Held>,
+}
+
 // === impl ReadError ===
 
 impl ReadError {
@@ -74,13 +90,27 @@ impl Budget {
         }
     }
 
-    /// Reads `body` whole, counting each piece against the budget before keeping it.
+    /// Reads `body` whole, its room (and its rewritten copy's) taken before each piece is kept.
     pub async fn read<B>(&self, body: B) -> Result<(Bytes, Held), ReadError>
     where
         B: Body<Data = Bytes> + Unpin,
     {
         let mut body = body;
-        let mut held = Held { permit: None };
+        let known = body.size_hint().exact();
+        if known.is_some_and(|n| n > MAX_MASKED_BODY as u64) {
+            return Err(ReadError::TooLarge);
+        }
+        let first = known.map_or(FIRST, |n| usize::try_from(n).unwrap_or(MAX_MASKED_BODY));
+        let permit = tokio::time::timeout(
+            self.wait,
+            self.room.clone().acquire_many_owned(units(2 * first)?),
+        )
+        .await
+        .map_err(|_| ReadError::Busy)?
+        .map_err(|_| ReadError::Busy)?;
+        let mut held = Held {
+            permit: Some(permit),
+        };
         let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ReadError::Unreadable)?;
@@ -88,30 +118,42 @@ impl Budget {
                 // Trailers carry no body bytes.
                 continue;
             };
-            if buf.len() + data.len() > MAX_MASKED_BODY {
+            let len = buf.len() + data.len();
+            if len > MAX_MASKED_BODY {
                 return Err(ReadError::TooLarge);
             }
-            let before = buf.len().div_ceil(UNIT);
-            let after = (buf.len() + data.len()).div_ceil(UNIT);
-            self.take(&mut held, after - before).await?;
+            self.grow_to(&mut held, 2 * len)?;
             buf.extend_from_slice(&data);
         }
         Ok((buf.freeze(), held))
     }
 
-    /// Counts `bytes` more against the budget in `held` (a rewritten copy of an answer).
-    pub async fn hold(&self, held: &mut Held, bytes: usize) -> Result<(), ReadError> {
-        self.take(held, bytes.div_ceil(UNIT)).await
-    }
-
-    async fn take(&self, held: &mut Held, units: usize) -> Result<(), ReadError> {
-        if units == 0 {
+    /// Makes `held` cover exactly a rewritten copy of `len` bytes once the answer it was read
+    /// for is gone: the surplus goes back, a shortfall is taken without waiting.
+    pub fn fit(&self, held: &mut Held, len: usize) -> Result<(), ReadError> {
+        let want = len.div_ceil(UNIT);
+        let have = held.units();
+        if have > want {
+            if let Some(p) = held.permit.as_mut() {
+                drop(p.split(have - want));
+            }
             return Ok(());
         }
-        let units = u32::try_from(units).map_err(|_| ReadError::TooLarge)?;
-        let permit = tokio::time::timeout(self.wait, self.room.clone().acquire_many_owned(units))
-            .await
-            .map_err(|_| ReadError::Busy)?
+        self.grow_to(held, len)
+    }
+
+    /// Takes what `held` lacks to cover `bytes`, without waiting: a read that holds room never
+    /// waits for more (it would wait on reads that wait on it).
+    fn grow_to(&self, held: &mut Held, bytes: usize) -> Result<(), ReadError> {
+        let more = bytes.div_ceil(UNIT).saturating_sub(held.units());
+        if more == 0 {
+            return Ok(());
+        }
+        let more = u32::try_from(more).map_err(|_| ReadError::TooLarge)?;
+        let permit = self
+            .room
+            .clone()
+            .try_acquire_many_owned(more)
             .map_err(|_| ReadError::Busy)?;
         match &mut held.permit {
             Some(p) => p.merge(permit),
@@ -127,6 +169,57 @@ impl Default for Budget {
     }
 }
 
+fn units(bytes: usize) -> Result<u32, ReadError> {
+    u32::try_from(bytes.div_ceil(UNIT)).map_err(|_| ReadError::TooLarge)
+}
+
+// === impl Held ===
+
+impl Held {
+    fn units(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
+
+// === impl Rewritten ===
+
+impl Rewritten {
+    pub fn new(answer: Bytes, held: Held) -> Rewritten {
+        Rewritten {
+            rest: answer,
+            held: Some(held),
+        }
+    }
+}
+
+impl Body for Rewritten {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.rest.is_empty() {
+            self.held = None;
+            return Poll::Ready(None);
+        }
+        let n = self.rest.len().min(PIECE);
+        let piece = self.rest.split_to(n);
+        Poll::Ready(Some(Ok(Frame::data(piece))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use http_body_util::Full;
@@ -137,27 +230,76 @@ mod tests {
         Full::new(Bytes::from(vec![b'x'; len]))
     }
 
-    /// Room is taken as an answer is read and given back when its holder is dropped; a read
-    /// that finds no room within the wait fails instead of waiting on.
+    /// A body that does not say its length (as a chunked answer).
+    struct Unsized(Full<Bytes>);
+
+    impl Body for Unsized {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+    }
+
+    fn budget(units: usize) -> Budget {
+        Budget::new(units * UNIT, Duration::from_millis(50))
+    }
+
+    /// An answer and its rewritten copy are counted while they are held; a read that finds no
+    /// room within the wait fails, and the surplus goes back once the copy is made.
     #[tokio::test]
     async fn answers_held_at_once_stay_within_the_budget() {
-        let budget = Budget::new(8 * UNIT, Duration::from_millis(50));
+        let budget = budget(16);
         let (first, mut held) = budget.read(body(5 * UNIT)).await.unwrap();
         assert_eq!(first.len(), 5 * UNIT);
         assert_eq!(
             budget.read(body(5 * UNIT)).await.err(),
             Some(ReadError::Busy),
-            "5 of 8 units are held"
+            "10 of 16 units are held: the answer and room for its copy"
         );
-        budget.hold(&mut held, 3 * UNIT).await.unwrap();
-        assert_eq!(
-            budget.read(body(1)).await.err(),
-            Some(ReadError::Busy),
-            "the rewritten copy counts too"
-        );
+        drop(first);
+        budget.fit(&mut held, 3 * UNIT).unwrap();
+        let (_second, _held2) = budget.read(body(5 * UNIT)).await.unwrap();
         drop(held);
-        let (again, _held) = budget.read(body(8 * UNIT)).await.unwrap();
-        assert_eq!(again.len(), 8 * UNIT);
+        let (_third, _held3) = budget.read(body(3 * UNIT)).await.unwrap();
+    }
+
+    /// A read of unknown length takes more room as it goes, without waiting: with none left
+    /// it fails at once rather than wait on reads that may be waiting on it.
+    #[tokio::test]
+    async fn a_read_of_unknown_length_never_waits_holding_room() {
+        let budget = Budget::new(4 * FIRST, Duration::from_secs(3600));
+        let (_big, _held) = budget.read(Unsized(body(FIRST))).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(
+            budget.read(Unsized(body(2 * FIRST))).await.err(),
+            Some(ReadError::Busy)
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "it waited");
+    }
+
+    /// The rewritten answer keeps its room until its last piece is handed out.
+    #[tokio::test]
+    async fn a_rewritten_answer_holds_its_room_until_its_last_piece_is_taken() {
+        let budget = budget(8);
+        let (answer, mut held) = budget.read(body(3 * UNIT)).await.unwrap();
+        budget.fit(&mut held, answer.len()).unwrap();
+        let mut rewritten = Rewritten::new(answer, held);
+        assert_eq!(
+            budget.read(body(3 * UNIT)).await.err(),
+            Some(ReadError::Busy),
+            "3 held, 5 free, 6 needed"
+        );
+        let mut sent = 0;
+        while let Some(frame) = rewritten.frame().await {
+            sent += frame.unwrap().into_data().unwrap().len();
+        }
+        assert_eq!(sent, 3 * UNIT);
+        let (_again, _held) = budget.read(body(3 * UNIT)).await.unwrap();
     }
 
     #[tokio::test]
@@ -165,6 +307,10 @@ mod tests {
         let budget = Budget::default();
         assert_eq!(
             budget.read(body(MAX_MASKED_BODY + 1)).await.err(),
+            Some(ReadError::TooLarge)
+        );
+        assert_eq!(
+            budget.read(Unsized(body(MAX_MASKED_BODY + 1))).await.err(),
             Some(ReadError::TooLarge)
         );
         let (whole, _held) = budget.read(body(MAX_MASKED_BODY)).await.unwrap();

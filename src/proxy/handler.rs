@@ -615,9 +615,9 @@ async fn record_local(
     append(state, event).await
 }
 
-/// The error kinds of a rack answer the gateway would not use: compressed (it asks for none on
-/// the routes it must read), or unreadable (cut off, or over the size it reads). The caller is
-/// told them, and `CommandCompleted.failure` records them.
+/// The error kind of a compressed rack answer the gateway must read (it asks for none on those
+/// routes). With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room)
+/// and of the masking, the caller is told it and `CommandCompleted.failure` records it.
 const ANSWER_ENCODED: &str = "answer_encoded";
 
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
@@ -717,8 +717,7 @@ async fn forward(
                     drop(body);
                     state
                         .answers
-                        .hold(&mut held, masked.len())
-                        .await
+                        .fit(&mut held, masked.len())
                         .map(|()| (masked, held))
                         .map_err(|e| e.kind())
                 }
@@ -737,13 +736,10 @@ async fn forward(
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
+        // Handed to the connection in pieces, holding its room in the budget until the last.
         let body = Metered::new(
-            Full::new(Bytes::from(masked)),
-            Box::new(move |out| {
-                // The room is given back once the answer is sent or abandoned.
-                drop(held);
-                pending.complete(status, Some(out), None);
-            }),
+            crate::proxy::answers::Rewritten::new(Bytes::from(masked), held),
+            Box::new(move |out| pending.complete(status, Some(out), None)),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }

@@ -26,19 +26,19 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The most of a user agent recorded: every event of the call carries it, and a header may be
-/// tens of kilobytes.
+/// The most bytes of a user agent recorded, the cut's ellipsis included: every event of the
+/// call carries it, and a header may be tens of kilobytes.
 pub const MAX_USER_AGENT: usize = 512;
 
 /// The user agent as every event of a call records it (on both listeners): its one value,
-/// scrubbed like a command line (a CI job may put a URL with a token there), cut to
-/// [`MAX_USER_AGENT`] bytes with `…` at the cut; empty when it is absent or sent twice.
+/// scrubbed like a command line (a CI job may put a URL with a token there), cut to at most
+/// [`MAX_USER_AGENT`] bytes, ending in `…` when cut; empty when it is absent or sent twice.
 pub fn user_agent(headers: &http::HeaderMap) -> String {
     let mut agent = scrub(
         &crate::proxy::headers::single(headers, http::header::USER_AGENT).unwrap_or_default(),
     );
     if agent.len() > MAX_USER_AGENT {
-        let mut cut = MAX_USER_AGENT;
+        let mut cut = MAX_USER_AGENT - '…'.len_utf8();
         while !agent.is_char_boundary(cut) {
             cut -= 1;
         }
@@ -247,7 +247,7 @@ mod tests {
             "ci postgres://u:[redacted]@db/app"
         );
         let long = agent(&[&"word ".repeat(400)]);
-        assert_eq!(long.len(), MAX_USER_AGENT + '…'.len_utf8());
+        assert_eq!(long.len(), MAX_USER_AGENT);
         assert!(long.ends_with('…'));
     }
 

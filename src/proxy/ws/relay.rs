@@ -51,7 +51,10 @@ pub struct RelayConfig {
     /// How long the caller may send nothing at all, not even a ping, before it is taken for
     /// gone: the CLI pings every 5 s on every socket, and a caller that vanished without a FIN
     /// (a laptop asleep, a dropped NAT mapping) would otherwise hold its stream slot and the
-    /// rack's socket for as long as the stream stays quiet.
+    /// rack's socket for as long as the stream stays quiet. The clock does not run out while
+    /// the relay is blocked writing the caller's input to a rack that is not reading it: the
+    /// caller's frames, pings too, then wait unread, which says nothing of the caller, and
+    /// cutting a live restore short is worse than holding a slot until the rack reads again.
     pub caller_silence: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
@@ -105,7 +108,8 @@ pub enum ClosedBy {
     RackViolation(Violation),
     /// Both sides had sent EOF, then no data frame came for `idle_after_eof`.
     Idle,
-    /// No frame of any kind came from the caller for `caller_silence`.
+    /// No frame of any kind came from the caller for `caller_silence` (while the rack was
+    /// reading the caller's input).
     CallerSilent,
     /// The cancellation signal fired (a revoked token, a disabled user, shutdown).
     Cancelled,
