@@ -9,8 +9,10 @@
 //! rewritten copy), before it is kept, and the rewritten copy stays counted until its last
 //! piece has been handed to the connection ([`Rewritten`], sent in pieces of [`PIECE`] so the
 //! connection holds little of it). A read waits for room only while it holds none: it reserves
-//! what the answer's length says (or [`FIRST`] when unknown) and takes more without waiting,
-//! failing at once when there is none, so reads never wait on each other's room.
+//! what the answer's length says (or [`FIRST`] when unknown), taking none of it until all is
+//! free, and takes more without waiting, failing at once when there is none, so reads never
+//! wait on each other's room. The pieces are copies: a piece the connection still queues
+//! after the body is gone holds only itself.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +36,8 @@ pub const FIRST: usize = 256 * 1024;
 pub const PIECE: usize = 64 * 1024;
 /// The budget is counted in units of this many bytes.
 const UNIT: usize = 1024;
+/// How often a read waiting for room looks again.
+const RETRY: Duration = Duration::from_millis(5);
 
 /// Why an answer was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -101,16 +105,7 @@ impl Budget {
             return Err(ReadError::TooLarge);
         }
         let first = known.map_or(FIRST, |n| usize::try_from(n).unwrap_or(MAX_MASKED_BODY));
-        let permit = tokio::time::timeout(
-            self.wait,
-            self.room.clone().acquire_many_owned(units(2 * first)?),
-        )
-        .await
-        .map_err(|_| ReadError::Busy)?
-        .map_err(|_| ReadError::Busy)?;
-        let mut held = Held {
-            permit: Some(permit),
-        };
+        let mut held = self.reserve(units(2 * first)?).await?;
         let mut buf = BytesMut::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ReadError::Unreadable)?;
@@ -126,6 +121,28 @@ impl Budget {
             buf.extend_from_slice(&data);
         }
         Ok((buf.freeze(), held))
+    }
+
+    /// Waits up to the budget's wait for `units` of room, taking none until all are free:
+    /// tokio's `acquire_many` would take what is free at once and hold it while it waits,
+    /// starving every other read behind one large one.
+    async fn reserve(&self, units: u32) -> Result<Held, ReadError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            match self.room.clone().try_acquire_many_owned(units) {
+                Ok(permit) => {
+                    return Ok(Held {
+                        permit: Some(permit),
+                    });
+                }
+                Err(tokio::sync::TryAcquireError::NoPermits)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(RETRY).await;
+                }
+                Err(_) => return Err(ReadError::Busy),
+            }
+        }
     }
 
     /// Makes `held` cover exactly a rewritten copy of `len` bytes once the answer it was read
@@ -207,7 +224,9 @@ impl Body for Rewritten {
             return Poll::Ready(None);
         }
         let n = self.rest.len().min(PIECE);
-        let piece = self.rest.split_to(n);
+        // A copy, not a view: the connection may keep a piece queued after the body is gone,
+        // and a view would keep the whole answer allocated outside the budget.
+        let piece = Bytes::copy_from_slice(&self.rest.split_to(n));
         Poll::Ready(Some(Ok(Frame::data(piece))))
     }
 
@@ -266,6 +285,26 @@ mod tests {
         let (_second, _held2) = budget.read(body(5 * UNIT)).await.unwrap();
         drop(held);
         let (_third, _held3) = budget.read(body(3 * UNIT)).await.unwrap();
+    }
+
+    /// A read waiting for more room than is free takes none of it meanwhile: a smaller read
+    /// behind it gets what is free at once.
+    #[tokio::test]
+    async fn a_waiting_read_does_not_starve_smaller_ones() {
+        let budget = Budget::new(16 * UNIT, Duration::from_secs(5));
+        let (_first, held) = budget.read(body(5 * UNIT)).await.unwrap();
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.read(body(5 * UNIT)).await.map(|(b, _)| b.len()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let small = tokio::time::timeout(Duration::from_millis(500), budget.read(body(2 * UNIT)))
+            .await
+            .expect("the small read waited behind the large one");
+        let (_small, small_held) = small.unwrap();
+        drop(small_held);
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), Ok(5 * UNIT));
     }
 
     /// A read of unknown length takes more room as it goes, without waiting: with none left
