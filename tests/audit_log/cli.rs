@@ -206,6 +206,67 @@ fn consistency_proves_one_checkpoint_extends_another() {
     );
 }
 
+/// An auditor keeps the newest checkpoint of each export and checks the next export against
+/// it: a log truncated or rolled back since fails, which no check of the new export alone sees.
+#[test]
+fn a_saved_checkpoint_catches_a_log_rolled_back_since() {
+    let key = golden_key();
+    let saved = tempfile::tempdir().expect("tempdir");
+    let note = |n: u64| {
+        let to = saved.path().join(format!("{n}.note"));
+        std::fs::copy(golden().join(format!("checkpoints/{n:010}.note")), &to).expect("copy");
+        to
+    };
+    let check = |export: &std::path::Path, note: &std::path::Path| {
+        support::run(
+            support::rack_audit()
+                .arg("consistency")
+                .arg(export)
+                .arg("--old-note")
+                .arg(note)
+                .args(["--key", &key]),
+            Duration::from_secs(60),
+        )
+    };
+    // The same log, grown since the saved checkpoint (or exactly at it): consistent.
+    for n in [1, 6] {
+        let out = check(&golden(), &note(n));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json_of(&out)["verified"], true, "checkpoint {n}");
+    }
+    // The export no longer reaches the saved checkpoint: rolled back.
+    let rolled_back = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&golden(), rolled_back.path());
+    std::fs::remove_file(rolled_back.path().join("checkpoints/0000000006.note")).expect("rm");
+    let out = check(rolled_back.path(), &note(6));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = json_of(&out);
+    assert_eq!(v["verified"], false);
+    assert!(
+        v["error"].as_str().expect("error").contains("rolled back"),
+        "{v}"
+    );
+    // A saved checkpoint is trusted only under a pinned key.
+    let out = support::run(
+        support::rack_audit()
+            .arg("consistency")
+            .arg(golden())
+            .arg("--old-note")
+            .arg(note(1)),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn dump_prints_records_in_the_json_form() {
     let out = support::run(

@@ -4,7 +4,7 @@
 //! `prove` and `consistency` verify the signed checkpoints they use before trusting their roots.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -167,12 +167,12 @@ fn open_checkpoint(
     let (name, note) = notes
         .get(idx)
         .with_context(|| format!("no checkpoint number {idx}"))?;
-    let (unverified, _) = checkpoint::parse_unverified(note).with_context(|| name.clone())?;
     let (key, pinned) = match key {
         Some(k) => (k.clone(), true),
         None => (log_key(input)?, false),
     };
-    let cp = checkpoint::open_checkpoint(note, &unverified.origin, &key)
+    // The note must name the log the key is for (a key's name is its log's origin).
+    let cp = checkpoint::open_checkpoint(note, key.name(), &key)
         .with_context(|| format!("{name}: signature"))?;
     Ok((name.clone(), cp, pinned))
 }
@@ -245,22 +245,78 @@ pub fn prove(path: &Path, seq: u64, n: Option<u64>, key: Option<&str>) -> anyhow
     })
 }
 
+/// The older checkpoint of a consistency check.
+pub enum Old {
+    /// Checkpoint number N of the same export.
+    Number(u64),
+    /// A note the auditor kept from an earlier export.
+    Saved(PathBuf),
+}
+
+/// The most bytes of a saved checkpoint note read (notes are a few hundred bytes).
+const MAX_SAVED_NOTE: u64 = 64 * 1024;
+
 /// `rack-audit consistency`.
-pub fn consistency(path: &Path, old: u64, new: u64, key: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn consistency(
+    path: &Path,
+    old: Old,
+    new: Option<u64>,
+    key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
     let input = Input::open(path)?;
-    let (old_name, a, pinned) = open_checkpoint(&input, Some(old), key.as_ref())?;
-    let (new_name, b, _) = open_checkpoint(&input, Some(new), key.as_ref())?;
-    if a.size > b.size || a.size == 0 {
+    let saved = matches!(old, Old::Saved(_));
+    let (old_name, a, pinned) = match old {
+        Old::Number(n) => open_checkpoint(&input, Some(n), key.as_ref())?,
+        Old::Saved(file) => {
+            let key = key.as_ref().context(
+                "--old-note needs --key: a saved checkpoint is trusted under the key you pin",
+            )?;
+            let name = file.display().to_string();
+            let len = std::fs::metadata(&file)
+                .with_context(|| name.clone())?
+                .len();
+            if len > MAX_SAVED_NOTE {
+                bail!("{name}: {len} bytes is not a checkpoint note");
+            }
+            let note = std::fs::read(&file).with_context(|| name.clone())?;
+            // The note must name the log the key is for, and be signed by it.
+            let cp = checkpoint::open_checkpoint(&note, key.name(), key)
+                .with_context(|| format!("{name}: signature"))?;
+            (name, cp, true)
+        }
+    };
+    let (new_name, b, _) = open_checkpoint(&input, new, key.as_ref())?;
+    if a.size == 0 || (a.size > b.size && !saved) {
         bail!(
             "{old_name} (size {}) cannot precede {new_name} (size {})",
             a.size,
             b.size
         );
     }
-    let nodes = tree(&input, b.size)?;
-    let proof = merkle::consistency_proof(a.size, b.size, &nodes)?;
-    let verdict = merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &proof);
+    let proof = if a.size < b.size {
+        merkle::consistency_proof(a.size, b.size, &tree(&input, b.size)?)?
+    } else {
+        Vec::new()
+    };
+    let verdict = if a.size > b.size {
+        Err(format!(
+            "the export's checkpoint {new_name} has {} records, fewer than the {} of the \
+             checkpoint you saved: the log was truncated or rolled back since",
+            b.size, a.size
+        ))
+    } else if a.size == b.size {
+        (a.root == b.root).then_some(()).ok_or_else(|| {
+            format!(
+                "{old_name} and {new_name} sign different trees of {} records: the log forked",
+                a.size
+            )
+        })
+    } else {
+        merkle::verify_consistency(a.size, b.size, &a.root, &b.root, &proof)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
     let v = json!({
         "old": {"checkpoint": old_name, "size": a.size, "root": a.root.to_hex()},
         "new": {"checkpoint": new_name, "size": b.size, "root": b.root.to_hex()},

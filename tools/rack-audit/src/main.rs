@@ -43,13 +43,24 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
-    /// Prove that checkpoint OLD's tree is a prefix of checkpoint NEW's.
+    /// Prove that checkpoint OLD's tree is a prefix of checkpoint NEW's (default: the newest).
+    ///
+    /// With `--old-note`, OLD is a checkpoint note saved from an earlier export (`--key`
+    /// required): a log rolled back, truncated or forked since then fails here, which no check
+    /// of the export alone can see.
     Consistency {
         path: std::path::PathBuf,
+        #[arg(
+            long,
+            required_unless_present = "old_note",
+            conflicts_with = "old_note"
+        )]
+        old: Option<u64>,
+        /// A checkpoint note kept from an earlier export.
+        #[arg(long, requires = "key")]
+        old_note: Option<std::path::PathBuf>,
         #[arg(long)]
-        old: u64,
-        #[arg(long)]
-        new: u64,
+        new: Option<u64>,
         #[arg(long)]
         key: Option<String>,
     },
@@ -76,9 +87,17 @@ fn main() -> ExitCode {
         Command::Consistency {
             path,
             old,
+            old_note,
             new,
             key,
-        } => commands::consistency(&path, old, new, key.as_deref()),
+        } => {
+            let old = match (old, old_note) {
+                (_, Some(note)) => commands::Old::Saved(note),
+                (Some(n), None) => commands::Old::Number(n),
+                (None, None) => unreachable!("clap requires --old or --old-note"),
+            };
+            commands::consistency(&path, old, new, key.as_deref())
+        }
         Command::Dump { path, from, to } => commands::dump(&path, from, to),
     };
     match result {
