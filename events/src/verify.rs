@@ -135,6 +135,14 @@ pub enum VerifyError {
     Manifest { object: String, what: String },
     #[error("{object}: not named by any manifest")]
     Unlisted { object: String },
+    /// A data directory's stored entries are broken at `seq` (an entry missing or cut short):
+    /// its records were altered, not merely unreadable.
+    #[error("seq {seq} in {object}: {what}")]
+    Stored {
+        seq: u64,
+        object: String,
+        what: String,
+    },
     #[error("cannot read {object}: {what}")]
     Io { object: String, what: String },
     #[error("{0}")]
@@ -225,6 +233,7 @@ impl VerifyError {
     pub fn kind(&self) -> &'static str {
         match self {
             VerifyError::Undecodable { .. } => "undecodable_record",
+            VerifyError::Stored { .. } => "stored_entry_broken",
             VerifyError::SeqMismatch { .. } => "seq_mismatch",
             VerifyError::HashChain { .. } => "hash_chain",
             VerifyError::Altered { .. } => "record_altered",
@@ -246,6 +255,7 @@ impl VerifyError {
     pub fn seq(&self) -> Option<u64> {
         match self {
             VerifyError::Undecodable { seq, .. }
+            | VerifyError::Stored { seq, .. }
             | VerifyError::HashChain { seq, .. }
             | VerifyError::Altered { seq, .. }
             | VerifyError::Truncated { seq, .. } => Some(*seq),
@@ -260,6 +270,7 @@ impl VerifyError {
     pub fn object(&self) -> Option<&str> {
         match self {
             VerifyError::Undecodable { object, .. }
+            | VerifyError::Stored { object, .. }
             | VerifyError::SeqMismatch { object, .. }
             | VerifyError::Truncated { object, .. }
             | VerifyError::Signature { object, .. }

@@ -538,6 +538,51 @@ fn every_byte_of_a_record_flipped_names_that_record() {
     }
 }
 
+/// A data directory whose database was edited (an entry of records deleted) fails as an
+/// integrity failure, exit 1, naming the seq where the entries break; not as an I/O error.
+#[test]
+fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
+    let p = pristine();
+    let data = p.export.parent().expect("fixture root").join("data");
+    let copy = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&data, copy.path());
+    let log = rack_gateway::store::log_path(copy.path());
+    let removed = {
+        let records = redb::TableDefinition::<u64, &[u8]>::new("records");
+        let db = redb::Database::open(&log).expect("open the copied database");
+        let txn = db.begin_write().expect("write");
+        let removed = {
+            let mut table = txn.open_table(records).expect("records");
+            let keys: Vec<u64> = redb::ReadableTable::iter(&table)
+                .expect("iter")
+                .map(|e| e.expect("entry").0.value())
+                .collect();
+            let middle = keys[keys.len() / 2];
+            table.remove(middle).expect("remove");
+            middle
+        };
+        txn.commit().expect("commit");
+        removed
+    };
+    let out = support::run(
+        support::rack_audit()
+            .arg("verify")
+            .arg(copy.path())
+            .arg("--json"),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["failure"]["kind"], "stored_entry_broken", "{v}");
+    assert_eq!(v["failure"]["seq"], removed, "{v}");
+}
+
 #[test]
 fn pristine_export_verifies_against_the_pinned_key() {
     check(Case::Pristine);

@@ -52,27 +52,34 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
         Input::Store(reader) => {
             let notes = input.checkpoints()?;
             let total = reader.len()?;
-            let first = reader.read_raw(0..1)?;
-            let Some((_, first)) = first.first() else {
-                bail!("{}: the store holds no records", path.display());
-            };
-            verify::verify_records(first, total, &notes, key.as_ref(), progress, &mut |f| {
-                let mut failure = None;
-                let read = reader.for_each_raw(0..u64::MAX, |seq, bytes| {
-                    f(seq, bytes).map_err(|e| {
-                        failure = Some(e);
-                        events::store::StoreError::Io("verification stopped".into())
-                    })
-                });
-                match (failure, read) {
-                    (Some(e), _) => Err(e),
-                    (None, Err(e)) => Err(VerifyError::Io {
-                        object: "log.redb".into(),
-                        what: e.to_string(),
-                    }),
-                    (None, Ok(())) => Ok(()),
+            let first = reader.read_raw(0..1).map_err(store_failure);
+            match first.as_ref().map(|f| f.first()) {
+                Err(e) => Err(e.clone()),
+                Ok(None) if total == 0 => {
+                    bail!("{}: the store holds no records", path.display())
                 }
-            })
+                Ok(None) => Err(VerifyError::Stored {
+                    seq: 0,
+                    object: "log.redb".into(),
+                    what: format!("the store counts {total} records but has no record 0"),
+                }),
+                Ok(Some((_, first))) => {
+                    verify::verify_records(first, total, &notes, key.as_ref(), progress, &mut |f| {
+                        let mut failure = None;
+                        let read = reader.for_each_raw(0..u64::MAX, |seq, bytes| {
+                            f(seq, bytes).map_err(|e| {
+                                failure = Some(e);
+                                events::store::StoreError::Io("verification stopped".into())
+                            })
+                        });
+                        match (failure, read) {
+                            (Some(e), _) => Err(e),
+                            (None, Err(e)) => Err(store_failure(e)),
+                            (None, Ok(())) => Ok(()),
+                        }
+                    })
+                }
+            }
         }
     };
     let elapsed = started.elapsed();
@@ -86,6 +93,22 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A store error while verifying a data directory: broken entries are an integrity failure
+/// (exit 1), anything else an I/O error (exit 2).
+fn store_failure(e: events::store::StoreError) -> VerifyError {
+    match e {
+        events::store::StoreError::Corrupt { seq, what } => VerifyError::Stored {
+            seq: seq.0,
+            object: "log.redb".into(),
+            what,
+        },
+        other => VerifyError::Io {
+            object: "log.redb".into(),
+            what: other.to_string(),
+        },
     }
 }
 
