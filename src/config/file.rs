@@ -326,7 +326,7 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 u64::from(super::DEFAULT_STREAMS_PER_PRINCIPAL),
             )?,
             header_timeout: Duration::from_secs(number("limits.header_timeout_secs", 10)?),
-            stream_idle: Duration::from_secs(number("limits.stream_idle_secs", 30)?),
+            stream_idle: Duration::from_secs(number("limits.stream_idle_secs", 5)?),
         },
     };
     check_transport(&config)?;

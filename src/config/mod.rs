@@ -83,7 +83,8 @@ pub struct Limits {
     pub streams_per_principal: u32,
     /// How long a client may take to send its request headers.
     pub header_timeout: Duration,
-    /// How long a finished stream (EOF both ways) may stay idle before the gateway closes it.
+    /// How long a stream whose rack side has ended (its EOF) may stay without data before the
+    /// gateway closes it; the caller's EOF is not awaited (the CLI sends none on log sockets).
     pub stream_idle: Duration,
 }
 

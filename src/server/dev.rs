@@ -119,7 +119,7 @@ pub async fn start_with(
             per_ip_per_minute: opts.per_ip_per_minute,
             streams_per_principal: crate::config::DEFAULT_STREAMS_PER_PRINCIPAL,
             header_timeout: std::time::Duration::from_secs(10),
-            stream_idle: std::time::Duration::from_secs(30),
+            stream_idle: std::time::Duration::from_secs(5),
         },
     ));
     let proxy_listener = TcpListener::bind(opts.proxy)

@@ -46,7 +46,10 @@ const CANCELLED_REASON: &str = "stream closed by the gateway";
 pub struct RelayConfig {
     /// The largest frame payload accepted from either side.
     pub max_payload: usize,
-    /// After both sides have sent EOF, how long without a data frame before the gateway closes.
+    /// Once the rack has sent EOF (its side is over: a command that ended, a log stream that
+    /// ran out), how long without a data frame before the gateway closes with 1000, whether or
+    /// not the caller sent its EOF: the CLI keeps a finished stream's socket open until it exits
+    /// (its deploy wait opens a new log socket every second), each holding a stream slot.
     pub idle_after_eof: Duration,
     /// How long the caller may send nothing at all, not even a ping, before it is taken for
     /// gone: the CLI pings every 5 s on every socket, and a caller that vanished without a FIN
@@ -106,7 +109,7 @@ pub enum ClosedBy {
     CallerViolation(Violation),
     /// The rack broke RFC 6455; the offending frame was not forwarded.
     RackViolation(Violation),
-    /// Both sides had sent EOF, then no data frame came for `idle_after_eof`.
+    /// The rack had sent EOF, then no data frame came for `idle_after_eof`.
     Idle,
     /// No frame of any kind came from the caller for `caller_silence` (while the rack was
     /// reading the caller's input).
@@ -159,12 +162,12 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 // === impl RelayConfig ===
 
 impl Default for RelayConfig {
-    /// 16 MiB frames, 30 s of idle after both EOFs, 60 s of caller silence (12 missed pings),
+    /// 16 MiB frames, 5 s of idle after the rack's EOF, 60 s of caller silence (12 missed pings),
     /// 5 s to close, exit codes read.
     fn default() -> RelayConfig {
         RelayConfig {
             max_payload: DEFAULT_MAX_PAYLOAD,
-            idle_after_eof: Duration::from_secs(30),
+            idle_after_eof: Duration::from_secs(5),
             caller_silence: Duration::from_secs(60),
             close_timeout: CLOSE_TIMEOUT,
             exit_code: true,
@@ -209,7 +212,7 @@ where
         if is_cancelled(&cancel) {
             break ClosedBy::Cancelled;
         }
-        let idle_at = (inbound.eof && outbound.eof).then(|| last_data + config.idle_after_eof);
+        let idle_at = outbound.eof.then(|| last_data + config.idle_after_eof);
         let silent_at = last_from_caller + config.caller_silence;
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,

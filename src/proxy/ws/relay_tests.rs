@@ -261,6 +261,43 @@ async fn a_silent_caller_is_taken_for_gone_and_pings_keep_one_alive() {
     assert_eq!(rack_end, close(1001, b""));
 }
 
+/// A log stream the rack has ended while the caller (as the CLI on log sockets) never sends
+/// its EOF, only pings: once idle it is closed with 1000, freeing the caller's stream slot. A
+/// data frame from the caller after the rack's EOF restarts the wait.
+#[tokio::test]
+async fn a_stream_the_rack_ended_is_closed_once_idle_without_the_callers_eof() {
+    let idle = Duration::from_millis(300);
+    let mut h = start(RelayConfig {
+        idle_after_eof: idle,
+        exit_code: false,
+        ..RelayConfig::default()
+    });
+    h.rack.writer.text(b"last line\n").await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    let _ = next_message(&mut h.caller).await;
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
+    tokio::time::sleep(idle / 2).await;
+    h.caller.writer.text(b"late input\n").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"late input\n"))
+    );
+    tokio::time::sleep(idle * 2 / 3).await;
+    h.caller.writer.ping(b"").await.unwrap();
+    assert!(
+        !h.relay.is_finished(),
+        "the caller's data restarted the wait"
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::Idle);
+    assert!(!stats.eof_in, "the caller never sent its EOF");
+    assert!(stats.duration >= idle + idle / 2, "{:?}", stats.duration);
+}
+
 /// A rack that stops reading the caller's input (a long statement in a restore fed from stdin)
 /// holds the caller's frames, its pings too, unread: that is no silence of the caller's, and
 /// the stream stays. Once the rack reads again, a caller that then says nothing is gone.
