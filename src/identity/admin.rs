@@ -72,6 +72,19 @@ struct Bound {
     now: Timestamp,
 }
 
+// === impl Bound ===
+
+impl Bound {
+    /// The bound as it is when the guard runs: the caller's token is judged at the append, not
+    /// when the call began, so one that expired meanwhile is no longer usable.
+    fn at_append(self) -> Bound {
+        Bound {
+            now: self.now.max(Clock.now()),
+            ..self
+        }
+    }
+}
+
 // === impl Ceiling ===
 
 impl fmt::Display for Ceiling {
@@ -190,7 +203,6 @@ async fn create(
     let id = TokenId(id);
     let secret = TokenSecret::generate()?;
     let (scopes, owner) = (req.scopes.clone(), req.owner.clone());
-    let recorded = u64::from(intent.is_some());
     let created = Event::TokenCreated {
         token: id,
         name: req.name,
@@ -201,19 +213,17 @@ async fn create(
         dev_only: req.dev_only,
         by: req.by,
     };
+    let (events, at) = entry(intent, created);
     let appended = store
         .append_if(
-            intent.into_iter().chain([created]).collect(),
+            events,
             Box::new(move |s: &Projections| {
                 if s.tokens.get(&id).is_some() {
                     return Err(Rejected("token id already exists"));
                 }
                 // The caller's token as it is when the token is created, not when the call
                 // began: one that expired meanwhile creates nothing.
-                let bound = bound.map(|b| Bound {
-                    now: b.now.max(Clock.now()),
-                    ..b
-                });
+                let bound = bound.map(Bound::at_append);
                 match &bound {
                     Some(b) if exceeding(s, &scopes, &owner, b).is_some() => Err(Rejected(
                         "the scopes are beyond the owner's or the caller's current permissions",
@@ -226,7 +236,7 @@ async fn create(
     Ok(CreatedToken {
         id,
         secret,
-        seq: Seq(appended.first.0 + recorded),
+        seq: Seq(appended.first.0 + at),
     })
 }
 
@@ -310,16 +320,12 @@ async fn revoke(
     bound: Option<Bound>,
     intent: Option<Event>,
 ) -> Result<Seq, AdminError> {
-    let recorded = u64::from(intent.is_some());
-    let revoked = Event::TokenRevoked { token, by, reason };
+    let (events, at) = entry(intent, Event::TokenRevoked { token, by, reason });
     let appended = store
         .append_if(
-            intent.into_iter().chain([revoked]).collect(),
+            events,
             Box::new(move |s: &Projections| {
-                let bound = bound.map(|b| Bound {
-                    now: b.now.max(Clock.now()),
-                    ..b
-                });
+                let bound = bound.map(Bound::at_append);
                 if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
                     return Err(Rejected(CALLER_CANNOT_MANAGE));
                 }
@@ -331,7 +337,14 @@ async fn revoke(
             }),
         )
         .await?;
-    Ok(Seq(appended.first.0 + recorded))
+    Ok(Seq(appended.first.0 + at))
+}
+
+/// The entry that records `change`, after the API call's `intent` when there is one, and the
+/// place of `change` in it.
+fn entry(intent: Option<Event>, change: Event) -> (Vec<Event>, u64) {
+    let at = u64::from(intent.is_some());
+    (intent.into_iter().chain([change]).collect(), at)
 }
 
 /// The guard's refusal when the calling token may no longer manage tokens.

@@ -60,7 +60,7 @@ pub struct Budget {
 /// Room taken in the budget; given back when dropped.
 #[derive(Debug)]
 pub struct Held {
-    permit: Option<OwnedSemaphorePermit>,
+    permit: OwnedSemaphorePermit,
 }
 
 /// A rewritten answer as a body: handed out in pieces of [`PIECE`], holding its room until the
@@ -95,11 +95,10 @@ impl Budget {
     }
 
     /// Reads `body` whole, its room (and its rewritten copy's) taken before each piece is kept.
-    pub async fn read<B>(&self, body: B) -> Result<(Bytes, Held), ReadError>
+    pub async fn read<B>(&self, mut body: B) -> Result<(Bytes, Held), ReadError>
     where
         B: Body<Data = Bytes> + Unpin,
     {
-        let mut body = body;
         let known = body.size_hint().exact();
         if known.is_some_and(|n| n > MAX_MASKED_BODY as u64) {
             return Err(ReadError::TooLarge);
@@ -130,11 +129,7 @@ impl Budget {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             match self.room.clone().try_acquire_many_owned(units) {
-                Ok(permit) => {
-                    return Ok(Held {
-                        permit: Some(permit),
-                    });
-                }
+                Ok(permit) => return Ok(Held { permit }),
                 Err(tokio::sync::TryAcquireError::NoPermits)
                     if tokio::time::Instant::now() < deadline =>
                 {
@@ -151,9 +146,7 @@ impl Budget {
         let want = len.div_ceil(UNIT);
         let have = held.units();
         if have > want {
-            if let Some(p) = held.permit.as_mut() {
-                drop(p.split(have - want));
-            }
+            drop(held.permit.split(have - want));
             return Ok(());
         }
         self.grow_to(held, len)
@@ -172,10 +165,7 @@ impl Budget {
             .clone()
             .try_acquire_many_owned(more)
             .map_err(|_| ReadError::Busy)?;
-        match &mut held.permit {
-            Some(p) => p.merge(permit),
-            None => held.permit = Some(permit),
-        }
+        held.permit.merge(permit);
         Ok(())
     }
 }
@@ -194,9 +184,7 @@ fn units(bytes: usize) -> Result<u32, ReadError> {
 
 impl Held {
     fn units(&self) -> usize {
-        self.permit
-            .as_ref()
-            .map_or(0, OwnedSemaphorePermit::num_permits)
+        self.permit.num_permits()
     }
 }
 

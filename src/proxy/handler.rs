@@ -711,20 +711,17 @@ async fn forward(
         };
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
         // the gateway has no room to hold) is a recorded 502 that says so.
-        let masked = match read {
-            Ok((body, mut held)) => match rewrite.apply(&body, &state.keys.audit) {
-                Ok(masked) => {
-                    drop(body);
-                    state
-                        .answers
-                        .fit(&mut held, masked.len())
-                        .map(|()| (masked, held))
-                        .map_err(|e| e.kind())
-                }
-                Err(e) => Err(e.kind()),
-            },
-            Err(kind) => Err(kind),
-        };
+        let masked = read.and_then(|(body, mut held)| {
+            let masked = rewrite
+                .apply(&body, &state.keys.audit)
+                .map_err(|e| e.kind())?;
+            drop(body);
+            state
+                .answers
+                .fit(&mut held, masked.len())
+                .map_err(|e| e.kind())?;
+            Ok((masked, held))
+        });
         let (masked, held) = match masked {
             Ok(m) => m,
             Err(kind) => {
@@ -922,9 +919,7 @@ impl Pending {
         // completion.
         drop(self.state.store.enqueue(vec![event]));
     }
-}
 
-impl Pending {
     /// The call became a stream (`StreamOpened` is in the log): its end is `StreamClosed`,
     /// recorded by the relay, not a completion.
     fn streamed(self) -> RequestId {

@@ -53,14 +53,14 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
             let notes = input.checkpoints()?;
             let total = reader.len()?;
             let first = reader.read_raw(0..1).map_err(store_failure);
-            match first.as_ref().map(|f| f.first()) {
+            match first.as_deref().map(<[_]>::first) {
                 Err(e) => Err(e.clone()),
                 Ok(None) if total == 0 => {
                     bail!("{}: the store holds no records", path.display())
                 }
                 Ok(None) => Err(VerifyError::Stored {
                     seq: 0,
-                    object: "log.redb".into(),
+                    object: STORE_OBJECT.into(),
                     what: format!("the store counts {total} records but has no record 0"),
                 }),
                 Ok(Some((_, first))) => {
@@ -96,17 +96,20 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
     }
 }
 
+/// How a data directory's failures name the store's file.
+const STORE_OBJECT: &str = "log.redb";
+
 /// A store error while verifying a data directory: broken entries are an integrity failure
 /// (exit 1), anything else an I/O error (exit 2).
 fn store_failure(e: events::store::StoreError) -> VerifyError {
     match e {
         events::store::StoreError::Corrupt { seq, what } => VerifyError::Stored {
             seq: seq.0,
-            object: "log.redb".into(),
+            object: STORE_OBJECT.into(),
             what,
         },
         other => VerifyError::Io {
-            object: "log.redb".into(),
+            object: STORE_OBJECT.into(),
             what: other.to_string(),
         },
     }
