@@ -86,6 +86,8 @@ enum Rewrite {
         app: String,
         who: Visibility,
         protected: Vec<String>,
+        /// Values the gateway restored into the call: taken out of an error answer too.
+        put_back: Vec<(String, String)>,
     },
     Build,
 }
@@ -382,6 +384,7 @@ async fn pipeline(
     }
     let mut params = params;
     let mut recorded_params = recorded_params;
+    let mut put_back = Vec::new();
     if let Some(env) = params
         .get("env")
         .filter(|_| matched.rule().name == "release.create")
@@ -406,10 +409,11 @@ async fn pipeline(
         };
         let refused =
             match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
-                Ok(restored) if restored == env => None,
+                Ok(restored) if restored.put_back.is_empty() => None,
                 Ok(restored) => {
+                    put_back = restored.put_back;
                     // Canonicalized again: what is recorded is what is forwarded.
-                    let form = mask::form_with_env(params.params(), &restored);
+                    let form = mask::form_with_env(params.params(), &restored.env);
                     match canonical::canonicalize_params(
                         matched.rule(),
                         &RequestParams {
@@ -461,7 +465,9 @@ async fn pipeline(
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it: nothing to rewrite, so it streams.
         Some(ResponseMask::ReleaseEnv)
-            if matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty() =>
+            if matches!(Visibility::of(&grant), Visibility::All)
+                && protected.is_empty()
+                && put_back.is_empty() =>
         {
             None
         }
@@ -469,6 +475,7 @@ async fn pipeline(
             app,
             who: Visibility::of(&grant),
             protected,
+            put_back,
         }),
         Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
         None => None,
@@ -698,8 +705,10 @@ async fn forward(
         parts.headers.insert("x-request-id", id);
     }
     let status = parts.status.as_u16();
-    // Error answers (`http.Error` text) carry no env and pass as they are.
-    if let Some(rewrite) = rewrite.filter(|_| parts.status.is_success()) {
+    // An error answer (`http.Error` text) carries no env of the rack's own; it is read only
+    // when it may quote a value the gateway restored into the call.
+    let success = parts.status.is_success();
+    if let Some(rewrite) = rewrite.filter(|r| success || r.quotes_restored()) {
         let encoded = parts
             .headers
             .get(header::CONTENT_ENCODING)
@@ -713,7 +722,7 @@ async fn forward(
         // the gateway has no room to hold) is a recorded 502 that says so.
         let masked = read.and_then(|(body, mut held)| {
             let masked = rewrite
-                .apply(&body, &state.keys.audit)
+                .apply(&body, success, &state.keys.audit)
                 .map_err(|e| e.kind())?;
             drop(body);
             state
@@ -750,15 +759,31 @@ async fn forward(
 // === impl Rewrite ===
 
 impl Rewrite {
-    fn apply(&self, body: &[u8], audit: &AuditKey) -> Result<Vec<u8>, mask::MaskError> {
+    /// The answer as the caller gets it: a 2xx answer masked, an error answer with the values
+    /// restored into the call taken out.
+    fn apply(
+        &self,
+        body: &[u8],
+        success: bool,
+        audit: &AuditKey,
+    ) -> Result<Vec<u8>, mask::MaskError> {
         match self {
             Rewrite::Release {
                 app,
                 who,
                 protected,
-            } => mask::mask_release_json(body, app, *who, audit, protected),
+                ..
+            } if success => mask::mask_release_json(body, app, *who, audit, protected),
+            Rewrite::Release { app, put_back, .. } => {
+                mask::scrub_quoted(body, app, put_back, audit)
+            }
             Rewrite::Build => mask::scrub_external_build(body),
         }
+    }
+
+    /// Whether an error answer must be read too: the call carries values the gateway restored.
+    fn quotes_restored(&self) -> bool {
+        matches!(self, Rewrite::Release { put_back, .. } if !put_back.is_empty())
     }
 }
 

@@ -39,6 +39,10 @@ use crate::proxy::secret_text::{
     credential_ranges, is_jwt, is_known_token, looks_like_token, random_looking,
 };
 
+mod quoted;
+
+pub use quoted::scrub_quoted;
+
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";
 
@@ -92,6 +96,18 @@ pub enum MaskError {
     ProtectedChange { key: String },
     #[error("the audit key cannot key an HMAC")]
     Key,
+}
+
+/// A posted env with its masked values restored ([`restore_env_param`]).
+///
+/// `Debug` shows the keys put back, never a value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The env to forward: the posted lines, each mask replaced by the value it stands for.
+    pub env: String,
+    /// Each `(key, value)` put back for a mask: values the caller sent only as masks, which
+    /// the rack's answer to this call must not show back in clear ([`scrub_quoted`]).
+    pub put_back: Vec<(String, String)>,
 }
 
 /// A parsed env: the text exactly as given, and where its entries are.
@@ -244,6 +260,19 @@ impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Env")
             .field("keys", &self.entries().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Restored ===
+
+impl fmt::Debug for Restored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Restored")
+            .field(
+                "put_back",
+                &self.put_back.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -480,11 +509,12 @@ pub fn restore_env_param(
     current: &Env,
     audit: &AuditKey,
     protected: &[String],
-) -> Result<String, MaskError> {
+) -> Result<Restored, MaskError> {
     let posted = Env::parse(env);
     let mut out = String::with_capacity(env.len());
     let mut copied = 0;
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut put_back = Vec::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
         let value = if value.contains(MASK_PREFIX) {
@@ -497,6 +527,7 @@ pub fn restore_env_param(
             out.push_str(env.get(copied..e.value.start).unwrap_or_default());
             out.push_str(real);
             copied = e.value.end;
+            put_back.push((key.to_owned(), real.to_owned()));
             real
         } else {
             value
@@ -509,7 +540,7 @@ pub fn restore_env_param(
             return Err(MaskError::ProtectedChange { key: key.clone() });
         }
     }
-    Ok(out)
+    Ok(Restored { env: out, put_back })
 }
 
 /// A form body with the `env` parameter replaced: the form parameters of `params` (the

@@ -71,16 +71,7 @@ async fn env_values_are_masked_by_what_the_caller_may_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
     let gw = TestGateway::start().await;
-    let deployer = gw
-        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
-        .await;
-    let cli = gw.cli_as(&deployer.secret);
-    let read = gw
-        .send_raw(cli.request("GET", "/apps/x/releases?", &[], Body::Empty))
-        .await;
-    let env = env_of(&read.json());
-    let mask = line(&env, "SECRET_TOKEN").to_owned();
-    assert!(mask.starts_with("rgw-masked:"));
+    let (cli, mask) = deployer_reading_a_mask(&gw).await;
     // `convox env set A=B` posts the whole env back, masked value included.
     let posted = format!("A=B\nFOO=bar\nSECRET_TOKEN={mask}");
     let form = format!("env={}", form_encode(&posted));
@@ -115,6 +106,68 @@ async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
     let finished = gw.finish().await;
     let log = format!("{:?}", finished.events);
     assert!(!log.contains("s3cr3t"), "the secret never enters the log");
+}
+
+/// A rack that refuses the release and quotes the env it was sent must not hand the caller the
+/// values the gateway restored for it: they come back as the masks the caller read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_error_quoting_a_restored_value_shows_its_mask() {
+    let gw = TestGateway::start().await;
+    let (cli, mask) = deployer_reading_a_mask(&gw).await;
+    gw.rack().set_quoting_release_errors(true);
+    let form = format!(
+        "env={}",
+        form_encode(&format!("A=B\nFOO=bar\nSECRET_TOKEN={mask}"))
+    );
+    let before = gw.rack().received().len();
+    let head = gw.head();
+    let reply = gw
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+        .await;
+    // The rack got the real value and quoted it back; the caller sees the mask in its place,
+    // and everything else of the rack's error as the rack wrote it.
+    let post = gw.rack().received()[before..]
+        .iter()
+        .find(|r| r.method == "POST")
+        .cloned()
+        .expect("the call reached the rack");
+    assert_eq!(
+        post.param("env").map(|p| p.value.as_str()),
+        Some("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")
+    );
+    assert_eq!(post.status, 500);
+    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        format!(
+            "Secret \"x-env\" is invalid: data: Invalid value: \"A=B\\nFOO=bar\\nSECRET_TOKEN={mask}\"\n"
+        )
+    );
+    assert_eq!(
+        reply.header("content-length"),
+        Some(reply.body.len().to_string().as_str())
+    );
+    let (_, done) = gw.call_records(head, &reply.request_id()).await;
+    let done = crate::support::completed(&done).unwrap();
+    assert_eq!((done.status, done.failure.as_deref()), (500, None));
+    assert_eq!(done.bytes_out, reply.body.len() as u64);
+    let finished = gw.finish().await;
+    assert!(!format!("{:?}", finished.events).contains("s3cr3t"));
+}
+
+/// A deployer's CLI, and the mask it reads for the seeded `SECRET_TOKEN` (it may read env
+/// values but not secrets).
+async fn deployer_reading_a_mask(gw: &TestGateway) -> (crate::support::Cli, String) {
+    let deployer = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let cli = gw.cli_as(&deployer.secret);
+    let read = gw
+        .send_raw(cli.request("GET", "/apps/x/releases?", &[], Body::Empty))
+        .await;
+    let mask = line(&env_of(&read.json()), "SECRET_TOKEN").to_owned();
+    assert!(mask.starts_with("rgw-masked:"), "{}", read.text());
+    (cli, mask)
 }
 
 async fn releases(gw: &TestGateway, token: &str) -> crate::support::Reply {

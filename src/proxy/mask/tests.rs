@@ -313,7 +313,7 @@ fn check_restore(
 ) {
     let protected: Vec<String> = protected.iter().map(|p| (*p).to_owned()).collect();
     let current = Env::parse(current);
-    let got = restore_env_param(posted, "x", &current, &audit(), &protected);
+    let got = restore_env_param(posted, "x", &current, &audit(), &protected).map(|r| r.env);
     match (&got, want) {
         (Ok(env), Ok(w)) => assert_eq!(env, w, "{case}"),
         (Err(e), Err(kind)) => {
@@ -407,7 +407,7 @@ fn a_masked_answer_posted_back_restores_the_current_env() {
     lines.sort();
     let posted = lines.join("\n");
     let restored = restore_env_param(&posted, "x", &current, &audit(), &[]).unwrap();
-    assert_eq!(restored, "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
+    assert_eq!(restored.env, "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
     // The form the proxy forwards, canonicalized again, carries the restored env.
     let rule = ROUTES.iter().find(|r| r.name == "release.create").unwrap();
     let params = |body: &[u8]| {
@@ -427,9 +427,9 @@ fn a_masked_answer_posted_back_restores_the_current_env() {
         "build=B1&description=hi+there&env={}",
         utf8_percent_encode(&posted, NON_ALPHANUMERIC)
     );
-    let form = form_with_env(params(sent.as_bytes()).params(), &restored);
+    let form = form_with_env(params(sent.as_bytes()).params(), &restored.env);
     let forwarded = params(&form);
-    assert_eq!(forwarded.get("env").as_deref(), Some(restored.as_str()));
+    assert_eq!(forwarded.get("env").as_deref(), Some(restored.env.as_str()));
     assert_eq!(forwarded.get("build").as_deref(), Some("B1"));
     assert_eq!(forwarded.get("description").as_deref(), Some("hi there"));
 }
@@ -610,5 +610,86 @@ fn visibility_follows_env_and_secret_read() {
     assert_eq!(
         Visibility::of(&Grant::for_user(&Standing::Disabled)),
         Visibility::NoEnv
+    );
+}
+
+/// An error answer quoting what the gateway restored, in each form the rack can write it.
+#[test]
+fn restored_values_quoted_in_an_error_answer_become_their_masks() {
+    let put_back = vec![
+        ("SECRET_TOKEN".to_owned(), "s3cr3t".to_owned()),
+        (
+            "DATABASE_URL".to_owned(),
+            "postgres://u:p<w>&\"q@db/x".to_owned(),
+        ),
+        ("PIN".to_owned(), "42".to_owned()),
+        ("EMPTY".to_owned(), String::new()),
+    ];
+    let (token, url, pin) = (
+        mask("x", "SECRET_TOKEN", "s3cr3t"),
+        mask("x", "DATABASE_URL", "postgres://u:p<w>&\"q@db/x"),
+        mask("x", "PIN", "42"),
+    );
+    let cases: &[(&str, &str, String)] = &[
+        (
+            "plain text, as sent",
+            "invalid value: \"s3cr3t\" for SECRET_TOKEN\n",
+            format!("invalid value: \"{token}\" for SECRET_TOKEN\n"),
+        ),
+        (
+            "inside a word, long enough",
+            "xs3cr3ty\n",
+            format!("x{token}y\n"),
+        ),
+        (
+            "JSON-escaped",
+            r#"{"error":"bad: postgres://u:p<w>&\"q@db/x"}"#,
+            format!(r#"{{"error":"bad: {url}"}}"#),
+        ),
+        (
+            "JSON-escaped as Go writes it",
+            r#"{"error":"bad: postgres://u:p\u003cw\u003e\u0026\"q@db/x"}"#,
+            format!(r#"{{"error":"bad: {url}"}}"#),
+        ),
+        (
+            "a short value standing alone",
+            "PIN=42 refused (42)\n",
+            format!("PIN={pin} refused ({pin})\n"),
+        ),
+        (
+            "a short value inside words or numbers is left",
+            "release 1420 at x42y\n",
+            "release 1420 at x42y\n".to_owned(),
+        ),
+        (
+            "nothing quoted: byte for byte, non-UTF-8 included",
+            "app not found: x \u{fffd}\n",
+            "app not found: x \u{fffd}\n".to_owned(),
+        ),
+    ];
+    for (case, body, want) in cases {
+        let got = scrub_quoted(body.as_bytes(), "x", &put_back, &audit()).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), *want, "{case}");
+    }
+    let raw = b"\xff\xfes3cr3t\xff";
+    let got = scrub_quoted(raw, "x", &put_back, &audit()).unwrap();
+    assert_eq!(got, [&b"\xff\xfe"[..], token.as_bytes(), b"\xff"].concat());
+}
+
+/// Where one restored value contains another, the longer one is replaced whole.
+#[test]
+fn the_longest_quoted_value_wins() {
+    let put_back = vec![
+        ("A".to_owned(), "s3cr3t".to_owned()),
+        ("B".to_owned(), "s3cr3t-and-more".to_owned()),
+    ];
+    let got = scrub_quoted(b"[s3cr3t-and-more] [s3cr3t]", "x", &put_back, &audit()).unwrap();
+    assert_eq!(
+        String::from_utf8(got).unwrap(),
+        format!(
+            "[{}] [{}]",
+            mask("x", "B", "s3cr3t-and-more"),
+            mask("x", "A", "s3cr3t")
+        )
     );
 }

@@ -1,6 +1,6 @@
 //! What every connection shares: the configured password, the rack state, the request log, the
-//! counters behind `Request-Id` and arrival order, and the test-only compression and delay
-//! switches.
+//! counters behind `Request-Id` and arrival order, and the test-only compression, delay and
+//! quoting switches.
 //!
 //! Invariant: the state mutex is a std mutex taken only inside synchronous code and released
 //! before any await or response write; a poisoned lock is recovered, because every state method
@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     gzip_answers: AtomicBool,
     /// How long handler answers are held back, in milliseconds (test-only switch).
     answer_delay_ms: AtomicU64,
+    /// Whether a release created with an `env` fails, quoting it (test-only switch).
+    quote_release_env: AtomicBool,
     state: Mutex<State>,
     request_ids: AtomicU64,
     arrivals: AtomicU64,
@@ -34,6 +36,7 @@ impl Shared {
             recorder: Recorder::new(),
             gzip_answers: AtomicBool::new(false),
             answer_delay_ms: AtomicU64::new(0),
+            quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
@@ -62,6 +65,15 @@ impl Shared {
     pub(crate) fn set_answer_delay(&self, delay: std::time::Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a release created with an `env` fails now, quoting it.
+    pub(crate) fn quotes_release_env(&self) -> bool {
+        self.quote_release_env.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_quote_release_env(&self, on: bool) {
+        self.quote_release_env.store(on, Ordering::Relaxed);
     }
 
     /// The next `Request-Id`: 12 hex digits, like stdapi's `generateId(12)`.

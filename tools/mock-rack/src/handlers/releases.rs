@@ -5,6 +5,7 @@
 //! of the forked release, and listing returns the full env in every item, as the rack does.
 
 use super::{Call, boolean, int};
+use crate::error::RackError;
 use crate::respond::Reply;
 use crate::state::ReleaseRequest;
 
@@ -37,6 +38,17 @@ pub(super) fn create(call: &mut Call<'_>) -> Reply {
         env: call.params.form("env"),
     };
     let _parent = call.params.form("parent-release");
+    if let Some(env) = request
+        .env
+        .as_ref()
+        .filter(|_| call.shared.quotes_release_env())
+    {
+        // The test-only switch: refused the way an untyped provider error is (spec §1.5).
+        return Reply::Error(RackError::Internal(format!(
+            "Secret \"{}-env\" is invalid: data: Invalid value: {env:?}",
+            call.vars.get("app")
+        )));
+    }
     let release = call
         .shared
         .state()
