@@ -636,6 +636,8 @@ async fn forward(
     rewrite: Option<Rewrite>,
 ) -> Result<Response, ProxyError> {
     let call = recorded.into_call();
+    // The answer to a HEAD has no body to read, whatever its `Content-Length` says.
+    let head = call.method == http::Method::HEAD;
     let uri = state
         .upstream
         .uri(&call.target)
@@ -705,14 +707,21 @@ async fn forward(
         parts.headers.insert("x-request-id", id);
     }
     let status = parts.status.as_u16();
-    // An error answer (`http.Error` text) carries no env of the rack's own; it is read only
-    // when it may quote a value the gateway restored into the call.
     let success = parts.status.is_success();
-    if let Some(rewrite) = rewrite.filter(|r| success || r.quotes_restored()) {
-        let encoded = parts
-            .headers
-            .get(header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    // Read whole: an answer the route rewrites, and an error answer (short `http.Error` text),
+    // which may quote a URL the rack built with its password or a value restored into the
+    // call. An error answer compressed against the gateway's request (routes not rewritten
+    // pass the caller's `Accept-Encoding` on) cannot be read, and passes as it came.
+    let read_whole = if success {
+        rewrite.is_some()
+    } else {
+        !head && (rewrite.is_some() || !encoded)
+    };
+    if read_whole {
         let read = if encoded {
             Err(ANSWER_ENCODED)
         } else {
@@ -721,10 +730,18 @@ async fn forward(
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
         // the gateway has no room to hold) is a recorded 502 that says so.
         let masked = read.and_then(|(body, mut held)| {
-            let masked = rewrite
-                .apply(&body, success, &state.keys.audit)
-                .map_err(|e| e.kind())?;
-            drop(body);
+            let rewritten = match &rewrite {
+                Some(rewrite) => Some(
+                    rewrite
+                        .apply(&body, success, &state.keys.audit)
+                        .map_err(|e| e.kind())?,
+                ),
+                None => None,
+            };
+            let masked = state
+                .upstream
+                .scrub_password(rewritten.as_deref().unwrap_or(&body));
+            drop((body, rewritten));
             state
                 .answers
                 .fit(&mut held, masked.len())
@@ -760,7 +777,7 @@ async fn forward(
 
 impl Rewrite {
     /// The answer as the caller gets it: a 2xx answer masked, an error answer with the values
-    /// restored into the call taken out.
+    /// restored into the call taken out (the rack password is taken out of both after).
     fn apply(
         &self,
         body: &[u8],
@@ -777,13 +794,9 @@ impl Rewrite {
             Rewrite::Release { app, put_back, .. } => {
                 mask::scrub_quoted(body, app, put_back, audit)
             }
-            Rewrite::Build => mask::scrub_external_build(body),
+            Rewrite::Build if success => mask::scrub_external_build(body),
+            Rewrite::Build => Ok(body.to_vec()),
         }
-    }
-
-    /// Whether an error answer must be read too: the call carries values the gateway restored.
-    fn quotes_restored(&self) -> bool {
-        matches!(self, Rewrite::Release { put_back, .. } if !put_back.is_empty())
     }
 }
 

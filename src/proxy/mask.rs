@@ -41,7 +41,7 @@ use crate::proxy::secret_text::{
 
 mod quoted;
 
-pub use quoted::scrub_quoted;
+pub use quoted::{scrub_quoted, scrub_value};
 
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";

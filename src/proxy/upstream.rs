@@ -2,7 +2,7 @@
 //! rack's base URL and the credentials the gateway (not the caller) presents.
 //!
 //! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
-//! builds, and requests go only to the configured rack; the path forwarded is the canonical one
+//! builds (and answers read whole lose it here: [`Upstream::scrub_password`]), and requests go only to the configured rack; the path forwarded is the canonical one
 //! that was authorized, prefixed with the rack URL's own path.
 
 use std::time::Duration;
@@ -16,7 +16,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::rack_tls::{RackConnector, RackTlsError};
 
-use crate::config::Rack;
+use crate::config::{Rack, Secret};
+use crate::proxy::mask::{REDACTED, scrub_value};
 
 /// The body type the gateway sends upstream.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
@@ -29,6 +30,8 @@ pub struct Upstream {
     authority: Authority,
     prefix: String,
     authorization: HeaderValue,
+    /// Kept to take it back out of answers; sent only inside `authorization`.
+    password: Secret,
     /// The `Host` of every forwarded request, made once (as the HTTP client would make it per
     /// request: the port only when it is not the scheme's default).
     host: HeaderValue,
@@ -94,6 +97,7 @@ impl Upstream {
             authority,
             prefix,
             authorization,
+            password: rack.password.clone(),
             host,
         })
     }
@@ -110,6 +114,13 @@ impl Upstream {
     /// The `Authorization` value carrying the rack password (marked sensitive).
     pub fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// `body` with the rack password, in each form an answer can quote it, replaced by
+    /// `rgw-redacted`: for every answer the proxy reads whole (rewritten answers, and error
+    /// answers, which may quote a URL the rack built with it).
+    pub fn scrub_password(&self, body: &[u8]) -> Vec<u8> {
+        scrub_value(body, self.password.expose(), REDACTED)
     }
 
     /// The `Host` header of every forwarded request and WebSocket handshake (the rack's

@@ -188,3 +188,79 @@ fn form_encode(s: &str) -> String {
         })
         .collect()
 }
+
+/// The rack password, quoted by the rack in an error or in a build's failure reason, never
+/// reaches a caller, the admin included: whoever holds it can bypass the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_password_quoted_by_the_rack_is_redacted() {
+    use base64::Engine;
+    let gw = TestGateway::start().await;
+    let cli = gw.cli();
+    let apps = gw
+        .send_raw(cli.request("GET", "/apps?", &[], Body::Empty))
+        .await;
+    assert_eq!(apps.status, 200);
+    // The password the gateway presents, as the rack received it.
+    let sent = gw.rack().received();
+    let basic = sent[0].header("authorization").unwrap();
+    let userinfo = base64::engine::general_purpose::STANDARD
+        .decode(basic.strip_prefix("Basic ").unwrap())
+        .unwrap();
+    let password = String::from_utf8(userinfo)
+        .unwrap()
+        .strip_prefix("convox:")
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 16, "dev's rack password is random");
+    let cases = [
+        // An error on a route whose answers are not rewritten.
+        (
+            format!("/apps/{password}?"),
+            404,
+            "app not found: rgw-redacted\n",
+        ),
+        // An error on a build route.
+        (
+            format!("/apps/x/builds/{password}?"),
+            404,
+            "build not found: rgw-redacted\n",
+        ),
+    ];
+    for (target, status, want) in &cases {
+        let reply = gw
+            .send_raw(cli.request("GET", target, &[], Body::Empty))
+            .await;
+        assert_eq!(reply.status, *status, "{target}: {}", reply.text());
+        assert_eq!(reply.text(), *want, "{target}");
+        assert_eq!(
+            reply.header("content-length"),
+            Some(want.len().to_string().as_str())
+        );
+    }
+    // A build whose source is missing fails with a reason that quotes the object key.
+    let form = format!("url=object%3A%2F%2Fx%2F{password}");
+    let created = gw
+        .send_raw(cli.request("POST", "/apps/x/builds", &[], Body::Form(&form)))
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let build = gw
+        .send_raw(cli.request("GET", &format!("/apps/x/builds/{id}?"), &[], Body::Empty))
+        .await;
+    assert_eq!(build.status, 200);
+    assert_eq!(
+        build.json()["reason"].as_str(),
+        Some("object not found: rgw-redacted")
+    );
+    for reply in [&created, &build] {
+        assert!(!reply.text().contains(&password));
+    }
+    // The rack did get the password-bearing requests: only the answers changed.
+    assert!(
+        gw.rack()
+            .received()
+            .iter()
+            .any(|r| r.target == format!("/apps/x/builds/{password}?"))
+    );
+    gw.finish().await;
+}

@@ -1,14 +1,20 @@
-//! Values the gateway restored into a call, taken back out of the rack's error answer to it.
+//! Values a caller may not see, taken out of a rack answer that quotes them in any form.
 //!
-//! A `POST /apps/{app}/releases` whose posted env carried masks is forwarded with the real
-//! values ([`restore_env_param`](super::restore_env_param)). A rack that refuses the release may
-//! quote what it was sent: its error is `http.Error` text or `{"error":"…"}` (spec §1.5), and
-//! anything it does not type is a 500 with the raw error text, such as a Kubernetes validation
-//! error, which quotes the value it rejects (`Invalid value: "…"`). Such an answer would hand a
-//! caller who may not read a value the very value it was shown masked. So every form in which a
-//! restored value can stand in that text (as sent, JSON-escaped, and JSON-escaped the way Go's
-//! `encoding/json` also escapes `<`, `>` and `&`) is replaced by the value's mask, the same mask
-//! the caller read.
+//! Two kinds of value can stand in an answer that was not built to hold them:
+//! - **Values the gateway restored into a call.** A `POST /apps/{app}/releases` whose posted env
+//!   carried masks is forwarded with the real values
+//!   ([`restore_env_param`](super::restore_env_param)). A rack that refuses the release may
+//!   quote what it was sent: its error is `http.Error` text or `{"error":"…"}` (spec §1.5), and
+//!   anything it does not type is a 500 with the raw error text, such as a Kubernetes
+//!   validation error, which quotes the value it rejects (`Invalid value: "…"`). Such a value
+//!   becomes its mask, the same mask the caller read ([`scrub_quoted`]).
+//! - **The rack password**, which the rack writes into URLs (an external build's
+//!   `repository`, and whatever error or build reason quotes one): whoever reads it can bypass
+//!   the gateway ([`scrub_value`]).
+//!
+//! A value is looked for in every form it can take in an answer: as it is; inside a JSON
+//! string, also as Go's `encoding/json` writes it (escaping `<`, `>` and `&`); and
+//! percent-encoded as Go's `url` package writes a form value or a URL's userinfo.
 //!
 //! A value of fewer than [`MIN_ANYWHERE`] bytes is replaced only where it stands as a word of
 //! its own (no ASCII letter or digit on either side): replaced inside words, `1` or `on` would
@@ -17,6 +23,8 @@
 //! **Invariant:** outside the replaced occurrences the answer is kept byte for byte; at each
 //! position the longest matching form wins, so a value that contains another is replaced whole.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use crate::keys::AuditKey;
 
 use super::{MaskError, mask_value};
@@ -24,14 +32,30 @@ use super::{MaskError, mask_value};
 /// The shortest value replaced wherever it occurs, inside words too.
 pub const MIN_ANYWHERE: usize = 4;
 
-/// One form a restored value can take in the answer, and the mask that replaces it.
-struct Needle {
+/// What Go's `url.QueryEscape` escapes (it writes a space as `+`).
+const GO_QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// What Go's `url` escapes in a userinfo's password (`encodeUserPassword`).
+const GO_USERINFO: &AsciiSet = &GO_QUERY
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=');
+
+/// One form a value can take in the answer, and what replaces it.
+struct Needle<'a> {
     bytes: Vec<u8>,
-    mask: String,
+    replacement: &'a str,
 }
 
-/// `body` (an error answer to a call the gateway restored `put_back` into) with every
-/// occurrence of a restored value replaced by its mask in `app`.
+/// `body` (an answer to a call the gateway restored `put_back` into) with every occurrence of a
+/// restored value replaced by its mask in `app`.
 ///
 /// # Errors
 /// [`MaskError::Key`] if the audit key cannot key the mask's HMAC.
@@ -41,14 +65,30 @@ pub fn scrub_quoted(
     put_back: &[(String, String)],
     audit: &AuditKey,
 ) -> Result<Vec<u8>, MaskError> {
-    let mut needles = Vec::new();
-    for (key, value) in put_back.iter().filter(|(_, v)| !v.is_empty()) {
-        let mask = mask_value(audit, app, key, value)?;
+    let masks = put_back
+        .iter()
+        .map(|(key, value)| Ok((value.as_str(), mask_value(audit, app, key, value)?)))
+        .collect::<Result<Vec<_>, MaskError>>()?;
+    Ok(replace(
+        body,
+        masks.iter().map(|(value, mask)| (*value, mask.as_str())),
+    ))
+}
+
+/// `body` with every occurrence of `value`, in each of its forms, replaced by `replacement`.
+pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
+    replace(body, std::iter::once((value, replacement)))
+}
+
+/// `body` with each form of each value replaced by that value's replacement.
+fn replace<'a>(body: &[u8], values: impl Iterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut needles: Vec<Needle<'a>> = Vec::new();
+    for (value, replacement) in values.filter(|(v, _)| !v.is_empty()) {
         for form in forms(value) {
-            if !needles.iter().any(|n: &Needle| n.bytes == form) {
+            if !needles.iter().any(|n| n.bytes == form) {
                 needles.push(Needle {
                     bytes: form,
-                    mask: mask.clone(),
+                    replacement,
                 });
             }
         }
@@ -66,14 +106,14 @@ pub fn scrub_quoted(
     while let Some(&b) = body.get(at) {
         let found = by_first[usize::from(b)]
             .iter()
-            .map(|&i| &needles[i])
+            .filter_map(|&i| needles.get(i))
             .find(|n| {
                 body[at..].starts_with(&n.bytes)
                     && (n.bytes.len() >= MIN_ANYWHERE || stands_alone(body, at, n.bytes.len()))
             });
         match found {
             Some(n) => {
-                out.extend_from_slice(n.mask.as_bytes());
+                out.extend_from_slice(n.replacement.as_bytes());
                 at += n.bytes.len();
             }
             None => {
@@ -82,11 +122,10 @@ pub fn scrub_quoted(
             }
         }
     }
-    Ok(out)
+    out
 }
 
-/// The forms `value` takes in an answer: as it is, inside a JSON string, and inside a JSON
-/// string written by Go's `encoding/json` (which also escapes `<`, `>` and `&`).
+/// The forms `value` takes in an answer, each once.
 fn forms(value: &str) -> Vec<Vec<u8>> {
     let json = serde_json::to_string(value).unwrap_or_default();
     let json = json
@@ -94,12 +133,16 @@ fn forms(value: &str) -> Vec<Vec<u8>> {
         .and_then(|j| j.strip_suffix('"'))
         .unwrap_or(value)
         .to_owned();
-    let go = json
+    let go_json = json
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026");
+    let query = utf8_percent_encode(value, GO_QUERY)
+        .to_string()
+        .replace("%20", "+");
+    let userinfo = utf8_percent_encode(value, GO_USERINFO).to_string();
     let mut forms = vec![value.as_bytes().to_vec()];
-    for f in [json, go] {
+    for f in [json, go_json, query, userinfo] {
         if !forms.iter().any(|known| known == f.as_bytes()) {
             forms.push(f.into_bytes());
         }

@@ -693,3 +693,33 @@ fn the_longest_quoted_value_wins() {
         )
     );
 }
+
+/// The rack password in each form an answer can quote it: as it is, JSON-escaped (Go's way
+/// too), and percent-encoded as a form value or as a URL's userinfo.
+#[test]
+fn a_value_is_replaced_in_every_form_it_is_quoted_in() {
+    let pw = "p w/<&>+$";
+    let cases = [
+        ("as it is", "x p w/<&>+$ y"),
+        ("JSON", "\"p w/<&>+$\""),
+        ("Go's JSON", r#""p w/\u003c\u0026\u003e+$""#),
+        ("a form value", "env=p+w%2F%3C%26%3E%2B%24&x=1"),
+        (
+            "a URL's userinfo",
+            "https://convox:p%20w%2F%3C&%3E+$@rack/x",
+        ),
+    ];
+    let want = [
+        "x rgw-redacted y",
+        "\"rgw-redacted\"",
+        "\"rgw-redacted\"",
+        "env=rgw-redacted&x=1",
+        "https://convox:rgw-redacted@rack/x",
+    ];
+    for ((case, body), want) in cases.iter().zip(want) {
+        let got = scrub_value(body.as_bytes(), pw, REDACTED);
+        assert_eq!(String::from_utf8(got).unwrap(), want, "{case}");
+    }
+    assert_eq!(scrub_value(b"nothing here", pw, REDACTED), b"nothing here");
+    assert_eq!(scrub_value(b"empty", "", REDACTED), b"empty");
+}
