@@ -184,6 +184,15 @@ struct Decoder<'a> {
     pos: usize,
 }
 
+/// An array or map that [`Decoder::skip`] has entered: how many of its elements (entries, for a
+/// map) are still to walk, and a map's last key.
+#[derive(Clone, Copy, Default)]
+struct Open {
+    left: usize,
+    map: bool,
+    last_key: Option<u64>,
+}
+
 // === Encoding and decoding ===
 
 /// Appends the canonical encoding of `v` to `out`.
@@ -307,92 +316,49 @@ pub fn decode_prefix(bytes: &[u8]) -> Result<(Value, usize), CborError> {
 /// The length of the first data item of `bytes`, walked without building a value.
 ///
 /// For splitting a CBOR sequence (RFC 8742) quickly when only the bytes of each item are needed,
-/// as the verifier does: it checks well-formedness (definite lengths, no floats, tags or other
-/// simple values, declared lengths within the input) and shortest-form arguments, but not map
-/// key order, text UTF-8 or nesting depth (it walks iteratively, so depth cannot exhaust the
-/// stack); decode an item to check those.
+/// as the verifier does. It accepts exactly what [`decode_prefix`] accepts, with the same error
+/// for what it refuses: the walk reads every head, length, map key and text with the decoder's
+/// own steps (shortest forms, definite lengths, the subset's types, map keys strictly
+/// ascending, UTF-8 text, at most [`MAX_DEPTH`] levels), so an item that passes has one meaning
+/// to every reader of the log, which a hash over its bytes then pins down. It only builds
+/// nothing, and walks iteratively with a fixed stack.
 ///
 /// # Errors
-/// The same error kinds as [`decode_prefix`] for the malformations it checks.
+/// The error [`decode_prefix`] gives for the same bytes.
 pub fn item_len(bytes: &[u8]) -> Result<usize, CborError> {
-    let mut pos = 0usize;
-    // Items still to walk: each array element and each map key and value is one.
-    let mut todo = 1usize;
-    while todo > 0 {
-        todo -= 1;
-        let start = pos;
-        let truncated = CborError::at(start, CborErrorKind::Truncated);
-        let initial = *bytes.get(pos).ok_or(truncated)?;
-        pos += 1;
-        let (major, info) = (initial >> 5, initial & 0x1f);
-        if major == MAJOR_SIMPLE {
-            match info {
-                SIMPLE_FALSE | SIMPLE_TRUE | SIMPLE_NULL => continue,
-                _ => {
-                    let mut d = Decoder { input: bytes, pos };
-                    return match d.simple(start, info) {
-                        Err(e) => Err(e),
-                        Ok(_) => Err(CborError::at(start, CborErrorKind::UnsupportedSimple(info))),
-                    };
-                }
+    item_len_in(bytes, &mut [Open::default(); MAX_DEPTH])
+}
+
+/// Where a CBOR sequence stops being items: the offset of the first byte that does not start
+/// one, and why (the error's own offset counts from there).
+pub type SequenceStop = (usize, CborError);
+
+/// The byte ranges `(offset, len)` of the items of a CBOR sequence (RFC 8742), each checked
+/// as [`item_len`] checks it, and where the walk stopped if the rest is not an item.
+pub fn split_sequence(bytes: &[u8]) -> (Vec<(usize, usize)>, Option<SequenceStop>) {
+    // One walking stack for the whole sequence, not one per item.
+    let mut open = [Open::default(); MAX_DEPTH];
+    let mut items = Vec::with_capacity(bytes.len() / 256);
+    let mut offset = 0usize;
+    while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
+        match item_len_in(rest, &mut open) {
+            Ok(len) => {
+                items.push((offset, len));
+                offset += len;
             }
-        }
-        if major == MAJOR_TAG {
-            return Err(CborError::at(start, CborErrorKind::Tag));
-        }
-        let (width, smallest) = match info {
-            0..INFO_ONE_BYTE => (0, 0),
-            INFO_ONE_BYTE => (1, u64::from(INFO_ONE_BYTE)),
-            INFO_TWO_BYTES => (2, 1 << 8),
-            INFO_FOUR_BYTES => (4, 1 << 16),
-            INFO_EIGHT_BYTES => (8, 1 << 32),
-            INFO_INDEFINITE if (MAJOR_BYTES..=MAJOR_MAP).contains(&major) => {
-                return Err(CborError::at(start, CborErrorKind::IndefiniteLength));
-            }
-            _ => {
-                return Err(CborError::at(
-                    start,
-                    CborErrorKind::ReservedAdditionalInfo(info),
-                ));
-            }
-        };
-        let argument = if width == 0 {
-            u64::from(info)
-        } else {
-            let arg = bytes
-                .get(pos..pos + width)
-                .ok_or(truncated)?
-                .iter()
-                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
-            pos += width;
-            if arg < smallest {
-                let kind = if major <= MAJOR_NINT {
-                    CborErrorKind::NonShortestInteger
-                } else {
-                    CborErrorKind::NonShortestLength
-                };
-                return Err(CborError::at(start, kind));
-            }
-            arg
-        };
-        let remaining = bytes.len().saturating_sub(pos) as u64;
-        match major {
-            MAJOR_BYTES | MAJOR_TEXT => {
-                if argument > remaining {
-                    return Err(truncated);
-                }
-                pos += argument as usize;
-            }
-            // Every element takes at least one byte, so a count is bounded by the input.
-            MAJOR_ARRAY if argument <= remaining => todo += argument as usize,
-            MAJOR_MAP if argument.saturating_mul(2) <= remaining => {
-                todo += 2 * argument as usize;
-            }
-            MAJOR_ARRAY | MAJOR_MAP => return Err(truncated),
-            _ => {}
+            Err(e) => return (items, Some((offset, e))),
         }
     }
-    Ok(pos)
+    (items, None)
+}
+
+fn item_len_in(bytes: &[u8], open: &mut [Open; MAX_DEPTH]) -> Result<usize, CborError> {
+    let mut decoder = Decoder {
+        input: bytes,
+        pos: 0,
+    };
+    decoder.skip(open)?;
+    Ok(decoder.pos)
 }
 
 /// Refuses `value` unless it re-encodes to exactly `bytes`: the last line of defence of the
@@ -698,6 +664,85 @@ impl<'a> Decoder<'a> {
             entries.push((key, value));
         }
         Ok(Value::Map(entries))
+    }
+
+    /// Walks one data item as [`Decoder::item`] reads it at depth 0, building nothing; `open`
+    /// is scratch space for the arrays and maps it is inside.
+    fn skip(&mut self, open: &mut [Open; MAX_DEPTH]) -> Result<(), CborError> {
+        // Arrays and maps entered and not yet finished; the item read next is in the last.
+        let mut depth = 0usize;
+        loop {
+            if let Some(top) = depth.checked_sub(1).and_then(|d| open.get_mut(d)) {
+                if top.left == 0 {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                top.left -= 1;
+                if top.map {
+                    let (key_start, major, key_info) = self.initial()?;
+                    if major != MAJOR_UINT {
+                        return Err(CborError::at(key_start, CborErrorKind::MapKeyNotUint));
+                    }
+                    let key = self.argument(key_start, major, key_info)?;
+                    if let Some(previous) = top.last_key
+                        && key <= previous
+                    {
+                        return Err(CborError::at(
+                            key_start,
+                            CborErrorKind::MapKeysNotAscending { previous, key },
+                        ));
+                    }
+                    top.last_key = Some(key);
+                }
+            }
+            let (start, major, info) = self.initial()?;
+            match major {
+                MAJOR_UINT | MAJOR_NINT => {
+                    self.argument(start, major, info)?;
+                }
+                MAJOR_BYTES => {
+                    let len = self.argument(start, major, info)?;
+                    self.payload(start, len)?;
+                }
+                MAJOR_TEXT => {
+                    let len = self.argument(start, major, info)?;
+                    let payload_start = self.pos;
+                    let payload = self.payload(start, len)?;
+                    if let Err(e) = std::str::from_utf8(payload) {
+                        return Err(CborError::at(
+                            payload_start + e.valid_up_to(),
+                            CborErrorKind::InvalidUtf8,
+                        ));
+                    }
+                }
+                MAJOR_ARRAY | MAJOR_MAP => {
+                    let Some(slot) = open.get_mut(depth) else {
+                        return Err(CborError::at(start, CborErrorKind::TooDeep));
+                    };
+                    let map = major == MAJOR_MAP;
+                    let declared = self.argument(start, major, info)?;
+                    // Every element takes at least one byte; every entry two, a key and a value.
+                    let left = self.checked_count(start, declared, if map { 2 } else { 1 })?;
+                    *slot = Open {
+                        left,
+                        map,
+                        last_key: None,
+                    };
+                    depth += 1;
+                    continue;
+                }
+                MAJOR_TAG => return Err(CborError::at(start, CborErrorKind::Tag)),
+                _ => {
+                    self.simple(start, info)?;
+                }
+            }
+            if depth == 0 {
+                return Ok(());
+            }
+        }
     }
 
     /// Major type 7: only `false`, `true` and `null` are accepted.
@@ -1466,12 +1511,8 @@ mod tests {
             let n = bytes.len();
             bytes.extend_from_slice(&junk);
             prop_assert_eq!(item_len(&bytes), Ok(n));
-            if let Ok((_, used)) = decode_prefix(&junk) {
-                prop_assert_eq!(item_len(&junk), Ok(used));
-            }
-            if let Ok(used) = item_len(&junk) {
-                prop_assert!(used <= junk.len());
-            }
+            // Accepts exactly what the decoder accepts, and refuses the rest the same way.
+            prop_assert_eq!(item_len(&junk), decode_prefix(&junk).map(|(_, used)| used));
         }
 
         #[test]
@@ -1501,6 +1542,47 @@ mod tests {
         assert_eq!(
             item_len(&[0x9f]).unwrap_err().kind,
             CborErrorKind::IndefiniteLength
+        );
+        // What a walk of heads and lengths alone would pass: each would give the item a second
+        // reading (the last or the first of two keys), or none.
+        let cases: [(&[u8], CborErrorKind, usize); 5] = [
+            (
+                &[0xa2, 0x01, 0x00, 0x01, 0x01],
+                CborErrorKind::MapKeysNotAscending {
+                    previous: 1,
+                    key: 1,
+                },
+                3,
+            ),
+            (
+                &[0xa2, 0x02, 0x00, 0x01, 0x01],
+                CborErrorKind::MapKeysNotAscending {
+                    previous: 2,
+                    key: 1,
+                },
+                3,
+            ),
+            (&[0xa1, 0x61, 0x61, 0x00], CborErrorKind::MapKeyNotUint, 1),
+            (
+                &[0x82, 0x62, 0xc3, 0x28, 0x00],
+                CborErrorKind::InvalidUtf8,
+                2,
+            ),
+            (&[0x81; MAX_DEPTH + 1], CborErrorKind::TooDeep, MAX_DEPTH),
+        ];
+        for (bytes, kind, offset) in cases {
+            assert_eq!(item_len(bytes), Err(CborError::at(offset, kind)));
+            assert_eq!(decode_prefix(bytes).map(|(_, n)| n), item_len(bytes));
+        }
+        assert_eq!(
+            item_len(
+                &[0x81; MAX_DEPTH]
+                    .iter()
+                    .copied()
+                    .chain([0x00])
+                    .collect::<Vec<_>>()
+            ),
+            Ok(MAX_DEPTH + 1)
         );
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! **Invariant:** the first failure is returned with what failed and where (a `seq` or an object
 //! key) and the evidence; nothing is skipped silently. Only stored bytes are hashed, and event
-//! bodies are never interpreted, so logs with newer event codes still verify.
+//! bodies are never interpreted, so logs with newer event codes still verify; but every record
+//! must be CBOR exactly as the gateway's decoder reads it (map keys ascending and unique, text
+//! UTF-8), so that no signed record has two readings.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -777,7 +779,7 @@ struct Prepared<'m, T> {
     bytes: Arc<Vec<u8>>,
     items: Arc<Vec<(usize, usize)>>,
     /// Where splitting stopped on bytes that are not a CBOR item.
-    split_error: Option<SplitError>,
+    split_error: Option<cbor::SequenceStop>,
     /// Leaf hashes of the first half of `items`, computed on this thread.
     head: Vec<Hash>,
     /// The segment's digest and the leaf hashes of the second half.
@@ -812,7 +814,9 @@ fn verify_segments(
                     });
                 }
             };
-            let (items, split_error) = split(&bytes);
+            // Each record checked as strictly as the gateway's decoder reads CBOR: a body
+            // with two readings (a repeated key, broken UTF-8) fails here.
+            let (items, split_error) = cbor::split_sequence(&bytes);
             let items = Arc::new(items);
             let mid = items.len() / 2;
             let worker = {
@@ -845,26 +849,6 @@ fn verify_segments(
         }
         Ok(())
     })
-}
-
-/// Where splitting a segment stopped: the offset of bytes that are not a CBOR item, and why.
-type SplitError = (usize, cbor::CborError);
-
-/// The byte ranges `(offset, len)` of the CBOR items of a sequence, and where it stopped if
-/// the rest is not an item.
-fn split(bytes: &[u8]) -> (Vec<(usize, usize)>, Option<SplitError>) {
-    let mut items = Vec::with_capacity(bytes.len() / 256);
-    let mut offset = 0usize;
-    while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
-        match cbor::item_len(rest) {
-            Ok(len) => {
-                items.push((offset, len));
-                offset += len;
-            }
-            Err(e) => return (items, Some((offset, e))),
-        }
-    }
-    (items, None)
 }
 
 /// The header of record `seq` at or after byte `from`, found by its canonical opening bytes.
