@@ -28,8 +28,51 @@ use crate::record;
 pub trait Source {
     /// Every key under `prefix`, sorted. A prefix with no objects lists nothing.
     fn list(&self, prefix: &str) -> Result<Vec<String>, VerifyError>;
-    /// The object at `key`, or `None` when there is none.
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VerifyError>;
+    /// The object at `key`, or `None` when there is none; one over `limit` is refused
+    /// ([`VerifyError::Oversized`]) before it is read.
+    fn get(&self, key: &str, limit: Limit<'_>) -> Result<Option<Vec<u8>>, VerifyError>;
+}
+
+/// How large an object may be, and what says so (named when it is larger).
+#[derive(Clone, Copy, Debug)]
+pub struct Limit<'a> {
+    pub max: u64,
+    pub set_by: &'a str,
+}
+
+/// The largest manifest the verifier reads: one names a segment, its checkpoints and the key
+/// history, a few kilobytes.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+
+const MANIFEST_LIMIT: Limit<'static> = Limit {
+    max: MAX_MANIFEST_BYTES,
+    set_by: "the largest manifest",
+};
+
+/// Checkpoint notes, before a manifest names them: no note is read past this.
+pub const NOTE_LIMIT: Limit<'static> = Limit {
+    max: checkpoint::MAX_NOTE_BYTES as u64,
+    set_by: "the largest checkpoint note",
+};
+
+/// How far past the size its manifest gives it a segment is still read: enough to name the
+/// records inserted into it, not enough for a planted file to exhaust memory.
+const SEGMENT_SLACK: u64 = 16 << 20;
+
+/// An object the listing named: found, or gone since it was listed.
+fn get_listed(src: &impl Source, key: &str, limit: Limit<'_>) -> Result<Vec<u8>, VerifyError> {
+    src.get(key, limit)?.ok_or_else(|| VerifyError::Missing {
+        object: key.to_owned(),
+        named_by: "the listing".into(),
+    })
+}
+
+/// A segment is read up to [`SEGMENT_SLACK`] past the size its manifest gives it.
+fn segment_limit<'a>(manifest_key: &'a str, m: &Manifest) -> Limit<'a> {
+    Limit {
+        max: m.segment.size.saturating_add(SEGMENT_SLACK),
+        set_by: manifest_key,
+    }
 }
 
 /// An export in a local directory.
@@ -145,6 +188,15 @@ pub enum VerifyError {
         object: String,
         what: String,
     },
+    /// An object larger than what names it says, or than any of its kind can be: refused
+    /// before it is read, so a planted multi-gigabyte file fails by name, not by memory.
+    #[error("{object}: {size} bytes, more than the {max} that {limit} allows")]
+    Oversized {
+        object: String,
+        size: u64,
+        max: u64,
+        limit: String,
+    },
     #[error("cannot read {object}: {what}")]
     Io { object: String, what: String },
     #[error("{0}")]
@@ -207,11 +259,32 @@ impl Source for DirSource {
         Ok(out)
     }
 
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VerifyError> {
-        match std::fs::read(self.root.join(key)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(key, &e)),
+    fn get(&self, key: &str, limit: Limit<'_>) -> Result<Option<Vec<u8>>, VerifyError> {
+        use std::io::Read;
+        let file = match std::fs::File::open(self.root.join(key)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(key, &e)),
+        };
+        let max = limit.max;
+        let oversized = |size| VerifyError::Oversized {
+            object: key.to_owned(),
+            size,
+            max,
+            limit: limit.set_by.to_owned(),
+        };
+        let size = file.metadata().map_err(|e| io_error(key, &e))?.len();
+        if size > max {
+            return Err(oversized(size));
+        }
+        // A file that grows while it is read stops one byte past the limit.
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        file.take(max.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error(key, &e))?;
+        match bytes.len() as u64 {
+            n if n > max => Err(oversized(n)),
+            _ => Ok(Some(bytes)),
         }
     }
 }
@@ -246,6 +319,7 @@ impl VerifyError {
             VerifyError::Inconsistent { .. } => "checkpoints_inconsistent",
             VerifyError::Missing { .. } => "object_missing",
             VerifyError::Digest { .. } => "digest_mismatch",
+            VerifyError::Oversized { .. } => "object_oversized",
             VerifyError::Manifest { .. } => "manifest",
             VerifyError::Unlisted { .. } => "object_unlisted",
             VerifyError::Io { .. } => "io",
@@ -280,6 +354,7 @@ impl VerifyError {
             | VerifyError::Inconsistent { object, .. }
             | VerifyError::Missing { object, .. }
             | VerifyError::Digest { object, .. }
+            | VerifyError::Oversized { object, .. }
             | VerifyError::Manifest { object, .. }
             | VerifyError::Unlisted { object }
             | VerifyError::Io { object, .. } => Some(object),
@@ -451,10 +526,7 @@ pub fn verify_export(
             }
             None => return Err(VerifyError::Unlisted { object: k.clone() }),
         }
-        let note = src.get(k)?.ok_or_else(|| VerifyError::Missing {
-            object: k.clone(),
-            named_by: "the listing".into(),
-        })?;
+        let note = get_listed(src, k, NOTE_LIMIT)?;
         checkpoints.push((k.clone(), note));
     }
     let opened = open_all(&checkpoints, &origin, &key)?;
@@ -594,10 +666,7 @@ fn load_manifests(src: &impl Source) -> Result<Vec<(String, Manifest)>, VerifyEr
                 VerifyError::Unlisted { object: k.clone() }
             });
         }
-        let bytes = src.get(k)?.ok_or_else(|| VerifyError::Missing {
-            object: k.clone(),
-            named_by: "the listing".into(),
-        })?;
+        let bytes = get_listed(src, k, MANIFEST_LIMIT)?;
         let bad = |what: String| VerifyError::Manifest {
             object: k.clone(),
             what,
@@ -798,7 +867,7 @@ fn verify_segments(
         let mut pending = None;
         for entry in manifests {
             let (mkey, m) = entry;
-            let bytes = match src.get(&m.segment.key) {
+            let bytes = match src.get(&m.segment.key, segment_limit(mkey, m)) {
                 Ok(Some(b)) => Arc::new(b),
                 // A later segment's absence counts only once the earlier ones are checked.
                 other => {
@@ -966,7 +1035,7 @@ fn check_log_created(
         return Ok(());
     };
     let bytes = src
-        .get(&m.segment.key)?
+        .get(&m.segment.key, segment_limit(mkey, m))?
         .ok_or_else(|| VerifyError::Missing {
             object: m.segment.key.clone(),
             named_by: mkey.clone(),

@@ -58,6 +58,10 @@ enum Case {
     CheckpointDigestInManifest,
     EditedMiddleManifest,
     ReformattedLastManifest,
+    /// A file grown (sparse, all zeros) to gigabytes where each kind of object lives.
+    PlantedHugeCheckpoint,
+    PlantedHugeManifest,
+    PlantedHugeSegment,
 }
 
 /// What verification of a damaged copy must report.
@@ -451,6 +455,20 @@ fn tamper(case: Case, p: &Pristine, dir: &Path) -> Expect {
             write_manifest(dir, key, &m);
             failure("digest_mismatch", None, Some(&m.segment.key))
         }
+        Case::PlantedHugeCheckpoint => {
+            let cp = &p.checkpoints[p.checkpoints.len() / 2];
+            grow(&dir.join(cp), 3 << 30);
+            failure("object_oversized", None, Some(cp))
+        }
+        Case::PlantedHugeManifest => {
+            let key = &p.manifests[p.manifests.len() / 2];
+            grow(&dir.join(key), 3 << 30);
+            failure("object_oversized", None, Some(key))
+        }
+        Case::PlantedHugeSegment => {
+            grow(&dir.join(&seg.0), 3 << 30);
+            failure("object_oversized", None, Some(&seg.0))
+        }
         Case::CheckpointDigestInManifest => {
             let key = p.manifests.last().expect("a manifest");
             let mut m = read_manifest(dir, key);
@@ -644,10 +662,31 @@ fn deleted_manifest_names_the_missing_manifest() {
     check(Case::DeletedManifest);
 }
 
-/// Fails today: the verifier names the next checkpoint as "not named by any manifest".
+/// Named itself, not as the next checkpoint "not named by any manifest".
 #[test]
 fn deleted_checkpoint_names_the_missing_checkpoint() {
     check(Case::DeletedCheckpoint);
+}
+
+/// Each is refused by name before it is read: the verifier never holds gigabytes for it.
+#[test]
+fn a_planted_huge_object_is_named_not_read() {
+    for case in [
+        Case::PlantedHugeCheckpoint,
+        Case::PlantedHugeManifest,
+        Case::PlantedHugeSegment,
+    ] {
+        check(case);
+    }
+}
+
+/// `path` made `len` bytes long; the added bytes are a hole, so the disk holds none of them.
+fn grow(path: &Path, len: u64) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("object to grow");
+    file.set_len(len).expect("grow");
 }
 
 #[test]

@@ -9,7 +9,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use events::export;
 use events::store::redb::LogReader;
-use events::verify::{DirSource, Source};
+use events::verify::{DirSource, Limit, NOTE_LIMIT, Source};
+
+/// The largest segment read by its name alone (`dump`, `prove`, `consistency`), where no
+/// manifest is read to give its size: far past what a checkpoint interval holds, and short of
+/// exhausting the auditor's memory with a planted file.
+const LISTED_SEGMENT_LIMIT: Limit<'static> = Limit {
+    max: 1 << 30,
+    set_by: "rack-audit's limit for a segment read by its name",
+};
 
 /// A verifiable input.
 pub enum Input {
@@ -47,7 +55,9 @@ impl Input {
                 .list("checkpoints/")?
                 .into_iter()
                 .map(|k| {
-                    let bytes = src.get(&k)?.with_context(|| format!("{k}: missing"))?;
+                    let bytes = src
+                        .get(&k, NOTE_LIMIT)?
+                        .with_context(|| format!("{k}: missing"))?;
                     Ok((k, bytes))
                 })
                 .collect(),
@@ -87,7 +97,9 @@ impl Input {
                     if end <= from || first >= to {
                         continue;
                     }
-                    let bytes = src.get(&key)?.with_context(|| format!("{key}: missing"))?;
+                    let bytes = src
+                        .get(&key, LISTED_SEGMENT_LIMIT)?
+                        .with_context(|| format!("{key}: missing"))?;
                     let mut offset = 0usize;
                     let mut seq = first;
                     while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
