@@ -1,5 +1,7 @@
 //! The rack answers the gateway reads whole to rewrite them (masked env, restored env): bounded
-//! each ([`MAX_MASKED_BODY`]) and, over all callers at once, by one budget of bytes held.
+//! each ([`MAX_MASKED_BODY`]) and, over all callers at once, by one budget of bytes held. Error
+//! answers, read whole to take the rack password out, are short and held outside the budget,
+//! each bounded by [`MAX_ERROR_ANSWER`].
 //!
 //! Without the shared budget, callers who cannot read every env value could each make the
 //! gateway hold a release list of many megabytes (read whole, then rewritten) for as long as
@@ -39,11 +41,17 @@ const UNIT: usize = 1024;
 /// How often a read waiting for room looks again.
 const RETRY: Duration = Duration::from_millis(5);
 
+/// The largest error answer read (short `http.Error` text): held per call, outside the
+/// budget, so that error answers never wait on room the release lists hold.
+pub const MAX_ERROR_ANSWER: usize = 64 * 1024;
+
 /// Why an answer was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     #[error("the answer is over {MAX_MASKED_BODY} bytes")]
     TooLarge,
+    #[error("the rack's error answer is over {MAX_ERROR_ANSWER} bytes")]
+    ErrorTooLarge,
     #[error("the answer could not be read")]
     Unreadable,
     #[error("the gateway holds as many answers as it may; try again")]
@@ -77,6 +85,7 @@ impl ReadError {
     pub fn kind(self) -> &'static str {
         match self {
             ReadError::TooLarge => "answer_too_large",
+            ReadError::ErrorTooLarge => "error_answer_too_large",
             ReadError::Unreadable => "answer_unreadable",
             ReadError::Busy => "answers_budget_full",
         }
@@ -186,6 +195,32 @@ impl Held {
     fn units(&self) -> usize {
         self.permit.num_permits()
     }
+}
+
+/// Reads an error answer whole, up to [`MAX_ERROR_ANSWER`] bytes, outside the budget.
+pub async fn read_error<B>(mut body: B) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > MAX_ERROR_ANSWER as u64)
+    {
+        return Err(ReadError::ErrorTooLarge);
+    }
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ReadError::Unreadable)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > MAX_ERROR_ANSWER {
+            return Err(ReadError::ErrorTooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
 }
 
 // === impl Rewritten ===

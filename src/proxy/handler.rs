@@ -17,17 +17,19 @@ use bytes::Bytes;
 use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
 use events::store::EventStore;
 use events::time::{Clock, Timestamp};
-use http::{HeaderValue, Method, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use projections::tokens::Token;
 
+use super::answers;
 use super::intent::{self, Recorded};
 use super::mask::{self, ResponseMask, Visibility};
 use super::metered::{Meter, Metered};
 use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
+use super::upstream::Upstream;
 use super::{headers, redact, ws};
 use crate::identity::credentials::Schemes;
 use crate::identity::{TokenCall, authenticate};
@@ -71,6 +73,9 @@ pub struct RackCall {
     request_id: String,
     started: Instant,
     trusted_peer: bool,
+    /// The call carries values the gateway restored for masks: an error answer to it, which
+    /// may quote them, is withheld.
+    restored: bool,
 }
 
 enum CallBody {
@@ -86,8 +91,6 @@ enum Rewrite {
         app: String,
         who: Visibility,
         protected: Vec<String>,
-        /// Values the gateway restored into the call: taken out of an error answer too.
-        put_back: Vec<(String, String)>,
     },
     Build,
 }
@@ -465,9 +468,7 @@ async fn pipeline(
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it: nothing to rewrite, so it streams.
         Some(ResponseMask::ReleaseEnv)
-            if matches!(Visibility::of(&grant), Visibility::All)
-                && protected.is_empty()
-                && put_back.is_empty() =>
+            if matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty() =>
         {
             None
         }
@@ -475,7 +476,6 @@ async fn pipeline(
             app,
             who: Visibility::of(&grant),
             protected,
-            put_back,
         }),
         Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
         None => None,
@@ -493,6 +493,7 @@ async fn pipeline(
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
+        restored: !put_back.is_empty(),
     };
     let intent = command_requested(
         &caller,
@@ -707,21 +708,13 @@ async fn forward(
         parts.headers.insert("x-request-id", id);
     }
     let status = parts.status.as_u16();
-    let success = parts.status.is_success();
     let encoded = parts
         .headers
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    // Read whole: an answer the route rewrites, and an error answer (short `http.Error` text),
-    // which may quote a URL the rack built with its password or a value restored into the
-    // call. An error answer compressed against the gateway's request (routes not rewritten
-    // pass the caller's `Accept-Encoding` on) cannot be read, and passes as it came.
-    let read_whole = if success {
-        rewrite.is_some()
-    } else {
-        !head && (rewrite.is_some() || !encoded)
-    };
-    if read_whole {
+    if parts.status.is_success()
+        && let Some(rewrite) = rewrite
+    {
         let read = if encoded {
             Err(ANSWER_ENCODED)
         } else {
@@ -730,18 +723,10 @@ async fn forward(
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
         // the gateway has no room to hold) is a recorded 502 that says so.
         let masked = read.and_then(|(body, mut held)| {
-            let rewritten = match &rewrite {
-                Some(rewrite) => Some(
-                    rewrite
-                        .apply(&body, success, &state.keys.audit)
-                        .map_err(|e| e.kind())?,
-                ),
-                None => None,
-            };
-            let masked = state
-                .upstream
-                .scrub_password(rewritten.as_deref().unwrap_or(&body));
-            drop((body, rewritten));
+            let masked = rewrite
+                .apply(&body, &state.upstream, &state.keys.audit)
+                .map_err(|e| e.kind())?;
+            drop(body);
             state
                 .answers
                 .fit(&mut held, masked.len())
@@ -761,7 +746,43 @@ async fn forward(
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         // Handed to the connection in pieces, holding its room in the budget until the last.
         let body = Metered::new(
-            crate::proxy::answers::Rewritten::new(Bytes::from(masked), held),
+            answers::Rewritten::new(Bytes::from(masked), held),
+            Box::new(move |out| pending.complete(status, Some(out), None)),
+        );
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    // An error answer (short `http.Error` text) may quote a URL the rack built with its
+    // password, or a value restored into the call: it is read whole (outside the budget) and
+    // never passed on unread, a compressed one included.
+    let bodiless = head
+        || parts.status.is_informational()
+        || matches!(
+            parts.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
+    if !parts.status.is_success() && !bodiless {
+        let read = if encoded {
+            Err(ANSWER_ENCODED)
+        } else {
+            answers::read_error(incoming).await.map_err(|e| e.kind())
+        };
+        let text = match read {
+            Ok(text) => text,
+            Err(kind) => {
+                answered_itself(kind);
+                return Err(ProxyError::UnreadableAnswer(kind));
+            }
+        };
+        let shown = if call.restored {
+            withheld_error(&parts.headers, status, &call.request_id)
+        } else {
+            state.upstream.scrub_password(&text)
+        };
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
+        let body = Metered::new(
+            Full::new(Bytes::from(shown)),
             Box::new(move |out| pending.complete(status, Some(out), None)),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
@@ -773,15 +794,36 @@ async fn forward(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// What replaces the rack's error answer to a call carrying restored values: it may quote them
+/// in any escaping (or several: a quoted value inside `{"error":…}`), and even where a value
+/// sits in a scrubbed text would tell a caller which of many guesses (in another parameter of
+/// the same call) it matched. In the rack's own form: `{"error":…}` when it answered JSON.
+fn withheld_error(headers: &http::HeaderMap, status: u16, request_id: &str) -> Vec<u8> {
+    let text = format!(
+        "the rack refused this call ({status}), and its answer may quote values the gateway \
+         restored for masks you posted, so it is withheld (request {request_id}); post those \
+         variables in clear to see the rack's reason"
+    );
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json {
+        let mut out = serde_json::to_vec(&serde_json::json!({ "error": text })).unwrap_or_default();
+        out.push(b'\n');
+        out
+    } else {
+        format!("{text}\n").into_bytes()
+    }
+}
+
 // === impl Rewrite ===
 
 impl Rewrite {
-    /// The answer as the caller gets it: a 2xx answer masked, an error answer with the values
-    /// restored into the call taken out (the rack password is taken out of both after).
+    /// A 2xx answer as the caller gets it: masked, or a build without the rack password.
     fn apply(
         &self,
         body: &[u8],
-        success: bool,
+        upstream: &Upstream,
         audit: &AuditKey,
     ) -> Result<Vec<u8>, mask::MaskError> {
         match self {
@@ -789,13 +831,9 @@ impl Rewrite {
                 app,
                 who,
                 protected,
-                ..
-            } if success => mask::mask_release_json(body, app, *who, audit, protected),
-            Rewrite::Release { app, put_back, .. } => {
-                mask::scrub_quoted(body, app, put_back, audit)
-            }
-            Rewrite::Build if success => mask::scrub_external_build(body),
-            Rewrite::Build => Ok(body.to_vec()),
+            } => mask::mask_release_json(body, app, *who, audit, protected),
+            // The password anywhere else in it too: a failed build's reason may quote the URL.
+            Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
         }
     }
 }

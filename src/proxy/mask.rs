@@ -41,7 +41,7 @@ use crate::proxy::secret_text::{
 
 mod quoted;
 
-pub use quoted::{scrub_quoted, scrub_value};
+pub use quoted::scrub_value;
 
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";
@@ -99,15 +99,13 @@ pub enum MaskError {
 }
 
 /// A posted env with its masked values restored ([`restore_env_param`]).
-///
-/// `Debug` shows the keys put back, never a value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Restored {
     /// The env to forward: the posted lines, each mask replaced by the value it stands for.
     pub env: String,
-    /// Each `(key, value)` put back for a mask: values the caller sent only as masks, which
-    /// the rack's answer to this call must not show back in clear ([`scrub_quoted`]).
-    pub put_back: Vec<(String, String)>,
+    /// The keys whose values were put back for masks: values the caller sent only as masks,
+    /// which the rack's answer to this call must not show back in clear.
+    pub put_back: Vec<String>,
 }
 
 /// A parsed env: the text exactly as given, and where its entries are.
@@ -266,13 +264,11 @@ impl fmt::Debug for Env {
 
 // === impl Restored ===
 
+/// Shows the keys put back, never the env.
 impl fmt::Debug for Restored {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Restored")
-            .field(
-                "put_back",
-                &self.put_back.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("put_back", &self.put_back)
             .finish_non_exhaustive()
     }
 }
@@ -527,7 +523,7 @@ pub fn restore_env_param(
             out.push_str(env.get(copied..e.value.start).unwrap_or_default());
             out.push_str(real);
             copied = e.value.end;
-            put_back.push((key.to_owned(), real.to_owned()));
+            put_back.push(key.to_owned());
             real
         } else {
             value

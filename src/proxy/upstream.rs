@@ -2,8 +2,9 @@
 //! rack's base URL and the credentials the gateway (not the caller) presents.
 //!
 //! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
-//! builds (and answers read whole lose it here: [`Upstream::scrub_password`]), and requests go only to the configured rack; the path forwarded is the canonical one
-//! that was authorized, prefixed with the rack URL's own path.
+//! builds (answers the proxy reads whole lose it here, [`Upstream::scrub_password`]); requests
+//! go only to the configured rack; the path forwarded is the canonical one that was
+//! authorized, prefixed with the rack URL's own path.
 
 use std::time::Duration;
 
@@ -117,8 +118,9 @@ impl Upstream {
     }
 
     /// `body` with the rack password, in each form an answer can quote it, replaced by
-    /// `rgw-redacted`: for every answer the proxy reads whole (rewritten answers, and error
-    /// answers, which may quote a URL the rack built with it).
+    /// `rgw-redacted`: for error answers and build answers, which may quote a URL the rack
+    /// built with it. (Release answers are left to the env masks: a value rewritten here would
+    /// not survive `convox env set`, which posts the env back.)
     pub fn scrub_password(&self, body: &[u8]) -> Vec<u8> {
         scrub_value(body, self.password.expose(), REDACTED)
     }

@@ -108,10 +108,12 @@ async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
     assert!(!log.contains("s3cr3t"), "the secret never enters the log");
 }
 
-/// A rack that refuses the release and quotes the env it was sent must not hand the caller the
-/// values the gateway restored for it: they come back as the masks the caller read.
+/// A rack that refuses the release may quote the env it was sent, in any escaping: the caller
+/// must not get back the values the gateway restored for its masks. The error answer is
+/// withheld, in the rack's own form (text, or `{"error":…}` when the caller asked for JSON),
+/// with the rack's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rack_error_quoting_a_restored_value_shows_its_mask() {
+async fn a_rack_error_to_a_call_with_restored_values_is_withheld() {
     let gw = TestGateway::start().await;
     let (cli, mask) = deployer_reading_a_mask(&gw).await;
     gw.rack().set_quoting_release_errors(true);
@@ -119,38 +121,60 @@ async fn a_rack_error_quoting_a_restored_value_shows_its_mask() {
         "env={}",
         form_encode(&format!("A=B\nFOO=bar\nSECRET_TOKEN={mask}"))
     );
-    let before = gw.rack().received().len();
-    let head = gw.head();
+    for json in [false, true] {
+        let raw =
+            String::from_utf8(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+                .unwrap();
+        let raw = if json {
+            raw.replace("Accept: */*\r\n", "Accept: application/json\r\n")
+        } else {
+            raw
+        };
+        let before = gw.rack().received().len();
+        let head = gw.head();
+        let reply = gw.send_raw(raw).await;
+        // The rack got the real value and quoted it back.
+        let post = gw.rack().received()[before..]
+            .iter()
+            .find(|r| r.method == "POST")
+            .cloned()
+            .expect("the call reached the rack");
+        assert_eq!(
+            post.param("env").map(|p| p.value.as_str()),
+            Some("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")
+        );
+        assert_eq!(post.status, 500);
+        assert_eq!(reply.status, 500, "{}", reply.text());
+        let text = if json {
+            reply.json()["error"].as_str().unwrap().to_owned()
+        } else {
+            reply.text().strip_suffix('\n').unwrap().to_owned()
+        };
+        assert!(
+            text.starts_with("the rack refused this call (500)"),
+            "{text}"
+        );
+        assert!(text.contains(&reply.request_id()), "{text}");
+        assert!(!reply.text().contains("s3cr3t"), "{}", reply.text());
+        assert_eq!(
+            reply.header("content-length"),
+            Some(reply.body.len().to_string().as_str())
+        );
+        let (_, done) = gw.call_records(head, &reply.request_id()).await;
+        let done = crate::support::completed(&done).unwrap();
+        assert_eq!((done.status, done.failure.as_deref()), (500, None));
+        assert_eq!(done.bytes_out, reply.body.len() as u64);
+    }
+    // A call without masks gets the rack's error as it is: the caller sent every value itself.
+    let own = format!("env={}", form_encode("A=B\nSECRET_TOKEN=mine"));
     let reply = gw
-        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&own)))
         .await;
-    // The rack got the real value and quoted it back; the caller sees the mask in its place,
-    // and everything else of the rack's error as the rack wrote it.
-    let post = gw.rack().received()[before..]
-        .iter()
-        .find(|r| r.method == "POST")
-        .cloned()
-        .expect("the call reached the rack");
-    assert_eq!(
-        post.param("env").map(|p| p.value.as_str()),
-        Some("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")
-    );
-    assert_eq!(post.status, 500);
-    assert_eq!(reply.status, 500, "{}", reply.text());
+    assert_eq!(reply.status, 500);
     assert_eq!(
         reply.text(),
-        format!(
-            "Secret \"x-env\" is invalid: data: Invalid value: \"A=B\\nFOO=bar\\nSECRET_TOKEN={mask}\"\n"
-        )
+        "Secret \"x-env\" is invalid: data: Invalid value: \"A=B\\nSECRET_TOKEN=mine\"\n"
     );
-    assert_eq!(
-        reply.header("content-length"),
-        Some(reply.body.len().to_string().as_str())
-    );
-    let (_, done) = gw.call_records(head, &reply.request_id()).await;
-    let done = crate::support::completed(&done).unwrap();
-    assert_eq!((done.status, done.failure.as_deref()), (500, None));
-    assert_eq!(done.bytes_out, reply.body.len() as u64);
     let finished = gw.finish().await;
     assert!(!format!("{:?}", finished.events).contains("s3cr3t"));
 }
@@ -237,6 +261,32 @@ async fn the_rack_password_quoted_by_the_rack_is_redacted() {
             Some(want.len().to_string().as_str())
         );
     }
+    // The same as `{"error":…}`, for a caller that asks for JSON.
+    let raw =
+        String::from_utf8(cli.request("GET", &format!("/apps/{password}?"), &[], Body::Empty))
+            .unwrap()
+            .replace("Accept: */*\r\n", "Accept: application/json\r\n");
+    let reply = gw.send_raw(raw).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(
+        reply.text(),
+        "{\"error\":\"app not found: rgw-redacted\"}\n"
+    );
+    // A compressed error answer cannot be read, so it is not passed on: a recorded 502.
+    gw.rack().set_gzip_answers(true);
+    let head = gw.head();
+    let reply = gw
+        .send_raw(cli.request("GET", &format!("/apps/{password}?"), &[], Body::Empty))
+        .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(!reply.text().contains(&password));
+    let (_, done) = gw.call_records(head, &reply.request_id()).await;
+    let done = crate::support::completed(&done).unwrap();
+    assert_eq!(
+        (done.status, done.failure.as_deref()),
+        (502, Some("answer_encoded"))
+    );
+    gw.rack().set_gzip_answers(false);
     // A build whose source is missing fails with a reason that quotes the object key.
     let form = format!("url=object%3A%2F%2Fx%2F{password}");
     let created = gw
