@@ -40,14 +40,20 @@ pub struct Limit<'a> {
     pub set_by: &'a str,
 }
 
-/// The largest manifest the verifier reads: one names a segment, its checkpoints and the key
-/// history, a few kilobytes.
-pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// A manifest's room besides its checkpoints: the segment, the chain link and the key history.
+const MANIFEST_BASE_BYTES: u64 = 1 << 20;
+/// A manifest's room per checkpoint it may name (an entry takes about 160 bytes): a log idle
+/// for long names a heartbeat checkpoint after another in one manifest.
+const MANIFEST_BYTES_PER_CHECKPOINT: u64 = 512;
 
-const MANIFEST_LIMIT: Limit<'static> = Limit {
-    max: MAX_MANIFEST_BYTES,
-    set_by: "the largest manifest",
-};
+/// A manifest may name at most every checkpoint the export lists.
+fn manifest_limit(checkpoints: usize) -> Limit<'static> {
+    Limit {
+        max: MANIFEST_BASE_BYTES
+            .saturating_add(MANIFEST_BYTES_PER_CHECKPOINT.saturating_mul(checkpoints as u64)),
+        set_by: "the checkpoints the export lists",
+    }
+}
 
 /// Checkpoint notes, before a manifest names them: no note is read past this.
 pub const NOTE_LIMIT: Limit<'static> = Limit {
@@ -59,6 +65,10 @@ pub const NOTE_LIMIT: Limit<'static> = Limit {
 /// records inserted into it, not enough for a planted file to exhaust memory.
 const SEGMENT_SLACK: u64 = 16 << 20;
 
+/// The largest segment read at all, whatever a manifest says (a manifest is trusted only once
+/// verified): a checkpoint interval's records hold far less.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
 /// An object the listing named: found, or gone since it was listed.
 fn get_listed(src: &impl Source, key: &str, limit: Limit<'_>) -> Result<Vec<u8>, VerifyError> {
     src.get(key, limit)?.ok_or_else(|| VerifyError::Missing {
@@ -67,10 +77,18 @@ fn get_listed(src: &impl Source, key: &str, limit: Limit<'_>) -> Result<Vec<u8>,
     })
 }
 
-/// A segment is read up to [`SEGMENT_SLACK`] past the size its manifest gives it.
+/// A segment is read up to [`SEGMENT_SLACK`] past the size its manifest gives it, and never
+/// past [`MAX_SEGMENT_BYTES`].
 fn segment_limit<'a>(manifest_key: &'a str, m: &Manifest) -> Limit<'a> {
+    let by_manifest = m.segment.size.saturating_add(SEGMENT_SLACK);
+    if by_manifest > MAX_SEGMENT_BYTES {
+        return Limit {
+            max: MAX_SEGMENT_BYTES,
+            set_by: "the largest segment the verifier reads",
+        };
+    }
     Limit {
-        max: m.segment.size.saturating_add(SEGMENT_SLACK),
+        max: by_manifest,
         set_by: manifest_key,
     }
 }
@@ -501,7 +519,8 @@ pub fn verify_export(
     key: Option<&VerifierKey>,
     progress: &mut dyn Progress,
 ) -> Result<Summary, VerifyError> {
-    let manifests = load_manifests(src)?;
+    let cp_keys = src.list("checkpoints/")?;
+    let manifests = load_manifests(src, manifest_limit(cp_keys.len()))?;
     let Some((_, first)) = manifests.first() else {
         return Err(VerifyError::Missing {
             object: export::manifest_key(0),
@@ -512,7 +531,6 @@ pub fn verify_export(
     let (key, trust) = choose_key(key, first)?;
 
     // Checkpoints: all of them, dense, each signed; manifests name them in order.
-    let cp_keys = src.list("checkpoints/")?;
     let mut checkpoints = Vec::new();
     for (n, k) in cp_keys.iter().enumerate() {
         match export::parse_checkpoint_key(k) {
@@ -648,7 +666,10 @@ pub fn verify_records(
     })
 }
 
-fn load_manifests(src: &impl Source) -> Result<Vec<(String, Manifest)>, VerifyError> {
+fn load_manifests(
+    src: &impl Source,
+    limit: Limit<'_>,
+) -> Result<Vec<(String, Manifest)>, VerifyError> {
     let keys = src.list("manifests/")?;
     let mut out: Vec<(String, Manifest)> = Vec::new();
     let mut prev_digest = "0".repeat(64);
@@ -666,7 +687,7 @@ fn load_manifests(src: &impl Source) -> Result<Vec<(String, Manifest)>, VerifyEr
                 VerifyError::Unlisted { object: k.clone() }
             });
         }
-        let bytes = get_listed(src, k, MANIFEST_LIMIT)?;
+        let bytes = get_listed(src, k, limit)?;
         let bad = |what: String| VerifyError::Manifest {
             object: k.clone(),
             what,

@@ -1,13 +1,13 @@
 //! The rack answers the gateway reads whole to rewrite them (masked env, restored env): bounded
 //! each ([`MAX_MASKED_BODY`]) and, over all callers at once, by one budget of bytes held. Error
-//! answers, read whole to take the rack password out, are short and held outside the budget,
-//! each bounded by [`MAX_ERROR_ANSWER`].
+//! answers, read whole to take the rack password out, are held outside the budget, each
+//! bounded by [`MAX_ERROR_ANSWER`] and [`ERROR_ANSWER_DEADLINE`].
 //!
 //! Without the shared budget, callers who cannot read every env value could each make the
 //! gateway hold a release list of many megabytes (read whole, then rewritten) for as long as
 //! they take to read the answer, on every connection they hold.
 //!
-//! **Invariant:** every byte read is counted against the budget, twice (the answer and its
+//! **Invariant:** every byte of a 2xx answer read is counted against the budget, twice (the answer and its
 //! rewritten copy), before it is kept, and the rewritten copy stays counted until its last
 //! piece has been handed to the connection ([`Rewritten`], sent in pieces of [`PIECE`] so the
 //! connection holds little of it). A read waits for room only while it holds none: it reserves
@@ -41,9 +41,12 @@ const UNIT: usize = 1024;
 /// How often a read waiting for room looks again.
 const RETRY: Duration = Duration::from_millis(5);
 
-/// The largest error answer read (short `http.Error` text): held per call, outside the
-/// budget, so that error answers never wait on room the release lists hold.
-pub const MAX_ERROR_ANSWER: usize = 64 * 1024;
+/// The largest error answer read (`http.Error` text, which may quote a whole posted env): held
+/// per call, outside the budget, so that error answers never wait on room the release lists
+/// hold.
+pub const MAX_ERROR_ANSWER: usize = 1024 * 1024;
+/// How long an error answer may take to arrive whole once its head has.
+pub const ERROR_ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why an answer was not read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +55,8 @@ pub enum ReadError {
     TooLarge,
     #[error("the rack's error answer is over {MAX_ERROR_ANSWER} bytes")]
     ErrorTooLarge,
+    #[error("the rack's error answer did not arrive whole in time")]
+    ErrorTooSlow,
     #[error("the answer could not be read")]
     Unreadable,
     #[error("the gateway holds as many answers as it may; try again")]
@@ -86,6 +91,7 @@ impl ReadError {
         match self {
             ReadError::TooLarge => "answer_too_large",
             ReadError::ErrorTooLarge => "error_answer_too_large",
+            ReadError::ErrorTooSlow => "error_answer_too_slow",
             ReadError::Unreadable => "answer_unreadable",
             ReadError::Busy => "answers_budget_full",
         }
@@ -197,8 +203,18 @@ impl Held {
     }
 }
 
-/// Reads an error answer whole, up to [`MAX_ERROR_ANSWER`] bytes, outside the budget.
-pub async fn read_error<B>(mut body: B) -> Result<Bytes, ReadError>
+/// Reads an error answer whole, up to [`MAX_ERROR_ANSWER`] bytes and within
+/// [`ERROR_ANSWER_DEADLINE`], outside the budget.
+pub async fn read_error<B>(body: B) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    tokio::time::timeout(ERROR_ANSWER_DEADLINE, read_error_whole(body))
+        .await
+        .map_err(|_| ReadError::ErrorTooSlow)?
+}
+
+async fn read_error_whole<B>(mut body: B) -> Result<Bytes, ReadError>
 where
     B: Body<Data = Bytes> + Unpin,
 {

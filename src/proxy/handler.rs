@@ -73,9 +73,10 @@ pub struct RackCall {
     request_id: String,
     started: Instant,
     trusted_peer: bool,
-    /// The call carries values the gateway restored for masks: an error answer to it, which
-    /// may quote them, is withheld.
-    restored: bool,
+    /// The call makes the rack hold values the caller may not read: restored for its masks,
+    /// or copied from `parent-release`. An error answer to it, which may quote them, is
+    /// withheld.
+    hides_values: bool,
 }
 
 enum CallBody {
@@ -493,7 +494,11 @@ async fn pipeline(
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
-        restored: !put_back.is_empty(),
+        hides_values: !put_back.is_empty()
+            || (matched.rule().name == "release.create"
+                && params.get("parent-release").is_some()
+                && params.get("env").is_none()
+                && !matches!(Visibility::of(&grant), Visibility::All)),
     };
     let intent = command_requested(
         &caller,
@@ -627,6 +632,9 @@ async fn record_local(
 /// routes). With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room)
 /// and of the masking, the caller is told it and `CommandCompleted.failure` records it.
 const ANSWER_ENCODED: &str = "answer_encoded";
+/// Recorded for an error answer the gateway withheld ([`withheld_error`]): the status is the
+/// rack's, the body the gateway's.
+const ANSWER_WITHHELD: &str = "answer_withheld";
 
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
 /// when the answer's body ends, without holding the answer for its durability.
@@ -708,11 +716,20 @@ async fn forward(
         parts.headers.insert("x-request-id", id);
     }
     let status = parts.status.as_u16();
+    // Any coding but `identity`, on any of the header's lines, makes the body unreadable here.
     let encoded = parts
         .headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let bodiless = head
+        || parts.status.is_informational()
+        || matches!(
+            parts.status,
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        );
     if parts.status.is_success()
+        && !bodiless
         && let Some(rewrite) = rewrite
     {
         let read = if encoded {
@@ -754,12 +771,6 @@ async fn forward(
     // An error answer (short `http.Error` text) may quote a URL the rack built with its
     // password, or a value restored into the call: it is read whole (outside the budget) and
     // never passed on unread, a compressed one included.
-    let bodiless = head
-        || parts.status.is_informational()
-        || matches!(
-            parts.status,
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        );
     if !parts.status.is_success() && !bodiless {
         let read = if encoded {
             Err(ANSWER_ENCODED)
@@ -773,7 +784,9 @@ async fn forward(
                 return Err(ProxyError::UnreadableAnswer(kind));
             }
         };
-        let shown = if call.restored {
+        // An empty answer stays empty: the CLI reads an empty 404 as `response status 404`.
+        let withheld = call.hides_values && !text.is_empty();
+        let shown = if withheld {
             withheld_error(&parts.headers, status, &call.request_id)
         } else {
             state.upstream.scrub_password(&text)
@@ -781,9 +794,10 @@ async fn forward(
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
+        let failure = withheld.then_some(ANSWER_WITHHELD);
         let body = Metered::new(
             Full::new(Bytes::from(shown)),
-            Box::new(move |out| pending.complete(status, Some(out), None)),
+            Box::new(move |out| pending.complete(status, Some(out), failure)),
         );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }

@@ -2,7 +2,7 @@
 //! rack's base URL and the credentials the gateway (not the caller) presents.
 //!
 //! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
-//! builds (answers the proxy reads whole lose it here, [`Upstream::scrub_password`]); requests
+//! builds (error and build answers lose it here, [`Upstream::scrub_password`]); requests
 //! go only to the configured rack; the path forwarded is the canonical one that was
 //! authorized, prefixed with the rack URL's own path.
 

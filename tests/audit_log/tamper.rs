@@ -62,6 +62,9 @@ enum Case {
     PlantedHugeCheckpoint,
     PlantedHugeManifest,
     PlantedHugeSegment,
+    /// The last manifest (which no later one chains to) claims a huge segment, and one is
+    /// planted.
+    PlantedHugeSegmentClaimedByItsManifest,
 }
 
 /// What verification of a damaged copy must report.
@@ -469,6 +472,14 @@ fn tamper(case: Case, p: &Pristine, dir: &Path) -> Expect {
             grow(&dir.join(&seg.0), 3 << 30);
             failure("object_oversized", None, Some(&seg.0))
         }
+        Case::PlantedHugeSegmentClaimedByItsManifest => {
+            let key = p.manifests.last().expect("a manifest");
+            let mut m = read_manifest(dir, key);
+            m.segment.size = 1 << 40;
+            write_manifest(dir, key, &m);
+            grow(&dir.join(&m.segment.key), 3 << 30);
+            failure("object_oversized", None, Some(&m.segment.key))
+        }
         Case::CheckpointDigestInManifest => {
             let key = p.manifests.last().expect("a manifest");
             let mut m = read_manifest(dir, key);
@@ -675,6 +686,7 @@ fn a_planted_huge_object_is_named_not_read() {
         Case::PlantedHugeCheckpoint,
         Case::PlantedHugeManifest,
         Case::PlantedHugeSegment,
+        Case::PlantedHugeSegmentClaimedByItsManifest,
     ] {
         check(case);
     }

@@ -113,9 +113,10 @@ impl MockRack {
         self.shared.set_answer_delay(delay);
     }
 
-    /// Test-only: from now on (`true`) `POST /apps/{app}/releases` with an `env` fails with a
-    /// 500 whose text quotes that env, as a rack whose provider rejects a value and says which
-    /// (Kubernetes' validation errors quote it: `Invalid value: "…"`); nothing is created.
+    /// Test-only: from now on (`true`) `POST /apps/{app}/releases` fails with a 500 whose text
+    /// quotes the env the release would have had (the posted `env`, else the newest release's),
+    /// as a rack whose provider rejects a value and says which (Kubernetes' validation errors
+    /// quote it: `Invalid value: "…"`); nothing is created.
     /// `false` (the state at start) creates the release.
     pub fn set_quoting_release_errors(&self, on: bool) {
         self.shared.set_quote_release_env(on);

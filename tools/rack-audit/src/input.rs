@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use events::export;
 use events::store::redb::LogReader;
-use events::verify::{DirSource, Limit, NOTE_LIMIT, Source};
+use events::verify::{DirSource, Limit, MAX_SEGMENT_BYTES, NOTE_LIMIT, Source};
 
-/// The largest segment read by its name alone (`dump`, `prove`, `consistency`), where no
-/// manifest is read to give its size: far past what a checkpoint interval holds, and short of
-/// exhausting the auditor's memory with a planted file.
+/// A segment read by its name alone (`dump`, `prove`, `consistency`), where no manifest is
+/// read to give its size: the verifier's own ceiling.
 const LISTED_SEGMENT_LIMIT: Limit<'static> = Limit {
-    max: 1 << 30,
-    set_by: "rack-audit's limit for a segment read by its name",
+    max: MAX_SEGMENT_BYTES,
+    set_by: "the largest segment the verifier reads",
 };
 
 /// A verifiable input.

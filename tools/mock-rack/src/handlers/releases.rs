@@ -38,15 +38,23 @@ pub(super) fn create(call: &mut Call<'_>) -> Reply {
         env: call.params.form("env"),
     };
     let _parent = call.params.form("parent-release");
-    if let Some(env) = request
-        .env
-        .as_ref()
-        .filter(|_| call.shared.quotes_release_env())
-    {
-        // The test-only switch: refused the way an untyped provider error is (spec §1.5).
+    if call.shared.quotes_release_env() {
+        // The test-only switch: refused the way an untyped provider error is (spec §1.5),
+        // quoting the env the release would have had (posted, or copied from the newest).
+        let app = call.vars.get("app");
+        let env = match &request.env {
+            Some(env) => env.clone(),
+            None => call
+                .shared
+                .state()
+                .release_list(app, 1)
+                .ok()
+                .and_then(|list| list.into_iter().next())
+                .map(|r| r.env)
+                .unwrap_or_default(),
+        };
         return Reply::Error(RackError::Internal(format!(
-            "Secret \"{}-env\" is invalid: data: Invalid value: {env:?}",
-            call.vars.get("app")
+            "Secret \"{app}-env\" is invalid: data: Invalid value: {env:?}"
         )));
     }
     let release = call
