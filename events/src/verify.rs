@@ -38,6 +38,9 @@ pub trait Source {
 pub struct Limit<'a> {
     pub max: u64,
     pub set_by: &'a str,
+    /// Whether a larger object proves the export altered ([`VerifyError::Oversized`]), or only
+    /// that it is more than the verifier reads ([`VerifyError::TooLargeToCheck`]).
+    pub proves_alteration: bool,
 }
 
 /// A manifest's room besides its checkpoints: the segment, the chain link and the key history.
@@ -52,6 +55,7 @@ fn manifest_limit(checkpoints: usize) -> Limit<'static> {
         max: MANIFEST_BASE_BYTES
             .saturating_add(MANIFEST_BYTES_PER_CHECKPOINT.saturating_mul(checkpoints as u64)),
         set_by: "the checkpoints the export lists",
+        proves_alteration: true,
     }
 }
 
@@ -59,6 +63,7 @@ fn manifest_limit(checkpoints: usize) -> Limit<'static> {
 pub const NOTE_LIMIT: Limit<'static> = Limit {
     max: checkpoint::MAX_NOTE_BYTES as u64,
     set_by: "the largest checkpoint note",
+    proves_alteration: true,
 };
 
 /// How far past the size its manifest gives it a segment is still read: enough to name the
@@ -66,7 +71,8 @@ pub const NOTE_LIMIT: Limit<'static> = Limit {
 const SEGMENT_SLACK: u64 = 16 << 20;
 
 /// The largest segment read at all, whatever a manifest says (a manifest is trusted only once
-/// verified): a checkpoint interval's records hold far less.
+/// verified): a checkpoint interval's records hold far less. A larger one is not checked
+/// (exit 2) rather than called altered: a busy interval of large records could make one.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 
 /// An object the listing named: found, or gone since it was listed.
@@ -85,11 +91,13 @@ fn segment_limit<'a>(manifest_key: &'a str, m: &Manifest) -> Limit<'a> {
         return Limit {
             max: MAX_SEGMENT_BYTES,
             set_by: "the largest segment the verifier reads",
+            proves_alteration: false,
         };
     }
     Limit {
         max: by_manifest,
         set_by: manifest_key,
+        proves_alteration: true,
     }
 }
 
@@ -215,6 +223,15 @@ pub enum VerifyError {
         max: u64,
         limit: String,
     },
+    /// An object more than the verifier reads, though nothing proves it altered: the export
+    /// is not checked (exit 2), not found wanting.
+    #[error("{object}: {size} bytes, more than the {max} that {limit} allows; not checked")]
+    TooLargeToCheck {
+        object: String,
+        size: u64,
+        max: u64,
+        limit: String,
+    },
     #[error("cannot read {object}: {what}")]
     Io { object: String, what: String },
     #[error("{0}")]
@@ -284,12 +301,24 @@ impl Source for DirSource {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(key, &e)),
         };
-        let max = limit.max;
-        let oversized = |size| VerifyError::Oversized {
-            object: key.to_owned(),
-            size,
-            max,
-            limit: limit.set_by.to_owned(),
+        let (max, limit_proves) = (limit.max, limit.proves_alteration);
+        let oversized = |size| {
+            let (object, limit) = (key.to_owned(), limit.set_by.to_owned());
+            if limit_proves {
+                VerifyError::Oversized {
+                    object,
+                    size,
+                    max,
+                    limit,
+                }
+            } else {
+                VerifyError::TooLargeToCheck {
+                    object,
+                    size,
+                    max,
+                    limit,
+                }
+            }
         };
         let size = file.metadata().map_err(|e| io_error(key, &e))?.len();
         if size > max {
@@ -319,7 +348,10 @@ fn io_error(object: &str, e: &std::io::Error) -> VerifyError {
 impl VerifyError {
     /// Integrity failures exit 1; usage and I/O errors exit 2.
     pub fn is_integrity(&self) -> bool {
-        !matches!(self, VerifyError::Io { .. } | VerifyError::Usage(_))
+        !matches!(
+            self,
+            VerifyError::Io { .. } | VerifyError::TooLargeToCheck { .. } | VerifyError::Usage(_)
+        )
     }
 
     /// A stable name for the JSON output.
@@ -338,6 +370,7 @@ impl VerifyError {
             VerifyError::Missing { .. } => "object_missing",
             VerifyError::Digest { .. } => "digest_mismatch",
             VerifyError::Oversized { .. } => "object_oversized",
+            VerifyError::TooLargeToCheck { .. } => "object_too_large_to_check",
             VerifyError::Manifest { .. } => "manifest",
             VerifyError::Unlisted { .. } => "object_unlisted",
             VerifyError::Io { .. } => "io",
@@ -373,6 +406,7 @@ impl VerifyError {
             | VerifyError::Missing { object, .. }
             | VerifyError::Digest { object, .. }
             | VerifyError::Oversized { object, .. }
+            | VerifyError::TooLargeToCheck { object, .. }
             | VerifyError::Manifest { object, .. }
             | VerifyError::Unlisted { object }
             | VerifyError::Io { object, .. } => Some(object),

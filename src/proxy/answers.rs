@@ -41,10 +41,10 @@ const UNIT: usize = 1024;
 /// How often a read waiting for room looks again.
 const RETRY: Duration = Duration::from_millis(5);
 
-/// The largest error answer read (`http.Error` text, which may quote a whole posted env): held
-/// per call, outside the budget, so that error answers never wait on room the release lists
-/// hold.
-pub const MAX_ERROR_ANSWER: usize = 1024 * 1024;
+/// The largest error answer read (short `http.Error` text): held per call, outside the
+/// budget, so that error answers never wait on room the release lists hold; small enough that
+/// callers holding many of them hold little.
+pub const MAX_ERROR_ANSWER: usize = 64 * 1024;
 /// How long an error answer may take to arrive whole once its head has.
 pub const ERROR_ANSWER_DEADLINE: Duration = Duration::from_secs(10);
 

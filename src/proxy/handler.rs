@@ -73,10 +73,20 @@ pub struct RackCall {
     request_id: String,
     started: Instant,
     trusted_peer: bool,
-    /// The call makes the rack hold values the caller may not read: restored for its masks,
-    /// or copied from `parent-release`. An error answer to it, which may quote them, is
-    /// withheld.
-    hides_values: bool,
+    /// Whether the call makes the rack hold values the caller may not read: an error answer
+    /// to it, which may quote them, is withheld.
+    hides: Hides,
+}
+
+/// Values a call makes the rack hold that its caller may not read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hides {
+    Nothing,
+    /// Restored for the masks the caller posted.
+    Restored,
+    /// Copied by the rack from an earlier release: a release created without an `env` forks
+    /// the newest (or `parent-release`'s) environment.
+    Copied,
 }
 
 enum CallBody {
@@ -465,6 +475,16 @@ async fn pipeline(
             return Err(error);
         }
     }
+    let hides = if !put_back.is_empty() {
+        Hides::Restored
+    } else if matched.rule().name == "release.create"
+        && params.get("env").is_none()
+        && !(matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty())
+    {
+        Hides::Copied
+    } else {
+        Hides::Nothing
+    };
     let rewrite = match mask::response_mask(matched.rule()) {
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it: nothing to rewrite, so it streams.
@@ -494,11 +514,7 @@ async fn pipeline(
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
-        hides_values: !put_back.is_empty()
-            || (matched.rule().name == "release.create"
-                && params.get("parent-release").is_some()
-                && params.get("env").is_none()
-                && !matches!(Visibility::of(&grant), Visibility::All)),
+        hides,
     };
     let intent = command_requested(
         &caller,
@@ -785,9 +801,9 @@ async fn forward(
             }
         };
         // An empty answer stays empty: the CLI reads an empty 404 as `response status 404`.
-        let withheld = call.hides_values && !text.is_empty();
+        let withheld = call.hides != Hides::Nothing && !text.is_empty();
         let shown = if withheld {
-            withheld_error(&parts.headers, status, &call.request_id)
+            withheld_error(&parts.headers, status, &call.request_id, call.hides)
         } else {
             state.upstream.scrub_password(&text)
         };
@@ -812,11 +828,25 @@ async fn forward(
 /// in any escaping (or several: a quoted value inside `{"error":…}`), and even where a value
 /// sits in a scrubbed text would tell a caller which of many guesses (in another parameter of
 /// the same call) it matched. In the rack's own form: `{"error":…}` when it answered JSON.
-fn withheld_error(headers: &http::HeaderMap, status: u16, request_id: &str) -> Vec<u8> {
+fn withheld_error(
+    headers: &http::HeaderMap,
+    status: u16,
+    request_id: &str,
+    hides: Hides,
+) -> Vec<u8> {
+    let (what, instead) = match hides {
+        Hides::Restored => (
+            "values the gateway restored for masks you posted",
+            "post those variables in clear to see the rack's reason",
+        ),
+        Hides::Nothing | Hides::Copied => (
+            "env values this release copies from an earlier one, which you may not read",
+            "someone who may read every value of this app can see the rack's reason",
+        ),
+    };
     let text = format!(
-        "the rack refused this call ({status}), and its answer may quote values the gateway \
-         restored for masks you posted, so it is withheld (request {request_id}); post those \
-         variables in clear to see the rack's reason"
+        "the rack refused this call ({status}), and its answer may quote {what}, so it is \
+         withheld (request {request_id}); {instead}"
     );
     let json = headers
         .get(header::CONTENT_TYPE)

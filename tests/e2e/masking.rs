@@ -169,22 +169,35 @@ async fn a_rack_error_to_a_call_with_restored_values_is_withheld() {
         );
         assert_eq!(done.bytes_out, reply.body.len() as u64);
     }
-    // A release copied from `parent-release` holds the parent's values, which this caller may
-    // not read all of: the rack's error quoting them is withheld too; not for the admin.
-    let parent = format!("parent-release={}", mock_rack::SEED_RELEASE);
+    // A release created without an `env` holds an earlier release's values (the newest, or
+    // `parent-release`'s), which this caller may not read all of: the rack's error quoting
+    // them is withheld too; not for the admin, who may read them all.
     let admin = gw.cli();
-    for (caller, withheld) in [(&cli, true), (&admin, false)] {
-        let reply = gw
-            .send_raw(caller.request("POST", "/apps/x/releases", &[], Body::Form(&parent)))
-            .await;
-        assert_eq!(reply.status, 500);
-        assert_eq!(
-            reply.text().starts_with("the rack refused this call (500)"),
-            withheld,
-            "{}",
-            reply.text()
-        );
-        assert_eq!(reply.text().contains("SECRET_TOKEN=s3cr3t"), !withheld);
+    for form in [
+        format!("parent-release={}", mock_rack::SEED_RELEASE),
+        format!("build={}", mock_rack::SEED_BUILD),
+    ] {
+        for (caller, withheld) in [(&cli, true), (&admin, false)] {
+            let head = gw.head();
+            let reply = gw
+                .send_raw(caller.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+                .await;
+            assert_eq!(reply.status, 500);
+            let text = reply.text();
+            assert_eq!(
+                text.starts_with("the rack refused this call (500), and its answer may quote env values this release copies"),
+                withheld,
+                "{form}: {text}"
+            );
+            assert_eq!(text.contains("SECRET_TOKEN=s3cr3t"), !withheld, "{form}");
+            let (_, done) = gw.call_records(head, &reply.request_id()).await;
+            let done = crate::support::completed(&done).unwrap();
+            assert_eq!(
+                done.failure.as_deref(),
+                withheld.then_some("answer_withheld"),
+                "{form}"
+            );
+        }
     }
     // A call without masks gets the rack's error as it is: the caller sent every value itself.
     let own = format!("env={}", form_encode("A=B\nSECRET_TOKEN=mine"));

@@ -16,6 +16,7 @@ use events::verify::{DirSource, Limit, MAX_SEGMENT_BYTES, NOTE_LIMIT, Source};
 const LISTED_SEGMENT_LIMIT: Limit<'static> = Limit {
     max: MAX_SEGMENT_BYTES,
     set_by: "the largest segment the verifier reads",
+    proves_alteration: false,
 };
 
 /// A verifiable input.
