@@ -120,21 +120,11 @@ impl Budget {
         }
         let first = known.map_or(FIRST, |n| usize::try_from(n).unwrap_or(MAX_MASKED_BODY));
         let mut held = self.reserve(units(2 * first)?).await?;
-        let mut buf = BytesMut::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ReadError::Unreadable)?;
-            let Ok(data) = frame.into_data() else {
-                // Trailers carry no body bytes.
-                continue;
-            };
-            let len = buf.len() + data.len();
-            if len > MAX_MASKED_BODY {
-                return Err(ReadError::TooLarge);
-            }
-            self.grow_to(&mut held, 2 * len)?;
-            buf.extend_from_slice(&data);
-        }
-        Ok((buf.freeze(), held))
+        let whole = collect(&mut body, MAX_MASKED_BODY, ReadError::TooLarge, |len| {
+            self.grow_to(&mut held, 2 * len)
+        })
+        .await?;
+        Ok((whole, held))
     }
 
     /// Waits up to the budget's wait for `units` of room, taking none until all are free:
@@ -225,15 +215,38 @@ where
     {
         return Err(ReadError::ErrorTooLarge);
     }
+    collect(
+        &mut body,
+        MAX_ERROR_ANSWER,
+        ReadError::ErrorTooLarge,
+        |_| Ok(()),
+    )
+    .await
+}
+
+/// Reads `body` whole, refused with `too_large` past `max` bytes; `room` is asked for the
+/// length the body will have before each piece is kept.
+async fn collect<B>(
+    body: &mut B,
+    max: usize,
+    too_large: ReadError,
+    mut room: impl FnMut(usize) -> Result<(), ReadError>,
+) -> Result<Bytes, ReadError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ReadError::Unreadable)?;
         let Ok(data) = frame.into_data() else {
+            // Trailers carry no body bytes.
             continue;
         };
-        if buf.len() + data.len() > MAX_ERROR_ANSWER {
-            return Err(ReadError::ErrorTooLarge);
+        let len = buf.len() + data.len();
+        if len > max {
+            return Err(too_large);
         }
+        room(len)?;
         buf.extend_from_slice(&data);
     }
     Ok(buf.freeze())

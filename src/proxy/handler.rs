@@ -73,15 +73,14 @@ pub struct RackCall {
     request_id: String,
     started: Instant,
     trusted_peer: bool,
-    /// Whether the call makes the rack hold values the caller may not read: an error answer
-    /// to it, which may quote them, is withheld.
-    hides: Hides,
+    /// Values the call makes the rack hold that the caller may not read: an error answer to
+    /// it, which may quote them, is withheld.
+    hides: Option<Hidden>,
 }
 
 /// Values a call makes the rack hold that its caller may not read.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Hides {
-    Nothing,
+enum Hidden {
     /// Restored for the masks the caller posted.
     Restored,
     /// Copied by the rack from an earlier release: a release created without an `env` forks
@@ -398,7 +397,7 @@ async fn pipeline(
     }
     let mut params = params;
     let mut recorded_params = recorded_params;
-    let mut put_back = Vec::new();
+    let mut restored_any = false;
     if let Some(env) = params
         .get("env")
         .filter(|_| matched.rule().name == "release.create")
@@ -423,11 +422,11 @@ async fn pipeline(
         };
         let refused =
             match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
-                Ok(restored) if restored.put_back.is_empty() => None,
+                Ok(restored) if restored == env => None,
                 Ok(restored) => {
-                    put_back = restored.put_back;
+                    restored_any = true;
                     // Canonicalized again: what is recorded is what is forwarded.
-                    let form = mask::form_with_env(params.params(), &restored.env);
+                    let form = mask::form_with_env(params.params(), &restored);
                     match canonical::canonicalize_params(
                         matched.rule(),
                         &RequestParams {
@@ -475,15 +474,15 @@ async fn pipeline(
             return Err(error);
         }
     }
-    let hides = if !put_back.is_empty() {
-        Hides::Restored
+    let hides = if restored_any {
+        Some(Hidden::Restored)
     } else if matched.rule().name == "release.create"
         && params.get("env").is_none()
         && !(matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty())
     {
-        Hides::Copied
+        Some(Hidden::Copied)
     } else {
-        Hides::Nothing
+        None
     };
     let rewrite = match mask::response_mask(matched.rule()) {
         // A caller who may read every value of an app with no protected keys gets the answer
@@ -801,16 +800,15 @@ async fn forward(
             }
         };
         // An empty answer stays empty: the CLI reads an empty 404 as `response status 404`.
-        let withheld = call.hides != Hides::Nothing && !text.is_empty();
-        let shown = if withheld {
-            withheld_error(&parts.headers, status, &call.request_id, call.hides)
-        } else {
-            state.upstream.scrub_password(&text)
+        let withheld = call.hides.filter(|_| !text.is_empty());
+        let shown = match withheld {
+            Some(hidden) => withheld_error(&parts.headers, status, &call.request_id, hidden),
+            None => state.upstream.scrub_password(&text),
         };
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
-        let failure = withheld.then_some(ANSWER_WITHHELD);
+        let failure = withheld.map(|_| ANSWER_WITHHELD);
         let body = Metered::new(
             Full::new(Bytes::from(shown)),
             Box::new(move |out| pending.complete(status, Some(out), failure)),
@@ -832,14 +830,14 @@ fn withheld_error(
     headers: &http::HeaderMap,
     status: u16,
     request_id: &str,
-    hides: Hides,
+    hidden: Hidden,
 ) -> Vec<u8> {
-    let (what, instead) = match hides {
-        Hides::Restored => (
+    let (what, instead) = match hidden {
+        Hidden::Restored => (
             "values the gateway restored for masks you posted",
             "post those variables in clear to see the rack's reason",
         ),
-        Hides::Nothing | Hides::Copied => (
+        Hidden::Copied => (
             "env values this release copies from an earlier one, which you may not read",
             "someone who may read every value of this app can see the rack's reason",
         ),

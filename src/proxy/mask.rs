@@ -98,16 +98,6 @@ pub enum MaskError {
     Key,
 }
 
-/// A posted env with its masked values restored ([`restore_env_param`]).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Restored {
-    /// The env to forward: the posted lines, each mask replaced by the value it stands for.
-    pub env: String,
-    /// The keys whose values were put back for masks: values the caller sent only as masks,
-    /// which the rack's answer to this call must not show back in clear.
-    pub put_back: Vec<String>,
-}
-
 /// A parsed env: the text exactly as given, and where its entries are.
 ///
 /// `Debug` shows the keys only, never a value.
@@ -258,17 +248,6 @@ impl fmt::Debug for Env {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Env")
             .field("keys", &self.entries().map(|(k, _)| k).collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-// === impl Restored ===
-
-/// Shows the keys put back, never the env.
-impl fmt::Debug for Restored {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Restored")
-            .field("put_back", &self.put_back)
             .finish_non_exhaustive()
     }
 }
@@ -505,12 +484,11 @@ pub fn restore_env_param(
     current: &Env,
     audit: &AuditKey,
     protected: &[String],
-) -> Result<Restored, MaskError> {
+) -> Result<String, MaskError> {
     let posted = Env::parse(env);
     let mut out = String::with_capacity(env.len());
     let mut copied = 0;
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut put_back = Vec::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
         let value = if value.contains(MASK_PREFIX) {
@@ -523,7 +501,6 @@ pub fn restore_env_param(
             out.push_str(env.get(copied..e.value.start).unwrap_or_default());
             out.push_str(real);
             copied = e.value.end;
-            put_back.push(key.to_owned());
             real
         } else {
             value
@@ -536,7 +513,7 @@ pub fn restore_env_param(
             return Err(MaskError::ProtectedChange { key: key.clone() });
         }
     }
-    Ok(Restored { env: out, put_back })
+    Ok(out)
 }
 
 /// A form body with the `env` parameter replaced: the form parameters of `params` (the

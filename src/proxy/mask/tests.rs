@@ -313,7 +313,7 @@ fn check_restore(
 ) {
     let protected: Vec<String> = protected.iter().map(|p| (*p).to_owned()).collect();
     let current = Env::parse(current);
-    let got = restore_env_param(posted, "x", &current, &audit(), &protected).map(|r| r.env);
+    let got = restore_env_param(posted, "x", &current, &audit(), &protected);
     match (&got, want) {
         (Ok(env), Ok(w)) => assert_eq!(env, w, "{case}"),
         (Err(e), Err(kind)) => {
@@ -407,7 +407,7 @@ fn a_masked_answer_posted_back_restores_the_current_env() {
     lines.sort();
     let posted = lines.join("\n");
     let restored = restore_env_param(&posted, "x", &current, &audit(), &[]).unwrap();
-    assert_eq!(restored.env, "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
+    assert_eq!(restored, "A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t");
     // The form the proxy forwards, canonicalized again, carries the restored env.
     let rule = ROUTES.iter().find(|r| r.name == "release.create").unwrap();
     let params = |body: &[u8]| {
@@ -427,9 +427,9 @@ fn a_masked_answer_posted_back_restores_the_current_env() {
         "build=B1&description=hi+there&env={}",
         utf8_percent_encode(&posted, NON_ALPHANUMERIC)
     );
-    let form = form_with_env(params(sent.as_bytes()).params(), &restored.env);
+    let form = form_with_env(params(sent.as_bytes()).params(), &restored);
     let forwarded = params(&form);
-    assert_eq!(forwarded.get("env").as_deref(), Some(restored.env.as_str()));
+    assert_eq!(forwarded.get("env").as_deref(), Some(restored.as_str()));
     assert_eq!(forwarded.get("build").as_deref(), Some("B1"));
     assert_eq!(forwarded.get("description").as_deref(), Some("hi there"));
 }

@@ -100,16 +100,14 @@ impl Input {
                     let bytes = src
                         .get(&key, LISTED_SEGMENT_LIMIT)?
                         .with_context(|| format!("{key}: missing"))?;
-                    let mut offset = 0usize;
-                    let mut seq = first;
-                    while let Some(rest) = bytes.get(offset..).filter(|r| !r.is_empty()) {
-                        let len = events::cbor::item_len(rest)
-                            .with_context(|| format!("{key}: record at byte {offset}"))?;
+                    let (items, stop) = events::cbor::split_sequence(&bytes);
+                    for ((at, len), seq) in items.into_iter().zip(first..) {
                         if (from..to).contains(&seq) {
-                            f(seq, rest.get(..len).unwrap_or_default())?;
+                            f(seq, bytes.get(at..at + len).unwrap_or_default())?;
                         }
-                        offset += len;
-                        seq += 1;
+                    }
+                    if let Some((offset, e)) = stop {
+                        return Err(e).with_context(|| format!("{key}: record at byte {offset}"));
                     }
                 }
                 Ok(())
