@@ -52,11 +52,17 @@ impl Drop for Serve {
 
 /// Starts `rack-gateway serve` and waits for it to print its listeners.
 fn serve(config: &Path, password: &str) -> Result<Serve, String> {
+    serve_with(config, password, &[])
+}
+
+/// [`serve`] with more environment variables.
+fn serve_with(config: &Path, password: &str, vars: &[(&str, &str)]) -> Result<Serve, String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rack-gateway"))
         .arg("serve")
         .arg("--config")
         .arg(config)
         .env("RACK_GATEWAY_RACK_PASSWORD", password)
+        .envs(vars.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -83,16 +89,11 @@ async fn https_get(addr: SocketAddr, cert: &Path, target: &str, token: &str) -> 
     https_call(addr, cert, "GET", target, token, None).await
 }
 
-/// One HTTPS request as the CLI sends it (a form body when `form` is given), with the test
-/// certificate as the only root; returns the status and body.
-async fn https_call(
+/// A TLS connection to the gateway at `addr`, with the test certificate `cert` as the only root.
+async fn tls_connect(
     addr: SocketAddr,
     cert: &Path,
-    method: &str,
-    target: &str,
-    token: &str,
-    form: Option<&str>,
-) -> (u16, String) {
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(cert).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -105,10 +106,23 @@ async fn https_call(
     .with_root_certificates(roots)
     .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One HTTPS request as the CLI sends it (a form body when `form` is given), with the test
+/// certificate as the only root; returns the status and body.
+async fn https_call(
+    addr: SocketAddr,
+    cert: &Path,
+    method: &str,
+    target: &str,
+    token: &str,
+    form: Option<&str>,
+) -> (u16, String) {
+    let mut tls = tls_connect(addr, cert).await;
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
     let body = match form {
@@ -195,6 +209,56 @@ async fn setup() -> (tempfile::TempDir, PathBuf, mock_rack::MockRack, PathBuf) {
     (dir, data, rack, config)
 }
 
+/// A gateway started by `serve` with `top` and `tail` added to its configuration (see
+/// [`gateway_config`]), holding an admin token; dropping it stops the gateway.
+struct Started {
+    data: PathBuf,
+    rack: mock_rack::MockRack,
+    token: String,
+    /// The test certificate's CA, the only root the test's client trusts.
+    ca: PathBuf,
+    gateway: Serve,
+    _dir: tempfile::TempDir,
+}
+
+async fn started(top: &str, tail: &str) -> Started {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), top, tail);
+    Keys::init(&data, "serve.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let ca = dir.path().join("ca.pem");
+    Started {
+        data,
+        rack,
+        token,
+        ca,
+        gateway,
+        _dir: dir,
+    }
+}
+
+/// How many POSTs the rack has received.
+fn posts(rack: &mock_rack::MockRack) -> usize {
+    rack.received()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count()
+}
+
+/// The denied calls in the log of the stopped gateway at `data`: reason and path, in order.
+fn denied(data: &Path) -> Vec<(String, String)> {
+    logged(data)
+        .iter()
+        .filter_map(|e| match e {
+            Event::CommandRequested(c) if c.decision == events::event::Decision::Deny => {
+                Some((c.reason.clone(), c.path.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// Writes a configuration for `serve` to `path`: the store in `data`, both listeners on fresh
 /// loopback ports with the test certificate in `dir`, the rack at `rack`; `top` adds top-level
 /// keys and `tail` tables after `[rack]`.
@@ -273,25 +337,15 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
 /// environment with `parent-release`. Posting back the env as read (mask included) still works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
-    let (dir, data, rack, config) = setup().await;
-    gateway_config(
-        &config,
-        dir.path(),
-        &data,
-        &rack.url(),
-        "protected_env = [\"x:SECRET_TOKEN\"]\n",
-        "",
-    );
-    Keys::init(&data, "serve.test/log").unwrap();
-    let (token, _) = tokens(&data).await;
-    let gateway = serve(&config, "rack-pw").unwrap();
-    let ca = dir.path().join("ca.pem");
-    let posts = || {
-        rack.received()
-            .iter()
-            .filter(|r| r.method == "POST")
-            .count()
-    };
+    let Started {
+        data,
+        rack,
+        token,
+        ca,
+        gateway,
+        _dir,
+    } = started("protected_env = [\"x:SECRET_TOKEN\"]\n", "").await;
+    let posts = || posts(&rack);
 
     // The seeded release of app `x` holds FOO=bar and SECRET_TOKEN=s3cr3t.
     let (status, body) = https_get(gateway.proxy, &ca, "/apps/x/releases?", &token).await;
@@ -346,18 +400,135 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
     );
     drop(gateway);
 
-    let events = logged(&data);
-    let denied: Vec<&str> = events
-        .iter()
-        .filter_map(|e| match e {
-            Event::CommandRequested(c) if c.decision == events::event::Decision::Deny => {
-                Some(c.reason.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    assert_eq!(denied, ["protected_env_change", "protected_env_fork"]);
-    assert!(!format!("{events:?}").contains("s3cr3t"));
+    let reasons: Vec<String> = denied(&data).into_iter().map(|(r, _)| r).collect();
+    assert_eq!(reasons, ["protected_env_change", "protected_env_fork"]);
+    assert!(!format!("{:?}", logged(&data)).contains("s3cr3t"));
+}
+
+/// `serve` records its configuration only once it can serve it: a proxy port already taken
+/// stops the start with nothing appended. A misspelled override stops it too, instead of
+/// leaving the file's value in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_taken_port_and_a_misspelled_override_before_recording() {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), "", "");
+    Keys::init(&data, "serve.test/log").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let proxy_listen = text
+        .split("[proxy]\nlisten = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let taken = TcpListener::bind(&proxy_listen).unwrap();
+    let err = serve(&config, "rack-pw")
+        .err()
+        .expect("serve must refuse a taken port");
+    assert!(err.contains("binding proxy.listen"), "{err}");
+    assert_eq!(
+        config_digests(&data),
+        0,
+        "nothing recorded for a start that failed"
+    );
+    drop(taken);
+
+    let err = serve_with(
+        &config,
+        "rack-pw",
+        &[("RACK_GATEWAY_PROTECTED_ENVS", "*:STRIPE_KEY")],
+    )
+    .err()
+    .expect("serve must refuse an unknown override");
+    assert!(
+        err.contains("RACK_GATEWAY_PROTECTED_ENVS: not a configuration variable"),
+        "{err}"
+    );
+    assert_eq!(config_digests(&data), 0);
+
+    // The CLI's own variable is not an override, and the same configuration starts.
+    let gateway = serve_with(&config, "rack-pw", &[("RACK_GATEWAY_TOKEN", "rgw_x")]).unwrap();
+    drop(gateway);
+    assert_eq!(config_digests(&data), 1);
+}
+
+/// A form body that trickles in is cut off at `limits.form_timeout_secs` (here 2 s, not the
+/// default 30): a 400 that says why, a recorded denial, nothing forwarded. A prompt form on the
+/// same gateway goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_body_slower_than_its_deadline_is_refused_and_recorded() {
+    let Started {
+        data,
+        rack,
+        token,
+        ca,
+        gateway,
+        _dir,
+    } = started("", "[limits]\nform_timeout_secs = 2\n").await;
+    let posts = || posts(&rack);
+    let form = "env=FOO%3Dslow";
+    let (status, body) = https_call(
+        gateway.proxy,
+        &ca,
+        "POST",
+        "/apps/x/releases?",
+        &token,
+        Some(form),
+    )
+    .await;
+    assert_eq!(status, 200, "a prompt form is forwarded: {body}");
+    let before = posts();
+
+    // The headers and half the body, then silence.
+    let mut tls = tls_connect(gateway.proxy, &ca).await;
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
+    let head = format!(
+        "POST /apps/x/releases? HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{}",
+        gateway.proxy,
+        form.len(),
+        &form[..7]
+    );
+    let started = std::time::Instant::now();
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The answer comes while the caller still holds its connection open.
+    while !answer.windows(19).any(|w| w == b"param_form_too_slow") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), tls.read(&mut chunk))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed without the refusal: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(
+        text.contains("within 2 s"),
+        "the answer says the deadline: {text}"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(1900),
+        "refused after {waited:?}, before the deadline"
+    );
+    assert_eq!(posts(), before, "nothing of the slow call reached the rack");
+    drop(tls);
+    drop(gateway);
+
+    assert_eq!(
+        denied(&data),
+        [(
+            "param_form_too_slow".to_owned(),
+            "/apps/x/releases".to_owned()
+        )]
+    );
 }
 
 /// A TLS terminator in front of the mock rack, serving `cert.pem` (signed by the test CA).

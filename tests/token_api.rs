@@ -1018,6 +1018,7 @@ impl ServeConsole {
             url: "http://127.0.0.1:9".into(),
             password: Secret::new("unused".into()),
             ca_file: None,
+            ca_sha256: None,
             pin_sha256: None,
             insecure_skip_verify: false,
         })
@@ -1033,6 +1034,7 @@ impl ServeConsole {
                 streams_per_principal: 4,
                 header_timeout: Duration::from_secs(5),
                 stream_idle: Duration::from_secs(5),
+                form_timeout: Duration::from_secs(30),
             },
         );
         let tls = tls.map(|d| {

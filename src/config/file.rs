@@ -55,6 +55,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "limits.stream_idle_secs",
         "RACK_GATEWAY_LIMITS_STREAM_IDLE_SECS",
     ),
+    (
+        "limits.form_timeout_secs",
+        "RACK_GATEWAY_LIMITS_FORM_TIMEOUT_SECS",
+    ),
 ];
 
 /// Why a configuration was refused.
@@ -80,6 +84,51 @@ pub enum ConfigError {
     Missing { key: &'static str },
     #[error("{0}")]
     Unsafe(String),
+    #[error(
+        "{name}: not a configuration variable (a misspelled override would be ignored); the \
+         variables are listed in src/config/file.rs"
+    )]
+    UnknownVariable { name: String },
+    #[error("{name}: its value is not UTF-8")]
+    NotUnicode { name: String },
+}
+
+/// The longest duration a `*_secs` key takes: a day.
+const MAX_SECS: u64 = 86_400;
+
+/// The prefix of every override, and of the CLI's token variable.
+const PREFIX: &str = "RACK_GATEWAY_";
+
+/// The `RACK_GATEWAY_*` overrides among `vars` (the process's environment), by name.
+///
+/// **Invariant:** every such variable is used or refused. One misspelled (say
+/// `RACK_GATEWAY_PROTECTED_ENVS`) would otherwise leave the file's or the default value in
+/// force with nothing to show it, and a value that is not UTF-8 would read as unset. `allowed`
+/// names the variables of the prefix that other commands read (the CLI's token).
+pub fn overrides(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in vars {
+        let Some(name) = name.to_str() else {
+            // A name that is not UTF-8 cannot be one of ours.
+            continue;
+        };
+        if !name.starts_with(PREFIX) || allowed.contains(&name) {
+            continue;
+        }
+        if !KEYS.iter().any(|(_, var)| *var == name) {
+            return Err(ConfigError::UnknownVariable {
+                name: name.to_owned(),
+            });
+        }
+        let value = value.into_string().map_err(|_| ConfigError::NotUnicode {
+            name: name.to_owned(),
+        })?;
+        out.insert(name.to_owned(), value);
+    }
+    Ok(out)
 }
 
 /// A value and where it came from, for error messages.
@@ -113,9 +162,9 @@ pub fn load(
                             .filter(|b| **b == b'\n')
                             .count()
                             + 1,
-                        e.message()
+                        without_quoted_numbers(e.message())
                     ),
-                    None => e.message().to_owned(),
+                    None => without_quoted_numbers(e.message()),
                 },
             })?;
         flatten(&table, "", path, &mut raw)?;
@@ -209,6 +258,18 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 .ok_or_else(|| value_err(key, format!("{t:?} is not a positive whole number"))),
         }
     };
+    // Durations are bounded: a deadline is added to the clock, and one near `u64::MAX` seconds
+    // would overflow it on every connection instead of being refused here.
+    let secs = |key: &'static str, default: u64| -> Result<Duration, ConfigError> {
+        let n = number(key, default)?;
+        if n > MAX_SECS {
+            return Err(value_err(
+                key,
+                format!("{n} s is more than a day ({MAX_SECS} s)"),
+            ));
+        }
+        Ok(Duration::from_secs(n))
+    };
     let small = |key: &'static str, default: u64| -> Result<u32, ConfigError> {
         u32::try_from(number(key, default)?).map_err(|_| value_err(key, "too large".into()))
     };
@@ -300,6 +361,30 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             "expected 64 hex digits".into(),
         ));
     }
+    let ca_file = path("rack.ca_file");
+    let insecure_skip_verify = flag("rack.insecure_skip_verify")?;
+    if url.starts_with("http://") {
+        // A trust setting on a plain rack would be recorded as if it protected the connection.
+        let set = [
+            ("rack.pin_sha256", pin_sha256.is_some()),
+            ("rack.ca_file", ca_file.is_some()),
+            ("rack.insecure_skip_verify", insecure_skip_verify),
+        ];
+        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+            return Err(value_err(
+                key,
+                "applies to an https:// rack only; rack.url is http://, reached in clear".into(),
+            ));
+        }
+    }
+    let ca_sha256 = match &ca_file {
+        None => None,
+        Some(file) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| value_err("rack.ca_file", format!("{}: {e}", file.display())))?;
+            Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+        }
+    };
     let config = Config {
         data,
         proxy_listen,
@@ -310,14 +395,15 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         rack: Rack {
             url,
             password: Secret::new(password),
-            ca_file: path("rack.ca_file"),
+            ca_file,
+            ca_sha256,
             pin_sha256,
-            insecure_skip_verify: flag("rack.insecure_skip_verify")?,
+            insecure_skip_verify,
         },
         checkpoints: Checkpoints {
             every: number("checkpoints.every", 4096)?,
-            after: Duration::from_secs(number("checkpoints.after_secs", 10)?),
-            heartbeat: Duration::from_secs(number("checkpoints.heartbeat_secs", 300)?),
+            after: secs("checkpoints.after_secs", 10)?,
+            heartbeat: secs("checkpoints.heartbeat_secs", 300)?,
         },
         limits: Limits {
             per_ip_per_minute: small("limits.per_ip_per_minute", 600)?,
@@ -325,12 +411,36 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                 "limits.streams_per_principal",
                 u64::from(super::DEFAULT_STREAMS_PER_PRINCIPAL),
             )?,
-            header_timeout: Duration::from_secs(number("limits.header_timeout_secs", 10)?),
-            stream_idle: Duration::from_secs(number("limits.stream_idle_secs", 5)?),
+            header_timeout: secs("limits.header_timeout_secs", 10)?,
+            stream_idle: secs("limits.stream_idle_secs", 5)?,
+            form_timeout: secs(
+                "limits.form_timeout_secs",
+                super::DEFAULT_FORM_TIMEOUT.as_secs(),
+            )?,
         },
     };
     check_transport(&config)?;
     Ok(config)
+}
+
+/// A TOML parser's message with every back-quoted number left out: the parser quotes an
+/// integer it cannot hold (`invalid type: integer `123…` as i128`), and an unquoted password
+/// of digits is such an integer. Its hints (`expected `=``) hold no digits and stay.
+fn without_quoted_numbers(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('`');
+    out.push_str(parts.next().unwrap_or_default());
+    let mut quoted = true;
+    for part in parts {
+        if quoted && part.bytes().any(|b| b.is_ascii_digit()) {
+            out.push_str("`(a value, not shown)");
+        } else {
+            out.push('`');
+            out.push_str(part);
+        }
+        quoted = !quoted;
+    }
+    out
 }
 
 /// `http(s)://host[:port][/prefix]` with no credentials, query or fragment.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use events::hash::{self, Hash};
 use hmac::{KeyInit, Mac};
 
-pub use file::{ConfigError, load};
+pub use file::{ConfigError, load, overrides};
 pub use secret::Secret;
 
 use crate::keys::AuditKey;
@@ -56,6 +56,9 @@ pub struct Rack {
     pub password: Secret,
     /// A CA bundle to verify the rack's certificate against.
     pub ca_file: Option<PathBuf>,
+    /// The SHA-256 (hex) of `ca_file`'s contents when the configuration was loaded: a bundle
+    /// replaced at the same path changes which racks are trusted, so it is recorded.
+    pub ca_sha256: Option<String>,
     /// The SHA-256 of the rack certificate (hex), pinned instead of a CA.
     pub pin_sha256: Option<String>,
     /// An explicit, logged opt-out for racks with self-signed certificates and no pin.
@@ -74,6 +77,10 @@ pub struct Checkpoints {
 /// deploy` keeps up to 14 finished log sockets open until the CLI exits.
 pub const DEFAULT_STREAMS_PER_PRINCIPAL: u32 = 16;
 
+/// How long a form body may take to arrive unless configured: a form is small (at most
+/// 1 MiB), so this is generous for the slowest link a CLI is used over.
+pub const DEFAULT_FORM_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bounds on what callers may consume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -86,6 +93,10 @@ pub struct Limits {
     /// How long a stream whose rack side has ended (its EOF) may stay without data before the
     /// gateway closes it; the caller's EOF is not awaited (the CLI sends none on log sockets).
     pub stream_idle: Duration,
+    /// How long a form body may take to arrive once its headers are in: the caller's credential
+    /// was checked at the headers, and a body that trickles in keeps that check waiting to be
+    /// used (the token is checked again at the end, but the slot is held all along).
+    pub form_timeout: Duration,
 }
 
 // === impl Config ===
@@ -131,7 +142,11 @@ impl Config {
                 self.rack.insecure_skip_verify,
             ) {
                 (Some(pin), _, _) => format!("pinned:{pin}"),
-                (None, Some(ca), _) => format!("ca:{}", ca.display()),
+                (None, Some(ca), _) => format!(
+                    "ca:{} sha256:{}",
+                    ca.display(),
+                    self.rack.ca_sha256.as_deref().unwrap_or("unread")
+                ),
                 (None, None, true) => "insecure-skip-verify".to_owned(),
                 (None, None, false) if self.rack.url.starts_with("http://") => {
                     "none (plain http to this machine)".to_owned()
@@ -154,6 +169,10 @@ impl Config {
         v.insert(
             "limits.stream_idle_secs",
             self.limits.stream_idle.as_secs().to_string(),
+        );
+        v.insert(
+            "limits.form_timeout_secs",
+            self.limits.form_timeout.as_secs().to_string(),
         );
         v.insert("checkpoints.every", self.checkpoints.every.to_string());
         // How long a tampering could go unnoticed: as security-relevant as `every`.

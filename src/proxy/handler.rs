@@ -239,7 +239,7 @@ async fn pipeline(
         return Err(ProxyError::BadRequest { kind, what });
     }
     let content_type = headers::single(&parts.headers, header::CONTENT_TYPE);
-    let (form, body) = match read_form(&content_type, body).await {
+    let (form, body) = match read_form(&content_type, body, state.limits.form_timeout).await {
         Ok(read) => read,
         Err(e) => {
             record_denial(state, &caller, &method, path.as_str(), e.kind(), None, &[]).await?;
@@ -1128,20 +1128,18 @@ fn body_is_empty(headers: &http::HeaderMap) -> bool {
     !chunked && length == 0
 }
 
-/// How long a form body may take to arrive: a form is small, and a body that trickles in keeps
-/// a checked credential waiting to be used.
-const FORM_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Reads a form body (bounded in size and time); any other body is left to stream.
+/// Reads a form body (bounded in size, and in time by `limits.form_timeout`); any other body is
+/// left to stream.
 async fn read_form(
     content_type: &Option<String>,
     body: Body,
+    timeout: std::time::Duration,
 ) -> Result<(Option<Vec<u8>>, Body), ProxyError> {
     if !canonical::reads_body(content_type.as_deref()) {
         return Ok((None, body));
     }
     let collected = tokio::time::timeout(
-        FORM_READ_TIMEOUT,
+        timeout,
         Limited::new(body, canonical::MAX_FORM_BYTES).collect(),
     )
     .await
@@ -1149,7 +1147,7 @@ async fn read_form(
         kind: "param_form_too_slow",
         what: format!(
             "the form body did not arrive within {} s",
-            FORM_READ_TIMEOUT.as_secs()
+            timeout.as_secs()
         ),
     })?
     .map_err(|_| ProxyError::BadRequest {

@@ -180,7 +180,10 @@ impl RackConnector {
     }
 
     async fn connect_now(&self, host: &str, port: u16) -> std::io::Result<RackStream> {
-        let tcp = TcpStream::connect((host, port)).await?;
+        let tcp = match &self.tls {
+            Some(_) => TcpStream::connect((host, port)).await?,
+            None => connect_loopback(host, port).await?,
+        };
         let _ = tcp.set_nodelay(true);
         match &self.tls {
             None => Ok(RackStream::Plain(tcp)),
@@ -191,6 +194,33 @@ impl RackConnector {
             }
         }
     }
+}
+
+/// A plain connection, made only to a loopback address `host` resolves to: the configuration
+/// allows plain `http://` only to this machine, and `localhost` is a name a resolver without
+/// an `/etc/hosts` entry could send elsewhere, with the rack password in clear.
+async fn connect_loopback(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    let mut resolved = Vec::new();
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if !addr.ip().to_canonical().is_loopback() {
+            resolved.push(addr.ip());
+            continue;
+        }
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "the plain http:// rack {host} resolves to no loopback address ({resolved:?}); \
+                 a rack off this machine needs https://"
+            ),
+        )
+    }))
 }
 
 impl tower::Service<Uri> for RackConnector {
@@ -303,5 +333,26 @@ impl ServerCertVerifier for PinVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain rack is reached only on this machine, whatever its name resolves to.
+    #[tokio::test]
+    async fn a_plain_connection_goes_to_loopback_only() {
+        let plain = RackConnector::with_trust(&Trust::default(), false).unwrap();
+        let refused = plain.connect("10.255.255.1", 80).await.err().unwrap();
+        assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
+        assert!(
+            refused.to_string().contains("no loopback address"),
+            "{refused}"
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(plain.connect("localhost", port).await.is_ok());
+        assert!(plain.connect("127.0.0.1", port).await.is_ok());
     }
 }

@@ -162,6 +162,7 @@ mod tests {
             url: url.into(),
             password: Secret::new("pw".into()),
             ca_file: None,
+            ca_sha256: None,
             // An https rack needs a trust anchor; the test connects nowhere.
             pin_sha256: url.starts_with("https").then(|| "ab".repeat(32)),
             insecure_skip_verify: false,
@@ -180,6 +181,7 @@ mod tests {
             url: format!("http://[::1]:{port}"),
             password: Secret::new("pw".into()),
             ca_file: None,
+            ca_sha256: None,
             pin_sha256: None,
             insecure_skip_verify: false,
         })

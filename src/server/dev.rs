@@ -106,6 +106,7 @@ pub async fn start_with(
         url: rack.url(),
         password: Secret::new(password),
         ca_file: None,
+        ca_sha256: None,
         pin_sha256: None,
         insecure_skip_verify: false,
     })?;
@@ -120,6 +121,7 @@ pub async fn start_with(
             streams_per_principal: crate::config::DEFAULT_STREAMS_PER_PRINCIPAL,
             header_timeout: std::time::Duration::from_secs(10),
             stream_idle: std::time::Duration::from_secs(5),
+            form_timeout: crate::config::DEFAULT_FORM_TIMEOUT,
         },
     ));
     let proxy_listener = TcpListener::bind(opts.proxy)

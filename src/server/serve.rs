@@ -22,7 +22,8 @@ use crate::store;
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = config::load(Some(config_path), &|k| std::env::var(k).ok())?;
+    let overrides = config::overrides(std::env::vars_os(), &[crate::cli::TOKEN_ENV])?;
+    let config = config::load(Some(config_path), &|k| overrides.get(k).cloned())?;
     let tls = config
         .tls
         .as_ref()
@@ -46,6 +47,14 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // The rack's TLS settings are checked first: the log records only a configuration that
     // serves.
     let upstream = Upstream::new(&config.rack)?;
+    // So are the listeners: a port taken or an address this host lacks stops the start before
+    // anything is recorded.
+    let proxy_listener = TcpListener::bind(config.proxy_listen)
+        .await
+        .with_context(|| format!("binding proxy.listen {}", config.proxy_listen))?;
+    let console_listener = TcpListener::bind(config.console_listen)
+        .await
+        .with_context(|| format!("binding console.listen {}", config.console_listen))?;
     record_config(&store, &config, &keys).await?;
     let mut proxy_state = ProxyState::new(
         store.clone(),
@@ -57,12 +66,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     proxy_state.protected_env = config.protected_env.clone();
     let state = Arc::new(proxy_state);
-    let proxy_listener = TcpListener::bind(config.proxy_listen)
-        .await
-        .with_context(|| format!("binding proxy.listen {}", config.proxy_listen))?;
-    let console_listener = TcpListener::bind(config.console_listen)
-        .await
-        .with_context(|| format!("binding console.listen {}", config.console_listen))?;
     let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     super::say(format_args!(

@@ -202,3 +202,155 @@ fn the_digest_covers_how_soon_tampering_shows_and_the_stream_limits() {
         assert_ne!(digest(&[(var, "7")]), base, "{var} is not in the digest");
     }
 }
+
+#[test]
+fn an_unknown_or_unreadable_override_is_refused_not_ignored() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let vars = |list: Vec<(&str, OsString)>| -> Vec<(OsString, OsString)> {
+        list.into_iter()
+            .map(|(k, v)| (OsString::from(k), v))
+            .collect()
+    };
+    let allowed = ["RACK_GATEWAY_TOKEN"];
+    let got = overrides(
+        vars(vec![
+            ("RACK_GATEWAY_RACK_PASSWORD", "pw".into()),
+            ("RACK_GATEWAY_TOKEN", "rgw_cli".into()),
+            ("HOME", "/root".into()),
+            ("RACK_GATEWAYISH", "x".into()),
+        ]),
+        &allowed,
+    )
+    .unwrap();
+    assert_eq!(
+        got.into_iter().collect::<Vec<_>>(),
+        [("RACK_GATEWAY_RACK_PASSWORD".to_owned(), "pw".to_owned())],
+        "ours are kept, the CLI's token and others' are passed over"
+    );
+    // A misspelled protection would leave a secret unprotected without a word.
+    let e = overrides(
+        vars(vec![("RACK_GATEWAY_PROTECTED_ENVS", "*:STRIPE_KEY".into())]),
+        &allowed,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("RACK_GATEWAY_PROTECTED_ENVS: not a configuration variable"),
+        "{e}"
+    );
+    // A value that is not UTF-8 is not read as unset (which would fall back to the file).
+    let e = overrides(
+        vars(vec![(
+            "RACK_GATEWAY_TRUSTED_PROXIES",
+            OsString::from_vec(vec![0x31, 0xff]),
+        )]),
+        &allowed,
+    )
+    .unwrap_err()
+    .to_string();
+    assert_eq!(e, "RACK_GATEWAY_TRUSTED_PROXIES: its value is not UTF-8");
+}
+
+#[test]
+fn a_number_the_parser_cannot_hold_is_not_echoed() {
+    // The second is the first's digits as the parser would print it (in decimal).
+    for (value, printed) in [
+        ("123456789012345678901234", "123456789012345678901234"),
+        (
+            "0xdeadbeefdeadbeefdeadbeef",
+            "68915718021581205938132336367",
+        ),
+    ] {
+        let f = file(&format!("{BASE}password_file = {value}\n"));
+        let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("line 7"), "{e}");
+        assert!(e.contains("(a value, not shown)"), "{e}");
+        assert!(!e.contains(&printed[..8]), "{e}");
+    }
+    // The parser's hints stay.
+    let f = file(&format!("{BASE}password_file = \"a\\qb\"\n"));
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("expected `b`"), "{e}");
+}
+
+#[test]
+fn a_duration_over_a_day_is_refused_with_its_key() {
+    for (key, var) in [
+        (
+            "limits.header_timeout_secs",
+            "RACK_GATEWAY_LIMITS_HEADER_TIMEOUT_SECS",
+        ),
+        (
+            "limits.form_timeout_secs",
+            "RACK_GATEWAY_LIMITS_FORM_TIMEOUT_SECS",
+        ),
+        (
+            "checkpoints.heartbeat_secs",
+            "RACK_GATEWAY_CHECKPOINTS_HEARTBEAT_SECS",
+        ),
+    ] {
+        let f = file(BASE);
+        let load_with = |v: &str| {
+            load(
+                Some(f.path()),
+                &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p"), (var, v)]),
+            )
+        };
+        let e = load_with("18446744073709551615").unwrap_err().to_string();
+        assert!(e.starts_with(key), "{e}");
+        assert!(e.contains("more than a day"), "{e}");
+        assert!(load_with("86400").is_ok(), "{key}: a day is allowed");
+    }
+}
+
+#[test]
+fn a_trust_setting_on_a_plain_rack_is_refused() {
+    let plain = BASE.replace("https://api.rack.example", "http://127.0.0.1:5443");
+    for (line, key) in [
+        (
+            format!("pin_sha256 = \"{}\"", "ab".repeat(32)),
+            "rack.pin_sha256",
+        ),
+        (
+            "ca_file = \"/etc/ssl/certs/ca-certificates.crt\"".to_owned(),
+            "rack.ca_file",
+        ),
+        (
+            "insecure_skip_verify = true".to_owned(),
+            "rack.insecure_skip_verify",
+        ),
+    ] {
+        let f = file(&format!("{plain}{line}\n"));
+        let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(key), "{e}");
+        assert!(e.contains("https:// rack only"), "{e}");
+    }
+    let f = file(&format!("{plain}insecure_skip_verify = false\n"));
+    assert!(load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).is_ok());
+}
+
+#[test]
+fn the_digest_follows_the_ca_bundle_contents_not_only_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let f = file(&format!("{BASE}ca_file = {ca:?}\n"));
+    let audit = AuditKey([5; 32]);
+    let digest = || {
+        load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap()
+            .digest(&audit)
+    };
+    std::fs::write(&ca, "one bundle").unwrap();
+    let first = digest();
+    assert_eq!(digest(), first);
+    std::fs::write(&ca, "another bundle").unwrap();
+    assert_ne!(digest(), first, "a replaced bundle is a new configuration");
+    std::fs::remove_file(&ca).unwrap();
+    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("rack.ca_file"), "{e}");
+}
