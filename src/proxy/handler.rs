@@ -23,6 +23,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use projections::tokens::Token;
 
 use super::answers;
+use super::build_logs;
 use super::intent::{self, Recorded};
 use super::mask::{self, ResponseMask, Visibility};
 use super::metered::{Meter, Metered};
@@ -321,6 +322,28 @@ async fn pipeline(
         }
     };
     if let Some(key) = ws_key {
+        if matched.rule().name == "build.logs" && !grant.holds(Perm::ObjectRead) {
+            let refused = foreign_build_log(
+                state,
+                &caller,
+                matched.var("app").unwrap_or_default(),
+                matched.var("id").unwrap_or_default(),
+            )
+            .await?;
+            if let Some((kind, reason)) = refused {
+                record_denial(
+                    state,
+                    &caller,
+                    &method,
+                    path.as_str(),
+                    kind,
+                    Some(Perm::ObjectRead.as_str().to_owned()),
+                    &recorded_params,
+                )
+                .await?;
+                return Ok(refuse_in_socket(parts, Some(key), reason));
+            }
+        }
         let still_permitted = || {
             let (usable, grant) = standing_now(state, &caller);
             usable && policy::authorize(&matched, &|k| params.get(k), &grant).is_ok()
@@ -886,35 +909,128 @@ fn protected_env(state: &ProxyState, app: &str) -> Vec<String> {
 }
 
 /// The env of `app`'s newest release, the one `convox env` reads (spec §5 "Environment":
-/// `GET /apps/{app}/releases?limit=1`, whose items carry their env), fetched with the
-/// gateway's credentials to restore masked values. The lookup is a rack call like any other:
-/// its own `CommandRequested` (request id `<caller's>.env`, reason `env_restore_lookup`) is
-/// durable before it is sent, and its completion is recorded.
+/// `GET /apps/{app}/releases?limit=1`, whose items carry their env), fetched to restore masked
+/// values.
 async fn current_env(
     state: &Arc<ProxyState>,
     caller: &Caller,
     app: &str,
 ) -> Result<mask::Env, ProxyError> {
+    let body = lookup(
+        state,
+        caller,
+        Lookup {
+            suffix: "env",
+            path: format!("/apps/{app}/releases"),
+            params: vec![("limit".to_owned(), "1".to_owned())],
+            reason: "env_restore_lookup",
+            target: format!(
+                "/apps/{}/releases?limit=1",
+                utf8_percent_encode(app, SEGMENT)
+            ),
+        },
+    )
+    .await?
+    .map_err(|_| ProxyError::Upstream)?;
+    mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
+}
+
+/// Where the rack would read build `id`'s log from (see [`build_logs`]), from its record
+/// (`GET /apps/{app}/builds/{id}`). `Err` only when the lookup cannot be recorded.
+async fn build_log_source(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    app: &str,
+    id: &str,
+) -> Result<Result<build_logs::Source, String>, ProxyError> {
+    let record = lookup(
+        state,
+        caller,
+        Lookup {
+            suffix: "build",
+            path: format!("/apps/{app}/builds/{id}"),
+            params: Vec::new(),
+            reason: "build_log_lookup",
+            target: format!(
+                "/apps/{}/builds/{}",
+                utf8_percent_encode(app, SEGMENT),
+                utf8_percent_encode(id, SEGMENT)
+            ),
+        },
+    )
+    .await;
+    Ok(match record {
+        Ok(Ok(record)) => build_logs::judge(&record).map_err(|e| e.to_string()),
+        // No such build: no log to read, and the rack says so in the socket itself. Its id
+        // will be the rack's random one, so no build can appear under it in the meantime.
+        Ok(Err(StatusCode::NOT_FOUND)) => Ok(build_logs::Source::Missing),
+        Ok(Err(status)) => Err(format!(
+            "the rack answered {status} for build {id}, so where its log is kept is unknown"
+        )),
+        Err(ProxyError::AuditUnavailable) => return Err(ProxyError::AuditUnavailable),
+        Err(_) => Err(format!("the rack did not answer for build {id}")),
+    })
+}
+
+/// Why build `id`'s log socket is refused to a caller without `convox:object:read`: the kind
+/// and what the caller is told; `None` when the rack would stream a build log.
+async fn foreign_build_log(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    app: &str,
+    id: &str,
+) -> Result<Option<(&'static str, String)>, ProxyError> {
+    Ok(match build_log_source(state, caller, app, id).await? {
+        Ok(build_logs::Source::BuildLog | build_logs::Source::Missing) => None,
+        Ok(build_logs::Source::Elsewhere(url)) => Some((
+            "build_log_elsewhere",
+            format!(
+                "build {id}'s record names {url} as its log, which is not a build log; reading \
+                 it needs {}",
+                Perm::ObjectRead.as_str()
+            ),
+        )),
+        Err(why) => Some(("build_lookup_failed", why)),
+    })
+}
+
+/// A rack call the gateway makes to check a caller's call: a GET with the gateway's
+/// credentials, on behalf of the caller.
+struct Lookup {
+    /// Appended to the caller's request id: `<caller's>.<suffix>`.
+    suffix: &'static str,
+    /// The canonical path recorded.
+    path: String,
+    params: Vec<(String, String)>,
+    reason: &'static str,
+    /// What is sent: `path`, encoded, and its query.
+    target: String,
+}
+
+/// Sends `call` and reads its answer's body (not encoded, within the answers budget), or
+/// returns the status of an answer that is not 2xx. The lookup is a rack call like any other:
+/// its own `CommandRequested` is durable before it is sent, and its completion is recorded.
+async fn lookup(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    call: Lookup,
+) -> Result<Result<Vec<u8>, StatusCode>, ProxyError> {
     let lookup = Caller {
         token: caller.token.clone(),
         ip: caller.ip,
         user_agent: caller.user_agent.clone(),
-        request_id: format!("{}.env", caller.request_id),
+        request_id: format!("{}.{}", caller.request_id, call.suffix),
     };
     let intent = command_requested(
         &lookup,
         "GET",
-        &format!("/apps/{app}/releases"),
+        &call.path,
         None,
         Decision::Allow,
-        "env_restore_lookup",
-        vec![("limit".to_owned(), "1".to_owned())],
+        call.reason,
+        call.params,
     );
-    let target = format!(
-        "/apps/{}/releases?limit=1",
-        utf8_percent_encode(app, SEGMENT)
-    );
-    let recorded = intent::record(&*state.store, intent, target)
+    let recorded = intent::record(&*state.store, intent, call.target)
         .await
         .map_err(|_| ProxyError::AuditUnavailable)?;
     let pending = Pending::new(state, &lookup.request_id, Instant::now());
@@ -957,7 +1073,8 @@ async fn current_env(
         return Err(fail(status.as_u16(), Some(ANSWER_ENCODED)));
     }
     if !status.is_success() {
-        return Err(fail(status.as_u16(), None));
+        pending.complete(status.as_u16(), None, None);
+        return Ok(Err(status));
     }
     let (body, _held) = state
         .answers
@@ -970,7 +1087,7 @@ async fn current_env(
         complete: true,
     };
     pending.complete(status.as_u16(), Some(meter), None);
-    mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
+    Ok(Ok(body.to_vec()))
 }
 
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when

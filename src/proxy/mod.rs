@@ -6,6 +6,7 @@
 //! for exactly that canonical request is durable in the log.
 
 pub mod answers;
+pub mod build_logs;
 pub mod flood;
 pub mod handler;
 pub mod headers;

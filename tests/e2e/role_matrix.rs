@@ -21,7 +21,7 @@ use rack_gateway::policy::roles::{cicd_scopes, role_permissions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Body, DEADLINE, TestGateway, eventually, requested};
+use crate::support::{Body, DEADLINE, TestGateway, eventually, is_lookup, requested};
 
 const MATRIX: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -184,7 +184,7 @@ async fn send(gw: &TestGateway, caller: &Caller, line: &Line) -> Seen {
     };
     // The rack records a call before answering it, and the gateway answers the caller only after
     // the rack's answer (or its 101): nothing more can arrive for this call.
-    let forwarded = gw
+    let mut forwarded: Vec<(String, String, bool)> = gw
         .rack()
         .received()
         .into_iter()
@@ -199,13 +199,24 @@ async fn send(gw: &TestGateway, caller: &Caller, line: &Line) -> Seen {
         .collect();
     // `CommandRequested` is durable before the answer leaves (denials) or before the call is
     // forwarded (allowed calls), so it is in the log by now.
-    let requested: Vec<CommandRequested> = gw
+    let mut requested: Vec<CommandRequested> = gw
         .events_since(since)
         .await
         .iter()
         .filter_map(requested)
         .cloned()
         .collect();
+    // The gateway's own lookups are rack calls of their own, recorded as such: not this
+    // request's record or forwarding.
+    let lookups: Vec<String> = requested
+        .iter()
+        .filter(|c| is_lookup(c))
+        .map(|c| c.path.clone())
+        .collect();
+    requested.retain(|c| !is_lookup(c));
+    forwarded.retain(|(method, target, ws)| {
+        !(method == "GET" && !ws && lookups.iter().any(|p| target.split('?').next() == Some(p)))
+    });
     if status == 101
         && let [c] = requested.as_slice()
         && c.decision == Decision::Allow
@@ -435,6 +446,7 @@ async fn finish(gw: TestGateway, callers: &[&Caller], report: Report, started: I
         .events
         .iter()
         .filter_map(requested)
+        .filter(|c| !is_lookup(c))
         .filter(|c| {
             callers
                 .iter()

@@ -306,3 +306,133 @@ async fn an_upgrade_the_rack_refuses_is_answered_with_the_racks_status() {
     );
     gw.finish().await;
 }
+
+/// A finished build's log is read by the rack from the object its record names, which an
+/// imported (or rewritten) record can point anywhere. A caller without `convox:object:read`
+/// (a `cicd` token) reads a build's own log, but not another object through it: refused inside
+/// the socket, recorded, with the record lookup recorded too, and nothing streamed. An admin
+/// reads the same socket, which shows the rack would have streamed that object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_log_that_names_another_object_is_refused_without_object_read() {
+    use crate::support::Body;
+    let gw = TestGateway::start().await;
+    // A cicd token: a deployer's, scoped to what the cicd role holds.
+    let scopes: Vec<String> = rack_gateway::policy::roles::cicd_scopes()
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let ci = gw
+        .token_for("ci@example.com", Role::Deployer, &scopes)
+        .await;
+    let admin = gw.cli();
+    let builds = gw.send_raw(admin.get("/apps/x/builds?")).await.json();
+    let id = builds[0]["id"].as_str().unwrap().to_owned();
+    let logs = format!("/apps/x/builds/{id}/logs");
+
+    // The build's own log: streamed to the cicd token, after a recorded lookup of the record.
+    let since = gw.head();
+    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let own: Vec<u8> = until_eof(&mut reader)
+        .await
+        .iter()
+        .flat_map(|f| f.payload.to_vec())
+        .collect();
+    assert!(
+        own.windows(9).any(|w| w == b"Building:"),
+        "{}",
+        String::from_utf8_lossy(&own)
+    );
+
+    let looked_up = gw.events_since(since).await.iter().any(|r| {
+        matches!(&r.event, Event::CommandRequested(c)
+            if c.reason == "build_log_lookup" && c.path == format!("/apps/x/builds/{id}"))
+    });
+    assert!(
+        looked_up,
+        "the record lookup is recorded before the socket opens"
+    );
+
+    // An upload of app x, and the build's record pointed at it (as an import can do).
+    let secret = b"SOURCE-WITH-A-SECRET".to_vec();
+    let stored = gw
+        .send_raw(admin.request(
+            "POST",
+            "/apps/x/objects/tmp/source.tgz?",
+            &[],
+            Body::Raw(&secret),
+        ))
+        .await;
+    assert_eq!(stored.status, 200, "{}", stored.text());
+    let updated = gw
+        .send_raw(admin.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}?"),
+            &[],
+            Body::Form("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+
+    let sockets = || gw.rack().received().iter().filter(|r| r.websocket).count();
+    let before = sockets();
+    let refused_at = gw.head();
+    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let frames = until_eof(&mut reader).await;
+    let text: Vec<String> = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
+    assert!(
+        text[0].starts_with("ERROR: ") && text[0].contains("convox:object:read"),
+        "{text:?}"
+    );
+    assert!(!text.concat().contains("SOURCE-WITH"), "{text:?}");
+    assert_eq!(sockets(), before, "no log socket reached the rack");
+    let events = eventually("the refusal's records", || async {
+        let e = gw.events_since(refused_at).await;
+        e.iter()
+            .any(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason == "build_log_elsewhere"))
+            .then_some(e)
+    })
+    .await;
+    let requested: Vec<(String, String, String)> = events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::CommandRequested(c) => Some((
+                c.path.clone(),
+                c.reason.clone(),
+                format!("{:?}", c.decision),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        requested,
+        [
+            (
+                format!("/apps/x/builds/{id}"),
+                "build_log_lookup".to_owned(),
+                "Allow".to_owned()
+            ),
+            (
+                logs.clone(),
+                "build_log_elsewhere".to_owned(),
+                "Deny".to_owned()
+            ),
+        ]
+    );
+
+    // With `convox:object:read`, the same socket streams the object: what was kept from cicd.
+    let (status, mut reader, _writer) = open(&gw, gw.token(), &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let streamed: Vec<u8> = until_eof(&mut reader)
+        .await
+        .iter()
+        .flat_map(|f| f.payload.to_vec())
+        .collect();
+    assert_eq!(streamed, secret);
+    gw.finish().await;
+}

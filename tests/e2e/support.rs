@@ -364,6 +364,14 @@ pub fn requested(r: &Record) -> Option<&CommandRequested> {
     }
 }
 
+/// A rack call the gateway made itself to check a caller's call (a build's record before its
+/// log socket, the current env before restoring masked values): recorded under the caller's
+/// credential, with request id `<caller's>.<suffix>` and reason `*_lookup`. It is not a request
+/// the test sent.
+pub fn is_lookup(c: &CommandRequested) -> bool {
+    c.reason.ends_with("_lookup") && c.request.0.contains('.')
+}
+
 pub fn completed(r: &Record) -> Option<&CommandCompleted> {
     match &r.event {
         Event::CommandCompleted(c) => Some(c),

@@ -124,6 +124,8 @@ impl State {
                 vec![Bytes::from(format!("ERROR: object not found: {key}\n"))],
             );
         }
+        // Where a real rack's build process stores the log it wrote (`pkg/build`).
+        build.logs = format!("object://{app}/build/{id}/logs");
         build.ended = self.clock.now();
         self.app_mut(app)?.builds.push(build);
         Ok(answer)
@@ -180,8 +182,20 @@ impl State {
         Ok(build.clone())
     }
 
+    /// A build's log as the rack streams it. A build that is not running is read, as a real
+    /// rack reads it, from the object its `logs` names: for a build of this rack that is its
+    /// own log (kept here line by line), but a record changed by `PUT` or imported can name any
+    /// app's object, and then that object's bytes are what streams.
     pub(crate) fn build_log_lines(&self, app: &str, id: &str) -> Result<Vec<Bytes>, RackError> {
-        self.app(app)?
+        let entry = self.app(app)?;
+        let build = entry.builds.iter().find(|b| b.id == id);
+        let own = format!("object://{app}/build/{id}/logs");
+        if let Some(build) = build.filter(|b| b.status != "running" && b.logs != own)
+            && let Some((from, key)) = parse_object_url(&build.logs)
+        {
+            return Ok(vec![self.object_fetch(from, key)?.data]);
+        }
+        entry
             .build_logs
             .get(id)
             .cloned()

@@ -166,7 +166,7 @@ impl State {
             description: String::new(),
             entrypoint: String::new(),
             git_sha: String::new(),
-            logs: String::new(),
+            logs: format!("object://{SEED_APP}/build/{build_id}/logs"),
             manifest: MANIFEST.to_owned(),
             process: format!("build-{}", self.clock.pod_suffix()),
             release: release_id.clone(),

@@ -1,0 +1,132 @@
+//! Where a finished build's log is read from, judged before its socket is opened.
+//!
+//! A rack streams a build that is not running from the object its record's `logs` names
+//! (`object://<app>/<key>`, any app's). A build's own log is `object://<app>/build/<id>/logs`,
+//! but a record can name any object: `build.import` copies `logs` from the uploaded
+//! `build.json`, so a caller allowed to import builds and read their logs (`cicd`) could read
+//! any stored object, such as another app's source upload, without `convox:object:read`.
+//!
+//! **Invariant:** for a caller without `convox:object:read`, a build-log socket is opened only
+//! when the rack's record of the build says it is running, has no log, or names a build log.
+
+/// What the check concluded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The rack streams the build's process, has no log to read, or reads a build log.
+    BuildLog,
+    /// The rack would stream this other object.
+    Elsewhere(String),
+    /// The rack has no such build (404): it has no log to stream.
+    Missing,
+}
+
+/// Why the build's record could not be judged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("the rack's record of the build is not the JSON object a build is: {0}")]
+pub struct Unreadable(String);
+
+/// Judges the rack's answer to `GET /apps/{app}/builds/{id}`.
+pub fn judge(record: &[u8]) -> Result<Source, Unreadable> {
+    let value: serde_json::Value =
+        serde_json::from_slice(record).map_err(|e| Unreadable(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Unreadable("not an object".into()));
+    }
+    let field = |name: &str| match value.get(name) {
+        None | Some(serde_json::Value::Null) => Ok(""),
+        Some(serde_json::Value::String(s)) => Ok(s.as_str()),
+        Some(_) => Err(Unreadable(format!("`{name}` is not a string"))),
+    };
+    let (status, logs) = (field("status")?, field("logs")?);
+    if status == "running" || logs.is_empty() || is_build_log(logs) {
+        Ok(Source::BuildLog)
+    } else {
+        Ok(Source::Elsewhere(logs.to_owned()))
+    }
+}
+
+/// `object://<app>/build/<id>/logs`, exactly: where a rack's build process stores a build's log
+/// (an app name is lowercase letters, digits and `-`; a build id letters and digits). Nothing
+/// looser, so the rack's URL parsing cannot read it as another object.
+fn is_build_log(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("object://") else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let (Some(app), Some("build"), Some(id), Some("logs"), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    !app.is_empty()
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !id.is_empty()
+        && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: &str, logs: &str) -> Vec<u8> {
+        serde_json::json!({"id": "BABC", "status": status, "logs": logs})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_build_log_of_any_app_is_a_build_log() {
+        for logs in [
+            "object://web/build/BABCDEFGHIJ/logs",
+            "object://other-app/build/B123/logs",
+            "",
+        ] {
+            assert_eq!(
+                judge(&record("complete", logs)),
+                Ok(Source::BuildLog),
+                "{logs}"
+            );
+        }
+        // A running build streams its process; its record's `logs` is not read.
+        assert_eq!(
+            judge(&record("running", "object://web/tmp/x.tgz")),
+            Ok(Source::BuildLog)
+        );
+    }
+
+    #[test]
+    fn any_other_object_is_elsewhere() {
+        for logs in [
+            "object://web/tmp/7b1f.tgz",
+            "object://web/build/B1/logs/more",
+            "object://web/build/B1/logsx",
+            "object://web/build//logs",
+            "object://Web/build/B1/logs",
+            "object://web:80/build/B1/logs",
+            "object://web/build/B%31/logs",
+            "object://user@web/build/B1/logs",
+            "object://web/build/B1/logs?x",
+            "object:///build/B1/logs",
+            "s3://web/build/B1/logs",
+        ] {
+            assert_eq!(
+                judge(&record("complete", logs)),
+                Ok(Source::Elsewhere(logs.to_owned())),
+                "{logs}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_that_is_not_a_build_is_unreadable() {
+        assert!(judge(b"not json").is_err());
+        assert!(judge(b"[1]").is_err());
+        assert!(judge(br#"{"status": "complete", "logs": 7}"#).is_err());
+    }
+}
