@@ -7,12 +7,13 @@
 //! any stored object, such as another app's source upload, without `convox:object:read`.
 //!
 //! **Invariant:** for a caller without `convox:object:read`, a build-log socket is opened only
-//! when the rack's record of the build says it is running, has no log, or names a build log.
+//! when the rack's record of the build has no log or names a build log, whatever its status,
+//! or when the rack has no such build.
 
 /// What the check concluded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Source {
-    /// The rack streams the build's process, has no log to read, or reads a build log.
+    /// The record names no log (a build still running) or a build log.
     BuildLog,
     /// The rack would stream this other object.
     Elsewhere(String),
@@ -37,8 +38,12 @@ pub fn judge(record: &[u8]) -> Result<Source, Unreadable> {
         Some(serde_json::Value::String(s)) => Ok(s.as_str()),
         Some(_) => Err(Unreadable(format!("`{name}` is not a string"))),
     };
-    let (status, logs) = (field("status")?, field("logs")?);
-    if status == "running" || logs.is_empty() || is_build_log(logs) {
+    // The status is not trusted to mean the process is streamed: `build.image` sets an existing
+    // build running again without touching its `logs`, and the rack reads those once it ends.
+    // A build that really runs has no `logs` yet.
+    let logs = field("logs")?;
+    field("status")?;
+    if logs.is_empty() || is_build_log(logs) {
         Ok(Source::BuildLog)
     } else {
         Ok(Source::Elsewhere(logs.to_owned()))
@@ -93,10 +98,12 @@ mod tests {
                 "{logs}"
             );
         }
-        // A running build streams its process; its record's `logs` is not read.
+        // A running build has no log yet; one set running again by `build.image` keeps its old
+        // `logs`, which the rack reads once it ends.
+        assert_eq!(judge(&record("running", "")), Ok(Source::BuildLog));
         assert_eq!(
             judge(&record("running", "object://web/tmp/x.tgz")),
-            Ok(Source::BuildLog)
+            Ok(Source::Elsewhere("object://web/tmp/x.tgz".to_owned()))
         );
     }
 

@@ -345,13 +345,28 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
         String::from_utf8_lossy(&own)
     );
 
-    let looked_up = gw.events_since(since).await.iter().any(|r| {
-        matches!(&r.event, Event::CommandRequested(c)
-            if c.reason == "build_log_lookup" && c.path == format!("/apps/x/builds/{id}"))
-    });
-    assert!(
-        looked_up,
-        "the record lookup is recorded before the socket opens"
+    let order: Vec<String> = eventually("the stream's records", || async {
+        let e = gw.events_since(since).await;
+        e.iter()
+            .any(|r| matches!(r.event, Event::StreamOpened { .. }))
+            .then_some(e)
+    })
+    .await
+    .iter()
+    .filter_map(|r| match &r.event {
+        Event::CommandRequested(c) => Some(format!("requested {} {:?}", c.path, c.reason)),
+        Event::StreamOpened { .. } => Some("opened".to_owned()),
+        _ => None,
+    })
+    .collect();
+    assert_eq!(
+        order[..3],
+        [
+            format!("requested /apps/x/builds/{id} \"build_log_lookup\""),
+            format!("requested {logs} \"\""),
+            "opened".to_owned(),
+        ],
+        "the record is looked up, and that recorded, before the socket is"
     );
 
     // An upload of app x, and the build's record pointed at it (as an import can do).
@@ -434,5 +449,24 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
         .flat_map(|f| f.payload.to_vec())
         .collect();
     assert_eq!(streamed, secret);
+
+    // Set running again (as `build.image` does to a finished build, keeping its log): still
+    // refused, since the rack reads that log once the build ends.
+    let updated = gw
+        .send_raw(admin.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}?"),
+            &[],
+            Body::Form("status=running"),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let first = until_eof(&mut reader).await.remove(0);
+    assert!(
+        String::from_utf8_lossy(&first.payload).contains("which is not a build log"),
+        "{first:?}"
+    );
     gw.finish().await;
 }
