@@ -15,7 +15,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
-use events::store::EventStore;
+use events::store::{AppendError, EventStore, Guard, Rejected};
 use events::time::{Clock, Timestamp};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -328,6 +328,7 @@ async fn pipeline(
                 &caller,
                 matched.var("app").unwrap_or_default(),
                 matched.var("id").unwrap_or_default(),
+                permitted.required(),
             )
             .await?;
             if let Some((kind, reason)) = refused {
@@ -357,6 +358,7 @@ async fn pipeline(
             &path,
             &params,
             permitted.permission().as_str(),
+            permitted.required(),
             policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name),
             recorded_params,
             request_id,
@@ -426,16 +428,21 @@ async fn pipeline(
         .filter(|_| matched.rule().name == "release.create")
         && mask::needs_current_env(&env, &protected)
     {
-        let current = match current_env(state, &caller, &app).await {
+        let current = match current_env(state, &caller, &app, permitted.required()).await {
             Ok(current) => current,
             Err(e) => {
-                // The call itself is recorded too: refused, because it could not be checked.
+                // The call itself is recorded too: refused, because it could not be checked,
+                // or because its token or owner changed meanwhile.
+                let kind = match &e {
+                    ProxyError::Unauthenticated(_) | ProxyError::Forbidden { .. } => e.kind(),
+                    _ => "env_lookup_failed",
+                };
                 record_denial(
                     state,
                     &caller,
                     &method,
                     path.as_str(),
-                    "env_lookup_failed",
+                    kind,
                     Some(Perm::EnvSet.as_str().to_owned()),
                     &recorded_params,
                 )
@@ -538,18 +545,33 @@ async fn pipeline(
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
     };
+    let permission = Some(permitted.permission().as_str().to_owned());
     let intent = command_requested(
         &caller,
         &method,
         path.as_str(),
-        Some(permitted.permission().as_str().to_owned()),
+        permission.clone(),
         Decision::Allow,
         "",
-        recorded_params,
+        recorded_params.clone(),
     );
-    let recorded = intent::record(&*state.store, intent, call)
-        .await
-        .map_err(|_| ProxyError::AuditUnavailable)?;
+    let guard = still_allowed(&caller, permitted.required());
+    let recorded = match intent::record(&*state.store, intent, guard, call).await {
+        Ok(recorded) => recorded,
+        Err(AppendError::Rejected(why)) => {
+            return Err(refuse_no_longer_allowed(
+                state,
+                &caller,
+                &method,
+                path.as_str(),
+                why,
+                permission,
+                &recorded_params,
+            )
+            .await);
+        }
+        Err(_) => return Err(ProxyError::AuditUnavailable),
+    };
     forward(state, recorded, content_type_of(&params), rewrite).await
 }
 
@@ -915,6 +937,7 @@ async fn current_env(
     state: &Arc<ProxyState>,
     caller: &Caller,
     app: &str,
+    required: &[Perm],
 ) -> Result<mask::Env, ProxyError> {
     let body = lookup(
         state,
@@ -928,6 +951,7 @@ async fn current_env(
                 "/apps/{}/releases?limit=1",
                 utf8_percent_encode(app, SEGMENT)
             ),
+            required: required.to_vec(),
         },
     )
     .await?
@@ -942,6 +966,7 @@ async fn build_log_source(
     caller: &Caller,
     app: &str,
     id: &str,
+    required: &[Perm],
 ) -> Result<Result<build_logs::Source, String>, ProxyError> {
     let record = lookup(
         state,
@@ -956,6 +981,7 @@ async fn build_log_source(
                 utf8_percent_encode(app, SEGMENT),
                 utf8_percent_encode(id, SEGMENT)
             ),
+            required: required.to_vec(),
         },
     )
     .await;
@@ -967,7 +993,11 @@ async fn build_log_source(
         Ok(Err(status)) => Err(format!(
             "the rack answered {status} for build {id}, so where its log is kept is unknown"
         )),
-        Err(ProxyError::AuditUnavailable) => return Err(ProxyError::AuditUnavailable),
+        Err(
+            e @ (ProxyError::AuditUnavailable
+            | ProxyError::Unauthenticated(_)
+            | ProxyError::Forbidden { .. }),
+        ) => return Err(e),
         Err(_) => Err(format!("the rack did not answer for build {id}")),
     })
 }
@@ -979,19 +1009,22 @@ async fn foreign_build_log(
     caller: &Caller,
     app: &str,
     id: &str,
+    required: &[Perm],
 ) -> Result<Option<(&'static str, String)>, ProxyError> {
-    Ok(match build_log_source(state, caller, app, id).await? {
-        Ok(build_logs::Source::BuildLog | build_logs::Source::Missing) => None,
-        Ok(build_logs::Source::Elsewhere(url)) => Some((
-            "build_log_elsewhere",
-            format!(
-                "build {id}'s record names {url} as its log, which is not a build log; reading \
+    Ok(
+        match build_log_source(state, caller, app, id, required).await? {
+            Ok(build_logs::Source::BuildLog | build_logs::Source::Missing) => None,
+            Ok(build_logs::Source::Elsewhere(url)) => Some((
+                "build_log_elsewhere",
+                format!(
+                    "build {id}'s record names {url} as its log, which is not a build log; reading \
                  it needs {}",
-                Perm::ObjectRead.as_str()
-            ),
-        )),
-        Err(why) => Some(("build_lookup_failed", why)),
-    })
+                    Perm::ObjectRead.as_str()
+                ),
+            )),
+            Err(why) => Some(("build_lookup_failed", why)),
+        },
+    )
 }
 
 /// A rack call the gateway makes to check a caller's call: a GET with the gateway's
@@ -1005,6 +1038,8 @@ struct Lookup {
     reason: &'static str,
     /// What is sent: `path`, encoded, and its query.
     target: String,
+    /// The permissions of the caller's call, held still when the lookup is recorded.
+    required: Vec<Perm>,
 }
 
 /// Sends `call` and reads its answer's body (not encoded, within the answers budget), or
@@ -1030,9 +1065,21 @@ async fn lookup(
         call.reason,
         call.params,
     );
-    let recorded = intent::record(&*state.store, intent, call.target)
-        .await
-        .map_err(|_| ProxyError::AuditUnavailable)?;
+    let guard = still_allowed(caller, &call.required);
+    let recorded = match intent::record(&*state.store, intent, guard, call.target).await {
+        Ok(recorded) => recorded,
+        // The caller's own call is refused, and recorded, by whoever asked for the lookup.
+        Err(AppendError::Rejected(why)) if why.0 == NO_LONGER_USABLE => {
+            return Err(ProxyError::Unauthenticated(NO_LONGER_USABLE));
+        }
+        Err(AppendError::Rejected(_)) => {
+            return Err(ProxyError::Forbidden {
+                kind: NO_LONGER_PERMITTED,
+                what: "the token's owner no longer holds a permission this call needs".into(),
+            });
+        }
+        Err(_) => return Err(ProxyError::AuditUnavailable),
+    };
     let pending = Pending::new(state, &lookup.request_id, Instant::now());
     // `failure` as in `Pending::complete`: set when the status is the gateway's, or the rack's
     // answer was unusable.
@@ -1325,6 +1372,74 @@ fn standing_now(state: &ProxyState, caller: &Caller) -> (bool, Grant) {
     })
 }
 
+/// What a caller is told in the socket when its token or owner changed as its stream opened.
+const CHANGED_WHILE_OPENING: &str = "this token or its owner's roles changed while the stream was opening; check with a gateway \
+     admin";
+
+/// Why a call's intent was not sequenced: its token stopped being usable, or its owner lost a
+/// permission the call needs, after the call was checked.
+const NO_LONGER_USABLE: &str = "token_no_longer_usable";
+const NO_LONGER_PERMITTED: &str = "permission_no_longer_held";
+
+/// The guard of a call's intent: the caller's token still usable, and every permission in
+/// `required` still granted, when the intent is sequenced. The call was checked earlier
+/// ([`standing_now`]); a rack lookup for it may have come in between.
+fn still_allowed(caller: &Caller, required: &[Perm]) -> Guard<projections::Projections> {
+    let id = caller.token.id;
+    let scopes = caller.token.scopes.clone();
+    let owner = caller.token.owner.clone();
+    let required = required.to_vec();
+    Box::new(move |s: &projections::Projections| {
+        if !s.tokens.get(&id).is_some_and(|t| t.is_usable(Clock.now())) {
+            return Err(Rejected(NO_LONGER_USABLE));
+        }
+        let grant = Grant::for_token(&scopes, &Standing::of(&s.identities, &owner));
+        if required.iter().all(|p| grant.holds(*p)) {
+            Ok(())
+        } else {
+            Err(Rejected(NO_LONGER_PERMITTED))
+        }
+    })
+}
+
+/// The refusal of a call whose intent [`still_allowed`] rejected, recorded as a denial.
+async fn refuse_no_longer_allowed(
+    state: &ProxyState,
+    caller: &Caller,
+    method: &str,
+    path: &str,
+    why: Rejected,
+    permission: Option<String>,
+    recorded_params: &[(String, String)],
+) -> ProxyError {
+    let kind = if why.0 == NO_LONGER_USABLE {
+        NO_LONGER_USABLE
+    } else {
+        NO_LONGER_PERMITTED
+    };
+    if let Err(e) = record_denial(
+        state,
+        caller,
+        method,
+        path,
+        kind,
+        permission,
+        recorded_params,
+    )
+    .await
+    {
+        return e;
+    }
+    if kind == NO_LONGER_USABLE {
+        ProxyError::Unauthenticated(NO_LONGER_USABLE)
+    } else {
+        ProxyError::Forbidden {
+            kind,
+            what: "the token's owner no longer holds a permission this call needs".into(),
+        }
+    }
+}
+
 /// A permitted WebSocket call: recorded, connected to the rack, answered with 101 only after
 /// the rack's 101, then relayed frame by frame until it ends; `StreamOpened` and
 /// `StreamClosed` bracket it in the log.
@@ -1338,6 +1453,7 @@ async fn open_stream(
     path: &canonical::CanonicalPath,
     params: &CanonicalParams,
     permission: &str,
+    required: &[Perm],
     exit_code: bool,
     recorded_params: Vec<(String, String)>,
     request_id: &str,
@@ -1386,18 +1502,21 @@ async fn open_stream(
         return Ok(refuse_in_socket(
             parts,
             Some(key),
-            "this token or its owner's roles changed while the stream was opening; \
-             check with a gateway admin"
-                .to_owned(),
+            CHANGED_WHILE_OPENING.to_owned(),
         ));
     }
-    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        // Refused (and recorded) before `open_stream`; kept so nothing is sent to the rack if not.
-        return Err(ProxyError::BadRequest {
-            kind: "invalid_upgrade",
-            what: "the connection cannot be upgraded".into(),
-        });
+    let cannot_upgrade = || ProxyError::BadRequest {
+        kind: "invalid_upgrade",
+        what: "the connection cannot be upgraded".into(),
     };
+    if parts
+        .extensions
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_none()
+    {
+        // Refused (and recorded) before `open_stream`; kept so nothing is sent to the rack if not.
+        return Err(cannot_upgrade());
+    }
     let intent = command_requested(
         caller,
         method,
@@ -1405,12 +1524,44 @@ async fn open_stream(
         Some(permission.to_owned()),
         Decision::Allow,
         "",
-        recorded_params,
+        recorded_params.clone(),
     );
     let target = forward_target(path, params);
-    let recorded = intent::record(&*state.store, intent, target)
-        .await
-        .map_err(|_| ProxyError::AuditUnavailable)?;
+    let guard = still_allowed(caller, required);
+    let recorded = match intent::record(&*state.store, intent, guard, target).await {
+        Ok(recorded) => recorded,
+        Err(AppendError::Rejected(why)) => {
+            drop(registration);
+            let refusal = refuse_no_longer_allowed(
+                state,
+                caller,
+                method,
+                path.as_str(),
+                why,
+                Some(permission.to_owned()),
+                &recorded_params,
+            )
+            .await;
+            return match refusal {
+                ProxyError::AuditUnavailable => Err(refusal),
+                _ => Ok(refuse_in_socket(
+                    parts,
+                    Some(key),
+                    CHANGED_WHILE_OPENING.to_owned(),
+                )),
+            };
+        }
+        Err(_) => return Err(ProxyError::AuditUnavailable),
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        // Present a moment ago; a recorded call that cannot go on still records its end.
+        Pending::new(state, request_id, Instant::now()).complete(
+            400,
+            None,
+            Some("invalid_upgrade"),
+        );
+        return Err(cannot_upgrade());
+    };
     // From here the rack may see the upgrade: however the call ends, even dropped while the
     // rack's answer is awaited, its end is recorded.
     let pending = Pending::new(state, request_id, Instant::now());

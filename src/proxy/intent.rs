@@ -7,7 +7,7 @@
 
 use events::event::Event;
 use events::seq::Seq;
-use events::store::{AppendError, EventStore};
+use events::store::{AppendError, EventStore, Guard};
 use projections::Projections;
 
 /// A call whose intent is durable in the log.
@@ -34,17 +34,21 @@ impl<T> Recorded<T> {
     }
 }
 
-/// Appends `intent` (a `CommandRequested` with decision allow) and, once it is durable, hands
-/// back the call it allows.
+/// Appends `intent` (a `CommandRequested` with decision allow) if `still_allowed` holds when it
+/// is sequenced, and, once it is durable, hands back the call it allows. The guard sees every
+/// record before it: a revocation or demotion appended while the call was checked, or while
+/// the gateway looked something up for it, stops the call here.
 ///
 /// # Errors
-/// The store's error: the caller answers 503 and forwards nothing.
+/// `Rejected` when the guard refused (nothing appended); otherwise the store's error: the
+/// caller answers 503 and forwards nothing.
 pub async fn record<T>(
     store: &impl EventStore<Projections>,
     intent: Event,
+    still_allowed: Guard<Projections>,
     call: T,
 ) -> Result<Recorded<T>, AppendError> {
-    let appended = store.append(vec![intent]).await?;
+    let appended = store.append_if(vec![intent], still_allowed).await?;
     Ok(Recorded {
         call,
         seq: appended.first,
