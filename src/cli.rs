@@ -340,8 +340,11 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
             reason,
             by,
         } => {
-            let token = TokenId::from_hex(&id)
-                .with_context(|| format!("{id:?} is not a token id (32 hex digits)"))?;
+            // Not echoed: a secret passed here by mistake would land in a terminal or CI log.
+            let token = TokenId::from_hex(&id).context(
+                "the argument is not a token id (32 hex digits, as `token list` shows it); a \
+                 token's secret is never what revoke takes",
+            )?;
             let seq = match target.resolve()? {
                 Tokens::Offline(store) => {
                     admin::revoke_token(&store, token, Principal(by), reason)

@@ -763,12 +763,22 @@ async fn no_token_mints_one_that_outlives_it() {
         }
         b
     };
+    // An authenticated caller refused by policy: a recorded 403, nothing created.
     for days in [Some(30), None] {
         let before = gw.head();
         let reply = gw.api("POST", TOKENS, &secret, Some(body(days))).await;
-        assert_eq!(reply.refused(400), "invalid_field", "{days:?}");
-        assert_eq!(reply.json()["at"], "expires_in_days", "{days:?}");
-        assert_eq!(gw.head(), before, "{days:?}: appended");
+        assert_eq!(reply.refused(403), "beyond_caller_expiry", "{days:?}");
+        let appended: Vec<Event> = gw
+            .events_since(before)
+            .await
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert!(
+            matches!(appended.as_slice(), [Event::CommandRequested(c)]
+                if c.decision == Decision::Deny && c.reason == "beyond_caller_expiry"),
+            "{days:?}: {appended:?}"
+        );
     }
     let ok = gw.api("POST", TOKENS, &secret, Some(body(Some(5)))).await;
     assert_eq!(ok.status, 201, "{:?}", String::from_utf8_lossy(&ok.body));

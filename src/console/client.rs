@@ -74,7 +74,7 @@ impl GatewayUrl {
     /// clear otherwise).
     pub fn parse(url: &str) -> Result<GatewayUrl, ClientError> {
         let refuse = |what: &str| ClientError::Url {
-            url: url.to_owned(),
+            url: shown(url),
             what: what.to_owned(),
         };
         let uri: Uri = url
@@ -284,8 +284,49 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// `url` as an error may show it: without what could be a secret. A token put in the URL by
+/// mistake (`https://convox:rgw_…@gw`, `?token=rgw_…`) is exactly what the refusal is about,
+/// and the message goes to a terminal or a CI log; so userinfo, query and fragment are cut,
+/// and a URL with no `://` is not shown at all.
+fn shown(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(not shown: not a URL)".to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("…@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let path = tail.find(['?', '#']).map_or(tail, |cut| &tail[..cut]);
+    let cut = if path.len() < tail.len() { "…" } else { "" };
+    format!("{scheme}://{host}{path}{cut}")
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_refused_url_never_shows_a_token_put_in_it() {
+        for url in [
+            "https://convox:rgw_SECRETSECRET@gw.example.com",
+            "https://rgw_SECRETSECRET@gw.example.com/x",
+            "https://gw.example.com/?token=rgw_SECRETSECRET",
+            "https://gw.example.com/#rgw_SECRETSECRET",
+            "rgw_SECRETSECRET",
+            "gw example rgw_SECRETSECRET",
+        ] {
+            let e = GatewayUrl::parse(url).unwrap_err().to_string();
+            assert!(!e.contains("SECRET"), "{url}: {e}");
+        }
+        let e = GatewayUrl::parse("https://convox:rgw_SECRET@gw.example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--gateway \"https://…@gw.example.com\": credentials"),
+            "{e}"
+        );
+    }
+
     use super::*;
 
     fn check(url: &str, ok: bool) {

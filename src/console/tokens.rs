@@ -8,7 +8,8 @@
 //!
 //! Refusals ([`ApiError`]): 429 over the address's limit; 401 without a usable bearer token
 //! (counted); 403 without `gateway:token:manage`, or when the new token's scopes reach beyond
-//! its owner's or the caller's current permissions (recorded); 400 for malformed content (not
+//! its owner's or the caller's current permissions or it would outlive the caller's token
+//! (recorded); 400 for malformed content (not
 //! JSON, unknown fields, an unknown permission, a bad id, an expiry out of range) and 413 for
 //! an oversized body, counted like unauthenticated noise and with nothing appended; 404 and 409
 //! for revoking a token that does not exist or is already revoked (recorded); 503 when the log
@@ -197,6 +198,7 @@ async fn create(
             whose: Ceiling::Caller,
             permission,
         } => (permission.clone(), "beyond_caller_permissions"),
+        AdminError::Outlives { .. } => (TOKEN_MANAGE.to_permission(), "beyond_caller_expiry"),
         // The guard saw a demotion or a revocation that raced this call.
         AdminError::Append(AppendError::Rejected(_)) => {
             (TOKEN_MANAGE.to_permission(), "beyond_current_permissions")

@@ -31,6 +31,10 @@ pub enum AdminError {
         whose: Ceiling,
         permission: Permission,
     },
+    /// The new token would expire after the token that creates it (or never): a policy
+    /// refusal of an authenticated caller, not malformed content.
+    #[error("a token cannot outlive the token that creates it, which expires at {limit}")]
+    Outlives { limit: Timestamp },
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error(transparent)]
@@ -185,10 +189,7 @@ async fn create(
         && req.expires.is_none_or(|e| e > limit)
     {
         // Otherwise a token about to expire could hand its holder one that never does.
-        return Err(invalid(
-            "expires_in_days",
-            &format!("a token cannot outlive the token that creates it, which expires at {limit}"),
-        ));
+        return Err(AdminError::Outlives { limit });
     }
     if let Some(b) = &bound
         && let Some((whose, perm)) = store.with_state(|s| exceeding(s, &req.scopes, &req.owner, b))
