@@ -348,6 +348,16 @@ const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 /// log streams the same text is just a log line.
 pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 
+/// The WebSocket routes that stream logs: the CLI copies them to the terminal as they come, so
+/// a refusal there carries no exit marker (it would only be printed).
+pub const LOG_STREAMS: &[&str] = &[
+    "app.logs",
+    "build.logs",
+    "process.logs",
+    "service.logs",
+    "rack.logs",
+];
+
 pub const ROUTES: &[RouteRule] = &[
     // --- 3.1 Meta ---
     RouteRule {

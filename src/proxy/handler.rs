@@ -313,7 +313,8 @@ async fn pipeline(
                 let reason = format!(
                     "{denied}; ask a gateway admin for a role or token scope that grants it"
                 );
-                return Ok(refuse_in_socket(parts, ws_key, reason));
+                let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
             }
             return Err(ProxyError::Forbidden {
                 kind: denied.kind(),
@@ -342,7 +343,8 @@ async fn pipeline(
                     &recorded_params,
                 )
                 .await?;
-                return Ok(refuse_in_socket(parts, Some(key), reason));
+                // A log stream: no exit marker.
+                return Ok(refuse_in_socket(parts, Some(key), reason, false));
             }
         }
         let still_permitted = || {
@@ -360,6 +362,7 @@ async fn pipeline(
             permitted.permission().as_str(),
             permitted.required(),
             policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name),
+            policy::routes::LOG_STREAMS.contains(&matched.rule().name),
             recorded_params,
             request_id,
             peer,
@@ -1322,10 +1325,13 @@ async fn read_form(
 }
 
 /// Answers the caller's upgrade and, inside the socket, says why the route is refused.
+/// `marker`: the exit marker with code 1 follows the reason (not on log streams, which the CLI
+/// prints as they come).
 fn refuse_in_socket(
     mut parts: http::request::Parts,
     key: Option<ws::ClientKey>,
     reason: String,
+    marker: bool,
 ) -> Response {
     let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     if let Some(on_upgrade) = on_upgrade {
@@ -1335,6 +1341,7 @@ fn refuse_in_socket(
                     hyper_util::rt::TokioIo::new(upgraded),
                     &reason,
                     std::time::Duration::from_secs(2),
+                    marker,
                 )
                 .await;
             }
@@ -1455,6 +1462,7 @@ async fn open_stream(
     permission: &str,
     required: &[Perm],
     exit_code: bool,
+    log_stream: bool,
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
@@ -1482,6 +1490,7 @@ async fn open_stream(
             "too many open streams for this user; close one first (each `convox logs` or \
              `deploy` holds its sockets until it exits)"
                 .to_owned(),
+            !log_stream,
         ));
     };
     // A revocation, disablement or demotion applied since the caller was checked closed the
@@ -1503,6 +1512,7 @@ async fn open_stream(
             parts,
             Some(key),
             CHANGED_WHILE_OPENING.to_owned(),
+            !log_stream,
         ));
     }
     let cannot_upgrade = || ProxyError::BadRequest {
@@ -1548,6 +1558,7 @@ async fn open_stream(
                     parts,
                     Some(key),
                     CHANGED_WHILE_OPENING.to_owned(),
+                    !log_stream,
                 )),
             };
         }

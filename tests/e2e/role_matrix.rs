@@ -342,14 +342,20 @@ impl Seen {
         };
         let policy_denial = c.reason == "permission_denied" || c.reason == "token_scope";
         let refused_on_the_wire = if socket {
-            // Refused inside the socket, as the CLI shows it (spec §4.3): why, exit 1, EOF.
+            // Refused inside the socket, as the CLI shows it (spec §2.5, §4.3): why, exit 1, EOF;
+            // a log stream (`…/logs`), which the CLI prints as it comes, has no exit line.
+            let exit_line = format!("{}1\n", mock_rack::EXIT_MARKER);
             self.status == 101
                 && self.eof
-                && matches!(
-                    self.text.as_slice(),
-                    [why, exit] if why.starts_with("ERROR: ")
-                        && *exit == format!("{}1\n", mock_rack::EXIT_MARKER)
-                )
+                && match self.text.as_slice() {
+                    [why] => why.starts_with("ERROR: ") && line.pattern.ends_with("/logs"),
+                    [why, exit] => {
+                        why.starts_with("ERROR: ")
+                            && *exit == exit_line
+                            && !line.pattern.ends_with("/logs")
+                    }
+                    _ => false,
+                }
         } else {
             self.status == 403
                 && (line.method == "HEAD"

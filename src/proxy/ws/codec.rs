@@ -148,6 +148,8 @@ pub struct FrameWriter<W> {
     io: W,
     role: Role,
     pending: BytesMut,
+    /// A flush of the transport has begun and not returned (cancelled ones included).
+    flushing: bool,
     closed: bool,
 }
 
@@ -328,6 +330,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             io,
             role,
             pending: BytesMut::new(),
+            flushing: false,
             closed: false,
         }
     }
@@ -374,7 +377,12 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             }
             self.pending.advance(n);
         }
-        self.io.flush().await
+        // A TLS stream takes the bytes into its own buffer and holds them here, in its flush,
+        // while the peer does not read: still pending, as far as the frame's reader is concerned.
+        self.flushing = true;
+        self.io.flush().await?;
+        self.flushing = false;
+        Ok(())
     }
 
     /// Queues and flushes one frame.
@@ -388,9 +396,10 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.closed
     }
 
-    /// Whether bytes of a queued frame are still unwritten.
+    /// Whether bytes of a queued frame are still unwritten, or written into the transport (a
+    /// TLS stream's buffer) but not yet through its flush.
     pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.flushing
     }
 
     /// Shuts down the write side of the transport (after the pending bytes, if any were

@@ -1,7 +1,8 @@
 //! The answer to an authenticated caller who may not use a WebSocket route (issue 3, point 7):
 //! the upgrade has happened, so the refusal travels inside the socket the way the rack sends
-//! its own errors (`convox-api.md` §2.5): `ERROR: <reason>\n`, the exit marker with code 1,
-//! then EOF. The CLI prints the reason and, for exec and run, exits 1.
+//! its own errors (`convox-api.md` §2.5): `ERROR: <reason>\n`, except on log streams the exit
+//! marker with code 1, then EOF. The CLI prints the reason and, for exec and run, exits 1; it copies a
+//! log stream to the terminal as it is, so there the marker would only be printed.
 //!
 //! **Invariant:** nothing the caller sends is forwarded anywhere or kept; the reason is one
 //! line with no exit marker in it (control characters become spaces, marker prefixes are
@@ -28,8 +29,16 @@ const REFUSED_MAX_PAYLOAD: usize = 64 * 1024;
 /// `reason` should say what was refused and what to do, e.g. `permission denied:
 /// convox:process:exec is required (role viewer); ask an admin for the ops role`.
 ///
+/// `marker`: the exit marker with code 1 follows the reason, so exec and run exit 1; `false`
+/// on log streams, which the CLI prints as they come.
+///
 /// Fails only when the refusal itself cannot be written (the caller is already gone).
-pub async fn refuse<C>(caller: C, reason: &str, linger: Duration) -> Result<(), CodecError>
+pub async fn refuse<C>(
+    caller: C,
+    reason: &str,
+    linger: Duration,
+    marker: bool,
+) -> Result<(), CodecError>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -38,7 +47,9 @@ where
     let mut writer = FrameWriter::new(write, Role::Server);
 
     writer.queue(&Frame::text(error_line(reason)))?;
-    writer.queue(&Frame::text(exit_line(1)))?;
+    if marker {
+        writer.queue(&Frame::text(exit_line(1)))?;
+    }
     writer.queue(&Frame::eof())?;
     writer.flush().await?;
 

@@ -67,7 +67,7 @@ async fn expect_refusal(caller: &mut Caller, reason_line: &str) {
 async fn the_caller_sees_the_error_the_exit_marker_and_eof_then_a_close_after_its_eof() {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     // A long linger: the refusal must end on the caller's EOF, not on the timer.
-    let refusal = tokio::spawn(refuse(ours, REASON, Duration::from_secs(3600)));
+    let refusal = tokio::spawn(refuse(ours, REASON, Duration::from_secs(3600), true));
     let mut caller = caller(theirs);
     expect_refusal(&mut caller, REASON).await;
 
@@ -101,7 +101,7 @@ async fn the_caller_sees_the_error_the_exit_marker_and_eof_then_a_close_after_it
 #[tokio::test]
 async fn a_silent_caller_is_closed_after_the_linger() {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
-    let refusal = tokio::spawn(refuse(ours, REASON, Duration::from_millis(20)));
+    let refusal = tokio::spawn(refuse(ours, REASON, Duration::from_millis(20), true));
     let mut caller = caller(theirs);
     expect_refusal(&mut caller, REASON).await;
     let close = next(&mut caller).await.unwrap();
@@ -120,7 +120,7 @@ async fn a_silent_caller_is_closed_after_the_linger() {
 async fn the_reason_stays_one_line_and_cannot_forge_a_marker() {
     let (ours, theirs) = tokio::io::duplex(64 * 1024);
     let forged = "denied\nF1E49A85-0AD7-4AEF-A618-C249C6E6568D:0\r\nF1E4F1E49A85-0AD7-4AEF-A618-C249C6E6568D:9A85-0AD7-4AEF-A618-C249C6E6568D:0";
-    let refusal = tokio::spawn(refuse(ours, forged, Duration::from_millis(20)));
+    let refusal = tokio::spawn(refuse(ours, forged, Duration::from_millis(20), true));
     let mut caller = caller(theirs);
     let line = next(&mut caller).await.unwrap().payload;
     assert!(line.starts_with(b"ERROR: denied "), "{line:?}");
@@ -142,6 +142,32 @@ async fn the_reason_stays_one_line_and_cannot_forge_a_marker() {
 async fn a_caller_already_gone_is_an_error() {
     let (ours, theirs) = tokio::io::duplex(64);
     drop(theirs);
-    let result = refuse(ours, REASON, Duration::from_secs(3600)).await;
+    let result = refuse(ours, REASON, Duration::from_secs(3600), true).await;
     assert!(matches!(result, Err(CodecError::Io(_))), "{result:?}");
+}
+
+/// A log stream reports no exit code, and the CLI copies it to the terminal as it is: the
+/// refusal there is the error line and EOF, without the marker.
+#[tokio::test]
+async fn a_refused_log_stream_gets_no_exit_marker() {
+    let (ours, theirs) = tokio::io::duplex(64 * 1024);
+    let refusal = tokio::spawn(refuse(ours, REASON, Duration::from_millis(20), false));
+    let mut caller = caller(theirs);
+    assert_eq!(
+        next(&mut caller).await,
+        Some(text(format!("ERROR: {REASON}\n")))
+    );
+    assert_eq!(
+        next(&mut caller).await,
+        Some(PeerFrame {
+            fin: true,
+            opcode: PeerOpcode::Binary,
+            payload: Bytes::new()
+        })
+    );
+    tokio::time::timeout(PATIENCE, refusal)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

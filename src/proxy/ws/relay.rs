@@ -15,7 +15,8 @@
 //!   message). Memory is bounded by one frame per direction.
 //! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
 //!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
-//!   runs only once both sides have sent EOF, from the last data frame in either direction.
+//!   runs once the rack has sent its EOF (the CLI sends none on log sockets, so the caller's
+//!   is not awaited), from the last data frame in either direction.
 //! - **Close codes the gateway sends** (`closing_codes`): forwarded closes travel as they
 //!   came and the answer is relayed back (1000 if none comes); a side that went away gets
 //!   nothing; a side that broke the protocol gets 1002 (1009 for a frame over the limit); the

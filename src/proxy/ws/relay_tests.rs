@@ -616,7 +616,7 @@ fn the_relay_and_the_refusal_can_be_spawned() {
     let (_cancel, cancelled) = watch::channel(false);
     send(&relay(a, b, RelayConfig::default(), cancelled));
     let (a, _b) = tokio::io::duplex(1);
-    send(&refuse(a, "no", Duration::from_secs(1)));
+    send(&refuse(a, "no", Duration::from_secs(1), true));
     let (a, _b) = tokio::io::duplex(1);
     send(&connect_upstream(a, http::Request::new(())));
 }
@@ -665,4 +665,99 @@ async fn a_frame_half_written_when_the_stream_ends_is_finished_before_the_close(
         (PeerOpcode::Close, &b"\x03\xe9"[..])
     );
     assert_eq!(ended(relay).await.closed_by, ClosedBy::Cancelled);
+}
+
+/// A transport that takes every write, as a TLS stream takes bytes into its buffer, and holds
+/// its flush while `held` is set, as a TLS stream does when the peer does not read.
+struct HeldFlush {
+    inner: DuplexStream,
+    held: std::sync::Arc<std::sync::Mutex<(bool, Option<std::task::Waker>)>>,
+}
+
+impl tokio::io::AsyncRead for HeldFlush {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for HeldFlush {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        {
+            let mut held = self.held.lock().unwrap();
+            if held.0 {
+                held.1 = Some(cx.waker().clone());
+                return std::task::Poll::Pending;
+            }
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A rack reached over TLS: the relay's write to it completes into the TLS buffer, and its
+/// flush is what waits while the rack does not read. That is no silence of the caller's either.
+#[tokio::test]
+async fn a_rack_whose_flush_waits_does_not_make_the_caller_silent() {
+    let silence = Duration::from_millis(300);
+    let (caller_end, gateway_caller) = tokio::io::duplex(256 * 1024);
+    let (gateway_rack, rack_end) = tokio::io::duplex(256 * 1024);
+    let held = std::sync::Arc::new(std::sync::Mutex::new((true, None)));
+    let rack_io = HeldFlush {
+        inner: gateway_rack,
+        held: held.clone(),
+    };
+    let (_cancel, cancelled) = watch::channel(false);
+    let relay = tokio::spawn(relay(
+        gateway_caller,
+        rack_io,
+        RelayConfig {
+            caller_silence: silence,
+            ..RelayConfig::default()
+        },
+        cancelled,
+    ));
+    let mut caller = peer(caller_end, PeerRole::Client);
+    let mut rack = peer(rack_end, PeerRole::Server);
+    caller.writer.text(b"COPY big FROM stdin;").await.unwrap();
+    tokio::time::sleep(silence * 4).await;
+    assert!(
+        !relay.is_finished(),
+        "the stream ended while the rack's flush waited"
+    );
+    let waker = {
+        let mut held = held.lock().unwrap();
+        held.0 = false;
+        held.1.take()
+    };
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+    assert_eq!(
+        next_message(&mut rack).await,
+        Message::Text(Bytes::from_static(b"COPY big FROM stdin;"))
+    );
+    // Flushed through: a caller that now says nothing is gone.
+    let stats = ended(relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerSilent);
 }
