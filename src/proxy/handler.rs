@@ -426,11 +426,13 @@ async fn pipeline(
     let mut params = params;
     let mut recorded_params = recorded_params;
     let mut restored_any = false;
+    let mut looked_up = false;
     if let Some(env) = params
         .get("env")
         .filter(|_| matched.rule().name == "release.create")
         && mask::needs_current_env(&env, &protected)
     {
+        looked_up = true;
         let current = match current_env(state, &caller, &app, permitted.required()).await {
             Ok(current) => current,
             Err(e) => {
@@ -558,7 +560,8 @@ async fn pipeline(
         "",
         recorded_params.clone(),
     );
-    let guard = still_allowed(&caller, permitted.required());
+    // Checked again as the intent is sequenced when a rack lookup came after the check.
+    let guard = looked_up.then(|| still_allowed(&caller, permitted.required()));
     let recorded = match intent::record(&*state.store, intent, guard, call).await {
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
@@ -1069,7 +1072,7 @@ async fn lookup(
         call.params,
     );
     let guard = still_allowed(caller, &call.required);
-    let recorded = match intent::record(&*state.store, intent, guard, call.target).await {
+    let recorded = match intent::record(&*state.store, intent, Some(guard), call.target).await {
         Ok(recorded) => recorded,
         // The caller's own call is refused, and recorded, by whoever asked for the lookup.
         Err(AppendError::Rejected(why)) if why.0 == NO_LONGER_USABLE => {
@@ -1390,7 +1393,8 @@ const NO_LONGER_PERMITTED: &str = "permission_no_longer_held";
 
 /// The guard of a call's intent: the caller's token still usable, and every permission in
 /// `required` still granted, when the intent is sequenced. The call was checked earlier
-/// ([`standing_now`]); a rack lookup for it may have come in between.
+/// ([`standing_now`]); used where a rack lookup for it came in between (see
+/// [`intent::record`] for why not on every call).
 fn still_allowed(caller: &Caller, required: &[Perm]) -> Guard<projections::Projections> {
     let id = caller.token.id;
     let scopes = caller.token.scopes.clone();
@@ -1537,8 +1541,9 @@ async fn open_stream(
         recorded_params.clone(),
     );
     let target = forward_target(path, params);
+    // Streams are few, and a build log's lookup may come before this: always guarded.
     let guard = still_allowed(caller, required);
-    let recorded = match intent::record(&*state.store, intent, guard, target).await {
+    let recorded = match intent::record(&*state.store, intent, Some(guard), target).await {
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
             drop(registration);

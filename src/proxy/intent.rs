@@ -34,10 +34,14 @@ impl<T> Recorded<T> {
     }
 }
 
-/// Appends `intent` (a `CommandRequested` with decision allow) if `still_allowed` holds when it
-/// is sequenced, and, once it is durable, hands back the call it allows. The guard sees every
-/// record before it: a revocation or demotion appended while the call was checked, or while
-/// the gateway looked something up for it, stops the call here.
+/// Appends `intent` (a `CommandRequested` with decision allow) and, once it is durable, hands
+/// back the call it allows. With `still_allowed`, only if that guard holds when the intent is
+/// sequenced: the guard sees every record before it, so a revocation or demotion appended
+/// while the gateway looked something up for the call stops the call here.
+///
+/// The guard is for calls that waited on something after they were checked (a rack lookup):
+/// the sequencer writes what it staged before evaluating a guard, so every guarded intent
+/// costs a journal write of its own, where unguarded ones share one per batch.
 ///
 /// # Errors
 /// `Rejected` when the guard refused (nothing appended); otherwise the store's error: the
@@ -45,10 +49,13 @@ impl<T> Recorded<T> {
 pub async fn record<T>(
     store: &impl EventStore<Projections>,
     intent: Event,
-    still_allowed: Guard<Projections>,
+    still_allowed: Option<Guard<Projections>>,
     call: T,
 ) -> Result<Recorded<T>, AppendError> {
-    let appended = store.append_if(vec![intent], still_allowed).await?;
+    let appended = match still_allowed {
+        Some(guard) => store.append_if(vec![intent], guard).await?,
+        None => store.append(vec![intent]).await?,
+    };
     Ok(Recorded {
         call,
         seq: appended.first,
