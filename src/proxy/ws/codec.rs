@@ -106,6 +106,17 @@ pub enum Violation {
     /// A close frame whose body is a single byte (the status code needs two).
     #[error("close frame with a one-byte body")]
     CloseBody,
+    /// A close frame with a status code no endpoint may send (RFC 6455 §7.4: 1005, 1006 and
+    /// 1015 are for reports only, codes under 1000 and from 5000 are not status codes, and
+    /// the others below 3000 are reserved for the protocol; 1012–1014 are registered).
+    #[error("close frame with status code {code}, which no endpoint may send")]
+    CloseCode {
+        /// The status code.
+        code: u16,
+    },
+    /// A close frame whose reason is not UTF-8 (RFC 6455 §5.5.1).
+    #[error("close frame whose reason is not UTF-8")]
+    CloseReason,
     /// A continuation frame with no fragmented message open.
     #[error("continuation frame outside a fragmented message")]
     StrayContinuation,
@@ -421,10 +432,28 @@ impl Fragments {
                 self.open = !frame.fin;
                 Ok(())
             }
-            Opcode::Close if frame.payload.len() == 1 => Err(Violation::CloseBody),
-            Opcode::Close | Opcode::Ping | Opcode::Pong => Ok(()),
+            Opcode::Close => check_close(&frame.payload),
+            Opcode::Ping | Opcode::Pong => Ok(()),
         }
     }
+}
+
+/// A close frame's body: empty, or a status code an endpoint may send and a UTF-8 reason. One
+/// that breaks this is not forwarded: the peer that sent it broke the protocol.
+fn check_close(body: &[u8]) -> Result<(), Violation> {
+    let [high, low, reason @ ..] = body else {
+        return if body.is_empty() {
+            Ok(())
+        } else {
+            Err(Violation::CloseBody)
+        };
+    };
+    let code = u16::from_be_bytes([*high, *low]);
+    if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+        return Err(Violation::CloseCode { code });
+    }
+    std::str::from_utf8(reason).map_err(|_| Violation::CloseReason)?;
+    Ok(())
 }
 
 /// Parses the header at the front of `buf`: `Ok(None)` until all of it has arrived.

@@ -403,3 +403,41 @@ fn invalid_upgrades_are_refused_with_the_reason() {
         Err(UpgradeError::Version)
     );
 }
+
+#[test]
+fn a_close_frame_carries_no_code_or_a_code_an_endpoint_may_send_and_a_utf8_reason() {
+    use crate::proxy::ws::codec::Fragments;
+    let close = |body: &[u8]| Frame {
+        fin: true,
+        opcode: Opcode::Close,
+        payload: Bytes::copy_from_slice(body),
+    };
+    let with_code = |code: u16, reason: &[u8]| {
+        let mut body = code.to_be_bytes().to_vec();
+        body.extend_from_slice(reason);
+        body
+    };
+    for code in [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
+        assert_eq!(
+            Fragments::default().check(&close(&with_code(code, b"bye"))),
+            Ok(()),
+            "{code}"
+        );
+    }
+    assert_eq!(Fragments::default().check(&close(b"")), Ok(()));
+    assert_eq!(
+        Fragments::default().check(&close(&[3])),
+        Err(Violation::CloseBody)
+    );
+    for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        assert_eq!(
+            Fragments::default().check(&close(&with_code(code, b""))),
+            Err(Violation::CloseCode { code }),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        Fragments::default().check(&close(&with_code(1000, b"\xff\xfe"))),
+        Err(Violation::CloseReason)
+    );
+}

@@ -761,3 +761,37 @@ async fn a_rack_whose_flush_waits_does_not_make_the_caller_silent() {
     let stats = ended(relay).await;
     assert_eq!(stats.closed_by, ClosedBy::CallerSilent);
 }
+
+/// A close frame no endpoint may send (RFC 6455 §7.4: 1005 is for reports only), or with a
+/// reason that is not UTF-8, is a protocol violation: not forwarded, the sender gets 1002.
+#[tokio::test]
+async fn a_close_with_a_reserved_code_or_a_broken_reason_is_not_forwarded() {
+    let mut h = start(RelayConfig::default());
+    h.caller
+        .writer
+        .send(true, PeerOpcode::Close, &1005u16.to_be_bytes())
+        .await
+        .unwrap();
+    assert_eq!(next_message(&mut h.caller).await, close(1002, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1001, b""));
+    assert_eq!(
+        ended(h.relay).await.closed_by,
+        ClosedBy::CallerViolation(Violation::CloseCode { code: 1005 })
+    );
+
+    let mut h = start(RelayConfig::default());
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Close, b"\x03\xe8\xff\xfe")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1011, b"rack protocol error")
+    );
+    assert_eq!(next_message(&mut h.rack).await, close(1002, b""));
+    assert_eq!(
+        ended(h.relay).await.closed_by,
+        ClosedBy::RackViolation(Violation::CloseReason)
+    );
+}
