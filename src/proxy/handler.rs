@@ -570,7 +570,7 @@ async fn pipeline(
                 &caller,
                 &method,
                 path.as_str(),
-                why,
+                &why,
                 permission,
                 &recorded_params,
             )
@@ -1075,15 +1075,7 @@ async fn lookup(
     let recorded = match intent::record(&*state.store, intent, Some(guard), call.target).await {
         Ok(recorded) => recorded,
         // The caller's own call is refused, and recorded, by whoever asked for the lookup.
-        Err(AppendError::Rejected(why)) if why.0 == NO_LONGER_USABLE => {
-            return Err(ProxyError::Unauthenticated(NO_LONGER_USABLE));
-        }
-        Err(AppendError::Rejected(_)) => {
-            return Err(ProxyError::Forbidden {
-                kind: NO_LONGER_PERMITTED,
-                what: "the token's owner no longer holds a permission this call needs".into(),
-            });
-        }
+        Err(AppendError::Rejected(why)) => return Err(no_longer_allowed(&why)),
         Err(_) => return Err(ProxyError::AuditUnavailable),
     };
     let pending = Pending::new(state, &lookup.request_id, Instant::now());
@@ -1419,33 +1411,34 @@ async fn refuse_no_longer_allowed(
     caller: &Caller,
     method: &str,
     path: &str,
-    why: Rejected,
+    why: &Rejected,
     permission: Option<String>,
     recorded_params: &[(String, String)],
 ) -> ProxyError {
-    let kind = if why.0 == NO_LONGER_USABLE {
-        NO_LONGER_USABLE
-    } else {
-        NO_LONGER_PERMITTED
-    };
-    if let Err(e) = record_denial(
+    let refusal = no_longer_allowed(why);
+    match record_denial(
         state,
         caller,
         method,
         path,
-        kind,
+        refusal.kind(),
         permission,
         recorded_params,
     )
     .await
     {
-        return e;
+        Ok(()) => refusal,
+        Err(e) => e,
     }
-    if kind == NO_LONGER_USABLE {
+}
+
+/// What the caller gets for a call whose intent [`still_allowed`] rejected.
+fn no_longer_allowed(why: &Rejected) -> ProxyError {
+    if why.0 == NO_LONGER_USABLE {
         ProxyError::Unauthenticated(NO_LONGER_USABLE)
     } else {
         ProxyError::Forbidden {
-            kind,
+            kind: NO_LONGER_PERMITTED,
             what: "the token's owner no longer holds a permission this call needs".into(),
         }
     }
@@ -1519,18 +1512,13 @@ async fn open_stream(
             !log_stream,
         ));
     }
-    let cannot_upgrade = || ProxyError::BadRequest {
-        kind: "invalid_upgrade",
-        what: "the connection cannot be upgraded".into(),
-    };
-    if parts
-        .extensions
-        .get::<hyper::upgrade::OnUpgrade>()
-        .is_none()
-    {
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         // Refused (and recorded) before `open_stream`; kept so nothing is sent to the rack if not.
-        return Err(cannot_upgrade());
-    }
+        return Err(ProxyError::BadRequest {
+            kind: "invalid_upgrade",
+            what: "the connection cannot be upgraded".into(),
+        });
+    };
     let intent = command_requested(
         caller,
         method,
@@ -1547,12 +1535,14 @@ async fn open_stream(
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
             drop(registration);
+            // Back where the refusal's own upgrade takes it from.
+            parts.extensions.insert(on_upgrade);
             let refusal = refuse_no_longer_allowed(
                 state,
                 caller,
                 method,
                 path.as_str(),
-                why,
+                &why,
                 Some(permission.to_owned()),
                 &recorded_params,
             )
@@ -1568,15 +1558,6 @@ async fn open_stream(
             };
         }
         Err(_) => return Err(ProxyError::AuditUnavailable),
-    };
-    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
-        // Present a moment ago; a recorded call that cannot go on still records its end.
-        Pending::new(state, request_id, Instant::now()).complete(
-            400,
-            None,
-            Some("invalid_upgrade"),
-        );
-        return Err(cannot_upgrade());
     };
     // From here the rack may see the upgrade: however the call ends, even dropped while the
     // rack's answer is awaited, its end is recorded.
