@@ -790,11 +790,7 @@ async fn convox_deploy_streams_its_build_log_and_is_recorded() {
     let (build, release) = (d.build.as_str(), d.release.as_str());
     let build_logs = format!("/apps/x/builds/{build}/logs");
 
-    let log: Vec<u8> = d
-        .build_log
-        .iter()
-        .flat_map(|f| f.payload.to_vec())
-        .collect();
+    let log = crate::support::payloads(&d.build_log);
     assert!(
         std::str::from_utf8(&log).is_err(),
         "the build output's non-UTF-8 bytes arrive unchanged"

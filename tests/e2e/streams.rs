@@ -11,7 +11,7 @@ use events::time::Clock;
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
-use crate::support::{TestGateway, basic, eventually, open_socket, until_eof};
+use crate::support::{TestGateway, basic, eventually, open_socket, payloads, until_eof};
 
 const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
 
@@ -141,7 +141,7 @@ async fn logs_stream_through_with_their_non_utf8_bytes_and_end_at_eof() {
     let (status, mut reader, mut writer) = open(&gw, gw.token(), "/apps/x/logs").await;
     assert!(status.contains("101"), "{status}");
     let frames = until_eof(&mut reader).await;
-    let bytes: Vec<u8> = frames.iter().flat_map(|f| f.payload.to_vec()).collect();
+    let bytes = payloads(&frames);
     assert!(
         bytes.windows(3).any(|w| w == b"\xff\xfe\xfd"),
         "the container's non-UTF-8 output arrives unchanged"
@@ -334,11 +334,7 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
     let since = gw.head();
     let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
     assert!(status.contains("101"), "{status}");
-    let own: Vec<u8> = until_eof(&mut reader)
-        .await
-        .iter()
-        .flat_map(|f| f.payload.to_vec())
-        .collect();
+    let own = payloads(&until_eof(&mut reader).await);
     assert!(
         own.windows(9).any(|w| w == b"Building:"),
         "{}",
@@ -443,11 +439,7 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
     // With `convox:object:read`, the same socket streams the object: what was kept from cicd.
     let (status, mut reader, _writer) = open(&gw, gw.token(), &logs).await;
     assert!(status.contains("101"), "{status}");
-    let streamed: Vec<u8> = until_eof(&mut reader)
-        .await
-        .iter()
-        .flat_map(|f| f.payload.to_vec())
-        .collect();
+    let streamed = payloads(&until_eof(&mut reader).await);
     assert_eq!(streamed, secret);
 
     // Set running again (as `build.image` does to a finished build, keeping its log): still

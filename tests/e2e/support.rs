@@ -583,6 +583,11 @@ pub async fn until_eof(reader: &mut WsReader<OwnedReadHalf>) -> Vec<Frame> {
     }
 }
 
+/// The payloads of `frames`, joined in order: a stream's data as the caller got it.
+pub fn payloads(frames: &[Frame]) -> Vec<u8> {
+    frames.iter().flat_map(|f| f.payload.to_vec()).collect()
+}
+
 // === impl Reply ===
 
 impl Reply {
