@@ -550,18 +550,20 @@ async fn pipeline(
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
     };
-    let permission = Some(permitted.permission().as_str().to_owned());
+    let permission = || Some(permitted.permission().as_str().to_owned());
+    // Checked again as the intent is sequenced when a rack lookup came after the check; only
+    // then can it be refused here, and only then are its parameters kept for the denial.
+    let guard = looked_up.then(|| still_allowed(&caller, permitted.required()));
+    let kept_params = guard.is_some().then(|| recorded_params.clone());
     let intent = command_requested(
         &caller,
         &method,
         path.as_str(),
-        permission.clone(),
+        permission(),
         Decision::Allow,
         "",
-        recorded_params.clone(),
+        recorded_params,
     );
-    // Checked again as the intent is sequenced when a rack lookup came after the check.
-    let guard = looked_up.then(|| still_allowed(&caller, permitted.required()));
     let recorded = match intent::record(&*state.store, intent, guard, call).await {
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
@@ -571,8 +573,8 @@ async fn pipeline(
                 &method,
                 path.as_str(),
                 &why,
-                permission,
-                &recorded_params,
+                permission(),
+                kept_params.as_deref().unwrap_or_default(),
             )
             .await);
         }
