@@ -303,9 +303,9 @@ async fn a_stream_the_rack_ended_is_closed_once_idle_without_the_callers_eof() {
 /// the stream stays. Once the rack reads again, a caller that then says nothing is gone.
 #[tokio::test]
 async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
-    // The caller's silence starts again once the relay's write to the rack completes, which is
-    // before this test has read (and, in a debug build, unmasked) the 1 MiB frame and sent its
-    // next one: the wait must outlast that on a loaded machine, where 200 ms did not.
+    // The caller's silence starts again once the relay's write to the rack completes; the
+    // caller's ping below is sent before then, so however long this test takes to read (and,
+    // in a debug build, unmask) the 1 MiB frame on a loaded machine, that is not silence.
     let silence = Duration::from_secs(1);
     let mut h = start(RelayConfig {
         caller_silence: silence,
@@ -323,11 +323,13 @@ async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
         !h.relay.is_finished(),
         "the stream ended while the rack was not reading"
     );
+    // Still relaying: the caller's next frame, sent while the rack still does not read, reaches
+    // the rack after the input (a stream already judged silent would send the rack its close
+    // instead). Sent before the rack reads, so the time the test takes to read 1 MiB cannot
+    // count as the caller's silence.
+    h.caller.writer.ping(b"still here").await.unwrap();
     let got = next_message(&mut h.rack).await;
     assert_eq!(got, Message::Text(input.clone()));
-    // Still relaying: the caller's next frame reaches the rack (a stream already judged silent
-    // would send the rack its close instead).
-    h.caller.writer.ping(b"still here").await.unwrap();
     assert_eq!(
         next_message(&mut h.rack).await,
         Message::Ping(Bytes::from_static(b"still here"))
