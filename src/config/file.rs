@@ -327,6 +327,14 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                     format!("{entry:?} is not app:KEY (use *:KEY for every app)"),
                 ));
             };
+            // `*: KEY` would protect the key " KEY", which no env has: protection silently off.
+            let odd = |s: &str| s.contains(|c: char| c.is_whitespace() || c == '=' || c == ':');
+            if odd(app) || odd(key) {
+                return Err(value_err(
+                    "protected_env",
+                    format!("{entry:?}: app and KEY may hold no space, `=` or second `:`"),
+                ));
+            }
             protected_env
                 .entry(app.to_owned())
                 .or_default()

@@ -47,7 +47,15 @@ pub enum Unknown {
         route: &'static str,
         error: TailError,
     },
+    /// `/apps/system/…` or `/apps/rack/…`: the rack's provider maps these names to the rack's
+    /// own namespace (where its API runs with the rack password), and only newer racks refuse
+    /// them. Treated as no route: an empty 404, recorded.
+    #[error("{0} is reserved for the rack itself and names no app")]
+    ReservedApp(&'static str),
 }
+
+/// App names a rack keeps for itself ([`Unknown::ReservedApp`]).
+pub const RESERVED_APPS: [&str; 2] = ["system", "rack"];
 
 /// Where a caller stands: their current roles, or disabled.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +176,7 @@ impl Unknown {
         match self {
             Unknown::NoRoute => "unknown_route",
             Unknown::BadTail { .. } => "invalid_path",
+            Unknown::ReservedApp(_) => "reserved_app",
         }
     }
 }
@@ -342,7 +351,7 @@ impl From<PathError> for Denied {
 impl From<Unknown> for Denied {
     fn from(e: Unknown) -> Denied {
         match e {
-            Unknown::NoRoute => Denied {
+            Unknown::NoRoute | Unknown::ReservedApp(_) => Denied {
                 reason: DenyReason::UnknownRoute,
                 route: None,
             },
@@ -427,6 +436,11 @@ static PATTERNS: LazyLock<Vec<Vec<PatSeg>>> = LazyLock::new(|| {
 /// The route of a canonical request, first match in [`ROUTES`] order.
 pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
     let segments: Vec<&str> = path.segments().collect();
+    if let ["apps", app, ..] = segments.as_slice()
+        && let Some(reserved) = RESERVED_APPS.iter().find(|r| *r == app)
+    {
+        return Err(Unknown::ReservedApp(reserved));
+    }
     for (rule, pattern) in ROUTES.iter().zip(PATTERNS.iter()) {
         if rule.disposition == Disposition::Unreachable {
             continue;

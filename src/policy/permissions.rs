@@ -37,6 +37,7 @@ pub enum Perm {
     BuildExport,
     BuildUpdate,
     BuildExternal,
+    BuildExec,
     ReleaseRead,
     ReleaseCreate,
     ReleasePromote,
@@ -81,7 +82,7 @@ pub enum Perm {
 
 impl Perm {
     /// Every permission, in the order of the published table.
-    pub const ALL: [Perm; 59] = [
+    pub const ALL: [Perm; 60] = [
         Perm::AuthCheck,
         Perm::AppRead,
         Perm::AppCreate,
@@ -105,6 +106,7 @@ impl Perm {
         Perm::BuildExport,
         Perm::BuildUpdate,
         Perm::BuildExternal,
+        Perm::BuildExec,
         Perm::ReleaseRead,
         Perm::ReleaseCreate,
         Perm::ReleasePromote,
@@ -169,6 +171,7 @@ impl Perm {
             Perm::BuildExport => "convox:build:export",
             Perm::BuildUpdate => "convox:build:update",
             Perm::BuildExternal => "convox:build:external",
+            Perm::BuildExec => "convox:build:exec",
             Perm::ReleaseRead => "convox:release:read",
             Perm::ReleaseCreate => "convox:release:create",
             Perm::ReleasePromote => "convox:release:promote",
@@ -245,6 +248,10 @@ impl Perm {
             Perm::BuildUpdate => "Rewrite a build's record (status, release, manifest, logs).",
             Perm::BuildExternal => {
                 "Start an `external=true` build, whose answer carries the rack password."
+            }
+            Perm::BuildExec => {
+                "Exec into a build's process, or read or write its files: its environment holds \
+                 the rack password."
             }
             Perm::ReleaseRead => "List and read releases (env values masked per env/secret read).",
             Perm::ReleaseCreate => "Create a release from a build.",

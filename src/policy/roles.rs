@@ -205,6 +205,7 @@ mod tests {
             Perm::InstanceKeyroll,
             Perm::InstanceShell,
             Perm::BuildExternal,
+            Perm::BuildExec,
             Perm::BudgetCap,
             Perm::RackUpdate,
         ] {

@@ -348,6 +348,11 @@ const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 /// log streams the same text is just a log line.
 pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 
+/// The routes into a process that the gateway closes to a build's own process (whose
+/// environment holds the rack password) for a caller without `convox:build:exec`, judged from a
+/// recorded lookup of the process (`src/proxy/build_process.rs`).
+pub const INTO_PROCESS: &[&str] = &["process.exec", "file.get", "file.put", "file.delete"];
+
 /// The WebSocket routes that stream logs: the CLI copies them to the terminal as they come, so
 /// a refusal there carries no exit marker (it would only be printed).
 pub const LOG_STREAMS: &[&str] = &[

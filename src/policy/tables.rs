@@ -97,6 +97,12 @@ fn notes_cell(r: &RouteRule) -> String {
     if r.mints_jwt {
         notes.push("**mints a rack JWT**".to_owned());
     }
+    if super::routes::INTO_PROCESS.contains(&r.name) {
+        notes.push("a build's process needs `convox:build:exec`".to_owned());
+    }
+    if r.name == "build.logs" {
+        notes.push("a log stored elsewhere needs `convox:object:read`".to_owned());
+    }
     match r.disposition {
         Disposition::AnswerLocally => notes.push("answered locally (empty 404)".to_owned()),
         Disposition::Unreachable => notes.push("unreachable placeholder".to_owned()),

@@ -23,7 +23,6 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use projections::tokens::Token;
 
 use super::answers;
-use super::build_logs;
 use super::intent::{self, Recorded};
 use super::mask::{self, ResponseMask, Visibility};
 use super::metered::{Meter, Metered};
@@ -31,6 +30,7 @@ use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::upstream::Upstream;
+use super::{build_logs, build_process};
 use super::{headers, redact, ws};
 use crate::identity::credentials::Schemes;
 use crate::identity::{TokenCall, authenticate};
@@ -104,6 +104,8 @@ enum Rewrite {
         protected: Vec<String>,
     },
     Build,
+    /// A process answer for a caller who may not read secrets: commands scrubbed.
+    Process,
 }
 
 /// The proxy's single entry point: every request of every path comes here.
@@ -322,31 +324,104 @@ async fn pipeline(
             });
         }
     };
-    if let Some(key) = ws_key {
-        if matched.rule().name == "build.logs" && !grant.holds(Perm::ObjectRead) {
-            let refused = foreign_build_log(
+    // A mask stands for a value only where `convox env set` posts it back; anywhere else it
+    // would reach the rack as a literal, so it is refused. The rack's own names are no app.
+    let misused = params.params().iter().find_map(|p| {
+        let is_env = matched.rule().name == "release.create" && p.key == "env";
+        if p.value.contains(mask::MASK_PREFIX) && !is_env {
+            return Some((
+                "masked_value_misused",
+                format!(
+                    "{}: a masked value (rgw-masked:…) stands only for the current value of the \
+                     same variable in `convox env set`; send the value itself",
+                    p.key
+                ),
+            ));
+        }
+        let reserved = matched.rule().name == "app.create"
+            && p.key == "name"
+            && policy::decide::RESERVED_APPS.contains(&p.value.as_str());
+        reserved.then(|| {
+            (
+                "reserved_app",
+                format!(
+                    "{} is reserved for the rack itself; choose another app name",
+                    p.value
+                ),
+            )
+        })
+    });
+    if let Some((kind, what)) = misused {
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            kind,
+            Some(permitted.permission().as_str().to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        if ws_key.is_some() {
+            let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+            return Ok(refuse_in_socket(parts, ws_key, what, marker));
+        }
+        return Err(ProxyError::Forbidden { kind, what });
+    }
+    // Calls that are safe only for what the rack holds under their path: judged from a lookup
+    // of their own, recorded first, and then guarded as they are sequenced.
+    let mut looked_up = false;
+    let check = match matched.rule().name {
+        "build.logs" if !grant.holds(Perm::ObjectRead) => Some(Perm::ObjectRead),
+        name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
+            Some(Perm::BuildExec)
+        }
+        _ => None,
+    };
+    if let Some(needed) = check {
+        looked_up = true;
+        let app = matched.var("app").unwrap_or_default();
+        let judged = if needed == Perm::ObjectRead {
+            let id = matched.var("id").unwrap_or_default();
+            foreign_build_log(state, &caller, app, id, permitted.required()).await
+        } else {
+            let pid = matched.var("pid").unwrap_or_default();
+            build_process_refusal(state, &caller, app, pid, permitted.required()).await
+        };
+        let refused = match judged {
+            Ok(refused) => refused.map(|(kind, reason)| {
+                let error = ProxyError::Forbidden {
+                    kind,
+                    what: reason.clone(),
+                };
+                (kind, reason, error)
+            }),
+            // The token or its owner changed while the lookup was sequenced: the call itself is
+            // refused, and recorded, here.
+            Err(e @ (ProxyError::Unauthenticated(_) | ProxyError::Forbidden { .. })) => {
+                Some((e.kind(), CHANGED_WHILE_OPENING.to_owned(), e))
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some((kind, reason, error)) = refused {
+            record_denial(
                 state,
                 &caller,
-                matched.var("app").unwrap_or_default(),
-                matched.var("id").unwrap_or_default(),
-                permitted.required(),
+                &method,
+                path.as_str(),
+                kind,
+                Some(needed.as_str().to_owned()),
+                &recorded_params,
             )
             .await?;
-            if let Some((kind, reason)) = refused {
-                record_denial(
-                    state,
-                    &caller,
-                    &method,
-                    path.as_str(),
-                    kind,
-                    Some(Perm::ObjectRead.as_str().to_owned()),
-                    &recorded_params,
-                )
-                .await?;
-                // A log stream: no exit marker.
-                return Ok(refuse_in_socket(parts, Some(key), reason, false));
+            if ws_key.is_some() {
+                let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
             }
+            return Err(error);
         }
+    }
+    if let Some(key) = ws_key {
         let still_permitted = || {
             let (usable, grant) = standing_now(state, &caller);
             usable && policy::authorize(&matched, &|k| params.get(k), &grant).is_ok()
@@ -426,7 +501,6 @@ async fn pipeline(
     let mut params = params;
     let mut recorded_params = recorded_params;
     let mut restored_any = false;
-    let mut looked_up = false;
     if let Some(env) = params
         .get("env")
         .filter(|_| matched.rule().name == "release.create")
@@ -533,6 +607,8 @@ async fn pipeline(
             protected,
         }),
         Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
+        Some(ResponseMask::ProcessCommand) if grant.holds(Perm::SecretRead) => None,
+        Some(ResponseMask::ProcessCommand) => Some(Rewrite::Process),
         None => None,
     };
     let call = RackCall {
@@ -929,6 +1005,7 @@ impl Rewrite {
             } => mask::mask_release_json(body, app, *who, audit, protected),
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
+            Rewrite::Process => mask::scrub_process_commands(body),
         }
     }
 }
@@ -979,26 +1056,15 @@ async fn build_log_source(
     let record = lookup(
         state,
         caller,
-        Lookup {
-            suffix: "build",
-            path: format!("/apps/{app}/builds/{id}"),
-            params: Vec::new(),
-            reason: "build_log_lookup",
-            target: format!(
-                "/apps/{}/builds/{}",
-                utf8_percent_encode(app, SEGMENT),
-                utf8_percent_encode(id, SEGMENT)
-            ),
-            required: required.to_vec(),
-        },
+        Lookup::of_record("build", "build_log_lookup", app, "builds", id, required),
     )
     .await;
     Ok(match record {
         Ok(Ok(record)) => build_logs::judge(&record).map_err(|e| e.to_string()),
         // No such build: no log to read, and the rack says so in the socket itself. Its id
         // will be the rack's random one, so no build can appear under it in the meantime.
-        Ok(Err(StatusCode::NOT_FOUND)) => Ok(build_logs::Source::Missing),
-        Ok(Err(status)) => Err(format!(
+        Ok(Err((StatusCode::NOT_FOUND, _))) => Ok(build_logs::Source::Missing),
+        Ok(Err((status, _))) => Err(format!(
             "the rack answered {status} for build {id}, so where its log is kept is unknown"
         )),
         Err(
@@ -1035,6 +1101,62 @@ async fn foreign_build_log(
     )
 }
 
+/// Why exec into process `pid`, or reading or writing its files, is refused to a caller without
+/// `convox:build:exec` (see [`build_process`]): the kind and what the caller is told; `None`
+/// when the rack's record names another service, or the rack has no such process.
+async fn build_process_refusal(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    app: &str,
+    pid: &str,
+    required: &[Perm],
+) -> Result<Option<(&'static str, String)>, ProxyError> {
+    let record = lookup(
+        state,
+        caller,
+        Lookup::of_record(
+            "process",
+            "build_process_lookup",
+            app,
+            "processes",
+            pid,
+            required,
+        ),
+    )
+    .await;
+    let failed = |why: String| Ok(Some(("process_lookup_failed", why)));
+    match record {
+        Ok(Ok(record)) => match build_process::is_build(&record) {
+            Ok(false) => Ok(None),
+            Ok(true) => Ok(Some((
+                "build_process",
+                format!(
+                    "process {pid} runs a build, whose environment holds the rack password; \
+                     exec into it and its files need {}",
+                    Perm::BuildExec.as_str()
+                ),
+            ))),
+            Err(e) => failed(e.to_string()),
+        },
+        // No such process: the rack answers so itself (a missing pod is Kubernetes' error,
+        // which the rack passes on as a 500).
+        Ok(Err((status, text)))
+            if status == StatusCode::NOT_FOUND || build_process::is_missing(&text, pid) =>
+        {
+            Ok(None)
+        }
+        Ok(Err((status, _))) => failed(format!(
+            "the rack answered {status} for process {pid}, so whether it runs a build is unknown"
+        )),
+        Err(
+            e @ (ProxyError::AuditUnavailable
+            | ProxyError::Unauthenticated(_)
+            | ProxyError::Forbidden { .. }),
+        ) => Err(e),
+        Err(_) => failed(format!("the rack did not answer for process {pid}")),
+    }
+}
+
 /// A rack call the gateway makes to check a caller's call: a GET with the gateway's
 /// credentials, on behalf of the caller.
 struct Lookup {
@@ -1050,14 +1172,39 @@ struct Lookup {
     required: Vec<Perm>,
 }
 
+impl Lookup {
+    /// `GET /apps/{app}/{collection}/{id}`: one record of an app.
+    fn of_record(
+        suffix: &'static str,
+        reason: &'static str,
+        app: &str,
+        collection: &str,
+        id: &str,
+        required: &[Perm],
+    ) -> Lookup {
+        Lookup {
+            suffix,
+            path: format!("/apps/{app}/{collection}/{id}"),
+            params: Vec::new(),
+            reason,
+            target: format!(
+                "/apps/{}/{collection}/{}",
+                utf8_percent_encode(app, SEGMENT),
+                utf8_percent_encode(id, SEGMENT)
+            ),
+            required: required.to_vec(),
+        }
+    }
+}
+
 /// Sends `call` and reads its answer's body (not encoded, within the answers budget), or
-/// returns the status of an answer that is not 2xx. The lookup is a rack call like any other:
+/// returns the status and text of an answer that is not 2xx. The lookup is a rack call like any other:
 /// its own `CommandRequested` is durable before it is sent, and its completion is recorded.
 async fn lookup(
     state: &Arc<ProxyState>,
     caller: &Caller,
     call: Lookup,
-) -> Result<Result<Vec<u8>, StatusCode>, ProxyError> {
+) -> Result<Result<Vec<u8>, (StatusCode, Vec<u8>)>, ProxyError> {
     let lookup = Caller {
         token: caller.token.clone(),
         ip: caller.ip,
@@ -1120,8 +1267,21 @@ async fn lookup(
         return Err(fail(status.as_u16(), Some(ANSWER_ENCODED)));
     }
     if !status.is_success() {
-        pending.complete(status.as_u16(), None, None);
-        return Ok(Err(status));
+        // Its text, for a caller that tells the rack's "no such thing" apart; an error answer
+        // that cannot be read is an answer without text.
+        let (text, meter) = match answers::read_error(response.into_body()).await {
+            Ok(text) => {
+                let meter = Meter {
+                    bytes: text.len() as u64,
+                    sha256: events::hash::object_digest(&text),
+                    complete: true,
+                };
+                (text.to_vec(), Some(meter))
+            }
+            Err(_) => (Vec::new(), None),
+        };
+        pending.complete(status.as_u16(), meter, None);
+        return Ok(Err((status, text)));
     }
     let (body, _held) = state
         .answers

@@ -35,6 +35,7 @@ use crate::policy::canonical::{Param, Part};
 use crate::policy::decide::Grant;
 use crate::policy::permissions::Perm;
 use crate::policy::routes::RouteRule;
+use crate::proxy::redact;
 use crate::proxy::secret_text::{
     credential_ranges, is_jwt, is_known_token, looks_like_token, random_looking,
 };
@@ -76,6 +77,9 @@ pub enum ResponseMask {
     ReleaseEnv,
     /// A build or a list of builds: [`scrub_external_build`].
     BuildRepository,
+    /// A process or a list of processes, for a caller who may not read secrets:
+    /// [`scrub_process_commands`].
+    ProcessCommand,
 }
 
 /// Why an answer could not be masked or a posted env restored.
@@ -105,6 +109,9 @@ pub enum MaskError {
 pub struct Env {
     text: String,
     entries: Vec<Entry>,
+    /// The lines that set nothing (no `=`, or an empty key) and are not blank: the rack ignores
+    /// them, but the text keeps them, so they may hold a multi-line value's continuation.
+    others: Vec<Range<usize>>,
 }
 
 /// One `KEY=VALUE` line: the trimmed key and the value, as byte ranges of the text.
@@ -166,6 +173,7 @@ impl Env {
     pub fn parse(text: &str) -> Env {
         let bytes = text.as_bytes();
         let mut entries = Vec::new();
+        let mut others = Vec::new();
         let mut start = 0;
         while start < text.len() {
             let newline = text
@@ -180,22 +188,24 @@ impl Env {
                 line_end
             };
             let line = text.get(start..content_end).unwrap_or_default();
-            if let Some(eq) = line.find('=') {
-                let raw_key = line.get(..eq).unwrap_or_default();
-                let key = raw_key.trim();
-                if !key.is_empty() {
+            let raw_key = line.find('=').and_then(|eq| Some((eq, line.get(..eq)?)));
+            match raw_key {
+                Some((eq, raw_key)) if !raw_key.trim().is_empty() => {
                     let key_start = start + (raw_key.len() - raw_key.trim_start().len());
                     entries.push(Entry {
-                        key: key_start..key_start + key.len(),
+                        key: key_start..key_start + raw_key.trim().len(),
                         value: start + eq + 1..content_end,
                     });
                 }
+                _ if !line.trim().is_empty() => others.push(start..content_end),
+                _ => {}
             }
             start = newline.map_or(text.len(), |i| i + 1);
         }
         Env {
             text: text.to_owned(),
             entries,
+            others,
         }
     }
 
@@ -255,14 +265,18 @@ impl fmt::Debug for Env {
 // === Routes ===
 
 /// The rewrite a route's answer needs: routes whose answer carries a release env (spec §3.4,
-/// §3.13: every item of the list, the get, and the release a create answers with), and routes
+/// §3.13: every item of the list, the get, and the release a create answers with), routes
 /// whose answer is a build (an external build's `repository` carries the rack password, and it
-/// is stored, so every later get or list of builds shows it too).
+/// is stored, so every later get or list of builds shows it too), and routes whose answer is a
+/// process (a run's `command`, spec §5).
 pub fn response_mask(rule: &RouteRule) -> Option<ResponseMask> {
     match rule.name {
         "release.list" | "release.get" | "release.create" => Some(ResponseMask::ReleaseEnv),
         "build.create" | "build.list" | "build.get" | "build.update" | "build.import" => {
             Some(ResponseMask::BuildRepository)
+        }
+        "process.list" | "process.get" | "process.run" | "rack.processes" => {
+            Some(ResponseMask::ProcessCommand)
         }
         _ => None,
     }
@@ -437,8 +451,37 @@ pub fn mask_release_json(
                 edits.push((e.value.clone(), mask_value(audit, app, key, value)?));
             }
         }
+        if edits.is_empty() && who != Visibility::NoEnv {
+            return Ok(edits);
+        }
+        // A value with newlines (`convox env set K="$(cat key.pem)"`) is stored as posted: its
+        // first line is the entry, the rest are lines that set nothing, or set a key made of
+        // the value's bytes (a base64 line ending in `=`). Nothing tells whose they are, so once
+        // anything is hidden every such line is masked whole, the key too; the mask has no `=`,
+        // so the CLI's `env set` reads nothing from it, as the rack reads nothing from the line.
+        let mut lines = parsed.others.clone();
+        lines.extend(
+            parsed
+                .entries
+                .iter()
+                .filter(|e| !is_env_name(parsed.key(e)))
+                .map(|e| e.key.start..e.value.end),
+        );
+        edits.retain(|(r, _)| !lines.iter().any(|l| l.start <= r.start && r.end <= l.end));
+        for line in lines {
+            let text = parsed.text.get(line.clone()).unwrap_or_default();
+            edits.push((line, mask_value(audit, app, "", text)?));
+        }
         Ok(edits)
     })
+}
+
+/// Whether `key` can name an environment variable of a process (Kubernetes' classic rule,
+/// `[-._a-zA-Z][-._a-zA-Z0-9]*`): anything else in an env is a stray line of a value.
+fn is_env_name(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    let part = |b: u8| b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_');
+    bytes.next().is_some_and(part) && bytes.all(|b| part(b) || b.is_ascii_digit())
 }
 
 /// Removes the credentials from the `repository` URL of a build answer (a build or a list of
@@ -455,6 +498,24 @@ pub fn scrub_external_build(body: &[u8]) -> Result<Vec<u8>, MaskError> {
             .into_iter()
             .map(|r| (r, REDACTED.to_owned()))
             .collect())
+    })
+}
+
+/// Scrubs the `command` of a process answer (a process or a list of them) as the log records a
+/// run's command ([`redact::scrub`]): the rack shows a `convox run` process with the command
+/// it was started with, so `convox ps` would otherwise show a viewer the
+/// `PGPASSWORD=… psql` the log itself keeps only scrubbed.
+///
+/// # Errors
+/// The body is not JSON, or not a process or a list of processes.
+pub fn scrub_process_commands(body: &[u8]) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, "command", &mut |command| {
+        let scrubbed = redact::scrub(command);
+        Ok(if scrubbed == command {
+            Vec::new()
+        } else {
+            vec![(0..command.len(), scrubbed)]
+        })
     })
 }
 
@@ -486,11 +547,36 @@ pub fn restore_env_param(
     protected: &[String],
 ) -> Result<String, MaskError> {
     let posted = Env::parse(env);
+    // A mask stands only for a value: in a key, or in a line that sets nothing (where a
+    // multi-line value's stray lines are shown masked), it is refused, never forwarded.
+    let stray = posted
+        .entries
+        .iter()
+        .map(|e| e.key.clone())
+        .chain(posted.others.iter().cloned())
+        .find_map(|r| {
+            let text = env.get(r).unwrap_or_default();
+            text.contains(MASK_PREFIX).then(|| text.to_owned())
+        });
+    if let Some(text) = stray {
+        let key = match text.split_once('=') {
+            Some((key, _)) => key.trim().to_owned(),
+            None => "a line that sets no variable".to_owned(),
+        };
+        return Err(MaskError::MaskMisused { key });
+    }
     let mut out = String::with_capacity(env.len());
     let mut copied = 0;
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
+        if protected.iter().any(|p| p == key) && !value.contains(MASK_PREFIX) {
+            // Unchanged or not, a protected value in clear is refused: a post that went
+            // through when it matched would confirm a guess of a value no one may read.
+            return Err(MaskError::ProtectedChange {
+                key: key.to_owned(),
+            });
+        }
         let value = if value.contains(MASK_PREFIX) {
             let real = current
                 .get(key)

@@ -7,6 +7,7 @@
 
 pub mod answers;
 pub mod build_logs;
+pub mod build_process;
 pub mod flood;
 pub mod handler;
 pub mod headers;

@@ -688,6 +688,34 @@ async fn a_known_path_with_another_method() {
     check(Case::new("PATCH", "/apps?").denied(404, "unknown_route")).await;
 }
 
+/// The rack's provider maps `system` to its own namespace, where its API holds the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_racks_own_namespace_as_an_app() {
+    check(Case::get("/apps/system/processes?").denied(404, "reserved_app")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_created_under_the_racks_own_name() {
+    check(
+        Case::post("/apps?")
+            .form("name=rack")
+            .denied(403, "reserved_app"),
+    )
+    .await;
+}
+
+/// A mask outside `convox env set`'s `env` would reach the rack as a literal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mask_outside_a_posted_env() {
+    check(
+        Case::post("/apps/x/services/web/processes?")
+            .header("Command", "sh")
+            .header("Environment", "TOKEN=rgw-masked:0123abcd")
+            .denied(403, "masked_value_misused"),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v2_rack_environment_route() {
     check(

@@ -410,3 +410,64 @@ async fn a_token_revoked_during_the_env_lookup_forwards_nothing() {
     );
     gw.finish().await;
 }
+
+/// The rack lists a `convox run` process with the command it was started with; a caller who
+/// may not read secrets sees it scrubbed, as the log records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_command_is_scrubbed_for_callers_who_may_not_read_secrets() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let command = "PGPASSWORD=hunter2 psql -h db";
+    let run = gw
+        .send_raw(gw.cli_as(gw.token()).request(
+            "POST",
+            "/apps/x/services/web/processes?",
+            &[("Command", command)],
+            Body::Empty,
+        ))
+        .await;
+    assert_eq!(run.status, 200, "{}", run.text());
+    assert!(
+        run.text().contains("hunter2"),
+        "the admin reads it: {}",
+        run.text()
+    );
+    let pid = run.json()["id"].as_str().unwrap_or_default().to_owned();
+    for target in [
+        "/apps/x/processes?".to_owned(),
+        format!("/apps/x/processes/{pid}?"),
+    ] {
+        let target = target.as_str();
+        let as_viewer = gw
+            .send_raw(
+                gw.cli_as(&viewer.secret)
+                    .request("GET", target, &[], Body::Empty),
+            )
+            .await;
+        assert_eq!(as_viewer.status, 200, "{target}: {}", as_viewer.text());
+        assert!(
+            as_viewer.text().contains("psql"),
+            "{target}: {}",
+            as_viewer.text()
+        );
+        assert!(
+            !as_viewer.text().contains("hunter2"),
+            "{target}: {}",
+            as_viewer.text()
+        );
+        let as_admin = gw
+            .send_raw(
+                gw.cli_as(gw.token())
+                    .request("GET", target, &[], Body::Empty),
+            )
+            .await;
+        assert!(
+            as_admin.text().contains("hunter2"),
+            "{target}: {}",
+            as_admin.text()
+        );
+    }
+    gw.finish().await;
+}

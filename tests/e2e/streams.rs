@@ -11,7 +11,9 @@ use events::time::Clock;
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
-use crate::support::{TestGateway, basic, eventually, open_socket, payloads, until_eof};
+use crate::support::{
+    TestGateway, basic, eventually, open_socket, payloads, requested_paths, until_eof,
+};
 
 const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
 
@@ -409,17 +411,7 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
             .then_some(e)
     })
     .await;
-    let requested: Vec<(String, String, String)> = events
-        .iter()
-        .filter_map(|r| match &r.event {
-            Event::CommandRequested(c) => Some((
-                c.path.clone(),
-                c.reason.clone(),
-                format!("{:?}", c.decision),
-            )),
-            _ => None,
-        })
-        .collect();
+    let requested = requested_paths(&events);
     assert_eq!(
         requested,
         [
@@ -460,5 +452,113 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
         String::from_utf8_lossy(&first.payload).contains("which is not a build log"),
         "{first:?}"
     );
+    gw.finish().await;
+}
+
+/// A rack runs each build as a process of the service `build`, with the rack password in its
+/// environment. A caller who may exec (ops) but not `convox:build:exec` is refused exec into it
+/// and its files, after a recorded lookup of the process; any other process is theirs to exec
+/// into, and an admin execs into a build's process without a lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_builds_process_is_closed_to_exec_without_build_exec() {
+    use crate::support::Body;
+    let gw = TestGateway::start().await;
+    let ops = gw
+        .token_for("ops@example.com", Role::Ops, &["convox:*:*"])
+        .await;
+    let admin = gw.cli();
+    // What the rack's `BuildCreate` does: `ProcessRun(app, "build", …)`.
+    let build = gw
+        .send_raw(admin.request(
+            "POST",
+            "/apps/x/services/build/processes?",
+            &[("Command", "build -method tgz")],
+            Body::Empty,
+        ))
+        .await;
+    assert_eq!(build.status, 200, "{}", build.text());
+    let pid = build.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(build.json()["name"], "build");
+    let exec = format!("/apps/x/processes/{pid}/exec");
+    let sockets = || gw.rack().received().iter().filter(|r| r.websocket).count();
+
+    let before = sockets();
+    let since = gw.head();
+    let (status, mut reader, _writer) = open(&gw, &ops.secret, &exec).await;
+    assert!(status.contains("101"), "{status}");
+    let text: Vec<String> = until_eof(&mut reader)
+        .await
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect();
+    assert!(
+        text[0].starts_with("ERROR: ") && text[0].contains("convox:build:exec"),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.last().map(String::as_str),
+        Some(format!("{}1\n", mock_rack::EXIT_MARKER).as_str())
+    );
+    assert_eq!(sockets(), before, "no exec reached the rack");
+    let files = gw
+        .send_raw(gw.cli_as(&ops.secret).get(&format!(
+            "/apps/x/processes/{pid}/files?file=%2Fproc%2F1%2Fenviron"
+        )))
+        .await;
+    assert_eq!(files.status, 403, "{}", files.text());
+    assert!(
+        files.text().contains("convox:build:exec"),
+        "{}",
+        files.text()
+    );
+    let requested = eventually("the refusals' records", || async {
+        let r = requested_paths(&gw.events_since(since).await);
+        (r.len() == 4).then_some(r)
+    })
+    .await;
+    let lookup = (
+        format!("/apps/x/processes/{pid}"),
+        "build_process_lookup".to_owned(),
+        "Allow".to_owned(),
+    );
+    assert_eq!(
+        requested,
+        [
+            lookup.clone(),
+            (exec.clone(), "build_process".to_owned(), "Deny".to_owned()),
+            lookup,
+            (
+                format!("/apps/x/processes/{pid}/files"),
+                "build_process".to_owned(),
+                "Deny".to_owned()
+            ),
+        ]
+    );
+
+    // Another process: the same caller's exec goes through, after its lookup.
+    let (status, mut reader, mut writer) = open(&gw, &ops.secret, EXEC).await;
+    assert!(status.contains("101"), "{status}");
+    writer.binary(b"").await.unwrap();
+    let frames = until_eof(&mut reader).await;
+    assert!(
+        !String::from_utf8_lossy(&frames[0].payload).starts_with("ERROR: "),
+        "{frames:?}"
+    );
+    assert_eq!(sockets(), before + 1);
+
+    // An admin holds `convox:build:exec`.
+    let at = gw.head();
+    let (status, mut reader, mut writer) = open(&gw, gw.token(), &exec).await;
+    assert!(status.contains("101"), "{status}");
+    writer.binary(b"").await.unwrap();
+    until_eof(&mut reader).await;
+    assert_eq!(sockets(), before + 2);
+    let lookups = gw
+        .events_since(at)
+        .await
+        .iter()
+        .filter(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason.ends_with("_lookup")))
+        .count();
+    assert_eq!(lookups, 0, "no lookup for a caller who holds it");
     gw.finish().await;
 }

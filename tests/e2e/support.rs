@@ -364,6 +364,21 @@ pub fn requested(r: &Record) -> Option<&CommandRequested> {
     }
 }
 
+/// Each `CommandRequested` of `records` as (path, reason, decision), in log order.
+pub fn requested_paths(records: &[Record]) -> Vec<(String, String, String)> {
+    records
+        .iter()
+        .filter_map(requested)
+        .map(|c| {
+            (
+                c.path.clone(),
+                c.reason.clone(),
+                format!("{:?}", c.decision),
+            )
+        })
+        .collect()
+}
+
 /// A rack call the gateway made itself to check a caller's call (a build's record before its
 /// log socket, the current env before restoring masked values): recorded under the caller's
 /// credential, with request id `<caller's>.<suffix>` and reason `*_lookup`. It is not a request

@@ -137,12 +137,18 @@ fn protected_env_is_app_and_key_pairs() {
     let c = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).unwrap();
     assert_eq!(c.protected_env["web"], vec!["DATABASE_URL".to_owned()]);
     assert_eq!(c.protected_env["*"], vec!["STRIPE_KEY".to_owned()]);
-    let bad = BASE.replacen("data = ", "protected_env = [\"nokey\"]\ndata = ", 1);
-    let f = file(&bad);
-    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("protected_env"), "{e}");
+    for entry in ["nokey", "*: STRIPE_KEY", "web :KEY", "web:A=B", "web:A:B"] {
+        let bad = BASE.replacen(
+            "data = ",
+            &format!("protected_env = [{entry:?}]\ndata = "),
+            1,
+        );
+        let f = file(&bad);
+        let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("protected_env"), "{entry}: {e}");
+    }
 }
 
 #[test]

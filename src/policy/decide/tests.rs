@@ -674,6 +674,32 @@ fn routes_outside_the_table_are_unknown_and_tails_are_checked() {
     check(&a, req("GET", "/apps/x/objects/tmp/ok.tgz"), "allow");
 }
 
+#[test]
+fn the_racks_own_names_are_no_app() {
+    let a = user(&[Role::Admin]);
+    for (method, target) in [
+        ("GET", "/apps/system?"),
+        ("GET", "/apps/rack/processes?"),
+        ("DELETE", "/apps/system/processes/api-5d?"),
+        ("GET", "/apps/system/processes/api-5d/exec"),
+        (
+            "GET",
+            "/apps/rack/processes/api-5d/files?file=/proc/1/environ",
+        ),
+    ] {
+        let path = canonicalize_path(target.split('?').next().unwrap()).unwrap();
+        let got = route(method, &path).map(|m| m.rule().name);
+        assert!(
+            matches!(got, Err(Unknown::ReservedApp(_))),
+            "{method} {target}: {got:?}"
+        );
+        check(&a, req(method, target), "unknown_route");
+    }
+    // Names that merely start like them are apps.
+    check(&a, req("GET", "/apps/systems?"), "allow");
+    check(&a, req("GET", "/apps/racks/processes?"), "allow");
+}
+
 fn check_route(method: &str, path: &str, name: &str, vars: &[(&str, &str)]) {
     let p = canonicalize_path(path).unwrap();
     let m = route(method, &p).unwrap_or_else(|e| panic!("{method} {path}: {e}"));

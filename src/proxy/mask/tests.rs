@@ -125,20 +125,33 @@ fn check(case: &str, body: &str, who: Visibility, protected: &[&str], hidden: &[
             continue;
         };
         let parsed = Env::parse(env);
-        let mut expected = String::new();
-        let mut copied = 0;
+        // Once anything is hidden, a line that sets nothing is masked whole.
+        let mut edits: Vec<(std::ops::Range<usize>, String)> = if who == Visibility::NoEnv
+            || !hidden[i].is_empty()
+        {
+            let whole = |r: &std::ops::Range<usize>| (r.clone(), mask("x", "", &env[r.clone()]));
+            parsed.others.iter().map(whole).collect()
+        } else {
+            Vec::new()
+        };
         for e in &parsed.entries {
             let (k, v) = (parsed.key(e), parsed.value(e));
             if hidden[i].contains(&k) {
-                expected.push_str(&env[copied..e.value.start]);
-                expected.push_str(&mask("x", k, v));
-                copied = e.value.end;
+                edits.push((e.value.clone(), mask("x", k, v)));
             } else {
                 assert!(
                     !protected.iter().any(|p| p == k),
                     "{case}: protected {k} not hidden"
                 );
             }
+        }
+        edits.sort_by_key(|(r, _)| r.start);
+        let mut expected = String::new();
+        let mut copied = 0;
+        for (r, text) in edits {
+            expected.push_str(&env[copied..r.start]);
+            expected.push_str(&text);
+            copied = r.end;
         }
         expected.push_str(&env[copied..]);
         let mut want = b.clone();
@@ -362,6 +375,8 @@ fn masked_values_are_restored_only_for_the_same_key_of_the_same_app() {
     let embedded = format!("SECRET_TOKEN=x{m}");
     let short = format!("SECRET_TOKEN={}", &m[..m.len() - 1]);
     let protected_kept = format!("A=B\nFOO={foo}\nSECRET_TOKEN={m}");
+    let mask_key = format!("FOO=bar\n{}=1\nSECRET_TOKEN={m}", mask("x", "", "junk"));
+    let mask_line = format!("FOO=bar\n{}\nSECRET_TOKEN={m}", mask("x", "", "junk"));
     #[rustfmt::skip]
     let cases: Vec<RestoreCase> = vec![
         ("env set A=B", &set, &[], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
@@ -378,7 +393,10 @@ fn masked_values_are_restored_only_for_the_same_key_of_the_same_app() {
         ("mask inside a value", &embedded, &[], Err("masked_value_misused")),
         ("truncated mask", &short, &[], Err("masked_value_misused")),
         ("protected kept through its mask", &protected_kept, &["FOO"], Ok("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t")),
-        ("protected kept in clear", "FOO=bar\nSECRET_TOKEN=x", &["FOO"], Ok("FOO=bar\nSECRET_TOKEN=x")),
+        // Even unchanged: otherwise each post would confirm or refute a guess of the value.
+        ("protected posted in clear", "FOO=bar\nSECRET_TOKEN=x", &["FOO"], Err("protected_env_change")),
+        ("mask in a key", &mask_key, &[], Err("masked_value_misused")),
+        ("mask in a line that sets nothing", &mask_line, &[], Err("masked_value_misused")),
         ("protected changed", "FOO=baz\nSECRET_TOKEN=s3cr3t", &["FOO"], Err("protected_env_change")),
         ("protected removed", &unset, &["FOO"], Err("protected_env_change")),
         ("protected added", "FOO=bar\nNEW=1\nSECRET_TOKEN=s3cr3t", &["NEW"], Err("protected_env_change")),
@@ -386,6 +404,61 @@ fn masked_values_are_restored_only_for_the_same_key_of_the_same_app() {
     ];
     for (case, posted, protected, want) in cases {
         check_restore(case, posted, seeded, protected, want);
+    }
+}
+
+#[test]
+fn every_line_of_a_multi_line_value_is_masked() {
+    // `convox env set TLS_KEY="$(cat key.pem)"`: the rack stores the newlines as posted, so the
+    // key's body follows its entry as lines that set nothing, and a base64 line ending in `=`
+    // reads as a key made of the value's bytes.
+    let env = "PORT=3000\nTLS_KEY=-----BEGIN PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1L\n9z+40RQzuVaE8AkAFmx==\n-----END PRIVATE KEY-----\n\nZONE=eu\n";
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    let m = |k: &str, v: &str| mask("x", k, v);
+    let whole = |line: &str| mask("x", "", line);
+    let strays = [
+        "MIIEowIBAAKCAQEAu1SU1L",
+        "9z+40RQzuVaE8AkAFmx==",
+        "-----END PRIVATE KEY-----",
+    ]
+    .map(whole)
+    .join("\n");
+    for (who, protected, want) in [
+        (
+            Visibility::NoEnv,
+            &[][..],
+            format!(
+                "PORT={}\nTLS_KEY={}\n{}\n\nZONE={}\n",
+                m("PORT", "3000"),
+                m("TLS_KEY", "-----BEGIN PRIVATE KEY-----"),
+                strays,
+                m("ZONE", "eu"),
+            ),
+        ),
+        (
+            Visibility::NonSecret,
+            &[][..],
+            format!(
+                "PORT=3000\nTLS_KEY={}\n{}\n\nZONE=eu\n",
+                m("TLS_KEY", "-----BEGIN PRIVATE KEY-----"),
+                strays,
+            ),
+        ),
+        (
+            Visibility::All,
+            &["TLS_KEY".to_owned()][..],
+            format!(
+                "PORT=3000\nTLS_KEY={}\n{}\n\nZONE=eu\n",
+                m("TLS_KEY", "-----BEGIN PRIVATE KEY-----"),
+                strays,
+            ),
+        ),
+        // Nothing hidden: the caller reads the value whole, byte for byte.
+        (Visibility::All, &[][..], env.to_owned()),
+    ] {
+        let out = mask_release_json(body.as_bytes(), "x", who, &audit(), protected).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["env"], want.as_str(), "{who:?} {protected:?}");
     }
 }
 
@@ -545,6 +618,9 @@ fn masking_routes_are_every_route_whose_answer_carries_env_or_a_build() {
             {
                 Some(ResponseMask::BuildRepository)
             }
+            "process.list" | "process.get" | "process.run" | "rack.processes" => {
+                Some(ResponseMask::ProcessCommand)
+            }
             _ => None,
         };
         assert_eq!(response_mask(rule), want, "{}", rule.name);
@@ -553,6 +629,23 @@ fn masking_routes_are_every_route_whose_answer_carries_env_or_a_build() {
             assert_eq!(want, Some(ResponseMask::ReleaseEnv), "{}", rule.name);
         }
     }
+}
+
+#[test]
+fn process_commands_are_scrubbed_as_the_log_records_them() {
+    let list = r#"[{"id":"web-1","command":"PGPASSWORD=hunter2 psql -h db","name":"web"},{"id":"web-2","command":"bin/web","name":"web"}]"#;
+    let out = String::from_utf8(scrub_process_commands(list.as_bytes()).unwrap()).unwrap();
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(out.contains(r#""command":"bin/web""#), "{out}");
+    let want = crate::proxy::redact::scrub("PGPASSWORD=hunter2 psql -h db");
+    assert!(out.contains(&want), "{out}");
+    // Nothing to scrub: byte for byte.
+    let one = r#"{"id":"web-2","command":"bin/web"}"#;
+    assert_eq!(
+        scrub_process_commands(one.as_bytes()).unwrap(),
+        one.as_bytes()
+    );
+    assert!(scrub_process_commands(b"{\"command\":1}").is_err());
 }
 
 #[test]
