@@ -371,19 +371,29 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     }
     let ca_file = path("rack.ca_file");
     let insecure_skip_verify = flag("rack.insecure_skip_verify")?;
-    if url.starts_with("http://") {
+    let set: Vec<&str> = [
+        ("rack.pin_sha256", pin_sha256.is_some()),
+        ("rack.ca_file", ca_file.is_some()),
+        ("rack.insecure_skip_verify", insecure_skip_verify),
+    ]
+    .into_iter()
+    .filter_map(|(key, on)| on.then_some(key))
+    .collect();
+    if let Some(key) = set.first()
+        && url.starts_with("http://")
+    {
         // A trust setting on a plain rack would be recorded as if it protected the connection.
-        let set = [
-            ("rack.pin_sha256", pin_sha256.is_some()),
-            ("rack.ca_file", ca_file.is_some()),
-            ("rack.insecure_skip_verify", insecure_skip_verify),
-        ];
-        if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
-            return Err(value_err(
-                key,
-                "applies to an https:// rack only; rack.url is http://, reached in clear".into(),
-            ));
-        }
+        return Err(value_err(
+            key,
+            "applies to an https:// rack only; rack.url is http://, reached in clear".into(),
+        ));
+    }
+    if let [first, second, ..] = set.as_slice() {
+        // Only one would decide; the other would be recorded as if it did.
+        return Err(value_err(
+            second,
+            format!("set with {first}: choose one way to trust the rack's certificate"),
+        ));
     }
     let ca_sha256 = match &ca_file {
         None => None,

@@ -789,13 +789,16 @@ async fn forward(
     rewrite: Option<Rewrite>,
 ) -> Result<Response, ProxyError> {
     let call = recorded.into_call();
+    // From here the recorded intent gets its completion, whatever happens.
+    let pending = Pending::new(state, &call.request_id, call.started);
     // The answer to a HEAD has no body to read, whatever its `Content-Length` says.
     let head = call.method == http::Method::HEAD;
-    let uri = state
-        .upstream
-        .uri(&call.target)
-        .map_err(|_| ProxyError::Upstream)?;
-    let actor = HeaderValue::from_str(&call.actor.0).map_err(|_| ProxyError::Upstream)?;
+    let unsendable = || {
+        pending.complete(502, None, Some(ProxyError::Upstream.kind()));
+        ProxyError::Upstream
+    };
+    let uri = state.upstream.uri(&call.target).map_err(|_| unsendable())?;
+    let actor = HeaderValue::from_str(&call.actor.0).map_err(|_| unsendable())?;
     let mut headers = headers::upstream(
         &call.headers,
         state.upstream.authorization(),
@@ -812,7 +815,6 @@ async fn forward(
     if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::CONTENT_TYPE, ct);
     }
-    let pending = Pending::new(state, &call.request_id, call.started);
     let body = match call.body {
         CallBody::Empty => Full::new(Bytes::new())
             .map_err(|never| match never {})
@@ -1638,8 +1640,8 @@ async fn open_stream(
             method,
             path.as_str(),
             "stream_limit",
-            None,
-            &[],
+            Some(permission.to_owned()),
+            &recorded_params,
         )
         .await?;
         // Inside the socket, as every WebSocket refusal, so the CLI shows why.

@@ -114,14 +114,16 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
     if !is_trusted(caller, trusted) {
         return caller;
     }
-    let entries: Vec<&str> = headers
+    // Split as bytes: a line holding a byte that is not visible ASCII is still read entry by
+    // entry, so the entries a proxy appended to the caller's own line are never dropped with it.
+    let entries: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
         .collect();
     for entry in entries.iter().rev() {
+        let entry = std::str::from_utf8(entry).unwrap_or_default();
         let Some(ip) = entry
             .parse::<IpAddr>()
             .ok()
@@ -258,6 +260,17 @@ mod tests {
         // A dual-stack listener sees an IPv4 proxy as IPv4-mapped; it is still trusted.
         assert_eq!(
             client_ip(at("::ffff:10.0.0.5"), &xff("198.51.100.7"), &trusted),
+            ip("198.51.100.7")
+        );
+        // A byte that is not visible ASCII in the caller's part of the line (a proxy appends to
+        // it) does not drop the address the proxy appended.
+        let mut raw = HeaderMap::new();
+        raw.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x80, 198.51.100.7").unwrap(),
+        );
+        assert_eq!(
+            client_ip(at("10.0.0.5"), &raw, &trusted),
             ip("198.51.100.7")
         );
     }

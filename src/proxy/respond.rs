@@ -114,6 +114,48 @@ impl IntoResponse for Answer {
             h.insert("x-request-id", id);
         }
         crate::proxy::headers::harden_response(h);
+        // A flooding or credential-less client keeps no connection: each one it holds open is
+        // a place on the listener (and unfinished headers) that others cannot have.
+        if let ProxyError::RateLimited
+        | ProxyError::Unauthenticated(_)
+        | ProxyError::HeadersTooLarge(_) = self.error
+        {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floods_and_missing_credentials_close_the_connection() {
+        let answer = |error| {
+            Answer {
+                error,
+                request_id: "r1".into(),
+            }
+            .into_response()
+        };
+        let closes = |r: &Response| {
+            r.headers()
+                .get(header::CONNECTION)
+                .is_some_and(|v| v == "close")
+        };
+        let flood = answer(ProxyError::RateLimited);
+        assert_eq!(flood.status(), 429);
+        assert!(closes(&flood));
+        assert!(closes(&answer(ProxyError::Unauthenticated(
+            "missing_credentials"
+        ))));
+        assert!(closes(&answer(ProxyError::HeadersTooLarge(1))));
+        // A caller who authenticated keeps the connection the CLI reuses.
+        assert!(!closes(&answer(ProxyError::UnknownRoute)));
+        assert!(!closes(&answer(ProxyError::Forbidden {
+            kind: "x",
+            what: "y".into(),
+        })));
     }
 }

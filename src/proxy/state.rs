@@ -146,16 +146,22 @@ impl ProxyState {
 // === impl RequestIds ===
 
 impl RequestIds {
+    /// A process's ids start with 64 random bits: completions find their intent by request id
+    /// alone, so two runs of the gateway must not share a prefix. Should the system's
+    /// randomness fail, the clock's nanoseconds stand in, which still differ from run to run.
     pub fn new() -> RequestIds {
-        let mut prefix = [0u8; 4];
-        let _ = getrandom::fill(&mut prefix);
+        let mut prefix = [0u8; 8];
+        if getrandom::fill(&mut prefix).is_err() {
+            let nanos = Clock.now().as_nanos().unsigned_abs();
+            prefix = (nanos ^ u64::from(std::process::id())).to_be_bytes();
+        }
         RequestIds {
             prefix: hex::encode(prefix),
             counter: AtomicU64::new(0),
         }
     }
 
-    /// The next id: `<8 hex>-<8 hex>`.
+    /// The next id: `<16 hex>-<8 hex>`.
     pub fn next(&self) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         format!("{}-{n:08x}", self.prefix)

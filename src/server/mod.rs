@@ -32,6 +32,47 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// listener: enough for many CLIs behind one NAT, too few for one client to take every file
 /// descriptor the gateway has. Trusted proxies, which carry everyone, are not counted.
 pub const MAX_CONNECTIONS_PER_NETWORK: u32 = 256;
+/// The most connections one listener holds open, whatever the file-descriptor limit allows:
+/// each may hold 64 KiB of unfinished head, so many networks together (an IPv6 /48 is 65,536
+/// of them) cannot take the gateway's memory either.
+pub const MAX_CONNECTIONS: u32 = 16 * 1024;
+
+/// How many connections one listener may hold open: [`MAX_CONNECTIONS`], or less when the
+/// process may not open that many files. Each connection can need a second descriptor (its
+/// rack connection) and there are two listeners, so a quarter of the descriptors left after a
+/// reserve (the store's files, the rack's pool when idle, the process itself) goes to each.
+///
+/// The first call raises the soft descriptor limit to the hard one, as servers do: a systemd
+/// service starts at 1024, which four networks of 256 connections would use up, after which
+/// accepts and the rack's connections fail for everyone.
+pub fn connection_cap() -> u32 {
+    static CAP: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *CAP.get_or_init(|| {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        const RESERVE: u64 = 512;
+        let limit = getrlimit(Resource::Nofile);
+        let soft = match (limit.current, limit.maximum) {
+            (Some(current), Some(maximum)) if current < maximum => {
+                let raised = Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                };
+                if setrlimit(Resource::Nofile, raised).is_ok() {
+                    maximum
+                } else {
+                    current
+                }
+            }
+            (Some(current), _) => current,
+            // Unlimited.
+            (None, _) => u64::MAX,
+        };
+        let share = soft.saturating_sub(RESERVE) / 4;
+        u32::try_from(share)
+            .unwrap_or(u32::MAX)
+            .clamp(16, MAX_CONNECTIONS)
+    })
+}
 
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
@@ -120,6 +161,7 @@ where
         let builder = Arc::new(builder);
         let mut connections = tokio::task::JoinSet::new();
         let open = Arc::new(OpenConnections::default());
+        let cap = connection_cap();
         loop {
             while connections.try_join_next().is_some() {}
             let (stream, peer) = tokio::select! {
@@ -139,14 +181,12 @@ where
                 connections.spawn(refuse_plain(stream));
                 continue;
             }
-            let held = if trusted_peer {
-                None
-            } else {
-                match open.take(peer.ip(), MAX_CONNECTIONS_PER_NETWORK) {
-                    Some(held) => Some(held),
-                    // Over its share: closed at once, before any byte is read.
-                    None => continue,
-                }
+            // Over its network's share, or the listener's: closed at once, before any byte is
+            // read. Trusted proxies, which carry everyone, have no share of their own, but count
+            // toward the listener's.
+            let per_network = (!trusted_peer).then_some(MAX_CONNECTIONS_PER_NETWORK);
+            let Some(held) = open.take(peer.ip(), per_network, cap) else {
+                continue;
             };
             let _ = stream.set_nodelay(true);
             let service = service_for(peer);
@@ -172,32 +212,54 @@ where
         })
         .await;
         connections.abort_all();
+        // Aborting only asks: each connection's future is dropped when a worker next polls it,
+        // and its drop is what records a call cut short (`Pending`, the answer's meter). Wait
+        // for every drop, so the store is not shut before those completions are enqueued.
+        while connections.join_next().await.is_some() {}
     })
 }
 
-/// The connections open on one listener, by network.
+/// The connections open on one listener: in all, and by network.
 #[derive(Debug, Default)]
 struct OpenConnections {
-    by_network: std::sync::Mutex<std::collections::HashMap<IpAddr, u32>>,
+    counts: std::sync::Mutex<Counts>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: u32,
+    by_network: std::collections::HashMap<IpAddr, u32>,
 }
 
 /// One counted connection; dropping it (the connection's task ends) gives its place back.
 struct Held {
     open: Arc<OpenConnections>,
-    network: IpAddr,
+    /// The network it counts for, unless it has no share (a trusted proxy).
+    network: Option<IpAddr>,
 }
 
 impl OpenConnections {
-    /// A place for a connection from `peer`'s network, unless it holds `limit` already (or the
-    /// count cannot be read: refused rather than guessed).
-    fn take(self: &Arc<Self>, peer: IpAddr, limit: u32) -> Option<Held> {
-        let network = crate::proxy::flood::network(peer);
-        let mut by_network = self.by_network.lock().ok()?;
-        let n = by_network.entry(network).or_insert(0);
-        if *n >= limit {
+    /// A place for a connection from `peer`, unless the listener holds `cap` already or
+    /// `peer`'s network holds `per_network` (or the counts cannot be read: refused rather than
+    /// guessed).
+    fn take(self: &Arc<Self>, peer: IpAddr, per_network: Option<u32>, cap: u32) -> Option<Held> {
+        let mut counts = self.counts.lock().ok()?;
+        if counts.total >= cap {
             return None;
         }
-        *n += 1;
+        let network = match per_network {
+            Some(limit) => {
+                let network = crate::proxy::flood::network(peer);
+                let n = counts.by_network.entry(network).or_insert(0);
+                if *n >= limit {
+                    return None;
+                }
+                *n += 1;
+                Some(network)
+            }
+            None => None,
+        };
+        counts.total += 1;
         Some(Held {
             open: self.clone(),
             network,
@@ -207,12 +269,15 @@ impl OpenConnections {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Ok(mut by_network) = self.open.by_network.lock()
-            && let Some(n) = by_network.get_mut(&self.network)
-        {
-            *n -= 1;
-            if *n == 0 {
-                by_network.remove(&self.network);
+        if let Ok(mut counts) = self.open.counts.lock() {
+            counts.total = counts.total.saturating_sub(1);
+            if let Some(network) = self.network
+                && let Some(n) = counts.by_network.get_mut(&network)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    counts.by_network.remove(&network);
+                }
             }
         }
     }
@@ -308,17 +373,44 @@ mod tests {
         let open = Arc::new(OpenConnections::default());
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        let held: Vec<Held> = (0..3).map(|_| open.take(a, 3).unwrap()).collect();
-        assert!(open.take(same_64, 3).is_none(), "the /64 is full");
-        assert!(open.take("192.0.2.1".parse().unwrap(), 3).is_some());
+        let held: Vec<Held> = (0..3).map(|_| open.take(a, Some(3), 10).unwrap()).collect();
+        assert!(open.take(same_64, Some(3), 10).is_none(), "the /64 is full");
+        assert!(
+            open.take("192.0.2.1".parse().unwrap(), Some(3), 10)
+                .is_some()
+        );
         drop(held);
-        let again = open.take(same_64, 3);
+        let again = open.take(same_64, Some(3), 10);
         assert!(again.is_some(), "places come back when connections end");
         drop(again);
+        let counts = open.counts.lock().unwrap();
         assert!(
-            open.by_network.lock().unwrap().is_empty(),
+            counts.by_network.is_empty() && counts.total == 0,
             "a network with no connection is forgotten"
         );
+    }
+
+    #[test]
+    fn a_listener_holds_at_most_its_cap_whatever_the_networks() {
+        let open = Arc::new(OpenConnections::default());
+        let held: Vec<Held> = (0..4u8)
+            .map(|i| {
+                let ip = IpAddr::from([192, 0, 2, i]);
+                open.take(ip, Some(3), 4).unwrap()
+            })
+            .collect();
+        assert!(
+            open.take("192.0.2.9".parse().unwrap(), Some(3), 4)
+                .is_none()
+        );
+        // A trusted proxy has no share of its own, but the cap holds for it too.
+        assert!(open.take("10.0.0.5".parse().unwrap(), None, 4).is_none());
+        drop(held);
+        let proxy: Vec<Held> = (0..4)
+            .map(|_| open.take("10.0.0.5".parse().unwrap(), None, 4).unwrap())
+            .collect();
+        assert_eq!(proxy.len(), 4, "a proxy is not held to one network's share");
+        assert!(connection_cap() >= 16 && connection_cap() <= MAX_CONNECTIONS);
     }
 
     #[test]

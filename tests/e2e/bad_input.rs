@@ -254,6 +254,10 @@ async fn check(case: Case) {
     if status == 401 {
         assert!(reply.header("www-authenticate").is_some(), "{what}");
     }
+    if matches!(case.expect, Expect::Counted(_)) {
+        // A client without credentials keeps no place on the listener.
+        assert_eq!(reply.header("connection"), Some("close"), "{what}");
+    }
     assert!(
         gw.rack().received().is_empty(),
         "{what} reached the rack: {:?}",

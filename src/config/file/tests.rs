@@ -339,6 +339,33 @@ fn a_trust_setting_on_a_plain_rack_is_refused() {
 }
 
 #[test]
+fn one_way_to_trust_the_rack_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read for this").unwrap();
+    let pin = format!("pin_sha256 = \"{}\"", "ab".repeat(32));
+    for (lines, key) in [
+        (format!("{pin}\nca_file = {ca:?}"), "rack.ca_file"),
+        (
+            format!("{pin}\ninsecure_skip_verify = true"),
+            "rack.insecure_skip_verify",
+        ),
+        (
+            format!("ca_file = {ca:?}\ninsecure_skip_verify = true"),
+            "rack.insecure_skip_verify",
+        ),
+    ] {
+        let f = file(&format!("{BASE}{lines}\n"));
+        let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(key) && e.contains("choose one"), "{e}");
+    }
+    let f = file(&format!("{BASE}{pin}\n"));
+    assert!(load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).is_ok());
+}
+
+#[test]
 fn the_digest_follows_the_ca_bundle_contents_not_only_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
