@@ -216,7 +216,7 @@ impl Perm {
         match self {
             Perm::AuthCheck => "Check that a credential works (`/auth`, `/check`).",
             Perm::AppRead => {
-                "List and read apps, services, balancers, metrics, budget state, cost and manifest services."
+                "List and read apps, services, balancers, metrics, budget state and cost."
             }
             Perm::AppCreate => "Create an app.",
             Perm::AppUpdate => "Lock, unlock and set parameters of an app; cancel its deploy.",
@@ -235,7 +235,10 @@ impl Perm {
                 "See env values in release answers (secret-classified values stay masked)."
             }
             Perm::EnvSet => "Create a release that carries an `env` (set, unset, edit, rollback).",
-            Perm::SecretRead => "See secret-classified env values in release answers.",
+            Perm::SecretRead => {
+                "See secret-classified env values in release answers; read manifest services, \
+                 into which the rack interpolates env values."
+            }
             Perm::ObjectRead => "List, fetch and probe stored objects (uploaded source).",
             Perm::ObjectCreate => "Upload an object (the source tarball of a deploy).",
             Perm::ObjectDelete => "Delete a stored object.",

@@ -473,10 +473,13 @@ pub const ROUTES: &[RouteRule] = &[
         ..BASE
     },
     RouteRule {
+        // The rack interpolates the release's env into the whole convox.yml before answering
+        // (`manifest.Load`), so any `${VAR}` comes back as its value, secret ones included;
+        // the answer cannot be masked key by key the way a release's `env` is.
         name: "app.manifest.service",
         path: "/apps/{app}/manifest/services/{service}",
-        permission: Perm::AppRead,
-        secrets: sec(NO, INC),
+        permission: Perm::SecretRead,
+        secrets: sec(NO, CRED),
         ..BASE
     },
     RouteRule {
