@@ -857,6 +857,7 @@ async fn forward(
         }
     };
     let (mut parts, incoming) = response.into_parts();
+    pending.answered(parts.status.as_u16());
     headers::harden_response(&mut parts.headers);
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
         parts.headers.insert("x-request-id", id);
@@ -1306,8 +1307,9 @@ async fn lookup(
 ///
 /// **Invariant:** every `Pending` records one completion. One dropped before [`Pending::complete`]
 /// ran (the caller went away, or a stop cut the call short, while the rack's answer was awaited
-/// or read) records status 499 and the failure `abandoned`, so a forwarded call never lacks its
-/// end in the log.
+/// or read) records status 499 and the failure `abandoned`, or, once the rack's answer had
+/// come, the rack's status and `abandoned_after_answer` (the call ran: a release was created,
+/// say), so a forwarded call never lacks its end in the log.
 struct Pending {
     state: Arc<ProxyState>,
     request: RequestId,
@@ -1315,6 +1317,8 @@ struct Pending {
     bytes_in: Arc<Mutex<Option<Meter>>>,
     /// Bytes of the caller's body sent on so far.
     sent_in: Arc<std::sync::atomic::AtomicU64>,
+    /// The status of the rack's answer once its head came; 0 before.
+    rack_status: std::sync::atomic::AtomicU16,
     completed: std::sync::atomic::AtomicBool,
 }
 
@@ -1326,6 +1330,7 @@ impl Pending {
             started,
             bytes_in: Arc::default(),
             sent_in: Arc::default(),
+            rack_status: std::sync::atomic::AtomicU16::new(0),
             completed: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -1364,6 +1369,12 @@ impl Pending {
         drop(self.state.store.enqueue(vec![event]));
     }
 
+    /// The rack's answer came with `status`: what a completion recorded at drop says.
+    fn answered(&self, status: u16) {
+        self.rack_status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The call became a stream (`StreamOpened` is in the log): its end is `StreamClosed`,
     /// recorded by the relay, not a completion.
     fn streamed(self) -> RequestId {
@@ -1375,8 +1386,12 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        // 499, as for a client that closed its request: no answer reached the caller.
-        self.complete(499, None, Some("abandoned"));
+        // No answer reached the caller: 499, as for a client that closed its request, unless
+        // the rack had answered, whose status says whether the call ran.
+        match self.rack_status.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.complete(499, None, Some("abandoned")),
+            status => self.complete(status, None, Some("abandoned_after_answer")),
+        }
     }
 }
 

@@ -112,6 +112,56 @@ async fn a_call_its_caller_abandons_still_gets_its_completion() {
     gw.finish().await;
 }
 
+/// A caller that goes away while the gateway reads an answer whole to mask it: the rack had
+/// answered, so the completion keeps the rack's status (the call ran) with
+/// `abandoned_after_answer`, not a 499 that reads as if nothing had come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_abandoned_after_the_racks_answer_keeps_its_status() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for(
+            "viewer@example.com",
+            events::event::Role::Viewer,
+            &["convox:*:*"],
+        )
+        .await;
+    gw.rack().set_body_stall(std::time::Duration::from_secs(3));
+    let since = gw.head();
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
+    // A release list is masked for a viewer: read whole before anything is sent on.
+    tcp.write_all(&gw.cli_as(&viewer.secret).get("/apps/x/releases?"))
+        .await
+        .unwrap();
+    crate::support::eventually("the rack got the call", || async {
+        gw.rack()
+            .received()
+            .iter()
+            .any(|r| r.target == "/apps/x/releases?")
+            .then_some(())
+    })
+    .await;
+    // The head follows the record at once; give it time to reach the gateway.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(tcp);
+    let completed = crate::support::eventually("a completion", || async {
+        gw.events_since(since)
+            .await
+            .iter()
+            .find_map(|r| match &r.event {
+                Event::CommandCompleted(c) => Some((**c).clone()),
+                _ => None,
+            })
+    })
+    .await;
+    assert_eq!(
+        (completed.status, completed.failure.as_deref()),
+        (200, Some("abandoned_after_answer"))
+    );
+    gw.rack().set_body_stall(std::time::Duration::ZERO);
+    gw.finish().await;
+}
+
 /// A caller that stops reading a large answer and goes away: the rack's status was relayed,
 /// but the completion says the answer was cut short, counts only what passed, and gives no
 /// hash (a hash is recorded only for a body that passed whole).

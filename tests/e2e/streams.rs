@@ -562,3 +562,51 @@ async fn a_builds_process_is_closed_to_exec_without_build_exec() {
     assert_eq!(lookups, 0, "no lookup for a caller who holds it");
     gw.finish().await;
 }
+
+/// A token revoked while the gateway looks up the process of a file call stops there: the
+/// call's intent is guarded once a lookup came after its check, so nothing but the lookup
+/// reaches the rack and the refusal is recorded after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_during_the_process_lookup_forwards_nothing() {
+    let gw = TestGateway::start().await;
+    let ops = gw
+        .token_for("ops@example.com", Role::Ops, &["convox:*:*"])
+        .await;
+    let since = gw.head();
+    let before = gw.rack().received().len();
+    gw.rack().set_answer_delay(Duration::from_millis(1500));
+    let target = "/apps/x/processes/web-5d8f7c9b4-abcde/files?file=%2Fetc%2Fhosts";
+    let call = tokio::spawn(crate::support::send_to(
+        gw.proxy(),
+        gw.cli_as(&ops.secret).get(target),
+    ));
+    eventually("the process lookup at the rack", || async {
+        (gw.rack().received().len() > before).then_some(())
+    })
+    .await;
+    gw.revoke_token(ops.id).await;
+    let reply = call.await.unwrap();
+    gw.rack().set_answer_delay(Duration::ZERO);
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let sent: Vec<String> = gw.rack().received()[before..]
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.target))
+        .collect();
+    assert_eq!(
+        sent,
+        ["GET /apps/x/processes/web-5d8f7c9b4-abcde"],
+        "only the lookup reached the rack"
+    );
+    let decided: Vec<(String, String)> = requested_paths(&gw.events_since(since).await)
+        .into_iter()
+        .map(|(_, reason, decision)| (reason, decision))
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("build_process_lookup".to_owned(), "Allow".to_owned()),
+            ("token_no_longer_usable".to_owned(), "Deny".to_owned()),
+        ]
+    );
+    gw.finish().await;
+}

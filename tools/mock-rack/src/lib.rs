@@ -26,6 +26,7 @@ mod server;
 mod sessions;
 mod shapes;
 mod shared;
+mod stall;
 mod state;
 mod upgrade;
 pub mod ws;
@@ -111,6 +112,13 @@ impl MockRack {
     /// answers at once. WebSocket handshakes and the router's empty 404/405 are not affected.
     pub fn set_answer_delay(&self, delay: std::time::Duration) {
         self.shared.set_answer_delay(delay);
+    }
+
+    /// Test-only: from now on every answer's head goes out at once and its body only after
+    /// `stall`, as from a rack that answered and then stalled; zero (the state at start) sends
+    /// both together.
+    pub fn set_body_stall(&self, stall: std::time::Duration) {
+        self.shared.set_body_stall(stall);
     }
 
     /// Test-only: from now on (`true`) `POST /apps/{app}/releases` fails with a 500 whose text

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::request;
 use crate::shared::Shared;
+use crate::stall::Stalled;
 
 /// How long a connection may take to finish its in-flight request after the stop signal.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -76,7 +77,11 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, rx: watch::Rec
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let rx = rx.clone();
-        async move { Ok::<_, Infallible>(request::handle(shared, req, rx).await) }
+        async move {
+            let stall = shared.body_stall();
+            let response = request::handle(shared, req, rx).await;
+            Ok::<_, Infallible>(response.map(|body| Stalled::new(body, stall)))
+        }
     });
     let conn = http1::Builder::new()
         // The rack's `ReadHeaderTimeout` (spec §1.1); hyper needs a timer to enforce it.

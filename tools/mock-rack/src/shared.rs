@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     gzip_answers: AtomicBool,
     /// How long handler answers are held back, in milliseconds (test-only switch).
     answer_delay_ms: AtomicU64,
+    /// How long answer bodies wait after their head, in milliseconds (test-only switch).
+    body_stall_ms: AtomicU64,
     /// Whether a release created with an `env` fails, quoting it (test-only switch).
     quote_release_env: AtomicBool,
     state: Mutex<State>,
@@ -36,6 +38,7 @@ impl Shared {
             recorder: Recorder::new(),
             gzip_answers: AtomicBool::new(false),
             answer_delay_ms: AtomicU64::new(0),
+            body_stall_ms: AtomicU64::new(0),
             quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
@@ -65,6 +68,16 @@ impl Shared {
     pub(crate) fn set_answer_delay(&self, delay: std::time::Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long answer bodies wait after their head now.
+    pub(crate) fn body_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_stall_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_body_stall(&self, stall: std::time::Duration) {
+        let ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
+        self.body_stall_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Whether a release created with an `env` fails now, quoting it.
