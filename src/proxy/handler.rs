@@ -326,9 +326,13 @@ async fn pipeline(
     };
     // A mask stands for a value only where `convox env set` posts it back; anywhere else it
     // would reach the rack as a literal, so it is refused. The rack's own names are no app.
+    // Command lines and the opaque query of the proxy routes are text the caller may mean as
+    // it stands (`grep rgw-masked: …`), not values the gateway ever showed masked.
+    let opaque = matches!(matched.rule().name, "proxy.http" | "image.proxy");
     let misused = params.params().iter().find_map(|p| {
         let is_env = matched.rule().name == "release.create" && p.key == "env";
-        if p.value.contains(mask::MASK_PREFIX) && !is_env {
+        let text = opaque || p.class == policy::routes::KeyClass::Command;
+        if p.value.contains(mask::MASK_PREFIX) && !is_env && !text {
             return Some((
                 "masked_value_misused",
                 format!(
@@ -404,13 +408,19 @@ async fn pipeline(
             Err(e) => return Err(e),
         };
         if let Some((kind, reason, error)) = refused {
+            // A refusal of what the lookup found names the permission that would have allowed
+            // it; one of a token or owner that changed meanwhile, the call's own.
+            let perm = match error {
+                ProxyError::Forbidden { .. } if kind != NO_LONGER_PERMITTED => needed,
+                _ => permitted.permission(),
+            };
             record_denial(
                 state,
                 &caller,
                 &method,
                 path.as_str(),
                 kind,
-                Some(needed.as_str().to_owned()),
+                Some(perm.as_str().to_owned()),
                 &recorded_params,
             )
             .await?;

@@ -14,8 +14,11 @@
 //! without `convox:secret:read`, secret-classified values are masked ([`is_secret`]: by name
 //! *or* by value); protected keys (per app) are masked for everyone.
 //!
-//! Answers are rewritten in place: only the bytes of a hidden value, inside the `env` string
-//! token, change; every other byte of the answer (field order, indentation, Go's `\u003c`
+//! A value with newlines leaves stray lines ([`Env::strays`]) that nothing classifies: for a
+//! caller who may not read every value they are masked whole (`mask(app, "", line)`).
+//!
+//! Answers are rewritten in place: only the bytes of a hidden value or stray line, inside the
+//! `env` string token, change; every other byte of the answer (field order, indentation, Go's `\u003c`
 //! escapes) is kept, and an answer with nothing to hide comes back byte for byte.
 //!
 //! **Invariant:** this module is pure (no I/O, no clock; keys, apps and decisions are
@@ -119,6 +122,14 @@ pub struct Env {
 struct Entry {
     key: Range<usize>,
     value: Range<usize>,
+}
+
+/// A line of [`Env::strays`]: where it is (from its key, for an entry), and whether the rack
+/// reads it as an entry, so that its whole-line mask keeps an `=` and the CLI's `env set`
+/// posts it back rather than dropping it.
+struct Stray {
+    line: Range<usize>,
+    sets: bool,
 }
 
 // === impl Visibility ===
@@ -243,6 +254,41 @@ impl Env {
     /// The env as the rack holds it: each key once, with its last value.
     pub fn to_map(&self) -> BTreeMap<&str, &str> {
         self.entries().collect()
+    }
+
+    /// The lines shown (and restored) only whole when anything of the env is hidden: the
+    /// lines of a multi-line value after its first. Nothing marks them, so they are judged by
+    /// form: a line that sets nothing; an entry whose key cannot name a variable
+    /// ([`is_env_name`]); and an entry right after a line that sets nothing whose value is only
+    /// `=` (the last, padded line of a base64 body, which reads as a key made of its bytes).
+    fn strays(&self) -> Vec<Stray> {
+        let mut lines: Vec<(Range<usize>, Option<&Entry>)> = self
+            .entries
+            .iter()
+            .map(|e| (e.key.start..e.value.end, Some(e)))
+            .chain(self.others.iter().map(|r| (r.clone(), None)))
+            .collect();
+        lines.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::new();
+        let mut after_stray = false;
+        for (line, entry) in lines {
+            let stray = entry.is_none_or(|e| {
+                !is_env_name(self.key(e))
+                    || (after_stray && self.value(e).bytes().all(|b| b == b'='))
+            });
+            if stray {
+                out.push(Stray {
+                    line,
+                    sets: entry.is_some(),
+                });
+            }
+            after_stray = entry.is_none();
+        }
+        out
+    }
+
+    fn line(&self, range: &Range<usize>) -> &str {
+        self.text.get(range.clone()).unwrap_or_default()
     }
 
     fn key(&self, e: &Entry) -> &str {
@@ -451,26 +497,26 @@ pub fn mask_release_json(
                 edits.push((e.value.clone(), mask_value(audit, app, key, value)?));
             }
         }
-        if edits.is_empty() && who != Visibility::NoEnv {
+        // A caller who may not read every value cannot be shown a line nothing classifies.
+        if edits.is_empty() && who == Visibility::All {
             return Ok(edits);
         }
         // A value with newlines (`convox env set K="$(cat key.pem)"`) is stored as posted: its
-        // first line is the entry, the rest are lines that set nothing, or set a key made of
-        // the value's bytes (a base64 line ending in `=`). Nothing tells whose they are, so once
-        // anything is hidden every such line is masked whole, the key too; the mask has no `=`,
-        // so the CLI's `env set` reads nothing from it, as the rack reads nothing from the line.
-        let mut lines = parsed.others.clone();
-        lines.extend(
-            parsed
-                .entries
+        // first line is the entry, the rest are lines the rack ignores or reads as keys made
+        // of the value's bytes. Each is masked whole, its key too; one the rack reads as an
+        // entry keeps an `=`, so `env set` posts it back and the gateway restores it.
+        let strays = parsed.strays();
+        edits.retain(|(r, _)| {
+            !strays
                 .iter()
-                .filter(|e| !is_env_name(parsed.key(e)))
-                .map(|e| e.key.start..e.value.end),
-        );
-        edits.retain(|(r, _)| !lines.iter().any(|l| l.start <= r.start && r.end <= l.end));
-        for line in lines {
-            let text = parsed.text.get(line.clone()).unwrap_or_default();
-            edits.push((line, mask_value(audit, app, "", text)?));
+                .any(|s| s.line.start <= r.start && r.end <= s.line.end)
+        });
+        for stray in strays {
+            let mut shown = mask_value(audit, app, "", parsed.line(&stray.line))?;
+            if stray.sets {
+                shown.push('=');
+            }
+            edits.push((stray.line, shown));
         }
         Ok(edits)
     })
@@ -532,9 +578,11 @@ pub fn needs_current_env(env: &str, protected: &[String]) -> bool {
 ///
 /// `current` is the env of the app's newest release (what the CLI read: see
 /// [`Env::from_releases_json`]). A value equal to the mask of the current value of the same key
-/// of the same app becomes that value; any other value containing `rgw-masked:` is refused; and
-/// so is any difference, once restored, between the posted and the current value of a protected
-/// key (added, removed or changed). Lines are kept as posted but for restored values.
+/// of the same app becomes that value; a line that is the whole-line mask of a stray line of
+/// the current env ([`Env::strays`], with its `=` when the rack reads it as an entry) becomes that
+/// line; any other use of `rgw-masked:` is refused; and so is a protected value posted in clear,
+/// and any difference, once restored, between the posted and the current value of a protected
+/// key (added, removed or changed). Lines are kept as posted but for restored ones.
 ///
 /// # Errors
 /// [`MaskError::MaskMisused`] or [`MaskError::ProtectedChange`]: refuse the request (403,
@@ -547,29 +595,34 @@ pub fn restore_env_param(
     protected: &[String],
 ) -> Result<String, MaskError> {
     let posted = Env::parse(env);
-    // A mask stands only for a value: in a key, or in a line that sets nothing (where a
-    // multi-line value's stray lines are shown masked), it is refused, never forwarded.
-    let stray = posted
-        .entries
-        .iter()
-        .map(|e| e.key.clone())
-        .chain(posted.others.iter().cloned())
-        .find_map(|r| {
-            let text = env.get(r).unwrap_or_default();
-            text.contains(MASK_PREFIX).then(|| text.to_owned())
-        });
-    if let Some(text) = stray {
-        let key = match text.split_once('=') {
-            Some((key, _)) => key.trim().to_owned(),
-            None => "a line that sets no variable".to_owned(),
-        };
-        return Err(MaskError::MaskMisused { key });
-    }
-    let mut out = String::with_capacity(env.len());
-    let mut copied = 0;
+    // A line shown masked whole stands for that line of the current env, exactly.
+    let strays = current.strays();
+    let whole = |shown: &str| {
+        strays
+            .iter()
+            .map(|s| current.line(&s.line))
+            .find(|line| mask_matches(audit, app, "", line, shown))
+    };
+    let misused_line = || MaskError::MaskMisused {
+        key: "a line shown masked whole".to_owned(),
+    };
+    let mut splices: Vec<(Range<usize>, &str)> = Vec::new();
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
+        if key.contains(MASK_PREFIX) {
+            // `<mask>=`: an entry of the current env shown whole.
+            let line = whole(key)
+                .filter(|_| value.is_empty())
+                .ok_or_else(misused_line)?;
+            splices.push((e.key.start..e.value.end, line));
+            if let Some((k, v)) = line.split_once('=')
+                && !k.trim().is_empty()
+            {
+                effective.insert(k.trim(), v);
+            }
+            continue;
+        }
         if protected.iter().any(|p| p == key) && !value.contains(MASK_PREFIX) {
             // Unchanged or not, a protected value in clear is refused: a post that went
             // through when it matched would confirm a guess of a value no one may read.
@@ -584,14 +637,29 @@ pub fn restore_env_param(
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;
-            out.push_str(env.get(copied..e.value.start).unwrap_or_default());
-            out.push_str(real);
-            copied = e.value.end;
+            splices.push((e.value.clone(), real));
             real
         } else {
             value
         };
         effective.insert(key, value);
+    }
+    for r in &posted.others {
+        let text = posted.line(r);
+        if text.contains(MASK_PREFIX) {
+            // A line that sets nothing, shown whole (`convox releases rollback` posts an
+            // earlier release's env back as it read it).
+            let line = whole(text).ok_or_else(misused_line)?;
+            splices.push((r.clone(), line));
+        }
+    }
+    splices.sort_by_key(|(r, _)| r.start);
+    let mut out = String::with_capacity(env.len());
+    let mut copied = 0;
+    for (range, text) in splices {
+        out.push_str(env.get(copied..range.start).unwrap_or_default());
+        out.push_str(text);
+        copied = range.end;
     }
     out.push_str(env.get(copied..).unwrap_or_default());
     for key in protected {

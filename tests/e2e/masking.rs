@@ -471,3 +471,27 @@ async fn a_run_command_is_scrubbed_for_callers_who_may_not_read_secrets() {
     }
     gw.finish().await;
 }
+
+/// A command line is text the caller means as it stands: one that mentions a mask is run, not
+/// refused as a misused mask (the process's `Environment` still may not carry one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_mentions_a_mask_is_run() {
+    let gw = TestGateway::start().await;
+    let run = |extra: &'static [(&'static str, &'static str)]| {
+        gw.send_raw(gw.cli().request(
+            "POST",
+            "/apps/x/services/web/processes?",
+            extra,
+            Body::Empty,
+        ))
+    };
+    let ran = run(&[("Command", "grep rgw-masked:0123abcd audit.log")]).await;
+    assert_eq!(ran.status, 200, "{}", ran.text());
+    let refused = run(&[
+        ("Command", "sh"),
+        ("Environment", "TOKEN=rgw-masked:0123abcd"),
+    ])
+    .await;
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    gw.finish().await;
+}

@@ -125,17 +125,25 @@ fn check(case: &str, body: &str, who: Visibility, protected: &[&str], hidden: &[
             continue;
         };
         let parsed = Env::parse(env);
-        // Once anything is hidden, a line that sets nothing is masked whole.
-        let mut edits: Vec<(std::ops::Range<usize>, String)> = if who == Visibility::NoEnv
-            || !hidden[i].is_empty()
-        {
-            let whole = |r: &std::ops::Range<usize>| (r.clone(), mask("x", "", &env[r.clone()]));
-            parsed.others.iter().map(whole).collect()
+        // Unless the caller reads every value and nothing is hidden, stray lines are masked
+        // whole (with an `=` kept for those the rack reads as entries).
+        let strays = if who != Visibility::All || !hidden[i].is_empty() {
+            parsed.strays()
         } else {
             Vec::new()
         };
+        let mut edits: Vec<(std::ops::Range<usize>, String)> = strays
+            .iter()
+            .map(|s| {
+                let shown = mask("x", "", &env[s.line.clone()]);
+                (s.line.clone(), if s.sets { shown + "=" } else { shown })
+            })
+            .collect();
         for e in &parsed.entries {
             let (k, v) = (parsed.key(e), parsed.value(e));
+            if strays.iter().any(|s| s.line.start == e.key.start) {
+                continue;
+            }
             if hidden[i].contains(&k) {
                 edits.push((e.value.clone(), mask("x", k, v)));
             } else {
@@ -158,7 +166,7 @@ fn check(case: &str, body: &str, who: Visibility, protected: &[&str], hidden: &[
         want[field] = serde_json::Value::String(expected);
         assert_eq!(a, &want, "{case}: release {i}");
     }
-    if hidden.iter().all(|h| h.is_empty()) {
+    if who == Visibility::All && hidden.iter().all(|h| h.is_empty()) {
         assert_eq!(out, body.as_bytes(), "{case}: not byte-identical");
     }
 }
@@ -416,13 +424,13 @@ fn every_line_of_a_multi_line_value_is_masked() {
     let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
     let m = |k: &str, v: &str| mask("x", k, v);
     let whole = |line: &str| mask("x", "", line);
-    let strays = [
-        "MIIEowIBAAKCAQEAu1SU1L",
-        "9z+40RQzuVaE8AkAFmx==",
-        "-----END PRIVATE KEY-----",
-    ]
-    .map(whole)
-    .join("\n");
+    // The padded base64 line reads as an entry: its mask keeps the `=`.
+    let strays = format!(
+        "{}\n{}=\n{}",
+        whole("MIIEowIBAAKCAQEAu1SU1L"),
+        whole("9z+40RQzuVaE8AkAFmx=="),
+        whole("-----END PRIVATE KEY-----"),
+    );
     for (who, protected, want) in [
         (
             Visibility::NoEnv,
@@ -459,6 +467,68 @@ fn every_line_of_a_multi_line_value_is_masked() {
         let out = mask_release_json(body.as_bytes(), "x", who, &audit(), protected).unwrap();
         let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["env"], want.as_str(), "{who:?} {protected:?}");
+    }
+    // A padded last line made only of letters still reads as a stray after another one, and a
+    // line nothing classifies as secret is masked for a caller who may not read secrets, even
+    // when nothing else is hidden; an empty value right after an ordinary entry is an entry.
+    let env =
+        "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\nB=\nSMTP=host: smtp.x\npassword: hunter2\n";
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    for (who, protected, want) in [
+        (
+            Visibility::NonSecret,
+            &[][..],
+            format!(
+                "A=1\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\n",
+                whole("MIIEowIB"),
+                whole("AkAFmx=="),
+                whole("password: hunter2"),
+            ),
+        ),
+        (
+            Visibility::All,
+            &["A".to_owned()][..],
+            format!(
+                "A={}\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\n",
+                m("A", "1"),
+                whole("MIIEowIB"),
+                whole("AkAFmx=="),
+                whole("password: hunter2"),
+            ),
+        ),
+    ] {
+        let out = mask_release_json(body.as_bytes(), "x", who, &audit(), protected).unwrap();
+        let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(out["env"], want.as_str(), "{who:?} {protected:?}");
+    }
+}
+
+#[test]
+fn lines_masked_whole_come_back_as_they_were() {
+    let env = "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\n-----END X-----\nZ=2";
+    let current = Env::parse(env);
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    let read = mask_release_json(body.as_bytes(), "x", Visibility::NoEnv, &audit(), &[]).unwrap();
+    let shown = Env::from_releases_json(&read).unwrap();
+    // `convox releases rollback` posts what it read back as it is: restored exactly.
+    let restored = restore_env_param(shown.as_str(), "x", &current, &audit(), &[]).unwrap();
+    assert_eq!(restored, env);
+    // `convox env set B=3` posts what the CLI's `Load` kept: the entries, the one shown whole
+    // with its `=` among them, which comes back as it was; lines that set nothing are dropped,
+    // as the real CLI drops them.
+    let mut lines: Vec<String> = shown.entries().map(|(k, v)| format!("{k}={v}")).collect();
+    lines.push("B=3".into());
+    let restored = restore_env_param(&lines.join("\n"), "x", &current, &audit(), &[]).unwrap();
+    assert_eq!(restored, "A=1\nK=-----BEGIN X-----\nAkAFmx==\nZ=2\nB=3");
+    // A line's mask stands for that line only: with a value after its `=`, or for a line the
+    // current env does not hold, it is refused.
+    let stray = mask("x", "", "AkAFmx==");
+    for posted in [
+        format!("A=1\n{stray}=x"),
+        format!("A=1\n{}", mask("x", "", "gone")),
+    ] {
+        let got = restore_env_param(&posted, "x", &current, &audit(), &[]).map_err(|e| e.kind());
+        assert_eq!(got, Err("masked_value_misused"), "{posted}");
     }
 }
 
