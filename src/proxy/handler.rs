@@ -3,7 +3,7 @@
 //!
 //! **Invariant:** the steps run in this order and each refusal leaves before the next step;
 //! unauthenticated refusals are counted (never one event each), authenticated ones are
-//! recorded one by one, and the rack is reached only through [`forward`], which takes a
+//! recorded one by one, and the rack is reached only through `forward`, which takes a
 //! [`Recorded`] call.
 
 use std::net::{IpAddr, SocketAddr};

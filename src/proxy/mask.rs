@@ -14,7 +14,7 @@
 //! without `convox:secret:read`, secret-classified values are masked ([`is_secret`]: by name
 //! *or* by value); protected keys (per app) are masked for everyone.
 //!
-//! A value with newlines leaves stray lines ([`Env::strays`]) that nothing classifies: for a
+//! A value with newlines leaves stray lines (`Env::strays`) that nothing classifies: for a
 //! caller who may not read every value they are masked whole (`mask(app, "", line)`).
 //!
 //! Answers are rewritten in place: only the bytes of a hidden value or stray line, inside the
@@ -579,7 +579,7 @@ pub fn needs_current_env(env: &str, protected: &[String]) -> bool {
 /// `current` is the env of the app's newest release (what the CLI read: see
 /// [`Env::from_releases_json`]). A value equal to the mask of the current value of the same key
 /// of the same app becomes that value; a line that is the whole-line mask of a stray line of
-/// the current env ([`Env::strays`], with its `=` when the rack reads it as an entry) becomes that
+/// the current env (`Env::strays`, with its `=` when the rack reads it as an entry) becomes that
 /// line; any other use of `rgw-masked:` is refused; and so is a protected value posted in clear,
 /// and any difference, once restored, between the posted and the current value of a protected
 /// key (added, removed or changed). Lines are kept as posted but for restored ones.

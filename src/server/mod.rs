@@ -86,7 +86,7 @@ pub fn spawn(
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
 /// header timeout) drops that connection only. Without TLS only loopback peers and the
-/// `trusted` proxies are served (see [`serve_with_tls`]).
+/// `trusted` proxies are served (see `serve_with_tls`).
 pub fn spawn_with_tls(
     listener: TcpListener,
     router: Router,
