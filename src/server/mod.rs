@@ -12,7 +12,9 @@ pub mod tls;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +22,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::ServiceExt;
@@ -177,10 +180,6 @@ where
                 _ = stop.changed() => break,
             };
             let trusted_peer = crate::proxy::headers::is_trusted(peer.ip(), &trusted);
-            if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
-                connections.spawn(refuse_plain(stream));
-                continue;
-            }
             // Over its network's share, or the listener's: closed at once, before any byte is
             // read. Trusted proxies, which carry everyone, have no share of their own, but count
             // toward the listener's.
@@ -188,11 +187,20 @@ where
             let Some(held) = open.take(peer.ip(), per_network, cap) else {
                 continue;
             };
-            let _ = stream.set_nodelay(true);
+            // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
+            // until its relay drops the stream, after hyper has finished with the connection.
+            let stream = Counted {
+                io: stream,
+                _held: held,
+            };
+            if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
+                connections.spawn(refuse_plain(stream));
+                continue;
+            }
+            let _ = stream.io.set_nodelay(true);
             let service = service_for(peer);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             connections.spawn(async move {
-                let _held = held;
                 match acceptor {
                     None => serve_one(&builder, TokioIo::new(stream), service, stop).await,
                     Some(acceptor) => {
@@ -283,13 +291,60 @@ impl Drop for Held {
     }
 }
 
+/// A connection's stream and its place on the listener ([`Held`]), given back when the
+/// stream is dropped.
+struct Counted<I> {
+    io: I,
+    _held: Held,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// Whether a plain-HTTP listener serves `peer`: a loopback address or a trusted proxy.
 fn served_in_clear(peer: IpAddr, trusted_peer: bool) -> bool {
     trusted_peer || peer.to_canonical().is_loopback()
 }
 
 /// What a peer that is neither loopback nor a trusted proxy gets from a plain-HTTP listener.
-async fn refuse_plain(mut stream: tokio::net::TcpStream) {
+async fn refuse_plain(mut stream: Counted<tokio::net::TcpStream>) {
     use tokio::io::AsyncWriteExt;
     const BODY: &str = "this gateway serves plain HTTP only to loopback and its trusted proxies; \
                         connect through the proxy, or configure TLS\n";
@@ -411,6 +466,69 @@ mod tests {
             .collect();
         assert_eq!(proxy.len(), 4, "a proxy is not held to one network's share");
         assert!(connection_cap() >= 16 && connection_cap() <= MAX_CONNECTIONS);
+    }
+
+    /// hyper finishes with a connection when it upgrades; the WebSocket relay then owns the
+    /// stream, and the connection's place must stay taken until the relay drops it.
+    #[tokio::test]
+    async fn an_upgraded_connection_keeps_its_place_until_its_stream_is_dropped() {
+        use http_body_util::Empty;
+        use hyper::body::Bytes;
+        let open = Arc::new(OpenConnections::default());
+        let peer: IpAddr = "192.0.2.1".parse().unwrap();
+        let held = open.take(peer, Some(3), 10).unwrap();
+        let (client_io, server_io) = tokio::io::duplex(4096);
+        let server_io = Counted {
+            io: server_io,
+            _held: held,
+        };
+        let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
+        let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
+        let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            let tx = upgraded_tx.clone();
+            async move {
+                let on_upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let (Ok(upgraded), Some(tx)) = (on_upgrade.await, tx.lock().unwrap().take())
+                    {
+                        let _ = tx.send(upgraded);
+                    }
+                });
+                let mut answer = http::Response::new(Empty::<Bytes>::new());
+                *answer.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                answer
+                    .headers_mut()
+                    .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+                answer
+                    .headers_mut()
+                    .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+                Ok::<_, Infallible>(answer)
+            }
+        });
+        let server = tokio::spawn(
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(server_io), service)
+                .with_upgrades(),
+        );
+        let (mut sender, client) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+            .await
+            .unwrap();
+        let client = tokio::spawn(client.with_upgrades());
+        let mut req = http::Request::new(Empty::<Bytes>::new());
+        req.headers_mut()
+            .insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        req.headers_mut()
+            .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        let answer = sender.send_request(req).await.unwrap();
+        assert_eq!(answer.status(), 101);
+        let upgraded = upgraded_rx.await.unwrap();
+        // hyper is done with the connection; the stream lives on in `upgraded`.
+        server.await.unwrap().unwrap();
+        let count = || open.counts.lock().unwrap().total;
+        assert_eq!(count(), 1, "the upgraded stream still holds its place");
+        drop(upgraded);
+        assert_eq!(count(), 0, "dropping the stream gives the place back");
+        drop(client);
     }
 
     #[test]
