@@ -49,6 +49,31 @@ struct Bucket {
     at: Timestamp,
 }
 
+/// Counts taken out of a [`DenialCounter`] to be recorded: [`Due::events`] to append, or
+/// [`DenialCounter::restore`] when the append fails, so no count is lost.
+#[derive(Debug, Default)]
+pub struct Due(Vec<((IpAddr, &'static str), Count)>);
+
+impl Due {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// One `DenialsCounted` per network and reason.
+    pub fn events(&self) -> Vec<Event> {
+        self.0
+            .iter()
+            .map(|((ip, reason), c)| Event::DenialsCounted {
+                ip: ip.to_string(),
+                reason: (*reason).to_owned(),
+                count: c.count,
+                first: c.first,
+                last: c.last,
+            })
+            .collect()
+    }
+}
+
 /// Unauthenticated denials waiting to be recorded as counts.
 #[derive(Debug, Default)]
 pub struct DenialCounter {
@@ -133,24 +158,32 @@ impl DenialCounter {
             });
     }
 
-    /// The counts whose window has closed at `now` (or all of them when `flush`), as events.
-    pub fn drain(&mut self, now: Timestamp, flush: bool) -> Vec<Event> {
+    /// The counts whose window has closed at `now` (or all of them when `flush`), taken out.
+    pub fn drain(&mut self, now: Timestamp, flush: bool) -> Due {
         let due: Vec<(IpAddr, &'static str)> = self
             .open
             .iter()
             .filter(|(_, c)| flush || now.since(c.first) >= WINDOW)
             .map(|(k, _)| *k)
             .collect();
-        due.into_iter()
+        Due(due
+            .into_iter()
             .filter_map(|k| self.open.remove(&k).map(|c| (k, c)))
-            .map(|((ip, reason), c)| Event::DenialsCounted {
-                ip: ip.to_string(),
-                reason: reason.to_owned(),
-                count: c.count,
-                first: c.first,
-                last: c.last,
-            })
-            .collect()
+            .collect())
+    }
+
+    /// Puts back counts whose record could not be appended, merged with what came since.
+    pub fn restore(&mut self, due: Due) {
+        for (key, c) in due.0 {
+            self.open
+                .entry(key)
+                .and_modify(|o| {
+                    o.count += c.count;
+                    o.first = Timestamp(o.first.0.min(c.first.0));
+                    o.last = Timestamp(o.last.0.max(c.last.0));
+                })
+                .or_insert(c);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -180,11 +213,18 @@ impl Flood {
         }
     }
 
-    /// The counts whose window has closed at `now` (all of them when `flush`), as events.
-    pub fn drain(&self, now: Timestamp, flush: bool) -> Vec<Event> {
+    /// The counts whose window has closed at `now` (all of them when `flush`), taken out.
+    pub fn drain(&self, now: Timestamp, flush: bool) -> Due {
         match self.denials.lock() {
             Ok(mut d) => d.drain(now, flush),
-            Err(_) => Vec::new(),
+            Err(_) => Due::default(),
+        }
+    }
+
+    /// Puts back counts whose record could not be appended.
+    pub fn restore(&self, due: Due) {
+        if let Ok(mut d) = self.denials.lock() {
+            d.restore(due);
         }
     }
 }
@@ -250,7 +290,7 @@ mod tests {
         for i in 0..MAX_TRACKED as u32 + 10 {
             d.note(IpAddr::from(i.to_be_bytes()), "missing_credentials", t0);
         }
-        let events = d.drain(t0, true);
+        let events = d.drain(t0, true).events();
         assert_eq!(events.len(), MAX_TRACKED + 1);
         let total: u64 = events
             .iter()
@@ -276,7 +316,7 @@ mod tests {
         }
         d.note(ip, "malformed_token", t0);
         assert!(d.drain(Timestamp(t0.0 + 59 * SEC), false).is_empty());
-        let events = d.drain(Timestamp(t0.0 + 60 * SEC), false);
+        let events = d.drain(Timestamp(t0.0 + 60 * SEC), false).events();
         assert_eq!(events.len(), 2);
         assert!(events.iter().any(|e| matches!(
             e,
@@ -284,5 +324,30 @@ mod tests {
                 if reason == "missing_credentials" && *first == t0 && last.0 == t0.0 + 999
         )));
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn counts_whose_record_failed_are_put_back_and_merged() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut d = DenialCounter::default();
+        let t0 = Timestamp(5_000 * SEC);
+        for i in 0..3 {
+            d.note(ip, "missing_credentials", Timestamp(t0.0 + i));
+        }
+        let failed = d.drain(t0, true);
+        assert!(d.is_empty());
+        // Two more come while the append fails; then the failed ones are put back.
+        d.note(ip, "missing_credentials", Timestamp(t0.0 + 10));
+        d.note(ip, "missing_credentials", Timestamp(t0.0 + 11));
+        d.restore(failed);
+        let events = d.drain(t0, true).events();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::DenialsCounted { count: 5, first, last, .. }]
+                    if *first == t0 && last.0 == t0.0 + 11
+            ),
+            "{events:?}"
+        );
     }
 }

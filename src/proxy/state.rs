@@ -136,9 +136,9 @@ impl ProxyState {
     /// Appends the coalesced denials whose minute is over (all of them when `flush`).
     pub async fn flush_denials(&self, flush: bool) {
         let due = self.flood.drain(Clock.now(), flush);
-        if !due.is_empty() {
-            // A failed append leaves these uncounted in the log; the store reports why.
-            let _ = self.store.append(due).await;
+        if !due.is_empty() && self.store.append(due.events()).await.is_err() {
+            // Put back, to be recorded with the next counts; the store reports why it failed.
+            self.flood.restore(due);
         }
     }
 }
