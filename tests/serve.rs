@@ -122,6 +122,19 @@ async fn https_call(
     token: &str,
     form: Option<&str>,
 ) -> (u16, String) {
+    https_call_with(addr, cert, method, target, token, form, "").await
+}
+
+/// As [`https_call`], with `headers` (each line ending in `\r\n`) added to the request.
+async fn https_call_with(
+    addr: SocketAddr,
+    cert: &Path,
+    method: &str,
+    target: &str,
+    token: &str,
+    form: Option<&str>,
+    headers: &str,
+) -> (u16, String) {
     let mut tls = tls_connect(addr, cert).await;
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"));
@@ -134,7 +147,7 @@ async fn https_call(
         None => "Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n".to_owned(),
     };
     let req = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n{body}"
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\n{headers}{body}"
     );
     tls.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
@@ -380,7 +393,30 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
     let (status, body) = post("parent-release=RSEED".into()).await;
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("parent-release"), "{body}");
+    // Posted in clear, even unchanged: a refusal, or each post would test a guess.
+    let (status, body) = post("env=FOO%3Dbar%0ASECRET_TOKEN%3Ds3cr3t".into()).await;
+    assert_eq!(status, 403, "{body}");
     assert_eq!(posts(), before, "no refused release reached the rack");
+    // Nor may a one-off process run with another value of it.
+    let (status, body) = https_call_with(
+        gateway.proxy,
+        &ca,
+        "POST",
+        "/apps/x/services/web/processes?",
+        &token,
+        None,
+        "Command: sh\r\nEnvironment: SECRET_TOKEN=guess\r\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("SECRET_TOKEN"), "{body}");
+    assert!(
+        !rack
+            .received()
+            .iter()
+            .any(|r| r.target.contains("/processes")),
+        "the run reached the rack"
+    );
 
     // The env as read, with one plain value changed: the mask is restored to the real value.
     let (status, body) = post(format!(
@@ -401,7 +437,15 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
     drop(gateway);
 
     let reasons: Vec<String> = denied(&data).into_iter().map(|(r, _)| r).collect();
-    assert_eq!(reasons, ["protected_env_change", "protected_env_fork"]);
+    assert_eq!(
+        reasons,
+        [
+            "protected_env_change",
+            "protected_env_fork",
+            "protected_env_change",
+            "protected_env_change"
+        ]
+    );
     assert!(!format!("{:?}", logged(&data)).contains("s3cr3t"));
 }
 

@@ -508,6 +508,29 @@ async fn pipeline(
             ),
         });
     }
+    if matched.rule().name == "process.run"
+        && let Some(key) = params
+            .get("Environment")
+            .and_then(|env| mask::protected_in_run_env(&env, &protected).map(str::to_owned))
+    {
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "protected_env_change",
+            Some(permitted.permission().as_str().to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "protected_env_change",
+            what: format!(
+                "{key} is a protected variable of {app}: a process cannot be run with another \
+                 value of it through the gateway"
+            ),
+        });
+    }
     let mut params = params;
     let mut recorded_params = recorded_params;
     let mut restored_any = false;

@@ -670,6 +670,24 @@ pub fn restore_env_param(
     Ok(out)
 }
 
+/// The protected key a one-off process's `Environment` would set, if any: the option is a
+/// urlencoded map (spec §3.5) that the rack lays over the release's env for that process, so a
+/// protected value could be swapped for a process that runs with the app's credentials. Keys
+/// are read as Go's `url.ParseQuery` reads them (`+` a space, `%XX` decoded), and a key that
+/// does not decode is compared as sent.
+pub fn protected_in_run_env<'a>(environment: &str, protected: &'a [String]) -> Option<&'a str> {
+    environment
+        .split('&')
+        .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
+        .map(|key| {
+            let spaced = key.replace('+', " ");
+            percent_encoding::percent_decode_str(&spaced)
+                .decode_utf8()
+                .map_or(spaced.clone(), |k| k.into_owned())
+        })
+        .find_map(|key| protected.iter().find(|p| **p == key).map(String::as_str))
+}
+
 /// A form body with the `env` parameter replaced: the form parameters of `params` (the
 /// canonical ones of the request), urlencoded. The proxy canonicalizes it again before
 /// forwarding, so what is recorded is what is forwarded.

@@ -504,6 +504,25 @@ fn every_line_of_a_multi_line_value_is_masked() {
 }
 
 #[test]
+fn a_run_may_not_set_a_protected_key() {
+    let protected = ["DATABASE_URL".to_owned()];
+    for (environment, want) in [
+        ("DATABASE_URL=postgres://elsewhere", Some("DATABASE_URL")),
+        ("A=1&DATABASE%5FURL=x", Some("DATABASE_URL")),
+        ("DATABASE_URL", Some("DATABASE_URL")),
+        ("A=1&B=DATABASE_URL", None),
+        ("DATABASE_URLS=x", None),
+        ("", None),
+    ] {
+        assert_eq!(
+            protected_in_run_env(environment, &protected),
+            want,
+            "{environment}"
+        );
+    }
+}
+
+#[test]
 fn lines_masked_whole_come_back_as_they_were() {
     let env = "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\n-----END X-----\nZ=2";
     let current = Env::parse(env);
