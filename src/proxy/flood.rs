@@ -174,7 +174,11 @@ impl DenialCounter {
 
     /// Puts back counts whose record could not be appended, merged with what came since.
     pub fn restore(&mut self, due: Due) {
-        for (key, c) in due.0 {
+        for (mut key, c) in due.0 {
+            // Bounded as `note` is: newcomers beyond the limit are counted under `::`.
+            if self.open.len() >= MAX_TRACKED && !self.open.contains_key(&key) {
+                key.0 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+            }
             self.open
                 .entry(key)
                 .and_modify(|o| {
@@ -349,5 +353,18 @@ mod tests {
             ),
             "{events:?}"
         );
+        // Put back into a full counter, a newcomer is counted under `::`, as `note` does.
+        d.note(ip, "missing_credentials", t0);
+        let failed = d.drain(t0, true);
+        for i in 0..MAX_TRACKED as u32 {
+            d.note(IpAddr::from(i.to_be_bytes()), "missing_credentials", t0);
+        }
+        d.restore(failed);
+        let events = d.drain(t0, true).events();
+        assert_eq!(events.len(), MAX_TRACKED + 1);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::DenialsCounted { ip, count: 1, .. } if ip == "::"
+        )));
     }
 }

@@ -1299,6 +1299,7 @@ async fn lookup(
         .await
         .map_err(|_| fail(502, unreachable))?;
     let status = response.status();
+    pending.answered(status.as_u16());
     if response.headers().contains_key(header::CONTENT_ENCODING) {
         return Err(fail(status.as_u16(), Some(ANSWER_ENCODED)));
     }

@@ -256,34 +256,25 @@ impl Env {
         self.entries().collect()
     }
 
-    /// The lines shown (and restored) only whole when anything of the env is hidden: the
-    /// lines of a multi-line value after its first. Nothing marks them, so they are judged by
-    /// form: a line that sets nothing; an entry whose key cannot name a variable
-    /// ([`is_env_name`]); and an entry right after a line that sets nothing whose value is only
-    /// `=` (the last, padded line of a base64 body, which reads as a key made of its bytes).
+    /// The lines shown (and restored) only whole to a caller who may not read every value:
+    /// the lines of a multi-line value after its first. Nothing marks them, so they are judged
+    /// by form alone, wherever they stand: a line that sets nothing, and an entry that is a
+    /// piece of a value ([`is_stray_entry`]).
     fn strays(&self) -> Vec<Stray> {
-        let mut lines: Vec<(Range<usize>, Option<&Entry>)> = self
+        let mut out: Vec<Stray> = self
             .entries
             .iter()
-            .map(|e| (e.key.start..e.value.end, Some(e)))
-            .chain(self.others.iter().map(|r| (r.clone(), None)))
+            .filter(|e| is_stray_entry(self.key(e), self.value(e)))
+            .map(|e| Stray {
+                line: e.key.start..e.value.end,
+                sets: true,
+            })
+            .chain(self.others.iter().map(|r| Stray {
+                line: r.clone(),
+                sets: false,
+            }))
             .collect();
-        lines.sort_by_key(|(r, _)| r.start);
-        let mut out = Vec::new();
-        let mut after_stray = false;
-        for (line, entry) in lines {
-            let stray = entry.is_none_or(|e| {
-                !is_env_name(self.key(e))
-                    || (after_stray && self.value(e).bytes().all(|b| b == b'='))
-            });
-            if stray {
-                out.push(Stray {
-                    line,
-                    sets: entry.is_some(),
-                });
-            }
-            after_stray = entry.is_none();
-        }
+        out.sort_by_key(|s| s.line.start);
         out
     }
 
@@ -423,53 +414,66 @@ pub fn mask_value(
     key: &str,
     value: &str,
 ) -> Result<String, MaskError> {
-    let tag = mac(audit, app, key, value)?.finalize().into_bytes();
-    let shown: Vec<u8> = tag.iter().copied().take(MASK_TAG_BYTES).collect();
-    Ok(format!("{MASK_PREFIX}{}", hex::encode(shown)))
-}
-
-/// Whether `posted` is exactly the mask of `value` of `key` in `app` (compared in constant
-/// time).
-fn mask_matches(audit: &AuditKey, app: &str, key: &str, value: &str, posted: &str) -> bool {
-    let Some(hex_tag) = posted.strip_prefix(MASK_PREFIX) else {
-        return false;
-    };
-    let lower_hex = hex_tag
-        .bytes()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-    if hex_tag.len() != 2 * MASK_TAG_BYTES || !lower_hex {
-        return false;
-    }
-    let Ok(tag) = hex::decode(hex_tag) else {
-        return false;
-    };
-    mac(audit, app, key, value).is_ok_and(|m| m.verify_truncated_left(&tag).is_ok())
+    MaskKey::derive(audit)?.mask(app, key, value)
 }
 
 /// What the mask key is derived under (`HMAC(audit key, label)`).
 const MASK_KEY_LABEL: &[u8] = b"rack-gateway env mask key v1";
 
-fn mac(
-    audit: &AuditKey,
-    app: &str,
-    key: &str,
-    value: &str,
-) -> Result<hmac::Hmac<sha2::Sha256>, MaskError> {
-    // A key of its own, derived from the audit key: a recorded parameter is
-    // `HMAC(audit, value)` for any value a caller sends, so a mask under the audit key itself
-    // would let whoever reads the log test a guess by sending `app\0key\0guess`.
-    let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
-        .map_err(|_| MaskError::Key)?;
-    derive.update(MASK_KEY_LABEL);
-    let mut m =
-        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&derive.finalize().into_bytes())
+/// The key masks are made under, derived once per answer or post.
+struct MaskKey([u8; 32]);
+
+impl MaskKey {
+    fn derive(audit: &AuditKey) -> Result<MaskKey, MaskError> {
+        // A key of its own, derived from the audit key: a recorded parameter is
+        // `HMAC(audit, value)` for any value a caller sends, so a mask under the audit key
+        // itself would let whoever reads the log test a guess by sending `app\0key\0guess`.
+        let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
             .map_err(|_| MaskError::Key)?;
-    m.update(app.as_bytes());
-    m.update(&[0]);
-    m.update(key.as_bytes());
-    m.update(&[0]);
-    m.update(value.as_bytes());
-    Ok(m)
+        derive.update(MASK_KEY_LABEL);
+        Ok(MaskKey(derive.finalize().into_bytes().into()))
+    }
+
+    fn mac(
+        &self,
+        app: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<hmac::Hmac<sha2::Sha256>, MaskError> {
+        let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0)
+            .map_err(|_| MaskError::Key)?;
+        m.update(app.as_bytes());
+        m.update(&[0]);
+        m.update(key.as_bytes());
+        m.update(&[0]);
+        m.update(value.as_bytes());
+        Ok(m)
+    }
+
+    fn mask(&self, app: &str, key: &str, value: &str) -> Result<String, MaskError> {
+        let tag = self.mac(app, key, value)?.finalize().into_bytes();
+        let shown: Vec<u8> = tag.iter().copied().take(MASK_TAG_BYTES).collect();
+        Ok(format!("{MASK_PREFIX}{}", hex::encode(shown)))
+    }
+
+    /// Whether `posted` is exactly the mask of `value` of `key` in `app` (compared in constant
+    /// time).
+    fn matches(&self, app: &str, key: &str, value: &str, posted: &str) -> bool {
+        let Some(hex_tag) = posted.strip_prefix(MASK_PREFIX) else {
+            return false;
+        };
+        let lower_hex = hex_tag
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex_tag.len() != 2 * MASK_TAG_BYTES || !lower_hex {
+            return false;
+        }
+        let Ok(tag) = hex::decode(hex_tag) else {
+            return false;
+        };
+        self.mac(app, key, value)
+            .is_ok_and(|m| m.verify_truncated_left(&tag).is_ok())
+    }
 }
 
 /// Masks the env of a release answer (`GET …/releases`, `GET …/releases/{id}`,
@@ -488,13 +492,14 @@ pub fn mask_release_json(
     audit: &AuditKey,
     protected: &[String],
 ) -> Result<Vec<u8>, MaskError> {
+    let masks = MaskKey::derive(audit)?;
     rewrite_string_fields(body, "env", &mut |env| {
         let parsed = Env::parse(env);
         let mut edits = Vec::new();
         for e in &parsed.entries {
             let (key, value) = (parsed.key(e), parsed.value(e));
             if protected.iter().any(|p| p == key) || who.hides(key, value) {
-                edits.push((e.value.clone(), mask_value(audit, app, key, value)?));
+                edits.push((e.value.clone(), masks.mask(app, key, value)?));
             }
         }
         // A caller who may not read every value cannot be shown a line nothing classifies.
@@ -512,7 +517,7 @@ pub fn mask_release_json(
                 .any(|s| s.line.start <= r.start && r.end <= s.line.end)
         });
         for stray in strays {
-            let mut shown = mask_value(audit, app, "", parsed.line(&stray.line))?;
+            let mut shown = masks.mask(app, "", parsed.line(&stray.line))?;
             if stray.sets {
                 shown.push('=');
             }
@@ -522,12 +527,22 @@ pub fn mask_release_json(
     })
 }
 
-/// Whether `key` can name an environment variable of a process (Kubernetes' classic rule,
-/// `[-._a-zA-Z][-._a-zA-Z0-9]*`): anything else in an env is a stray line of a value.
-fn is_env_name(key: &str) -> bool {
-    let mut bytes = key.bytes();
-    let part = |b: u8| b.is_ascii_alphabetic() || matches!(b, b'-' | b'.' | b'_');
-    bytes.next().is_some_and(part) && bytes.all(|b| part(b) || b.is_ascii_digit())
+/// Whether an entry the rack reads is really a piece of a value: its key cannot name a variable
+/// as people name them (`[-._a-zA-Z0-9]+`; a JSON or YAML line, a base64 line with `+` or `/`),
+/// or the line is the last, padded line of a base64 body (`…==` reads as a key made of its
+/// bytes and the value `=`: base64 characters whose length with the padding is a multiple of 4).
+fn is_stray_entry(key: &str, value: &str) -> bool {
+    let name = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let base64_tail = value.len() <= 1
+        && value.bytes().all(|b| b == b'=')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
+        && (key.len() + 1 + value.len()).is_multiple_of(4);
+    !name || base64_tail
 }
 
 /// Removes the credentials from the `repository` URL of a build answer (a build or a list of
@@ -595,14 +610,19 @@ pub fn restore_env_param(
     protected: &[String],
 ) -> Result<String, MaskError> {
     let posted = Env::parse(env);
-    // A line shown masked whole stands for that line of the current env, exactly.
-    let strays = current.strays();
-    let whole = |shown: &str| {
-        strays
-            .iter()
-            .map(|s| current.line(&s.line))
-            .find(|line| mask_matches(audit, app, "", line, shown))
-    };
+    let masks = MaskKey::derive(audit)?;
+    // A line shown masked whole stands for that stray line of the current env, exactly, and
+    // in the form it was shown: with its `=` when the rack reads it as an entry, else bare.
+    // One mask per current stray line, looked up (the caller has read every one of them).
+    let mut whole_lines: std::collections::HashMap<(String, bool), &str> =
+        std::collections::HashMap::new();
+    if env.contains(MASK_PREFIX) {
+        for stray in current.strays() {
+            let line = current.line(&stray.line);
+            whole_lines.insert((masks.mask(app, "", line)?, stray.sets), line);
+        }
+    }
+    let whole = |shown: &str, sets: bool| whole_lines.get(&(shown.to_owned(), sets)).copied();
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
@@ -612,7 +632,7 @@ pub fn restore_env_param(
         let (key, value) = (posted.key(e), posted.value(e));
         if key.contains(MASK_PREFIX) {
             // `<mask>=`: an entry of the current env shown whole.
-            let line = whole(key)
+            let line = whole(key, true)
                 .filter(|_| value.is_empty())
                 .ok_or_else(misused_line)?;
             splices.push((e.key.start..e.value.end, line));
@@ -633,7 +653,7 @@ pub fn restore_env_param(
         let value = if value.contains(MASK_PREFIX) {
             let real = current
                 .get(key)
-                .filter(|real| mask_matches(audit, app, key, real, value))
+                .filter(|real| masks.matches(app, key, real, value))
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;
@@ -649,7 +669,7 @@ pub fn restore_env_param(
         if text.contains(MASK_PREFIX) {
             // A line that sets nothing, shown whole (`convox releases rollback` posts an
             // earlier release's env back as it read it).
-            let line = whole(text).ok_or_else(misused_line)?;
+            let line = whole(text, false).ok_or_else(misused_line)?;
             splices.push((r.clone(), line));
         }
     }

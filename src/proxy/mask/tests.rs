@@ -468,32 +468,37 @@ fn every_line_of_a_multi_line_value_is_masked() {
         let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(out["env"], want.as_str(), "{who:?} {protected:?}");
     }
-    // A padded last line made only of letters still reads as a stray after another one, and a
+    // A padded last line made only of letters is a stray line wherever it stands (right after
+    // its entry, for a two-line value); a name may start with a digit; and a
     // line nothing classifies as secret is masked for a caller who may not read secrets, even
     // when nothing else is hidden; an empty value right after an ordinary entry is an entry.
-    let env =
-        "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\nB=\nSMTP=host: smtp.x\npassword: hunter2\n";
+    let env = "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\nB=\nSMTP=host: smtp.x\n\
+               password: hunter2\nS=bjpvcGVu\nAbCdEf==\n9LIVES=x\n";
     let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
     for (who, protected, want) in [
         (
             Visibility::NonSecret,
             &[][..],
             format!(
-                "A=1\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\n",
+                "A=1\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\nS=bjpvcGVu\n{}=\n\
+                 9LIVES=x\n",
                 whole("MIIEowIB"),
                 whole("AkAFmx=="),
                 whole("password: hunter2"),
+                whole("AbCdEf=="),
             ),
         ),
         (
             Visibility::All,
             &["A".to_owned()][..],
             format!(
-                "A={}\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\n",
+                "A={}\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\nS=bjpvcGVu\n{}=\n\
+                 9LIVES=x\n",
                 m("A", "1"),
                 whole("MIIEowIB"),
                 whole("AkAFmx=="),
                 whole("password: hunter2"),
+                whole("AbCdEf=="),
             ),
         ),
     ] {
@@ -539,11 +544,19 @@ fn lines_masked_whole_come_back_as_they_were() {
     lines.push("B=3".into());
     let restored = restore_env_param(&lines.join("\n"), "x", &current, &audit(), &[]).unwrap();
     assert_eq!(restored, "A=1\nK=-----BEGIN X-----\nAkAFmx==\nZ=2\nB=3");
-    // A line's mask stands for that line only: with a value after its `=`, or for a line the
-    // current env does not hold, it is refused.
+    // Wherever a restored line lands, it is still shown whole: strays are judged by form.
+    let body = serde_json::json!({ "id": "R2", "env": restored }).to_string();
+    let again =
+        mask_release_json(body.as_bytes(), "x", Visibility::NonSecret, &audit(), &[]).unwrap();
+    let again = String::from_utf8(again).unwrap();
+    assert!(!again.contains("AkAFmx"), "{again}");
+    // A line's mask stands for that line only, in the form it was shown: with a value after
+    // its `=`, without the `=` it was shown with, or for a line the current env does not hold,
+    // it is refused.
     let stray = mask("x", "", "AkAFmx==");
     for posted in [
         format!("A=1\n{stray}=x"),
+        format!("A=1\n{stray}"),
         format!("A=1\n{}", mask("x", "", "gone")),
     ] {
         let got = restore_env_param(&posted, "x", &current, &audit(), &[]).map_err(|e| e.kind());
