@@ -498,6 +498,10 @@ pub fn mask_release_json(
         let mut edits = Vec::new();
         for e in &parsed.entries {
             let (key, value) = (parsed.key(e), parsed.value(e));
+            // A stray line's value goes with its line (below), never on its own.
+            if is_stray_entry(key, value) {
+                continue;
+            }
             if protected.iter().any(|p| p == key) || who.hides(key, value) {
                 edits.push((e.value.clone(), masks.mask(app, key, value)?));
             }
@@ -510,13 +514,7 @@ pub fn mask_release_json(
         // first line is the entry, the rest are lines the rack ignores or reads as keys made
         // of the value's bytes. Each is masked whole, its key too; one the rack reads as an
         // entry keeps an `=`, so `env set` posts it back and the gateway restores it.
-        let strays = parsed.strays();
-        edits.retain(|(r, _)| {
-            !strays
-                .iter()
-                .any(|s| s.line.start <= r.start && r.end <= s.line.end)
-        });
-        for stray in strays {
+        for stray in parsed.strays() {
             let mut shown = masks.mask(app, "", parsed.line(&stray.line))?;
             if stray.sets {
                 shown.push('=');
@@ -529,19 +527,29 @@ pub fn mask_release_json(
 
 /// Whether an entry the rack reads is really a piece of a value: its key cannot name a variable
 /// as people name them (`[-._a-zA-Z0-9]+`; a JSON or YAML line, a base64 line with `+` or `/`),
-/// or the line is the last, padded line of a base64 body (`…==` reads as a key made of its
-/// bytes and the value `=`: base64 characters whose length with the padding is a multiple of 4).
+/// or the line is the last, padded line of a base64 body (`…=` or `…==` reads as a key made of
+/// its bytes and the value `` or `=`) and its key is not written as names are (one case,
+/// digits and `_`), which base64 of any length almost never is. Wrapping widths vary (PEM 64,
+/// OpenSSH 70, MIME 76), so the line's length says nothing.
 fn is_stray_entry(key: &str, value: &str) -> bool {
     let name = !key.is_empty()
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let conventional = |upper: bool| {
+        key.bytes().all(|b| {
+            b.is_ascii_digit()
+                || b == b'_'
+                || (b.is_ascii_alphabetic() && b.is_ascii_uppercase() == upper)
+        })
+    };
     let base64_tail = value.len() <= 1
         && value.bytes().all(|b| b == b'=')
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
-        && (key.len() + 1 + value.len()).is_multiple_of(4);
+        && !conventional(true)
+        && !conventional(false);
     !name || base64_tail
 }
 
@@ -623,6 +631,8 @@ pub fn restore_env_param(
         }
     }
     let whole = |shown: &str, sets: bool| whole_lines.get(&(shown.to_owned(), sets)).copied();
+    // The current value of each key, looked up once (the rack's last-wins).
+    let current_values = current.to_map();
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
@@ -651,8 +661,9 @@ pub fn restore_env_param(
             });
         }
         let value = if value.contains(MASK_PREFIX) {
-            let real = current
+            let real = current_values
                 .get(key)
+                .copied()
                 .filter(|real| masks.matches(app, key, real, value))
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
@@ -683,7 +694,7 @@ pub fn restore_env_param(
     }
     out.push_str(env.get(copied..).unwrap_or_default());
     for key in protected {
-        if effective.get(key.as_str()).copied() != current.get(key) {
+        if effective.get(key.as_str()) != current_values.get(key.as_str()) {
             return Err(MaskError::ProtectedChange { key: key.clone() });
         }
     }
@@ -696,8 +707,9 @@ pub fn restore_env_param(
 /// are read as Go's `url.ParseQuery` reads them (`+` a space, `%XX` decoded), and a key that
 /// does not decode is compared as sent.
 pub fn protected_in_run_env<'a>(environment: &str, protected: &'a [String]) -> Option<&'a str> {
+    // `;` too: Go before 1.17 split pairs on it, and a rack built with it would.
     environment
-        .split('&')
+        .split(['&', ';'])
         .map(|pair| pair.split_once('=').map_or(pair, |(k, _)| k))
         .map(|key| {
             let spaced = key.replace('+', " ");

@@ -469,11 +469,13 @@ fn every_line_of_a_multi_line_value_is_masked() {
         assert_eq!(out["env"], want.as_str(), "{who:?} {protected:?}");
     }
     // A padded last line made only of letters is a stray line wherever it stands (right after
-    // its entry, for a two-line value); a name may start with a digit; and a
+    // its entry, for a two-line value) and whatever its length (OpenSSH wraps at 70); a name may
+    // start with a digit; an empty variable named as names are (`FOO=`) is an entry; and a
     // line nothing classifies as secret is masked for a caller who may not read secrets, even
     // when nothing else is hidden; an empty value right after an ordinary entry is an entry.
     let env = "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\nB=\nSMTP=host: smtp.x\n\
-               password: hunter2\nS=bjpvcGVu\nAbCdEf==\n9LIVES=x\n";
+               password: hunter2\nS=bjpvcGVu\nAbCdEf==\n9LIVES=x\nT=x\n\
+               wFIMcjQ5fiWeNa7wAAAAhvcHNAcHJvZA==\nFOO=\nAPI=\n";
     let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
     for (who, protected, want) in [
         (
@@ -481,11 +483,12 @@ fn every_line_of_a_multi_line_value_is_masked() {
             &[][..],
             format!(
                 "A=1\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\nS=bjpvcGVu\n{}=\n\
-                 9LIVES=x\n",
+                 9LIVES=x\nT=x\n{}=\nFOO=\nAPI=\n",
                 whole("MIIEowIB"),
                 whole("AkAFmx=="),
                 whole("password: hunter2"),
                 whole("AbCdEf=="),
+                whole("wFIMcjQ5fiWeNa7wAAAAhvcHNAcHJvZA=="),
             ),
         ),
         (
@@ -493,12 +496,13 @@ fn every_line_of_a_multi_line_value_is_masked() {
             &["A".to_owned()][..],
             format!(
                 "A={}\nK=-----BEGIN X-----\n{}\n{}=\nB=\nSMTP=host: smtp.x\n{}\nS=bjpvcGVu\n{}=\n\
-                 9LIVES=x\n",
+                 9LIVES=x\nT=x\n{}=\nFOO=\nAPI=\n",
                 m("A", "1"),
                 whole("MIIEowIB"),
                 whole("AkAFmx=="),
                 whole("password: hunter2"),
                 whole("AbCdEf=="),
+                whole("wFIMcjQ5fiWeNa7wAAAAhvcHNAcHJvZA=="),
             ),
         ),
     ] {
@@ -516,6 +520,7 @@ fn a_run_may_not_set_a_protected_key() {
         ("A=1&DATABASE%5FURL=x", Some("DATABASE_URL")),
         ("DATABASE_URL", Some("DATABASE_URL")),
         ("A=1&B=DATABASE_URL", None),
+        ("A=1;DATABASE_URL=x", Some("DATABASE_URL")),
         ("DATABASE_URLS=x", None),
         ("", None),
     ] {
