@@ -25,9 +25,11 @@ use super::permissions::Perm;
 /// `viewer`: reads what a rack `r` credential reads, except answers that carry credentials.
 ///
 /// Viewers see apps, services, processes, builds, releases (env values masked, because they lack
-/// `convox:env:read`), logs, instances, certificates (public parts only) and rack status. Logs,
-/// manifests and diagnostics can contain secrets by accident; the spec lists them as secret-bearing
-/// but not as credentials, and the Go gateway gave viewers `log:read`, so viewers keep them.
+/// `convox:env:read`), logs, instances, certificates (public parts only) and rack status. Logs
+/// and diagnostics can contain secrets by accident; the spec lists them as secret-bearing but
+/// not as credentials, and the Go gateway gave viewers `log:read`, so viewers keep them. A
+/// manifest service, into which the rack interpolates env values, is not theirs
+/// (`convox:secret:read`).
 pub const VIEWER: &[Perm] = &[
     Perm::AuthCheck,
     Perm::AppRead,
