@@ -509,6 +509,30 @@ async fn pipeline(
         });
     }
     if matched.rule().name == "process.run"
+        && params.get("Release").is_some()
+        && !protected.is_empty()
+    {
+        // Another release's env holds its own protected values, which the gateway cannot see
+        // without a lookup of that release.
+        record_denial(
+            state,
+            &caller,
+            &method,
+            path.as_str(),
+            "protected_env_release",
+            Some(permitted.permission().as_str().to_owned()),
+            &recorded_params,
+        )
+        .await?;
+        return Err(ProxyError::Forbidden {
+            kind: "protected_env_release",
+            what: format!(
+                "{app} has protected variables, and another release's would come with it: run \
+                 the current release (leave out --release)"
+            ),
+        });
+    }
+    if matched.rule().name == "process.run"
         && let Some(key) = params
             .get("Environment")
             .and_then(|env| mask::protected_in_run_env(&env, &protected).map(str::to_owned))
