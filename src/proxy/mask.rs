@@ -261,20 +261,30 @@ impl Env {
     /// by form alone, wherever they stand: a line that sets nothing, and an entry that is a
     /// piece of a value ([`is_stray_entry`]).
     fn strays(&self) -> Vec<Stray> {
-        let mut out: Vec<Stray> = self
+        let mut lines: Vec<(Range<usize>, Option<&Entry>)> = self
             .entries
             .iter()
-            .filter(|e| is_stray_entry(self.key(e), self.value(e)))
-            .map(|e| Stray {
-                line: e.key.start..e.value.end,
-                sets: true,
-            })
-            .chain(self.others.iter().map(|r| Stray {
-                line: r.clone(),
-                sets: false,
-            }))
+            .map(|e| (e.key.start..e.value.end, Some(e)))
+            .chain(self.others.iter().map(|r| (r.clone(), None)))
             .collect();
-        out.sort_by_key(|s| s.line.start);
+        lines.sort_by_key(|(r, _)| r.start);
+        let mut out = Vec::new();
+        let mut after_nothing = false;
+        for (line, entry) in lines {
+            // A short padded tail in one case (`QQ==`) is told apart by what precedes it: the
+            // body's last full line, which sets nothing.
+            let stray = entry.is_none_or(|e| {
+                let (key, value) = (self.key(e), self.value(e));
+                is_stray_entry(key, value) || (after_nothing && is_base64_tail(key, value))
+            });
+            if stray {
+                out.push(Stray {
+                    line,
+                    sets: entry.is_some(),
+                });
+            }
+            after_nothing = entry.is_none();
+        }
         out
     }
 
@@ -455,25 +465,6 @@ impl MaskKey {
         let shown: Vec<u8> = tag.iter().copied().take(MASK_TAG_BYTES).collect();
         Ok(format!("{MASK_PREFIX}{}", hex::encode(shown)))
     }
-
-    /// Whether `posted` is exactly the mask of `value` of `key` in `app` (compared in constant
-    /// time).
-    fn matches(&self, app: &str, key: &str, value: &str, posted: &str) -> bool {
-        let Some(hex_tag) = posted.strip_prefix(MASK_PREFIX) else {
-            return false;
-        };
-        let lower_hex = hex_tag
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if hex_tag.len() != 2 * MASK_TAG_BYTES || !lower_hex {
-            return false;
-        }
-        let Ok(tag) = hex::decode(hex_tag) else {
-            return false;
-        };
-        self.mac(app, key, value)
-            .is_ok_and(|m| m.verify_truncated_left(&tag).is_ok())
-    }
 }
 
 /// Masks the env of a release answer (`GET …/releases`, `GET …/releases/{id}`,
@@ -495,26 +486,32 @@ pub fn mask_release_json(
     let masks = MaskKey::derive(audit)?;
     rewrite_string_fields(body, "env", &mut |env| {
         let parsed = Env::parse(env);
+        let strays = parsed.strays();
+        let stray_starts: std::collections::HashSet<usize> =
+            strays.iter().map(|s| s.line.start).collect();
         let mut edits = Vec::new();
+        let mut hidden_stray = false;
         for e in &parsed.entries {
             let (key, value) = (parsed.key(e), parsed.value(e));
+            let hidden = protected.iter().any(|p| p == key) || who.hides(key, value);
             // A stray line's value goes with its line (below), never on its own.
-            if is_stray_entry(key, value) {
+            if stray_starts.contains(&e.key.start) {
+                hidden_stray |= hidden;
                 continue;
             }
-            if protected.iter().any(|p| p == key) || who.hides(key, value) {
+            if hidden {
                 edits.push((e.value.clone(), masks.mask(app, key, value)?));
             }
         }
         // A caller who may not read every value cannot be shown a line nothing classifies.
-        if edits.is_empty() && who == Visibility::All {
+        if edits.is_empty() && !hidden_stray && who == Visibility::All {
             return Ok(edits);
         }
         // A value with newlines (`convox env set K="$(cat key.pem)"`) is stored as posted: its
         // first line is the entry, the rest are lines the rack ignores or reads as keys made
         // of the value's bytes. Each is masked whole, its key too; one the rack reads as an
         // entry keeps an `=`, so `env set` posts it back and the gateway restores it.
-        for stray in parsed.strays() {
+        for stray in strays {
             let mut shown = masks.mask(app, "", parsed.line(&stray.line))?;
             if stray.sets {
                 shown.push('=');
@@ -523,6 +520,15 @@ pub fn mask_release_json(
         }
         Ok(edits)
     })
+}
+
+/// Whether `a` and `b` are the same bytes, in time that depends on their lengths only.
+fn same_bytes(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// Whether an entry the rack reads is really a piece of a value: its key cannot name a variable
@@ -543,14 +549,18 @@ fn is_stray_entry(key: &str, value: &str) -> bool {
                 || (b.is_ascii_alphabetic() && b.is_ascii_uppercase() == upper)
         })
     };
-    let base64_tail = value.len() <= 1
+    !name || (is_base64_tail(key, value) && !conventional(true) && !conventional(false))
+}
+
+/// Whether an entry could be the last, padded line of a base64 body: base64 characters, then
+/// one or two `=` (the entry's own and its value's).
+fn is_base64_tail(key: &str, value: &str) -> bool {
+    !key.is_empty()
+        && value.len() <= 1
         && value.bytes().all(|b| b == b'=')
         && key
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/'))
-        && !conventional(true)
-        && !conventional(false);
-    !name || base64_tail
 }
 
 /// Removes the credentials from the `repository` URL of a build answer (a build or a list of
@@ -631,8 +641,10 @@ pub fn restore_env_param(
         }
     }
     let whole = |shown: &str, sets: bool| whole_lines.get(&(shown.to_owned(), sets)).copied();
-    // The current value of each key, looked up once (the rack's last-wins).
+    // The current value of each key, looked up once (the rack's last-wins), and its mask, made
+    // once per key however many times it is posted.
     let current_values = current.to_map();
+    let mut expected: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
@@ -661,10 +673,17 @@ pub fn restore_env_param(
             });
         }
         let value = if value.contains(MASK_PREFIX) {
-            let real = current_values
-                .get(key)
-                .copied()
-                .filter(|real| masks.matches(app, key, real, value))
+            let real = current_values.get(key).copied();
+            let shown = match (real, expected.get(key)) {
+                (Some(_), Some(shown)) => Some(shown.as_str()),
+                (Some(real), None) => {
+                    let shown = masks.mask(app, key, real)?;
+                    Some(expected.entry(key).or_insert(shown).as_str())
+                }
+                (None, _) => None,
+            };
+            let real = real
+                .filter(|_| shown.is_some_and(|shown| same_bytes(shown, value)))
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;

@@ -533,6 +533,50 @@ fn a_run_may_not_set_a_protected_key() {
 }
 
 #[test]
+fn a_short_tail_and_a_protected_key_shaped_like_one_are_masked() {
+    let whole = |line: &str| mask("x", "", line);
+    // A padded tail in one case, after the body's last full line: stray by its place.
+    let env = "K=-----BEGIN X-----\nMIIEowIBAAKCAQEAu1SU1L\nQQ==\n-----END X-----\nZ=1";
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    let out = mask_release_json(
+        body.as_bytes(),
+        "x",
+        Visibility::All,
+        &audit(),
+        &["K".to_owned()],
+    )
+    .unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let shown = out["env"].as_str().unwrap();
+    assert!(
+        shown.contains(&format!("\n{}=\n", whole("QQ=="))),
+        "{shown}"
+    );
+    assert!(!shown.contains("QQ"), "{shown}");
+    // A protected key that reads as a stray line (mixed case, empty) is hidden, whole, and
+    // comes back through the restore; posted in clear it is refused.
+    let env = "ApiKey=\nA=1";
+    let current = Env::parse(env);
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    let protected = ["ApiKey".to_owned()];
+    let out =
+        mask_release_json(body.as_bytes(), "x", Visibility::All, &audit(), &protected).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let shown = out["env"].as_str().unwrap();
+    assert_eq!(shown, format!("{}=\nA=1", whole("ApiKey=")));
+    let restored = restore_env_param(
+        &format!("{shown}\nB=2"),
+        "x",
+        &current,
+        &audit(),
+        &protected,
+    );
+    assert_eq!(restored.as_deref(), Ok("ApiKey=\nA=1\nB=2"));
+    let clear = restore_env_param("ApiKey=\nA=1", "x", &current, &audit(), &protected);
+    assert_eq!(clear.map_err(|e| e.kind()), Err("protected_env_change"));
+}
+
+#[test]
 fn lines_masked_whole_come_back_as_they_were() {
     let env = "A=1\nK=-----BEGIN X-----\nMIIEowIB\nAkAFmx==\n-----END X-----\nZ=2";
     let current = Env::parse(env);
