@@ -315,8 +315,8 @@ async fn pipeline(
                 let reason = format!(
                     "{denied}; ask a gateway admin for a role or token scope that grants it"
                 );
-                let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
-                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
+                let log_stream = policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+                return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
             }
             return Err(ProxyError::Forbidden {
                 kind: denied.kind(),
@@ -324,51 +324,29 @@ async fn pipeline(
             });
         }
     };
-    // A mask stands for a value only where `convox env set` posts it back; anywhere else it
-    // would reach the rack as a literal, so it is refused. The rack's own names are no app.
-    // Command lines and the opaque query of the proxy routes are text the caller may mean as
-    // it stands (`grep rgw-masked: …`), not values the gateway ever showed masked.
-    let opaque = matches!(matched.rule().name, "proxy.http" | "image.proxy");
-    let misused = params.params().iter().find_map(|p| {
-        let is_env = matched.rule().name == "release.create" && p.key == "env";
-        let text = opaque || p.class == policy::routes::KeyClass::Command;
-        if p.value.contains(mask::MASK_PREFIX) && !is_env && !text {
-            return Some((
-                "masked_value_misused",
-                format!(
-                    "{}: a masked value (rgw-masked:…) stands only for the current value of the \
-                     same variable in `convox env set`; send the value itself",
-                    p.key
-                ),
-            ));
-        }
-        let reserved = matched.rule().name == "app.create"
-            && p.key == "name"
-            && policy::decide::RESERVED_APPS.contains(&p.value.as_str());
-        reserved.then(|| {
-            (
-                "reserved_app",
-                format!(
-                    "{} is reserved for the rack itself; choose another app name",
-                    p.value
-                ),
-            )
-        })
-    });
-    if let Some((kind, what)) = misused {
+    let log_stream = policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+    let app = matched.var("app").unwrap_or_default().to_owned();
+    let protected = protected_env(state, &app);
+    if let Some((kind, perm, what)) = call_refusal(
+        &matched,
+        &params,
+        &caller.token.owner,
+        &app,
+        &protected,
+        permitted.permission(),
+    ) {
         record_denial(
             state,
             &caller,
             &method,
             path.as_str(),
             kind,
-            Some(permitted.permission().as_str().to_owned()),
+            Some(perm.as_str().to_owned()),
             &recorded_params,
         )
         .await?;
         if ws_key.is_some() {
-            let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
-            return Ok(refuse_in_socket(parts, ws_key, what, marker));
+            return Ok(refuse_in_socket(parts, ws_key, what, !log_stream));
         }
         return Err(ProxyError::Forbidden { kind, what });
     }
@@ -384,13 +362,12 @@ async fn pipeline(
     };
     if let Some(needed) = check {
         looked_up = true;
-        let app = matched.var("app").unwrap_or_default();
         let judged = if needed == Perm::ObjectRead {
             let id = matched.var("id").unwrap_or_default();
-            foreign_build_log(state, &caller, app, id, permitted.required()).await
+            foreign_build_log(state, &caller, &app, id, permitted.required()).await
         } else {
             let pid = matched.var("pid").unwrap_or_default();
-            build_process_refusal(state, &caller, app, pid, permitted.required()).await
+            build_process_refusal(state, &caller, &app, pid, permitted.required()).await
         };
         let refused = match judged {
             Ok(refused) => refused.map(|(kind, reason)| {
@@ -425,8 +402,7 @@ async fn pipeline(
             )
             .await?;
             if ws_key.is_some() {
-                let marker = !policy::routes::LOG_STREAMS.contains(&matched.rule().name);
-                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
+                return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
             }
             return Err(error);
         }
@@ -447,7 +423,7 @@ async fn pipeline(
             permitted.permission().as_str(),
             permitted.required(),
             policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name),
-            policy::routes::LOG_STREAMS.contains(&matched.rule().name),
+            log_stream,
             recorded_params,
             request_id,
             peer,
@@ -455,106 +431,8 @@ async fn pipeline(
         )
         .await;
     }
-    // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
-    // the caller's own identity may stand there.
-    if let Some(ack_by) = params.get("ack_by")
-        && ack_by != caller.token.owner.0
-    {
-        record_denial(
-            state,
-            &caller,
-            &method,
-            path.as_str(),
-            "ack_by_not_caller",
-            Some(permitted.permission().as_str().to_owned()),
-            &recorded_params,
-        )
-        .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "ack_by_not_caller",
-            what: format!(
-                "ack_by names someone else; leave it out (the gateway tells the rack who you are) \
-                 or set it to {}",
-                caller.token.owner.0
-            ),
-        });
-    }
     // Secrets (issue 3, point 8): masked values in a posted env are restored, protected keys
     // kept; the answer of a masking route is rewritten for this caller.
-    let app = matched.var("app").unwrap_or_default().to_owned();
-    let protected = protected_env(state, &app);
-    if matched.rule().name == "release.create"
-        && params.get("parent-release").is_some()
-        && params.get("env").is_none()
-        && !protected.is_empty()
-    {
-        // The rack copies the parent's whole environment, protected keys included, and the
-        // gateway cannot see which values that brings back.
-        record_denial(
-            state,
-            &caller,
-            &method,
-            path.as_str(),
-            "protected_env_fork",
-            Some(Perm::EnvSet.as_str().to_owned()),
-            &recorded_params,
-        )
-        .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "protected_env_fork",
-            what: format!(
-                "{app} has protected variables and `parent-release` would copy that release's \
-                 whole environment over them; create the release with `env` instead"
-            ),
-        });
-    }
-    if matched.rule().name == "process.run"
-        && params.get("Release").is_some()
-        && !protected.is_empty()
-    {
-        // Another release's env holds its own protected values, which the gateway cannot see
-        // without a lookup of that release.
-        record_denial(
-            state,
-            &caller,
-            &method,
-            path.as_str(),
-            "protected_env_release",
-            Some(permitted.permission().as_str().to_owned()),
-            &recorded_params,
-        )
-        .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "protected_env_release",
-            what: format!(
-                "{app} has protected variables, and another release's would come with it: run \
-                 the current release (leave out --release)"
-            ),
-        });
-    }
-    if matched.rule().name == "process.run"
-        && let Some(key) = params
-            .get("Environment")
-            .and_then(|env| mask::protected_in_run_env(&env, &protected).map(str::to_owned))
-    {
-        record_denial(
-            state,
-            &caller,
-            &method,
-            path.as_str(),
-            "protected_env_change",
-            Some(permitted.permission().as_str().to_owned()),
-            &recorded_params,
-        )
-        .await?;
-        return Err(ProxyError::Forbidden {
-            kind: "protected_env_change",
-            what: format!(
-                "{key} is a protected variable of {app}: a process cannot be run with another \
-                 value of it through the gateway"
-            ),
-        });
-    }
     let mut params = params;
     let mut recorded_params = recorded_params;
     let mut restored_any = false;
@@ -1068,6 +946,92 @@ impl Rewrite {
             Rewrite::Process => mask::scrub_process_commands(body),
         }
     }
+}
+
+/// Why a permitted call is refused all the same, from its parameters alone: the kind, the
+/// permission the refusal is recorded under, and what the caller is told.
+fn call_refusal(
+    matched: &policy::Matched,
+    params: &CanonicalParams,
+    owner: &Principal,
+    app: &str,
+    protected: &[String],
+    permission: Perm,
+) -> Option<(&'static str, Perm, String)> {
+    let route = matched.rule().name;
+    // A mask stands for a value only where `convox env set` posts it back; anywhere else it
+    // would reach the rack as a literal, so it is refused. Command lines and the opaque query
+    // of the proxy routes are text the caller may mean as it stands (`grep rgw-masked: …`),
+    // not values the gateway ever showed masked. The rack's own names are no app.
+    let opaque = matches!(route, "proxy.http" | "image.proxy");
+    for p in params.params() {
+        let is_env = route == "release.create" && p.key == "env";
+        let text = opaque || p.class == policy::routes::KeyClass::Command;
+        if p.value.contains(mask::MASK_PREFIX) && !is_env && !text {
+            let what = format!(
+                "{}: a masked value (rgw-masked:…) stands only for the current value of the \
+                 same variable in `convox env set`; send the value itself",
+                p.key
+            );
+            return Some(("masked_value_misused", permission, what));
+        }
+        if route == "app.create"
+            && p.key == "name"
+            && policy::decide::RESERVED_APPS.contains(&p.value.as_str())
+        {
+            let what = format!(
+                "{} is reserved for the rack itself; choose another app name",
+                p.value
+            );
+            return Some(("reserved_app", permission, what));
+        }
+    }
+    // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
+    // the caller's own identity may stand there.
+    if let Some(ack_by) = params.get("ack_by")
+        && ack_by != owner.0
+    {
+        let what = format!(
+            "ack_by names someone else; leave it out (the gateway tells the rack who you are) \
+             or set it to {}",
+            owner.0
+        );
+        return Some(("ack_by_not_caller", permission, what));
+    }
+    if protected.is_empty() {
+        return None;
+    }
+    if route == "release.create"
+        && params.get("parent-release").is_some()
+        && params.get("env").is_none()
+    {
+        // The rack copies the parent's whole environment, protected keys included, and the
+        // gateway cannot see which values that brings back.
+        let what = format!(
+            "{app} has protected variables and `parent-release` would copy that release's \
+             whole environment over them; create the release with `env` instead"
+        );
+        return Some(("protected_env_fork", Perm::EnvSet, what));
+    }
+    if route != "process.run" {
+        return None;
+    }
+    if params.get("Release").is_some() {
+        // Another release's env holds its own protected values, which the gateway cannot see
+        // without a lookup of that release.
+        let what = format!(
+            "{app} has protected variables, and another release's would come with it: run the \
+             current release (leave out --release)"
+        );
+        return Some(("protected_env_release", permission, what));
+    }
+    let env = params.get("Environment")?;
+    let key = mask::protected_in_run_env(&env, protected)?;
+    let what = format!(
+        "{key} is a protected variable of {app}: a process cannot be run with another value of \
+         it through the gateway"
+    );
+    Some(("protected_env_change", permission, what))
 }
 
 /// The protected env vars of `app`: masked for everyone, never changed through the gateway.
