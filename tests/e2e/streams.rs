@@ -572,37 +572,18 @@ async fn a_token_revoked_during_the_process_lookup_forwards_nothing() {
     let ops = gw
         .token_for("ops@example.com", Role::Ops, &["convox:*:*"])
         .await;
-    let since = gw.head();
-    let before = gw.rack().received().len();
-    gw.rack().set_answer_delay(Duration::from_millis(1500));
     let target = "/apps/x/processes/web-5d8f7c9b4-abcde/files?file=%2Fetc%2Fhosts";
-    let call = tokio::spawn(crate::support::send_to(
-        gw.proxy(),
-        gw.cli_as(&ops.secret).get(target),
-    ));
-    eventually("the process lookup at the rack", || async {
-        (gw.rack().received().len() > before).then_some(())
-    })
-    .await;
-    gw.revoke_token(ops.id).await;
-    let reply = call.await.unwrap();
-    gw.rack().set_answer_delay(Duration::ZERO);
-    assert_eq!(reply.status, 401, "{}", reply.text());
-    let sent: Vec<String> = gw.rack().received()[before..]
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.target))
-        .collect();
+    let run = gw
+        .revoke_during_lookup(ops.id, gw.cli_as(&ops.secret).get(target))
+        .await;
+    assert_eq!(run.reply.status, 401, "{}", run.reply.text());
     assert_eq!(
-        sent,
+        run.sent,
         ["GET /apps/x/processes/web-5d8f7c9b4-abcde"],
         "only the lookup reached the rack"
     );
-    let decided: Vec<(String, String)> = requested_paths(&gw.events_since(since).await)
-        .into_iter()
-        .map(|(_, reason, decision)| (reason, decision))
-        .collect();
     assert_eq!(
-        decided,
+        run.decided,
         [
             ("build_process_lookup".to_owned(), "Allow".to_owned()),
             ("token_no_longer_usable".to_owned(), "Deny".to_owned()),

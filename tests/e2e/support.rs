@@ -259,6 +259,35 @@ impl TestGateway {
             .unwrap();
     }
 
+    /// Sends `request` with token `id`, and revokes the token once the rack has taken the
+    /// gateway's lookup for the call, whose answer the rack holds back meanwhile.
+    pub async fn revoke_during_lookup(&self, id: TokenId, request: Vec<u8>) -> RevokedDuringLookup {
+        let since = self.head();
+        let before = self.rack().received().len();
+        self.rack().set_answer_delay(Duration::from_millis(1500));
+        let call = tokio::spawn(send_to(self.proxy(), request));
+        eventually("the lookup at the rack", || async {
+            (self.rack().received().len() > before).then_some(())
+        })
+        .await;
+        self.revoke_token(id).await;
+        let reply = call.await.unwrap();
+        self.rack().set_answer_delay(Duration::ZERO);
+        let sent = self.rack().received()[before..]
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.target))
+            .collect();
+        let decided = requested_paths(&self.events_since(since).await)
+            .into_iter()
+            .map(|(_, reason, decision)| (reason, decision))
+            .collect();
+        RevokedDuringLookup {
+            reply,
+            sent,
+            decided,
+        }
+    }
+
     /// Polls the log until the call answered with `request_id` has its `CommandCompleted`;
     /// returns the one `CommandRequested` and the one `CommandCompleted` of that call.
     pub async fn call_records(&self, since: u64, request_id: &str) -> (Record, Record) {
@@ -362,6 +391,14 @@ pub fn requested(r: &Record) -> Option<&CommandRequested> {
         Event::CommandRequested(c) => Some(c),
         _ => None,
     }
+}
+
+/// What [`TestGateway::revoke_during_lookup`] saw: the reply, each request the rack got from
+/// the call on (`METHOD target`), and each `CommandRequested` since as (reason, decision).
+pub struct RevokedDuringLookup {
+    pub reply: Reply,
+    pub sent: Vec<String>,
+    pub decided: Vec<(String, String)>,
 }
 
 /// Each `CommandRequested` of `records` as (path, reason, decision), in log order.
