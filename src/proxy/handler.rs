@@ -327,14 +327,64 @@ async fn pipeline(
     let log_stream = policy::routes::LOG_STREAMS.contains(&matched.rule().name);
     let app = matched.var("app").unwrap_or_default().to_owned();
     let protected = protected_env(state, &app);
-    if let Some((kind, perm, what)) = call_refusal(
+    // Refused by its parameters alone, or by what the rack holds under its path: the latter
+    // judged from a lookup of the call's own, recorded first (the call is then guarded as it
+    // is sequenced).
+    let mut refusal = call_refusal(
         &matched,
         &params,
         &caller.token.owner,
         &app,
         &protected,
         permitted.permission(),
-    ) {
+    )
+    .map(|(kind, perm, what)| {
+        let error = ProxyError::Forbidden {
+            kind,
+            what: what.clone(),
+        };
+        (kind, perm, what, error)
+    });
+    let mut looked_up = false;
+    let check = match matched.rule().name {
+        "build.logs" if !grant.holds(Perm::ObjectRead) => Some(Perm::ObjectRead),
+        name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
+            Some(Perm::BuildExec)
+        }
+        _ => None,
+    };
+    if refusal.is_none()
+        && let Some(needed) = check
+    {
+        looked_up = true;
+        let judged = if needed == Perm::ObjectRead {
+            let id = matched.var("id").unwrap_or_default();
+            foreign_build_log(state, &caller, &app, id, permitted.required()).await
+        } else {
+            let pid = matched.var("pid").unwrap_or_default();
+            build_process_refusal(state, &caller, &app, pid, permitted.required()).await
+        };
+        refusal = match judged {
+            // What the lookup found: recorded under the permission that would have allowed it.
+            Ok(refused) => refused.map(|(kind, reason)| {
+                let error = ProxyError::Forbidden {
+                    kind,
+                    what: reason.clone(),
+                };
+                (kind, needed, reason, error)
+            }),
+            // The token or its owner changed while the lookup was sequenced: the call itself is
+            // refused, under its own permission.
+            Err(e @ (ProxyError::Unauthenticated(_) | ProxyError::Forbidden { .. })) => Some((
+                e.kind(),
+                permitted.permission(),
+                CHANGED_WHILE_OPENING.to_owned(),
+                e,
+            )),
+            Err(e) => return Err(e),
+        };
+    }
+    if let Some((kind, perm, reason, error)) = refusal {
         record_denial(
             state,
             &caller,
@@ -346,66 +396,9 @@ async fn pipeline(
         )
         .await?;
         if ws_key.is_some() {
-            return Ok(refuse_in_socket(parts, ws_key, what, !log_stream));
+            return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
         }
-        return Err(ProxyError::Forbidden { kind, what });
-    }
-    // Calls that are safe only for what the rack holds under their path: judged from a lookup
-    // of their own, recorded first, and then guarded as they are sequenced.
-    let mut looked_up = false;
-    let check = match matched.rule().name {
-        "build.logs" if !grant.holds(Perm::ObjectRead) => Some(Perm::ObjectRead),
-        name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
-            Some(Perm::BuildExec)
-        }
-        _ => None,
-    };
-    if let Some(needed) = check {
-        looked_up = true;
-        let judged = if needed == Perm::ObjectRead {
-            let id = matched.var("id").unwrap_or_default();
-            foreign_build_log(state, &caller, &app, id, permitted.required()).await
-        } else {
-            let pid = matched.var("pid").unwrap_or_default();
-            build_process_refusal(state, &caller, &app, pid, permitted.required()).await
-        };
-        let refused = match judged {
-            Ok(refused) => refused.map(|(kind, reason)| {
-                let error = ProxyError::Forbidden {
-                    kind,
-                    what: reason.clone(),
-                };
-                (kind, reason, error)
-            }),
-            // The token or its owner changed while the lookup was sequenced: the call itself is
-            // refused, and recorded, here.
-            Err(e @ (ProxyError::Unauthenticated(_) | ProxyError::Forbidden { .. })) => {
-                Some((e.kind(), CHANGED_WHILE_OPENING.to_owned(), e))
-            }
-            Err(e) => return Err(e),
-        };
-        if let Some((kind, reason, error)) = refused {
-            // A refusal of what the lookup found names the permission that would have allowed
-            // it; one of a token or owner that changed meanwhile, the call's own.
-            let perm = match error {
-                ProxyError::Forbidden { .. } if kind != NO_LONGER_PERMITTED => needed,
-                _ => permitted.permission(),
-            };
-            record_denial(
-                state,
-                &caller,
-                &method,
-                path.as_str(),
-                kind,
-                Some(perm.as_str().to_owned()),
-                &recorded_params,
-            )
-            .await?;
-            if ws_key.is_some() {
-                return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
-            }
-            return Err(error);
-        }
+        return Err(error);
     }
     if let Some(key) = ws_key {
         let still_permitted = || {
