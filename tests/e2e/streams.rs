@@ -12,7 +12,7 @@ use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
 use crate::support::{
-    TestGateway, basic, eventually, open_socket, payloads, requested_paths, until_eof,
+    TestGateway, basic, eventually, open_socket, payloads, requested_paths, texts, until_eof,
 };
 
 const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
@@ -122,11 +122,7 @@ async fn a_caller_without_exec_is_refused_inside_the_socket() {
         status.contains("101"),
         "the CLI needs the upgrade to show why: {status}"
     );
-    let frames = until_eof(&mut reader).await;
-    let text: Vec<String> = frames
-        .iter()
-        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
-        .collect();
+    let text = texts(&until_eof(&mut reader).await);
     assert!(text[0].starts_with("ERROR: "), "{text:?}");
     assert_eq!(
         text.last().map(String::as_str),
@@ -189,11 +185,7 @@ async fn a_stream_over_the_limit_is_refused_inside_the_socket() {
     let before = gw.rack().received().len();
     let (status, mut reader, _writer) = open(&gw, gw.token(), "/apps/x/logs").await;
     assert!(status.contains("101"), "{status}");
-    let text: Vec<String> = until_eof(&mut reader)
-        .await
-        .iter()
-        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
-        .collect();
+    let text = texts(&until_eof(&mut reader).await);
     assert!(
         text[0].starts_with("ERROR: too many open streams"),
         "{text:?}"
@@ -393,11 +385,7 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
     let refused_at = gw.head();
     let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
     assert!(status.contains("101"), "{status}");
-    let frames = until_eof(&mut reader).await;
-    let text: Vec<String> = frames
-        .iter()
-        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
-        .collect();
+    let text = texts(&until_eof(&mut reader).await);
     assert!(
         text[0].starts_with("ERROR: ") && text[0].contains("convox:object:read"),
         "{text:?}"
@@ -486,11 +474,7 @@ async fn a_builds_process_is_closed_to_exec_without_build_exec() {
     let since = gw.head();
     let (status, mut reader, _writer) = open(&gw, &ops.secret, &exec).await;
     assert!(status.contains("101"), "{status}");
-    let text: Vec<String> = until_eof(&mut reader)
-        .await
-        .iter()
-        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
-        .collect();
+    let text = texts(&until_eof(&mut reader).await);
     assert!(
         text[0].starts_with("ERROR: ") && text[0].contains("convox:build:exec"),
         "{text:?}"

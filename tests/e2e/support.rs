@@ -640,6 +640,14 @@ pub fn payloads(frames: &[Frame]) -> Vec<u8> {
     frames.iter().flat_map(|f| f.payload.to_vec()).collect()
 }
 
+/// Each frame's payload as text (lossy), in order: what the CLI prints of a refusal.
+pub fn texts(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
+        .collect()
+}
+
 // === impl Reply ===
 
 impl Reply {
