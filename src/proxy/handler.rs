@@ -1056,13 +1056,15 @@ async fn current_env(
             required: required.to_vec(),
         },
     )
-    .await?
-    .map_err(|_| ProxyError::Upstream)?;
+    .await?;
+    let LookupAnswer::Found(body) = body else {
+        return Err(ProxyError::Upstream);
+    };
     mask::Env::from_releases_json(&body).map_err(|_| ProxyError::Upstream)
 }
 
 /// Where the rack would read build `id`'s log from (see [`build_logs`]), from its record
-/// (`GET /apps/{app}/builds/{id}`). `Err` only when the lookup cannot be recorded.
+/// (`GET /apps/{app}/builds/{id}`). `Err` as [`lookup`]'s.
 async fn build_log_source(
     state: &Arc<ProxyState>,
     caller: &Caller,
@@ -1075,21 +1077,16 @@ async fn build_log_source(
         caller,
         Lookup::of_record("build", "build_log_lookup", app, "builds", id, required),
     )
-    .await;
+    .await?;
     Ok(match record {
-        Ok(Ok(record)) => build_logs::judge(&record).map_err(|e| e.to_string()),
+        LookupAnswer::Found(record) => build_logs::judge(&record).map_err(|e| e.to_string()),
         // No such build: no log to read, and the rack says so in the socket itself. Its id
         // will be the rack's random one, so no build can appear under it in the meantime.
-        Ok(Err((StatusCode::NOT_FOUND, _))) => Ok(build_logs::Source::Missing),
-        Ok(Err((status, _))) => Err(format!(
+        LookupAnswer::Refused(StatusCode::NOT_FOUND, _) => Ok(build_logs::Source::Missing),
+        LookupAnswer::Refused(status, _) => Err(format!(
             "the rack answered {status} for build {id}, so where its log is kept is unknown"
         )),
-        Err(
-            e @ (ProxyError::AuditUnavailable
-            | ProxyError::Unauthenticated(_)
-            | ProxyError::Forbidden { .. }),
-        ) => return Err(e),
-        Err(_) => Err(format!("the rack did not answer for build {id}")),
+        LookupAnswer::Unanswered => Err(format!("the rack did not answer for build {id}")),
     })
 }
 
@@ -1140,10 +1137,10 @@ async fn build_process_refusal(
             required,
         ),
     )
-    .await;
+    .await?;
     let failed = |why: String| Ok(Some(("process_lookup_failed", why)));
     match record {
-        Ok(Ok(record)) => match build_process::is_build(&record) {
+        LookupAnswer::Found(record) => match build_process::is_build(&record) {
             Ok(false) => Ok(None),
             Ok(true) => Ok(Some((
                 "build_process",
@@ -1157,20 +1154,15 @@ async fn build_process_refusal(
         },
         // No such process: the rack answers so itself (a missing pod is Kubernetes' error,
         // which the rack passes on as a 500).
-        Ok(Err((status, text)))
+        LookupAnswer::Refused(status, text)
             if status == StatusCode::NOT_FOUND || build_process::is_missing(&text, pid) =>
         {
             Ok(None)
         }
-        Ok(Err((status, _))) => failed(format!(
+        LookupAnswer::Refused(status, _) => failed(format!(
             "the rack answered {status} for process {pid}, so whether it runs a build is unknown"
         )),
-        Err(
-            e @ (ProxyError::AuditUnavailable
-            | ProxyError::Unauthenticated(_)
-            | ProxyError::Forbidden { .. }),
-        ) => Err(e),
-        Err(_) => failed(format!("the rack did not answer for process {pid}")),
+        LookupAnswer::Unanswered => failed(format!("the rack did not answer for process {pid}")),
     }
 }
 
@@ -1214,14 +1206,26 @@ impl Lookup {
     }
 }
 
-/// Sends `call` and reads its answer's body (not encoded, within the answers budget), or
-/// returns the status and text of an answer that is not 2xx. The lookup is a rack call like any other:
-/// its own `CommandRequested` is durable before it is sent, and its completion is recorded.
+/// What the rack gave a [`lookup`].
+enum LookupAnswer {
+    /// A 2xx answer's body (not encoded, within the answers budget).
+    Found(Vec<u8>),
+    /// An answer that is not 2xx: its status and text (empty when it could not be read), for a
+    /// caller that tells the rack's "no such thing" apart.
+    Refused(StatusCode, Vec<u8>),
+    /// No usable answer: the rack was not reached, or its answer was encoded or over budget.
+    Unanswered,
+}
+
+/// Sends `call` and reads its answer. The lookup is a rack call like any other: its own
+/// `CommandRequested` is durable before it is sent, and its completion is recorded. `Err` only
+/// when the caller's call must be refused as it is: the lookup could not be recorded, or the
+/// caller's token or owner no longer allows the call.
 async fn lookup(
     state: &Arc<ProxyState>,
     caller: &Caller,
     call: Lookup,
-) -> Result<Result<Vec<u8>, (StatusCode, Vec<u8>)>, ProxyError> {
+) -> Result<LookupAnswer, ProxyError> {
     let lookup = Caller {
         token: caller.token.clone(),
         ip: caller.ip,
@@ -1249,14 +1253,15 @@ async fn lookup(
     // answer was unusable.
     let fail = |status: u16, failure: Option<&'static str>| {
         pending.complete(status, None, failure);
-        ProxyError::Upstream
+        Ok(LookupAnswer::Unanswered)
     };
     let unreachable = Some(ProxyError::Upstream.kind());
-    let uri = state
-        .upstream
-        .uri(recorded.call())
-        .map_err(|_| fail(502, unreachable))?;
-    let actor = HeaderValue::from_str(&caller.token.owner.0).map_err(|_| fail(502, unreachable))?;
+    let Ok(uri) = state.upstream.uri(recorded.call()) else {
+        return fail(502, unreachable);
+    };
+    let Ok(actor) = HeaderValue::from_str(&caller.token.owner.0) else {
+        return fail(502, unreachable);
+    };
     let mut req = http::Request::new(
         Full::new(Bytes::new())
             .map_err(|never| match never {})
@@ -1273,16 +1278,13 @@ async fn lookup(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let response = state
-        .upstream
-        .client()
-        .request(req)
-        .await
-        .map_err(|_| fail(502, unreachable))?;
+    let Ok(response) = state.upstream.client().request(req).await else {
+        return fail(502, unreachable);
+    };
     let status = response.status();
     pending.answered(status.as_u16());
     if response.headers().contains_key(header::CONTENT_ENCODING) {
-        return Err(fail(status.as_u16(), Some(ANSWER_ENCODED)));
+        return fail(status.as_u16(), Some(ANSWER_ENCODED));
     }
     if !status.is_success() {
         // Its text, for a caller that tells the rack's "no such thing" apart; an error answer
@@ -1299,20 +1301,19 @@ async fn lookup(
             Err(_) => (Vec::new(), None),
         };
         pending.complete(status.as_u16(), meter, None);
-        return Ok(Err((status, text)));
+        return Ok(LookupAnswer::Refused(status, text));
     }
-    let (body, _held) = state
-        .answers
-        .read(response.into_body())
-        .await
-        .map_err(|e| fail(502, Some(e.kind())))?;
+    let (body, _held) = match state.answers.read(response.into_body()).await {
+        Ok(read) => read,
+        Err(e) => return fail(502, Some(e.kind())),
+    };
     let meter = Meter {
         bytes: body.len() as u64,
         sha256: events::hash::object_digest(&body),
         complete: true,
     };
     pending.complete(status.as_u16(), Some(meter), None);
-    Ok(Ok(body.to_vec()))
+    Ok(LookupAnswer::Found(body.to_vec()))
 }
 
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
