@@ -1337,6 +1337,42 @@ async fn offline_and_online_modes_are_mutually_exclusive() {
     );
 }
 
+/// A token's secret in an API path (looked up with a method the route does not have, or
+/// behind a trailing slash) is recorded as `[redacted]`, never in clear: the log is kept for
+/// good. The log file holds it nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_secret_in_an_api_path_is_recorded_redacted() {
+    let gw = Gateway::start().await;
+    let (_, leaked) = gw
+        .token_for("leaked@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let cases = [
+        (
+            "GET",
+            format!("{TOKENS}/{leaked}"),
+            format!("{TOKENS}/[redacted]"),
+        ),
+        (
+            "DELETE",
+            format!("{TOKENS}/{leaked}/"),
+            format!("{TOKENS}/[redacted]/"),
+        ),
+    ];
+    for (method, path, recorded) in &cases {
+        let since = gw.head();
+        let reply = gw.api(method, path, gw.admin(), None).await;
+        assert_eq!(reply.refused(404), "unknown_route", "{method} {path}");
+        let denial = one_denial(&gw, since).await;
+        assert_eq!(&denial.path, recorded, "{method} {path}");
+    }
+    let (_, dir) = gw.finish().await;
+    let log = std::fs::read(store::log_path(dir.path())).unwrap();
+    assert!(
+        !log.windows(leaked.len()).any(|w| w == leaked.as_bytes()),
+        "the secret is in the log file"
+    );
+}
+
 /// A method and path that is no route of the API: a 404 `unknown_route` in the API's terms.
 /// With a valid token the miss is recorded (a denial with no permission), whatever the token
 /// may do; without one it is counted, as every unauthenticated refusal. An over-long path is

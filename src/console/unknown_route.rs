@@ -5,8 +5,9 @@
 //! an authenticated caller's miss is recorded (one `CommandRequested`, decision `deny`, reason
 //! `unknown_route`, no permission); an unauthenticated one is counted per address, like every
 //! unauthenticated refusal. **Invariant:** the recorded path is the request's path as the HTTP
-//! parser accepted it (no query), cut to [`MAX_RECORDED_PATH`] bytes, so a caller cannot make
-//! one record arbitrarily large.
+//! parser accepted it (no query), its secret-looking segments redacted
+//! ([`redact::unrouted_path`]: a token pasted into a URL), cut to [`MAX_RECORDED_PATH`] bytes,
+//! so a caller cannot make one record arbitrarily large.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use events::time::Clock;
 use super::ConsoleState;
 use super::auth::{self, Call};
 use super::respond::ApiError;
+use crate::proxy::redact;
 
 /// The longest path recorded for a miss; a longer one is cut and marked.
 pub const MAX_RECORDED_PATH: usize = 256;
@@ -33,7 +35,7 @@ pub async fn unknown_route(
         peer,
         req.headers(),
         req.method().as_str(),
-        recorded_path(req.uri().path()),
+        recorded_path(&redact::unrouted_path(req.uri().path())),
         Clock.now(),
     );
     let refusal = match auth::identify(&state, &call, req.headers()) {

@@ -18,8 +18,9 @@ pub struct TokenCall<'a> {
 }
 
 impl TokenCall<'_> {
-    /// The call's `CommandRequested`: what was asked (`method`, `path`, redacted `params`),
-    /// the permission it needs, and the decision with its reason (empty when allowed).
+    /// The call's `CommandRequested`: what was asked (`method`, `path` without a token's
+    /// secret in it, redacted `params`), the permission it needs, and the decision with its
+    /// reason (empty when allowed).
     pub fn requested(
         &self,
         method: &str,
@@ -37,7 +38,7 @@ impl TokenCall<'_> {
             client_ip: self.ip.to_string(),
             user_agent: self.user_agent.to_owned(),
             method: method.to_owned(),
-            path: path.to_owned(),
+            path: crate::proxy::redact::path(path).into_owned(),
             permission,
             decision,
             reason: reason.to_owned(),

@@ -151,7 +151,8 @@ async fn pipeline(
     let path = match canonical::canonicalize_path(raw_path) {
         Ok(p) => p,
         Err(e) => {
-            record_denial(state, &caller, &method, raw_path, e.kind(), None, &[]).await?;
+            let recorded = redact::unrouted_path(raw_path);
+            record_denial(state, &caller, &method, &recorded, e.kind(), None, &[]).await?;
             return Err(ProxyError::BadRequest {
                 kind: e.kind(),
                 what: e.to_string(),
@@ -161,7 +162,8 @@ async fn pipeline(
     let matched = match policy::route(&method, &path) {
         Ok(m) => m,
         Err(e) => {
-            record_denial(state, &caller, &method, path.as_str(), e.kind(), None, &[]).await?;
+            let recorded = redact::unrouted_path(path.as_str());
+            record_denial(state, &caller, &method, &recorded, e.kind(), None, &[]).await?;
             return Err(ProxyError::UnknownRoute);
         }
     };

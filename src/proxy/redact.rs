@@ -5,7 +5,10 @@
 //! clear; command text keeps its shape but loses credentials in URLs, private keys, JWTs and
 //! long high-entropy words.
 
+use std::borrow::Cow;
+
 use crate::config::hmac_value;
+use crate::identity::token::{self, TokenSecret};
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
 use crate::policy::routes::KeyClass;
@@ -46,6 +49,51 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
         agent.push('…');
     }
     agent
+}
+
+/// What replaces a path segment that holds a secret.
+const REDACTED_SEGMENT: &str = "[redacted]";
+
+/// A path as every `CommandRequested` records it, on both listeners: a segment that is a
+/// gateway token's secret becomes `[redacted]`, so a token pasted into a URL never enters the
+/// log. Every other segment is kept as it is: a routed path's segments are the names the rack
+/// was sent, and the log says which.
+pub fn path(path: &str) -> Cow<'_, str> {
+    if !path.contains(token::PREFIX) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(
+        path.split('/')
+            .map(|s| {
+                if TokenSecret::parse(s).is_ok() {
+                    REDACTED_SEGMENT
+                } else {
+                    s
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
+}
+
+/// A path that matched no route, as recorded: the caller's free text, so each segment that,
+/// percent-decoded, reads as a secret in a command line would (a token, a long random word, a
+/// URL's password, `token=…`) becomes `[redacted]` whole. The slashes stay, so a probe keeps
+/// its shape.
+pub fn unrouted_path(path: &str) -> Cow<'_, str> {
+    let secret = |segment: &str| {
+        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+        scrub_word(&decoded) != decoded
+    };
+    if !path.split('/').any(secret) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(
+        path.split('/')
+            .map(|s| if secret(s) { REDACTED_SEGMENT } else { s })
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
 }
 
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
@@ -144,6 +192,34 @@ fn dense_mixed(w: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_lose_pasted_secrets_and_keep_their_shape() {
+        let token = TokenSecret::generate().unwrap();
+        let secret = token.expose();
+        assert_eq!(
+            path(&format!("/apps/{secret}/releases")),
+            "/apps/[redacted]/releases"
+        );
+        // Only a token's exact shape goes from a routed path: the rest is what the rack got.
+        assert_eq!(
+            path("/apps/rgw_backup/objects/x"),
+            "/apps/rgw_backup/objects/x"
+        );
+        let key = "tmp/0f9e8d7c6b5a49382716a5b4c3d2e1f0.tgz";
+        assert_eq!(path(key), key);
+        // An unrouted path loses whatever reads as a secret, escaped or not.
+        assert_eq!(
+            unrouted_path(&format!("/x/{}/y", secret.replace('_', "%5F"))),
+            "/x/[redacted]/y"
+        );
+        assert_eq!(
+            unrouted_path("/hook/token=hunter2/ghp_0123456789abcdefghijABCDEFGHIJ012345"),
+            "/hook/[redacted]/[redacted]"
+        );
+        assert_eq!(unrouted_path("/no/such/route"), "/no/such/route");
+        assert!(matches!(unrouted_path("/a/b"), Cow::Borrowed(_)));
+    }
 
     #[test]
     fn commands_keep_their_shape_and_lose_their_secrets() {

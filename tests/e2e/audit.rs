@@ -219,3 +219,47 @@ async fn an_answer_the_caller_stops_reading_is_recorded_as_cut_short() {
     assert_eq!(completed.sha256_out, None);
     gw.finish().await;
 }
+
+/// A token's secret pasted into a path (a routed one, one that matches no route, one refused
+/// as a path) is recorded as `[redacted]`, and another credential in an unrouted path too; the
+/// rest of each path is kept, and neither secret is anywhere in the log or the export. A
+/// routed path keeps a segment that only looks random: it is what the rack was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_pasted_into_a_path_never_enters_the_log() {
+    let gw = TestGateway::start().await;
+    let pasted = crate::support::unknown_token();
+    let github = "ghp_0123456789abcdefghijABCDEFGHIJ012345";
+    let random = "Zq8vN3xR5tW2yL7kP4mB9cJ6";
+    let since = gw.head();
+    let cases = [
+        (format!("/apps/{pasted}?"), "/apps/[redacted]", 404),
+        (format!("/no/such/{pasted}?"), "/no/such/[redacted]", 404),
+        (
+            format!("/apps/x/../{pasted}?"),
+            "/apps/x/../[redacted]",
+            400,
+        ),
+        (format!("/nope/{github}/x?"), "/nope/[redacted]/x", 404),
+        (
+            format!("/apps/{random}?"),
+            "/apps/Zq8vN3xR5tW2yL7kP4mB9cJ6",
+            404,
+        ),
+    ];
+    for (target, _, status) in &cases {
+        let reply = gw.send_raw(gw.cli().get(target)).await;
+        assert_eq!(reply.status, *status, "{target}");
+    }
+    let paths: Vec<String> = gw
+        .events_since(since)
+        .await
+        .iter()
+        .filter_map(requested)
+        .map(|c| c.path.clone())
+        .collect();
+    let want: Vec<&str> = cases.iter().map(|(_, recorded, _)| *recorded).collect();
+    assert_eq!(paths, want);
+    let finished = gw.finish().await;
+    assert_absent(&finished, &pasted);
+    assert_absent(&finished, github);
+}
