@@ -344,24 +344,15 @@ const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 
 /// Every route, in match order.
 /// The WebSocket routes whose rack stream ends with the exit-code line (`convox exec`, `run`,
-/// instance shells; spec §2.5): only there does a marker in the output mean an exit code. On
-/// log streams the same text is just a log line.
+/// instance shells; spec §2.5): only there does a marker in the output mean an exit code, and
+/// only there does a refusal inside the socket carry one. On log streams the same text is just
+/// a log line.
 pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 
 /// The routes into a process that the gateway closes to a build's own process (whose
 /// environment holds the rack password) for a caller without `convox:build:exec`, judged from a
 /// recorded lookup of the process (`src/proxy/build_process.rs`).
 pub const INTO_PROCESS: &[&str] = &["process.exec", "file.get", "file.put", "file.delete"];
-
-/// The WebSocket routes that stream logs: the CLI copies them to the terminal as they come, so
-/// a refusal there carries no exit marker (it would only be printed).
-pub const LOG_STREAMS: &[&str] = &[
-    "app.logs",
-    "build.logs",
-    "process.logs",
-    "service.logs",
-    "rack.logs",
-];
 
 pub const ROUTES: &[RouteRule] = &[
     // --- 3.1 Meta ---

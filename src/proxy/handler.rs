@@ -317,8 +317,8 @@ async fn pipeline(
                 let reason = format!(
                     "{denied}; ask a gateway admin for a role or token scope that grants it"
                 );
-                let log_stream = policy::routes::LOG_STREAMS.contains(&matched.rule().name);
-                return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
+                let marker = policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name);
+                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
             }
             return Err(ProxyError::Forbidden {
                 kind: denied.kind(),
@@ -326,7 +326,7 @@ async fn pipeline(
             });
         }
     };
-    let log_stream = policy::routes::LOG_STREAMS.contains(&matched.rule().name);
+    let exit_code = policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name);
     let app = matched.var("app").unwrap_or_default().to_owned();
     let protected = protected_env(state, &app);
     // Refused by its parameters alone, or by what the rack holds under its path: the latter
@@ -398,7 +398,7 @@ async fn pipeline(
         )
         .await?;
         if ws_key.is_some() {
-            return Ok(refuse_in_socket(parts, ws_key, reason, !log_stream));
+            return Ok(refuse_in_socket(parts, ws_key, reason, exit_code));
         }
         return Err(error);
     }
@@ -417,8 +417,7 @@ async fn pipeline(
             &params,
             permitted.permission().as_str(),
             permitted.required(),
-            policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name),
-            log_stream,
+            exit_code,
             recorded_params,
             request_id,
             peer,
@@ -1517,8 +1516,10 @@ async fn read_form(
 }
 
 /// Answers the caller's upgrade and, inside the socket, says why the route is refused.
-/// `marker`: the exit marker with code 1 follows the reason (not on log streams, which the CLI
-/// prints as they come).
+/// `marker`: the exit marker with code 1 follows the reason, on the routes whose rack stream
+/// ends with one (exec and shells, where the CLI exits with its code); elsewhere the CLI prints
+/// a log stream as it comes and copies a tunnel's frames into the local connection, where a
+/// marker is only noise.
 fn refuse_in_socket(
     mut parts: http::request::Parts,
     key: Option<ws::ClientKey>,
@@ -1656,7 +1657,6 @@ async fn open_stream(
     permission: &str,
     required: &[Perm],
     exit_code: bool,
-    log_stream: bool,
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
@@ -1684,7 +1684,7 @@ async fn open_stream(
             "too many open streams for this user; close one first (each `convox logs` or \
              `deploy` holds its sockets until it exits)"
                 .to_owned(),
-            !log_stream,
+            exit_code,
         ));
     };
     // A revocation, disablement or demotion applied since the caller was checked closed the
@@ -1706,7 +1706,7 @@ async fn open_stream(
             parts,
             Some(key),
             CHANGED_WHILE_OPENING.to_owned(),
-            !log_stream,
+            exit_code,
         ));
     }
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -1750,7 +1750,7 @@ async fn open_stream(
                     parts,
                     Some(key),
                     CHANGED_WHILE_OPENING.to_owned(),
-                    !log_stream,
+                    exit_code,
                 )),
             };
         }

@@ -342,18 +342,16 @@ impl Seen {
         };
         let policy_denial = c.reason == "permission_denied" || c.reason == "token_scope";
         let refused_on_the_wire = if socket {
-            // Refused inside the socket, as the CLI shows it (spec §2.5, §4.3): why, exit 1, EOF;
-            // a log stream (`…/logs`), which the CLI prints as it comes, has no exit line.
+            // Refused inside the socket, as the CLI shows it (spec §2.5, §4.3): why, exit 1, EOF
+            // where the rack's stream ends with an exit line (exec, instance shells); a log
+            // stream, a tunnel or a console carries none (the CLI prints or copies it).
             let exit_line = format!("{}1\n", mock_rack::EXIT_MARKER);
+            let exits = line.pattern.ends_with("/exec") || line.pattern.ends_with("/shell");
             self.status == 101
                 && self.eof
                 && match self.text.as_slice() {
-                    [why] => why.starts_with("ERROR: ") && line.pattern.ends_with("/logs"),
-                    [why, exit] => {
-                        why.starts_with("ERROR: ")
-                            && *exit == exit_line
-                            && !line.pattern.ends_with("/logs")
-                    }
+                    [why] => why.starts_with("ERROR: ") && !exits,
+                    [why, exit] => why.starts_with("ERROR: ") && *exit == exit_line && exits,
                     _ => false,
                 }
         } else {

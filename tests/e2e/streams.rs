@@ -132,6 +132,32 @@ async fn a_caller_without_exec_is_refused_inside_the_socket() {
     gw.finish().await;
 }
 
+/// A refused tunnel (`convox proxy`) gets the reason and EOF, without the exit marker: the CLI
+/// copies a tunnel's frames into the local connection, where the marker is not an exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tunnel_carries_no_exit_marker() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let host = gw.proxy().to_string();
+    let request = format!(
+        "GET /proxy/10.0.0.5/5432 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
+         Authorization: {}\r\nConnection: Upgrade\r\nOrigin: http://{host}\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Upgrade: websocket\r\n\r\n",
+        basic(&format!("convox:{}", viewer.secret))
+    );
+    let before = gw.rack().received().len();
+    let mut socket = open_socket(gw.proxy(), request).await;
+    assert!(socket.head.status.to_string().contains("101"));
+    let text = texts(&until_eof(&mut socket.reader).await);
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(text[0].starts_with("ERROR: "), "{text:?}");
+    assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_stream_through_with_their_non_utf8_bytes_and_end_at_eof() {
     let gw = TestGateway::start().await;

@@ -16,9 +16,10 @@ const MAX_CODE_LEN: usize = 32;
 ///
 /// The prefix may appear anywhere (the CLI searches each read buffer for it, not just line
 /// starts); the code runs to the next `\n` and is read as the CLI reads it (ASCII whitespace
-/// trimmed, optional sign, decimal). The **last** well-formed line wins: the rack writes its
-/// marker after the process has ended, so program output can only precede it, and a marker the
-/// program printed itself cannot override the rack's.
+/// trimmed, optional sign, decimal). A code counts only while its line is the **last** thing
+/// in the stream: the rack writes its marker after the process has ended and then only its EOF,
+/// so program output can only precede it, and a marker the program printed itself (followed by
+/// more output, or by a stream the rack never ended, which the relay checks) is no exit code.
 #[derive(Clone, Debug)]
 pub(crate) struct ExitScanner {
     /// KMP failure function of `EXIT_MARKER`.
@@ -27,6 +28,7 @@ pub(crate) struct ExitScanner {
     matched: usize,
     /// The bytes after a complete prefix, while waiting for `\n`.
     code: Option<Vec<u8>>,
+    /// The code of a marker line the stream so far ends with.
     last: Option<i64>,
 }
 
@@ -67,6 +69,8 @@ impl ExitScanner {
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         let pattern = EXIT_MARKER.as_bytes();
         for &b in bytes {
+            // Anything after a marker line: the stream did not end with it.
+            self.last = None;
             while self.matched > 0 && pattern.get(self.matched) != Some(&b) {
                 self.matched = self.fallback.get(self.matched - 1).copied().unwrap_or(0);
             }
@@ -94,7 +98,7 @@ impl ExitScanner {
         }
     }
 
-    /// The code of the last complete, well-formed marker line seen.
+    /// The code of the complete, well-formed marker line the bytes fed so far end with.
     pub(crate) fn exit_code(&self) -> Option<i64> {
         self.last
     }
@@ -167,10 +171,13 @@ mod tests {
     }
 
     #[test]
-    fn the_last_marker_line_wins() {
+    fn only_a_marker_line_that_ends_the_stream_counts() {
         let text = format!("{}{}", exit_line(0), exit_line(2));
         assert_eq!(scan(&[text.as_bytes()]), Some(2));
+        // A program's own marker, then more output: not the rack's line.
         let text = format!("{}{EXIT_MARKER}bogus\n", exit_line(4));
-        assert_eq!(scan(&[text.as_bytes()]), Some(4));
+        assert_eq!(scan(&[text.as_bytes()]), None);
+        assert_eq!(scan(&[exit_line(0).as_bytes(), b"more\n"]), None);
+        assert_eq!(scan(&[exit_line(0).as_bytes(), b"", b""]), Some(0));
     }
 }

@@ -35,7 +35,7 @@ pub use codec::{
 };
 pub use handshake::{ClientKey, ConnectError, UpgradeError};
 pub use marker::EXIT_MARKER;
-pub use relay::{CLOSE_TIMEOUT, ClosedBy, RelayConfig, StreamStats};
+pub use relay::{CLOSE_TIMEOUT, ClosedBy, MAX_CALLER_PAYLOAD, RelayConfig, StreamStats};
 
 pub use handshake::{accept_key, check_upgrade, connect_upstream};
 pub use marker::exit_line;

@@ -45,8 +45,13 @@ const CANCELLED_REASON: &str = "stream closed by the gateway";
 /// How a relay behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
-    /// The largest frame payload accepted from either side.
-    pub max_payload: usize,
+    /// The largest frame payload accepted from the caller. A frame is held whole until the
+    /// rack reads it, and the rack reads nothing on a log socket, so this bounds what one
+    /// stream of a low-role caller can make the gateway hold; the CLI's frames are at most
+    /// 32 KiB (it copies its input in `io.Copy`'s chunks).
+    pub max_from_caller: usize,
+    /// The largest frame payload accepted from the rack.
+    pub max_from_rack: usize,
     /// Once the rack has sent EOF (its side is over: a command that ended, a log stream that
     /// ran out), how long without a data frame before the gateway closes with 1000, whether or
     /// not the caller sent its EOF: the CLI keeps a finished stream's socket open until it exits
@@ -88,8 +93,9 @@ pub struct StreamStats {
     pub eof_in: bool,
     /// Whether the rack sent EOF.
     pub eof_out: bool,
-    /// The code of the rack's last exit-marker line, if it sent one. Only meaningful on exec,
-    /// run and instance-shell routes; a log line may contain the marker text too.
+    /// The code of the exit-marker line the rack ended its stream with (its last data, then its
+    /// EOF or close), if it did. Only read on exec, run and instance-shell routes; a log line may
+    /// contain the marker text too.
     pub exit_code: Option<i64>,
     /// Why the relay ended.
     pub closed_by: ClosedBy,
@@ -156,6 +162,10 @@ enum LegEnd {
 type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
 type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 
+/// The largest frame payload a relay accepts from the caller by default: 1 MiB, 32 times the
+/// CLI's largest.
+pub const MAX_CALLER_PAYLOAD: usize = 1 << 20;
+
 /// How long a relay's closing may take by default: a peer that stops reading cannot hold the
 /// gateway past it. A shutdown waits longer than this for the streams to record their end.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -163,11 +173,12 @@ pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 // === impl RelayConfig ===
 
 impl Default for RelayConfig {
-    /// 16 MiB frames, 5 s of idle after the rack's EOF, 60 s of caller silence (12 missed pings),
-    /// 5 s to close, exit codes read.
+    /// Frames of up to 1 MiB from the caller and 16 MiB from the rack, 5 s of idle after the
+    /// rack's EOF, 60 s of caller silence (12 missed pings), 5 s to close, exit codes read.
     fn default() -> RelayConfig {
         RelayConfig {
-            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_from_caller: MAX_CALLER_PAYLOAD,
+            max_from_rack: DEFAULT_MAX_PAYLOAD,
             idle_after_eof: Duration::from_secs(5),
             caller_silence: Duration::from_secs(60),
             close_timeout: CLOSE_TIMEOUT,
@@ -197,12 +208,12 @@ where
     let (caller_read, caller_write) = tokio::io::split(caller);
     let (rack_read, rack_write) = tokio::io::split(rack);
     let mut inbound: Inbound<C, R> = Leg::new(
-        FrameReader::new(caller_read, Role::Server, config.max_payload),
+        FrameReader::new(caller_read, Role::Server, config.max_from_caller),
         FrameWriter::new(rack_write, Role::Client),
         false,
     );
     let mut outbound: Outbound<R, C> = Leg::new(
-        FrameReader::new(rack_read, Role::Client, config.max_payload),
+        FrameReader::new(rack_read, Role::Client, config.max_from_rack),
         FrameWriter::new(caller_write, Role::Server),
         config.exit_code,
     );
@@ -261,7 +272,11 @@ where
         sha256_out: Hash(outbound.sha256.finalize().into()),
         eof_in: inbound.eof,
         eof_out: outbound.eof,
-        exit_code: outbound.exit.as_ref().and_then(ExitScanner::exit_code),
+        // The rack ends its stream right after its marker line; a marker followed by a stream
+        // it never ended (its connection lost, the caller gone) may be the program's own.
+        exit_code: (outbound.eof || closed_by == ClosedBy::RackClosed)
+            .then(|| outbound.exit.as_ref().and_then(ExitScanner::exit_code))
+            .flatten(),
         closed_by,
     }
 }

@@ -497,6 +497,23 @@ async fn a_rack_that_vanishes_before_its_eof_is_an_error_for_the_caller() {
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackGone);
 }
 
+/// A marker line the program printed, then the rack's connection lost before its own line and
+/// EOF: the process's exit is unknown, and no code is reported.
+#[tokio::test]
+async fn a_marker_without_the_racks_end_is_no_exit_code() {
+    let mut h = start(RelayConfig::default());
+    let line = super::marker::exit_line(0);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+    );
+    drop(h.rack);
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::RackGone);
+    assert_eq!(stats.exit_code, None);
+}
+
 #[tokio::test]
 async fn a_close_is_forwarded_and_its_answer_relayed_back() {
     // A long close timeout: the relay must end on the answer, not on the timer.
@@ -573,7 +590,7 @@ async fn a_protocol_violation_is_not_forwarded() {
 #[tokio::test]
 async fn a_frame_over_the_limit_is_refused_with_1009() {
     let config = RelayConfig {
-        max_payload: 1024,
+        max_from_caller: 1024,
         ..RelayConfig::default()
     };
     let mut h = start(config);
@@ -585,6 +602,34 @@ async fn a_frame_over_the_limit_is_refused_with_1009() {
         ClosedBy::CallerViolation(Violation::TooLarge {
             len: 1025,
             max: 1024
+        })
+    );
+}
+
+/// By default the caller's frames may be 1 MiB and the rack's larger: a caller's frame is held
+/// whole until a rack that may not read it does.
+#[tokio::test]
+async fn the_callers_frames_are_held_to_a_smaller_limit_than_the_racks() {
+    let mut h = start(RelayConfig::default());
+    let big = vec![b'x'; MAX_CALLER_PAYLOAD + 1];
+    h.rack.writer.text(&big).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(&big))
+    );
+    h.caller.writer.text(&big[1..]).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::copy_from_slice(&big[1..]))
+    );
+    // Refused from its header: the relay stops reading, so the rest may not be written.
+    let _ = h.caller.writer.text(&big).await;
+    assert_eq!(next_message(&mut h.caller).await, close(1009, b""));
+    assert_eq!(
+        ended(h.relay).await.closed_by,
+        ClosedBy::CallerViolation(Violation::TooLarge {
+            len: MAX_CALLER_PAYLOAD as u64 + 1,
+            max: MAX_CALLER_PAYLOAD
         })
     );
 }
