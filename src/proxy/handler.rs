@@ -251,11 +251,6 @@ async fn pipeline(
             return Err(e);
         }
     };
-    let header_pairs: Vec<(&str, &[u8])> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_bytes()))
-        .collect();
     let req_body = match (&form, body_is_empty(&parts.headers)) {
         (Some(f), _) => RequestBody::Buffered(f),
         (None, true) => RequestBody::Empty,
@@ -268,7 +263,7 @@ async fn pipeline(
             content_type: content_type.as_deref(),
             query,
             body: req_body,
-            headers: &header_pairs,
+            headers: &header_pairs(&parts.headers),
         },
     ) {
         Ok(p) => p,
@@ -278,6 +273,13 @@ async fn pipeline(
             return Err(ProxyError::BadRequest { kind, what });
         }
     };
+    let spec = &matched.rule().params;
+    let options: Vec<&str> = spec.headers.iter().map(|k| k.name).collect();
+    headers::keep_listed(
+        &mut parts.headers,
+        &options,
+        spec.body == policy::routes::Body::Opaque,
+    );
     let recorded_params = redact::params(params.params(), &state.keys.audit);
     // The token and its owner as they are now, after the body was read: a token revoked or
     // expired while a slow body came in stops here.
@@ -472,7 +474,7 @@ async fn pipeline(
                             content_type: content_type.as_deref(),
                             query,
                             body: RequestBody::Buffered(&form),
-                            headers: &header_pairs,
+                            headers: &header_pairs(&parts.headers),
                         },
                     ) {
                         Ok(restored) => {
@@ -1513,6 +1515,14 @@ async fn read_form(
         what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
     })?;
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
+}
+
+/// A request's headers as [`canonical::canonicalize_params`] reads them.
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(&str, &[u8])> {
+    headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect()
 }
 
 /// Answers the caller's upgrade and, inside the socket, says why the route is refused.

@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** upstream never sees the caller's credentials, cookies, hop-by-hop headers,
 //! claimed actor (`Convox-Actor`, `X-Convox-Actor`) or trace id (`Convox-TID`,
-//! `X-Convox-TID`), nor `X-Forwarded-*` from an untrusted peer; it sees the rack password and
+//! `X-Convox-TID`), nor `X-Forwarded-*` from an untrusted peer, nor any header a route does
+//! not list ([`keep_listed`]); it sees the rack password and
 //! `X-Convox-Actor: <authenticated principal>`. Every proxied response carries `nosniff` and a
 //! `sandbox` CSP and sets no cookie, so rack content can never run script on our origins.
 
@@ -37,6 +38,64 @@ const CALLER_ONLY: &[&str] = &[
 
 /// The header the rack reads the acting user from.
 pub const ACTOR: &str = "x-convox-actor";
+
+/// Headers the CLI sends on every request that are no parameter of any route: they reach the
+/// rack as sent (spec §1.2).
+const PASSED: &[&str] = &["accept", "accept-encoding", "user-agent", "version"];
+
+/// Framing, credential and handshake headers, which the proxy itself checks, rewrites or
+/// replaces before anything is forwarded ([`upstream`] and the forwarding code decide what of
+/// them goes on).
+const HANDLED: &[&str] = &[
+    "host",
+    "authorization",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "origin",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "forwarded",
+];
+
+/// Headers some servers read as the request's real method: never forwarded, so a method a
+/// route's permission depends on is the one the request line carries.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Keeps only the headers a route's request may carry to the rack: its option headers (as
+/// checked and recorded with its parameters), the CLI's own [`PASSED`] ones, and the ones the
+/// proxy handles itself. Anything else is dropped before forwarding, so an option a rack reads
+/// that the route table does not list (a newer rack's, say) never reaches it unauthorized and
+/// unrecorded. `opaque` routes (the registry and HTTP proxies) carry a client's own headers to
+/// what is behind the rack, so there only the method overrides go.
+pub fn keep_listed(headers: &mut HeaderMap, options: &[&str], opaque: bool) {
+    let unlisted: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            if METHOD_OVERRIDES.contains(&n) {
+                return true;
+            }
+            !opaque
+                && !PASSED.contains(&n)
+                && !HANDLED.contains(&n)
+                && !n.starts_with("x-forwarded-")
+                && !options.iter().any(|o| o.eq_ignore_ascii_case(n))
+        })
+        .cloned()
+        .collect();
+    for name in unlisted {
+        headers.remove(name);
+    }
+}
 
 /// The headers to send upstream for a request that came in with `incoming`.
 ///

@@ -878,6 +878,47 @@ async fn a_parameter_header_named_by_connection_is_neither_recorded_nor_forwarde
     s.finish().await;
 }
 
+/// Only the headers a route lists (its option headers, the CLI's own, framing) reach the rack:
+/// an option a rack might read that the table does not list is dropped, not forwarded
+/// unrecorded. The HTTP proxy route carries a client's headers to the service behind the rack,
+/// all but a method override.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_listed_headers_reach_the_rack() {
+    let s = Session::start().await;
+    let unlisted = [
+        ("Tls", "true"),
+        ("X-Api-Key", "k"),
+        ("Accept-Language", "en"),
+        ("X-Http-Method-Override", "DELETE"),
+    ];
+    let raw = s.gw.cli().request("GET", "/apps?", &unlisted, Body::Empty);
+    assert_eq!(s.gw.send_raw(raw).await.status, 200);
+    let raw = s.gw.cli().request(
+        "GET",
+        "/custom/http/proxy/status?",
+        &[
+            ("X-Host", "web.local"),
+            ("X-Port", "80"),
+            ("X-Api-Key", "k"),
+            ("X-Http-Method-Override", "DELETE"),
+        ],
+        Body::Empty,
+    );
+    s.gw.send_raw(raw).await;
+    let got = s.gw.rack().received();
+    assert_eq!(got.len(), 2);
+    for (name, _) in unlisted {
+        assert_eq!(got[0].header(name), None, "{name} reached the rack");
+    }
+    for kept in ["accept", "user-agent", "version", "accept-encoding"] {
+        assert!(got[0].header(kept).is_some(), "{kept} was dropped");
+    }
+    assert_eq!(got[1].header("x-host"), Some("web.local"));
+    assert_eq!(got[1].header("x-api-key"), Some("k"));
+    assert_eq!(got[1].header("x-http-method-override"), None);
+    s.finish().await;
+}
+
 /// `CONVOX_ACTOR=alice@example.com convox apps` adds `X-Convox-Actor` (spec Appendix A); the
 /// rack must see the authenticated user instead, and never a cookie or the caller's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
