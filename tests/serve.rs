@@ -495,6 +495,20 @@ async fn serve_refuses_a_taken_port_and_a_misspelled_override_before_recording()
     assert_eq!(config_digests(&data), 1);
 }
 
+/// `serve` refuses a data directory `dev` made: its log's dev user holds admin, which `dev`
+/// granted without anyone asking.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_dev_data_directory() {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), "", "");
+    Keys::init(&data, rack_gateway::server::dev::DEV_ORIGIN).unwrap();
+    let err = serve(&config, "rack-pw")
+        .err()
+        .expect("serve must refuse a dev log");
+    assert!(err.contains("holds a dev log"), "{err}");
+    assert_eq!(config_digests(&data), 0, "nothing recorded");
+}
+
 /// A form body that trickles in is cut off at `limits.form_timeout_secs` (here 2 s, not the
 /// default 30): a 400 that says why, a recorded denial, nothing forwarded. A prompt form on the
 /// same gateway goes through.

@@ -43,6 +43,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             config.data.display()
         )
     })?;
+    if keys.checkpoint.name() == super::dev::DEV_ORIGIN {
+        anyhow::bail!(
+            "{}: this data directory holds a dev log ({:?}), whose dev user `dev` made an admin; \
+             `serve` runs on a log of its own: give data another directory and run \
+             `rack-gateway keys init` there",
+            config.data.display(),
+            super::dev::DEV_ORIGIN
+        );
+    }
     let store = Arc::new(store);
     // The rack's TLS settings are checked first: the log records only a configuration that
     // serves.
