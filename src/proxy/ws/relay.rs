@@ -15,8 +15,10 @@
 //!   message). Memory is bounded by one frame per direction.
 //! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
 //!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
-//!   runs once the rack has sent its EOF (the CLI sends none on log sockets, so the caller's
-//!   is not awaited), from the last data frame in either direction.
+//!   runs once the rack's EOF has been written to the caller (the CLI sends none on log
+//!   sockets, so the caller's is not awaited), from the last data frame in either direction.
+//!   On exec and shell streams the gateway then waits for the caller to answer its close (or
+//!   go) before letting the socket go, so a reset does not drop the end of the output.
 //! - **Close codes the gateway sends** (`closing_codes`): forwarded closes travel as they
 //!   came and the answer is relayed back (1000 if none comes); a side that went away gets
 //!   nothing; a side that broke the protocol gets 1002 (1009 for a frame over the limit); the
@@ -144,6 +146,8 @@ enum Relayed {
     Data,
     Control,
     Close,
+    /// The rest of a frame whose step was cancelled (by the other leg's) went out.
+    Flushed,
 }
 
 /// Why a leg stopped.
@@ -224,7 +228,10 @@ where
         if is_cancelled(&cancel) {
             break ClosedBy::Cancelled;
         }
-        let idle_at = outbound.eof.then(|| last_data + config.idle_after_eof);
+        // From the moment the rack's EOF has been written to the caller: a caller slow to read
+        // the end of the output (its exit line) is not closed on before it has it.
+        let idle_at = (outbound.eof && !outbound.writer.has_pending())
+            .then(|| last_data + config.idle_after_eof);
         let silent_at = last_from_caller + config.caller_silence;
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
@@ -234,11 +241,12 @@ where
                     last_from_caller = last_data;
                 }
                 Ok(Relayed::Control) => last_from_caller = Instant::now(),
+                Ok(Relayed::Flushed) => {}
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
                 Err(end) => break end.on_inbound(),
             },
             step = outbound.step() => match step {
-                Ok(Relayed::Data) => last_data = Instant::now(),
+                Ok(Relayed::Data | Relayed::Flushed) => last_data = Instant::now(),
                 Ok(Relayed::Control) => {}
                 Ok(Relayed::Close) => break ClosedBy::RackClosed,
                 Err(end) => break end.on_outbound(),
@@ -260,7 +268,7 @@ where
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
     let _ = tokio::time::timeout(
         config.close_timeout,
-        finish(&mut inbound, &mut outbound, closed_by),
+        finish(&mut inbound, &mut outbound, closed_by, config.exit_code),
     )
     .await;
 
@@ -283,8 +291,19 @@ where
 
 /// The closing handshake: wait for the answer to a forwarded close, then send the gateway's
 /// own close frames where `ClosedBy` calls for them, then shut both transports down.
-async fn finish<C, R>(inbound: &mut Inbound<C, R>, outbound: &mut Outbound<R, C>, end: ClosedBy)
-where
+///
+/// `await_caller`: on a stream whose end carries the exit code (the CLI exits once it has read
+/// it), once the rack's output is whole, the caller's input is read and dropped until it
+/// answers the close or goes. A socket
+/// closed with input unread, or that input arriving after (the CLI pings every 5 s), is reset,
+/// and a reset throws away what the kernel still had to send the caller: the end of a slow
+/// caller's output.
+async fn finish<C, R>(
+    inbound: &mut Inbound<C, R>,
+    outbound: &mut Outbound<R, C>,
+    end: ClosedBy,
+    await_caller: bool,
+) where
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
@@ -295,12 +314,33 @@ where
         _ => {}
     }
     let (to_caller, to_rack) = closing_codes(end, outbound.eof);
-    let (caller_done, rack_done) = tokio::join!(
+    // The rack's output is whole and the caller is still there to take its end.
+    let caller_open = match end {
+        ClosedBy::Idle => true,
+        ClosedBy::RackGone => outbound.eof,
+        _ => false,
+    };
+    let caller_input = &mut inbound.reader;
+    let (caller_done, rack_done, ()) = tokio::join!(
         close_and_shutdown(&mut outbound.writer, to_caller),
         close_and_shutdown(&mut inbound.writer, to_rack),
+        async {
+            if await_caller && caller_open {
+                discard_until_close(caller_input).await;
+            }
+        },
     );
     // Both are best effort: the stream is over whatever the peers do now.
     let _ = (caller_done, rack_done);
+}
+
+/// Reads and drops frames until a close frame, the end of the input, or an error.
+async fn discard_until_close<R: AsyncRead + Unpin>(reader: &mut FrameReader<R>) {
+    while let Ok(Some(frame)) = reader.read_frame().await {
+        if frame.opcode == Opcode::Close {
+            return;
+        }
+    }
 }
 
 /// The close frames the gateway itself sends (to the caller, to the rack); `None` for a side
@@ -364,12 +404,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         }
     }
 
-    /// Finishes writing what is pending, then reads, checks, counts and forwards one frame.
+    /// Finishes writing what is pending, or else reads, checks, counts and forwards one frame.
     ///
     /// Cancel-safe: the reader keeps partial frames and the writer keeps its progress, so the
     /// relay can drop this future in a `select!` and call it again.
     async fn step(&mut self) -> Result<Relayed, LegEnd> {
-        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        if self.writer.has_pending() {
+            // Its own step: the relay learns when the frame is out (the idle wait after the
+            // rack's EOF starts then).
+            self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+            return Ok(Relayed::Flushed);
+        }
         let frame = match self.reader.read_frame().await {
             Ok(Some(frame)) => frame,
             Ok(None) | Err(CodecError::Io(_) | CodecError::Truncated) => {

@@ -211,6 +211,12 @@ async fn eof_both_ways_then_idle_ends_with_exact_counts_and_the_exit_code() {
     // Nobody closes (convox-api.md §4.2): the gateway does, once both sides are idle.
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    // Then it waits for the caller to answer (or go), reading what it still sends, so its
+    // socket is not reset while the end of the output may still be on its way.
+    h.caller.writer.ping(b"late").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!h.relay.is_finished(), "closed before the caller answered");
+    h.caller.writer.close(1000, b"").await.unwrap();
     let stats = ended(h.relay).await;
     let out = output.concat();
     assert_eq!(
@@ -403,6 +409,7 @@ async fn pings_neither_start_nor_extend_the_idle_wait() {
         }
     };
     assert_eq!(caller_end, close(1000, b""));
+    h.caller.writer.close(1000, b"").await.unwrap();
     let (pings, rack_end) = within("the rack's end", rack_side).await.unwrap();
     assert_eq!(rack_end, Some(close(1000, b"")));
     assert!(pings >= pongs && pongs > 0, "pings {pings}, pongs {pongs}");
@@ -495,6 +502,37 @@ async fn a_rack_that_vanishes_before_its_eof_is_an_error_for_the_caller() {
         close(1011, b"rack connection lost")
     );
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackGone);
+}
+
+/// A caller slow to read the end of the output: the idle wait starts once the rack's EOF has
+/// been written to it, not once it was read from the rack, so a close does not cut the end
+/// off. The rack's frame exactly fills the pipe to the caller, so the EOF after it waits.
+#[tokio::test]
+async fn the_idle_wait_starts_once_the_eof_reached_the_caller() {
+    let mut h = start(RelayConfig {
+        idle_after_eof: Duration::from_millis(50),
+        close_timeout: Duration::from_millis(100),
+        ..RelayConfig::default()
+    });
+    // 256 KiB of pipe: a server frame's 10-byte head and this payload.
+    let output = vec![b'o'; 256 * 1024 - 10];
+    h.rack.writer.text(&output).await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    // The caller pings (so the relay looks at its timers again) and reads nothing for a while.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.caller.writer.ping(b"").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from(output))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new()),
+        "the rack's EOF was cut off"
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Idle);
 }
 
 /// A marker line the program printed, then the rack's connection lost before its own line and
