@@ -14,7 +14,7 @@ pub const PREFIX: &str = "rgw_";
 /// Random bytes in a token: 256 bits.
 const RANDOM_BYTES: usize = 32;
 /// Characters after the prefix: 32 bytes in unpadded base64.
-const ENCODED_LEN: usize = 43;
+pub const ENCODED_LEN: usize = 43;
 
 /// A token secret as the caller presents it.
 #[derive(Clone, PartialEq, Eq)]

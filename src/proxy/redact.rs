@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use crate::config::hmac_value;
-use crate::identity::token::{self, TokenSecret};
+use crate::identity::token;
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
 use crate::policy::routes::KeyClass;
@@ -54,26 +54,37 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
 /// What replaces a path segment that holds a secret.
 const REDACTED_SEGMENT: &str = "[redacted]";
 
-/// A path as every `CommandRequested` records it, on both listeners: a segment that is a
-/// gateway token's secret becomes `[redacted]`, so a token pasted into a URL never enters the
-/// log. Every other segment is kept as it is: a routed path's segments are the names the rack
-/// was sent, and the log says which.
+/// A path as every `CommandRequested` records it, on both listeners: a gateway token's secret
+/// anywhere in it (`rgw_` and 43 URL-safe base64 characters, as a segment or inside one: a
+/// `….tgz` name, a registry's `user:…@host`) becomes `[redacted]`, so a token pasted into a URL
+/// never enters the log. Everything else is kept as it is: a routed path's segments are the
+/// names the rack was sent, and the log says which.
 pub fn path(path: &str) -> Cow<'_, str> {
-    if !path.contains(token::PREFIX) {
+    let b64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+    let secret_len = token::PREFIX.len() + token::ENCODED_LEN;
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut from = 0;
+    while let Some(at) = path.get(from..).and_then(|rest| rest.find(token::PREFIX)) {
+        let start = from + at;
+        let tail = path
+            .as_bytes()
+            .get(start + token::PREFIX.len()..)
+            .unwrap_or_default();
+        if tail.len() >= token::ENCODED_LEN && tail.iter().take(token::ENCODED_LEN).all(b64url) {
+            out.push_str(path.get(copied..start).unwrap_or_default());
+            out.push_str(REDACTED_SEGMENT);
+            copied = start + secret_len;
+            from = copied;
+        } else {
+            from = start + token::PREFIX.len();
+        }
+    }
+    if copied == 0 {
         return Cow::Borrowed(path);
     }
-    Cow::Owned(
-        path.split('/')
-            .map(|s| {
-                if TokenSecret::parse(s).is_ok() {
-                    REDACTED_SEGMENT
-                } else {
-                    s
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("/"),
-    )
+    out.push_str(path.get(copied..).unwrap_or_default());
+    Cow::Owned(out)
 }
 
 /// A path that matched no route, as recorded: the caller's free text, so each segment that,
@@ -192,6 +203,7 @@ fn dense_mixed(w: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::token::TokenSecret;
 
     #[test]
     fn paths_lose_pasted_secrets_and_keep_their_shape() {
@@ -201,7 +213,16 @@ mod tests {
             path(&format!("/apps/{secret}/releases")),
             "/apps/[redacted]/releases"
         );
-        // Only a token's exact shape goes from a routed path: the rest is what the rack got.
+        // Inside a segment too.
+        assert_eq!(
+            path(&format!("/apps/x/builds/{secret}.tgz")),
+            "/apps/x/builds/[redacted].tgz"
+        );
+        assert_eq!(
+            path(&format!("/registries/ci:{secret}@ghcr.io")),
+            "/registries/ci:[redacted]@ghcr.io"
+        );
+        // Only a token's shape goes from a routed path: the rest is what the rack got.
         assert_eq!(
             path("/apps/rgw_backup/objects/x"),
             "/apps/rgw_backup/objects/x"
