@@ -89,6 +89,7 @@ fn events(i: u64) -> Vec<Event> {
                 exit_code: Some(0),
                 sha256_in: None,
                 sha256_out: None,
+                ended: None,
             },
         ],
         7 => vec![Event::DenialsCounted {

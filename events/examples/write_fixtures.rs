@@ -108,6 +108,17 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
         exit_code: Some(0),
         sha256_in: Some(digest("stdin")),
         sha256_out: Some(digest("output")),
+        ended: None,
+    };
+    let stream_closed_3 = Event::StreamClosed {
+        request: request.clone(),
+        duration_ns: 12_500_000_000,
+        bytes_in: 8,
+        bytes_out: 4_096,
+        exit_code: Some(3),
+        sha256_in: Some(digest("stdin")),
+        sha256_out: Some(digest("output")),
+        ended: Some("idle".into()),
     };
     let events = vec![
         Event::LogCreated {
@@ -210,6 +221,7 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             exit_code: Some(-1),
             sha256_in: None,
             sha256_out: None,
+            ended: None,
         },
         Event::DenialsCounted {
             ip: "198.51.100.23".into(),
@@ -256,6 +268,15 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             time: Timestamp(T0 + 101 * 1_000_000_123),
             prev: digest("record 101006"),
             event: stream_closed_2,
+        },
+    ));
+    records.push((
+        "G4003I-3".to_owned(),
+        Record {
+            seq: Seq(102_007),
+            time: Timestamp(T0 + 102 * 1_000_000_123),
+            prev: digest("record 102006"),
+            event: stream_closed_3,
         },
     ));
     Ok(records)

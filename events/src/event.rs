@@ -102,6 +102,11 @@ pub enum Event {
         sha256_in: Option<Hash>,
         /// The same for the rack's data payloads.
         sha256_out: Option<Hash>,
+        /// How the stream ended, e.g. `idle` (the rack had finished and nothing more passed),
+        /// `caller_closed`, `rack_gone`, `cancelled` (a revoked token, a disabled or demoted
+        /// owner, a stop), `token_expired`; `None` only in records written before the field
+        /// existed.
+        ended: Option<String>,
     },
     /// G4004W: unauthenticated denials from one address, coalesced so noise cannot flood the log.
     DenialsCounted {
@@ -384,6 +389,7 @@ impl Event {
                 exit_code,
                 sha256_in,
                 sha256_out,
+                ended,
             } => {
                 b.text(0, "request", &request.0);
                 b.uint(1, "duration_ns", *duration_ns);
@@ -397,6 +403,9 @@ impl Event {
                 }
                 if let Some(h) = sha256_out {
                     b.hash(6, "sha256_out", h);
+                }
+                if let Some(how) = ended {
+                    b.text(7, "ended", how);
                 }
             }
             Event::DenialsCounted {
@@ -536,6 +545,7 @@ impl Event {
                 exit_code: r.opt_int(4, "exit_code")?,
                 sha256_in: r.opt_hash(5, "sha256_in")?,
                 sha256_out: r.opt_hash(6, "sha256_out")?,
+                ended: r.opt_text(7)?,
             },
             "G4004W" => Event::DenialsCounted {
                 ip: r.text(0)?,

@@ -175,6 +175,7 @@ mod tests {
                 exit_code: None,
                 sha256_in: None,
                 sha256_out: None,
+                ended: None,
             },
         }
         .seal();

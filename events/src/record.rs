@@ -415,19 +415,23 @@ mod tests {
                     any::<u64>(),
                     proptest::option::of(any::<i64>()),
                     proptest::option::of(hash()),
-                    proptest::option::of(hash())
+                    proptest::option::of(hash()),
+                    proptest::option::of(text())
                 )
-                    .prop_map(|(r, d, i, o, exit_code, sha256_in, sha256_out)| {
-                        Event::StreamClosed {
-                            request: RequestId(r),
-                            duration_ns: d,
-                            bytes_in: i,
-                            bytes_out: o,
-                            exit_code,
-                            sha256_in,
-                            sha256_out,
+                    .prop_map(
+                        |(r, d, i, o, exit_code, sha256_in, sha256_out, ended)| {
+                            Event::StreamClosed {
+                                request: RequestId(r),
+                                duration_ns: d,
+                                bytes_in: i,
+                                bytes_out: o,
+                                exit_code,
+                                sha256_in,
+                                sha256_out,
+                                ended,
+                            }
                         }
-                    }),
+                    ),
                 (text(), text(), any::<u64>(), any::<i64>(), any::<i64>()).prop_map(
                     |(ip, reason, count, f, l)| Event::DenialsCounted {
                         ip,

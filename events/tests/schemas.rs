@@ -44,6 +44,7 @@ c83fdb829d1c593e64e5c5ad3dec722c4c874fb23eabd34d1d3b884490017b73  G4003I.cbor
 c35d07b2c22b091879d205fc55778e5cc1df4ba52098db295d259c9b6b099971  G4004W.cbor
 c021c55fe2d334d7f8442f3402063dd89ed5b1e12b7e04ec4a917b4357fac23d  G4001I-2.cbor
 7154badabc3e8fadcda9d9d8ce76f2f099e91f789c2366cdb9c8d0bfee5c78b3  G4003I-2.cbor
+0fa326efe47e540dd72c0b83ce5e45a3ff83c8e3cc94362f6fb404bb25497b8d  G4003I-3.cbor
 ";
 
 /// The optional body fields, as `(code, key, name)`. Every other field is required. The tests
@@ -58,6 +59,7 @@ const OPTIONAL: &[(&str, u64, &str)] = &[
     ("G4003I", 4, "exit_code"),
     ("G4003I", 5, "sha256_in"),
     ("G4003I", 6, "sha256_out"),
+    ("G4003I", 7, "ended"),
 ];
 
 fn schemas_dir() -> PathBuf {

@@ -1306,6 +1306,11 @@ pub const ROUTES: &[RouteRule] = &[
         websocket: true,
         secrets: sec(CRED, CRED),
         stream: Stream::Both,
+        // `convox proxy --tls`: the rack wraps its connection to the target in TLS.
+        params: Params {
+            headers: &[p("TLS")],
+            ..NO_PARAMS
+        },
         rack_role: "r+w",
         ..BASE
     },

@@ -1929,12 +1929,16 @@ async fn relay_stream(
     tokio::pin!(relay);
     // A stream lasts no longer than the token that opened it: at its expiry it ends as a
     // revoked one does (expiry is a moment, not an event a revocation watcher could see).
-    let stats = tokio::select! {
-        stats = &mut relay => stats,
+    let (stats, expired) = tokio::select! {
+        stats = &mut relay => (stats, false),
         () = until(expires) => {
             registration.cancel();
-            relay.await
+            (relay.await, true)
         }
+    };
+    let ended = match stats.closed_by {
+        ws::ClosedBy::Cancelled if expired => "token_expired",
+        how => how.kind(),
     };
     // Enqueued before the registration goes, so a shutdown that waits for the registry to empty
     // knows every closed stream is recorded.
@@ -1946,6 +1950,7 @@ async fn relay_stream(
         exit_code: stats.exit_code,
         sha256_in: Some(stats.sha256_in),
         sha256_out: Some(stats.sha256_out),
+        ended: Some(ended.to_owned()),
     }]);
     drop(registration);
     let _ = closed.await;

@@ -88,8 +88,9 @@ async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
                     exit_code,
                     sha256_in,
                     sha256_out,
+                    ended,
                     ..
-                } => Some((bytes_in, exit_code, sha256_in, sha256_out)),
+                } => Some((bytes_in, exit_code, sha256_in, sha256_out, ended)),
                 _ => None,
             })
     })
@@ -104,7 +105,8 @@ async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
             invalid.len() as u64 + 2,
             Some(0),
             Some(sha256(&sent)),
-            Some(sha256(&received))
+            Some(sha256(&received)),
+            Some("caller_closed".to_owned())
         )
     );
     gw.finish().await;
@@ -155,6 +157,36 @@ async fn a_refused_tunnel_carries_no_exit_marker() {
     assert_eq!(text.len(), 1, "{text:?}");
     assert!(text[0].starts_with("ERROR: "), "{text:?}");
     assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
+    gw.finish().await;
+}
+
+/// `convox proxy --tls` asks the rack, in a `TLS` header, to wrap its connection to the target:
+/// the option reaches the rack and the log, unlike a header the route does not list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnels_tls_option_reaches_the_rack_and_the_log() {
+    let gw = TestGateway::start().await;
+    let host = gw.proxy().to_string();
+    let request = format!(
+        "GET /proxy/10.0.0.5/5432 HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
+         Authorization: {}\r\nConnection: Upgrade\r\nOrigin: http://{host}\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Tls: true\r\nX-Unlisted: 1\r\nUpgrade: websocket\r\n\r\n",
+        basic(&format!("convox:{}", gw.token()))
+    );
+    let since = gw.head();
+    let _socket = open_socket(gw.proxy(), request).await;
+    let got = gw.rack().received();
+    let tunnel = got.last().expect("the upgrade reached the rack");
+    assert!(tunnel.target.starts_with("/proxy/10.0.0.5/5432"));
+    assert_eq!(tunnel.header("tls"), Some("true"));
+    assert_eq!(tunnel.header("x-unlisted"), None);
+    let events = gw.events_since(since).await;
+    let recorded = events
+        .iter()
+        .filter_map(crate::support::requested)
+        .find(|c| c.path == "/proxy/10.0.0.5/5432")
+        .expect("the tunnel's record");
+    assert_eq!(recorded.params, [("TLS".to_owned(), "true".to_owned())]);
     gw.finish().await;
 }
 
@@ -249,7 +281,16 @@ async fn a_stream_ends_when_its_token_expires() {
     .expect("a close frame");
     assert_eq!(close.payload.get(..2), Some(&1008u16.to_be_bytes()[..]));
     assert!(Clock.now() >= expires, "closed before the token expired");
-    gw.finish().await;
+    let finished = gw.finish().await;
+    let ended: Vec<Option<String>> = finished
+        .events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StreamClosed { ended, .. } => Some(ended.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, [Some("token_expired".to_owned())]);
 }
 
 /// A stop while a stream is open and an answer has just gone: the stream is closed and its end

@@ -12,7 +12,9 @@
 //! **Invariant:** frames are relayed without UTF-8 validation, payload bytes exactly as sent;
 //! the caller never reaches the rack without the proxy's decision (nothing here opens a rack
 //! connection on its own, and `refuse` has none); the `StreamStats` of a relay are exact: bytes
-//! and SHA-256 of precisely the data payloads that passed each way.
+//! and SHA-256 of precisely the data payloads read from each side while the stream was relayed
+//! (what a caller still sends after the gateway's close is read and dropped, uncounted; a
+//! frame read as the relay ended may not have reached the other side).
 
 mod codec;
 mod handshake;

@@ -54,10 +54,12 @@ pub struct RelayConfig {
     pub max_from_caller: usize,
     /// The largest frame payload accepted from the rack.
     pub max_from_rack: usize,
-    /// Once the rack has sent EOF (its side is over: a command that ended, a log stream that
-    /// ran out), how long without a data frame before the gateway closes with 1000, whether or
-    /// not the caller sent its EOF: the CLI keeps a finished stream's socket open until it exits
-    /// (its deploy wait opens a new log socket every second), each holding a stream slot.
+    /// Once the rack's EOF has been written to the caller (its side is over: a command that
+    /// ended, a log stream that ran out), how long without a data frame before the gateway
+    /// closes with 1000, whether or not the caller sent its EOF: the CLI keeps a finished
+    /// stream's socket open until it exits (its deploy wait opens a new log socket every
+    /// second), each holding a stream slot. A caller that reads nothing while the EOF waits to
+    /// be written is given `caller_silence` instead.
     pub idle_after_eof: Duration,
     /// How long the caller may send nothing at all, not even a ping, before it is taken for
     /// gone: the CLI pings every 5 s on every socket, and a caller that vanished without a FIN
@@ -138,6 +140,8 @@ struct Leg<R, W> {
     sha256: Sha256,
     eof: bool,
     exit: Option<ExitScanner>,
+    /// Whether the frame last queued (and maybe still pending) is a data frame.
+    queued_data: bool,
 }
 
 /// What one step of a leg relayed.
@@ -146,8 +150,9 @@ enum Relayed {
     Data,
     Control,
     Close,
-    /// The rest of a frame whose step was cancelled (by the other leg's) went out.
-    Flushed,
+    /// The rest of a frame whose step was cancelled (by the other leg's) went out: a data
+    /// frame (`true`) or a control frame.
+    Flushed(bool),
 }
 
 /// Why a leg stopped.
@@ -166,6 +171,9 @@ enum LegEnd {
 type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
 type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 
+/// How long a relay whose caller left right after an exit line waits for the rack's EOF.
+const EOF_GRACE: Duration = Duration::from_millis(250);
+
 /// The largest frame payload a relay accepts from the caller by default: 1 MiB, 32 times the
 /// CLI's largest.
 pub const MAX_CALLER_PAYLOAD: usize = 1 << 20;
@@ -173,6 +181,26 @@ pub const MAX_CALLER_PAYLOAD: usize = 1 << 20;
 /// How long a relay's closing may take by default: a peer that stops reading cannot hold the
 /// gateway past it. A shutdown waits longer than this for the streams to record their end.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+// === impl ClosedBy ===
+
+impl ClosedBy {
+    /// How the stream ended, as `StreamClosed` records it.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ClosedBy::CallerClosed => "caller_closed",
+            ClosedBy::RackClosed => "rack_closed",
+            ClosedBy::CallerGone => "caller_gone",
+            ClosedBy::RackGone => "rack_gone",
+            ClosedBy::CallerViolation(_) => "caller_violation",
+            ClosedBy::RackViolation(_) => "rack_violation",
+            ClosedBy::Idle => "idle",
+            ClosedBy::CallerSilent => "caller_silent",
+            ClosedBy::Cancelled => "cancelled",
+            ClosedBy::Gateway => "gateway",
+        }
+    }
+}
 
 // === impl RelayConfig ===
 
@@ -229,9 +257,16 @@ where
             break ClosedBy::Cancelled;
         }
         // From the moment the rack's EOF has been written to the caller: a caller slow to read
-        // the end of the output (its exit line) is not closed on before it has it.
-        let idle_at = (outbound.eof && !outbound.writer.has_pending())
-            .then(|| last_data + config.idle_after_eof);
+        // the end of the output (its exit line) is not closed on before it has it. One that
+        // stops reading altogether (and only pings) is closed on once it has read nothing for
+        // as long as a silent caller is given.
+        let idle_at = outbound.eof.then(|| {
+            if outbound.writer.has_pending() {
+                last_data + config.caller_silence.max(config.idle_after_eof)
+            } else {
+                last_data + config.idle_after_eof
+            }
+        });
         let silent_at = last_from_caller + config.caller_silence;
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
@@ -241,13 +276,13 @@ where
                     last_from_caller = last_data;
                 }
                 Ok(Relayed::Control) => last_from_caller = Instant::now(),
-                Ok(Relayed::Flushed) => {}
+                Ok(Relayed::Flushed(_)) => {}
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
                 Err(end) => break end.on_inbound(),
             },
             step = outbound.step() => match step {
-                Ok(Relayed::Data | Relayed::Flushed) => last_data = Instant::now(),
-                Ok(Relayed::Control) => {}
+                Ok(Relayed::Data | Relayed::Flushed(true)) => last_data = Instant::now(),
+                Ok(Relayed::Control | Relayed::Flushed(false)) => {}
                 Ok(Relayed::Close) => break ClosedBy::RackClosed,
                 Err(end) => break end.on_outbound(),
             },
@@ -264,6 +299,21 @@ where
             }
         }
     };
+
+    // The CLI exits as soon as it has read the exit line, and its going can overtake the rack's
+    // EOF right behind that line: a moment to see whether the rack's stream ends there.
+    if closed_by == ClosedBy::CallerGone
+        && !outbound.eof
+        && outbound
+            .exit
+            .as_ref()
+            .and_then(ExitScanner::exit_code)
+            .is_some()
+        && let Ok(Ok(Some(frame))) =
+            tokio::time::timeout(EOF_GRACE, outbound.reader.read_frame()).await
+    {
+        outbound.account(&frame);
+    }
 
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
     let _ = tokio::time::timeout(
@@ -401,6 +451,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             sha256: Sha256::new(),
             eof: false,
             exit: scan_exit.then(ExitScanner::new),
+            queued_data: false,
         }
     }
 
@@ -413,7 +464,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             // Its own step: the relay learns when the frame is out (the idle wait after the
             // rack's EOF starts then).
             self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-            return Ok(Relayed::Flushed);
+            return Ok(Relayed::Flushed(self.queued_data));
         }
         let frame = match self.reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -425,6 +476,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         };
         self.fragments.check(&frame).map_err(LegEnd::Violation)?;
         let relayed = self.account(&frame);
+        self.queued_data = relayed == Relayed::Data;
         match self.writer.queue(&frame) {
             Ok(()) => {}
             Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),

@@ -535,6 +535,56 @@ async fn the_idle_wait_starts_once_the_eof_reached_the_caller() {
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Idle);
 }
 
+/// The CLI exits on reading the exit line, so its going may come before the rack's EOF right
+/// behind that line: the code still counts once the EOF comes.
+#[tokio::test]
+async fn a_caller_gone_on_the_exit_line_keeps_the_code() {
+    let mut h = start(RelayConfig::default());
+    let line = super::marker::exit_line(3);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+    );
+    drop(h.caller);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.rack.writer.binary(b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+    assert_eq!((stats.eof_out, stats.exit_code), (true, Some(3)));
+}
+
+/// A caller that stops reading after the rack's EOF (and only pings) does not hold its stream:
+/// once it has read nothing for as long as a silent caller is given, it is closed on.
+#[tokio::test]
+async fn a_caller_that_stops_reading_after_the_eof_is_closed_on() {
+    let mut h = start(RelayConfig {
+        idle_after_eof: Duration::from_millis(50),
+        caller_silence: Duration::from_millis(300),
+        close_timeout: Duration::from_millis(100),
+        ..RelayConfig::default()
+    });
+    let output = vec![b'o'; 256 * 1024 - 10];
+    h.rack.writer.text(&output).await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    let pinging = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if h.caller.writer.ping(b"").await.is_err() {
+                break;
+            }
+        }
+    };
+    let stats = within("the stream's end", async {
+        tokio::select! {
+            () = pinging => unreachable!("the pipe stays open until the relay ends"),
+            stats = &mut h.relay => stats.unwrap(),
+        }
+    })
+    .await;
+    assert_eq!(stats.closed_by, ClosedBy::Idle);
+}
+
 /// A marker line the program printed, then the rack's connection lost before its own line and
 /// EOF: the process's exit is unknown, and no code is reported.
 #[tokio::test]
