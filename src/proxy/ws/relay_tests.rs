@@ -98,6 +98,16 @@ async fn next_message(peer: &mut Peer) -> Message {
         .unwrap()
 }
 
+/// The rack sends the exit line for `code`, and the caller gets it.
+async fn exit_line_through(h: &mut Harness, code: i64) {
+    let line = super::marker::exit_line(code);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+    );
+}
+
 async fn ended(relay: JoinHandle<StreamStats>) -> StreamStats {
     within("the relay's end", relay).await.unwrap()
 }
@@ -540,12 +550,7 @@ async fn the_idle_wait_starts_once_the_eof_reached_the_caller() {
 #[tokio::test]
 async fn a_caller_gone_on_the_exit_line_keeps_the_code() {
     let mut h = start(RelayConfig::default());
-    let line = super::marker::exit_line(3);
-    h.rack.writer.text(line.as_bytes()).await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
-    );
+    exit_line_through(&mut h, 3).await;
     drop(h.caller);
     tokio::time::sleep(Duration::from_millis(50)).await;
     h.rack.writer.binary(b"").await.unwrap();
@@ -590,12 +595,7 @@ async fn a_caller_that_stops_reading_after_the_eof_is_closed_on() {
 #[tokio::test]
 async fn a_marker_without_the_racks_end_is_no_exit_code() {
     let mut h = start(RelayConfig::default());
-    let line = super::marker::exit_line(0);
-    h.rack.writer.text(line.as_bytes()).await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
-    );
+    exit_line_through(&mut h, 0).await;
     drop(h.rack);
     let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::RackGone);
