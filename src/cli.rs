@@ -364,13 +364,14 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
 /// One line of `token list`, the same offline and online.
 fn list_line(t: &TokenView) -> String {
     format!(
-        "{}  {:<8} {:<24} owner={} scopes={} last_used={}",
+        "{}  {:<8} {:<24} owner={} scopes={} last_used={} created_by={}",
         t.id,
         t.state.as_str(),
         t.name,
         t.owner,
         t.scopes.join(","),
         t.last_used.as_deref().unwrap_or("never"),
+        t.created_by.as_deref().unwrap_or("unknown"),
     )
 }
 

@@ -468,6 +468,10 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
         .clone();
     assert_eq!(mine["owner"], "deployer@example.com");
     assert_eq!(
+        mine["created_by"], DEV_USER,
+        "who made a token for another owner"
+    );
+    assert_eq!(
         mine["scopes"],
         json!(["convox:app:read", "convox:release:read"])
     );
@@ -1224,6 +1228,7 @@ async fn the_cli_creates_lists_and_revokes_against_a_running_gateway() {
     assert!(line.contains(
         "owner=deployer@example.com scopes=convox:app:read,convox:build:read last_used="
     ));
+    assert!(line.ends_with(&format!(" created_by={DEV_USER}")), "{line}");
     assert!(!listed.contains(&secret) && !listed.contains(&admin));
 
     let revoked = stdout(

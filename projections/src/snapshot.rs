@@ -27,6 +27,10 @@ use crate::tokens::{Token, Tokens};
 
 const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 
+/// The body's version. 2: tokens keep who created them. A snapshot of another version is
+/// refused, and the state is rebuilt from the log.
+const VERSION: u32 = 2;
+
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]
 pub struct SnapshotKey(pub [u8; 32]);
@@ -72,6 +76,7 @@ pub struct TokenBody {
     pub dev_only: bool,
     pub revoked: Option<i64>,
     pub last_used: Option<i64>,
+    pub created_by: String,
 }
 
 /// A snapshot that was read and authenticated: the state and what it covers.
@@ -135,7 +140,7 @@ pub fn read(bytes: &[u8], key: &SnapshotKey) -> Result<Loaded, SnapshotError> {
 
 fn to_body(s: &Projections) -> SnapshotBody {
     SnapshotBody {
-        version: 1,
+        version: VERSION,
         covers: s.len(),
         covers_hash: s.last_hash().to_hex(),
         origin: s.log.origin.clone(),
@@ -179,6 +184,7 @@ fn to_body(s: &Projections) -> SnapshotBody {
                 dev_only: t.dev_only,
                 revoked: t.revoked.map(|t| t.0),
                 last_used: t.last_used.map(|t| t.0),
+                created_by: t.created_by.0.clone(),
             })
             .collect(),
     }
@@ -186,7 +192,7 @@ fn to_body(s: &Projections) -> SnapshotBody {
 
 fn from_body(b: SnapshotBody, digest: Hash) -> Result<Loaded, SnapshotError> {
     let bad = |what: &str| SnapshotError::Body(what.to_owned());
-    if b.version != 1 {
+    if b.version != VERSION {
         return Err(bad("unknown snapshot version"));
     }
     let parse_hash = |s: &str| Hash::from_hex(s).ok_or_else(|| bad("bad hash"));
@@ -218,6 +224,7 @@ fn from_body(b: SnapshotBody, digest: Hash) -> Result<Loaded, SnapshotError> {
                 dev_only: t.dev_only,
                 revoked: t.revoked.map(Timestamp),
                 last_used: t.last_used.map(Timestamp),
+                created_by: Principal(t.created_by),
             },
         );
     }

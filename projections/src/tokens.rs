@@ -23,6 +23,9 @@ pub struct Token {
     pub dev_only: bool,
     pub revoked: Option<Timestamp>,
     pub last_used: Option<Timestamp>,
+    /// Who created it (`TokenCreated.by`): a token made for another owner acts with that
+    /// owner's roles, so an access review needs to see who made it.
+    pub created_by: Principal,
 }
 
 /// The token table.
@@ -45,7 +48,7 @@ impl Tokens {
                 secret_sha256,
                 expires,
                 dev_only,
-                ..
+                by,
             } => {
                 self.by_secret.insert(*secret_sha256, *token);
                 self.by_id.insert(
@@ -61,6 +64,7 @@ impl Tokens {
                         dev_only: *dev_only,
                         revoked: None,
                         last_used: None,
+                        created_by: by.clone(),
                     },
                 );
             }

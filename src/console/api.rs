@@ -60,6 +60,9 @@ pub struct TokenView {
     pub dev_only: bool,
     /// `active`, `expired` or `revoked`, at the time of the answer.
     pub state: TokenState,
+    /// Who created the token (absent only in answers from before the field existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
 }
 
 /// Whether a token can be used at the time of the answer.
@@ -132,6 +135,7 @@ impl TokenView {
             revoked: t.revoked.map(|e| e.to_string()),
             dev_only: t.dev_only,
             state,
+            created_by: Some(t.created_by.0.clone()),
         }
     }
 }

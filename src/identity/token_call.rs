@@ -68,6 +68,7 @@ mod tests {
             dev_only: false,
             revoked: None,
             last_used: None,
+            created_by: Principal("admin@example.com".into()),
         };
         let call = TokenCall {
             request_id: "req-1",
