@@ -1932,8 +1932,10 @@ async fn relay_stream(
     let (stats, expired) = tokio::select! {
         stats = &mut relay => (stats, false),
         () = until(expires) => {
+            // Already cancelled (revoked, a stop): the stream ends for that, not its expiry.
+            let expired = !*registration.cancel.borrow();
             registration.cancel();
-            (relay.await, true)
+            (relay.await, expired)
         }
     };
     let ended = match stats.closed_by {

@@ -60,24 +60,29 @@ const REDACTED_SEGMENT: &str = "[redacted]";
 /// never enters the log. Everything else is kept as it is: a routed path's segments are the
 /// names the rack was sent, and the log says which.
 pub fn path(path: &str) -> Cow<'_, str> {
-    let b64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
-    let secret_len = token::PREFIX.len() + token::ENCODED_LEN;
+    let b64url = |b: &&u8| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_';
     let mut out = String::new();
     let mut copied = 0;
     let mut from = 0;
     while let Some(at) = path.get(from..).and_then(|rest| rest.find(token::PREFIX)) {
         let start = from + at;
-        let tail = path
+        let after = start + token::PREFIX.len();
+        // The whole run of token characters goes, so a secret cannot hide behind a decoy
+        // (`rgw_rgw_…`, `rgw_backup_…`) whose match would end inside it.
+        let run = path
             .as_bytes()
-            .get(start + token::PREFIX.len()..)
-            .unwrap_or_default();
-        if tail.len() >= token::ENCODED_LEN && tail.iter().take(token::ENCODED_LEN).all(b64url) {
+            .get(after..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(b64url)
+            .count();
+        if run >= token::ENCODED_LEN {
             out.push_str(path.get(copied..start).unwrap_or_default());
             out.push_str(REDACTED_SEGMENT);
-            copied = start + secret_len;
+            copied = after + run;
             from = copied;
         } else {
-            from = start + token::PREFIX.len();
+            from = after;
         }
     }
     if copied == 0 {
@@ -222,6 +227,18 @@ mod tests {
             path(&format!("/registries/ci:{secret}@ghcr.io")),
             "/registries/ci:[redacted]@ghcr.io"
         );
+        // A decoy in front of it does not leave any of it behind.
+        for decoy in [
+            "rgw_",
+            "rgw_backup_",
+            "rgw_0123456789abcdefghijABCDEFGHIJ012345678",
+        ] {
+            assert_eq!(
+                path(&format!("/apps/{decoy}{secret}/x")),
+                "/apps/[redacted]/x",
+                "{decoy}"
+            );
+        }
         // Only a token's shape goes from a routed path: the rest is what the rack got.
         assert_eq!(
             path("/apps/rgw_backup/objects/x"),

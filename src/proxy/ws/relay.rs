@@ -140,8 +140,8 @@ struct Leg<R, W> {
     sha256: Sha256,
     eof: bool,
     exit: Option<ExitScanner>,
-    /// Whether the frame last queued (and maybe still pending) is a data frame.
-    queued_data: bool,
+    /// What the frame last queued (and maybe still pending) is.
+    queued: Relayed,
 }
 
 /// What one step of a leg relayed.
@@ -150,9 +150,6 @@ enum Relayed {
     Data,
     Control,
     Close,
-    /// The rest of a frame whose step was cancelled (by the other leg's) went out: a data
-    /// frame (`true`) or a control frame.
-    Flushed(bool),
 }
 
 /// Why a leg stopped.
@@ -276,13 +273,12 @@ where
                     last_from_caller = last_data;
                 }
                 Ok(Relayed::Control) => last_from_caller = Instant::now(),
-                Ok(Relayed::Flushed(_)) => {}
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
                 Err(end) => break end.on_inbound(),
             },
             step = outbound.step() => match step {
-                Ok(Relayed::Data | Relayed::Flushed(true)) => last_data = Instant::now(),
-                Ok(Relayed::Control | Relayed::Flushed(false)) => {}
+                Ok(Relayed::Data) => last_data = Instant::now(),
+                Ok(Relayed::Control) => {}
                 Ok(Relayed::Close) => break ClosedBy::RackClosed,
                 Err(end) => break end.on_outbound(),
             },
@@ -309,10 +305,8 @@ where
             .as_ref()
             .and_then(ExitScanner::exit_code)
             .is_some()
-        && let Ok(Ok(Some(frame))) =
-            tokio::time::timeout(EOF_GRACE, outbound.reader.read_frame()).await
     {
-        outbound.account(&frame);
+        let _ = tokio::time::timeout(EOF_GRACE, outbound.read_to_next_data()).await;
     }
 
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
@@ -451,20 +445,22 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             sha256: Sha256::new(),
             eof: false,
             exit: scan_exit.then(ExitScanner::new),
-            queued_data: false,
+            queued: Relayed::Control,
         }
     }
 
-    /// Finishes writing what is pending, or else reads, checks, counts and forwards one frame.
+    /// Reads, checks, counts and forwards one frame, and says what it was once it is out; a
+    /// frame whose step was cancelled (the other leg's finished first) is finished by the next
+    /// step, which says what it was then.
     ///
     /// Cancel-safe: the reader keeps partial frames and the writer keeps its progress, so the
     /// relay can drop this future in a `select!` and call it again.
     async fn step(&mut self) -> Result<Relayed, LegEnd> {
         if self.writer.has_pending() {
-            // Its own step: the relay learns when the frame is out (the idle wait after the
-            // rack's EOF starts then).
+            // The relay learns when the frame is out: the idle wait after the rack's EOF starts
+            // then, and a forwarded close ends the relay then.
             self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-            return Ok(Relayed::Flushed(self.queued_data));
+            return Ok(self.queued);
         }
         let frame = match self.reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -476,7 +472,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         };
         self.fragments.check(&frame).map_err(LegEnd::Violation)?;
         let relayed = self.account(&frame);
-        self.queued_data = relayed == Relayed::Data;
+        self.queued = relayed;
         match self.writer.queue(&frame) {
             Ok(()) => {}
             Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
@@ -502,6 +498,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             }
             Opcode::Ping | Opcode::Pong => Relayed::Control,
             Opcode::Close => Relayed::Close,
+        }
+    }
+
+    /// Reads (and counts, without forwarding) up to the next frame that is not a ping or pong:
+    /// the rack's EOF after an exit line whose caller has gone.
+    async fn read_to_next_data(&mut self) {
+        while let Ok(Some(frame)) = self.reader.read_frame().await {
+            if self.fragments.check(&frame).is_err() || self.account(&frame) != Relayed::Control {
+                return;
+            }
         }
     }
 

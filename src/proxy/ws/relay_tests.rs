@@ -545,6 +545,29 @@ async fn the_idle_wait_starts_once_the_eof_reached_the_caller() {
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Idle);
 }
 
+/// The rack's close, still being written to a slow caller when a ping of the caller's came
+/// through, still ends the relay as the rack's close once it is out.
+#[tokio::test]
+async fn a_rack_close_written_late_is_still_the_racks() {
+    let mut h = start(RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    });
+    let output = vec![b'o'; 256 * 1024 - 10];
+    h.rack.writer.text(&output).await.unwrap();
+    h.rack.writer.close(1000, b"").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.caller.writer.ping(b"").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, Message::Ping(Bytes::new()));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from(output))
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    h.caller.writer.close(1000, b"").await.unwrap();
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
+}
+
 /// The CLI exits on reading the exit line, so its going may come before the rack's EOF right
 /// behind that line: the code still counts once the EOF comes.
 #[tokio::test]
@@ -553,6 +576,8 @@ async fn a_caller_gone_on_the_exit_line_keeps_the_code() {
     exit_line_through(&mut h, 3).await;
     drop(h.caller);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // A pong (answering a ping of the caller's) may come before the EOF.
+    h.rack.writer.pong(b"").await.unwrap();
     h.rack.writer.binary(b"").await.unwrap();
     let stats = ended(h.relay).await;
     assert_eq!(stats.closed_by, ClosedBy::CallerGone);
