@@ -273,13 +273,7 @@ async fn pipeline(
             return Err(ProxyError::BadRequest { kind, what });
         }
     };
-    let spec = &matched.rule().params;
-    let options: Vec<&str> = spec.headers.iter().map(|k| k.name).collect();
-    headers::keep_listed(
-        &mut parts.headers,
-        &options,
-        spec.body == policy::routes::Body::Opaque,
-    );
+    headers::keep_listed(&mut parts.headers, &matched.rule().params);
     let recorded_params = redact::params(params.params(), &state.keys.audit);
     // The token and its owner as they are now, after the body was read: a token revoked or
     // expired while a slow body came in stops here.

@@ -12,6 +12,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::policy::routes::{Body, Params};
+
 /// RFC 9110 §7.6.1 connection-specific headers, removed at every hop.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -70,13 +72,14 @@ const METHOD_OVERRIDES: &[&str] = &[
     "x-method-override",
 ];
 
-/// Keeps only the headers a route's request may carry to the rack: its option headers (as
+/// Keeps only the headers a request on `route` may carry to the rack: its option headers (as
 /// checked and recorded with its parameters), the CLI's own [`PASSED`] ones, and the ones the
 /// proxy handles itself. Anything else is dropped before forwarding, so an option a rack reads
 /// that the route table does not list (a newer rack's, say) never reaches it unauthorized and
 /// unrecorded. `opaque` routes (the registry and HTTP proxies) carry a client's own headers to
 /// what is behind the rack, so there only the method overrides go.
-pub fn keep_listed(headers: &mut HeaderMap, options: &[&str], opaque: bool) {
+pub fn keep_listed(headers: &mut HeaderMap, route: &Params) {
+    let opaque = route.body == Body::Opaque;
     let unlisted: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -88,7 +91,7 @@ pub fn keep_listed(headers: &mut HeaderMap, options: &[&str], opaque: bool) {
                 && !PASSED.contains(&n)
                 && !HANDLED.contains(&n)
                 && !n.starts_with("x-forwarded-")
-                && !options.iter().any(|o| o.eq_ignore_ascii_case(n))
+                && !route.headers.iter().any(|o| o.name.eq_ignore_ascii_case(n))
         })
         .cloned()
         .collect();
