@@ -732,6 +732,8 @@ async fn forward(
     );
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::CONTENT_TYPE);
+    // Checked for the caller's site already; the rack reads it only on a WebSocket handshake.
+    headers.remove(header::ORIGIN);
     headers.insert(header::HOST, state.upstream.host().clone());
     if rewrite.is_some() {
         // A masked answer must be readable: ask for it uncompressed.

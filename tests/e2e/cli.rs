@@ -885,7 +885,9 @@ async fn a_parameter_header_named_by_connection_is_neither_recorded_nor_forwarde
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_listed_headers_reach_the_rack() {
     let s = Session::start().await;
+    let origin = format!("http://{}", s.gw.proxy());
     let unlisted = [
+        ("Origin", origin.as_str()),
         ("Tls", "true"),
         ("X-Api-Key", "k"),
         ("Accept-Language", "en"),
