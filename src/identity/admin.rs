@@ -536,6 +536,14 @@ mod tests {
             }
         }
         assert_eq!(ok, 1);
+        let records = store.read(0..store.head().size).await.unwrap();
+        let revoked = records
+            .iter()
+            .filter(
+                |r| matches!(&r.record.event, Event::TokenRevoked { token, .. } if *token == t.id),
+            )
+            .count();
+        assert_eq!(revoked, 1, "one TokenRevoked in the log");
         assert!(
             revoke_token(&*store, TokenId([9; 16]), p("a@example.com"), String::new())
                 .await

@@ -65,8 +65,9 @@ impl Rng {
     }
 }
 
-/// The child: appends from eight tasks forever. Returns at once in a normal test run.
+/// The child: appends from eight tasks forever. Run only as the child (`--ignored`).
 #[test]
+#[ignore = "the crash test's child process; the crash test runs it"]
 fn crash_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else {
         return;
@@ -120,6 +121,7 @@ struct Round {
 fn run_child(dir: &Path, rng: &mut Rng, round: u32) -> Round {
     let mut child = Command::new(std::env::current_exe().expect("current_exe"))
         .args([
+            "--ignored",
             "--exact",
             "crash::crash_child",
             "--nocapture",

@@ -460,11 +460,23 @@ async fn a_command_that_mentions_a_mask_is_run() {
     };
     let ran = run(&[("Command", "grep rgw-masked:0123abcd audit.log")]).await;
     assert_eq!(ran.status, 200, "{}", ran.text());
+    let got = gw.rack().received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].header("command"),
+        Some("grep rgw-masked:0123abcd audit.log"),
+        "the command reaches the rack as it stands"
+    );
     let refused = run(&[
         ("Command", "sh"),
         ("Environment", "TOKEN=rgw-masked:0123abcd"),
     ])
     .await;
     assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(
+        gw.rack().received().len(),
+        1,
+        "the refused run reached the rack"
+    );
     gw.finish().await;
 }

@@ -127,7 +127,10 @@ fn protected_env_is_app_and_key_pairs() {
     ));
     let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]));
     // `protected_env` is a top-level key: written after [rack] it belongs to that table.
-    assert!(e.is_err());
+    let why = e
+        .expect_err("protected_env under [rack] is refused")
+        .to_string();
+    assert!(why.contains("protected_env"), "{why}");
     let text = BASE.replacen(
         "data = ",
         "protected_env = [\"web:DATABASE_URL\", \"*:STRIPE_KEY\"]\ndata = ",

@@ -682,6 +682,8 @@ fn accepted_forms_are_canonical() {
     })
     .unwrap();
     assert_eq!(c.query(), Some("last=b&n=100"));
+    let keys: Vec<&str> = c.params().iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["last", "n"]);
     assert!(c.params().iter().all(|p| p.class == KeyClass::Secret));
     // `certs --generated` sends a form body on a GET; the rack ignores it, we keep it.
     assert!(

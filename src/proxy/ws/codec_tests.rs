@@ -284,10 +284,9 @@ async fn every_client_frame_gets_a_fresh_mask() {
             .unwrap();
     }
     let keys: Vec<&[u8]> = wire.chunks(10).map(|frame| &frame[2..6]).collect();
-    assert!(
-        keys.windows(2).any(|pair| pair[0] != pair[1]),
-        "keys: {keys:?}"
-    );
+    let distinct: std::collections::HashSet<&[u8]> = keys.iter().copied().collect();
+    assert_eq!(distinct.len(), 4, "keys: {keys:?}");
+    assert!(!distinct.contains(&[0u8; 4][..]), "keys: {keys:?}");
 }
 
 #[test]
