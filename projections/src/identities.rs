@@ -49,6 +49,12 @@ impl Identities {
         self.roles.get(user).cloned().unwrap_or_default()
     }
 
+    /// The roles assigned to `user`, disabled or not: what a grant or a revocation changes (a
+    /// disabled user's roles come back when the user is enabled).
+    pub fn assigned(&self, user: &Principal) -> BTreeSet<Role> {
+        self.roles.get(user).cloned().unwrap_or_default()
+    }
+
     pub fn is_disabled(&self, user: &Principal) -> bool {
         self.disabled.contains(user)
     }

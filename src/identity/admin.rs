@@ -370,7 +370,7 @@ pub async fn grant_role(
         .append_if(
             vec![Event::RoleGranted { user, role, by }],
             Box::new(move |s: &Projections| {
-                if s.identities.roles(&who).contains(&role) {
+                if s.identities.assigned(&who).contains(&role) {
                     Err(Rejected("the user already holds this role"))
                 } else {
                     Ok(())
@@ -393,9 +393,12 @@ pub async fn revoke_role(
         .append_if(
             vec![Event::RoleRevoked { user, role, by }],
             Box::new(move |s: &Projections| {
-                if !s.identities.roles(&who).contains(&role) {
+                if !s.identities.assigned(&who).contains(&role) {
                     Err(Rejected("the user does not hold this role"))
-                } else if role == Role::Admin && s.identities.count_with(Role::Admin) <= 1 {
+                } else if role == Role::Admin
+                    && !s.identities.is_disabled(&who)
+                    && s.identities.count_with(Role::Admin) <= 1
+                {
                     Err(Rejected("refusing to remove the last admin"))
                 } else {
                     Ok(())
@@ -579,6 +582,52 @@ mod tests {
             .await
             .unwrap();
         assert!(store.with_state(|s| s.identities.roles(&admin).is_empty()));
+    }
+
+    /// A disabled user's roles are still assigned: revoking one works and stays revoked when
+    /// the user comes back, granting one twice is refused, and a disabled admin is not the
+    /// last admin.
+    #[tokio::test]
+    async fn a_disabled_users_roles_are_changed_as_assigned() {
+        let (_dir, store) = open();
+        let root = p("root@example.com");
+        let gone = p("gone@example.com");
+        for user in [&root, &gone] {
+            grant_role(&store, user.clone(), Role::Admin, p("system"))
+                .await
+                .unwrap();
+        }
+        let toggle = |e: Event| {
+            let store = &store;
+            async move { store.append(vec![e]).await.unwrap() }
+        };
+        toggle(Event::UserDisabled {
+            user: gone.clone(),
+            by: root.clone(),
+            reason: "left".into(),
+        })
+        .await;
+        assert!(
+            grant_role(&store, gone.clone(), Role::Admin, p("system"))
+                .await
+                .is_err(),
+            "granted twice"
+        );
+        revoke_role(&store, gone.clone(), Role::Admin, p("system"))
+            .await
+            .unwrap();
+        toggle(Event::UserEnabled {
+            user: gone.clone(),
+            by: root.clone(),
+        })
+        .await;
+        assert!(store.with_state(|s| s.identities.roles(&gone).is_empty()));
+        // The one enabled admin stays.
+        assert!(
+            revoke_role(&store, root.clone(), Role::Admin, p("system"))
+                .await
+                .is_err()
+        );
     }
 
     /// A token for `owner` holding `role`, with `scopes`, as an API caller.
