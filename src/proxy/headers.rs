@@ -76,8 +76,8 @@ const METHOD_OVERRIDES: &[&str] = &[
 /// checked and recorded with its parameters), the CLI's own [`PASSED`] ones, and the ones the
 /// proxy handles itself. Anything else is dropped before forwarding, so an option a rack reads
 /// that the route table does not list (a newer rack's, say) never reaches it unauthorized and
-/// unrecorded. `opaque` routes (the registry and HTTP proxies) carry a client's own headers to
-/// what is behind the rack, so there only the method overrides go.
+/// unrecorded. Routes with an opaque body (the registry and HTTP proxies) carry a client's own
+/// headers to what is behind the rack, so there only the method overrides go.
 pub fn keep_listed(headers: &mut HeaderMap, route: &Params) {
     let opaque = route.body == Body::Opaque;
     let unlisted: Vec<HeaderName> = headers

@@ -55,10 +55,10 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
 const REDACTED_SEGMENT: &str = "[redacted]";
 
 /// A path as every `CommandRequested` records it, on both listeners: a gateway token's secret
-/// anywhere in it (`rgw_` and 43 URL-safe base64 characters, as a segment or inside one: a
-/// `….tgz` name, a registry's `user:…@host`) becomes `[redacted]`, so a token pasted into a URL
-/// never enters the log. Everything else is kept as it is: a routed path's segments are the
-/// names the rack was sent, and the log says which.
+/// anywhere in it (`rgw_` and a run of 43 or more URL-safe base64 characters, as a segment or
+/// inside one: a `….tgz` name, a registry's `user:…@host`) becomes `[redacted]`, the whole run
+/// with it, so a token pasted into a URL never enters the log. Everything else is kept as it
+/// is: a routed path's segments are the names the rack was sent, and the log says which.
 pub fn path(path: &str) -> Cow<'_, str> {
     let b64url = |b: &&u8| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_';
     let mut out = String::new();

@@ -891,7 +891,7 @@ async fn a_parameter_header_named_by_connection_is_neither_recorded_nor_forwarde
 /// Only the headers a route lists (its option headers, the CLI's own, framing) reach the rack:
 /// an option a rack might read that the table does not list is dropped, not forwarded
 /// unrecorded. The HTTP proxy route carries a client's headers to the service behind the rack,
-/// all but a method override.
+/// all but a method override and `Origin`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_listed_headers_reach_the_rack() {
     let s = Session::start().await;
@@ -913,6 +913,7 @@ async fn only_listed_headers_reach_the_rack() {
             ("X-Port", "80"),
             ("X-Api-Key", "k"),
             ("X-Http-Method-Override", "DELETE"),
+            ("Origin", origin.as_str()),
         ],
         Body::Empty,
     );
@@ -928,6 +929,7 @@ async fn only_listed_headers_reach_the_rack() {
     assert_eq!(got[1].header("x-host"), Some("web.local"));
     assert_eq!(got[1].header("x-api-key"), Some("k"));
     assert_eq!(got[1].header("x-http-method-override"), None);
+    assert_eq!(got[1].header("origin"), None);
     s.finish().await;
 }
 

@@ -296,6 +296,7 @@ where
         }
     };
 
+    let mut rack_closed_after = false;
     // The CLI exits as soon as it has read the exit line, and its going can overtake the rack's
     // EOF right behind that line: a moment to see whether the rack's stream ends there.
     if closed_by == ClosedBy::CallerGone
@@ -306,7 +307,8 @@ where
             .and_then(ExitScanner::exit_code)
             .is_some()
     {
-        let _ = tokio::time::timeout(EOF_GRACE, outbound.read_to_next_data()).await;
+        rack_closed_after = tokio::time::timeout(EOF_GRACE, outbound.read_to_next_data()).await
+            == Ok(Some(Relayed::Close));
     }
 
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
@@ -326,7 +328,7 @@ where
         eof_out: outbound.eof,
         // The rack ends its stream right after its marker line; a marker followed by a stream
         // it never ended (its connection lost, the caller gone) may be the program's own.
-        exit_code: (outbound.eof || closed_by == ClosedBy::RackClosed)
+        exit_code: (outbound.eof || closed_by == ClosedBy::RackClosed || rack_closed_after)
             .then(|| outbound.exit.as_ref().and_then(ExitScanner::exit_code))
             .flatten(),
         closed_by,
@@ -502,13 +504,17 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     }
 
     /// Reads (and counts, without forwarding) up to the next frame that is not a ping or pong:
-    /// the rack's EOF after an exit line whose caller has gone.
-    async fn read_to_next_data(&mut self) {
+    /// the rack's EOF (or close) after an exit line whose caller has gone. `None` when the
+    /// input ended or broke the protocol first.
+    async fn read_to_next_data(&mut self) -> Option<Relayed> {
         while let Ok(Some(frame)) = self.reader.read_frame().await {
-            if self.fragments.check(&frame).is_err() || self.account(&frame) != Relayed::Control {
-                return;
+            self.fragments.check(&frame).ok()?;
+            match self.account(&frame) {
+                Relayed::Control => {}
+                other => return Some(other),
             }
         }
+        None
     }
 
     /// After the other side sent a close: keep relaying this direction until its own close

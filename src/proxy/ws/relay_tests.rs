@@ -584,6 +584,20 @@ async fn a_caller_gone_on_the_exit_line_keeps_the_code() {
     assert_eq!((stats.eof_out, stats.exit_code), (true, Some(3)));
 }
 
+/// A rack that ends with a close instead of the EOF frame (some do) after the exit line the
+/// caller left on: the code still counts.
+#[tokio::test]
+async fn a_caller_gone_on_the_exit_line_keeps_the_code_of_a_rack_that_closes() {
+    let mut h = start(RelayConfig::default());
+    exit_line_through(&mut h, 4).await;
+    drop(h.caller);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.rack.writer.close(1000, b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+    assert_eq!(stats.exit_code, Some(4));
+}
+
 /// A caller that stops reading after the rack's EOF (and only pings) does not hold its stream:
 /// once it has read nothing for as long as a silent caller is given, it is closed on.
 #[tokio::test]
