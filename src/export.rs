@@ -58,31 +58,73 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// Writes `bytes` at `key` unless an identical object is there; refuses a different one.
+    ///
+    /// Never follows a link and never replaces a file: the object is written to a temporary
+    /// name that must not exist yet, then published with a hard link, which fails if anything
+    /// took the object's name meanwhile (that is then compared like an earlier export's).
     fn put(&mut self, key: &str, bytes: &[u8]) -> Result<ObjectRef, ExportError> {
         let path = self.out.join(key);
         let io = |source| ExportError::Io {
             path: path.clone(),
             source,
         };
-        match fs::read(&path) {
-            Ok(existing) if existing == bytes => self.summary.adopted += 1,
-            Ok(_) => {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+            if fs::symlink_metadata(dir)
+                .map_err(io)?
+                .file_type()
+                .is_symlink()
+            {
+                return Err(io(std::io::Error::other(format!(
+                    "{} is a symbolic link; an export writes only into its own directories",
+                    dir.display()
+                ))));
+            }
+        }
+        let published = match fs::symlink_metadata(&path) {
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = path.with_extension("partial");
+                // A leftover of a run cut short (a link is removed, not followed).
+                match fs::remove_file(&tmp) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                    _ => {}
+                }
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map_err(io)?;
+                f.write_all(bytes).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                let linked = fs::hard_link(&tmp, &path);
+                fs::remove_file(&tmp).map_err(io)?;
+                match linked {
+                    Ok(()) => true,
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if published {
+            self.summary.written += 1;
+        } else {
+            if fs::symlink_metadata(&path)
+                .map_err(io)?
+                .file_type()
+                .is_symlink()
+            {
                 return Err(ExportError::Conflict {
                     key: key.to_owned(),
                 });
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(io)?;
-                }
-                let tmp = path.with_extension("partial");
-                let mut f = fs::File::create(&tmp).map_err(io)?;
-                f.write_all(bytes).map_err(io)?;
-                f.sync_all().map_err(io)?;
-                fs::rename(&tmp, &path).map_err(io)?;
-                self.summary.written += 1;
+            if fs::read(&path).map_err(io)? != bytes {
+                return Err(ExportError::Conflict {
+                    key: key.to_owned(),
+                });
             }
-            Err(e) => return Err(io(e)),
+            self.summary.adopted += 1;
         }
         Ok(ObjectRef {
             key: key.to_owned(),
@@ -280,5 +322,50 @@ mod tests {
         let v = verify::verify_export(&DirSource::new(out.path()), None, &mut verify::Quiet)
             .unwrap_err();
         assert_eq!(v.seq(), Some(0), "{v}");
+    }
+
+    /// Links planted in the export directory are never followed: a temporary name pointing at
+    /// someone's file, an object's name pointing at one, or a directory that is a link.
+    #[tokio::test]
+    async fn an_export_never_writes_through_a_link() {
+        let data = tempfile::tempdir().unwrap();
+        fill(data.path(), 1000).await;
+        let log = store::log_path(data.path());
+        let first = tempfile::tempdir().unwrap();
+        export_local(&log, first.path()).unwrap();
+        let names: Vec<String> = fs::read_dir(first.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let object = names.iter().find(|n| !n.ends_with(".partial")).unwrap();
+        let victim_dir = tempfile::tempdir().unwrap();
+        let victim = victim_dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+
+        // A planted temporary name: removed, not followed.
+        let out = tempfile::tempdir().unwrap();
+        fs::create_dir(out.path().join("checkpoints")).unwrap();
+        let tmp = out
+            .path()
+            .join("checkpoints")
+            .join(object)
+            .with_extension("partial");
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        export_local(&log, out.path()).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+
+        // An object's name taken by a link: refused, the target untouched.
+        let out = tempfile::tempdir().unwrap();
+        fs::create_dir(out.path().join("checkpoints")).unwrap();
+        std::os::unix::fs::symlink(&victim, out.path().join("checkpoints").join(object)).unwrap();
+        let e = export_local(&log, out.path()).unwrap_err();
+        assert!(matches!(e, ExportError::Conflict { .. }), "{e}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+
+        // A directory that is a link: refused, nothing written into its target.
+        let out = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(victim_dir.path(), out.path().join("checkpoints")).unwrap();
+        assert!(export_local(&log, out.path()).is_err());
+        assert_eq!(fs::read_dir(victim_dir.path()).unwrap().count(), 1);
     }
 }
