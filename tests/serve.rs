@@ -509,6 +509,25 @@ async fn serve_refuses_a_dev_data_directory() {
     assert_eq!(config_digests(&data), 0, "nothing recorded");
 }
 
+/// `serve` refuses a TLS key file that others may read, and says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_tls_key_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), "", "");
+    Keys::init(&data, "serve.test/log").unwrap();
+    let key = dir.path().join("key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = serve(&config, "rack-pw")
+        .err()
+        .expect("serve must refuse a readable TLS key");
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(
+        !store::log_path(&data).exists(),
+        "refused before the log was opened"
+    );
+}
+
 /// A form body that trickles in is cut off at `limits.form_timeout_secs` (here 2 s, not the
 /// default 30): a 400 that says why, a recorded denial, nothing forwarded. A prompt form on the
 /// same gateway goes through.

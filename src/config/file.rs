@@ -347,10 +347,19 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     check_rack_url(&url).map_err(|what| value_err("rack.url", what))?;
     let password = match (get("rack.password"), path("rack.password_file")) {
         (Some(r), _) => r.text.clone(),
-        (None, Some(file)) => std::fs::read_to_string(&file)
-            .map_err(|e| value_err("rack.password_file", format!("{}: {e}", file.display())))?
-            .trim_end_matches(['\n', '\r'])
-            .to_owned(),
+        (None, Some(file)) => {
+            let bytes = super::secret::read_private(&file)
+                .map_err(|what| value_err("rack.password_file", what))?;
+            String::from_utf8(bytes)
+                .map_err(|_| {
+                    value_err(
+                        "rack.password_file",
+                        format!("{}: not UTF-8", file.display()),
+                    )
+                })?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned()
+        }
         (None, None) => {
             return Err(ConfigError::Missing {
                 key: "rack.password",

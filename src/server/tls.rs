@@ -24,7 +24,11 @@ pub enum TlsError {
 /// The rustls server configuration for `tls` (HTTP/1.1 only, as the convox CLI speaks).
 pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(&tls.cert)?;
-    let key = PrivateKeyDer::from_pem_file(&tls.key).map_err(|e| TlsError::File {
+    let pem = crate::config::read_private(&tls.key).map_err(|what| TlsError::File {
+        path: tls.key.display().to_string(),
+        what,
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::File {
         path: tls.key.display().to_string(),
         what: format!("not a PEM private key: {e}"),
     })?;

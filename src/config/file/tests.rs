@@ -390,3 +390,23 @@ fn the_digest_follows_the_ca_bundle_contents_not_only_its_path() {
         .to_string();
     assert!(e.starts_with("rack.ca_file"), "{e}");
 }
+
+/// A password file others may read is refused, saying which key and what to do; a private
+/// one is read, its line end dropped.
+#[test]
+fn a_password_file_must_be_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = file("hunter2\n");
+    let f = file(&format!(
+        "{BASE}password_file = {:?}\n",
+        secret.path().display().to_string()
+    ));
+    std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("rack.password_file"), "{e}");
+    assert!(e.contains("chmod 600"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+    std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let c = load(Some(f.path()), &env(&[])).unwrap();
+    assert_eq!(c.rack.password.expose(), "hunter2");
+}
