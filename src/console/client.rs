@@ -248,13 +248,20 @@ impl Client {
             }),
             Err(_) => Err(ClientError::Answer {
                 status: status.as_u16(),
-                what: format!(
-                    "not an API error body: {:?}",
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                ),
+                what: format!("not an API error body: {:?}", shown_answer(&body)),
             }),
         }
     }
+}
+
+/// The start of an answer the client cannot read, for diagnosis, less any token secret
+/// (redacted before the cut, so no part of one shows): an answer in an unexpected status may
+/// still be a create's, which holds a new token.
+fn shown_answer(body: &[u8]) -> String {
+    crate::proxy::redact::path(&String::from_utf8_lossy(body))
+        .chars()
+        .take(200)
+        .collect()
 }
 
 impl fmt::Debug for Client {
@@ -305,6 +312,24 @@ fn shown(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::shown_answer;
+    use crate::identity::token::TokenSecret;
+
+    #[test]
+    fn an_unreadable_answer_is_shown_without_a_token() {
+        let token = TokenSecret::generate().unwrap();
+        let secret = token.expose();
+        // A create's answer, its secret straddling the 200th character.
+        let body = format!("{{\"id\":\"{}\",\"token\":\"{secret}\"}}", "a".repeat(170));
+        let text = shown_answer(body.as_bytes());
+        assert!(text.contains("[redacted]"), "{text}");
+        assert!(!text.contains(&secret[..8]), "{text}");
+        assert_eq!(
+            shown_answer(b"<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
+    }
+
     #[test]
     fn a_refused_url_never_shows_a_token_put_in_it() {
         for url in [
