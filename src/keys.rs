@@ -181,32 +181,74 @@ fn read_hex32(path: &Path, data: &Path) -> Result<[u8; 32], KeyError> {
 }
 
 fn read_secret(path: &Path, data: &Path) -> Result<String, KeyError> {
-    let meta = match fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(KeyError::Missing {
+    let bytes = read_private(path).map_err(|e| match e {
+        PrivateFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            KeyError::Missing {
                 path: path.to_owned(),
                 data: data.display().to_string(),
-            });
+            }
         }
-        Err(source) => {
-            return Err(KeyError::Io {
-                path: path.to_owned(),
-                source,
-            });
-        }
+        PrivateFileError::Io { source, .. } => KeyError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        PrivateFileError::NotAFile { .. } => KeyError::Malformed {
+            path: path.to_owned(),
+            what: "not a regular file".into(),
+        },
+        PrivateFileError::Shared { mode, .. } => KeyError::Permissions {
+            path: path.to_owned(),
+            mode,
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|_| KeyError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+    })
+}
+
+/// Why a file holding a secret could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivateFileError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a regular file")]
+    NotAFile { path: PathBuf },
+    #[error("{path}: mode {mode:03o} lets others read or change a secret; chmod 600 it")]
+    Shared { path: PathBuf, mode: u32 },
+}
+
+/// Reads a file that holds a secret (a key file, the rack password, the TLS key), refusing one
+/// that its group or others may read or write: a secret on disk is only as private as its
+/// mode. The mode is that of the file opened, so a file swapped in after the check is not the
+/// one read.
+pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
+    use std::io::Read;
+    let io = |source| PrivateFileError::Io {
+        path: path.to_owned(),
+        source,
     };
+    let mut file = fs::File::open(path).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(PrivateFileError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(KeyError::Permissions {
+        return Err(PrivateFileError::Shared {
             path: path.to_owned(),
             mode,
         });
     }
-    fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), KeyError> {

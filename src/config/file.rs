@@ -348,8 +348,8 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let password = match (get("rack.password"), path("rack.password_file")) {
         (Some(r), _) => r.text.clone(),
         (None, Some(file)) => {
-            let bytes = super::secret::read_private(&file)
-                .map_err(|what| value_err("rack.password_file", what))?;
+            let bytes = crate::keys::read_private(&file)
+                .map_err(|e| value_err("rack.password_file", e.to_string()))?;
             String::from_utf8(bytes)
                 .map_err(|_| {
                     value_err(

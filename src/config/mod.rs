@@ -18,7 +18,7 @@ use events::hash::{self, Hash};
 use hmac::{KeyInit, Mac};
 
 pub use file::{ConfigError, load, overrides};
-pub use secret::{Secret, read_private};
+pub use secret::Secret;
 
 use crate::keys::AuditKey;
 

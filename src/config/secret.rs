@@ -36,30 +36,3 @@ impl fmt::Display for Secret {
         f.write_str("(secret)")
     }
 }
-
-/// Reads a file that holds a secret (the rack password, the TLS key), refusing one that its
-/// group or others may read or write, as the gateway's own key files are refused: a secret on
-/// disk is only as private as its mode. The mode is that of the file opened, so a file swapped
-/// in after the check is not the one read.
-pub fn read_private(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{}: not a regular file", path.display()));
-    }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{}: mode {mode:03o} lets others read or change a secret; chmod 600 it",
-            path.display()
-        ));
-    }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(bytes)
-}

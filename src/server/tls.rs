@@ -24,9 +24,9 @@ pub enum TlsError {
 /// The rustls server configuration for `tls` (HTTP/1.1 only, as the convox CLI speaks).
 pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
     let chain = certificates(&tls.cert)?;
-    let pem = crate::config::read_private(&tls.key).map_err(|what| TlsError::File {
+    let pem = crate::keys::read_private(&tls.key).map_err(|e| TlsError::File {
         path: tls.key.display().to_string(),
-        what,
+        what: e.to_string(),
     })?;
     let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::File {
         path: tls.key.display().to_string(),
