@@ -258,7 +258,7 @@ impl Client {
 /// (redacted before the cut, so no part of one shows): an answer in an unexpected status may
 /// still be a create's, which holds a new token.
 fn shown_answer(body: &[u8]) -> String {
-    crate::proxy::redact::path(&String::from_utf8_lossy(body))
+    crate::proxy::redact::gateway_tokens(&String::from_utf8_lossy(body))
         .chars()
         .take(200)
         .collect()

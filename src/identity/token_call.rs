@@ -38,7 +38,7 @@ impl TokenCall<'_> {
             client_ip: self.ip.to_string(),
             user_agent: self.user_agent.to_owned(),
             method: method.to_owned(),
-            path: crate::proxy::redact::path(path).into_owned(),
+            path: crate::proxy::redact::gateway_tokens(path).into_owned(),
             permission,
             decision,
             reason: reason.to_owned(),

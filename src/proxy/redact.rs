@@ -54,22 +54,23 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
 /// What replaces a path segment that holds a secret.
 const REDACTED_SEGMENT: &str = "[redacted]";
 
-/// A path as every `CommandRequested` records it, on both listeners: a gateway token's secret
-/// anywhere in it (`rgw_` and a run of 43 or more URL-safe base64 characters, as a segment or
-/// inside one: a `….tgz` name, a registry's `user:…@host`) becomes `[redacted]`, the whole run
-/// with it, so a token pasted into a URL never enters the log. Everything else is kept as it
-/// is: a routed path's segments are the names the rack was sent, and the log says which.
-pub fn path(path: &str) -> Cow<'_, str> {
+/// `text` with every gateway token's secret in it (`rgw_` and a run of 43 or more URL-safe
+/// base64 characters, as a path segment or inside one: a `….tgz` name, a registry's
+/// `user:…@host`) replaced by `[redacted]`, the whole run with it. Every `CommandRequested`
+/// path goes through it, on both listeners, so a token pasted into a URL never enters the log;
+/// everything else is kept as it is, since a routed path's segments are the names the rack was
+/// sent. The token client shows an answer it cannot read through it too.
+pub fn gateway_tokens(text: &str) -> Cow<'_, str> {
     let b64url = |b: &&u8| b.is_ascii_alphanumeric() || **b == b'-' || **b == b'_';
     let mut out = String::new();
     let mut copied = 0;
     let mut from = 0;
-    while let Some(at) = path.get(from..).and_then(|rest| rest.find(token::PREFIX)) {
+    while let Some(at) = text.get(from..).and_then(|rest| rest.find(token::PREFIX)) {
         let start = from + at;
         let after = start + token::PREFIX.len();
         // The whole run of token characters goes, so a secret cannot hide behind a decoy
         // (`rgw_rgw_…`, `rgw_backup_…`) whose match would end inside it.
-        let run = path
+        let run = text
             .as_bytes()
             .get(after..)
             .unwrap_or_default()
@@ -77,7 +78,7 @@ pub fn path(path: &str) -> Cow<'_, str> {
             .take_while(b64url)
             .count();
         if run >= token::ENCODED_LEN {
-            out.push_str(path.get(copied..start).unwrap_or_default());
+            out.push_str(text.get(copied..start).unwrap_or_default());
             out.push_str(REDACTED_SEGMENT);
             copied = after + run;
             from = copied;
@@ -86,9 +87,9 @@ pub fn path(path: &str) -> Cow<'_, str> {
         }
     }
     if copied == 0 {
-        return Cow::Borrowed(path);
+        return Cow::Borrowed(text);
     }
-    out.push_str(path.get(copied..).unwrap_or_default());
+    out.push_str(text.get(copied..).unwrap_or_default());
     Cow::Owned(out)
 }
 
@@ -215,16 +216,16 @@ mod tests {
         let token = TokenSecret::generate().unwrap();
         let secret = token.expose();
         assert_eq!(
-            path(&format!("/apps/{secret}/releases")),
+            gateway_tokens(&format!("/apps/{secret}/releases")),
             "/apps/[redacted]/releases"
         );
         // Inside a segment too.
         assert_eq!(
-            path(&format!("/apps/x/builds/{secret}.tgz")),
+            gateway_tokens(&format!("/apps/x/builds/{secret}.tgz")),
             "/apps/x/builds/[redacted].tgz"
         );
         assert_eq!(
-            path(&format!("/registries/ci:{secret}@ghcr.io")),
+            gateway_tokens(&format!("/registries/ci:{secret}@ghcr.io")),
             "/registries/ci:[redacted]@ghcr.io"
         );
         // A decoy in front of it does not leave any of it behind.
@@ -234,18 +235,18 @@ mod tests {
             "rgw_0123456789abcdefghijABCDEFGHIJ012345678",
         ] {
             assert_eq!(
-                path(&format!("/apps/{decoy}{secret}/x")),
+                gateway_tokens(&format!("/apps/{decoy}{secret}/x")),
                 "/apps/[redacted]/x",
                 "{decoy}"
             );
         }
         // Only a token's shape goes from a routed path: the rest is what the rack got.
         assert_eq!(
-            path("/apps/rgw_backup/objects/x"),
+            gateway_tokens("/apps/rgw_backup/objects/x"),
             "/apps/rgw_backup/objects/x"
         );
         let key = "tmp/0f9e8d7c6b5a49382716a5b4c3d2e1f0.tgz";
-        assert_eq!(path(key), key);
+        assert_eq!(gateway_tokens(key), key);
         // An unrouted path loses whatever reads as a secret, escaped or not.
         assert_eq!(
             unrouted_path(&format!("/x/{}/y", secret.replace('_', "%5F"))),

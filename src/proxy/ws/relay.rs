@@ -340,10 +340,9 @@ where
 ///
 /// `await_caller`: on a stream whose end carries the exit code (the CLI exits once it has read
 /// it), once the rack's output is whole, the caller's input is read and dropped until it
-/// answers the close or goes. A socket
-/// closed with input unread, or that input arriving after (the CLI pings every 5 s), is reset,
-/// and a reset throws away what the kernel still had to send the caller: the end of a slow
-/// caller's output.
+/// answers the close or goes. A socket closed with input unread, or that input arriving after
+/// (the CLI pings every 5 s), is reset, and a reset throws away what the kernel still had to
+/// send the caller: the end of a slow caller's output.
 async fn finish<C, R>(
     inbound: &mut Inbound<C, R>,
     outbound: &mut Outbound<R, C>,
