@@ -48,7 +48,7 @@ pub enum KeyError {
     Missing { path: PathBuf, data: String },
     #[error("{path}: {what}")]
     Malformed { path: PathBuf, what: String },
-    #[error("{path}: mode {mode:o} lets others read a key; it must be 0600")]
+    #[error("{path}: mode {mode:03o} lets others read or change a key; chmod go-rwx it")]
     Permissions { path: PathBuf, mode: u32 },
     #[error("cannot generate a key: {0}")]
     Random(String),
@@ -57,23 +57,14 @@ pub enum KeyError {
 // === impl Keys ===
 
 impl Keys {
-    /// Creates every key under `<data>/keys/`. Refuses if any key file already exists.
+    /// Creates every key under `<data>/keys/`. Refuses if that directory already holds
+    /// anything.
+    ///
+    /// The set appears whole or not at all: the keys are written and synced in
+    /// `<data>/keys.partial/`, which is then renamed to `keys/`. An init cut short leaves no
+    /// `keys/`, so the next one starts over (dropping the leftover, whose keys nothing used)
+    /// instead of refusing a half-written set for ever.
     pub fn init(data: &Path, origin: &str) -> Result<Keys, KeyError> {
-        let dir = data.join("keys");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|source| KeyError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        for name in ["checkpoint.key", "audit.key", "snapshot.key"] {
-            let path = dir.join(name);
-            if path.exists() {
-                return Err(KeyError::Exists { path });
-            }
-        }
         let checkpoint =
             NoteSigner::generate(origin).map_err(|e| KeyError::Random(e.to_string()))?;
         let keys = Keys {
@@ -81,18 +72,15 @@ impl Keys {
             snapshot: SnapshotKey(random()?),
             checkpoint,
         };
-        write_secret(
-            &dir.join("checkpoint.key"),
-            &private_key_text(&keys.checkpoint),
-        )?;
-        write_secret(&dir.join("audit.key"), &hex::encode(keys.audit.0))?;
-        write_secret(&dir.join("snapshot.key"), &hex::encode(keys.snapshot.0))?;
+        let staged = stage(data, &keys)?;
+        publish(data, &staged)?;
         Ok(keys)
     }
 
     /// Loads every key. Refuses missing, malformed or group/world-readable key files.
     pub fn load(data: &Path) -> Result<Keys, KeyError> {
         let dir = data.join("keys");
+        check_key_dir(&dir, data)?;
         let checkpoint = parse_private_key(&dir.join("checkpoint.key"), data)?;
         let audit = AuditKey(read_hex32(&dir.join("audit.key"), data)?);
         let snapshot = SnapshotKey(read_hex32(&dir.join("snapshot.key"), data)?);
@@ -123,6 +111,110 @@ impl fmt::Debug for AuditKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AuditKey(..)")
     }
+}
+
+/// Where `init` writes a key set before it is published as `keys/`.
+const STAGING: &str = "keys.partial";
+
+/// Writes every key file, synced, into a fresh `<data>/keys.partial/` and returns its path.
+/// Refuses when `<data>/keys/` already holds anything, before writing.
+fn stage(data: &Path, keys: &Keys) -> Result<PathBuf, KeyError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| KeyError::Io { path, source }
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data)
+        .map_err(io(data))?;
+    let dir = data.join("keys");
+    match fs::read_dir(&dir) {
+        Ok(mut entries) => {
+            if let Some(entry) = entries.next() {
+                let path = entry.map(|e| e.path()).unwrap_or_else(|_| dir.clone());
+                return Err(KeyError::Exists { path });
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&dir)(e)),
+    }
+    let staged = data.join(STAGING);
+    match fs::remove_dir_all(&staged) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&staged)(e)),
+        _ => {}
+    }
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staged)
+        .map_err(io(&staged))?;
+    write_secret(
+        &staged.join("checkpoint.key"),
+        &private_key_text(&keys.checkpoint),
+    )?;
+    write_secret(&staged.join("audit.key"), &hex::encode(keys.audit.0))?;
+    write_secret(&staged.join("snapshot.key"), &hex::encode(keys.snapshot.0))?;
+    sync_dir(&staged)?;
+    Ok(staged)
+}
+
+/// Renames a staged set to `<data>/keys/` and makes the rename durable. The rename replaces
+/// only a missing or empty `keys/`, so a set published meanwhile is never replaced.
+fn publish(data: &Path, staged: &Path) -> Result<(), KeyError> {
+    let dir = data.join("keys");
+    if let Err(source) = fs::rename(staged, &dir) {
+        let _ = fs::remove_dir_all(staged);
+        return Err(match source.kind() {
+            std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                KeyError::Exists { path: dir }
+            }
+            _ => KeyError::Io { path: dir, source },
+        });
+    }
+    sync_dir(data)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), KeyError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| KeyError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// Refuses a `keys/` directory that its group or others may write: whoever may write it may
+/// swap a key file for one of their own, whatever the files' modes.
+fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
+    let meta = match fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(KeyError::Missing {
+                path: dir.to_owned(),
+                data: data.display().to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(KeyError::Io {
+                path: dir.to_owned(),
+                source,
+            });
+        }
+    };
+    if !meta.is_dir() {
+        return Err(KeyError::Malformed {
+            path: dir.to_owned(),
+            what: "not a directory".into(),
+        });
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(KeyError::Permissions {
+            path: dir.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 fn random() -> Result<[u8; 32], KeyError> {
@@ -293,7 +385,16 @@ mod tests {
     fn readable_or_missing_keys_are_refused_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let e = Keys::load(dir.path()).unwrap_err();
-        assert!(e.to_string().contains("checkpoint.key"), "{e}");
+        let keys = dir.path().join("keys");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: missing", keys.display())),
+            "{e}"
+        );
+        fs::create_dir(&keys).unwrap();
+        let e = Keys::load(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("checkpoint.key: missing"), "{e}");
+        fs::remove_dir(&keys).unwrap();
         Keys::init(dir.path(), "t.example/log").unwrap();
         let p = dir.path().join("keys/audit.key");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
@@ -301,6 +402,64 @@ mod tests {
             Keys::load(dir.path()),
             Err(KeyError::Permissions { .. })
         ));
+    }
+
+    #[test]
+    fn an_init_cut_short_leaves_no_key_set_and_the_next_one_starts_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let abandoned = Keys {
+            checkpoint: NoteSigner::from_seed("t.example/log", [7; 32]).unwrap(),
+            audit: AuditKey([1; 32]),
+            snapshot: SnapshotKey([2; 32]),
+        };
+        // A crash between writing the files and publishing them.
+        let staged = stage(dir.path(), &abandoned).unwrap();
+        fs::remove_file(staged.join("snapshot.key")).unwrap();
+        assert!(matches!(
+            Keys::load(dir.path()),
+            Err(KeyError::Missing { .. })
+        ));
+        let made = Keys::init(dir.path(), "t.example/log").unwrap();
+        let loaded = Keys::load(dir.path()).unwrap();
+        assert_eq!(made.audit.0, loaded.audit.0);
+        assert_ne!(loaded.audit.0, abandoned.audit.0);
+        assert!(!dir.path().join(STAGING).exists());
+    }
+
+    #[test]
+    fn a_key_directory_others_may_write_is_refused_and_a_filled_one_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        Keys::init(dir.path(), "t.example/log").unwrap();
+        let keys = dir.path().join("keys");
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o777)).unwrap();
+        let e = Keys::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(e, KeyError::Permissions { mode: 0o777, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("keys"), "{e}");
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).unwrap();
+        Keys::load(dir.path()).unwrap();
+
+        // A set published between the check and the rename is not replaced.
+        let other = tempfile::tempdir().unwrap();
+        let signer = NoteSigner::from_seed("t.example/log", [9; 32]).unwrap();
+        let staged = stage(
+            other.path(),
+            &Keys {
+                checkpoint: signer,
+                audit: AuditKey([3; 32]),
+                snapshot: SnapshotKey([4; 32]),
+            },
+        )
+        .unwrap();
+        fs::create_dir(other.path().join("keys")).unwrap();
+        fs::write(other.path().join("keys/audit.key"), "x").unwrap();
+        assert!(matches!(
+            publish(other.path(), &staged),
+            Err(KeyError::Exists { .. })
+        ));
+        assert_eq!(fs::read(other.path().join("keys/audit.key")).unwrap(), b"x");
     }
 
     #[test]
