@@ -78,7 +78,8 @@ impl Frame {
     }
 }
 
-/// The frames of the first pass over a journal (none of these tests writes a second).
+/// The frames from offset 0 on, as long as they follow each other: the latest pass over the
+/// journal, and any of an earlier pass that its last frame happens to end next to.
 fn frames(journal: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     let mut pos = 0;
@@ -648,4 +649,39 @@ async fn a_torn_batch_seen_again_after_its_recovery_is_still_a_crash() {
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
     let again = open(copy.path()).unwrap();
     assert_eq!(hashes_of(&again, 0..u64::MAX).await, hashes);
+}
+
+/// The first block of the journal, as the direct writes align them.
+const BLOCK: usize = 4096;
+
+/// The journal starts over at offset 0 once redb holds everything durably, over the frames of
+/// its previous pass. A crash during the new pass's first write may keep a later block of it
+/// and lose the first, which then holds whatever it held before that write: that is a batch
+/// cut short, dropped, never damage that refuses to open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_passs_first_write_cut_short_over_an_old_pass_is_still_a_crash() {
+    let (dir, store, hashes) = store_with_journaled_records().await;
+    // A clean stop syncs redb; the next open starts the journal over.
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    let before = std::fs::read(journal_of(dir.path())).unwrap();
+    // One write over several blocks: the new pass's first batch.
+    let batch: Vec<_> = (0..60).map(|i| conformance::filler(500 + i)).collect();
+    store.append(batch).await.unwrap();
+    let copy = crash_copy(dir.path());
+    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let written = record_frames(&journal);
+    assert_eq!(written.first().map(|f| (f.pos, f.number)), Some((0, 41)));
+    let last = record_frame(&journal, 100);
+    assert!(last.pos > 2 * BLOCK, "the batch spans blocks: {last:?}");
+    // The power failed during that write: its first block kept what it held before.
+    journal[..BLOCK].copy_from_slice(&before[..BLOCK]);
+    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+
+    let reopened = open(copy.path()).unwrap();
+    assert_eq!(
+        hashes_of(&reopened, 0..u64::MAX).await,
+        hashes,
+        "the cut batch is dropped, everything acknowledged before it kept"
+    );
 }

@@ -5,7 +5,8 @@
 //! it, see [`super::direct`]; else a `write` and an `fdatasync`), and only then acknowledged; redb
 //! indexes the same records and checkpoint afterwards, in commits that are not synced. A synced
 //! redb commit (when the journal passes [`FLUSH_AT`], and on shutdown) makes everything before it
-//! durable there too, after which the journal is written again from offset 0. One small sequential write
+//! durable there too, after which the journal is written again from offset 0 (its first block
+//! zeroed first, see [`Journal::restart`]). One small sequential write
 //! per batch replaces redb's copy-on-write page writes and their syncs on the durable path, and a
 //! checkpoint costs no more than a record.
 //!
@@ -319,10 +320,38 @@ impl Journal {
     }
 
     /// Everything journaled is now durable in redb: write from the start again.
-    pub(crate) fn restart(&mut self) {
+    ///
+    /// The first block is zeroed, durably, first. Recovery reads from offset 0 with nothing to
+    /// check the first frame against, so a frame of the previous pass there (the new pass's
+    /// first write cut short by a crash, its first block lost and a later one kept) would be
+    /// walked as this pass's, and the new pass's intact frames past it taken for proof that
+    /// acknowledged records were lost. A zeroed first block ends the walk at once, as in the
+    /// first pass over a fresh file.
+    ///
+    /// # Errors
+    /// The zeroing write failed; the journal is left as it was and must not be written again
+    /// from the start.
+    pub(crate) fn restart(&mut self) -> std::io::Result<()> {
+        if self.allocated > 0 {
+            let zeros = [0u8; BLOCK];
+            let direct = match self.direct.as_mut() {
+                Some(d) => d.write_at(0, &zeros),
+                None => Err(DirectError::Unsupported),
+            };
+            match direct {
+                Ok(()) => {}
+                Err(DirectError::Io(e)) => return Err(e),
+                Err(DirectError::Unsupported) => {
+                    self.direct = None;
+                    self.file.write(0, &zeros)?;
+                    self.file.sync_data()?;
+                }
+            }
+        }
         self.offset = 0;
         self.tail.clear();
         self.batch = 0;
+        Ok(())
     }
 
     /// Empties the file and starts over: after recovery dropped frames of a torn batch, once
@@ -331,8 +360,7 @@ impl Journal {
         self.file.set_len(0)?;
         self.file.sync_data()?;
         self.allocated = 0;
-        self.restart();
-        Ok(())
+        self.restart()
     }
 
     /// Zero-fills the file up to `end` rounded up to a chunk (synced by the caller's sync).

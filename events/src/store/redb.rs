@@ -957,7 +957,8 @@ impl<S: Fold> Sequencer<S> {
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
             } else {
-                j.restart();
+                j.restart()
+                    .map_err(|e| StoreError::Io(format!("cannot restart the journal: {e}")))?;
             }
         }
         Ok(())
@@ -1013,7 +1014,8 @@ impl<S: Fold> Sequencer<S> {
         self.unindexed = Unindexed::default();
         self.set_indexed(self.view.size);
         if let Some(j) = self.journal.as_mut() {
-            j.restart();
+            j.restart()
+                .map_err(|e| format!("cannot restart the journal: {e}"))?;
         }
         Ok(())
     }
@@ -1117,8 +1119,14 @@ impl<S: Fold> Sequencer<S> {
             };
         if indexed {
             self.unindexed = Unindexed::default();
-            if let Some(j) = self.journal.as_mut() {
-                j.restart();
+            if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
+                // The first block may be half zeroed: the reopen reads the journal again,
+                // finds everything in it indexed, and starts it over.
+                eprintln!(
+                    "rack-gateway: the event store's journal could not start over ({e}); \
+                     reopening"
+                );
+                self.reopen = true;
             }
         }
         let cp = checkpoint.map(|cp| {
