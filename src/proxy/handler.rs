@@ -990,6 +990,19 @@ fn call_refusal(
         );
         return Some(("ack_by_not_caller", permission, what));
     }
+    if route == "release.create"
+        && let Some(env) = params.get("env")
+        && let Some(key) = mask::set_twice(&env)
+    {
+        // The rack keeps the last line, and the answer shows every line masked on its own: a
+        // key set many times would test as many guesses of its value against the mask of the
+        // one kept. `convox env set` never posts a key twice.
+        let what = format!(
+            "env sets {key} more than once; send each variable once (the rack would keep only \
+             the last)"
+        );
+        return Some(("env_key_repeated", permission, what));
+    }
     if protected.is_empty() {
         return None;
     }

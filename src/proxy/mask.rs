@@ -600,6 +600,17 @@ pub fn scrub_process_commands(body: &[u8]) -> Result<Vec<u8>, MaskError> {
 
 // === Restoring ===
 
+/// The first key a posted env sets on more than one line, as the rack reads keys; `None` when
+/// each is set once.
+pub fn set_twice(env: &str) -> Option<String> {
+    let env = Env::parse(env);
+    let mut seen = std::collections::HashSet::new();
+    env.entries()
+        .map(|(key, _)| key)
+        .find(|key| !seen.insert(*key))
+        .map(str::to_owned)
+}
+
 /// Whether restoring a posted `env` needs the app's current env: it carries a mask, or the app
 /// has protected keys (whose change must be detected).
 pub fn needs_current_env(env: &str, protected: &[String]) -> bool {

@@ -723,6 +723,18 @@ async fn a_mask_outside_a_posted_env() {
     .await;
 }
 
+/// Each line is shown masked on its own, so a key set on many lines would test many guesses
+/// of its value at once; the trimmed key is the one the rack reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_that_sets_a_key_twice() {
+    check(
+        Case::post("/apps/x/releases?")
+            .form("env=DB_PASSWORD%3Dguess1%0AOTHER%3D1%0A+DB_PASSWORD+%3Dguess2")
+            .denied(403, "env_key_repeated"),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v2_rack_environment_route() {
     check(
