@@ -596,6 +596,25 @@ async fn tokens_without_the_gateway_permission_get_403_everywhere_and_each_is_re
     gw.finish().await;
 }
 
+/// A caller without credentials keeps no connection, even when it asks to: each one it holds
+/// is a place on the listener that others cannot have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_401_closes_a_keep_alive_connection() {
+    let gw = Gateway::start().await;
+    let mut stream = TcpStream::connect(gw.running.console).await.unwrap();
+    let req = format!("GET {TOKENS} HTTP/1.1\r\nHost: gw\r\nConnection: keep-alive\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut raw))
+        .await
+        .expect("the gateway closes the connection after its 401")
+        .unwrap();
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_garbled_credentials_get_401_and_are_counted_not_recorded() {
     let gw = Gateway::start().await;

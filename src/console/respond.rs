@@ -110,6 +110,11 @@ impl ApiError {
         if let ApiError::AuditUnavailable | ApiError::RateLimited = self {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        // As on the proxy: a flooding or credential-less client keeps no connection, since
+        // each one it holds is a place on the listener that others cannot have.
+        if let ApiError::RateLimited | ApiError::Unauthenticated(_) = self {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }

@@ -66,6 +66,18 @@ pub fn connection_cap() -> u32 {
                     current
                 }
             }
+            // No hard limit (macOS's default): a finite soft one as high as the system takes.
+            (Some(current), None) => [65_536, 10_240]
+                .into_iter()
+                .filter(|want| *want > current)
+                .find(|want| {
+                    let raised = Rlimit {
+                        current: Some(*want),
+                        maximum: None,
+                    };
+                    setrlimit(Resource::Nofile, raised).is_ok()
+                })
+                .unwrap_or(current),
             (Some(current), _) => current,
             // Unlimited.
             (None, _) => u64::MAX,
@@ -75,6 +87,13 @@ pub fn connection_cap() -> u32 {
             .unwrap_or(u32::MAX)
             .clamp(16, MAX_CONNECTIONS)
     })
+}
+
+/// How many connections one network may hold on a listener that holds `cap`: at most
+/// [`MAX_CONNECTIONS_PER_NETWORK`], and never more than a quarter of the listener, so that on
+/// a host with few file descriptors one address still cannot take every place.
+pub fn per_network_share(cap: u32) -> u32 {
+    MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
@@ -183,7 +202,7 @@ where
             // Over its network's share, or the listener's: closed at once, before any byte is
             // read. Trusted proxies, which carry everyone, have no share of their own, but count
             // toward the listener's.
-            let per_network = (!trusted_peer).then_some(MAX_CONNECTIONS_PER_NETWORK);
+            let per_network = (!trusted_peer).then_some(per_network_share(cap));
             let Some(held) = open.take(peer.ip(), per_network, cap) else {
                 continue;
             };
@@ -422,6 +441,18 @@ pub fn say(line: std::fmt::Arguments<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_networks_share_is_at_most_a_quarter_of_the_listener() {
+        assert_eq!(
+            per_network_share(MAX_CONNECTIONS),
+            MAX_CONNECTIONS_PER_NETWORK
+        );
+        // `LimitNOFILE=1024`: (1024 - 512) / 4 places per listener.
+        assert_eq!(per_network_share(128), 32);
+        assert_eq!(per_network_share(16), 4);
+        assert_eq!(per_network_share(0), 1);
+    }
 
     #[test]
     fn one_network_holds_at_most_its_share_of_connections() {
