@@ -285,21 +285,7 @@ impl Journal {
         }
         let used = buf.len();
         buf.resize(used.div_ceil(BLOCK) * BLOCK, 0);
-        let direct = match self.direct.as_mut() {
-            Some(d) => d.write_at(start, buf),
-            None => Err(DirectError::Unsupported),
-        };
-        match direct {
-            Ok(()) => {}
-            Err(DirectError::Io(e)) => return Err(e),
-            Err(DirectError::Unsupported) => {
-                // Buffered from now on; the frames alone, as the file ends after them.
-                self.direct = None;
-                let frames = buf.get(self.tail.len()..used).unwrap_or_default();
-                self.file.write(self.offset, frames)?;
-                self.file.sync_data()?;
-            }
-        }
+        self.write_durably(start, buf, self.tail.len()..used)?;
         let last_block = (used / BLOCK) * BLOCK;
         self.tail.clear();
         self.tail
@@ -307,6 +293,32 @@ impl Journal {
         self.offset = end;
         self.batch += 1;
         Ok(())
+    }
+
+    /// Writes whole `blocks` at `start` and waits until they are durable: one direct synchronous
+    /// write where the file system takes it, else (from then on) the bytes of `blocks` in
+    /// `changed` alone, as the file may end after them, then an `fdatasync`.
+    fn write_durably(
+        &mut self,
+        start: u64,
+        blocks: &[u8],
+        changed: std::ops::Range<usize>,
+    ) -> std::io::Result<()> {
+        let direct = match self.direct.as_mut() {
+            Some(d) => d.write_at(start, blocks),
+            None => Err(DirectError::Unsupported),
+        };
+        match direct {
+            Ok(()) => Ok(()),
+            Err(DirectError::Io(e)) => Err(e),
+            Err(DirectError::Unsupported) => {
+                self.direct = None;
+                let at = start + changed.start as u64;
+                self.file
+                    .write(at, blocks.get(changed).unwrap_or_default())?;
+                self.file.sync_data()
+            }
+        }
     }
 
     /// Whether the next commit should be a synced redb commit, so the journal can start over.
@@ -333,20 +345,7 @@ impl Journal {
     /// from the start.
     pub(crate) fn restart(&mut self) -> std::io::Result<()> {
         if self.allocated > 0 {
-            let zeros = [0u8; BLOCK];
-            let direct = match self.direct.as_mut() {
-                Some(d) => d.write_at(0, &zeros),
-                None => Err(DirectError::Unsupported),
-            };
-            match direct {
-                Ok(()) => {}
-                Err(DirectError::Io(e)) => return Err(e),
-                Err(DirectError::Unsupported) => {
-                    self.direct = None;
-                    self.file.write(0, &zeros)?;
-                    self.file.sync_data()?;
-                }
-            }
+            self.write_durably(0, &[0u8; BLOCK], 0..BLOCK)?;
         }
         self.offset = 0;
         self.tail.clear();
