@@ -434,6 +434,26 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
         created.param("env").map(|p| p.value.as_str()),
         Some("FOO=baz\nSECRET_TOKEN=s3cr3t")
     );
+
+    // The rack fills the env into the manifest it answers with, protected values included.
+    let (status, body) = https_call_with(
+        gateway.proxy,
+        &ca,
+        "GET",
+        "/apps/x/manifest/services/web?",
+        &token,
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        !rack
+            .received()
+            .iter()
+            .any(|r| r.target.contains("/manifest")),
+        "the manifest call reached the rack"
+    );
     drop(gateway);
 
     let reasons: Vec<String> = denied(&data).into_iter().map(|(r, _)| r).collect();
@@ -443,7 +463,8 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
             "protected_env_change",
             "protected_env_fork",
             "protected_env_change",
-            "protected_env_change"
+            "protected_env_change",
+            "protected_env_manifest"
         ]
     );
     assert!(!format!("{:?}", logged(&data)).contains("s3cr3t"));

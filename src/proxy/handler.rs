@@ -1006,6 +1006,15 @@ fn call_refusal(
     if protected.is_empty() {
         return None;
     }
+    if route == "app.manifest.service" {
+        // The rack answers with the convox.yml after filling the release's env into it, so a
+        // `${KEY}` there comes back as the value, and no key of it can be masked.
+        let what = format!(
+            "{app} has protected variables, which the rack fills into the manifest it answers \
+             with; read the service from the app's convox.yml instead"
+        );
+        return Some(("protected_env_manifest", permission, what));
+    }
     if route == "release.create"
         && params.get("parent-release").is_some()
         && params.get("env").is_none()
