@@ -358,7 +358,7 @@ pub fn secret_name(key: &str) -> bool {
         "DATABASEURL",
     ];
     const WORDS: &[&str] = &[
-        "KEY", "KEYS", "PASS", "PWD", "DSN", "SALT", "PEPPER", "AUTH", "CREDS", "CERTKEY",
+        "KEY", "KEYS", "PASS", "PWD", "PW", "DSN", "SALT", "PEPPER", "AUTH", "CREDS", "CERTKEY",
     ];
     let upper = key.to_ascii_uppercase();
     if ANYWHERE.iter().any(|s| upper.contains(s)) {
@@ -383,7 +383,16 @@ pub fn secret_value(value: &str) -> bool {
     if v.split_whitespace().any(|w| is_jwt(w) || is_known_token(w)) {
         return true;
     }
-    random_looking(v)
+    holds_secret_pair(v) || random_looking(v)
+}
+
+/// Whether a value holds a `name=value` pair whose name says secret: a JDBC URL's
+/// `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`, a URL's
+/// `api_key=…` query. Pairs are split at whitespace, `;`, `&`, `?` and `,`.
+fn holds_secret_pair(v: &str) -> bool {
+    v.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '?' | ','))
+        .filter_map(|part| part.split_once('='))
+        .any(|(name, value)| !value.is_empty() && secret_name(name))
 }
 
 /// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.

@@ -143,12 +143,14 @@ pub(crate) fn is_known_token(w: &str) -> bool {
 /// A long random-looking string: a run of base64/base64url characters of 20 or more with
 /// letters and digits that switch character class as often as random text does, 32 or more
 /// hex digits, or a symbol-rich password-like value.
+///
+/// In an absolute path (a value that starts with `/`) each segment is judged on its own, and the
+/// symbol-rich rule does not apply: its slashes separate words rather than sit inside a token.
 pub(crate) fn random_looking(v: &str) -> bool {
-    if v.starts_with('/') {
-        // An absolute path.
-        return false;
-    }
-    let token_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-');
+    let path = v.starts_with('/');
+    let token_byte = |b: u8| {
+        b.is_ascii_alphanumeric() || matches!(b, b'+' | b'_' | b'-') || (b == b'/' && !path)
+    };
     let bytes = v.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -165,7 +167,8 @@ pub(crate) fn random_looking(v: &str) -> bool {
         }
     }
     // A password with symbols: no spaces, every kind of character, rarely two alike in a row.
-    !v.contains(char::is_whitespace)
+    !path
+        && !v.contains(char::is_whitespace)
         && v.len() >= 16
         && v.bytes().any(|b| b.is_ascii_digit())
         && v.bytes().any(|b| b.is_ascii_alphabetic())

@@ -684,6 +684,15 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("HEX", "3c6e0b8a9c15224a8228b9a98ca1531d", true),
         ("SYMBOLS", "Xk9#mP2$vL8@qR4!zT6&", true),
         ("GATEWAY", "rgw_Zm9vYmFyYmF6cXV4cXV1eHh5enp5", true),
+        // Random material that starts with `/`, alone or after a path.
+        ("SEED", "/x8Kq3mZ9vT2bQw7LpR4sN1uY6eH0jC5aD3fG8kM=", true),
+        ("CMD", "/bin/run --token 9fK2xQ7mZ3vT8bLw1pR5sN0uY4eH6jC2", true),
+        // A password given as a pair inside the value.
+        ("SPRING_DATASOURCE_URL", "jdbc:postgresql://db/app?user=u&password=hunter2", true),
+        ("PG_CONN", "host=db user=u password=hunter2", true),
+        ("CONN", "Server=db;Database=app;User Id=u;Pwd=Hunter2!x;", true),
+        ("CALLBACK", "https://api.example.com/v1?api_key=abc123", true),
+        ("ADMIN_PW", "Tr0ub4dor&3", true),
         // Random material is masked even when it is only an id: a UUID, a commit hash.
         ("TENANT", "123e4567-e89b-12d3-a456-426614174000", true),
         ("GIT_SHA", "da39a3ee5e6b4b0d3255bfef95601890afd80709", true),
@@ -711,6 +720,8 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("NAME", "production2024server", false),
         ("CLASS", "ThisIsAVeryLongCamelCaseName", false),
         ("DATA_DIR", "/var/lib/postgresql/14/main", false),
+        ("STATIC_ROOT", "/srv/app-2024/public_html/assets-v3.1.4/img", false),
+        ("PG_HOST", "host=db user=u dbname=app sslmode=require", false),
         ("NODE_OPTIONS", "--max-old-space-size=4096", false),
         ("LANG", "en_US.UTF-8", false),
         ("IMAGE", "registry.example.com/team/app:20240101", false),
