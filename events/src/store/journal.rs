@@ -102,7 +102,8 @@ impl Place {
         if self.index.saturating_add(1) < self.count {
             self.batch
         } else {
-            self.batch + 1
+            // Saturating: a crafted header may say any batch.
+            self.batch.saturating_add(1)
         }
     }
 }
