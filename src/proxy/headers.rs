@@ -38,6 +38,20 @@ const CALLER_ONLY: &[&str] = &[
     "host",
 ];
 
+/// Headers that name the client's address to whoever reads them, as `X-Forwarded-*` do: they
+/// pass only from a trusted proxy, so a caller cannot pose as another address to an app behind
+/// the rack's HTTP proxy route.
+const CLIENT_ADDRESS: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-cluster-client-ip",
+    "x-original-forwarded-for",
+];
+
 /// The header the rack reads the acting user from.
 pub const ACTOR: &str = "x-convox-actor";
 
@@ -117,8 +131,7 @@ pub fn upstream(
         if HOP_BY_HOP.contains(&n)
             || CALLER_ONLY.contains(&n)
             || named.iter().any(|c| c.eq_ignore_ascii_case(n))
-            || (!trusted_peer && n.starts_with("x-forwarded-"))
-            || n == "forwarded" && !trusted_peer
+            || (!trusted_peer && (n.starts_with("x-forwarded-") || CLIENT_ADDRESS.contains(&n)))
         {
             continue;
         }
@@ -186,10 +199,16 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
         .collect();
     for entry in entries.iter().rev() {
         let entry = std::str::from_utf8(entry).unwrap_or_default();
+        let bracketed = entry.strip_prefix('[').and_then(|e| e.strip_suffix(']'));
         let Some(ip) = entry
             .parse::<IpAddr>()
             .ok()
             .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+            .or_else(|| {
+                bracketed
+                    .and_then(|e| e.parse::<std::net::Ipv6Addr>().ok())
+                    .map(IpAddr::V6)
+            })
         else {
             return caller;
         };
@@ -255,6 +274,9 @@ mod tests {
             ("x-secret", "1"),
             ("te", "trailers"),
             ("x-forwarded-for", "10.0.0.1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.1"),
+            ("true-client-ip", "10.0.0.1"),
             ("content-type", "application/x-www-form-urlencoded"),
             ("command", "ls -la"),
         ]);
@@ -272,12 +294,22 @@ mod tests {
             "x-secret",
             "te",
             "x-forwarded-for",
+            "forwarded",
+            "x-real-ip",
+            "true-client-ip",
         ] {
             assert!(out.get(gone).is_none(), "{gone} was forwarded");
         }
         assert!(out.get("command").is_some() && out.get("content-type").is_some());
         let trusted = upstream(&incoming, &rack, &actor, true);
-        assert!(trusted.get("x-forwarded-for").is_some());
+        for kept in [
+            "x-forwarded-for",
+            "forwarded",
+            "x-real-ip",
+            "true-client-ip",
+        ] {
+            assert!(trusted.get(kept).is_some(), "{kept} from a trusted proxy");
+        }
     }
 
     #[test]
@@ -313,6 +345,15 @@ mod tests {
                 &trusted
             ),
             ip("198.51.100.7")
+        );
+        // An IPv6 address in brackets, with a port or without.
+        assert_eq!(
+            client_ip(at("10.0.0.5"), &xff("1.2.3.4, [2001:db8::7]"), &trusted),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client_ip(at("10.0.0.5"), &xff("1.2.3.4, [2001:db8::7]:443"), &trusted),
+            ip("2001:db8::7")
         );
         // An entry that is not an address stops the walk at the hop that wrote it.
         assert_eq!(
