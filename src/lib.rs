@@ -13,4 +13,5 @@ pub mod keys;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod stall;
 pub mod store;

@@ -758,7 +758,7 @@ async fn forward(
             }
             let sink = pending.bytes_in.clone();
             Metered::new(
-                body.map_err(std::io::Error::other),
+                crate::stall::Bounded::new(body.map_err(std::io::Error::other)),
                 Box::new(move |m| {
                     if let Ok(mut slot) = sink.lock() {
                         *slot = Some(m);

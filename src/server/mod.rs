@@ -208,10 +208,7 @@ where
             };
             // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
             // until its relay drops the stream, after hyper has finished with the connection.
-            let stream = Counted {
-                io: stream,
-                _held: held,
-            };
+            let stream = Counted::new(stream, held);
             if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
                 connections.spawn(refuse_plain(stream));
                 continue;
@@ -311,10 +308,24 @@ impl Drop for Held {
 }
 
 /// A connection's stream and its place on the listener ([`Held`]), given back when the
-/// stream is dropped.
+/// stream is dropped. A write the client does not read for [`crate::stall::LIMIT`] fails:
+/// otherwise a client that stops reading holds its connection, the answer's buffers and the
+/// call's completion for ever, with no header timer running (hyper starts that only after an
+/// answer is sent).
 struct Counted<I> {
     io: I,
     _held: Held,
+    writes: crate::stall::Stall,
+}
+
+impl<I> Counted<I> {
+    fn new(io: I, held: Held) -> Counted<I> {
+        Counted {
+            io,
+            _held: held,
+            writes: crate::stall::Stall::default(),
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
@@ -333,7 +344,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.writes.bound(cx, written, client_gone)
     }
 
     fn poll_write_vectored(
@@ -341,7 +354,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.writes.bound(cx, written, client_gone)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -355,6 +370,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
+}
+
+fn client_gone<T>() -> std::io::Result<T> {
+    Err(crate::stall::timed_out("the client read nothing"))
 }
 
 /// Whether a plain-HTTP listener serves `peer`: a loopback address or a trusted proxy.
@@ -442,6 +461,51 @@ pub fn say(line: std::fmt::Arguments<'_>) {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_client_does_not_read_fails_after_the_stall_limit() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let open = Arc::new(OpenConnections::default());
+        let place = || open.take("127.0.0.1".parse().unwrap(), None, 10).unwrap();
+        let answer = vec![7u8; 8192];
+
+        // A client that reads a little now and then keeps its connection, however long the
+        // answer takes.
+        let (mut client, server) = tokio::io::duplex(1024);
+        let mut stream = Counted::new(server, place());
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 8192];
+            let mut at = 0;
+            while at < got.len() {
+                tokio::time::sleep(crate::stall::LIMIT / 2).await;
+                at += client
+                    .read(&mut got[at..(at + 512).min(8192)])
+                    .await
+                    .unwrap();
+            }
+            got
+        });
+        let started = tokio::time::Instant::now();
+        stream.write_all(&answer).await.unwrap();
+        assert!(
+            started.elapsed() > crate::stall::LIMIT * 4,
+            "the reads were spread out"
+        );
+        drop(stream);
+        assert_eq!(reader.await.unwrap(), answer);
+
+        // One that stops reading loses it once a write has waited the whole limit.
+        let (client, server) = tokio::io::duplex(1024);
+        let mut stream = Counted::new(server, place());
+        let started = tokio::time::Instant::now();
+        let e = tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer))
+            .await
+            .expect("the write gave up")
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= crate::stall::LIMIT);
+        drop(client);
+    }
+
     #[test]
     fn a_networks_share_is_at_most_a_quarter_of_the_listener() {
         assert_eq!(
@@ -509,10 +573,7 @@ mod tests {
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let held = open.take(peer, Some(3), 10).unwrap();
         let (client_io, server_io) = tokio::io::duplex(4096);
-        let server_io = Counted {
-            io: server_io,
-            _held: held,
-        };
+        let server_io = Counted::new(server_io, held);
         let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
         let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
