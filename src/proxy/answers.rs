@@ -8,7 +8,8 @@
 //! they take to read the answer, on every connection they hold.
 //!
 //! **Invariant:** every byte of a 2xx answer read is counted against the budget, twice (the answer and its
-//! rewritten copy), before it is kept, and the rewritten copy stays counted until its last
+//! rewritten copy), before it is kept; a rewrite's working memory
+//! ([`super::mask::REWRITE_COST`] per byte) before the rewrite starts; and the rewritten copy stays counted until its last
 //! piece has been handed to the connection ([`Rewritten`], sent in pieces of [`PIECE`] so the
 //! connection holds little of it). A read waits for room only while it holds none: it reserves
 //! what the answer's length says (or [`FIRST`] when unknown), taking none of it until all is
@@ -143,6 +144,12 @@ impl Budget {
                 Err(_) => return Err(ReadError::Busy),
             }
         }
+    }
+
+    /// Makes `held` cover at least `bytes` (a rewrite's working memory), without waiting:
+    /// [`ReadError::Busy`] when there is no room.
+    pub fn cover(&self, held: &mut Held, bytes: usize) -> Result<(), ReadError> {
+        self.grow_to(held, bytes)
     }
 
     /// Makes `held` cover exactly a rewritten copy of `len` bytes once the answer it was read
@@ -337,6 +344,29 @@ mod tests {
         let (_second, _held2) = budget.read(body(5 * UNIT)).await.unwrap();
         drop(held);
         let (_third, _held3) = budget.read(body(3 * UNIT)).await.unwrap();
+    }
+
+    /// A rewrite's working memory is taken before it starts, without waiting, and goes back
+    /// (but for the rewritten copy) once the copy is made.
+    #[tokio::test]
+    async fn a_rewrite_is_counted_before_it_is_made() {
+        let budget = budget(16);
+        let (answer, mut held) = budget.read(body(2 * UNIT)).await.unwrap();
+        assert_eq!(
+            budget.cover(&mut held, 24 * UNIT).err(),
+            Some(ReadError::Busy),
+            "room for 16 units only"
+        );
+        budget.cover(&mut held, 12 * UNIT).unwrap();
+        assert_eq!(held.units(), 12);
+        assert_eq!(
+            budget.read(body(3 * UNIT)).await.err(),
+            Some(ReadError::Busy),
+            "12 of 16 units are held while the rewrite runs"
+        );
+        drop(answer);
+        budget.fit(&mut held, 2 * UNIT).unwrap();
+        let (_next, _held) = budget.read(body(3 * UNIT)).await.unwrap();
     }
 
     /// A read waiting for more room than is free takes none of it meanwhile: a smaller read

@@ -814,6 +814,11 @@ async fn forward(
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
         // the gateway has no room to hold) is a recorded 502 that says so.
         let masked = read.and_then(|(body, mut held)| {
+            // The rewrite's own memory is counted before it is made.
+            state
+                .answers
+                .cover(&mut held, mask::REWRITE_COST.saturating_mul(body.len()))
+                .map_err(|e| e.kind())?;
             let masked = rewrite
                 .apply(&body, &state.upstream, &state.keys.audit)
                 .map_err(|e| e.kind())?;

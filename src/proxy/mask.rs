@@ -56,6 +56,13 @@ pub const REDACTED: &str = "rgw-redacted";
 /// The largest answer the proxy buffers to rewrite; a larger one is refused (502).
 pub const MAX_MASKED_BODY: usize = 16 * 1024 * 1024;
 
+/// What a rewrite holds at its peak, in bytes per byte of the answer, counted against the
+/// answers budget before it starts: the answer, its decoded strings and their positions in it
+/// (4 bytes per byte), the edits and the rewritten copy, which outgrows the answer when short
+/// values become masks. An estimate with headroom: an answer of nothing but one-character
+/// values may hold more.
+pub const REWRITE_COST: usize = 12;
+
 /// How deeply an answer may nest (the rack's answers nest two or three levels).
 const MAX_DEPTH: usize = 64;
 
@@ -785,7 +792,8 @@ struct Field {
     /// The decoded string.
     decoded: String,
     /// For each decoded byte, where it starts in the body; one more for the closing quote.
-    offsets: Vec<usize>,
+    /// (`u32`: a body is at most [`MAX_MASKED_BODY`], and these take 4 bytes per byte of it.)
+    offsets: Vec<u32>,
 }
 
 /// Rewrites the string members named `field` (Go's case-insensitive match) of an object or of
@@ -803,6 +811,7 @@ fn rewrite_string_fields(
             else {
                 return Err(MaskError::Shape("an edit falls outside its string"));
             };
+            let (start, end) = (start as usize, end as usize);
             let mut encoded = Vec::with_capacity(text.len());
             escape_go(&text, &mut encoded);
             splices.push((start..end, encoded));
@@ -1099,18 +1108,19 @@ impl Json<'_> {
     /// Decodes the string at `start`: its text, the body offset where each of its bytes
     /// starts (plus the closing quote's), and where the token ends. Lone surrogates become
     /// U+FFFD, as Go decodes them.
-    fn string(&self, start: usize) -> Result<(String, Vec<usize>, usize), MaskError> {
+    fn string(&self, start: usize) -> Result<(String, Vec<u32>, usize), MaskError> {
         let mut text = String::new();
-        let mut offsets = Vec::new();
+        let mut offsets: Vec<u32> = Vec::new();
+        let at = |i: usize| u32::try_from(i).map_err(|_| self.err(i, "the answer is too large"));
         let mut i = start + 1;
         loop {
             match self.b.get(i) {
                 Some(b'"') => {
-                    offsets.push(i);
+                    offsets.push(at(i)?);
                     return Ok((text, offsets, i + 1));
                 }
                 Some(b'\\') => {
-                    let at = i;
+                    let escape = at(i)?;
                     let (unit, next) = self.escape(i)?;
                     i = next;
                     let c = if (0xD800..0xDC00).contains(&unit) {
@@ -1133,7 +1143,7 @@ impl Json<'_> {
                         char::from_u32(unit)
                     };
                     let c = c.unwrap_or(char::REPLACEMENT_CHARACTER);
-                    offsets.extend(std::iter::repeat_n(at, c.len_utf8()));
+                    offsets.extend(std::iter::repeat_n(escape, c.len_utf8()));
                     text.push(c);
                 }
                 Some(b) if *b < 0x20 => return Err(self.err(i, "control character in a string")),
@@ -1146,7 +1156,7 @@ impl Json<'_> {
                         .and_then(|c| std::str::from_utf8(c).ok())
                         .ok_or_else(|| self.err(i, "not UTF-8"))?;
                     text.push_str(chunk);
-                    offsets.extend(i..i + len);
+                    offsets.extend(at(i)?..at(i + len)?);
                     i += len;
                 }
                 None => return Err(self.err(i, "unterminated string")),
