@@ -3,7 +3,7 @@
 //!
 //! It checks that an admin's token creates, lists and revokes tokens, that a created token
 //! works on the proxy at once and stops there at once when revoked, that every refusal is
-//! counted (unauthenticated, malformed) or recorded (not permitted, beyond the owner's or the
+//! counted (unauthenticated) or recorded (malformed, not permitted, beyond the owner's or the
 //! caller's permissions), that malformed content changes nothing, that a failing log answers
 //! 503, that a dev-only token is refused where dev tokens are, and that the real binary speaks
 //! the API with its token from the environment only.
@@ -809,8 +809,8 @@ async fn no_token_mints_one_that_outlives_it() {
 }
 
 /// Sends malformed content as the admin and checks the 400: its `kind`, where it points
-/// (`at` starts with `at`), and that nothing was appended. `typed` sends
-/// `Content-Type: application/json`.
+/// (`at` starts with `at`), and that it was recorded as the admin's denial, with where and
+/// nothing of the content. `typed` sends `Content-Type: application/json`.
 async fn check_malformed(
     gw: &Gateway,
     (method, path, typed): (&str, &str, bool),
@@ -836,11 +836,14 @@ async fn check_malformed(
     let v = reply.json();
     let where_ = v["at"].as_str().unwrap_or_else(|| panic!("no `at`: {v}"));
     assert!(where_.starts_with(at), "{body}: at {where_:?}, not {at:?}");
-    assert_eq!(gw.head(), before, "{method} {path} {body} appended");
+    let denial = one_denial(gw, before).await;
+    assert_eq!(denial.reason, kind, "{method} {path} {body}");
+    assert_eq!(denial.actor.0, "dev@rack-gateway.local", "the admin's denial");
+    assert_eq!(denial.params, [("at".to_owned(), where_.to_owned())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_content_gets_400_with_what_and_where_and_appends_nothing() {
+async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
     let gw = Gateway::start().await;
     gw.token_for("viewer@example.com", Role::Viewer, &["convox:app:read"])
         .await;
@@ -961,20 +964,23 @@ async fn malformed_content_gets_400_with_what_and_where_and_appends_nothing() {
     )
     .await;
     assert_eq!(reply.refused(413), "body_too_large");
-    assert_eq!(gw.head(), before);
+    assert_eq!(one_denial(&gw, before).await.reason, "body_too_large");
     let (events, _dir) = gw.finish().await;
-    let counted: u64 = events
+    let malformed_reason =
+        |reason: &str| reason.starts_with("invalid_") || reason == "body_too_large";
+    let recorded = events
         .iter()
-        .filter_map(|r| match &r.event {
-            Event::DenialsCounted { reason, count, .. }
-                if reason.starts_with("invalid_") || reason == "body_too_large" =>
-            {
-                Some(*count)
-            }
-            _ => None,
-        })
-        .sum();
-    assert_eq!(counted, malformed + 1, "each refusal is counted");
+        .filter_map(requested)
+        .filter(|c| c.decision == Decision::Deny && malformed_reason(&c.reason))
+        .count();
+    assert_eq!(recorded, malformed + 1, "each refusal is recorded");
+    assert!(
+        !events.iter().any(|r| matches!(
+            &r.event,
+            Event::DenialsCounted { reason, .. } if malformed_reason(reason)
+        )),
+        "an authenticated caller's refusals are not merely counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,7 @@ impl Call {
         }
     }
 
-    /// Counts a refusal that is not recorded one by one (unauthenticated, or malformed content).
+    /// Counts a refusal that is not recorded one by one: the caller is not authenticated.
     pub fn count(&self, state: &ConsoleState, reason: &'static str) {
         state.flood.count_denial(self.ip, reason, self.now);
     }

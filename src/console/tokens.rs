@@ -11,7 +11,9 @@
 //! its owner's or the caller's current permissions or it would outlive the caller's token
 //! (recorded); 400 for malformed content (not
 //! JSON, unknown fields, an unknown permission, a bad id, an expiry out of range) and 413 for
-//! an oversized body, counted like unauthenticated noise and with nothing appended; 404 and 409
+//! an oversized body, recorded as the caller's denial with where it went wrong and nothing of
+//! the content (the caller is known by then, and every authenticated denial is recorded one by
+//! one); 404 and 409
 //! for revoking a token that does not exist or is already revoked (recorded); 503 when the log
 //! cannot record the call. Any other method or path of the listener is a 404 `unknown_route`
 //! ([`super::unknown_route`]): recorded when the caller is authenticated, counted when not.
@@ -40,7 +42,7 @@ use super::api::{
     CreateTokenBody, MAX_EXPIRY_DAYS, RevokeTokenBody, TokenCreatedBody, TokenListBody,
     TokenRevokedBody, TokenView,
 };
-use super::auth::{self, Call, TOKEN_MANAGE};
+use super::auth::{self, Call, Caller, TOKEN_MANAGE};
 use super::respond::{Answer, ApiError};
 use crate::identity::admin::{self, AdminError, Ceiling, TokenRequest};
 
@@ -138,7 +140,7 @@ async fn create(
 ) -> Result<TokenCreatedBody, ApiError> {
     let (parts, body) = req.into_parts();
     let caller = auth::admit(state, call, &parts.headers).await?;
-    let body: CreateTokenBody = read_json(state, call, &parts.headers, body).await?;
+    let body: CreateTokenBody = read_json(state, call, &caller, &parts.headers, body).await?;
     let expires = match body.expires_in_days {
         None => None,
         Some(days) if (1..=MAX_EXPIRY_DAYS).contains(&days) => {
@@ -148,10 +150,12 @@ async fn create(
             return Err(malformed(
                 state,
                 call,
+                &caller,
                 "invalid_field",
                 format!("an expiry is 1 to {MAX_EXPIRY_DAYS} days, not {days}"),
                 "expires_in_days",
-            ));
+            )
+            .await);
         }
     };
     let params = vec![
@@ -188,7 +192,9 @@ async fn create(
     };
     let (permission, kind) = match &e {
         AdminError::Invalid { field, what } => {
-            return Err(malformed(state, call, "invalid_field", what.clone(), field));
+            return Err(
+                malformed(state, call, &caller, "invalid_field", what.clone(), field).await,
+            );
         }
         AdminError::Exceeds {
             whose: Ceiling::Owner,
@@ -243,21 +249,25 @@ async fn revoke(
         return Err(malformed(
             state,
             call,
+            &caller,
             "invalid_id",
             "a token id is 32 lowercase hex digits, as the list shows it".into(),
             "id",
-        ));
+        )
+        .await);
     };
-    let body: RevokeTokenBody = read_json(state, call, &parts.headers, body).await?;
+    let body: RevokeTokenBody = read_json(state, call, &caller, &parts.headers, body).await?;
     let reason = body.reason;
     if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
         return Err(malformed(
             state,
             call,
+            &caller,
             "invalid_field",
             format!("a reason has 1 to {MAX_REASON} printable characters"),
             "reason",
-        ));
+        )
+        .await);
     }
     let params = vec![
         ("id".to_owned(), id.to_hex()),
@@ -316,26 +326,48 @@ async fn revoke(
     }
 }
 
-/// A refusal of malformed content: counted, never recorded one by one, nothing appended.
-fn malformed(
+/// A refusal of malformed content from an authenticated caller: recorded one by one, as every
+/// authenticated denial is, with where the content went wrong and nothing of the content.
+async fn malformed(
     state: &ConsoleState,
     call: &Call,
+    caller: &Caller,
     kind: &'static str,
     what: String,
     at: &str,
 ) -> ApiError {
-    call.count(state, kind);
-    ApiError::BadRequest {
+    let refusal = ApiError::BadRequest {
         kind,
         what,
         at: Some(at.to_owned()),
-    }
+    };
+    refused(state, call, caller, at, refusal).await
+}
+
+/// Records `refusal` of the caller's malformed content (`at` says where) and answers it.
+async fn refused(
+    state: &ConsoleState,
+    call: &Call,
+    caller: &Caller,
+    at: &str,
+    refusal: ApiError,
+) -> ApiError {
+    let params = vec![("at".to_owned(), at.to_owned())];
+    call.deny(
+        state,
+        caller,
+        Some(TOKEN_MANAGE.to_permission()),
+        params,
+        refusal,
+    )
+    .await
 }
 
 /// Reads a bounded `application/json` body into `T`, refusing unknown fields (the types say so).
 async fn read_json<T: DeserializeOwned>(
     state: &ConsoleState,
     call: &Call,
+    caller: &Caller,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
@@ -348,10 +380,12 @@ async fn read_json<T: DeserializeOwned>(
         return Err(malformed(
             state,
             call,
+            caller,
             "invalid_content_type",
             "the body must be sent as application/json".into(),
             "Content-Type",
-        ));
+        )
+        .await);
     }
     // Bounded in time as in size: a body sent a byte a minute would hold the connection.
     let Ok(read) = tokio::time::timeout(BODY_WAIT, axum::body::to_bytes(body, MAX_BODY)).await
@@ -359,24 +393,28 @@ async fn read_json<T: DeserializeOwned>(
         return Err(malformed(
             state,
             call,
+            caller,
             "body_too_slow",
             format!("the body did not arrive within {} s", BODY_WAIT.as_secs()),
             "body",
-        ));
+        )
+        .await);
     };
-    let bytes = read.map_err(|_| {
-        call.count(state, "body_too_large");
-        ApiError::TooLarge(MAX_BODY)
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let at = format!("body line {} column {}", e.line(), e.column());
-        let full = e.to_string();
-        let what = full
-            .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
-            .unwrap_or(&full)
-            .to_owned();
-        malformed(state, call, "invalid_json", what, &at)
-    })
+    let Ok(bytes) = read else {
+        return Err(refused(state, call, caller, "body", ApiError::TooLarge(MAX_BODY)).await);
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(body) => Ok(body),
+        Err(e) => {
+            let at = format!("body line {} column {}", e.line(), e.column());
+            let full = e.to_string();
+            let what = full
+                .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
+                .unwrap_or(&full)
+                .to_owned();
+            Err(malformed(state, call, caller, "invalid_json", what, &at).await)
+        }
+    }
 }
 
 /// A token id exactly as the API writes it: 32 lowercase hex digits.
