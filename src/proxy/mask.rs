@@ -395,11 +395,34 @@ pub fn secret_value(value: &str) -> bool {
 
 /// Whether a value holds a `name=value` pair whose name says secret: a JDBC URL's
 /// `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`, a URL's
-/// `api_key=…` query. Pairs are split at whitespace, `;`, `&`, `?` and `,`.
+/// `api_key=…` query. Pairs are split at whitespace, `;`, `&`, `?` and `,`. Only names that
+/// say secret outright count here (not a bare `key` or `auth`, as in `-Djavax.net.ssl.keyStore=`
+/// or `auth_mode=`), since the rest of the value is what the variable is for.
 fn holds_secret_pair(v: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "TOKEN",
+        "APIKEY",
+        "API_KEY",
+        "API-KEY",
+        "ACCESSKEY",
+        "ACCESS_KEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+    ];
     v.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '?' | ','))
         .filter_map(|part| part.split_once('='))
-        .any(|(name, value)| !value.is_empty() && secret_name(name))
+        .any(|(name, value)| {
+            let upper = name.to_ascii_uppercase();
+            !value.is_empty()
+                && (NAMES.iter().any(|n| upper.contains(n))
+                    || words(name)
+                        .iter()
+                        .any(|w| matches!(w.as_str(), "PWD" | "PW" | "PASS")))
+        })
 }
 
 /// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.
@@ -616,15 +639,16 @@ pub fn scrub_process_commands(body: &[u8]) -> Result<Vec<u8>, MaskError> {
 
 // === Restoring ===
 
-/// The first key a posted env sets on more than one line, as the rack reads keys; `None` when
-/// each is set once.
+/// The first key a posted env sets on more than one line to different values, as the rack
+/// reads keys; `None` when each is set once, or again to the same value (as the padded base64
+/// tail lines of one certificate held in two variables are, which `convox releases rollback`
+/// posts back as read).
 pub fn set_twice(env: &str) -> Option<String> {
     let env = Env::parse(env);
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = std::collections::HashMap::new();
     env.entries()
-        .map(|(key, _)| key)
-        .find(|key| !seen.insert(*key))
-        .map(str::to_owned)
+        .find(|(key, value)| *seen.entry(*key).or_insert(*value) != *value)
+        .map(|(key, _)| key.to_owned())
 }
 
 /// Whether restoring a posted `env` needs the app's current env: it carries a mask, or the app

@@ -722,6 +722,8 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("DATA_DIR", "/var/lib/postgresql/14/main", false),
         ("STATIC_ROOT", "/srv/app-2024/public_html/assets-v3.1.4/img", false),
         ("PG_HOST", "host=db user=u dbname=app sslmode=require", false),
+        ("JAVA_OPTS", "-Djavax.net.ssl.keyStore=/etc/ks.jks -Xmx512m", false),
+        ("LOGIN_URL", "https://example.com/login?auth_mode=popup&sortKey=name", false),
         ("NODE_OPTIONS", "--max-old-space-size=4096", false),
         ("LANG", "en_US.UTF-8", false),
         ("IMAGE", "registry.example.com/team/app:20240101", false),
@@ -915,5 +917,20 @@ fn a_value_is_replaced_in_every_form_it_is_quoted_in() {
     assert_eq!(
         scrub_value(b"pw=42 x42y 1420 (42)", "42", REDACTED),
         b"pw=rgw-redacted x42y 1420 (rgw-redacted)"
+    );
+}
+
+#[test]
+fn a_key_set_again_to_another_value_is_found_and_one_set_again_alike_is_not() {
+    assert_eq!(set_twice("A=1\nB=2\n A =3"), Some("A".to_owned()));
+    assert_eq!(set_twice("A=1\nB=2"), None);
+    // Two variables holding one certificate: its padded base64 tail is a line the rack reads
+    // as a key, twice, with the same (empty) value.
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ==\n-----END CERTIFICATE-----";
+    let env = format!("TLS_CERT={pem}\nTLS_CHAIN={pem}");
+    assert_eq!(set_twice(&env), None, "{env}");
+    assert_eq!(
+        set_twice("K=rgw-masked:0123abcd\nK=rgw-masked:4567cdef").as_deref(),
+        Some("K")
     );
 }
