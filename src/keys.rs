@@ -72,6 +72,8 @@ impl Keys {
             snapshot: SnapshotKey(random()?),
             checkpoint,
         };
+        // One init at a time on a data directory: they share the staging directory.
+        let _lock = lock_init(data)?;
         let staged = stage(data, &keys)?;
         publish(data, &staged)?;
         Ok(keys)
@@ -115,6 +117,33 @@ impl fmt::Debug for AuditKey {
 
 /// Where `init` writes a key set before it is published as `keys/`.
 const STAGING: &str = "keys.partial";
+
+/// Creates `data` if need be and takes `<data>/keys.lock`, waiting for an init that holds it;
+/// released when the file is dropped.
+fn lock_init(data: &Path) -> Result<fs::File, KeyError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data)
+        .map_err(|source| KeyError::Io {
+            path: data.to_owned(),
+            source,
+        })?;
+    let path = data.join("keys.lock");
+    let io = |source| KeyError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
+}
 
 /// Writes every key file, synced, into a fresh `<data>/keys.partial/` and returns its path.
 /// Refuses when `<data>/keys/` already holds anything, before writing.
@@ -183,8 +212,8 @@ fn sync_dir(dir: &Path) -> Result<(), KeyError> {
         })
 }
 
-/// Refuses a `keys/` directory that its group or others may write: whoever may write it may
-/// swap a key file for one of their own, whatever the files' modes.
+/// Refuses a `keys/` directory that its group or others may write, unless it is sticky:
+/// whoever may write it may swap a key file for one of their own, whatever the files' modes.
 fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
     let meta = match fs::metadata(dir) {
         Ok(meta) => meta,
@@ -207,8 +236,10 @@ fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
             what: "not a directory".into(),
         });
     }
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
+    // Sticky (a tmpfs or secret volume mounted 1777): others may add files but not replace
+    // ours.
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
         return Err(KeyError::Permissions {
             path: dir.to_owned(),
             mode,
@@ -438,6 +469,9 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().contains("keys"), "{e}");
+        // Sticky: others may add files there, but not replace ours.
+        fs::set_permissions(&keys, fs::Permissions::from_mode(0o1777)).unwrap();
+        Keys::load(dir.path()).unwrap();
         fs::set_permissions(&keys, fs::Permissions::from_mode(0o700)).unwrap();
         Keys::load(dir.path()).unwrap();
 
@@ -460,6 +494,20 @@ mod tests {
             Err(KeyError::Exists { .. })
         ));
         assert_eq!(fs::read(other.path().join("keys/audit.key")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn an_init_waits_for_one_in_progress_on_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_owned();
+        let held = lock_init(&data).unwrap();
+        let waiting = std::thread::spawn(move || Keys::init(&data, "t.example/log"));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiting.is_finished(), "it did not wait for the lock");
+        assert!(!dir.path().join(STAGING).exists());
+        drop(held);
+        let made = waiting.join().unwrap().unwrap();
+        assert_eq!(Keys::load(dir.path()).unwrap().vkey(), made.vkey());
     }
 
     #[test]
