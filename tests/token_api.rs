@@ -838,7 +838,10 @@ async fn check_malformed(
     assert!(where_.starts_with(at), "{body}: at {where_:?}, not {at:?}");
     let denial = one_denial(gw, before).await;
     assert_eq!(denial.reason, kind, "{method} {path} {body}");
-    assert_eq!(denial.actor.0, "dev@rack-gateway.local", "the admin's denial");
+    assert_eq!(
+        denial.actor.0, "dev@rack-gateway.local",
+        "the admin's denial"
+    );
     assert_eq!(denial.params, [("at".to_owned(), where_.to_owned())]);
 }
 

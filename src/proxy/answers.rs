@@ -8,8 +8,8 @@
 //! they take to read the answer, on every connection they hold.
 //!
 //! **Invariant:** every byte of a 2xx answer read is counted against the budget, twice (the answer and its
-//! rewritten copy), before it is kept; a rewrite's working memory
-//! ([`super::mask::REWRITE_COST`] per byte) before the rewrite starts; and the rewritten copy stays counted until its last
+//! rewritten copy), before it is kept, or [`REWRITE_COST`] times when it is read to be rewritten
+//! (the rewrite's working memory); and the rewritten copy stays counted until its last
 //! piece has been handed to the connection ([`Rewritten`], sent in pieces of [`PIECE`] so the
 //! connection holds little of it). A read waits for room only while it holds none: it reserves
 //! what the answer's length says (or [`FIRST`] when unknown), taking none of it until all is
@@ -27,7 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::mask::MAX_MASKED_BODY;
+use super::mask::{MAX_MASKED_BODY, REWRITE_COST};
 
 /// The bytes of answers held at once, over all callers.
 pub const DEFAULT_BUDGET: usize = 256 * 1024 * 1024;
@@ -111,7 +111,29 @@ impl Budget {
     }
 
     /// Reads `body` whole, its room (and its rewritten copy's) taken before each piece is kept.
-    pub async fn read<B>(&self, mut body: B) -> Result<(Bytes, Held), ReadError>
+    pub async fn read<B>(&self, body: B) -> Result<(Bytes, Held), ReadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        self.read_holding(body, 2).await
+    }
+
+    /// As [`Budget::read`], for an answer to be rewritten: the room held covers the rewrite's
+    /// working memory too ([`REWRITE_COST`] per byte), so that the rewrite never needs room it
+    /// would have to wait for; [`Budget::fit`] gives back what the rewritten copy does not use.
+    pub async fn read_to_rewrite<B>(&self, body: B) -> Result<(Bytes, Held), ReadError>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
+        self.read_holding(body, REWRITE_COST).await
+    }
+
+    /// Reads `body` whole, holding `per_byte` bytes of room for each byte kept.
+    async fn read_holding<B>(
+        &self,
+        mut body: B,
+        per_byte: usize,
+    ) -> Result<(Bytes, Held), ReadError>
     where
         B: Body<Data = Bytes> + Unpin,
     {
@@ -120,9 +142,9 @@ impl Budget {
             return Err(ReadError::TooLarge);
         }
         let first = known.map_or(FIRST, |n| usize::try_from(n).unwrap_or(MAX_MASKED_BODY));
-        let mut held = self.reserve(units(2 * first)?).await?;
+        let mut held = self.reserve(units(per_byte * first)?).await?;
         let whole = collect(&mut body, MAX_MASKED_BODY, ReadError::TooLarge, |len| {
-            self.grow_to(&mut held, 2 * len)
+            self.grow_to(&mut held, per_byte * len)
         })
         .await?;
         Ok((whole, held))
@@ -144,12 +166,6 @@ impl Budget {
                 Err(_) => return Err(ReadError::Busy),
             }
         }
-    }
-
-    /// Makes `held` cover at least `bytes` (a rewrite's working memory), without waiting:
-    /// [`ReadError::Busy`] when there is no room.
-    pub fn cover(&self, held: &mut Held, bytes: usize) -> Result<(), ReadError> {
-        self.grow_to(held, bytes)
     }
 
     /// Makes `held` cover exactly a rewritten copy of `len` bytes once the answer it was read
@@ -346,23 +362,22 @@ mod tests {
         let (_third, _held3) = budget.read(body(3 * UNIT)).await.unwrap();
     }
 
-    /// A rewrite's working memory is taken before it starts, without waiting, and goes back
-    /// (but for the rewritten copy) once the copy is made.
+    /// An answer read to be rewritten holds room for the rewrite's working memory from the
+    /// start, and gives back all but the rewritten copy's once the copy is made.
     #[tokio::test]
     async fn a_rewrite_is_counted_before_it_is_made() {
-        let budget = budget(16);
-        let (answer, mut held) = budget.read(body(2 * UNIT)).await.unwrap();
+        let budget = budget(2 * REWRITE_COST);
         assert_eq!(
-            budget.cover(&mut held, 24 * UNIT).err(),
+            budget.read_to_rewrite(body(3 * UNIT)).await.err(),
             Some(ReadError::Busy),
-            "room for 16 units only"
+            "room for two units' rewrite only"
         );
-        budget.cover(&mut held, 12 * UNIT).unwrap();
-        assert_eq!(held.units(), 12);
+        let (answer, mut held) = budget.read_to_rewrite(body(2 * UNIT)).await.unwrap();
+        assert_eq!(held.units(), 2 * REWRITE_COST);
         assert_eq!(
-            budget.read(body(3 * UNIT)).await.err(),
+            budget.read(body(UNIT)).await.err(),
             Some(ReadError::Busy),
-            "12 of 16 units are held while the rewrite runs"
+            "all the room is held while the rewrite runs"
         );
         drop(answer);
         budget.fit(&mut held, 2 * UNIT).unwrap();

@@ -809,16 +809,15 @@ async fn forward(
         let read = if encoded {
             Err(ANSWER_ENCODED)
         } else {
-            state.answers.read(incoming).await.map_err(|e| e.kind())
+            state
+                .answers
+                .read_to_rewrite(incoming)
+                .await
+                .map_err(|e| e.kind())
         };
         // Never an unmasked pass-through: a compressed, oversized or unparseable answer (or one
         // the gateway has no room to hold) is a recorded 502 that says so.
         let masked = read.and_then(|(body, mut held)| {
-            // The rewrite's own memory is counted before it is made.
-            state
-                .answers
-                .cover(&mut held, mask::REWRITE_COST.saturating_mul(body.len()))
-                .map_err(|e| e.kind())?;
             let masked = rewrite
                 .apply(&body, &state.upstream, &state.keys.audit)
                 .map_err(|e| e.kind())?;
@@ -1815,10 +1814,19 @@ async fn open_stream(
     };
     let state2 = state.clone();
     let expires = caller.token.expires;
+    let upgrading = parts.extensions.get::<crate::server::Upgrading>().cloned();
+    let caller_upgraded = async move {
+        let upgraded = on_upgrade.await;
+        // The relay keeps the stream's time from here (idle, caller silence, close timeouts).
+        if let (Ok(_), Some(upgrading)) = (&upgraded, upgrading) {
+            upgrading.relayed();
+        }
+        upgraded
+    };
     tokio::spawn(async move {
         relay_stream(
             state2,
-            on_upgrade,
+            caller_upgraded,
             rack,
             registration,
             pending,
@@ -1913,7 +1921,7 @@ enum NoSocket {
 /// Waits for the caller's upgrade, relays, and brackets the stream with its events.
 async fn relay_stream(
     state: Arc<ProxyState>,
-    on_upgrade: hyper::upgrade::OnUpgrade,
+    on_upgrade: impl std::future::Future<Output = hyper::Result<hyper::upgrade::Upgraded>>,
     rack: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
     registration: Registration,
     pending: Pending,

@@ -180,6 +180,7 @@ impl Default for RequestIds {
 pub fn service(
     state: Arc<ProxyState>,
     peer: SocketAddr,
+    upgrading: crate::server::Upgrading,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = axum::response::Response,
@@ -187,8 +188,9 @@ pub fn service(
     Future: Send + 'static,
 > + Send
 + 'static {
-    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
+        req.extensions_mut().insert(upgrading.clone());
         async move { Ok(handler::handle(state, peer, req.map(axum::body::Body::new)).await) }
     })
 }

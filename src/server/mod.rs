@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -117,11 +118,12 @@ pub fn spawn_with_tls(
     trusted: Arc<[IpAddr]>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let service_for = move |peer: SocketAddr| {
+    let service_for = move |peer: SocketAddr, upgrading: Upgrading| {
         let service = router
             .clone()
             .map_request(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req.extensions_mut().insert(upgrading.clone());
                 req
             })
             .map_err(|e: Infallible| e);
@@ -140,7 +142,7 @@ pub fn spawn_proxy(
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let trusted = Arc::from(state.trusted_proxies());
-    let service_for = move |peer| crate::proxy::service(state.clone(), peer);
+    let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
     serve_with_tls(listener, service_for, header_timeout, tls, trusted, stop)
 }
 
@@ -165,7 +167,7 @@ fn serve_with_tls<F, S>(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()>
 where
-    F: Fn(SocketAddr) -> S + Send + 'static,
+    F: Fn(SocketAddr, Upgrading) -> S + Send + 'static,
     S: hyper::service::HttpService<Incoming> + Send + 'static,
     S::Future: Send + 'static,
     S::ResBody: 'static + Send,
@@ -208,13 +210,14 @@ where
             };
             // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
             // until its relay drops the stream, after hyper has finished with the connection.
-            let stream = Counted::new(stream, held);
+            let upgrading = Upgrading::default();
+            let stream = Counted::new(stream, held, &upgrading);
             if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
                 connections.spawn(refuse_plain(stream));
                 continue;
             }
             let _ = stream.io.set_nodelay(true);
-            let service = service_for(peer);
+            let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             connections.spawn(async move {
                 match acceptor {
@@ -308,23 +311,51 @@ impl Drop for Held {
 }
 
 /// A connection's stream and its place on the listener ([`Held`]), given back when the
-/// stream is dropped. A write the client does not read for [`crate::stall::LIMIT`] fails:
-/// otherwise a client that stops reading holds its connection, the answer's buffers and the
-/// call's completion for ever, with no header timer running (hyper starts that only after an
-/// answer is sent).
+/// stream is dropped. While it serves HTTP, a write the client does not read for
+/// [`crate::stall::LIMIT`] fails: otherwise a client that stops reading holds its connection,
+/// the answer's buffers and the call's completion for ever, with no header timer running
+/// (hyper starts that only after an answer is sent). Once a WebSocket relay owns it
+/// ([`Upgrading::relayed`]) the relay keeps its own time, and a `convox logs` piped into a
+/// paused pager is not cut off.
 struct Counted<I> {
     io: I,
     _held: Held,
     writes: crate::stall::Stall,
+    relayed: Arc<AtomicBool>,
 }
 
 impl<I> Counted<I> {
-    fn new(io: I, held: Held) -> Counted<I> {
+    fn new(io: I, held: Held, upgrading: &Upgrading) -> Counted<I> {
         Counted {
             io,
             _held: held,
             writes: crate::stall::Stall::default(),
+            relayed: upgrading.0.clone(),
         }
+    }
+
+    /// `written`, bounded by the stall limit unless a relay owns the connection.
+    fn bounded<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if self.relayed.load(Ordering::Relaxed) {
+            return written;
+        }
+        self.writes.bound(cx, written, client_gone)
+    }
+}
+
+/// A connection's mark, in each of its requests' extensions, that a WebSocket relay now owns
+/// it; see [`Counted`].
+#[derive(Clone, Debug, Default)]
+pub struct Upgrading(Arc<AtomicBool>);
+
+impl Upgrading {
+    /// The connection is a relayed stream from now on.
+    pub fn relayed(&self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -346,7 +377,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.writes.bound(cx, written, client_gone)
+        this.bounded(cx, written)
     }
 
     fn poll_write_vectored(
@@ -356,7 +387,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.writes.bound(cx, written, client_gone)
+        this.bounded(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -471,7 +502,7 @@ mod tests {
         // A client that reads a little now and then keeps its connection, however long the
         // answer takes.
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(server, place());
+        let mut stream = Counted::new(server, place(), &Upgrading::default());
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 8192];
             let mut at = 0;
@@ -495,7 +526,7 @@ mod tests {
 
         // One that stops reading loses it once a write has waited the whole limit.
         let (client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(server, place());
+        let mut stream = Counted::new(server, place(), &Upgrading::default());
         let started = tokio::time::Instant::now();
         let e = tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer))
             .await
@@ -503,6 +534,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= crate::stall::LIMIT);
+        drop(client);
+
+        // Once a relay owns the connection, the relay's own timers are the bound.
+        let (client, server) = tokio::io::duplex(1024);
+        let upgrading = Upgrading::default();
+        let mut stream = Counted::new(server, place(), &upgrading);
+        upgrading.relayed();
+        let waited =
+            tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer)).await;
+        assert!(
+            waited.is_err(),
+            "a relayed stream's write was cut: {waited:?}"
+        );
         drop(client);
     }
 
@@ -573,7 +617,7 @@ mod tests {
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let held = open.take(peer, Some(3), 10).unwrap();
         let (client_io, server_io) = tokio::io::duplex(4096);
-        let server_io = Counted::new(server_io, held);
+        let server_io = Counted::new(server_io, held, &Upgrading::default());
         let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
         let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {

@@ -1013,9 +1013,14 @@ impl<S: Fold> Sequencer<S> {
         write_index(&*self.db()?, &self.unindexed, &Staged::default(), &[], true)?;
         self.unindexed = Unindexed::default();
         self.set_indexed(self.view.size);
-        if let Some(j) = self.journal.as_mut() {
-            j.restart()
-                .map_err(|e| format!("cannot restart the journal: {e}"))?;
+        if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
+            // Everything is indexed and synced: the next open reads the journal again, finds
+            // it all indexed, and starts it over.
+            eprintln!(
+                "rack-gateway: the event store's journal could not start over ({e}); the index \
+                 holds everything, and the next open clears it"
+            );
+            self.reopen = true;
         }
         Ok(())
     }
