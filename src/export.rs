@@ -81,15 +81,16 @@ impl Writer<'_> {
                 ))));
             }
         }
+        let tmp = path.with_extension("partial");
+        // A leftover of a run cut short, after its link or before (a link is removed, not
+        // followed): an export holds no file its manifests do not name.
+        match fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
         let published = match fs::symlink_metadata(&path) {
             Ok(_) => false,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tmp = path.with_extension("partial");
-                // A leftover of a run cut short (a link is removed, not followed).
-                match fs::remove_file(&tmp) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-                    _ => {}
-                }
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -295,6 +296,18 @@ mod tests {
         let again = export_local(&store::log_path(data.path()), out.path()).unwrap();
         assert_eq!(again.written, 0);
         assert_eq!(again.adopted, first.written);
+
+        // A run cut short after publishing a checkpoint, before removing its staging file:
+        // the next run adopts the checkpoint and leaves no file the manifests do not name.
+        let note = out.path().join("checkpoints/0000000001.note");
+        fs::copy(&note, note.with_extension("partial")).unwrap();
+        export_local(&store::log_path(data.path()), out.path()).unwrap();
+        verify::verify_export(
+            &DirSource::new(out.path()),
+            Some(&keys.vkey()),
+            &mut verify::Quiet,
+        )
+        .unwrap();
     }
 
     #[tokio::test]
