@@ -296,7 +296,20 @@ impl Source for DirSource {
 
     fn get(&self, key: &str, limit: Limit<'_>) -> Result<Option<Vec<u8>>, VerifyError> {
         use std::io::Read;
-        let file = match std::fs::File::open(self.root.join(key)) {
+        let path = self.root.join(key);
+        // An export holds plain files: a link may point at `/dev/zero`, and a pipe would hold
+        // the verifier for ever on its open.
+        let not_a_file = || VerifyError::Io {
+            object: key.to_owned(),
+            what: "not a regular file (a link, pipe or device); an export holds only files".into(),
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => return Err(not_a_file()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error(key, &e)),
+        }
+        let file = match std::fs::File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(key, &e)),
@@ -320,7 +333,11 @@ impl Source for DirSource {
                 }
             }
         };
-        let size = file.metadata().map_err(|e| io_error(key, &e))?.len();
+        let meta = file.metadata().map_err(|e| io_error(key, &e))?;
+        if !meta.is_file() {
+            return Err(not_a_file());
+        }
+        let size = meta.len();
         if size > max {
             return Err(oversized(size));
         }
@@ -665,6 +682,14 @@ pub fn verify_records(
         ),
     };
     let opened = open_all(notes, &origin, &key)?;
+    if opened.is_empty() {
+        // A store signs its first checkpoint as it creates the log: a store without one has
+        // had its checkpoints taken away, and nothing in it is signed.
+        return Err(VerifyError::Missing {
+            object: "log.redb checkpoint 0".into(),
+            named_by: format!("a log of {total} records; nothing in it is signed"),
+        });
+    }
     let mut chain = Chain::new(roots_of(&opened));
     chain.check_root()?;
     let mut since = 0u64;

@@ -198,12 +198,14 @@ fn consistency_proves_one_checkpoint_extends_another() {
             .args(["--old", "1", "--new", "5", "--key", &other]),
         Duration::from_secs(60),
     );
+    // A log re-signed under another key is tampering, exit 1, not a usage error.
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    assert_eq!(json_of(&out)["verified"], false);
 }
 
 /// An auditor keeps the newest checkpoint of each export and checks the next export against
@@ -238,10 +240,17 @@ fn a_saved_checkpoint_catches_a_log_rolled_back_since() {
         );
         assert_eq!(json_of(&out)["verified"], true, "checkpoint {n}");
     }
-    // The export no longer reaches the saved checkpoint: rolled back.
+    // The export no longer reaches the saved checkpoint: rolled back, its last manifest,
+    // segment and checkpoint gone, what is left whole.
     let rolled_back = tempfile::tempdir().expect("tempdir");
     support::copy_dir(&golden(), rolled_back.path());
-    std::fs::remove_file(rolled_back.path().join("checkpoints/0000000006.note")).expect("rm");
+    for gone in [
+        "manifests/0000000006.json",
+        "segments/00000000000000000322-00000000000000000346.cbor",
+        "checkpoints/0000000006.note",
+    ] {
+        std::fs::remove_file(rolled_back.path().join(gone)).expect("rm");
+    }
     let out = check(rolled_back.path(), &note(6));
     assert_eq!(
         out.status.code(),
@@ -255,6 +264,24 @@ fn a_saved_checkpoint_catches_a_log_rolled_back_since() {
         v["error"].as_str().expect("error").contains("rolled back"),
         "{v}"
     );
+    // Cut short but still holding the checkpoint saved: its records are gone, so the export
+    // does not verify, whatever its notes say.
+    let cut = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&golden(), cut.path());
+    for gone in [
+        "manifests/0000000006.json",
+        "segments/00000000000000000322-00000000000000000346.cbor",
+    ] {
+        std::fs::remove_file(cut.path().join(gone)).expect("rm");
+    }
+    let out = check(cut.path(), &note(6));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["verified"], false);
     // A saved checkpoint is trusted only under a pinned key.
     let out = support::run(
         support::rack_audit()

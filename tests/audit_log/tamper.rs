@@ -605,6 +605,48 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
     assert_eq!(v["failure"]["seq"], removed, "{v}");
 }
 
+/// A data directory whose checkpoints were all deleted holds nothing signed: with the key
+/// pinned it fails (exit 1), never "OK … pinned" over records anyone could have written.
+#[test]
+fn a_data_directory_without_checkpoints_fails() {
+    let p = pristine();
+    let data = p.export.parent().expect("fixture root").join("data");
+    let copy = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&data, copy.path());
+    let log = rack_gateway::store::log_path(copy.path());
+    {
+        let checkpoints = redb::TableDefinition::<u64, &str>::new("checkpoints");
+        let db = redb::Database::open(&log).expect("open the copied database");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(checkpoints)
+            .expect("delete the checkpoints");
+        txn.open_table(checkpoints).expect("an empty table");
+        txn.commit().expect("commit");
+    }
+    // Its journal too, whose checkpoint frames would show the deletion.
+    std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
+    let out = support::run(
+        support::rack_audit()
+            .arg("verify")
+            .arg(copy.path())
+            .arg("--key")
+            .arg(p.vkey.to_string())
+            .arg("--json"),
+        Duration::from_secs(120),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    assert_eq!(v["failure"]["kind"], "object_missing", "{v}");
+    assert!(
+        v["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("nothing in it is signed")),
+        "{v}"
+    );
+}
+
 #[test]
 fn pristine_export_verifies_against_the_pinned_key() {
     check(Case::Pristine);
@@ -700,6 +742,37 @@ fn a_segment_claimed_huge_is_not_checked_rather_than_read() {
     assert_eq!(e.kind(), "object_too_large_to_check", "{e}");
     assert_eq!(e.object(), Some(m.segment.key.as_str()));
     assert!(!e.is_integrity(), "{e}");
+}
+
+/// A segment replaced by a link to an endless device, or by a pipe no one writes, is refused by
+/// name before it is opened, never read for its length or waited on.
+#[test]
+fn a_segment_that_is_no_file_is_refused_unread() {
+    let p = pristine();
+    let (_tmp, dir) = fresh_copy(p);
+    let segment = &middle_segment(p).0;
+    let path = dir.join(segment);
+    std::fs::remove_file(&path).expect("remove the segment");
+    std::os::unix::fs::symlink("/dev/zero", &path).expect("link");
+    let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a link is not a segment");
+    assert_eq!(e.object(), Some(segment.as_str()), "{e}");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+
+    std::fs::remove_file(&path).expect("remove the link");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(verify_copy(&dir, Some(&p.vkey)).map(|_| ()));
+    });
+    let e = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the verifier waited on a pipe")
+        .expect_err("a pipe is not a segment");
+    assert!(e.to_string().contains("not a regular file"), "{e}");
 }
 
 /// `path` made `len` bytes long; the added bytes are a hole, so the disk holds none of them.

@@ -1,7 +1,8 @@
 //! The `rack-audit` commands: verify, prove, consistency and dump.
 //!
 //! **Invariant:** `verify` exits 1 only for integrity failures and always names what failed;
-//! `prove` and `consistency` verify the signed checkpoints they use before trusting their roots.
+//! `prove` and `consistency` first verify the whole input as `verify` does (exit 1 when it
+//! fails), so the checkpoints and records they use are the ones verified.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -47,8 +48,31 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
     } else {
         &mut quiet
     };
-    let result = match &input {
-        Input::Export(src) => verify::verify_export(src, key.as_ref(), progress),
+    let result = check(&input, path, key.as_ref(), progress)?;
+    let elapsed = started.elapsed();
+    match result {
+        Ok(s) => {
+            report_ok(&s, elapsed, as_json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_integrity() => {
+            report_failure(&e, elapsed, as_json);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Verifies `input` as `verify` does: `Ok(Err(_))` is what the verification found wrong,
+/// `Err(_)` what kept it from running.
+fn check(
+    input: &Input,
+    path: &Path,
+    key: Option<&VerifierKey>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Result<Summary, VerifyError>> {
+    Ok(match input {
+        Input::Export(src) => verify::verify_export(src, key, progress),
         Input::Store(reader) => {
             let notes = input.checkpoints()?;
             let total = reader.len()?;
@@ -64,7 +88,7 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
                     what: format!("the store counts {total} records but has no record 0"),
                 }),
                 Ok(Some((_, first))) => {
-                    verify::verify_records(first, total, &notes, key.as_ref(), progress, &mut |f| {
+                    verify::verify_records(first, total, &notes, key, progress, &mut |f| {
                         let mut failure = None;
                         let read = reader.for_each_raw(0..u64::MAX, |seq, bytes| {
                             f(seq, bytes).map_err(|e| {
@@ -81,16 +105,32 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
                 }
             }
         }
-    };
-    let elapsed = started.elapsed();
-    match result {
-        Ok(s) => {
-            report_ok(&s, elapsed, as_json);
-            Ok(ExitCode::SUCCESS)
-        }
+    })
+}
+
+/// For `prove` and `consistency`, which trust the checkpoints and records of `input` only once
+/// the whole input verifies: `Some(exit 1)`, the failure printed as their JSON, when it does
+/// not.
+fn verified_first(
+    input: &Input,
+    path: &Path,
+    key: Option<&VerifierKey>,
+) -> anyhow::Result<Option<ExitCode>> {
+    match check(input, path, key, &mut verify::Quiet)? {
+        Ok(_) => Ok(None),
         Err(e) if e.is_integrity() => {
-            report_failure(&e, elapsed, as_json);
-            Ok(ExitCode::from(1))
+            let v = json!({
+                "verified": false,
+                "error": format!("the input does not verify: {e}"),
+                "failure": {
+                    "kind": e.kind(),
+                    "seq": e.seq(),
+                    "object": e.object(),
+                    "message": e.to_string(),
+                },
+            });
+            writeln!(std::io::stdout(), "{v}")?;
+            Ok(Some(ExitCode::from(1)))
         }
         Err(e) => Err(e.into()),
     }
@@ -245,6 +285,9 @@ fn hexes(v: &[Hash]) -> Vec<String> {
 pub fn prove(path: &Path, seq: u64, n: Option<u64>, key: Option<&str>) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
     let input = Input::open(path)?;
+    if let Some(failed) = verified_first(&input, path, key.as_ref())? {
+        return Ok(failed);
+    }
     let (name, cp, pinned) = open_checkpoint(&input, n, key.as_ref())?;
     if seq >= cp.size {
         bail!("seq {seq} is not covered by {name} (size {})", cp.size);
@@ -291,6 +334,9 @@ pub fn consistency(
 ) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
     let input = Input::open(path)?;
+    if let Some(failed) = verified_first(&input, path, key.as_ref())? {
+        return Ok(failed);
+    }
     let saved = matches!(old, Old::Saved(_));
     let (old_name, a, pinned) = match old {
         Old::Number(n) => open_checkpoint(&input, Some(n), key.as_ref())?,
