@@ -23,6 +23,7 @@ use crate::export::{self, Manifest};
 use crate::hash::{self, Hash};
 use crate::merkle::Frontier;
 use crate::record;
+use crate::time::Timestamp;
 
 /// Where the verifier reads objects from.
 pub trait Source {
@@ -176,6 +177,12 @@ pub enum VerifyError {
     },
     #[error("seq 0: prev must be 32 zero bytes, found {found}")]
     FirstPrev { found: Hash },
+    /// A record, correctly chained, earlier than one before it: the store never sequences
+    /// one so, so it was appended backdated by whoever held the log.
+    #[error(
+        "seq {seq}: its time {time} is before {latest}, the time of a record before it (the store never sequences a record earlier; it was appended backdated)"
+    )]
+    TimeBackwards { seq: u64, time: i64, latest: i64 },
     #[error("seq {seq}: the export ends at seq {seq}, but {object} covers {size} records")]
     Truncated { seq: u64, size: u64, object: String },
     #[error("{object}: checkpoint signature: {what}")]
@@ -248,6 +255,11 @@ struct Chain {
     /// Checkpoint size → (expected root, object that claims it).
     roots: BTreeMap<u64, (Hash, String)>,
     pending: Option<Pending>,
+    /// The latest time of the records so far: the store never sequences a record earlier.
+    latest: Timestamp,
+    /// A record earlier than `latest`, reported once the next record's link shows it was
+    /// sequenced so (an altered time is a broken link, named as such).
+    backwards: Option<(u64, Timestamp)>,
 }
 
 /// A broken link at `seq` whose culprit is not known yet: either record `seq - 1` was altered
@@ -380,6 +392,7 @@ impl VerifyError {
             VerifyError::HashChain { .. } => "hash_chain",
             VerifyError::Altered { .. } => "record_altered",
             VerifyError::FirstPrev { .. } => "first_prev",
+            VerifyError::TimeBackwards { .. } => "time_backwards",
             VerifyError::Truncated { .. } => "truncated",
             VerifyError::Signature { .. } => "checkpoint_signature",
             VerifyError::Root { .. } => "checkpoint_root",
@@ -402,7 +415,8 @@ impl VerifyError {
             | VerifyError::Stored { seq, .. }
             | VerifyError::HashChain { seq, .. }
             | VerifyError::Altered { seq, .. }
-            | VerifyError::Truncated { seq, .. } => Some(*seq),
+            | VerifyError::Truncated { seq, .. }
+            | VerifyError::TimeBackwards { seq, .. } => Some(*seq),
             VerifyError::SeqMismatch { expected, .. } => Some(*expected),
             VerifyError::FirstPrev { .. } => Some(0),
             VerifyError::Root { size, .. } => size.checked_sub(1),
@@ -450,6 +464,8 @@ impl Chain {
             before_last: Frontier::new(),
             roots,
             pending: None,
+            latest: Timestamp::default(),
+            backwards: None,
         }
     }
 
@@ -483,6 +499,16 @@ impl Chain {
         if let Some(p) = self.pending.take() {
             // This record says what the previous one hashed to: that names the culprit.
             return Err(resolve(p, header.prev == self.prev));
+        }
+        if let Some((seq, time)) = self.backwards.take()
+            && header.prev == self.prev
+        {
+            return Err(self.went_back(seq, time));
+        }
+        if header.time < self.latest {
+            self.backwards = Some((header.seq.0, header.time));
+        } else {
+            self.latest = header.time;
         }
         if header.prev != self.prev {
             if self.next == 0 {
@@ -533,6 +559,9 @@ impl Chain {
             // Nothing after the broken link says which side changed; name the earlier record.
             return Err(resolve(p, true));
         }
+        if let Some((seq, time)) = self.backwards.take() {
+            return Err(self.went_back(seq, time));
+        }
         if let Some((size, (_, cp))) = self.roots.range(self.next + 1..).next() {
             return Err(VerifyError::Truncated {
                 seq: self.next,
@@ -541,6 +570,16 @@ impl Chain {
             });
         }
         Ok(())
+    }
+}
+
+impl Chain {
+    fn went_back(&self, seq: u64, time: Timestamp) -> VerifyError {
+        VerifyError::TimeBackwards {
+            seq,
+            time: time.0,
+            latest: self.latest.0,
+        }
     }
 }
 

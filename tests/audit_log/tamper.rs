@@ -813,8 +813,69 @@ fn rewrite_resigned_under_a_fresh_key_passes_unpinned_and_fails_pinned() {
     let target = middle_record(&dir, middle_segment(p));
     let fresh = NoteSigner::generate(ORIGIN).expect("fresh key");
     let fresh_vkey = fresh.verifier().to_string();
+    rewrite_and_sign(p, &dir, &fresh, &mut |rec| {
+        if rec.seq.0 == 0 {
+            let Event::LogCreated { origin, .. } = rec.event.clone() else {
+                panic!("record 0 is not LogCreated");
+            };
+            rec.event = Event::LogCreated {
+                origin,
+                checkpoint_key: fresh_vkey.clone(),
+            };
+        }
+        if rec.seq.0 == target {
+            rec.event = Event::RoleGranted {
+                user: Principal("mallory@acme-corp.example".to_owned()),
+                role: Role::Admin,
+                by: Principal("admin@acme-corp.example".to_owned()),
+            };
+        }
+    });
 
-    // Every record, in order, rewritten and re-chained.
+    let unpinned = verify_copy(&dir, None).expect("a consistent rewrite verifies unpinned");
+    assert_eq!(unpinned.trust, KeyTrust::Unpinned);
+    assert_eq!(unpinned.key, fresh_vkey);
+    assert_eq!(unpinned.records, p.records);
+    let original = verify_copy(&p.export, Some(&p.vkey)).expect("pristine");
+    assert_ne!(unpinned.root, original.root, "the rewrite changed nothing");
+
+    let pinned = verify_copy(&dir, Some(&p.vkey)).expect_err("a pinned key catches the rewrite");
+    assert_eq!(pinned.kind(), "checkpoint_signature", "{pinned}");
+    assert_eq!(pinned.object(), Some(p.checkpoints[0].as_str()), "{pinned}");
+}
+
+/// Whoever holds the signing key can append a record dated earlier than the one before it (a
+/// grant "from last month"); everything else about it is consistent and signed. The store never
+/// sequences a record earlier than its predecessor, so the verifier names it.
+#[test]
+fn a_backdated_record_signed_with_the_real_key_is_named() {
+    let p = pristine();
+    let (_tmp, dir) = fresh_copy(p);
+    let target = middle_record(&dir, middle_segment(p));
+    let data = p.export.parent().expect("fixture root").join("data");
+    let signer = Keys::load(&data).expect("the fixture's keys").checkpoint;
+    let month = 30 * 24 * 3600 * 1_000_000_000_i64;
+    rewrite_and_sign(p, &dir, &signer, &mut |rec| {
+        if rec.seq.0 == target {
+            rec.time = events::time::Timestamp(rec.time.0 - month);
+        }
+    });
+    let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a backdated record");
+    assert_eq!(e.kind(), "time_backwards", "{e}");
+    assert_eq!(e.seq(), Some(target), "{e}");
+    assert!(e.is_integrity());
+}
+
+/// Rewrites every record of the copy at `dir` with `edit`, re-chains them, re-encodes the
+/// segments, recomputes and signs every checkpoint with `signer`, and rewrites the manifests
+/// with correct digests, chain and `signer` as the whole key history: a log changed by whoever
+/// holds `signer`, consistent everywhere.
+fn rewrite_and_sign(
+    p: &Pristine,
+    dir: &Path,
+    signer: &NoteSigner,
+    edit: &mut dyn FnMut(&mut record::Record),
+) {
     let mut segments: Vec<Vec<u8>> = Vec::new();
     let mut roots: BTreeMap<u64, Hash> = BTreeMap::new();
     let mut frontier = Frontier::new();
@@ -825,22 +886,7 @@ fn rewrite_resigned_under_a_fresh_key_passes_unpinned_and_fails_pinned() {
         for (i, r) in record_ranges(&bytes).into_iter().enumerate() {
             let seq = first + i as u64;
             let mut rec = record::decode(&bytes[r]).expect("pristine record").record;
-            if seq == 0 {
-                let Event::LogCreated { origin, .. } = rec.event else {
-                    panic!("record 0 is not LogCreated");
-                };
-                rec.event = Event::LogCreated {
-                    origin,
-                    checkpoint_key: fresh_vkey.clone(),
-                };
-            }
-            if seq == target {
-                rec.event = Event::RoleGranted {
-                    user: Principal("mallory@acme-corp.example".to_owned()),
-                    role: Role::Admin,
-                    by: Principal("admin@acme-corp.example".to_owned()),
-                };
-            }
+            edit(&mut rec);
             rec.prev = prev;
             let stored = rec.seal();
             prev = stored.hash;
@@ -853,47 +899,35 @@ fn rewrite_resigned_under_a_fresh_key_passes_unpinned_and_fails_pinned() {
     for ((key, _, _), bytes) in p.segments.iter().zip(&segments) {
         std::fs::write(dir.join(key), bytes).expect("write segment");
     }
-    // Every checkpoint: the root of the rewritten records at its size, signed by the fresh key.
     let mut notes: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for key in &p.checkpoints {
         let note = std::fs::read(dir.join(key)).expect("note");
         let (mut cp, _) = checkpoint::parse_unverified(&note).expect("pristine note");
         cp.root = roots[&cp.size];
-        let signed = fresh.sign(&cp).note.into_bytes();
+        let signed = signer.sign(&cp).note.into_bytes();
         std::fs::write(dir.join(key), &signed).expect("write note");
         notes.insert(key.clone(), signed);
     }
-    // Every manifest: correct digests, the chain, and the fresh key as the whole key history.
     let object = |key: &str, bytes: &[u8]| ObjectRef {
         key: key.to_owned(),
         sha256: hash::object_digest(bytes).to_hex(),
         size: bytes.len() as u64,
     };
+    let vkey = signer.verifier().to_string();
     let mut prev_manifest = "0".repeat(64);
     for (i, key) in p.manifests.iter().enumerate() {
-        let mut m = read_manifest(&dir, key);
+        let mut m = read_manifest(dir, key);
         m.segment = object(&m.segment.key, &segments[i]);
         for c in &mut m.checkpoints {
             *c = object(&c.key, &notes[&c.key]);
         }
         m.prev_manifest_sha256 = prev_manifest;
         m.keys = vec![KeyRef {
-            vkey: fresh_vkey.clone(),
+            vkey: vkey.clone(),
             from_size: 0,
         }];
-        prev_manifest = write_manifest(&dir, key, &m);
+        prev_manifest = write_manifest(dir, key, &m);
     }
-
-    let unpinned = verify_copy(&dir, None).expect("a consistent rewrite verifies unpinned");
-    assert_eq!(unpinned.trust, KeyTrust::Unpinned);
-    assert_eq!(unpinned.key, fresh_vkey);
-    assert_eq!(unpinned.records, p.records);
-    let original = verify_copy(&p.export, Some(&p.vkey)).expect("pristine");
-    assert_ne!(unpinned.root, original.root, "the rewrite changed nothing");
-
-    let pinned = verify_copy(&dir, Some(&p.vkey)).expect_err("a pinned key catches the rewrite");
-    assert_eq!(pinned.kind(), "checkpoint_signature", "{pinned}");
-    assert_eq!(pinned.object(), Some(p.checkpoints[0].as_str()), "{pinned}");
 }
 
 // === The acceptance flow, through the binaries ===
