@@ -163,13 +163,15 @@ async fn store_whose_next_write_fails(
 /// next append takes their seq, and a grant answered as failed never comes into force later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_as_failed_never_enters_the_log() {
-    let (dir, disk, store, head) = store_whose_next_write_fails(u64::MAX, 2).await;
+    // A disk that dies at the failed sync: nothing can erase the write from the file.
+    let (dir, disk, store, head) = store_whose_disk_dies_at_its_next_write(2).await;
     let path = dir.path().join("log.redb");
     assert!(
         journal_holds(&path, "user-2@example.com"),
         "the failed write did not reach the file, so this test shows nothing"
     );
     disk.fail_syncs(0);
+    disk.dies_at_failed_sync(false);
     let next = store.append(vec![conformance::filler(4)]).await.unwrap();
     assert_eq!(
         next.first.0, head.size,
@@ -186,6 +188,45 @@ async fn a_write_answered_as_failed_never_enters_the_log() {
     let again = store.read(0..u64::MAX).await.unwrap();
     assert!(!holds_filler(&again, 2) && !holds_filler(&again, 3));
     assert_eq!(again[..all.len()], all[..]);
+}
+
+/// As [`store_whose_next_write_fails`], every sync failing, on a disk that dies at the first
+/// failed sync: no write after it reaches the file either.
+async fn store_whose_disk_dies_at_its_next_write(
+    n: u64,
+) -> (tempfile::TempDir, Disk, RedbStore<TestFold>, Head) {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    store.append(vec![conformance::filler(1)]).await.unwrap();
+    let head = store.head();
+    disk.dies_at_failed_sync(true);
+    disk.fail_syncs(u64::MAX);
+    let r = store
+        .append((2..2 + n).map(conformance::filler).collect())
+        .await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    (dir, disk, store, head)
+}
+
+/// A write whose sync failed, on a disk that still refuses syncs, so that the store cannot be
+/// reopened: the process is stopped then. Its appends were answered as failed, and the next
+/// open, which knows nothing of the failure, must not find them: the write was erased through
+/// the open journal before the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_answered_as_failed_stays_out_when_the_store_stops_before_it_reopens() {
+    let (dir, _disk, store, head) = store_whose_next_write_fails(u64::MAX, 2).await;
+    let path = dir.path().join("log.redb");
+    assert!(
+        !journal_holds(&path, "user-2@example.com"),
+        "the failed write is still in the journal"
+    );
+    store.shutdown();
+    drop(store);
+    let reopened = open_on(&path, &Disk::default());
+    let all = reopened.read(0..u64::MAX).await.unwrap();
+    assert!(!holds_filler(&all, 2) && !holds_filler(&all, 3));
+    assert_eq!(reopened.head(), head);
 }
 
 /// The erasing comes before the answer: a copy of the files taken right after an append was

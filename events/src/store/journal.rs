@@ -83,6 +83,9 @@ pub(crate) struct Journal {
     buf: Vec<u8>,
     /// The next batch's number in this pass over the file (0 after every restart).
     batch: u64,
+    /// Where the last batch written ends, in whole blocks: after a failed write, what of it
+    /// may have reached the file.
+    attempted: u64,
 }
 
 /// Where a frame sits in the batches of its pass. Written in every frame, so that recovery can
@@ -220,6 +223,7 @@ impl Journal {
             allocated,
             buf: Vec::new(),
             batch: 0,
+            attempted: 0,
         })
     }
 
@@ -286,6 +290,7 @@ impl Journal {
         }
         let used = buf.len();
         buf.resize(used.div_ceil(BLOCK) * BLOCK, 0);
+        self.attempted = start + buf.len() as u64;
         self.write_durably(start, buf, self.tail.len()..used)?;
         let last_block = (used / BLOCK) * BLOCK;
         self.tail.clear();
@@ -320,6 +325,30 @@ impl Journal {
                 self.file.sync_data()
             }
         }
+    }
+
+    /// Zeroes, durably, whatever of the last batch's write reached the file, after that write
+    /// reported failure: its appends are answered as failed, and must not come back on a later
+    /// open that does not know of the failure (the process stopped before the store could be
+    /// reopened). The acknowledged frames before it, in the same block, are written again as
+    /// they were.
+    ///
+    /// # Errors
+    /// The zeroing failed too; the failed write may then still be in the file.
+    pub(crate) fn erase_failed(&mut self) -> std::io::Result<()> {
+        let start = self.offset - self.tail.len() as u64;
+        if self.attempted <= self.offset {
+            return Ok(());
+        }
+        let len = usize::try_from(self.attempted - start)
+            .map_err(|_| std::io::Error::other("a batch is too large for the journal"))?;
+        let mut blocks = std::mem::take(&mut self.buf);
+        blocks.clear();
+        blocks.extend_from_slice(&self.tail);
+        blocks.resize(len, 0);
+        let erased = self.write_durably(start, &blocks, self.tail.len()..len);
+        self.buf = blocks;
+        erased
     }
 
     /// Whether the next commit should be a synced redb commit, so the journal can start over.

@@ -19,7 +19,8 @@
 //! earlier record.
 //!
 //! **Invariant:** the sequencer is the only writer. If a journal write fails, the sequencer's
-//! view (size, last hash, frontier) is rolled back and the files are reopened: redb returns to
+//! view (size, last hash, frontier) is rolled back, the blocks the write covered are zeroed
+//! through the open journal, and the files are reopened: redb returns to
 //! its last synced commit, the journal's acknowledged records after it are indexed again, and
 //! whatever of the failed write reached the file is dropped and the journal cleared (a failed
 //! sync does not undo its write). Only then are its entries answered `Unavailable`; if the
@@ -1096,8 +1097,16 @@ impl<S: Fold> Sequencer<S> {
             });
             self.view = before;
             self.reopen = true;
-            // Erase what of the write reached the disk before it is answered as failed; if the
-            // files cannot be reopened now, the next batch's reopen does it first.
+            // Erase what of the write reached the disk before it is answered as failed: through
+            // the open journal first, so that a later open that knows nothing of the failure
+            // (the process stopped before a reopen could work) does not take it for the log;
+            // then by the reopen, or, if the files cannot be reopened now, the next batch's.
+            if let Some(Err(e)) = self.journal.as_mut().map(Journal::erase_failed) {
+                eprintln!(
+                    "rack-gateway: the event store could not erase a failed journal write ({e}); \
+                     it is erased when the store reopens"
+                );
+            }
             let _ = self.ready();
             let msg = format!("the event store failed to commit: {e}");
             for (reply, _) in staged.replies {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use redb::StorageBackend;
 use redb::backends::FileBackend;
@@ -33,6 +33,10 @@ pub struct Disk {
     index_errno: Arc<AtomicI32>,
     /// How many of the next syncs answer EIO although the writes before them went through.
     failing_syncs: Arc<AtomicU64>,
+    /// Whether a failing sync kills the disk: every write after it fails too.
+    dies: Arc<AtomicBool>,
+    /// Killed so: writes and length changes answer EIO.
+    dead: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
 }
 
@@ -66,6 +70,15 @@ impl Disk {
         self.failing_syncs.store(n, Ordering::SeqCst);
     }
 
+    /// Whether the next failing sync also kills the disk (`true`), so that every write after
+    /// it fails as well, as a disk that has died does; `false` revives a dead one.
+    pub fn dies_at_failed_sync(&self, dies: bool) {
+        self.dies.store(dies, Ordering::SeqCst);
+        if !dies {
+            self.dead.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// Successful `sync_data` calls so far, over both files.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
@@ -87,6 +100,9 @@ impl Disk {
     }
 
     fn failure(&self, index: bool) -> Option<std::io::Error> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Some(std::io::Error::from_raw_os_error(5)); // EIO
+        }
         let index_errno = if index {
             self.index_errno.load(Ordering::SeqCst)
         } else {
@@ -132,6 +148,9 @@ impl StorageBackend for Backend {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok()
         {
+            if self.disk.dies.load(Ordering::SeqCst) {
+                self.disk.dead.store(true, Ordering::SeqCst);
+            }
             return Err(std::io::Error::from_raw_os_error(5)); // EIO
         }
         self.inner.sync_data()?;
