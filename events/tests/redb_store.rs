@@ -139,16 +139,19 @@ fn holds_filler(records: &[events::record::StoredRecord], i: u64) -> bool {
 }
 
 /// A store holding one record (its head returned) whose next write, of fillers `2..2 + n`, was
-/// answered `Unavailable` because `failing` syncs from then on fail.
+/// answered `Unavailable` because `failing` syncs from then on fail; on a disk that `dies` at
+/// the first failed sync, no write after it reaches the file either.
 async fn store_whose_next_write_fails(
     failing: u64,
     n: u64,
+    dies: bool,
 ) -> (tempfile::TempDir, Disk, RedbStore<TestFold>, Head) {
     let dir = tempfile::tempdir().unwrap();
     let disk = Disk::default();
     let store = open_on(&dir.path().join("log.redb"), &disk);
     store.append(vec![conformance::filler(1)]).await.unwrap();
     let head = store.head();
+    disk.dies_at_failed_sync(dies);
     disk.fail_syncs(failing);
     let r = store
         .append((2..2 + n).map(conformance::filler).collect())
@@ -164,7 +167,7 @@ async fn store_whose_next_write_fails(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_as_failed_never_enters_the_log() {
     // A disk that dies at the failed sync: nothing can erase the write from the file.
-    let (dir, disk, store, head) = store_whose_disk_dies_at_its_next_write(2).await;
+    let (dir, disk, store, head) = store_whose_next_write_fails(u64::MAX, 2, true).await;
     let path = dir.path().join("log.redb");
     assert!(
         journal_holds(&path, "user-2@example.com"),
@@ -190,32 +193,13 @@ async fn a_write_answered_as_failed_never_enters_the_log() {
     assert_eq!(again[..all.len()], all[..]);
 }
 
-/// As [`store_whose_next_write_fails`], every sync failing, on a disk that dies at the first
-/// failed sync: no write after it reaches the file either.
-async fn store_whose_disk_dies_at_its_next_write(
-    n: u64,
-) -> (tempfile::TempDir, Disk, RedbStore<TestFold>, Head) {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = Disk::default();
-    let store = open_on(&dir.path().join("log.redb"), &disk);
-    store.append(vec![conformance::filler(1)]).await.unwrap();
-    let head = store.head();
-    disk.dies_at_failed_sync(true);
-    disk.fail_syncs(u64::MAX);
-    let r = store
-        .append((2..2 + n).map(conformance::filler).collect())
-        .await;
-    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
-    (dir, disk, store, head)
-}
-
 /// A write whose sync failed, on a disk that still refuses syncs, so that the store cannot be
 /// reopened: the process is stopped then. Its appends were answered as failed, and the next
 /// open, which knows nothing of the failure, must not find them: the write was erased through
 /// the open journal before the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_as_failed_stays_out_when_the_store_stops_before_it_reopens() {
-    let (dir, _disk, store, head) = store_whose_next_write_fails(u64::MAX, 2).await;
+    let (dir, _disk, store, head) = store_whose_next_write_fails(u64::MAX, 2, false).await;
     let path = dir.path().join("log.redb");
     assert!(
         !journal_holds(&path, "user-2@example.com"),
@@ -234,7 +218,7 @@ async fn a_write_answered_as_failed_stays_out_when_the_store_stops_before_it_reo
 /// again at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_answered_as_failed_is_erased_before_the_answer() {
-    let (dir, _disk, store, head) = store_whose_next_write_fails(1, 1).await;
+    let (dir, _disk, store, head) = store_whose_next_write_fails(1, 1, false).await;
     let path = dir.path().join("log.redb");
 
     let copy = tempfile::tempdir().unwrap();
