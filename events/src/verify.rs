@@ -309,13 +309,15 @@ impl Source for DirSource {
     fn get(&self, key: &str, limit: Limit<'_>) -> Result<Option<Vec<u8>>, VerifyError> {
         use std::io::Read;
         let path = self.root.join(key);
-        // An export holds plain files: a link may point at `/dev/zero`, and a pipe would hold
-        // the verifier for ever on its open.
+        // An export holds files (a link to one, as a backup's link farm keeps them, is read as
+        // that file): a device such as `/dev/zero` would be read up to the limit, and a pipe
+        // would hold the verifier for ever on its open.
         let not_a_file = || VerifyError::Io {
             object: key.to_owned(),
-            what: "not a regular file (a link, pipe or device); an export holds only files".into(),
+            what: "not a regular file (a pipe, device or directory); an export holds only files"
+                .into(),
         };
-        match std::fs::symlink_metadata(&path) {
+        match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => return Err(not_a_file()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

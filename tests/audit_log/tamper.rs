@@ -745,14 +745,19 @@ fn a_segment_claimed_huge_is_not_checked_rather_than_read() {
 }
 
 /// A segment replaced by a link to an endless device, or by a pipe no one writes, is refused by
-/// name before it is opened, never read for its length or waited on.
+/// name before it is opened, never read for its length or waited on; a link to the segment
+/// itself (a backup's link farm) is read as the segment.
 #[test]
 fn a_segment_that_is_no_file_is_refused_unread() {
     let p = pristine();
     let (_tmp, dir) = fresh_copy(p);
     let segment = &middle_segment(p).0;
     let path = dir.join(segment);
-    std::fs::remove_file(&path).expect("remove the segment");
+    let kept = dir.join("kept-segment");
+    std::fs::rename(&path, &kept).expect("move the segment");
+    std::os::unix::fs::symlink(&kept, &path).expect("link");
+    verify_copy(&dir, Some(&p.vkey)).expect("a link to the segment is the segment");
+    std::fs::remove_file(&path).expect("remove the link");
     std::os::unix::fs::symlink("/dev/zero", &path).expect("link");
     let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a link is not a segment");
     assert_eq!(e.object(), Some(segment.as_str()), "{e}");

@@ -333,6 +333,9 @@ pub fn consistency(
     key: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
+    if matches!(old, Old::Saved(_)) && key.is_none() {
+        bail!("--old-note needs --key: a saved checkpoint is trusted under the key you pin");
+    }
     let input = Input::open(path)?;
     if let Some(failed) = verified_first(&input, path, key.as_ref())? {
         return Ok(failed);
