@@ -236,16 +236,25 @@ fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
             what: "not a directory".into(),
         });
     }
-    // Sticky (a tmpfs or secret volume mounted 1777): others may add files but not replace
-    // ours.
     let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if others_may_replace(mode, owner, rustix::process::geteuid().as_raw()) {
         return Err(KeyError::Permissions {
             path: dir.to_owned(),
             mode,
         });
     }
     Ok(())
+}
+
+/// Whether someone other than `euid` (and root) may replace a file in a directory of `mode`
+/// owned by `owner`: its group or others may write it, and it is not sticky (a tmpfs or secret
+/// volume mounted 1777, where others may add files but not replace ours), or it is sticky but
+/// owned by someone else, whom the sticky bit does not restrain.
+fn others_may_replace(mode: u32, owner: u32, euid: u32) -> bool {
+    let sticky = mode & 0o1000 != 0;
+    let ours = owner == 0 || owner == euid;
+    mode & 0o022 != 0 && !(sticky && ours)
 }
 
 fn random() -> Result<[u8; 32], KeyError> {
@@ -494,6 +503,21 @@ mod tests {
             Err(KeyError::Exists { .. })
         ));
         assert_eq!(fs::read(other.path().join("keys/audit.key")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_key_directory_others_may_replace_files_in_is_found() {
+        let (me, other) = (1000, 1001);
+        assert!(!others_may_replace(0o700, me, me));
+        assert!(!others_may_replace(0o755, me, me));
+        assert!(others_may_replace(0o770, me, me), "group-writable");
+        assert!(others_may_replace(0o777, me, me), "world-writable");
+        assert!(!others_may_replace(0o1777, me, me), "sticky and ours");
+        assert!(!others_may_replace(0o1777, 0, me), "sticky and root's");
+        assert!(
+            others_may_replace(0o1777, other, me),
+            "sticky, but its owner may"
+        );
     }
 
     #[test]

@@ -207,8 +207,12 @@ impl Running {
 /// (the admin would count for the last-admin rule there).
 fn ensure_keys(data: &Path) -> anyhow::Result<()> {
     if !data.join("keys").exists() {
-        Keys::init(data, DEV_ORIGIN)?;
-        return Ok(());
+        match Keys::init(data, DEV_ORIGIN) {
+            Ok(_) => return Ok(()),
+            // Another `dev` on this directory made them meanwhile: checked below as any.
+            Err(crate::keys::KeyError::Exists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     let keys = Keys::load(data)?;
     let origin = keys.checkpoint.name();

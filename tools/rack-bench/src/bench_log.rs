@@ -31,7 +31,12 @@ pub fn open(data: &Path) -> Result<RedbStore<Projections>> {
     let keys = if data.join("keys").exists() {
         Keys::load(data)?
     } else {
-        Keys::init(data, ORIGIN)?
+        match Keys::init(data, ORIGIN) {
+            Ok(keys) => keys,
+            // Another run on this directory made them meanwhile.
+            Err(rack_gateway::keys::KeyError::Exists { .. }) => Keys::load(data)?,
+            Err(e) => return Err(e.into()),
+        }
     };
     if keys.checkpoint.name() != ORIGIN {
         return Err(Refusal(format!(
