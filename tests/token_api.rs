@@ -986,6 +986,32 @@ async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
     );
 }
 
+/// A body cut short by the caller (it stops sending, its half of the connection closed) is
+/// not an oversized body: the refusal says what happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_cut_short_is_not_recorded_as_too_large() {
+    let gw = Gateway::start().await;
+    let mut stream = TcpStream::connect(gw.running.console).await.unwrap();
+    let head = format!(
+        "POST {TOKENS} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":",
+        gw.admin()
+    );
+    let before = gw.head();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("body_unreadable"), "{text}");
+    assert_eq!(one_denial(&gw, before).await.reason, "body_unreadable");
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_log_cannot_append_the_api_answers_503_and_changes_nothing() {
     let gw = Gateway::start().await;

@@ -693,6 +693,8 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("CONN", "Server=db;Database=app;User Id=u;Pwd=Hunter2!x;", true),
         ("CALLBACK", "https://api.example.com/v1?api_key=abc123", true),
         ("ADMIN_PW", "Tr0ub4dor&3", true),
+        ("OPTS", "encryption_key=correcthorse --verbose", true),
+        ("AZURE", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc;", true),
         // Random material is masked even when it is only an id: a UUID, a commit hash.
         ("TENANT", "123e4567-e89b-12d3-a456-426614174000", true),
         ("GIT_SHA", "da39a3ee5e6b4b0d3255bfef95601890afd80709", true),
