@@ -735,6 +735,27 @@ pub fn verify_records(
     chain.check_root()?;
     let mut since = 0u64;
     feed(&mut |seq, bytes| {
+        // As strictly as an export's records (a body with two readings, a repeated key or
+        // broken UTF-8, fails), and with nothing after the record.
+        match cbor::item_len(bytes) {
+            Ok(len) if len == bytes.len() => {}
+            Ok(len) => {
+                return Err(VerifyError::Undecodable {
+                    seq,
+                    object: format!("log.redb key {seq}"),
+                    offset: len,
+                    what: "bytes after the record".into(),
+                });
+            }
+            Err(e) => {
+                return Err(VerifyError::Undecodable {
+                    seq,
+                    object: format!("log.redb key {seq}"),
+                    offset: 0,
+                    what: e.to_string(),
+                });
+            }
+        }
         chain.push(bytes, "log.redb", 0).map_err(|e| match e {
             VerifyError::SeqMismatch {
                 expected, found, ..

@@ -605,6 +605,34 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
     assert_eq!(v["failure"]["seq"], removed, "{v}");
 }
 
+/// A data directory's records are held to the same strict reading as an export's: its newest
+/// record with a byte after it (so that no later link or checkpoint pins its bytes) fails.
+#[test]
+fn a_data_directory_record_with_bytes_after_it_fails() {
+    let p = pristine();
+    let data = p.export.parent().expect("fixture root").join("data");
+    let reader = events::store::redb::LogReader::open(&rack_gateway::store::log_path(&data))
+        .expect("the fixture's store");
+    let size = reader.len().expect("len");
+    let mut stored = reader.read_raw(0..size).expect("records");
+    let notes: Vec<(String, Vec<u8>)> = reader
+        .checkpoints()
+        .expect("checkpoints")
+        .into_iter()
+        .enumerate()
+        .map(|(n, c)| (export::checkpoint_key(n as u64), c.note.into_bytes()))
+        .collect();
+    let last = stored.last_mut().expect("a record");
+    last.1.push(0);
+    let first = stored.first().expect("record 0").1.clone();
+    let e = verify::verify_records(&first, size, &notes, Some(&p.vkey), &mut Quiet, &mut |f| {
+        stored.iter().try_for_each(|(seq, bytes)| f(*seq, bytes))
+    })
+    .expect_err("a record with a byte after it");
+    assert_eq!(e.kind(), "undecodable_record", "{e}");
+    assert_eq!(e.seq(), Some(size - 1), "{e}");
+}
+
 /// A data directory whose checkpoints were all deleted holds nothing signed: with the key
 /// pinned it fails (exit 1), never "OK … pinned" over records anyone could have written.
 #[test]
