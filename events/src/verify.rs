@@ -320,10 +320,26 @@ impl Source for DirSource {
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => {}
             Ok(_) => return Err(not_a_file()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // A link to nothing (a backup's store not mounted) is unreadable, not missing.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(&path).is_err() =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(io_error(key, &e)),
         }
-        let file = match std::fs::File::open(&path) {
+        // Opened without blocking, and checked again on the handle: a file swapped for a pipe
+        // meanwhile does not hold the open, and a kernel file that reads as regular but blocks
+        // (`/proc/kmsg`) answers "would block" rather than wait.
+        let opened = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&path)
+        };
+        let file = match opened {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_error(key, &e)),

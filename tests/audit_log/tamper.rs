@@ -785,6 +785,11 @@ fn a_segment_that_is_no_file_is_refused_unread() {
     std::fs::rename(&path, &kept).expect("move the segment");
     std::os::unix::fs::symlink(&kept, &path).expect("link");
     verify_copy(&dir, Some(&p.vkey)).expect("a link to the segment is the segment");
+    // A link to nothing (a backup's store not mounted) is unreadable, not proof of tampering.
+    std::fs::rename(&kept, dir.join("elsewhere")).expect("move the segment away");
+    let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a dangling link");
+    assert_eq!(e.kind(), "io", "{e}");
+    assert!(!e.is_integrity(), "{e}");
     std::fs::remove_file(&path).expect("remove the link");
     std::os::unix::fs::symlink("/dev/zero", &path).expect("link");
     let e = verify_copy(&dir, Some(&p.vkey)).expect_err("a link is not a segment");
