@@ -50,6 +50,10 @@ pub enum KeyError {
     Malformed { path: PathBuf, what: String },
     #[error("{path}: mode {mode:03o} lets others read or change a key; chmod go-rwx it")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "{path}: owned by uid {owner}, who could replace a key; chown it to the user the gateway runs as"
+    )]
+    Owner { path: PathBuf, owner: u32 },
     #[error("cannot generate a key: {0}")]
     Random(String),
 }
@@ -212,8 +216,9 @@ fn sync_dir(dir: &Path) -> Result<(), KeyError> {
         })
 }
 
-/// Refuses a `keys/` directory that its group or others may write, unless it is sticky:
-/// whoever may write it may swap a key file for one of their own, whatever the files' modes.
+/// Refuses a `keys/` directory that another user owns, or that its group or others may write
+/// unless it is sticky: whoever may write it may swap a key file for one of their own, whatever
+/// the files' modes.
 fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
     let meta = match fs::metadata(dir) {
         Ok(meta) => meta,
@@ -236,9 +241,15 @@ fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
             what: "not a directory".into(),
         });
     }
-    let mode = meta.permissions().mode() & 0o7777;
     let owner = std::os::unix::fs::MetadataExt::uid(&meta);
-    if others_may_replace(mode, owner, rustix::process::geteuid().as_raw()) {
+    if !owned_by_us(owner, rustix::process::geteuid().as_raw()) {
+        return Err(KeyError::Owner {
+            path: dir.to_owned(),
+            owner,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if others_may_replace(mode) {
         return Err(KeyError::Permissions {
             path: dir.to_owned(),
             mode,
@@ -247,14 +258,17 @@ fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// Whether someone other than `euid` (and root) may replace a file in a directory of `mode`
-/// owned by `owner`: its group or others may write it, and it is not sticky (a tmpfs or secret
-/// volume mounted 1777, where others may add files but not replace ours), or it is sticky but
-/// owned by someone else, whom the sticky bit does not restrain.
-fn others_may_replace(mode: u32, owner: u32, euid: u32) -> bool {
-    let sticky = mode & 0o1000 != 0;
-    let ours = owner == 0 || owner == euid;
-    mode & 0o022 != 0 && !(sticky && ours)
+/// Whether a directory's `owner` is the user the gateway runs as (`euid`) or root: any other
+/// owner may replace the files in it, whatever their modes.
+fn owned_by_us(owner: u32, euid: u32) -> bool {
+    owner == 0 || owner == euid
+}
+
+/// Whether others may replace a file in a directory of `mode` that we own: its group or others
+/// may write it, and it is not sticky (a tmpfs or secret volume mounted 1777, where others may
+/// add files but not replace ours).
+fn others_may_replace(mode: u32) -> bool {
+    mode & 0o022 != 0 && mode & 0o1000 == 0
 }
 
 fn random() -> Result<[u8; 32], KeyError> {
@@ -508,16 +522,16 @@ mod tests {
     #[test]
     fn a_key_directory_others_may_replace_files_in_is_found() {
         let (me, other) = (1000, 1001);
-        assert!(!others_may_replace(0o700, me, me));
-        assert!(!others_may_replace(0o755, me, me));
-        assert!(others_may_replace(0o770, me, me), "group-writable");
-        assert!(others_may_replace(0o777, me, me), "world-writable");
-        assert!(!others_may_replace(0o1777, me, me), "sticky and ours");
-        assert!(!others_may_replace(0o1777, 0, me), "sticky and root's");
+        assert!(owned_by_us(me, me) && owned_by_us(0, me));
         assert!(
-            others_may_replace(0o1777, other, me),
-            "sticky, but its owner may"
+            !owned_by_us(other, me),
+            "its owner may replace any file in it"
         );
+        assert!(!others_may_replace(0o700));
+        assert!(!others_may_replace(0o755));
+        assert!(others_may_replace(0o770), "group-writable");
+        assert!(others_may_replace(0o777), "world-writable");
+        assert!(!others_may_replace(0o1777), "sticky");
     }
 
     #[test]

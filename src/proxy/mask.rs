@@ -395,49 +395,52 @@ pub fn secret_value(value: &str) -> bool {
 
 /// Whether a value holds a `name=value` pair whose name says secret: a JDBC URL's
 /// `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`, a URL's
-/// `api_key=…` query. Pairs are split at whitespace, `;`, `&`, `?` and `,`. Only names that
-/// say secret outright count here (not a bare `key` or `auth`, as in `-Djavax.net.ssl.keyStore=`
-/// or `auth_mode=`), since the rest of the value is what the variable is for.
+/// `api_key=…` query, a flag's `--encryption-key=…`. Pairs are split at whitespace, `;`, `&`,
+/// `?` and `,`. Only names that say secret outright count here: one holding a password,
+/// secret, token or credential word, or a key word qualified as a secret's (`API`, `ACCESS`,
+/// `PRIVATE`, `ACCOUNT`, `SIGNING`, `ENCRYPTION`, `MASTER`, `SHARED`, `AUTH`, `HMAC`, `CLIENT`),
+/// in any spelling (`api_key`, `apiKey`, `--api-key`, `apikey`); not a bare `key` or `auth`,
+/// as in `-Djavax.net.ssl.keyStore=`, `signing_keystore=` or `auth_mode=`, since the rest of
+/// the value is what the variable is for.
 fn holds_secret_pair(v: &str) -> bool {
-    const NAMES: &[&str] = &[
+    const ANYWHERE: &[&str] = &[
         "PASSWORD",
         "PASSWD",
         "PASSPHRASE",
         "SECRET",
         "TOKEN",
-        "APIKEY",
-        "API_KEY",
-        "API-KEY",
-        "ACCESSKEY",
-        "ACCESS_KEY",
-        "PRIVATEKEY",
-        "PRIVATE_KEY",
-        "PRIVATE-KEY",
-        "ACCOUNTKEY",
-        "ACCOUNT_KEY",
-        "SIGNINGKEY",
-        "SIGNING_KEY",
-        "ENCRYPTIONKEY",
-        "ENCRYPTION_KEY",
-        "MASTERKEY",
-        "MASTER_KEY",
-        "SHAREDKEY",
-        "SHARED_KEY",
-        "HMAC",
-        "AUTH_KEY",
-        "AUTHKEY",
         "CREDENTIAL",
     ];
+    const KEY_OF: &[&str] = &[
+        "API",
+        "ACCESS",
+        "PRIVATE",
+        "ACCOUNT",
+        "SIGNING",
+        "ENCRYPTION",
+        "MASTER",
+        "SHARED",
+        "AUTH",
+        "HMAC",
+        "CLIENT",
+    ];
+    let names_secret = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        if ANYWHERE.iter().any(|n| upper.contains(n)) {
+            return true;
+        }
+        let words = words(name);
+        words.iter().enumerate().any(|(i, w)| {
+            matches!(w.as_str(), "PWD" | "PW" | "PASS")
+                || KEY_OF.iter().any(|q| {
+                    w.strip_prefix(q) == Some("KEY")
+                        || (w == q && words.get(i + 1).is_some_and(|n| n == "KEY"))
+                })
+        })
+    };
     v.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '?' | ','))
         .filter_map(|part| part.split_once('='))
-        .any(|(name, value)| {
-            let upper = name.to_ascii_uppercase();
-            !value.is_empty()
-                && (NAMES.iter().any(|n| upper.contains(n))
-                    || words(name)
-                        .iter()
-                        .any(|w| matches!(w.as_str(), "PWD" | "PW" | "PASS")))
-        })
+        .any(|(name, value)| !value.is_empty() && names_secret(name))
 }
 
 /// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.

@@ -695,6 +695,8 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("ADMIN_PW", "Tr0ub4dor&3", true),
         ("OPTS", "encryption_key=correcthorse --verbose", true),
         ("AZURE", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc;", true),
+        ("FLAGS", "--master-key=correcthorse --auth-key=pw", true),
+        ("MORE", "apikey=abc", true),
         // Random material is masked even when it is only an id: a UUID, a commit hash.
         ("TENANT", "123e4567-e89b-12d3-a456-426614174000", true),
         ("GIT_SHA", "da39a3ee5e6b4b0d3255bfef95601890afd80709", true),
@@ -726,6 +728,7 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("PG_HOST", "host=db user=u dbname=app sslmode=require", false),
         ("JAVA_OPTS", "-Djavax.net.ssl.keyStore=/etc/ks.jks -Xmx512m", false),
         ("LOGIN_URL", "https://example.com/login?auth_mode=popup&sortKey=name", false),
+        ("SIGNER", "hmac_algorithm=sha256 signing_keystore=/etc/x.jks", false),
         ("NODE_OPTIONS", "--max-old-space-size=4096", false),
         ("LANG", "en_US.UTF-8", false),
         ("IMAGE", "registry.example.com/team/app:20240101", false),
