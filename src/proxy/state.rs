@@ -190,7 +190,15 @@ pub fn service(
 + 'static {
     hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let state = state.clone();
-        req.extensions_mut().insert(upgrading.clone());
+        // Only a request hyper may upgrade can become a relayed stream: the others need no
+        // mark (and no extension map made for it on every call).
+        if req
+            .extensions()
+            .get::<hyper::upgrade::OnUpgrade>()
+            .is_some()
+        {
+            req.extensions_mut().insert(upgrading.clone());
+        }
         async move { Ok(handler::handle(state, peer, req.map(axum::body::Body::new)).await) }
     })
 }

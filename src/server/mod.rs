@@ -118,12 +118,12 @@ pub fn spawn_with_tls(
     trusted: Arc<[IpAddr]>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let service_for = move |peer: SocketAddr, upgrading: Upgrading| {
+    // No router here relays a WebSocket, so none reads the connection's `Upgrading` mark.
+    let service_for = move |peer: SocketAddr, _: Upgrading| {
         let service = router
             .clone()
             .map_request(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req.extensions_mut().insert(upgrading.clone());
                 req
             })
             .map_err(|e: Infallible| e);
@@ -321,7 +321,7 @@ struct Counted<I> {
     io: I,
     _held: Held,
     writes: crate::stall::Stall,
-    relayed: Arc<AtomicBool>,
+    upgrading: Upgrading,
 }
 
 impl<I> Counted<I> {
@@ -330,7 +330,7 @@ impl<I> Counted<I> {
             io,
             _held: held,
             writes: crate::stall::Stall::default(),
-            relayed: upgrading.0.clone(),
+            upgrading: upgrading.clone(),
         }
     }
 
@@ -340,7 +340,7 @@ impl<I> Counted<I> {
         cx: &mut Context<'_>,
         written: Poll<std::io::Result<T>>,
     ) -> Poll<std::io::Result<T>> {
-        if self.relayed.load(Ordering::Relaxed) {
+        if self.upgrading.is_relayed() {
             return written;
         }
         self.writes.bound(cx, written, client_gone)
@@ -356,6 +356,10 @@ impl Upgrading {
     /// The connection is a relayed stream from now on.
     pub fn relayed(&self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_relayed(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
