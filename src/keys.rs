@@ -150,17 +150,13 @@ fn lock_init(data: &Path) -> Result<fs::File, KeyError> {
 }
 
 /// Writes every key file, synced, into a fresh `<data>/keys.partial/` and returns its path.
-/// Refuses when `<data>/keys/` already holds anything, before writing.
+/// Refuses when `<data>/keys/` already holds anything, before writing. `data` exists (made by
+/// [`lock_init`]).
 fn stage(data: &Path, keys: &Keys) -> Result<PathBuf, KeyError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| KeyError::Io { path, source }
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(data)
-        .map_err(io(data))?;
     let dir = data.join("keys");
     match fs::read_dir(&dir) {
         Ok(mut entries) => {
