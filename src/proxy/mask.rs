@@ -40,7 +40,8 @@ use crate::policy::permissions::Perm;
 use crate::policy::routes::RouteRule;
 use crate::proxy::redact;
 use crate::proxy::secret_text::{
-    credential_ranges, is_jwt, is_known_token, looks_like_token, random_looking,
+    credential_ranges, is_jwt, is_known_token, looks_like_token, pair_name_secret, random_looking,
+    words,
 };
 
 mod quoted;
@@ -393,79 +394,14 @@ pub fn secret_value(value: &str) -> bool {
     holds_secret_pair(v) || random_looking(v)
 }
 
-/// Whether a value holds a `name=value` pair whose name says secret: a JDBC URL's
-/// `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`, a URL's
-/// `api_key=…` query, a flag's `--encryption-key=…`. Pairs are split at whitespace, `;`, `&`,
-/// `?` and `,`. Only names that say secret outright count here: one holding a password,
-/// secret, token or credential word, or a key word qualified as a secret's (`API`, `ACCESS`,
-/// `PRIVATE`, `ACCOUNT`, `SIGNING`, `ENCRYPTION`, `MASTER`, `SHARED`, `AUTH`, `HMAC`, `CLIENT`),
-/// in any spelling (`api_key`, `apiKey`, `--api-key`, `apikey`); not a bare `key` or `auth`,
-/// as in `-Djavax.net.ssl.keyStore=`, `signing_keystore=` or `auth_mode=`, since the rest of
-/// the value is what the variable is for.
+/// Whether a value holds a `name=value` pair whose name says secret ([`pair_name_secret`]): a
+/// JDBC URL's `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`,
+/// a URL's `api_key=…` query, a flag's `--encryption-key=…`. Pairs are split at whitespace,
+/// `;`, `&`, `?` and `,`.
 fn holds_secret_pair(v: &str) -> bool {
-    const ANYWHERE: &[&str] = &[
-        "PASSWORD",
-        "PASSWD",
-        "PASSPHRASE",
-        "SECRET",
-        "TOKEN",
-        "CREDENTIAL",
-    ];
-    const KEY_OF: &[&str] = &[
-        "API",
-        "ACCESS",
-        "PRIVATE",
-        "ACCOUNT",
-        "SIGNING",
-        "ENCRYPTION",
-        "MASTER",
-        "SHARED",
-        "AUTH",
-        "HMAC",
-        "CLIENT",
-    ];
-    let names_secret = |name: &str| {
-        let upper = name.to_ascii_uppercase();
-        if ANYWHERE.iter().any(|n| upper.contains(n)) {
-            return true;
-        }
-        let words = words(name);
-        words.iter().enumerate().any(|(i, w)| {
-            matches!(w.as_str(), "PWD" | "PW" | "PASS")
-                || KEY_OF.iter().any(|q| {
-                    w.strip_prefix(q) == Some("KEY")
-                        || (w == q && words.get(i + 1).is_some_and(|n| n == "KEY"))
-                })
-        })
-    };
     v.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '?' | ','))
         .filter_map(|part| part.split_once('='))
-        .any(|(name, value)| !value.is_empty() && names_secret(name))
-}
-
-/// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.
-fn words(key: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut word = String::new();
-    let mut prev_lower = false;
-    for c in key.chars() {
-        if !c.is_ascii_alphanumeric() {
-            if !word.is_empty() {
-                out.push(std::mem::take(&mut word));
-            }
-            prev_lower = false;
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower && !word.is_empty() {
-            out.push(std::mem::take(&mut word));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        word.push(c.to_ascii_uppercase());
-    }
-    if !word.is_empty() {
-        out.push(word);
-    }
-    out
+        .any(|(name, value)| !value.is_empty() && pair_name_secret(name))
 }
 
 // === Masks ===

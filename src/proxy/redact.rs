@@ -12,7 +12,7 @@ use crate::identity::token;
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
 use crate::policy::routes::KeyClass;
-use crate::proxy::secret_text::{credential_ranges, looks_like_token};
+use crate::proxy::secret_text::{credential_ranges, looks_like_token, pair_name_secret};
 
 /// The parameters as recorded in `CommandRequested`.
 pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
@@ -133,26 +133,12 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
-/// Names whose value is a secret whatever it looks like (`PGPASSWORD=…`, `--token=…`).
-const SECRET_NAMES: [&str; 10] = [
-    "SECRET",
-    "PASSWORD",
-    "PASSWD",
-    "PASSPHRASE",
-    "TOKEN",
-    "APIKEY",
-    "API_KEY",
-    "ACCESS_KEY",
-    "PRIVATE_KEY",
-    "CREDENTIAL",
-];
-
 fn scrub_word(word: &str) -> String {
     let word = scrub_userinfo(word);
     // KEY=value where the name or the value says secret, and bare secret-looking words.
     if let Some((k, v)) = word.split_once('=')
         && !v.is_empty()
-        && (secret_name(k) || looks_secret(v))
+        && (pair_name_secret(k) || looks_secret(v))
     {
         return format!("{k}=[redacted]");
     }
@@ -160,11 +146,6 @@ fn scrub_word(word: &str) -> String {
         return "[redacted]".to_owned();
     }
     word
-}
-
-fn secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_NAMES.iter().any(|n| upper.contains(n))
 }
 
 /// Every credential in `word` (see [`credential_ranges`]) replaced by `[redacted]`: a URL's

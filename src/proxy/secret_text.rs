@@ -82,6 +82,79 @@ fn userinfo_secret(
     }
 }
 
+/// Whether the name of a `name=value` pair (inside an env value, a command's `--flag=value`)
+/// says its value is secret: it holds a password, secret, token or credential word, or an API,
+/// access or private key's name (`APIKEY`, `API_KEY`, `ACCESS_KEY`, `PRIVATE_KEY`); a word of it
+/// is `PWD`, `PW` or `PASS`; or it has a key word qualified as a secret's (`API`, `ACCESS`,
+/// `PRIVATE`, `ACCOUNT`, `SIGNING`, `ENCRYPTION`, `MASTER`, `SHARED`, `AUTH`, `HMAC`, `CLIENT`)
+/// in any spelling (`api_key`, `apiKey`, `--api-key`, `apikey`). Not a bare `key` or `auth`, as
+/// in `-Djavax.net.ssl.keyStore=`, `signing_keystore=` or `auth_mode=`: the value is what the
+/// name is for. One rule for the log's scrubber and the env masking.
+pub(crate) fn pair_name_secret(name: &str) -> bool {
+    const ANYWHERE: &[&str] = &[
+        "PASSWORD",
+        "PASSWD",
+        "PASSPHRASE",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "APIKEY",
+        "API_KEY",
+        "ACCESS_KEY",
+        "PRIVATE_KEY",
+    ];
+    const KEY_OF: &[&str] = &[
+        "API",
+        "ACCESS",
+        "PRIVATE",
+        "ACCOUNT",
+        "SIGNING",
+        "ENCRYPTION",
+        "MASTER",
+        "SHARED",
+        "AUTH",
+        "HMAC",
+        "CLIENT",
+    ];
+    let upper = name.to_ascii_uppercase();
+    if ANYWHERE.iter().any(|n| upper.contains(n)) {
+        return true;
+    }
+    let words = words(name);
+    words.iter().enumerate().any(|(i, w)| {
+        matches!(w.as_str(), "PWD" | "PW" | "PASS")
+            || KEY_OF.iter().any(|q| {
+                w.strip_prefix(q) == Some("KEY")
+                    || (w == q && words.get(i + 1).is_some_and(|n| n == "KEY"))
+            })
+    })
+}
+
+/// Upper-cased words of a key: split at anything not alphanumeric and at `aB` boundaries.
+pub(crate) fn words(key: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut prev_lower = false;
+    for c in key.chars() {
+        if !c.is_ascii_alphanumeric() {
+            if !word.is_empty() {
+                out.push(std::mem::take(&mut word));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && prev_lower && !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+        word.push(c.to_ascii_uppercase());
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out
+}
+
 /// A word that is secret material by its looks alone: a well-known token format, a JWT, or a
 /// random-looking string.
 pub(crate) fn looks_like_token(w: &str) -> bool {
