@@ -572,6 +572,15 @@ impl Chain {
 
     /// After the last record: no broken link is left open, and no checkpoint claims more
     /// records than there are.
+    /// Record `seq`, at `time`, earlier than the latest record before it.
+    fn went_back(&self, seq: u64, time: Timestamp) -> VerifyError {
+        VerifyError::TimeBackwards {
+            seq,
+            time: time.0,
+            latest: self.latest.0,
+        }
+    }
+
     fn finish(&mut self) -> Result<(), VerifyError> {
         if let Some(p) = self.pending.take() {
             // Nothing after the broken link says which side changed; name the earlier record.
@@ -588,16 +597,6 @@ impl Chain {
             });
         }
         Ok(())
-    }
-}
-
-impl Chain {
-    fn went_back(&self, seq: u64, time: Timestamp) -> VerifyError {
-        VerifyError::TimeBackwards {
-            seq,
-            time: time.0,
-            latest: self.latest.0,
-        }
     }
 }
 
@@ -753,24 +752,18 @@ pub fn verify_records(
     feed(&mut |seq, bytes| {
         // As strictly as an export's records (a body with two readings, a repeated key or
         // broken UTF-8, fails), and with nothing after the record.
-        match cbor::item_len(bytes) {
-            Ok(len) if len == bytes.len() => {}
-            Ok(len) => {
-                return Err(VerifyError::Undecodable {
-                    seq,
-                    object: format!("log.redb key {seq}"),
-                    offset: len,
-                    what: "bytes after the record".into(),
-                });
-            }
-            Err(e) => {
-                return Err(VerifyError::Undecodable {
-                    seq,
-                    object: format!("log.redb key {seq}"),
-                    offset: 0,
-                    what: e.to_string(),
-                });
-            }
+        let broken = match cbor::item_len(bytes) {
+            Ok(len) if len == bytes.len() => None,
+            Ok(len) => Some((len, "bytes after the record".to_owned())),
+            Err(e) => Some((0, e.to_string())),
+        };
+        if let Some((offset, what)) = broken {
+            return Err(VerifyError::Undecodable {
+                seq,
+                object: format!("log.redb key {seq}"),
+                offset,
+                what,
+            });
         }
         chain.push(bytes, "log.redb", 0).map_err(|e| match e {
             VerifyError::SeqMismatch {

@@ -336,10 +336,10 @@ impl Journal {
     /// # Errors
     /// The zeroing failed too; the failed write may then still be in the file.
     pub(crate) fn erase_failed(&mut self) -> std::io::Result<()> {
-        let start = self.offset - self.tail.len() as u64;
         if self.attempted <= self.offset {
             return Ok(());
         }
+        let start = self.offset - self.tail.len() as u64;
         let len = usize::try_from(self.attempted - start)
             .map_err(|_| std::io::Error::other("a batch is too large for the journal"))?;
         let mut blocks = std::mem::take(&mut self.buf);

@@ -1014,16 +1014,22 @@ impl<S: Fold> Sequencer<S> {
         write_index(&*self.db()?, &self.unindexed, &Staged::default(), &[], true)?;
         self.unindexed = Unindexed::default();
         self.set_indexed(self.view.size);
+        self.restart_journal();
+        Ok(())
+    }
+
+    /// Lets the journal start over once a synced redb commit holds everything in it. If its
+    /// first block cannot be zeroed (it may be half zeroed), the store reopens, as after a
+    /// failed commit: the reopen, or the next open after a stop, reads the journal again, finds
+    /// it all indexed, and starts it over.
+    fn restart_journal(&mut self) {
         if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
-            // Everything is indexed and synced: the next open reads the journal again, finds
-            // it all indexed, and starts it over.
             eprintln!(
-                "rack-gateway: the event store's journal could not start over ({e}); the index \
-                 holds everything, and the next open clears it"
+                "rack-gateway: the event store's journal could not start over ({e}); everything \
+                 in it is indexed, and the store reopens it"
             );
             self.reopen = true;
         }
-        Ok(())
     }
 
     /// Indexes the pending acknowledged batches in one unsynced redb commit. On failure the
@@ -1133,15 +1139,7 @@ impl<S: Fold> Sequencer<S> {
             };
         if indexed {
             self.unindexed = Unindexed::default();
-            if let Some(Err(e)) = self.journal.as_mut().map(Journal::restart) {
-                // The first block may be half zeroed: the reopen reads the journal again,
-                // finds everything in it indexed, and starts it over.
-                eprintln!(
-                    "rack-gateway: the event store's journal could not start over ({e}); \
-                     reopening"
-                );
-                self.reopen = true;
-            }
+            self.restart_journal();
         }
         let cp = checkpoint.map(|cp| {
             let number = self.view.checkpoints;
