@@ -111,16 +111,12 @@ impl Writer<'_> {
         if published {
             self.summary.written += 1;
         } else {
-            if fs::symlink_metadata(&path)
+            // A link is never adopted, whatever it points at.
+            let link = fs::symlink_metadata(&path)
                 .map_err(io)?
                 .file_type()
-                .is_symlink()
-            {
-                return Err(ExportError::Conflict {
-                    key: key.to_owned(),
-                });
-            }
-            if fs::read(&path).map_err(io)? != bytes {
+                .is_symlink();
+            if link || fs::read(&path).map_err(io)? != bytes {
                 return Err(ExportError::Conflict {
                     key: key.to_owned(),
                 });

@@ -122,12 +122,7 @@ fn verified_first(
             let v = json!({
                 "verified": false,
                 "error": format!("the input does not verify: {e}"),
-                "failure": {
-                    "kind": e.kind(),
-                    "seq": e.seq(),
-                    "object": e.object(),
-                    "message": e.to_string(),
-                },
+                "failure": failure_json(&e),
             });
             writeln!(std::io::stdout(), "{v}")?;
             Ok(Some(ExitCode::from(1)))
@@ -201,16 +196,21 @@ fn report_ok(s: &Summary, elapsed: std::time::Duration, as_json: bool) {
     }
 }
 
+/// A failure as the commands' JSON names it.
+fn failure_json(e: &VerifyError) -> serde_json::Value {
+    json!({
+        "kind": e.kind(),
+        "seq": e.seq(),
+        "object": e.object(),
+        "message": e.to_string(),
+    })
+}
+
 fn report_failure(e: &VerifyError, elapsed: std::time::Duration, as_json: bool) {
     if as_json {
         let v = json!({
             "result": "fail",
-            "failure": {
-                "kind": e.kind(),
-                "seq": e.seq(),
-                "object": e.object(),
-                "message": e.to_string(),
-            },
+            "failure": failure_json(e),
             "duration_ms": elapsed.as_millis() as u64,
         });
         println!("{v}");
@@ -333,9 +333,6 @@ pub fn consistency(
     key: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
-    if matches!(old, Old::Saved(_)) && key.is_none() {
-        bail!("--old-note needs --key: a saved checkpoint is trusted under the key you pin");
-    }
     let input = Input::open(path)?;
     if let Some(failed) = verified_first(&input, path, key.as_ref())? {
         return Ok(failed);
