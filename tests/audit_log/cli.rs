@@ -113,6 +113,16 @@ fn golden() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/fixtures/log-v1")
 }
 
+/// A copy of the golden export without the objects named `gone`.
+fn golden_without(gone: &[&str]) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&golden(), copy.path());
+    for key in gone {
+        std::fs::remove_file(copy.path().join(key)).expect("rm");
+    }
+    copy
+}
+
 fn golden_key() -> String {
     std::fs::read_to_string(golden().join("vkey"))
         .expect("golden vkey")
@@ -242,15 +252,11 @@ fn a_saved_checkpoint_catches_a_log_rolled_back_since() {
     }
     // The export no longer reaches the saved checkpoint: rolled back, its last manifest,
     // segment and checkpoint gone, what is left whole.
-    let rolled_back = tempfile::tempdir().expect("tempdir");
-    support::copy_dir(&golden(), rolled_back.path());
-    for gone in [
+    let rolled_back = golden_without(&[
         "manifests/0000000006.json",
         "segments/00000000000000000322-00000000000000000346.cbor",
         "checkpoints/0000000006.note",
-    ] {
-        std::fs::remove_file(rolled_back.path().join(gone)).expect("rm");
-    }
+    ]);
     let out = check(rolled_back.path(), &note(6));
     assert_eq!(
         out.status.code(),
@@ -266,14 +272,10 @@ fn a_saved_checkpoint_catches_a_log_rolled_back_since() {
     );
     // Cut short but still holding the checkpoint saved: its records are gone, so the export
     // does not verify, whatever its notes say.
-    let cut = tempfile::tempdir().expect("tempdir");
-    support::copy_dir(&golden(), cut.path());
-    for gone in [
+    let cut = golden_without(&[
         "manifests/0000000006.json",
         "segments/00000000000000000322-00000000000000000346.cbor",
-    ] {
-        std::fs::remove_file(cut.path().join(gone)).expect("rm");
-    }
+    ]);
     let out = check(cut.path(), &note(6));
     assert_eq!(
         out.status.code(),

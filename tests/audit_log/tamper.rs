@@ -560,15 +560,25 @@ fn every_byte_of_a_record_flipped_names_that_record() {
     }
 }
 
+/// The data directory the pristine export was made from.
+fn fixture_data(p: &Pristine) -> PathBuf {
+    p.export.parent().expect("fixture root").join("data")
+}
+
+/// A copy of the fixture's data directory to damage, and its store's path.
+fn data_copy(p: &Pristine) -> (tempfile::TempDir, PathBuf) {
+    let copy = tempfile::tempdir().expect("tempdir");
+    support::copy_dir(&fixture_data(p), copy.path());
+    let log = rack_gateway::store::log_path(copy.path());
+    (copy, log)
+}
+
 /// A data directory whose database was edited (an entry of records deleted) fails as an
 /// integrity failure, exit 1, naming the seq where the entries break; not as an I/O error.
 #[test]
 fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
     let p = pristine();
-    let data = p.export.parent().expect("fixture root").join("data");
-    let copy = tempfile::tempdir().expect("tempdir");
-    support::copy_dir(&data, copy.path());
-    let log = rack_gateway::store::log_path(copy.path());
+    let (copy, log) = data_copy(p);
     let removed = {
         let records = redb::TableDefinition::<u64, &[u8]>::new("records");
         let db = redb::Database::open(&log).expect("open the copied database");
@@ -610,7 +620,7 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
 #[test]
 fn a_data_directory_record_with_bytes_after_it_fails() {
     let p = pristine();
-    let data = p.export.parent().expect("fixture root").join("data");
+    let data = fixture_data(p);
     let reader = events::store::redb::LogReader::open(&rack_gateway::store::log_path(&data))
         .expect("the fixture's store");
     let size = reader.len().expect("len");
@@ -638,10 +648,7 @@ fn a_data_directory_record_with_bytes_after_it_fails() {
 #[test]
 fn a_data_directory_without_checkpoints_fails() {
     let p = pristine();
-    let data = p.export.parent().expect("fixture root").join("data");
-    let copy = tempfile::tempdir().expect("tempdir");
-    support::copy_dir(&data, copy.path());
-    let log = rack_gateway::store::log_path(copy.path());
+    let (copy, log) = data_copy(p);
     {
         let checkpoints = redb::TableDefinition::<u64, &str>::new("checkpoints");
         let db = redb::Database::open(&log).expect("open the copied database");
@@ -890,7 +897,7 @@ fn a_backdated_record_signed_with_the_real_key_is_named() {
     let p = pristine();
     let (_tmp, dir) = fresh_copy(p);
     let target = middle_record(&dir, middle_segment(p));
-    let data = p.export.parent().expect("fixture root").join("data");
+    let data = fixture_data(p);
     let signer = Keys::load(&data).expect("the fixture's keys").checkpoint;
     let month = 30 * 24 * 3600 * 1_000_000_000_i64;
     rewrite_and_sign(p, &dir, &signer, &mut |rec| {
