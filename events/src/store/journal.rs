@@ -147,6 +147,12 @@ pub(crate) struct Recovered {
     /// Intact frames of the [`FailedWrite`] recovery was told of. They are dropped, and the
     /// writer clears the file the same way.
     pub refused: usize,
+    /// The byte where the walk stopped, when a frame of this pass starts there but is not
+    /// whole and nothing intact follows it: the last batch's write cut short by a crash, or
+    /// damage to the last acknowledged batch. The two look the same on the disk, so the
+    /// writer drops the frame either way and says where, for an operator who knows there
+    /// was no crash.
+    pub cut_short: Option<u64>,
 }
 
 impl Recovered {
@@ -496,6 +502,7 @@ impl Journal {
         let next_cp = checkpoints + out.checkpoints.len() as u64;
         let after = continues_after(&data, pos, next, next_cp, torn);
         out.dropped = after.dropped;
+        out.cut_short = begins_broken_frame(&data, pos, next, next_cp).then_some(pos as u64);
         if let Some(at) = after.lost {
             return Err(StoreError::Corrupt {
                 seq: Seq(next),
@@ -573,6 +580,27 @@ fn failed_frames(data: &[u8], first: Frame<'_>) -> usize {
         pos = frame.end;
     }
     count
+}
+
+/// Whether the bytes at `pos`, where the walk stopped, begin a frame that is not whole and
+/// would hold a record of seq `next` or later, or a checkpoint of number `next_cp` or later:
+/// its magic is there but its header does not fit or its number is not an earlier pass's. The
+/// zeroes after a clean end, and a stale frame of an earlier pass (whose numbers are all
+/// below those), begin none.
+fn begins_broken_frame(data: &[u8], pos: usize, next: u64, next_cp: u64) -> bool {
+    let Some(magic) = data.get(pos..pos.saturating_add(4)) else {
+        return false;
+    };
+    if ![RECORD, CHECKPOINT, RECORD_V1, CHECKPOINT_V1]
+        .contains(&<[u8; 4]>::try_from(magic).unwrap_or_default())
+    {
+        return false;
+    }
+    match frame_at(data, pos) {
+        None => true,
+        Some(frame) if frame.record => frame.number >= next,
+        Some(frame) => frame.number >= next_cp,
+    }
 }
 
 /// What lies past a break.
@@ -668,4 +696,59 @@ fn frame_digest(head: &[u8], payload: &Hash) -> Hash {
 
 fn journal_io(e: std::io::Error) -> StoreError {
     StoreError::Io(format!("the journal: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of `magic` numbered `number`, its payload not a record or note (recovery's
+    /// walk would find it not whole).
+    fn frame(magic: [u8; 4], number: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let place = Place {
+            batch: 0,
+            index: 0,
+            count: 1,
+        };
+        put_frame(&mut buf, magic, number, place, &hash::ZERO, b"payload").unwrap();
+        buf
+    }
+
+    /// Where the walk stopped, a frame of this pass that is not whole is reported, a header cut
+    /// off by the end of the file included; zeroes and a stale frame of an earlier pass are
+    /// not.
+    #[test]
+    fn a_broken_frame_where_the_walk_stopped_is_told_from_a_clean_end() {
+        let mut data = vec![0u8; 16];
+        data.extend(frame(RECORD, 10));
+        let at = 16;
+        assert!(
+            begins_broken_frame(&data, at, 10, 3),
+            "a record of the next seq"
+        );
+        assert!(
+            begins_broken_frame(&data, at, 9, 3),
+            "a record past the next seq"
+        );
+        assert!(!begins_broken_frame(&data, at, 11, 3), "a stale record");
+        assert!(!begins_broken_frame(&data, 0, 10, 3), "zeroes");
+        assert!(
+            !begins_broken_frame(&data, data.len(), 10, 3),
+            "the end of the file"
+        );
+        let cut = &data[..at + HEADER / 2];
+        assert!(
+            begins_broken_frame(cut, at, 99, 99),
+            "a header the file cuts off"
+        );
+
+        let mut data = vec![0u8; 16];
+        data.extend(frame(CHECKPOINT, 3));
+        assert!(
+            begins_broken_frame(&data, at, 99, 3),
+            "a checkpoint of the next number"
+        );
+        assert!(!begins_broken_frame(&data, at, 0, 4), "a stale checkpoint");
+    }
 }

@@ -958,6 +958,15 @@ impl<S: Fold> Sequencer<S> {
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
             } else {
+                if let Some(at) = pending.cut_short {
+                    eprintln!(
+                        "rack-gateway: the event store's journal ends at byte {at} in a frame that \
+                         is not whole, dropped: the last write was cut short by a crash during \
+                         it (its appends were never acknowledged), or, if the host did not \
+                         crash, the disk damaged it; the log goes on from seq {}",
+                        self.view.size
+                    );
+                }
                 j.restart()
                     .map_err(|e| StoreError::Io(format!("cannot restart the journal: {e}")))?;
             }
