@@ -393,6 +393,7 @@ impl Target {
                 let trust = Trust {
                     pin_sha256: self.pin_sha256.as_deref(),
                     ca_file: self.ca_file.as_deref(),
+                    ca_sha256: None,
                     insecure_skip_verify: false,
                 };
                 Ok(Tokens::Online(Box::new(Client::new(url, &token, trust)?)))

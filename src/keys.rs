@@ -364,6 +364,22 @@ pub enum PrivateFileError {
     Shared { path: PathBuf, mode: u32 },
 }
 
+impl PrivateFileError {
+    /// The reason without the path, for a file an operator's setting names: the setting is
+    /// named instead, since a secret pasted where its path goes would be printed as the path.
+    pub fn reason(&self) -> String {
+        match self {
+            PrivateFileError::Io { source, .. } => format!("cannot be read: {source}"),
+            PrivateFileError::NotAFile { .. } => "is not a regular file".into(),
+            PrivateFileError::Shared { mode, .. } => {
+                format!(
+                    "has mode {mode:03o}, which lets others read or change a secret; chmod 600 it"
+                )
+            }
+        }
+    }
+}
+
 /// Reads a file that holds a secret (a key file, the rack password, the TLS key), refusing one
 /// that its group or others may read or write: a secret on disk is only as private as its
 /// mode. The mode is that of the file opened, so a file swapped in after the check is not the

@@ -343,6 +343,32 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     let changed = serve(&config, "rack-pw").unwrap();
     drop(changed);
     assert_eq!(config_digests(&data), 2);
+    // The same paths with a new certificate (for the same key): a new configuration.
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-key",
+            "key.pem",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-days",
+            "1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-out", "cert.pem"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let renewed = serve(&config, "rack-pw").unwrap();
+    drop(renewed);
+    assert_eq!(
+        config_digests(&data),
+        3,
+        "a replaced certificate is recorded"
+    );
 }
 
 /// A protected variable (`protected_env`) is masked for everyone, even an admin, and cannot be
@@ -549,6 +575,45 @@ async fn serve_refuses_a_tls_key_others_can_read() {
     );
 }
 
+/// A TLS key written on one line (`echo $KEY > key.pem`), or pasted where its path goes, stops
+/// `serve` with the setting named and the key not printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_malformed_tls_key_without_printing_it() {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), "", "");
+    Keys::init(&data, "serve.test/log").unwrap();
+    let key = dir.path().join("key.pem");
+    let pem = std::fs::read_to_string(&key).unwrap();
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let secret_part = &body[body.len() / 2..body.len() / 2 + 24];
+    std::fs::write(&key, pem.replace('\n', " ")).unwrap();
+    let err = serve(&config, "rack-pw")
+        .err()
+        .expect("serve must refuse a key on one line");
+    assert!(
+        err.contains("tls.key") && err.contains("no END line"),
+        "{err}"
+    );
+    // The parser's own message would print the line as bytes, so the decimal form is checked
+    // too.
+    let decimal = format!("{:?}", &secret_part.as_bytes()[..8]);
+    let decimal = &decimal[1..decimal.len() - 1];
+    assert!(
+        !err.contains(secret_part) && !err.contains(decimal),
+        "{err}"
+    );
+
+    let err = serve_with(&config, "rack-pw", &[("RACK_GATEWAY_TLS_KEY", &pem)])
+        .err()
+        .expect("serve must refuse a key given as its path");
+    assert!(err.contains("tls.key"), "{err}");
+    assert!(!err.contains(secret_part), "{err}");
+    assert!(
+        !store::log_path(&data).exists(),
+        "refused before the log was opened"
+    );
+}
+
 /// A form body that trickles in is cut off at `limits.form_timeout_secs` (here 2 s, not the
 /// default 30): a 400 that says why, a recorded denial, nothing forwarded. A prompt form on the
 /// same gateway goes through.
@@ -631,10 +696,9 @@ async fn a_form_body_slower_than_its_deadline_is_refused_and_recorded() {
 
 /// A TLS terminator in front of the mock rack, serving `cert.pem` (signed by the test CA).
 async fn tls_front(dir: &Path, rack: SocketAddr) -> SocketAddr {
-    let config = rack_gateway::server::tls::server_config(&rack_gateway::config::Tls {
-        cert: dir.join("cert.pem"),
-        key: dir.join("key.pem"),
-    })
+    let config = rack_gateway::server::tls::server_config(
+        &rack_gateway::config::Tls::at(dir.join("cert.pem"), dir.join("key.pem")).unwrap(),
+    )
     .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

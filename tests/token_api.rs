@@ -1106,10 +1106,9 @@ impl ServeConsole {
             },
         );
         let tls = tls.map(|d| {
-            rack_gateway::server::tls::server_config(&Tls {
-                cert: d.join("cert.pem"),
-                key: d.join("key.pem"),
-            })
+            rack_gateway::server::tls::server_config(
+                &Tls::at(d.join("cert.pem"), d.join("key.pem")).unwrap(),
+            )
             .unwrap()
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

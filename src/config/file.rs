@@ -91,6 +91,11 @@ pub enum ConfigError {
     UnknownVariable { name: String },
     #[error("{name}: its value is not UTF-8")]
     NotUnicode { name: String },
+    #[error(
+        "{name}: set but empty (a template's unset variable?); unset it to keep the file's value \
+         or the default, or write an empty value in the configuration file"
+    )]
+    Empty { name: String },
 }
 
 /// The longest duration a `*_secs` key takes: a day.
@@ -103,7 +108,8 @@ const PREFIX: &str = "RACK_GATEWAY_";
 ///
 /// **Invariant:** every such variable is used or refused. One misspelled (say
 /// `RACK_GATEWAY_PROTECTED_ENVS`) would otherwise leave the file's or the default value in
-/// force with nothing to show it, and a value that is not UTF-8 would read as unset. `allowed`
+/// force with nothing to show it, a value that is not UTF-8 would read as unset, and an empty
+/// one (an unset template variable) would clear the file's value. `allowed`
 /// names the variables of the prefix that other commands read (the CLI's token).
 pub fn overrides(
     vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
@@ -126,6 +132,13 @@ pub fn overrides(
         let value = value.into_string().map_err(|_| ConfigError::NotUnicode {
             name: name.to_owned(),
         })?;
+        // `RACK_GATEWAY_PROTECTED_ENV=${UNSET}` would drop every protected key, and an empty
+        // list of trusted proxies or limits is never what a template meant either.
+        if value.trim().is_empty() {
+            return Err(ConfigError::Empty {
+                name: name.to_owned(),
+            });
+        }
         out.insert(name.to_owned(), value);
     }
     Ok(out)
@@ -292,7 +305,10 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         ));
     }
     let tls = match (path("tls.cert"), path("tls.key")) {
-        (Some(cert), Some(key)) => Some(Tls { cert, key }),
+        (Some(cert), Some(key)) => Some(
+            Tls::at(cert.clone(), key)
+                .map_err(|e| value_err("tls.cert", format!("{}: {e}", cert.display())))?,
+        ),
         (None, None) => None,
         _ => {
             return Err(value_err(
@@ -348,15 +364,11 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let password = match (get("rack.password"), path("rack.password_file")) {
         (Some(r), _) => r.text.clone(),
         (None, Some(file)) => {
+            // The value is not repeated: a password pasted where its path goes would be.
             let bytes = crate::keys::read_private(&file)
-                .map_err(|e| value_err("rack.password_file", e.to_string()))?;
+                .map_err(|e| value_err("rack.password_file", format!("the file {}", e.reason())))?;
             String::from_utf8(bytes)
-                .map_err(|_| {
-                    value_err(
-                        "rack.password_file",
-                        format!("{}: not UTF-8", file.display()),
-                    )
-                })?
+                .map_err(|_| value_err("rack.password_file", "the file is not UTF-8".into()))?
                 .trim_end_matches(['\n', '\r'])
                 .to_owned()
         }
@@ -407,9 +419,9 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let ca_sha256 = match &ca_file {
         None => None,
         Some(file) => {
-            let bytes = std::fs::read(file)
+            let digest = super::file_sha256(file)
                 .map_err(|e| value_err("rack.ca_file", format!("{}: {e}", file.display())))?;
-            Some(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+            Some(digest)
         }
     };
     let config = Config {

@@ -45,6 +45,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
     pub cert: PathBuf,
+    /// The SHA-256 (hex) of `cert`'s contents when the configuration was loaded, recorded: the
+    /// certificate callers pin or check is replaced at the same path by a renewal or by an
+    /// intruder alike. The key must match it (rustls checks), so a new key needs a new one.
+    pub cert_sha256: String,
     pub key: PathBuf,
 }
 
@@ -99,6 +103,45 @@ pub struct Limits {
     pub form_timeout: Duration,
 }
 
+/// The SHA-256 (hex) of the file at `path`, as the configuration records it.
+pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path)?;
+    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+}
+
+/// The file at `path`, read to be used, if it still holds what the configuration recorded
+/// (`sha256`, from [`file_sha256`] at load): a file replaced between the two reads (opening the
+/// store may take a while) would otherwise be served or trusted while `ConfigApplied` names the
+/// one before.
+pub fn read_as_recorded(path: &std::path::Path, sha256: &str) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let now = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if now != sha256 {
+        return Err(format!(
+            "changed while the gateway started (SHA-256 {sha256} when the configuration was \
+             read, {now} now); start it again"
+        ));
+    }
+    Ok(bytes)
+}
+
+// === impl Tls ===
+
+impl Tls {
+    /// The certificate at `cert`, with the SHA-256 it holds now, and the key at `key`.
+    ///
+    /// # Errors
+    /// The certificate cannot be read.
+    pub fn at(cert: PathBuf, key: PathBuf) -> std::io::Result<Tls> {
+        let cert_sha256 = file_sha256(&cert)?;
+        Ok(Tls {
+            cert,
+            cert_sha256,
+            key,
+        })
+    }
+}
+
 // === impl Config ===
 
 impl Config {
@@ -112,8 +155,8 @@ impl Config {
         v.insert(
             "tls",
             match &self.tls {
-                // The served certificate: which file (its contents are not the config's).
-                Some(t) => format!("cert:{}", t.cert.display()),
+                // The served certificate: which file, and what it held.
+                Some(t) => format!("cert:{} sha256:{}", t.cert.display(), t.cert_sha256),
                 None => "off".to_owned(),
             },
         );
@@ -211,4 +254,22 @@ pub fn hmac_value(audit: &AuditKey, secret: &str) -> String {
         Err(_) => String::new(),
     };
     format!("hmac-sha256:{tag}")
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    /// A file is used only if it still holds what the configuration recorded.
+    #[test]
+    fn a_file_changed_since_it_was_recorded_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.pem");
+        std::fs::write(&path, "recorded").unwrap();
+        let sha256 = file_sha256(&path).unwrap();
+        assert_eq!(read_as_recorded(&path, &sha256).unwrap(), b"recorded");
+        std::fs::write(&path, "replaced").unwrap();
+        let e = read_as_recorded(&path, &sha256).unwrap_err();
+        assert!(e.starts_with("changed while the gateway started"), "{e}");
+    }
 }

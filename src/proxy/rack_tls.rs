@@ -54,6 +54,9 @@ pub struct Trust<'a> {
     pub pin_sha256: Option<&'a str>,
     /// A PEM CA bundle.
     pub ca_file: Option<&'a Path>,
+    /// The SHA-256 (hex) `ca_file` held when the configuration recorded it; a bundle that no
+    /// longer does is refused.
+    pub ca_sha256: Option<&'a str>,
     /// Any certificate (signatures still checked); logged.
     pub insecure_skip_verify: bool,
 }
@@ -87,6 +90,7 @@ impl RackConnector {
         let trust = Trust {
             pin_sha256: rack.pin_sha256.as_deref(),
             ca_file: rack.ca_file.as_deref(),
+            ca_sha256: rack.ca_sha256.as_deref(),
             insecure_skip_verify: rack.insecure_skip_verify,
         };
         RackConnector::with_trust(&trust, https)
@@ -115,14 +119,18 @@ impl RackConnector {
                 .with_no_client_auth()
         } else if let Some(ca) = trust.ca_file {
             let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| RackTlsError::CaFile {
+            let bytes = match trust.ca_sha256 {
+                Some(sha256) => crate::config::read_as_recorded(ca, sha256),
+                None => std::fs::read(ca).map_err(|e| format!("cannot be read: {e}")),
+            }
+            .map_err(|what| RackTlsError::CaFile {
                 path: ca.display().to_string(),
-                what: e.to_string(),
+                what,
             })?;
-            for cert in certs {
+            for cert in CertificateDer::pem_slice_iter(&bytes) {
                 let cert = cert.map_err(|e| RackTlsError::CaFile {
                     path: ca.display().to_string(),
-                    what: e.to_string(),
+                    what: crate::server::tls::pem_problem(&e),
                 })?;
                 roots.add(cert).map_err(|e| RackTlsError::CaFile {
                     path: ca.display().to_string(),

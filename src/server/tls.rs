@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Tls;
@@ -21,17 +21,20 @@ pub enum TlsError {
     Config(String),
 }
 
-/// The rustls server configuration for `tls` (HTTP/1.1 only, as the convox CLI speaks).
+/// The rustls server configuration for `tls` (HTTP/1.1 only, as the convox CLI speaks), from
+/// the certificate file whose SHA-256 the configuration recorded (refused if it changed since).
+///
+/// Errors about the key name the setting, never its value: a key pasted where its path goes
+/// (`RACK_GATEWAY_TLS_KEY`) would otherwise be printed.
 pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = certificates(&tls.cert)?;
-    let pem = crate::keys::read_private(&tls.key).map_err(|e| TlsError::File {
-        path: tls.key.display().to_string(),
-        what: e.to_string(),
-    })?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::File {
-        path: tls.key.display().to_string(),
-        what: format!("not a PEM private key: {e}"),
-    })?;
+    let chain = certificates(&tls.cert, &tls.cert_sha256)?;
+    let key_error = |what: String| TlsError::File {
+        path: "tls.key (the file it names)".into(),
+        what,
+    };
+    let pem = crate::keys::read_private(&tls.key).map_err(|e| key_error(e.reason()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| key_error(format!("not a PEM private key: {}", pem_problem(&e))))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -43,17 +46,33 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn certificates(path: &Path, sha256: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file_error = |what: String| TlsError::File {
         path: path.display().to_string(),
         what,
     };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(format!("cannot read certificates: {e}")))?
+    let bytes = crate::config::read_as_recorded(path, sha256).map_err(file_error)?;
+    let chain = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(format!("not a PEM certificate chain: {e}")))?;
+        .map_err(|e| file_error(format!("not a PEM certificate chain: {}", pem_problem(&e))))?;
     if chain.is_empty() {
         return Err(file_error("holds no certificate".into()));
     }
     Ok(chain)
+}
+
+/// What is wrong with a PEM file, without its bytes: the parser's own message quotes the line it
+/// stopped at, which in a key written on one line (`echo $KEY > key.pem`) is the whole key.
+pub(crate) fn pem_problem(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => {
+            "a section has no END line (is the file on one line?)".into()
+        }
+        pem::Error::IllegalSectionStart { .. } => "a BEGIN line is malformed".into(),
+        pem::Error::Base64Decode(_) => "a section is not valid base64".into(),
+        pem::Error::Io(e) => e.to_string(),
+        pem::Error::NoItemsFound => "no item of the expected kind".into(),
+        pem::Error::SectionTooLarge => "a section is larger than 256 MB".into(),
+        _ => "malformed".into(),
+    }
 }

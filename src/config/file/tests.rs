@@ -259,6 +259,19 @@ fn an_unknown_or_unreadable_override_is_refused_not_ignored() {
     .unwrap_err()
     .to_string();
     assert_eq!(e, "RACK_GATEWAY_TRUSTED_PROXIES: its value is not UTF-8");
+    // An empty value (a template's unset variable) would clear every protected key.
+    for empty in ["", " "] {
+        let e = overrides(
+            vars(vec![("RACK_GATEWAY_PROTECTED_ENV", empty.into())]),
+            &allowed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("RACK_GATEWAY_PROTECTED_ENV: set but empty"),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -409,4 +422,24 @@ fn a_password_file_must_be_private() {
     std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let c = load(Some(f.path()), &env(&[])).unwrap();
     assert_eq!(c.rack.password.expose(), "hunter2");
+}
+
+/// A password pasted where its file's path goes is not printed back: the error names the
+/// setting and where it came from, not its value.
+#[test]
+fn a_password_file_setting_is_not_echoed() {
+    let f = file(BASE);
+    let e = load(
+        Some(f.path()),
+        &env(&[("RACK_GATEWAY_RACK_PASSWORD_FILE", "hunter2-pasted")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(
+            "rack.password_file (from RACK_GATEWAY_RACK_PASSWORD_FILE): the file cannot be read"
+        ),
+        "{e}"
+    );
+    assert!(!e.contains("hunter2"), "{e}");
 }
