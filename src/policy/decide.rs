@@ -530,6 +530,11 @@ pub fn requirements(matched: &Matched, params: &dyn Fn(&str) -> Option<String>) 
                 params(k).is_none_or(|v| !values.contains(&v.as_str()))
             }
             When::VarNotEq(name, value) => matched.var(name) != Some(*value),
+            When::VarNotUnder(name, prefix) => !matched
+                .var(name)
+                .and_then(|v| v.strip_prefix(prefix))
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
             When::MethodNotIn(methods) => !methods.contains(&matched.method.as_str()),
         };
         if fires && !required.contains(&rule.require) {

@@ -248,7 +248,9 @@ impl Perm {
                 "Start a build from an object, import a build or a prebuilt image."
             }
             Perm::BuildExport => "Download a whole build (its images) as a tarball.",
-            Perm::BuildUpdate => "Rewrite a build's record (status, release, manifest, logs).",
+            Perm::BuildUpdate => {
+                "Rewrite a build's record (status, release, manifest, logs) or images; write or delete objects outside `tmp/`."
+            }
             Perm::BuildExternal => {
                 "Start an `external=true` build, whose answer carries the rack password."
             }

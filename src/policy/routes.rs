@@ -69,6 +69,9 @@ pub enum When {
     AbsentOrNotIn(&'static str, &'static [&'static str]),
     /// The path variable's value differs from the literal.
     VarNotEq(&'static str, &'static str),
+    /// The path variable's value is not the prefix followed by one more segment
+    /// (`tmp/<name>` for `VarNotUnder("key", "tmp")`).
+    VarNotUnder(&'static str, &'static str),
     /// The request method is none of these (for `ANY` routes).
     MethodNotIn(&'static [&'static str]),
 }
@@ -354,6 +357,15 @@ pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 /// recorded lookup of the process (`src/proxy/build_process.rs`).
 pub const INTO_PROCESS: &[&str] = &["process.exec", "file.get", "file.put", "file.delete"];
 
+/// Writing or deleting an object outside `tmp/<name>` (the only keys the CLI uploads, for
+/// deploys) may replace the rack's own objects: a finished build's logs are the object
+/// `build/<id>/logs`, which `convox builds logs` and auditors read back.
+const OBJECT_OUTSIDE_TMP: ParamRule = ParamRule {
+    when: When::VarNotUnder("key", "tmp"),
+    require: Perm::BuildUpdate,
+    why: "keys outside tmp/ hold the rack's own objects, build logs among them",
+};
+
 pub const ROUTES: &[RouteRule] = &[
     // --- 3.1 Meta ---
     RouteRule {
@@ -625,11 +637,14 @@ pub const ROUTES: &[RouteRule] = &[
         path: "/apps/{app}/objects/{*key}",
         tail: Some(Tail::ObjectKey),
         permission: Perm::ObjectCreate,
-        rules: &[ParamRule {
-            when: When::PresentNotIn("Public", GO_FALSE),
-            require: Perm::ObjectPublic,
-            why: "a public object is readable without credentials",
-        }],
+        rules: &[
+            ParamRule {
+                when: When::PresentNotIn("Public", GO_FALSE),
+                require: Perm::ObjectPublic,
+                why: "a public object is readable without credentials",
+            },
+            OBJECT_OUTSIDE_TMP,
+        ],
         secrets: sec(INC, NO),
         stream: Stream::Up,
         params: Params {
@@ -663,6 +678,7 @@ pub const ROUTES: &[RouteRule] = &[
         path: "/apps/{app}/objects/{*key}",
         tail: Some(Tail::ObjectKey),
         permission: Perm::ObjectDelete,
+        rules: &[OBJECT_OUTSIDE_TMP],
         rack_role: "w",
         ..BASE
     },
@@ -737,7 +753,9 @@ pub const ROUTES: &[RouteRule] = &[
         name: "build.image",
         method: "POST",
         path: "/apps/{app}/builds/{id}/image",
-        permission: Perm::BuildCreate,
+        // It copies the image into an existing build (any build not running, the promoted
+        // release's among them): a rewrite of that build, not a new one.
+        permission: Perm::BuildUpdate,
         secrets: sec(SENS, NO),
         params: form(&[p("image"), p("src-creds-user"), s("src-creds-pass")]),
         rack_role: "w",

@@ -74,6 +74,7 @@ fn rules_cell(r: &RouteRule) -> String {
                     format!("`{k}` absent or not one of {}", vs.join(", "))
                 }
                 When::VarNotEq(k, v) => format!("`{{{k}}}` ≠ `{v}`"),
+                When::VarNotUnder(k, v) => format!("`{{{k}}}` not `{v}/<name>`"),
                 When::MethodNotIn(ms) => format!("method not {}", ms.join("/")),
             };
             format!("`{}` when {when}", rule.require.as_str())

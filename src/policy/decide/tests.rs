@@ -600,6 +600,61 @@ fn env_external_builds_privileged_runs_and_public_objects_raise_the_requirement(
     check(&d, with_headers(upload, &[("Public", b"false")]), "allow");
 }
 
+/// Deploys upload `tmp/<name>`; any other key may be the rack's own object (a build's stored
+/// logs), which only an admin may write or delete. Reading it stays with `object:read`.
+#[test]
+fn objects_outside_tmp_are_written_and_deleted_by_admins_only() {
+    let d = user(&[Role::Deployer]);
+    let admin = user(&[Role::Admin]);
+    let cicd = cicd_token();
+    for grant in [&d, &cicd] {
+        check(grant, req("POST", "/apps/x/objects/tmp/a.tgz?"), "allow");
+    }
+    check(&d, req("DELETE", "/apps/x/objects/tmp/a.tgz?"), "allow");
+    for key in [
+        "build/B1/logs",
+        "tmp/a/b.tgz",
+        "a.tgz",
+        "tmpx/a.tgz",
+        "x/tmp/a.tgz",
+    ] {
+        for method in ["POST", "DELETE"] {
+            let target = format!("/apps/x/objects/{key}?");
+            check(
+                &d,
+                req(method, &target),
+                "permission_denied(convox:build:update)",
+            );
+            check(&admin, req(method, &target), "allow");
+        }
+        let target = format!("/apps/x/objects/{key}?");
+        check(
+            &cicd,
+            req("POST", &target),
+            "permission_denied(convox:build:update)",
+        );
+        check(&d, req("GET", &target), "allow");
+    }
+}
+
+/// Importing an image into a build rewrites that build, whichever it is (the promoted
+/// release's too): an admin's rewrite, not a deployer's or a pipeline's new build.
+#[test]
+fn importing_an_image_into_a_build_is_a_rewrite() {
+    let image = form("POST", "/apps/x/builds/B1/image?", b"image=org%2Fimg%3Atag");
+    check(
+        &user(&[Role::Deployer]),
+        image,
+        "permission_denied(convox:build:update)",
+    );
+    check(
+        &cicd_token(),
+        image,
+        "permission_denied(convox:build:update)",
+    );
+    check(&user(&[Role::Admin]), image, "allow");
+}
+
 #[test]
 fn only_the_cli_env_mask_config_is_readable_below_admin() {
     let v = user(&[Role::Viewer]);

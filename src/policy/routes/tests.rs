@@ -270,6 +270,9 @@ fn rules_name_parameters_the_route_takes() {
                 When::VarNotEq(v, _) => {
                     assert!(r.path.contains(&format!("{{{v}}}")), "{}: {v}", r.name)
                 }
+                When::VarNotUnder(v, _) => {
+                    assert!(r.path.contains(&format!("{{*{v}}}")), "{}: {v}", r.name)
+                }
                 When::MethodNotIn(_) => assert_eq!(r.method, "ANY", "{}", r.name),
             }
             assert_ne!(rule.require, r.permission, "{}: a rule must raise", r.name);
