@@ -1940,9 +1940,21 @@ async fn relay_stream(
         }])
         .await;
     if opened.is_err() {
-        // Fail closed: nothing is relayed that the log does not show opening. Dropping both
-        // connections ends the stream; the intent's end is recorded if the log takes it.
+        // Fail closed: nothing is relayed that the log does not show opening. Dropping the
+        // rack's socket ends the stream there; the caller is told why inside its socket, with
+        // exit code 1 where the CLI reads one (a bare close would read as success). The
+        // intent's end is recorded if the log takes it.
+        drop(rack);
         pending.complete(101, None, Some("audit_unavailable"));
+        let _ = ws::refuse(
+            hyper_util::rt::TokioIo::new(caller),
+            "the gateway cannot record this stream (its audit log is unavailable), so it was \
+             closed before anything was relayed; the rack had been asked to open it, so a \
+             command may have started: check before running it again",
+            std::time::Duration::from_secs(2),
+            exit_code,
+        )
+        .await;
         return;
     }
     let request = pending.streamed();

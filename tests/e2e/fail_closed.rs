@@ -77,3 +77,49 @@ async fn check_fail_closed(how: Failure) {
     let decided: Vec<_> = finished.events.iter().filter_map(requested).collect();
     assert_eq!(decided.len(), 2, "only the calls after the outage");
 }
+
+/// A log that fails between a stream's intent and its opening (the rack already asked to open
+/// it): nothing is relayed, and the caller is told why inside the socket, with exit code 1, not
+/// a bare close that `convox exec` and `convox run` would read as success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_log_cannot_open_tells_its_caller_and_exits_1() {
+    use crate::streams::{EXEC, open};
+    use crate::support::{eventually, texts, until_eof};
+    let (gw, disk) = gateway_on_failing_disk().await;
+    gw.rack()
+        .set_handshake_delay(std::time::Duration::from_millis(800));
+    // The intent is durable once the rack has the handshake; the disk fails before the rack
+    // answers it, so the stream's opening cannot be recorded.
+    let failing = async {
+        eventually("the handshake at the rack", || async {
+            gw.rack()
+                .received()
+                .iter()
+                .any(|r| r.target.starts_with(EXEC))
+                .then_some(())
+        })
+        .await;
+        disk.fail(Some(Failure::Full));
+    };
+    let ((status, mut reader, _writer), ()) = tokio::join!(open(&gw, gw.token(), EXEC), failing);
+    assert!(status.contains("101"), "{status}");
+    let text = texts(&until_eof(&mut reader).await);
+    assert!(
+        text.first()
+            .is_some_and(|t| t.starts_with("ERROR: the gateway cannot record this stream")),
+        "{text:?}"
+    );
+    assert_eq!(
+        text.last().map(String::as_str),
+        Some(format!("{}1\n", mock_rack::EXIT_MARKER).as_str())
+    );
+    disk.fail(None);
+    gw.rack().set_handshake_delay(std::time::Duration::ZERO);
+    let events = gw.finish().await.events;
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.event, events::event::Event::StreamOpened { .. })),
+        "no stream was opened"
+    );
+}

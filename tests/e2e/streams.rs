@@ -15,11 +15,11 @@ use crate::support::{
     TestGateway, basic, eventually, open_socket, payloads, requested_paths, texts, until_eof,
 };
 
-const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
+pub(crate) const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
 
 /// Opens a WebSocket through the gateway as the CLI does and returns the frame reader, the
 /// writer and the status.
-async fn open(
+pub(crate) async fn open(
     gw: &TestGateway,
     token: &str,
     path: &str,

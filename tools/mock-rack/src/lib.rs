@@ -114,6 +114,13 @@ impl MockRack {
         self.shared.set_answer_delay(delay);
     }
 
+    /// Test-only: from now on every WebSocket handshake is answered `delay` after it was
+    /// recorded (its session starts once the caller has the answer), as from a slow rack; zero
+    /// (the state at start) answers at once.
+    pub fn set_handshake_delay(&self, delay: std::time::Duration) {
+        self.shared.set_handshake_delay(delay);
+    }
+
     /// Test-only: from now on every answer's head goes out at once and its body only after
     /// `stall`, as from a rack that answered and then stalled; zero (the state at start) sends
     /// both together.

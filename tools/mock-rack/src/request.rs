@@ -143,6 +143,10 @@ pub(crate) async fn handle(
         };
         let used = call.params.into_used();
         record(&shared, seq, &parts, body.bytes, used, true, &response);
+        let delay = shared.handshake_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         return response;
     }
 

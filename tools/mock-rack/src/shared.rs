@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     gzip_answers: AtomicBool,
     /// How long handler answers are held back, in milliseconds (test-only switch).
     answer_delay_ms: AtomicU64,
+    /// How long WebSocket handshake answers are held back, in milliseconds (test-only switch).
+    handshake_delay_ms: AtomicU64,
     /// How long answer bodies wait after their head, in milliseconds (test-only switch).
     body_stall_ms: AtomicU64,
     /// Whether a release created with an `env` fails, quoting it (test-only switch).
@@ -38,6 +40,7 @@ impl Shared {
             recorder: Recorder::new(),
             gzip_answers: AtomicBool::new(false),
             answer_delay_ms: AtomicU64::new(0),
+            handshake_delay_ms: AtomicU64::new(0),
             body_stall_ms: AtomicU64::new(0),
             quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
@@ -68,6 +71,16 @@ impl Shared {
     pub(crate) fn set_answer_delay(&self, delay: std::time::Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.answer_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long WebSocket handshake answers are held back now.
+    pub(crate) fn handshake_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.handshake_delay_ms.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn set_handshake_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.handshake_delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// How long answer bodies wait after their head now.
