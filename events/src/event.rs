@@ -155,7 +155,8 @@ pub struct CommandCompleted {
     /// Why the gateway answered `status` itself instead of relaying the rack's answer (a 502:
     /// the rack unreachable, or an answer it could not mask), as the error kind the caller was
     /// told, or why the call did not run its course (`abandoned`: the caller went away before
-    /// the answer; `answer_cut_short`: the answer stopped partway); `None` when the rack's
+    /// the answer; `answer_cut_short`: the answer stopped partway; `body_cut_short`, a 400:
+    /// the caller's upload stopped partway); `None` when the rack's
     /// answer was relayed whole. An auditor tells the cases apart here.
     pub failure: Option<String>,
 }

@@ -401,7 +401,13 @@ async fn pipeline(
     if let Some(key) = ws_key {
         let still_permitted = || {
             let (usable, grant) = standing_now(state, &caller);
-            usable && policy::authorize(&matched, &|k| params.get(k), &grant).is_ok()
+            if !usable {
+                Err(NO_LONGER_USABLE)
+            } else if policy::authorize(&matched, &|k| params.get(k), &grant).is_err() {
+                Err(NO_LONGER_PERMITTED)
+            } else {
+                Ok(())
+            }
         };
         return open_stream(
             state,
@@ -705,6 +711,21 @@ const ANSWER_ENCODED: &str = "answer_encoded";
 /// rack's, the body the gateway's.
 const ANSWER_WITHHELD: &str = "answer_withheld";
 
+/// Recorded for an upload whose caller's body ended before its end (see [`caller_body_failed`]).
+const BODY_CUT_SHORT: &str = "body_cut_short";
+
+/// Whether the rack could not be sent the call because the caller's body failed (the caller
+/// went away mid-upload, or stalled): hyper reports a body's error as the user's, with the
+/// body's own error (an `io::Error` here) as its cause; its other user errors (a connection
+/// task gone, say) carry none.
+fn caller_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .filter(|h| h.is_user())
+        .and_then(std::error::Error::source)
+        .is_some_and(|cause| cause.is::<std::io::Error>())
+}
+
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
 /// when the answer's body ends, without holding the answer for its durability.
 async fn forward(
@@ -778,6 +799,17 @@ async fn forward(
     let sent = state.upstream.client().request(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
+        Err(e) if caller_body_failed(&e) => {
+            // The caller's upload ended early (it went away, or sent nothing for 60 s): the
+            // caller's doing, not the rack's, and recorded so.
+            pending.complete(400, None, Some(BODY_CUT_SHORT));
+            return Err(ProxyError::BadRequest {
+                kind: BODY_CUT_SHORT,
+                what: "the request body stopped before its end (the connection failed, or \
+                       nothing more came for 60 s); the rack may have received part of it"
+                    .into(),
+            });
+        }
         Err(_) => {
             answered_itself(ProxyError::Upstream.kind());
             return Err(ProxyError::Upstream);
@@ -1692,7 +1724,7 @@ async fn open_stream(
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
-    still_permitted: &(dyn Fn() -> bool + Sync),
+    still_permitted: &(dyn Fn() -> Result<(), &'static str> + Sync),
 ) -> Result<Response, ProxyError> {
     let Some(registration) = state.streams.register(
         caller.token.id,
@@ -1722,14 +1754,14 @@ async fn open_stream(
     // A revocation, disablement or demotion applied since the caller was checked closed the
     // streams registered then, not this one: checked again now that it is registered (the
     // watcher sees whatever is applied after this look).
-    if !still_permitted() {
+    if let Err(kind) = still_permitted() {
         drop(registration);
         record_denial(
             state,
             caller,
             method,
             path.as_str(),
-            "token_no_longer_usable",
+            kind,
             Some(permission.to_owned()),
             &recorded_params,
         )

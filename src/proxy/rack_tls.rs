@@ -193,6 +193,7 @@ impl RackConnector {
             None => connect_loopback(host, port).await?,
         };
         let _ = tcp.set_nodelay(true);
+        let _ = crate::server::keepalive::keep_alive(&tcp);
         match &self.tls {
             None => Ok(RackStream::Plain(tcp)),
             Some(tls) => {

@@ -7,6 +7,7 @@
 //! only then lets the store finish its appends.
 
 pub mod dev;
+pub mod keepalive;
 pub mod serve;
 pub mod tls;
 
@@ -217,6 +218,7 @@ where
                 continue;
             }
             let _ = stream.io.set_nodelay(true);
+            let _ = keepalive::keep_alive(&stream.io);
             let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             connections.spawn(async move {

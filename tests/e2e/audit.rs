@@ -262,3 +262,51 @@ async fn a_secret_pasted_into_a_path_never_enters_the_log() {
     assert_absent(&finished, &pasted);
     assert_absent(&finished, github);
 }
+
+/// A caller that goes away partway through an upload: the completion says its body was cut
+/// short (the caller's doing), not that the rack was unavailable, and counts what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_its_caller_cuts_short_is_recorded_as_such() {
+    use tokio::io::AsyncWriteExt;
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let data = vec![7u8; 200_000];
+    let raw = gw.cli().request(
+        "POST",
+        "/apps/x/objects/tmp/cut.tgz?",
+        &[],
+        crate::support::Body::Raw(&data),
+    );
+    let sent = raw.len() - data.len() + 50_000;
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(&raw[..sent]).await.unwrap();
+    crate::support::eventually("the intent", || async {
+        gw.events_since(since)
+            .await
+            .iter()
+            .find_map(requested)
+            .map(|_| ())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(tcp);
+    let completed = crate::support::eventually("a completion", || async {
+        gw.events_since(since)
+            .await
+            .iter()
+            .find_map(crate::support::completed)
+            .cloned()
+    })
+    .await;
+    assert_eq!(
+        (completed.status, completed.failure.as_deref()),
+        (400, Some("body_cut_short")),
+        "{completed:?}"
+    );
+    assert!(
+        completed.bytes_in > 0 && completed.bytes_in <= 50_000,
+        "{completed:?}"
+    );
+    assert_eq!(completed.sha256_in, None);
+    gw.finish().await;
+}

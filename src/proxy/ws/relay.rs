@@ -171,6 +171,9 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
 const EOF_GRACE: Duration = Duration::from_millis(250);
 
+/// How long a relay waits for the answer to a close it forwarded before it answers itself.
+const CLOSE_ANSWER: Duration = Duration::from_secs(1);
+
 /// The largest frame payload a relay accepts from the caller by default: 1 MiB, 32 times the
 /// CLI's largest.
 pub const MAX_CALLER_PAYLOAD: usize = 1 << 20;
@@ -352,12 +355,19 @@ async fn finish<C, R>(
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
-    match end {
-        // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back.
-        ClosedBy::CallerClosed => outbound.drain_until_close().await,
-        ClosedBy::RackClosed => inbound.drain_until_close().await,
-        _ => {}
-    }
+    // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back. A side
+    // that reads nothing never answers (the rack on a log stream, which only writes): after
+    // `CLOSE_ANSWER` the gateway answers in its place, rather than leave the closing side
+    // waiting out the whole close timeout for a reset.
+    let _ = match end {
+        ClosedBy::CallerClosed => {
+            tokio::time::timeout(CLOSE_ANSWER, outbound.drain_until_close()).await
+        }
+        ClosedBy::RackClosed => {
+            tokio::time::timeout(CLOSE_ANSWER, inbound.drain_until_close()).await
+        }
+        _ => Ok(()),
+    };
     let (to_caller, to_rack) = closing_codes(end, outbound.eof);
     // The rack's output is whole and the caller is still there to take its end.
     let caller_open = match end {

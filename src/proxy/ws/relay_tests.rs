@@ -663,6 +663,21 @@ async fn a_close_is_forwarded_and_its_answer_relayed_back() {
     assert_eq!(stats.bytes_out, 10);
 }
 
+/// A rack that reads nothing (a log stream) never answers the caller's close: the gateway
+/// answers it after a moment, long before the close timeout would cut the connection.
+#[tokio::test]
+async fn a_close_the_rack_never_answers_is_answered_by_the_gateway() {
+    let config = RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let mut h = start(config);
+    h.caller.writer.close(1000, b"bye").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::CallerClosed);
+}
+
 #[tokio::test]
 async fn a_rack_close_is_forwarded_and_the_callers_answer_relayed_back() {
     let config = RelayConfig {
