@@ -156,7 +156,7 @@ pub struct CommandCompleted {
     /// the rack unreachable, or an answer it could not mask), as the error kind the caller was
     /// told, or why the call did not run its course (`abandoned`: the caller went away before
     /// the answer; `answer_cut_short`: the answer stopped partway; `body_cut_short`, a 400:
-    /// the caller's upload stopped partway); `None` when the rack's
+    /// the upload's body stopped partway on the caller's side); `None` when the rack's
     /// answer was relayed whole. An auditor tells the cases apart here.
     pub failure: Option<String>,
 }

@@ -307,7 +307,7 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let tls = match (path("tls.cert"), path("tls.key")) {
         (Some(cert), Some(key)) => Some(
             Tls::at(cert.clone(), key)
-                .map_err(|e| value_err("tls.cert", format!("{}: {e}", cert.display())))?,
+                .map_err(|e| value_err("tls.cert", format!("{}: {e}", super::shown_path(&cert))))?,
         ),
         (None, None) => None,
         _ => {
@@ -419,8 +419,9 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let ca_sha256 = match &ca_file {
         None => None,
         Some(file) => {
-            let digest = super::file_sha256(file)
-                .map_err(|e| value_err("rack.ca_file", format!("{}: {e}", file.display())))?;
+            let digest = super::file_sha256(file).map_err(|e| {
+                value_err("rack.ca_file", format!("{}: {e}", super::shown_path(file)))
+            })?;
             Some(digest)
         }
     };

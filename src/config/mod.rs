@@ -103,6 +103,19 @@ pub struct Limits {
     pub form_timeout: Duration,
 }
 
+/// A path setting's value as an error message shows it: as given, unless it cannot be a path
+/// but may be a secret (a PEM block, or several lines, pasted where the path goes: a file of a
+/// certificate and its key together, say).
+pub fn shown_path(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    if text.contains(['\n', '\r']) || text.contains("-----") {
+        "(a value that is not a path: it holds a PEM block or a line break; give the file's path)"
+            .to_owned()
+    } else {
+        text.into_owned()
+    }
+}
+
 /// The SHA-256 (hex) of the file at `path`, as the configuration records it.
 pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
     let bytes = std::fs::read(path)?;

@@ -1978,11 +1978,17 @@ async fn relay_stream(
         // intent's end is recorded if the log takes it.
         drop(rack);
         pending.complete(101, None, Some("audit_unavailable"));
-        let _ = ws::refuse(
-            hyper_util::rt::TokioIo::new(caller),
+        let reason = if exit_code {
             "the gateway cannot record this stream (its audit log is unavailable), so it was \
              closed before anything was relayed; the rack had been asked to open it, so a \
-             command may have started: check before running it again",
+             command may have started: check before running it again"
+        } else {
+            "the gateway cannot record this stream (its audit log is unavailable), so it was \
+             closed before anything was relayed; try again later"
+        };
+        let _ = ws::refuse(
+            hyper_util::rt::TokioIo::new(caller),
+            reason,
             std::time::Duration::from_secs(2),
             exit_code,
         )

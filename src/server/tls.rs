@@ -48,7 +48,7 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
 
 fn certificates(path: &Path, sha256: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file_error = |what: String| TlsError::File {
-        path: path.display().to_string(),
+        path: crate::config::shown_path(path),
         what,
     };
     let bytes = crate::config::read_as_recorded(path, sha256).map_err(file_error)?;

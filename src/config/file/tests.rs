@@ -443,3 +443,28 @@ fn a_password_file_setting_is_not_echoed() {
     );
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// A certificate file's contents (with its key, as some tools keep them) pasted where its path
+/// goes are not printed back: the error says the value is not a path.
+#[test]
+fn a_pem_block_given_as_a_path_is_not_echoed() {
+    let f = file(BASE);
+    let pasted =
+        "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49pasted\n-----END PRIVATE KEY-----\n";
+    let e = load(
+        Some(f.path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_TLS_CERT", pasted),
+            ("RACK_GATEWAY_TLS_KEY", "/etc/rack-gateway/key.pem"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("tls.cert (from RACK_GATEWAY_TLS_CERT)"),
+        "{e}"
+    );
+    assert!(e.contains("not a path"), "{e}");
+    assert!(!e.contains("MIGHAgEAMBMGByqGSM49pasted"), "{e}");
+}

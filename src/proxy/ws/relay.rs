@@ -171,7 +171,8 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
 const EOF_GRACE: Duration = Duration::from_millis(250);
 
-/// How long a relay waits for the answer to a close it forwarded before it answers itself.
+/// How long a relay of a stream without an exit code (a log stream) waits for the answer to a
+/// close it forwarded before it answers itself.
 const CLOSE_ANSWER: Duration = Duration::from_secs(1);
 
 /// The largest frame payload a relay accepts from the caller by default: 1 MiB, 32 times the
@@ -355,16 +356,22 @@ async fn finish<C, R>(
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
-    // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back. A side
-    // that reads nothing never answers (the rack on a log stream, which only writes): after
-    // `CLOSE_ANSWER` the gateway answers in its place, rather than leave the closing side
-    // waiting out the whole close timeout for a reset.
+    // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back. On a log
+    // stream the rack reads nothing and never answers: after `CLOSE_ANSWER` the gateway
+    // answers in its place, rather than leave the caller waiting out the whole close timeout
+    // for a reset. Exec and shell streams (`await_caller`) wait as long as the close may take:
+    // the rack's last output and exit line, or a slow caller's answer, come in that time.
+    let answer_within = if await_caller {
+        Duration::MAX
+    } else {
+        CLOSE_ANSWER
+    };
     let _ = match end {
         ClosedBy::CallerClosed => {
-            tokio::time::timeout(CLOSE_ANSWER, outbound.drain_until_close()).await
+            tokio::time::timeout(answer_within, outbound.drain_until_close()).await
         }
         ClosedBy::RackClosed => {
-            tokio::time::timeout(CLOSE_ANSWER, inbound.drain_until_close()).await
+            tokio::time::timeout(answer_within, inbound.drain_until_close()).await
         }
         _ => Ok(()),
     };

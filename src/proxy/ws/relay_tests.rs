@@ -665,10 +665,12 @@ async fn a_close_is_forwarded_and_its_answer_relayed_back() {
 
 /// A rack that reads nothing (a log stream) never answers the caller's close: the gateway
 /// answers it after a moment, long before the close timeout would cut the connection.
+/// (Exec streams wait out the close timeout: `a_close_is_forwarded_and_its_answer_relayed_back`.)
 #[tokio::test]
 async fn a_close_the_rack_never_answers_is_answered_by_the_gateway() {
     let config = RelayConfig {
         close_timeout: Duration::from_secs(3600),
+        exit_code: false,
         ..RelayConfig::default()
     };
     let mut h = start(config);
