@@ -18,7 +18,7 @@ use std::time::Duration;
 use events::checkpoint::{self, NoteSigner};
 use events::hash;
 use events::store::conformance::{self, TestFold};
-use events::store::redb::{LogReader, Options, RedbStore, journal_path};
+use events::store::redb::{LogReader, Options, Recovery, RedbStore, journal_path};
 use events::store::{CheckpointPolicy, EventStore, StoreError};
 
 const ORIGIN: &str = "journal.example/log";
@@ -184,6 +184,7 @@ async fn acknowledged_records_only_in_the_journal_come_back_on_open() {
     drop(without);
 
     let reopened = open(copy.path()).unwrap();
+    assert_eq!(reopened.recovered(), Recovery::default(), "nothing dropped");
     let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes, "every acknowledged record, unchanged");
     assert_eq!(
@@ -196,6 +197,10 @@ async fn acknowledged_records_only_in_the_journal_come_back_on_open() {
         .await
         .unwrap();
     drop(reopened);
+    // A store stopped cleanly reopens with nothing to report (its journal started over).
+    let again = open(copy.path()).unwrap();
+    assert_eq!(again.recovered(), Recovery::default(), "a clean stop");
+    drop(again);
     assert_eq!(
         LogReader::open(&copy.path().join("log.redb"))
             .unwrap()
@@ -222,6 +227,14 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
     let reopened = open(copy.path()).unwrap();
     let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes[..40], "all but the torn record");
+    assert_eq!(
+        reopened.recovered(),
+        Recovery {
+            cut_short_at: Some(last.pos as u64),
+            ..Recovery::default()
+        },
+        "the frame that is not whole is reported where it begins"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

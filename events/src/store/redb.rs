@@ -98,6 +98,21 @@ pub struct RedbStore<S: Fold> {
     shared: Arc<Shared<S>>,
     tx: Mutex<Option<mpsc::Sender<Msg<S>>>>,
     thread: Mutex<Option<thread::JoinHandle<()>>>,
+    recovered: Recovery,
+}
+
+/// What opening the store found in the journal besides the records it took back: what was
+/// dropped, and why. Each is also said on stderr when found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Intact frames of a last batch a crash cut short (never acknowledged), dropped.
+    pub dropped: usize,
+    /// Intact frames of a write that had reported failure (its appends answered as failed),
+    /// dropped.
+    pub refused: usize,
+    /// The byte where the journal ended in a frame that is not whole, with nothing intact after
+    /// it: a crash during the last write, or damage to the last acknowledged batch.
+    pub cut_short_at: Option<u64>,
 }
 
 /// What opening a store needs besides the state.
@@ -326,7 +341,7 @@ impl<S: Fold> RedbStore<S> {
             seal: false,
             unindexed: Unindexed::default(),
         };
-        sequencer.replay_journal()?;
+        let recovered = sequencer.replay_journal()?;
         catch_up(&shared, sequencer.view.size)?;
         sequencer.publish_head();
         sequencer.set_indexed(sequencer.view.size);
@@ -344,7 +359,13 @@ impl<S: Fold> RedbStore<S> {
             shared,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(handle)),
+            recovered,
         })
+    }
+
+    /// What opening the store found in the journal and dropped.
+    pub fn recovered(&self) -> Recovery {
+        self.recovered
     }
 
     /// Stops accepting appends, lets the sequencer finish every request already sent, and
@@ -894,7 +915,7 @@ impl<S: Fold> Sequencer<S> {
     /// commit, then lets the journal start over. Runs on open and on every reopen, before the
     /// state catches up. A journaled checkpoint must be signed by this store's key and sign the
     /// root the recovered records give at its size.
-    fn replay_journal(&mut self) -> Result<(), StoreError> {
+    fn replay_journal(&mut self) -> Result<Recovery, StoreError> {
         let journal = self
             .journal
             .as_mut()
@@ -971,7 +992,11 @@ impl<S: Fold> Sequencer<S> {
                     .map_err(|e| StoreError::Io(format!("cannot restart the journal: {e}")))?;
             }
         }
-        Ok(())
+        Ok(Recovery {
+            dropped: pending.dropped,
+            refused: pending.refused,
+            cut_short_at: pending.cut_short,
+        })
     }
 
     /// Refuses a journaled checkpoint this store did not sign, or one that does not sign the
@@ -1280,7 +1305,7 @@ impl<S: Fold> Sequencer<S> {
         let recovered = Journal::open(files.journal, files.direct)
             .map(|j| self.journal = Some(j))
             .and_then(|()| self.replay_journal())
-            .and_then(|()| catch_up(&self.shared, self.view.size));
+            .and_then(|_| catch_up(&self.shared, self.view.size));
         if let Err(e) = recovered {
             let why = format!("cannot recover the event store's journal: {e}");
             self.set_index_error(why.clone());
