@@ -24,8 +24,8 @@ use events::record::{self, Record};
 use events::store::redb::LogReader;
 use events::store::{CheckpointPolicy, EventStore};
 use events::time::Clock;
-use rack_gateway::console::unknown_route::MAX_RECORDED_PATH;
 use rack_gateway::identity::admin::{self, TokenRequest};
+use rack_gateway::proxy::redact::MAX_RECORDED_PATH;
 use rack_gateway::server::dev::{self, DEV_USER, DevOptions, Running};
 use rack_gateway::store;
 use serde_json::{Value, json};
@@ -942,6 +942,15 @@ async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
     let delete = ("DELETE", good.as_str(), true);
     check_malformed(&gw, delete, "", "invalid_json", "body line 1 column").await;
     check_malformed(&gw, delete, r#"{"reason":""}"#, "invalid_field", "reason").await;
+    // A token pasted into the reason for revoking it, or into a name, would stay in the log
+    // for good: refused, and the refusal records where, not the text.
+    let pasted = format!(r#"{{"reason":"leaked: {}"}}"#, gw.admin());
+    check_malformed(&gw, delete, &pasted, "invalid_field", "reason").await;
+    let named = format!(
+        r#"{{"name":"ci {}","owner":"viewer@example.com","scopes":["convox:app:read"]}}"#,
+        gw.admin()
+    );
+    check_malformed(&gw, post, &named, "invalid_field", "name").await;
     check_malformed(
         &gw,
         delete,
@@ -950,7 +959,7 @@ async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
         "body line 1 column",
     )
     .await;
-    let malformed = 17;
+    let malformed = 19;
 
     let admin = format!("Bearer {}", gw.admin());
     let huge = create(&format!(r#","name2":"{}""#, "a".repeat(20_000)));
@@ -1442,19 +1451,26 @@ async fn unknown_routes_get_404_recorded_when_authenticated_and_counted_when_not
         .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
         .await;
     let long = format!("/api/v1/{}", "x".repeat(1000));
+    // The HTTP parser takes a method of any length; the record keeps its first 32 bytes.
+    let long_method = "M".repeat(1000);
     for (method, path) in [
         ("GET", "/api/v1/users"),
         ("POST", "/admin"),
         ("PUT", TOKENS),
         ("PATCH", "/api/v1/tokens/x"),
         ("GET", long.as_str()),
+        (long_method.as_str(), "/api/v1/users"),
     ] {
         for token in [gw.admin(), viewer.as_str()] {
             let since = gw.head();
             let reply = gw.api(method, path, token, None).await;
             assert_eq!(reply.refused(404), "unknown_route", "{method} {path}");
             let denial = one_denial(&gw, since).await;
-            assert_eq!(denial.method, method);
+            if method.len() <= 32 {
+                assert_eq!(denial.method, method);
+            } else {
+                assert_eq!(denial.method, format!("{}…", &method[..32]));
+            }
             assert_eq!(denial.reason, "unknown_route");
             assert_eq!(denial.permission, None, "{method} {path}");
             if path.len() <= MAX_RECORDED_PATH {

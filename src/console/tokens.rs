@@ -52,9 +52,6 @@ pub const TOKENS: &str = "/api/v1/tokens";
 pub const MAX_BODY: usize = 16 * 1024;
 /// How long a request body may take to arrive.
 const BODY_WAIT: Duration = Duration::from_secs(30);
-/// The longest revocation reason.
-pub const MAX_REASON: usize = 256;
-
 /// The token routes, each beside its handler.
 pub fn routes() -> Router<Arc<ConsoleState>> {
     Router::new()
@@ -258,16 +255,11 @@ async fn revoke(
     };
     let body: RevokeTokenBody = read_json(state, call, &caller, &parts.headers, body).await?;
     let reason = body.reason;
-    if reason.is_empty() || reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
-        return Err(malformed(
-            state,
-            call,
-            &caller,
-            "invalid_field",
-            format!("a reason has 1 to {MAX_REASON} printable characters"),
-            "reason",
-        )
-        .await);
+    // Checked before anything is recorded: the refusal records where, not the text.
+    if let Err(AdminError::Invalid { field, what }) =
+        admin::check_free_text("reason", "a reason", &reason, admin::MAX_REASON)
+    {
+        return Err(malformed(state, call, &caller, "invalid_field", what, &field).await);
     }
     let params = vec![
         ("id".to_owned(), id.to_hex()),

@@ -101,6 +101,31 @@ impl fmt::Display for Ceiling {
 }
 
 const MAX_NAME: usize = 64;
+/// The longest revocation reason.
+pub const MAX_REASON: usize = 256;
+
+/// Checks text an operator types that the log keeps for good (a token's name, a revocation's
+/// reason): 1 to `max` bytes, printable, and nothing the log's scrubber would take for a secret
+/// (a token pasted into the reason for revoking it, a URL with its password). Such text is
+/// refused, not rewritten: what is stored is what was typed.
+pub fn check_free_text(field: &str, what: &str, text: &str, max: usize) -> Result<(), AdminError> {
+    if text.is_empty() || text.len() > max || text.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            &format!("{what} has 1 to {max} printable characters"),
+        ));
+    }
+    if crate::proxy::redact::scrub(text) != text {
+        return Err(invalid(
+            field,
+            &format!(
+                "{what} holds what looks like a secret (a token, a URL's password, a key); the \
+                 log keeps it for good, so describe it without it"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Creates a token: a fresh id and secret, recorded as `TokenCreated` with only the secret's hash.
 ///
@@ -171,12 +196,7 @@ async fn create(
     bound: Option<Bound>,
     intent: Option<Event>,
 ) -> Result<CreatedToken, AdminError> {
-    if req.name.is_empty() || req.name.len() > MAX_NAME || req.name.chars().any(char::is_control) {
-        return Err(invalid(
-            "name",
-            &format!("a token name has 1 to {MAX_NAME} printable characters"),
-        ));
-    }
+    check_free_text("name", "a token name", &req.name, MAX_NAME)?;
     check_principal("owner", &req.owner)?;
     for (i, s) in req.scopes.iter().enumerate() {
         check_permission(&format!("scopes[{i}]"), s)?;
@@ -321,6 +341,7 @@ async fn revoke(
     bound: Option<Bound>,
     intent: Option<Event>,
 ) -> Result<Seq, AdminError> {
+    check_free_text("reason", "a reason", &reason, MAX_REASON)?;
     let (events, at) = entry(intent, Event::TokenRevoked { token, by, reason });
     let appended = store
         .append_if(

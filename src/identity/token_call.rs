@@ -37,7 +37,9 @@ impl TokenCall<'_> {
             credential: Some(self.token.id.to_hex()),
             client_ip: self.ip.to_string(),
             user_agent: self.user_agent.to_owned(),
-            method: method.to_owned(),
+            // The HTTP parser takes a method of any length; a record stays small.
+            method: crate::proxy::redact::cut(method, crate::proxy::redact::MAX_RECORDED_METHOD)
+                .into_owned(),
             path: crate::proxy::redact::gateway_tokens(path).into_owned(),
             permission,
             decision,

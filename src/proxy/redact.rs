@@ -93,24 +93,45 @@ pub fn gateway_tokens(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The longest unrouted path recorded; a longer one is cut and marked, so a caller cannot make
+/// one record as large as the header block allows (64 KiB).
+pub const MAX_RECORDED_PATH: usize = 256;
+
+/// The longest method recorded: the HTTP parser takes a method of any length, and every
+/// recorded call (a miss included) names its method.
+pub const MAX_RECORDED_METHOD: usize = 32;
+
 /// A path that matched no route, as recorded: the caller's free text, so each segment that,
 /// percent-decoded, reads as a secret in a command line would (a token, a long random word, a
 /// URL's password, `token=…`) becomes `[redacted]` whole. The slashes stay, so a probe keeps
-/// its shape.
+/// its shape; the whole is cut to [`MAX_RECORDED_PATH`] bytes.
 pub fn unrouted_path(path: &str) -> Cow<'_, str> {
     let secret = |segment: &str| {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         scrub_word(&decoded) != decoded
     };
     if !path.split('/').any(secret) {
-        return Cow::Borrowed(path);
+        return cut(path, MAX_RECORDED_PATH);
     }
-    Cow::Owned(
-        path.split('/')
-            .map(|s| if secret(s) { REDACTED_SEGMENT } else { s })
-            .collect::<Vec<_>>()
-            .join("/"),
-    )
+    let redacted = path
+        .split('/')
+        .map(|s| if secret(s) { REDACTED_SEGMENT } else { s })
+        .collect::<Vec<_>>()
+        .join("/");
+    Cow::Owned(cut(&redacted, MAX_RECORDED_PATH).into_owned())
+}
+
+/// `text` cut to at most `max` bytes (at a character boundary) and marked with `…` when
+/// longer.
+pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
+    if text.len() <= max {
+        return Cow::Borrowed(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &text[..end]))
 }
 
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
@@ -239,6 +260,14 @@ mod tests {
         );
         assert_eq!(unrouted_path("/no/such/route"), "/no/such/route");
         assert!(matches!(unrouted_path("/a/b"), Cow::Borrowed(_)));
+        // Cut and marked past the bound, at a character boundary.
+        let long = format!("/{}", "a".repeat(2 * MAX_RECORDED_PATH));
+        let cut_path = unrouted_path(&long);
+        assert_eq!(cut_path.len(), MAX_RECORDED_PATH + "…".len());
+        assert!(cut_path.ends_with('…'));
+        let multibyte = format!("/{}", "é".repeat(MAX_RECORDED_PATH));
+        assert!(unrouted_path(&multibyte).ends_with('…'));
+        assert_eq!(cut("GET", MAX_RECORDED_METHOD), "GET");
     }
 
     #[test]

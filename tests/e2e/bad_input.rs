@@ -1088,3 +1088,37 @@ async fn a_refusal_reads_once_as_an_error_in_the_cli() {
     );
     gw.finish().await;
 }
+
+/// A method, or a path that matches no route, as long as the header block allows, is recorded
+/// cut and marked, so one call cannot write a record of tens of kilobytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_method_or_unrouted_path_is_recorded_cut() {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let method = "M".repeat(2000);
+    let long_segment = format!("/{}?", "p".repeat(5000));
+    let long_path = format!("/{}?", "p/".repeat(3000));
+    for (m, target) in [
+        (method.as_str(), "/apps?"),
+        ("GET", long_segment.as_str()),
+        ("GET", long_path.as_str()),
+    ] {
+        let reply = gw
+            .send_raw(
+                gw.cli()
+                    .request(m, target, &[], crate::support::Body::Empty),
+            )
+            .await;
+        assert!(matches!(reply.status, 400 | 404), "{}", reply.status);
+    }
+    let events = gw.events_since(since).await;
+    let decided: Vec<_> = events.iter().filter_map(requested).collect();
+    assert_eq!(decided.len(), 3);
+    assert_eq!(decided[0].method, format!("{}…", "M".repeat(32)));
+    for c in &decided[1..] {
+        assert_eq!(c.path.len(), 256 + "…".len(), "{}", c.path);
+        assert!(c.path.ends_with('…'));
+    }
+    assert!(gw.rack().received().is_empty());
+    gw.finish().await;
+}
