@@ -1496,3 +1496,41 @@ async fn unknown_routes_get_404_recorded_when_authenticated_and_counted_when_not
         Event::DenialsCounted { reason, .. } if reason == "missing_credentials"
     )));
 }
+
+/// Every console answer, whichever handler or refusal made it, is never cached, sniffed, framed
+/// or run as a page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_console_answer_carries_the_browser_hardening_headers() {
+    let gw = Gateway::start().await;
+    let admin = format!("Bearer {}", gw.admin());
+    let answers = [
+        send(gw.running.console, "GET", "/healthz", &[], None).await,
+        send(
+            gw.running.console,
+            "GET",
+            TOKENS,
+            &[("Authorization", &admin)],
+            None,
+        )
+        .await,
+        send(gw.running.console, "GET", TOKENS, &[], None).await,
+        send(
+            gw.running.console,
+            "GET",
+            "/nowhere",
+            &[("Authorization", &admin)],
+            None,
+        )
+        .await,
+    ];
+    for reply in &answers {
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"));
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"));
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some("default-src 'none'; frame-ancestors 'none'; sandbox")
+        );
+    }
+}

@@ -65,6 +65,30 @@ pub fn app(state: Arc<ConsoleState>) -> Router {
         .fallback(unknown_route::unknown_route)
         .method_not_allowed_fallback(unknown_route::unknown_route)
         .with_state(state)
+        .layer(axum::middleware::map_response(console_headers))
+}
+
+/// The headers of every console answer, whichever handler or rejection made it: never cached
+/// (a created secret is in one), never sniffed into another type, and never framed or run
+/// as a page by a browser (the console answers JSON and text only).
+async fn console_headers(mut r: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'; sandbox"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
 }
 
 async fn healthz_get() -> &'static str {

@@ -2,8 +2,8 @@
 //!
 //! **Invariant:** every refusal has one status and one stable `kind`, and its body is an
 //! [`ErrorBody`]; internal causes are never sent; every answer, success or refusal, carries the
-//! request id, `Cache-Control: no-store` (a created secret must not be cached anywhere) and
-//! `nosniff`, and sets no cookie.
+//! request id and sets no cookie (the router's layer adds `Cache-Control: no-store`, since a
+//! created secret must not be cached anywhere, and the browser hardening headers).
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
@@ -138,14 +138,9 @@ impl<T: Serialize> Answer<T> {
 impl<T: Serialize> IntoResponse for Answer<T> {
     fn into_response(self) -> Response {
         let mut r = (self.status, Json(self.body)).into_response();
-        let h = r.headers_mut();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
+        // `no-store`, `nosniff` and the rest: the router's layer, on every answer.
         if let Ok(id) = HeaderValue::from_str(&self.request_id) {
-            h.insert("x-request-id", id);
+            r.headers_mut().insert("x-request-id", id);
         }
         r
     }
