@@ -165,7 +165,11 @@ impl State {
         if max.is_some() {
             service.max = max;
         }
-        let want = usize::try_from(service.count).unwrap_or(0);
+        // The count is kept as asked; the pods made for it are bounded, so a huge count (the
+        // rack only records it) cannot hold the state lock while memory runs out.
+        let want = usize::try_from(service.count)
+            .unwrap_or(0)
+            .min(MAX_SERVICE_PODS);
         let have = self
             .app(app)?
             .pods
@@ -217,3 +221,6 @@ impl State {
         Ok(())
     }
 }
+
+/// The most pods the mock runs for one service, whatever count was asked.
+const MAX_SERVICE_PODS: usize = 100;

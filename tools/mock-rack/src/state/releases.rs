@@ -94,17 +94,36 @@ impl State {
     }
 
     /// Makes `id` the app's release; the service pods move to it, the app stays `running`.
+    /// Checked in the rack's order (`ReleasePromoteValidate`): the app, its status (403 while
+    /// updating, unless forced), the release, then 400 for an empty manifest or a release
+    /// older than the current one (a rollback makes a new release instead).
     pub(crate) fn release_promote(
         &mut self,
         app: &str,
         id: &str,
         force: bool,
     ) -> Result<(), RackError> {
+        let current = {
+            let entry = self.app(app)?;
+            if entry.app.status != "running" && !force {
+                return Err(RackError::Forbidden("app is currently updating".to_owned()));
+            }
+            entry.app.release.clone()
+        };
         let release = self.release_get(app, id)?;
-        let entry = self.app_mut(app)?;
-        if entry.app.status != "running" && !force {
-            return Err(RackError::Forbidden("app is currently updating".to_owned()));
+        if release.manifest.is_empty() {
+            return Err(RackError::BadRequest(
+                "can not promote a release with an empty manifest".to_owned(),
+            ));
         }
+        if let Ok(current) = self.release_get(app, &current)
+            && release.created < current.created
+        {
+            return Err(RackError::BadRequest(
+                "can not promote an older release, try rollback".to_owned(),
+            ));
+        }
+        let entry = self.app_mut(app)?;
         entry.app.release = release.id.clone();
         for pod in entry.pods.iter_mut().filter(|p| !p.one_off) {
             pod.process.release = release.id.clone();

@@ -197,6 +197,49 @@ async fn convox_env_set_then_promote() {
     assert_eq!(pods[0]["release"], "RAAAAAAAAB");
 }
 
+/// The rack refuses promoting a release older than the app's (a rollback makes a new one) and
+/// one without a manifest (an app's first release, before any build), as
+/// `ReleasePromoteValidate` does (spec §3.4).
+#[tokio::test]
+async fn promoting_an_older_release_or_one_without_a_manifest_is_refused() {
+    let rack = support::rack().await;
+    let reply = call_form(&rack, "POST", "/apps/x/releases?", "env=A%3DB").await;
+    let newer = reply.json()["id"].as_str().unwrap().to_owned();
+    let promote = |id: String| format!("/apps/x/releases/{id}/promote?");
+    let reply = call_form(&rack, "POST", &promote(newer.clone()), "force=false").await;
+    assert_eq!((reply.status, reply.text()), (200, "ok\n"));
+    let reply = call_form(
+        &rack,
+        "POST",
+        &promote(SEED_RELEASE.to_owned()),
+        "force=false",
+    )
+    .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("can not promote an older release"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(
+        call(&rack, "GET", "/apps/x?").await.json()["release"],
+        newer.as_str()
+    );
+
+    assert_eq!(
+        call_form(&rack, "POST", "/apps?", "name=fresh")
+            .await
+            .status,
+        200
+    );
+    let first = call_form(&rack, "POST", "/apps/fresh/releases?", "env=A%3DB").await;
+    let first = first.json()["id"].as_str().unwrap().to_owned();
+    let path = format!("/apps/fresh/releases/{first}/promote?");
+    let reply = call_form(&rack, "POST", &path, "force=false").await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(reply.text().contains("empty manifest"), "{}", reply.text());
+}
+
 /// `convox env unset FOO`: the same requests, posting the env without the key (spec §3.12).
 #[tokio::test]
 async fn convox_env_unset() {
@@ -294,6 +337,13 @@ async fn convox_scale() {
         (reply.status, reply.text()),
         (404, "service not found: nope\n")
     );
+    // A huge count is kept as asked; the pods made for it are bounded.
+    let reply = call_form(&rack, "PUT", "/apps/x/services/web?", "count=1000000000").await;
+    assert_eq!(reply.status, 200);
+    let services = call(&rack, "GET", "/apps/x/services?").await.json();
+    assert_eq!(services[0]["count"].as_i64(), Some(1_000_000_000));
+    let pods = call(&rack, "GET", "/apps/x/processes?").await.json();
+    assert_eq!(pods.as_array().unwrap().len(), 100);
 }
 
 /// `convox restart`: list services, then restart each (spec §3.12).
