@@ -68,6 +68,47 @@ async fn env_values_are_masked_by_what_the_caller_may_read() {
     gw.finish().await;
 }
 
+/// A rack answer sent chunked in small pieces without a length (as Go sends one larger than
+/// its buffer) is read whole and masked all the same; the admin's, which needs no rewriting,
+/// streams through chunked as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_is_masked_whole() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    // Releases enough to span several of the rack's chunks.
+    let long = "v".repeat(600);
+    for i in 0..4 {
+        let form = format!("env=FOO%3Dbar%0ASECRET_TOKEN%3Ds3cr3t{i}%0ALONG%3D{long}");
+        let raw = gw
+            .cli()
+            .request("POST", "/apps/x/releases?", &[], Body::Form(&form));
+        assert_eq!(gw.send_raw(raw).await.status, 200);
+    }
+    gw.rack().set_chunked_answers(true);
+    let as_viewer = releases(&gw, &viewer.secret).await;
+    assert_eq!(as_viewer.status, 200, "{}", as_viewer.text());
+    let listed = as_viewer.json();
+    let all = listed.as_array().unwrap();
+    assert_eq!(all.len(), 5, "{}", as_viewer.text());
+    for release in all {
+        let env = release["env"].as_str().unwrap();
+        for key in ["FOO", "SECRET_TOKEN"] {
+            assert!(line(env, key).starts_with("rgw-masked:"), "{env}");
+        }
+    }
+    assert!(!as_viewer.text().contains("s3cr3t"), "{}", as_viewer.text());
+    let as_admin = releases(&gw, gw.token()).await;
+    assert_eq!(as_admin.header("transfer-encoding"), Some("chunked"));
+    assert!(
+        as_admin.text().contains("s3cr3t3"),
+        "the admin reads every value"
+    );
+    gw.rack().set_chunked_answers(false);
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
     let gw = TestGateway::start().await;

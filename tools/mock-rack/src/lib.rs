@@ -121,6 +121,13 @@ impl MockRack {
         self.shared.set_handshake_delay(delay);
     }
 
+    /// Test-only: from now on every answer's body goes out chunked in small pieces, without a
+    /// `Content-Length`, as Go's server sends an answer larger than its write buffer (a release
+    /// list with env, an object); off (the state at start) sends each with its length.
+    pub fn set_chunked_answers(&self, on: bool) {
+        self.shared.set_chunked_answers(on);
+    }
+
     /// Test-only: from now on every answer's head goes out at once and its body only after
     /// `stall`, as from a rack that answered and then stalled; zero (the state at start) sends
     /// both together.

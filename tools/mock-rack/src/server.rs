@@ -79,8 +79,12 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, rx: watch::Rec
         let rx = rx.clone();
         async move {
             let stall = shared.body_stall();
-            let response = request::handle(shared, req, rx).await;
-            Ok::<_, Infallible>(response.map(|body| Stalled::new(body, stall)))
+            let chunked = shared.chunks_answers();
+            let mut response = request::handle(shared, req, rx).await;
+            if chunked {
+                response.headers_mut().remove(http::header::CONTENT_LENGTH);
+            }
+            Ok::<_, Infallible>(response.map(|body| Stalled::new(body, stall, chunked)))
         }
     });
     let conn = http1::Builder::new()

@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     handshake_delay_ms: AtomicU64,
     /// How long answer bodies wait after their head, in milliseconds (test-only switch).
     body_stall_ms: AtomicU64,
+    /// Whether answers go out chunked, without a length (test-only switch).
+    chunked_answers: AtomicBool,
     /// Whether a release created with an `env` fails, quoting it (test-only switch).
     quote_release_env: AtomicBool,
     state: Mutex<State>,
@@ -42,6 +44,7 @@ impl Shared {
             answer_delay_ms: AtomicU64::new(0),
             handshake_delay_ms: AtomicU64::new(0),
             body_stall_ms: AtomicU64::new(0),
+            chunked_answers: AtomicBool::new(false),
             quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
@@ -81,6 +84,15 @@ impl Shared {
     pub(crate) fn set_handshake_delay(&self, delay: std::time::Duration) {
         let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         self.handshake_delay_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether answers go out chunked now.
+    pub(crate) fn chunks_answers(&self) -> bool {
+        self.chunked_answers.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_chunked_answers(&self, on: bool) {
+        self.chunked_answers.store(on, Ordering::Relaxed);
     }
 
     /// How long answer bodies wait after their head now.
