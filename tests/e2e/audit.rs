@@ -10,7 +10,7 @@ use events::verify::{self, DirSource, Quiet};
 use rack_gateway::keys::Keys;
 use rack_gateway::server::dev::DEV_ORIGIN;
 
-use events::event::Event;
+use events::event::{Event, Role};
 
 use crate::cli::{Session, assert_absent, everything};
 use crate::support::{TestGateway, requested};
@@ -309,4 +309,63 @@ async fn an_upload_its_caller_cuts_short_is_recorded_as_such() {
     );
     assert_eq!(completed.sha256_in, None);
     gw.finish().await;
+}
+
+/// Importing an image into a build (an admin's rewrite) with registry credentials: the rack
+/// answers 202 with no body, which reaches the caller as it is, and the password is in the log
+/// only as its HMAC; a deployer is refused and nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_import_keeps_its_registry_password_out_of_the_log() {
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let target = "/apps/x/builds/BAAAAAAAAA/image?";
+    let form = "image=org%2Fimg%3Atag&src-creds-pass=hunter2pass&src-creds-user=robot";
+    let reply = gw
+        .send_raw(
+            gw.cli()
+                .request("POST", target, &[], crate::support::Body::Form(form)),
+        )
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.text());
+    assert!(reply.body.is_empty());
+    let received = gw.rack().received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0]
+            .param("src-creds-pass")
+            .map(|p| p.value.as_str()),
+        Some("hunter2pass"),
+        "the rack gets the password"
+    );
+    let events = gw.events_since(since).await;
+    let intent = events.iter().find_map(requested).unwrap();
+    let logged = |key: &str| {
+        intent
+            .params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    };
+    assert!(
+        logged("src-creds-pass").is_some_and(|v| v.starts_with("hmac-sha256:")),
+        "{:?}",
+        intent.params
+    );
+    assert_eq!(logged("image").as_deref(), Some("org/img:tag"));
+
+    let deployer = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let reply = gw
+        .send_raw(gw.cli_as(&deployer.secret).request(
+            "POST",
+            target,
+            &[],
+            crate::support::Body::Form(form),
+        ))
+        .await;
+    assert_eq!(reply.status, 403, "{}", reply.text());
+    assert_eq!(gw.rack().received().len(), 1, "nothing more was forwarded");
+    let finished = gw.finish().await;
+    crate::cli::assert_absent(&finished, "hunter2pass");
 }

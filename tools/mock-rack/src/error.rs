@@ -18,6 +18,9 @@ pub(crate) enum RackError {
     /// `structs.ErrNotFound`: 404.
     #[error("{0}")]
     NotFound(String),
+    /// `structs.ErrUnprocessable`: 422.
+    #[error("{0}")]
+    Unprocessable(String),
     /// Any untyped error (strconv, Kubernetes): 500 with the raw text.
     #[error("{0}")]
     Internal(String),
@@ -36,6 +39,7 @@ impl RackError {
             RackError::Unauthorized => 401,
             RackError::Forbidden(_) => 403,
             RackError::NotFound(_) => 404,
+            RackError::Unprocessable(_) => 422,
             RackError::Internal(_) => 500,
             RackError::NotImplemented(_) => 501,
         }
@@ -48,6 +52,7 @@ impl RackError {
             RackError::BadRequest(m)
             | RackError::Forbidden(m)
             | RackError::NotFound(m)
+            | RackError::Unprocessable(m)
             | RackError::Internal(m)
             | RackError::NotImplemented(m) => m,
         }

@@ -27,6 +27,8 @@ pub(crate) enum Reply {
     Error(RackError),
     /// A raw stream (`ObjectFetch`): 200 with a sniffed content type.
     Stream(Bytes),
+    /// `WriteHeader(http.StatusAccepted)` and no body (`BuildImportImage`): 202, empty.
+    Accepted,
 }
 
 /// How the request asked to be answered, and what the rack adds around a handler.
@@ -78,6 +80,7 @@ pub(crate) fn render(reply: Reply, envelope: &Envelope) -> Response<Body> {
             Bytes::from_static(b"ok\n"),
         ),
         Reply::Error(e) => error_response(e.status(), e.message(), envelope.accepts_json),
+        Reply::Accepted => bare(202),
         Reply::Stream(body) => match sniff(&body) {
             Some(ct) => with_type(200, ct, body),
             None => bare(200),

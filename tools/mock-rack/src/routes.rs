@@ -34,6 +34,7 @@ pub(crate) enum RouteId {
     BuildList,
     BuildGet,
     BuildUpdate,
+    BuildImportImage,
     BuildLogs,
     ReleaseList,
     ReleaseCreate,
@@ -153,6 +154,12 @@ pub(crate) static ROUTES: &[RouteDef] = &[
         "PUT",
         "/apps/{app}/builds/{id}",
         RouteId::BuildUpdate,
+        Plain,
+    ),
+    route(
+        "POST",
+        "/apps/{app}/builds/{id}/image",
+        RouteId::BuildImportImage,
         Plain,
     ),
     route(

@@ -116,6 +116,25 @@ pub(super) fn update(call: &mut Call<'_>) -> Reply {
     Reply::from_result(build)
 }
 
+/// `BuildImportImage`: 422 without `image`, the build must exist; the mock copies no image
+/// (its options, `src-creds-user` and `src-creds-pass`, are read and recorded) and answers
+/// 202 with no body.
+pub(super) fn import_image(call: &mut Call<'_>) -> Reply {
+    if call.params.value("image").is_empty() {
+        return Reply::Error(RackError::Unprocessable("image param required".to_owned()));
+    }
+    let _ = call.params.form("src-creds-user");
+    let _ = call.params.form("src-creds-pass");
+    match call
+        .shared
+        .state()
+        .build_get(call.vars.get("app"), call.vars.get("id"))
+    {
+        Ok(_) => Reply::Accepted,
+        Err(e) => Reply::Error(e),
+    }
+}
+
 /// `BuildUpdateOptions`, in struct order.
 fn read_change(call: &mut Call<'_>) -> Result<BuildChange, RackError> {
     Ok(BuildChange {

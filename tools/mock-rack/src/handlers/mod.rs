@@ -54,6 +54,7 @@ pub(crate) fn dispatch(route: RouteId, call: &mut Call<'_>) -> Reply {
         R::BuildList => builds::list(call),
         R::BuildGet => builds::get(call),
         R::BuildUpdate => builds::update(call),
+        R::BuildImportImage => builds::import_image(call),
         R::ReleaseList => releases::list(call),
         R::ReleaseCreate => releases::create(call),
         R::ReleaseGet => releases::get(call),

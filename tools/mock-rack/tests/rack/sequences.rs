@@ -240,6 +240,28 @@ async fn promoting_an_older_release_or_one_without_a_manifest_is_refused() {
     assert!(reply.text().contains("empty manifest"), "{}", reply.text());
 }
 
+/// `POST /apps/{app}/builds/{id}/image` (spec §3.3): 422 without `image`, 404 for a build that
+/// is not there, else 202 with no body; its options are read and recorded.
+#[tokio::test]
+async fn importing_an_image_into_a_build_answers_202_empty() {
+    let rack = support::rack().await;
+    let path = "/apps/x/builds/BAAAAAAAAA/image?";
+    let reply = call_form(&rack, "POST", path, "src-creds-user=robot").await;
+    assert_eq!(
+        (reply.status, reply.text()),
+        (422, "image param required\n")
+    );
+    let reply = call_form(&rack, "POST", "/apps/x/builds/BNOPE/image?", "image=a%2Fb").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    let reply = call_form(&rack, "POST", path, "image=a%2Fb&src-creds-pass=pw").await;
+    assert_eq!((reply.status, reply.text()), (202, ""));
+    let post = rack.received().pop().unwrap();
+    assert_eq!(
+        post.param("src-creds-pass").map(|p| p.value.as_str()),
+        Some("pw")
+    );
+}
+
 /// `convox env unset FOO`: the same requests, posting the env without the key (spec §3.12).
 #[tokio::test]
 async fn convox_env_unset() {
