@@ -1,4 +1,6 @@
-//! A secret configuration value (the rack password): never printed, compared in constant time.
+//! A secret configuration value (the rack password): never printed. Its equality serves only to
+//! tell one effective configuration from another; it is not constant-time, and no credential
+//! a caller sends is ever checked against it.
 //!
 //! **Invariant:** `Debug` and `Display` show only that a value is set; the value leaves through
 //! [`Secret::expose`], whose callers are the upstream request and the audit HMAC.

@@ -1978,6 +1978,8 @@ async fn relay_stream(
         // intent's end is recorded if the log takes it.
         drop(rack);
         pending.complete(101, None, Some("audit_unavailable"));
+        // The stream never opened: its slot is free while the refusal lingers.
+        drop(registration);
         let reason = if exit_code {
             "the gateway cannot record this stream (its audit log is unavailable), so it was \
              closed before anything was relayed; the rack had been asked to open it, so a \
