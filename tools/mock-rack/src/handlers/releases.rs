@@ -36,15 +36,22 @@ pub(super) fn create(call: &mut Call<'_>) -> Reply {
         build: call.params.form("build"),
         description: call.params.form("description"),
         env: call.params.form("env"),
+        parent: call.params.form("parent-release"),
     };
-    let _parent = call.params.form("parent-release");
     if call.shared.quotes_release_env() {
         // The test-only switch: refused the way an untyped provider error is (spec §1.5),
-        // quoting the env the release would have had (posted, or copied from the newest).
+        // quoting the env the release would have had (posted, or copied from the parent or
+        // the newest).
         let app = call.vars.get("app");
-        let env = match &request.env {
-            Some(env) => env.clone(),
-            None => call
+        let env = match (&request.env, &request.parent) {
+            (Some(env), _) => env.clone(),
+            (None, Some(parent)) => call
+                .shared
+                .state()
+                .release_get(app, parent)
+                .map(|r| r.env)
+                .unwrap_or_default(),
+            (None, None) => call
                 .shared
                 .state()
                 .release_list(app, 1)

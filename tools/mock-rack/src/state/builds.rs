@@ -107,7 +107,7 @@ impl State {
         let source = parse_object_url(&req.url);
         let found = source.is_some_and(|(a, k)| self.object_exists(a, k));
         if found {
-            let release = self.release_fork(app, Some(&id), Some(MANIFEST))?;
+            let release = self.release_fork(app, None, Some(&id), Some(MANIFEST))?;
             build.release = release.id.clone();
             build.manifest = MANIFEST.to_owned();
             build.status = "complete".to_owned();

@@ -12,6 +12,8 @@ pub(crate) struct ReleaseRequest {
     pub build: Option<String>,
     pub description: Option<String>,
     pub env: Option<String>,
+    /// The release to fork instead of the newest (`parent-release`).
+    pub parent: Option<String>,
 }
 
 // === impl State ===
@@ -40,8 +42,9 @@ impl State {
             .ok_or_else(|| RackError::NotFound(format!("release not found: {id}")))
     }
 
-    /// Forks the newest release and applies the request: `env` replaces the whole env,
-    /// `build` switches build and manifest (spec §3.4, §5 "Environment").
+    /// Forks the parent release (`parent-release`, 404 when it is not there) or else the
+    /// newest, and applies the request: `env` replaces the whole env, `build` switches build
+    /// and manifest (spec §3.4, §5 "Environment"; the rack's `releaseFork`).
     pub(crate) fn release_create(
         &mut self,
         app: &str,
@@ -51,7 +54,12 @@ impl State {
             Some(build) => Some(self.build_get(app, build)?.manifest),
             None => None,
         };
-        let mut release = self.release_fork(app, req.build.as_deref(), manifest.as_deref())?;
+        let parent = match &req.parent {
+            Some(id) => Some(self.release_get(app, id)?),
+            None => None,
+        };
+        let mut release =
+            self.release_fork(app, parent, req.build.as_deref(), manifest.as_deref())?;
         if let Some(env) = req.env {
             release.env = env;
         }
@@ -62,14 +70,18 @@ impl State {
         Ok(release)
     }
 
-    /// A new release copying the newest one, with a fresh id and time.
+    /// A new release copying `parent`, or else the newest one, with a fresh id and time.
     pub(super) fn release_fork(
         &mut self,
         app: &str,
+        parent: Option<Release>,
         build: Option<&str>,
         manifest: Option<&str>,
     ) -> Result<Release, RackError> {
-        let newest = self.app(app)?.releases.last().cloned();
+        let newest = match parent {
+            Some(parent) => Some(parent),
+            None => self.app(app)?.releases.last().cloned(),
+        };
         let id = self.clock.release_id();
         let created = self.clock.now();
         let mut release = newest.unwrap_or_else(|| Release {

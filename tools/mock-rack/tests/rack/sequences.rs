@@ -240,6 +240,25 @@ async fn promoting_an_older_release_or_one_without_a_manifest_is_refused() {
     assert!(reply.text().contains("empty manifest"), "{}", reply.text());
 }
 
+/// `parent-release` forks that release, not the newest (the rack's `releaseFork`); a parent
+/// that is not there is a 404.
+#[tokio::test]
+async fn a_release_forks_its_parent_release() {
+    let rack = support::rack().await;
+    let reply = call_form(&rack, "POST", "/apps/x/releases?", "env=ONLY%3Dnewer").await;
+    assert_eq!(reply.json()["env"], "ONLY=newer");
+    let form = format!("parent-release={SEED_RELEASE}&description=back");
+    let reply = call_form(&rack, "POST", "/apps/x/releases?", &form).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["env"],
+        SEED_ENV,
+        "the parent's env, not the newest's"
+    );
+    let reply = call_form(&rack, "POST", "/apps/x/releases?", "parent-release=RNOPE").await;
+    assert_eq!(reply.status, 404, "{}", reply.text());
+}
+
 /// `POST /apps/{app}/builds/{id}/image` (spec §3.3): 422 without `image`, 404 for a build that
 /// is not there, else 202 with no body; its options are read and recorded.
 #[tokio::test]
