@@ -725,8 +725,11 @@ pub const ROUTES: &[RouteRule] = &[
         name: "build.export",
         path: "/apps/{app}/builds/{id}.tgz",
         permission: Perm::BuildExport,
-        // The tarball's `build.json` is the stored build: an external build's `repository`
-        // holds the rack password (§3.3, §3.13), which cannot be masked inside a gzip stream.
+        // The tarball's `build.json` is the stored build, which the spec counts as
+        // credential-bearing (§3.3, §3.13: an external build's `repository` holds the rack
+        // password) and which cannot be masked inside a gzip stream. Current k8s providers
+        // return `repository` only in the create answer and do not store it; admin-only stays
+        // the safe choice for racks that do.
         secrets: sec(NO, CRED),
         stream: Stream::Down,
         ..BASE
