@@ -349,18 +349,18 @@ fn read_secret(path: &Path, data: &Path) -> Result<String, KeyError> {
     })
 }
 
-/// Why a file holding a secret could not be read.
+/// Why a file holding a secret could not be read. Shown as the path, then [`Self::reason`].
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateFileError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {}", self.reason())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a regular file")]
+    #[error("{path}: {}", self.reason())]
     NotAFile { path: PathBuf },
-    #[error("{path}: mode {mode:03o} lets others read or change a secret; chmod 600 it")]
+    #[error("{path}: {}", self.reason())]
     Shared { path: PathBuf, mode: u32 },
 }
 

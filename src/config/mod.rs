@@ -118,8 +118,7 @@ pub fn shown_path(path: &std::path::Path) -> String {
 
 /// The SHA-256 (hex) of the file at `path`, as the configuration records it.
 pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)))
+    Ok(hash::object_digest(&std::fs::read(path)?).to_hex())
 }
 
 /// The file at `path`, read to be used, if it still holds what the configuration recorded
@@ -128,7 +127,7 @@ pub(crate) fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
 /// one before.
 pub fn read_as_recorded(path: &std::path::Path, sha256: &str) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
-    let now = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let now = hash::object_digest(&bytes).to_hex();
     if now != sha256 {
         return Err(format!(
             "changed while the gateway started (SHA-256 {sha256} when the configuration was \
