@@ -42,6 +42,7 @@ use sha2::{Digest, Sha256};
 
 use super::StoreError;
 use super::direct::{BLOCK, DirectError, DirectFile};
+use super::redb::Recovery;
 use crate::checkpoint::{self, Checkpoint};
 use crate::hash::{self, Hash};
 use crate::record::{self, StoredRecord};
@@ -139,20 +140,13 @@ pub(crate) struct FailedWrite {
 pub(crate) struct Recovered {
     pub records: Vec<StoredRecord>,
     pub checkpoints: Vec<JournaledCheckpoint>,
-    /// Intact frames found past the break in the batch the break is in: its write reached the
-    /// disk in pieces and was never acknowledged. They are dropped, and the writer clears the
-    /// file ([`Journal::clear`]) once the rest is indexed, so that a later pass never takes
-    /// them for its own.
-    pub dropped: usize,
-    /// Intact frames of the [`FailedWrite`] recovery was told of. They are dropped, and the
-    /// writer clears the file the same way.
-    pub refused: usize,
-    /// The byte where the walk stopped, when a frame of this pass starts there but is not
-    /// whole and nothing intact follows it: the last batch's write cut short by a crash, or
-    /// damage to the last acknowledged batch. The two look the same on the disk, so the
-    /// writer drops the frame either way and says where, for an operator who knows there
-    /// was no crash.
-    pub cut_short: Option<u64>,
+    /// What was dropped, and where the walk stopped short. Frames dropped (of a torn batch,
+    /// or of the [`FailedWrite`] recovery was told of) must not outlive this pass: the writer
+    /// clears the file ([`Journal::clear`]) once the rest is indexed, so that a later pass never
+    /// takes them for its own. A frame that is not whole where the walk stopped, with nothing
+    /// intact after it, is a crash's torn write or damage to the last acknowledged batch; the
+    /// two look the same on the disk, so it is dropped either way and its place reported.
+    pub found: Recovery,
 }
 
 impl Recovered {
@@ -495,14 +489,15 @@ impl Journal {
         }
         if let Some(first) = refused {
             // The failed write is the last thing this writer wrote: nothing past it is the log's.
-            out.refused = failed_frames(&data, first);
+            out.found.refused = failed_frames(&data, first);
             return Ok(out);
         }
         let next = durable + out.records.len() as u64;
         let next_cp = checkpoints + out.checkpoints.len() as u64;
         let after = continues_after(&data, pos, next, next_cp, torn);
-        out.dropped = after.dropped;
-        out.cut_short = begins_broken_frame(&data, pos, next, next_cp).then_some(pos as u64);
+        out.found.dropped = after.dropped;
+        out.found.cut_short_at =
+            begins_broken_frame(&data, pos, next, next_cp).then_some(pos as u64);
         if let Some(at) = after.lost {
             return Err(StoreError::Corrupt {
                 seq: Seq(next),

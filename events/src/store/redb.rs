@@ -959,27 +959,27 @@ impl<S: Fold> Sequencer<S> {
             }
         }
         if let Some(j) = self.journal.as_mut() {
-            if pending.refused > 0 {
+            if pending.found.refused > 0 {
                 eprintln!(
                     "rack-gateway: the event store's journal holds {} entries of a write that \
                      reported failure; its appends were answered as failed, so they are dropped",
-                    pending.refused
+                    pending.found.refused
                 );
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
-            } else if pending.dropped > 0 {
+            } else if pending.found.dropped > 0 {
                 // Those frames must not outlive this pass: a later recovery would take them
                 // for its own.
                 eprintln!(
                     "rack-gateway: the event store's journal ended in a batch a crash cut short; \
                      {} of its entries reached the disk and are dropped (it was never \
                      acknowledged)",
-                    pending.dropped
+                    pending.found.dropped
                 );
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
             } else {
-                if let Some(at) = pending.cut_short {
+                if let Some(at) = pending.found.cut_short_at {
                     eprintln!(
                         "rack-gateway: the event store's journal ends at byte {at} in a frame that \
                          is not whole, dropped: the last write was cut short by a crash during \
@@ -992,11 +992,7 @@ impl<S: Fold> Sequencer<S> {
                     .map_err(|e| StoreError::Io(format!("cannot restart the journal: {e}")))?;
             }
         }
-        Ok(Recovery {
-            dropped: pending.dropped,
-            refused: pending.refused,
-            cut_short_at: pending.cut_short,
-        })
+        Ok(pending.found)
     }
 
     /// Refuses a journaled checkpoint this store did not sign, or one that does not sign the
