@@ -111,14 +111,14 @@ impl MockRack {
     /// the request was handled and recorded, as from a slow rack; zero (the state at start)
     /// answers at once. WebSocket handshakes and the router's empty 404/405 are not affected.
     pub fn set_answer_delay(&self, delay: std::time::Duration) {
-        self.shared.set_answer_delay(delay);
+        self.shared.answer_delay.set(delay);
     }
 
     /// Test-only: from now on every WebSocket handshake is answered `delay` after it was
     /// recorded (its session starts once the caller has the answer), as from a slow rack; zero
     /// (the state at start) answers at once.
     pub fn set_handshake_delay(&self, delay: std::time::Duration) {
-        self.shared.set_handshake_delay(delay);
+        self.shared.handshake_delay.set(delay);
     }
 
     /// Test-only: from now on every answer's body goes out chunked in small pieces, without a
@@ -132,7 +132,7 @@ impl MockRack {
     /// `stall`, as from a rack that answered and then stalled; zero (the state at start) sends
     /// both together.
     pub fn set_body_stall(&self, stall: std::time::Duration) {
-        self.shared.set_body_stall(stall);
+        self.shared.body_stall.set(stall);
     }
 
     /// Test-only: from now on (`true`) `POST /apps/{app}/releases` fails with a 500 whose text

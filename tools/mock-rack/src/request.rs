@@ -143,10 +143,7 @@ pub(crate) async fn handle(
         };
         let used = call.params.into_used();
         record(&shared, seq, &parts, body.bytes, used, true, &response);
-        let delay = shared.handshake_delay();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
+        shared.handshake_delay.pass().await;
         return response;
     }
 
@@ -170,10 +167,7 @@ pub(crate) async fn handle(
     };
     let used = call.params.into_used();
     record(&shared, seq, &parts, body.bytes, used, false, &response);
-    let delay = shared.answer_delay();
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
+    shared.answer_delay.pass().await;
     response
 }
 

@@ -78,7 +78,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, rx: watch::Rec
         let shared = shared.clone();
         let rx = rx.clone();
         async move {
-            let stall = shared.body_stall();
+            let stall = shared.body_stall.get();
             let chunked = shared.chunks_answers();
             let mut response = request::handle(shared, req, rx).await;
             if chunked {

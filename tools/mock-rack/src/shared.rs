@@ -18,12 +18,12 @@ pub(crate) struct Shared {
     pub recorder: Recorder,
     /// Whether handler answers are gzip-encoded whatever the request asked (test-only switch).
     gzip_answers: AtomicBool,
-    /// How long handler answers are held back, in milliseconds (test-only switch).
-    answer_delay_ms: AtomicU64,
-    /// How long WebSocket handshake answers are held back, in milliseconds (test-only switch).
-    handshake_delay_ms: AtomicU64,
-    /// How long answer bodies wait after their head, in milliseconds (test-only switch).
-    body_stall_ms: AtomicU64,
+    /// How long handler answers are held back (test-only switch).
+    pub answer_delay: Wait,
+    /// How long WebSocket handshake answers are held back (test-only switch).
+    pub handshake_delay: Wait,
+    /// How long answer bodies wait after their head (test-only switch).
+    pub body_stall: Wait,
     /// Whether answers go out chunked, without a length (test-only switch).
     chunked_answers: AtomicBool,
     /// Whether a release created with an `env` fails, quoting it (test-only switch).
@@ -31,6 +31,35 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     request_ids: AtomicU64,
     arrivals: AtomicU64,
+}
+
+/// A test-only wait, switched at run time: zero (the state at start) waits not at all.
+#[derive(Debug, Default)]
+pub(crate) struct Wait(AtomicU64);
+
+// === impl Wait ===
+
+impl Wait {
+    /// The wait now.
+    pub(crate) fn get(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Sleeps for the wait now, if there is one.
+    pub(crate) async fn pass(&self) {
+        let wait = self.get();
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Waits `wait` from now on, in whole milliseconds.
+    pub(crate) fn set(&self, wait: std::time::Duration) {
+        self.0.store(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 // === impl Shared ===
@@ -41,9 +70,9 @@ impl Shared {
             password: password.to_owned(),
             recorder: Recorder::new(),
             gzip_answers: AtomicBool::new(false),
-            answer_delay_ms: AtomicU64::new(0),
-            handshake_delay_ms: AtomicU64::new(0),
-            body_stall_ms: AtomicU64::new(0),
+            answer_delay: Wait::default(),
+            handshake_delay: Wait::default(),
+            body_stall: Wait::default(),
             chunked_answers: AtomicBool::new(false),
             quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
@@ -66,26 +95,6 @@ impl Shared {
         self.gzip_answers.store(on, Ordering::Relaxed);
     }
 
-    /// How long handler answers are held back now.
-    pub(crate) fn answer_delay(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.answer_delay_ms.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set_answer_delay(&self, delay: std::time::Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.answer_delay_ms.store(ms, Ordering::Relaxed);
-    }
-
-    /// How long WebSocket handshake answers are held back now.
-    pub(crate) fn handshake_delay(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.handshake_delay_ms.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set_handshake_delay(&self, delay: std::time::Duration) {
-        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        self.handshake_delay_ms.store(ms, Ordering::Relaxed);
-    }
-
     /// Whether answers go out chunked now.
     pub(crate) fn chunks_answers(&self) -> bool {
         self.chunked_answers.load(Ordering::Relaxed)
@@ -93,16 +102,6 @@ impl Shared {
 
     pub(crate) fn set_chunked_answers(&self, on: bool) {
         self.chunked_answers.store(on, Ordering::Relaxed);
-    }
-
-    /// How long answer bodies wait after their head now.
-    pub(crate) fn body_stall(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(self.body_stall_ms.load(Ordering::Relaxed))
-    }
-
-    pub(crate) fn set_body_stall(&self, stall: std::time::Duration) {
-        let ms = u64::try_from(stall.as_millis()).unwrap_or(u64::MAX);
-        self.body_stall_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Whether a release created with an `env` fails now, quoting it.
