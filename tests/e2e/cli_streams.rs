@@ -1,9 +1,9 @@
-//! The convox CLI's two sequences that open WebSockets, replayed byte for byte through the
-//! gateway to `mock-rack` over real sockets: `convox run web bin/migrate -a x` (spec §4.4,
-//! Appendix A.9: start the pod, poll it, `GET /machines`, the exec socket with the real command
-//! in its `Command` header, stop the pod) and `convox deploy -a x` (spec §6: upload, build, the
-//! build log socket, the build polls, its second reading, promote, the app log socket, the
-//! final polls).
+//! The convox CLI's sequences that open WebSockets, replayed byte for byte through the gateway
+//! to `mock-rack` over real sockets: `convox run web bin/migrate -a x` (spec §4.4, Appendix
+//! A.9: start the pod, poll it, `GET /machines`, the exec socket with the real command in its
+//! `Command` header, stop the pod), `convox deploy -a x` (spec §6: upload, build, the build log
+//! socket, the build polls, its second reading, promote, the app log socket, the final polls),
+//! `convox exec` (A.8) and `convox logs` (A.5), each a `GET /machines` and its socket.
 //!
 //! The plain requests go through `cli::Session::replay`, which checks each against a reference
 //! rack fed the same request directly. Each socket is opened the same way on both, and what
@@ -945,5 +945,218 @@ async fn convox_deploy_by_a_viewer_stops_at_the_upload() {
             .filter_map(completed)
             .any(|c| c.request.0 == denied),
         "nothing was forwarded, nothing completed"
+    );
+}
+
+/// The `Sec-WebSocket-Key` of the captured exec (A.8).
+const EXEC_KEY: &str = "yi1fAdGcQ9/LCIPojeHF3A==";
+
+/// The exec handshake of `convox exec web-5d8f7c9b4-abcde 'ls -la' -a x` as captured (A.8,
+/// `Host` filled in).
+const CAPTURED_EXEC: &str = "GET /apps/x/processes/web-5d8f7c9b4-abcde/exec HTTP/1.1\r\n\
+    Host: 127.0.0.1:18080\r\n\
+    User-Agent: convox.go/dev\r\n\
+    Authorization: Basic Y29udm94OlRPS0VOMTIz\r\n\
+    Command: ls -la\r\n\
+    Connection: Upgrade\r\n\
+    Origin: http://127.0.0.1:18080\r\n\
+    Sec-WebSocket-Key: yi1fAdGcQ9/LCIPojeHF3A==\r\n\
+    Sec-WebSocket-Version: 13\r\n\
+    Tty: false\r\n\
+    Upgrade: websocket\r\n\
+    Version: dev\r\n\
+    \r\n";
+
+/// The log handshake of `convox logs -a x` as captured (A.5, `Host` filled in).
+const CAPTURED_LOGS: &str = "GET /apps/x/logs HTTP/1.1\r\n\
+    Host: 127.0.0.1:18080\r\n\
+    User-Agent: convox.go/dev\r\n\
+    Authorization: Basic Y29udm94OlRPS0VOMTIz\r\n\
+    Connection: Upgrade\r\n\
+    Origin: http://127.0.0.1:18080\r\n\
+    Prefix: true\r\n\
+    Sec-WebSocket-Key: 1y4rF1VcW2vLEIYpWG8sjg==\r\n\
+    Sec-WebSocket-Version: 13\r\n\
+    Upgrade: websocket\r\n\
+    Version: dev\r\n\
+    \r\n";
+
+/// `convox exec web-5d8f7c9b4-abcde 'ls -la' -a x` with stdin from a file (A.8): `GET /machines`,
+/// then the exec socket with the captured handshake; stdin (the captured `echo hi\n`, then
+/// invalid UTF-8 and a split character) and the rack's answer cross the gateway unchanged, the
+/// CLI exits with the rack's code, the rack gets the socket as the authenticated user, and the
+/// log holds both decisions and the stream's counts and exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convox_exec_is_relayed_byte_exact_and_recorded() {
+    let exec = crate::streams::EXEC;
+    let options = [("Command", "ls -la"), ("Tty", "false")];
+    assert_eq!(
+        String::from_utf8(
+            Cli::new("127.0.0.1:18080", CAPTURED_AUTH).websocket(exec, EXEC_KEY, &options)
+        )
+        .unwrap(),
+        CAPTURED_EXEC,
+        "the handshake is written as the CLI writes it"
+    );
+
+    let s = Session::start().await;
+    s.replay(Step::get("/machines?")).await;
+    let mut via = open_socket(s.gw.proxy(), s.gw.cli().websocket(exec, EXEC_KEY, &options)).await;
+    assert_upgraded(&via, EXEC_KEY);
+    let mut direct = open_socket(
+        s.reference().addr(),
+        Cli::captured(s.reference()).websocket(exec, EXEC_KEY, &options),
+    )
+    .await;
+    assert_upgraded(&direct, EXEC_KEY);
+    for socket in [&mut via, &mut direct] {
+        for frame in STDIN {
+            socket.writer.text(frame).await.unwrap();
+        }
+        socket.writer.binary(b"").await.unwrap();
+    }
+    let frames = until_eof(&mut via.reader).await;
+    assert_eq!(
+        frames,
+        until_eof(&mut direct.reader).await,
+        "the exec stream through the gateway is the rack's own, frame for frame"
+    );
+    let marker = format!("{EXIT_MARKER}0\n");
+    let mut want: Vec<&[u8]> = STDIN.to_vec();
+    want.push(AFTER_EOF_OUTPUT);
+    want.push(marker.as_bytes());
+    let got: Vec<&[u8]> = frames.iter().map(|f| &f.payload[..]).collect();
+    assert_eq!(
+        got, want,
+        "stdin echoed byte for byte, then the output and the marker"
+    );
+    assert!(frames.iter().all(|f| f.fin && f.opcode == Opcode::Text));
+    assert_eq!(
+        cli_exit(&frames),
+        ([STDIN.concat(), AFTER_EOF_OUTPUT.to_vec()].concat(), 0),
+        "what the CLI prints, and its exit code"
+    );
+    drop(direct);
+    drop(via);
+
+    assert_eq!(
+        targets(&s.gw.rack().received()),
+        [format!("GET {exec}")],
+        "`GET /machines` is answered by the gateway; the socket reaches the rack"
+    );
+    let got = upgrades(s.gw.rack());
+    let direct = upgrades(s.reference());
+    assert_eq!((got.len(), direct.len()), (1, 1));
+    assert_forwarded_upgrade(
+        &got[0],
+        &direct[0],
+        s.gw.rack(),
+        &s.gw.cli(),
+        exec,
+        &options,
+    );
+    assert_eq!(
+        got[0].param("command").map(|p| p.value.as_str()),
+        Some("ls -la")
+    );
+
+    streams_closed(&s.gw, 1).await;
+    let credential = s.gw.token_id(s.gw.token());
+    let finished = s.finish().await;
+    let events = &finished.events;
+    assert_eq!(
+        decisions(events),
+        [
+            "GET /machines Allow answered_locally -".to_owned(),
+            format!("GET {exec} Allow - {EXEC_RUN}"),
+        ]
+    );
+    let streamed = streams(events, exec);
+    assert_eq!(streamed.len(), 1);
+    let c = requested(streamed[0].requested).unwrap();
+    assert_eq!(
+        c.params,
+        [
+            ("Command".to_owned(), "ls -la".to_owned()),
+            ("Tty".to_owned(), "false".to_owned()),
+        ]
+    );
+    assert_eq!(c.actor.0, DEV_USER);
+    assert_eq!(c.credential.as_deref(), Some(credential.as_str()));
+    assert_eq!(
+        (
+            streamed[0].bytes_in,
+            streamed[0].bytes_out,
+            streamed[0].exit_code
+        ),
+        (
+            STDIN.iter().map(|f| f.len() as u64).sum(),
+            payload_len(&frames),
+            Some(0)
+        ),
+        "StreamClosed: stdin bytes, output bytes (the marker line included), exit code"
+    );
+}
+
+/// `convox logs -a x` (A.5): `GET /machines`, then the log socket with the captured handshake;
+/// the log through the gateway is the rack's own, frame for frame, the rack gets the socket as
+/// the authenticated user with the CLI's `Prefix`, and the log holds both decisions and the
+/// stream's byte counts (nothing in, the log's bytes out, no exit code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn convox_logs_is_relayed_and_recorded() {
+    let path = "/apps/x/logs";
+    let options = [("Prefix", "true")];
+    assert_eq!(
+        String::from_utf8(Cli::new("127.0.0.1:18080", CAPTURED_AUTH).websocket(
+            path,
+            APP_LOGS_KEY,
+            &options
+        ))
+        .unwrap(),
+        CAPTURED_LOGS,
+        "the handshake is written as the CLI writes it"
+    );
+
+    let s = Session::start().await;
+    s.replay(Step::get("/machines?")).await;
+    let (socket, frames) = stream(&s, path, APP_LOGS_KEY, &options).await;
+    drop(socket);
+
+    assert_eq!(targets(&s.gw.rack().received()), [format!("GET {path}")]);
+    let got = upgrades(s.gw.rack());
+    let direct = upgrades(s.reference());
+    assert_eq!((got.len(), direct.len()), (1, 1));
+    assert_forwarded_upgrade(
+        &got[0],
+        &direct[0],
+        s.gw.rack(),
+        &s.gw.cli(),
+        path,
+        &options,
+    );
+
+    streams_closed(&s.gw, 1).await;
+    let finished = s.finish().await;
+    let events = &finished.events;
+    assert_eq!(
+        decisions(events),
+        [
+            "GET /machines Allow answered_locally -".to_owned(),
+            format!("GET {path} Allow - {LOG_READ}"),
+        ]
+    );
+    let streamed = streams(events, path);
+    assert_eq!(streamed.len(), 1);
+    assert_eq!(
+        requested(streamed[0].requested).unwrap().params,
+        [("Prefix".to_owned(), "true".to_owned())]
+    );
+    assert_eq!(
+        (
+            streamed[0].bytes_in,
+            streamed[0].bytes_out,
+            streamed[0].exit_code
+        ),
+        (0, payload_len(&frames), None)
     );
 }

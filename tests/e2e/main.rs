@@ -1,7 +1,7 @@
 //! The gateway end to end, over real sockets: a dev gateway on port 0 with `mock-rack` linked in,
 //! driven with the exact bytes the convox CLI sends (spec Appendix A). One module per area:
-//! the captured CLI sequences (`cli`, and their WebSockets: `run` and `deploy` in `cli_streams`,
-//! exec and logs in `streams`), the event counts of a mixed batch (`counts`), the bad input table
+//! the captured CLI sequences (`cli`, and their WebSockets: `run`, `deploy`, `exec` and `logs`
+//! in `cli_streams`; the relay's edge cases in `streams`), the event counts of a mixed batch (`counts`), the bad input table
 //! of issue 3 (`bad_input`), secrets in answers (`masking`), the hand-written role x route matrix
 //! sent through the gateway with every kind of token (`role_matrix`), a store that cannot append
 //! (`fail_closed`, and a really full filesystem in `full_disk`), and the export of a test's data
