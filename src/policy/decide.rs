@@ -41,7 +41,7 @@ pub enum Unknown {
     #[error("no rack route matches")]
     NoRoute,
     /// A wildcard route's prefix matched but its tail does not fit the tail grammar: answer 400
-    /// and record it.
+    /// (`invalid_path`, as for a path outside the path grammar) and record it.
     #[error("route {route}: {error}")]
     BadTail {
         route: &'static str,
@@ -433,6 +433,14 @@ static PATTERNS: LazyLock<Vec<Vec<PatSeg>>> = LazyLock::new(|| {
         .collect()
 });
 
+/// The methods an `ANY` route (the registry and in-cluster HTTP proxies) takes: what a Go
+/// HTTP client sends. `CONNECT` is not one: hyper's client rewrites its target to the rack's
+/// authority, so the path that was authorized and recorded would not be the one sent, and a 2xx
+/// would turn the connection into a tunnel; `TRACE` would echo the gateway's upstream headers,
+/// the rack's credentials among them, back to the caller. Others (extension methods) name
+/// nothing the rack serves.
+pub const ANY_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
 /// The route of a canonical request, first match in [`ROUTES`] order.
 pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
     let segments: Vec<&str> = path.segments().collect();
@@ -445,7 +453,12 @@ pub fn route(method: &str, path: &CanonicalPath) -> Result<Matched, Unknown> {
         if rule.disposition == Disposition::Unreachable {
             continue;
         }
-        if rule.method != "ANY" && rule.method != method {
+        let method_fits = if rule.method == "ANY" {
+            ANY_METHODS.contains(&method)
+        } else {
+            rule.method == method
+        };
+        if !method_fits {
             continue;
         }
         match match_pattern(rule, pattern, &segments) {

@@ -164,7 +164,15 @@ async fn pipeline(
         Err(e) => {
             let recorded = redact::unrouted_path(path.as_str());
             record_denial(state, &caller, &method, &recorded, e.kind(), None, &[]).await?;
-            return Err(ProxyError::UnknownRoute);
+            return Err(match e {
+                policy::Unknown::BadTail { .. } => ProxyError::BadRequest {
+                    kind: e.kind(),
+                    what: e.to_string(),
+                },
+                policy::Unknown::NoRoute | policy::Unknown::ReservedApp(_) => {
+                    ProxyError::UnknownRoute
+                }
+            });
         }
     };
     let upgrade = is_upgrade(&parts.headers);
@@ -334,6 +342,7 @@ async fn pipeline(
         &caller.token.owner,
         &app,
         &protected,
+        Visibility::of(&grant),
         permitted.permission(),
     )
     .map(|(kind, perm, what)| {
@@ -984,6 +993,7 @@ fn call_refusal(
     owner: &Principal,
     app: &str,
     protected: &[String],
+    who: Visibility,
     permission: Perm,
 ) -> Option<(&'static str, Perm, String)> {
     let route = matched.rule().name;
@@ -1038,6 +1048,20 @@ fn call_refusal(
              the last)"
         );
         return Some(("env_key_repeated", permission, what));
+    }
+    if route == "release.create"
+        && !(who == Visibility::All && protected.is_empty())
+        && let Some(env) = params.get("env")
+        && let Some(line) = mask::stray_in_clear(&env)
+    {
+        // Stray lines are shown to this caller masked whole; one posted in clear would be
+        // shown masked the same way, as a guess of a hidden line.
+        let what = format!(
+            "env line {line} sets no variable (a line without `=`, or part of a value with \
+             newlines); the rack ignores such lines, and you may post them back only as the \
+             masks you were shown"
+        );
+        return Some(("env_line_in_clear", permission, what));
     }
     if protected.is_empty() {
         return None;

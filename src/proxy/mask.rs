@@ -15,7 +15,8 @@
 //! *or* by value); protected keys (per app) are masked for everyone.
 //!
 //! A value with newlines leaves stray lines (`Env::strays`) that nothing classifies: for a
-//! caller who may not read every value they are masked whole (`mask(app, "", line)`).
+//! caller who may not read every value they are masked whole (`mask(app, "", line)`), and such
+//! a caller may post them back only as those masks ([`stray_in_clear`]).
 //!
 //! Answers are rewritten in place: only the bytes of a hidden value or stray line, inside the
 //! `env` string token, change; every other byte of the answer (field order, indentation, Go's `\u003c`
@@ -603,6 +604,30 @@ pub fn set_twice(env: &str) -> Option<String> {
     env.entries()
         .find(|(key, value)| *seen.entry(*key).or_insert(*value) != *value)
         .map(|(key, _)| key.to_owned())
+}
+
+/// The first stray line (`Env::strays`: a line that sets nothing, or one whose key is made of a
+/// value's bytes) that a posted env carries in clear rather than as a mask: its line number,
+/// counting from 1.
+///
+/// A caller shown stray lines masked whole (one who may not read every value, or anyone once a
+/// protected value is hidden) must not post one in clear: the answer to the post would show the
+/// mask of each such line, made as the hidden line's is, so one release could test thousands
+/// of guesses of a hidden line, without changing what the rack reads (it ignores lines that set
+/// nothing). Such a caller posts stray lines back only as the masks it was shown.
+pub fn stray_in_clear(env: &str) -> Option<usize> {
+    let parsed = Env::parse(env);
+    let stray = parsed
+        .strays()
+        .into_iter()
+        .find(|s| !parsed.line(&s.line).contains(MASK_PREFIX))?;
+    Some(
+        env.get(..stray.line.start)
+            .unwrap_or_default()
+            .matches('\n')
+            .count()
+            + 1,
+    )
 }
 
 /// Whether restoring a posted `env` needs the app's current env: it carries a mask, or the app

@@ -939,3 +939,26 @@ fn a_key_set_again_to_another_value_is_found_and_one_set_again_alike_is_not() {
         Some("K")
     );
 }
+
+#[test]
+fn stray_lines_in_clear_are_found_by_line() {
+    assert_eq!(stray_in_clear("A=1\nB=2"), None);
+    assert_eq!(stray_in_clear(""), None);
+    assert_eq!(
+        stray_in_clear("A=1\n\nB=2\n"),
+        None,
+        "blank lines set nothing and hide nothing"
+    );
+    assert_eq!(stray_in_clear("A=1\npassword: hunter2\nB=2"), Some(2));
+    assert_eq!(stray_in_clear("=empty key\nA=1"), Some(1));
+    assert_eq!(
+        stray_in_clear("A=-----BEGIN\nMIIB+/x=\nB=2"),
+        Some(2),
+        "a key made of a value's bytes"
+    );
+    // Masks of stray lines, as they were shown, are posted back; `restore_env_param` checks them.
+    assert_eq!(
+        stray_in_clear("A=1\nrgw-masked:0123abcd\nrgw-masked:89abcdef=\nB=2"),
+        None
+    );
+}
