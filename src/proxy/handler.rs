@@ -580,7 +580,8 @@ async fn pipeline(
         "",
         recorded_params,
     );
-    let recorded = match intent::record(&*state.store, intent, guard, call).await {
+    let if_abandoned = abandoned_before_forward(state, request_id);
+    let recorded = match intent::record(&state.store, intent, guard, call, if_abandoned).await {
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
             return Err(refuse_no_longer_allowed(
@@ -1323,12 +1324,14 @@ async fn lookup(
         call.params,
     );
     let guard = still_allowed(caller, &call.required);
-    let recorded = match intent::record(&*state.store, intent, Some(guard), call.target).await {
-        Ok(recorded) => recorded,
-        // The caller's own call is refused, and recorded, by whoever asked for the lookup.
-        Err(AppendError::Rejected(why)) => return Err(no_longer_allowed(&why)),
-        Err(_) => return Err(ProxyError::AuditUnavailable),
-    };
+    let if_abandoned = abandoned_before_forward(state, &lookup.request_id);
+    let recorded =
+        match intent::record(&state.store, intent, Some(guard), call.target, if_abandoned).await {
+            Ok(recorded) => recorded,
+            // The caller's own call is refused, and recorded, by whoever asked for the lookup.
+            Err(AppendError::Rejected(why)) => return Err(no_longer_allowed(&why)),
+            Err(_) => return Err(ProxyError::AuditUnavailable),
+        };
     let pending = Pending::new(state, &lookup.request_id, Instant::now());
     // `failure` as in `Pending::complete`: set when the status is the gateway's, or the rack's
     // answer was unusable.
@@ -1395,6 +1398,32 @@ async fn lookup(
     };
     pending.complete(status.as_u16(), Some(meter), None);
     Ok(LookupAnswer::Found(body.to_vec()))
+}
+
+/// What records the end of a call whose caller went away while its intent was being appended
+/// (see [`intent::record`]): the intent is durable, nothing was forwarded, and the completion
+/// says so (499, `abandoned_before_forward`), so an auditor can tell it from a call forwarded
+/// whose end was lost.
+fn abandoned_before_forward(
+    state: &Arc<ProxyState>,
+    request_id: &str,
+) -> impl FnOnce() + Send + Unpin + 'static {
+    let state = state.clone();
+    let request = RequestId(request_id.to_owned());
+    let started = Instant::now();
+    move || {
+        let event = Event::CommandCompleted(Box::new(CommandCompleted {
+            request,
+            status: 499,
+            duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            bytes_in: 0,
+            bytes_out: 0,
+            sha256_in: None,
+            sha256_out: None,
+            failure: Some("abandoned_before_forward".to_owned()),
+        }));
+        drop(state.store.enqueue(vec![event]));
+    }
 }
 
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
@@ -1816,34 +1845,36 @@ async fn open_stream(
     let target = forward_target(path, params);
     // Streams are few, and a build log's lookup may come before this: always guarded.
     let guard = still_allowed(caller, required);
-    let recorded = match intent::record(&*state.store, intent, Some(guard), target).await {
-        Ok(recorded) => recorded,
-        Err(AppendError::Rejected(why)) => {
-            drop(registration);
-            // Back where the refusal's own upgrade takes it from.
-            parts.extensions.insert(on_upgrade);
-            let refusal = refuse_no_longer_allowed(
-                state,
-                caller,
-                method,
-                path.as_str(),
-                &why,
-                Some(permission.to_owned()),
-                &recorded_params,
-            )
-            .await;
-            return match refusal {
-                ProxyError::AuditUnavailable => Err(refusal),
-                _ => Ok(refuse_in_socket(
-                    parts,
-                    Some(key),
-                    CHANGED_WHILE_OPENING.to_owned(),
-                    exit_code,
-                )),
-            };
-        }
-        Err(_) => return Err(ProxyError::AuditUnavailable),
-    };
+    let if_abandoned = abandoned_before_forward(state, &caller.request_id);
+    let recorded =
+        match intent::record(&state.store, intent, Some(guard), target, if_abandoned).await {
+            Ok(recorded) => recorded,
+            Err(AppendError::Rejected(why)) => {
+                drop(registration);
+                // Back where the refusal's own upgrade takes it from.
+                parts.extensions.insert(on_upgrade);
+                let refusal = refuse_no_longer_allowed(
+                    state,
+                    caller,
+                    method,
+                    path.as_str(),
+                    &why,
+                    Some(permission.to_owned()),
+                    &recorded_params,
+                )
+                .await;
+                return match refusal {
+                    ProxyError::AuditUnavailable => Err(refusal),
+                    _ => Ok(refuse_in_socket(
+                        parts,
+                        Some(key),
+                        CHANGED_WHILE_OPENING.to_owned(),
+                        exit_code,
+                    )),
+                };
+            }
+            Err(_) => return Err(ProxyError::AuditUnavailable),
+        };
     // From here the rack may see the upgrade: however the call ends, even dropped while the
     // rack's answer is awaited, its end is recorded.
     let pending = Pending::new(state, request_id, Instant::now());
