@@ -1126,7 +1126,10 @@ impl ServeConsole {
         let server = rack_gateway::server::spawn_with_tls(
             listener,
             console::app(Arc::new(ConsoleState::beside(&proxy))),
-            Duration::from_secs(5),
+            rack_gateway::server::Limits {
+                header_timeout: Duration::from_secs(5),
+                on_slow_head: None,
+            },
             tls,
             Arc::from([]),
             stopped,

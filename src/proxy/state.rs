@@ -82,6 +82,13 @@ impl ProxyState {
         self.flood.clone()
     }
 
+    /// What both listeners do with a client that stopped partway through a request head: count
+    /// it per network, as unauthenticated noise is counted.
+    pub fn on_slow_head(&self) -> crate::server::OnSlowHead {
+        let flood = self.flood.clone();
+        Arc::new(move |ip| flood.count_denial(ip, "header_timeout", Clock.now()))
+    }
+
     /// The proxies whose `X-Forwarded-For` is believed.
     pub fn trusted_proxies(&self) -> &[IpAddr] {
         &self.trusted_proxies

@@ -98,14 +98,31 @@ pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
+/// What a listener does with a client that sent part of a request head and then nothing until
+/// the header timer ran out: the peer's address, to be counted as an unauthenticated refusal
+/// (`header_timeout`), so a slow-headers attack shows in the log by its size.
+pub type OnSlowHead = Arc<dyn Fn(IpAddr) + Send + Sync>;
+
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
+    on_slow_head: Option<OnSlowHead>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    spawn_with_tls(listener, router, header_timeout, None, Arc::from([]), stop)
+    let limits = Limits {
+        header_timeout,
+        on_slow_head,
+    };
+    spawn_with_tls(listener, router, limits, None, Arc::from([]), stop)
+}
+
+/// A listener's limits on what a connection may take before it has sent a whole request head.
+pub struct Limits {
+    /// How long a request head may take to arrive (and a TLS handshake to finish).
+    pub header_timeout: Duration,
+    pub on_slow_head: Option<OnSlowHead>,
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
@@ -114,7 +131,7 @@ pub fn spawn(
 pub fn spawn_with_tls(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     trusted: Arc<[IpAddr]>,
     stop: watch::Receiver<bool>,
@@ -130,7 +147,7 @@ pub fn spawn_with_tls(
             .map_err(|e: Infallible| e);
         TowerToHyperService::new(service)
     };
-    serve_with_tls(listener, service_for, header_timeout, tls, trusted, stop)
+    serve_with_tls(listener, service_for, limits, tls, trusted, stop)
 }
 
 /// Serves the rack proxy on `listener` as [`spawn_with_tls`] serves a router: each connection
@@ -143,8 +160,12 @@ pub fn spawn_proxy(
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let trusted = Arc::from(state.trusted_proxies());
+    let limits = Limits {
+        header_timeout,
+        on_slow_head: Some(state.on_slow_head()),
+    };
     let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
-    serve_with_tls(listener, service_for, header_timeout, tls, trusted, stop)
+    serve_with_tls(listener, service_for, limits, tls, trusted, stop)
 }
 
 /// The accept loop: serves each connection with the service `service_for` gives for its peer.
@@ -154,7 +175,10 @@ pub fn spawn_proxy(
 ///
 /// Connections are served by hyper's HTTP/1 server directly: its header-read timer runs from
 /// the first poll, so a client that connects and sends nothing is cut off like one that stops
-/// mid-header (a protocol-sniffing server would wait for its first byte with no timer).
+/// mid-header (a protocol-sniffing server would wait for its first byte with no timer). hyper
+/// closes such a connection without an answer, as Go's server and nginx do; one that had sent
+/// part of a head since its last answer is also reported to `on_slow_head`. A silent
+/// connection, or a keep-alive one idle after its answer, is not: both are ordinary.
 ///
 /// Plain HTTP (no `tls`) is served only to loopback peers and the `trusted` proxies: a listener
 /// on a public address behind a proxy must not take credentials in clear from anyone who
@@ -162,7 +186,7 @@ pub fn spawn_proxy(
 fn serve_with_tls<F, S>(
     listener: TcpListener,
     service_for: F,
-    header_timeout: Duration,
+    limits: Limits,
     tls: Option<Arc<rustls::ServerConfig>>,
     trusted: Arc<[IpAddr]>,
     mut stop: watch::Receiver<bool>,
@@ -177,6 +201,10 @@ where
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let Limits {
+        header_timeout,
+        on_slow_head,
+    } = limits;
     tokio::spawn(async move {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -212,7 +240,8 @@ where
             // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
             // until its relay drops the stream, after hyper has finished with the connection.
             let upgrading = Upgrading::default();
-            let stream = Counted::new(stream, held, &upgrading);
+            let unanswered = Unanswered::default();
+            let stream = Counted::new(stream, held, &upgrading, &unanswered);
             if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
                 connections.spawn(refuse_plain(stream));
                 continue;
@@ -221,8 +250,9 @@ where
             let _ = keepalive::keep_alive(&stream.io);
             let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
+            let on_slow_head = on_slow_head.clone();
             connections.spawn(async move {
-                match acceptor {
+                let timed_out = match acceptor {
                     None => serve_one(&builder, TokioIo::new(stream), service, stop).await,
                     Some(acceptor) => {
                         let Ok(Ok(tls)) =
@@ -230,12 +260,21 @@ where
                         else {
                             return;
                         };
-                        serve_one(&builder, TokioIo::new(tls), service, stop).await;
+                        serve_one(&builder, TokioIo::new(tls), service, stop).await
                     }
+                };
+                if timed_out
+                    && unanswered.is_set()
+                    && let Some(report) = on_slow_head
+                {
+                    report(peer.ip());
                 }
             });
         }
-        // Stop accepting; let in-flight requests finish, within the drain bound.
+        // Stop accepting, at once: a connection the kernel completed into the backlog during
+        // the drain would send its request and be reset unanswered. Then let in-flight
+        // requests finish, within the drain bound.
+        drop(listener);
         let _ = tokio::time::timeout(DRAIN, async {
             while connections.join_next().await.is_some() {}
         })
@@ -324,15 +363,26 @@ struct Counted<I> {
     _held: Held,
     writes: crate::stall::Stall,
     upgrading: Upgrading,
+    unanswered: Unanswered,
 }
 
 impl<I> Counted<I> {
-    fn new(io: I, held: Held, upgrading: &Upgrading) -> Counted<I> {
+    fn new(io: I, held: Held, upgrading: &Upgrading, unanswered: &Unanswered) -> Counted<I> {
         Counted {
             io,
             _held: held,
             writes: crate::stall::Stall::default(),
             upgrading: upgrading.clone(),
+            unanswered: unanswered.clone(),
+        }
+    }
+
+    /// Bytes went to the client: what it sent before is answered.
+    fn answered(&self, written: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written
+            && *n > 0
+        {
+            self.unanswered.set(false);
         }
     }
 
@@ -365,13 +415,34 @@ impl Upgrading {
     }
 }
 
+/// A connection's mark that the client sent bytes after the last ones the gateway wrote: at a
+/// header timeout, that it stopped partway through a request head rather than sat idle.
+#[derive(Clone, Debug, Default)]
+struct Unanswered(Arc<AtomicBool>);
+
+impl Unanswered {
+    fn set(&self, unanswered: bool) {
+        self.0.store(unanswered, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.unanswered.set(true);
+        }
+        read
     }
 }
 
@@ -383,6 +454,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.answered(&written);
         this.bounded(cx, written)
     }
 
@@ -393,6 +465,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.answered(&written);
         this.bounded(cx, written)
     }
 
@@ -435,13 +508,15 @@ async fn refuse_plain(mut stream: Counted<tokio::net::TcpStream>) {
     .await;
 }
 
-/// Serves one connection until it ends or shutdown asks it to finish its current request.
+/// Serves one connection until it ends or shutdown asks it to finish its current request;
+/// true when it ended at the header timer.
 async fn serve_one<I, S>(
     builder: &hyper::server::conn::http1::Builder,
     io: I,
     service: S,
     mut stop: watch::Receiver<bool>,
-) where
+) -> bool
+where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming> + Send,
     S::Future: Send + 'static,
@@ -453,10 +528,11 @@ async fn serve_one<I, S>(
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        ended = conn.as_mut() => ended.is_err_and(|e| e.is_timeout()),
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
+            false
         }
     }
 }
@@ -508,7 +584,12 @@ mod tests {
         // A client that reads a little now and then keeps its connection, however long the
         // answer takes.
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(server, place(), &Upgrading::default());
+        let mut stream = Counted::new(
+            server,
+            place(),
+            &Upgrading::default(),
+            &Unanswered::default(),
+        );
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 8192];
             let mut at = 0;
@@ -532,7 +613,12 @@ mod tests {
 
         // One that stops reading loses it once a write has waited the whole limit.
         let (client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(server, place(), &Upgrading::default());
+        let mut stream = Counted::new(
+            server,
+            place(),
+            &Upgrading::default(),
+            &Unanswered::default(),
+        );
         let started = tokio::time::Instant::now();
         let e = tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer))
             .await
@@ -545,7 +631,7 @@ mod tests {
         // Once a relay owns the connection, the relay's own timers are the bound.
         let (client, server) = tokio::io::duplex(1024);
         let upgrading = Upgrading::default();
-        let mut stream = Counted::new(server, place(), &upgrading);
+        let mut stream = Counted::new(server, place(), &upgrading, &Unanswered::default());
         upgrading.relayed();
         let waited =
             tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer)).await;
@@ -623,7 +709,12 @@ mod tests {
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let held = open.take(peer, Some(3), 10).unwrap();
         let (client_io, server_io) = tokio::io::duplex(4096);
-        let server_io = Counted::new(server_io, held, &Upgrading::default());
+        let server_io = Counted::new(
+            server_io,
+            held,
+            &Upgrading::default(),
+            &Unanswered::default(),
+        );
         let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
         let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {

@@ -97,7 +97,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         super::spawn_with_tls(
             console_listener,
             console::app(Arc::new(ConsoleState::beside(&state))),
-            config.limits.header_timeout,
+            super::Limits {
+                header_timeout: config.limits.header_timeout,
+                on_slow_head: Some(state.on_slow_head()),
+            },
             tls,
             config.trusted_proxies.clone().into(),
             stopped,

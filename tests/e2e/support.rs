@@ -102,6 +102,17 @@ impl TestGateway {
         TestGateway { dir, running }
     }
 
+    /// A dev gateway whose networks may each send `per_minute` requests a minute.
+    pub async fn start_limited(per_minute: u32) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DevOptions {
+            per_ip_per_minute: per_minute,
+            ..options(dir.path())
+        };
+        let running = dev::start(&options).await.unwrap();
+        TestGateway { dir, running }
+    }
+
     /// A dev gateway on a store the test opened itself in `dir` (fault injection).
     pub async fn start_on(dir: tempfile::TempDir, store: Store, keys: Keys) -> TestGateway {
         let running = dev::start_with(&options(dir.path()), store, keys)
