@@ -1,8 +1,10 @@
 //! After the run: the data directory of a whole CLI session (with refused and unauthenticated
 //! calls mixed in) is exported with `export::export_local` and verified with
 //! `verify::verify_export` pinned to the directory's own key (in `TestGateway::finish`, as for
-//! every test); here, also, another key must refuse the same export, and neither the env secret
-//! nor the caller's token may appear anywhere in the log or the export.
+//! every test); here, also, the auditor's `rack-audit verify` exits 0 on that export, another
+//! key must refuse it, the log holds one `CommandRequested` per request that passed
+//! authentication and no other, and neither
+//! the env secret nor the caller's token may appear anywhere in the log or the export.
 //!
 //! **Invariant:** the session is the `cli` module's flows, not a copy of them.
 
@@ -10,10 +12,10 @@ use events::verify::{self, DirSource, Quiet};
 use rack_gateway::keys::Keys;
 use rack_gateway::server::dev::DEV_ORIGIN;
 
-use events::event::{Event, Role};
+use events::event::{CommandRequested, Event, Role};
 
 use crate::cli::{Session, assert_absent, everything};
-use crate::support::{TestGateway, requested};
+use crate::support::{TestGateway, is_lookup, requested};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_export_of_a_cli_session_verifies_under_its_own_key_only() {
@@ -28,7 +30,43 @@ async fn the_export_of_a_cli_session_verifies_under_its_own_key_only() {
     for (raw, status) in noise {
         assert_eq!(s.gw.send_raw(raw).await.status, status);
     }
+    // The replayed CLI requests, and the unknown route with the dev token.
+    let authenticated = s.sent() + 1;
     let finished = s.finish().await;
+
+    let (lookups, own): (Vec<&CommandRequested>, Vec<&CommandRequested>) = finished
+        .events
+        .iter()
+        .filter_map(requested)
+        .partition(|c| is_lookup(c));
+    assert_eq!(
+        own.len(),
+        authenticated,
+        "one CommandRequested per request that passed authentication"
+    );
+    // The dev admin may read every value and the app protects none: no call of the session
+    // needed a lookup of the gateway's own, so the count is exact.
+    assert!(lookups.is_empty(), "{lookups:?}");
+
+    let keys = Keys::load(finished.data.path()).unwrap();
+    let audit = std::process::Command::new(crate::workspace_bin::build("rack-audit"))
+        .arg("verify")
+        .arg(finished.export.path())
+        .args(["--key", &keys.vkey().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&audit.stdout);
+    assert_eq!(
+        audit.status.code(),
+        Some(0),
+        "rack-audit verify: {stdout}{}",
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("OK: {} records,", finished.events.len()))
+            && stdout.contains("key pinned"),
+        "{stdout}"
+    );
 
     let stranger = tempfile::tempdir().unwrap();
     let other = Keys::init(stranger.path(), DEV_ORIGIN).unwrap();

@@ -56,6 +56,8 @@ pub struct Session {
     /// The request ids of the calls the gateway answered itself: none may have a completion,
     /// which is queued in the background and checked once the stop has flushed it.
     answered_locally: std::sync::Mutex<Vec<String>>,
+    /// Requests sent with [`Session::replay`], all with the dev token.
+    sent: std::sync::atomic::AtomicUsize,
 }
 
 /// One CLI request and what the gateway must do with it.
@@ -161,7 +163,13 @@ impl Session {
             audit,
             credential,
             answered_locally: std::sync::Mutex::default(),
+            sent: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// How many requests [`Session::replay`] sent through the gateway, each authenticated.
+    pub fn sent(&self) -> usize {
+        self.sent.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The reference rack, fed the same requests directly with the captured credentials.
@@ -195,6 +203,7 @@ impl Session {
         let since = self.gw.head();
         let rack_before = self.gw.rack().received().len();
         let reply = self.gw.send_raw(&raw).await;
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = reply.request_id();
         let (permission, params) = match step.expect {
             Expect::Local => {

@@ -11,7 +11,8 @@ use crate::faults::{Failure, gateway_on_failing_disk};
 use crate::support::{Body, TestGateway, requested};
 
 /// What a client sends while the disk fails: the CLI's commonest calls, a secret-bearing one,
-/// one refused by policy, one answered locally and an unknown route.
+/// an upload, a log socket (refused before the upgrade), one answered locally, an unknown route
+/// and a path refused as it stands.
 fn batch(gw: &TestGateway) -> Vec<Vec<u8>> {
     let cli = gw.cli();
     vec![
@@ -28,6 +29,11 @@ fn batch(gw: &TestGateway) -> Vec<Vec<u8>> {
             "/apps/x/objects/tmp/a.tgz?",
             &[],
             Body::Raw(&[0x1f, 0x8b, 0x08, 0x00, 1, 2, 3]),
+        ),
+        cli.websocket(
+            "/apps/x/logs",
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            &[("Prefix", "true")],
         ),
         cli.get("/machines?"),
         cli.get("/no/such/route?"),

@@ -27,3 +27,5 @@ mod masking;
 mod role_matrix;
 mod streams;
 mod support;
+#[path = "../common/workspace_bin.rs"]
+mod workspace_bin;

@@ -3,7 +3,7 @@
 
 use events::event::Role;
 
-use crate::support::{Body, TestGateway};
+use crate::support::{Body, TestGateway, requested};
 
 /// The seeded release's env on the mock rack: `FOO=bar`, `SECRET_TOKEN=s3cr3t`.
 fn env_of(reply_json: &serde_json::Value) -> String {
@@ -139,10 +139,26 @@ async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
         .await;
     assert_eq!(reply.status, 403, "{}", reply.text());
     assert!(
+        reply.text().ends_with("(masked_value_misused)\n"),
+        "{}",
+        reply.text()
+    );
+    assert!(
         gw.rack().received()[before..]
             .iter()
             .all(|r| r.method != "POST"),
         "a misused mask must not create a release"
+    );
+    let denied = gw
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|r| requested(&r).cloned())
+        .find(|c| c.request.0 == reply.request_id())
+        .expect("the refusal is recorded");
+    assert_eq!(
+        (denied.decision, denied.reason.as_str()),
+        (events::event::Decision::Deny, "masked_value_misused")
     );
     let finished = gw.finish().await;
     let log = format!("{:?}", finished.events);

@@ -194,11 +194,17 @@ async fn a_refused_upgrade_returns_the_racks_status_and_body() {
 
 #[tokio::test]
 async fn a_request_that_is_not_a_get_is_not_sent() {
-    let (ours, _theirs) = tokio::io::duplex(64);
+    let (ours, mut theirs) = tokio::io::duplex(64);
     let request = Request::post("/apps/x/logs").body(()).unwrap();
     let result = connect_upstream(ours, request).await;
     assert!(
         matches!(result, Err(ConnectError::Method(http::Method::POST))),
         "{result:?}"
     );
+    // The refusal dropped our end: the rack's end reads EOF, and not one byte before it.
+    let mut sent = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut sent)
+        .await
+        .unwrap();
+    assert!(sent.is_empty(), "{sent:?}");
 }
