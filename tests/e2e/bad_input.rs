@@ -318,6 +318,15 @@ async fn check(case: Case) {
     }
 }
 
+/// The handshake of a log socket (spec §4.1).
+fn logs_upgrade() -> Case {
+    Case::get("/apps/x/logs")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Version", "13")
+}
+
 fn releases_env() -> Case {
     Case::post("/apps/x/releases?").form("env=A%3DB")
 }
@@ -803,16 +812,7 @@ async fn a_v2_rack_environment_route() {
 /// is recorded as allowed, and the rack never sees its handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_over_http_1_0() {
-    check(
-        Case::get("/apps/x/logs")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("Sec-WebSocket-Version", "13")
-            .http_1_0()
-            .denied(400, "invalid_upgrade"),
-    )
-    .await;
+    check(logs_upgrade().http_1_0().denied(400, "invalid_upgrade")).await;
 }
 
 /// An upgrade without credentials is refused before the upgrade: a 401, not a 101 with the
@@ -821,11 +821,7 @@ async fn a_websocket_upgrade_over_http_1_0() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_without_credentials() {
     check(
-        Case::get("/apps/x/logs")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("Sec-WebSocket-Version", "13")
+        logs_upgrade()
             .auth(Auth::Missing)
             .counted("missing_credentials"),
     )
@@ -836,11 +832,7 @@ async fn a_websocket_upgrade_without_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_upgrade_with_an_unknown_token() {
     check(
-        Case::get("/apps/x/logs")
-            .header("Connection", "Upgrade")
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-            .header("Sec-WebSocket-Version", "13")
+        logs_upgrade()
             .auth(Auth::Unknown)
             .counted("unknown_or_expired_token"),
     )

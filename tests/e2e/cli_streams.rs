@@ -120,28 +120,7 @@ async fn run_attached(s: &Session, command: &str) -> Attached {
     s.replay(Step::get("/machines?")).await;
 
     let path = format!("/apps/x/processes/{pid}/exec");
-    let options = run_options(command);
-    let mut via = open_socket(s.gw.proxy(), s.gw.cli().websocket(&path, RUN_KEY, &options)).await;
-    assert_upgraded(&via, RUN_KEY);
-    let mut direct = open_socket(
-        s.reference().addr(),
-        Cli::captured(s.reference()).websocket(&path, RUN_KEY, &options),
-    )
-    .await;
-    assert_upgraded(&direct, RUN_KEY);
-    for socket in [&mut via, &mut direct] {
-        for frame in STDIN {
-            socket.writer.text(frame).await.unwrap();
-        }
-        socket.writer.binary(b"").await.unwrap();
-    }
-    let frames = until_eof(&mut via.reader).await;
-    assert_eq!(
-        frames,
-        until_eof(&mut direct.reader).await,
-        "the exec stream through the gateway is the rack's own, frame for frame"
-    );
-    drop(direct);
+    let (mut via, frames) = exec(s, &path, RUN_KEY, &run_options(command)).await;
 
     // Nobody closes a finished stream (spec §4.2): the CLI keeps pinging it, the rack answers.
     via.writer.ping(b"keepalive").await.unwrap();
@@ -249,6 +228,38 @@ async fn deploy(s: &Session) -> Deployed {
         build_log,
         app_log,
     }
+}
+
+/// Opens an exec socket as the CLI does, through the gateway and directly on the reference
+/// rack, sends `STDIN` and EOF on both and reads both to EOF: they must match frame for frame.
+/// Returns the gateway's socket, still open, and its frames.
+async fn exec(
+    s: &Session,
+    path: &str,
+    key: &str,
+    options: &[(&str, &str)],
+) -> (Socket, Vec<Frame>) {
+    let mut via = open_socket(s.gw.proxy(), s.gw.cli().websocket(path, key, options)).await;
+    assert_upgraded(&via, key);
+    let mut direct = open_socket(
+        s.reference().addr(),
+        Cli::captured(s.reference()).websocket(path, key, options),
+    )
+    .await;
+    assert_upgraded(&direct, key);
+    for socket in [&mut via, &mut direct] {
+        for frame in STDIN {
+            socket.writer.text(frame).await.unwrap();
+        }
+        socket.writer.binary(b"").await.unwrap();
+    }
+    let frames = until_eof(&mut via.reader).await;
+    assert_eq!(
+        frames,
+        until_eof(&mut direct.reader).await,
+        "the exec stream through the gateway is the rack's own, frame for frame"
+    );
+    (via, frames)
 }
 
 /// Opens a read-only stream as the CLI does, through the gateway and directly on the reference
@@ -988,11 +999,11 @@ const CAPTURED_LOGS: &str = "GET /apps/x/logs HTTP/1.1\r\n\
 /// log holds both decisions and the stream's counts and exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn convox_exec_is_relayed_byte_exact_and_recorded() {
-    let exec = crate::streams::EXEC;
+    let exec_path = crate::streams::EXEC;
     let options = [("Command", "ls -la"), ("Tty", "false")];
     assert_eq!(
         String::from_utf8(
-            Cli::new("127.0.0.1:18080", CAPTURED_AUTH).websocket(exec, EXEC_KEY, &options)
+            Cli::new("127.0.0.1:18080", CAPTURED_AUTH).websocket(exec_path, EXEC_KEY, &options)
         )
         .unwrap(),
         CAPTURED_EXEC,
@@ -1001,26 +1012,7 @@ async fn convox_exec_is_relayed_byte_exact_and_recorded() {
 
     let s = Session::start().await;
     s.replay(Step::get("/machines?")).await;
-    let mut via = open_socket(s.gw.proxy(), s.gw.cli().websocket(exec, EXEC_KEY, &options)).await;
-    assert_upgraded(&via, EXEC_KEY);
-    let mut direct = open_socket(
-        s.reference().addr(),
-        Cli::captured(s.reference()).websocket(exec, EXEC_KEY, &options),
-    )
-    .await;
-    assert_upgraded(&direct, EXEC_KEY);
-    for socket in [&mut via, &mut direct] {
-        for frame in STDIN {
-            socket.writer.text(frame).await.unwrap();
-        }
-        socket.writer.binary(b"").await.unwrap();
-    }
-    let frames = until_eof(&mut via.reader).await;
-    assert_eq!(
-        frames,
-        until_eof(&mut direct.reader).await,
-        "the exec stream through the gateway is the rack's own, frame for frame"
-    );
+    let (via, frames) = exec(&s, exec_path, EXEC_KEY, &options).await;
     let marker = format!("{EXIT_MARKER}0\n");
     let mut want: Vec<&[u8]> = STDIN.to_vec();
     want.push(AFTER_EOF_OUTPUT);
@@ -1036,12 +1028,11 @@ async fn convox_exec_is_relayed_byte_exact_and_recorded() {
         ([STDIN.concat(), AFTER_EOF_OUTPUT.to_vec()].concat(), 0),
         "what the CLI prints, and its exit code"
     );
-    drop(direct);
     drop(via);
 
     assert_eq!(
         targets(&s.gw.rack().received()),
-        [format!("GET {exec}")],
+        [format!("GET {exec_path}")],
         "`GET /machines` is answered by the gateway; the socket reaches the rack"
     );
     let got = upgrades(s.gw.rack());
@@ -1052,7 +1043,7 @@ async fn convox_exec_is_relayed_byte_exact_and_recorded() {
         &direct[0],
         s.gw.rack(),
         &s.gw.cli(),
-        exec,
+        exec_path,
         &options,
     );
     assert_eq!(
@@ -1068,10 +1059,10 @@ async fn convox_exec_is_relayed_byte_exact_and_recorded() {
         decisions(events),
         [
             "GET /machines Allow answered_locally -".to_owned(),
-            format!("GET {exec} Allow - {EXEC_RUN}"),
+            format!("GET {exec_path} Allow - {EXEC_RUN}"),
         ]
     );
-    let streamed = streams(events, exec);
+    let streamed = streams(events, exec_path);
     assert_eq!(streamed.len(), 1);
     let c = requested(streamed[0].requested).unwrap();
     assert_eq!(
