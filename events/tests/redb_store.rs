@@ -627,3 +627,65 @@ async fn a_shutdown_writes_the_waiting_background_appends() {
         "the background append was lost"
     );
 }
+
+/// A background append nobody waits for (a completion whose answer has gone) is not lost to a
+/// write that fails: it is kept, and the first batch written once the disk works again holds
+/// it, before anything appended after it. One that is awaited gets the failure, and is not
+/// written later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_background_append_outlives_a_failed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    store.append(vec![conformance::filler(0)]).await.unwrap();
+    disk.fail(Some(Failure::Full));
+    drop(store.enqueue(vec![conformance::filler(1)]));
+    let awaited_background = store.enqueue(vec![conformance::filler(2)]);
+    // Enqueued before it, the background appends share this write, or failed before it.
+    let r = store.append(vec![conformance::filler(3)]).await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    let r = awaited_background.await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    disk.fail(None);
+    let after = store.append(vec![conformance::filler(4)]).await.unwrap();
+    let all = store.read(0..u64::MAX).await.unwrap();
+    let kept: Vec<u64> = all
+        .iter()
+        .filter(|r| holds_filler(std::slice::from_ref(r), 1))
+        .map(|r| r.record.seq.0)
+        .collect();
+    assert_eq!(
+        kept.len(),
+        1,
+        "the dropped background append is written once"
+    );
+    assert!(kept[0] < after.first.0, "and before what came after it");
+    assert!(
+        !holds_filler(&all, 2),
+        "an awaited one that failed stays out"
+    );
+    assert!(
+        !holds_filler(&all, 3),
+        "an awaited append that failed stays out"
+    );
+}
+
+/// What a failed write kept is written by the shutdown if nothing else came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_writes_what_a_failed_write_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    disk.fail(Some(Failure::ReadOnly));
+    drop(store.enqueue(vec![conformance::filler(1)]));
+    let r = store.append(vec![conformance::filler(2)]).await;
+    assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    disk.fail(None);
+    store.shutdown();
+    drop(store);
+    let store = open_on(&path, &disk);
+    let all = store.read(0..u64::MAX).await.unwrap();
+    assert!(holds_filler(&all, 1), "the kept background append was lost");
+    assert!(!holds_filler(&all, 2));
+}

@@ -90,6 +90,9 @@ const INDEX_IDLE: Duration = Duration::from_millis(2);
 /// share its journal write. Under load one comes within microseconds; a quiet gateway writes
 /// them on their own after this.
 pub const BACKGROUND_DELAY: Duration = Duration::from_millis(2);
+/// The most events kept to be written again after failed writes (see [`Sequencer::retry`]):
+/// the completions of a few minutes of load. Past it an outage's newest are dropped, and said.
+pub const MAX_RETRIED_EVENTS: usize = 65_536;
 /// How long a reader waits for redb to index what it asked for.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
@@ -229,6 +232,14 @@ struct Sequencer<S: Fold> {
     /// Set on shutdown: cut a checkpoint for any records not yet covered.
     seal: bool,
     unindexed: Unindexed,
+    /// Appends nobody waits for (a background append whose future was dropped: a completion,
+    /// a stream's end) that a failed write could not take, oldest first: each goes at the head
+    /// of the next batch, until a write takes it. Their senders answered no one, so "on `Err`
+    /// nothing is in the log" told no one otherwise; dropping them would lose the end of a
+    /// call that the log shows started, for an outage that passed.
+    retry: Vec<Vec<Event>>,
+    /// Events in `retry`, bounded by [`MAX_RETRIED_EVENTS`].
+    retry_events: usize,
 }
 
 /// Entries of one transaction being built.
@@ -240,6 +251,9 @@ struct Staged {
     /// per record.
     nodes: Vec<Hash>,
     replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Appended)>,
+    /// The `seq` of each staged record of an unguarded append nobody waits for: what a failed
+    /// write of this batch keeps to retry (see [`Sequencer::retry`]).
+    unanswered: Vec<u64>,
 }
 
 struct ReadNodes<T> {
@@ -340,6 +354,8 @@ impl<S: Fold> RedbStore<S> {
             failed: None,
             seal: false,
             unindexed: Unindexed::default(),
+            retry: Vec::new(),
+            retry_events: 0,
         };
         let recovered = sequencer.replay_journal()?;
         catch_up(&shared, sequencer.view.size)?;
@@ -462,6 +478,10 @@ impl<S: Fold> RedbStore<S> {
     /// that the next request's intent then queues behind; under load about a quarter of the
     /// batches were such. Nor does it wake the sequencer, except the first after the sequencer
     /// fell asleep holding none (see `Background`).
+    ///
+    /// Dropping the returned future says nobody waits: then a write that fails to take it does
+    /// not lose it, and a later batch (the next append's, the idle tick's, or the shutdown's) writes
+    /// it, up to [`MAX_RETRIED_EVENTS`] kept over an outage.
     pub fn enqueue(
         &self,
         events: Vec<Event>,
@@ -796,9 +816,9 @@ impl<S: Fold> Sequencer<S> {
                 self.index();
             }
         }
-        // Shutting down: what is queued is written first.
+        // Shutting down: what is queued, and what failed writes left, is written first.
         self.take_background(&mut waiting, &mut waiting_until);
-        if !waiting.is_empty() {
+        if !waiting.is_empty() || !self.retry.is_empty() {
             self.process(waiting);
         }
         // Seal what is not yet covered by a checkpoint, and leave redb holding everything
@@ -819,11 +839,31 @@ impl<S: Fold> Sequencer<S> {
         }
     }
 
-    /// Sequences one batch: guards in order, one commit for everything unguarded.
-    fn process(&mut self, batch: Vec<Request<S>>) {
+    /// Sequences one batch: guards in order, one commit for everything unguarded. What failed
+    /// writes left to retry goes first.
+    fn process(&mut self, mut batch: Vec<Request<S>>) {
+        if !self.retry.is_empty() {
+            self.retry_events = 0;
+            let retried = std::mem::take(&mut self.retry).into_iter().map(|events| {
+                // A sender whose receiver is gone: no answer is built for it.
+                let (reply, _) = oneshot::channel();
+                Request {
+                    events,
+                    guard: None,
+                    reply,
+                }
+            });
+            batch.splice(0..0, retried);
+        }
         if let Err(e) = self.ready() {
             for r in batch {
-                let _ = r.reply.send(Err(AppendError::Unavailable(e.clone())));
+                let guarded = r.guard.is_some();
+                self.refuse(
+                    r.events,
+                    r.reply,
+                    guarded,
+                    AppendError::Unavailable(e.clone()),
+                );
             }
             return;
         }
@@ -832,13 +872,14 @@ impl<S: Fold> Sequencer<S> {
             records: Vec::with_capacity(events),
             nodes: Vec::with_capacity(events),
             replies: Vec::with_capacity(batch.len()),
+            unanswered: Vec::new(),
         };
         for req in batch {
+            let guarded = req.guard.is_some();
             if self.reopen {
                 // A commit of this batch failed: the view is stale until the store is reopened.
-                let _ = req.reply.send(Err(AppendError::Unavailable(
-                    "the event store failed to commit".into(),
-                )));
+                let failed = AppendError::Unavailable("the event store failed to commit".into());
+                self.refuse(req.events, req.reply, guarded, failed);
                 continue;
             }
             if let Some(guard) = req.guard {
@@ -846,9 +887,9 @@ impl<S: Fold> Sequencer<S> {
                 if !staged.records.is_empty() {
                     self.commit(std::mem::take(&mut staged), false);
                     if self.reopen {
-                        let _ = req.reply.send(Err(AppendError::Unavailable(
-                            "the event store failed to commit".into(),
-                        )));
+                        let failed =
+                            AppendError::Unavailable("the event store failed to commit".into());
+                        self.refuse(req.events, req.reply, true, failed);
                         continue;
                     }
                 }
@@ -861,11 +902,46 @@ impl<S: Fold> Sequencer<S> {
                     continue;
                 }
             }
-            self.stage(&mut staged, req.events, req.reply);
+            self.stage(&mut staged, req.events, req.reply, guarded);
         }
         if !self.reopen {
             self.commit(staged, true);
         }
+    }
+
+    /// Answers an append that cannot be written now: its caller gets `why`, or, when nobody
+    /// waits for it and no guard decides it, it is kept to be written with a later batch (a
+    /// guard holds at one moment of the log; retried later, it would not have been asked).
+    fn refuse(
+        &mut self,
+        events: Vec<Event>,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+        guarded: bool,
+        why: AppendError,
+    ) {
+        if reply.is_closed() && !guarded {
+            self.keep_for_retry(events);
+        } else {
+            let _ = reply.send(Err(why));
+        }
+    }
+
+    /// Keeps `events` of an append nobody waits for, to be written with a later batch, unless
+    /// [`MAX_RETRIED_EVENTS`] are kept already.
+    fn keep_for_retry(&mut self, events: Vec<Event>) {
+        if self.retry_events + events.len() > MAX_RETRIED_EVENTS {
+            if self.retry_events < MAX_RETRIED_EVENTS {
+                eprintln!(
+                    "rack-gateway: the event store has kept {} events since its writes began to \
+                     fail; later ones nobody waits for (completions, stream ends) are dropped",
+                    self.retry_events
+                );
+                self.retry_events = MAX_RETRIED_EVENTS;
+            }
+            return;
+        }
+        self.retry_events += events.len();
+        self.retry.push(events);
     }
 
     fn stage(
@@ -873,6 +949,7 @@ impl<S: Fold> Sequencer<S> {
         staged: &mut Staged,
         events: Vec<Event>,
         reply: oneshot::Sender<Result<Appended, AppendError>>,
+        guarded: bool,
     ) {
         let now = self.clock.now().max(self.view.last_time);
         let first = Seq(self.view.size);
@@ -889,6 +966,8 @@ impl<S: Fold> Sequencer<S> {
             let stored = record.seal();
             if answer {
                 hashes.push(stored.hash);
+            } else if !guarded {
+                staged.unanswered.push(stored.record.seq.0);
             }
             self.push(staged, stored);
         }
@@ -1145,6 +1224,16 @@ impl<S: Fold> Sequencer<S> {
             }
             let _ = self.ready();
             let msg = format!("the event store failed to commit: {e}");
+            // The unguarded appends nobody waits for are kept, in order, to be written again.
+            let mut unanswered = staged.unanswered.iter().peekable();
+            for stored in staged.records {
+                if unanswered
+                    .next_if(|&&seq| seq == stored.record.seq.0)
+                    .is_some()
+                {
+                    self.keep_for_retry(vec![stored.record.event]);
+                }
+            }
             for (reply, _) in staged.replies {
                 let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
             }
@@ -1324,6 +1413,7 @@ impl<S: Fold> Sequencer<S> {
                 checkpoint_key: self.options.signer.verifier().to_string(),
             }],
             reply,
+            false,
         );
         self.commit(staged, true);
         // A failed write may have been followed by a reopen that worked: the size tells.
