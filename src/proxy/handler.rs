@@ -1493,8 +1493,8 @@ impl Pending {
             failure: failure.map(str::to_owned),
         }));
         // Enqueued now, so a shutdown right after the answer still records it. Nobody waits
-        // for it: the answer has gone, and a failure is visible as a request without
-        // completion.
+        // for it (the answer has gone): if the write that takes it fails, the store keeps it
+        // for a later one.
         drop(self.state.store.enqueue(vec![event]));
     }
 
@@ -2084,7 +2084,8 @@ async fn relay_stream(
         how => how.kind(),
     };
     // Enqueued before the registration goes, so a shutdown that waits for the registry to empty
-    // knows every closed stream is recorded.
+    // knows every closed stream is recorded. Nobody waits for it: if the write that takes it
+    // fails, the store keeps it for a later one.
     let closed = state.store.enqueue(vec![Event::StreamClosed {
         request,
         duration_ns: u64::try_from(stats.duration.as_nanos()).unwrap_or(u64::MAX),
@@ -2096,7 +2097,7 @@ async fn relay_stream(
         ended: Some(ended.to_owned()),
     }]);
     drop(registration);
-    let _ = closed.await;
+    drop(closed);
 }
 
 /// Sleeps until `at` (never, for `None`).

@@ -8,7 +8,7 @@
 //! **Invariant:** the flow runs a batch with the disk failing, then one with it working.
 
 use crate::faults::{Failure, gateway_on_failing_disk};
-use crate::support::{Body, TestGateway, requested};
+use crate::support::{Body, TestGateway, completed, eventually, requested};
 
 /// What a client sends while the disk fails: the CLI's commonest calls, a secret-bearing one,
 /// an upload, a log socket (refused before the upgrade), one answered locally, an unknown route
@@ -127,5 +127,49 @@ async fn a_stream_the_log_cannot_open_tells_its_caller_and_exits_1() {
             .iter()
             .any(|e| matches!(e.event, events::event::Event::StreamOpened { .. })),
         "no stream was opened"
+    );
+}
+
+/// A call forwarded while the store works, whose answer comes back during an outage: its
+/// completion, which no write can take then, is written once the disk works again, without a
+/// restart, so the log never shows a forwarded call without its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_due_during_an_outage_is_written_after_it() {
+    let (gw, disk) = gateway_on_failing_disk().await;
+    let since = gw.head();
+    gw.rack()
+        .set_answer_delay(std::time::Duration::from_millis(300));
+    let (reply, ()) = tokio::join!(gw.send_raw(gw.cli().get("/apps?")), async {
+        // The intent is durable and the call forwarded: the disk fails before the answer.
+        eventually("the intent", || async {
+            gw.events_since(since)
+                .await
+                .iter()
+                .any(|r| requested(r).is_some())
+                .then_some(())
+        })
+        .await;
+        disk.fail(Some(Failure::Full));
+    });
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let id = reply.request_id();
+    gw.rack().set_answer_delay(std::time::Duration::ZERO);
+    // Queued before this call's intent, the completion shares its failed write, or failed
+    // before it.
+    assert_eq!(gw.send_raw(gw.cli().get("/apps?")).await.status, 503);
+    disk.fail(None);
+    assert_eq!(gw.send_raw(gw.cli().get("/apps?")).await.status, 200);
+    let finished = gw.finish().await;
+    let ends: Vec<_> = finished
+        .events
+        .iter()
+        .filter_map(completed)
+        .filter(|c| c.request.0 == id)
+        .map(|c| (c.status, c.failure.clone()))
+        .collect();
+    assert_eq!(
+        ends,
+        [(200, None)],
+        "the forwarded call's end is in the log once"
     );
 }
