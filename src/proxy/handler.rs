@@ -1376,30 +1376,23 @@ async fn lookup(
     if !status.is_success() {
         // Its text, for a caller that tells the rack's "no such thing" apart; an error answer
         // that cannot be read is an answer without text.
-        let (text, meter) = match answers::read_error(response.into_body()).await {
+        let text = match answers::read_error(response.into_body()).await {
             Ok(text) => {
-                let meter = Meter {
-                    bytes: text.len() as u64,
-                    sha256: events::hash::object_digest(&text),
-                    complete: true,
-                };
-                (text.to_vec(), Some(meter))
+                pending.complete_read(status.as_u16(), text.len() as u64);
+                text.to_vec()
             }
-            Err(_) => (Vec::new(), None),
+            Err(_) => {
+                pending.complete(status.as_u16(), None, None);
+                Vec::new()
+            }
         };
-        pending.complete(status.as_u16(), meter, None);
         return Ok(LookupAnswer::Refused(status, text));
     }
     let (body, _held) = match state.answers.read(response.into_body()).await {
         Ok(read) => read,
         Err(e) => return fail(502, Some(e.kind())),
     };
-    let meter = Meter {
-        bytes: body.len() as u64,
-        sha256: events::hash::object_digest(&body),
-        complete: true,
-    };
-    pending.complete(status.as_u16(), Some(meter), None);
+    pending.complete_read(status.as_u16(), body.len() as u64);
     Ok(LookupAnswer::Found(body.to_vec()))
 }
 
@@ -1469,6 +1462,24 @@ impl Pending {
     /// or why the call did not run its course. A body's hash is recorded only if it passed
     /// whole; an answer cut short is recorded as `answer_cut_short`.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
+        self.record(status, out, failure, true);
+    }
+
+    /// As [`Pending::complete`], for an answer the gateway read for itself (a lookup): its size
+    /// is recorded, not its digest. It went to no one, and it holds in clear what the caller
+    /// may not see (the env of an app with protected keys, a build's repository URL, a
+    /// process's command line): a plain SHA-256 of it would let whoever reads the log test
+    /// guesses of those values against it.
+    fn complete_read(&self, status: u16, bytes: u64) {
+        let read = Meter {
+            bytes,
+            sha256: events::hash::ZERO,
+            complete: true,
+        };
+        self.record(status, Some(read), None, false);
+    }
+
+    fn record(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>, digest: bool) {
         if self
             .completed
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -1489,7 +1500,7 @@ impl Pending {
             bytes_in,
             bytes_out: out.map_or(0, |m| m.bytes),
             sha256_in: input.and_then(whole),
-            sha256_out: out.and_then(whole),
+            sha256_out: out.filter(|_| digest).and_then(whole),
             failure: failure.map(str::to_owned),
         }));
         // Enqueued now, so a shutdown right after the answer still records it. Nobody waits

@@ -3,7 +3,7 @@
 
 use events::event::Role;
 
-use crate::support::{Body, TestGateway, requested};
+use crate::support::{Body, TestGateway, completed, eventually, requested};
 
 /// The seeded release's env on the mock rack: `FOO=bar`, `SECRET_TOKEN=s3cr3t`.
 fn env_of(reply_json: &serde_json::Value) -> String {
@@ -131,6 +131,20 @@ async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
         Some("A=B\nFOO=bar\nSECRET_TOKEN=s3cr3t"),
         "the rack got the real value back"
     );
+    // The gateway read the env, values in clear, to restore it: its completion says how much
+    // it read, and holds no digest of it that a guess could be tested against.
+    let lookup = format!("{}.env", reply.request_id());
+    let read = eventually("the lookup's completion", || async {
+        gw.events()
+            .await
+            .iter()
+            .filter_map(completed)
+            .find(|c| c.request.0 == lookup)
+            .cloned()
+    })
+    .await;
+    assert_eq!((read.status, read.sha256_out), (200, None));
+    assert!(read.bytes_out > 0);
     // The same mask under another key is refused, and nothing reaches the rack.
     let misused = format!("env={}", form_encode(&format!("STOLEN={mask}")));
     let before = gw.rack().received().len();
