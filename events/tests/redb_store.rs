@@ -689,3 +689,90 @@ async fn a_shutdown_writes_what_a_failed_write_kept() {
     assert!(holds_filler(&all, 1), "the kept background append was lost");
     assert!(!holds_filler(&all, 2));
 }
+
+/// Polls `future` once, so an append is handed to the sequencer, then drops it: the caller has
+/// gone away.
+async fn submit_and_leave<F: std::future::Future>(future: F) {
+    let mut future = std::pin::pin!(future);
+    tokio::select! {
+        biased;
+        _ = &mut future => panic!("the append was answered at once"),
+        () = std::future::ready(()) => {}
+    }
+}
+
+/// The `seq` of the record holding filler `i`, if one does.
+fn seq_of(records: &[events::record::StoredRecord], i: u64) -> Option<u64> {
+    records
+        .iter()
+        .find(|r| r.record.event == conformance::filler(i))
+        .map(|r| r.record.seq.0)
+}
+
+/// An append whose caller goes away is written all the same, and its follow-up after it:
+/// whether the caller left while its write was under way (the answer finds nobody) or before
+/// the sequencer took it (it is staged for nobody). An append whose caller hears the answer
+/// gets no follow-up, nor does one that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_written_with_nobody_to_hear_it_gets_its_follow_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = Arc::new(open_on(&dir.path().join("log.redb"), &disk));
+    store.append(vec![conformance::filler(0)]).await.unwrap();
+    // Indexed: the sequencer is idle, so the next write is the journal's, for what follows.
+    store.read(0..u64::MAX).await.unwrap();
+    let follow = |i: u64| -> events::store::redb::FollowUp {
+        Box::new(move || vec![conformance::filler(i)])
+    };
+
+    disk.hold_writes(true);
+    let writing = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .append_heard(vec![conformance::filler(1)], None, follow(101))
+                .await
+        }
+    });
+    eventually(5, async || (disk.writes_held() > 0).then_some(())).await;
+    // Behind that write, in the queue: handed over, then left before the sequencer takes it.
+    submit_and_leave(store.append_heard(vec![conformance::filler(2)], None, follow(102))).await;
+    writing.abort();
+    assert!(writing.await.unwrap_err().is_cancelled());
+    disk.hold_writes(false);
+
+    let heard = store
+        .append_heard(vec![conformance::filler(3)], None, follow(103))
+        .await
+        .unwrap();
+    disk.fail(Some(Failure::Full));
+    let failed = store
+        .append_heard(vec![conformance::filler(4)], None, follow(104))
+        .await;
+    assert!(
+        matches!(failed, Err(AppendError::Unavailable(_))),
+        "{failed:?}"
+    );
+    disk.fail(None);
+    store.append(vec![conformance::filler(5)]).await.unwrap();
+
+    let all = store.read(0..u64::MAX).await.unwrap();
+    let at = |i| seq_of(&all, i);
+    let written = |i| at(i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    assert!(
+        written(1) < written(101) && written(101) < written(5),
+        "the follow-up of an append answered to nobody comes after it, in the next batch"
+    );
+    assert_eq!(
+        written(2) + 1,
+        written(102),
+        "one staged for nobody has it right after"
+    );
+    assert_eq!(written(3), heard.first.0);
+    assert_eq!(at(103), None, "an answered append has no follow-up");
+    assert_eq!(
+        (at(4), at(104)),
+        (None, None),
+        "a failed append has neither"
+    );
+}

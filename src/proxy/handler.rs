@@ -15,6 +15,7 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
+use events::store::redb::FollowUp;
 use events::store::{AppendError, EventStore, Guard, Rejected};
 use events::time::{Clock, Timestamp};
 use http::{HeaderValue, Method, StatusCode, header};
@@ -583,7 +584,7 @@ async fn pipeline(
         "",
         recorded_params,
     );
-    let if_abandoned = abandoned_before_forward(state, request_id);
+    let if_abandoned = abandoned_before_forward(request_id);
     let recorded = match intent::record(&state.store, intent, guard, call, if_abandoned).await {
         Ok(recorded) => recorded,
         Err(AppendError::Rejected(why)) => {
@@ -1327,7 +1328,7 @@ async fn lookup(
         call.params,
     );
     let guard = still_allowed(caller, &call.required);
-    let if_abandoned = abandoned_before_forward(state, &lookup.request_id);
+    let if_abandoned = abandoned_before_forward(&lookup.request_id);
     let recorded =
         match intent::record(&state.store, intent, Some(guard), call.target, if_abandoned).await {
             Ok(recorded) => recorded,
@@ -1400,15 +1401,11 @@ async fn lookup(
 /// (see [`intent::record`]): the intent is durable, nothing was forwarded, and the completion
 /// says so (499, `abandoned_before_forward`), so an auditor can tell it from a call forwarded
 /// whose end was lost.
-fn abandoned_before_forward(
-    state: &Arc<ProxyState>,
-    request_id: &str,
-) -> impl FnOnce() + Send + Unpin + 'static {
-    let state = state.clone();
+fn abandoned_before_forward(request_id: &str) -> FollowUp {
     let request = RequestId(request_id.to_owned());
     let started = Instant::now();
-    move || {
-        let event = Event::CommandCompleted(Box::new(CommandCompleted {
+    Box::new(move || {
+        vec![Event::CommandCompleted(Box::new(CommandCompleted {
             request,
             status: 499,
             duration_ns: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -1417,9 +1414,8 @@ fn abandoned_before_forward(
             sha256_in: None,
             sha256_out: None,
             failure: Some("abandoned_before_forward".to_owned()),
-        }));
-        drop(state.store.enqueue(vec![event]));
-    }
+        }))]
+    })
 }
 
 /// A recorded call whose `CommandCompleted` is still to come: the request it completes, when
@@ -1859,7 +1855,7 @@ async fn open_stream(
     let target = forward_target(path, params);
     // Streams are few, and a build log's lookup may come before this: always guarded.
     let guard = still_allowed(caller, required);
-    let if_abandoned = abandoned_before_forward(state, &caller.request_id);
+    let if_abandoned = abandoned_before_forward(&caller.request_id);
     let recorded =
         match intent::record(&state.store, intent, Some(guard), target, if_abandoned).await {
             Ok(recorded) => recorded,

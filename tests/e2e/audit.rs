@@ -149,6 +149,52 @@ async fn a_call_its_caller_abandons_still_gets_its_completion() {
     gw.finish().await;
 }
 
+/// A caller that goes away while its intent is being written (the disk is slow): the intent is
+/// written all the same, nothing is forwarded, and its end is recorded (499,
+/// `abandoned_before_forward`), so the log shows no allowed call without an end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_abandoned_while_its_intent_is_written_gets_its_completion() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, disk) = crate::faults::gateway_on_failing_disk().await;
+    let since = gw.head();
+    disk.hold_writes(true);
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(&gw.cli().get("/apps?")).await.unwrap();
+    crate::support::eventually("a held write", || async {
+        (disk.writes_held() > 0).then_some(())
+    })
+    .await;
+    // The caller goes away; the gateway drops its call and closes the connection.
+    tcp.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the gateway closed the connection")
+    .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    disk.hold_writes(false);
+    let (requested_id, completed) = crate::support::eventually("a completion", || async {
+        let events = gw.events_since(since).await;
+        let id = events.iter().find_map(requested)?.request.clone();
+        let done = events.iter().find_map(|r| match &r.event {
+            Event::CommandCompleted(c) if c.request == id => Some((**c).clone()),
+            _ => None,
+        })?;
+        Some((id, done))
+    })
+    .await;
+    assert_eq!(completed.request, requested_id);
+    assert_eq!(
+        (completed.status, completed.failure.as_deref()),
+        (499, Some("abandoned_before_forward"))
+    );
+    assert!(gw.rack().received().is_empty(), "nothing was forwarded");
+    gw.finish().await;
+}
+
 /// A caller that goes away while the gateway reads an answer whole to mask it: the rack had
 /// answered, so the completion keeps the rack's status (the call ran) with
 /// `abandoned_after_answer`, not a 499 that reads as if nothing had come back.

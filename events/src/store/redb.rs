@@ -170,7 +170,18 @@ struct Request<S> {
     events: Vec<Event>,
     guard: Option<Guard<S>>,
     reply: oneshot::Sender<Result<Appended, AppendError>>,
+    /// What to append after these if they are written with nobody left to hear it (see
+    /// [`RedbStore::append_heard`]).
+    if_unheard: Option<FollowUp>,
 }
+
+/// Where an append's answer goes.
+type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+
+/// Events to append after an append whose caller went away before its answer: how the
+/// caller's call ended, which nobody is left to record. Made when it is needed, so it can say
+/// when that was.
+pub type FollowUp = Box<dyn FnOnce() -> Vec<Event> + Send>;
 
 /// What the sequencer's queue carries.
 enum Msg<S> {
@@ -240,6 +251,8 @@ struct Sequencer<S: Fold> {
     retry: Vec<Vec<Event>>,
     /// Events in `retry`, bounded by [`MAX_RETRIED_EVENTS`].
     retry_events: usize,
+    /// Whether events were dropped for the bound since `retry` was last taken (said once).
+    retry_full: bool,
 }
 
 /// Entries of one transaction being built.
@@ -250,7 +263,7 @@ struct Staged {
     /// record: [`merkle::completed_nodes`]`(seq)` of them each. One vector per batch, not one
     /// per record.
     nodes: Vec<Hash>,
-    replies: Vec<(oneshot::Sender<Result<Appended, AppendError>>, Appended)>,
+    replies: Vec<(Reply, Appended, Option<FollowUp>)>,
     /// The `seq` of each staged record of an unguarded append nobody waits for: what a failed
     /// write of this batch keeps to retry (see [`Sequencer::retry`]).
     unanswered: Vec<u64>,
@@ -356,6 +369,7 @@ impl<S: Fold> RedbStore<S> {
             unindexed: Unindexed::default(),
             retry: Vec::new(),
             retry_events: 0,
+            retry_full: false,
         };
         let recovered = sequencer.replay_journal()?;
         catch_up(&shared, sequencer.view.size)?;
@@ -461,10 +475,26 @@ impl<S: Fold> RedbStore<S> {
         &self,
         events: Vec<Event>,
         guard: Option<Guard<S>>,
+        if_unheard: Option<FollowUp>,
     ) -> Result<Appended, AppendError> {
-        let rx = self.submit(events, guard, false)?;
+        let rx = self.submit(events, guard, false, if_unheard)?;
         rx.await
             .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+    }
+
+    /// As [`EventStore::append_if`] (or [`EventStore::append`] without a guard), for an append
+    /// whose caller may go away while it waits (a request handler whose client hangs up, or
+    /// that a stop cuts short). Once handed over, the append is written whether or not anyone
+    /// waits, so when it is written with nobody left to hear it, the sequencer appends what
+    /// `if_unheard` makes right after it, in its next batch: the end of a call the log shows
+    /// started. Not when the append fails or its guard refuses it: then nothing started.
+    pub async fn append_heard(
+        &self,
+        events: Vec<Event>,
+        guard: Option<Guard<S>>,
+        if_unheard: FollowUp,
+    ) -> Result<Appended, AppendError> {
+        self.send(events, guard, Some(if_unheard)).await
     }
 
     /// Hands `events` to the sequencer now and returns the wait for their durability. Unlike
@@ -486,7 +516,7 @@ impl<S: Fold> RedbStore<S> {
         &self,
         events: Vec<Event>,
     ) -> impl Future<Output = Result<Appended, AppendError>> + Send + 'static {
-        let rx = self.submit(events, None, true);
+        let rx = self.submit(events, None, true, None);
         async move {
             rx?.await
                 .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
@@ -498,6 +528,7 @@ impl<S: Fold> RedbStore<S> {
         events: Vec<Event>,
         guard: Option<Guard<S>>,
         background: bool,
+        if_unheard: Option<FollowUp>,
     ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Empty);
@@ -515,6 +546,7 @@ impl<S: Fold> RedbStore<S> {
             events,
             guard,
             reply,
+            if_unheard,
         };
         if !background {
             tx.send(Msg::Append(request)).map_err(stopped)?;
@@ -541,7 +573,7 @@ impl<S: Fold> Drop for RedbStore<S> {
 
 impl<S: Fold> EventStore<S> for RedbStore<S> {
     async fn append(&self, events: Vec<Event>) -> Result<Appended, AppendError> {
-        self.send(events, None).await
+        self.send(events, None, None).await
     }
 
     async fn append_if(
@@ -549,7 +581,7 @@ impl<S: Fold> EventStore<S> for RedbStore<S> {
         events: Vec<Event>,
         guard: Guard<S>,
     ) -> Result<Appended, AppendError> {
-        self.send(events, Some(guard)).await
+        self.send(events, Some(guard), None).await
     }
 
     async fn read(&self, range: Range<u64>) -> Result<Vec<StoredRecord>, StoreError> {
@@ -816,10 +848,21 @@ impl<S: Fold> Sequencer<S> {
                 self.index();
             }
         }
-        // Shutting down: what is queued, and what failed writes left, is written first.
+        // Shutting down: what is queued, and what failed writes left, is written first; then
+        // the follow-ups of appends whose callers went away while that was written.
         self.take_background(&mut waiting, &mut waiting_until);
-        if !waiting.is_empty() || !self.retry.is_empty() {
-            self.process(waiting);
+        for _ in 0..2 {
+            if waiting.is_empty() && self.retry.is_empty() {
+                break;
+            }
+            self.process(std::mem::take(&mut waiting));
+        }
+        if !self.retry.is_empty() {
+            eprintln!(
+                "rack-gateway: the event store stopped with {} events it could not write \
+                 (completions and stream ends of calls the log shows started)",
+                self.retry_events
+            );
         }
         // Seal what is not yet covered by a checkpoint, and leave redb holding everything
         // durably, so a reader needs no journal.
@@ -844,6 +887,7 @@ impl<S: Fold> Sequencer<S> {
     fn process(&mut self, mut batch: Vec<Request<S>>) {
         if !self.retry.is_empty() {
             self.retry_events = 0;
+            self.retry_full = false;
             let retried = std::mem::take(&mut self.retry).into_iter().map(|events| {
                 // A sender whose receiver is gone: no answer is built for it.
                 let (reply, _) = oneshot::channel();
@@ -851,6 +895,7 @@ impl<S: Fold> Sequencer<S> {
                     events,
                     guard: None,
                     reply,
+                    if_unheard: None,
                 }
             });
             batch.splice(0..0, retried);
@@ -902,7 +947,7 @@ impl<S: Fold> Sequencer<S> {
                     continue;
                 }
             }
-            self.stage(&mut staged, req.events, req.reply, guarded);
+            self.stage(&mut staged, req.events, req.reply, guarded, req.if_unheard);
         }
         if !self.reopen {
             self.commit(staged, true);
@@ -930,13 +975,13 @@ impl<S: Fold> Sequencer<S> {
     /// [`MAX_RETRIED_EVENTS`] are kept already.
     fn keep_for_retry(&mut self, events: Vec<Event>) {
         if self.retry_events + events.len() > MAX_RETRIED_EVENTS {
-            if self.retry_events < MAX_RETRIED_EVENTS {
+            if !self.retry_full {
                 eprintln!(
                     "rack-gateway: the event store has kept {} events since its writes began to \
                      fail; later ones nobody waits for (completions, stream ends) are dropped",
                     self.retry_events
                 );
-                self.retry_events = MAX_RETRIED_EVENTS;
+                self.retry_full = true;
             }
             return;
         }
@@ -950,13 +995,20 @@ impl<S: Fold> Sequencer<S> {
         events: Vec<Event>,
         reply: oneshot::Sender<Result<Appended, AppendError>>,
         guarded: bool,
+        if_unheard: Option<FollowUp>,
     ) {
         let now = self.clock.now().max(self.view.last_time);
         let first = Seq(self.view.size);
         // No answer is built for an append no one waits for (a dropped background append).
         let answer = !reply.is_closed();
         let mut hashes = Vec::with_capacity(if answer { events.len() } else { 0 });
-        for event in events {
+        // Nobody is left to hear this one: its follow-up goes right after it, and shares its
+        // fate (kept for a retry, or not, as the append itself is).
+        let (follow_up, if_unheard) = match if_unheard {
+            Some(make) if !answer => (make(), None),
+            kept => (Vec::new(), kept),
+        };
+        for event in events.into_iter().chain(follow_up) {
             let record = Record {
                 seq: Seq(self.view.size),
                 time: now,
@@ -972,7 +1024,9 @@ impl<S: Fold> Sequencer<S> {
             self.push(staged, stored);
         }
         if answer {
-            staged.replies.push((reply, Appended { first, hashes }));
+            staged
+                .replies
+                .push((reply, Appended { first, hashes }, if_unheard));
         }
     }
 
@@ -1234,7 +1288,7 @@ impl<S: Fold> Sequencer<S> {
                     self.keep_for_retry(vec![stored.record.event]);
                 }
             }
-            for (reply, _) in staged.replies {
+            for (reply, _, _) in staged.replies {
                 let _ = reply.send(Err(AppendError::Unavailable(msg.clone())));
             }
             return;
@@ -1327,8 +1381,13 @@ impl<S: Fold> Sequencer<S> {
             }
         }
         self.publish_head();
-        for (reply, appended) in staged.replies {
-            let _ = reply.send(Ok(appended));
+        for (reply, appended, if_unheard) in staged.replies {
+            // Its caller went away while it was written: the follow-up goes in the next batch.
+            if reply.send(Ok(appended)).is_err()
+                && let Some(make) = if_unheard
+            {
+                self.keep_for_retry(make());
+            }
         }
         let records = Arc::new(staged.records);
         if !records.is_empty() {
@@ -1414,6 +1473,7 @@ impl<S: Fold> Sequencer<S> {
             }],
             reply,
             false,
+            None,
         );
         self.commit(staged, true);
         // A failed write may have been followed by a reopen that worked: the size tells.

@@ -1,7 +1,8 @@
 //! A disk for tests: the store's files on redb's file backend, wrapped so that a test can count
 //! the syncs and make every write and sync fail the way Linux answers on a full filesystem or
 //! one remounted read-only, on both files or on the database file alone (the journal working),
-//! or make syncs alone fail after their writes went through, as Linux reports a writeback error.
+//! or make syncs alone fail after their writes went through, as Linux reports a writeback error,
+//! or hold every write until released, as a disk slow to answer.
 //! Used by the store's own tests and the gateway's fail-closed tests.
 //!
 //! **Invariant:** reads always work, and nothing is changed while the disk works; the store's
@@ -38,6 +39,10 @@ pub struct Disk {
     /// Killed so: writes and length changes answer EIO.
     dead: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
+    /// While set, every write waits (a disk slow to answer), until it is cleared.
+    hold: Arc<AtomicBool>,
+    /// Writes waiting on `hold` now.
+    held: Arc<AtomicU64>,
 }
 
 /// One file on the test disk.
@@ -77,6 +82,17 @@ impl Disk {
         if !dies {
             self.dead.store(false, Ordering::SeqCst);
         }
+    }
+
+    /// From now on, every write waits until this is called with `false`, as on a disk that is
+    /// slow to answer: what the store does meanwhile can be seen and done.
+    pub fn hold_writes(&self, hold: bool) {
+        self.hold.store(hold, Ordering::SeqCst);
+    }
+
+    /// How many writes are waiting on [`Disk::hold_writes`] now.
+    pub fn writes_held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
     }
 
     /// Successful `sync_data` calls so far, over both files.
@@ -158,6 +174,13 @@ impl StorageBackend for Backend {
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        if self.disk.hold.load(Ordering::SeqCst) {
+            self.disk.held.fetch_add(1, Ordering::SeqCst);
+            while self.disk.hold.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            self.disk.held.fetch_sub(1, Ordering::SeqCst);
+        }
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
