@@ -1055,18 +1055,16 @@ fn call_refusal(
         return Some(("env_key_repeated", permission, what));
     }
     if route == "release.create"
-        && !(who == Visibility::All && protected.is_empty())
+        && who != Visibility::All
         && let Some(env) = params.get("env")
         && let Some(line) = mask::stray_in_clear(&env)
     {
         // Stray lines are shown to this caller masked whole; one posted in clear would be
-        // shown masked the same way, as a guess of a hidden line.
-        let what = format!(
-            "env line {line} sets no variable (a line without `=`, or part of a value with \
-             newlines); the rack ignores such lines, and you may post them back only as the \
-             masks you were shown"
-        );
-        return Some(("env_line_in_clear", permission, what));
+        // shown masked the same way, as a guess of a hidden line. (A caller who may read every
+        // value sees them masked only once a protected value is hidden: judged with the
+        // current env, in `restore_env_param`.)
+        let error = mask::MaskError::LineInClear { line };
+        return Some((error.kind(), permission, error.to_string()));
     }
     if protected.is_empty() {
         return None;

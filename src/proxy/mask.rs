@@ -110,6 +110,12 @@ pub enum MaskError {
         "{key} is a protected variable of this app: it cannot be set, changed or removed through the gateway"
     )]
     ProtectedChange { key: String },
+    #[error(
+        "env line {line} sets no variable (a line without `=`, or part of a value with \
+         newlines); the rack ignores such lines, and you may post them back only as the masks \
+         you were shown"
+    )]
+    LineInClear { line: usize },
     #[error("the audit key cannot key an HMAC")]
     Key,
 }
@@ -173,6 +179,7 @@ impl MaskError {
             MaskError::Shape(_) => "mask_unexpected_shape",
             MaskError::MaskMisused { .. } => "masked_value_misused",
             MaskError::ProtectedChange { .. } => "protected_env_change",
+            MaskError::LineInClear { .. } => "env_line_in_clear",
             MaskError::Key => "mask_key",
         }
     }
@@ -181,7 +188,9 @@ impl MaskError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            MaskError::MaskMisused { .. } | MaskError::ProtectedChange { .. }
+            MaskError::MaskMisused { .. }
+                | MaskError::ProtectedChange { .. }
+                | MaskError::LineInClear { .. }
         )
     }
 }
@@ -614,7 +623,8 @@ pub fn set_twice(env: &str) -> Option<String> {
 /// protected value is hidden) must not post one in clear: the answer to the post would show the
 /// mask of each such line, made as the hidden line's is, so one release could test thousands
 /// of guesses of a hidden line, without changing what the rack reads (it ignores lines that set
-/// nothing). Such a caller posts stray lines back only as the masks it was shown.
+/// nothing). Such a caller posts stray lines back only as the masks it was shown: the proxy
+/// refuses the first kind of caller by this, and [`restore_env_param`] the second.
 pub fn stray_in_clear(env: &str) -> Option<usize> {
     let parsed = Env::parse(env);
     let stray = parsed
@@ -645,11 +655,13 @@ pub fn needs_current_env(env: &str, protected: &[String]) -> bool {
 /// the current env (`Env::strays`, with its `=` when the rack reads it as an entry) becomes that
 /// line; any other use of `rgw-masked:` is refused; and so is a protected value posted in clear,
 /// and any difference, once restored, between the posted and the current value of a protected
-/// key (added, removed or changed). Lines are kept as posted but for restored ones.
+/// key (added, removed or changed), and a stray line in clear once the current env holds a
+/// protected value (every caller was shown the stray lines masked: [`stray_in_clear`]). Lines
+/// are kept as posted but for restored ones.
 ///
 /// # Errors
-/// [`MaskError::MaskMisused`] or [`MaskError::ProtectedChange`]: refuse the request (403,
-/// recorded as denied) and forward nothing.
+/// [`MaskError::MaskMisused`], [`MaskError::ProtectedChange`] or [`MaskError::LineInClear`]:
+/// refuse the request (403, recorded as denied) and forward nothing.
 pub fn restore_env_param(
     env: &str,
     app: &str,
@@ -659,6 +671,7 @@ pub fn restore_env_param(
 ) -> Result<String, MaskError> {
     let posted = Env::parse(env);
     let masks = MaskKey::derive(audit)?;
+    let current_values = current.to_map();
     // A line shown masked whole stands for that stray line of the current env, exactly, and
     // in the form it was shown: with its `=` when the rack reads it as an entry, else bare.
     // One mask per current stray line, looked up (the caller has read every one of them).
@@ -673,7 +686,6 @@ pub fn restore_env_param(
     let whole = |shown: &str, sets: bool| whole_lines.get(&(shown.to_owned(), sets)).copied();
     // The current value of each key, looked up once (the rack's last-wins), and its mask, made
     // once per key however many times it is posted.
-    let current_values = current.to_map();
     let mut expected: std::collections::HashMap<&str, String> = std::collections::HashMap::new();
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
@@ -732,6 +744,13 @@ pub fn restore_env_param(
             let line = whole(text, false).ok_or_else(misused_line)?;
             splices.push((r.clone(), line));
         }
+    }
+    if protected
+        .iter()
+        .any(|p| current_values.contains_key(p.as_str()))
+        && let Some(line) = stray_in_clear(env)
+    {
+        return Err(MaskError::LineInClear { line });
     }
     splices.sort_by_key(|(r, _)| r.start);
     let mut out = String::with_capacity(env.len());

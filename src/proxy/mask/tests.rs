@@ -962,3 +962,29 @@ fn stray_lines_in_clear_are_found_by_line() {
         None
     );
 }
+
+/// Stray lines in clear, from a caller who may read every value: taken while the app's
+/// protected keys are not set (the caller was shown them in clear), refused once one is (the
+/// answer showed every stray line masked, so a line in clear would be a guess).
+#[test]
+fn stray_lines_in_clear_are_refused_once_a_protected_value_is_hidden() {
+    let current = "A=1\npassword: hunter2\nB=2";
+    check_restore(
+        "protected key not set",
+        "A=1\npassword: hunter2\nB=3",
+        current,
+        &["DB_PASSWORD"],
+        Ok("A=1\npassword: hunter2\nB=3"),
+    );
+    let posted = format!(
+        "A=1\npassword: guess\nB=2\nDB_PASSWORD={}",
+        mask("x", "DB_PASSWORD", "s3cr3t")
+    );
+    check_restore(
+        "protected key set",
+        &posted,
+        "A=1\npassword: hunter2\nB=2\nDB_PASSWORD=s3cr3t",
+        &["DB_PASSWORD"],
+        Err("env_line_in_clear"),
+    );
+}
