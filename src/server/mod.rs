@@ -240,8 +240,7 @@ where
             // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
             // until its relay drops the stream, after hyper has finished with the connection.
             let upgrading = Upgrading::default();
-            let unanswered = Unanswered::default();
-            let stream = Counted::new(stream, held, &upgrading, &unanswered);
+            let stream = Counted::new(stream, held, &upgrading);
             if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
                 connections.spawn(refuse_plain(stream));
                 continue;
@@ -251,16 +250,17 @@ where
             let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
             let on_slow_head = on_slow_head.clone();
+            let unanswered = Unanswered::default();
             connections.spawn(async move {
                 let timed_out = match acceptor {
-                    None => serve_one(&builder, TokioIo::new(stream), service, stop).await,
+                    None => serve_one(&builder, marked(stream, &unanswered), service, stop).await,
                     Some(acceptor) => {
                         let Ok(Ok(tls)) =
                             tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
                         else {
                             return;
                         };
-                        serve_one(&builder, TokioIo::new(tls), service, stop).await
+                        serve_one(&builder, marked(tls, &unanswered), service, stop).await
                     }
                 };
                 if timed_out
@@ -363,26 +363,15 @@ struct Counted<I> {
     _held: Held,
     writes: crate::stall::Stall,
     upgrading: Upgrading,
-    unanswered: Unanswered,
 }
 
 impl<I> Counted<I> {
-    fn new(io: I, held: Held, upgrading: &Upgrading, unanswered: &Unanswered) -> Counted<I> {
+    fn new(io: I, held: Held, upgrading: &Upgrading) -> Counted<I> {
         Counted {
             io,
             _held: held,
             writes: crate::stall::Stall::default(),
             upgrading: upgrading.clone(),
-            unanswered: unanswered.clone(),
-        }
-    }
-
-    /// Bytes went to the client: what it sent before is answered.
-    fn answered(&self, written: &Poll<std::io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = written
-            && *n > 0
-        {
-            self.unanswered.set(false);
         }
     }
 
@@ -436,6 +425,24 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+/// The HTTP bytes of a connection (inside TLS, when it is served over TLS), marking in
+/// [`Unanswered`] whether the client sent any since the gateway last wrote: a TLS handshake's
+/// own messages, or records rustls holds decrypted, would mislead a mark on the socket.
+struct Marked<I> {
+    io: I,
+    unanswered: Unanswered,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Marked<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let read = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -443,6 +450,61 @@ impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
             this.unanswered.set(true);
         }
         read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Marked<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.answered(&written);
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.answered(&written);
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// `io` for hyper, marked (see [`Marked`]).
+fn marked<I>(io: I, unanswered: &Unanswered) -> TokioIo<Marked<I>> {
+    TokioIo::new(Marked {
+        io,
+        unanswered: unanswered.clone(),
+    })
+}
+
+impl<I> Marked<I> {
+    /// Bytes went to the client: what it sent before is answered.
+    fn answered(&self, written: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written
+            && *n > 0
+        {
+            self.unanswered.set(false);
+        }
     }
 }
 
@@ -454,7 +516,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.answered(&written);
         this.bounded(cx, written)
     }
 
@@ -465,7 +526,6 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.answered(&written);
         this.bounded(cx, written)
     }
 
@@ -574,6 +634,32 @@ pub fn say(line: std::fmt::Arguments<'_>) {
 mod tests {
     use super::*;
 
+    /// The mark a header timeout is judged by: set by what the client sends, cleared by what
+    /// the gateway writes, on the HTTP bytes.
+    #[tokio::test]
+    async fn the_mark_follows_the_bytes_read_and_written() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(256);
+        let unanswered = Unanswered::default();
+        let mut marked = Marked {
+            io: server,
+            unanswered: unanswered.clone(),
+        };
+        assert!(!unanswered.is_set(), "nothing read yet");
+        client.write_all(b"GET /apps? HTTP/1.1\r\n").await.unwrap();
+        let mut head = [0u8; 64];
+        assert!(marked.read(&mut head).await.unwrap() > 0);
+        assert!(unanswered.is_set(), "part of a head, unanswered");
+        marked
+            .write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(!unanswered.is_set(), "answered");
+        drop(client);
+        assert_eq!(marked.read(&mut head).await.unwrap(), 0);
+        assert!(!unanswered.is_set(), "an end of stream is no byte sent");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_write_the_client_does_not_read_fails_after_the_stall_limit() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -584,12 +670,7 @@ mod tests {
         // A client that reads a little now and then keeps its connection, however long the
         // answer takes.
         let (mut client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(
-            server,
-            place(),
-            &Upgrading::default(),
-            &Unanswered::default(),
-        );
+        let mut stream = Counted::new(server, place(), &Upgrading::default());
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; 8192];
             let mut at = 0;
@@ -613,12 +694,7 @@ mod tests {
 
         // One that stops reading loses it once a write has waited the whole limit.
         let (client, server) = tokio::io::duplex(1024);
-        let mut stream = Counted::new(
-            server,
-            place(),
-            &Upgrading::default(),
-            &Unanswered::default(),
-        );
+        let mut stream = Counted::new(server, place(), &Upgrading::default());
         let started = tokio::time::Instant::now();
         let e = tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer))
             .await
@@ -631,7 +707,7 @@ mod tests {
         // Once a relay owns the connection, the relay's own timers are the bound.
         let (client, server) = tokio::io::duplex(1024);
         let upgrading = Upgrading::default();
-        let mut stream = Counted::new(server, place(), &upgrading, &Unanswered::default());
+        let mut stream = Counted::new(server, place(), &upgrading);
         upgrading.relayed();
         let waited =
             tokio::time::timeout(crate::stall::LIMIT * 10, stream.write_all(&answer)).await;
@@ -709,12 +785,7 @@ mod tests {
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
         let held = open.take(peer, Some(3), 10).unwrap();
         let (client_io, server_io) = tokio::io::duplex(4096);
-        let server_io = Counted::new(
-            server_io,
-            held,
-            &Upgrading::default(),
-            &Unanswered::default(),
-        );
+        let server_io = Counted::new(server_io, held, &Upgrading::default());
         let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
         let upgraded_tx = Arc::new(std::sync::Mutex::new(Some(upgraded_tx)));
         let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
