@@ -59,6 +59,16 @@ impl Due {
         self.0.is_empty()
     }
 
+    /// How many `DenialsCounted` these are.
+    pub fn summaries(&self) -> usize {
+        self.0.len()
+    }
+
+    /// How many refusals they count.
+    pub fn refusals(&self) -> u64 {
+        self.0.iter().map(|(_, c)| c.count).sum()
+    }
+
     /// One `DenialsCounted` per network and reason.
     pub fn events(&self) -> Vec<Event> {
         self.0

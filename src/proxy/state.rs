@@ -143,7 +143,19 @@ impl ProxyState {
     /// Appends the coalesced denials whose minute is over (all of them when `flush`).
     pub async fn flush_denials(&self, flush: bool) {
         let due = self.flood.drain(Clock.now(), flush);
-        if !due.is_empty() && self.store.append(due.events()).await.is_err() {
+        if due.is_empty() {
+            return;
+        }
+        if self.store.append(due.events()).await.is_err() {
+            if flush {
+                // The last flush, at shutdown: nothing will try again, so say what is lost.
+                crate::server::say(format_args!(
+                    "warning: the log could not take the last {} denial summaries ({} \
+                     unauthenticated refusals) at shutdown",
+                    due.summaries(),
+                    due.refusals()
+                ));
+            }
             // Put back, to be recorded with the next counts; the store reports why it failed.
             self.flood.restore(due);
         }
