@@ -692,11 +692,11 @@ async fn a_shutdown_writes_what_a_failed_write_kept() {
 
 /// Polls `future` once, so an append is handed to the sequencer, then drops it: the caller has
 /// gone away.
-async fn submit_and_leave<F: std::future::Future>(future: F) {
+async fn submit_and_leave<F: std::future::Future<Output: std::fmt::Debug>>(future: F) {
     let mut future = std::pin::pin!(future);
     tokio::select! {
         biased;
-        _ = &mut future => panic!("the append was answered at once"),
+        r = &mut future => panic!("the append was answered at once: {r:?}"),
         () = std::future::ready(()) => {}
     }
 }
@@ -775,4 +775,70 @@ async fn an_append_written_with_nobody_to_hear_it_gets_its_follow_up() {
         (None, None),
         "a failed append has neither"
     );
+}
+
+/// An append whose answer came but was never read (its caller was dropped after the answer,
+/// before it looked) gets its follow-up too: the wait, dropped holding it, hands it over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_read_gets_its_follow_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = open_on(&dir.path().join("log.redb"), &disk);
+    let follow: events::store::redb::FollowUp = Box::new(|| vec![conformance::filler(101)]);
+    let mut unread = Box::pin(store.append_heard(vec![conformance::filler(1)], None, follow));
+    // Polled once, while no write can end: handed over, not answered yet.
+    disk.hold_writes(true);
+    tokio::select! {
+        biased;
+        _ = &mut unread => panic!("answered at once"),
+        () = std::future::ready(()) => {}
+    }
+    disk.hold_writes(false);
+    // Handed over after it, answered after it: by now its answer has come.
+    store.append(vec![conformance::filler(2)]).await.unwrap();
+    drop(unread);
+    store.append(vec![conformance::filler(3)]).await.unwrap();
+    let all = store.read(0..u64::MAX).await.unwrap();
+    let written = |i| seq_of(&all, i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    assert!(written(1) < written(2) && written(2) < written(101) && written(101) < written(3));
+}
+
+/// An append refused while its caller is gone (the disk failing) is kept with its follow-up,
+/// and both are written, together and in order, once the disk works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unheard_append_that_fails_is_kept_with_its_follow_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::default();
+    let store = Arc::new(open_on(&dir.path().join("log.redb"), &disk));
+    store.append(vec![conformance::filler(0)]).await.unwrap();
+    let follow = |i: u64| -> events::store::redb::FollowUp {
+        Box::new(move || vec![conformance::filler(i)])
+    };
+    disk.fail(Some(Failure::Full));
+    for i in [1, 2] {
+        // Another append holds the sequencer in a write, which will fail: this one waits in the
+        // queue when its caller leaves, and is taken by a batch that cannot be written.
+        disk.hold_writes(true);
+        let before = tokio::spawn({
+            let store = store.clone();
+            async move { store.append(vec![conformance::filler(10 + i)]).await }
+        });
+        eventually(5, async || (disk.writes_held() > 0).then_some(())).await;
+        submit_and_leave(store.append_heard(vec![conformance::filler(i)], None, follow(100 + i)))
+            .await;
+        disk.hold_writes(false);
+        let r = before.await.unwrap();
+        assert!(matches!(r, Err(AppendError::Unavailable(_))), "{r:?}");
+    }
+    disk.fail(None);
+    store.append(vec![conformance::filler(9)]).await.unwrap();
+    let all = store.read(0..u64::MAX).await.unwrap();
+    let written = |i| seq_of(&all, i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    assert_eq!(
+        [written(1), written(101), written(2), written(102)],
+        [0, 1, 2, 3].map(|k| written(1) + k),
+        "each append with its follow-up, in order"
+    );
+    assert!(written(102) < written(9));
+    assert_eq!((seq_of(&all, 11), seq_of(&all, 12)), (None, None));
 }

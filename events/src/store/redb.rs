@@ -35,6 +35,7 @@
 //! (number → signed note), `meta` (format version).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -169,14 +170,20 @@ struct Background<S> {
 struct Request<S> {
     events: Vec<Event>,
     guard: Option<Guard<S>>,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    reply: Reply,
     /// What to append after these if they are written with nobody left to hear it (see
     /// [`RedbStore::append_heard`]).
     if_unheard: Option<FollowUp>,
 }
 
+/// An append's answer. A written append's follow-up travels with it, so that exactly one side
+/// holds it: the sequencer, when the answer finds its caller gone (the send hands it back), or
+/// the caller's wait ([`Answer`]), which drops it once read, or, dropped holding an answer it
+/// never read, hands it back to the sequencer.
+type Answered = Result<(Appended, Option<FollowUp>), AppendError>;
+
 /// Where an append's answer goes.
-type Reply = oneshot::Sender<Result<Appended, AppendError>>;
+type Reply = oneshot::Sender<Answered>;
 
 /// Events to append after an append whose caller went away before its answer: how the
 /// caller's call ended, which nobody is left to record. Made when it is needed, so it can say
@@ -264,9 +271,10 @@ struct Staged {
     /// per record.
     nodes: Vec<Hash>,
     replies: Vec<(Reply, Appended, Option<FollowUp>)>,
-    /// The `seq` of each staged record of an unguarded append nobody waits for: what a failed
-    /// write of this batch keeps to retry (see [`Sequencer::retry`]).
-    unanswered: Vec<u64>,
+    /// The records of each unguarded append nobody waits for (its follow-up with it), as `seq`
+    /// ranges: what a failed write of this batch keeps to retry, an append at a time (see
+    /// [`Sequencer::retry`]).
+    unanswered: Vec<Range<u64>>,
 }
 
 struct ReadNodes<T> {
@@ -478,8 +486,12 @@ impl<S: Fold> RedbStore<S> {
         if_unheard: Option<FollowUp>,
     ) -> Result<Appended, AppendError> {
         let rx = self.submit(events, guard, false, if_unheard)?;
-        rx.await
-            .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+        Answer {
+            rx: Some(rx),
+            shared: &self.shared,
+        }
+        .await
+        .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
     }
 
     /// As [`EventStore::append_if`] (or [`EventStore::append`] without a guard), for an append
@@ -518,8 +530,10 @@ impl<S: Fold> RedbStore<S> {
     ) -> impl Future<Output = Result<Appended, AppendError>> + Send + 'static {
         let rx = self.submit(events, None, true, None);
         async move {
-            rx?.await
-                .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
+            let (appended, _) = rx?.await.map_err(|_| {
+                AppendError::Unavailable("the sequencer dropped the append".into())
+            })??;
+            Ok(appended)
         }
     }
 
@@ -529,7 +543,7 @@ impl<S: Fold> RedbStore<S> {
         guard: Option<Guard<S>>,
         background: bool,
         if_unheard: Option<FollowUp>,
-    ) -> Result<oneshot::Receiver<Result<Appended, AppendError>>, AppendError> {
+    ) -> Result<oneshot::Receiver<Answered>, AppendError> {
         if events.is_empty() {
             return Err(AppendError::Empty);
         }
@@ -562,6 +576,53 @@ impl<S: Fold> RedbStore<S> {
             tx.send(Msg::Wake).map_err(stopped)?;
         }
         Ok(rx)
+    }
+}
+
+/// The wait for an append's answer. Dropped holding an answer it never read that carries a
+/// follow-up (its caller was dropped between the answer and its next look), it hands the
+/// follow-up to the sequencer as a background append.
+struct Answer<'a, S: Fold> {
+    /// `None` once read.
+    rx: Option<oneshot::Receiver<Answered>>,
+    shared: &'a Shared<S>,
+}
+
+impl<S: Fold> Future for Answer<'_, S> {
+    type Output = Result<Result<Appended, AppendError>, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let Some(rx) = self.rx.as_mut() else {
+            // Read already; never polled again by an `.await`.
+            return std::task::Poll::Pending;
+        };
+        let answer = std::task::ready!(std::pin::Pin::new(rx).poll(cx));
+        // Read: whoever waited has heard it, and its follow-up is not needed.
+        self.rx = None;
+        std::task::Poll::Ready(answer.map(|a| a.map(|(appended, _)| appended)))
+    }
+}
+
+impl<S: Fold> Drop for Answer<'_, S> {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        // After this no answer can come: it is here, or the sequencer finds nobody.
+        rx.close();
+        if let Ok(Ok((_, Some(make)))) = rx.try_recv() {
+            let (reply, _) = oneshot::channel();
+            // Found at the sequencer's next look (its next batch, or its idle tick).
+            self.shared.background().queue.push(Request {
+                events: make(),
+                guard: None,
+                reply,
+                if_unheard: None,
+            });
+        }
     }
 }
 
@@ -902,13 +963,8 @@ impl<S: Fold> Sequencer<S> {
         }
         if let Err(e) = self.ready() {
             for r in batch {
-                let guarded = r.guard.is_some();
-                self.refuse(
-                    r.events,
-                    r.reply,
-                    guarded,
-                    AppendError::Unavailable(e.clone()),
-                );
+                let unavailable = AppendError::Unavailable(e.clone());
+                self.refuse(r, unavailable);
             }
             return;
         }
@@ -919,22 +975,27 @@ impl<S: Fold> Sequencer<S> {
             replies: Vec::with_capacity(batch.len()),
             unanswered: Vec::new(),
         };
+        let failed = || AppendError::Unavailable("the event store failed to commit".into());
         for req in batch {
-            let guarded = req.guard.is_some();
             if self.reopen {
                 // A commit of this batch failed: the view is stale until the store is reopened.
-                let failed = AppendError::Unavailable("the event store failed to commit".into());
-                self.refuse(req.events, req.reply, guarded, failed);
+                self.refuse(req, failed());
                 continue;
             }
-            if let Some(guard) = req.guard {
+            let Request {
+                events,
+                guard,
+                reply,
+                if_unheard,
+            } = req;
+            let guarded = guard.is_some();
+            if let Some(guard) = guard {
                 // A guard sees every earlier record: commit what is staged before evaluating it.
                 if !staged.records.is_empty() {
                     self.commit(std::mem::take(&mut staged), false);
                     if self.reopen {
-                        let failed =
-                            AppendError::Unavailable("the event store failed to commit".into());
-                        self.refuse(req.events, req.reply, true, failed);
+                        // Guarded: answered, never kept for a retry.
+                        let _ = reply.send(Err(failed()));
                         continue;
                     }
                 }
@@ -943,11 +1004,11 @@ impl<S: Fold> Sequencer<S> {
                     Err(_) => Err(Rejected("state lock poisoned")),
                 };
                 if let Err(rejected) = verdict {
-                    let _ = req.reply.send(Err(AppendError::Rejected(rejected)));
+                    let _ = reply.send(Err(AppendError::Rejected(rejected)));
                     continue;
                 }
             }
-            self.stage(&mut staged, req.events, req.reply, guarded, req.if_unheard);
+            self.stage(&mut staged, events, reply, guarded, if_unheard);
         }
         if !self.reopen {
             self.commit(staged, true);
@@ -955,19 +1016,18 @@ impl<S: Fold> Sequencer<S> {
     }
 
     /// Answers an append that cannot be written now: its caller gets `why`, or, when nobody
-    /// waits for it and no guard decides it, it is kept to be written with a later batch (a
-    /// guard holds at one moment of the log; retried later, it would not have been asked).
-    fn refuse(
-        &mut self,
-        events: Vec<Event>,
-        reply: oneshot::Sender<Result<Appended, AppendError>>,
-        guarded: bool,
-        why: AppendError,
-    ) {
-        if reply.is_closed() && !guarded {
+    /// waits for it and no guard decides it, it is kept, with its follow-up, to be written with
+    /// a later batch (a guard holds at one moment of the log; retried later, it would not have
+    /// been asked).
+    fn refuse(&mut self, req: Request<S>, why: AppendError) {
+        if req.reply.is_closed() && req.guard.is_none() {
+            let mut events = req.events;
+            if let Some(make) = req.if_unheard {
+                events.extend(make());
+            }
             self.keep_for_retry(events);
         } else {
-            let _ = reply.send(Err(why));
+            let _ = req.reply.send(Err(why));
         }
     }
 
@@ -993,7 +1053,7 @@ impl<S: Fold> Sequencer<S> {
         &mut self,
         staged: &mut Staged,
         events: Vec<Event>,
-        reply: oneshot::Sender<Result<Appended, AppendError>>,
+        reply: Reply,
         guarded: bool,
         if_unheard: Option<FollowUp>,
     ) {
@@ -1018,10 +1078,11 @@ impl<S: Fold> Sequencer<S> {
             let stored = record.seal();
             if answer {
                 hashes.push(stored.hash);
-            } else if !guarded {
-                staged.unanswered.push(stored.record.seq.0);
             }
             self.push(staged, stored);
+        }
+        if !answer && !guarded {
+            staged.unanswered.push(first.0..self.view.size);
         }
         if answer {
             staged
@@ -1278,14 +1339,17 @@ impl<S: Fold> Sequencer<S> {
             }
             let _ = self.ready();
             let msg = format!("the event store failed to commit: {e}");
-            // The unguarded appends nobody waits for are kept, in order, to be written again.
-            let mut unanswered = staged.unanswered.iter().peekable();
-            for stored in staged.records {
-                if unanswered
-                    .next_if(|&&seq| seq == stored.record.seq.0)
-                    .is_some()
-                {
-                    self.keep_for_retry(vec![stored.record.event]);
+            // The unguarded appends nobody waits for are kept, in order, to be written again,
+            // each with its follow-up.
+            let mut records = staged.records.into_iter().peekable();
+            for range in staged.unanswered {
+                while records.next_if(|r| r.record.seq.0 < range.start).is_some() {}
+                let mut events = Vec::new();
+                while let Some(r) = records.next_if(|r| range.contains(&r.record.seq.0)) {
+                    events.push(r.record.event);
+                }
+                if !events.is_empty() {
+                    self.keep_for_retry(events);
                 }
             }
             for (reply, _, _) in staged.replies {
@@ -1383,9 +1447,7 @@ impl<S: Fold> Sequencer<S> {
         self.publish_head();
         for (reply, appended, if_unheard) in staged.replies {
             // Its caller went away while it was written: the follow-up goes in the next batch.
-            if reply.send(Ok(appended)).is_err()
-                && let Some(make) = if_unheard
-            {
+            if let Err(Ok((_, Some(make)))) = reply.send(Ok((appended, if_unheard))) {
                 self.keep_for_retry(make());
             }
         }
