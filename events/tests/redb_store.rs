@@ -796,7 +796,20 @@ async fn an_answer_never_read_gets_its_follow_up() {
     disk.hold_writes(false);
     // Handed over after it, answered after it: by now its answer has come.
     store.append(vec![conformance::filler(2)]).await.unwrap();
+    let size = store.head().size;
+    // Indexed 2 ms after the last append, the sequencer then sleeps until its tick (as in
+    // `a_lone_background_append_is_written_after_the_delay`).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     drop(unread);
+    // Written soon, on its own: it wakes the sequencer, which with these options would
+    // otherwise look again only at its one-second tick.
+    tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        while store.head().size == size {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the follow-up waited for the sequencer's idle tick");
     store.append(vec![conformance::filler(3)]).await.unwrap();
     let all = store.read(0..u64::MAX).await.unwrap();
     let written = |i| seq_of(&all, i).unwrap_or_else(|| panic!("filler {i} is not in the log"));

@@ -488,7 +488,7 @@ impl<S: Fold> RedbStore<S> {
         let rx = self.submit(events, guard, false, if_unheard)?;
         Answer {
             rx: Some(rx),
-            shared: &self.shared,
+            store: self,
         }
         .await
         .map_err(|_| AppendError::Unavailable("the sequencer dropped the append".into()))?
@@ -566,16 +566,26 @@ impl<S: Fold> RedbStore<S> {
             tx.send(Msg::Append(request)).map_err(stopped)?;
             return Ok(rx);
         }
-        // Pushed while `tx` is held: a shutdown, which takes `tx` first, finds it queued.
+        self.push_background(tx, request).map_err(stopped)?;
+        Ok(rx)
+    }
+
+    /// Queues a background append, waking the sequencer if it sleeps holding none. Called
+    /// while `tx` is held: a shutdown, which takes `tx` first, finds it queued.
+    fn push_background(
+        &self,
+        tx: &mpsc::Sender<Msg<S>>,
+        request: Request<S>,
+    ) -> Result<(), mpsc::SendError<Msg<S>>> {
         let wake = {
             let mut bg = self.shared.background();
             bg.queue.push(request);
             std::mem::take(&mut bg.asleep)
         };
         if wake {
-            tx.send(Msg::Wake).map_err(stopped)?;
+            tx.send(Msg::Wake)?;
         }
-        Ok(rx)
+        Ok(())
     }
 }
 
@@ -585,7 +595,7 @@ impl<S: Fold> RedbStore<S> {
 struct Answer<'a, S: Fold> {
     /// `None` once read.
     rx: Option<oneshot::Receiver<Answered>>,
-    shared: &'a Shared<S>,
+    store: &'a RedbStore<S>,
 }
 
 impl<S: Fold> Future for Answer<'_, S> {
@@ -613,15 +623,28 @@ impl<S: Fold> Drop for Answer<'_, S> {
         };
         // After this no answer can come: it is here, or the sequencer finds nobody.
         rx.close();
-        if let Ok(Ok((_, Some(make)))) = rx.try_recv() {
-            let (reply, _) = oneshot::channel();
-            // Found at the sequencer's next look (its next batch, or its idle tick).
-            self.shared.background().queue.push(Request {
-                events: make(),
-                guard: None,
-                reply,
-                if_unheard: None,
-            });
+        let Ok(Ok((_, Some(make)))) = rx.try_recv() else {
+            return;
+        };
+        let events = make();
+        let (reply, _) = oneshot::channel();
+        let request = Request {
+            events,
+            guard: None,
+            reply,
+            if_unheard: None,
+        };
+        let queued = match self.store.tx.lock() {
+            Ok(tx) => tx
+                .as_ref()
+                .is_some_and(|tx| self.store.push_background(tx, request).is_ok()),
+            Err(_) => false,
+        };
+        if !queued {
+            eprintln!(
+                "rack-gateway: the event store had stopped when a call's end came to be \
+                 recorded; the log shows that call started, without its end"
+            );
         }
     }
 }
