@@ -110,6 +110,19 @@ async fn a_restart_continues_the_log_and_replaces_the_dev_token() {
     assert_eq!(finished.events.iter().filter_map(requested).count(), 2);
 }
 
+/// The `CommandCompleted` of the first call recorded from `since` on, once it is in the log.
+async fn first_call_end(gw: &TestGateway, since: u64) -> events::event::CommandCompleted {
+    crate::support::eventually("a completion", || async {
+        let events = gw.events_since(since).await;
+        let id = events.iter().find_map(requested)?.request.clone();
+        events.iter().find_map(|r| match &r.event {
+            Event::CommandCompleted(c) if c.request == id => Some((**c).clone()),
+            _ => None,
+        })
+    })
+    .await
+}
+
 /// A caller that goes away while the rack's answer is awaited: the call was forwarded, so its
 /// end is recorded all the same (499, `abandoned`), never left without a completion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,17 +143,7 @@ async fn a_call_its_caller_abandons_still_gets_its_completion() {
     })
     .await;
     drop(tcp);
-    let (requested_id, completed) = crate::support::eventually("a completion", || async {
-        let events = gw.events_since(since).await;
-        let id = events.iter().find_map(requested)?.request.clone();
-        let done = events.iter().find_map(|r| match &r.event {
-            Event::CommandCompleted(c) if c.request == id => Some((**c).clone()),
-            _ => None,
-        })?;
-        Some((id, done))
-    })
-    .await;
-    assert_eq!(completed.request, requested_id);
+    let completed = first_call_end(&gw, since).await;
     assert_eq!(
         (completed.status, completed.failure.as_deref()),
         (499, Some("abandoned"))
@@ -176,17 +179,7 @@ async fn a_call_abandoned_while_its_intent_is_written_gets_its_completion() {
     .unwrap();
     assert!(rest.is_empty(), "{rest:?}");
     disk.hold_writes(false);
-    let (requested_id, completed) = crate::support::eventually("a completion", || async {
-        let events = gw.events_since(since).await;
-        let id = events.iter().find_map(requested)?.request.clone();
-        let done = events.iter().find_map(|r| match &r.event {
-            Event::CommandCompleted(c) if c.request == id => Some((**c).clone()),
-            _ => None,
-        })?;
-        Some((id, done))
-    })
-    .await;
-    assert_eq!(completed.request, requested_id);
+    let completed = first_call_end(&gw, since).await;
     assert_eq!(
         (completed.status, completed.failure.as_deref()),
         (499, Some("abandoned_before_forward"))
