@@ -10,6 +10,7 @@ pub mod console;
 pub mod export;
 pub mod identity;
 pub mod keys;
+pub mod limited;
 pub mod policy;
 pub mod proxy;
 pub mod server;

@@ -394,7 +394,7 @@ async fn read_json<T: DeserializeOwned>(
     };
     let bytes = match read {
         Ok(bytes) => bytes,
-        Err(e) if over_limit(&e) => {
+        Err(e) if crate::limited::over_limit(&e) => {
             return Err(refused(state, call, caller, "body", ApiError::TooLarge(MAX_BODY)).await);
         }
         // The connection ended or broke mid-body: not a body too large.
@@ -422,18 +422,6 @@ async fn read_json<T: DeserializeOwned>(
             Err(malformed(state, call, caller, "invalid_json", what, &at).await)
         }
     }
-}
-
-/// Whether reading a body failed on its size limit (rather than on the connection).
-fn over_limit(e: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// A token id exactly as the API writes it: 32 lowercase hex digits.

@@ -1625,9 +1625,19 @@ async fn read_form(
             timeout.as_secs()
         ),
     })?
-    .map_err(|_| ProxyError::BadRequest {
-        kind: "param_form_too_large",
-        what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
+    .map_err(|e| {
+        if crate::limited::over_limit(&*e) {
+            ProxyError::BadRequest {
+                kind: "param_form_too_large",
+                what: format!("the form body is over {} bytes", canonical::MAX_FORM_BYTES),
+            }
+        } else {
+            // Its framing was broken, or the connection failed while it came.
+            ProxyError::BadRequest {
+                kind: "param_form_unreadable",
+                what: format!("the form body could not be read: {e}"),
+            }
+        }
     })?;
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
 }

@@ -784,6 +784,21 @@ async fn an_env_that_sets_a_key_twice() {
     .await;
 }
 
+/// A form whose chunked framing is broken: refused as unreadable, not as too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_with_broken_chunks() {
+    check(
+        Case::post("/apps/x/releases?")
+            .body(
+                "application/x-www-form-urlencoded",
+                b"zz\r\nenv=A%3DB\r\n0\r\n\r\n",
+            )
+            .header("Transfer-Encoding", "chunked")
+            .denied(400, "param_form_unreadable"),
+    )
+    .await;
+}
+
 /// A caller who may not read every value is shown stray lines (lines that set nothing) masked
 /// whole, so one posted in clear, which the answer would show masked the same way, is a guess
 /// of a hidden line: refused, wherever it stands.
