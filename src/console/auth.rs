@@ -171,7 +171,6 @@ pub fn identify(
     headers: &HeaderMap,
 ) -> Result<Caller, ApiError> {
     if !state.flood.allow(call.ip, call.now) {
-        state.flood.count_denial(call.ip, "rate_limited", call.now);
         return Err(ApiError::RateLimited);
     }
     let values: Vec<&[u8]> = headers

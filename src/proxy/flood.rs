@@ -215,9 +215,15 @@ impl Flood {
         }
     }
 
-    /// Takes one request from `ip`'s budget; `false` means over the limit (answer 429).
+    /// Takes one request from `ip`'s budget; `false` means over the limit (answer 429), and
+    /// the refusal is counted (`rate_limited`): a flood shows in the log by its size, in one
+    /// summary a minute, without a record per request.
     pub fn allow(&self, ip: IpAddr, now: Timestamp) -> bool {
-        self.limiter.lock().is_ok_and(|mut l| l.allow(ip, now))
+        let allowed = self.limiter.lock().is_ok_and(|mut l| l.allow(ip, now));
+        if !allowed {
+            self.count_denial(ip, "rate_limited", now);
+        }
+        allowed
     }
 
     /// Counts one unauthenticated (or otherwise uncounted) refusal.

@@ -127,9 +127,6 @@ async fn pipeline(
     let now = Clock.now();
     let ip = state.client_ip(peer, req.headers());
     if !state.allow(ip, now) {
-        // Counted, not recorded: a flood shows in the log by its size, in one summary a
-        // minute, without writing a record per request.
-        state.count_denial(ip, "rate_limited", now);
         return Err(ProxyError::RateLimited);
     }
     let head: usize = req
