@@ -1453,7 +1453,9 @@ impl Pending {
     /// or why the call did not run its course. A body's hash is recorded only if it passed
     /// whole; an answer cut short is recorded as `answer_cut_short`.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
-        self.record(status, out, failure, true);
+        let failure = failure.or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
+        let digest = out.and_then(|m| m.digest());
+        self.record(status, out.map_or(0, |m| m.bytes), digest, failure);
     }
 
     /// As [`Pending::complete`], for an answer the gateway read for itself (a lookup): its size
@@ -1462,15 +1464,16 @@ impl Pending {
     /// process's command line): a plain SHA-256 of it would let whoever reads the log test
     /// guesses of those values against it.
     fn complete_read(&self, status: u16, bytes: u64) {
-        let read = Meter {
-            bytes,
-            sha256: events::hash::ZERO,
-            complete: true,
-        };
-        self.record(status, Some(read), None, false);
+        self.record(status, bytes, None, None);
     }
 
-    fn record(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>, digest: bool) {
+    fn record(
+        &self,
+        status: u16,
+        bytes_out: u64,
+        sha256_out: Option<events::hash::Hash>,
+        failure: Option<&'static str>,
+    ) {
         if self
             .completed
             .swap(true, std::sync::atomic::Ordering::Relaxed)
@@ -1482,16 +1485,14 @@ impl Pending {
             || self.sent_in.load(std::sync::atomic::Ordering::Relaxed),
             |m| m.bytes,
         );
-        let failure = failure.or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
-        let whole = |m: Meter| m.complete.then_some(m.sha256);
         let event = Event::CommandCompleted(Box::new(CommandCompleted {
             request: self.request.clone(),
             status,
             duration_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             bytes_in,
-            bytes_out: out.map_or(0, |m| m.bytes),
-            sha256_in: input.and_then(whole),
-            sha256_out: out.filter(|_| digest).and_then(whole),
+            bytes_out,
+            sha256_in: input.and_then(|m| m.digest()),
+            sha256_out,
             failure: failure.map(str::to_owned),
         }));
         // Enqueued now, so a shutdown right after the answer still records it. Nobody waits

@@ -24,6 +24,13 @@ pub struct Meter {
     pub complete: bool,
 }
 
+impl Meter {
+    /// The body's SHA-256, if it passed whole: a digest of part of a body is recorded nowhere.
+    pub fn digest(&self) -> Option<Hash> {
+        self.complete.then_some(self.sha256)
+    }
+}
+
 /// Called once with the final count.
 pub type OnDone = Box<dyn FnOnce(Meter) + Send + Sync>;
 
