@@ -35,7 +35,6 @@
 //! (number → signed note), `meta` (format version).
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -174,6 +173,20 @@ struct Request<S> {
     /// What to append after these if they are written with nobody left to hear it (see
     /// [`RedbStore::append_heard`]).
     if_unheard: Option<FollowUp>,
+}
+
+impl<S> Request<S> {
+    /// An unguarded append nobody waits for (its answer goes nowhere): what the sequencer
+    /// writes again after a failed write, or a follow-up handed back by an unread answer.
+    fn unheard(events: Vec<Event>) -> Request<S> {
+        let (reply, _) = oneshot::channel();
+        Request {
+            events,
+            guard: None,
+            reply,
+            if_unheard: None,
+        }
+    }
 }
 
 /// An append's answer. A written append's follow-up travels with it, so that exactly one side
@@ -626,14 +639,7 @@ impl<S: Fold> Drop for Answer<'_, S> {
         let Ok(Ok((_, Some(make)))) = rx.try_recv() else {
             return;
         };
-        let events = make();
-        let (reply, _) = oneshot::channel();
-        let request = Request {
-            events,
-            guard: None,
-            reply,
-            if_unheard: None,
-        };
+        let request = Request::unheard(make());
         let queued = match self.store.tx.lock() {
             Ok(tx) => tx
                 .as_ref()
@@ -972,16 +978,9 @@ impl<S: Fold> Sequencer<S> {
         if !self.retry.is_empty() {
             self.retry_events = 0;
             self.retry_full = false;
-            let retried = std::mem::take(&mut self.retry).into_iter().map(|events| {
-                // A sender whose receiver is gone: no answer is built for it.
-                let (reply, _) = oneshot::channel();
-                Request {
-                    events,
-                    guard: None,
-                    reply,
-                    if_unheard: None,
-                }
-            });
+            let retried = std::mem::take(&mut self.retry)
+                .into_iter()
+                .map(Request::unheard);
             batch.splice(0..0, retried);
         }
         if let Err(e) = self.ready() {
