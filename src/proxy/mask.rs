@@ -306,6 +306,22 @@ impl Env {
         out
     }
 
+    /// See [`stray_in_clear`].
+    fn stray_in_clear(&self) -> Option<usize> {
+        let stray = self
+            .strays()
+            .into_iter()
+            .find(|s| !self.line(&s.line).contains(MASK_PREFIX))?;
+        Some(
+            self.text
+                .get(..stray.line.start)
+                .unwrap_or_default()
+                .matches('\n')
+                .count()
+                + 1,
+        )
+    }
+
     fn line(&self, range: &Range<usize>) -> &str {
         self.text.get(range.clone()).unwrap_or_default()
     }
@@ -626,18 +642,7 @@ pub fn set_twice(env: &str) -> Option<String> {
 /// nothing). Such a caller posts stray lines back only as the masks it was shown: the proxy
 /// refuses the first kind of caller by this, and [`restore_env_param`] the second.
 pub fn stray_in_clear(env: &str) -> Option<usize> {
-    let parsed = Env::parse(env);
-    let stray = parsed
-        .strays()
-        .into_iter()
-        .find(|s| !parsed.line(&s.line).contains(MASK_PREFIX))?;
-    Some(
-        env.get(..stray.line.start)
-            .unwrap_or_default()
-            .matches('\n')
-            .count()
-            + 1,
-    )
+    Env::parse(env).stray_in_clear()
 }
 
 /// Whether restoring a posted `env` needs the app's current env: it carries a mask, or the app
@@ -748,7 +753,7 @@ pub fn restore_env_param(
     if protected
         .iter()
         .any(|p| current_values.contains_key(p.as_str()))
-        && let Some(line) = stray_in_clear(env)
+        && let Some(line) = posted.stray_in_clear()
     {
         return Err(MaskError::LineInClear { line });
     }
