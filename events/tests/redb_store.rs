@@ -1,7 +1,7 @@
 //! The embedded store against the conformance suite, plus what only redb can show: one durable
 //! sync per acknowledged batch (journal and database files both counted), recovery after a failed commit, and the group commit batching.
 // Test code: helpers outside `#[test]` functions may fail the test by panicking.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
 
@@ -709,6 +709,16 @@ fn seq_of(records: &[events::record::StoredRecord], i: u64) -> Option<u64> {
         .map(|r| r.record.seq.0)
 }
 
+/// The `seq` of the record holding filler `i`; the test fails if none does.
+fn written(records: &[events::record::StoredRecord], i: u64) -> u64 {
+    seq_of(records, i).unwrap_or_else(|| panic!("filler {i} is not in the log"))
+}
+
+/// A follow-up that appends filler `i`.
+fn follow(i: u64) -> events::store::redb::FollowUp {
+    Box::new(move || vec![conformance::filler(i)])
+}
+
 /// An append whose caller goes away is written all the same, and its follow-up after it:
 /// whether the caller left while its write was under way (the answer finds nobody) or before
 /// the sequencer took it (it is staged for nobody). An append whose caller hears the answer
@@ -721,9 +731,6 @@ async fn an_append_written_with_nobody_to_hear_it_gets_its_follow_up() {
     store.append(vec![conformance::filler(0)]).await.unwrap();
     // Indexed: the sequencer is idle, so the next write is the journal's, for what follows.
     store.read(0..u64::MAX).await.unwrap();
-    let follow = |i: u64| -> events::store::redb::FollowUp {
-        Box::new(move || vec![conformance::filler(i)])
-    };
 
     disk.hold_writes(true);
     let writing = tokio::spawn({
@@ -758,7 +765,7 @@ async fn an_append_written_with_nobody_to_hear_it_gets_its_follow_up() {
 
     let all = store.read(0..u64::MAX).await.unwrap();
     let at = |i| seq_of(&all, i);
-    let written = |i| at(i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    let written = |i| written(&all, i);
     assert!(
         written(1) < written(101) && written(101) < written(5),
         "the follow-up of an append answered to nobody comes after it, in the next batch"
@@ -784,8 +791,7 @@ async fn an_answer_never_read_gets_its_follow_up() {
     let dir = tempfile::tempdir().unwrap();
     let disk = Disk::default();
     let store = open_on(&dir.path().join("log.redb"), &disk);
-    let follow: events::store::redb::FollowUp = Box::new(|| vec![conformance::filler(101)]);
-    let mut unread = Box::pin(store.append_heard(vec![conformance::filler(1)], None, follow));
+    let mut unread = Box::pin(store.append_heard(vec![conformance::filler(1)], None, follow(101)));
     // Polled once, while no write can end: handed over, not answered yet.
     disk.hold_writes(true);
     tokio::select! {
@@ -812,7 +818,7 @@ async fn an_answer_never_read_gets_its_follow_up() {
     .expect("the follow-up waited for the sequencer's idle tick");
     store.append(vec![conformance::filler(3)]).await.unwrap();
     let all = store.read(0..u64::MAX).await.unwrap();
-    let written = |i| seq_of(&all, i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    let written = |i| written(&all, i);
     assert!(written(1) < written(2) && written(2) < written(101) && written(101) < written(3));
 }
 
@@ -824,9 +830,6 @@ async fn an_unheard_append_that_fails_is_kept_with_its_follow_up() {
     let disk = Disk::default();
     let store = Arc::new(open_on(&dir.path().join("log.redb"), &disk));
     store.append(vec![conformance::filler(0)]).await.unwrap();
-    let follow = |i: u64| -> events::store::redb::FollowUp {
-        Box::new(move || vec![conformance::filler(i)])
-    };
     disk.fail(Some(Failure::Full));
     for i in [1, 2] {
         // Another append holds the sequencer in a write, which will fail: this one waits in the
@@ -846,7 +849,7 @@ async fn an_unheard_append_that_fails_is_kept_with_its_follow_up() {
     disk.fail(None);
     store.append(vec![conformance::filler(9)]).await.unwrap();
     let all = store.read(0..u64::MAX).await.unwrap();
-    let written = |i| seq_of(&all, i).unwrap_or_else(|| panic!("filler {i} is not in the log"));
+    let written = |i| written(&all, i);
     assert_eq!(
         [written(1), written(101), written(2), written(102)],
         [0, 1, 2, 3].map(|k| written(1) + k),
