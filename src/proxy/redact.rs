@@ -2,8 +2,8 @@
 //! `hmac-sha256:<hex>` under the audit key, and command lines after scrubbing by value.
 //!
 //! **Invariant:** no value of a parameter the route table classes as secret is recorded in
-//! clear; command text keeps its shape but loses credentials in URLs, private keys, JWTs and
-//! long high-entropy words.
+//! clear; command text keeps its shape but loses credentials in URLs, private keys, JWTs,
+//! long high-entropy words and the values its flags and headers name as secret.
 
 use std::borrow::Cow;
 
@@ -51,8 +51,8 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
     agent
 }
 
-/// What replaces a path segment that holds a secret.
-const REDACTED_SEGMENT: &str = "[redacted]";
+/// What replaces a secret in recorded text: a path segment, a command word or part of one.
+const REDACTED: &str = "[redacted]";
 
 /// `text` with every gateway token's secret in it (`rgw_` and a run of 43 or more URL-safe
 /// base64 characters, as a path segment or inside one: a `….tgz` name, a registry's
@@ -79,7 +79,7 @@ pub fn gateway_tokens(text: &str) -> Cow<'_, str> {
             .count();
         if run >= token::ENCODED_LEN {
             out.push_str(text.get(copied..start).unwrap_or_default());
-            out.push_str(REDACTED_SEGMENT);
+            out.push_str(REDACTED);
             copied = after + run;
             from = copied;
         } else {
@@ -115,7 +115,7 @@ pub fn unrouted_path(path: &str) -> Cow<'_, str> {
     }
     let redacted = path
         .split('/')
-        .map(|s| if secret(s) { REDACTED_SEGMENT } else { s })
+        .map(|s| if secret(s) { REDACTED } else { s })
         .collect::<Vec<_>>()
         .join("/");
     Cow::Owned(cut(&redacted, MAX_RECORDED_PATH).into_owned())
@@ -135,12 +135,18 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
 }
 
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
+/// A secret also goes when the word before says what it is: the value after a flag whose name
+/// says secret (`--password hunter2`, as `--password=hunter2` would be), the credentials of an
+/// `Authorization:` header (after its scheme), and the password of `user:password` after
+/// curl's `-u`/`--user`.
 pub fn scrub(text: &str) -> String {
     if text.contains("-----BEGIN") {
         return "[redacted: private key]".to_owned();
     }
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut named = Named::Nothing;
+    let mut quote = None;
     while !rest.is_empty() {
         let word = rest
             .find(|c: char| !c.is_whitespace())
@@ -148,10 +154,105 @@ pub fn scrub(text: &str) -> String {
         out.push_str(&rest[..word]);
         rest = &rest[word..];
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        out.push_str(&scrub_word(&rest[..end]));
+        let word = &rest[..end];
+        let before = quote;
+        quote = quote_after(word, quote);
+        let (scrubbed, next) = match named {
+            Named::Header if auth_scheme(word) => (word.to_owned(), Named::Secret),
+            // A secret that opens a quote runs to where the quote closes.
+            Named::Header | Named::Secret if quote.is_some() && quote != before => {
+                (REDACTED.to_owned(), Named::Quoted(before))
+            }
+            Named::Quoted(outside) if quote != outside => {
+                (REDACTED.to_owned(), Named::Quoted(outside))
+            }
+            Named::Header | Named::Secret | Named::Quoted(_) => {
+                (REDACTED.to_owned(), Named::Nothing)
+            }
+            Named::UserPassword => match word.split_once(':') {
+                Some((user, _)) => (format!("{}:{REDACTED}", scrub_word(user)), Named::Nothing),
+                None => (scrub_word(word), Named::Nothing),
+            },
+            Named::Nothing => {
+                let scrubbed = scrub_word(word);
+                // A word that is itself a secret (`-pMySuperSecretPassword2024`) names nothing.
+                let next = if scrubbed == word {
+                    Named::of(word)
+                } else {
+                    Named::Nothing
+                };
+                (scrubbed, next)
+            }
+        };
+        out.push_str(&scrubbed);
+        named = next;
         rest = &rest[end..];
     }
     out
+}
+
+/// What a command word says of the word after it.
+#[derive(Clone, Copy)]
+enum Named {
+    Nothing,
+    /// The next word is a secret: a secret-named flag's value, a header's credentials.
+    Secret,
+    /// The next word is an `Authorization` header's value: a scheme, or the credentials.
+    Header,
+    /// The next word may be `user:password` (curl's `-u`, `--user`).
+    UserPassword,
+    /// A secret's quote has not closed yet: the words go until the quote state is this again.
+    Quoted(Option<char>),
+}
+
+/// The shell quote open after `word`, given the one open before it (escapes aside).
+fn quote_after(word: &str, mut open: Option<char>) -> Option<char> {
+    for c in word.chars() {
+        match open {
+            Some(q) if c == q => open = None,
+            None if matches!(c, '"' | '\'') => open = Some(c),
+            _ => {}
+        }
+    }
+    open
+}
+
+impl Named {
+    fn of(word: &str) -> Self {
+        let bare = word.trim_matches(|c| matches!(c, '"' | '\''));
+        let lower = bare.to_ascii_lowercase();
+        if let Some(value) = lower
+            .find("authorization:")
+            .map(|at| &bare[at + "authorization:".len()..])
+        {
+            return match value {
+                "" => Self::Header,
+                v if auth_scheme(v) => Self::Secret,
+                _ => Self::Nothing,
+            };
+        }
+        let Some(flag) = bare.strip_prefix('-') else {
+            return Self::Nothing;
+        };
+        let name = flag.trim_start_matches('-');
+        if name.is_empty() || name.contains('=') {
+            Self::Nothing
+        } else if pair_name_secret(name) {
+            Self::Secret
+        } else if matches!(bare, "-u" | "--user") {
+            Self::UserPassword
+        } else {
+            Self::Nothing
+        }
+    }
+}
+
+/// An HTTP authorization scheme, whose credentials follow it as the next word.
+fn auth_scheme(word: &str) -> bool {
+    let bare = word.trim_matches(|c| matches!(c, '"' | '\''));
+    ["bearer", "basic", "token", "digest"]
+        .iter()
+        .any(|s| bare.eq_ignore_ascii_case(s))
 }
 
 fn scrub_word(word: &str) -> String {
@@ -161,10 +262,10 @@ fn scrub_word(word: &str) -> String {
         && !v.is_empty()
         && (pair_name_secret(k) || looks_secret(v))
     {
-        return format!("{k}=[redacted]");
+        return format!("{k}={REDACTED}");
     }
     if looks_secret(&word) {
-        return "[redacted]".to_owned();
+        return REDACTED.to_owned();
     }
     word
 }
@@ -176,7 +277,7 @@ fn scrub_userinfo(word: &str) -> String {
     let mut copied = 0;
     for r in credential_ranges(word, &looks_secret) {
         out.push_str(word.get(copied..r.start).unwrap_or_default());
-        out.push_str("[redacted]");
+        out.push_str(REDACTED);
         copied = r.end;
     }
     out.push_str(word.get(copied..).unwrap_or_default());
@@ -354,6 +455,47 @@ mod tests {
             scrub("sh -c\tTOKEN=abc\nls  -la"),
             "sh -c\tTOKEN=[redacted]\nls  -la"
         );
+    }
+
+    #[test]
+    fn a_secret_named_by_the_word_before_it_is_scrubbed() {
+        // A secret-named flag's value as its own word, as with `=`.
+        assert_eq!(
+            scrub("mysql --password hunter2 -h db"),
+            "mysql --password [redacted] -h db"
+        );
+        assert_eq!(
+            scrub("deploy --api-token abc --client-secret 'p w  x' -v"),
+            "deploy --api-token [redacted] --client-secret [redacted] [redacted]  [redacted] -v"
+        );
+        // Credentials after an authorization scheme or header name, quoted or not.
+        assert_eq!(
+            scrub("curl -H \"Authorization: Bearer abc123\" https://api"),
+            "curl -H \"Authorization: Bearer [redacted] https://api"
+        );
+        assert_eq!(
+            scrub("curl -H 'Authorization: hunter2' x"),
+            "curl -H 'Authorization: [redacted] x"
+        );
+        assert_eq!(
+            scrub("http :80 Authorization:'token abc' x"),
+            "http :80 Authorization:'token [redacted] x"
+        );
+        // Without the header's name, a scheme's name is an ordinary word.
+        assert_eq!(scrub("basic token for ci"), "basic token for ci");
+        // curl's user and password: the user stays.
+        assert_eq!(
+            scrub("curl -u alice:hunter2 https://api"),
+            "curl -u alice:[redacted] https://api"
+        );
+        assert_eq!(scrub("curl --user alice x"), "curl --user alice x");
+        // Flags that name nothing secret, and a flag with its value glued on, are as before.
+        assert_eq!(
+            scrub("rake db:migrate --verbose true -p 5432"),
+            "rake db:migrate --verbose true -p 5432"
+        );
+        assert_eq!(scrub("x --token=abc y"), "x --token=[redacted] y");
+        assert_eq!(scrub("--password"), "--password");
     }
 
     #[test]
