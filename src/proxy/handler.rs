@@ -176,9 +176,10 @@ async fn pipeline(
             });
         }
     };
+    let recorded = redact::routed_path(matched.rule(), path.as_str());
     let upgrade = is_upgrade(&parts.headers);
     if matched.answered_locally() {
-        record_local(state, &caller, &method, path.as_str()).await?;
+        record_local(state, &caller, &method, &recorded).await?;
         return Err(ProxyError::UnknownRoute);
     }
     if matched.expects_upgrade() != upgrade {
@@ -186,7 +187,7 @@ async fn pipeline(
             state,
             &caller,
             &method,
-            path.as_str(),
+            &recorded,
             "unknown_route",
             None,
             &[],
@@ -201,7 +202,7 @@ async fn pipeline(
             state,
             &caller,
             &method,
-            path.as_str(),
+            &recorded,
             "cross_origin",
             None,
             &[],
@@ -233,7 +234,7 @@ async fn pipeline(
                     state,
                     &caller,
                     &method,
-                    path.as_str(),
+                    &recorded,
                     "invalid_upgrade",
                     None,
                     &[],
@@ -249,14 +250,14 @@ async fn pipeline(
         None
     };
     if let Err((kind, what)) = check_framing(&parts.headers) {
-        record_denial(state, &caller, &method, path.as_str(), kind, None, &[]).await?;
+        record_denial(state, &caller, &method, &recorded, kind, None, &[]).await?;
         return Err(ProxyError::BadRequest { kind, what });
     }
     let content_type = headers::single(&parts.headers, header::CONTENT_TYPE);
     let (form, body) = match read_form(&content_type, body, state.limits.form_timeout).await {
         Ok(read) => read,
         Err(e) => {
-            record_denial(state, &caller, &method, path.as_str(), e.kind(), None, &[]).await?;
+            record_denial(state, &caller, &method, &recorded, e.kind(), None, &[]).await?;
             return Err(e);
         }
     };
@@ -278,7 +279,7 @@ async fn pipeline(
         Ok(p) => p,
         Err(e) => {
             let (kind, what) = (e.kind(), e.to_string());
-            record_denial(state, &caller, &method, path.as_str(), kind, None, &[]).await?;
+            record_denial(state, &caller, &method, &recorded, kind, None, &[]).await?;
             return Err(ProxyError::BadRequest { kind, what });
         }
     };
@@ -292,7 +293,7 @@ async fn pipeline(
             state,
             &caller,
             &method,
-            path.as_str(),
+            &recorded,
             "token_no_longer_usable",
             None,
             &recorded_params,
@@ -310,7 +311,7 @@ async fn pipeline(
                 state,
                 &caller,
                 &method,
-                path.as_str(),
+                &recorded,
                 denied.kind(),
                 perm,
                 &recorded_params,
@@ -397,7 +398,7 @@ async fn pipeline(
             state,
             &caller,
             &method,
-            path.as_str(),
+            &recorded,
             kind,
             Some(perm.as_str().to_owned()),
             &recorded_params,
@@ -461,7 +462,7 @@ async fn pipeline(
                     state,
                     &caller,
                     &method,
-                    path.as_str(),
+                    &recorded,
                     kind,
                     Some(Perm::EnvSet.as_str().to_owned()),
                     &recorded_params,
@@ -515,7 +516,7 @@ async fn pipeline(
                 state,
                 &caller,
                 &method,
-                path.as_str(),
+                &recorded,
                 kind,
                 Some(Perm::EnvSet.as_str().to_owned()),
                 &recorded_params,
@@ -575,7 +576,7 @@ async fn pipeline(
     let intent = command_requested(
         &caller,
         &method,
-        path.as_str(),
+        &recorded,
         permission(),
         Decision::Allow,
         "",
@@ -589,7 +590,7 @@ async fn pipeline(
                 state,
                 &caller,
                 &method,
-                path.as_str(),
+                &recorded,
                 &why,
                 permission(),
                 kept_params.as_deref().unwrap_or_default(),

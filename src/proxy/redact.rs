@@ -11,7 +11,8 @@ use crate::config::hmac_value;
 use crate::identity::token;
 use crate::keys::AuditKey;
 use crate::policy::canonical::Param;
-use crate::policy::routes::KeyClass;
+use crate::policy::canonical::Tail;
+use crate::policy::routes::{KeyClass, RouteRule};
 use crate::proxy::secret_text::{credential_ranges, looks_like_token, pair_name_secret};
 
 /// The parameters as recorded in `CommandRequested`.
@@ -106,19 +107,39 @@ pub const MAX_RECORDED_METHOD: usize = 32;
 /// URL's password, `token=…`) becomes `[redacted]` whole. The slashes stay, so a probe keeps
 /// its shape; the whole is cut to [`MAX_RECORDED_PATH`] bytes.
 pub fn unrouted_path(path: &str) -> Cow<'_, str> {
+    match secret_segments(path) {
+        Cow::Borrowed(path) => cut(path, MAX_RECORDED_PATH),
+        Cow::Owned(redacted) => Cow::Owned(cut(&redacted, MAX_RECORDED_PATH).into_owned()),
+    }
+}
+
+/// A routed path as recorded. The names of the rack's own resources are kept as sent, but the
+/// tail of the HTTP proxy route is a path of whatever serves behind the rack, where a webhook's
+/// secret or a signed link may stand: its secret-looking segments go as an unrouted path's do
+/// (its query is recorded as HMACs, like any secret parameter).
+pub fn routed_path<'a>(route: &RouteRule, path: &'a str) -> Cow<'a, str> {
+    if route.tail == Some(Tail::HttpPath) {
+        secret_segments(path)
+    } else {
+        Cow::Borrowed(path)
+    }
+}
+
+/// `path` with each segment that, percent-decoded, reads as a secret replaced by `[redacted]`.
+fn secret_segments(path: &str) -> Cow<'_, str> {
     let secret = |segment: &str| {
         let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
         scrub_word(&decoded) != decoded
     };
     if !path.split('/').any(secret) {
-        return cut(path, MAX_RECORDED_PATH);
+        return Cow::Borrowed(path);
     }
-    let redacted = path
-        .split('/')
-        .map(|s| if secret(s) { REDACTED } else { s })
-        .collect::<Vec<_>>()
-        .join("/");
-    Cow::Owned(cut(&redacted, MAX_RECORDED_PATH).into_owned())
+    Cow::Owned(
+        path.split('/')
+            .map(|s| if secret(s) { REDACTED } else { s })
+            .collect::<Vec<_>>()
+            .join("/"),
+    )
 }
 
 /// `text` cut to at most `max` bytes (at a character boundary) and marked with `…` when
