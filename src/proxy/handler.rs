@@ -178,10 +178,6 @@ async fn pipeline(
     };
     let recorded = redact::routed_path(matched.rule(), path.as_str());
     let upgrade = is_upgrade(&parts.headers);
-    if matched.answered_locally() {
-        record_local(state, &caller, &method, &recorded).await?;
-        return Err(ProxyError::UnknownRoute);
-    }
     if matched.expects_upgrade() != upgrade {
         record_denial(
             state,
@@ -300,6 +296,18 @@ async fn pipeline(
         )
         .await?;
         return Err(ProxyError::Unauthenticated("token_no_longer_usable"));
+    }
+    // The CLI sends these before every socket, whatever the token's scopes, and the answer
+    // reveals and reaches nothing: the owner's standing is what counts. A token whose owner
+    // was disabled or holds no role is refused below like any call, not recorded as allowed.
+    if matched.answered_locally()
+        && !matches!(
+            grant.check(matched.rule().permission),
+            Err(reason) if !matches!(reason, policy::DenyReason::TokenScope(_))
+        )
+    {
+        record_local(state, &caller, &method, &recorded).await?;
+        return Err(ProxyError::UnknownRoute);
     }
     let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
         Ok(p) => p,

@@ -477,6 +477,26 @@ async fn a_token_whose_owner_lost_their_role() {
     .await;
 }
 
+/// The throw-away `GET /machines` (or `GET /racks`) before a socket is answered locally only
+/// when the token's owner stands: a token whose owner was disabled or lost every role is
+/// refused and recorded as any call is, not recorded as allowed. (A token scoped without
+/// `convox:auth:check` is answered locally: `cli_streams` replays one.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_get_before_a_socket_by_a_token_that_may_not() {
+    check(
+        Case::get("/machines?")
+            .auth(Auth::OwnerDisabled)
+            .denied(403, "user_disabled"),
+    )
+    .await;
+    check(
+        Case::get("/racks?")
+            .auth(Auth::OwnerRoleRevoked)
+            .denied(403, "no_role"),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_token_creating_a_release() {
     check(
