@@ -437,19 +437,28 @@ fn invalid(field: &str, what: &str) -> AdminError {
     }
 }
 
-/// A person is named by an email address: one `@`, something on both sides, no spaces.
+/// A person is named by an email address: one `@`, something on both sides, no spaces. The
+/// log keeps the name for good (in the call's parameters even when it is refused), so one with
+/// a gateway token's secret pasted into it is refused too. Only that: the scrubber's other
+/// rules would take some real addresses (long, dense, with digits) for secrets.
 fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
     let ok = matches!(p.0.split_once('@'), Some((a, b)) if !a.is_empty() && b.contains('.') && !b.contains('@'))
         && p.0.len() <= 254
         && !p.0.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
+    if !ok {
+        return Err(invalid(
             field,
             &format!("{:?} is not an email address", p.0),
-        ))
+        ));
     }
+    if crate::proxy::redact::gateway_tokens(&p.0) != p.0 {
+        return Err(invalid(
+            field,
+            "holds a gateway token's secret; the log keeps this name for good, so name the \
+             person by their email address",
+        ));
+    }
+    Ok(())
 }
 
 /// A permission is `convox:<resource>:<action>` (a rack permission) or
@@ -591,6 +600,21 @@ mod tests {
             grant_role(&store, p("bot@example.com"), Role::Cicd, p("system")).await,
             Err(AdminError::Invalid { .. })
         ));
+        // A token's secret pasted as the person is refused, whose name the log would keep; a
+        // long address with digits is a person.
+        let pasted = format!("{}@example.com", TokenSecret::generate().unwrap().expose());
+        assert!(matches!(
+            grant_role(&store, p(&pasted), Role::Viewer, p("system")).await,
+            Err(AdminError::Invalid { ref field, .. }) if field == "user"
+        ));
+        grant_role(
+            &store,
+            p("christopher.anderson1@example.com"),
+            Role::Viewer,
+            p("system"),
+        )
+        .await
+        .unwrap();
         assert!(
             revoke_role(&store, admin.clone(), Role::Admin, p("system"))
                 .await
