@@ -1,6 +1,7 @@
-//! The credentials a caller presents: on the rack proxy, `Authorization: Basic` exactly as the
-//! convox CLI builds it from `RACK_URL` (`convox:<token>`), or `Authorization: Bearer <token>`;
-//! on the gateway API, `Bearer` only ([`Schemes`]).
+//! The credentials a caller presents: on the rack proxy, `Authorization: Basic` as the convox
+//! CLI builds it from `RACK_URL` (`convox:<token>`; like the rack, any username but `jwt`, since
+//! the CLI sends whichever `RACK_URL` holds), or `Authorization: Bearer <token>`; on the gateway
+//! API, `Bearer` only ([`Schemes`]).
 //!
 //! **Invariant:** parsing is strict and bounded: one header, at most [`MAX_HEADER`] bytes,
 //! canonical base64, a password that is a well-formed token. Anything else is a typed refusal
