@@ -352,6 +352,17 @@ const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 /// a log line.
 pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 
+/// The WebSocket routes whose rack only writes: it reads nothing the caller sends (spec §2.5),
+/// so the caller's input waiting unread there is a flood, not a busy command
+/// ([`crate::proxy::ws::RelayConfig::rack_reads_input`]).
+pub const LOG_STREAMS: &[&str] = &[
+    "app.logs",
+    "build.logs",
+    "process.logs",
+    "service.logs",
+    "rack.logs",
+];
+
 /// The routes into a process that the gateway closes to a build's own process (whose
 /// environment holds the rack password) for a caller without `convox:build:exec`, judged from a
 /// recorded lookup of the process (`src/proxy/build_process.rs`).

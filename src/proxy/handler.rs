@@ -331,7 +331,7 @@ async fn pipeline(
                 let reason = format!(
                     "{denied}; ask a gateway admin for a role or token scope that grants it"
                 );
-                let marker = policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name);
+                let marker = StreamKind::of(matched.rule().name).exit_code;
                 return Ok(refuse_in_socket(parts, ws_key, reason, marker));
             }
             return Err(ProxyError::Forbidden {
@@ -340,7 +340,7 @@ async fn pipeline(
             });
         }
     };
-    let exit_code = policy::routes::EXIT_CODE_STREAMS.contains(&matched.rule().name);
+    let stream = StreamKind::of(matched.rule().name);
     let app = matched.var("app").unwrap_or_default().to_owned();
     let protected = protected_env(state, &app);
     // Refused by its parameters alone, or by what the rack holds under its path: the latter
@@ -413,7 +413,7 @@ async fn pipeline(
         )
         .await?;
         if ws_key.is_some() {
-            return Ok(refuse_in_socket(parts, ws_key, reason, exit_code));
+            return Ok(refuse_in_socket(parts, ws_key, reason, stream.exit_code));
         }
         return Err(error);
     }
@@ -438,7 +438,7 @@ async fn pipeline(
             &params,
             permitted.permission().as_str(),
             permitted.required(),
-            exit_code,
+            stream,
             recorded_params,
             request_id,
             peer,
@@ -1784,6 +1784,24 @@ fn no_longer_allowed(why: &Rejected) -> ProxyError {
     }
 }
 
+/// What the relay and the refusals inside a socket must know of a stream's route.
+#[derive(Clone, Copy)]
+struct StreamKind {
+    /// The rack ends the stream with an exit-code line ([`policy::routes::EXIT_CODE_STREAMS`]).
+    exit_code: bool,
+    /// The rack reads what the caller sends: all but [`policy::routes::LOG_STREAMS`].
+    rack_reads_input: bool,
+}
+
+impl StreamKind {
+    fn of(route: &str) -> StreamKind {
+        StreamKind {
+            exit_code: policy::routes::EXIT_CODE_STREAMS.contains(&route),
+            rack_reads_input: !policy::routes::LOG_STREAMS.contains(&route),
+        }
+    }
+}
+
 /// A permitted WebSocket call: recorded, connected to the rack, answered with 101 only after
 /// the rack's 101, then relayed frame by frame until it ends; `StreamOpened` and
 /// `StreamClosed` bracket it in the log.
@@ -1798,7 +1816,7 @@ async fn open_stream(
     params: &CanonicalParams,
     permission: &str,
     required: &[Perm],
-    exit_code: bool,
+    stream: StreamKind,
     recorded_params: Vec<(String, String)>,
     request_id: &str,
     peer: SocketAddr,
@@ -1826,7 +1844,7 @@ async fn open_stream(
             "too many open streams for this user; close one first (each `convox logs` or \
              `deploy` holds its sockets until it exits)"
                 .to_owned(),
-            exit_code,
+            stream.exit_code,
         ));
     };
     // A revocation, disablement or demotion applied since the caller was checked closed the
@@ -1848,7 +1866,7 @@ async fn open_stream(
             parts,
             Some(key),
             CHANGED_WHILE_OPENING.to_owned(),
-            exit_code,
+            stream.exit_code,
         ));
     }
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
@@ -1894,7 +1912,7 @@ async fn open_stream(
                         parts,
                         Some(key),
                         CHANGED_WHILE_OPENING.to_owned(),
-                        exit_code,
+                        stream.exit_code,
                     )),
                 };
             }
@@ -1942,7 +1960,7 @@ async fn open_stream(
             rack,
             registration,
             pending,
-            exit_code,
+            stream,
             expires,
         )
         .await;
@@ -2037,7 +2055,7 @@ async fn relay_stream(
     rack: hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
     registration: Registration,
     pending: Pending,
-    exit_code: bool,
+    stream: StreamKind,
     expires: Option<Timestamp>,
 ) {
     let Ok(caller) = on_upgrade.await else {
@@ -2060,7 +2078,7 @@ async fn relay_stream(
         pending.complete(101, None, Some("audit_unavailable"));
         // The stream never opened: its slot is free while the refusal lingers.
         drop(registration);
-        let reason = if exit_code {
+        let reason = if stream.exit_code {
             "the gateway cannot record this stream (its audit log is unavailable), so it was \
              closed before anything was relayed; the rack had been asked to open it, so a \
              command may have started: check before running it again"
@@ -2072,7 +2090,7 @@ async fn relay_stream(
             hyper_util::rt::TokioIo::new(caller),
             reason,
             std::time::Duration::from_secs(2),
-            exit_code,
+            stream.exit_code,
         )
         .await;
         return;
@@ -2080,7 +2098,8 @@ async fn relay_stream(
     let request = pending.streamed();
     let config = ws::RelayConfig {
         idle_after_eof: state.limits.stream_idle,
-        exit_code,
+        exit_code: stream.exit_code,
+        rack_reads_input: stream.rack_reads_input,
         ..ws::RelayConfig::default()
     };
     let relay = ws::relay(

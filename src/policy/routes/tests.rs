@@ -361,3 +361,19 @@ fn exit_code_streams_are_websocket_routes_of_the_table() {
         );
     }
 }
+
+#[test]
+fn log_streams_are_the_websocket_routes_of_logs() {
+    // Each log socket of the table, and nothing else: on any other socket the rack reads the
+    // caller's input, and input waiting there is a command busy elsewhere.
+    let mut logs: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.websocket && r.path.ends_with("/logs"))
+        .map(|r| r.name)
+        .collect();
+    let mut listed = LOG_STREAMS.to_vec();
+    logs.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(listed, logs);
+    assert!(LOG_STREAMS.iter().all(|n| !EXIT_CODE_STREAMS.contains(n)));
+}

@@ -43,6 +43,8 @@ use super::marker::ExitScanner;
 
 /// The reason sent in the close frame that tells the caller the gateway ended the stream.
 const CANCELLED_REASON: &str = "stream closed by the gateway";
+/// The reason sent to a caller whose input waited on a stream whose rack reads none.
+const INPUT_UNREAD_REASON: &str = "the rack reads no input on this stream";
 
 /// How a relay behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,13 +69,22 @@ pub struct RelayConfig {
     /// rack's socket for as long as the stream stays quiet. The clock does not run out while
     /// the relay is blocked writing the caller's input to a rack that is not reading it: the
     /// caller's frames, pings too, then wait unread, which says nothing of the caller, and
-    /// cutting a live restore short is worse than holding a slot until the rack reads again.
+    /// cutting a live restore short is worse than holding a slot until the rack reads again
+    /// (a caller that left meanwhile is seen only then). Log streams, whose rack never reads,
+    /// are the exception ([`RelayConfig::rack_reads_input`]).
     pub caller_silence: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
     /// Whether the rack's stream ends with an exit-code line worth reading (exec, run, shells);
     /// elsewhere marker-like output is not an exit code and none is reported.
     pub exit_code: bool,
+    /// Whether the rack reads what the caller sends (every stream but a log stream). Where it
+    /// reads nothing, input waiting unread is no sign of a command busy elsewhere: only a
+    /// caller that sent more than a rack socket holds (the CLI's pings alone take days to fill
+    /// one), and it may have gone since, unseen behind its own frames. Such a stream ends once
+    /// its input has waited for `caller_silence` (`InputUnread`) instead of being held open
+    /// for as long as its token lasts.
+    pub rack_reads_input: bool,
 }
 
 /// What passed through one relayed stream, for `StreamClosed`.
@@ -125,6 +136,9 @@ pub enum ClosedBy {
     /// No frame of any kind came from the caller for `caller_silence` (while the rack was
     /// reading the caller's input).
     CallerSilent,
+    /// The caller's input waited for `caller_silence` on a stream whose rack reads none (see
+    /// [`RelayConfig::rack_reads_input`]).
+    InputUnread,
     /// The cancellation signal fired (a revoked token, a disabled user, shutdown).
     Cancelled,
     /// The gateway itself could not go on (no randomness for a masking key).
@@ -197,6 +211,7 @@ impl ClosedBy {
             ClosedBy::RackViolation(_) => "rack_violation",
             ClosedBy::Idle => "idle",
             ClosedBy::CallerSilent => "caller_silent",
+            ClosedBy::InputUnread => "input_unread",
             ClosedBy::Cancelled => "cancelled",
             ClosedBy::Gateway => "gateway",
         }
@@ -216,6 +231,7 @@ impl Default for RelayConfig {
             caller_silence: Duration::from_secs(60),
             close_timeout: CLOSE_TIMEOUT,
             exit_code: true,
+            rack_reads_input: true,
         }
     }
 }
@@ -288,6 +304,9 @@ where
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
             () = tokio::time::sleep_until(silent_at) => {
+                if inbound.writer.has_pending() && !config.rack_reads_input {
+                    break ClosedBy::InputUnread;
+                }
                 if inbound.writer.has_pending() {
                     // The rack is not reading the caller's input (a long statement fed from a
                     // dump, say): the caller's frames, its pings too, wait unread behind it,
@@ -413,6 +432,8 @@ fn closing_codes(end: ClosedBy, rack_eof: bool) -> (Option<Frame>, Option<Frame>
     match end {
         ClosedBy::CallerClosed | ClosedBy::RackClosed | ClosedBy::Idle => (normal(), normal()),
         ClosedBy::CallerGone | ClosedBy::CallerSilent => (None, going_away()),
+        // The caller may be there still, behind its own unread frames.
+        ClosedBy::InputUnread => (Some(Frame::close(1008, INPUT_UNREAD_REASON)), going_away()),
         // A rack that had sent EOF has finished; one that vanished before is a failure.
         ClosedBy::RackGone if rack_eof => (normal(), None),
         ClosedBy::RackGone => (Some(Frame::close(1011, "rack connection lost")), None),

@@ -355,6 +355,36 @@ async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
     assert_eq!(stats.bytes_in, input.len() as u64);
 }
 
+/// On a log stream the rack reads nothing: a caller whose input waits unread there for the
+/// silence period is flooding it, and may have gone unseen behind its own frames, so the stream
+/// ends (`InputUnread`) rather than hold its slot for as long as the token lasts. The caller
+/// here has gone: no frame of its could be read to tell.
+#[tokio::test]
+async fn input_waiting_on_a_log_stream_ends_it() {
+    let silence = Duration::from_secs(1);
+    let mut h = start(RelayConfig {
+        caller_silence: silence,
+        // The close to the rack waits behind the unread input until this runs out.
+        close_timeout: silence,
+        exit_code: false,
+        rack_reads_input: false,
+        ..RelayConfig::default()
+    });
+    let input = Bytes::from(vec![b'x'; 1 << 20]);
+    let writer = &mut h.caller.writer;
+    within("the caller's input", async {
+        let _ = tokio::time::timeout(silence, writer.text(&input)).await;
+    })
+    .await;
+    drop(h.caller);
+    let stats = tokio::time::timeout(silence * 5, h.relay)
+        .await
+        .expect("the stream outlived its unread input")
+        .unwrap();
+    assert_eq!(stats.closed_by, ClosedBy::InputUnread);
+    assert_eq!(stats.closed_by.kind(), "input_unread");
+}
+
 /// A log stream: a line that looks like the exit marker is output, relayed as it is, and no exit
 /// code is reported for the stream.
 #[tokio::test]
