@@ -159,9 +159,12 @@ impl Drop for Registration {
 }
 
 /// Follows the store's committed records and closes the streams each revocation concerns.
+///
+/// It follows the log from the moment it is called, not from when its task first runs: started
+/// before the listeners, it sees every revocation that could concern a stream they open.
 pub fn spawn_watcher(store: Arc<Store>, streams: Arc<Streams>) -> tokio::task::JoinHandle<()> {
+    let mut sub = store.subscribe();
     tokio::spawn(async move {
-        let mut sub = store.subscribe();
         loop {
             match sub.next().await {
                 Delivery::Record(r) => streams.apply(&r.record.event),
@@ -195,6 +198,45 @@ mod tests {
         let b = streams.register(TokenId([2; 16]), &alice, 4).unwrap();
         streams.apply_missed(None, 1);
         assert!(*b.cancel.borrow());
+    }
+
+    /// A revocation committed after the watcher was spawned, before its task first ran (the
+    /// listeners already serving), still closes the streams it concerns.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_watcher_follows_the_log_from_its_spawn() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::keys::Keys::init(dir.path(), "streams.test/log").unwrap();
+        let (store, _) =
+            crate::store::open(dir.path(), events::store::CheckpointPolicy::default()).unwrap();
+        let store = Arc::new(store);
+        let streams = Arc::new(Streams::default());
+        let alice = Principal("alice@example.com".into());
+        let before = store.head().size;
+        let watcher = spawn_watcher(store.clone(), streams.clone());
+        let a = streams.register(TokenId([1; 16]), &alice, 4).unwrap();
+        let revoked = store.enqueue(vec![Event::TokenRevoked {
+            token: TokenId([1; 16]),
+            by: alice.clone(),
+            reason: String::new(),
+        }]);
+        // Committed while this one-thread runtime is held, so the watcher's task has not run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.head().size == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(
+            store.head().size,
+            before + 1,
+            "the revocation was not committed"
+        );
+        revoked.await.unwrap();
+        let mut cancel = a.cancel.clone();
+        tokio::time::timeout(std::time::Duration::from_secs(10), cancel.wait_for(|c| *c))
+            .await
+            .expect("the stream stayed open after its token was revoked")
+            .unwrap();
+        watcher.abort();
+        store.shutdown();
     }
 
     #[test]

@@ -132,6 +132,8 @@ pub async fn start_with(
         .with_context(|| format!("binding the console on {}", opts.console))?;
     let proxy = proxy_listener.local_addr()?;
     let console = console_listener.local_addr()?;
+    // Before the listeners: it sees every revocation that could concern a stream they open.
+    let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
     let (stop, stopped) = watch::channel(false);
     let header_timeout = std::time::Duration::from_secs(10);
     let tasks = vec![
@@ -150,7 +152,7 @@ pub async fn start_with(
             stopped,
         ),
         proxy::state::spawn_denial_flusher(state.clone()),
-        proxy::streams::spawn_watcher(store.clone(), state.streams.clone()),
+        watcher,
     ];
     Ok(Running {
         proxy,

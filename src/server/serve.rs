@@ -85,6 +85,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         "console: {scheme}://{}",
         console_listener.local_addr()?
     ));
+    // Before the listeners: it sees every revocation that could concern a stream they open.
+    let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
     let (stop, stopped) = watch::channel(false);
     let servers = [
         super::spawn_proxy(
@@ -107,7 +109,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ),
     ];
     let flusher = proxy::state::spawn_denial_flusher(state.clone());
-    let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
     stop_requested.await;
     let _ = stop.send(true);
     for s in servers {
