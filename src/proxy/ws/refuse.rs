@@ -22,9 +22,9 @@ use super::marker::{EXIT_MARKER, exit_line};
 const REFUSED_MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Sends the refusal to an upgraded caller, waits up to `linger` for its EOF, close or
-/// disconnection (answering pings, discarding data), then closes with 1000 (or echoes the
-/// caller's close code) and shuts the connection down; the close itself is also bounded by
-/// `linger`.
+/// disconnection (answering pings, discarding data), then closes with 1000 (whatever code the
+/// caller closed with: RFC 6455 lets the answer carry its own) and shuts the connection down;
+/// the close itself is also bounded by `linger`.
 ///
 /// `reason` should say what was refused and what to do, e.g. `permission denied:
 /// convox:process:exec is required (role viewer); ask an admin for the ops role`.
