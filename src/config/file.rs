@@ -133,8 +133,9 @@ pub fn overrides(
             name: name.to_owned(),
         })?;
         // `RACK_GATEWAY_PROTECTED_ENV=${UNSET}` would drop every protected key, and an empty
-        // list of trusted proxies or limits is never what a template meant either.
-        if value.trim().is_empty() {
+        // list of trusted proxies or limits is never what a template meant either; nor is a
+        // list of empty entries (`${GLOBAL},${APP}` with both unset).
+        if value.split(',').all(|entry| entry.trim().is_empty()) {
             return Err(ConfigError::Empty {
                 name: name.to_owned(),
             });
@@ -362,7 +363,14 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         .ok_or(ConfigError::Missing { key: "rack.url" })?;
     check_rack_url(&url).map_err(|what| value_err("rack.url", what))?;
     let password = match (get("rack.password"), path("rack.password_file")) {
-        (Some(r), _) => r.text.clone(),
+        // One decides: a stale variable would hide a rotated password file.
+        (Some(_), Some(_)) => {
+            return Err(value_err(
+                "rack.password",
+                "is set, and so is rack.password_file: keep one".into(),
+            ));
+        }
+        (Some(r), None) => r.text.clone(),
         (None, Some(file)) => {
             // The value is not repeated: a password pasted where its path goes would be.
             let bytes = crate::keys::read_private(&file)
@@ -489,12 +497,25 @@ fn check_rack_url(url: &str) -> Result<(), String> {
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
         .ok_or("must start with https:// or http://")?;
+    // Anywhere: a password with a `/` in it (`https://convox:ab/cd@rack`) would otherwise end
+    // the host early and pass for a path, to be recorded with the configuration.
+    if rest.contains('@') {
+        return Err("must not carry credentials; the password comes from rack.password".into());
+    }
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
         return Err("has no host".into());
     }
-    if host.contains('@') {
-        return Err("must not carry credentials; the password comes from rack.password".into());
+    let port = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(_, after)| after.strip_prefix(':')),
+        None => Some(host.rsplit_once(':').map(|(_, port)| port)),
+    };
+    match port {
+        None => return Err("has an unclosed [ in its host".into()),
+        Some(Some(port)) if !port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            return Err(format!("has port {port:?}, which is not 1 to 65535"));
+        }
+        Some(_) => {}
     }
     if url.contains('?') || url.contains('#') {
         return Err("must not carry a query or fragment".into());
@@ -530,7 +551,7 @@ fn check_transport(c: &Config) -> Result<(), ConfigError> {
         ("proxy.listen", c.proxy_listen),
         ("console.listen", c.console_listen),
     ] {
-        if !addr.ip().is_loopback() {
+        if !addr.ip().to_canonical().is_loopback() {
             return Err(ConfigError::Unsafe(format!(
                 "{name} is {addr}, which is not a loopback address, and no TLS certificate is \
                  configured: set tls.cert and tls.key, or list the terminating proxies in \

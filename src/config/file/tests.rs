@@ -61,6 +61,25 @@ fn refusals_name_the_key() {
         with_pw(&BASE.replace("https://api.rack.example", "https://convox:pw@api"))
             .contains("rack.url")
     );
+    // A password with a `/` in it would end the host early and pass for a path, to be recorded
+    // with the configuration; the error does not repeat it.
+    let e = with_pw(&BASE.replace(
+        "https://api.rack.example",
+        "https://convox:ab/cdpw@rack.example",
+    ));
+    assert!(e.contains("rack.url") && e.contains("credentials"), "{e}");
+    assert!(!e.contains("cdpw"), "{e}");
+    for port in [":99999", ":5443x", ":0", ":"] {
+        let e = with_pw(&BASE.replace(
+            "https://api.rack.example",
+            &format!("https://api.rack.example{port}"),
+        ));
+        assert!(
+            e.contains("rack.url") && e.contains("not 1 to 65535"),
+            "{port}: {e}"
+        );
+    }
+    assert!(with_pw(&BASE.replace("https://api.rack.example", "https://[::1:443")).contains("[ "));
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000")).contains("not a loopback"));
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "127.0.0.1:8081")).contains("console.listen"));
     let f = file(&format!("{BASE}password = \"inline\"\n"));
@@ -260,7 +279,8 @@ fn an_unknown_or_unreadable_override_is_refused_not_ignored() {
     .to_string();
     assert_eq!(e, "RACK_GATEWAY_TRUSTED_PROXIES: its value is not UTF-8");
     // An empty value (a template's unset variable) would clear every protected key.
-    for empty in ["", " "] {
+    // So would a list of empty entries (`${GLOBAL},${APP}` with both unset).
+    for empty in ["", " ", ",", " , "] {
         let e = overrides(
             vars(vec![("RACK_GATEWAY_PROTECTED_ENV", empty.into())]),
             &allowed,
@@ -422,6 +442,39 @@ fn a_password_file_must_be_private() {
     std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let c = load(Some(f.path()), &env(&[])).unwrap();
     assert_eq!(c.rack.password.expose(), "hunter2");
+}
+
+/// The password from a variable and from a file at once is refused: a stale variable would
+/// hide a rotated file.
+#[test]
+fn a_password_comes_from_one_place() {
+    let secret = file("rotated\n");
+    let f = file(&format!(
+        "{BASE}password_file = {:?}\n",
+        secret.path().display().to_string()
+    ));
+    std::fs::set_permissions(
+        secret.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let e = load(
+        Some(f.path()),
+        &env(&[("RACK_GATEWAY_RACK_PASSWORD", "stale")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("rack.password_file: keep one"), "{e}");
+    assert!(!e.contains("stale") && !e.contains("rotated"), "{e}");
+}
+
+/// An IPv4 loopback address written as IPv6 (`::ffff:127.0.0.1`) is loopback, as the server
+/// itself judges it.
+#[test]
+fn a_mapped_loopback_address_is_loopback() {
+    let f = file(&BASE.replace("127.0.0.1:9000", "[::ffff:127.0.0.1]:9000"));
+    let c = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).unwrap();
+    assert_eq!(c.proxy_listen.port(), 9000);
 }
 
 /// A password pasted where its file's path goes is not printed back: the error names the
