@@ -157,9 +157,10 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
 
 /// Replaces likely secrets in free text, word by word; the whitespace between words is kept.
 /// A secret also goes when the word before says what it is: the value after a flag whose name
-/// says secret (`--password hunter2`, as `--password=hunter2` would be), the credentials of an
-/// `Authorization:` header (after its scheme), and the password of `user:password` after
-/// curl's `-u`/`--user`.
+/// says secret (`--password hunter2`, as `--password=hunter2` would be), the value of a header
+/// whose name says so (`X-Api-Key: …`, and an `Authorization:` header's credentials after their
+/// scheme), and the password of `user:password` after curl's `-u`/`--user`. A secret value that
+/// opens a quote (`--password 'two words'`, `PGPASSWORD="a b"`) goes to the word that closes it.
 pub fn scrub(text: &str) -> String {
     if text.contains("-----BEGIN") {
         return "[redacted: private key]".to_owned();
@@ -167,7 +168,6 @@ pub fn scrub(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut named = Named::Nothing;
-    let mut quote = None;
     while !rest.is_empty() {
         let word = rest
             .find(|c: char| !c.is_whitespace())
@@ -176,31 +176,26 @@ pub fn scrub(text: &str) -> String {
         rest = &rest[word..];
         let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
         let word = &rest[..end];
-        let before = quote;
-        quote = quote_after(word, quote);
         let (scrubbed, next) = match named {
             Named::Header if auth_scheme(word) => (word.to_owned(), Named::Secret),
-            // A secret that opens a quote runs to where the quote closes.
-            Named::Header | Named::Secret if quote.is_some() && quote != before => {
-                (REDACTED.to_owned(), Named::Quoted(before))
-            }
-            Named::Quoted(outside) if quote != outside => {
-                (REDACTED.to_owned(), Named::Quoted(outside))
-            }
-            Named::Header | Named::Secret | Named::Quoted(_) => {
-                (REDACTED.to_owned(), Named::Nothing)
-            }
+            Named::Header | Named::Secret => (REDACTED.to_owned(), Named::quoted(word)),
+            Named::Quoted(q) if word.contains(q) => (REDACTED.to_owned(), Named::Nothing),
+            Named::Quoted(q) => (REDACTED.to_owned(), Named::Quoted(q)),
             Named::UserPassword => match word.split_once(':') {
-                Some((user, _)) => (format!("{}:{REDACTED}", scrub_word(user)), Named::Nothing),
+                Some((user, _)) => (
+                    format!("{}:{REDACTED}", scrub_word(user)),
+                    Named::quoted(word),
+                ),
                 None => (scrub_word(word), Named::Nothing),
             },
             Named::Nothing => {
                 let scrubbed = scrub_word(word);
-                // A word that is itself a secret (`-pMySuperSecretPassword2024`) names nothing.
+                // A word that is itself a secret (`-pMySuperSecretPassword2024`) names nothing,
+                // but may open a quote its value goes on in (`NAME='two words'`).
                 let next = if scrubbed == word {
                     Named::of(word)
                 } else {
-                    Named::Nothing
+                    Named::quoted(word.split_once('=').map_or(word, |(_, value)| value))
                 };
                 (scrubbed, next)
             }
@@ -212,30 +207,26 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
+/// Whether any word of `text`, judged alone, is a secret as [`scrub`] sees one: what an
+/// operator types for the log to keep (a token's name, a reason for revoking one) is checked
+/// with this. Not by the words around it: `leaked in an Authorization: header` says what
+/// happened, and refusing it would stand in the way of a revocation.
+pub fn holds_secret_word(text: &str) -> bool {
+    text.contains("-----BEGIN") || text.split_whitespace().any(|w| scrub_word(w) != w)
+}
+
 /// What a command word says of the word after it.
 #[derive(Clone, Copy)]
 enum Named {
     Nothing,
-    /// The next word is a secret: a secret-named flag's value, a header's credentials.
+    /// The next word is a secret: a secret-named flag's or header's value, credentials.
     Secret,
     /// The next word is an `Authorization` header's value: a scheme, or the credentials.
     Header,
     /// The next word may be `user:password` (curl's `-u`, `--user`).
     UserPassword,
-    /// A secret's quote has not closed yet: the words go until the quote state is this again.
-    Quoted(Option<char>),
-}
-
-/// The shell quote open after `word`, given the one open before it (escapes aside).
-fn quote_after(word: &str, mut open: Option<char>) -> Option<char> {
-    for c in word.chars() {
-        match open {
-            Some(q) if c == q => open = None,
-            None if matches!(c, '"' | '\'') => open = Some(c),
-            _ => {}
-        }
-    }
-    open
+    /// A secret value opened this quote: the words up to the one that closes it go too.
+    Quoted(char),
 }
 
 impl Named {
@@ -252,6 +243,16 @@ impl Named {
                 _ => Self::Nothing,
             };
         }
+        // A header whose name says secret: `X-Api-Key:`, `PRIVATE-TOKEN:`.
+        if let Some(name) = bare.strip_suffix(':')
+            && !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && pair_name_secret(name)
+        {
+            return Self::Secret;
+        }
         let Some(flag) = bare.strip_prefix('-') else {
             return Self::Nothing;
         };
@@ -264,6 +265,16 @@ impl Named {
             Self::UserPassword
         } else {
             Self::Nothing
+        }
+    }
+
+    /// After a secret `value`: whether it opened a quote it does not close, which its later
+    /// words are inside. Whatever quote it stands in (`sh -c "… --password 'a b' …"`), its own
+    /// is the one that ends it.
+    fn quoted(value: &str) -> Self {
+        match value.chars().next() {
+            Some(q @ ('"' | '\'')) if !value[1..].contains(q) => Self::Quoted(q),
+            _ => Self::Nothing,
         }
     }
 }
@@ -504,6 +515,28 @@ mod tests {
         );
         // Without the header's name, a scheme's name is an ordinary word.
         assert_eq!(scrub("basic token for ci"), "basic token for ci");
+        // Any header whose name says secret.
+        assert_eq!(
+            scrub("curl -H 'X-Api-Key: hunter2hunter2' x"),
+            "curl -H 'X-Api-Key: [redacted] x"
+        );
+        assert_eq!(
+            scrub("curl -H PRIVATE-TOKEN: abc x"),
+            "curl -H PRIVATE-TOKEN: [redacted] x"
+        );
+        // A quoted secret goes to its closing quote in every form, inside another quote too.
+        assert_eq!(
+            scrub("curl -u 'alice:pass word' x"),
+            "curl -u 'alice:[redacted] [redacted] x"
+        );
+        assert_eq!(
+            scrub("PGPASSWORD='two words' psql"),
+            "PGPASSWORD=[redacted] [redacted] psql"
+        );
+        assert_eq!(
+            scrub("sh -c \"mysql --password 'a b' db\""),
+            "sh -c \"mysql --password [redacted] [redacted] db\""
+        );
         // curl's user and password: the user stays.
         assert_eq!(
             scrub("curl -u alice:hunter2 https://api"),
@@ -517,6 +550,25 @@ mod tests {
         );
         assert_eq!(scrub("x --token=abc y"), "x --token=[redacted] y");
         assert_eq!(scrub("--password"), "--password");
+    }
+
+    #[test]
+    fn text_typed_for_the_log_is_judged_word_by_word() {
+        // What an operator writes about a leak is not refused for the words around it.
+        for plain in [
+            "leaked in an Authorization: header",
+            "old --token leaked",
+            "rotated after curl -u alice:x",
+        ] {
+            assert!(!holds_secret_word(plain), "{plain}");
+        }
+        for secret in [
+            "pasted ghp_0123456789abcdefghijABCDEFGHIJ012345",
+            "postgres://u:hunter2@db/app",
+            "-----BEGIN PRIVATE KEY-----",
+        ] {
+            assert!(holds_secret_word(secret), "{secret}");
+        }
     }
 
     #[test]
