@@ -502,6 +502,9 @@ fn check_rack_url(url: &str) -> Result<(), String> {
     if rest.contains('@') {
         return Err("must not carry credentials; the password comes from rack.password".into());
     }
+    if url.contains('?') || url.contains('#') {
+        return Err("must not carry a query or fragment".into());
+    }
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
         return Err("has no host".into());
@@ -516,9 +519,6 @@ fn check_rack_url(url: &str) -> Result<(), String> {
             return Err(format!("has port {port:?}, which is not 1 to 65535"));
         }
         Some(_) => {}
-    }
-    if url.contains('?') || url.contains('#') {
-        return Err("must not carry a query or fragment".into());
     }
     if url.starts_with("http://") && !loopback_host(host) {
         return Err(

@@ -276,7 +276,9 @@ impl fmt::Debug for Client {
 fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || bare
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
 /// An error and its causes on one line (hyper's own message says little: "client error (Connect)").
@@ -369,6 +371,8 @@ mod tests {
         check("http://gateway.example.com", false);
         check("http://10.0.0.1:8080", false);
         check("http://[::ffff:10.0.0.1]:8080", false);
+        // The loopback address a listener may be given as IPv6, as the server judges it.
+        check("http://[::ffff:127.0.0.1]:8080", true);
         check("http://localhost.example.com", false);
         check("https://convox:rgw_x@gateway.example.com", false);
         check("https://gateway.example.com/?a=b", false);

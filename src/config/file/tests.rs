@@ -80,6 +80,12 @@ fn refusals_name_the_key() {
         );
     }
     assert!(with_pw(&BASE.replace("https://api.rack.example", "https://[::1:443")).contains("[ "));
+    // A query is named as such, not taken for a port and repeated.
+    let e = with_pw(&BASE.replace(
+        "https://api.rack.example",
+        "https://api.rack.example:8443?token=abc",
+    ));
+    assert!(e.contains("query") && !e.contains("abc"), "{e}");
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000")).contains("not a loopback"));
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "127.0.0.1:8081")).contains("console.listen"));
     let f = file(&format!("{BASE}password = \"inline\"\n"));
