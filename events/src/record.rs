@@ -145,6 +145,25 @@ pub fn from_value(v: &Value) -> Result<Record, RecordError> {
 /// interpreted, so a verifier of this version also checks logs that carry newer event codes.
 /// Returns `None` if the bytes do not start like a canonical record; the event is not checked.
 pub fn header(bytes: &[u8]) -> Option<Header> {
+    read_header(bytes).map(|(header, _)| header)
+}
+
+/// The event code of canonical record bytes (`G1001I`), read from where it stands without
+/// decoding the event: the verifier decodes only the few records whose code it needs.
+/// `None` if the bytes do not start like a canonical record.
+pub fn event_code(bytes: &[u8]) -> Option<&str> {
+    let (_, at) = read_header(bytes)?;
+    // The event: a map of two, `0:` and a text of six bytes (every code is `G` + 4 digits + a
+    // letter).
+    match bytes.get(at..at.checked_add(4)?)? {
+        [0xa2, 0x00, 0x66, ..] => {}
+        _ => return None,
+    }
+    std::str::from_utf8(bytes.get(at + 3..at.checked_add(9)?)?).ok()
+}
+
+/// The header and the position of the event that follows it.
+fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
     let mut r = HeaderReader { bytes, pos: 0 };
     if r.byte()? != 0xa4 || r.byte()? != 0x00 {
         return None;
@@ -162,11 +181,12 @@ pub fn header(bytes: &[u8]) -> Option<Header> {
     if r.byte()? != 0x03 {
         return None;
     }
-    Some(Header {
+    let header = Header {
         seq: Seq(seq),
         time: Timestamp(time),
         prev,
-    })
+    };
+    Some((header, r.pos))
 }
 
 struct HeaderReader<'a> {
@@ -468,6 +488,7 @@ mod tests {
                 prop_assert_eq!(&back.record, &r);
                 prop_assert_eq!(back.hash, hash::leaf_hash(&bytes));
                 prop_assert_eq!(header(&bytes), Some(r.header()));
+                prop_assert_eq!(event_code(&bytes), Some(r.event.code()));
             }
 
             #[test]

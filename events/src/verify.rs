@@ -19,7 +19,7 @@ use std::sync::Arc;
 use crate::cbor;
 use crate::checkpoint::{self, Checkpoint, VerifierKey};
 use crate::event::Event;
-use crate::export::{self, Manifest};
+use crate::export::{self, KeyRef, Manifest};
 use crate::hash::{self, Hash};
 use crate::merkle::Frontier;
 use crate::record;
@@ -679,7 +679,7 @@ pub fn verify_export(
     progress.start(total);
     let mut chain = Chain::new(roots_of(&opened));
     chain.check_root()?;
-    verify_segments(src, &manifests, &mut chain, progress)?;
+    verify_segments(src, &manifests, &mut chain, &mut Vec::new(), progress)?;
     chain.finish()?;
     check_log_created(src, &manifests)?;
     Ok(Summary {
@@ -1008,10 +1008,13 @@ struct Prepared<'m, T> {
 
 /// Checks every segment in order, hashing the next segment on a worker thread while the chain
 /// of the current one is checked, so both cores work; failures are still reported in log order.
+/// `keys` gathers the log's key history (its `LogCreated` and `CheckpointKeyAdded` records, as
+/// the exporter writes it into each manifest) as the records pass.
 fn verify_segments(
     src: &(impl Source + Sync),
     manifests: &[(String, Manifest)],
     chain: &mut Chain,
+    keys: &mut Vec<KeyRef>,
     progress: &mut dyn Progress,
 ) -> Result<(), VerifyError> {
     std::thread::scope(|s| {
@@ -1023,7 +1026,7 @@ fn verify_segments(
                 // A later segment's absence counts only once the earlier ones are checked.
                 other => {
                     if let Some(p) = pending.take() {
-                        finish_segment(chain, p)?;
+                        finish_segment(chain, keys, p)?;
                     }
                     return Err(match other {
                         Err(e) => e,
@@ -1049,7 +1052,7 @@ fn verify_segments(
             };
             if let Some(p) = pending.take() {
                 let done = p.manifest.1.end - p.manifest.1.first;
-                finish_segment(chain, p)?;
+                finish_segment(chain, keys, p)?;
                 progress.advance(done);
             }
             let head = leaves(&bytes, items.get(..mid).unwrap_or_default());
@@ -1064,7 +1067,7 @@ fn verify_segments(
         }
         if let Some(p) = pending.take() {
             let done = p.manifest.1.end - p.manifest.1.first;
-            finish_segment(chain, p)?;
+            finish_segment(chain, keys, p)?;
             progress.advance(done);
         }
         Ok(())
@@ -1094,6 +1097,7 @@ fn leaves(bytes: &[u8], items: &[(usize, usize)]) -> Vec<Hash> {
 /// Checks the records of a prepared segment in order, then its length and its digest.
 fn finish_segment(
     chain: &mut Chain,
+    keys: &mut Vec<KeyRef>,
     p: Prepared<'_, std::thread::ScopedJoinHandle<'_, (Hash, Vec<Hash>)>>,
 ) -> Result<(), VerifyError> {
     let (mkey, m) = p.manifest;
@@ -1146,6 +1150,9 @@ fn finish_segment(
                 e => e,
             });
         }
+        if matches!(record::event_code(bytes), Some("G1000I" | "G1001I")) {
+            keys.extend(key_added(bytes, seq, object, r.0)?);
+        }
         last = Some((seq, r));
     }
     if let Some((offset, e)) = p.split_error {
@@ -1165,6 +1172,19 @@ fn finish_segment(
         };
         return Err(blame(e, last));
     }
+    // Nothing signs a manifest: the key history it tells an auditor must be the log's own.
+    if m.keys != *keys {
+        return Err(VerifyError::Manifest {
+            object: mkey.clone(),
+            what: format!(
+                "its key history ({} keys) is not the one the records up to {} hold ({} keys: \
+                 LogCreated and CheckpointKeyAdded)",
+                m.keys.len(),
+                m.end,
+                keys.len()
+            ),
+        });
+    }
     let found = digest.to_hex();
     if found != m.segment.sha256 || bytes.len() as u64 != m.segment.size {
         return Err(VerifyError::Digest {
@@ -1175,6 +1195,29 @@ fn finish_segment(
         });
     }
     Ok(())
+}
+
+/// The key a `LogCreated` or `CheckpointKeyAdded` record adds to the history, from `seq` on.
+fn key_added(
+    bytes: &[u8],
+    seq: u64,
+    object: &str,
+    offset: usize,
+) -> Result<Option<KeyRef>, VerifyError> {
+    let stored = record::decode(bytes).map_err(|e| VerifyError::Undecodable {
+        seq,
+        object: object.to_owned(),
+        offset,
+        what: e.to_string(),
+    })?;
+    Ok(match stored.record.event {
+        Event::LogCreated { checkpoint_key, .. }
+        | Event::CheckpointKeyAdded { checkpoint_key, .. } => Some(KeyRef {
+            vkey: checkpoint_key,
+            from_size: seq,
+        }),
+        _ => None,
+    })
 }
 
 /// Record 0 must be `LogCreated` for this origin and name the first key of the history.

@@ -58,6 +58,9 @@ enum Case {
     CheckpointDigestInManifest,
     EditedMiddleManifest,
     ReformattedLastManifest,
+    /// A key added to the newest manifest's history, its form canonical: nothing chains to it
+    /// yet, and nothing signs a manifest.
+    ForgedKeyInLastManifest,
     /// A file grown (sparse, all zeros) to gigabytes where each kind of object lives.
     PlantedHugeCheckpoint,
     PlantedHugeManifest,
@@ -496,6 +499,16 @@ fn tamper(case: Case, p: &Pristine, dir: &Path) -> Expect {
             write_manifest(dir, key, &m);
             failure("digest_mismatch", None, Some(key))
         }
+        Case::ForgedKeyInLastManifest => {
+            let key = p.manifests.last().expect("a manifest");
+            let mut m = read_manifest(dir, key);
+            m.keys.push(KeyRef {
+                vkey: "forged+00000000+AQ==".into(),
+                from_size: m.first,
+            });
+            write_manifest(dir, key, &m);
+            failure("manifest", None, Some(key))
+        }
         Case::ReformattedLastManifest => {
             // Same meaning, other bytes: the newest manifest is chained by nothing yet, so a
             // manifest must be in its one canonical form.
@@ -517,6 +530,11 @@ fn edited_middle_manifest_is_named_itself() {
 #[test]
 fn reformatted_last_manifest_is_refused() {
     check(Case::ReformattedLastManifest);
+}
+
+#[test]
+fn a_key_forged_into_the_last_manifest_is_refused() {
+    check(Case::ForgedKeyInLastManifest);
 }
 
 /// Every single byte of a record, flipped in turn: each time the verifier names that record.
