@@ -222,13 +222,81 @@ pub fn service(
     })
 }
 
-/// Appends coalesced denials every few seconds until the process ends.
-pub fn spawn_denial_flusher(state: Arc<ProxyState>) -> tokio::task::JoinHandle<()> {
+/// Appends coalesced denials every few seconds until `stopped` holds `true` (or its sender is
+/// gone), then returns: a stop awaits it rather than aborting it, so a flush under way (its
+/// counts taken, its append not yet answered) ends, restoring its counts if the log refused
+/// them, before the last flush takes what is left.
+pub fn spawn_denial_flusher(
+    state: Arc<ProxyState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tick.tick().await;
-            state.flush_denials(false).await;
+            tokio::select! {
+                _ = tick.tick() => state.flush_denials(false).await,
+                () = async {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                } => return,
+            }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use events::store::CheckpointPolicy;
+
+    use super::*;
+    use crate::config::{Rack, Secret};
+
+    /// The flusher ends at the stop signal by itself, its last flush done, rather than being
+    /// cut off wherever it stood; the counts it took are in the log.
+    #[tokio::test]
+    async fn the_denial_flusher_ends_at_the_stop_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys::init(dir.path(), "state.test/log").unwrap();
+        let (store, _) = crate::store::open(dir.path(), CheckpointPolicy::default()).unwrap();
+        let store = Arc::new(store);
+        let upstream = Upstream::new(&Rack {
+            url: "http://127.0.0.1:9".into(),
+            password: Secret::new("unused".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let state = Arc::new(ProxyState::new(
+            store.clone(),
+            Arc::new(keys),
+            upstream,
+            false,
+            Vec::new(),
+            Limits {
+                per_ip_per_minute: 600,
+                streams_per_principal: 4,
+                header_timeout: Duration::from_secs(5),
+                stream_idle: Duration::from_secs(5),
+                form_timeout: Duration::from_secs(30),
+            },
+        ));
+        let before = store.head().size;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flusher = spawn_denial_flusher(state.clone(), stopped);
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), flusher)
+            .await
+            .expect("the flusher outlived the stop signal")
+            .expect("the flusher ended by itself, not cancelled");
+        // Counted after it stopped: the stop's own last flush records it.
+        state.count_denial(
+            "192.0.2.1".parse().unwrap(),
+            "missing_credentials",
+            Clock.now(),
+        );
+        state.flush_denials(true).await;
+        assert_eq!(store.head().size, before + 1);
+        store.shutdown();
+    }
 }

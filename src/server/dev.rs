@@ -149,9 +149,9 @@ pub async fn start_with(
             console::app(Arc::new(ConsoleState::beside(&state))),
             header_timeout,
             Some(state.on_slow_head()),
-            stopped,
+            stopped.clone(),
         ),
-        proxy::state::spawn_denial_flusher(state.clone()),
+        proxy::state::spawn_denial_flusher(state.clone(), stopped),
         watcher,
     ];
     Ok(Running {
@@ -192,7 +192,8 @@ impl Running {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let mut tasks = self.tasks.into_iter();
-        for t in tasks.by_ref().take(2) {
+        // The listeners, then the denial flusher, which ends at the stop signal.
+        for t in tasks.by_ref().take(3) {
             let _ = t.await;
         }
         for t in tasks {

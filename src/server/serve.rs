@@ -88,6 +88,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Before the listeners: it sees every revocation that could concern a stream they open.
     let watcher = proxy::streams::spawn_watcher(store.clone(), state.streams.clone());
     let (stop, stopped) = watch::channel(false);
+    let flusher = proxy::state::spawn_denial_flusher(state.clone(), stopped.clone());
     let servers = [
         super::spawn_proxy(
             proxy_listener,
@@ -108,13 +109,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             stopped,
         ),
     ];
-    let flusher = proxy::state::spawn_denial_flusher(state.clone());
     stop_requested.await;
     let _ = stop.send(true);
     for s in servers {
         let _ = s.await;
     }
-    flusher.abort();
+    let _ = flusher.await;
     watcher.abort();
     state.close_streams().await;
     state.flush_denials(true).await;
