@@ -145,25 +145,23 @@ pub fn from_value(v: &Value) -> Result<Record, RecordError> {
 /// interpreted, so a verifier of this version also checks logs that carry newer event codes.
 /// Returns `None` if the bytes do not start like a canonical record; the event is not checked.
 pub fn header(bytes: &[u8]) -> Option<Header> {
-    read_header(bytes).map(|(header, _)| header)
+    header_and_event_at(bytes).map(|(header, _)| header)
 }
 
-/// The event code of canonical record bytes (`G1001I`), read from where it stands without
-/// decoding the event: the verifier decodes only the few records whose code it needs.
-/// `None` if the bytes do not start like a canonical record.
-pub fn event_code(bytes: &[u8]) -> Option<&str> {
-    let (_, at) = read_header(bytes)?;
-    // The event: a map of two, `0:` and a text of six bytes (every code is `G` + 4 digits + a
+/// The event code of a record whose event begins at `at` (as [`header_and_event_at`] found
+/// it): the verifier, which has read the header already, decodes only the few records whose
+/// code it needs.
+pub fn code_at(bytes: &[u8], at: usize) -> Option<&str> {
+    // The event: a map of two, `0:` and a text of six bytes (every code is `G`, 4 digits and a
     // letter).
-    match bytes.get(at..at.checked_add(4)?)? {
-        [0xa2, 0x00, 0x66, ..] => {}
-        _ => return None,
+    match bytes.get(at..at.checked_add(9)?)? {
+        [0xa2, 0x00, 0x66, code @ ..] => std::str::from_utf8(code).ok(),
+        _ => None,
     }
-    std::str::from_utf8(bytes.get(at + 3..at.checked_add(9)?)?).ok()
 }
 
-/// The header and the position of the event that follows it.
-fn read_header(bytes: &[u8]) -> Option<(Header, usize)> {
+/// As [`header`], with the position of the event that follows the header.
+pub fn header_and_event_at(bytes: &[u8]) -> Option<(Header, usize)> {
     let mut r = HeaderReader { bytes, pos: 0 };
     if r.byte()? != 0xa4 || r.byte()? != 0x00 {
         return None;
@@ -488,7 +486,8 @@ mod tests {
                 prop_assert_eq!(&back.record, &r);
                 prop_assert_eq!(back.hash, hash::leaf_hash(&bytes));
                 prop_assert_eq!(header(&bytes), Some(r.header()));
-                prop_assert_eq!(event_code(&bytes), Some(r.event.code()));
+                let at = header_and_event_at(&bytes).map(|(_, at)| at);
+                prop_assert_eq!(at.and_then(|at| code_at(&bytes, at)), Some(r.event.code()));
             }
 
             #[test]

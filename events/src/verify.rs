@@ -491,22 +491,25 @@ impl Chain {
     /// root that ends with it.
     fn push(&mut self, bytes: &[u8], object: &str, offset: usize) -> Result<(), VerifyError> {
         self.push_leaf(bytes, hash::leaf_hash(bytes), object, offset)
+            .map(|_| ())
     }
 
-    /// As [`Chain::push`], with the record's leaf hash already computed (by a worker thread).
+    /// As [`Chain::push`], with the record's leaf hash already computed (by a worker thread);
+    /// returns where the record's event begins.
     fn push_leaf(
         &mut self,
         bytes: &[u8],
         leaf: Hash,
         object: &str,
         offset: usize,
-    ) -> Result<(), VerifyError> {
-        let header = record::header(bytes).ok_or_else(|| VerifyError::Undecodable {
-            seq: self.next,
-            object: object.to_owned(),
-            offset,
-            what: "not a canonical record header".into(),
-        })?;
+    ) -> Result<usize, VerifyError> {
+        let (header, event_at) =
+            record::header_and_event_at(bytes).ok_or_else(|| VerifyError::Undecodable {
+                seq: self.next,
+                object: object.to_owned(),
+                offset,
+                what: "not a canonical record header".into(),
+            })?;
         if header.seq.0 != self.next {
             return Err(VerifyError::SeqMismatch {
                 expected: self.next,
@@ -548,7 +551,8 @@ impl Chain {
         }
         self.prev = leaf;
         self.next += 1;
-        self.check_root()
+        self.check_root()?;
+        Ok(event_at)
     }
 
     fn check_root(&mut self) -> Result<(), VerifyError> {
@@ -1144,14 +1148,19 @@ fn finish_segment(
             return Err(blame(e, last));
         }
         let seq = chain.next;
-        if let Err(e) = chain.push_leaf(bytes, *leaf, object, r.0) {
-            return Err(match e {
-                VerifyError::Undecodable { .. } | VerifyError::SeqMismatch { .. } => blame(e, last),
-                e => e,
-            });
-        }
-        if matches!(record::event_code(bytes), Some("G1000I" | "G1001I")) {
-            keys.extend(key_added(bytes, seq, object, r.0)?);
+        let event_at = match chain.push_leaf(bytes, *leaf, object, r.0) {
+            Ok(at) => at,
+            Err(e) => {
+                return Err(match e {
+                    VerifyError::Undecodable { .. } | VerifyError::SeqMismatch { .. } => {
+                        blame(e, last)
+                    }
+                    e => e,
+                });
+            }
+        };
+        if let Some(field) = record::code_at(bytes, event_at).and_then(key_field) {
+            keys.push(key_added(bytes, field, seq, object, r.0)?);
         }
         last = Some((seq, r));
     }
@@ -1174,14 +1183,25 @@ fn finish_segment(
     }
     // Nothing signs a manifest: the key history it tells an auditor must be the log's own.
     if m.keys != *keys {
+        let at = m
+            .keys
+            .iter()
+            .zip(keys.iter())
+            .position(|(said, held)| said != held)
+            .unwrap_or(m.keys.len().min(keys.len()));
+        let show = |k: Option<&KeyRef>| {
+            k.map_or("nothing".to_owned(), |k| {
+                format!("{} from size {}", k.vkey, k.from_size)
+            })
+        };
         return Err(VerifyError::Manifest {
             object: mkey.clone(),
             what: format!(
-                "its key history ({} keys) is not the one the records up to {} hold ({} keys: \
-                 LogCreated and CheckpointKeyAdded)",
-                m.keys.len(),
+                "its key history differs from the LogCreated and CheckpointKeyAdded records \
+                 before {}: entry {at} says {}, the records hold {}",
                 m.end,
-                keys.len()
+                show(m.keys.get(at)),
+                show(keys.get(at))
             ),
         });
     }
@@ -1197,27 +1217,52 @@ fn finish_segment(
     Ok(())
 }
 
-/// The key a `LogCreated` or `CheckpointKeyAdded` record adds to the history, from `seq` on.
+/// The body field that holds the key a record of this code adds to the key history: 1 in
+/// `LogCreated`, 0 in `CheckpointKeyAdded`; `None` for every other code.
+fn key_field(code: &str) -> Option<u64> {
+    match code {
+        "G1000I" => Some(1),
+        "G1001I" => Some(0),
+        _ => None,
+    }
+}
+
+/// The key a `LogCreated` or `CheckpointKeyAdded` record adds to the history, from `seq` on:
+/// its body's `field`, read alone, so a newer gateway's optional fields (an event may gain
+/// them) do not stop this verifier.
 fn key_added(
     bytes: &[u8],
+    field: u64,
     seq: u64,
     object: &str,
     offset: usize,
-) -> Result<Option<KeyRef>, VerifyError> {
-    let stored = record::decode(bytes).map_err(|e| VerifyError::Undecodable {
+) -> Result<KeyRef, VerifyError> {
+    let undecodable = |what: String| VerifyError::Undecodable {
         seq,
         object: object.to_owned(),
         offset,
-        what: e.to_string(),
-    })?;
-    Ok(match stored.record.event {
-        Event::LogCreated { checkpoint_key, .. }
-        | Event::CheckpointKeyAdded { checkpoint_key, .. } => Some(KeyRef {
-            vkey: checkpoint_key,
+        what,
+    };
+    let value = cbor::decode(bytes).map_err(|e| undecodable(e.to_string()))?;
+    let entry = |v: &cbor::Value, k: u64| match v {
+        cbor::Value::Map(entries) => entries
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.clone()),
+        _ => None,
+    };
+    match entry(&value, 3)
+        .and_then(|event| entry(&event, 1))
+        .and_then(|body| entry(&body, field))
+    {
+        Some(cbor::Value::Text(vkey)) => Ok(KeyRef {
+            vkey,
             from_size: seq,
         }),
-        _ => None,
-    })
+        _ => Err(undecodable(format!(
+            "a key record without its key (body field {field}, text)"
+        ))),
+    }
 }
 
 /// Record 0 must be `LogCreated` for this origin and name the first key of the history.
@@ -1257,5 +1302,53 @@ fn check_log_created(
             object: mkey.clone(),
             what: "its origin or first key differs from record 0 (LogCreated)".into(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cbor::Value;
+
+    fn key_record(code: &str, body: Vec<(u64, Value)>) -> Vec<u8> {
+        cbor::to_vec(&Value::Map(vec![(
+            3,
+            Value::Map(vec![(0, Value::Text(code.into())), (1, Value::Map(body))]),
+        )]))
+    }
+
+    /// A key record is read for its key alone: one from a newer gateway, whose body holds a
+    /// field this verifier does not know, still gives its key.
+    #[test]
+    fn a_key_record_is_read_for_its_key_alone() {
+        let vkey = || Value::Text("log+01020304+AQ==".into());
+        let added = key_record(
+            "G1001I",
+            vec![
+                (0, vkey()),
+                (1, Value::Text("system".into())),
+                (2, Value::Text("a newer field".into())),
+            ],
+        );
+        let created = key_record(
+            "G1000I",
+            vec![(0, Value::Text("origin".into())), (1, vkey())],
+        );
+        for (bytes, code) in [(&added, "G1001I"), (&created, "G1000I")] {
+            let field = key_field(code).unwrap();
+            assert_eq!(
+                key_added(bytes, field, 7, "segment", 0).unwrap(),
+                KeyRef {
+                    vkey: "log+01020304+AQ==".into(),
+                    from_size: 7
+                }
+            );
+        }
+        let keyless = key_record("G1001I", vec![(1, Value::Text("system".into()))]);
+        assert_eq!(
+            key_added(&keyless, 0, 7, "segment", 0).unwrap_err().kind(),
+            "undecodable_record"
+        );
+        assert_eq!(key_field("G4000I"), None);
     }
 }
