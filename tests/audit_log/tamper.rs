@@ -633,6 +633,75 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
     assert_eq!(v["failure"]["seq"], removed, "{v}");
 }
 
+/// A data directory whose newest entry of records was overwritten with bytes that are no group
+/// of records, or whose records were all removed while its checkpoints stayed, is damaged: an
+/// integrity failure (exit 1, `stored_entry_broken`), not an error reading it.
+#[test]
+fn a_data_directory_with_a_broken_last_entry_or_no_records_is_an_integrity_failure() {
+    let p = pristine();
+    let records = redb::TableDefinition::<u64, &[u8]>::new("records");
+    // `verify`, and `prove`, which trusts a store only once it verifies whole.
+    let fails = |dir: &Path| {
+        for command in [
+            vec!["verify".to_owned(), "--json".to_owned()],
+            vec!["prove".to_owned(), "--seq".to_owned(), "1".to_owned()],
+        ] {
+            let out = support::run(
+                support::rack_audit()
+                    .arg(&command[0])
+                    .arg(dir)
+                    .args(&command[1..])
+                    .arg("--key")
+                    .arg(p.vkey.to_string()),
+                Duration::from_secs(120),
+            );
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(out.status.code(), Some(1), "{}: {said}", command[0]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            assert_eq!(v["failure"]["kind"], "stored_entry_broken", "{v}");
+        }
+    };
+    let broken_last_entry = |journal: bool| {
+        let (copy, log) = data_copy(p);
+        {
+            let db = redb::Database::open(&log).expect("open the copied database");
+            let txn = db.begin_write().expect("write");
+            {
+                let mut table = txn.open_table(records).expect("records");
+                let last = redb::ReadableTable::last(&table)
+                    .expect("last")
+                    .expect("an entry")
+                    .0
+                    .value();
+                table.insert(last, &[0xFF, 0, 0][..]).expect("overwrite");
+            }
+            txn.commit().expect("commit");
+        }
+        // With its journal, opening the store reads the broken entry; without, counting does.
+        if !journal {
+            std::fs::remove_file(events::store::redb::journal_path(&log)).expect("no journal");
+        }
+        fails(copy.path());
+    };
+    broken_last_entry(true);
+    broken_last_entry(false);
+    let (emptied, log) = data_copy(p);
+    {
+        let db = redb::Database::open(&log).expect("open the copied database");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(records).expect("delete the records");
+        txn.open_table(records).expect("an empty table");
+        txn.commit().expect("commit");
+    }
+    // Its journal too, whose frames hold the records.
+    std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
+    fails(emptied.path());
+}
+
 /// A data directory's records are held to the same strict reading as an export's: its newest
 /// record with a byte after it (so that no later link or checkpoint pins its bytes) fails.
 #[test]

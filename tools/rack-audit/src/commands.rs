@@ -14,6 +14,7 @@ use events::checkpoint::{self, VerifierKey};
 use events::hash::{self, Hash};
 use events::merkle::{self, Frontier, MemNodes};
 use events::record;
+use events::store::StoreError;
 use events::verify::{self, KeyTrust, Progress, Summary, VerifyError};
 use serde_json::json;
 
@@ -38,8 +39,14 @@ fn parse_key(key: Option<&str>) -> anyhow::Result<Option<VerifierKey>> {
 /// `rack-audit verify`.
 pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
-    let input = Input::open(path)?;
     let started = Instant::now();
+    let input = match open(path)? {
+        Ok(input) => input,
+        Err(e) => {
+            report_failure(&e, started.elapsed(), as_json);
+            return Ok(ExitCode::from(1));
+        }
+    };
     let mut quiet = verify::Quiet;
     let mut bar;
     let progress: &mut dyn Progress = if std::io::stderr().is_terminal() && !as_json {
@@ -75,13 +82,27 @@ fn check(
         Input::Export(src) => verify::verify_export(src, key, progress),
         Input::Store(reader) => {
             let notes = input.checkpoints()?;
-            let total = reader.len()?;
+            let total = match reader.len() {
+                Ok(total) => total,
+                // Its last entry is broken: what the store holds was damaged, not unreadable.
+                Err(e @ StoreError::Corrupt { .. }) => return Ok(Err(store_failure(e))),
+                Err(e) => return Err(e.into()),
+            };
             let first = reader.read_raw(0..1).map_err(store_failure);
             match first.as_deref().map(<[_]>::first) {
                 Err(e) => Err(e.clone()),
-                Ok(None) if total == 0 => {
+                Ok(None) if total == 0 && notes.is_empty() => {
                     bail!("{}: the store holds no records", path.display())
                 }
+                // A store always holds its record 0: checkpoints over none say records went.
+                Ok(None) if total == 0 => Err(VerifyError::Stored {
+                    seq: 0,
+                    object: STORE_OBJECT.into(),
+                    what: format!(
+                        "the store holds no records, yet {} checkpoints were cut over them",
+                        notes.len()
+                    ),
+                }),
                 Ok(None) => Err(VerifyError::Stored {
                     seq: 0,
                     object: STORE_OBJECT.into(),
@@ -93,7 +114,7 @@ fn check(
                         let read = reader.for_each_raw(0..u64::MAX, |seq, bytes| {
                             f(seq, bytes).map_err(|e| {
                                 failure = Some(e);
-                                events::store::StoreError::Io("verification stopped".into())
+                                StoreError::Io("verification stopped".into())
                             })
                         });
                         match (failure, read) {
@@ -108,37 +129,57 @@ fn check(
     })
 }
 
-/// For `prove` and `consistency`, which trust the checkpoints and records of `input` only once
-/// the whole input verifies: `Some(exit 1)`, the failure printed as their JSON, when it does
-/// not.
-fn verified_first(
-    input: &Input,
+/// For `prove` and `consistency`, which trust the checkpoints and records of `path` only once
+/// the whole input verifies: the input, opened and verified, or `Err(exit 1)` once the failure
+/// is printed as their JSON (a store broken where opening reads it included).
+fn open_verified(
     path: &Path,
     key: Option<&VerifierKey>,
-) -> anyhow::Result<Option<ExitCode>> {
-    match check(input, path, key, &mut verify::Quiet)? {
-        Ok(_) => Ok(None),
-        Err(e) if e.is_integrity() => {
-            let v = json!({
-                "verified": false,
-                "error": format!("the input does not verify: {e}"),
-                "failure": failure_json(&e),
-            });
-            writeln!(std::io::stdout(), "{v}")?;
-            Ok(Some(ExitCode::from(1)))
-        }
-        Err(e) => Err(e.into()),
+) -> anyhow::Result<Result<Input, ExitCode>> {
+    let failed = match open(path)? {
+        Ok(input) => match check(&input, path, key, &mut verify::Quiet)? {
+            Ok(_) => return Ok(Ok(input)),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    };
+    if !failed.is_integrity() {
+        return Err(failed.into());
     }
+    let v = json!({
+        "verified": false,
+        "error": format!("the input does not verify: {failed}"),
+        "failure": failure_json(&failed),
+    });
+    writeln!(std::io::stdout(), "{v}")?;
+    Ok(Err(ExitCode::from(1)))
 }
 
 /// How a data directory's failures name the store's file.
 const STORE_OBJECT: &str = "log.redb";
 
+/// Opens `path` to verify it: a store whose entries are broken where opening reads them (its
+/// journal's frames, its last entry) is an integrity failure (`Ok(Err(_))`), not an I/O error.
+fn open(path: &Path) -> anyhow::Result<Result<Input, VerifyError>> {
+    match Input::open(path) {
+        Ok(input) => Ok(Ok(input)),
+        Err(e) => match e.downcast_ref::<StoreError>() {
+            Some(StoreError::Corrupt { seq, what }) => {
+                Ok(Err(store_failure(StoreError::Corrupt {
+                    seq: *seq,
+                    what: what.clone(),
+                })))
+            }
+            _ => Err(e),
+        },
+    }
+}
+
 /// A store error while verifying a data directory: broken entries are an integrity failure
 /// (exit 1), anything else an I/O error (exit 2).
-fn store_failure(e: events::store::StoreError) -> VerifyError {
+fn store_failure(e: StoreError) -> VerifyError {
     match e {
-        events::store::StoreError::Corrupt { seq, what } => VerifyError::Stored {
+        StoreError::Corrupt { seq, what } => VerifyError::Stored {
             seq: seq.0,
             object: STORE_OBJECT.into(),
             what,
@@ -284,10 +325,10 @@ fn hexes(v: &[Hash]) -> Vec<String> {
 /// `rack-audit prove`.
 pub fn prove(path: &Path, seq: u64, n: Option<u64>, key: Option<&str>) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
-    let input = Input::open(path)?;
-    if let Some(failed) = verified_first(&input, path, key.as_ref())? {
-        return Ok(failed);
-    }
+    let input = match open_verified(path, key.as_ref())? {
+        Ok(input) => input,
+        Err(failed) => return Ok(failed),
+    };
     let (name, cp, pinned) = open_checkpoint(&input, n, key.as_ref())?;
     if seq >= cp.size {
         bail!("seq {seq} is not covered by {name} (size {})", cp.size);
@@ -333,10 +374,10 @@ pub fn consistency(
     key: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let key = parse_key(key)?;
-    let input = Input::open(path)?;
-    if let Some(failed) = verified_first(&input, path, key.as_ref())? {
-        return Ok(failed);
-    }
+    let input = match open_verified(path, key.as_ref())? {
+        Ok(input) => input,
+        Err(failed) => return Ok(failed),
+    };
     let saved = matches!(old, Old::Saved(_));
     let (old_name, a, pinned) = match old {
         Old::Number(n) => open_checkpoint(&input, Some(n), key.as_ref())?,
