@@ -314,6 +314,19 @@ async fn a_stream_the_rack_ended_is_closed_once_idle_without_the_callers_eof() {
     assert!(stats.duration >= idle + idle / 2, "{:?}", stats.duration);
 }
 
+/// Sends a 1 MiB text frame from the caller, more than the pipe to the rack holds, so the
+/// relay's write to the rack stays pending (the rack here never reads); gives up on the send
+/// after `wait`, and returns the frame's payload.
+async fn more_than_the_rack_takes(h: &mut Harness, wait: Duration) -> Bytes {
+    let input = Bytes::from(vec![b'x'; 1 << 20]);
+    let writer = &mut h.caller.writer;
+    within("the caller's input", async {
+        let _ = tokio::time::timeout(wait, writer.text(&input)).await;
+    })
+    .await;
+    input
+}
+
 /// A rack that stops reading the caller's input (a long statement in a restore fed from stdin)
 /// holds the caller's frames, its pings too, unread: that is no silence of the caller's, and
 /// the stream stays. Once the rack reads again, a caller that then says nothing is gone.
@@ -327,13 +340,7 @@ async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
         caller_silence: silence,
         ..RelayConfig::default()
     });
-    // More than the pipe to the rack holds: the relay's write to the rack stays pending.
-    let input = Bytes::from(vec![b'x'; 1 << 20]);
-    let writer = &mut h.caller.writer;
-    within("the caller's input", async {
-        let _ = tokio::time::timeout(silence, writer.text(&input)).await;
-    })
-    .await;
+    let input = more_than_the_rack_takes(&mut h, silence).await;
     tokio::time::sleep(silence * 3).await;
     assert!(
         !h.relay.is_finished(),
@@ -370,12 +377,7 @@ async fn input_waiting_on_a_log_stream_ends_it() {
         rack_reads_input: false,
         ..RelayConfig::default()
     });
-    let input = Bytes::from(vec![b'x'; 1 << 20]);
-    let writer = &mut h.caller.writer;
-    within("the caller's input", async {
-        let _ = tokio::time::timeout(silence, writer.text(&input)).await;
-    })
-    .await;
+    more_than_the_rack_takes(&mut h, silence).await;
     drop(h.caller);
     let stats = tokio::time::timeout(silence * 5, h.relay)
         .await
