@@ -91,8 +91,9 @@ pub enum TokenCommand {
         /// the catalogue exactly, within the owner's and the caller's current permissions.
         #[arg(long = "scope", required = true)]
         scopes: Vec<String>,
-        /// Days until the token expires.
-        #[arg(long)]
+        /// Days until the token expires, 1 to 3650, as the gateway's API takes them; absent,
+        /// it does not expire.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::console::api::MAX_EXPIRY_DAYS))]
         expires_in_days: Option<u64>,
         /// Who is creating it (recorded in the event); offline only: online, the gateway
         /// records the owner of the token in RACK_GATEWAY_TOKEN.
@@ -441,4 +442,39 @@ pub fn policy_tables() -> String {
         crate::policy::tables::role_permission_table(),
         crate::policy::tables::route_permission_table()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// Offline as online, a token lives 1 to 3650 days: `0` would mint one already expired.
+    #[test]
+    fn a_token_expiry_is_one_to_3650_days() {
+        let create = |days: &str| {
+            Cli::try_parse_from([
+                "rack-gateway",
+                "token",
+                "create",
+                "--data",
+                "/nonexistent",
+                "--name",
+                "ci",
+                "--owner",
+                "ci@example.com",
+                "--scope",
+                "convox:app:read",
+                "--expires-in-days",
+                days,
+            ])
+        };
+        assert!(create("1").is_ok());
+        assert!(create("3650").is_ok());
+        for bad in ["0", "3651", "x"] {
+            let e = create(bad).unwrap_err().to_string();
+            assert!(e.contains("--expires-in-days"), "{bad}: {e}");
+        }
+    }
 }
