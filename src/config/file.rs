@@ -61,6 +61,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The keys whose value is a list: an array in the file, comma-separated in a variable.
+const LISTS: &[&str] = &["trusted_proxies", "protected_env"];
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -182,13 +185,6 @@ pub fn load(
                 },
             })?;
         flatten(&table, "", path, &mut raw)?;
-        if raw.contains_key("rack.password") {
-            return Err(ConfigError::Unsafe(format!(
-                "{}: rack.password must not be written in the configuration file; use \
-                 RACK_GATEWAY_RACK_PASSWORD or rack.password_file",
-                path.display()
-            )));
-        }
     }
     for (key, var) in KEYS {
         if let Some(v) = env(var) {
@@ -216,6 +212,21 @@ fn flatten(
         } else {
             format!("{prefix}.{k}")
         };
+        // Before any other judgement of its shape, which might read as advice to write it.
+        if dotted == "rack.password" {
+            return Err(ConfigError::Unsafe(format!(
+                "{}: rack.password must not be written in the configuration file; use \
+                 RACK_GATEWAY_RACK_PASSWORD or rack.password_file",
+                path.display()
+            )));
+        }
+        // `"proxy.listen" = …` is one key with a dot in its name, not the proxy table's
+        // `listen`: taken as that, it would stand beside `[proxy] listen` and one would win.
+        if k.contains('.') {
+            return Err(ConfigError::Unknown {
+                key: format!("{dotted:?} (a quoted name with a dot; write [section] name = …)"),
+            });
+        }
         if let toml::Value::Table(inner) = v {
             flatten(inner, &dotted, path, out)?;
             continue;
@@ -227,6 +238,14 @@ fn flatten(
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Boolean(b) => b.to_string(),
+            // A list where one value goes (`insecure_skip_verify = [true]`) is not that value.
+            toml::Value::Array(_) if !LISTS.contains(key) => {
+                return Err(ConfigError::Value {
+                    key,
+                    source_name: path.display().to_string(),
+                    what: "takes one value, not a list".into(),
+                });
+            }
             toml::Value::Array(items) => items
                 .iter()
                 .map(|i| {

@@ -88,9 +88,17 @@ fn refusals_name_the_key() {
     assert!(e.contains("query") && !e.contains("abc"), "{e}");
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000")).contains("not a loopback"));
     assert!(with_pw(&BASE.replace("127.0.0.1:9000", "127.0.0.1:8081")).contains("console.listen"));
-    let f = file(&format!("{BASE}password = \"inline\"\n"));
-    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
-    assert!(e.contains("must not be written"), "{e}");
+    // In any shape, a password in the file is refused as one.
+    for written in [
+        format!("{BASE}password = \"inline\"\n"),
+        format!("{BASE}password = [\"inline\"]\n"),
+        format!("\"rack.password\" = \"inline\"\n{BASE}"),
+    ] {
+        let f = file(&written);
+        let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+        assert!(e.contains("must not be written"), "{written}: {e}");
+        assert!(!e.contains("inline"), "{e}");
+    }
     let f = file(BASE);
     let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
     assert!(e.contains("rack.password"), "{e}");
@@ -448,6 +456,31 @@ fn a_password_file_must_be_private() {
     std::fs::set_permissions(secret.path(), std::fs::Permissions::from_mode(0o600)).unwrap();
     let c = load(Some(f.path()), &env(&[])).unwrap();
     assert_eq!(c.rack.password.expose(), "hunter2");
+}
+
+/// The file's shapes are held to their keys: a list where one value goes is refused, not read
+/// as its only item, and a quoted name with a dot is not taken for a table's key (it would
+/// stand beside that key, and one of the two would win); a list key takes a list.
+#[test]
+fn a_value_has_the_shape_of_its_key() {
+    let pw = env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]);
+    let f = file(&format!("{BASE}insecure_skip_verify = [true]\n"));
+    let e = load(Some(f.path()), &pw).unwrap_err().to_string();
+    assert!(
+        e.starts_with("rack.insecure_skip_verify (from ") && e.ends_with("not a list"),
+        "{e}"
+    );
+    let f = file(&format!("\"proxy.listen\" = \"127.0.0.1:9200\"\n{BASE}"));
+    let e = load(Some(f.path()), &pw).unwrap_err().to_string();
+    assert!(
+        e.contains("\"proxy.listen\"") && e.contains("[section]"),
+        "{e}"
+    );
+    let f = file(&format!(
+        "trusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]\nprotected_env = [\"*:K\"]\n{BASE}"
+    ));
+    let c = load(Some(f.path()), &pw).unwrap();
+    assert_eq!(c.trusted_proxies.len(), 2);
 }
 
 /// The password from a variable and from a file at once is refused: a stale variable would
