@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use crate::cbor;
 use crate::checkpoint::{self, Checkpoint, VerifierKey};
-use crate::event::Event;
 use crate::export::{self, KeyRef, Manifest};
 use crate::hash::{self, Hash};
 use crate::merkle::Frontier;
@@ -713,24 +712,15 @@ pub fn verify_records(
     feed: &mut Feed<'_>,
 ) -> Result<Summary, VerifyError> {
     progress.start(total);
-    let created = record::decode(first).map_err(|e| VerifyError::Undecodable {
-        seq: 0,
-        object: "record 0".into(),
-        offset: 0,
-        what: e.to_string(),
-    })?;
-    let Event::LogCreated {
-        origin,
-        checkpoint_key,
-    } = created.record.event
-    else {
-        return Err(VerifyError::Undecodable {
+    let (origin, checkpoint_key) = cbor::decode(first)
+        .map_err(|e| e.to_string())
+        .and_then(|v| log_created(&v))
+        .map_err(|what| VerifyError::Undecodable {
             seq: 0,
             object: "record 0".into(),
             offset: 0,
-            what: "record 0 is not LogCreated".into(),
-        });
-    };
+            what,
+        })?;
     let (key, trust) = match key {
         Some(k) => (k.clone(), KeyTrust::Pinned),
         None => (
@@ -1244,24 +1234,45 @@ fn key_added(
         what,
     };
     let value = cbor::decode(bytes).map_err(|e| undecodable(e.to_string()))?;
-    let entry = |v: &cbor::Value, k: u64| match v {
-        cbor::Value::Map(entries) => entries
-            .iter()
-            .find(|(key, _)| *key == k)
-            .map(|(_, v)| v.clone()),
-        _ => None,
-    };
-    match entry(&value, 3)
-        .and_then(|event| entry(&event, 1))
-        .and_then(|body| entry(&body, field))
-    {
-        Some(cbor::Value::Text(vkey)) => Ok(KeyRef {
-            vkey,
+    match body_text(&value, field) {
+        Some(vkey) => Ok(KeyRef {
+            vkey: vkey.to_owned(),
             from_size: seq,
         }),
-        _ => Err(undecodable(format!(
+        None => Err(undecodable(format!(
             "a key record without its key (body field {field}, text)"
         ))),
+    }
+}
+
+/// Text field `field` of a record's event body (`{3: {0: code, 1: body}}`), whatever else the
+/// body holds.
+fn body_text(record: &cbor::Value, field: u64) -> Option<&str> {
+    let body = map_entry(map_entry(record, 3)?, 1)?;
+    match map_entry(body, field)? {
+        cbor::Value::Text(text) => Some(text),
+        _ => None,
+    }
+}
+
+/// The value under key `k` of a CBOR map.
+fn map_entry(v: &cbor::Value, k: u64) -> Option<&cbor::Value> {
+    match v {
+        cbor::Value::Map(entries) => entries.iter().find(|(key, _)| *key == k).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+/// Record 0's origin and first key, read for those fields alone as key records are: a newer
+/// gateway's optional fields in `LogCreated` do not stop this verifier.
+fn log_created(record: &cbor::Value) -> Result<(String, String), String> {
+    let code = map_entry(record, 3).and_then(|event| map_entry(event, 0));
+    if !matches!(code, Some(cbor::Value::Text(c)) if c == "G1000I") {
+        return Err("record 0 is not LogCreated".into());
+    }
+    match (body_text(record, 0), body_text(record, 1)) {
+        (Some(origin), Some(key)) => Ok((origin.to_owned(), key.to_owned())),
+        _ => Err("record 0 (LogCreated) lacks its origin or its key".into()),
     }
 }
 
@@ -1279,25 +1290,17 @@ fn check_log_created(
             object: m.segment.key.clone(),
             named_by: mkey.clone(),
         })?;
-    let (value, _) = cbor::decode_prefix(&bytes).map_err(|e| VerifyError::Undecodable {
-        seq: 0,
-        object: m.segment.key.clone(),
-        offset: 0,
-        what: e.to_string(),
-    })?;
-    let rec = record::from_value(&value).map_err(|e| VerifyError::Undecodable {
-        seq: 0,
-        object: m.segment.key.clone(),
-        offset: 0,
-        what: e.to_string(),
-    })?;
-    match rec.event {
-        Event::LogCreated {
-            origin,
-            checkpoint_key,
-        } if origin == m.origin && m.keys.first().map(|k| &k.vkey) == Some(&checkpoint_key) => {
-            Ok(())
-        }
+    let (origin, checkpoint_key) = cbor::decode_prefix(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|(value, _)| log_created(&value))
+        .map_err(|what| VerifyError::Undecodable {
+            seq: 0,
+            object: m.segment.key.clone(),
+            offset: 0,
+            what,
+        })?;
+    match m.keys.first() {
+        Some(first) if origin == m.origin && first.vkey == checkpoint_key => Ok(()),
         _ => Err(VerifyError::Manifest {
             object: mkey.clone(),
             what: "its origin or first key differs from record 0 (LogCreated)".into(),
@@ -1350,5 +1353,35 @@ mod tests {
             "undecodable_record"
         );
         assert_eq!(key_field("G4000I"), None);
+    }
+
+    /// Record 0 is read for its origin and key alone, as key records are: a newer gateway's
+    /// `LogCreated` with a field this verifier does not know still names both.
+    #[test]
+    fn record_0_is_read_for_its_origin_and_key_alone() {
+        let newer = key_record(
+            "G1000I",
+            vec![
+                (0, Value::Text("origin".into())),
+                (1, Value::Text("log+01020304+AQ==".into())),
+                (2, Value::Text("a newer field".into())),
+            ],
+        );
+        let value = cbor::decode(&newer).unwrap();
+        assert_eq!(
+            log_created(&value).unwrap(),
+            ("origin".to_owned(), "log+01020304+AQ==".to_owned())
+        );
+        let other = cbor::decode(&key_record("G1001I", vec![])).unwrap();
+        assert_eq!(
+            log_created(&other).unwrap_err(),
+            "record 0 is not LogCreated"
+        );
+        let keyless = cbor::decode(&key_record(
+            "G1000I",
+            vec![(0, Value::Text("origin".into()))],
+        ))
+        .unwrap();
+        assert!(log_created(&keyless).unwrap_err().contains("lacks"));
     }
 }
