@@ -769,6 +769,63 @@ fn a_data_directory_without_checkpoints_fails() {
     );
 }
 
+/// A data directory whose checkpoint note was cut short fails as an export's would: an
+/// integrity failure (exit 1) naming that checkpoint, not an unreadable store (exit 2).
+#[test]
+fn a_data_directory_with_a_damaged_checkpoint_names_it() {
+    let p = pristine();
+    let (copy, log) = data_copy(p);
+    let checkpoints = redb::TableDefinition::<u64, &str>::new("checkpoints");
+    let damaged = {
+        let db = redb::Database::open(&log).expect("open the copied database");
+        let txn = db.begin_write().expect("write");
+        let damaged = {
+            let mut table = txn.open_table(checkpoints).expect("checkpoints");
+            let entries: Vec<(u64, String)> = redb::ReadableTable::iter(&table)
+                .expect("iter")
+                .map(|e| {
+                    let (k, v) = e.expect("entry");
+                    (k.value(), v.value().to_owned())
+                })
+                .collect();
+            let (n, (key, note)) = entries
+                .iter()
+                .enumerate()
+                .nth(entries.len() / 2)
+                .expect("a checkpoint");
+            table
+                .insert(*key, &note[..note.len() / 2])
+                .expect("cut the note");
+            n
+        };
+        txn.commit().expect("commit");
+        damaged
+    };
+    // Its journal too, whose checkpoint frames hold the note whole.
+    std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
+    let out = support::run(
+        support::rack_audit()
+            .arg("verify")
+            .arg(copy.path())
+            .arg("--key")
+            .arg(p.vkey.to_string())
+            .arg("--json"),
+        Duration::from_secs(120),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        v["failure"]["object"],
+        export::checkpoint_key(damaged as u64),
+        "{v}"
+    );
+}
+
 #[test]
 fn pristine_export_verifies_against_the_pinned_key() {
     check(Case::Pristine);

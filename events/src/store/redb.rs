@@ -818,6 +818,19 @@ impl LogReader {
         read_checkpoints(&self.db, 0..u64::MAX)
     }
 
+    /// Every checkpoint's note as stored, in the order cut, none of them parsed: the verifier
+    /// judges each (a damaged note is an integrity failure it names, not an unreadable store).
+    pub fn checkpoint_notes(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(CHECKPOINTS).map_err(io)?;
+        let mut out = Vec::new();
+        for item in table.range(0..u64::MAX).map_err(io)? {
+            let (_, note) = item.map_err(io)?;
+            out.push(note.value().to_owned());
+        }
+        Ok(out)
+    }
+
     /// An inclusion proof for `seq` in the tree of `size` leaves, from the stored nodes.
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;

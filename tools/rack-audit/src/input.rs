@@ -61,11 +61,12 @@ impl Input {
                     Ok((k, bytes))
                 })
                 .collect(),
+            // Unparsed: a damaged note is the verifier's to name, as in an export.
             Input::Store(r) => Ok(r
-                .checkpoints()?
+                .checkpoint_notes()?
                 .into_iter()
                 .enumerate()
-                .map(|(n, c)| (export::checkpoint_key(n as u64), c.note.into_bytes()))
+                .map(|(n, note)| (export::checkpoint_key(n as u64), note.into_bytes()))
                 .collect()),
         }
     }
