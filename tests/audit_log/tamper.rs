@@ -634,7 +634,7 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
 }
 
 /// A data directory whose newest entry of records was overwritten with bytes that are no group
-/// of records, or whose records were all removed while its checkpoints stayed, is damaged: an
+/// of records, or whose records were all removed (its checkpoints kept or not), is damaged: an
 /// integrity failure (exit 1, `stored_entry_broken`), not an error reading it.
 #[test]
 fn a_data_directory_with_a_broken_last_entry_or_no_records_is_an_integrity_failure() {
@@ -699,6 +699,17 @@ fn a_data_directory_with_a_broken_last_entry_or_no_records_is_an_integrity_failu
     }
     // Its journal too, whose frames hold the records.
     std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
+    fails(emptied.path());
+    // And with its checkpoints gone as well: a store is created holding its record 0.
+    {
+        let checkpoints = redb::TableDefinition::<u64, &str>::new("checkpoints");
+        let db = redb::Database::open(&log).expect("open the emptied database");
+        let txn = db.begin_write().expect("write");
+        txn.delete_table(checkpoints)
+            .expect("delete the checkpoints");
+        txn.open_table(checkpoints).expect("an empty table");
+        txn.commit().expect("commit");
+    }
     fails(emptied.path());
 }
 

@@ -55,7 +55,7 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
     } else {
         &mut quiet
     };
-    let result = check(&input, path, key.as_ref(), progress)?;
+    let result = check(&input, key.as_ref(), progress)?;
     let elapsed = started.elapsed();
     match result {
         Ok(s) => {
@@ -74,7 +74,6 @@ pub fn verify(path: &Path, key: Option<&str>, as_json: bool) -> anyhow::Result<E
 /// `Err(_)` what kept it from running.
 fn check(
     input: &Input,
-    path: &Path,
     key: Option<&VerifierKey>,
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Result<Summary, VerifyError>> {
@@ -91,15 +90,14 @@ fn check(
             let first = reader.read_raw(0..1).map_err(store_failure);
             match first.as_deref().map(<[_]>::first) {
                 Err(e) => Err(e.clone()),
-                Ok(None) if total == 0 && notes.is_empty() => {
-                    bail!("{}: the store holds no records", path.display())
-                }
-                // A store always holds its record 0: checkpoints over none say records went.
+                // A gateway's store is created holding its record 0 (and checkpoint 0): one
+                // that holds none lost them.
                 Ok(None) if total == 0 => Err(VerifyError::Stored {
                     seq: 0,
                     object: STORE_OBJECT.into(),
                     what: format!(
-                        "the store holds no records, yet {} checkpoints were cut over them",
+                        "the store holds no records ({} checkpoints): a gateway's store is \
+                         created holding its record 0",
                         notes.len()
                     ),
                 }),
@@ -137,7 +135,7 @@ fn open_verified(
     key: Option<&VerifierKey>,
 ) -> anyhow::Result<Result<Input, ExitCode>> {
     let failed = match open(path)? {
-        Ok(input) => match check(&input, path, key, &mut verify::Quiet)? {
+        Ok(input) => match check(&input, key, &mut verify::Quiet)? {
             Ok(_) => return Ok(Ok(input)),
             Err(e) => e,
         },
