@@ -591,6 +591,22 @@ fn data_copy(p: &Pristine) -> (tempfile::TempDir, PathBuf) {
     (copy, log)
 }
 
+/// Runs `rack-audit COMMAND DIR ARGS…` on a damaged data directory: it must exit 1, an
+/// integrity failure, and print that failure as JSON, which is returned.
+fn integrity_failure(command: &str, dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = support::run(
+        support::rack_audit().arg(command).arg(dir).args(args),
+        Duration::from_secs(120),
+    );
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{command}: {said}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{command}: {e}: {said}"))
+}
+
 /// A data directory whose database was edited (an entry of records deleted) fails as an
 /// integrity failure, exit 1, naming the seq where the entries break; not as an I/O error.
 #[test]
@@ -614,21 +630,7 @@ fn a_data_directory_with_a_deleted_entry_is_an_integrity_failure() {
         txn.commit().expect("commit");
         removed
     };
-    let out = support::run(
-        support::rack_audit()
-            .arg("verify")
-            .arg(copy.path())
-            .arg("--json"),
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let v = integrity_failure("verify", copy.path(), &["--json"]);
     assert_eq!(v["failure"]["kind"], "stored_entry_broken", "{v}");
     assert_eq!(v["failure"]["seq"], removed, "{v}");
 }
@@ -641,27 +643,13 @@ fn a_data_directory_with_a_broken_last_entry_or_no_records_is_an_integrity_failu
     let p = pristine();
     let records = redb::TableDefinition::<u64, &[u8]>::new("records");
     // `verify`, and `prove`, which trusts a store only once it verifies whole.
+    let key = p.vkey.to_string();
     let fails = |dir: &Path| {
-        for command in [
-            vec!["verify".to_owned(), "--json".to_owned()],
-            vec!["prove".to_owned(), "--seq".to_owned(), "1".to_owned()],
+        for (command, args) in [
+            ("verify", vec!["--json", "--key", &key]),
+            ("prove", vec!["--seq", "1", "--key", &key]),
         ] {
-            let out = support::run(
-                support::rack_audit()
-                    .arg(&command[0])
-                    .arg(dir)
-                    .args(&command[1..])
-                    .arg("--key")
-                    .arg(p.vkey.to_string()),
-                Duration::from_secs(120),
-            );
-            let said = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            assert_eq!(out.status.code(), Some(1), "{}: {said}", command[0]);
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            let v = integrity_failure(command, dir, &args);
             assert_eq!(v["failure"]["kind"], "stored_entry_broken", "{v}");
         }
     };
@@ -758,19 +746,8 @@ fn a_data_directory_without_checkpoints_fails() {
     }
     // Its journal too, whose checkpoint frames would show the deletion.
     std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
-    let out = support::run(
-        support::rack_audit()
-            .arg("verify")
-            .arg(copy.path())
-            .arg("--key")
-            .arg(p.vkey.to_string())
-            .arg("--json"),
-        Duration::from_secs(120),
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
-    });
-    assert_eq!(out.status.code(), Some(1), "{v}");
+    let key = p.vkey.to_string();
+    let v = integrity_failure("verify", copy.path(), &["--key", &key, "--json"]);
     assert_eq!(v["failure"]["kind"], "object_missing", "{v}");
     assert!(
         v["failure"]["message"]
@@ -814,22 +791,8 @@ fn a_data_directory_with_a_damaged_checkpoint_names_it() {
     };
     // Its journal too, whose checkpoint frames hold the note whole.
     std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
-    let out = support::run(
-        support::rack_audit()
-            .arg("verify")
-            .arg(copy.path())
-            .arg("--key")
-            .arg(p.vkey.to_string())
-            .arg("--json"),
-        Duration::from_secs(120),
-    );
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{said}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let key = p.vkey.to_string();
+    let v = integrity_failure("verify", copy.path(), &["--key", &key, "--json"]);
     assert_eq!(
         v["failure"]["object"],
         export::checkpoint_key(damaged as u64),
