@@ -309,6 +309,7 @@ async fn pipeline(
         record_local(state, &caller, &method, &recorded).await?;
         return Err(ProxyError::UnknownRoute);
     }
+    let stream = StreamKind::of(matched.rule().name);
     let permitted = match policy::authorize(&matched, &|k| params.get(k), &grant) {
         Ok(p) => p,
         Err(denied) => {
@@ -331,8 +332,7 @@ async fn pipeline(
                 let reason = format!(
                     "{denied}; ask a gateway admin for a role or token scope that grants it"
                 );
-                let marker = StreamKind::of(matched.rule().name).exit_code;
-                return Ok(refuse_in_socket(parts, ws_key, reason, marker));
+                return Ok(refuse_in_socket(parts, ws_key, reason, stream.exit_code));
             }
             return Err(ProxyError::Forbidden {
                 kind: denied.kind(),
@@ -340,7 +340,6 @@ async fn pipeline(
             });
         }
     };
-    let stream = StreamKind::of(matched.rule().name);
     let app = matched.var("app").unwrap_or_default().to_owned();
     let protected = protected_env(state, &app);
     // Refused by its parameters alone, or by what the rack holds under its path: the latter
