@@ -528,18 +528,13 @@ fn check_rack_url(url: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("has no host".into());
     }
-    let port = match host.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map(|(_, after)| after.strip_prefix(':')),
-        None => Some(host.rsplit_once(':').map(|(_, port)| port)),
-    };
-    match port {
-        None => return Err("has an unclosed [ in its host".into()),
-        Some(Some(port)) if !port.parse::<u16>().is_ok_and(|p| p > 0) => {
-            return Err(format!("has port {port:?}, which is not 1 to 65535"));
-        }
-        Some(_) => {}
+    let (name, port) = split_host(host).ok_or("has an unclosed [ in its host")?;
+    if let Some(port) = port
+        && !port.parse::<u16>().is_ok_and(|p| p > 0)
+    {
+        return Err(format!("has port {port:?}, which is not 1 to 65535"));
     }
-    if url.starts_with("http://") && !loopback_host(host) {
+    if url.starts_with("http://") && !is_loopback_name(name) {
         return Err(
             "uses plain http:// to a host that is not loopback: the rack password and every \
              command would cross the network in clear; use https://"
@@ -549,12 +544,23 @@ fn check_rack_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `host` (`name[:port]`, `[v6]:port`) names this machine.
-fn loopback_host(host: &str) -> bool {
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
+/// A URL's host (`name[:port]`, `[v6][:port]`) as its name and its port, if it has one;
+/// `None` for a `[` never closed.
+fn split_host(host: &str) -> Option<(&str, Option<&str>)> {
+    match host.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once(']')
+            .map(|(name, after)| (name, after.strip_prefix(':'))),
+        None => Some(match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        }),
+    }
+}
+
+/// Whether a host's name (no brackets, no port) names this machine: `localhost`, or a
+/// loopback address, an IPv4 one written as IPv6 (`::ffff:127.0.0.1`) included.
+pub(crate) fn is_loopback_name(name: &str) -> bool {
     name.eq_ignore_ascii_case("localhost")
         || name
             .parse::<std::net::IpAddr>()

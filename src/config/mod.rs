@@ -17,6 +17,7 @@ use std::time::Duration;
 use events::hash::{self, Hash};
 use hmac::{KeyInit, Mac};
 
+pub(crate) use file::is_loopback_name;
 pub use file::{ConfigError, load, overrides};
 pub use secret::Secret;
 

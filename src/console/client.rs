@@ -8,7 +8,6 @@
 //! and place, and an answer that is not the API's is an error, never a guess.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -272,13 +271,9 @@ impl fmt::Debug for Client {
     }
 }
 
-/// Whether `host` (as a URI writes it) is `localhost` or a loopback address.
+/// Whether `host` (as a URI writes it, an IPv6 address in brackets) names this machine.
 fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    crate::config::is_loopback_name(host.trim_start_matches('[').trim_end_matches(']'))
 }
 
 /// An error and its causes on one line (hyper's own message says little: "client error (Connect)").
