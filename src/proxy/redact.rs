@@ -52,6 +52,9 @@ pub fn user_agent(headers: &http::HeaderMap) -> String {
     agent
 }
 
+/// How a PEM block (a private key) opens: text holding one is withheld whole.
+const PEM_BEGIN: &str = "-----BEGIN";
+
 /// What replaces a secret in recorded text: a path segment, a command word or part of one.
 const REDACTED: &str = "[redacted]";
 
@@ -162,7 +165,7 @@ pub fn cut(text: &str, max: usize) -> Cow<'_, str> {
 /// scheme), and the password of `user:password` after curl's `-u`/`--user`. A secret value that
 /// opens a quote (`--password 'two words'`, `PGPASSWORD="a b"`) goes to the word that closes it.
 pub fn scrub(text: &str) -> String {
-    if text.contains("-----BEGIN") {
+    if text.contains(PEM_BEGIN) {
         return "[redacted: private key]".to_owned();
     }
     let mut out = String::with_capacity(text.len());
@@ -212,7 +215,7 @@ pub fn scrub(text: &str) -> String {
 /// with this. Not by the words around it: `leaked in an Authorization: header` says what
 /// happened, and refusing it would stand in the way of a revocation.
 pub fn holds_secret_word(text: &str) -> bool {
-    text.contains("-----BEGIN") || text.split_whitespace().any(|w| scrub_word(w) != w)
+    text.contains(PEM_BEGIN) || text.split_whitespace().any(|w| scrub_word(w) != w)
 }
 
 /// What a command word says of the word after it.
