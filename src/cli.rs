@@ -97,7 +97,7 @@ pub enum TokenCommand {
         expires_in_days: Option<u64>,
         /// Who is creating it (recorded in the event); offline only: online, the gateway
         /// records the owner of the token in RACK_GATEWAY_TOKEN.
-        #[arg(long, default_value = "system", conflicts_with = "gateway")]
+        #[arg(long, default_value = admin::SYSTEM, conflicts_with = "gateway")]
         by: String,
     },
     /// List tokens (never their secrets).
@@ -113,7 +113,7 @@ pub enum TokenCommand {
         #[arg(long, default_value = "revoked from the command line")]
         reason: String,
         /// Who is revoking it (recorded in the event); offline only.
-        #[arg(long, default_value = "system", conflicts_with = "gateway")]
+        #[arg(long, default_value = admin::SYSTEM, conflicts_with = "gateway")]
         by: String,
     },
 }
@@ -158,7 +158,7 @@ pub enum RoleCommand {
         user: String,
         #[arg(long)]
         role: String,
-        #[arg(long, default_value = "system")]
+        #[arg(long, default_value = admin::SYSTEM)]
         by: String,
     },
     /// Revoke a role; the last admin cannot be removed.
@@ -169,7 +169,7 @@ pub enum RoleCommand {
         user: String,
         #[arg(long)]
         role: String,
-        #[arg(long, default_value = "system")]
+        #[arg(long, default_value = admin::SYSTEM)]
         by: String,
     },
 }

@@ -198,8 +198,21 @@ async fn create(
 ) -> Result<CreatedToken, AdminError> {
     check_free_text("name", "a token name", &req.name, MAX_NAME)?;
     check_principal("owner", &req.owner)?;
+    check_by(&req.by)?;
     for (i, s) in req.scopes.iter().enumerate() {
         check_permission(&format!("scopes[{i}]"), s)?;
+        if PermSet::of_scopes(std::slice::from_ref(s)).is_empty() {
+            // A typo would otherwise make a token that grants nothing, or that starts granting
+            // once a later catalogue holds what it names.
+            return Err(invalid(
+                &format!("scopes[{i}]"),
+                &format!(
+                    "{:?} names no permission of the catalogue (`rack-gateway policy-tables` \
+                     lists them)",
+                    s.0
+                ),
+            ));
+        }
     }
     if req.scopes.is_empty() {
         return Err(invalid("scopes", "a token needs at least one scope"));
@@ -342,6 +355,7 @@ async fn revoke(
     intent: Option<Event>,
 ) -> Result<Seq, AdminError> {
     check_free_text("reason", "a reason", &reason, MAX_REASON)?;
+    check_by(&by)?;
     let (events, at) = entry(intent, Event::TokenRevoked { token, by, reason });
     let appended = store
         .append_if(
@@ -380,6 +394,7 @@ pub async fn grant_role(
     by: Principal,
 ) -> Result<Seq, AdminError> {
     check_principal("user", &user)?;
+    check_by(&by)?;
     if role == Role::Cicd {
         return Err(invalid(
             "role",
@@ -409,6 +424,7 @@ pub async fn revoke_role(
     role: Role,
     by: Principal,
 ) -> Result<Seq, AdminError> {
+    check_by(&by)?;
     let who = user.clone();
     let appended = store
         .append_if(
@@ -460,6 +476,18 @@ fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
     }
     Ok(())
 }
+
+/// Who makes a change: the gateway itself (`system`, the bootstrap's default) or a person, held
+/// to [`check_principal`]'s rule, since the log keeps the name for good.
+fn check_by(by: &Principal) -> Result<(), AdminError> {
+    if by.0 == SYSTEM {
+        return Ok(());
+    }
+    check_principal("by", by)
+}
+
+/// The actor of changes the gateway makes itself, and of the offline command line's by default.
+pub const SYSTEM: &str = "system";
 
 /// A permission is `convox:<resource>:<action>` (a rack permission) or
 /// `gateway:<resource>:<action>` (the gateway's own), in lowercase letters, digits and `-`, or
@@ -548,6 +576,68 @@ mod tests {
         let bytes = std::fs::read(store::log_path(dir.path())).unwrap();
         let secret = t.secret.expose().as_bytes();
         assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+    }
+
+    /// The offline command line names who makes a change and which scopes a token has: both
+    /// are kept for good, so text that is neither `system` nor a person, and a scope that names
+    /// nothing in the catalogue, are refused before anything is appended.
+    #[tokio::test]
+    async fn who_changes_is_system_or_a_person_and_every_scope_names_a_permission() {
+        let (_dir, store) = open();
+        let head = store.head().size;
+        let pasted = TokenSecret::generate().unwrap().expose().to_owned();
+        fn refused_by<T>(r: Result<T, AdminError>) -> bool {
+            matches!(r, Err(AdminError::Invalid { ref field, .. }) if field == "by")
+        }
+        for by in ["alice\u{1b}[2J", pasted.as_str(), "", "root"] {
+            let req = TokenRequest {
+                by: p(by),
+                ..request()
+            };
+            assert!(
+                refused_by(create_token(&store, req).await),
+                "create by {by:?}"
+            );
+            assert!(
+                refused_by(revoke_token(&store, TokenId([1; 16]), p(by), "x".into()).await),
+                "revoke by {by:?}"
+            );
+            assert!(
+                refused_by(grant_role(&store, p("a@example.com"), Role::Ops, p(by)).await),
+                "grant by {by:?}"
+            );
+            assert!(
+                refused_by(revoke_role(&store, p("a@example.com"), Role::Ops, p(by)).await),
+                "revoke role by {by:?}"
+            );
+        }
+        for (scope, names) in [("convox:apps:read", false), ("convox:app:*", true)] {
+            let req = TokenRequest {
+                scopes: vec![Permission(scope.into())],
+                ..request()
+            };
+            let created = create_token(&store, req).await;
+            if names {
+                created.unwrap();
+            } else {
+                assert!(
+                    matches!(created, Err(AdminError::Invalid { ref field, ref what })
+                        if field == "scopes[0]" && what.contains("names no permission")),
+                    "{scope}"
+                );
+            }
+        }
+        assert_eq!(
+            store.head().size,
+            head + 1,
+            "only the valid token was recorded"
+        );
+        let by = |who: &str| TokenRequest {
+            by: p(who),
+            ..request()
+        };
+        create_token(&store, by(SYSTEM)).await.unwrap();
+        create_token(&store, by("admin@example.com")).await.unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

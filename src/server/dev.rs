@@ -234,7 +234,7 @@ fn ensure_keys(data: &Path) -> anyhow::Result<()> {
 /// Grants the dev user admin (once), revokes every earlier dev token, and creates a new one.
 async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
     let user = Principal(DEV_USER.to_owned());
-    let system = Principal("system".to_owned());
+    let system = Principal(admin::SYSTEM.to_owned());
     let holds = {
         use events::store::EventStore;
         store.with_state(|s| s.identities.roles(&user).contains(&Role::Admin))
