@@ -86,6 +86,14 @@ pub async fn start_with(
     store: store::Store,
     keys: Keys,
 ) -> anyhow::Result<Running> {
+    // Bound first, as `serve` does: a port taken stops the start before anything is recorded
+    // (a dev token revoked and another minted that nobody sees).
+    let proxy_listener = TcpListener::bind(opts.proxy)
+        .await
+        .with_context(|| format!("binding the rack proxy on {}", opts.proxy))?;
+    let console_listener = TcpListener::bind(opts.console)
+        .await
+        .with_context(|| format!("binding the console on {}", opts.console))?;
     let mut pw = [0u8; 24];
     getrandom::fill(&mut pw).map_err(|e| anyhow::anyhow!("cannot generate a password: {e}"))?;
     let password = hex::encode(pw);
@@ -124,12 +132,6 @@ pub async fn start_with(
             form_timeout: crate::config::DEFAULT_FORM_TIMEOUT,
         },
     ));
-    let proxy_listener = TcpListener::bind(opts.proxy)
-        .await
-        .with_context(|| format!("binding the rack proxy on {}", opts.proxy))?;
-    let console_listener = TcpListener::bind(opts.console)
-        .await
-        .with_context(|| format!("binding the console on {}", opts.console))?;
     let proxy = proxy_listener.local_addr()?;
     let console = console_listener.local_addr()?;
     // Before the listeners: it sees every revocation that could concern a stream they open.
@@ -211,6 +213,16 @@ impl Running {
 /// (the admin would count for the last-admin rule there).
 fn ensure_keys(data: &Path) -> anyhow::Result<()> {
     if !data.join("keys").exists() {
+        // A log whose keys are missing (restored without them, or kept on a mount that is not
+        // there) is a deployment's until shown otherwise: dev keys beside it would make it
+        // unreadable to `serve` as well.
+        if store::log_path(data).exists() {
+            anyhow::bail!(
+                "{}: this data directory holds a log but no keys; `dev` makes keys only for a \
+                 new log: restore the keys beside it, or pass another --data",
+                data.display()
+            );
+        }
         match Keys::init(data, DEV_ORIGIN) {
             Ok(_) => return Ok(()),
             // Another `dev` on this directory made them meanwhile: checked below as any.
@@ -333,6 +345,57 @@ mod tests {
         assert!(
             !store::log_path(dir.path()).exists(),
             "no log was opened or written"
+        );
+    }
+
+    /// A port already taken stops the start before any dev token is revoked or minted.
+    #[tokio::test]
+    async fn a_taken_port_stops_dev_before_anything_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let opts = DevOptions {
+            data: dir.path().to_owned(),
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            console: taken.local_addr().unwrap(),
+            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
+        };
+        let Err(e) = start(&opts).await else {
+            panic!("dev started on a taken port");
+        };
+        assert!(format!("{e:#}").contains("binding the console"), "{e:#}");
+        let (store, _) = store::open(dir.path(), CheckpointPolicy::default()).unwrap();
+        use events::store::EventStore;
+        let (tokens, admins) = store.with_state(|s| {
+            (
+                s.tokens.iter().count(),
+                s.identities.roles(&Principal(DEV_USER.into())).len(),
+            )
+        });
+        assert_eq!((tokens, admins), (0, 0), "nothing was recorded");
+    }
+
+    /// A log whose keys are missing gets no dev keys beside it.
+    #[tokio::test]
+    async fn dev_refuses_a_log_without_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        Keys::init(dir.path(), "gateway.example.com/log").unwrap();
+        drop(store::open(dir.path(), CheckpointPolicy::default()).unwrap());
+        std::fs::remove_dir_all(dir.path().join("keys")).unwrap();
+        let opts = DevOptions {
+            data: dir.path().to_owned(),
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            console: "127.0.0.1:0".parse().unwrap(),
+            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
+        };
+        let Err(e) = start(&opts).await else {
+            panic!("dev started on a log without its keys");
+        };
+        assert!(e.to_string().contains("no keys"), "{e}");
+        assert!(
+            !dir.path().join("keys").exists(),
+            "no dev keys were made beside the log"
         );
     }
 }
