@@ -22,6 +22,9 @@ use crate::store;
 
 /// Runs the gateway until SIGTERM or Ctrl-C.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    // First: a SIGTERM while the store opens or the configuration is recorded must wait for a
+    // graceful stop, not kill the process midway through an append.
+    let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let overrides = config::overrides(std::env::vars_os(), &[crate::cli::TOKEN_ENV])?;
     let config = config::load(Some(config_path), &|k| overrides.get(k).cloned())?;
     let tls = config
@@ -75,7 +78,6 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     proxy_state.protected_env = config.protected_env.clone();
     let state = Arc::new(proxy_state);
-    let stop_requested = super::stop_signal().context("installing the signal handlers")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     super::say(format_args!(
         "rack proxy: {scheme}://{}",
