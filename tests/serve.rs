@@ -787,3 +787,91 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
         Some((502, Some("upstream_unavailable".to_owned()))),
     );
 }
+
+/// A rack that reads each request's head and hangs up without answering, counting the heads.
+async fn rack_that_hangs_up() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// A call the rack received and never answered may have been carried out: the caller and the
+/// log say so (`upstream_no_answer`), where a rack that could not be reached at all is
+/// `upstream_unavailable`, the call not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_rack_took_without_answering_is_not_recorded_as_unsent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    let (rack, heads) = rack_that_hangs_up().await;
+    Keys::init(&data, "no-answer.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let config = dir.path().join("gateway.toml");
+    let ca = dir.path().join("ca.pem");
+    let gone = free_port();
+    let mut failures = Vec::new();
+    for url in [format!("http://{rack}"), format!("http://127.0.0.1:{gone}")] {
+        gateway_config(&config, dir.path(), &data, &url, "", "");
+        let gateway = serve(&config, "rack-pw").unwrap();
+        let (status, body) = https_call(
+            gateway.proxy,
+            &ca,
+            "POST",
+            "/apps/x/releases/RABCDEFGHIJ/promote",
+            &token,
+            Some(""),
+        )
+        .await;
+        assert_eq!(status, 502, "{url}: {body}");
+        failures.push(body);
+        drop(gateway);
+    }
+    assert_eq!(
+        heads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the first rack received the call"
+    );
+    assert!(
+        failures[0].contains("may have carried it out")
+            && failures[0].contains("upstream_no_answer"),
+        "{}",
+        failures[0]
+    );
+    assert!(
+        failures[1].contains("not sent") && failures[1].contains("upstream_unavailable"),
+        "{}",
+        failures[1]
+    );
+    let recorded: Vec<_> = logged(&data)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::CommandCompleted(c) => Some((c.status, c.failure)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (502, Some("upstream_no_answer".to_owned())),
+            (502, Some("upstream_unavailable".to_owned())),
+        ]
+    );
+}

@@ -829,9 +829,10 @@ async fn forward(
                     .into(),
             });
         }
-        Err(_) => {
-            answered_itself(ProxyError::Upstream.kind());
-            return Err(ProxyError::Upstream);
+        Err(e) => {
+            let error = unanswered(&e);
+            answered_itself(error.kind());
+            return Err(error);
         }
     };
     let (mut parts, incoming) = response.into_parts();
@@ -1369,8 +1370,9 @@ async fn lookup(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let Ok(response) = state.upstream.client().request(req).await else {
-        return fail(502, unreachable);
+    let response = match state.upstream.client().request(req).await {
+        Ok(r) => r,
+        Err(e) => return fail(502, Some(unanswered(&e).kind())),
     };
     let status = response.status();
     pending.answered(status.as_u16());
@@ -1936,6 +1938,9 @@ async fn open_stream(
                 NoSocket::Unreachable(s) => {
                     (s, Some(ProxyError::Upstream.kind()), ProxyError::Upstream)
                 }
+                NoSocket::Unanswered(s) => {
+                    (s, Some(ProxyError::NoAnswer.kind()), ProxyError::NoAnswer)
+                }
             };
             pending.complete(status, None, failure);
             return Err(error);
@@ -2034,17 +2039,30 @@ async fn connect_rack(
         Ok(Err(ws::ConnectError::Refused { status, .. })) => {
             Err(NoSocket::Answered(status.as_u16()))
         }
-        Ok(Err(_)) => Err(NoSocket::Unreachable(502)),
-        Err(_) => Err(NoSocket::Unreachable(504)),
+        // The handshake was on its way: the rack may have started the command.
+        Ok(Err(_)) => Err(NoSocket::Unanswered(502)),
+        Err(_) => Err(NoSocket::Unanswered(504)),
     }
 }
 
 /// Why the rack's WebSocket did not open: the rack answered the upgrade with another status
-/// (passed on to the caller, as the rack sent it), or it could not be reached (502, or 504 when
-/// it did not answer in time).
+/// (passed on to the caller, as the rack sent it), it could not be reached (502, or 504 when
+/// connecting timed out), or it was sent the handshake and gave no usable answer (502, or 504
+/// when none came in time), which it may have acted on.
 enum NoSocket {
     Answered(u16),
     Unreachable(u16),
+    Unanswered(u16),
+}
+
+/// What a failed call to the rack means: only a failure to connect proves the rack never got
+/// it; any later failure may come after the rack read (and acted on) the call.
+fn unanswered(e: &hyper_util::client::legacy::Error) -> ProxyError {
+    if e.is_connect() {
+        ProxyError::Upstream
+    } else {
+        ProxyError::NoAnswer
+    }
 }
 
 /// Waits for the caller's upgrade, relays, and brackets the stream with its events.

@@ -27,8 +27,16 @@ pub enum ProxyError {
     Forbidden { kind: &'static str, what: String },
     #[error("the audit log cannot record this call; nothing was forwarded")]
     AuditUnavailable,
-    #[error("the rack did not answer")]
+    /// Nothing of the call reached the rack: it could not be connected to, or a lookup the
+    /// call needed first failed.
+    #[error("the rack did not answer; the call was not sent to it")]
     Upstream,
+    /// The call was sent and the connection failed before the rack's answer came: the rack
+    /// may have carried it out, which the caller (and an auditor) must not read as "not run".
+    #[error(
+        "the rack took the call but gave no answer; it may have carried it out, so check before repeating it"
+    )]
+    NoAnswer,
     /// The rack answered on a masking route, but its answer could not be read to hide the
     /// values this caller may not see, so it is withheld (never passed through unmasked).
     #[error("the rack's answer could not be read to hide its secrets, so it was withheld")]
@@ -57,7 +65,9 @@ impl ProxyError {
             ProxyError::UnknownRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream | ProxyError::UnreadableAnswer(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream | ProxyError::NoAnswer | ProxyError::UnreadableAnswer(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::RackRefusedUpgrade(status) => *status,
         }
     }
@@ -72,6 +82,7 @@ impl ProxyError {
             ProxyError::UnknownRoute => "unknown_route",
             ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::Upstream => "upstream_unavailable",
+            ProxyError::NoAnswer => "upstream_no_answer",
             ProxyError::UnreadableAnswer(kind) => kind,
             ProxyError::RackRefusedUpgrade(_) => "rack_refused_upgrade",
         }
