@@ -220,8 +220,15 @@ pub fn client_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> I
     caller
 }
 
-/// Removes hop-by-hop headers and cookies from a rack response and adds the hardening headers.
+/// Removes hop-by-hop headers (those the answer's `Connection` names too) and cookies from a
+/// rack response and adds the hardening headers. A `Content-Length` sent beside
+/// `Transfer-Encoding` goes as well: the body was read by its chunks, and hyper would frame the
+/// caller's answer by that length, cutting or breaking it.
 pub fn harden_response(headers: &mut HeaderMap) {
+    drop_connection_named(headers);
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     for h in HOP_BY_HOP {
         headers.remove(*h);
     }
@@ -389,5 +396,25 @@ mod tests {
         assert!(h.get("set-cookie").is_none() && h.get("connection").is_none());
         assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
         assert_eq!(h.get("content-security-policy").unwrap(), "sandbox");
+    }
+
+    /// What the rack's `Connection` names is its hop's alone, and a length beside chunks is not
+    /// the length of the body hyper read.
+    #[test]
+    fn a_response_loses_what_its_connection_names_and_a_length_beside_chunks() {
+        let mut h = map(&[
+            ("connection", "x-hop, keep-alive"),
+            ("x-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-length", "10"),
+            ("content-type", "text/plain"),
+        ]);
+        harden_response(&mut h);
+        assert!(h.get("x-hop").is_none(), "{h:?}");
+        assert!(h.get("content-length").is_none(), "{h:?}");
+        assert_eq!(h.get("content-type").unwrap(), "text/plain");
+        let mut sized = map(&[("content-length", "10")]);
+        harden_response(&mut sized);
+        assert_eq!(sized.get("content-length").unwrap(), "10");
     }
 }
