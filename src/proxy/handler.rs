@@ -793,8 +793,18 @@ async fn forward(
                 .boxed_unsync()
         }
         CallBody::Stream(body) => {
-            if let Some(len) = call.headers.get(header::CONTENT_LENGTH) {
-                headers.insert(header::CONTENT_LENGTH, len.clone());
+            match call.headers.get(header::CONTENT_LENGTH) {
+                Some(len) => {
+                    headers.insert(header::CONTENT_LENGTH, len.clone());
+                }
+                // Said outright: hyper sends a GET's or HEAD's body of unknown length as no
+                // body at all, and what was authorized and recorded is what goes on.
+                None => {
+                    headers.insert(
+                        header::TRANSFER_ENCODING,
+                        HeaderValue::from_static("chunked"),
+                    );
+                }
             }
             let sink = pending.bytes_in.clone();
             Metered::new(

@@ -867,6 +867,36 @@ async fn a_chunked_upload_streams_through_unchanged() {
     s.finish().await;
 }
 
+/// A GET with a chunked body to a service behind the rack (`/custom/http/proxy`, whose far end
+/// is not the rack): the body the log counts is the body that goes on, not dropped on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_on_a_get_goes_on_to_the_service() {
+    let s = Session::start().await;
+    let body = b"{\"query\":\"status\"}";
+    let mut raw = format!(
+        "GET /custom/http/proxy/search? HTTP/1.1\r\nHost: {}\r\nAuthorization: {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        s.gw.proxy(),
+        s.gw.cli().authorization(),
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body);
+    raw.extend_from_slice(b"\r\n0\r\n\r\n");
+    let since = s.gw.head();
+    let reply = s.gw.send_raw(raw).await;
+    let got = s.gw.rack().received();
+    assert_eq!(got.len(), 1, "{}", reply.text());
+    assert_eq!(&got[0].body[..], &body[..], "the body reached the far end");
+    let (_, done) = s.gw.call_records(since, &reply.request_id()).await;
+    let d = completed(&done).unwrap();
+    assert_eq!(
+        (d.bytes_in, d.sha256_in),
+        (body.len() as u64, Some(sha256(body)))
+    );
+    s.finish().await;
+}
+
 /// A parameter header the caller's `Connection` names is for this hop only: it never reaches
 /// the rack, so it is not recorded either (a `Command` the log shows but the rack never got, or
 /// the reverse, would make the log lie about what ran).
