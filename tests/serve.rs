@@ -875,3 +875,35 @@ async fn a_call_the_rack_took_without_answering_is_not_recorded_as_unsent() {
         ]
     );
 }
+
+/// The rack's 401 refuses the gateway's own password, not the caller's token: the caller is
+/// told it is the operator's to fix, and the log records the gateway's failure, not a rack
+/// answer passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rack_that_refuses_the_gateways_password_is_the_operators_failure() {
+    let (dir, data, rack, config) = setup().await;
+    gateway_config(&config, dir.path(), &data, &rack.url(), "", "");
+    Keys::init(&data, "wrong-password.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let gateway = serve(&config, "not-the-rack-pw").unwrap();
+    let ca = dir.path().join("ca.pem");
+    let (status, body) = https_get(gateway.proxy, &ca, "/apps?", &token).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("operator") && body.contains("rack_refused_gateway"),
+        "{body}"
+    );
+    assert_eq!(
+        rack.received().last().map(|r| r.status),
+        Some(401),
+        "the rack refused the call"
+    );
+    drop(gateway);
+    assert_eq!(
+        logged(&data).iter().rev().find_map(|e| match e {
+            Event::CommandCompleted(c) => Some((c.status, c.failure.clone())),
+            _ => None,
+        }),
+        Some((502, Some("rack_refused_gateway".to_owned()))),
+    );
+}

@@ -78,6 +78,9 @@ pub struct RackCall {
     /// Values the call makes the rack hold that the caller may not read: an error answer to
     /// it, which may quote them, is withheld.
     hides: Option<Hidden>,
+    /// The rack itself answers (not a service or registry behind it): its 401 can only be a
+    /// refusal of the gateway's own credentials.
+    rack_answers: bool,
 }
 
 /// Values a call makes the rack hold that its caller may not read.
@@ -574,6 +577,7 @@ async fn pipeline(
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
+        rack_answers: matched.rule().params.body != policy::routes::Body::Opaque,
     };
     let permission = || Some(permitted.permission().as_str().to_owned());
     // Checked again as the intent is sequenced when a rack lookup came after the check; only
@@ -847,6 +851,12 @@ async fn forward(
     };
     let (mut parts, incoming) = response.into_parts();
     pending.answered(parts.status.as_u16());
+    if call.rack_answers && parts.status == StatusCode::UNAUTHORIZED {
+        // Passed on, it would read as the caller's token refused (`invalid authentication`),
+        // and the log would hold a stream of callers' failures for one setting of the gateway.
+        answered_itself(ProxyError::RackRefusedGateway.kind());
+        return Err(ProxyError::RackRefusedGateway);
+    }
     headers::harden_response(&mut parts.headers);
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
         parts.headers.insert("x-request-id", id);

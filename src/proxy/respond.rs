@@ -37,6 +37,12 @@ pub enum ProxyError {
         "the rack took the call but gave no answer; it may have carried it out, so check before repeating it"
     )]
     NoAnswer,
+    /// The rack answered 401: it refused the gateway's own credentials (`rack.password`), which
+    /// is the operator's to fix, not the caller's.
+    #[error(
+        "the rack refused the gateway's own credentials; the gateway's operator must check its rack password"
+    )]
+    RackRefusedGateway,
     /// The rack answered on a masking route, but its answer could not be read to hide the
     /// values this caller may not see, so it is withheld (never passed through unmasked).
     #[error("the rack's answer could not be read to hide its secrets, so it was withheld")]
@@ -65,9 +71,10 @@ impl ProxyError {
             ProxyError::UnknownRoute => StatusCode::NOT_FOUND,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ProxyError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Upstream | ProxyError::NoAnswer | ProxyError::UnreadableAnswer(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Upstream
+            | ProxyError::NoAnswer
+            | ProxyError::RackRefusedGateway
+            | ProxyError::UnreadableAnswer(_) => StatusCode::BAD_GATEWAY,
             ProxyError::RackRefusedUpgrade(status) => *status,
         }
     }
@@ -83,6 +90,7 @@ impl ProxyError {
             ProxyError::AuditUnavailable => "audit_unavailable",
             ProxyError::Upstream => "upstream_unavailable",
             ProxyError::NoAnswer => "upstream_no_answer",
+            ProxyError::RackRefusedGateway => "rack_refused_gateway",
             ProxyError::UnreadableAnswer(kind) => kind,
             ProxyError::RackRefusedUpgrade(_) => "rack_refused_upgrade",
         }
