@@ -790,6 +790,14 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
 
 /// A rack that reads each request's head and hangs up without answering, counting the heads.
 async fn rack_that_hangs_up() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    rack_answering(b"").await
+}
+
+/// A rack that reads each request's head, writes `answer` (nothing when empty) and hangs up,
+/// counting the heads.
+async fn rack_answering(
+    answer: &'static [u8],
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -807,6 +815,7 @@ async fn rack_that_hangs_up() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize
                     }
                 }
                 seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tcp.write_all(answer).await;
             });
         }
     });
@@ -905,5 +914,39 @@ async fn a_rack_that_refuses_the_gateways_password_is_the_operators_failure() {
             _ => None,
         }),
         Some((502, Some("rack_refused_gateway".to_owned()))),
+    );
+}
+
+/// An error answer is read (to scrub the rack's password) and a compressed one is withheld,
+/// even when the rack's `Connection` names `Content-Encoding`, which the gateway drops as the
+/// rack's hop's: the caller never gets the compressed bytes unlabelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_error_answer_is_withheld_whatever_connection_names() {
+    const ANSWER: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Encoding: gzip\r\n\
+        Connection: content-encoding\r\nContent-Length: 40\r\n\r\n\
+        https://convox:rack-pw@rack.example/apps";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    let (rack, heads) = rack_answering(ANSWER).await;
+    Keys::init(&data, "encoded-error.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let config = dir.path().join("gateway.toml");
+    gateway_config(
+        &config,
+        dir.path(),
+        &data,
+        &format!("http://{rack}"),
+        "",
+        "",
+    );
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let (status, body) =
+        https_get(gateway.proxy, &dir.path().join("ca.pem"), "/apps?", &token).await;
+    assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains("answer_encoded") && !body.contains("rack-pw"),
+        "{body}"
     );
 }

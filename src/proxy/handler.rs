@@ -857,17 +857,19 @@ async fn forward(
         answered_itself(ProxyError::RackRefusedGateway.kind());
         return Err(ProxyError::RackRefusedGateway);
     }
-    headers::harden_response(&mut parts.headers);
-    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
-        parts.headers.insert("x-request-id", id);
-    }
-    let status = parts.status.as_u16();
     // Any coding but `identity`, on any of the header's lines, makes the body unreadable here.
+    // Read before the hop's headers go: a `Connection` naming `Content-Encoding` must not pass
+    // a compressed answer off as readable.
     let encoded = parts
         .headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    headers::harden_response(&mut parts.headers);
+    if let Ok(id) = HeaderValue::from_str(&call.request_id) {
+        parts.headers.insert("x-request-id", id);
+    }
+    let status = parts.status.as_u16();
     let bodiless = head
         || parts.status.is_informational()
         || matches!(
