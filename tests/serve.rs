@@ -209,6 +209,18 @@ fn logged(data: &Path) -> Vec<Event> {
     out
 }
 
+/// The status and failure kind of every call's end in the log of the stopped gateway at
+/// `data`, in log order.
+fn completions(data: &Path) -> Vec<(u16, Option<String>)> {
+    logged(data)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::CommandCompleted(c) => Some((c.status, c.failure)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A test's directory (with the test certificate), its data directory, a mock rack with the
 /// password `rack-pw`, and where its configuration goes.
 async fn setup() -> (tempfile::TempDir, PathBuf, mock_rack::MockRack, PathBuf) {
@@ -780,11 +792,8 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
     drop(gateway);
     // The log says the gateway answered that 502 itself, the rack being unreachable.
     assert_eq!(
-        logged(&data).iter().rev().find_map(|e| match e {
-            Event::CommandCompleted(c) => Some((c.status, c.failure.clone())),
-            _ => None,
-        }),
-        Some((502, Some("upstream_unavailable".to_owned()))),
+        completions(&data).last(),
+        Some(&(502, Some("upstream_unavailable".to_owned()))),
     );
 }
 
@@ -869,15 +878,8 @@ async fn a_call_the_rack_took_without_answering_is_not_recorded_as_unsent() {
         "{}",
         failures[1]
     );
-    let recorded: Vec<_> = logged(&data)
-        .into_iter()
-        .filter_map(|e| match e {
-            Event::CommandCompleted(c) => Some((c.status, c.failure)),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        recorded,
+        completions(&data),
         [
             (502, Some("upstream_no_answer".to_owned())),
             (502, Some("upstream_unavailable".to_owned())),
@@ -909,11 +911,8 @@ async fn a_rack_that_refuses_the_gateways_password_is_the_operators_failure() {
     );
     drop(gateway);
     assert_eq!(
-        logged(&data).iter().rev().find_map(|e| match e {
-            Event::CommandCompleted(c) => Some((c.status, c.failure.clone())),
-            _ => None,
-        }),
-        Some((502, Some("rack_refused_gateway".to_owned()))),
+        completions(&data).last(),
+        Some(&(502, Some("rack_refused_gateway".to_owned()))),
     );
 }
 

@@ -296,6 +296,17 @@ async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
+    /// `dev` on `data`, both listeners on fresh loopback ports.
+    fn on_loopback(data: &Path) -> DevOptions {
+        DevOptions {
+            data: data.to_owned(),
+            proxy: "127.0.0.1:0".parse().unwrap(),
+            console: "127.0.0.1:0".parse().unwrap(),
+            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
+            rack_runtime: None,
+        }
+    }
+
     #[tokio::test]
     async fn dev_listens_on_loopback_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -327,13 +338,7 @@ mod tests {
     async fn dev_refuses_a_data_directory_of_another_log() {
         let dir = tempfile::tempdir().unwrap();
         Keys::init(dir.path(), "gateway.example.com/log").unwrap();
-        let opts = DevOptions {
-            data: dir.path().to_owned(),
-            proxy: "127.0.0.1:0".parse().unwrap(),
-            console: "127.0.0.1:0".parse().unwrap(),
-            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
-            rack_runtime: None,
-        };
+        let opts = on_loopback(dir.path());
         let Err(e) = start(&opts).await else {
             panic!("dev started on another log's directory");
         };
@@ -354,11 +359,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let opts = DevOptions {
-            data: dir.path().to_owned(),
-            proxy: "127.0.0.1:0".parse().unwrap(),
             console: taken.local_addr().unwrap(),
-            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
-            rack_runtime: None,
+            ..on_loopback(dir.path())
         };
         let Err(e) = start(&opts).await else {
             panic!("dev started on a taken port");
@@ -382,13 +384,7 @@ mod tests {
         Keys::init(dir.path(), "gateway.example.com/log").unwrap();
         drop(store::open(dir.path(), CheckpointPolicy::default()).unwrap());
         std::fs::remove_dir_all(dir.path().join("keys")).unwrap();
-        let opts = DevOptions {
-            data: dir.path().to_owned(),
-            proxy: "127.0.0.1:0".parse().unwrap(),
-            console: "127.0.0.1:0".parse().unwrap(),
-            per_ip_per_minute: DEV_PER_IP_PER_MINUTE,
-            rack_runtime: None,
-        };
+        let opts = on_loopback(dir.path());
         let Err(e) = start(&opts).await else {
             panic!("dev started on a log without its keys");
         };
