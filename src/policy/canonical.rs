@@ -208,6 +208,12 @@ pub enum ParamError {
     FormNotBuffered,
     #[error("the query string is over {limit} bytes")]
     QueryTooLong { limit: usize },
+    #[error("{part} key {key:?}: its value, split at `/`, is read as a path tail: {tail}")]
+    BadValue {
+        part: Part,
+        key: String,
+        tail: TailError,
+    },
 }
 
 // === impl CanonicalPath ===
@@ -390,6 +396,7 @@ impl ParamError {
             ParamError::FormTooLarge { .. } => "param_form_too_large",
             ParamError::FormNotBuffered => "param_form_not_buffered",
             ParamError::QueryTooLong { .. } => "param_query_too_long",
+            ParamError::BadValue { .. } => "param_bad_value",
         }
     }
 }
@@ -820,6 +827,13 @@ fn push_unique(
             key: key.name.to_owned(),
         });
     }
+    if let Some(grammar) = key.grammar {
+        fits_as_tail(grammar, &value).map_err(|tail| ParamError::BadValue {
+            part,
+            key: key.name.to_owned(),
+            tail,
+        })?;
+    }
     out.push(Param {
         part,
         key: key.name.to_owned(),
@@ -827,6 +841,28 @@ fn push_unique(
         class: key.class,
     });
     Ok(())
+}
+
+/// Whether a parameter's `value`, split at `/`, is a tail a path could name: what
+/// [`canonicalize_path`] would refuse in a path (a `.` or `..` segment, an over-long one) is
+/// refused here too, before the tail's own grammar.
+fn fits_as_tail(grammar: Tail, value: &str) -> Result<(), TailError> {
+    let segments: Vec<&str> = value.split('/').collect();
+    for (index, s) in segments.iter().enumerate() {
+        let what = if *s == "." || *s == ".." {
+            "a `.` or `..` segment, which no path keeps"
+        } else if s.len() > MAX_SEGMENT_BYTES {
+            "a segment longer than a path takes"
+        } else {
+            continue;
+        };
+        return Err(TailError {
+            tail: grammar,
+            index,
+            what,
+        });
+    }
+    grammar.check(&segments)
 }
 
 /// Parses `k=v&k=v` strictly: every pair has a non-empty key and an `=`, no pair is empty, no

@@ -150,6 +150,9 @@ pub enum Body {
 pub struct Key {
     pub name: &'static str,
     pub class: KeyClass,
+    /// The grammar a value must fit, when a path elsewhere must be able to name it (a
+    /// registry's server is added by a form value and removed by a path tail).
+    pub grammar: Option<Tail>,
 }
 
 /// How the log treats a parameter's value.
@@ -248,6 +251,7 @@ const fn p(name: &'static str) -> Key {
     Key {
         name,
         class: KeyClass::Plain,
+        grammar: None,
     }
 }
 
@@ -255,6 +259,16 @@ const fn s(name: &'static str) -> Key {
     Key {
         name,
         class: KeyClass::Secret,
+        grammar: None,
+    }
+}
+
+/// A plain key whose value must fit `grammar`, as the path tail that names it elsewhere.
+const fn g(name: &'static str, grammar: Tail) -> Key {
+    Key {
+        name,
+        class: KeyClass::Plain,
+        grammar: Some(grammar),
     }
 }
 
@@ -262,6 +276,7 @@ const fn c(name: &'static str) -> Key {
     Key {
         name,
         class: KeyClass::Command,
+        grammar: None,
     }
 }
 
@@ -1298,7 +1313,12 @@ pub const ROUTES: &[RouteRule] = &[
         path: "/registries",
         permission: Perm::RegistryManage,
         secrets: sec(CRED, CRED),
-        params: form(&[p("server"), p("username"), s("password")]),
+        // What `registry.remove` can name (its path tail), so nothing added is beyond removal.
+        params: form(&[
+            g("server", Tail::RegistryServer),
+            p("username"),
+            s("password"),
+        ]),
         rack_role: "w",
         ..BASE
     },

@@ -973,3 +973,53 @@ fn the_clis_captured_requests_pass_unchanged() {
         }
     }
 }
+
+/// A registry's server is added by a form value and removed by a path tail: a server the
+/// removal could not name is refused when added, with the segment and why.
+#[test]
+fn a_registry_server_is_added_only_as_its_removal_can_name_it() {
+    let add = |server: &str| {
+        let body = format!("password=p&server={server}&username=u");
+        run(&P {
+            content_type: FORM_CT,
+            body: form_body(body.as_bytes()),
+            ..p("registry.add", "POST")
+        })
+        .map(|_| ())
+    };
+    for ok in [
+        "quay.io",
+        "localhost:5000",
+        "quay.io/org/team",
+        "index.docker.io",
+    ] {
+        assert_eq!(add(ok), Ok(()), "{ok}");
+        let path = canonicalize_path(&format!("/registries/{ok}")).unwrap();
+        let tail: Vec<&str> = path.segments().skip(1).collect();
+        assert_eq!(
+            Tail::RegistryServer.check(&tail),
+            Ok(()),
+            "{ok} is removable"
+        );
+    }
+    for (refused, index) in [
+        ("https%3A%2F%2Findex.docker.io%2Fv1%2F", 0),
+        ("quay.io%2F..%2Fother", 1),
+        ("quay.io%2Forg%2F", 2),
+        ("quay.io%2F.", 1),
+        ("", 0),
+    ] {
+        match add(refused) {
+            Err(ParamError::BadValue { part, key, tail }) => {
+                assert_eq!((part, key.as_str()), (Part::Form, "server"), "{refused}");
+                assert_eq!(
+                    (tail.tail, tail.index),
+                    (Tail::RegistryServer, index),
+                    "{refused}: {}",
+                    tail.what
+                );
+            }
+            other => panic!("{refused}: {other:?}"),
+        }
+    }
+}
