@@ -87,3 +87,26 @@ fn golden_log_folds_into_the_expected_state() {
     let first = records().into_iter().next().unwrap();
     assert!(matches!(first.record.event, Event::LogCreated { .. }));
 }
+
+/// The golden log's state, as a snapshot, is pinned to the snapshot version: a fold whose result
+/// on the golden log changed (or a new snapshot layout) fails here until `snapshot::VERSION` is
+/// bumped, so a snapshot written by the old folds is never restored under the new ones.
+#[test]
+fn the_golden_state_is_pinned_to_the_snapshot_version() {
+    let mut state = Projections::default();
+    for r in records() {
+        state.apply(&r).unwrap();
+    }
+    let (bytes, _) =
+        projections::snapshot::write(&state, &projections::snapshot::SnapshotKey([0; 32])).unwrap();
+    let digest = events::hash::object_digest(&bytes).to_hex();
+    assert_eq!(
+        (projections::snapshot::VERSION, digest.as_str()),
+        (
+            3,
+            "3821471fd35de2278f4010666a40fade8970eab228bf4f6cdd3877c941cbd52f"
+        ),
+        "the golden log folds into another state: bump snapshot::VERSION, then pin the new \
+         version and digest here"
+    );
+}

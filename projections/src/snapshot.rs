@@ -27,9 +27,15 @@ use crate::tokens::{Token, Tokens};
 
 const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 
-/// The body's version. 2: tokens keep who created them. A snapshot of another version is
-/// refused, and the state is rebuilt from the log.
-const VERSION: u32 = 2;
+/// The version of the body's layout **and of the folds that made it**: a snapshot of another
+/// version is refused, and the state is rebuilt from the log. A snapshot written by folds that
+/// have since changed would otherwise be restored as if today's folds had made it, and the
+/// state would differ from a rebuild from seq 0. Bump it with any change to a fold's result or
+/// to the layout; `tests/golden_log.rs` pins the golden log's snapshot to it, so a change the
+/// golden log shows fails there until it is bumped.
+///
+/// 2: tokens keep who created them. 3: the version covers the folds too.
+pub const VERSION: u32 = 3;
 
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]
