@@ -128,22 +128,43 @@ pub async fn write_snapshot(
         path: tmp.clone(),
         source,
     };
-    std::fs::write(&tmp, &bytes).map_err(io)?;
-    std::fs::File::open(&tmp)
+    let written = std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::File::open(&tmp))
         .and_then(|f| f.sync_all())
-        .map_err(io)?;
-    store
-        .append(vec![Event::SnapshotRecorded {
-            covers,
-            covers_hash,
-            digest,
-        }])
-        .await?;
+        .map_err(io);
+    let recorded = match written {
+        Ok(()) => store
+            .append(vec![Event::SnapshotRecorded {
+                covers,
+                covers_hash,
+                digest,
+            }])
+            .await
+            .map_err(SnapshotWriteError::from),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = recorded {
+        // Nothing half-made stays behind: the next start reads no file the log never recorded.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, &path).map_err(|source| SnapshotWriteError::Io {
         path: path.clone(),
         source,
     })?;
     Ok(covers)
+}
+
+/// At a graceful stop, once nothing more is appended but the snapshot's own record: writes a
+/// snapshot so the next start replays only what comes after it. A failure is said and leaves
+/// the next start to replay the whole log, as it would without a snapshot.
+pub async fn snapshot_at_stop(store: &Store, keys: &Keys, data: &Path) {
+    if let Err(e) = write_snapshot(store, keys, data).await {
+        eprintln!(
+            "rack-gateway: no snapshot was written at the stop ({e}); the next start replays the \
+             whole log"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -949,3 +949,46 @@ async fn a_compressed_error_answer_is_withheld_whatever_connection_names() {
         "{body}"
     );
 }
+
+/// A graceful stop writes a snapshot and records it last, so the next start replays only what
+/// came after; the restarted gateway serves as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_leaves_a_recorded_snapshot_for_the_next_start() {
+    let s = started("", "").await;
+    let ca = s.ca.clone();
+    let (status, _) = https_get(s.gateway.proxy, &ca, "/apps?", &s.token).await;
+    assert_eq!(status, 200);
+    let Started {
+        data,
+        gateway,
+        token,
+        _dir,
+        rack: _rack,
+        ..
+    } = s;
+    let config = _dir.path().join("gateway.toml");
+    drop(gateway);
+    let snapshot = std::fs::read(store::snapshot_path(&data)).expect("a snapshot was written");
+    let events = logged(&data);
+    match events.last() {
+        Some(Event::SnapshotRecorded { covers, digest, .. }) => {
+            // Completions still queued when the state was read come after what it covers.
+            let own = events.len() as u64 - 1;
+            assert!(
+                covers.0 > 0 && covers.0 <= own,
+                "covers {covers:?} of {own}"
+            );
+            assert_eq!(*digest, events::hash::object_digest(&snapshot));
+        }
+        other => panic!("the last record is {other:?}"),
+    }
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let (status, body) = https_get(gateway.proxy, &ca, "/apps?", &token).await;
+    assert_eq!(status, 200, "{body}");
+    drop(gateway);
+    let recorded = logged(&data)
+        .iter()
+        .filter(|e| matches!(e, Event::SnapshotRecorded { .. }))
+        .count();
+    assert_eq!(recorded, 2, "one snapshot per graceful stop");
+}

@@ -56,6 +56,8 @@ pub struct Running {
     pub token: String,
     pub rack: mock_rack::MockRack,
     pub store: Arc<store::Store>,
+    /// Where the store and its snapshot live.
+    data: PathBuf,
     state: Arc<ProxyState>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -162,6 +164,7 @@ pub async fn start_with(
         token,
         rack,
         store,
+        data: opts.data.clone(),
         state,
         stop,
         tasks,
@@ -203,6 +206,7 @@ impl Running {
         }
         self.state.close_streams().await;
         self.state.flush_denials(true).await;
+        store::snapshot_at_stop(&self.store, &self.state.keys, &self.data).await;
         self.store.shutdown();
         self.rack.shutdown().await;
     }

@@ -120,6 +120,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     watcher.abort();
     state.close_streams().await;
     state.flush_denials(true).await;
+    store::snapshot_at_stop(&store, &state.keys, &config.data).await;
     store.shutdown();
     Ok(())
 }
