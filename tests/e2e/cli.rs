@@ -867,6 +867,82 @@ async fn a_chunked_upload_streams_through_unchanged() {
     s.finish().await;
 }
 
+/// The requests every replay sends are the CLI's, byte for byte: the builder's output is pinned
+/// to the text captured from the CLI (spec Appendix A.1, A.4's POST, A.9's POST and DELETE),
+/// host and credentials as captured.
+#[test]
+fn the_request_builder_writes_the_captured_requests_byte_for_byte() {
+    let cli = Cli::new("127.0.0.1:18080", CAPTURED_AUTH);
+    let captured = |lines: &[&str], body: &str| {
+        let mut text = lines.join("\r\n");
+        text.push_str("\r\n\r\n");
+        text.push_str(body);
+        text
+    };
+    let common = ["Accept: */*", "Authorization: Basic Y29udm94OlRPS0VOMTIz"];
+    let tail = [
+        "Content-Type: application/octet-stream",
+        "Version: dev",
+        "Accept-Encoding: gzip",
+    ];
+    fn head<'a>(line: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut lines = vec![line, "Host: 127.0.0.1:18080", "User-Agent: convox.go/dev"];
+        lines.extend_from_slice(extra);
+        lines
+    }
+    let get = |line: &str| {
+        let mut lines = head(line, &common);
+        lines.extend_from_slice(&tail);
+        captured(&lines, "")
+    };
+    // A.1
+    assert_eq!(
+        String::from_utf8(cli.get("/apps?")).unwrap(),
+        get("GET /apps? HTTP/1.1")
+    );
+    // A.4, the POST
+    let env = "env=A%3DB%0AFOO%3Dbar%0ASECRET_TOKEN%3Ds3cr3t";
+    let mut lines = head("POST /apps/x/releases? HTTP/1.1", &["Content-Length: 45"]);
+    lines.extend_from_slice(&common);
+    lines.extend_from_slice(&[
+        "Content-Type: application/x-www-form-urlencoded",
+        "Version: dev",
+        "Accept-Encoding: gzip",
+    ]);
+    assert_eq!(
+        String::from_utf8(cli.request("POST", "/apps/x/releases?", &[], Body::Form(env))).unwrap(),
+        captured(&lines, env)
+    );
+    // A.9, the POST that starts the process and the DELETE that ends it
+    let mut lines = head(
+        "POST /apps/x/services/web/processes? HTTP/1.1",
+        &["Content-Length: 0"],
+    );
+    lines.extend_from_slice(&common);
+    lines.push("Command: sleep 3600");
+    lines.extend_from_slice(&tail);
+    assert_eq!(
+        String::from_utf8(cli.request(
+            "POST",
+            "/apps/x/services/web/processes?",
+            &[("Command", "sleep 3600")],
+            Body::Empty
+        ))
+        .unwrap(),
+        captured(&lines, "")
+    );
+    assert_eq!(
+        String::from_utf8(cli.request(
+            "DELETE",
+            "/apps/x/processes/run-web-xyz12?",
+            &[],
+            Body::Empty
+        ))
+        .unwrap(),
+        get("DELETE /apps/x/processes/run-web-xyz12? HTTP/1.1")
+    );
+}
+
 /// A GET with a chunked body to a service behind the rack (`/custom/http/proxy`, whose far end
 /// is not the rack): the body the log counts is the body that goes on, not dropped on the way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
