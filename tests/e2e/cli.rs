@@ -12,6 +12,10 @@
 //! allowing exactly this call, then one `CommandCompleted` with its status and body digest.
 //! The WebSocket steps of these commands are replayed in `cli_streams`.
 //!
+//! The gateway's side goes over one kept-alive connection per session, as Go's transport sends
+//! a command's requests (a new one only after an answer that closed the connection), so what a
+//! previous request leaves on a connection shows.
+//!
 //! **Invariant:** each flow is written once and called from thin tests.
 
 use events::event::{AuthMethod, Decision, Principal};
@@ -24,8 +28,8 @@ use rack_gateway::server::dev::DEV_USER;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    Body, CAPTURED_AUTH, Cli, Finished, Reply, TestGateway, completed, reference_rack, requested,
-    send_to,
+    Body, CAPTURED_AUTH, Cli, Finished, Reply, TestGateway, completed, read_reply, reference_rack,
+    requested, send_to,
 };
 
 pub const APP_READ: &str = "convox:app:read";
@@ -58,6 +62,10 @@ pub struct Session {
     answered_locally: std::sync::Mutex<Vec<String>>,
     /// Requests sent with [`Session::replay`], all with the dev token.
     sent: std::sync::atomic::AtomicUsize,
+    /// The kept-alive connection to the gateway's proxy, and how many answers it has carried.
+    kept: tokio::sync::Mutex<Option<(tokio::net::TcpStream, usize)>>,
+    /// The most answers one connection carried.
+    most_on_one: std::sync::atomic::AtomicUsize,
 }
 
 /// One CLI request and what the gateway must do with it.
@@ -164,7 +172,45 @@ impl Session {
             credential,
             answered_locally: std::sync::Mutex::default(),
             sent: std::sync::atomic::AtomicUsize::new(0),
+            kept: tokio::sync::Mutex::new(None),
+            most_on_one: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Sends `raw` on the kept-alive connection (opened when there is none) and reads its
+    /// answer; an answer saying `Connection: close` ends the connection, and only such an
+    /// answer may. A connection the gateway drops without it fails the test.
+    async fn send_kept(&self, raw: &[u8]) -> Reply {
+        use tokio::io::AsyncWriteExt;
+        let mut kept = self.kept.lock().await;
+        let (stream, answered) = match kept.as_mut() {
+            Some(k) => k,
+            None => kept.insert((
+                tokio::net::TcpStream::connect(self.gw.proxy())
+                    .await
+                    .unwrap(),
+                0,
+            )),
+        };
+        stream.write_all(raw).await.unwrap();
+        let reply = read_reply(stream).await.unwrap_or_else(|| {
+            panic!("the gateway closed a kept-alive connection after {answered} answers")
+        });
+        *answered += 1;
+        self.most_on_one
+            .fetch_max(*answered, std::sync::atomic::Ordering::SeqCst);
+        if reply
+            .header("connection")
+            .is_some_and(|c| c.eq_ignore_ascii_case("close"))
+        {
+            *kept = None;
+        }
+        reply
+    }
+
+    /// The most answers one kept-alive connection carried.
+    pub fn most_on_one_connection(&self) -> usize {
+        self.most_on_one.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests [`Session::replay`] sent through the gateway, each authenticated.
@@ -202,7 +248,7 @@ impl Session {
         let raw = cli.request(step.method, &step.target, &step.extra, step.body);
         let since = self.gw.head();
         let rack_before = self.gw.rack().received().len();
-        let reply = self.gw.send_raw(&raw).await;
+        let reply = self.send_kept(&raw).await;
         self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = reply.request_id();
         let (permission, params) = match step.expect {
@@ -788,6 +834,9 @@ async fn convox_run_http_steps() {
 async fn every_sequence_on_one_gateway() {
     let s = Session::start().await;
     everything(&s).await;
+    // As Go's transport sends them: every request of every command on one connection.
+    assert!(s.sent() > 30, "{}", s.sent());
+    assert_eq!(s.most_on_one_connection(), s.sent());
     s.finish().await;
 }
 
