@@ -103,8 +103,8 @@ fn the_golden_state_is_pinned_to_the_snapshot_version() {
     assert_eq!(
         (projections::snapshot::VERSION, digest.as_str()),
         (
-            3,
-            "3821471fd35de2278f4010666a40fade8970eab228bf4f6cdd3877c941cbd52f"
+            4,
+            "d765f2b198b1652428bcc9b6a805d5a7e7e2bfd1da8a86bbe3a06f80b0a13e33"
         ),
         "the golden log folds into another state: bump snapshot::VERSION, then pin the new \
          version and digest here"

@@ -34,8 +34,9 @@ const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 /// to the layout; `tests/golden_log.rs` pins the golden log's snapshot to it, so a change the
 /// golden log shows fails there until it is bumped.
 ///
-/// 2: tokens keep who created them. 3: the version covers the folds too.
-pub const VERSION: u32 = 3;
+/// 2: tokens keep who created them. 3: the version covers the folds too. 4: a token's first
+/// creation stands, and `last_used` moves only while the token is usable.
+pub const VERSION: u32 = 4;
 
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]

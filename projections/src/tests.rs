@@ -249,3 +249,110 @@ fn disabled_users_hold_no_roles_and_the_admin_count_sees_it() {
     });
     assert_eq!(id.count_with(Role::Admin), 0);
 }
+
+/// Folds `events` from seq 0, each at its own time.
+fn folded(events: Vec<(i64, Event)>) -> Projections {
+    let mut state = Projections::default();
+    let mut prev = hash::ZERO;
+    for (i, (time, event)) in events.into_iter().enumerate() {
+        let r = Record {
+            seq: Seq(i as u64),
+            time: Timestamp(time),
+            prev,
+            event,
+        }
+        .seal();
+        prev = r.hash;
+        state.apply(&r).unwrap();
+    }
+    state
+}
+
+/// A call made with token `n`, allowed or denied.
+fn call(n: u8, decision: events::event::Decision) -> Event {
+    Event::CommandRequested(Box::new(events::event::CommandRequested {
+        request: events::event::RequestId(format!("r{n}")),
+        actor: p("a@example.com"),
+        auth: events::event::AuthMethod::Token,
+        credential: Some(TokenId([n; 16]).to_hex()),
+        client_ip: "127.0.0.1".into(),
+        user_agent: "t".into(),
+        method: "GET".into(),
+        path: "/apps".into(),
+        permission: None,
+        decision,
+        reason: String::new(),
+        params: Vec::new(),
+    }))
+}
+
+/// A second creation of an id or a secret (which the append guard refuses) changes nothing, so
+/// a revoked token is never revived and rebuild and restore agree.
+#[test]
+fn the_first_creation_of_a_token_stands() {
+    let revoke = |n: u8| Event::TokenRevoked {
+        token: TokenId([n; 16]),
+        by: p("a@example.com"),
+        reason: "x".into(),
+    };
+    let mut again = token(1, "b@example.com", None);
+    if let Event::TokenCreated { secret_sha256, .. } = &mut again {
+        *secret_sha256 = hash::object_digest(b"another");
+    }
+    let mut same_secret = token(2, "b@example.com", None);
+    if let Event::TokenCreated { secret_sha256, .. } = &mut same_secret {
+        *secret_sha256 = hash::object_digest(&[1]);
+    }
+    let state = folded(vec![
+        (10, token(1, "a@example.com", None)),
+        (11, revoke(1)),
+        (12, again),
+        (13, same_secret),
+    ]);
+    let t = state.tokens.get(&TokenId([1; 16])).unwrap();
+    assert_eq!(
+        (t.owner.0.as_str(), t.revoked),
+        ("a@example.com", Some(Timestamp(11)))
+    );
+    assert!(state.tokens.get(&TokenId([2; 16])).is_none());
+    let another = hash::object_digest(b"another");
+    assert!(
+        state
+            .tokens
+            .usable_by_secret(&another, Timestamp(20))
+            .is_none()
+    );
+    let (bytes, _) = snapshot::write(&state, &SnapshotKey([7; 32])).unwrap();
+    let restored = snapshot::read(&bytes, &SnapshotKey([7; 32])).unwrap().state;
+    assert_eq!(restored, state);
+}
+
+/// `last_used` moves only with calls recorded while the token was usable: a call refused just
+/// after its revocation or expiry is not use after the end.
+#[test]
+fn a_token_is_last_used_only_while_usable() {
+    use events::event::Decision::{Allow, Deny};
+    let state = folded(vec![
+        (10, token(1, "a@example.com", Some(100))),
+        (11, token(2, "a@example.com", None)),
+        (20, call(1, Allow)),
+        (30, call(2, Deny)),
+        (
+            40,
+            Event::TokenRevoked {
+                token: TokenId([2; 16]),
+                by: p("a@example.com"),
+                reason: "x".into(),
+            },
+        ),
+        (50, call(2, Deny)),
+        (100, call(1, Deny)),
+    ]);
+    let used = |n: u8| state.tokens.get(&TokenId([n; 16])).unwrap().last_used;
+    assert_eq!(used(1), Some(Timestamp(20)), "not moved at its expiry");
+    assert_eq!(
+        used(2),
+        Some(Timestamp(30)),
+        "a denied call while usable is use"
+    );
+}

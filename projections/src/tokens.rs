@@ -50,6 +50,12 @@ impl Tokens {
                 dev_only,
                 by,
             } => {
+                // The first creation of an id (or a secret) stands: the append guard refuses a
+                // second, and a log that holds one anyway must fold alike whether rebuilt or
+                // restored from a snapshot, never reviving a revoked token.
+                if self.by_id.contains_key(token) || self.by_secret.contains_key(secret_sha256) {
+                    return;
+                }
                 self.by_secret.insert(*secret_sha256, *token);
                 self.by_id.insert(
                     *token,
@@ -79,7 +85,9 @@ impl Tokens {
         }
     }
 
-    /// A proxied call authenticated by a token marks it used.
+    /// A proxied call authenticated by a token marks it used, if the token was usable when the
+    /// call was recorded: a call refused because the token had just been revoked or had expired
+    /// is not use, and an access review must not read it as use after the end.
     pub(crate) fn note_use(&mut self, c: &CommandRequested, time: Timestamp) {
         if c.auth != AuthMethod::Token {
             return;
@@ -87,7 +95,9 @@ impl Tokens {
         let Some(id) = c.credential.as_deref().and_then(TokenId::from_hex) else {
             return;
         };
-        if let Some(t) = self.by_id.get_mut(&id) {
+        if let Some(t) = self.by_id.get_mut(&id)
+            && t.is_usable(time)
+        {
             t.last_used = Some(time);
         }
     }
