@@ -327,7 +327,12 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
             let tokens = match target.resolve()? {
                 Tokens::Offline(store) => {
                     let now = Clock.now();
-                    store.with_state(|s| s.tokens.iter().map(|t| TokenView::of(t, now)).collect())
+                    store.with_state(|s| {
+                        s.tokens
+                            .iter()
+                            .map(|t| TokenView::of(t, &s.identities, now))
+                            .collect()
+                    })
                 }
                 Tokens::Online(client) => client.list().await?.tokens,
             };
@@ -365,12 +370,17 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
 /// One line of `token list`, the same offline and online.
 fn list_line(t: &TokenView) -> String {
     format!(
-        "{}  {:<8} {:<24} owner={} scopes={} last_used={} created_by={}",
+        "{}  {:<8} {:<24} owner={} scopes={} grants={} last_used={} created_by={}",
         t.id,
         t.state.as_str(),
         t.name,
         t.owner,
         t.scopes.join(","),
+        match t.grants.as_deref() {
+            None => "unknown".to_owned(),
+            Some([]) => "nothing".to_owned(),
+            Some(g) => g.join(","),
+        },
         t.last_used.as_deref().unwrap_or("never"),
         t.created_by.as_deref().unwrap_or("unknown"),
     )

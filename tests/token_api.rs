@@ -476,12 +476,46 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
         json!(["convox:app:read", "convox:release:read"])
     );
     assert_eq!(mine["state"], "active");
+    assert_eq!(
+        mine["grants"],
+        json!(["convox:app:read", "convox:release:read"])
+    );
     assert!(
         mine["last_used"].is_string(),
         "the proxy call marked it used"
     );
     assert!(mine["revoked"].is_null());
     assert!(mine["created"].is_string() && mine["expires"].is_string());
+    // Its owner demoted to nothing: still `active`, and the list shows it grants nothing.
+    admin::revoke_role(
+        gw.store(),
+        Principal("deployer@example.com".into()),
+        Role::Deployer,
+        Principal("system".into()),
+    )
+    .await
+    .unwrap();
+    let demoted = gw.api("GET", TOKENS, gw.admin(), None).await.json();
+    let mine = demoted["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (&mine["state"], &mine["grants"]),
+        (&json!("active"), &json!([]))
+    );
+    assert_eq!(gw.proxy_status(&secret).await, 403, "and grants nothing");
+    admin::grant_role(
+        gw.store(),
+        Principal("deployer@example.com".into()),
+        Role::Deployer,
+        Principal("system".into()),
+    )
+    .await
+    .unwrap();
 
     let path = format!("{TOKENS}/{id}");
     let revoked = gw
@@ -1291,7 +1325,8 @@ async fn the_cli_creates_lists_and_revokes_against_a_running_gateway() {
         .to_owned();
     assert!(line.contains(" active "), "{line}");
     assert!(line.contains(
-        "owner=deployer@example.com scopes=convox:app:read,convox:build:read last_used="
+        "owner=deployer@example.com scopes=convox:app:read,convox:build:read \
+         grants=convox:app:read,convox:build:read last_used="
     ));
     assert!(line.ends_with(&format!(" created_by={DEV_USER}")), "{line}");
     assert!(!listed.contains(&secret) && !listed.contains(&admin));

@@ -11,8 +11,11 @@
 use std::fmt;
 
 use events::time::Timestamp;
+use projections::identities::Identities;
 use projections::tokens::Token;
 use serde::{Deserialize, Serialize};
+
+use crate::policy::{Grant, Standing};
 
 /// `POST /api/v1/tokens`: a token to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +66,13 @@ pub struct TokenView {
     /// Who created the token (absent only in answers from before the field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// What the token may do at the time of the answer: its scopes within its owner's current
+    /// permissions, empty when it is not usable or its owner is disabled or holds no role. An
+    /// access review sees here a token that is `active` yet grants nothing, and what comes back
+    /// when its owner is granted a role again (absent only in answers from before the field
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grants: Option<Vec<String>>,
 }
 
 /// Whether a token can be used at the time of the answer.
@@ -117,8 +127,8 @@ impl fmt::Debug for TokenCreatedBody {
 // === impl TokenView ===
 
 impl TokenView {
-    /// `t` as the API shows it at `now`.
-    pub fn of(t: &Token, now: Timestamp) -> TokenView {
+    /// `t` as the API shows it at `now`, its owner standing as `identities` say.
+    pub fn of(t: &Token, identities: &Identities, now: Timestamp) -> TokenView {
         let state = match (t.revoked, t.is_usable(now)) {
             (Some(_), _) => TokenState::Revoked,
             (None, false) => TokenState::Expired,
@@ -136,6 +146,15 @@ impl TokenView {
             dev_only: t.dev_only,
             state,
             created_by: Some(t.created_by.0.clone()),
+            grants: Some(if t.is_usable(now) {
+                Grant::for_token(&t.scopes, &Standing::of(identities, &t.owner))
+                    .permissions()
+                    .into_iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            }),
         }
     }
 }
