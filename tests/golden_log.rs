@@ -103,8 +103,8 @@ fn the_golden_state_is_pinned_to_the_snapshot_version() {
     assert_eq!(
         (projections::snapshot::VERSION, digest.as_str()),
         (
-            4,
-            "d765f2b198b1652428bcc9b6a805d5a7e7e2bfd1da8a86bbe3a06f80b0a13e33"
+            5,
+            "471b8904af90bcb240263d65418f4438cc7fb002e2802e642756f4c3f69aa6c6"
         ),
         "the golden log folds into another state: bump snapshot::VERSION, then pin the new \
          version and digest here"

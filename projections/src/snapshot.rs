@@ -35,8 +35,9 @@ const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 /// golden log shows fails there until it is bumped.
 ///
 /// 2: tokens keep who created them. 3: the version covers the folds too. 4: a token's first
-/// creation stands, and `last_used` moves only while the token is usable.
-pub const VERSION: u32 = 4;
+/// creation stands, and `last_used` moves only while the token is usable. 5: and with every
+/// allowed call.
+pub const VERSION: u32 = 5;
 
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]

@@ -327,10 +327,10 @@ fn the_first_creation_of_a_token_stands() {
     assert_eq!(restored, state);
 }
 
-/// `last_used` moves only with calls recorded while the token was usable: a call refused just
-/// after its revocation or expiry is not use after the end.
+/// `last_used` moves with allowed calls and with calls refused while the token was usable: a
+/// call refused just after its revocation or expiry is not use after the end.
 #[test]
-fn a_token_is_last_used_only_while_usable() {
+fn a_token_is_last_used_when_allowed_or_while_usable() {
     use events::event::Decision::{Allow, Deny};
     let state = folded(vec![
         (10, token(1, "a@example.com", Some(100))),
@@ -347,6 +347,16 @@ fn a_token_is_last_used_only_while_usable() {
         ),
         (50, call(2, Deny)),
         (100, call(1, Deny)),
+        (101, token(3, "a@example.com", None)),
+        (
+            102,
+            Event::TokenRevoked {
+                token: TokenId([3; 16]),
+                by: p("a@example.com"),
+                reason: "x".into(),
+            },
+        ),
+        (103, call(3, Allow)),
     ]);
     let used = |n: u8| state.tokens.get(&TokenId([n; 16])).unwrap().last_used;
     assert_eq!(used(1), Some(Timestamp(20)), "not moved at its expiry");
@@ -355,4 +365,6 @@ fn a_token_is_last_used_only_while_usable() {
         Some(Timestamp(30)),
         "a denied call while usable is use"
     );
+    // Checked just before the revocation was sequenced, recorded just after, forwarded: use.
+    assert_eq!(used(3), Some(Timestamp(103)), "an allowed call is use");
 }

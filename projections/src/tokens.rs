@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use events::event::{AuthMethod, CommandRequested, Event, Permission, Principal, TokenId};
+use events::event::{
+    AuthMethod, CommandRequested, Decision, Event, Permission, Principal, TokenId,
+};
 use events::hash::Hash;
 use events::record::Record;
 use events::time::Timestamp;
@@ -85,9 +87,11 @@ impl Tokens {
         }
     }
 
-    /// A proxied call authenticated by a token marks it used, if the token was usable when the
-    /// call was recorded: a call refused because the token had just been revoked or had expired
-    /// is not use, and an access review must not read it as use after the end.
+    /// A proxied call authenticated by a token marks it used if it was allowed (even one
+    /// recorded just after a revocation or an expiry: it was checked microseconds before, and it
+    /// reached the rack), or was refused while the token was usable. A call refused because the
+    /// token had just been revoked or had expired is not use, and an access review must not
+    /// read it as use after the end.
     pub(crate) fn note_use(&mut self, c: &CommandRequested, time: Timestamp) {
         if c.auth != AuthMethod::Token {
             return;
@@ -96,7 +100,7 @@ impl Tokens {
             return;
         };
         if let Some(t) = self.by_id.get_mut(&id)
-            && t.is_usable(time)
+            && (c.decision == Decision::Allow || t.is_usable(time))
         {
             t.last_used = Some(time);
         }
