@@ -828,7 +828,7 @@ fn push_unique(
         });
     }
     if let Some(grammar) = key.grammar {
-        fits_as_tail(grammar, &value).map_err(|tail| ParamError::BadValue {
+        fits_as_tail(grammar.tail, grammar.under, &value).map_err(|tail| ParamError::BadValue {
             part,
             key: key.name.to_owned(),
             tail,
@@ -843,10 +843,10 @@ fn push_unique(
     Ok(())
 }
 
-/// Whether a parameter's `value`, split at `/`, is a tail a path could name: what
-/// [`canonicalize_path`] would refuse in a path (a `.` or `..` segment, an over-long one) is
-/// refused here too, before the tail's own grammar.
-fn fits_as_tail(grammar: Tail, value: &str) -> Result<(), TailError> {
+/// Whether a parameter's `value`, split at `/`, is a tail a path under `under` could name: what
+/// [`canonicalize_path`] would refuse in a path (a `.` or `..` segment, an over-long one, a
+/// path too long in all) is refused here too, beside the tail's own grammar.
+fn fits_as_tail(grammar: Tail, under: &str, value: &str) -> Result<(), TailError> {
     let segments: Vec<&str> = value.split('/').collect();
     for (index, s) in segments.iter().enumerate() {
         let what = if *s == "." || *s == ".." {
@@ -862,7 +862,15 @@ fn fits_as_tail(grammar: Tail, value: &str) -> Result<(), TailError> {
             what,
         });
     }
-    grammar.check(&segments)
+    grammar.check(&segments)?;
+    if under.len() + 1 + value.len() > MAX_PATH_BYTES {
+        return Err(TailError {
+            tail: grammar,
+            index: segments.len().saturating_sub(1),
+            what: "longer than a path can name",
+        });
+    }
+    Ok(())
 }
 
 /// Parses `k=v&k=v` strictly: every pair has a non-empty key and an `=`, no pair is empty, no

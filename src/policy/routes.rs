@@ -152,7 +152,16 @@ pub struct Key {
     pub class: KeyClass,
     /// The grammar a value must fit, when a path elsewhere must be able to name it (a
     /// registry's server is added by a form value and removed by a path tail).
-    pub grammar: Option<Tail>,
+    pub grammar: Option<ValueGrammar>,
+}
+
+/// A value that a path must be able to name: as the tail of `under`'s path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValueGrammar {
+    pub tail: Tail,
+    /// The fixed path the value follows (`/registries` for a server), which counts towards the
+    /// path's length.
+    pub under: &'static str,
 }
 
 /// How the log treats a parameter's value.
@@ -263,12 +272,13 @@ const fn s(name: &'static str) -> Key {
     }
 }
 
-/// A plain key whose value must fit `grammar`, as the path tail that names it elsewhere.
-const fn g(name: &'static str, grammar: Tail) -> Key {
+/// A plain key whose value must fit `tail`'s grammar as the tail of the path `under`, which
+/// names it elsewhere.
+const fn g(name: &'static str, tail: Tail, under: &'static str) -> Key {
     Key {
         name,
         class: KeyClass::Plain,
-        grammar: Some(grammar),
+        grammar: Some(ValueGrammar { tail, under }),
     }
 }
 
@@ -1315,7 +1325,7 @@ pub const ROUTES: &[RouteRule] = &[
         secrets: sec(CRED, CRED),
         // What `registry.remove` can name (its path tail), so nothing added is beyond removal.
         params: form(&[
-            g("server", Tail::RegistryServer),
+            g("server", Tail::RegistryServer, "/registries"),
             p("username"),
             s("password"),
         ]),

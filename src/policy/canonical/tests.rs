@@ -987,6 +987,8 @@ fn a_registry_server_is_added_only_as_its_removal_can_name_it() {
         })
         .map(|_| ())
     };
+    // Four segments of 255 bytes each fit the grammar, not a path's 1024 bytes.
+    let long = format!("quay.io{}", format!("%2F{}", "a".repeat(255)).repeat(4));
     for ok in [
         "quay.io",
         "localhost:5000",
@@ -1008,7 +1010,10 @@ fn a_registry_server_is_added_only_as_its_removal_can_name_it() {
         ("quay.io%2Forg%2F", 2),
         ("quay.io%2F.", 1),
         ("", 0),
-    ] {
+    ]
+    .into_iter()
+    .chain([(long.as_str(), 4)])
+    {
         match add(refused) {
             Err(ParamError::BadValue { part, key, tail }) => {
                 assert_eq!((part, key.as_str()), (Part::Form, "server"), "{refused}");
