@@ -128,10 +128,7 @@ pub async fn write_snapshot(
         path: tmp.clone(),
         source,
     };
-    let written = std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::File::open(&tmp))
-        .and_then(|f| f.sync_all())
-        .map_err(io);
+    let written = write_private(&tmp, &bytes).map_err(io);
     let recorded = match written {
         Ok(()) => store
             .append(vec![Event::SnapshotRecorded {
@@ -148,21 +145,43 @@ pub async fn write_snapshot(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, &path).map_err(|source| SnapshotWriteError::Io {
-        path: path.clone(),
-        source,
+    std::fs::rename(&tmp, &path).map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        SnapshotWriteError::Io {
+            path: path.clone(),
+            source,
+        }
     })?;
     Ok(covers)
 }
 
+/// Writes `bytes` to a new file at `path` that only its owner may read (a snapshot holds the
+/// roles and every token's hash, as the keys are kept), and syncs it.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    // A file left by an earlier attempt would keep its own mode: made anew.
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
 /// At a graceful stop, once nothing more is appended but the snapshot's own record: writes a
 /// snapshot so the next start replays only what comes after it. A failure is said and leaves
-/// the next start to replay the whole log, as it would without a snapshot.
+/// the next start to an earlier snapshot, or to the whole log.
 pub async fn snapshot_at_stop(store: &Store, keys: &Keys, data: &Path) {
     if let Err(e) = write_snapshot(store, keys, data).await {
         eprintln!(
             "rack-gateway: no snapshot was written at the stop ({e}); the next start replays the \
-             whole log"
+             log from an earlier snapshot, if one is valid, or from its start"
         );
     }
 }
@@ -193,6 +212,13 @@ mod tests {
         let (store, keys) = open(data.path(), CheckpointPolicy::default()).unwrap();
         grant(&store, 20).await;
         let covers = write_snapshot(&store, &keys, data.path()).await.unwrap();
+        // Roles and token hashes: for the gateway's user alone, as the keys are.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(snapshot_path(data.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
         grant(&store, 5).await;
         let live = store.with_state(|s| s.clone());
         drop(store);
