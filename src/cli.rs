@@ -74,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+    /// Disable or enable a person (offline, against a stopped gateway's data directory).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +180,32 @@ pub enum RoleCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum UserCommand {
+    /// Disable a person: their roles and every token they own stop at once (the roles stay
+    /// assigned for an enable); the last enabled admin cannot be disabled.
+    Disable {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        user: String,
+        /// Why (recorded in the event, kept for good).
+        #[arg(long)]
+        reason: String,
+        #[arg(long, default_value = admin::SYSTEM)]
+        by: String,
+    },
+    /// Enable a disabled person: their roles and tokens count again.
+    Enable {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = admin::SYSTEM)]
+        by: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Create the checkpoint, audit and snapshot keys under DATA/keys (never overwrites).
     Init {
@@ -220,6 +251,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::PolicyTables => print!("{}", policy_tables()),
         Command::Token { command } => runtime()?.block_on(token(command))?,
         Command::Role { command } => runtime()?.block_on(role(command))?,
+        Command::User { command } => runtime()?.block_on(user(command))?,
         Command::Keys {
             command: KeysCommand::Init { data, origin },
         } => {
@@ -440,6 +472,28 @@ async fn role(command: RoleCommand) -> anyhow::Result<()> {
             let seq =
                 admin::revoke_role(&store, Principal(user.clone()), role, Principal(by)).await?;
             println!("revoked {role} from {user} (seq {seq})");
+        }
+    }
+    Ok(())
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Disable {
+            data,
+            user,
+            reason,
+            by,
+        } => {
+            let store = open(&data)?;
+            let seq =
+                admin::disable_user(&store, Principal(user.clone()), Principal(by), reason).await?;
+            println!("disabled {user} (seq {seq})");
+        }
+        UserCommand::Enable { data, user, by } => {
+            let store = open(&data)?;
+            let seq = admin::enable_user(&store, Principal(user.clone()), Principal(by)).await?;
+            println!("enabled {user} (seq {seq})");
         }
     }
     Ok(())

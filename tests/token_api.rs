@@ -1572,3 +1572,111 @@ async fn every_console_answer_carries_the_browser_hardening_headers() {
         );
     }
 }
+
+/// Offboarding from the command line: `user disable` stops a person's tokens (the list shows
+/// they grant nothing), `user enable` brings them back, and the last admin stays enabled.
+#[tokio::test]
+async fn the_cli_disables_and_enables_a_person_and_keeps_the_last_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let ok = |o: Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    ok(run_cli(&["keys", "init", "--data", data], None).await);
+    for (user, role) in [
+        ("root@example.com", "admin"),
+        ("dev@example.com", "deployer"),
+    ] {
+        ok(run_cli(
+            &[
+                "role", "grant", "--data", data, "--user", user, "--role", role,
+            ],
+            None,
+        )
+        .await);
+    }
+    ok(run_cli(
+        &[
+            "token",
+            "create",
+            "--data",
+            data,
+            "--name",
+            "ci",
+            "--owner",
+            "dev@example.com",
+            "--scope",
+            "convox:app:read",
+        ],
+        None,
+    )
+    .await);
+    let grants = |listed: String| {
+        listed
+            .lines()
+            .find(|l| l.contains("owner=dev@example.com"))
+            .and_then(|l| l.split(" grants=").nth(1))
+            .and_then(|g| g.split(' ').next())
+            .unwrap()
+            .to_owned()
+    };
+    let list_args = ["token", "list", "--data", data];
+    let list = || run_cli(&list_args, None);
+    assert_eq!(grants(ok(list().await)), "convox:app:read");
+    let disabled = ok(run_cli(
+        &[
+            "user",
+            "disable",
+            "--data",
+            data,
+            "--user",
+            "dev@example.com",
+            "--reason",
+            "left the team",
+            "--by",
+            "root@example.com",
+        ],
+        None,
+    )
+    .await);
+    assert!(
+        disabled.starts_with("disabled dev@example.com"),
+        "{disabled}"
+    );
+    assert_eq!(grants(ok(list().await)), "nothing");
+    let last = run_cli(
+        &[
+            "user",
+            "disable",
+            "--data",
+            data,
+            "--user",
+            "root@example.com",
+            "--reason",
+            "x",
+        ],
+        None,
+    )
+    .await;
+    assert!(!last.status.success());
+    assert!(
+        String::from_utf8_lossy(&last.stderr).contains("last admin"),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
+    ok(run_cli(
+        &[
+            "user",
+            "enable",
+            "--data",
+            data,
+            "--user",
+            "dev@example.com",
+        ],
+        None,
+    )
+    .await);
+    assert_eq!(grants(ok(list().await)), "convox:app:read");
+}

@@ -446,6 +446,62 @@ pub async fn revoke_role(
     Ok(appended.first)
 }
 
+/// Disables a person: every role and token of theirs stops at once, and streams end (their
+/// roles stay assigned and come back with [`enable_user`]); never the last enabled admin.
+pub async fn disable_user(
+    store: &impl EventStore<Projections>,
+    user: Principal,
+    by: Principal,
+    reason: String,
+) -> Result<Seq, AdminError> {
+    check_principal("user", &user)?;
+    check_by(&by)?;
+    check_free_text("reason", "a reason", &reason, MAX_REASON)?;
+    let who = user.clone();
+    let appended = store
+        .append_if(
+            vec![Event::UserDisabled { user, by, reason }],
+            Box::new(move |s: &Projections| {
+                let ids = &s.identities;
+                if ids.is_disabled(&who) {
+                    Err(Rejected("the user is already disabled"))
+                } else if ids.assigned(&who).contains(&Role::Admin)
+                    && ids.count_with(Role::Admin) <= 1
+                {
+                    Err(Rejected("refusing to disable the last admin"))
+                } else {
+                    Ok(())
+                }
+            }),
+        )
+        .await?;
+    Ok(appended.first)
+}
+
+/// Enables a disabled person: their assigned roles, and the tokens they own, count again.
+pub async fn enable_user(
+    store: &impl EventStore<Projections>,
+    user: Principal,
+    by: Principal,
+) -> Result<Seq, AdminError> {
+    check_principal("user", &user)?;
+    check_by(&by)?;
+    let who = user.clone();
+    let appended = store
+        .append_if(
+            vec![Event::UserEnabled { user, by }],
+            Box::new(move |s: &Projections| {
+                if s.identities.is_disabled(&who) {
+                    Ok(())
+                } else {
+                    Err(Rejected("the user is not disabled"))
+                }
+            }),
+        )
+        .await?;
+    Ok(appended.first)
+}
+
 fn invalid(field: &str, what: &str) -> AdminError {
     AdminError::Invalid {
         field: field.to_owned(),
@@ -760,6 +816,57 @@ mod tests {
         // The one enabled admin stays.
         assert!(
             revoke_role(&store, root.clone(), Role::Admin, p("system"))
+                .await
+                .is_err()
+        );
+    }
+
+    /// Disabling stops a person's roles and tokens at once and keeps their roles for an enable;
+    /// the last enabled admin is never disabled, and each change happens once.
+    #[tokio::test]
+    async fn a_person_is_disabled_and_enabled_once_and_never_the_last_admin() {
+        let (_dir, store) = open();
+        let root = p("root@example.com");
+        let dev = p("dev@example.com");
+        grant_role(&store, root.clone(), Role::Admin, p(SYSTEM))
+            .await
+            .unwrap();
+        grant_role(&store, dev.clone(), Role::Deployer, p(SYSTEM))
+            .await
+            .unwrap();
+        let t = create_token(&store, request()).await.unwrap();
+        let usable = |store: &Store| {
+            store.with_state(|s| {
+                let t = s.tokens.get(&t.id).unwrap();
+                Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner))
+                    .holds(Perm::AppRead)
+            })
+        };
+        assert!(usable(&store));
+        assert!(matches!(
+            disable_user(&store, root.clone(), p(SYSTEM), "left".into()).await,
+            Err(AdminError::Append(AppendError::Rejected(Rejected(why)))) if why.contains("last admin")
+        ));
+        disable_user(&store, dev.clone(), root.clone(), "left the team".into())
+            .await
+            .unwrap();
+        assert!(!usable(&store), "the owner's token stops at once");
+        assert!(store.with_state(|s| s.identities.roles(&dev).is_empty()));
+        assert!(
+            disable_user(&store, dev.clone(), root.clone(), "again".into())
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            disable_user(&store, p("x@example.com"), root.clone(), String::new()).await,
+            Err(AdminError::Invalid { ref field, .. }) if field == "reason"
+        ));
+        enable_user(&store, dev.clone(), root.clone())
+            .await
+            .unwrap();
+        assert!(usable(&store), "the roles were kept");
+        assert!(
+            enable_user(&store, dev.clone(), root.clone())
                 .await
                 .is_err()
         );
