@@ -2139,6 +2139,7 @@ async fn relay_stream(
         idle_after_eof: state.limits.stream_idle,
         exit_code: stream.exit_code,
         rack_reads_input: stream.rack_reads_input,
+        scrub: Some(state.upstream.stream_scrub().clone()),
         ..ws::RelayConfig::default()
     };
     let relay = ws::relay(

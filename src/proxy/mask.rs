@@ -47,7 +47,7 @@ use crate::proxy::secret_text::{
 
 mod quoted;
 
-pub use quoted::scrub_value;
+pub use quoted::{Scrubber, scrub_value};
 
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";

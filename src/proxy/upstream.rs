@@ -6,6 +6,7 @@
 //! go only to the configured rack; the path forwarded is the canonical one that was
 //! authorized, prefixed with the rack URL's own path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use super::rack_tls::{RackConnector, RackTlsError};
 
 use crate::config::{Rack, Secret};
-use crate::proxy::mask::{REDACTED, scrub_value};
+use crate::proxy::mask::{REDACTED, Scrubber, scrub_value};
 
 /// The body type the gateway sends upstream.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
@@ -33,6 +34,8 @@ pub struct Upstream {
     authorization: HeaderValue,
     /// Kept to take it back out of answers; sent only inside `authorization`.
     password: Secret,
+    /// The same, to take it out of the rack's WebSocket output.
+    stream_scrub: Arc<Scrubber>,
     /// The `Host` of every forwarded request, made once (as the HTTP client would make it per
     /// request: the port only when it is not the scheme's default).
     host: HeaderValue,
@@ -99,6 +102,7 @@ impl Upstream {
             prefix,
             authorization,
             password: rack.password.clone(),
+            stream_scrub: Arc::new(Scrubber::new(rack.password.expose())),
             host,
         })
     }
@@ -123,6 +127,11 @@ impl Upstream {
     /// not survive `convox env set`, which posts the env back.)
     pub fn scrub_password(&self, body: &[u8]) -> Vec<u8> {
         scrub_value(body, self.password.expose(), REDACTED)
+    }
+
+    /// What takes the rack password out of a WebSocket stream's frames from the rack.
+    pub fn stream_scrub(&self) -> &Arc<Scrubber> {
+        &self.stream_scrub
     }
 
     /// The `Host` header of every forwarded request and WebSocket handshake (the rack's

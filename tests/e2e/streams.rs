@@ -112,6 +112,52 @@ async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
     gw.finish().await;
 }
 
+/// The rack password in a stream's output (a process printing the URL it pushes to) reaches
+/// the caller replaced, here through the exec echo of the mock rack; the rest passes as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_password_never_reaches_the_caller_in_a_streams_output() {
+    let gw = TestGateway::start().await;
+    let (status, mut reader, mut writer) = open(&gw, gw.token(), EXEC).await;
+    assert!(status.contains("101"), "{status}");
+    // The gateway's own credentials, as the rack received them with the upgrade.
+    let upgrade = gw
+        .rack()
+        .received()
+        .into_iter()
+        .find(|r| r.websocket)
+        .expect("the rack got the upgrade");
+    use base64::Engine;
+    let basic = upgrade.header("authorization").unwrap().to_owned();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.strip_prefix("Basic ").unwrap())
+        .unwrap();
+    let password = String::from_utf8(decoded)
+        .unwrap()
+        .strip_prefix("convox:")
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 16, "{password}");
+    let line = [
+        format!("push https://convox:{password}@api.rack/v2 ").as_bytes(),
+        b"\xff\n",
+    ]
+    .concat();
+    writer.text(&line).await.unwrap();
+    writer.binary(b"").await.unwrap();
+    let frames = until_eof(&mut reader).await;
+    let echoed = &frames[0].payload;
+    assert_eq!(
+        &echoed[..],
+        &b"push https://convox:rgw-redacted@api.rack/v2 \xff\n"[..]
+    );
+    writer.close(1000, b"").await.unwrap();
+    let finished = gw.finish().await;
+    assert!(
+        !format!("{:?}", finished.events).contains(&password),
+        "nor the log"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_exec_is_refused_inside_the_socket() {
     let gw = TestGateway::start().await;

@@ -65,6 +65,43 @@ pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
     out
 }
 
+/// A value looked for in a stream's frames (a WebSocket's output, from the rack), its forms
+/// made once: most frames hold none, and then nothing is copied.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Scrubber {
+    value: String,
+    needles: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Scrubber(..)")
+    }
+}
+
+impl Scrubber {
+    pub fn new(value: &str) -> Scrubber {
+        Scrubber {
+            value: value.to_owned(),
+            needles: if value.is_empty() {
+                Vec::new()
+            } else {
+                forms(value)
+            },
+        }
+    }
+
+    /// `bytes` with every form of the value replaced by `replacement` (as [`scrub_value`]), or
+    /// `None` when no form of it is there.
+    pub fn scrub(&self, bytes: &[u8], replacement: &str) -> Option<Vec<u8>> {
+        let holds = self
+            .needles
+            .iter()
+            .any(|n| memchr::memmem::find(bytes, n).is_some());
+        holds.then(|| scrub_value(bytes, &self.value, replacement))
+    }
+}
+
 /// The forms `value` takes in an answer, each once.
 fn forms(value: &str) -> Vec<Vec<u8>> {
     let encoded = [

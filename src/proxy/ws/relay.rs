@@ -27,6 +27,7 @@
 //!   both ways; cancellation sends 1008 to the caller (whose CLI prints the reason and exits
 //!   1) and 1001 to the rack.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use events::hash::Hash;
@@ -34,6 +35,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::proxy::mask::{REDACTED, Scrubber};
 
 use super::codec::{
     CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter, Opcode, Role,
@@ -47,7 +50,7 @@ const CANCELLED_REASON: &str = "stream closed by the gateway";
 const INPUT_UNREAD_REASON: &str = "the rack reads no input on this stream";
 
 /// How a relay behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayConfig {
     /// The largest frame payload accepted from the caller. A frame is held whole until the
     /// rack reads it, and the rack reads nothing on a log socket, so this bounds what one
@@ -85,6 +88,11 @@ pub struct RelayConfig {
     /// its input has waited for `caller_silence` (`InputUnread`) instead of being held open
     /// for as long as its token lasts.
     pub rack_reads_input: bool,
+    /// A value no caller may see in the rack's output (the rack password, which a build or a
+    /// process may print): each of its forms in a data frame from the rack is replaced before
+    /// the frame goes on, and counted as sent. Looked for frame by frame: a value split across
+    /// two frames passes.
+    pub scrub: Option<Arc<Scrubber>>,
 }
 
 /// What passed through one relayed stream, for `StreamClosed`.
@@ -98,11 +106,11 @@ pub struct StreamStats {
     pub duration: Duration,
     /// Payload bytes read from the caller.
     pub bytes_in: u64,
-    /// Payload bytes read from the rack.
+    /// Payload bytes from the rack, as sent on to the caller (after [`RelayConfig::scrub`]).
     pub bytes_out: u64,
     /// SHA-256 of the caller's payload bytes, concatenated.
     pub sha256_in: Hash,
-    /// SHA-256 of the rack's payload bytes, concatenated.
+    /// SHA-256 of the rack's payload bytes as sent on to the caller, concatenated.
     pub sha256_out: Hash,
     /// Whether the caller sent EOF (an empty binary frame).
     pub eof_in: bool,
@@ -156,6 +164,8 @@ struct Leg<R, W> {
     exit: Option<ExitScanner>,
     /// What the frame last queued (and maybe still pending) is.
     queued: Relayed,
+    /// What is taken out of this direction's data frames ([`RelayConfig::scrub`]).
+    scrub: Option<Arc<Scrubber>>,
 }
 
 /// What one step of a leg relayed.
@@ -232,6 +242,7 @@ impl Default for RelayConfig {
             close_timeout: CLOSE_TIMEOUT,
             exit_code: true,
             rack_reads_input: true,
+            scrub: None,
         }
     }
 }
@@ -266,6 +277,7 @@ where
         FrameWriter::new(caller_write, Role::Server),
         config.exit_code,
     );
+    outbound.scrub = config.scrub.clone();
 
     let mut last_data = started;
     let mut last_from_caller = started;
@@ -485,6 +497,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             eof: false,
             exit: scan_exit.then(ExitScanner::new),
             queued: Relayed::Control,
+            scrub: None,
         }
     }
 
@@ -510,6 +523,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
         };
         self.fragments.check(&frame).map_err(LegEnd::Violation)?;
+        let frame = self.scrubbed(frame);
         let relayed = self.account(&frame);
         self.queued = relayed;
         match self.writer.queue(&frame) {
@@ -520,6 +534,24 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         }
         self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
         Ok(relayed)
+    }
+
+    /// `frame`, its data without what this direction takes out.
+    fn scrubbed(&self, frame: Frame) -> Frame {
+        let data = matches!(
+            frame.opcode,
+            Opcode::Text | Opcode::Binary | Opcode::Continuation
+        );
+        match self.scrub.as_deref() {
+            Some(scrub) if data => match scrub.scrub(&frame.payload, REDACTED) {
+                Some(payload) => Frame {
+                    payload: payload.into(),
+                    ..frame
+                },
+                None => frame,
+            },
+            _ => frame,
+        }
     }
 
     fn account(&mut self, frame: &Frame) -> Relayed {

@@ -1018,3 +1018,86 @@ async fn a_close_with_a_reserved_code_or_a_broken_reason_is_not_forwarded() {
         ClosedBy::RackViolation(Violation::CloseReason)
     );
 }
+
+/// The rack password in the rack's output (a build printing its repository URL) is replaced
+/// before the caller sees it, in any form and in any data frame; frames without it, and the
+/// caller's input, pass byte for byte, and the counts are of what the caller got.
+#[tokio::test]
+async fn the_rack_password_is_taken_out_of_the_racks_output() {
+    let password = "s3cr3t-rack-pw/+";
+    let mut h = start(RelayConfig {
+        scrub: Some(std::sync::Arc::new(crate::proxy::mask::Scrubber::new(
+            password,
+        ))),
+        ..quick()
+    });
+    h.caller.writer.text(b"s3cr3t-rack-pw/+").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"s3cr3t-rack-pw/+")),
+        "the caller's own input is not the rack's output"
+    );
+    let sent: [&'static [u8]; 3] = [
+        b"pushing to https://convox:s3cr3t-rack-pw/+@api.rack\n",
+        b"url=https://convox:s3cr3t-rack-pw%2F%2B@api\xff\n",
+        b"nothing here \xff\n",
+    ];
+    let got: [&'static [u8]; 3] = [
+        b"pushing to https://convox:rgw-redacted@api.rack\n",
+        b"url=https://convox:rgw-redacted@api\xff\n",
+        b"nothing here \xff\n",
+    ];
+    for piece in sent {
+        h.rack.writer.text(piece).await.unwrap();
+    }
+    h.rack.writer.binary(b"bin s3cr3t-rack-pw/+").await.unwrap();
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Text, b"part ")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"s3cr3t-rack-pw/+ end")
+        .await
+        .unwrap();
+    for piece in got {
+        assert_eq!(
+            next_message(&mut h.caller).await,
+            Message::Text(Bytes::from_static(piece))
+        );
+    }
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::from_static(b"bin rgw-redacted"))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"part rgw-redacted end"))
+    );
+    h.rack.writer.binary(b"").await.unwrap();
+    h.caller.writer.binary(b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    h.rack.writer.close(1000, b"").await.unwrap();
+    h.caller.writer.close(1000, b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    let out = [
+        &got.concat()[..],
+        b"bin rgw-redacted",
+        b"part rgw-redacted end",
+    ]
+    .concat();
+    assert_eq!(
+        (stats.bytes_out, stats.sha256_out),
+        (out.len() as u64, sha256(&out))
+    );
+}
