@@ -463,7 +463,13 @@ pub async fn disable_user(
             vec![Event::UserDisabled { user, by, reason }],
             Box::new(move |s: &Projections| {
                 let ids = &s.identities;
-                if ids.is_disabled(&who) {
+                if ids.assigned(&who).is_empty() && !s.tokens.iter().any(|t| t.owner == who) {
+                    // A typo or another spelling of a person would record a disable of
+                    // nobody, and leave the person as they were.
+                    Err(Rejected(
+                        "no such person: they hold no role and own no token (names are exact)",
+                    ))
+                } else if ids.is_disabled(&who) {
                     Err(Rejected("the user is already disabled"))
                 } else if ids.assigned(&who).contains(&Role::Admin)
                     && ids.count_with(Role::Admin) <= 1
@@ -861,6 +867,15 @@ mod tests {
             disable_user(&store, p("x@example.com"), root.clone(), String::new()).await,
             Err(AdminError::Invalid { ref field, .. }) if field == "reason"
         ));
+        for nobody in ["Dev@example.com", "nobody@example.com"] {
+            assert!(
+                matches!(
+                    disable_user(&store, p(nobody), root.clone(), "x".into()).await,
+                    Err(AdminError::Append(AppendError::Rejected(Rejected(why)))) if why.contains("no such person")
+                ),
+                "{nobody}"
+            );
+        }
         enable_user(&store, dev.clone(), root.clone())
             .await
             .unwrap();
