@@ -251,10 +251,22 @@ fn ensure_keys(data: &Path) -> anyhow::Result<()> {
 async fn fresh_dev_token(store: &store::Store) -> anyhow::Result<String> {
     let user = Principal(DEV_USER.to_owned());
     let system = Principal(admin::SYSTEM.to_owned());
-    let holds = {
+    let (holds, disabled) = {
         use events::store::EventStore;
-        store.with_state(|s| s.identities.roles(&user).contains(&Role::Admin))
+        store.with_state(|s| {
+            (
+                s.identities.assigned(&user).contains(&Role::Admin),
+                s.identities.is_disabled(&user),
+            )
+        })
     };
+    if disabled {
+        anyhow::bail!(
+            "the dev user {DEV_USER} is disabled in this data directory, so a token for it \
+             would grant nothing: run `rack-gateway user enable --data DIR --user {DEV_USER}`, \
+             or pass another --data"
+        );
+    }
     if !holds {
         admin::grant_role(store, user.clone(), Role::Admin, system.clone()).await?;
     }
@@ -396,6 +408,35 @@ mod tests {
         assert!(
             !dir.path().join("keys").exists(),
             "no dev keys were made beside the log"
+        );
+    }
+
+    /// A dev user disabled in the directory (behind another admin) is named as such at start,
+    /// not refused as a role it already holds.
+    #[tokio::test]
+    async fn a_disabled_dev_user_is_named_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        start(&on_loopback(dir.path())).await.unwrap().stop().await;
+        let (store, _) = store::open(dir.path(), CheckpointPolicy::default()).unwrap();
+        let system = Principal(admin::SYSTEM.into());
+        admin::grant_role(
+            &store,
+            Principal("root@example.com".into()),
+            Role::Admin,
+            system.clone(),
+        )
+        .await
+        .unwrap();
+        admin::disable_user(&store, Principal(DEV_USER.into()), system, "left".into())
+            .await
+            .unwrap();
+        drop(store);
+        let Err(e) = start(&on_loopback(dir.path())).await else {
+            panic!("dev started with its user disabled");
+        };
+        assert!(
+            e.to_string().contains("disabled") && e.to_string().contains("user enable"),
+            "{e}"
         );
     }
 }
