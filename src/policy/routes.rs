@@ -377,6 +377,11 @@ const GO_FALSE: &[&str] = &["false", "0", "f", "F", "FALSE", "False"];
 /// a log line.
 pub const EXIT_CODE_STREAMS: &[&str] = &["process.exec", "instance.shell"];
 
+/// The WebSocket routes whose output is another program's protocol, not text for a person: a
+/// TCP tunnel (`convox proxy`), whose framing a replaced value would break, and whose frames
+/// split its bytes anywhere. The rack password is not looked for in them.
+pub const TUNNEL_STREAMS: &[&str] = &["proxy.tcp"];
+
 /// The WebSocket routes whose rack only writes: it reads nothing the caller sends (spec §2.5),
 /// so the caller's input waiting unread there is a flood, not a busy command
 /// ([`crate::proxy::ws::RelayConfig::rack_reads_input`]).

@@ -1814,6 +1814,9 @@ struct StreamKind {
     exit_code: bool,
     /// The rack reads what the caller sends: all but [`policy::routes::LOG_STREAMS`].
     rack_reads_input: bool,
+    /// The rack password is taken out of the output: all but
+    /// [`policy::routes::TUNNEL_STREAMS`].
+    scrub_output: bool,
 }
 
 impl StreamKind {
@@ -1821,6 +1824,7 @@ impl StreamKind {
         StreamKind {
             exit_code: policy::routes::EXIT_CODE_STREAMS.contains(&route),
             rack_reads_input: !policy::routes::LOG_STREAMS.contains(&route),
+            scrub_output: !policy::routes::TUNNEL_STREAMS.contains(&route),
         }
     }
 }
@@ -2139,7 +2143,9 @@ async fn relay_stream(
         idle_after_eof: state.limits.stream_idle,
         exit_code: stream.exit_code,
         rack_reads_input: stream.rack_reads_input,
-        scrub: Some(state.upstream.stream_scrub().clone()),
+        scrub: stream
+            .scrub_output
+            .then(|| state.upstream.stream_scrub().clone()),
         ..ws::RelayConfig::default()
     };
     let relay = ws::relay(
@@ -2206,7 +2212,24 @@ fn same_origin(headers: &http::HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::uri_len;
+    use super::{StreamKind, uri_len};
+
+    /// A tunnel's bytes are another program's protocol, passed whole; every other stream's
+    /// output is searched for the rack password.
+    #[test]
+    fn only_a_tunnels_output_is_not_searched_for_the_rack_password() {
+        assert!(!StreamKind::of("proxy.tcp").scrub_output);
+        for route in [
+            "process.exec",
+            "instance.shell",
+            "app.logs",
+            "build.logs",
+            "process.logs",
+            "rack.logs",
+        ] {
+            assert!(StreamKind::of(route).scrub_output, "{route}");
+        }
+    }
 
     #[test]
     fn uri_len_is_the_written_length() {

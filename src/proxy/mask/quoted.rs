@@ -67,11 +67,20 @@ pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
 
 /// A value looked for in a stream's frames (a WebSocket's output, from the rack), its forms
 /// made once: most frames hold none, and then nothing is copied.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Scrubber {
     value: String,
-    needles: Vec<Vec<u8>>,
+    /// A searcher per form, built once.
+    finders: Vec<memchr::memmem::Finder<'static>>,
 }
+
+impl PartialEq for Scrubber {
+    fn eq(&self, other: &Scrubber) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Scrubber {}
 
 impl std::fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -81,23 +90,24 @@ impl std::fmt::Debug for Scrubber {
 
 impl Scrubber {
     pub fn new(value: &str) -> Scrubber {
+        let needles = if value.is_empty() {
+            Vec::new()
+        } else {
+            forms(value)
+        };
         Scrubber {
             value: value.to_owned(),
-            needles: if value.is_empty() {
-                Vec::new()
-            } else {
-                forms(value)
-            },
+            finders: needles
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                .collect(),
         }
     }
 
     /// `bytes` with every form of the value replaced by `replacement` (as [`scrub_value`]), or
     /// `None` when no form of it is there.
     pub fn scrub(&self, bytes: &[u8], replacement: &str) -> Option<Vec<u8>> {
-        let holds = self
-            .needles
-            .iter()
-            .any(|n| memchr::memmem::find(bytes, n).is_some());
+        let holds = self.finders.iter().any(|f| f.find(bytes).is_some());
         holds.then(|| scrub_value(bytes, &self.value, replacement))
     }
 }

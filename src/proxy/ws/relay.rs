@@ -3,8 +3,10 @@
 //! and payload bytes, until one of the ends in `ClosedBy` happens.
 //!
 //! **Invariant:** a payload is forwarded byte for byte or not at all (no UTF-8 check, no
-//! reassembly, no rewriting); nothing from a side that broke RFC 6455 is forwarded after the
-//! first bad frame; the counts and digests cover exactly the data payloads read, in order.
+//! reassembly, no rewriting), with one exception: a data frame from the rack that holds the
+//! rack password ([`RelayConfig::scrub`]) goes on with it replaced; nothing from a side that
+//! broke RFC 6455 is forwarded after the first bad frame; the counts and digests cover exactly
+//! the data payloads as the other side got them (or would have), in order.
 //!
 //! Choices, and why:
 //! - **Pings and pongs are forwarded**, not answered here. The rack answers the CLI's pings
@@ -578,6 +580,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     async fn read_to_next_data(&mut self) -> Option<Relayed> {
         while let Ok(Some(frame)) = self.reader.read_frame().await {
             self.fragments.check(&frame).ok()?;
+            // Counted as the frames forwarded before it are: as the caller would have got it.
+            let frame = self.scrubbed(frame);
             match self.account(&frame) {
                 Relayed::Control => {}
                 other => return Some(other),
