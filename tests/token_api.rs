@@ -458,14 +458,16 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
     for hidden in [secret.as_str(), &hash.to_hex()] {
         assert!(!text.contains(hidden), "the list shows a secret or hash");
     }
-    let listed = listed.json();
-    let mine = listed["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let entry = |listed: Value| {
+        listed["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id.as_str())
+            .unwrap()
+            .clone()
+    };
+    let mine = entry(listed.json());
     assert_eq!(mine["owner"], "deployer@example.com");
     assert_eq!(
         mine["created_by"], DEV_USER,
@@ -495,14 +497,7 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
     )
     .await
     .unwrap();
-    let demoted = gw.api("GET", TOKENS, gw.admin(), None).await.json();
-    let mine = demoted["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id.as_str())
-        .unwrap()
-        .clone();
+    let mine = entry(gw.api("GET", TOKENS, gw.admin(), None).await.json());
     assert_eq!(
         (&mine["state"], &mine["grants"]),
         (&json!("active"), &json!([]))

@@ -108,6 +108,20 @@ async fn exit_line_through(h: &mut Harness, code: i64) {
     );
 }
 
+/// Both sides send their EOF, and each gets the other's.
+async fn eof_both_ways(h: &mut Harness) {
+    h.caller.writer.binary(b"").await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
+}
+
 async fn ended(relay: JoinHandle<StreamStats>) -> StreamStats {
     within("the relay's end", relay).await.unwrap()
 }
@@ -412,16 +426,7 @@ async fn a_marker_in_a_log_stream_is_not_an_exit_code() {
 #[tokio::test]
 async fn pings_neither_start_nor_extend_the_idle_wait() {
     let mut h = start(quick());
-    h.caller.writer.binary(b"").await.unwrap();
-    h.rack.writer.binary(b"").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Binary(Bytes::new())
-    );
-    assert_eq!(
-        next_message(&mut h.rack).await,
-        Message::Binary(Bytes::new())
-    );
+    eof_both_ways(&mut h).await;
 
     // The rack answers pings, as gorilla does; the caller pings as fast as it can, like the
     // CLI pinging a finished stream every 5 s, until the gateway closes. Writes may fail once
@@ -1075,16 +1080,7 @@ async fn the_rack_password_is_taken_out_of_the_racks_output() {
         next_message(&mut h.caller).await,
         Message::Text(Bytes::from_static(b"part rgw-redacted end"))
     );
-    h.rack.writer.binary(b"").await.unwrap();
-    h.caller.writer.binary(b"").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Binary(Bytes::new())
-    );
-    assert_eq!(
-        next_message(&mut h.rack).await,
-        Message::Binary(Bytes::new())
-    );
+    eof_both_ways(&mut h).await;
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
     h.rack.writer.close(1000, b"").await.unwrap();
