@@ -463,14 +463,15 @@ pub async fn disable_user(
             vec![Event::UserDisabled { user, by, reason }],
             Box::new(move |s: &Projections| {
                 let ids = &s.identities;
-                if ids.assigned(&who).is_empty() && !s.tokens.iter().any(|t| t.owner == who) {
+                if ids.is_disabled(&who) {
+                    Err(Rejected("the user is already disabled"))
+                } else if ids.assigned(&who).is_empty() && !s.tokens.iter().any(|t| t.owner == who)
+                {
                     // A typo or another spelling of a person would record a disable of
                     // nobody, and leave the person as they were.
                     Err(Rejected(
                         "no such person: they hold no role and own no token (names are exact)",
                     ))
-                } else if ids.is_disabled(&who) {
-                    Err(Rejected("the user is already disabled"))
                 } else if ids.assigned(&who).contains(&Role::Admin)
                     && ids.count_with(Role::Admin) <= 1
                 {
@@ -885,6 +886,30 @@ mod tests {
                 .await
                 .is_err()
         );
+        // Disabled, then stripped of every role (owning no token): still known to the log as
+        // disabled, and said so.
+        let ex = p("ex@example.com");
+        grant_role(&store, ex.clone(), Role::Viewer, root.clone())
+            .await
+            .unwrap();
+        disable_user(&store, ex.clone(), root.clone(), "gone".into())
+            .await
+            .unwrap();
+        revoke_role(&store, ex.clone(), Role::Viewer, root.clone())
+            .await
+            .unwrap();
+        assert!(matches!(
+            disable_user(&store, ex.clone(), root.clone(), "again".into()).await,
+            Err(AdminError::Append(AppendError::Rejected(Rejected(why)))) if why.contains("already disabled")
+        ));
+        enable_user(&store, ex.clone(), root.clone()).await.unwrap();
+        // No role, yet a token's owner: a person the log knows.
+        revoke_role(&store, dev.clone(), Role::Deployer, root.clone())
+            .await
+            .unwrap();
+        disable_user(&store, dev.clone(), root.clone(), "gone".into())
+            .await
+            .unwrap();
     }
 
     /// A token for `owner` holding `role`, with `scopes`, as an API caller.
