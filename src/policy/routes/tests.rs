@@ -363,6 +363,23 @@ fn exit_code_streams_are_websocket_routes_of_the_table() {
 }
 
 #[test]
+fn tunnel_streams_are_the_websocket_routes_to_a_host_and_port() {
+    // Every socket of the table that carries another program's bytes (a TCP tunnel to a host
+    // and port), and nothing else: the others are logs and terminals, searched for the rack
+    // password.
+    let mut tunnels: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.websocket && r.path.ends_with("/{host}/{port}"))
+        .map(|r| r.name)
+        .collect();
+    let mut listed = TUNNEL_STREAMS.to_vec();
+    tunnels.sort_unstable();
+    listed.sort_unstable();
+    assert_eq!(listed, tunnels);
+    assert!(!tunnels.is_empty());
+}
+
+#[test]
 fn log_streams_are_the_websocket_routes_of_logs() {
     // Each log socket of the table, and nothing else: on any other socket the rack reads the
     // caller's input, and input waiting there is a command busy elsewhere.
