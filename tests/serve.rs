@@ -338,12 +338,31 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     assert_eq!(last.actor.as_deref(), Some("ops@example.com"));
     let (status, _) = https_get(gateway.proxy, &cert, "/apps?", &dev_token).await;
     assert_eq!(status, 401, "serve refuses dev-only tokens");
+    // Over TLS the gateway's origin is `https://<host>`: the same host in clear is another site
+    // (a page a network that rewrites plain HTTP could serve), refused and recorded.
+    let origin = |scheme: &str| format!("Origin: {scheme}://{}\r\n", gateway.proxy);
+    let call = |headers: String| {
+        let cert = cert.clone();
+        let token = token.clone();
+        let addr = gateway.proxy;
+        async move { https_call_with(addr, &cert, "GET", "/apps?", &token, None, &headers).await }
+    };
+    let (status, body) = call(origin("http")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("cross_origin"), "{body}");
     assert_eq!(
         rack.received().len(),
         received.len(),
         "nothing more was forwarded"
     );
+    let (status, body) = call(origin("https")).await;
+    assert_eq!(status, 200, "the gateway's own origin: {body}");
     drop(gateway);
+    assert!(
+        denied(&data).contains(&("cross_origin".to_owned(), "/apps".to_owned())),
+        "{:?}",
+        denied(&data)
+    );
 
     // The same configuration again: no second ConfigApplied. A changed one: recorded.
     let first = config_digests(&data);

@@ -194,7 +194,10 @@ async fn pipeline(
         .await?;
         return Err(ProxyError::UnknownRoute);
     }
-    if !same_origin(&parts.headers) {
+    if !same_origin(
+        &parts.headers,
+        state.public_scheme(peer.ip(), &parts.headers),
+    ) {
         // A browser holding credentials (a cached Basic login) must not be made to call the
         // rack, or open a socket to it, from another site. The CLI sends no Origin.
         record_denial(
@@ -2195,24 +2198,55 @@ async fn until(at: Option<Timestamp>) {
     }
 }
 
-/// Whether a WebSocket's `Origin` (if any) names the host the caller addressed, as the rack's
-/// own upgrader requires (convox-api.md §4.6); the CLI sends exactly that.
-fn same_origin(headers: &http::HeaderMap) -> bool {
+/// Whether a request's `Origin` (if any) names the host the caller addressed, as the rack's
+/// own upgrader requires (convox-api.md §4.6; the CLI sends `<RACK_URL scheme>://<host>`), and,
+/// where the gateway knows how it is reached, by that `scheme`: `http://gw` is another site
+/// than `https://gw`, and one a network that rewrites plain HTTP can serve.
+fn same_origin(headers: &http::HeaderMap, scheme: Option<&str>) -> bool {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return true;
     };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.split_once("://"))
-        .map(|(_, rest)| rest.trim_end_matches('/'));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    let Some((origin_scheme, rest)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        return false;
+    };
+    let origin_host = rest.trim_end_matches('/');
+    let scheme_matches = scheme.is_none_or(|s| s.eq_ignore_ascii_case(origin_scheme));
+    scheme_matches && host.is_some_and(|h| origin_host.eq_ignore_ascii_case(h))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{StreamKind, uri_len};
+    use super::{StreamKind, same_origin, uri_len};
+
+    /// The host must be the one addressed, and the scheme the gateway's where it knows it.
+    #[test]
+    fn an_origin_is_the_gateways_by_host_and_known_scheme() {
+        let cases = [
+            (None, None, true),
+            (Some("http://gw.example"), None, true),
+            (Some("https://gw.example"), None, true),
+            (Some("https://GW.example/"), Some("https"), true),
+            (Some("http://gw.example"), Some("https"), false),
+            (Some("https://gw.example"), Some("http"), false),
+            (Some("https://evil.example"), None, false),
+            (Some("https://gw.example.evil"), Some("https"), false),
+            (Some("gw.example"), None, false),
+            (Some("null"), None, false),
+        ];
+        for (origin, scheme, expected) in cases {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(http::header::HOST, "gw.example".parse().unwrap());
+            if let Some(o) = origin {
+                headers.insert(http::header::ORIGIN, o.parse().unwrap());
+            }
+            assert_eq!(
+                same_origin(&headers, scheme),
+                expected,
+                "{origin:?} {scheme:?}"
+            );
+        }
+    }
 
     /// A tunnel's bytes are another program's protocol, passed whole; every other stream's
     /// output is searched for the rack password.

@@ -28,6 +28,10 @@ pub struct ProxyState {
     pub upstream: Upstream,
     /// `dev` accepts its own dev-only tokens; `serve` refuses them.
     pub accepts_dev_tokens: bool,
+    /// Whether the proxy listener terminates TLS itself: then a browser's `Origin` must be
+    /// `https`, so a page served in clear on the gateway's host (a network that rewrites plain
+    /// HTTP) cannot call it with a cached login.
+    pub serves_tls: bool,
     trusted_proxies: Vec<IpAddr>,
     pub limits: Limits,
     pub streams: Arc<Streams>,
@@ -62,6 +66,7 @@ impl ProxyState {
             keys,
             upstream,
             accepts_dev_tokens,
+            serves_tls: false,
             trusted_proxies,
             limits,
             streams: Arc::new(Streams::default()),
@@ -82,11 +87,12 @@ impl ProxyState {
         self.flood.clone()
     }
 
-    /// What both listeners do with a client that stopped partway through a request head: count
-    /// it per network, as unauthenticated noise is counted.
-    pub fn on_slow_head(&self) -> crate::server::OnSlowHead {
+    /// What both listeners do with a request head refused before any handler saw it (one that
+    /// stopped partway, or that hyper found too large or malformed): count it per network, as
+    /// unauthenticated noise is counted.
+    pub fn on_refused_head(&self) -> crate::server::OnRefusedHead {
         let flood = self.flood.clone();
-        Arc::new(move |ip| flood.count_denial(ip, "header_timeout", Clock.now()))
+        Arc::new(move |ip, refused| flood.count_denial(ip, refused.reason(), Clock.now()))
     }
 
     /// The proxies whose `X-Forwarded-For` is believed.
@@ -109,6 +115,12 @@ impl ProxyState {
 
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         headers::is_trusted(ip, &self.trusted_proxies)
+    }
+
+    /// The scheme a caller's `Origin` must carry to be the gateway's own (see
+    /// [`headers::public_scheme`]).
+    pub fn public_scheme(&self, peer: IpAddr, headers: &http::HeaderMap) -> Option<&'static str> {
+        headers::public_scheme(self.serves_tls, self.is_trusted(peer), headers)
     }
 
     /// The caller's address (see [`headers::client_ip`]).

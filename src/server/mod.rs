@@ -98,22 +98,61 @@ pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
-/// What a listener does with a client that sent part of a request head and then nothing until
-/// the header timer ran out: the peer's address, to be counted as an unauthenticated refusal
-/// (`header_timeout`), so a slow-headers attack shows in the log by its size.
-pub type OnSlowHead = Arc<dyn Fn(IpAddr) + Send + Sync>;
+/// Why a listener refused a request head before any service saw it. hyper answers these
+/// itself (408 unsent, 431, 400), so no handler runs: without this report a flood of them would
+/// leave no trace in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadRefusal {
+    /// Part of a head, then nothing until the header timer ran out.
+    Timeout,
+    /// A head over [`MAX_HEAD_BYTES`], or with more header lines than hyper takes: a 431.
+    TooLarge,
+    /// Bytes that are not an HTTP/1.1 request head: a 400.
+    Malformed,
+}
+
+impl HeadRefusal {
+    /// What ended the connection, if it was a refused head.
+    fn of(error: &hyper::Error) -> Option<HeadRefusal> {
+        if error.is_timeout() {
+            Some(HeadRefusal::Timeout)
+        } else if error.is_parse_too_large() {
+            Some(HeadRefusal::TooLarge)
+        } else if error.is_parse() {
+            Some(HeadRefusal::Malformed)
+        } else {
+            None
+        }
+    }
+
+    /// The reason it is counted under, as an unauthenticated refusal (`DenialsCounted`).
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadRefusal::Timeout => "header_timeout",
+            // As the proxy's own check names a head hyper took whole but that is over the bound.
+            HeadRefusal::TooLarge => "oversized_header_block",
+            HeadRefusal::Malformed => "malformed_request_head",
+        }
+    }
+}
+
+/// What a listener does with a refused request head: the peer's address and why, to be counted
+/// as an unauthenticated refusal, so a slow-headers or garbage flood shows in the log by its
+/// size. A silent connection, or a keep-alive one idle after its answer, is not reported: both
+/// are ordinary.
+pub type OnRefusedHead = Arc<dyn Fn(IpAddr, HeadRefusal) + Send + Sync>;
 
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
-    on_slow_head: Option<OnSlowHead>,
+    on_refused_head: Option<OnRefusedHead>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let limits = Limits {
         header_timeout,
-        on_slow_head,
+        on_refused_head,
     };
     spawn_with_tls(listener, router, limits, None, Arc::from([]), stop)
 }
@@ -122,7 +161,7 @@ pub fn spawn(
 pub struct Limits {
     /// How long a request head may take to arrive (and a TLS handshake to finish).
     pub header_timeout: Duration,
-    pub on_slow_head: Option<OnSlowHead>,
+    pub on_refused_head: Option<OnRefusedHead>,
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
@@ -162,7 +201,7 @@ pub fn spawn_proxy(
     let trusted = Arc::from(state.trusted_proxies());
     let limits = Limits {
         header_timeout,
-        on_slow_head: Some(state.on_slow_head()),
+        on_refused_head: Some(state.on_refused_head()),
     };
     let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
     serve_with_tls(listener, service_for, limits, tls, trusted, stop)
@@ -177,8 +216,9 @@ pub fn spawn_proxy(
 /// the first poll, so a client that connects and sends nothing is cut off like one that stops
 /// mid-header (a protocol-sniffing server would wait for its first byte with no timer). hyper
 /// closes such a connection without an answer, as Go's server and nginx do; one that had sent
-/// part of a head since its last answer is also reported to `on_slow_head`. A silent
-/// connection, or a keep-alive one idle after its answer, is not: both are ordinary.
+/// part of a head since its last answer is also reported to `on_refused_head`, as is a head
+/// hyper refused as too large or malformed. A silent connection, or a keep-alive one idle
+/// after its answer, is not: both are ordinary.
 ///
 /// Plain HTTP (no `tls`) is served only to loopback peers and the `trusted` proxies: a listener
 /// on a public address behind a proxy must not take credentials in clear from anyone who
@@ -203,7 +243,7 @@ where
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let Limits {
         header_timeout,
-        on_slow_head,
+        on_refused_head,
     } = limits;
     tokio::spawn(async move {
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -249,10 +289,10 @@ where
             let _ = keepalive::keep_alive(&stream.io);
             let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
-            let on_slow_head = on_slow_head.clone();
+            let on_refused_head = on_refused_head.clone();
             let unanswered = Unanswered::default();
             connections.spawn(async move {
-                let timed_out = match acceptor {
+                let refused = match acceptor {
                     None => serve_one(&builder, marked(stream, &unanswered), service, stop).await,
                     Some(acceptor) => {
                         let Ok(Ok(tls)) =
@@ -263,11 +303,11 @@ where
                         serve_one(&builder, marked(tls, &unanswered), service, stop).await
                     }
                 };
-                if timed_out
-                    && unanswered.is_set()
-                    && let Some(report) = on_slow_head
-                {
-                    report(peer.ip());
+                // A timer that ran out between requests is an idle keep-alive connection,
+                // not a slow head.
+                let refused = refused.filter(|r| *r != HeadRefusal::Timeout || unanswered.is_set());
+                if let (Some(refused), Some(report)) = (refused, on_refused_head) {
+                    report(peer.ip(), refused);
                 }
             });
         }
@@ -569,13 +609,13 @@ async fn refuse_plain(mut stream: Counted<tokio::net::TcpStream>) {
 }
 
 /// Serves one connection until it ends or shutdown asks it to finish its current request;
-/// true when it ended at the header timer.
+/// says why when it ended on a refused head.
 async fn serve_one<I, S>(
     builder: &hyper::server::conn::http1::Builder,
     io: I,
     service: S,
     mut stop: watch::Receiver<bool>,
-) -> bool
+) -> Option<HeadRefusal>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming> + Send,
@@ -588,11 +628,11 @@ where
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        ended = conn.as_mut() => ended.is_err_and(|e| e.is_timeout()),
+        ended = conn.as_mut() => ended.err().as_ref().and_then(HeadRefusal::of),
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
-            false
+            None
         }
     }
 }

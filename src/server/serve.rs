@@ -77,6 +77,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         config.limits,
     );
     proxy_state.protected_env = config.protected_env.clone();
+    proxy_state.serves_tls = tls.is_some();
     let state = Arc::new(proxy_state);
     let scheme = if tls.is_some() { "https" } else { "http" };
     super::say(format_args!(
@@ -104,7 +105,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             console::app(Arc::new(ConsoleState::beside(&state))),
             super::Limits {
                 header_timeout: config.limits.header_timeout,
-                on_slow_head: Some(state.on_slow_head()),
+                on_refused_head: Some(state.on_refused_head()),
             },
             tls,
             config.trusted_proxies.clone().into(),

@@ -993,26 +993,39 @@ async fn a_gzip_encoded_build_for_the_admin() {
 
 // === The connection ===
 
-/// More than 64 KiB of headers: a 431; nothing is forwarded or recorded one by one, and the
-/// refusal is counted once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oversized_header_block() {
+/// How a refused request head reaches the gateway.
+enum Sent {
+    /// In one write, so the gateway may take the head whole before judging it.
+    Whole(Vec<u8>),
+    /// In writes of this many bytes, so the gateway's buffer fills partway through the head.
+    Trickled(Vec<u8>, usize),
+}
+
+/// Sends a head the gateway must refuse before any handler sees it: `status` comes back,
+/// nothing is forwarded or recorded one by one, and the refusal is counted once as `reason`.
+async fn check_refused_head(sent: impl FnOnce(&TestGateway) -> Sent, status: u16, reason: &str) {
     let gw = TestGateway::start().await;
     let since = gw.head();
-    let pad = "a".repeat(8 * 1024);
-    let pads: Vec<(String, String)> = (0..9)
-        .map(|i| (format!("X-Pad-{i}"), pad.clone()))
-        .collect();
-    let extra: Vec<(&str, &str)> = pads.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let raw = gw.cli().request("GET", "/apps?", &extra, Body::Empty);
-    assert!(raw.len() > 64 * 1024);
+    let sent = sent(&gw);
     let mut stream = TcpStream::connect(gw.proxy()).await.unwrap();
-    // The gateway may stop reading once its buffer is full: a failed write is expected.
-    let _ = stream.write_all(&raw).await;
+    // The gateway may stop reading once it has refused: a failed write is expected.
+    match sent {
+        Sent::Whole(raw) => {
+            let _ = stream.write_all(&raw).await;
+        }
+        Sent::Trickled(raw, size) => {
+            for chunk in raw.chunks(size) {
+                if stream.write_all(chunk).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
     let reply = read_reply(&mut stream)
         .await
         .expect("an answer before the connection closed");
-    assert_eq!(reply.status, 431);
+    assert_eq!(reply.status, status);
     drop(stream);
     assert!(gw.rack().received().is_empty());
     let events = gw.events_since(since).await;
@@ -1031,12 +1044,55 @@ async fn an_oversized_header_block() {
     // Unauthenticated noise: one counted summary, never an event per request.
     assert_eq!(
         denials(&after),
-        [(
-            "127.0.0.1".to_owned(),
-            "oversized_header_block".to_owned(),
-            1
-        )]
+        [("127.0.0.1".to_owned(), reason.to_owned(), 1)]
     );
+}
+
+/// The CLI's `GET /apps?` with `count` more headers of `size` bytes each.
+fn padded_request(gw: &TestGateway, count: usize, size: usize) -> Vec<u8> {
+    let pad = "a".repeat(size);
+    let pads: Vec<(String, String)> = (0..count)
+        .map(|i| (format!("X-Pad-{i}"), pad.clone()))
+        .collect();
+    let extra: Vec<(&str, &str)> = pads.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    gw.cli().request("GET", "/apps?", &extra, Body::Empty)
+}
+
+/// More than 64 KiB of headers, sent at once: a 431, counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block() {
+    let sent = |gw: &TestGateway| {
+        let raw = padded_request(gw, 9, 8 * 1024);
+        assert!(raw.len() > 64 * 1024);
+        Sent::Whole(raw)
+    };
+    check_refused_head(sent, 431, "oversized_header_block").await;
+}
+
+/// The same head in 1 KiB writes: refused by the HTTP parser as its buffer fills, before the
+/// head is whole, and counted all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block_sent_slowly() {
+    let sent = |gw: &TestGateway| Sent::Trickled(padded_request(gw, 9, 8 * 1024), 1024);
+    check_refused_head(sent, 431, "oversized_header_block").await;
+}
+
+/// 120 small headers: past the parser's count of header lines, though far under 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_header_lines() {
+    let sent = |gw: &TestGateway| {
+        let raw = padded_request(gw, 120, 8);
+        assert!(raw.len() < 8 * 1024);
+        Sent::Whole(raw)
+    };
+    check_refused_head(sent, 431, "oversized_header_block").await;
+}
+
+/// A header line without a colon: not HTTP, a 400, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_request_head() {
+    let raw = b"GET /apps? HTTP/1.1\r\nHost: 127.0.0.1\r\nnot a header\r\n\r\n".to_vec();
+    check_refused_head(|_| Sent::Whole(raw), 400, "malformed_request_head").await;
 }
 
 /// Past its network's limit a caller gets 429 before authentication: nothing forwarded,
