@@ -635,6 +635,27 @@ async fn a_caller_gone_on_the_exit_line_keeps_the_code_of_a_rack_that_closes() {
     assert_eq!(stats.exit_code, Some(4));
 }
 
+/// A caller that closes first (the CLI does not, a browser client may), answered by the rack's
+/// exit line and its own close instead of the EOF frame: the stream ended there, and the code
+/// the caller read is the one recorded.
+#[tokio::test]
+async fn a_callers_close_answered_by_the_exit_line_and_the_racks_close_keeps_the_code() {
+    let mut h = start(RelayConfig::default());
+    h.caller.writer.close(1000, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    let line = super::marker::exit_line(3);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    h.rack.writer.close(1000, b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerClosed);
+    assert_eq!((stats.eof_out, stats.exit_code), (false, Some(3)));
+}
+
 /// A caller that stops reading after the rack's EOF (and only pings) does not hold its stream:
 /// once it has read nothing for as long as a silent caller is given, it is closed on.
 #[tokio::test]
