@@ -81,6 +81,9 @@ pub struct RackCall {
     /// The rack itself answers (not a service or registry behind it): its 401 can only be a
     /// refusal of the gateway's own credentials.
     rack_answers: bool,
+    /// The answer holds secrets by design (a release's env, a registry's password): its digest
+    /// is not recorded (see [`Pending::hash_answer`]).
+    answer_holds_secrets: bool,
 }
 
 /// Values a call makes the rack hold that its caller may not read.
@@ -581,6 +584,7 @@ async fn pipeline(
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
         rack_answers: matched.rule().params.body != policy::routes::Body::Opaque,
+        answer_holds_secrets: matched.rule().secrets.response >= policy::routes::Secrecy::Sensitive,
     };
     let permission = || Some(permitted.permission().as_str().to_owned());
     // Checked again as the intent is sequenced when a rack lookup came after the check; only
@@ -762,7 +766,8 @@ async fn forward(
 ) -> Result<Response, ProxyError> {
     let call = recorded.into_call();
     // From here the recorded intent gets its completion, whatever happens.
-    let pending = Pending::new(state, &call.request_id, call.started);
+    let mut pending = Pending::new(state, &call.request_id, call.started);
+    pending.hash_answer = !call.answer_holds_secrets;
     // The answer to a HEAD has no body to read, whatever its `Content-Length` says.
     let head = call.method == http::Method::HEAD;
     let unsendable = || {
@@ -1468,6 +1473,10 @@ struct Pending {
     /// The status of the rack's answer once its head came; 0 before.
     rack_status: std::sync::atomic::AtomicU16,
     completed: std::sync::atomic::AtomicBool,
+    /// Whether the answer's SHA-256 is recorded. Not for an answer that holds secrets by
+    /// design, passed or masked: whoever reads the log, and can get the same answer masked
+    /// (identical but for the values), could test guesses of a weak value against it.
+    hash_answer: bool,
 }
 
 impl Pending {
@@ -1480,6 +1489,7 @@ impl Pending {
             sent_in: Arc::default(),
             rack_status: std::sync::atomic::AtomicU16::new(0),
             completed: std::sync::atomic::AtomicBool::new(false),
+            hash_answer: true,
         }
     }
 
@@ -1489,7 +1499,7 @@ impl Pending {
     /// whole; an answer cut short is recorded as `answer_cut_short`.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
         let failure = failure.or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
-        let digest = out.and_then(|m| m.digest());
+        let digest = out.filter(|_| self.hash_answer).and_then(|m| m.digest());
         self.record(status, out.map_or(0, |m| m.bytes), digest, failure);
     }
 

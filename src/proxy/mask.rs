@@ -503,7 +503,7 @@ pub fn mask_release_json(
     protected: &[String],
 ) -> Result<Vec<u8>, MaskError> {
     let masks = MaskKey::derive(audit)?;
-    rewrite_string_fields(body, "env", &mut |env| {
+    let env_masked = rewrite_string_fields(body, "env", &mut |env| {
         let parsed = Env::parse(env);
         let strays = parsed.strays();
         let stray_starts: std::collections::HashSet<usize> =
@@ -538,6 +538,35 @@ pub fn mask_release_json(
             edits.push((stray.line, shown));
         }
         Ok(edits)
+    })?;
+    // The rack names every key an env change touched in the release's description, stray
+    // lines' keys (made of a value's bytes) too: such a description is masked whole.
+    rewrite_string_fields(&env_masked, "description", &mut |description| {
+        if description_names_only_variables(description) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(
+            0..description.len(),
+            masks.mask(app, "", description)?,
+        )])
+    })
+}
+
+/// Whether a release's `description` can be shown to a caller who may not read every value.
+/// A release made by an env change is described `env add:K change:K remove:K` (the rack's
+/// `common.EnvDiff`), naming each key the rack read, and a multi-line value's later lines that
+/// hold an `=` are read as keys made of its bytes (a PEM's padded last line, a JSON line):
+/// shown only where every key named is a variable's name ([`is_stray_entry`]). Any other
+/// description (a build's, the caller's own) names no key.
+fn description_names_only_variables(description: &str) -> bool {
+    let Some(diff) = description.strip_prefix("env ") else {
+        return true;
+    };
+    diff.split(' ').all(|item| {
+        ["add:", "change:", "remove:"].iter().any(|verb| {
+            item.strip_prefix(verb)
+                .is_some_and(|key| !is_stray_entry(key, ""))
+        })
     })
 }
 

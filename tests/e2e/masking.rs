@@ -68,6 +68,55 @@ async fn env_values_are_masked_by_what_the_caller_may_read() {
     gw.finish().await;
 }
 
+/// `convox env set KEY="$(cat key.pem)"`: the rack reads the PEM's padded last line as a key
+/// made of the value's bytes and names it in the new release's description
+/// (`env add:KEY add:<bytes>`). A viewer gets that description masked whole, as the line
+/// itself; the admin, who may read every value, gets it as the rack wrote it. Neither read
+/// records the answer's digest, which a guess of a weak value could be tested against.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_description_naming_a_multi_line_values_bytes_is_masked() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let env = "FOO=bar\nSECRET_TOKEN=s3cr3t\nTLS_KEY=-----BEGIN KEY-----\nMIIEowIBAAKCAQEAu1SU1L\n9z+40RQzuVaE8AkAFmx==\n-----END KEY-----";
+    let set = gw
+        .send_raw(gw.cli().request(
+            "POST",
+            "/apps/x/releases?",
+            &[],
+            Body::Form(&format!("env={}", form_encode(env))),
+        ))
+        .await;
+    assert_eq!(set.status, 200, "{}", set.text());
+    let description = "env add:9z+40RQzuVaE8AkAFmx add:TLS_KEY";
+    let newest = |reply: &crate::support::Reply| reply.json()[0]["description"].clone();
+    let since = gw.head();
+    let as_admin = releases(&gw, gw.token()).await;
+    assert_eq!(newest(&as_admin), description, "the rack's own description");
+    let as_viewer = releases(&gw, &viewer.secret).await;
+    assert_eq!(as_viewer.status, 200, "{}", as_viewer.text());
+    let shown = newest(&as_viewer);
+    let shown = shown.as_str().unwrap_or_default();
+    assert!(shown.starts_with("rgw-masked:"), "{shown}");
+    assert!(
+        !as_viewer.text().contains("9z+40RQzuVaE8AkAFmx"),
+        "{}",
+        as_viewer.text()
+    );
+    for reply in [&as_admin, &as_viewer] {
+        let (_, done) = gw.call_records(since, &reply.request_id()).await;
+        let done = completed(&done).unwrap();
+        assert_eq!(done.status, 200);
+        assert_eq!(done.bytes_out, reply.body.len() as u64);
+        assert_eq!(
+            done.sha256_out, None,
+            "no digest of an answer holding env values"
+        );
+    }
+    gw.finish().await;
+}
+
 /// A rack answer sent chunked in small pieces without a length (as Go sends one larger than
 /// its buffer) is read whole and masked all the same; the admin's, which needs no rewriting,
 /// streams through chunked as it came.

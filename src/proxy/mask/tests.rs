@@ -71,7 +71,7 @@ const CAPTURED_RELEASE: &str = r#"{
   "build": "BBCDEFGHIJ",
   "env": "A=B\nDATABASE_URL=postgres://app:hunter2@db.internal:5432/app?sslmode=require\nGREETING=\u003cb\u003ehi\u003c/b\u003e \u0026 bye\nNOTES=postgres://u:p@h/db\nPORT=3000\nTLS_PEM=-----BEGIN RSA PRIVATE KEY-----\\nMIIB\\n-----END RSA PRIVATE KEY-----",
   "manifest": "environment:\n  - PORT=3000\n",
-  "description": "env add A \u0026 B",
+  "description": "build of A \u0026 B",
   "created": "2026-06-26T10:00:00Z"
 }
 "#;
@@ -232,7 +232,7 @@ fn masking_rewrites_only_the_hidden_values() {
     .unwrap();
     let out = String::from_utf8(out).unwrap();
     assert!(out.contains(r#"GREETING=\u003cb\u003ehi\u003c/b\u003e \u0026 bye\n"#));
-    assert!(out.contains(r#""description": "env add A \u0026 B","#));
+    assert!(out.contains(r#""description": "build of A \u0026 B","#));
     assert!(!out.contains("hunter2") && !out.contains("MIIB") && !out.contains("u:p@h"));
 }
 
@@ -412,6 +412,46 @@ fn masked_values_are_restored_only_for_the_same_key_of_the_same_app() {
     ];
     for (case, posted, protected, want) in cases {
         check_restore(case, posted, seeded, protected, want);
+    }
+}
+
+#[test]
+fn a_description_naming_a_stray_key_is_masked_whole() {
+    // The rack describes a release made by an env change by the keys it read: a PEM's padded
+    // last line and a JSON line of a multi-line value are keys made of the value's bytes.
+    let described = |description: &str| {
+        let body = serde_json::json!([{ "id": "R2", "env": "A=1", "description": description }]);
+        body.to_string()
+    };
+    for (description, shown) in [
+        ("env add:PORT change:DATABASE_URL remove:OLD_KEY", true),
+        ("env add:my-key.v2 add:zone_1", true),
+        ("built from main (abc123)", true),
+        ("", true),
+        ("env add:TLS_KEY add:9z+40RQzuVaE8AkAFmx", false),
+        ("env add:MIIEowIBAAKCAQEAu1SU1Lb", false),
+        (
+            "env add:SA add:\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nMIIE",
+            false,
+        ),
+        ("env add:", false),
+        ("env anything else", false),
+    ] {
+        let body = described(description);
+        for who in [Visibility::NoEnv, Visibility::NonSecret] {
+            let out = mask_release_json(body.as_bytes(), "x", who, &audit(), &[]).unwrap();
+            let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want = if shown {
+                description.to_owned()
+            } else {
+                mask("x", "", description)
+            };
+            assert_eq!(
+                out[0]["description"],
+                want.as_str(),
+                "{description:?} {who:?}"
+            );
+        }
     }
 }
 

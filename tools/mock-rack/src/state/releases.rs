@@ -50,17 +50,27 @@ impl State {
         app: &str,
         req: ReleaseRequest,
     ) -> Result<Release, RackError> {
-        let manifest = match &req.build {
-            Some(build) => Some(self.build_get(app, build)?.manifest),
+        let build = match &req.build {
+            Some(build) => Some(self.build_get(app, build)?),
             None => None,
         };
+        let manifest = build.as_ref().map(|b| b.manifest.clone());
         let parent = match &req.parent {
             Some(id) => Some(self.release_get(app, id)?),
             None => None,
         };
         let mut release =
             self.release_fork(app, parent, req.build.as_deref(), manifest.as_deref())?;
+        // The rack's order (`ReleaseCreate`): the build's description, then the env change
+        // named key by key, then the caller's own.
+        if let Some(build) = build {
+            release.description = build.description;
+        }
         if let Some(env) = req.env {
+            let diff = env_diff(&release.env, &env);
+            if !diff.is_empty() {
+                release.description = format!("env {diff}");
+            }
             release.env = env;
         }
         if let Some(description) = req.description {
@@ -142,5 +152,54 @@ impl State {
             pod.process.image = image(app, &pod.process.name, &release.build);
         }
         Ok(())
+    }
+}
+
+/// The keys an env change adds, changes and removes, as the rack's `common.EnvDiff` writes
+/// them into a release's description (`add:K change:K remove:K`, each group sorted). Keys are
+/// read as the rack reads an env: each line split at its first `=`, the key trimmed, lines
+/// without `=` skipped, the last of a repeated key kept; so a multi-line value's later lines
+/// that hold an `=` show up here as keys made of its bytes.
+fn env_diff(old: &str, new: &str) -> String {
+    use std::collections::BTreeMap;
+    let load = |env: &str| -> BTreeMap<String, String> {
+        env.trim()
+            .split('\n')
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+            .collect()
+    };
+    let (a, b) = (load(old), load(new));
+    let adds = b
+        .keys()
+        .filter(|k| !a.contains_key(*k))
+        .map(|k| format!("add:{k}"));
+    let changes = b
+        .iter()
+        .filter(|(k, v)| a.get(*k).is_some_and(|old| old != *v))
+        .map(|(k, _)| format!("change:{k}"));
+    let removes = a
+        .keys()
+        .filter(|k| !b.contains_key(*k))
+        .map(|k| format!("remove:{k}"));
+    adds.chain(changes)
+        .chain(removes)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_diff;
+
+    #[test]
+    fn the_diff_names_keys_as_the_rack_reads_them() {
+        assert_eq!(env_diff("A=1\nB=2", "A=1\nB=2"), "");
+        assert_eq!(
+            env_diff("A=1\nB=2\nC=3", "C=4\nD=5\n B =2"),
+            "add:D change:C remove:A"
+        );
+        // A multi-line value: its later line with an `=` is read as a key.
+        assert_eq!(env_diff("", "K=line one\nab+c/d=="), "add:K add:ab+c/d");
     }
 }
