@@ -843,6 +843,12 @@ fn push_unique(
     Ok(())
 }
 
+/// Whether `key` is an object key of the app whose objects are under `objects`
+/// (`/apps/{app}/objects`): what a path there could name ([`Tail::ObjectKey`]).
+pub fn is_object_key(objects: &str, key: &str) -> bool {
+    fits_as_tail(Tail::ObjectKey, objects, key).is_ok()
+}
+
 /// Whether a parameter's `value`, split at `/`, is a tail a path under `under` could name: what
 /// [`canonicalize_path`] would refuse in a path (a `.` or `..` segment, an over-long one, a
 /// path too long in all) is refused here too, beside the tail's own grammar.

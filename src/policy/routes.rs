@@ -155,7 +155,8 @@ pub struct Key {
     pub grammar: Option<ValueGrammar>,
 }
 
-/// A value that a path must be able to name: as the tail of `under`'s path.
+/// A value that a path must be able to name: as the tail of `under`'s path. Also a relative
+/// file name the rack resolves under a directory of its own (a build's manifest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ValueGrammar {
     pub tail: Tail,
@@ -747,7 +748,11 @@ pub const ROUTES: &[RouteRule] = &[
             p("description"),
             p("development"),
             p("external"),
-            p("manifest"),
+            // A file of the build's source, read by this name from the directory the rack
+            // unpacked it in: a name with `..` or a leading `/` would read any file of the
+            // build's own (its environment holds the rack password and registry logins) into
+            // the build's record, which readers of builds get.
+            g("manifest", Tail::ObjectKey, "/"),
             p("no-cache"),
             p("wildcard-domain"),
             p("git-sha"),

@@ -370,7 +370,19 @@ async fn pipeline(
         };
         (kind, perm, what, error)
     });
+    if refusal.is_none()
+        && !grant.holds(Perm::BuildExec)
+        && let Some(what) = names_the_build_service(&matched)
+    {
+        let error = ProxyError::Forbidden {
+            kind: "build_process",
+            what: what.clone(),
+        };
+        refusal = Some(("build_process", Perm::BuildExec, what, error));
+    }
     let mut looked_up = false;
+    // The permission a refusal found by a lookup is recorded under: the one that would have
+    // allowed the call, or the call's own where none would.
     let check = match matched.rule().name {
         "build.logs" if !grant.holds(Perm::ObjectRead) => Some(Perm::ObjectRead),
         name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
@@ -1065,6 +1077,20 @@ fn call_refusal(
             return Some(("reserved_app", permission, what));
         }
     }
+    // A build's source is an object the CLI has just uploaded to the same app. The rack would
+    // fetch another app's object (which reading needs `convox:object:read` of the caller), or
+    // a directory of its own build process (`dir://`), as readily.
+    if route == "build.create"
+        && let Some(url) = params.get("url")
+        && !url.is_empty()
+        && !is_own_object(&url, app)
+    {
+        let what = format!(
+            "url must name an object of app {app} (object://{app}/<key>), as `convox build` \
+             and `convox deploy` send it after uploading the source"
+        );
+        return Some(("build_source_elsewhere", permission, what));
+    }
     // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
     // the caller's own identity may stand there.
     if let Some(ack_by) = params.get("ack_by")
@@ -1233,6 +1259,39 @@ async fn foreign_build_log(
             Err(why) => Some(("build_lookup_failed", why)),
         },
     )
+}
+
+/// Whether a build's source `url` is `object://{app}/<key>` with a key a path could name.
+fn is_own_object(url: &str, app: &str) -> bool {
+    url.strip_prefix("object://")
+        .and_then(|rest| rest.strip_prefix(app))
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|key| canonical::is_object_key(&format!("/apps/{app}/objects"), key))
+}
+
+/// Why a call that names the build service where a process goes is refused to a caller without
+/// `convox:build:exec` (what the caller is told); `None` for any other call. The rack takes a
+/// service's name for a process id (`ProcessExec` picks one of the service's processes first),
+/// so exec into, or the files of, process `build` reach a running build, which no lookup of a
+/// process `build` finds; and a process run as the `build` service gets a build's seccomp
+/// profile (unconfined), and with `Privileged` a privileged container.
+fn names_the_build_service(matched: &policy::Matched) -> Option<String> {
+    let route = matched.rule().name;
+    let named = if policy::routes::INTO_PROCESS.contains(&route) {
+        matched.var("pid")
+    } else if route == "process.run" {
+        matched.var("service")
+    } else {
+        None
+    };
+    (named == Some(build_process::BUILD_SERVICE)).then(|| {
+        format!(
+            "`{}` names the service the rack runs builds as, whose processes hold the rack \
+             password and run unconfined; that needs {}",
+            build_process::BUILD_SERVICE,
+            Perm::BuildExec.as_str()
+        )
+    })
 }
 
 /// Why exec into process `pid`, or reading or writing its files, is refused to a caller without

@@ -1270,6 +1270,58 @@ async fn a_token_revoked_while_its_body_arrives() {
     gw.finish().await;
 }
 
+/// The rack takes a service's name for a process (`ProcessExec` picks one of its processes), so
+/// process `build` is a running build, whose environment holds the rack password; a process run
+/// as the `build` service gets a build's unconfined seccomp profile. Both need
+/// `convox:build:exec`, which a deployer lacks; no lookup of a process `build` is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_service_named_as_a_process() {
+    check(
+        Case::get("/apps/x/processes/build/files?file=%2Fproc%2F1%2Fenviron")
+            .auth(Auth::Deployer)
+            .denied(403, "build_process"),
+    )
+    .await;
+    check(
+        Case::post("/apps/x/services/build/processes?")
+            .header("Command", "sh")
+            .auth(Auth::Deployer)
+            .denied(403, "build_process"),
+    )
+    .await;
+}
+
+/// A build's source is an object of the same app, as the CLI uploads it; its manifest a file
+/// name inside that source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_from_elsewhere() {
+    for url in [
+        "object%3A%2F%2Fother%2Ftmp%2Fsource.tgz",
+        "dir%3A%2F%2F%2Fproc%2Fself",
+        "object%3A%2F%2Fx%2Ftmp%2F..%2F..%2Fsource.tgz",
+        "https%3A%2F%2Fexample.com%2Fsource.tgz",
+    ] {
+        check(
+            Case::post("/apps/x/builds?")
+                .form(&format!("url={url}"))
+                .auth(Auth::Deployer)
+                .denied(403, "build_source_elsewhere"),
+        )
+        .await;
+    }
+    for manifest in ["..%2F..%2Fproc%2Fself%2Fenviron", "%2Fetc%2Fpasswd", ""] {
+        check(
+            Case::post("/apps/x/builds?")
+                .form(&format!(
+                    "manifest={manifest}&url=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"
+                ))
+                .auth(Auth::Deployer)
+                .denied(400, "param_bad_value"),
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_site_form_post() {
     // A browser that cached a Basic login sends it along with another site's form.
