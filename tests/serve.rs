@@ -263,6 +263,32 @@ async fn started(top: &str, tail: &str) -> Started {
     }
 }
 
+/// Creates a release of app `x` with `env` on the rack directly (as its own operator would,
+/// with the rack password), and returns its id.
+async fn rack_release(rack: &mock_rack::MockRack, env: &str) -> String {
+    use base64::Engine;
+    let form = format!(
+        "env={}",
+        percent_encoding::utf8_percent_encode(env, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let auth = base64::engine::general_purpose::STANDARD.encode("convox:rack-pw");
+    let req = format!(
+        "POST /apps/x/releases HTTP/1.1\r\nHost: rack\r\nAuthorization: Basic {auth}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{form}",
+        form.len()
+    );
+    let mut tcp = tokio::net::TcpStream::connect(rack.addr()).await.unwrap();
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{text}");
+    let release: serde_json::Value = serde_json::from_str(body).unwrap();
+    release["id"].as_str().unwrap().to_owned()
+}
+
 /// How many POSTs the rack has received.
 fn posts(rack: &mock_rack::MockRack) -> usize {
     rack.received()
@@ -511,6 +537,28 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
             .any(|r| r.target.contains("/manifest")),
         "the manifest call reached the rack"
     );
+
+    // Promoting an older release puts its env back: one whose protected value differs from
+    // the newest release's is refused; one that keeps it goes on. Both releases are made on
+    // the rack directly, as an operator changes a protected value.
+    let older = rack_release(&rack, "FOO=bar\nSECRET_TOKEN=old").await;
+    let kept = rack_release(&rack, "FOO=bar\nSECRET_TOKEN=s3cr3t").await;
+    let promote = |id: &str| {
+        let (proxy, ca, token) = (gateway.proxy, ca.clone(), token.clone());
+        let target = format!("/apps/x/releases/{id}/promote?");
+        async move { https_call(proxy, &ca, "POST", &target, &token, Some("")).await }
+    };
+    let before = posts();
+    let (status, body) = promote(&older).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("SECRET_TOKEN"),
+        "the refusal names the key: {body}"
+    );
+    assert_eq!(posts(), before, "the refused promote reached the rack");
+    let (status, body) = promote(&kept).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(posts(), before + 1);
     drop(gateway);
 
     let reasons: Vec<String> = denied(&data).into_iter().map(|(r, _)| r).collect();
@@ -521,7 +569,8 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
             "protected_env_fork",
             "protected_env_change",
             "protected_env_change",
-            "protected_env_manifest"
+            "protected_env_manifest",
+            "protected_env_change"
         ]
     );
     assert!(!format!("{:?}", logged(&data)).contains("s3cr3t"));

@@ -388,18 +388,23 @@ async fn pipeline(
         name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
             Some(Perm::BuildExec)
         }
+        "release.promote" if !protected.is_empty() => Some(permitted.permission()),
         _ => None,
     };
     if refusal.is_none()
         && let Some(needed) = check
     {
         looked_up = true;
-        let judged = if needed == Perm::ObjectRead {
-            let id = matched.var("id").unwrap_or_default();
-            foreign_build_log(state, &caller, &app, id, permitted.required()).await
-        } else {
-            let pid = matched.var("pid").unwrap_or_default();
-            build_process_refusal(state, &caller, &app, pid, permitted.required()).await
+        let id = matched.var("id").unwrap_or_default();
+        let judged = match matched.rule().name {
+            "build.logs" => foreign_build_log(state, &caller, &app, id, permitted.required()).await,
+            "release.promote" => {
+                promote_refusal(state, &caller, &app, id, &protected, permitted.required()).await
+            }
+            _ => {
+                let pid = matched.var("pid").unwrap_or_default();
+                build_process_refusal(state, &caller, &app, pid, permitted.required()).await
+            }
         };
         refusal = match judged {
             // What the lookup found: recorded under the permission that would have allowed it.
@@ -477,7 +482,15 @@ async fn pipeline(
         && mask::needs_current_env(&env, &protected)
     {
         looked_up = true;
-        let current = match current_env(state, &caller, &app, permitted.required()).await {
+        let current = match current_env(
+            state,
+            &caller,
+            &app,
+            "env_restore_lookup",
+            permitted.required(),
+        )
+        .await
+        {
             Ok(current) => current,
             Err(e) => {
                 // The call itself is recorded too: refused, because it could not be checked,
@@ -1178,13 +1191,75 @@ fn protected_env(state: &ProxyState, app: &str) -> Vec<String> {
     state.protected_env(app)
 }
 
+/// Why promoting release `id` of `app`, which has protected variables, is refused: the kind
+/// and what the caller is told; `None` when the release holds each protected variable as the
+/// newest release does (a deploy's new release, forked from the newest). Promoting an older
+/// release puts its env back, protected values included (`convox releases promote`, a
+/// rollback by another name), so both are read (recorded lookups) and compared.
+async fn promote_refusal(
+    state: &Arc<ProxyState>,
+    caller: &Caller,
+    app: &str,
+    id: &str,
+    protected: &[String],
+    required: &[Perm],
+) -> Result<Option<(&'static str, String)>, ProxyError> {
+    let record = lookup(
+        state,
+        caller,
+        Lookup::of_record(
+            "release",
+            "protected_env_lookup",
+            app,
+            "releases",
+            id,
+            required,
+        ),
+    )
+    .await?;
+    let promoted = match record {
+        LookupAnswer::Found(body) => match mask::Env::from_releases_json(&body) {
+            Ok(env) => env,
+            Err(e) => return Ok(Some(("release_lookup_failed", e.to_string()))),
+        },
+        // No such release: the rack says so itself, and promotes nothing.
+        LookupAnswer::Refused(StatusCode::NOT_FOUND, _) => return Ok(None),
+        LookupAnswer::Refused(status, _) => {
+            let why = format!(
+                "the rack answered {status} for release {id}, so whether it keeps {app}'s \
+                 protected variables is unknown"
+            );
+            return Ok(Some(("release_lookup_failed", why)));
+        }
+        LookupAnswer::Unanswered => {
+            let why = format!("the rack did not answer for release {id}");
+            return Ok(Some(("release_lookup_failed", why)));
+        }
+    };
+    let newest = current_env(state, caller, app, "protected_env_lookup", required).await?;
+    let changed = protected
+        .iter()
+        .find(|key| promoted.get(key) != newest.get(key));
+    Ok(changed.map(|key| {
+        (
+            "protected_env_change",
+            format!(
+                "{key} is a protected variable of {app}, and release {id} holds another value of \
+                 it than the newest release: promote a release made from the newest (deploy, or \
+                 change env through the gateway)"
+            ),
+        )
+    }))
+}
+
 /// The env of `app`'s newest release, the one `convox env` reads (spec §5 "Environment":
 /// `GET /apps/{app}/releases?limit=1`, whose items carry their env), fetched to restore masked
-/// values.
+/// values or compare protected ones; the lookup is recorded with `reason`.
 async fn current_env(
     state: &Arc<ProxyState>,
     caller: &Caller,
     app: &str,
+    reason: &'static str,
     required: &[Perm],
 ) -> Result<mask::Env, ProxyError> {
     let body = lookup(
@@ -1194,7 +1269,7 @@ async fn current_env(
             suffix: "env",
             path: format!("/apps/{app}/releases"),
             params: vec![("limit".to_owned(), "1".to_owned())],
-            reason: "env_restore_lookup",
+            reason,
             target: format!(
                 "/apps/{}/releases?limit=1",
                 utf8_percent_encode(app, SEGMENT)
