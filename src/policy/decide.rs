@@ -549,6 +549,7 @@ pub fn requirements(matched: &Matched, params: &dyn Fn(&str) -> Option<String>) 
                 .and_then(|rest| rest.strip_prefix('/'))
                 .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
             When::MethodNotIn(methods) => !methods.contains(&matched.method.as_str()),
+            When::Always => true,
         };
         if fires && !required.contains(&rule.require) {
             required.push(rule.require);

@@ -74,6 +74,8 @@ pub enum When {
     VarNotUnder(&'static str, &'static str),
     /// The request method is none of these (for `ANY` routes).
     MethodNotIn(&'static [&'static str]),
+    /// Every call: the route needs a second permission beside its own.
+    Always,
 }
 
 /// What a route's request and answer can carry.
@@ -524,6 +526,13 @@ pub const ROUTES: &[RouteRule] = &[
         name: "app.manifest.service",
         path: "/apps/{app}/manifest/services/{service}",
         permission: Perm::SecretRead,
+        // Every value, not only the secret ones: a token scoped to `convox:secret:read`
+        // without `convox:env:read` is shown no value of a release's env.
+        rules: &[ParamRule {
+            when: When::Always,
+            require: Perm::EnvRead,
+            why: "the rack fills every env value into the manifest it answers",
+        }],
         secrets: sec(NO, CRED),
         ..BASE
     },

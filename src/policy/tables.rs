@@ -76,6 +76,7 @@ fn rules_cell(r: &RouteRule) -> String {
                 When::VarNotEq(k, v) => format!("`{{{k}}}` ≠ `{v}`"),
                 When::VarNotUnder(k, v) => format!("`{{{k}}}` not `{v}/<name>`"),
                 When::MethodNotIn(ms) => format!("method not {}", ms.join("/")),
+                When::Always => return format!("`{}` too", rule.require.as_str()),
             };
             format!("`{}` when {when}", rule.require.as_str())
         })

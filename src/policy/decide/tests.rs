@@ -882,3 +882,26 @@ fn permitted_reports_what_was_required() {
     assert_eq!(ok.permission(), Perm::ReleaseCreate);
     assert_eq!(ok.vars(), &[("app", "x".to_owned())]);
 }
+
+/// The rack fills every env value into a manifest service's answer: a token that may read
+/// secrets but not env values (shown none of a release's) may not read it either.
+#[test]
+fn a_manifest_service_needs_env_read_beside_secret_read() {
+    let target = "/apps/x/manifest/services/web?";
+    check(&user(&[Role::Admin]), req("GET", target), "allow");
+    check(
+        &token(&["convox:secret:read", "convox:env:read"], &[Role::Admin]),
+        req("GET", target),
+        "allow",
+    );
+    check(
+        &token(&["convox:secret:read"], &[Role::Admin]),
+        req("GET", target),
+        "token_scope(convox:env:read)",
+    );
+    check(
+        &user(&[Role::Deployer]),
+        req("GET", target),
+        "permission_denied(convox:secret:read)",
+    );
+}
