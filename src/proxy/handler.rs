@@ -1090,6 +1090,13 @@ fn call_refusal(
             return Some(("reserved_app", permission, what));
         }
     }
+    // The rack runs `tar` and `rm` in the process with these values as arguments: an older rack
+    // without its own checks would take a value that starts with `-` as an option (`tar -I<cmd>`
+    // runs a program), so reading or writing files would run commands. The rack's allow-list
+    // of extra `tar` flags is held here for every rack.
+    if let Some(what) = file_argument_refusal(route, params) {
+        return Some(("file_argument_option", permission, what));
+    }
     // A build's source is an object the CLI has just uploaded to the same app. The rack would
     // fetch another app's object (which reading needs `convox:object:read` of the caller), or
     // a directory of its own build process (`dir://`), as readily.
@@ -1334,6 +1341,38 @@ async fn foreign_build_log(
             Err(why) => Some(("build_lookup_failed", why)),
         },
     )
+}
+
+/// Why a file route's argument is refused: a file name that starts with `-` (`file`, or an item
+/// of `files`), or an extra `tar` flag (`tar-extra`, comma-separated) outside the rack's own
+/// allow-list (`--no-same-owner`, `--no-same-permissions`, `--strip-components=<digits>`).
+fn file_argument_refusal(route: &str, params: &CanonicalParams) -> Option<String> {
+    let option_like = |name: &str| name.starts_with('-');
+    match route {
+        "file.get" => params
+            .get("file")
+            .filter(|f| option_like(f))
+            .map(|_| "file must be a path, not an option (it starts with `-`)".to_owned()),
+        "file.delete" => params
+            .get("files")
+            .filter(|files| files.split(',').any(option_like))
+            .map(|_| "files must be paths, not options (one starts with `-`)".to_owned()),
+        "file.put" => {
+            let extra = params.get("tar-extra")?;
+            let allowed = |flag: &str| {
+                matches!(flag, "--no-same-owner" | "--no-same-permissions")
+                    || flag
+                        .strip_prefix("--strip-components=")
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            };
+            let refused = extra.split(',').find(|f| !allowed(f))?;
+            Some(format!(
+                "tar-extra may hold only --no-same-owner, --no-same-permissions and \
+                 --strip-components=<n>, not {refused}"
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Whether a build's source `url` is `object://{app}/<key>` with a key a path could name.

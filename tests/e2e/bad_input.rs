@@ -1291,6 +1291,55 @@ async fn the_build_service_named_as_a_process() {
     .await;
 }
 
+/// The rack runs `tar` and `rm` in the process with a file route's values as arguments: none
+/// may be an option (`tar -cf - -I<cmd>` runs a program), and extra `tar` flags are the rack's
+/// own allow-list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_arguments_that_are_options() {
+    for case in [
+        Case::get("/apps/x/processes/web-1/files?file=-Itouch"),
+        Case::get("/apps/x/processes/web-1/files?file=--use-compress-program%3Dsh"),
+        Case::new(
+            "DELETE",
+            "/apps/x/processes/web-1/files?files=%2Ftmp%2Fa%2C-rf",
+        ),
+        Case::post("/apps/x/processes/web-1/files?tar-extra=--to-command%3Dsh")
+            .body("application/octet-stream", b""),
+        Case::post(
+            "/apps/x/processes/web-1/files?tar-extra=--no-same-owner%2C--strip-components%3D",
+        )
+        .body("application/octet-stream", b""),
+    ] {
+        check(
+            case.auth(Auth::Deployer)
+                .denied(403, "file_argument_option"),
+        )
+        .await;
+    }
+    // Paths, and the flags the rack allows, go on.
+    let gw = TestGateway::start().await;
+    for (method, target) in [
+        ("GET", "/apps/x/processes/web-1/files?file=%2Fetc%2Fhosts"),
+        (
+            "DELETE",
+            "/apps/x/processes/web-1/files?files=%2Ftmp%2Fa%2C%2Ftmp%2Fb-c",
+        ),
+        (
+            "POST",
+            "/apps/x/processes/web-1/files?tar-extra=--no-same-owner%2C--strip-components%3D2",
+        ),
+    ] {
+        let before = gw.rack().received().len();
+        let reply = gw
+            .send_raw(gw.cli().request(method, target, &[], Body::Raw(b"")))
+            .await;
+        let received = gw.rack().received();
+        assert_eq!(received.len(), before + 1, "{target}: {}", reply.text());
+        assert_eq!(received[before].target, target);
+    }
+    gw.finish().await;
+}
+
 /// A build's source is an object of the same app, as the CLI uploads it; its manifest a file
 /// name inside that source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
