@@ -50,6 +50,13 @@ const CLIENT_ADDRESS: &[&str] = &[
     "fastly-client-ip",
     "x-cluster-client-ip",
     "x-original-forwarded-for",
+    "x-forwarded",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+    "client-ip",
+    "x-true-client-ip",
+    "x-envoy-external-address",
 ];
 
 /// The header the rack reads the acting user from.
@@ -326,6 +333,9 @@ mod tests {
             ("forwarded", "for=10.0.0.1"),
             ("x-real-ip", "10.0.0.1"),
             ("true-client-ip", "10.0.0.1"),
+            ("x-forwarded", "for=10.0.0.1"),
+            ("x-originating-ip", "10.0.0.1"),
+            ("client-ip", "10.0.0.1"),
             ("content-type", "application/x-www-form-urlencoded"),
             ("command", "ls -la"),
         ]);
@@ -346,6 +356,9 @@ mod tests {
             "forwarded",
             "x-real-ip",
             "true-client-ip",
+            "x-forwarded",
+            "x-originating-ip",
+            "client-ip",
         ] {
             assert!(out.get(gone).is_none(), "{gone} was forwarded");
         }
