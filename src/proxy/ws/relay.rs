@@ -349,12 +349,11 @@ where
     }
 
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
-    let rack_answered = tokio::time::timeout(
+    let _ = tokio::time::timeout(
         config.close_timeout,
         finish(&mut inbound, &mut outbound, closed_by, config.exit_code),
     )
-    .await
-    .unwrap_or(false);
+    .await;
 
     StreamStats {
         duration: started.elapsed(),
@@ -366,10 +365,7 @@ where
         eof_out: outbound.eof,
         // The rack ends its stream right after its marker line; a marker followed by a stream
         // it never ended (its connection lost, the caller gone) may be the program's own.
-        exit_code: (outbound.eof
-            || closed_by == ClosedBy::RackClosed
-            || rack_closed_after
-            || rack_answered)
+        exit_code: (outbound.eof || closed_by == ClosedBy::RackClosed || rack_closed_after)
             .then(|| outbound.exit.as_ref().and_then(ExitScanner::exit_code))
             .flatten(),
         closed_by,
@@ -377,9 +373,7 @@ where
 }
 
 /// The closing handshake: wait for the answer to a forwarded close, then send the gateway's
-/// own close frames where `ClosedBy` calls for them, then shut both transports down. True when
-/// the rack answered a caller's close with its own: its stream ended there, as with its EOF, so
-/// an exit line before it is the process's.
+/// own close frames where `ClosedBy` calls for them, then shut both transports down.
 ///
 /// `await_caller`: on a stream whose end carries the exit code (the CLI exits once it has read
 /// it), once the rack's output is whole, the caller's input is read and dropped until it
@@ -391,8 +385,7 @@ async fn finish<C, R>(
     outbound: &mut Outbound<R, C>,
     end: ClosedBy,
     await_caller: bool,
-) -> bool
-where
+) where
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
@@ -406,15 +399,14 @@ where
     } else {
         CLOSE_ANSWER
     };
-    let rack_answered = match end {
+    let _ = match end {
         ClosedBy::CallerClosed => {
-            tokio::time::timeout(answer_within, outbound.drain_until_close()).await == Ok(true)
+            tokio::time::timeout(answer_within, outbound.drain_until_close()).await
         }
         ClosedBy::RackClosed => {
-            let _ = tokio::time::timeout(answer_within, inbound.drain_until_close()).await;
-            false
+            tokio::time::timeout(answer_within, inbound.drain_until_close()).await
         }
-        _ => false,
+        _ => Ok(()),
     };
     let (to_caller, to_rack) = closing_codes(end, outbound.eof);
     // The rack's output is whole and the caller is still there to take its end.
@@ -435,7 +427,6 @@ where
     );
     // Both are best effort: the stream is over whatever the peers do now.
     let _ = (caller_done, rack_done);
-    rack_answered
 }
 
 /// Reads and drops frames until a close frame, the end of the input, or an error.
@@ -600,14 +591,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     }
 
     /// After the other side sent a close: keep relaying this direction until its own close
-    /// has been forwarded (true) or it ends (the caller bounds the wait).
-    async fn drain_until_close(&mut self) -> bool {
+    /// has been forwarded or it ends (the caller bounds the wait).
+    async fn drain_until_close(&mut self) {
         while let Ok(relayed) = self.step().await {
             if relayed == Relayed::Close {
-                return true;
+                return;
             }
         }
-        false
     }
 }
 
