@@ -757,11 +757,9 @@ pub const ROUTES: &[RouteRule] = &[
             p("description"),
             p("development"),
             p("external"),
-            // A file of the build's source, read by this name from the directory the rack
-            // unpacked it in: a name with `..` or a leading `/` would read any file of the
-            // build's own (its environment holds the rack password and registry logins) into
-            // the build's record, which readers of builds get.
-            g("manifest", Tail::ObjectKey, "/"),
+            // A file of the build's source: one outside it is refused (see the proxy's
+            // `call_refusal`).
+            p("manifest"),
             p("no-cache"),
             p("wildcard-domain"),
             p("git-sha"),

@@ -1111,6 +1111,16 @@ fn call_refusal(
         );
         return Some(("build_source_elsewhere", permission, what));
     }
+    // The rack reads the manifest into the build's record, which readers of builds get, from
+    // `filepath.Join(<source>, manifest)`: `..` would reach the build process's own files (its
+    // environment holds the rack password and registry logins). `./x` and `/x` stay inside.
+    if route == "build.create"
+        && let Some(manifest) = params.get("manifest")
+        && manifest.split('/').any(|segment| segment == "..")
+    {
+        let what = "manifest must name a file inside the build's source: `..` leaves it".to_owned();
+        return Some(("build_manifest_outside", permission, what));
+    }
     // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
     // the caller's own identity may stand there.
     if let Some(ack_by) = params.get("ack_by")
@@ -1385,25 +1395,37 @@ fn is_own_object(url: &str, app: &str) -> bool {
 
 /// Why a call that names the build service where a process goes is refused to a caller without
 /// `convox:build:exec` (what the caller is told); `None` for any other call. The rack takes a
-/// service's name for a process id (`ProcessExec` picks one of the service's processes first),
-/// so exec into, or the files of, process `build` reach a running build, which no lookup of a
-/// process `build` finds; and a process run as the `build` service gets a build's seccomp
-/// profile (unconfined), and with `Privileged` a privileged container.
+/// process id for a service's name first (`ProcessExec` lists the processes of the label
+/// selector `service=<pid>` and picks one), so exec into, or the files of, process `build` reach
+/// a running build, which no lookup of a process `build` finds; so would a pid the selector
+/// reads as `build` (`=build`, `build,app=x`), which is why a pid must be a pod's name. A
+/// process run as the `build` service gets a build's seccomp profile (unconfined), and with
+/// `Privileged` a privileged container.
 fn names_the_build_service(matched: &policy::Matched) -> Option<String> {
     let route = matched.rule().name;
-    let named = if policy::routes::INTO_PROCESS.contains(&route) {
-        matched.var("pid")
+    let (what, named) = if policy::routes::INTO_PROCESS.contains(&route) {
+        ("process", matched.var("pid")?)
     } else if route == "process.run" {
-        matched.var("service")
+        ("service", matched.var("service")?)
     } else {
-        None
+        return None;
     };
-    (named == Some(build_process::BUILD_SERVICE)).then(|| {
+    let needs = Perm::BuildExec.as_str();
+    if named == build_process::BUILD_SERVICE {
+        return Some(format!(
+            "`{named}` names the service the rack runs builds as, whose processes hold the rack \
+             password and run unconfined; that needs {needs}"
+        ));
+    }
+    // A pod's or a service's name (DNS-1123): what a label selector cannot read as more.
+    let plain = !named.is_empty()
+        && named
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.'));
+    (!plain).then(|| {
         format!(
-            "`{}` names the service the rack runs builds as, whose processes hold the rack \
-             password and run unconfined; that needs {}",
-            build_process::BUILD_SERVICE,
-            Perm::BuildExec.as_str()
+            "a {what} is named by lower-case letters, digits, `-` and `.`; the rack would read \
+             `{named}` as a selector, which may pick a build's process; that needs {needs}"
         )
     })
 }

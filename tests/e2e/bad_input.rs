@@ -1282,6 +1282,15 @@ async fn the_build_service_named_as_a_process() {
             .denied(403, "build_process"),
     )
     .await;
+    // A pid the rack's label selector would read as the build service.
+    for pid in ["%3Dbuild", "build%2Capp%3Dx", "Build"] {
+        check(
+            Case::get(format!("/apps/x/processes/{pid}/files?file=%2Fetc%2Fhosts"))
+                .auth(Auth::Deployer)
+                .denied(403, "build_process"),
+        )
+        .await;
+    }
     check(
         Case::post("/apps/x/services/build/processes?")
             .header("Command", "sh")
@@ -1358,17 +1367,41 @@ async fn a_build_from_elsewhere() {
         )
         .await;
     }
-    for manifest in ["..%2F..%2Fproc%2Fself%2Fenviron", "%2Fetc%2Fpasswd", ""] {
+    for manifest in ["..%2F..%2Fproc%2Fself%2Fenviron", "deploy%2F..%2F..%2Fx"] {
         check(
             Case::post("/apps/x/builds?")
                 .form(&format!(
                     "manifest={manifest}&url=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"
                 ))
                 .auth(Auth::Deployer)
-                .denied(400, "param_bad_value"),
+                .denied(403, "build_manifest_outside"),
         )
         .await;
     }
+    // As `convox deploy -m` sends a file name as typed: inside the source, forwarded.
+    let gw = TestGateway::start().await;
+    for manifest in [
+        "convox.yml",
+        ".%2Fconvox.staging.yml",
+        "%2Fdeploy%2Fconvox.yml",
+        "",
+    ] {
+        let form = format!("manifest={manifest}&url=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz");
+        let before = gw.rack().received().len();
+        let reply = gw
+            .send_raw(
+                gw.cli()
+                    .request("POST", "/apps/x/builds?", &[], Body::Form(&form)),
+            )
+            .await;
+        assert_eq!(
+            gw.rack().received().len(),
+            before + 1,
+            "{manifest}: {}",
+            reply.text()
+        );
+    }
+    gw.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
