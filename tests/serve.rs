@@ -556,6 +556,13 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
         "the refusal names the key: {body}"
     );
     assert_eq!(posts(), before, "the refused promote reached the rack");
+    // A release the gateway cannot read (the rack answers compressed): refused, not forwarded.
+    rack.set_gzip_answers(true);
+    let (status, body) = promote(&kept).await;
+    rack.set_gzip_answers(false);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("release_lookup_failed"), "{body}");
+    assert_eq!(posts(), before, "the unjudged promote reached the rack");
     let (status, body) = promote(&kept).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(posts(), before + 1);
@@ -570,7 +577,8 @@ async fn protected_variables_are_masked_for_everyone_and_cannot_be_changed() {
             "protected_env_change",
             "protected_env_change",
             "protected_env_manifest",
-            "protected_env_change"
+            "protected_env_change",
+            "release_lookup_failed"
         ]
     );
     assert!(!format!("{:?}", logged(&data)).contains("s3cr3t"));

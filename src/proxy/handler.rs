@@ -1253,7 +1253,18 @@ async fn promote_refusal(
             return Ok(Some(("release_lookup_failed", why)));
         }
     };
-    let newest = current_env(state, caller, app, "protected_env_lookup", required).await?;
+    let newest = match current_env(state, caller, app, "protected_env_lookup", required).await {
+        Ok(env) => env,
+        // The rack did not give the newest release: refused as any lookup the rack fails.
+        Err(ProxyError::Upstream) => {
+            let why = format!(
+                "the rack did not give {app}'s newest release, so whether release {id} keeps its \
+                 protected variables is unknown"
+            );
+            return Ok(Some(("release_lookup_failed", why)));
+        }
+        Err(e) => return Err(e),
+    };
     let changed = protected
         .iter()
         .find(|key| promoted.get(key) != newest.get(key));
