@@ -37,6 +37,7 @@ use crate::identity::credentials::Schemes;
 use crate::identity::{TokenCall, authenticate};
 use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
+use crate::policy::routes::Secrecy;
 use crate::policy::{self, Grant, Perm, Standing};
 
 /// Characters a path segment cannot carry literally when forwarded.
@@ -84,6 +85,8 @@ pub struct RackCall {
     /// The answer holds secrets by design (a release's env, a registry's password): its digest
     /// is not recorded (see [`Pending::hash_answer`]).
     answer_holds_secrets: bool,
+    /// The caller's body holds secrets by design: its digest is not recorded either.
+    body_holds_secrets: bool,
 }
 
 /// Values a call makes the rack hold that its caller may not read.
@@ -609,7 +612,8 @@ async fn pipeline(
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
         rack_answers: matched.rule().params.body != policy::routes::Body::Opaque,
-        answer_holds_secrets: matched.rule().secrets.response >= policy::routes::Secrecy::Sensitive,
+        answer_holds_secrets: matched.rule().secrets.response >= Secrecy::Sensitive,
+        body_holds_secrets: matched.rule().secrets.request >= Secrecy::Sensitive,
     };
     let permission = || Some(permitted.permission().as_str().to_owned());
     // Checked again as the intent is sequenced when a rack lookup came after the check; only
@@ -793,6 +797,7 @@ async fn forward(
     // From here the recorded intent gets its completion, whatever happens.
     let mut pending = Pending::new(state, &call.request_id, call.started);
     pending.hash_answer = !call.answer_holds_secrets;
+    pending.hash_request = !call.body_holds_secrets;
     // The answer to a HEAD has no body to read, whatever its `Content-Length` says.
     let head = call.method == http::Method::HEAD;
     let unsendable = || {
@@ -1683,6 +1688,9 @@ struct Pending {
     /// design, passed or masked: whoever reads the log, and can get the same answer masked
     /// (identical but for the values), could test guesses of a weak value against it.
     hash_answer: bool,
+    /// Whether the caller's body's SHA-256 is recorded: not for a body that holds secrets by
+    /// design (a resource's data, a config's value), for the same reason.
+    hash_request: bool,
 }
 
 impl Pending {
@@ -1696,6 +1704,7 @@ impl Pending {
             rack_status: std::sync::atomic::AtomicU16::new(0),
             completed: std::sync::atomic::AtomicBool::new(false),
             hash_answer: true,
+            hash_request: true,
         }
     }
 
@@ -1742,7 +1751,7 @@ impl Pending {
             duration_ns: u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             bytes_in,
             bytes_out,
-            sha256_in: input.and_then(|m| m.digest()),
+            sha256_in: input.filter(|_| self.hash_request).and_then(|m| m.digest()),
             sha256_out,
             failure: failure.map(str::to_owned),
         }));
@@ -2036,6 +2045,10 @@ struct StreamKind {
     /// The rack password is taken out of the output: all but
     /// [`policy::routes::TUNNEL_STREAMS`].
     scrub_output: bool,
+    /// What each direction's SHA-256 is recorded for: not a side that holds secrets by design
+    /// (a database console, a tunnel), as for a plain call's answer ([`Pending::hash_answer`]).
+    hash_input: bool,
+    hash_output: bool,
 }
 
 impl StreamKind {
@@ -2044,8 +2057,16 @@ impl StreamKind {
             exit_code: policy::routes::EXIT_CODE_STREAMS.contains(&route),
             rack_reads_input: !policy::routes::LOG_STREAMS.contains(&route),
             scrub_output: !policy::routes::TUNNEL_STREAMS.contains(&route),
+            hash_input: !secret_by_design(route, |s| s.request),
+            hash_output: !secret_by_design(route, |s| s.response),
         }
     }
+}
+
+/// Whether a side of `route` (picked by `side`) holds secrets by design: `sensitive` or
+/// `credential` in the route table (an unknown route counts as one).
+fn secret_by_design(route: &str, side: fn(policy::routes::Secrets) -> Secrecy) -> bool {
+    policy::routes::by_name(route).is_none_or(|r| side(r.secrets) >= Secrecy::Sensitive)
 }
 
 /// A permitted WebSocket call: recorded, connected to the rack, answered with 101 only after
@@ -2398,8 +2419,8 @@ async fn relay_stream(
         bytes_in: stats.bytes_in,
         bytes_out: stats.bytes_out,
         exit_code: stats.exit_code,
-        sha256_in: Some(stats.sha256_in),
-        sha256_out: Some(stats.sha256_out),
+        sha256_in: stream.hash_input.then_some(stats.sha256_in),
+        sha256_out: stream.hash_output.then_some(stats.sha256_out),
         ended: Some(ended.to_owned()),
     }]);
     drop(registration);

@@ -1034,10 +1034,8 @@ async fn a_chunked_body_on_a_get_goes_on_to_the_service() {
     assert_eq!(&got[0].body[..], &body[..], "the body reached the far end");
     let (_, done) = s.gw.call_records(since, &reply.request_id()).await;
     let d = completed(&done).unwrap();
-    assert_eq!(
-        (d.bytes_in, d.sha256_in),
-        (body.len() as u64, Some(sha256(body)))
-    );
+    // The route's request side holds credentials by design: its size is recorded, no digest.
+    assert_eq!((d.bytes_in, d.sha256_in), (body.len() as u64, None));
     s.finish().await;
 }
 

@@ -95,16 +95,16 @@ async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
             })
     })
     .await;
-    // The digests cover the data payloads each way, as relayed: what the caller sent, and what
-    // it got back before EOF.
-    let sent = [invalid.as_slice(), &e_acute].concat();
+    // The output's digest covers its data payloads as relayed, up to EOF. What the caller
+    // typed into an exec holds secrets by design (the route's request side is sensitive): its
+    // size is recorded, not a digest a guess of a short input could be tested against.
     let received = payloads.concat();
     assert_eq!(
         closed,
         (
             invalid.len() as u64 + 2,
             Some(0),
-            Some(sha256(&sent)),
+            None,
             Some(sha256(&received)),
             Some("caller_closed".to_owned())
         )
