@@ -185,26 +185,27 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpAddr]) -> bool {
     trusted.iter().any(|t| t.to_canonical() == ip)
 }
 
-/// The scheme the gateway is reached by, as a browser's `Origin` names it: `https` on a
-/// listener that terminates TLS; behind a trusted proxy, what its `X-Forwarded-Proto` says
-/// (its first value); `None`, either, where the gateway cannot know (plain HTTP with no word
-/// from a trusted proxy: a TLS terminator on loopback not named as trusted, say).
+/// The scheme the gateway is reached by, as a browser's `Origin` names it: behind a trusted
+/// proxy, what its `X-Forwarded-Proto` says (its first value), since its callers reach it, not
+/// the gateway; else `https` on a listener that terminates TLS; `None`, either, where the
+/// gateway cannot know (plain HTTP with no word from a trusted proxy: a TLS terminator on
+/// loopback not named as trusted, say).
 pub fn public_scheme(
     serves_tls: bool,
     trusted_peer: bool,
     headers: &HeaderMap,
 ) -> Option<&'static str> {
-    if serves_tls {
-        return Some("https");
+    let forwarded = || {
+        let said = headers.get("x-forwarded-proto")?.to_str().ok()?;
+        let first = said.split(',').next().unwrap_or_default().trim();
+        ["https", "http"]
+            .into_iter()
+            .find(|s| s.eq_ignore_ascii_case(first))
+    };
+    match trusted_peer.then(forwarded).flatten() {
+        Some(scheme) => Some(scheme),
+        None => serves_tls.then_some("https"),
     }
-    if !trusted_peer {
-        return None;
-    }
-    let said = headers.get("x-forwarded-proto")?.to_str().ok()?;
-    let first = said.split(',').next().unwrap_or_default().trim();
-    ["https", "http"]
-        .into_iter()
-        .find(|s| s.eq_ignore_ascii_case(first))
 }
 
 /// The caller's address. A peer that is not a trusted proxy is the caller. Behind trusted
@@ -298,7 +299,7 @@ mod tests {
         m
     }
 
-    /// TLS decides; else only a trusted proxy's word does, and only `http` or `https`.
+    /// A trusted proxy's word decides, and only `http` or `https`; else TLS does.
     #[test]
     fn the_public_scheme_is_known_from_tls_or_a_trusted_proxy() {
         let said = map(&[("x-forwarded-proto", "HTTPS, http")]);
@@ -306,7 +307,9 @@ mod tests {
         let odd = map(&[("x-forwarded-proto", "ws")]);
         let none = map(&[]);
         assert_eq!(public_scheme(true, false, &plain), Some("https"));
-        assert_eq!(public_scheme(true, true, &plain), Some("https"));
+        // A proxy that serves its callers in clear and re-encrypts to the gateway.
+        assert_eq!(public_scheme(true, true, &plain), Some("http"));
+        assert_eq!(public_scheme(true, true, &none), Some("https"));
         assert_eq!(public_scheme(false, true, &said), Some("https"));
         assert_eq!(public_scheme(false, true, &plain), Some("http"));
         assert_eq!(public_scheme(false, true, &odd), None);
