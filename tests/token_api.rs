@@ -1157,7 +1157,7 @@ impl ServeConsole {
             console::app(Arc::new(ConsoleState::beside(&proxy))),
             rack_gateway::server::Limits {
                 header_timeout: Duration::from_secs(5),
-                on_refused_head: None,
+                on_refused: None,
             },
             tls,
             Arc::from([]),

@@ -87,10 +87,11 @@ impl ProxyState {
         self.flood.clone()
     }
 
-    /// What both listeners do with a request head refused before any handler saw it (one that
-    /// stopped partway, or that hyper found too large or malformed): count it per network, as
+    /// What both listeners do with a connection or request head refused before any handler saw
+    /// it (over its network's share, in clear from a public address, a head that stopped
+    /// partway, or that hyper found too large or malformed): count it per network, as
     /// unauthenticated noise is counted.
-    pub fn on_refused_head(&self) -> crate::server::OnRefusedHead {
+    pub fn on_refused(&self) -> crate::server::OnRefused {
         let flood = self.flood.clone();
         Arc::new(move |ip, refused| flood.count_denial(ip, refused.reason(), Clock.now()))
     }

@@ -152,7 +152,7 @@ pub async fn start_with(
             console_listener,
             console::app(Arc::new(ConsoleState::beside(&state))),
             header_timeout,
-            Some(state.on_refused_head()),
+            Some(state.on_refused()),
             stopped.clone(),
         ),
         proxy::state::spawn_denial_flusher(state.clone(), stopped),

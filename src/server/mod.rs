@@ -98,28 +98,34 @@ pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
-/// Why a listener refused a request head before any service saw it. hyper answers these
-/// itself (408 unsent, 431, 400), so no handler runs: without this report a flood of them would
+/// Why a listener refused a connection or a request head before any service saw it. hyper
+/// answers heads itself (408 unsent, 431, 400), and the accept loop closes a connection over
+/// its network's share at once, so no handler runs: without this report a flood of them would
 /// leave no trace in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadRefusal {
+pub enum Refusal {
     /// Part of a head, then nothing until the header timer ran out.
     Timeout,
     /// A head over [`MAX_HEAD_BYTES`], or with more header lines than hyper takes: a 431.
     TooLarge,
     /// Bytes that are not an HTTP/1.1 request head: a 400.
     Malformed,
+    /// A connection over its network's share of the listener, or the listener's: closed
+    /// before a byte is read.
+    ConnectionLimit,
+    /// A connection in clear from a peer that is neither loopback nor a trusted proxy: a 403.
+    InClear,
 }
 
-impl HeadRefusal {
+impl Refusal {
     /// What ended the connection, if it was a refused head.
-    fn of(error: &hyper::Error) -> Option<HeadRefusal> {
+    fn of(error: &hyper::Error) -> Option<Refusal> {
         if error.is_timeout() {
-            Some(HeadRefusal::Timeout)
+            Some(Refusal::Timeout)
         } else if error.is_parse_too_large() {
-            Some(HeadRefusal::TooLarge)
+            Some(Refusal::TooLarge)
         } else if error.is_parse() {
-            Some(HeadRefusal::Malformed)
+            Some(Refusal::Malformed)
         } else {
             None
         }
@@ -128,31 +134,33 @@ impl HeadRefusal {
     /// The reason it is counted under, as an unauthenticated refusal (`DenialsCounted`).
     pub fn reason(self) -> &'static str {
         match self {
-            HeadRefusal::Timeout => "header_timeout",
+            Refusal::Timeout => "header_timeout",
             // As the proxy's own check names a head hyper took whole but that is over the bound.
-            HeadRefusal::TooLarge => "oversized_header_block",
-            HeadRefusal::Malformed => "malformed_request_head",
+            Refusal::TooLarge => "oversized_header_block",
+            Refusal::Malformed => "malformed_request_head",
+            Refusal::ConnectionLimit => "connection_limit",
+            Refusal::InClear => "plain_http_refused",
         }
     }
 }
 
-/// What a listener does with a refused request head: the peer's address and why, to be counted
-/// as an unauthenticated refusal, so a slow-headers or garbage flood shows in the log by its
-/// size. A silent connection, or a keep-alive one idle after its answer, is not reported: both
+/// What a listener does with a refused connection or request head: the peer's address and
+/// why, to be counted as an unauthenticated refusal, so a connection, slow-headers or garbage
+/// flood shows in the log by its size. A silent connection, or a keep-alive one idle after its answer, is not reported: both
 /// are ordinary.
-pub type OnRefusedHead = Arc<dyn Fn(IpAddr, HeadRefusal) + Send + Sync>;
+pub type OnRefused = Arc<dyn Fn(IpAddr, Refusal) + Send + Sync>;
 
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
     listener: TcpListener,
     router: Router,
     header_timeout: Duration,
-    on_refused_head: Option<OnRefusedHead>,
+    on_refused: Option<OnRefused>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let limits = Limits {
         header_timeout,
-        on_refused_head,
+        on_refused,
     };
     spawn_with_tls(listener, router, limits, None, Arc::from([]), stop)
 }
@@ -161,7 +169,7 @@ pub fn spawn(
 pub struct Limits {
     /// How long a request head may take to arrive (and a TLS handshake to finish).
     pub header_timeout: Duration,
-    pub on_refused_head: Option<OnRefusedHead>,
+    pub on_refused: Option<OnRefused>,
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
@@ -201,7 +209,7 @@ pub fn spawn_proxy(
     let trusted = Arc::from(state.trusted_proxies());
     let limits = Limits {
         header_timeout,
-        on_refused_head: Some(state.on_refused_head()),
+        on_refused: Some(state.on_refused()),
     };
     let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
     serve_with_tls(listener, service_for, limits, tls, trusted, stop)
@@ -216,7 +224,7 @@ pub fn spawn_proxy(
 /// the first poll, so a client that connects and sends nothing is cut off like one that stops
 /// mid-header (a protocol-sniffing server would wait for its first byte with no timer). hyper
 /// closes such a connection without an answer, as Go's server and nginx do; one that had sent
-/// part of a head since its last answer is also reported to `on_refused_head`, as is a head
+/// part of a head since its last answer is also reported to `on_refused`, as is a head
 /// hyper refused as too large or malformed. A silent connection, or a keep-alive one idle
 /// after its answer, is not: both are ordinary.
 ///
@@ -243,7 +251,7 @@ where
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let Limits {
         header_timeout,
-        on_refused_head,
+        on_refused,
     } = limits;
     tokio::spawn(async move {
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -274,7 +282,13 @@ where
             // read. Trusted proxies, which carry everyone, have no share of their own, but count
             // toward the listener's.
             let per_network = (!trusted_peer).then_some(per_network_share(cap));
+            let refused = |why| {
+                if let Some(report) = &on_refused {
+                    report(peer.ip(), why);
+                }
+            };
             let Some(held) = open.take(peer.ip(), per_network, cap) else {
+                refused(Refusal::ConnectionLimit);
                 continue;
             };
             // The place goes with the stream: an upgraded connection (a WebSocket) keeps it
@@ -282,6 +296,7 @@ where
             let upgrading = Upgrading::default();
             let stream = Counted::new(stream, held, &upgrading);
             if acceptor.is_none() && !served_in_clear(peer.ip(), trusted_peer) {
+                refused(Refusal::InClear);
                 connections.spawn(refuse_plain(stream));
                 continue;
             }
@@ -289,7 +304,7 @@ where
             let _ = keepalive::keep_alive(&stream.io);
             let service = service_for(peer, upgrading);
             let (builder, acceptor, stop) = (builder.clone(), acceptor.clone(), stop.clone());
-            let on_refused_head = on_refused_head.clone();
+            let on_refused = on_refused.clone();
             let unanswered = Unanswered::default();
             connections.spawn(async move {
                 let refused = match acceptor {
@@ -305,8 +320,8 @@ where
                 };
                 // A timer that ran out between requests is an idle keep-alive connection,
                 // not a slow head.
-                let refused = refused.filter(|r| *r != HeadRefusal::Timeout || unanswered.is_set());
-                if let (Some(refused), Some(report)) = (refused, on_refused_head) {
+                let refused = refused.filter(|r| *r != Refusal::Timeout || unanswered.is_set());
+                if let (Some(refused), Some(report)) = (refused, on_refused) {
                     report(peer.ip(), refused);
                 }
             });
@@ -615,7 +630,7 @@ async fn serve_one<I, S>(
     io: I,
     service: S,
     mut stop: watch::Receiver<bool>,
-) -> Option<HeadRefusal>
+) -> Option<Refusal>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::HttpService<Incoming> + Send,
@@ -628,7 +643,7 @@ where
     let conn = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        ended = conn.as_mut() => ended.err().as_ref().and_then(HeadRefusal::of),
+        ended = conn.as_mut() => ended.err().as_ref().and_then(Refusal::of),
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;

@@ -105,7 +105,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             console::app(Arc::new(ConsoleState::beside(&state))),
             super::Limits {
                 header_timeout: config.limits.header_timeout,
-                on_refused_head: Some(state.on_refused_head()),
+                on_refused: Some(state.on_refused()),
             },
             tls,
             config.trusted_proxies.clone().into(),

@@ -1058,6 +1058,47 @@ fn padded_request(gw: &TestGateway, count: usize, size: usize) -> Vec<u8> {
     gw.cli().request("GET", "/apps?", &extra, Body::Empty)
 }
 
+/// A network that holds its whole share of the listener's connections: one more is closed
+/// before a byte is read, and counted once (`connection_limit`), nothing recorded one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_over_its_networks_share() {
+    use rack_gateway::server::{connection_cap, per_network_share};
+    let gw = TestGateway::start().await;
+    let since = gw.head();
+    let share = per_network_share(connection_cap()) as usize;
+    let mut held = Vec::with_capacity(share);
+    for _ in 0..share {
+        held.push(TcpStream::connect(gw.proxy()).await.unwrap());
+    }
+    // Every held connection is taken before the next is accepted: the listener serves one by
+    // one. A request on the last still gets its answer.
+    let last = held.last_mut().unwrap();
+    last.write_all(&gw.cli().get("/apps?")).await.unwrap();
+    let reply = read_reply(last)
+        .await
+        .expect("an answer on a held connection");
+    assert_eq!(reply.status, 200);
+    let mut over = TcpStream::connect(gw.proxy()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+        .await
+        .expect("the connection over the share is closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    drop(held);
+    drop(over);
+    let finished = gw.finish().await;
+    let after: Vec<events::record::Record> = finished
+        .events
+        .iter()
+        .filter(|r| r.seq.0 >= since)
+        .cloned()
+        .collect();
+    assert_eq!(
+        denials(&after),
+        [("127.0.0.1".to_owned(), "connection_limit".to_owned(), 1)]
+    );
+}
+
 /// More than 64 KiB of headers, sent at once: a 431, counted once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_header_block() {
