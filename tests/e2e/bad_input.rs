@@ -292,22 +292,12 @@ async fn check(case: Case) {
     }
     let finished = gw.finish().await;
     // Read after the stop, which flushes the completions queued in the background.
+    let after = finished.since(since);
     assert!(
-        finished
-            .events
-            .iter()
-            .filter(|r| r.seq.0 >= since)
-            .all(|r| crate::support::completed(r).is_none()),
+        after.iter().all(|r| crate::support::completed(r).is_none()),
         "{what}: a denial has no completion"
     );
-    let counted: Vec<_> = denials(
-        &finished
-            .events
-            .iter()
-            .filter(|r| r.seq.0 >= since)
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
+    let counted: Vec<_> = denials(&after);
     match case.expect {
         Expect::Counted(r) => assert_eq!(
             counted,
@@ -1031,12 +1021,7 @@ async fn check_refused_head(sent: impl FnOnce(&TestGateway) -> Sent, status: u16
     let events = gw.events_since(since).await;
     assert!(events.iter().all(|r| requested(r).is_none()));
     let finished = gw.finish().await;
-    let after: Vec<events::record::Record> = finished
-        .events
-        .iter()
-        .filter(|r| r.seq.0 >= since)
-        .cloned()
-        .collect();
+    let after = finished.since(since);
     assert!(
         after.iter().all(|r| requested(r).is_none()),
         "nothing recorded one by one"
@@ -1087,12 +1072,7 @@ async fn a_connection_over_its_networks_share() {
     drop(held);
     drop(over);
     let finished = gw.finish().await;
-    let after: Vec<events::record::Record> = finished
-        .events
-        .iter()
-        .filter(|r| r.seq.0 >= since)
-        .cloned()
-        .collect();
+    let after = finished.since(since);
     assert_eq!(
         denials(&after),
         [("127.0.0.1".to_owned(), "connection_limit".to_owned(), 1)]
@@ -1150,12 +1130,7 @@ async fn requests_past_the_rate_limit() {
     assert_eq!(statuses, [200, 200, 200, 429, 429]);
     assert_eq!(gw.rack().received().len(), 3);
     let finished = gw.finish().await;
-    let after: Vec<events::record::Record> = finished
-        .events
-        .iter()
-        .filter(|r| r.seq.0 >= since)
-        .cloned()
-        .collect();
+    let after = finished.since(since);
     assert_eq!(after.iter().filter_map(requested).count(), 3);
     assert_eq!(
         denials(&after),

@@ -40,12 +40,7 @@ async fn send_and_count(gw: TestGateway, batch: Vec<Sent>) {
     );
 
     let finished = gw.finish().await;
-    let after: Vec<_> = finished
-        .events
-        .iter()
-        .filter(|r| r.seq.0 >= since)
-        .cloned()
-        .collect();
+    let after = finished.since(since);
     assert_eq!(
         after.iter().filter_map(requested).count(),
         authenticated,

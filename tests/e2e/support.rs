@@ -59,6 +59,17 @@ pub struct Finished {
     pub export: tempfile::TempDir,
 }
 
+impl Finished {
+    /// The records from `seq` on, read after the stop (which flushes what was queued).
+    pub fn since(&self, seq: u64) -> Vec<Record> {
+        self.events
+            .iter()
+            .filter(|r| r.seq.0 >= seq)
+            .cloned()
+            .collect()
+    }
+}
+
 /// A token created for a test.
 #[derive(Debug, Clone)]
 pub struct Issued {
