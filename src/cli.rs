@@ -299,7 +299,12 @@ fn open(data: &std::path::Path) -> anyhow::Result<store::Store> {
 }
 
 fn parse_role(s: &str) -> anyhow::Result<Role> {
-    Role::parse(s).with_context(|| format!("{s:?} is not a role (viewer, ops, deployer, admin)"))
+    Role::parse(s).with_context(|| {
+        format!(
+            "{} is not a role (viewer, ops, deployer, admin)",
+            admin::quoted(s)
+        )
+    })
 }
 
 /// Where a token command runs, resolved: the store, or a client of the running gateway.
@@ -320,6 +325,19 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
         } => {
             let (id, secret) = match target.resolve()? {
                 Tokens::Offline(store) => {
+                    // The API refuses scopes beyond the owner's roles; offline, an owner with
+                    // none (a typo, say) would get a token that grants nothing today and starts
+                    // granting whenever someone of that name is given a role.
+                    let owner = Principal(owner);
+                    admin::check_principal("owner", &owner)?;
+                    if store.with_state(|s| s.identities.assigned(&owner).is_empty()) {
+                        anyhow::bail!(
+                            "owner {} holds no role; a token grants at most its owner's roles, \
+                             so grant one first (rack-gateway role grant --data DIR --user \
+                             EMAIL --role ROLE)",
+                            admin::quoted(&owner.0)
+                        );
+                    }
                     let expires = expires_in_days.map(|d| {
                         Clock
                             .now()
@@ -329,7 +347,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                         &store,
                         TokenRequest {
                             name,
-                            owner: Principal(owner),
+                            owner,
                             scopes: scopes.into_iter().map(Permission).collect(),
                             expires,
                             dev_only: false,

@@ -1675,3 +1675,93 @@ async fn the_cli_disables_and_enables_a_person_and_keeps_the_last_admin() {
     .await);
     assert_eq!(grants(ok(list().await)), "convox:app:read");
 }
+
+/// The offline `token create` refuses an owner who holds no role (the API refuses scopes
+/// beyond the owner's roles; offline, a typo would make a token that starts granting once
+/// someone of that name is given a role), and a secret pasted as the owner or a role is not
+/// printed back.
+#[tokio::test]
+async fn the_offline_cli_refuses_a_roleless_owner_and_never_repeats_a_pasted_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    stdout(&run_cli(&["keys", "init", "--data", data], None).await);
+    stdout(
+        &run_cli(
+            &[
+                "role",
+                "grant",
+                "--data",
+                data,
+                "--user",
+                "dev@example.com",
+                "--role",
+                "viewer",
+            ],
+            None,
+        )
+        .await,
+    );
+    let create = |owner: &str| {
+        let args: Vec<String> = [
+            "token",
+            "create",
+            "--data",
+            data,
+            "--name",
+            "ci",
+            "--owner",
+            owner,
+            "--scope",
+            "convox:app:read",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&args, None).await
+        }
+    };
+    let typo = create("dve@example.com").await;
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("\"dve@example.com\" holds no role") && stderr.contains("role grant"),
+        "{stderr}"
+    );
+    let secret = rack_gateway::identity::TokenSecret::generate().unwrap();
+    let secret = secret.expose();
+    let pasted = create(secret).await;
+    assert!(!pasted.status.success());
+    let stderr = String::from_utf8_lossy(&pasted.stderr);
+    assert!(
+        stderr.contains("is not an email address") && !stderr.contains(secret),
+        "{stderr}"
+    );
+    let role = run_cli(
+        &[
+            "role",
+            "grant",
+            "--data",
+            data,
+            "--user",
+            "dev@example.com",
+            "--role",
+            secret,
+        ],
+        None,
+    )
+    .await;
+    assert!(!role.status.success());
+    let stderr = String::from_utf8_lossy(&role.stderr);
+    assert!(
+        stderr.contains("is not a role") && !stderr.contains(secret),
+        "{stderr}"
+    );
+    // Nothing was created by the refusals; the owner with a role gets a token.
+    let listed = stdout(&run_cli(&["token", "list", "--data", data], None).await);
+    assert!(!listed.contains("owner="), "{listed}");
+    let made = stdout(&create("dev@example.com").await);
+    assert!(made.starts_with("id: "), "{made}");
+}

@@ -109,10 +109,10 @@ pub const MAX_REASON: usize = 256;
 /// (a token pasted into the reason for revoking it, a URL with its password). Such text is
 /// refused, not rewritten: what is stored is what was typed.
 pub fn check_free_text(field: &str, what: &str, text: &str, max: usize) -> Result<(), AdminError> {
-    if text.is_empty() || text.len() > max || text.chars().any(char::is_control) {
+    if text.is_empty() || text.len() > max || text.chars().any(|c| c.is_control() || is_format(c)) {
         return Err(invalid(
             field,
-            &format!("{what} has 1 to {max} printable characters"),
+            &format!("{what} has 1 to {max} printable characters, none of them invisible"),
         ));
     }
     if crate::proxy::redact::holds_secret_word(text) {
@@ -161,8 +161,8 @@ pub async fn create_token_as(
             return Err(AdminError::Invalid {
                 field: format!("scopes[{i}]"),
                 what: format!(
-                    "{:?} is not a permission of the catalogue (`rack-gateway policy-tables` lists them; `*` is not accepted here)",
-                    scope.0
+                    "{} is not a permission of the catalogue (`rack-gateway policy-tables` lists them; `*` is not accepted here)",
+                    quoted(&scope.0)
                 ),
             });
         }
@@ -207,9 +207,9 @@ async fn create(
             return Err(invalid(
                 &format!("scopes[{i}]"),
                 &format!(
-                    "{:?} names no permission of the catalogue (`rack-gateway policy-tables` \
+                    "{} names no permission of the catalogue (`rack-gateway policy-tables` \
                      lists them)",
-                    s.0
+                    quoted(&s.0)
                 ),
             ));
         }
@@ -509,6 +509,42 @@ pub async fn enable_user(
     Ok(appended.first)
 }
 
+/// `text` as a refusal quotes it: a gateway token's secret pasted into the wrong field (an
+/// owner, a scope) is not repeated to the terminal, the CI log or the API's answer.
+pub fn quoted(text: &str) -> String {
+    format!("{:?}", crate::proxy::redact::gateway_tokens(text))
+}
+
+/// Unicode's format characters (category Cf) that text may not hold: invisible, they make two
+/// names read the same, and the bidirectional ones reorder what a terminal shows of a line
+/// (`token list`, an audit export). The ranges are Unicode 15's Cf.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{AD}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61C}'
+            | '\u{6DD}'
+            | '\u{70F}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
 fn invalid(field: &str, what: &str) -> AdminError {
     AdminError::Invalid {
         field: field.to_owned(),
@@ -516,18 +552,24 @@ fn invalid(field: &str, what: &str) -> AdminError {
     }
 }
 
-/// A person is named by an email address: one `@`, something on both sides, no spaces. The
-/// log keeps the name for good (in the call's parameters even when it is refused), so one with
-/// a gateway token's secret pasted into it is refused too. Only that: the scrubber's other
-/// rules would take some real addresses (long, dense, with digits) for secrets.
-fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
+/// A person is named by an email address: one `@`, something on both sides, printable ASCII
+/// only (no spaces), as Google Workspace issues them. ASCII keeps one person from having two
+/// names that read the same: `admin@example.com` followed by a zero-width space, or with a
+/// Cyrillic `а`, would be a second admin that an access review cannot tell apart. The log keeps
+/// the name for good (in the call's parameters even when it is refused), so one with a gateway
+/// token's secret pasted into it is refused too. Only that: the scrubber's other rules would
+/// take some real addresses (long, dense, with digits) for secrets.
+pub fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
     let ok = matches!(p.0.split_once('@'), Some((a, b)) if !a.is_empty() && b.contains('.') && !b.contains('@'))
         && p.0.len() <= 254
-        && !p.0.chars().any(|c| c.is_whitespace() || c.is_control());
+        && p.0.bytes().all(|b| b.is_ascii_graphic());
     if !ok {
         return Err(invalid(
             field,
-            &format!("{:?} is not an email address", p.0),
+            &format!(
+                "{} is not an email address (printable ASCII, one @)",
+                quoted(&p.0)
+            ),
         ));
     }
     if crate::proxy::redact::gateway_tokens(&p.0) != p.0 {
@@ -568,8 +610,8 @@ fn check_permission(field: &str, p: &Permission) -> Result<(), AdminError> {
         _ => Err(invalid(
             field,
             &format!(
-                "{:?} is not a permission (convox:<resource>:<action> or gateway:<resource>:<action>)",
-                p.0
+                "{} is not a permission (convox:<resource>:<action> or gateway:<resource>:<action>)",
+                quoted(&p.0)
             ),
         )),
     }
@@ -1157,6 +1199,78 @@ mod tests {
                 _ => None,
             });
         assert_eq!(by, Some(p("dev@example.com")));
+    }
+
+    /// Names an access review could not tell apart, and text that reorders a terminal's line,
+    /// are refused; a refusal never repeats a token secret pasted into the wrong field.
+    #[tokio::test]
+    async fn lookalike_names_invisible_text_and_pasted_secrets_are_refused_unrepeated() {
+        let (_dir, store) = open();
+        let before = store.head().size;
+        let secret = crate::identity::TokenSecret::generate().unwrap();
+        let secret = secret.expose().to_owned();
+        for owner in [
+            "admin@example.com\u{200B}",
+            "\u{430}dmin@example.com",
+            "admin@ex\u{AD}ample.com",
+            secret.as_str(),
+        ] {
+            let refused = create_token(
+                &store,
+                TokenRequest {
+                    owner: p(owner),
+                    ..request()
+                },
+            )
+            .await;
+            let Err(AdminError::Invalid { field, what }) = refused else {
+                panic!("{owner:?}: {refused:?}");
+            };
+            assert_eq!(field, "owner");
+            assert!(!what.contains(&secret), "{what}");
+        }
+        for name in ["ci\u{202E}nimda", "ci\u{2066}", "c\u{200D}i"] {
+            assert!(
+                matches!(
+                    create_token(
+                        &store,
+                        TokenRequest {
+                            name: name.to_owned(),
+                            ..request()
+                        },
+                    )
+                    .await,
+                    Err(AdminError::Invalid { .. })
+                ),
+                "{name:?}"
+            );
+        }
+        let scope = create_token(
+            &store,
+            TokenRequest {
+                scopes: vec![Permission(secret.clone())],
+                ..request()
+            },
+        )
+        .await;
+        let Err(AdminError::Invalid { what, .. }) = scope else {
+            panic!("{scope:?}");
+        };
+        assert!(
+            what.contains("[redacted]") && !what.contains(&secret),
+            "{what}"
+        );
+        assert_eq!(store.head().size, before);
+        // Text outside ASCII that shows as written is still a name.
+        create_token(
+            &store,
+            TokenRequest {
+                name: "déploiement nocturne".into(),
+                ..request()
+            },
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]
