@@ -6,9 +6,15 @@
 //! `build.json`, so a caller allowed to import builds and read their logs (`cicd`) could read
 //! any stored object, such as another app's source upload, without `convox:object:read`.
 //!
-//! **Invariant:** for a caller without `convox:object:read`, a build-log socket is opened only
-//! when the rack's record of the build has no log or names a build log, whatever its status,
-//! or when the rack has no such build.
+//! A caller with `convox:object:read` may read any app's objects, but only as the object routes
+//! name them: the rack opens `logs` as `ObjectFetch(host, path)`, and on a rack that stores
+//! objects on its own disk a `..` in that path reads any file of the API's pod (its service
+//! account's token). So such a caller's build log must still be an object a path could name
+//! ([`is_object_url`]).
+//!
+//! **Invariant:** a build-log socket is opened only when the rack's record of the build has no
+//! log or names a build log, whatever its status, or when the rack has no such build; or, for a
+//! caller with `convox:object:read`, when it names an object a path could name.
 
 /// What the check concluded.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,6 +81,24 @@ fn is_build_log(url: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
+/// `object://<app>/<key>` as the object routes could name it: an app name (lowercase letters,
+/// digits and `-`) that is not one the rack keeps for itself, and a key of the object-key
+/// grammar (no `.` or `..` segment, no escapes, nothing a URL parser reads as more).
+pub fn is_object_url(url: &str) -> bool {
+    let Some((app, key)) = url
+        .strip_prefix("object://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return false;
+    };
+    !app.is_empty()
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !crate::policy::decide::RESERVED_APPS.contains(&app)
+        && crate::policy::canonical::is_object_key(&format!("/apps/{app}/objects"), key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +151,38 @@ mod tests {
                 Ok(Source::Elsewhere(logs.to_owned())),
                 "{logs}"
             );
+        }
+    }
+
+    #[test]
+    fn an_object_url_is_one_the_object_routes_could_name() {
+        for url in [
+            "object://web/tmp/7b1f.tgz",
+            "object://other-app/build/B1/logs",
+            "object://web/a/b_c-d.e",
+        ] {
+            assert!(is_object_url(url), "{url}");
+        }
+        for url in [
+            "object://web/../../../../var/run/secrets/kubernetes.io/serviceaccount/token",
+            "object://web/a/../../b",
+            "object://web/./a",
+            "object://web/%2e%2e/a",
+            "object://web//a",
+            "object://web/",
+            "object://web",
+            "object://rack/tmp/x.tgz",
+            "object://system/x",
+            "object://Web/x",
+            "object://web:80/x",
+            "object://user@web/x",
+            "object://web/x?y",
+            "object://web/x#y",
+            "object:///x",
+            "s3://web/x",
+            "/etc/passwd",
+        ] {
+            assert!(!is_object_url(url), "{url}");
         }
     }
 

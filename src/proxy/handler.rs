@@ -388,6 +388,7 @@ async fn pipeline(
     // allowed the call, or the call's own where none would.
     let check = match matched.rule().name {
         "build.logs" if !grant.holds(Perm::ObjectRead) => Some(Perm::ObjectRead),
+        "build.logs" => Some(permitted.permission()),
         name if policy::routes::INTO_PROCESS.contains(&name) && !grant.holds(Perm::BuildExec) => {
             Some(Perm::BuildExec)
         }
@@ -400,7 +401,18 @@ async fn pipeline(
         looked_up = true;
         let id = matched.var("id").unwrap_or_default();
         let judged = match matched.rule().name {
-            "build.logs" => foreign_build_log(state, &caller, &app, id, permitted.required()).await,
+            "build.logs" => {
+                let reads_objects = grant.holds(Perm::ObjectRead);
+                foreign_build_log(
+                    state,
+                    &caller,
+                    &app,
+                    id,
+                    reads_objects,
+                    permitted.required(),
+                )
+                .await
+            }
             "release.promote" => {
                 promote_refusal(state, &caller, &app, id, &protected, permitted.required()).await
             }
@@ -1344,18 +1356,32 @@ async fn build_log_source(
     })
 }
 
-/// Why build `id`'s log socket is refused to a caller without `convox:object:read`: the kind
-/// and what the caller is told; `None` when the rack would stream a build log.
+/// Why build `id`'s log socket is refused: to a caller without `convox:object:read`, a log
+/// that is not a build log; to one with it, a log no object route could name (see
+/// [`build_logs`]). The kind and what the caller is told; `None` when the rack may stream it.
 async fn foreign_build_log(
     state: &Arc<ProxyState>,
     caller: &Caller,
     app: &str,
     id: &str,
+    reads_objects: bool,
     required: &[Perm],
 ) -> Result<Option<(&'static str, String)>, ProxyError> {
     Ok(
         match build_log_source(state, caller, app, id, required).await? {
             Ok(build_logs::Source::BuildLog | build_logs::Source::Missing) => None,
+            Ok(build_logs::Source::Elsewhere(url)) if reads_objects => {
+                (!build_logs::is_object_url(&url)).then(|| {
+                    (
+                        "build_log_outside",
+                        format!(
+                            "build {id}'s record names {url} as its log, which is no object a \
+                             path could name (a `..` or `.` segment, an escape, the rack's own \
+                             objects); the gateway does not stream it"
+                        ),
+                    )
+                })
+            }
             Ok(build_logs::Source::Elsewhere(url)) => Some((
                 "build_log_elsewhere",
                 format!(

@@ -815,15 +815,19 @@ async fn convox_deploy_streams_its_build_log_and_is_recorded() {
     let app_read = format!("GET /apps/x Allow - {APP_READ}");
     let build_read = format!("GET /apps/x/builds/{build} Allow - {BUILD_READ}");
     let build_log = format!("GET {build_logs} Allow - {BUILD_READ}");
+    // Where the log is read from is looked up (and recorded) before each log socket opens.
+    let log_lookup = format!("GET /apps/x/builds/{build} Allow build_log_lookup -");
     let expected = [
         format!("GET /system Allow - {RACK_READ}"),
         format!("POST /apps/x/objects/{DEPLOY_KEY} Allow - {OBJECT_CREATE}"),
         format!("POST /apps/x/builds Allow - {BUILD_CREATE}"),
         machines.clone(),
+        log_lookup.clone(),
         build_log.clone(),
         build_read.clone(),
         build_read,
         machines.clone(),
+        log_lookup,
         build_log,
         app_read.clone(),
         format!("POST /apps/x/releases/{release}/promote Allow - {RELEASE_PROMOTE}"),
@@ -840,9 +844,11 @@ async fn convox_deploy_streams_its_build_log_and_is_recorded() {
             "GET /system?".to_owned(),
             format!("POST /apps/x/objects/{DEPLOY_KEY}?"),
             "POST /apps/x/builds?".to_owned(),
+            format!("GET /apps/x/builds/{build}"),
             format!("GET {build_logs}"),
             format!("GET /apps/x/builds/{build}?"),
             format!("GET /apps/x/builds/{build}?"),
+            format!("GET /apps/x/builds/{build}"),
             format!("GET {build_logs}"),
             "GET /apps/x?".to_owned(),
             format!("POST /apps/x/releases/{release}/promote?"),
@@ -852,7 +858,7 @@ async fn convox_deploy_streams_its_build_log_and_is_recorded() {
             "GET /apps/x?".to_owned(),
             "GET /apps/x?".to_owned(),
         ],
-        "the CLI's sequence, less what the gateway answers itself"
+        "the CLI's sequence, less what the gateway answers itself, with its lookups"
     );
     let got = upgrades(s.gw.rack());
     let direct = upgrades(s.reference());

@@ -535,6 +535,59 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
     let streamed = payloads(&until_eof(&mut reader).await);
     assert_eq!(streamed, secret);
 
+    // A log no object route could name (a rack that keeps objects on its disk would read any
+    // file of its pod): refused even with `convox:object:read`, nothing reaching the rack.
+    let updated = gw
+        .send_raw(admin.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}?"),
+            &[],
+            Body::Form("logs=object%3A%2F%2Fx%2F..%2F..%2Fsecrets%2Ftoken"),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let before = sockets();
+    let outside_at = gw.head();
+    let (status, mut reader, _writer) = open(&gw, gw.token(), &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let text = texts(&until_eof(&mut reader).await);
+    assert!(
+        text[0].starts_with("ERROR: ") && text[0].contains("no object a path could name"),
+        "{text:?}"
+    );
+    assert_eq!(sockets(), before, "no log socket reached the rack");
+    let events = eventually("the refusal's records", || async {
+        let e = gw.events_since(outside_at).await;
+        e.iter()
+            .any(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason == "build_log_outside"))
+            .then_some(e)
+    })
+    .await;
+    assert_eq!(
+        requested_paths(&events),
+        [
+            (
+                format!("/apps/x/builds/{id}"),
+                "build_log_lookup".to_owned(),
+                "Allow".to_owned()
+            ),
+            (
+                logs.clone(),
+                "build_log_outside".to_owned(),
+                "Deny".to_owned()
+            ),
+        ]
+    );
+    let updated = gw
+        .send_raw(admin.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}?"),
+            &[],
+            Body::Form("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+
     // Set running again (as `build.image` does to a finished build, keeping its log): still
     // refused, since the rack reads that log once the build ends.
     let updated = gw
