@@ -44,6 +44,11 @@ pub enum KeyError {
     },
     #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
+    #[error(
+        "{path}: holds a log already; keys are made for a new log only: restore the keys it \
+         was made with"
+    )]
+    LogExists { path: PathBuf },
     #[error("{path}: missing; run `rack-gateway keys init --data {data}` first")]
     Missing { path: PathBuf, data: String },
     #[error("{path}: {what}")]
@@ -62,7 +67,9 @@ pub enum KeyError {
 
 impl Keys {
     /// Creates every key under `<data>/keys/`. Refuses if that directory already holds
-    /// anything.
+    /// anything, or if `data` holds a log: new keys cannot continue a log (the store refuses a
+    /// key that did not sign its newest checkpoint), and one made beside it would only stand
+    /// in the way of restoring its own.
     ///
     /// The set appears whole or not at all: the keys are written and synced in
     /// `<data>/keys.partial/`, which is then renamed to `keys/`. An init cut short leaves no
@@ -76,6 +83,10 @@ impl Keys {
             snapshot: SnapshotKey(random()?),
             checkpoint,
         };
+        let log = crate::store::log_path(data);
+        if log.exists() {
+            return Err(KeyError::LogExists { path: log });
+        }
         // One init at a time on a data directory: they share the staging directory.
         let _lock = lock_init(data)?;
         let staged = stage(data, &keys)?;

@@ -24,6 +24,15 @@ pub type Store = RedbStore<Projections>;
 pub enum OpenError {
     #[error(transparent)]
     Keys(#[from] KeyError),
+    /// The data directory holds a log but not its keys: `keys init` makes keys for a new log
+    /// only, so the message must not send the operator there.
+    #[error(
+        "{}: missing, while {} holds a log: restore the keys that log was made with (keys made \
+         anew cannot continue it)",
+        keys.display(),
+        log.display()
+    )]
+    KeysMissing { keys: PathBuf, log: PathBuf },
     #[error("event store {path}: {source}")]
     Store {
         path: PathBuf,
@@ -60,8 +69,17 @@ pub fn snapshot_path(data: &Path) -> PathBuf {
 /// Opens the store of `data` with its keys, restoring the projections from the snapshot when it
 /// is valid for this log.
 pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), OpenError> {
-    let keys = Keys::load(data)?;
     let path = log_path(data);
+    let keys = match Keys::load(data) {
+        Err(KeyError::Missing { .. }) if path.exists() => {
+            return Err(OpenError::KeysMissing {
+                keys: data.join("keys"),
+                log: path,
+            });
+        }
+        loaded => loaded?,
+    };
+
     let restored = restore(data, &keys);
     // What the log must have recorded for the restored snapshot to be used.
     let recorded = restored.as_ref().map(|l| (l.covers, l.digest));
@@ -203,6 +221,56 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// A log continues only with the keys it was made with: missing keys are not to be made
+    /// anew beside it, and a key set made elsewhere (under the same origin) is refused before
+    /// it signs anything; the log's own keys open it again.
+    #[tokio::test]
+    async fn a_log_opens_only_with_its_own_keys() {
+        let data = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        Keys::init(data.path(), "keys.test/log").unwrap();
+        let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        grant(&store, 3).await;
+        store.shutdown();
+        drop(store);
+        let stored = || {
+            let reader = LogReader::open(&log_path(data.path())).unwrap();
+            (reader.len().unwrap(), reader.checkpoint_notes().unwrap())
+        };
+        let before = stored();
+
+        let own = data.path().join("keys");
+        let kept = data.path().join("keys.kept");
+        std::fs::rename(&own, &kept).unwrap();
+        let missing = open(data.path(), CheckpointPolicy::default())
+            .err()
+            .unwrap();
+        assert!(
+            matches!(missing, OpenError::KeysMissing { .. })
+                && missing.to_string().contains("restore the keys"),
+            "{missing}"
+        );
+        let init = Keys::init(data.path(), "keys.test/log").err().unwrap();
+        assert!(matches!(init, KeyError::LogExists { .. }), "{init}");
+        assert!(!own.exists(), "no keys made beside the log");
+
+        Keys::init(other.path(), "keys.test/log").unwrap();
+        std::fs::rename(other.path().join("keys"), &own).unwrap();
+        let foreign = open(data.path(), CheckpointPolicy::default())
+            .err()
+            .unwrap();
+        assert!(
+            foreign.to_string().contains("not signed by this key"),
+            "{foreign}"
+        );
+        assert_eq!(stored(), before, "the foreign keys signed nothing");
+
+        std::fs::remove_dir_all(&own).unwrap();
+        std::fs::rename(&kept, &own).unwrap();
+        let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
+        assert_eq!(store.with_state(|s| s.identities.count_with(Role::Ops)), 3);
     }
 
     #[tokio::test]

@@ -1590,16 +1590,42 @@ impl<S: Fold> Sequencer<S> {
             });
         };
         match decode_stored(*seq, bytes)?.record.event {
-            Event::LogCreated { origin, .. } if origin == self.options.origin => Ok(()),
-            Event::LogCreated { origin, .. } => Err(StoreError::Incompatible(format!(
-                "the log's origin is {origin:?}, the configuration says {:?}",
-                self.options.origin
-            ))),
-            _ => Err(StoreError::Corrupt {
-                seq: Seq(0),
-                what: "record 0 is not LogCreated".into(),
-            }),
+            Event::LogCreated { origin, .. } if origin == self.options.origin => {}
+            Event::LogCreated { origin, .. } => {
+                return Err(StoreError::Incompatible(format!(
+                    "the log's origin is {origin:?}, the configuration says {:?}",
+                    self.options.origin
+                )));
+            }
+            _ => {
+                return Err(StoreError::Corrupt {
+                    seq: Seq(0),
+                    what: "record 0 is not LogCreated".into(),
+                });
+            }
         }
+        self.check_signer(&*db)
+    }
+
+    /// Refuses a signer that did not sign the log's newest checkpoint: a key set made anew (or
+    /// another log's, under the same origin) would sign the next checkpoints with a key the
+    /// log's history never named. Checked before the sequencer runs, so such a key signs
+    /// nothing. (A key rotation records `CheckpointKeyAdded` and then cuts a checkpoint with
+    /// the new key before it stops, so this holds across one.)
+    fn check_signer(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
+        let n = self.view.checkpoints;
+        let Some(newest) = read_checkpoints(db, n.saturating_sub(1)..n)?.pop() else {
+            return Ok(());
+        };
+        let key = self.options.signer.verifier();
+        checkpoint::verify_note(newest.note.as_bytes(), &key).map_err(|_| {
+            StoreError::Incompatible(format!(
+                "the log's newest checkpoint (size {}) is not signed by this key ({key}): the \
+                 keys are not this log's; restore the log's own keys",
+                newest.checkpoint.size
+            ))
+        })?;
+        Ok(())
     }
 }
 
