@@ -963,6 +963,25 @@ fn escape_into(out: &mut String, s: &str) {
     }
 }
 
+/// A form body with the form parameter `key` set to `value`: the form parameters of `params`
+/// (the canonical ones of a request), urlencoded as Go encodes them. The proxy canonicalizes
+/// it again before forwarding, so what is recorded is what is forwarded.
+pub fn form_with(params: &[Param], key: &str, value: &str) -> Vec<u8> {
+    let form: Vec<Param> = params
+        .iter()
+        .filter(|p| p.part == Part::Form)
+        .map(|p| Param {
+            value: if p.key == key {
+                value.to_owned()
+            } else {
+                p.value.clone()
+            },
+            ..p.clone()
+        })
+        .collect();
+    encode_params(&form).into_bytes()
+}
+
 /// Go's `url.Values.Encode` for params already sorted by key.
 fn encode_params(params: &[Param]) -> String {
     let mut out = String::new();

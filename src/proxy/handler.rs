@@ -291,6 +291,32 @@ async fn pipeline(
             return Err(ProxyError::BadRequest { kind, what });
         }
     };
+    // The rack takes a budget or scaling action's actor from `ack_by`, and the CLI sends its
+    // `$CONVOX_ACTOR`, else `$USER`: the caller's own name stands there instead, as the rack
+    // is told in `X-Convox-Actor`. Canonicalized again: what is recorded is what is forwarded.
+    let params = match params.get("ack_by") {
+        Some(ack_by) if ack_by != caller.token.owner.0 => {
+            let form = canonical::form_with(params.params(), "ack_by", &caller.token.owner.0);
+            match canonical::canonicalize_params(
+                matched.rule(),
+                &RequestParams {
+                    method: &method,
+                    content_type: content_type.as_deref(),
+                    query,
+                    body: RequestBody::Buffered(&form),
+                    headers: &header_pairs(&parts.headers),
+                },
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    let (kind, what) = (e.kind(), e.to_string());
+                    record_denial(state, &caller, &method, &recorded, kind, None, &[]).await?;
+                    return Err(ProxyError::BadRequest { kind, what });
+                }
+            }
+        }
+        _ => params,
+    };
     headers::keep_listed(&mut parts.headers, &matched.rule().params);
     let recorded_params = redact::params(params.params(), &state.keys.audit);
     // The token and its owner as they are now, after the body was read: a token revoked or
@@ -360,7 +386,6 @@ async fn pipeline(
     let mut refusal = call_refusal(
         &matched,
         &params,
-        &caller.token.owner,
         &app,
         &protected,
         Visibility::of(&grant),
@@ -533,7 +558,7 @@ async fn pipeline(
                 Ok(restored) => {
                     restored_any = true;
                     // Canonicalized again: what is recorded is what is forwarded.
-                    let form = mask::form_with_env(params.params(), &restored);
+                    let form = canonical::form_with(params.params(), "env", &restored);
                     match canonical::canonicalize_params(
                         matched.rule(),
                         &RequestParams {
@@ -1073,7 +1098,6 @@ impl Rewrite {
 fn call_refusal(
     matched: &policy::Matched,
     params: &CanonicalParams,
-    owner: &Principal,
     app: &str,
     protected: &[String],
     who: Visibility,
@@ -1137,18 +1161,6 @@ fn call_refusal(
     {
         let what = "manifest must name a file inside the build's source: `..` leaves it".to_owned();
         return Some(("build_manifest_outside", permission, what));
-    }
-    // The rack takes a budget or scaling action's actor from `ack_by` when one is sent: only
-    // the caller's own identity may stand there.
-    if let Some(ack_by) = params.get("ack_by")
-        && ack_by != owner.0
-    {
-        let what = format!(
-            "ack_by names someone else; leave it out (the gateway tells the rack who you are) \
-             or set it to {}",
-            owner.0
-        );
-        return Some(("ack_by_not_caller", permission, what));
     }
     if route == "release.create"
         && let Some(env) = params.get("env")

@@ -32,10 +32,8 @@ use std::fmt;
 use std::ops::Range;
 
 use hmac::{KeyInit, Mac};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::keys::AuditKey;
-use crate::policy::canonical::{Param, Part};
 use crate::policy::decide::Grant;
 use crate::policy::permissions::Perm;
 use crate::policy::routes::RouteRule;
@@ -820,23 +818,6 @@ pub fn protected_in_run_env<'a>(environment: &str, protected: &'a [String]) -> O
                 .map_or(spaced.clone(), |k| k.into_owned())
         })
         .find_map(|key| protected.iter().find(|p| **p == key).map(String::as_str))
-}
-
-/// A form body with the `env` parameter replaced: the form parameters of `params` (the
-/// canonical ones of the request), urlencoded. The proxy canonicalizes it again before
-/// forwarding, so what is recorded is what is forwarded.
-pub fn form_with_env(params: &[Param], env: &str) -> Vec<u8> {
-    let mut out = String::new();
-    for p in params.iter().filter(|p| p.part == Part::Form) {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        let value = if p.key == "env" { env } else { &p.value };
-        out.extend(utf8_percent_encode(&p.key, NON_ALPHANUMERIC));
-        out.push('=');
-        out.extend(utf8_percent_encode(value, NON_ALPHANUMERIC));
-    }
-    out.into_bytes()
 }
 
 // === JSON, read in place ===

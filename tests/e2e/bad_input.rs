@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use events::event::{Decision, Role};
+use events::event::{Decision, Event, Role};
 use events::time::{Clock, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -693,15 +693,56 @@ async fn two_content_types() {
     .await;
 }
 
+/// The CLI's budget commands send `ack_by` as `$CONVOX_ACTOR`, else `$USER`, which the rack
+/// takes as the action's actor: the caller's own name is forwarded instead, and recorded as
+/// forwarded, the body's other fields kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ack_by_naming_someone_else() {
-    // The rack would take this as the actor of the budget action.
-    check(
-        Case::post("/apps/x/budget/dismiss-recovery?")
-            .form("ack_by=someone%40example.com")
-            .denied(403, "ack_by_not_caller"),
-    )
-    .await;
+async fn an_ack_by_naming_someone_else_is_the_caller_upstream() {
+    use crate::support::Body;
+    let gw = TestGateway::start().await;
+    let cli = gw.cli();
+    let since = gw.head();
+    let reply = gw
+        .send_raw(cli.request(
+            "POST",
+            "/apps/x/budget/reset?",
+            &[],
+            Body::Form("ack_by=alice&reset_period=true"),
+        ))
+        .await;
+    let received = gw.rack().received();
+    let last = received.last().unwrap();
+    assert_eq!(last.target, "/apps/x/budget/reset?", "{reply:?}");
+    let caller = rack_gateway::server::dev::DEV_USER;
+    let sent = format!("ack_by={}&reset_period=true", caller.replace('@', "%40"));
+    assert_eq!(std::str::from_utf8(&last.body).unwrap(), sent);
+    let (requested, _) = gw.call_records(since, &reply.request_id()).await;
+    let Event::CommandRequested(c) = &requested.event else {
+        panic!("{requested:?}");
+    };
+    assert_eq!(c.decision, Decision::Allow);
+    assert!(
+        c.params.contains(&("ack_by".to_owned(), caller.to_owned())),
+        "{:?}",
+        c.params
+    );
+    // The caller's own name passes as sent.
+    let own = format!("ack_by={}", caller.replace('@', "%40"));
+    let reply = gw
+        .send_raw(cli.request(
+            "POST",
+            "/apps/x/budget/dismiss-recovery?",
+            &[],
+            Body::Form(&own),
+        ))
+        .await;
+    let received = gw.rack().received();
+    assert_eq!(
+        std::str::from_utf8(&received.last().unwrap().body).unwrap(),
+        own,
+        "{reply:?}"
+    );
+    gw.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

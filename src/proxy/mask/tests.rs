@@ -4,9 +4,10 @@
 use std::collections::BTreeSet;
 
 use events::event::{Permission, Role};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::*;
-use crate::policy::canonical::{RequestBody, RequestParams, canonicalize_params};
+use crate::policy::canonical::{RequestBody, RequestParams, canonicalize_params, form_with};
 use crate::policy::decide::Standing;
 use crate::policy::routes::{ROUTES, Secrecy};
 
@@ -691,7 +692,7 @@ fn a_masked_answer_posted_back_restores_the_current_env() {
         "build=B1&description=hi+there&env={}",
         utf8_percent_encode(&posted, NON_ALPHANUMERIC)
     );
-    let form = form_with_env(params(sent.as_bytes()).params(), &restored);
+    let form = form_with(params(sent.as_bytes()).params(), "env", &restored);
     let forwarded = params(&form);
     assert_eq!(forwarded.get("env").as_deref(), Some(restored.as_str()));
     assert_eq!(forwarded.get("build").as_deref(), Some("B1"));
