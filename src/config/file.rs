@@ -363,12 +363,25 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
                     format!("{entry:?} is not app:KEY (use *:KEY for every app)"),
                 ));
             };
-            // `*: KEY` would protect the key " KEY", which no env has: protection silently off.
-            let odd = |s: &str| s.contains(|c: char| c.is_whitespace() || c == '=' || c == ':');
-            if odd(app) || odd(key) {
+            // Matched exactly: `*: KEY`, a quoted `"*:KEY"` (an env file's quotes kept) or
+            // `Web:KEY` would protect what no app or env has, protection silently off.
+            let app_ok = app == "*"
+                || app
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let key_ok = key
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !app_ok || !key_ok {
                 return Err(value_err(
                     "protected_env",
-                    format!("{entry:?}: app and KEY may hold no space, `=` or second `:`"),
+                    format!(
+                        "{entry:?}: the app is `*` or an app name (lowercase letters, digits, \
+                         `-`) and KEY an env name (letters, digits, `_`, not starting with a \
+                         digit); quotes are not part of the value"
+                    ),
                 ));
             }
             protected_env

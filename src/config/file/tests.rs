@@ -173,7 +173,20 @@ fn protected_env_is_app_and_key_pairs() {
     let c = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")])).unwrap();
     assert_eq!(c.protected_env["web"], vec!["DATABASE_URL".to_owned()]);
     assert_eq!(c.protected_env["*"], vec!["STRIPE_KEY".to_owned()]);
-    for entry in ["nokey", "*: STRIPE_KEY", "web :KEY", "web:A=B", "web:A:B"] {
+    // Each would protect what no app or env has: matching is exact.
+    for entry in [
+        "nokey",
+        "*: STRIPE_KEY",
+        "web :KEY",
+        "web:A=B",
+        "web:A:B",
+        "\"*:STRIPE_KEY\"",
+        "Web:DATABASE_URL",
+        "web:1KEY",
+        "*:A;B",
+        "*:A-B",
+        "**:KEY",
+    ] {
         let bad = BASE.replacen(
             "data = ",
             &format!("protected_env = [{entry:?}]\ndata = "),
@@ -185,6 +198,26 @@ fn protected_env_is_app_and_key_pairs() {
             .to_string();
         assert!(e.contains("protected_env"), "{entry}: {e}");
     }
+    // As an env file passes it, quotes kept.
+    let quoted = load(
+        Some(file(BASE).path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_PROTECTED_ENV", "\"*:STRIPE_KEY\""),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(quoted.contains("quotes are not part"), "{quoted}");
+    let c = load(
+        Some(file(BASE).path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_PROTECTED_ENV", "*:STRIPE_KEY, web-2:_X9"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.protected_env["web-2"], vec!["_X9".to_owned()]);
 }
 
 #[test]
