@@ -1058,13 +1058,35 @@ async fn a_graceful_stop_leaves_a_recorded_snapshot_for_the_next_start() {
         }
         other => panic!("the last record is {other:?}"),
     }
-    let gateway = serve(&config, "rack-pw").unwrap();
+    let mut gateway = serve(&config, "rack-pw").unwrap();
     let (status, body) = https_get(gateway.proxy, &ca, "/apps?", &token).await;
     assert_eq!(status, 200, "{body}");
+    // A hang-up (the terminal that ran it closed) stops it as gracefully as SIGTERM.
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(gateway.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = gateway.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not stop within 30 s of SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
     drop(gateway);
     let recorded = logged(&data)
         .iter()
         .filter(|e| matches!(e, Event::SnapshotRecorded { .. }))
         .count();
-    assert_eq!(recorded, 2, "one snapshot per graceful stop");
+    assert_eq!(
+        recorded, 2,
+        "one snapshot per graceful stop, the hang-up's included"
+    );
 }

@@ -652,8 +652,11 @@ where
     }
 }
 
-/// A future that resolves when the process is asked to stop (Ctrl-C or SIGTERM); the handlers
-/// are installed by this call, so call it before announcing that the gateway is up.
+/// A future that resolves when the process is asked to stop (Ctrl-C, SIGTERM, or SIGHUP: the
+/// terminal that ran `dev` closed, or a reload the gateway does not do); the handlers are
+/// installed by this call, so call it before announcing that the gateway is up. Each of those
+/// signals' default action would end the process with completions, denial summaries and the
+/// stop's snapshot unwritten.
 pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
@@ -662,10 +665,12 @@ pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
         // printed its addresses must stop the gateway gracefully, never by the default action.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
+        let mut hangup = signal(SignalKind::hangup())?;
         Ok(async move {
             tokio::select! {
                 _ = interrupt.recv() => {},
                 _ = terminate.recv() => {},
+                _ = hangup.recv() => {},
             }
         })
     }
