@@ -349,11 +349,18 @@ where
     }
 
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
-    let _ = tokio::time::timeout(
+    let closed_by = tokio::time::timeout(
         config.close_timeout,
-        finish(&mut inbound, &mut outbound, closed_by, config.exit_code),
+        finish(
+            &mut inbound,
+            &mut outbound,
+            closed_by,
+            config.exit_code,
+            config.close_timeout,
+        ),
     )
-    .await;
+    .await
+    .unwrap_or(closed_by);
 
     StreamStats {
         duration: started.elapsed(),
@@ -373,7 +380,9 @@ where
 }
 
 /// The closing handshake: wait for the answer to a forwarded close, then send the gateway's
-/// own close frames where `ClosedBy` calls for them, then shut both transports down.
+/// own close frames where `ClosedBy` calls for them, then shut both transports down. Returns
+/// how the stream ended: `end`, unless the side whose answer was awaited broke the protocol
+/// meanwhile (its output cut short is not a normal close).
 ///
 /// `await_caller`: on a stream whose end carries the exit code (the CLI exits once it has read
 /// it), once the rack's output is whole, the caller's input is read and dropped until it
@@ -385,28 +394,37 @@ async fn finish<C, R>(
     outbound: &mut Outbound<R, C>,
     end: ClosedBy,
     await_caller: bool,
-) where
+    close_timeout: Duration,
+) -> ClosedBy
+where
     C: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + AsyncWrite + Unpin,
 {
     // The other side answers a close with its own (RFC 6455 §5.5.1): relay it back. On a log
     // stream the rack reads nothing and never answers: after `CLOSE_ANSWER` the gateway
     // answers in its place, rather than leave the caller waiting out the whole close timeout
-    // for a reset. Exec and shell streams (`await_caller`) wait as long as the close may take:
-    // the rack's last output and exit line, or a slow caller's answer, come in that time.
+    // for a reset. Exec and shell streams (`await_caller`) wait most of the time the close may
+    // take (the rack's last output and exit line, or a slow caller's answer, come in that
+    // time), and keep the rest for the gateway's own close frames, so a side whose answer never
+    // comes still gets one rather than a dropped connection.
     let answer_within = if await_caller {
-        Duration::MAX
+        close_timeout.mul_f64(0.8)
     } else {
         CLOSE_ANSWER
     };
-    let _ = match end {
+    let drained = match end {
         ClosedBy::CallerClosed => {
             tokio::time::timeout(answer_within, outbound.drain_until_close()).await
         }
         ClosedBy::RackClosed => {
             tokio::time::timeout(answer_within, inbound.drain_until_close()).await
         }
-        _ => Ok(()),
+        _ => Ok(Ok(())),
+    };
+    let end = match (end, drained) {
+        (ClosedBy::CallerClosed, Ok(Err(LegEnd::Violation(v)))) => ClosedBy::RackViolation(v),
+        (ClosedBy::RackClosed, Ok(Err(LegEnd::Violation(v)))) => ClosedBy::CallerViolation(v),
+        (end, _) => end,
     };
     let (to_caller, to_rack) = closing_codes(end, outbound.eof);
     // The rack's output is whole and the caller is still there to take its end.
@@ -427,6 +445,7 @@ async fn finish<C, R>(
     );
     // Both are best effort: the stream is over whatever the peers do now.
     let _ = (caller_done, rack_done);
+    end
 }
 
 /// Reads and drops frames until a close frame, the end of the input, or an error.
@@ -591,11 +610,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     }
 
     /// After the other side sent a close: keep relaying this direction until its own close
-    /// has been forwarded or it ends (the caller bounds the wait).
-    async fn drain_until_close(&mut self) {
-        while let Ok(relayed) = self.step().await {
-            if relayed == Relayed::Close {
-                return;
+    /// has been forwarded (`Ok`) or it ends otherwise, and how (the caller bounds the wait).
+    async fn drain_until_close(&mut self) -> Result<(), LegEnd> {
+        loop {
+            if self.step().await? == Relayed::Close {
+                return Ok(());
             }
         }
     }

@@ -718,7 +718,7 @@ async fn a_close_is_forwarded_and_its_answer_relayed_back() {
 
 /// A rack that reads nothing (a log stream) never answers the caller's close: the gateway
 /// answers it after a moment, long before the close timeout would cut the connection.
-/// (Exec streams wait out the close timeout: `a_close_is_forwarded_and_its_answer_relayed_back`.)
+/// (Exec streams wait most of the close timeout: `an_exec_close_the_rack_never_answers_still_gets_a_close_frame`.)
 #[tokio::test]
 async fn a_close_the_rack_never_answers_is_answered_by_the_gateway() {
     let config = RelayConfig {
@@ -731,6 +731,47 @@ async fn a_close_the_rack_never_answers_is_answered_by_the_gateway() {
     assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::CallerClosed);
+}
+
+/// An exec stream waits for the rack's answer to a caller's close for most of the close
+/// timeout, then answers the caller itself: a close frame, not a dropped connection.
+#[tokio::test]
+async fn an_exec_close_the_rack_never_answers_still_gets_a_close_frame() {
+    let config = RelayConfig {
+        close_timeout: Duration::from_millis(500),
+        ..RelayConfig::default()
+    };
+    let mut h = start(config);
+    h.caller.writer.close(1000, b"bye").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::CallerClosed);
+}
+
+/// A rack that breaks the protocol while the gateway waits for its answer to the caller's
+/// close cut its output short: the caller is told so (1011), and the stream is recorded so.
+#[tokio::test]
+async fn a_violation_while_a_close_is_answered_is_not_a_normal_close() {
+    let config = RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        ..RelayConfig::default()
+    };
+    let mut h = start(config);
+    h.caller.writer.close(1000, b"bye").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b"bye"));
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"orphan")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1011, b"rack protocol error")
+    );
+    assert_eq!(
+        ended(h.relay).await.closed_by,
+        ClosedBy::RackViolation(Violation::StrayContinuation)
+    );
 }
 
 #[tokio::test]
