@@ -353,6 +353,10 @@ fn read_secret(path: &Path, data: &Path) -> Result<String, KeyError> {
             path: path.to_owned(),
             mode,
         },
+        PrivateFileError::Owner { owner, .. } => KeyError::Owner {
+            path: path.to_owned(),
+            owner,
+        },
     })?;
     String::from_utf8(bytes).map_err(|_| KeyError::Io {
         path: path.to_owned(),
@@ -373,6 +377,8 @@ pub enum PrivateFileError {
     NotAFile { path: PathBuf },
     #[error("{path}: {}", self.reason())]
     Shared { path: PathBuf, mode: u32 },
+    #[error("{path}: {}", self.reason())]
+    Owner { path: PathBuf, owner: u32 },
 }
 
 impl PrivateFileError {
@@ -382,6 +388,10 @@ impl PrivateFileError {
         match self {
             PrivateFileError::Io { source, .. } => format!("cannot be read: {source}"),
             PrivateFileError::NotAFile { .. } => "is not a regular file".into(),
+            PrivateFileError::Owner { owner, .. } => format!(
+                "is owned by uid {owner}, who could change the secret; chown it to the user the \
+                 gateway runs as"
+            ),
             PrivateFileError::Shared { mode, .. } => {
                 format!(
                     "has mode {mode:03o}, which lets others read or change a secret; chmod 600 it"
@@ -392,9 +402,11 @@ impl PrivateFileError {
 }
 
 /// Reads a file that holds a secret (a key file, the rack password, the TLS key), refusing one
-/// that its group or others may read or write: a secret on disk is only as private as its
-/// mode. The mode is that of the file opened, so a file swapped in after the check is not the
-/// one read.
+/// that its group or others may read or write, or that another user than the gateway's (or
+/// root) owns: a secret on disk is only as private as its mode, and its owner may change it
+/// whatever the mode (a `keys` link into a sticky `/tmp` would pass the directory's checks,
+/// with another user's files in it). The mode and owner are those of the file opened, so a
+/// file swapped in after the check is not the one read.
 pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
     use std::io::Read;
     let io = |source| PrivateFileError::Io {
@@ -413,6 +425,13 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
         return Err(PrivateFileError::Shared {
             path: path.to_owned(),
             mode,
+        });
+    }
+    let owner = std::os::unix::fs::MetadataExt::uid(&meta);
+    if !owned_by_us(owner, rustix::process::geteuid().as_raw()) {
+        return Err(PrivateFileError::Owner {
+            path: path.to_owned(),
+            owner,
         });
     }
     let mut bytes = Vec::new();
@@ -540,6 +559,25 @@ mod tests {
             Err(KeyError::Exists { .. })
         ));
         assert_eq!(fs::read(other.path().join("keys/audit.key")).unwrap(), b"x");
+    }
+
+    /// A secret file another user owns is refused, whatever its mode. (Making one takes root;
+    /// the gateway's tests run as root.)
+    #[test]
+    fn a_secret_file_another_user_owns_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        fs::write(&path, "s").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_private(&path).unwrap(), b"s");
+        let nobody = 65534;
+        std::os::unix::fs::chown(&path, Some(nobody), None)
+            .expect("this test changes a file's owner, which needs root");
+        let refused = read_private(&path).unwrap_err();
+        assert!(
+            matches!(refused, PrivateFileError::Owner { owner, .. } if owner == nobody),
+            "{refused}"
+        );
     }
 
     #[test]
