@@ -240,6 +240,14 @@ mod tests {
             (reader.len().unwrap(), reader.checkpoint_notes().unwrap())
         };
         let before = stored();
+        // Readable by the gateway's user alone, as the keys are.
+        use std::os::unix::fs::PermissionsExt;
+        let log = log_path(data.path());
+        let journal = log.with_extension("redb.journal");
+        for file in [&log, &journal] {
+            let mode = std::fs::metadata(file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+        }
 
         let own = data.path().join("keys");
         let kept = data.path().join("keys.kept");

@@ -341,7 +341,7 @@ impl<S: Fold> RedbStore<S> {
         let opener: Opener = Box::new(move || {
             let db = redb::Builder::new()
                 .set_cache_size(WRITER_CACHE_BYTES)
-                .create(&path)?;
+                .create_with_backend(FileBackend::new(open_rw(&path)?)?)?;
             let journal = FileBackend::new(open_rw(&journal_path(&path))?)?;
             // The journal holds acknowledged records: its directory entry must be durable too.
             sync_dir(&path)?;
@@ -1906,13 +1906,15 @@ fn sync_dir(path: &Path) -> Result<(), DatabaseError> {
         .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
 }
 
-/// Opens (creating) a file for reading and writing, as a store file.
+/// Opens (creating) a file for reading and writing, as a store file. A new one is readable by
+/// its owner only, as the keys and the snapshot are: the log names every person and address,
+/// and holds the HMACs of secrets, which the audit key would let a reader test guesses against.
 pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
         .open(path)
         .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
 }
