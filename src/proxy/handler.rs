@@ -297,15 +297,13 @@ async fn pipeline(
     let params = match params.get("ack_by") {
         Some(ack_by) if ack_by != caller.token.owner.0 => {
             let form = canonical::form_with(params.params(), "ack_by", &caller.token.owner.0);
-            match canonical::canonicalize_params(
+            match with_form(
                 matched.rule(),
-                &RequestParams {
-                    method: &method,
-                    content_type: content_type.as_deref(),
-                    query,
-                    body: RequestBody::Buffered(&form),
-                    headers: &header_pairs(&parts.headers),
-                },
+                &method,
+                content_type.as_deref(),
+                query,
+                &parts.headers,
+                &form,
             ) {
                 Ok(p) => p,
                 Err(e) => {
@@ -557,17 +555,14 @@ async fn pipeline(
                 Ok(restored) if restored == env => None,
                 Ok(restored) => {
                     restored_any = true;
-                    // Canonicalized again: what is recorded is what is forwarded.
                     let form = canonical::form_with(params.params(), "env", &restored);
-                    match canonical::canonicalize_params(
+                    match with_form(
                         matched.rule(),
-                        &RequestParams {
-                            method: &method,
-                            content_type: content_type.as_deref(),
-                            query,
-                            body: RequestBody::Buffered(&form),
-                            headers: &header_pairs(&parts.headers),
-                        },
+                        &method,
+                        content_type.as_deref(),
+                        query,
+                        &parts.headers,
+                        &form,
                     ) {
                         Ok(restored) => {
                             params = restored;
@@ -1939,6 +1934,29 @@ async fn read_form(
 }
 
 /// A request's headers as [`canonical::canonicalize_params`] reads them.
+/// The call's parameters with its form replaced by `form`, one the gateway rewrote (`ack_by`,
+/// restored env values): canonicalized as the caller's own were, so what is recorded is what
+/// is forwarded.
+fn with_form(
+    rule: &policy::routes::RouteRule,
+    method: &str,
+    content_type: Option<&str>,
+    query: Option<&str>,
+    headers: &http::HeaderMap,
+    form: &[u8],
+) -> Result<CanonicalParams, canonical::ParamError> {
+    canonical::canonicalize_params(
+        rule,
+        &RequestParams {
+            method,
+            content_type,
+            query,
+            body: RequestBody::Buffered(form),
+            headers: &header_pairs(headers),
+        },
+    )
+}
+
 fn header_pairs(headers: &http::HeaderMap) -> Vec<(&str, &[u8])> {
     headers
         .iter()

@@ -483,51 +483,31 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
         ))
         .await;
     assert_eq!(stored.status, 200, "{}", stored.text());
-    let updated = gw
-        .send_raw(admin.request(
-            "PUT",
-            &format!("/apps/x/builds/{id}?"),
-            &[],
-            Body::Form("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"),
-        ))
-        .await;
-    assert_eq!(updated.status, 200, "{}", updated.text());
+    let set_build = |form: &'static str| {
+        let (gw, admin, id) = (&gw, &admin, &id);
+        async move {
+            let updated = gw
+                .send_raw(admin.request(
+                    "PUT",
+                    &format!("/apps/x/builds/{id}?"),
+                    &[],
+                    Body::Form(form),
+                ))
+                .await;
+            assert_eq!(updated.status, 200, "{}", updated.text());
+        }
+    };
+    set_build("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz").await;
 
-    let sockets = || gw.rack().received().iter().filter(|r| r.websocket).count();
-    let before = sockets();
-    let refused_at = gw.head();
-    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
-    assert!(status.contains("101"), "{status}");
-    let text = texts(&until_eof(&mut reader).await);
-    assert!(
-        text[0].starts_with("ERROR: ") && text[0].contains("convox:object:read"),
-        "{text:?}"
-    );
-    assert!(!text.concat().contains("SOURCE-WITH"), "{text:?}");
-    assert_eq!(sockets(), before, "no log socket reached the rack");
-    let events = eventually("the refusal's records", || async {
-        let e = gw.events_since(refused_at).await;
-        e.iter()
-            .any(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason == "build_log_elsewhere"))
-            .then_some(e)
-    })
+    let text = refused_build_log(
+        &gw,
+        &ci.secret,
+        &id,
+        "convox:object:read",
+        "build_log_elsewhere",
+    )
     .await;
-    let requested = requested_paths(&events);
-    assert_eq!(
-        requested,
-        [
-            (
-                format!("/apps/x/builds/{id}"),
-                "build_log_lookup".to_owned(),
-                "Allow".to_owned()
-            ),
-            (
-                logs.clone(),
-                "build_log_elsewhere".to_owned(),
-                "Deny".to_owned()
-            ),
-        ]
-    );
+    assert!(!text.concat().contains("SOURCE-WITH"), "{text:?}");
 
     // With `convox:object:read`, the same socket streams the object: what was kept from cicd.
     let (status, mut reader, _writer) = open(&gw, gw.token(), &logs).await;
@@ -537,29 +517,56 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
 
     // A log no object route could name (a rack that keeps objects on its disk would read any
     // file of its pod): refused even with `convox:object:read`, nothing reaching the rack.
-    let updated = gw
-        .send_raw(admin.request(
-            "PUT",
-            &format!("/apps/x/builds/{id}?"),
-            &[],
-            Body::Form("logs=object%3A%2F%2Fx%2F..%2F..%2Fsecrets%2Ftoken"),
-        ))
-        .await;
-    assert_eq!(updated.status, 200, "{}", updated.text());
+    set_build("logs=object%3A%2F%2Fx%2F..%2F..%2Fsecrets%2Ftoken").await;
+    refused_build_log(
+        &gw,
+        gw.token(),
+        &id,
+        "no object a path could name",
+        "build_log_outside",
+    )
+    .await;
+    set_build("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz").await;
+
+    // Set running again (as `build.image` does to a finished build, keeping its log): still
+    // refused, since the rack reads that log once the build ends.
+    set_build("status=running").await;
+    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
+    assert!(status.contains("101"), "{status}");
+    let first = until_eof(&mut reader).await.remove(0);
+    assert!(
+        String::from_utf8_lossy(&first.payload).contains("which is not a build log"),
+        "{first:?}"
+    );
+    gw.finish().await;
+}
+
+/// Opens build `id`'s log socket as `token` and checks it is refused inside the socket, its
+/// `ERROR:` line saying `said`: no log socket reaches the rack, and the log holds the record's
+/// lookup, allowed, then the call, denied for `reason`. The text frames the caller got.
+async fn refused_build_log(
+    gw: &TestGateway,
+    token: &str,
+    id: &str,
+    said: &str,
+    reason: &str,
+) -> Vec<String> {
+    let logs = format!("/apps/x/builds/{id}/logs");
+    let sockets = || gw.rack().received().iter().filter(|r| r.websocket).count();
     let before = sockets();
-    let outside_at = gw.head();
-    let (status, mut reader, _writer) = open(&gw, gw.token(), &logs).await;
+    let since = gw.head();
+    let (status, mut reader, _writer) = open(gw, token, &logs).await;
     assert!(status.contains("101"), "{status}");
     let text = texts(&until_eof(&mut reader).await);
     assert!(
-        text[0].starts_with("ERROR: ") && text[0].contains("no object a path could name"),
+        text[0].starts_with("ERROR: ") && text[0].contains(said),
         "{text:?}"
     );
     assert_eq!(sockets(), before, "no log socket reached the rack");
     let events = eventually("the refusal's records", || async {
-        let e = gw.events_since(outside_at).await;
+        let e = gw.events_since(since).await;
         e.iter()
-            .any(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason == "build_log_outside"))
+            .any(|r| matches!(&r.event, Event::CommandRequested(c) if c.reason == reason))
             .then_some(e)
     })
     .await;
@@ -571,42 +578,10 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
                 "build_log_lookup".to_owned(),
                 "Allow".to_owned()
             ),
-            (
-                logs.clone(),
-                "build_log_outside".to_owned(),
-                "Deny".to_owned()
-            ),
+            (logs, reason.to_owned(), "Deny".to_owned()),
         ]
     );
-    let updated = gw
-        .send_raw(admin.request(
-            "PUT",
-            &format!("/apps/x/builds/{id}?"),
-            &[],
-            Body::Form("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz"),
-        ))
-        .await;
-    assert_eq!(updated.status, 200, "{}", updated.text());
-
-    // Set running again (as `build.image` does to a finished build, keeping its log): still
-    // refused, since the rack reads that log once the build ends.
-    let updated = gw
-        .send_raw(admin.request(
-            "PUT",
-            &format!("/apps/x/builds/{id}?"),
-            &[],
-            Body::Form("status=running"),
-        ))
-        .await;
-    assert_eq!(updated.status, 200, "{}", updated.text());
-    let (status, mut reader, _writer) = open(&gw, &ci.secret, &logs).await;
-    assert!(status.contains("101"), "{status}");
-    let first = until_eof(&mut reader).await.remove(0);
-    assert!(
-        String::from_utf8_lossy(&first.payload).contains("which is not a build log"),
-        "{first:?}"
-    );
-    gw.finish().await;
+    text
 }
 
 /// A rack runs each build as a process of the service `build`, with the rack password in its
