@@ -31,7 +31,7 @@ use super::respond::{Answer, ProxyError};
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::upstream::Upstream;
-use super::{build_logs, build_process};
+use super::{build_logs, build_process, build_request};
 use super::{headers, redact, ws};
 use crate::identity::credentials::Schemes;
 use crate::identity::{TokenCall, authenticate};
@@ -108,11 +108,16 @@ enum CallBody {
 /// How the answer of a masking route is rewritten for this caller before it leaves (see
 /// [`mask`]): the whole answer is read, rewritten, and only then sent.
 enum Rewrite {
+    /// A release answer: values this caller may not read masked, and the rack password taken
+    /// out of the manifest.
     Release {
         app: String,
         who: Visibility,
         protected: Vec<String>,
     },
+    /// A release answer for a caller who may read every value of an app with no protected
+    /// keys: only the rack password taken out of the manifest.
+    ReleaseManifest,
     Build,
     /// A process answer for a caller who may not read secrets: commands scrubbed.
     Process,
@@ -613,11 +618,11 @@ async fn pipeline(
     };
     let rewrite = match mask::response_mask(matched.rule()) {
         // A caller who may read every value of an app with no protected keys gets the answer
-        // as the rack wrote it: nothing to rewrite, so it streams.
+        // as the rack wrote it but for the rack password, which its manifest may quote.
         Some(ResponseMask::ReleaseEnv)
             if matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty() =>
         {
-            None
+            Some(Rewrite::ReleaseManifest)
         }
         Some(ResponseMask::ReleaseEnv) => Some(Rewrite::Release {
             app,
@@ -1080,7 +1085,12 @@ impl Rewrite {
                 app,
                 who,
                 protected,
-            } => mask::mask_release_json(body, app, *who, audit, protected),
+            } => mask::mask_release_json(body, app, *who, audit, protected).and_then(|b| {
+                mask::scrub_release_manifests(&b, &|text| upstream.scrub_password(text))
+            }),
+            Rewrite::ReleaseManifest => {
+                mask::scrub_release_manifests(body, &|text| upstream.scrub_password(text))
+            }
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
             Rewrite::Process => mask::scrub_process_commands(body),
@@ -1133,29 +1143,10 @@ fn call_refusal(
     if let Some(what) = file_argument_refusal(route, params) {
         return Some(("file_argument_option", permission, what));
     }
-    // A build's source is an object the CLI has just uploaded to the same app. The rack would
-    // fetch another app's object (which reading needs `convox:object:read` of the caller), or
-    // a directory of its own build process (`dir://`), as readily.
     if route == "build.create"
-        && let Some(url) = params.get("url")
-        && !url.is_empty()
-        && !is_own_object(&url, app)
+        && let Some((kind, what)) = build_request::refusal(params, app)
     {
-        let what = format!(
-            "url must name an object of app {app} (object://{app}/<key>), as `convox build` \
-             and `convox deploy` send it after uploading the source"
-        );
-        return Some(("build_source_elsewhere", permission, what));
-    }
-    // The rack reads the manifest into the build's record, which readers of builds get, from
-    // `filepath.Join(<source>, manifest)`: `..` would reach the build process's own files (its
-    // environment holds the rack password and registry logins). `./x` and `/x` stay inside.
-    if route == "build.create"
-        && let Some(manifest) = params.get("manifest")
-        && manifest.split('/').any(|segment| segment == "..")
-    {
-        let what = "manifest must name a file inside the build's source: `..` leaves it".to_owned();
-        return Some(("build_manifest_outside", permission, what));
+        return Some((kind, permission, what));
     }
     if route == "release.create"
         && let Some(env) = params.get("env")
@@ -1432,14 +1423,6 @@ fn file_argument_refusal(route: &str, params: &CanonicalParams) -> Option<String
         }
         _ => None,
     }
-}
-
-/// Whether a build's source `url` is `object://{app}/<key>` with a key a path could name.
-fn is_own_object(url: &str, app: &str) -> bool {
-    url.strip_prefix("object://")
-        .and_then(|rest| rest.strip_prefix(app))
-        .and_then(|rest| rest.strip_prefix('/'))
-        .is_some_and(|key| canonical::is_object_key(&format!("/apps/{app}/objects"), key))
 }
 
 /// Why a call that names the build service where a process goes is refused to a caller without

@@ -626,6 +626,31 @@ pub fn scrub_external_build(body: &[u8]) -> Result<Vec<u8>, MaskError> {
     })
 }
 
+/// Takes what `scrub` removes (the rack password, in the forms an answer quotes it) out of the
+/// `manifest` of a release answer (a release or a list of them). A release copies its build's
+/// manifest, which a build could read from anywhere in its process before the gateway held the
+/// manifest's path inside the source; its `env` is left to the env masks, since `convox env
+/// set` posts that back.
+///
+/// # Errors
+/// The body is not JSON, or a `manifest` is neither a string nor null.
+pub fn scrub_release_manifests(
+    body: &[u8],
+    scrub: &dyn Fn(&[u8]) -> Vec<u8>,
+) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, "manifest", &mut |manifest| {
+        let scrubbed = scrub(manifest.as_bytes());
+        Ok(if scrubbed == manifest.as_bytes() {
+            Vec::new()
+        } else {
+            vec![(
+                0..manifest.len(),
+                String::from_utf8_lossy(&scrubbed).into_owned(),
+            )]
+        })
+    })
+}
+
 /// Scrubs the `command` of a process answer (a process or a list of them) as the log records a
 /// run's command ([`redact::scrub`]): the rack shows a `convox run` process with the command
 /// it was started with, so `convox ps` would otherwise show a viewer the

@@ -8,6 +8,7 @@
 pub mod answers;
 pub mod build_logs;
 pub mod build_process;
+pub mod build_request;
 pub mod flood;
 pub mod handler;
 pub mod headers;

@@ -123,8 +123,8 @@ impl Upstream {
 
     /// `body` with the rack password, in each form an answer can quote it, replaced by
     /// `rgw-redacted`: for error answers and build answers, which may quote a URL the rack
-    /// built with it. (Release answers are left to the env masks: a value rewritten here would
-    /// not survive `convox env set`, which posts the env back.)
+    /// built with it, and a release's manifest. (A release's env is left to the env masks: a
+    /// value rewritten here would not survive `convox env set`, which posts the env back.)
     pub fn scrub_password(&self, body: &[u8]) -> Vec<u8> {
         scrub_value(body, self.password.expose(), REDACTED)
     }

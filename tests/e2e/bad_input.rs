@@ -1461,6 +1461,59 @@ async fn a_build_from_elsewhere() {
     gw.finish().await;
 }
 
+/// The rack appends each build argument to its build process's shell command unquoted: one
+/// that a shell would split or expand is refused, without quoting it (build arguments are
+/// secret parameters), and the comma-joined `KEY=VALUE` items the CLI sends go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_args_a_shell_would_split_or_expand() {
+    let source = "url=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz";
+    for (args, item, quoted) in [
+        // `-url dir:///proc/self` with `manifest=environ` would copy the build process's
+        // environment (the rack password) into the build's record.
+        ("A%3D1+-url+dir%3A%2F%2F%2Fproc%2Fself", 1, "dir:"),
+        ("A%3D1%2CB%3D%24%28cat+%2Fproc%2F1%2Fenviron%29", 2, "$(cat"),
+        ("A%3D1%2CB%3D2%2CC%3D%60id%60", 3, "`id`"),
+        ("A%3D1%3Bid", 1, ";id"),
+        ("-url%3Ddir%3A%2F%2F%2Fproc%2Fself", 1, "-url"),
+        ("A%3D1%2C", 2, "A=1"),
+    ] {
+        let case = Case::post("/apps/x/builds?")
+            .form(&format!("build-args={args}&manifest=environ&{source}"))
+            .auth(Auth::Deployer);
+        let gw = TestGateway::start().await;
+        let authorization = credentials(&gw, &case.auth).await;
+        let reply = gw
+            .send_raw(&case.bytes(&gw.proxy().to_string(), &authorization))
+            .await;
+        let text = reply.text();
+        assert!(
+            text.contains(&format!("build-args item {item} is not KEY=VALUE")),
+            "{args}: {text}"
+        );
+        assert!(
+            !text.contains(quoted),
+            "{args}: the answer quotes it: {text}"
+        );
+        gw.finish().await;
+        check(case.denied(403, "build_args_unsafe")).await;
+    }
+    let gw = TestGateway::start().await;
+    let form = format!(
+        "build-args=A%3D1%2CNODE_OPTIONS%3D--max-old-space-size%3D4096%2CU%3Dhttps%3A%2F%2Fe.x%2Fa&{source}"
+    );
+    let reply = gw
+        .send_raw(
+            gw.cli()
+                .request("POST", "/apps/x/builds?", &[], Body::Form(&form)),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let received = gw.rack().received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].body, form.as_bytes());
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cross_site_form_post() {
     // A browser that cached a Basic login sends it along with another site's form.

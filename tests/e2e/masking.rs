@@ -118,8 +118,9 @@ async fn a_description_naming_a_multi_line_values_bytes_is_masked() {
 }
 
 /// A rack answer sent chunked in small pieces without a length (as Go sends one larger than
-/// its buffer) is read whole and masked all the same; the admin's, which needs no rewriting,
-/// streams through chunked as it came.
+/// its buffer) is read whole and masked all the same; the admin's, whose values need no
+/// masking, is read whole too (its manifest may quote the rack password) and comes back
+/// unchanged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_answer_is_masked_whole() {
     let gw = TestGateway::start().await;
@@ -149,7 +150,12 @@ async fn a_chunked_answer_is_masked_whole() {
     }
     assert!(!as_viewer.text().contains("s3cr3t"), "{}", as_viewer.text());
     let as_admin = releases(&gw, gw.token()).await;
-    assert_eq!(as_admin.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(as_admin.header("transfer-encoding"), None);
+    assert_eq!(
+        as_admin.header("content-length"),
+        Some(as_admin.body.len().to_string().as_str())
+    );
+    assert_eq!(as_admin.json().as_array().map(Vec::len), Some(5));
     assert!(
         as_admin.text().contains("s3cr3t3"),
         "the admin reads every value"
@@ -457,6 +463,43 @@ async fn the_rack_password_quoted_by_the_rack_is_redacted() {
     );
     for reply in [&created, &build] {
         assert!(!reply.text().contains(&password));
+    }
+    // A release copies its build's manifest, which a build read before the gateway guarded
+    // its manifest's path (`../../proc/self/environ`) may hold the password in.
+    let manifest = format!("manifest=RACK_URL%3Dhttps%3A%2F%2Fconvox%3A{password}%40api");
+    let updated = gw
+        .send_raw(cli.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}"),
+            &[],
+            Body::Form(&manifest),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let release = gw
+        .send_raw(cli.request(
+            "POST",
+            "/apps/x/releases",
+            &[],
+            Body::Form(&format!("build={id}")),
+        ))
+        .await;
+    assert_eq!(release.status, 200, "{}", release.text());
+    let rid = release.json()["id"].as_str().unwrap().to_owned();
+    let got = gw
+        .send_raw(cli.request("GET", &format!("/apps/x/releases/{rid}?"), &[], Body::Empty))
+        .await;
+    let listed = gw
+        .send_raw(cli.request("GET", "/apps/x/releases?", &[], Body::Empty))
+        .await;
+    for reply in [&release, &got, &listed] {
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        assert!(!reply.text().contains(&password), "{}", reply.text());
+        assert!(
+            reply.text().contains("convox:rgw-redacted@api"),
+            "{}",
+            reply.text()
+        );
     }
     // The rack did get the password-bearing requests: only the answers changed.
     assert!(
