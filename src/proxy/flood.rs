@@ -7,23 +7,37 @@
 //! one site's usual allocation, which a client can rotate through at will). An IPv4-mapped IPv6
 //! address counts as its IPv4 address.
 //!
+//! A client with an IPv6 /48 holds 65,536 networks, so counting each on its own would let one
+//! client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
+//! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, an
+//! IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under the unspecified address
+//! (`::`).
+//!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
-//! is bounded: at most [`MAX_TRACKED`] networks each. A limiter that is full forgets the buckets
-//! that have refilled and, if none has, refuses a new network rather than forgetting a throttled
-//! one; a full counter counts further networks' denials under the unspecified address (`::`),
-//! so every denial is still counted and the log gets at most one event per network, reason and
-//! minute.
+//! is bounded. A limiter holds at most [`MAX_TRACKED`] networks; one that is full forgets the
+//! buckets that have refilled and, if none has, refuses a new network rather than forgetting a
+//! throttled one. The counter holds at most [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries and one
+//! `::` entry per reason, and counts every denial in one of them, so the log gets at most that
+//! many events per window however many addresses a client sends from.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use events::event::Event;
 use events::time::Timestamp;
 
-/// How many networks the limiter and the counter each remember.
+/// How many networks the limiter remembers.
 pub const MAX_TRACKED: usize = 65_536;
+
+/// How many networks the counter counts on their own at once: beyond, a newcomer is counted
+/// under its [`Counted::folded`] prefix.
+pub const MAX_COUNTED: usize = 256;
+
+/// How many more entries (prefixes, in practice) the counter opens past [`MAX_COUNTED`] before
+/// a newcomer is counted under `::`.
+pub const MAX_PREFIXES: usize = 256;
 
 /// The network `ip` is limited and counted as: itself for IPv4 (and IPv4-mapped IPv6), its /64
 /// for IPv6.
@@ -33,6 +47,14 @@ pub fn network(ip: IpAddr) -> IpAddr {
         v4 => v4,
     }
 }
+/// Where a denial is counted: a [`network`], the prefix a network is folded into once the
+/// counter is busy, or everyone (`::`, prefix length 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Counted {
+    addr: IpAddr,
+    prefix: u8,
+}
+
 /// The coalescing window of unauthenticated denials.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
@@ -52,7 +74,7 @@ struct Bucket {
 /// Counts taken out of a [`DenialCounter`] to be recorded: [`Due::events`] to append, or
 /// [`DenialCounter::restore`] when the append fails, so no count is lost.
 #[derive(Debug, Default)]
-pub struct Due(Vec<((IpAddr, &'static str), Count)>);
+pub struct Due(Vec<((Counted, &'static str), Count)>);
 
 impl Due {
     pub fn is_empty(&self) -> bool {
@@ -73,8 +95,8 @@ impl Due {
     pub fn events(&self) -> Vec<Event> {
         self.0
             .iter()
-            .map(|((ip, reason), c)| Event::DenialsCounted {
-                ip: ip.to_string(),
+            .map(|((counted, reason), c)| Event::DenialsCounted {
+                ip: counted.to_string(),
                 reason: (*reason).to_owned(),
                 count: c.count,
                 first: c.first,
@@ -87,7 +109,7 @@ impl Due {
 /// Unauthenticated denials waiting to be recorded as counts.
 #[derive(Debug, Default)]
 pub struct DenialCounter {
-    open: BTreeMap<(IpAddr, &'static str), Count>,
+    open: BTreeMap<(Counted, &'static str), Count>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +125,54 @@ struct Count {
 pub struct Flood {
     limiter: Mutex<RateLimiter>,
     denials: Mutex<DenialCounter>,
+}
+
+// === impl Counted ===
+
+impl Counted {
+    const EVERYONE: Counted = Counted {
+        addr: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        prefix: 0,
+    };
+
+    /// `ip`'s [`network`].
+    pub fn network(ip: IpAddr) -> Counted {
+        let addr = network(ip);
+        let prefix = if addr.is_ipv4() { 32 } else { 64 };
+        Counted { addr, prefix }
+    }
+
+    /// Whether this is one network, not a prefix of many.
+    fn is_network(self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 64 }
+    }
+
+    /// One step coarser: a network's IPv6 /48 or IPv4 /16, and a prefix's everyone.
+    pub fn folded(self) -> Counted {
+        match self.addr {
+            IpAddr::V4(v4) if self.prefix > 16 => Counted {
+                addr: IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & !0xffff)),
+                prefix: 16,
+            },
+            IpAddr::V6(v6) if self.prefix > 48 => Counted {
+                addr: IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 80) - 1))),
+                prefix: 48,
+            },
+            _ => Counted::EVERYONE,
+        }
+    }
+}
+
+/// A network as its address (`192.0.2.7`, `2001:db8:1:2::`), a prefix as `address/length`,
+/// everyone as `::`.
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_network() || *self == Counted::EVERYONE {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
 }
 
 // === impl RateLimiter ===
@@ -148,15 +218,12 @@ impl RateLimiter {
 // === impl DenialCounter ===
 
 impl DenialCounter {
-    /// Counts one unauthenticated denial, under its network (or `::` once [`MAX_TRACKED`]
-    /// networks are counting).
+    /// Counts one unauthenticated denial, under its network, or a coarser [`Counted`] once
+    /// many are counting.
     pub fn note(&mut self, ip: IpAddr, reason: &'static str, now: Timestamp) {
-        let mut ip = network(ip);
-        if self.open.len() >= MAX_TRACKED && !self.open.contains_key(&(ip, reason)) {
-            ip = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-        }
+        let counted = self.place(Counted::network(ip), reason);
         self.open
-            .entry((ip, reason))
+            .entry((counted, reason))
             .and_modify(|c| {
                 c.count += 1;
                 c.last = now;
@@ -168,9 +235,27 @@ impl DenialCounter {
             });
     }
 
+    /// Where a denial of `counted` is counted: there if it is counting already or there is
+    /// room, otherwise one step coarser, until everyone (`::`), which always has room.
+    fn place(&self, mut counted: Counted, reason: &'static str) -> Counted {
+        loop {
+            let room = if counted == Counted::EVERYONE {
+                return counted;
+            } else if counted.is_network() {
+                MAX_COUNTED
+            } else {
+                MAX_COUNTED + MAX_PREFIXES
+            };
+            if self.open.len() < room || self.open.contains_key(&(counted, reason)) {
+                return counted;
+            }
+            counted = counted.folded();
+        }
+    }
+
     /// The counts whose window has closed at `now` (or all of them when `flush`), taken out.
     pub fn drain(&mut self, now: Timestamp, flush: bool) -> Due {
-        let due: Vec<(IpAddr, &'static str)> = self
+        let due: Vec<(Counted, &'static str)> = self
             .open
             .iter()
             .filter(|(_, c)| flush || now.since(c.first) >= WINDOW)
@@ -184,13 +269,11 @@ impl DenialCounter {
 
     /// Puts back counts whose record could not be appended, merged with what came since.
     pub fn restore(&mut self, due: Due) {
-        for (mut key, c) in due.0 {
-            // Bounded as `note` is: newcomers beyond the limit are counted under `::`.
-            if self.open.len() >= MAX_TRACKED && !self.open.contains_key(&key) {
-                key.0 = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-            }
+        for ((counted, reason), c) in due.0 {
+            // Bounded as `note` is: newcomers beyond the limit are counted coarser.
+            let counted = self.place(counted, reason);
             self.open
-                .entry(key)
+                .entry((counted, reason))
                 .and_modify(|o| {
                     o.count += c.count;
                     o.first = Timestamp(o.first.0.min(c.first.0));
@@ -303,27 +386,80 @@ mod tests {
         assert!(full.allow("198.51.100.1".parse().unwrap(), later));
     }
 
+    fn counted(events: &[Event]) -> BTreeMap<String, u64> {
+        let mut out = BTreeMap::new();
+        for e in events {
+            if let Event::DenialsCounted { ip, count, .. } = e {
+                *out.entry(ip.clone()).or_default() += count;
+            }
+        }
+        out
+    }
+
+    /// A client rotating through the /64s of its /48 gets [`MAX_COUNTED`] records, then one
+    /// for the /48; many /48s (or IPv4 /16s) then fold into `::`. Every denial is counted.
     #[test]
-    fn a_full_counter_still_counts_every_denial() {
+    fn a_busy_counter_folds_networks_into_prefixes_then_everyone() {
         let mut d = DenialCounter::default();
         let t0 = Timestamp(5_000 * SEC);
-        for i in 0..MAX_TRACKED as u32 + 10 {
-            d.note(IpAddr::from(i.to_be_bytes()), "missing_credentials", t0);
+        let site = 0x2001_0db8_0001_u128 << 80;
+        for i in 0..65_536_u128 {
+            d.note(
+                IpAddr::V6(Ipv6Addr::from_bits(site | (i << 64) | 7)),
+                "missing_credentials",
+                t0,
+            );
         }
         let events = d.drain(t0, true).events();
-        assert_eq!(events.len(), MAX_TRACKED + 1);
-        let total: u64 = events
-            .iter()
-            .map(|e| match e {
-                Event::DenialsCounted { count, .. } => *count,
-                _ => 0,
-            })
-            .sum();
-        assert_eq!(total, u64::from(MAX_TRACKED as u32 + 10));
-        assert!(events.iter().any(|e| matches!(
-            e,
-            Event::DenialsCounted { ip, count: 10, .. } if ip == "::"
-        )));
+        let by = counted(&events);
+        assert_eq!(events.len(), MAX_COUNTED + 1);
+        assert_eq!(by.get("2001:db8:1::"), Some(&1), "the first /64 on its own");
+        assert_eq!(
+            by.get("2001:db8:1::/48"),
+            Some(&(65_536 - MAX_COUNTED as u64))
+        );
+        assert_eq!(by.values().sum::<u64>(), 65_536);
+        // Networks from many /16s: each newcomer past MAX_COUNTED opens its /16, until those
+        // are full too; the rest are counted under `::`, and an open /16 keeps counting its own.
+        let spread = MAX_COUNTED + MAX_PREFIXES + 100;
+        for i in 0..spread as u32 {
+            d.note(
+                IpAddr::from((i << 16 | 9).to_be_bytes()),
+                "rate_limited",
+                t0,
+            );
+        }
+        d.note("0.255.0.1".parse().unwrap(), "rate_limited", t0);
+        let events = d.drain(t0, true).events();
+        let by = counted(&events);
+        assert_eq!(events.len(), MAX_COUNTED + MAX_PREFIXES + 1);
+        assert_eq!(by.get("0.0.0.9"), Some(&1));
+        assert_eq!(by.get("1.0.0.0/16"), Some(&1));
+        assert_eq!(
+            by.get("0.255.0.0/16"),
+            None,
+            "the 256th network is counted on its own"
+        );
+        assert_eq!(by.get("0.255.0.9"), Some(&1));
+        assert_eq!(by.get("::"), Some(&101));
+        assert_eq!(by.values().sum::<u64>(), spread as u64 + 1);
+        // A prefix already counting takes its networks' denials, however busy the counter is.
+        let mut d = DenialCounter::default();
+        for i in 0..(MAX_COUNTED + MAX_PREFIXES) as u32 {
+            d.note(
+                IpAddr::from((i << 16 | 9).to_be_bytes()),
+                "rate_limited",
+                t0,
+            );
+        }
+        d.note(
+            IpAddr::from(((MAX_COUNTED as u32 + 3) << 16 | 77).to_be_bytes()),
+            "rate_limited",
+            t0,
+        );
+        let by = counted(&d.drain(t0, true).events());
+        assert_eq!(by.get("1.3.0.0/16"), Some(&2));
+        assert_eq!(by.get("::"), None);
     }
 
     #[test]
@@ -372,12 +508,16 @@ mod tests {
         // Put back into a full counter, a newcomer is counted under `::`, as `note` does.
         d.note(ip, "missing_credentials", t0);
         let failed = d.drain(t0, true);
-        for i in 0..MAX_TRACKED as u32 {
-            d.note(IpAddr::from(i.to_be_bytes()), "missing_credentials", t0);
+        for i in 0..(MAX_COUNTED + MAX_PREFIXES) as u32 {
+            d.note(
+                IpAddr::from((i << 16).to_be_bytes()),
+                "missing_credentials",
+                t0,
+            );
         }
         d.restore(failed);
         let events = d.drain(t0, true).events();
-        assert_eq!(events.len(), MAX_TRACKED + 1);
+        assert_eq!(events.len(), MAX_COUNTED + MAX_PREFIXES + 1);
         assert!(events.iter().any(|e| matches!(
             e,
             Event::DenialsCounted { ip, count: 1, .. } if ip == "::"
