@@ -97,6 +97,10 @@ enum Hidden {
     /// Copied by the rack from an earlier release: a release created without an `env` forks
     /// the newest (or `parent-release`'s) environment.
     Copied,
+    /// Filled in by the rack: promoting a release loads its manifest with the release's env
+    /// interpolated and renders the env into Kubernetes specs, and a failure of either quotes
+    /// what it could not read (YAML quotes a scalar, or its first 7 bytes when longer than 10).
+    Filled,
 }
 
 enum CallBody {
@@ -606,24 +610,21 @@ async fn pipeline(
             return Err(error);
         }
     }
+    let reads_all = matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty();
+    let route = matched.rule().name;
     let hides = if restored_any {
         Some(Hidden::Restored)
-    } else if matched.rule().name == "release.create"
-        && params.get("env").is_none()
-        && !(matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty())
-    {
+    } else if route == "release.create" && params.get("env").is_none() && !reads_all {
         Some(Hidden::Copied)
+    } else if route == "release.promote" && !reads_all {
+        Some(Hidden::Filled)
     } else {
         None
     };
     let rewrite = match mask::response_mask(matched.rule()) {
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it but for the rack password, which its manifest may quote.
-        Some(ResponseMask::ReleaseEnv)
-            if matches!(Visibility::of(&grant), Visibility::All) && protected.is_empty() =>
-        {
-            Some(Rewrite::ReleaseManifest)
-        }
+        Some(ResponseMask::ReleaseEnv) if reads_all => Some(Rewrite::ReleaseManifest),
         Some(ResponseMask::ReleaseEnv) => Some(Rewrite::Release {
             app,
             who: Visibility::of(&grant),
@@ -1051,6 +1052,11 @@ fn withheld_error(
         ),
         Hidden::Copied => (
             "env values this release copies from an earlier one, which you may not read",
+            "someone who may read every value of this app can see the rack's reason",
+        ),
+        Hidden::Filled => (
+            "env values of this release, which the rack fills into its manifest and you may \
+             not read",
             "someone who may read every value of this app can see the rack's reason",
         ),
     };
@@ -2240,11 +2246,13 @@ async fn open_stream(
                         http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),
                     ),
                 ),
-                NoSocket::Unreachable(s) => {
-                    (s, Some(ProxyError::Upstream.kind()), ProxyError::Upstream)
+                NoSocket::Unreachable => {
+                    let e = ProxyError::Upstream;
+                    (e.status().as_u16(), Some(e.kind()), e)
                 }
-                NoSocket::Unanswered(s) => {
-                    (s, Some(ProxyError::NoAnswer.kind()), ProxyError::NoAnswer)
+                NoSocket::Unanswered => {
+                    let e = ProxyError::NoAnswer;
+                    (e.status().as_u16(), Some(e.kind()), e)
                 }
             };
             pending.complete(status, None, failure);
@@ -2286,14 +2294,12 @@ async fn connect_rack(
     peer: SocketAddr,
 ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, NoSocket> {
     // Bounded by the connector (`rack_tls::CONNECT_TIMEOUT`).
-    let tcp = state.upstream.connect().await.map_err(|e| {
-        NoSocket::Unreachable(if e.kind() == std::io::ErrorKind::TimedOut {
-            504
-        } else {
-            502
-        })
-    })?;
-    let actor = HeaderValue::from_str(&actor.0).map_err(|_| NoSocket::Unreachable(502))?;
+    let tcp = state
+        .upstream
+        .connect()
+        .await
+        .map_err(|_| NoSocket::Unreachable)?;
+    let actor = HeaderValue::from_str(&actor.0).map_err(|_| NoSocket::Unreachable)?;
     let mut headers = headers::upstream(
         incoming,
         state.upstream.authorization(),
@@ -2318,19 +2324,19 @@ async fn connect_rack(
             .to_str()
             .ok()
             .and_then(|h| HeaderValue::from_str(&format!("http://{h}")).ok())
-            .ok_or(NoSocket::Unreachable(502))?;
+            .ok_or(NoSocket::Unreachable)?;
         headers.insert(header::ORIGIN, origin);
     }
     headers.insert(header::HOST, host.clone());
     let uri = state
         .upstream
         .uri(recorded.call())
-        .map_err(|_| NoSocket::Unreachable(502))?;
+        .map_err(|_| NoSocket::Unreachable)?;
     let path_only: http::Uri = uri
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned())
         .parse()
-        .map_err(|_| NoSocket::Unreachable(502))?;
+        .map_err(|_| NoSocket::Unreachable)?;
     let mut req = http::Request::new(());
     *req.uri_mut() = path_only;
     *req.headers_mut() = headers;
@@ -2345,19 +2351,19 @@ async fn connect_rack(
             Err(NoSocket::Answered(status.as_u16()))
         }
         // The handshake was on its way: the rack may have started the command.
-        Ok(Err(_)) => Err(NoSocket::Unanswered(502)),
-        Err(_) => Err(NoSocket::Unanswered(504)),
+        Ok(Err(_)) | Err(_) => Err(NoSocket::Unanswered),
     }
 }
 
 /// Why the rack's WebSocket did not open: the rack answered the upgrade with another status
-/// (passed on to the caller, as the rack sent it), it could not be reached (502, or 504 when
-/// connecting timed out), or it was sent the handshake and gave no usable answer (502, or 504
-/// when none came in time), which it may have acted on.
+/// (passed on to the caller, as the rack sent it), it could not be reached or connecting timed
+/// out (nothing was sent), or it was sent the handshake and gave no usable answer in time,
+/// which it may have acted on. The last two are answered, and recorded, as 502, as an HTTP
+/// call's are.
 enum NoSocket {
     Answered(u16),
-    Unreachable(u16),
-    Unanswered(u16),
+    Unreachable,
+    Unanswered,
 }
 
 /// What a failed call to the rack means: only a failure to connect proves the rack never got

@@ -339,6 +339,43 @@ async fn a_rack_error_to_a_call_with_restored_values_is_withheld() {
     assert!(!format!("{:?}", finished.events).contains("s3cr3t"));
 }
 
+/// Promoting loads the release's manifest with its env filled in, and a value that breaks it
+/// is quoted in the rack's error (YAML quotes a scalar it cannot decode): a caller who may not
+/// read every value gets that error withheld, with the rack's status; the admin gets it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_promote_is_withheld_from_a_caller_who_may_not_read_every_value() {
+    let gw = TestGateway::start().await;
+    let (deployer, _) = deployer_reading_a_mask(&gw).await;
+    let admin = gw.cli();
+    gw.rack().set_quoting_release_errors(true);
+    let target = format!("/apps/x/releases/{}/promote", mock_rack::SEED_RELEASE);
+    for (caller, withheld) in [(&deployer, true), (&admin, false)] {
+        let head = gw.head();
+        let reply = gw
+            .send_raw(caller.request("POST", &target, &[], Body::Form("force=false")))
+            .await;
+        assert_eq!(reply.status, 500, "{}", reply.text());
+        let text = reply.text();
+        assert_eq!(
+            text.starts_with(
+                "the rack refused this call (500), and its answer may quote env values of this \
+                 release"
+            ),
+            withheld,
+            "{text}"
+        );
+        assert_eq!(text.contains("`s3cr3t`"), !withheld, "{text}");
+        let (_, done) = gw.call_records(head, &reply.request_id()).await;
+        let done = crate::support::completed(&done).unwrap();
+        assert_eq!(
+            (done.status, done.failure.as_deref()),
+            (500, withheld.then_some("answer_withheld"))
+        );
+    }
+    gw.rack().set_quoting_release_errors(false);
+    gw.finish().await;
+}
+
 /// A deployer's CLI, and the mask it reads for the seeded `SECRET_TOKEN` (it may read env
 /// values but not secrets).
 async fn deployer_reading_a_mask(gw: &TestGateway) -> (crate::support::Cli, String) {

@@ -138,8 +138,11 @@ impl MockRack {
     /// Test-only: from now on (`true`) `POST /apps/{app}/releases` fails with a 500 whose text
     /// quotes the env the release would have had (the posted `env`, else the newest release's),
     /// as a rack whose provider rejects a value and says which (Kubernetes' validation errors
-    /// quote it: `Invalid value: "…"`); nothing is created.
-    /// `false` (the state at start) creates the release.
+    /// quote it: `Invalid value: "…"`); nothing is created. `POST …/releases/{id}/promote`
+    /// fails with a 500 quoting the release's last env value as YAML does a scalar it cannot
+    /// decode (a manifest the env was filled into), its first 7 bytes and `...` when longer
+    /// than 10; nothing is promoted.
+    /// `false` (the state at start) creates and promotes.
     pub fn set_quoting_release_errors(&self, on: bool) {
         self.shared.set_quote_release_env(on);
     }

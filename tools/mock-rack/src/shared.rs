@@ -26,7 +26,7 @@ pub(crate) struct Shared {
     pub body_stall: Wait,
     /// Whether answers go out chunked, without a length (test-only switch).
     chunked_answers: AtomicBool,
-    /// Whether a release created with an `env` fails, quoting it (test-only switch).
+    /// Whether creating or promoting a release fails, quoting its env (test-only switch).
     quote_release_env: AtomicBool,
     state: Mutex<State>,
     request_ids: AtomicU64,
@@ -104,7 +104,7 @@ impl Shared {
         self.chunked_answers.store(on, Ordering::Relaxed);
     }
 
-    /// Whether a release created with an `env` fails now, quoting it.
+    /// Whether creating or promoting a release fails now, quoting its env.
     pub(crate) fn quotes_release_env(&self) -> bool {
         self.quote_release_env.load(Ordering::Relaxed)
     }

@@ -81,6 +81,29 @@ pub(super) fn promote(call: &mut Call<'_>) -> Reply {
             return Reply::Error(e);
         }
     }
+    if call.shared.quotes_release_env() {
+        // The test-only switch: refused as a manifest the release's env was filled into fails
+        // to load (an untyped provider error, spec §1.5).
+        let env = call
+            .shared
+            .state()
+            .release_get(call.vars.get("app"), call.vars.get("id"))
+            .map(|r| r.env)
+            .unwrap_or_default();
+        let value = env
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(_, v)| v))
+            .next_back()
+            .unwrap_or_default();
+        let shown = if value.chars().count() > 10 {
+            format!("{}...", value.chars().take(7).collect::<String>())
+        } else {
+            value.to_owned()
+        };
+        return Reply::Error(RackError::Internal(format!(
+            "yaml: unmarshal errors:\n  line 4: cannot unmarshal !!str `{shown}` into int"
+        )));
+    }
     let result =
         call.shared
             .state()
