@@ -9,15 +9,15 @@
 //!
 //! A client with an IPv6 /48 holds 65,536 networks, so counting each on its own would let one
 //! client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
-//! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, an
-//! IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under the unspecified address
-//! (`::`).
+//! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, then
+//! /32, an IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under the unspecified address
+//! (`::/0`).
 //!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
 //! is bounded. A limiter holds at most [`MAX_TRACKED`] networks; one that is full forgets the
 //! buckets that have refilled and, if none has, refuses a new network rather than forgetting a
 //! throttled one. The counter holds at most [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries and one
-//! `::` entry per reason, and counts every denial in one of them, so the log gets at most that
+//! `::/0` entry per reason, and counts every denial in one of them, so the log gets at most that
 //! many events per window however many addresses a client sends from.
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,7 +36,7 @@ pub const MAX_TRACKED: usize = 65_536;
 pub const MAX_COUNTED: usize = 256;
 
 /// How many more entries (prefixes, in practice) the counter opens past [`MAX_COUNTED`] before
-/// a newcomer is counted under `::`.
+/// a newcomer is counted under `::/0`.
 pub const MAX_PREFIXES: usize = 256;
 
 /// The network `ip` is limited and counted as: itself for IPv4 (and IPv4-mapped IPv6), its /64
@@ -48,7 +48,7 @@ pub fn network(ip: IpAddr) -> IpAddr {
     }
 }
 /// Where a denial is counted: a [`network`], the prefix a network is folded into once the
-/// counter is busy, or everyone (`::`, prefix length 0).
+/// counter is busy, or everyone (`::/0`, prefix length 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Counted {
     addr: IpAddr,
@@ -147,27 +147,32 @@ impl Counted {
         self.prefix == if self.addr.is_ipv4() { 32 } else { 64 }
     }
 
-    /// One step coarser: a network's IPv6 /48 or IPv4 /16, and a prefix's everyone.
+    /// One step coarser: an IPv4 network's /16, an IPv6 network's /48 and a /48's /32 (one
+    /// client may hold a whole /32), and anything coarser's everyone.
     pub fn folded(self) -> Counted {
-        match self.addr {
-            IpAddr::V4(v4) if self.prefix > 16 => Counted {
-                addr: IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & !0xffff)),
-                prefix: 16,
-            },
-            IpAddr::V6(v6) if self.prefix > 48 => Counted {
-                addr: IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 80) - 1))),
-                prefix: 48,
-            },
-            _ => Counted::EVERYONE,
-        }
+        let to = match (self.addr, self.prefix) {
+            (IpAddr::V4(_), p) if p > 16 => 16,
+            (IpAddr::V6(_), p) if p > 48 => 48,
+            (IpAddr::V6(_), p) if p > 32 => 32,
+            _ => return Counted::EVERYONE,
+        };
+        let addr = match self.addr {
+            IpAddr::V4(v4) => {
+                IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & (u32::MAX << (32 - to))))
+            }
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(
+                v6.to_bits() & (u128::MAX << (128 - to)),
+            )),
+        };
+        Counted { addr, prefix: to }
     }
 }
 
 /// A network as its address (`192.0.2.7`, `2001:db8:1:2::`), a prefix as `address/length`,
-/// everyone as `::`.
+/// everyone as `::/0`.
 impl std::fmt::Display for Counted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.is_network() || *self == Counted::EVERYONE {
+        if self.is_network() {
             write!(f, "{}", self.addr)
         } else {
             write!(f, "{}/{}", self.addr, self.prefix)
@@ -236,15 +241,19 @@ impl DenialCounter {
     }
 
     /// Where a denial of `counted` is counted: there if it is counting already or there is
-    /// room, otherwise one step coarser, until everyone (`::`), which always has room.
+    /// room, otherwise one step coarser, until everyone (`::/0`), which always has room.
     fn place(&self, mut counted: Counted, reason: &'static str) -> Counted {
         loop {
+            // A prefix that folds again gets half the prefixes' room, so a client filling
+            // /48s leaves room for the /32 it folds into, and for other clients' /32s.
             let room = if counted == Counted::EVERYONE {
                 return counted;
             } else if counted.is_network() {
                 MAX_COUNTED
-            } else {
+            } else if counted.folded() == Counted::EVERYONE {
                 MAX_COUNTED + MAX_PREFIXES
+            } else {
+                MAX_COUNTED + MAX_PREFIXES / 2
             };
             if self.open.len() < room || self.open.contains_key(&(counted, reason)) {
                 return counted;
@@ -397,7 +406,7 @@ mod tests {
     }
 
     /// A client rotating through the /64s of its /48 gets [`MAX_COUNTED`] records, then one
-    /// for the /48; many /48s (or IPv4 /16s) then fold into `::`. Every denial is counted.
+    /// for the /48; many /48s (or IPv4 /16s) then fold into `::/0`. Every denial is counted.
     #[test]
     fn a_busy_counter_folds_networks_into_prefixes_then_everyone() {
         let mut d = DenialCounter::default();
@@ -420,7 +429,7 @@ mod tests {
         );
         assert_eq!(by.values().sum::<u64>(), 65_536);
         // Networks from many /16s: each newcomer past MAX_COUNTED opens its /16, until those
-        // are full too; the rest are counted under `::`, and an open /16 keeps counting its own.
+        // are full too; the rest are counted under `::/0`, and an open /16 keeps counting its own.
         let spread = MAX_COUNTED + MAX_PREFIXES + 100;
         for i in 0..spread as u32 {
             d.note(
@@ -441,8 +450,32 @@ mod tests {
             "the 256th network is counted on its own"
         );
         assert_eq!(by.get("0.255.0.9"), Some(&1));
-        assert_eq!(by.get("::"), Some(&101));
+        assert_eq!(by.get("::/0"), Some(&101));
         assert_eq!(by.values().sum::<u64>(), spread as u64 + 1);
+        // A client with a whole IPv6 /32: its networks, half the prefixes' room in /48s, then
+        // its /32; another client's /48 finds no room then, and is counted under its own /32.
+        let mut d = DenialCounter::default();
+        let isp = 0x2001_0db8_u128 << 96;
+        for i in 0..65_536_u128 {
+            d.note(
+                IpAddr::V6(Ipv6Addr::from_bits(isp | (i << 80) | 1)),
+                "missing_credentials",
+                t0,
+            );
+        }
+        d.note("2001:db9:1::1".parse().unwrap(), "missing_credentials", t0);
+        let events = d.drain(t0, true).events();
+        let by = counted(&events);
+        assert_eq!(events.len(), MAX_COUNTED + MAX_PREFIXES / 2 + 2);
+        assert_eq!(by.get("2001:db8::"), Some(&1));
+        assert_eq!(by.get("2001:db8:100::/48"), Some(&1));
+        assert_eq!(
+            by.get("2001:db8::/32"),
+            Some(&(65_536 - (MAX_COUNTED + MAX_PREFIXES / 2) as u64))
+        );
+        assert_eq!(by.get("2001:db9::/32"), Some(&1));
+        assert_eq!(by.get("::/0"), None);
+        assert_eq!(by.values().sum::<u64>(), 65_537);
         // A prefix already counting takes its networks' denials, however busy the counter is.
         let mut d = DenialCounter::default();
         for i in 0..(MAX_COUNTED + MAX_PREFIXES) as u32 {
@@ -459,7 +492,7 @@ mod tests {
         );
         let by = counted(&d.drain(t0, true).events());
         assert_eq!(by.get("1.3.0.0/16"), Some(&2));
-        assert_eq!(by.get("::"), None);
+        assert_eq!(by.get("::/0"), None);
     }
 
     #[test]
@@ -505,7 +538,7 @@ mod tests {
             ),
             "{events:?}"
         );
-        // Put back into a full counter, a newcomer is counted under `::`, as `note` does.
+        // Put back into a full counter, a newcomer is counted under `::/0`, as `note` does.
         d.note(ip, "missing_credentials", t0);
         let failed = d.drain(t0, true);
         for i in 0..(MAX_COUNTED + MAX_PREFIXES) as u32 {
@@ -520,7 +553,7 @@ mod tests {
         assert_eq!(events.len(), MAX_COUNTED + MAX_PREFIXES + 1);
         assert!(events.iter().any(|e| matches!(
             e,
-            Event::DenialsCounted { ip, count: 1, .. } if ip == "::"
+            Event::DenialsCounted { ip, count: 1, .. } if ip == "::/0"
         )));
     }
 }
