@@ -4,11 +4,13 @@
 //! The rack starts each build as a process of the app's service `build` with the rack password
 //! (`RACK_URL`) and the registries' logins in its environment, and builds that process's command
 //! line as text: `build -method tgz -cache <bool>`, then ` -build-args <item>` for each item of
-//! `build-args`, unquoted, which the process's shell splits and expands. An item with a space
-//! would add its own options to the command (`-url dir:///proc/self`, with a `manifest` of
-//! `environ`, copies the build process's environment into the build's record, which readers of
-//! builds get), and one with `;`, `$(…)` or a backquote runs a command of the caller's in that
-//! environment. The source and manifest name what the process reads in the same way.
+//! `build-args`, unquoted, and splits that line into the process's arguments (current k8s racks
+//! with shell-style quoting, no shell). An item with a space, a quote or a backslash would add
+//! its own options to the command (`-url dir:///proc/self`, with a `manifest` of `environ`,
+//! copies the build process's environment into the build's record, which readers of builds
+//! get); the characters a shell would expand (`$(…)`, `;`, a backquote) are refused as well,
+//! for a rack that runs the line through one. The source and manifest name what the process
+//! reads in the same way.
 //!
 //! **Invariant:** a build reaches the rack only when its `url` is empty or names an object of
 //! the same app, its `manifest` has no `..` segment, and every item of its `build-args` is

@@ -103,6 +103,25 @@ enum Hidden {
     Filled,
 }
 
+impl Hidden {
+    /// Whether the rack's error `text` is one of its own fixed refusals, which quote nothing
+    /// of the env: promoting while the app is updating (spec §3.4) is the usual end of a
+    /// deploy that raced another, and a caller must see why it failed. Only whole texts match.
+    fn passes(self, text: &[u8]) -> bool {
+        const FIXED: &[&str] = &["app is currently updating"];
+        let text = text.trim_ascii_end();
+        self == Hidden::Filled
+            && FIXED.iter().any(|fixed| {
+                text == fixed.as_bytes()
+                    || serde_json::from_slice::<serde_json::Value>(text).is_ok_and(|v| {
+                        v.as_object().is_some_and(|o| {
+                            o.len() == 1 && o.get("error").and_then(|e| e.as_str()) == Some(fixed)
+                        })
+                    })
+            })
+    }
+}
+
 enum CallBody {
     Empty,
     Form(Vec<u8>),
@@ -125,6 +144,8 @@ enum Rewrite {
     Build,
     /// A process answer for a caller who may not read secrets: commands scrubbed.
     Process,
+    /// An answer quoting pods' logs: the rack password taken out anywhere in it.
+    Password,
 }
 
 /// The proxy's single entry point: every request of every path comes here.
@@ -633,6 +654,7 @@ async fn pipeline(
         Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
         Some(ResponseMask::ProcessCommand) if grant.holds(Perm::SecretRead) => None,
         Some(ResponseMask::ProcessCommand) => Some(Rewrite::Process),
+        Some(ResponseMask::RackPassword) => Some(Rewrite::Password),
         None => None,
     };
     let call = RackCall {
@@ -1013,7 +1035,9 @@ async fn forward(
             }
         };
         // An empty answer stays empty: the CLI reads an empty 404 as `response status 404`.
-        let withheld = call.hides.filter(|_| !text.is_empty());
+        let withheld = call
+            .hides
+            .filter(|hidden| !text.is_empty() && !hidden.passes(&text));
         let shown = match withheld {
             Some(hidden) => withheld_error(&parts.headers, status, &call.request_id, hidden),
             None => state.upstream.scrub_password(&text),
@@ -1100,6 +1124,7 @@ impl Rewrite {
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
             Rewrite::Process => mask::scrub_process_commands(body),
+            Rewrite::Password => Ok(upstream.scrub_password(body)),
         }
     }
 }

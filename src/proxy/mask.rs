@@ -90,6 +90,10 @@ pub enum ResponseMask {
     /// A process or a list of processes, for a caller who may not read secrets:
     /// [`scrub_process_commands`].
     ProcessCommand,
+    /// An answer that quotes pods' logs and events (a diagnose report): the rack password taken
+    /// out wherever it appears, as log streams have it. A rack gives every pod `RACK_URL`
+    /// unless its `system-env-disable` gate is on, and a crashing process may print it.
+    RackPassword,
 }
 
 /// Why an answer could not be masked or a posted env restored.
@@ -346,8 +350,8 @@ impl fmt::Debug for Env {
 /// The rewrite a route's answer needs: routes whose answer carries a release env (spec §3.4,
 /// §3.13: every item of the list, the get, and the release a create answers with), routes
 /// whose answer is a build (an external build's `repository` carries the rack password, and it
-/// is stored, so every later get or list of builds shows it too), and routes whose answer is a
-/// process (a run's `command`, spec §5).
+/// is stored, so every later get or list of builds shows it too), routes whose answer is a
+/// process (a run's `command`, spec §5), and a diagnose report (pods' logs).
 pub fn response_mask(rule: &RouteRule) -> Option<ResponseMask> {
     match rule.name {
         "release.list" | "release.get" | "release.create" => Some(ResponseMask::ReleaseEnv),
@@ -357,6 +361,7 @@ pub fn response_mask(rule: &RouteRule) -> Option<ResponseMask> {
         "process.list" | "process.get" | "process.run" | "rack.processes" => {
             Some(ResponseMask::ProcessCommand)
         }
+        "app.diagnose" => Some(ResponseMask::RackPassword),
         _ => None,
     }
 }

@@ -373,6 +373,15 @@ async fn a_failed_promote_is_withheld_from_a_caller_who_may_not_read_every_value
         );
     }
     gw.rack().set_quoting_release_errors(false);
+    // The rack's own refusal of a promote that races another quotes nothing, and goes on.
+    assert!(gw.rack().set_app_status("x", "updating"));
+    let raced = gw
+        .send_raw(deployer.request("POST", &target, &[], Body::Form("force=false")))
+        .await;
+    assert_eq!(
+        (raced.status, raced.text().as_str()),
+        (403, "app is currently updating\n")
+    );
     gw.finish().await;
 }
 
@@ -538,6 +547,24 @@ async fn the_rack_password_quoted_by_the_rack_is_redacted() {
             reply.text()
         );
     }
+    // A diagnose report quotes pods' logs, which hold `RACK_URL` where a process printed its
+    // environment.
+    let report = gw
+        .send_raw(cli.request("GET", "/apps/x/diagnose?lines=50", &[], Body::Empty))
+        .await;
+    assert_eq!(report.status, 200, "{}", report.text());
+    let logs = report.json()["pods"][0]["previousLogs"]
+        .as_str()
+        .map(str::to_owned);
+    assert_eq!(
+        logs.as_deref(),
+        Some(
+            "RACK=rack\nRACK_URL=https://convox:rgw-redacted@api.rack-system.svc.cluster.local:5443\npanic: exit\n"
+        ),
+        "{}",
+        report.text()
+    );
+    assert!(!report.text().contains(&password));
     // The rack did get the password-bearing requests: only the answers changed.
     assert!(
         gw.rack()

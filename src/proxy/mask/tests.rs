@@ -819,7 +819,7 @@ fn external_builds_lose_the_rack_password() {
 }
 
 #[test]
-fn masking_routes_are_every_route_whose_answer_carries_env_or_a_build() {
+fn masking_routes_are_every_route_whose_answer_carries_env_a_build_or_pod_logs() {
     for rule in ROUTES.iter() {
         let want = match rule.name {
             "release.list" | "release.get" | "release.create" => Some(ResponseMask::ReleaseEnv),
@@ -831,6 +831,7 @@ fn masking_routes_are_every_route_whose_answer_carries_env_or_a_build() {
             "process.list" | "process.get" | "process.run" | "rack.processes" => {
                 Some(ResponseMask::ProcessCommand)
             }
+            "app.diagnose" => Some(ResponseMask::RackPassword),
             _ => None,
         };
         assert_eq!(response_mask(rule), want, "{}", rule.name);

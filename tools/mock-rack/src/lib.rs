@@ -147,6 +147,13 @@ impl MockRack {
         self.shared.set_quote_release_env(on);
     }
 
+    /// Test-only: sets `app`'s status, as a rack does while it applies a promote or a parameter
+    /// change (`updating`), which refuses another promote without `force`; `false` when there
+    /// is no such app.
+    pub fn set_app_status(&self, app: &str, status: &str) -> bool {
+        self.shared.state().app_status_set(app, status).is_ok()
+    }
+
     /// The object stored under `app` and `key` by `POST /apps/{app}/objects/{key}`.
     pub fn object(&self, app: &str, key: &str) -> Option<StoredObject> {
         self.shared.state().object_fetch(app, key).ok()

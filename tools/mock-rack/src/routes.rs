@@ -22,6 +22,7 @@ pub(crate) enum RouteId {
     AppCancel,
     AppLogs,
     AppBudgetGet,
+    AppDiagnose,
     AppConfigList,
     AppConfigGet,
     AppConfigSet,
@@ -109,6 +110,7 @@ pub(crate) static ROUTES: &[RouteDef] = &[
     route("POST", "/apps/{name}/cancel", RouteId::AppCancel, Plain),
     route("GET", "/apps/{name}/logs", RouteId::AppLogs, Socket),
     route("GET", "/apps/{app}/budget", RouteId::AppBudgetGet, Plain),
+    route("GET", "/apps/{app}/diagnose", RouteId::AppDiagnose, Plain),
     route("GET", "/apps/{app}/configs", RouteId::AppConfigList, Plain),
     route(
         "GET",

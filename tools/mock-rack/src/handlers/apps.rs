@@ -55,6 +55,65 @@ pub(super) fn cancel(call: &mut Call<'_>) -> Reply {
     Reply::ok_or(result)
 }
 
+/// `AppDiagnose` (`AppDiagnoseOptions`, every option read): an `AppDiagnosticReport` with one
+/// entry per service pod. Each pod's `logs` is what a process that printed its environment
+/// before crashing leaves, `RACK_URL` (with the rack password) among it, as a rack without the
+/// `system-env-disable` feature gate gives every pod.
+pub(super) fn diagnose(call: &mut Call<'_>) -> Reply {
+    let _checks = call.params.query("checks");
+    let services = call.params.query("services");
+    for name in ["age", "lines"] {
+        if let Err(e) = int(call.params.query(name)) {
+            return Reply::Error(e);
+        }
+    }
+    for name in ["all", "events", "previous"] {
+        let _ = boolean(call.params.query(name));
+    }
+    let app = call.vars.get("app");
+    let processes = match call
+        .shared
+        .state()
+        .process_list(app, services.as_deref(), None)
+    {
+        Ok(p) => p,
+        Err(e) => return Reply::Error(e),
+    };
+    let rack_url = format!(
+        "https://convox:{}@api.rack-system.svc.cluster.local:5443",
+        call.shared.password
+    );
+    let pods: Vec<serde_json::Value> = processes
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "name": p.id,
+                "service": p.name,
+                "phase": "Running",
+                "ready": "1/1",
+                "ageSeconds": 600,
+                "restarts": 1,
+                "classification": "healthy",
+                "previousLogs": format!("RACK=rack\nRACK_URL={rack_url}\npanic: exit\n"),
+            })
+        })
+        .collect();
+    Reply::json(&serde_json::json!({
+        "namespace": format!("rack-{app}"),
+        "rack": "rack",
+        "app": app,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "pods": pods,
+        "summary": {
+            "total": pods.len(),
+            "unhealthy": 0,
+            "notReady": 0,
+            "new": 0,
+            "healthy": pods.len(),
+        },
+    }))
+}
+
 /// `{"config":null,"state":null}`: no budget is ever configured (spec §7, `convox ps`).
 pub(super) fn budget(call: &mut Call<'_>) -> Reply {
     let result = call.shared.state().budget_check(call.vars.get("app"));

@@ -42,6 +42,7 @@ pub(crate) fn dispatch(route: RouteId, call: &mut Call<'_>) -> Reply {
         R::AppDelete => apps::delete(call),
         R::AppCancel => apps::cancel(call),
         R::AppBudgetGet => apps::budget(call),
+        R::AppDiagnose => apps::diagnose(call),
         R::AppConfigList => apps::config_list(call),
         R::AppConfigGet => apps::config_get(call),
         R::AppConfigSet => apps::config_set(call),

@@ -78,6 +78,11 @@ impl State {
         Ok(())
     }
 
+    pub(crate) fn app_status_set(&mut self, name: &str, status: &str) -> Result<(), RackError> {
+        status.clone_into(&mut self.app_mut(name)?.app.status);
+        Ok(())
+    }
+
     pub(crate) fn app_cancel(&mut self, name: &str) -> Result<(), RackError> {
         let app = self.app_mut(name)?;
         if app.app.status != "updating" {
