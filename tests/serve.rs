@@ -383,7 +383,31 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     );
     let (status, body) = call(origin("https")).await;
     assert_eq!(status, 200, "the gateway's own origin: {body}");
+    // Plain HTTP to the TLS port gets TLS's alert, and is counted; a connection that closes
+    // before it sends a byte is not.
+    let mut plain = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    plain
+        .write_all(b"GET /apps HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+    drop(tokio::net::TcpStream::connect(gateway.proxy).await.unwrap());
     drop(gateway);
+    let refused: u64 = logged(&data)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::DenialsCounted { reason, count, .. } if reason == "tls_handshake_refused" => {
+                Some(count)
+            }
+            _ => None,
+        })
+        .sum();
+    assert_eq!(
+        refused, 1,
+        "one refused handshake, the silent close not counted"
+    );
     assert!(
         denied(&data).contains(&("cross_origin".to_owned(), "/apps".to_owned())),
         "{:?}",

@@ -115,6 +115,10 @@ pub enum Refusal {
     ConnectionLimit,
     /// A connection in clear from a peer that is neither loopback nor a trusted proxy: a 403.
     InClear,
+    /// Bytes that are not a TLS handshake this listener takes (plain HTTP sent to a TLS port,
+    /// no version or cipher in common): closed with TLS's alert. A client that closes or goes
+    /// silent before the handshake ends is not reported: a port check does that.
+    TlsHandshake,
 }
 
 impl Refusal {
@@ -140,6 +144,7 @@ impl Refusal {
             Refusal::Malformed => "malformed_request_head",
             Refusal::ConnectionLimit => "connection_limit",
             Refusal::InClear => "plain_http_refused",
+            Refusal::TlsHandshake => "tls_handshake_refused",
         }
     }
 }
@@ -173,7 +178,8 @@ pub struct Limits {
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
-/// header timeout) drops that connection only. Without TLS only loopback peers and the
+/// header timeout) drops that connection only, and is reported when rustls refused the
+/// client's bytes ([`Refusal::TlsHandshake`]). Without TLS only loopback peers and the
 /// `trusted` proxies are served (see `serve_with_tls`).
 pub fn spawn_with_tls(
     listener: TcpListener,
@@ -310,12 +316,16 @@ where
                 let refused = match acceptor {
                     None => serve_one(&builder, marked(stream, &unanswered), service, stop).await,
                     Some(acceptor) => {
-                        let Ok(Ok(tls)) =
-                            tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
-                        else {
-                            return;
-                        };
-                        serve_one(&builder, marked(tls, &unanswered), service, stop).await
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                serve_one(&builder, marked(tls, &unanswered), service, stop).await
+                            }
+                            // rustls refused what the client sent.
+                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                                Some(Refusal::TlsHandshake)
+                            }
+                            Ok(Err(_)) | Err(_) => return,
+                        }
                     }
                 };
                 // A timer that ran out between requests is an idle keep-alive connection,
