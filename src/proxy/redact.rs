@@ -10,12 +10,14 @@ use std::borrow::Cow;
 use crate::config::hmac_value;
 use crate::identity::token;
 use crate::keys::AuditKey;
-use crate::policy::canonical::Param;
-use crate::policy::canonical::Tail;
+use crate::policy::canonical::{Param, Part, Tail};
 use crate::policy::routes::{KeyClass, RouteRule};
 use crate::proxy::secret_text::{credential_ranges, looks_like_token, pair_name_secret};
 
-/// The parameters as recorded in `CommandRequested`.
+/// The parameters as recorded in `CommandRequested`. A secret query parameter's key is the
+/// caller's own text on the proxy routes (the query of what serves behind the rack, where a
+/// webhook may take its secret as a key): one that reads as a secret is recorded as
+/// `[redacted]`, its value as an HMAC all the same.
 pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
     params
         .iter()
@@ -25,7 +27,15 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
                 KeyClass::Secret => hmac_value(audit, &p.value),
                 KeyClass::Command => scrub(&p.value),
             };
-            (p.key.clone(), value)
+            let key = if p.part == Part::Query
+                && p.class == KeyClass::Secret
+                && scrub_word(&p.key) != p.key
+            {
+                REDACTED.to_owned()
+            } else {
+                p.key.clone()
+            };
+            (key, value)
         })
         .collect()
 }
@@ -596,7 +606,6 @@ mod tests {
 
     #[test]
     fn secret_params_become_hmacs() {
-        use crate::policy::canonical::Part;
         let audit = AuditKey([1; 32]);
         let recorded = params(
             &[
@@ -618,5 +627,17 @@ mod tests {
         assert!(recorded[0].1.starts_with("hmac-sha256:"));
         assert!(!recorded[0].1.contains("s3cr3t"));
         assert_eq!(recorded[1].1, "hello");
+        // A proxy route's query keys are the caller's text: a secret-looking one goes.
+        let github = "ghp_0123456789abcdefghijklmnopqrstuvwxyzAB";
+        let query = |key: &str| Param {
+            part: Part::Query,
+            key: key.into(),
+            value: String::new(),
+            class: KeyClass::Secret,
+        };
+        let recorded = params(&[query(github), query("sig"), query("page")], &audit);
+        let keys: Vec<&str> = recorded.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["[redacted]", "sig", "page"]);
+        assert!(recorded.iter().all(|(_, v)| v.starts_with("hmac-sha256:")));
     }
 }

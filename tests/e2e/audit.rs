@@ -325,18 +325,21 @@ async fn a_secret_pasted_into_a_path_never_enters_the_log() {
     }
     // The HTTP proxy's tail is a path of what serves behind the rack: the rack is sent it
     // whole, the log keeps it without the secret.
+    // So is a query key of its own that reads as a secret.
     let hook = format!("/custom/http/proxy/hooks/{github}/run");
     let raw = gw.cli().request(
         "POST",
-        &format!("{hook}?"),
+        &format!("{hook}?{github}=1&page=2"),
         &[("X-Host", "web.local"), ("X-Port", "80")],
         Body::Empty,
     );
     let reply = gw.send_raw(raw).await;
-    assert_eq!(
-        gw.rack().received().last().map(|r| r.target.clone()),
-        Some(format!("{hook}?")),
-        "{reply:?}"
+    let forwarded = gw.rack().received().last().map(|r| r.target.clone());
+    assert!(
+        forwarded
+            .as_deref()
+            .is_some_and(|t| t.starts_with(&format!("{hook}?{github}"))),
+        "{forwarded:?} {reply:?}"
     );
     let paths: Vec<String> = gw
         .events_since(since)
