@@ -296,6 +296,15 @@ impl Tail {
                 let Some((host, rest)) = segments.split_first() else {
                     return Err(fail(0, "a server names a host"));
                 };
+                if host.ends_with(':') && rest.first() == Some(&"") {
+                    // `https://index.docker.io/v1/`, as Docker's own config spells servers: a
+                    // URL that `DELETE /registries/{server}` could not name.
+                    return Err(fail(
+                        0,
+                        "a server is host[:port][/path] with no scheme: `index.docker.io`, not \
+                         `https://index.docker.io/v1/`",
+                    ));
+                }
                 if rest.len() > 7 {
                     return Err(fail(8, "a server has at most 7 path segments"));
                 }

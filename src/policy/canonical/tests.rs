@@ -1027,4 +1027,11 @@ fn a_registry_server_is_added_only_as_its_removal_can_name_it() {
             other => panic!("{refused}: {other:?}"),
         }
     }
+    // A URL, as Docker's own config spells servers, is told how to name the server instead.
+    match add("https%3A%2F%2Findex.docker.io%2Fv1%2F") {
+        Err(ParamError::BadValue { tail, .. }) => {
+            assert!(tail.what.contains("with no scheme"), "{}", tail.what);
+        }
+        other => panic!("{other:?}"),
+    }
 }
