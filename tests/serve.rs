@@ -394,6 +394,19 @@ async fn serve_speaks_tls_forwards_refuses_dev_tokens_and_records_its_configurat
     let _ = plain.read_to_end(&mut answer).await;
     assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
     drop(tokio::net::TcpStream::connect(gateway.proxy).await.unwrap());
+    // Nor is a client that does not trust the certificate and says so with its alert.
+    let distrustful = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(gateway.proxy).await.unwrap();
+    let refused = tokio_rustls::TlsConnector::from(Arc::new(distrustful))
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .await;
+    assert!(refused.is_err(), "the client refuses the certificate");
     drop(gateway);
     let refused: u64 = logged(&data)
         .into_iter()

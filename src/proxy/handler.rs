@@ -104,20 +104,21 @@ enum Hidden {
 }
 
 impl Hidden {
-    /// Whether the rack's error `text` is one of its own fixed refusals, which quote nothing
-    /// of the env: promoting while the app is updating (spec §3.4) is the usual end of a
-    /// deploy that raced another, and a caller must see why it failed. Only whole texts match.
+    /// Whether the rack's error `text` is, byte for byte, one of its own fixed promote
+    /// refusals (`ReleasePromoteValidate`, before any manifest is read), which quote nothing of
+    /// the env: a caller must see why a promote that raced another, or of the wrong release,
+    /// failed. Only whole texts match, as `http.Error` writes them or as JSON, so what passes
+    /// is exactly a fixed text.
     fn passes(self, text: &[u8]) -> bool {
-        const FIXED: &[&str] = &["app is currently updating"];
-        let text = text.trim_ascii_end();
+        const FIXED: &[&str] = &[
+            "app is currently updating",
+            "can not promote a release with an empty manifest",
+            "can not promote an older release, try rollback",
+        ];
         self == Hidden::Filled
             && FIXED.iter().any(|fixed| {
-                text == fixed.as_bytes()
-                    || serde_json::from_slice::<serde_json::Value>(text).is_ok_and(|v| {
-                        v.as_object().is_some_and(|o| {
-                            o.len() == 1 && o.get("error").and_then(|e| e.as_str()) == Some(fixed)
-                        })
-                    })
+                text == format!("{fixed}\n").as_bytes()
+                    || text == format!("{{\"error\":\"{fixed}\"}}\n").as_bytes()
             })
     }
 }

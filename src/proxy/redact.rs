@@ -29,7 +29,7 @@ pub fn params(params: &[Param], audit: &AuditKey) -> Vec<(String, String)> {
             };
             let key = if p.part == Part::Query
                 && p.class == KeyClass::Secret
-                && scrub_word(&p.key) != p.key
+                && holds_secret_word(&p.key)
             {
                 REDACTED.to_owned()
             } else {
@@ -635,9 +635,13 @@ mod tests {
             value: String::new(),
             class: KeyClass::Secret,
         };
-        let recorded = params(&[query(github), query("sig"), query("page")], &audit);
+        let spaced = format!("token {github}");
+        let recorded = params(
+            &[query(github), query("sig"), query(&spaced), query("page")],
+            &audit,
+        );
         let keys: Vec<&str> = recorded.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["[redacted]", "sig", "page"]);
+        assert_eq!(keys, ["[redacted]", "sig", "[redacted]", "page"]);
         assert!(recorded.iter().all(|(_, v)| v.starts_with("hmac-sha256:")));
     }
 }

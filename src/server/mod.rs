@@ -116,8 +116,9 @@ pub enum Refusal {
     /// A connection in clear from a peer that is neither loopback nor a trusted proxy: a 403.
     InClear,
     /// Bytes that are not a TLS handshake this listener takes (plain HTTP sent to a TLS port,
-    /// no version or cipher in common): closed with TLS's alert. A client that closes or goes
-    /// silent before the handshake ends is not reported: a port check does that.
+    /// no version or cipher in common): closed with TLS's alert. A client that closes, sends
+    /// an alert (a certificate it does not trust) or goes silent before the handshake ends is
+    /// not reported: a port check does that.
     TlsHandshake,
 }
 
@@ -320,10 +321,7 @@ where
                             Ok(Ok(tls)) => {
                                 serve_one(&builder, marked(tls, &unanswered), service, stop).await
                             }
-                            // rustls refused what the client sent.
-                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                                Some(Refusal::TlsHandshake)
-                            }
+                            Ok(Err(e)) if refused_handshake(&e) => Some(Refusal::TlsHandshake),
                             Ok(Err(_)) | Err(_) => return,
                         }
                     }
@@ -350,6 +348,27 @@ where
         // for every drop, so the store is not shut before those completions are enqueued.
         while connections.join_next().await.is_some() {}
     })
+}
+
+/// Whether a failed TLS accept refused what the client sent (bytes that are no TLS, or a
+/// handshake with nothing in common), rather than the client giving up (an alert it sent, such
+/// as a certificate it does not trust, or `close_notify` mid-handshake) or the gateway's own
+/// failure: tokio-rustls reports every one of them as `InvalidData`.
+fn refused_handshake(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| {
+            matches!(
+                tls,
+                rustls::Error::InvalidMessage(_)
+                    | rustls::Error::InappropriateMessage { .. }
+                    | rustls::Error::InappropriateHandshakeMessage { .. }
+                    | rustls::Error::PeerIncompatible(_)
+                    | rustls::Error::PeerMisbehaved(_)
+                    | rustls::Error::DecryptError
+                    | rustls::Error::NoApplicationProtocol
+            )
+        })
 }
 
 /// The connections open on one listener: in all, and by network.
