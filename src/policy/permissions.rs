@@ -256,7 +256,7 @@ impl Perm {
             }
             Perm::BuildExec => {
                 "Exec into a build's process, or read or write its files: its environment holds \
-                 the rack password."
+                 the rack password; fetch stored objects outside `tmp/` (build logs unscrubbed)."
             }
             Perm::ReleaseRead => "List and read releases (env values masked per env/secret read).",
             Perm::ReleaseCreate => "Create a release from a build.",

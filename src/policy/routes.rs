@@ -710,6 +710,13 @@ pub const ROUTES: &[RouteRule] = &[
         path: "/apps/{app}/objects/{*key}",
         tail: Some(Tail::ObjectKey),
         permission: Perm::ObjectRead,
+        rules: &[ParamRule {
+            when: When::VarNotUnder("key", "tmp"),
+            require: Perm::BuildExec,
+            why: "keys outside tmp/ hold the rack's own objects: a build's stored log may quote \
+                  the rack password its process printed, which `convox builds logs` streams \
+                  scrubbed",
+        }],
         secrets: sec(NO, INC),
         stream: Stream::Down,
         ..BASE

@@ -601,9 +601,10 @@ fn env_external_builds_privileged_runs_and_public_objects_raise_the_requirement(
 }
 
 /// Deploys upload `tmp/<name>`; any other key may be the rack's own object (a build's stored
-/// logs), which only an admin may write or delete. Reading it stays with `object:read`.
+/// logs), which only an admin may write or delete, and read: a stored log may quote the rack
+/// password the build printed, which `convox builds logs` streams scrubbed.
 #[test]
-fn objects_outside_tmp_are_written_and_deleted_by_admins_only() {
+fn objects_outside_tmp_are_written_deleted_and_read_by_admins_only() {
     let d = user(&[Role::Deployer]);
     let admin = user(&[Role::Admin]);
     let cicd = cicd_token();
@@ -633,8 +634,14 @@ fn objects_outside_tmp_are_written_and_deleted_by_admins_only() {
             req("POST", &target),
             "permission_denied(convox:build:update)",
         );
-        check(&d, req("GET", &target), "allow");
+        check(
+            &d,
+            req("GET", &target),
+            "permission_denied(convox:build:exec)",
+        );
+        check(&admin, req("GET", &target), "allow");
     }
+    check(&d, req("GET", "/apps/x/objects/tmp/a.tgz?"), "allow");
 }
 
 /// Importing an image into a build rewrites that build, whichever it is (the promoted
