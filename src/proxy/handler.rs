@@ -981,6 +981,9 @@ async fn forward(
     {
         let read = if encoded {
             Err(ANSWER_ENCODED)
+        } else if rewrite.is_scrub() {
+            // A byte scrub holds the answer and its copy, not a JSON rewrite's working memory.
+            state.answers.read(incoming).await.map_err(|e| e.kind())
         } else {
             state
                 .answers
@@ -1104,6 +1107,12 @@ fn withheld_error(
 // === impl Rewrite ===
 
 impl Rewrite {
+    /// Whether this is a byte scrub (no JSON read), which needs room for no more than the
+    /// answer and its scrubbed copy.
+    fn is_scrub(&self) -> bool {
+        matches!(self, Rewrite::Password)
+    }
+
     /// A 2xx answer as the caller gets it: masked, or a build without the rack password.
     fn apply(
         &self,
