@@ -1125,17 +1125,26 @@ impl Rewrite {
                 app,
                 who,
                 protected,
-            } => mask::mask_release_json(body, app, *who, audit, protected).and_then(|b| {
-                mask::scrub_release_manifests(&b, &|text| upstream.scrub_password(text))
-            }),
-            Rewrite::ReleaseManifest => {
-                mask::scrub_release_manifests(body, &|text| upstream.scrub_password(text))
+            } => {
+                let masked = mask::mask_release_json(body, app, *who, audit, protected)?;
+                scrub_manifests(masked, upstream)
             }
+            Rewrite::ReleaseManifest => scrub_manifests(body.to_vec(), upstream),
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
             Rewrite::Process => mask::scrub_process_commands(body),
             Rewrite::Password => Ok(upstream.scrub_password(body)),
         }
+    }
+}
+
+/// A release answer with the rack password taken out of its manifests; read as JSON only when
+/// some form of the password is in it at all, which it almost never is.
+fn scrub_manifests(body: Vec<u8>, upstream: &Upstream) -> Result<Vec<u8>, mask::MaskError> {
+    if upstream.stream_scrub().holds(&body) {
+        mask::scrub_release_manifests(&body, &|text| upstream.scrub_password(text))
+    } else {
+        Ok(body)
     }
 }
 

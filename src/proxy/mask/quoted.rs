@@ -107,8 +107,13 @@ impl Scrubber {
     /// `bytes` with every form of the value replaced by `replacement` (as [`scrub_value`]), or
     /// `None` when no form of it is there.
     pub fn scrub(&self, bytes: &[u8], replacement: &str) -> Option<Vec<u8>> {
-        let holds = self.finders.iter().any(|f| f.find(bytes).is_some());
-        holds.then(|| scrub_value(bytes, &self.value, replacement))
+        self.holds(bytes)
+            .then(|| scrub_value(bytes, &self.value, replacement))
+    }
+
+    /// Whether any form of the value is in `bytes`: a search, no copy.
+    pub fn holds(&self, bytes: &[u8]) -> bool {
+        self.finders.iter().any(|f| f.find(bytes).is_some())
     }
 }
 
