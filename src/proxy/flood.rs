@@ -405,20 +405,22 @@ mod tests {
         out
     }
 
+    /// One `missing_credentials` denial from each of 65,536 IPv6 addresses: `base` with each
+    /// number below 65,536 shifted left by `shift`, and a host part of 1.
+    fn note_65536_v6(d: &mut DenialCounter, base: u128, shift: u32, now: Timestamp) {
+        for i in 0..65_536_u128 {
+            let ip = IpAddr::V6(Ipv6Addr::from_bits(base | (i << shift) | 1));
+            d.note(ip, "missing_credentials", now);
+        }
+    }
+
     /// A client rotating through the /64s of its /48 gets [`MAX_COUNTED`] records, then one
     /// for the /48; many /48s (or IPv4 /16s) then fold into `::/0`. Every denial is counted.
     #[test]
     fn a_busy_counter_folds_networks_into_prefixes_then_everyone() {
         let mut d = DenialCounter::default();
         let t0 = Timestamp(5_000 * SEC);
-        let site = 0x2001_0db8_0001_u128 << 80;
-        for i in 0..65_536_u128 {
-            d.note(
-                IpAddr::V6(Ipv6Addr::from_bits(site | (i << 64) | 7)),
-                "missing_credentials",
-                t0,
-            );
-        }
+        note_65536_v6(&mut d, 0x2001_0db8_0001_u128 << 80, 64, t0);
         let events = d.drain(t0, true).events();
         let by = counted(&events);
         assert_eq!(events.len(), MAX_COUNTED + 1);
@@ -455,14 +457,7 @@ mod tests {
         // A client with a whole IPv6 /32: its networks, half the prefixes' room in /48s, then
         // its /32; another client's /48 finds no room then, and is counted under its own /32.
         let mut d = DenialCounter::default();
-        let isp = 0x2001_0db8_u128 << 96;
-        for i in 0..65_536_u128 {
-            d.note(
-                IpAddr::V6(Ipv6Addr::from_bits(isp | (i << 80) | 1)),
-                "missing_credentials",
-                t0,
-            );
-        }
+        note_65536_v6(&mut d, 0x2001_0db8_u128 << 96, 80, t0);
         d.note("2001:db9:1::1".parse().unwrap(), "missing_credentials", t0);
         let events = d.drain(t0, true).events();
         let by = counted(&events);
