@@ -716,3 +716,49 @@ async fn a_token_revoked_during_the_process_lookup_forwards_nothing() {
     );
     gw.finish().await;
 }
+
+/// A rack that takes a WebSocket handshake and does not answer it within the gateway's 10 s:
+/// the caller gets 502, and the call's end is recorded as that 502 (`upstream_no_answer`: the
+/// rack may have started the command), as an HTTP call's is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_the_rack_never_answers_is_recorded_as_the_502_it_answers() {
+    let gw = TestGateway::start().await;
+    gw.rack()
+        .set_handshake_delay(std::time::Duration::from_secs(12));
+    let since = gw.head();
+    // The test client's own wait for an answer is the gateway's 10 s: read the head here.
+    let host = gw.proxy().to_string();
+    let request = format!(
+        "GET {EXEC} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\nCommand: ls\r\n\
+         Connection: Upgrade\r\nOrigin: http://{host}\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Upgrade: websocket\r\n\r\n",
+        basic(&format!("convox:{}", gw.token()))
+    );
+    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head),
+    )
+    .await
+    .expect("an answer within 20 s")
+    .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 502", "{}", String::from_utf8_lossy(&head));
+    let done = eventually("the call's end", || async {
+        gw.events_since(since)
+            .await
+            .iter()
+            .find_map(|r| crate::support::completed(r).cloned())
+    })
+    .await;
+    assert_eq!(
+        (done.status, done.failure.as_deref()),
+        (502, Some("upstream_no_answer"))
+    );
+    gw.rack().set_handshake_delay(std::time::Duration::ZERO);
+    gw.finish().await;
+}
