@@ -57,7 +57,7 @@ pub fn refusal(params: &CanonicalParams, app: &str) -> Option<(&'static str, Str
         let what = format!(
             "build-args item {} is not KEY=VALUE with a KEY of letters, digits, `_`, `.` and \
              `-` that starts with a letter or `_`, and a VALUE of letters, digits and `{}` \
-             only; the rack puts each item into its build's shell command unquoted",
+             only; the rack puts each item into its build's command line unquoted",
             position + 1,
             String::from_utf8_lossy(VALUE_PUNCTUATION),
         );

@@ -10,7 +10,7 @@
 //! A client with an IPv6 /48 holds 65,536 networks, so counting each on its own would let one
 //! client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
 //! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, then
-//! /32, an IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under the unspecified address
+//! /32, an IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under everyone
 //! (`::/0`).
 //!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
@@ -42,11 +42,28 @@ pub const MAX_PREFIXES: usize = 256;
 /// The network `ip` is limited and counted as: itself for IPv4 (and IPv4-mapped IPv6), its /64
 /// for IPv6.
 pub fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-        v4 => v4,
+    let ip = ip.to_canonical();
+    masked(ip, network_prefix(ip))
+}
+
+/// The prefix length of a [`network`] of `ip`'s family: 32 for IPv4, 64 for IPv6.
+fn network_prefix(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 64 }
+}
+
+/// `ip` with the bits past its first `prefix` cleared.
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    let prefix = u32::from(prefix);
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from_bits(
+            v4.to_bits() & u32::MAX.checked_shl(32 - prefix).unwrap_or(0),
+        )),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(
+            v6.to_bits() & u128::MAX.checked_shl(128 - prefix).unwrap_or(0),
+        )),
     }
 }
+
 /// Where a denial is counted: a [`network`], the prefix a network is folded into once the
 /// counter is busy, or everyone (`::/0`, prefix length 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -138,13 +155,15 @@ impl Counted {
     /// `ip`'s [`network`].
     pub fn network(ip: IpAddr) -> Counted {
         let addr = network(ip);
-        let prefix = if addr.is_ipv4() { 32 } else { 64 };
-        Counted { addr, prefix }
+        Counted {
+            addr,
+            prefix: network_prefix(addr),
+        }
     }
 
     /// Whether this is one network, not a prefix of many.
     fn is_network(self) -> bool {
-        self.prefix == if self.addr.is_ipv4() { 32 } else { 64 }
+        self.prefix == network_prefix(self.addr)
     }
 
     /// One step coarser: an IPv4 network's /16, an IPv6 network's /48 and a /48's /32 (one
@@ -156,15 +175,10 @@ impl Counted {
             (IpAddr::V6(_), p) if p > 32 => 32,
             _ => return Counted::EVERYONE,
         };
-        let addr = match self.addr {
-            IpAddr::V4(v4) => {
-                IpAddr::V4(Ipv4Addr::from_bits(v4.to_bits() & (u32::MAX << (32 - to))))
-            }
-            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(
-                v6.to_bits() & (u128::MAX << (128 - to)),
-            )),
-        };
-        Counted { addr, prefix: to }
+        Counted {
+            addr: masked(self.addr, to),
+            prefix: to,
+        }
     }
 }
 
@@ -243,12 +257,10 @@ impl DenialCounter {
     /// Where a denial of `counted` is counted: there if it is counting already or there is
     /// room, otherwise one step coarser, until everyone (`::/0`), which always has room.
     fn place(&self, mut counted: Counted, reason: &'static str) -> Counted {
-        loop {
+        while counted != Counted::EVERYONE {
             // A prefix that folds again gets half the prefixes' room, so a client filling
             // /48s leaves room for the /32 it folds into, and for other clients' /32s.
-            let room = if counted == Counted::EVERYONE {
-                return counted;
-            } else if counted.is_network() {
+            let room = if counted.is_network() {
                 MAX_COUNTED
             } else if counted.folded() == Counted::EVERYONE {
                 MAX_COUNTED + MAX_PREFIXES
@@ -260,6 +272,7 @@ impl DenialCounter {
             }
             counted = counted.folded();
         }
+        counted
     }
 
     /// The counts whose window has closed at `now` (or all of them when `flush`), taken out.

@@ -1966,7 +1966,6 @@ async fn read_form(
     Ok((Some(collected.to_bytes().to_vec()), Body::empty()))
 }
 
-/// A request's headers as [`canonical::canonicalize_params`] reads them.
 /// The call's parameters with its form replaced by `form`, one the gateway rewrote (`ack_by`,
 /// restored env values): canonicalized as the caller's own were, so what is recorded is what
 /// is forwarded.
@@ -1990,6 +1989,7 @@ fn with_form(
     )
 }
 
+/// A request's headers as [`canonical::canonicalize_params`] reads them.
 fn header_pairs(headers: &http::HeaderMap) -> Vec<(&str, &[u8])> {
     headers
         .iter()
@@ -2282,24 +2282,9 @@ async fn open_stream(
         Ok(io) => io,
         Err(no) => {
             // A refused upgrade is the rack's answer, passed on; an unreachable rack is not.
-            let (status, failure, error) = match no {
-                NoSocket::Answered(s) => (
-                    s,
-                    None,
-                    ProxyError::RackRefusedUpgrade(
-                        http::StatusCode::from_u16(s).unwrap_or(http::StatusCode::BAD_GATEWAY),
-                    ),
-                ),
-                NoSocket::Unreachable => {
-                    let e = ProxyError::Upstream;
-                    (e.status().as_u16(), Some(e.kind()), e)
-                }
-                NoSocket::Unanswered => {
-                    let e = ProxyError::NoAnswer;
-                    (e.status().as_u16(), Some(e.kind()), e)
-                }
-            };
-            pending.complete(status, None, failure);
+            let error = no.error();
+            let failure = (!matches!(no, NoSocket::Answered(_))).then(|| error.kind());
+            pending.complete(error.status().as_u16(), None, failure);
             return Err(error);
         }
     };
@@ -2391,9 +2376,7 @@ async fn connect_rack(
     .await
     {
         Ok(Ok(io)) => Ok(io),
-        Ok(Err(ws::ConnectError::Refused { status, .. })) => {
-            Err(NoSocket::Answered(status.as_u16()))
-        }
+        Ok(Err(ws::ConnectError::Refused { status, .. })) => Err(NoSocket::Answered(status)),
         // The handshake was on its way: the rack may have started the command.
         Ok(Err(_)) | Err(_) => Err(NoSocket::Unanswered),
     }
@@ -2404,10 +2387,22 @@ async fn connect_rack(
 /// out (nothing was sent), or it was sent the handshake and gave no usable answer in time,
 /// which it may have acted on. The last two are answered, and recorded, as 502, as an HTTP
 /// call's are.
+#[derive(Clone, Copy)]
 enum NoSocket {
-    Answered(u16),
+    Answered(http::StatusCode),
     Unreachable,
     Unanswered,
+}
+
+impl NoSocket {
+    /// What the caller is answered, and its status is the one recorded.
+    fn error(self) -> ProxyError {
+        match self {
+            NoSocket::Answered(status) => ProxyError::RackRefusedUpgrade(status),
+            NoSocket::Unreachable => ProxyError::Upstream,
+            NoSocket::Unanswered => ProxyError::NoAnswer,
+        }
+    }
 }
 
 /// What a failed call to the rack means: only a failure to connect proves the rack never got

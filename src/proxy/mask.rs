@@ -643,16 +643,8 @@ pub fn scrub_release_manifests(
     body: &[u8],
     scrub: &dyn Fn(&[u8]) -> Vec<u8>,
 ) -> Result<Vec<u8>, MaskError> {
-    rewrite_string_fields(body, "manifest", &mut |manifest| {
-        let scrubbed = scrub(manifest.as_bytes());
-        Ok(if scrubbed == manifest.as_bytes() {
-            Vec::new()
-        } else {
-            vec![(
-                0..manifest.len(),
-                String::from_utf8_lossy(&scrubbed).into_owned(),
-            )]
-        })
+    replace_string_fields(body, "manifest", &|manifest| {
+        String::from_utf8_lossy(&scrub(manifest.as_bytes())).into_owned()
     })
 }
 
@@ -664,12 +656,22 @@ pub fn scrub_release_manifests(
 /// # Errors
 /// The body is not JSON, or not a process or a list of processes.
 pub fn scrub_process_commands(body: &[u8]) -> Result<Vec<u8>, MaskError> {
-    rewrite_string_fields(body, "command", &mut |command| {
-        let scrubbed = redact::scrub(command);
-        Ok(if scrubbed == command {
+    replace_string_fields(body, "command", &redact::scrub)
+}
+
+/// Rewrites each string member named `field` (see [`rewrite_string_fields`]) whole, as
+/// `replace` gives it; a member it gives back unchanged keeps its bytes.
+fn replace_string_fields(
+    body: &[u8],
+    field: &str,
+    replace: &dyn Fn(&str) -> String,
+) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, field, &mut |text| {
+        let replaced = replace(text);
+        Ok(if replaced == text {
             Vec::new()
         } else {
-            vec![(0..command.len(), scrubbed)]
+            vec![(0..text.len(), replaced)]
         })
     })
 }

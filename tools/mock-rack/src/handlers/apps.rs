@@ -56,7 +56,7 @@ pub(super) fn cancel(call: &mut Call<'_>) -> Reply {
 }
 
 /// `AppDiagnose` (`AppDiagnoseOptions`, every option read): an `AppDiagnosticReport` with one
-/// entry per service pod. Each pod's `logs` is what a process that printed its environment
+/// entry per service pod. Each pod's `previousLogs` is what a process that printed its environment
 /// before crashing leaves, `RACK_URL` (with the rack password) among it, as a rack without the
 /// `system-env-disable` feature gate gives every pod.
 pub(super) fn diagnose(call: &mut Call<'_>) -> Reply {
