@@ -235,8 +235,8 @@ async fn credentials(gw: &TestGateway, auth: &Auth) -> Vec<String> {
     }
 }
 
-/// Runs one case on a fresh gateway.
-async fn check(case: Case) {
+/// Runs one case on a fresh gateway; returns the text of the answer.
+async fn check(case: Case) -> String {
     let gw = TestGateway::start().await;
     let authorization = credentials(&gw, &case.auth).await;
     let since = gw.head();
@@ -306,6 +306,7 @@ async fn check(case: Case) {
         ),
         Expect::Recorded(..) => assert!(counted.is_empty(), "{what}: {counted:?}"),
     }
+    reply.text()
 }
 
 /// The handshake of a log socket (spec §4.1).
@@ -1461,7 +1462,7 @@ async fn a_build_from_elsewhere() {
     gw.finish().await;
 }
 
-/// The rack appends each build argument to its build process's shell command unquoted: one
+/// The rack appends each build argument to its build process's command line unquoted: one
 /// that a shell would split or expand is refused, without quoting it (build arguments are
 /// secret parameters), and the comma-joined `KEY=VALUE` items the CLI sends go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1477,15 +1478,13 @@ async fn build_args_a_shell_would_split_or_expand() {
         ("-url%3Ddir%3A%2F%2F%2Fproc%2Fself", 1, "-url"),
         ("A%3D1%2C", 2, "A=1"),
     ] {
-        let case = Case::post("/apps/x/builds?")
-            .form(&format!("build-args={args}&manifest=environ&{source}"))
-            .auth(Auth::Deployer);
-        let gw = TestGateway::start().await;
-        let authorization = credentials(&gw, &case.auth).await;
-        let reply = gw
-            .send_raw(&case.bytes(&gw.proxy().to_string(), &authorization))
-            .await;
-        let text = reply.text();
+        let text = check(
+            Case::post("/apps/x/builds?")
+                .form(&format!("build-args={args}&manifest=environ&{source}"))
+                .auth(Auth::Deployer)
+                .denied(403, "build_args_unsafe"),
+        )
+        .await;
         assert!(
             text.contains(&format!("build-args item {item} is not KEY=VALUE")),
             "{args}: {text}"
@@ -1494,8 +1493,6 @@ async fn build_args_a_shell_would_split_or_expand() {
             !text.contains(quoted),
             "{args}: the answer quotes it: {text}"
         );
-        gw.finish().await;
-        check(case.denied(403, "build_args_unsafe")).await;
     }
     let gw = TestGateway::start().await;
     let form = format!(

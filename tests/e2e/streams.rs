@@ -12,7 +12,8 @@ use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
 use crate::support::{
-    TestGateway, basic, eventually, open_socket, payloads, requested_paths, texts, until_eof,
+    TestGateway, basic, eventually, open_socket, open_socket_within, payloads, requested_paths,
+    texts, until_eof,
 };
 
 pub(crate) const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
@@ -28,16 +29,20 @@ pub(crate) async fn open(
     WsReader<tokio::net::tcp::OwnedReadHalf>,
     WsWriter<tokio::net::tcp::OwnedWriteHalf>,
 ) {
+    let socket = open_socket(gw.proxy(), upgrade(gw, token, path)).await;
+    (socket.head.status.to_string(), socket.reader, socket.writer)
+}
+
+/// The upgrade request the CLI sends to open `path` with `token` (`convox exec`'s headers).
+fn upgrade(gw: &TestGateway, token: &str, path: &str) -> String {
     let host = gw.proxy().to_string();
-    let request = format!(
+    format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: Go-http-client/1.1\r\n\
          Authorization: {}\r\nCommand: ls -la\r\nConnection: Upgrade\r\nHeight: 24\r\n\
          Origin: http://{host}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\nWidth: 80\r\n\r\n",
         basic(&format!("convox:{token}"))
-    );
-    let socket = open_socket(gw.proxy(), request).await;
-    (socket.head.status.to_string(), socket.reader, socket.writer)
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,35 +731,16 @@ async fn a_handshake_the_rack_never_answers_is_recorded_as_the_502_it_answers() 
     gw.rack()
         .set_handshake_delay(std::time::Duration::from_secs(12));
     let since = gw.head();
-    // The test client's own wait for an answer is the gateway's 10 s: read the head here.
-    let host = gw.proxy().to_string();
-    let request = format!(
-        "GET {EXEC} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {}\r\nCommand: ls\r\n\
-         Connection: Upgrade\r\nOrigin: http://{host}\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Upgrade: websocket\r\n\r\n",
-        basic(&format!("convox:{}", gw.token()))
-    );
-    let mut tcp = tokio::net::TcpStream::connect(gw.proxy()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(
+    // Longer than the gateway's own 10 s wait, which the test client's usual wait equals.
+    let socket = open_socket_within(
+        gw.proxy(),
+        upgrade(&gw, gw.token(), EXEC),
         Duration::from_secs(20),
-        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut head),
     )
-    .await
-    .expect("an answer within 20 s")
-    .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 502", "{}", String::from_utf8_lossy(&head));
-    let done = eventually("the call's end", || async {
-        gw.events_since(since)
-            .await
-            .iter()
-            .find_map(|r| crate::support::completed(r).cloned())
-    })
     .await;
+    assert_eq!(socket.head.status, 502, "{}", socket.head.text());
+    let (_, done) = gw.call_records(since, &socket.head.request_id()).await;
+    let done = crate::support::completed(&done).unwrap();
     assert_eq!(
         (done.status, done.failure.as_deref()),
         (502, Some("upstream_no_answer"))

@@ -609,14 +609,23 @@ pub struct Socket {
 /// Writes exactly `request` (an upgrade request) to `addr` on a fresh connection and reads the
 /// answer's head byte by byte, so that no frame sent right behind it is consumed.
 pub async fn open_socket(addr: SocketAddr, request: impl AsRef<[u8]>) -> Socket {
+    open_socket_within(addr, request, DEADLINE).await
+}
+
+/// As [`open_socket`], waiting up to `deadline` for each byte of the answer's head.
+pub async fn open_socket_within(
+    addr: SocketAddr,
+    request: impl AsRef<[u8]>,
+    deadline: Duration,
+) -> Socket {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_ref()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0u8; 1];
-        let n = tokio::time::timeout(DEADLINE, tcp.read(&mut b))
+        let n = tokio::time::timeout(deadline, tcp.read(&mut b))
             .await
-            .unwrap_or_else(|_| panic!("no answer to the upgrade within {DEADLINE:?}"))
+            .unwrap_or_else(|_| panic!("no answer to the upgrade within {deadline:?}"))
             .unwrap();
         assert!(
             n == 1,
