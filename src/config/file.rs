@@ -85,6 +85,8 @@ pub enum ConfigError {
     },
     #[error("{key}: required")]
     Missing { key: &'static str },
+    #[error("{key}: not set, but {other} is: set both, or neither for plain HTTP")]
+    TlsHalf { key: &'static str, other: String },
     #[error("{0}")]
     Unsafe(String),
     #[error(
@@ -313,9 +315,35 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             Some(t) => Err(value_err(key, format!("{t:?} is not true or false"))),
         }
     };
-    let path = |key: &'static str| get(key).map(|r| PathBuf::from(&r.text));
+    // A key and where its value came from, for a refusal that involves two keys.
+    let named = |key: &'static str| match get(key) {
+        Some(r) => format!("{key} (from {})", r.from),
+        None => key.to_owned(),
+    };
+    // Two keys that exclude each other, set in the file and in the environment: the variable
+    // does not clear the file's key, which an operator who set only the variable may not know.
+    let where_to_unset = |a: &'static str, b: &'static str| {
+        let from_env = |key| get(key).is_some_and(|r| r.from.starts_with(PREFIX));
+        if from_env(a) == from_env(b) {
+            ""
+        } else {
+            "; a variable does not unset the other key in the file, so remove one of the two"
+        }
+    };
+    // An empty path (`ca_file = ""`) is no file; read as one, it names the working directory
+    // or fails later with a message about the path "" instead of the key.
+    let path = |key: &'static str| -> Result<Option<PathBuf>, ConfigError> {
+        match get(key) {
+            None => Ok(None),
+            Some(r) if r.text.trim().is_empty() => Err(value_err(
+                key,
+                "is empty: give a path, or leave the key out".into(),
+            )),
+            Some(r) => Ok(Some(PathBuf::from(&r.text))),
+        }
+    };
 
-    let data = path("data").ok_or(ConfigError::Missing { key: "data" })?;
+    let data = path("data")?.ok_or(ConfigError::Missing { key: "data" })?;
     let proxy_listen = addr("proxy.listen", "127.0.0.1:8080")?;
     let console_listen = addr("console.listen", "127.0.0.1:8081")?;
     if proxy_listen == console_listen {
@@ -324,17 +352,23 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             "the console must listen on another port or host than the rack proxy".into(),
         ));
     }
-    let tls = match (path("tls.cert"), path("tls.key")) {
+    let tls = match (path("tls.cert")?, path("tls.key")?) {
         (Some(cert), Some(key)) => Some(
             Tls::at(cert.clone(), key)
                 .map_err(|e| value_err("tls.cert", format!("{}: {e}", super::shown_path(&cert))))?,
         ),
         (None, None) => None,
-        _ => {
-            return Err(value_err(
-                "tls.key",
-                "tls.cert and tls.key go together".into(),
-            ));
+        (Some(_), None) => {
+            return Err(ConfigError::TlsHalf {
+                key: "tls.key",
+                other: named("tls.cert"),
+            });
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::TlsHalf {
+                key: "tls.cert",
+                other: named("tls.key"),
+            });
         }
     };
     let trusted_proxies = match get("trusted_proxies") {
@@ -394,12 +428,16 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         .map(|r| r.text.clone())
         .ok_or(ConfigError::Missing { key: "rack.url" })?;
     check_rack_url(&url).map_err(|what| value_err("rack.url", what))?;
-    let password = match (get("rack.password"), path("rack.password_file")) {
+    let password = match (get("rack.password"), path("rack.password_file")?) {
         // One decides: a stale variable would hide a rotated password file.
         (Some(_), Some(_)) => {
             return Err(value_err(
                 "rack.password",
-                "is set, and so is rack.password_file: keep one".into(),
+                format!(
+                    "is set, and so is {}: keep one{}",
+                    named("rack.password_file"),
+                    where_to_unset("rack.password", "rack.password_file")
+                ),
             ));
         }
         (Some(r), None) => r.text.clone(),
@@ -430,9 +468,9 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             "expected 64 hex digits".into(),
         ));
     }
-    let ca_file = path("rack.ca_file");
+    let ca_file = path("rack.ca_file")?;
     let insecure_skip_verify = flag("rack.insecure_skip_verify")?;
-    let set: Vec<&str> = [
+    let set: Vec<&'static str> = [
         ("rack.pin_sha256", pin_sha256.is_some()),
         ("rack.ca_file", ca_file.is_some()),
         ("rack.insecure_skip_verify", insecure_skip_verify),
@@ -453,7 +491,11 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
         // Only one would decide; the other would be recorded as if it did.
         return Err(value_err(
             second,
-            format!("set with {first}: choose one way to trust the rack's certificate"),
+            format!(
+                "set with {}: choose one way to trust the rack's certificate{}",
+                named(first),
+                where_to_unset(first, second)
+            ),
         ));
     }
     let ca_sha256 = match &ca_file {

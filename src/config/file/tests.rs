@@ -536,7 +536,7 @@ fn a_password_comes_from_one_place() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("rack.password_file: keep one"), "{e}");
+    assert!(e.contains("keep one"), "{e}");
     assert!(!e.contains("stale") && !e.contains("rotated"), "{e}");
 }
 
@@ -592,4 +592,118 @@ fn a_pem_block_given_as_a_path_is_not_echoed() {
     );
     assert!(e.contains("not a path"), "{e}");
     assert!(!e.contains("MIGHAgEAMBMGByqGSM49pasted"), "{e}");
+}
+
+/// Keys that exclude each other, one set in the file and one by a variable: the refusal says
+/// where each came from, and that the variable did not unset the file's key.
+#[test]
+fn a_conflict_names_where_each_value_came_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not read for this").unwrap();
+    let f = file(&format!("{BASE}ca_file = {ca:?}\n"));
+    let shown = f.path().display().to_string();
+    let e = load(
+        Some(f.path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_RACK_PIN_SHA256", &"ab".repeat(32)),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with(&format!("rack.ca_file (from {shown}): set with rack.pin_sha256 (from RACK_GATEWAY_RACK_PIN_SHA256)")),
+        "{e}"
+    );
+    assert!(e.contains("a variable does not unset"), "{e}");
+    // Both in the file: no word about variables.
+    let f = file(&format!(
+        "{BASE}ca_file = {ca:?}\npin_sha256 = \"{}\"\n",
+        "ab".repeat(32)
+    ));
+    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("choose one") && !e.contains("variable"), "{e}");
+
+    let secret = file("rotated\n");
+    let f = file(&format!(
+        "{BASE}password_file = {:?}\n",
+        secret.path().display().to_string()
+    ));
+    let e = load(
+        Some(f.path()),
+        &env(&[("RACK_GATEWAY_RACK_PASSWORD", "stale")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("rack.password (from RACK_GATEWAY_RACK_PASSWORD): is set, and so is rack.password_file (from "),
+        "{e}"
+    );
+    assert!(e.contains("a variable does not unset"), "{e}");
+}
+
+/// Half of the listener's certificate pair is refused naming the half that is missing and
+/// where the other came from.
+#[test]
+fn a_certificate_without_its_key_names_both() {
+    let f = file(&format!("{BASE}[tls]\ncert = \"/etc/rg/cert.pem\"\n"));
+    let e = load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "tls.key: not set, but tls.cert (from {}) is",
+            f.path().display()
+        )),
+        "{e}"
+    );
+    let e = load(
+        Some(file(BASE).path()),
+        &env(&[
+            ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+            ("RACK_GATEWAY_TLS_KEY", "/etc/rg/key.pem"),
+        ]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("tls.cert: not set, but tls.key (from RACK_GATEWAY_TLS_KEY) is"),
+        "{e}"
+    );
+}
+
+/// An empty path in the file is refused with its key: read as a path, `""` names the working
+/// directory or fails later without saying which key held it.
+#[test]
+fn an_empty_path_is_refused_with_its_key() {
+    let pw = env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]);
+    for (text, key) in [
+        (BASE.replace("/var/lib/rack-gateway", ""), "data"),
+        (format!("{BASE}ca_file = \"\"\n"), "rack.ca_file"),
+        (format!("{BASE}ca_file = \" \"\n"), "rack.ca_file"),
+        (
+            format!("{BASE}[tls]\ncert = \"\"\nkey = \"/etc/rg/key.pem\"\n"),
+            "tls.cert",
+        ),
+        (
+            format!("{BASE}[tls]\ncert = \"/etc/rg/cert.pem\"\nkey = \"\"\n"),
+            "tls.key",
+        ),
+    ] {
+        let f = file(&text);
+        let e = load(Some(f.path()), &pw).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{key} (from ")) && e.contains("is empty"),
+            "{key}: {e}"
+        );
+    }
+    let f = file(&format!("{BASE}password_file = \"\"\n"));
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(
+        e.starts_with("rack.password_file (from ") && e.contains("is empty"),
+        "{e}"
+    );
 }
