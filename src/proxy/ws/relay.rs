@@ -3,8 +3,8 @@
 //! and payload bytes, until one of the ends in `ClosedBy` happens.
 //!
 //! **Invariant:** a payload is forwarded byte for byte or not at all (no UTF-8 check, no
-//! reassembly, no rewriting), with one exception: a data frame from the rack that holds the
-//! rack password ([`RelayConfig::scrub`]) goes on with it replaced; nothing from a side that
+//! reassembly, no rewriting), with one exception: a frame from the rack whose payload holds
+//! the rack password ([`RelayConfig::scrub`]) goes on with it replaced; nothing from a side that
 //! broke RFC 6455 is forwarded after the first bad frame; the counts and digests cover exactly
 //! the data payloads as the other side got them (or would have), in order.
 //!
@@ -41,8 +41,8 @@ use tokio::time::Instant;
 use crate::proxy::mask::{REDACTED, Scrubber};
 
 use super::codec::{
-    CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter, Opcode, Role,
-    Violation,
+    CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter,
+    MAX_CONTROL_PAYLOAD, Opcode, Role, Violation,
 };
 use super::marker::ExitScanner;
 
@@ -91,9 +91,10 @@ pub struct RelayConfig {
     /// for as long as its token lasts.
     pub rack_reads_input: bool,
     /// A value no caller may see in the rack's output (the rack password, which a build or a
-    /// process may print): each of its forms in a data frame from the rack is replaced before
-    /// the frame goes on, and counted as sent. Looked for frame by frame: a value split across
-    /// two frames passes.
+    /// process may print, and a rack error may quote): each of its forms in a frame from the
+    /// rack (data, a close's reason, a ping's or pong's payload) is replaced before the frame
+    /// goes on, and counted as sent when it is data. Looked for frame by frame: a value split
+    /// across two frames passes.
     pub scrub: Option<Arc<Scrubber>>,
 }
 
@@ -557,21 +558,39 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         Ok(relayed)
     }
 
-    /// `frame`, its data without what this direction takes out.
+    /// `frame` without what this direction takes out: from its data, a close frame's reason
+    /// (a rack error quoting its URL) and a ping's or pong's payload alike. A control frame
+    /// the replacement made longer is cut back to the 125 bytes a control frame may carry.
     fn scrubbed(&self, frame: Frame) -> Frame {
-        let data = matches!(
-            frame.opcode,
-            Opcode::Text | Opcode::Binary | Opcode::Continuation
-        );
-        match self.scrub.as_deref() {
-            Some(scrub) if data => match scrub.scrub(&frame.payload, REDACTED) {
-                Some(payload) => Frame {
-                    payload: payload.into(),
-                    ..frame
-                },
-                None => frame,
-            },
-            _ => frame,
+        let Some(scrub) = self.scrub.as_deref() else {
+            return frame;
+        };
+        match frame.opcode {
+            Opcode::Text | Opcode::Binary | Opcode::Continuation | Opcode::Ping | Opcode::Pong => {
+                match scrub.scrub(&frame.payload, REDACTED) {
+                    Some(mut payload) => {
+                        if frame.opcode.is_control() {
+                            payload.truncate(MAX_CONTROL_PAYLOAD);
+                        }
+                        Frame {
+                            payload: payload.into(),
+                            ..frame
+                        }
+                    }
+                    None => frame,
+                }
+            }
+            Opcode::Close => {
+                let (Some(code), Some(reason)) = (frame.close_code(), frame.payload.get(2..))
+                else {
+                    return frame;
+                };
+                match scrub.scrub(reason, REDACTED) {
+                    // The reader let only a UTF-8 reason through, and the replacement is ASCII.
+                    Some(reason) => Frame::close(code, std::str::from_utf8(&reason).unwrap_or("")),
+                    None => frame,
+                }
+            }
         }
     }
 

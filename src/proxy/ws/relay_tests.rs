@@ -1154,3 +1154,67 @@ async fn the_rack_password_is_taken_out_of_the_racks_output() {
         (out.len() as u64, sha256(&out))
     );
 }
+
+/// The rack password in a control frame from the rack (a close whose reason quotes the rack's
+/// URL, a ping's payload) is replaced too, and a payload the replacement lengthens is cut to
+/// the 125 bytes a control frame may carry; the caller's control frames pass as they came.
+#[tokio::test]
+async fn the_rack_password_is_taken_out_of_the_racks_control_frames() {
+    let password = "s3cr3t-rack-pw";
+    let mut h = start(RelayConfig {
+        scrub: Some(std::sync::Arc::new(crate::proxy::mask::Scrubber::new(
+            password,
+        ))),
+        ..quick()
+    });
+    h.caller.writer.ping(password.as_bytes()).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Ping(Bytes::from_static(b"s3cr3t-rack-pw"))
+    );
+    h.rack.writer.ping(b"ping s3cr3t-rack-pw").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Ping(Bytes::from_static(b"ping rgw-redacted"))
+    );
+    let reason = format!("cannot reach https://convox:{password}@rack.example");
+    h.rack.writer.close(1011, reason.as_bytes()).await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(
+            1011,
+            b"cannot reach https://convox:rgw-redacted@rack.example"
+        )
+    );
+    h.caller.writer.close(1000, b"").await.unwrap();
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
+
+    // A short password (4 bytes, replaced by 12): a full-length reason or ping would grow past
+    // the limit, and is cut back to it.
+    let mut h = start(RelayConfig {
+        scrub: Some(std::sync::Arc::new(crate::proxy::mask::Scrubber::new(
+            "pw4x",
+        ))),
+        ..quick()
+    });
+    let ping = format!("{} pw4x", "p".repeat(120));
+    h.rack.writer.ping(ping.as_bytes()).await.unwrap();
+    let want = format!("{} rgw-redacted", "p".repeat(120));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Ping(Bytes::copy_from_slice(&want.as_bytes()[..125]))
+    );
+    let reason = format!("{} pw4x", "z".repeat(118));
+    assert_eq!(reason.len() + 2, 125);
+    h.rack.writer.close(1011, reason.as_bytes()).await.unwrap();
+    let want = format!("{} rgw-redacted", "z".repeat(118));
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Close(Some(CloseFrame {
+            code: 1011,
+            reason: Bytes::copy_from_slice(&want.as_bytes()[..123]),
+        }))
+    );
+    h.caller.writer.close(1000, b"").await.unwrap();
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
+}
