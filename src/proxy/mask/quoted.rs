@@ -40,28 +40,7 @@ pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
     if value.is_empty() {
         return body.to_vec();
     }
-    let mut needles = forms(value);
-    // Longest first: at one position the whole form wins over a shorter one it starts with.
-    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
-    let mut out = Vec::with_capacity(body.len());
-    let mut at = 0;
-    while let Some((&b, rest)) = body.get(at..).and_then(<[u8]>::split_first) {
-        let found = needles.iter().find(|n| {
-            n.first() == Some(&b)
-                && rest.starts_with(n.get(1..).unwrap_or_default())
-                && (n.len() >= MIN_ANYWHERE || stands_alone(body, at, n.len()))
-        });
-        match found {
-            Some(n) => {
-                out.extend_from_slice(replacement.as_bytes());
-                at += n.len();
-            }
-            None => {
-                out.push(b);
-                at += 1;
-            }
-        }
-    }
+    let (out, _) = scan(body, &needles(value), replacement.as_bytes(), None, false);
     out
 }
 
@@ -70,6 +49,8 @@ pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
 #[derive(Clone)]
 pub struct Scrubber {
     value: String,
+    /// Every form of the value, longest first (see [`needles`]).
+    needles: Vec<Vec<u8>>,
     /// A searcher per form, built once.
     finders: Vec<memchr::memmem::Finder<'static>>,
 }
@@ -93,7 +74,7 @@ impl Scrubber {
         let needles = if value.is_empty() {
             Vec::new()
         } else {
-            forms(value)
+            needles(value)
         };
         Scrubber {
             value: value.to_owned(),
@@ -101,6 +82,7 @@ impl Scrubber {
                 .iter()
                 .map(|n| memchr::memmem::Finder::new(n).into_owned())
                 .collect(),
+            needles,
         }
     }
 
@@ -108,13 +90,165 @@ impl Scrubber {
     /// `None` when no form of it is there.
     pub fn scrub(&self, bytes: &[u8], replacement: &str) -> Option<Vec<u8>> {
         self.holds(bytes)
-            .then(|| scrub_value(bytes, &self.value, replacement))
+            .then(|| scan(bytes, &self.needles, replacement.as_bytes(), None, false).0)
     }
 
     /// Whether any form of the value is in `bytes`: a search, no copy.
     pub fn holds(&self, bytes: &[u8]) -> bool {
         self.finders.iter().any(|f| f.find(bytes).is_some())
     }
+
+    /// Where the shortest tail of `bytes` starts that could begin a form of the value (a
+    /// proper prefix of one), if any does.
+    fn open_tail(&self, bytes: &[u8]) -> Option<usize> {
+        let longest = self.needles.first().map_or(0, Vec::len);
+        (bytes.len().saturating_sub(longest.saturating_sub(1))..bytes.len()).find(|&at| {
+            bytes
+                .get(at..)
+                .is_some_and(|rest| begins_a_form(&self.needles, rest))
+        })
+    }
+}
+
+/// The value taken out of a stream that arrives in pieces cut anywhere (a WebSocket's text
+/// messages, cut wherever the rack's reads and frames cut them): a piece's tail that could
+/// begin a form of the value is held back until the next piece, or the end, shows whether it
+/// does.
+///
+/// **Invariant:** what [`StreamScrub::push`] and [`StreamScrub::finish`] give out, in order
+/// and concatenated, is what [`scrub_value`] makes of the whole stream, however it was cut;
+/// what is held is never longer than the longest form less one byte (or, for a value too
+/// short to be replaced inside words, a whole form waiting for the byte after it).
+#[derive(Debug)]
+pub struct StreamScrub {
+    scrubber: std::sync::Arc<Scrubber>,
+    replacement: &'static str,
+    /// Bytes received and not given out yet.
+    held: Vec<u8>,
+    /// The last byte received that was given out (or replaced): a short value's word
+    /// boundary looks at it.
+    before: Option<u8>,
+}
+
+impl StreamScrub {
+    pub fn new(scrubber: std::sync::Arc<Scrubber>, replacement: &'static str) -> StreamScrub {
+        StreamScrub {
+            scrubber,
+            replacement,
+            held: Vec::new(),
+            before: None,
+        }
+    }
+
+    /// The scrubber whose value this takes out.
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.scrubber
+    }
+
+    /// What of the stream can go out now that `piece` follows what was held: `piece` itself,
+    /// uncopied, when it holds no part of the value and nothing was held.
+    pub fn push(&mut self, piece: bytes::Bytes) -> bytes::Bytes {
+        if self.held.is_empty()
+            && !self.scrubber.holds(&piece)
+            && self.scrubber.open_tail(&piece).is_none()
+        {
+            self.before = piece.last().copied().or(self.before);
+            return piece;
+        }
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend_from_slice(&piece);
+        self.give_out(buf, true)
+    }
+
+    /// Everything still held, as the end of the stream: the value taken out of it.
+    pub fn finish(&mut self) -> bytes::Bytes {
+        let buf = std::mem::take(&mut self.held);
+        self.give_out(buf, false)
+    }
+
+    /// Whether bytes are held back.
+    pub fn holding(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    fn give_out(&mut self, buf: Vec<u8>, more: bool) -> bytes::Bytes {
+        let (out, used) = scan(
+            &buf,
+            &self.scrubber.needles,
+            self.replacement.as_bytes(),
+            self.before,
+            more,
+        );
+        if let Some(last) = used.checked_sub(1).and_then(|i| buf.get(i)) {
+            self.before = Some(*last);
+        }
+        self.held = buf.get(used..).unwrap_or_default().to_vec();
+        out.into()
+    }
+}
+
+/// The forms of `value` (see [`forms`]), longest first: at one position the whole form wins
+/// over a shorter one it starts with.
+fn needles(value: &str) -> Vec<Vec<u8>> {
+    let mut needles = forms(value);
+    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+    needles
+}
+
+/// Whether `rest` is a proper prefix of one of `needles`: more bytes could complete a form.
+fn begins_a_form(needles: &[Vec<u8>], rest: &[u8]) -> bool {
+    needles
+        .iter()
+        .any(|n| n.len() > rest.len() && n.starts_with(rest))
+}
+
+/// The one scan [`scrub_value`], [`Scrubber`] and [`StreamScrub`] share: `body` (which follows
+/// the byte `before` in its stream, if any) with each form in `needles` (longest first)
+/// replaced by `replacement`, and how many bytes of `body` that covers. With `more` (more of
+/// the stream may follow), the scan stops where more bytes could change what it finds: at a
+/// tail that begins a form, or at a short value's form whose next byte decides whether it
+/// stands alone; without, it covers all of `body`.
+fn scan(
+    body: &[u8],
+    needles: &[Vec<u8>],
+    replacement: &[u8],
+    before: Option<u8>,
+    more: bool,
+) -> (Vec<u8>, usize) {
+    let longest = needles.first().map_or(0, Vec::len);
+    let word = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    'scan: while let Some((&b, _)) = body.get(at..).and_then(<[u8]>::split_first) {
+        let rest = body.get(at..).unwrap_or_default();
+        if more && rest.len() < longest && begins_a_form(needles, rest) {
+            break;
+        }
+        let prev = match at.checked_sub(1) {
+            Some(i) => body.get(i).copied(),
+            None => before,
+        };
+        for n in needles {
+            if !rest.starts_with(n) {
+                continue;
+            }
+            // A short value is replaced only where it stands as a word of its own.
+            let alone = n.len() >= MIN_ANYWHERE
+                || match body.get(at + n.len()) {
+                    Some(&next) => !word(prev) && !word(Some(next)),
+                    None if more => break 'scan,
+                    None => !word(prev),
+                };
+            if alone {
+                out.extend_from_slice(replacement);
+                at += n.len();
+                continue 'scan;
+            }
+        }
+        out.push(b);
+        at += 1;
+    }
+    (out, at)
 }
 
 /// The forms `value` takes in an answer, each once.
@@ -161,13 +295,4 @@ fn go_json(json: &str) -> String {
     json.replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
-}
-
-/// Whether `body[at..at + len]` has no ASCII letter or digit right before or after it.
-fn stands_alone(body: &[u8], at: usize, len: usize) -> bool {
-    let word = |i: Option<usize>| {
-        i.and_then(|i| body.get(i))
-            .is_some_and(u8::is_ascii_alphanumeric)
-    };
-    !word(at.checked_sub(1)) && !word(Some(at + len))
 }

@@ -967,6 +967,85 @@ fn a_value_is_replaced_in_every_form_it_is_quoted_in() {
     );
 }
 
+/// A stream scrubbed piece by piece, however it is cut, gives out what the whole stream
+/// scrubbed at once gives: every cut into two and three pieces, and byte by byte, of bodies
+/// with each form of a long value, a short value (replaced only as a word of its own), forms
+/// that begin like other forms, and none.
+#[test]
+fn a_stream_cut_anywhere_is_scrubbed_as_the_whole() {
+    use std::sync::Arc;
+    let streamed = |pw: &str, pieces: &[&[u8]]| {
+        let mut s = StreamScrub::new(Arc::new(Scrubber::new(pw)), REDACTED);
+        let mut out = Vec::new();
+        for piece in pieces {
+            out.extend_from_slice(&s.push(bytes::Bytes::copy_from_slice(piece)));
+        }
+        out.extend_from_slice(&s.finish());
+        assert!(!s.holding());
+        out
+    };
+    let long = "p w/<&>+$\"\\";
+    let cases: [(&str, &[u8]); 8] = [
+        (
+            long,
+            br#"a {"error":"p w/\u003c\u0026\u003e+$\"\\"} b p w/<&>+$"\ c"#,
+        ),
+        (
+            long,
+            b"env=p+w%2F%3C%26%3E%2B%24%22%5C&x=1 https://convox:p%20w%2F%3C&%3E+$%22%5C@r",
+        ),
+        (long, b"p w/<&>+$ almost, then p w/<&>+$\"\\"),
+        ("s3cr3t", b"s3cr3s3cr3t s3cr3ts3cr3t s3 \xff\xfes3cr3t"),
+        ("42", b"pw=42 x42y 1420 (42) 42"),
+        ("42", b"42"),
+        ("aaab", b"aaaaaab aab aaab"),
+        ("s3cr3t", b"nothing in here at all \xff"),
+    ];
+    for (pw, body) in cases {
+        let whole = scrub_value(body, pw, REDACTED);
+        assert_eq!(streamed(pw, &[body]), whole, "{pw:?} in one piece");
+        let singles: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(streamed(pw, &singles), whole, "{pw:?} byte by byte");
+        for i in 0..=body.len() {
+            for j in i..=body.len() {
+                let pieces = [&body[..i], &body[i..j], &body[j..]];
+                assert_eq!(streamed(pw, &pieces), whole, "{pw:?} cut at {i} and {j}");
+            }
+        }
+    }
+}
+
+/// A piece that holds no part of the value goes out as it came, uncopied; a tail that could
+/// begin the value is held, and no longer than the value less a byte.
+#[test]
+fn a_stream_holds_back_only_what_could_begin_the_value() {
+    use std::sync::Arc;
+    let mut s = StreamScrub::new(Arc::new(Scrubber::new("s3cr3t")), REDACTED);
+    let piece = bytes::Bytes::from_static(b"plain output\n");
+    let out = s.push(piece.clone());
+    assert_eq!(out.as_ptr(), piece.as_ptr(), "not copied");
+    assert!(!s.holding());
+    assert_eq!(
+        &s.push(bytes::Bytes::from_static(b"pushing s3cr")),
+        &b"pushing "[..]
+    );
+    assert!(s.holding());
+    assert_eq!(
+        &s.push(bytes::Bytes::from_static(b"3t done")),
+        &b"rgw-redacted done"[..]
+    );
+    assert!(!s.holding());
+    assert_eq!(
+        &s.push(bytes::Bytes::from_static(b"ends s3cr3")),
+        &b"ends "[..]
+    );
+    assert_eq!(
+        &s.finish(),
+        &b"s3cr3"[..],
+        "the end of the stream: no form there"
+    );
+}
+
 #[test]
 fn a_key_set_again_to_another_value_is_found_and_one_set_again_alike_is_not() {
     assert_eq!(set_twice("A=1\nB=2\n A =3"), Some("A".to_owned()));

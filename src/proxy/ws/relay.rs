@@ -3,10 +3,13 @@
 //! and payload bytes, until one of the ends in `ClosedBy` happens.
 //!
 //! **Invariant:** a payload is forwarded byte for byte or not at all (no UTF-8 check, no
-//! reassembly, no rewriting), with one exception: a frame from the rack whose payload holds
-//! the rack password ([`RelayConfig::scrub`]) goes on with it replaced; nothing from a side that
-//! broke RFC 6455 is forwarded after the first bad frame; the counts and digests cover exactly
-//! the data payloads as the other side got them (or would have), in order.
+//! reassembly, no rewriting), with one exception: what the rack sends goes on with the rack
+//! password replaced ([`RelayConfig::scrub`]), and the tail of a text frame from the rack that
+//! could begin the password is held back until the next frame (or a moment, or the stream's
+//! end) shows whether it does, so text bytes may go on in a later frame than they came in;
+//! nothing from a side that broke RFC 6455 is forwarded after the first bad frame; the counts
+//! and digests cover exactly the data payloads as the other side got them (or would have), in
+//! order.
 //!
 //! Choices, and why:
 //! - **Pings and pongs are forwarded**, not answered here. The rack answers the CLI's pings
@@ -38,7 +41,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::proxy::mask::{REDACTED, Scrubber};
+use crate::proxy::mask::{REDACTED, Scrubber, StreamScrub};
 
 use super::codec::{
     CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter,
@@ -93,8 +96,9 @@ pub struct RelayConfig {
     /// A value no caller may see in the rack's output (the rack password, which a build or a
     /// process may print, and a rack error may quote): each of its forms in a frame from the
     /// rack (data, a close's reason, a ping's or pong's payload) is replaced before the frame
-    /// goes on, and counted as sent when it is data. Looked for frame by frame: a value split
-    /// across two frames passes.
+    /// goes on, and counted as sent when it is data. Text messages are one stream to it, so a
+    /// value the rack's reads cut across two frames is found too ([`StreamScrub`]); a binary
+    /// message (Convox's EOF) is looked at on its own.
     pub scrub: Option<Arc<Scrubber>>,
 }
 
@@ -167,8 +171,14 @@ struct Leg<R, W> {
     exit: Option<ExitScanner>,
     /// What the frame last queued (and maybe still pending) is.
     queued: Relayed,
-    /// What is taken out of this direction's data frames ([`RelayConfig::scrub`]).
-    scrub: Option<Arc<Scrubber>>,
+    /// What is taken out of this direction's frames ([`RelayConfig::scrub`]), with the text
+    /// it holds back.
+    scrub: Option<StreamScrub>,
+    /// The kind (text or binary) of the message this direction's output has open: a held tail
+    /// goes on as its continuation, or as a text message of its own when none is open.
+    open: Option<Opcode>,
+    /// Since when a tail is held back, while one is.
+    held_since: Option<Instant>,
 }
 
 /// What one step of a leg relayed.
@@ -194,6 +204,11 @@ enum LegEnd {
 
 type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
 type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
+
+/// How long a tail that could begin the rack password is held back waiting for the rack's
+/// next frame: an interactive program's output that happens to end like the password's start
+/// (a prompt, an echoed key) shows this much later.
+pub const HOLD_FOR: Duration = Duration::from_millis(20);
 
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
 const EOF_GRACE: Duration = Duration::from_millis(250);
@@ -280,7 +295,10 @@ where
         FrameWriter::new(caller_write, Role::Server),
         config.exit_code,
     );
-    outbound.scrub = config.scrub.clone();
+    outbound.scrub = config
+        .scrub
+        .clone()
+        .map(|scrub| StreamScrub::new(scrub, REDACTED));
 
     let mut last_data = started;
     let mut last_from_caller = started;
@@ -300,6 +318,7 @@ where
             }
         });
         let silent_at = last_from_caller + config.caller_silence;
+        let release_at = outbound.release_at();
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
             step = inbound.step() => match step {
@@ -318,6 +337,13 @@ where
                 Err(end) => break end.on_outbound(),
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
+            // No frame came to show whether the held tail begins the password: it goes on as
+            // it is, and the next step writes it out.
+            () = sleep_until(release_at), if release_at.is_some() => {
+                if let Err(end) = outbound.release_held() {
+                    break end.on_outbound();
+                }
+            }
             () = tokio::time::sleep_until(silent_at) => {
                 if inbound.writer.has_pending() && !config.rack_reads_input {
                     break ClosedBy::InputUnread;
@@ -434,6 +460,10 @@ where
         ClosedBy::RackGone => outbound.eof,
         _ => false,
     };
+    // What the rack sent and the caller is still there to get: the tail held back.
+    if to_caller.is_some() && !outbound.writer.is_closed() {
+        let _ = outbound.release_held();
+    }
     let caller_input = &mut inbound.reader;
     let (caller_done, rack_done, ()) = tokio::join!(
         close_and_shutdown(&mut outbound.writer, to_caller),
@@ -520,6 +550,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             exit: scan_exit.then(ExitScanner::new),
             queued: Relayed::Control,
             scrub: None,
+            open: None,
+            held_since: None,
         }
     }
 
@@ -545,53 +577,120 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
         };
         self.fragments.check(&frame).map_err(LegEnd::Violation)?;
-        let frame = self.scrubbed(frame);
-        let relayed = self.account(&frame);
-        self.queued = relayed;
-        match self.writer.queue(&frame) {
-            Ok(()) => {}
-            Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
-            Err(CodecError::Protocol(v)) => return Err(LegEnd::Violation(v)),
-            Err(CodecError::Io(_) | CodecError::Truncated) => return Err(LegEnd::WriteFailed),
+        let (held, frame) = self.scrubbed(frame);
+        if let Some(held) = held {
+            self.send(&held)?;
         }
+        let relayed = self.send(&frame)?;
         self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
         Ok(relayed)
     }
 
-    /// `frame` without what this direction takes out: from its data, a close frame's reason
-    /// (a rack error quoting its URL) and a ping's or pong's payload alike. A control frame
-    /// the replacement made longer is cut back to the 125 bytes a control frame may carry.
-    fn scrubbed(&self, frame: Frame) -> Frame {
-        let Some(scrub) = self.scrub.as_deref() else {
-            return frame;
-        };
+    /// Counts `frame` and queues it for the other side; what it was is also what the next
+    /// step reports if this one's flush is cut short.
+    fn send(&mut self, frame: &Frame) -> Result<Relayed, LegEnd> {
+        let relayed = self.account(frame);
+        self.queued = relayed;
+        self.track_open(frame);
+        match self.writer.queue(frame) {
+            Ok(()) => Ok(relayed),
+            Err(CodecError::Entropy(_)) => Err(LegEnd::Entropy),
+            Err(CodecError::Protocol(v)) => Err(LegEnd::Violation(v)),
+            Err(CodecError::Io(_) | CodecError::Truncated) => Err(LegEnd::WriteFailed),
+        }
+    }
+
+    /// Keeps [`Leg::open`] in step with the frames sent.
+    fn track_open(&mut self, frame: &Frame) {
         match frame.opcode {
-            Opcode::Text | Opcode::Binary | Opcode::Continuation | Opcode::Ping | Opcode::Pong => {
-                match scrub.scrub(&frame.payload, REDACTED) {
-                    Some(mut payload) => {
-                        if frame.opcode.is_control() {
-                            payload.truncate(MAX_CONTROL_PAYLOAD);
-                        }
-                        Frame {
-                            payload: payload.into(),
-                            ..frame
-                        }
-                    }
-                    None => frame,
-                }
+            Opcode::Text | Opcode::Binary if !frame.fin => self.open = Some(frame.opcode),
+            Opcode::Text | Opcode::Binary | Opcode::Continuation if frame.fin => self.open = None,
+            _ => {}
+        }
+    }
+
+    /// When the tail held back goes on without waiting for the rack's next frame.
+    fn release_at(&self) -> Option<Instant> {
+        self.held_since.map(|since| since + HOLD_FOR)
+    }
+
+    /// Queues the tail held back, as the continuation of the open text message or as a text
+    /// message of its own; the next step (or the closing) writes it out.
+    fn release_held(&mut self) -> Result<(), LegEnd> {
+        self.held_since = None;
+        let Some(frame) = self.take_held() else {
+            return Ok(());
+        };
+        self.send(&frame).map(|_| ())
+    }
+
+    /// The tail held back, scrubbed as the end of the stream so far, as the frame it goes in.
+    fn take_held(&mut self) -> Option<Frame> {
+        let scrub = self.scrub.as_mut().filter(|s| s.holding())?;
+        self.held_since = None;
+        let payload = scrub.finish();
+        Some(match self.open {
+            Some(Opcode::Text) => Frame {
+                fin: false,
+                opcode: Opcode::Continuation,
+                payload,
+            },
+            _ => Frame::text(payload),
+        })
+    }
+
+    /// `frame` without what this direction takes out: from its data, a close frame's reason
+    /// (a rack error quoting its URL) and a ping's or pong's payload alike; and, before it, the
+    /// text held back from earlier frames when `frame` does not continue that text (a binary
+    /// message, a close). A text frame's tail that could begin the value is held back. A
+    /// control frame the replacement made longer is cut back to the 125 bytes a control frame
+    /// may carry.
+    fn scrubbed(&mut self, frame: Frame) -> (Option<Frame>, Frame) {
+        let text = match frame.opcode {
+            Opcode::Continuation => self.open == Some(Opcode::Text),
+            opcode => opcode == Opcode::Text,
+        };
+        let before = match frame.opcode {
+            Opcode::Binary | Opcode::Close => self.take_held(),
+            _ => None,
+        };
+        let Some(scrub) = self.scrub.as_mut() else {
+            return (before, frame);
+        };
+        let frame = match frame.opcode {
+            _ if text => {
+                let payload = scrub.push(frame.payload);
+                self.held_since = match (scrub.holding(), self.held_since) {
+                    (false, _) => None,
+                    (true, since) => since.or_else(|| Some(Instant::now())),
+                };
+                Frame { payload, ..frame }
             }
             Opcode::Close => {
                 let (Some(code), Some(reason)) = (frame.close_code(), frame.payload.get(2..))
                 else {
-                    return frame;
+                    return (before, frame);
                 };
-                match scrub.scrub(reason, REDACTED) {
+                match scrub.scrubber().scrub(reason, REDACTED) {
                     // The reader let only a UTF-8 reason through, and the replacement is ASCII.
                     Some(reason) => Frame::close(code, std::str::from_utf8(&reason).unwrap_or("")),
                     None => frame,
                 }
             }
-        }
+            _ => match scrub.scrubber().scrub(&frame.payload, REDACTED) {
+                Some(mut payload) => {
+                    if frame.opcode.is_control() {
+                        payload.truncate(MAX_CONTROL_PAYLOAD);
+                    }
+                    Frame {
+                        payload: payload.into(),
+                        ..frame
+                    }
+                }
+                None => frame,
+            },
+        };
+        (before, frame)
     }
 
     fn account(&mut self, frame: &Frame) -> Relayed {
@@ -619,7 +718,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         while let Ok(Some(frame)) = self.reader.read_frame().await {
             self.fragments.check(&frame).ok()?;
             // Counted as the frames forwarded before it are: as the caller would have got it.
-            let frame = self.scrubbed(frame);
+            let (held, frame) = self.scrubbed(frame);
+            if let Some(held) = held {
+                self.account(&held);
+            }
+            self.track_open(&frame);
             match self.account(&frame) {
                 Relayed::Control => {}
                 other => return Some(other),

@@ -1218,3 +1218,194 @@ async fn the_rack_password_is_taken_out_of_the_racks_control_frames() {
     h.caller.writer.close(1000, b"").await.unwrap();
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
 }
+
+fn scrubbing(password: &str) -> RelayConfig {
+    RelayConfig {
+        scrub: Some(std::sync::Arc::new(crate::proxy::mask::Scrubber::new(
+            password,
+        ))),
+        ..quick()
+    }
+}
+
+/// The rack cuts its output wherever its reads end, so the password can straddle two text
+/// frames (even two fragments of one message): it is still replaced. The tail that could
+/// begin it is held back and goes on with the next frame; the counts are of what the caller
+/// got.
+#[tokio::test]
+async fn a_password_split_across_frames_is_taken_out() {
+    let password = "s3cr3t-rack-pw";
+    let mut h = start(scrubbing(password));
+    h.rack
+        .writer
+        .text(b"pushing to https://convox:s3cr")
+        .await
+        .unwrap();
+    h.rack.writer.text(b"3t-rack-pw@api.rack\n").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"pushing to https://convox:"))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"rgw-redacted@api.rack\n"))
+    );
+    // Within one fragmented message: the held tail travels in the next fragment.
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Text, b"again s3cr3t-r")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"ack-pw done\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut h.caller).await,
+        frame(false, PeerOpcode::Text, b"again ")
+    );
+    assert_eq!(
+        next_frame(&mut h.caller).await,
+        frame(true, PeerOpcode::Continuation, b"rgw-redacted done\n")
+    );
+    eof_both_ways(&mut h).await;
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    h.rack.writer.close(1000, b"").await.unwrap();
+    h.caller.writer.close(1000, b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    let out: &[u8] = b"pushing to https://convox:rgw-redacted@api.rack\nagain rgw-redacted done\n";
+    assert_eq!(
+        (stats.bytes_out, stats.sha256_out),
+        (out.len() as u64, sha256(out))
+    );
+}
+
+/// A held tail that turns out not to be the password goes on by itself: after a moment when
+/// no frame follows (an interactive prompt that happens to end like the password's start),
+/// as the continuation of an open message, before the rack's EOF (the exit code still read
+/// after it), and before the rack's close.
+#[tokio::test]
+async fn a_held_tail_goes_on_when_nothing_completes_it() {
+    let password = "s3cr3t-rack-pw";
+    let mut h = start(RelayConfig {
+        idle_after_eof: Duration::from_secs(5),
+        ..scrubbing(password)
+    });
+    let sent = std::time::Instant::now();
+    h.rack.writer.text(b"$ s3").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"$ "))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"s3"))
+    );
+    assert!(
+        sent.elapsed() >= super::relay::HOLD_FOR,
+        "held for {:?}",
+        sent.elapsed()
+    );
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Text, b"part s3cr")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut h.caller).await,
+        frame(false, PeerOpcode::Text, b"part ")
+    );
+    assert_eq!(
+        next_frame(&mut h.caller).await,
+        frame(false, PeerOpcode::Continuation, b"s3cr")
+    );
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_frame(&mut h.caller).await,
+        frame(true, PeerOpcode::Continuation, b"\n")
+    );
+    let line = super::marker::exit_line(3);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    h.rack.writer.text(b"s3c").await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::new())
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"s3c"))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::new())
+    );
+    h.rack.writer.text(b"late s3").await.unwrap();
+    h.rack.writer.close(1000, b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"late "))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"s3"))
+    );
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    h.caller.writer.close(1000, b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::RackClosed);
+    let out = format!("$ s3part s3cr\n{line}s3clate s3");
+    assert_eq!(
+        (stats.bytes_out, stats.sha256_out),
+        (out.len() as u64, sha256(out.as_bytes()))
+    );
+}
+
+/// A rack that vanishes, or a stream cancelled, while a tail is held back: the caller still
+/// gets the tail before the close.
+#[tokio::test]
+async fn a_held_tail_goes_on_before_the_gateways_close() {
+    let mut h = start(scrubbing("s3cr3t-rack-pw"));
+    h.rack.writer.text(b"x s3").await.unwrap();
+    drop(h.rack);
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"x "))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"s3"))
+    );
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        close(1011, b"rack connection lost")
+    );
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackGone);
+
+    let mut h = start(scrubbing("s3cr3t-rack-pw"));
+    h.rack.writer.text(b"y s3cr3").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"y "))
+    );
+    h.cancel.send(true).unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"s3cr3"))
+    );
+    assert!(matches!(
+        next_message(&mut h.caller).await,
+        Message::Close(Some(CloseFrame { code: 1008, .. }))
+    ));
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
+}
