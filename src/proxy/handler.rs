@@ -25,9 +25,10 @@ use projections::tokens::Token;
 
 use super::answers;
 use super::intent::{self, Recorded};
-use super::mask::{self, ResponseMask, Visibility};
+use super::mask::{self, ResponseMask, StreamScrub, Visibility};
 use super::metered::{Meter, Metered};
 use super::respond::{Answer, ProxyError};
+use super::scrubbed_body::ScrubbedBody;
 use super::state::ProxyState;
 use super::streams::Registration;
 use super::upstream::Upstream;
@@ -145,7 +146,8 @@ enum Rewrite {
     Build,
     /// A process answer for a caller who may not read secrets: commands scrubbed.
     Process,
-    /// An answer quoting pods' logs: the rack password taken out anywhere in it.
+    /// An answer quoting pods' logs: the rack password taken out anywhere in it, as the answer
+    /// streams through ([`ScrubbedBody`]), never read whole: a report can be large.
     Password,
 }
 
@@ -977,13 +979,24 @@ async fn forward(
         );
     if parts.status.is_success()
         && !bodiless
+        && !encoded
+        && let Some(Rewrite::Password) = rewrite
+    {
+        // Its length changes where the password is replaced: sent chunked.
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let scrub = StreamScrub::new(state.upstream.stream_scrub().clone(), mask::REDACTED);
+        let body = Metered::new(
+            ScrubbedBody::new(incoming, scrub),
+            Box::new(move |out| pending.complete(status, Some(out), None)),
+        );
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    if parts.status.is_success()
+        && !bodiless
         && let Some(rewrite) = rewrite
     {
         let read = if encoded {
             Err(ANSWER_ENCODED)
-        } else if rewrite.is_scrub() {
-            // A byte scrub holds the answer and its copy, not a JSON rewrite's working memory.
-            state.answers.read(incoming).await.map_err(|e| e.kind())
         } else {
             state
                 .answers
@@ -1107,12 +1120,6 @@ fn withheld_error(
 // === impl Rewrite ===
 
 impl Rewrite {
-    /// Whether this is a byte scrub (no JSON read), which needs room for no more than the
-    /// answer and its scrubbed copy.
-    fn is_scrub(&self) -> bool {
-        matches!(self, Rewrite::Password)
-    }
-
     /// A 2xx answer as the caller gets it: masked, or a build without the rack password.
     fn apply(
         &self,
@@ -1133,6 +1140,7 @@ impl Rewrite {
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
             Rewrite::Process => mask::scrub_process_commands(body),
+            // Streamed instead (see `forward`); read whole only were it ever sent here.
             Rewrite::Password => Ok(upstream.scrub_password(body)),
         }
     }
