@@ -154,6 +154,8 @@ pub fn overrides(
 struct Raw {
     text: String,
     from: String,
+    /// Set by an environment variable, not the file.
+    from_env: bool,
 }
 
 /// Loads `path` (if given), applies the overrides `env` returns, and checks the result.
@@ -195,6 +197,7 @@ pub fn load(
                 Raw {
                     text: v,
                     from: (*var).to_owned(),
+                    from_env: true,
                 },
             );
         }
@@ -264,6 +267,7 @@ fn flatten(
             Raw {
                 text,
                 from: path.display().to_string(),
+                from_env: false,
             },
         );
     }
@@ -323,7 +327,7 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     // Two keys that exclude each other, set in the file and in the environment: the variable
     // does not clear the file's key, which an operator who set only the variable may not know.
     let where_to_unset = |a: &'static str, b: &'static str| {
-        let from_env = |key| get(key).is_some_and(|r| r.from.starts_with(PREFIX));
+        let from_env = |key| get(key).is_some_and(|r| r.from_env);
         if from_env(a) == from_env(b) {
             ""
         } else {

@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** the data it gives out, concatenated, is what scrubbing the whole answer at
 //! once gives ([`StreamScrub`]), however the rack's chunks cut it; it holds back no more than
-//! a form of the password less a byte, and gives that out before the answer's trailers or
+//! a form of the password less a byte (a whole form of a password too short to be replaced
+//! inside words, until the byte after it), and gives that out before the answer's trailers or
 //! end. Errors of the inner body pass through as they come.
 
 use std::pin::Pin;
@@ -20,7 +21,8 @@ pub struct ScrubbedBody<B> {
     scrub: StreamScrub,
     /// Trailers that came while bytes were held: they follow those bytes.
     trailers: Option<Frame<Bytes>>,
-    /// The inner body has ended and what it held has been given out.
+    /// The inner body has ended (or given its trailers, its last frame) and what it held
+    /// has been given out or waits in `trailers`' place.
     done: bool,
 }
 
@@ -64,6 +66,8 @@ where
                         }
                     }
                     Err(trailers) => {
+                        // The last frame: hyper drops the body once it has written it.
+                        this.done = true;
                         let held = this.scrub.finish();
                         if held.is_empty() {
                             return Poll::Ready(Some(Ok(trailers)));

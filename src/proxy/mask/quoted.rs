@@ -98,11 +98,10 @@ impl Scrubber {
         self.finders.iter().any(|f| f.find(bytes).is_some())
     }
 
-    /// Where the shortest tail of `bytes` starts that could begin a form of the value (a
-    /// proper prefix of one), if any does.
-    fn open_tail(&self, bytes: &[u8]) -> Option<usize> {
+    /// Whether a tail of `bytes` could begin a form of the value (is a proper prefix of one).
+    fn has_open_tail(&self, bytes: &[u8]) -> bool {
         let longest = self.needles.first().map_or(0, Vec::len);
-        (bytes.len().saturating_sub(longest.saturating_sub(1))..bytes.len()).find(|&at| {
+        (bytes.len().saturating_sub(longest.saturating_sub(1))..bytes.len()).any(|at| {
             bytes
                 .get(at..)
                 .is_some_and(|rest| begins_a_form(&self.needles, rest))
@@ -125,6 +124,8 @@ pub struct StreamScrub {
     replacement: &'static str,
     /// Bytes received and not given out yet.
     held: Vec<u8>,
+    /// How many bytes received were given out (or replaced): where the held bytes start.
+    used: u64,
     /// The last byte received that was given out (or replaced): a short value's word
     /// boundary looks at it.
     before: Option<u8>,
@@ -136,6 +137,7 @@ impl StreamScrub {
             scrubber,
             replacement,
             held: Vec::new(),
+            used: 0,
             before: None,
         }
     }
@@ -150,9 +152,10 @@ impl StreamScrub {
     pub fn push(&mut self, piece: bytes::Bytes) -> bytes::Bytes {
         if self.held.is_empty()
             && !self.scrubber.holds(&piece)
-            && self.scrubber.open_tail(&piece).is_none()
+            && !self.scrubber.has_open_tail(&piece)
         {
             self.before = piece.last().copied().or(self.before);
+            self.used += piece.len() as u64;
             return piece;
         }
         let mut buf = std::mem::take(&mut self.held);
@@ -171,6 +174,12 @@ impl StreamScrub {
         !self.held.is_empty()
     }
 
+    /// Where in the stream the held bytes start: when it moves, the tail held is another one
+    /// (a wait for it starts over).
+    pub fn held_from(&self) -> u64 {
+        self.used
+    }
+
     fn give_out(&mut self, buf: Vec<u8>, more: bool) -> bytes::Bytes {
         let (out, used) = scan(
             &buf,
@@ -182,6 +191,7 @@ impl StreamScrub {
         if let Some(last) = used.checked_sub(1).and_then(|i| buf.get(i)) {
             self.before = Some(*last);
         }
+        self.used += used as u64;
         self.held = buf.get(used..).unwrap_or_default().to_vec();
         out.into()
     }
@@ -217,9 +227,27 @@ fn scan(
 ) -> (Vec<u8>, usize) {
     let longest = needles.first().map_or(0, Vec::len);
     let word = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    // A form can start (or begin) only where one's first byte stands: the bytes between are
+    // copied without comparing any form, so a large piece costs one pass.
+    let mut starts = [false; 256];
+    for first in needles.iter().filter_map(|n| n.first()) {
+        if let Some(slot) = starts.get_mut(usize::from(*first)) {
+            *slot = true;
+        }
+    }
     let mut out = Vec::with_capacity(body.len());
     let mut at = 0;
-    'scan: while let Some((&b, _)) = body.get(at..).and_then(<[u8]>::split_first) {
+    'scan: loop {
+        let rest = body.get(at..).unwrap_or_default();
+        let skip = rest
+            .iter()
+            .position(|&b| starts.get(usize::from(b)).copied().unwrap_or(true))
+            .unwrap_or(rest.len());
+        out.extend_from_slice(rest.get(..skip).unwrap_or_default());
+        at += skip;
+        let Some((&b, _)) = body.get(at..).and_then(<[u8]>::split_first) else {
+            break;
+        };
         let rest = body.get(at..).unwrap_or_default();
         if more && rest.len() < longest && begins_a_form(needles, rest) {
             break;

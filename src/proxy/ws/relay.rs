@@ -14,10 +14,16 @@
 //! Choices, and why:
 //! - **Pings and pongs are forwarded**, not answered here. The rack answers the CLI's pings
 //!   itself (gorilla's default handler), so liveness stays end to end, each writer has one
-//!   owner, and the gateway originates no frame except its closing ones.
+//!   owner, and the gateway originates no frame except its closing ones and the text it held
+//!   back (see below).
 //! - **Fragmentation is preserved**: each fragment is forwarded as it arrives, continuation
 //!   frames included, after checking the sequence (no stray continuation, no interleaved
-//!   message). Memory is bounded by one frame per direction.
+//!   message). Memory is bounded by one frame per direction. The one change, on the rack's
+//!   side: a text frame's tail that could begin the rack password is held back (its frame goes
+//!   on without it, empty if that was all of it) and goes on at the front of the next text
+//!   frame, or on its own (a continuation of the open message, else a text message) before a
+//!   binary frame or a close, or once [`HOLD_FOR`] has passed with no frame to settle it.
+//!   During the closing handshake only the rack's next frame or close settles it.
 //! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
 //!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
 //!   runs once the rack's EOF has been written to the caller (the CLI sends none on log
@@ -206,8 +212,11 @@ type Inbound<C, R> = Leg<ReadHalf<C>, WriteHalf<R>>;
 type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 
 /// How long a tail that could begin the rack password is held back waiting for the rack's
-/// next frame: an interactive program's output that happens to end like the password's start
-/// (a prompt, an echoed key) shows this much later.
+/// next frame, counted for each tail: an interactive program's output that happens to end
+/// like the password's start (a prompt, an echoed key) shows this much later. A program that
+/// prints the password more slowly than this, a piece at a time, gets it through: the scrub
+/// is for output that quotes it by accident, not for a program bent on showing it (which
+/// could encode it anyway).
 pub const HOLD_FOR: Duration = Duration::from_millis(20);
 
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
@@ -659,10 +668,13 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         };
         let frame = match frame.opcode {
             _ if text => {
+                let from = scrub.held_from();
                 let payload = scrub.push(frame.payload);
+                // Each tail gets its own wait: one that only grew is the same tail.
                 self.held_since = match (scrub.holding(), self.held_since) {
                     (false, _) => None,
-                    (true, since) => since.or_else(|| Some(Instant::now())),
+                    (true, Some(since)) if scrub.held_from() == from => Some(since),
+                    (true, _) => Some(Instant::now()),
                 };
                 Frame { payload, ..frame }
             }

@@ -1284,8 +1284,8 @@ async fn a_password_split_across_frames_is_taken_out() {
 
 /// A held tail that turns out not to be the password goes on by itself: after a moment when
 /// no frame follows (an interactive prompt that happens to end like the password's start),
-/// as the continuation of an open message, before the rack's EOF (the exit code still read
-/// after it), and before the rack's close.
+/// and as the continuation of an open message; a tail that a marker line settles goes on in
+/// front of it, whose exit code is still read.
 #[tokio::test]
 async fn a_held_tail_goes_on_when_nothing_completes_it() {
     let password = "s3cr3t-rack-pw";
@@ -1330,26 +1330,50 @@ async fn a_held_tail_goes_on_when_nothing_completes_it() {
         next_frame(&mut h.caller).await,
         frame(true, PeerOpcode::Continuation, b"\n")
     );
-    let line = super::marker::exit_line(3);
-    h.rack.writer.text(line.as_bytes()).await.unwrap();
-    h.rack.writer.text(b"s3c").await.unwrap();
-    h.rack.writer.binary(b"").await.unwrap();
+    h.rack.writer.text(b"done s3c").await.unwrap();
+    h.rack.writer.text(b"r").await.unwrap();
     assert_eq!(
         next_message(&mut h.caller).await,
-        Message::Text(Bytes::copy_from_slice(line.as_bytes()))
+        Message::Text(Bytes::from_static(b"done "))
     );
+    let line = super::marker::exit_line(3);
+    h.rack.writer.text(line.as_bytes()).await.unwrap();
+    h.rack.writer.binary(b"").await.unwrap();
     assert_eq!(
         next_message(&mut h.caller).await,
         Message::Text(Bytes::new())
     );
     assert_eq!(
         next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"s3c"))
+        Message::Text(Bytes::from(format!("s3cr{line}")))
     );
     assert_eq!(
         next_message(&mut h.caller).await,
         Message::Binary(Bytes::new())
     );
+    h.caller.writer.binary(b"").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
+    h.caller.writer.close(1000, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    h.rack.writer.close(1000, b"").await.unwrap();
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerClosed);
+    assert_eq!(stats.exit_code, Some(3));
+    let out = format!("$ s3part s3cr\ndone s3cr{line}");
+    assert_eq!(
+        (stats.bytes_out, stats.sha256_out),
+        (out.len() as u64, sha256(out.as_bytes()))
+    );
+}
+
+/// A rack that closes or vanishes, or a stream cancelled, while a tail is held back: the
+/// caller still gets the tail before the close.
+#[tokio::test]
+async fn a_held_tail_goes_on_before_any_close() {
+    let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"late s3").await.unwrap();
     h.rack.writer.close(1000, b"").await.unwrap();
     assert_eq!(
@@ -1362,19 +1386,8 @@ async fn a_held_tail_goes_on_when_nothing_completes_it() {
     );
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     h.caller.writer.close(1000, b"").await.unwrap();
-    let stats = ended(h.relay).await;
-    assert_eq!(stats.closed_by, ClosedBy::RackClosed);
-    let out = format!("$ s3part s3cr\n{line}s3clate s3");
-    assert_eq!(
-        (stats.bytes_out, stats.sha256_out),
-        (out.len() as u64, sha256(out.as_bytes()))
-    );
-}
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
 
-/// A rack that vanishes, or a stream cancelled, while a tail is held back: the caller still
-/// gets the tail before the close.
-#[tokio::test]
-async fn a_held_tail_goes_on_before_the_gateways_close() {
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"x s3").await.unwrap();
     drop(h.rack);
@@ -1408,4 +1421,33 @@ async fn a_held_tail_goes_on_before_the_gateways_close() {
         Message::Close(Some(CloseFrame { code: 1008, .. }))
     ));
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
+}
+
+/// Each tail gets its own wait: a tail settled by the next frame, whose own tail is held in
+/// turn, does not inherit what is left of the first one's wait, so a password the rack's
+/// output cuts in two right after is still found.
+#[tokio::test(start_paused = true)]
+async fn each_held_tail_gets_its_own_wait() {
+    let hold = super::relay::HOLD_FOR;
+    let mut h = start(scrubbing("s3cr3t-rack-pw"));
+    h.rack.writer.text(b"x s3cr").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"x "))
+    );
+    tokio::time::sleep(hold * 3 / 4).await;
+    h.rack.writer.text(b"3t-rack-pw y s3cr3t-ra").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"rgw-redacted y "))
+    );
+    // Past the first tail's wait, within the second's.
+    tokio::time::sleep(hold / 2).await;
+    h.rack.writer.text(b"ck-pw\n").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"rgw-redacted\n"))
+    );
+    h.cancel.send(true).unwrap();
+    ended(h.relay).await;
 }
