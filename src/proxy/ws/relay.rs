@@ -213,10 +213,10 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 
 /// How long a tail that could begin the rack password is held back waiting for the rack's
 /// next frame, counted for each tail: an interactive program's output that happens to end
-/// like the password's start (a prompt, an echoed key) shows this much later. A program that
-/// prints the password more slowly than this, a piece at a time, gets it through: the scrub
-/// is for output that quotes it by accident, not for a program bent on showing it (which
-/// could encode it anyway).
+/// like the password's start (a prompt, an echoed key) shows this much later. A tail that
+/// grows keeps its first byte's wait, so a program that takes longer than this to print the
+/// password, a piece at a time, gets it through: the scrub is for output that quotes it by
+/// accident, not for a program bent on showing it (which could encode it anyway).
 pub const HOLD_FOR: Duration = Duration::from_millis(20);
 
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
@@ -348,8 +348,11 @@ where
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
             // No frame came to show whether the held tail begins the password: it goes on as
             // it is, and the next step writes it out.
+            // The tail held when this wait began may have been settled, and another held since
+            // (while a slow caller kept the step flushing): that one waits its own time.
             () = sleep_until(release_at), if release_at.is_some() => {
-                if let Err(end) = outbound.release_held() {
+                let due = outbound.release_at().is_some_and(|at| at <= Instant::now());
+                if due && let Err(end) = outbound.release_held() {
                     break end.on_outbound();
                 }
             }

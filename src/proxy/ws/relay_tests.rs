@@ -1451,3 +1451,37 @@ async fn each_held_tail_gets_its_own_wait() {
     h.cancel.send(true).unwrap();
     ended(h.relay).await;
 }
+
+/// A tail held while the step that holds it waits on a slow caller gets its own wait too: the
+/// first tail's deadline, passing meanwhile, does not let the second out early.
+#[tokio::test(start_paused = true)]
+async fn a_tail_held_behind_a_slow_caller_gets_its_own_wait() {
+    let hold = super::relay::HOLD_FOR;
+    let mut h = start(scrubbing("s3cr3t-rack-pw"));
+    h.rack.writer.text(b"x s3cr").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Text(Bytes::from_static(b"x "))
+    );
+    tokio::time::sleep(hold * 3 / 4).await;
+    // More than the pipe to the caller holds: the relay's step waits on the caller.
+    let mut big = vec![b'a'; 300 * 1024];
+    big.extend_from_slice(b"3t-rack-pw y s3cr3t-ra");
+    h.rack.writer.text(&big).await.unwrap();
+    // Past the first tail's wait, within the second's; the caller has read nothing yet.
+    tokio::time::sleep(hold / 2).await;
+    h.rack.writer.text(b"ck-pw\n").await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\n") {
+        match next_message(&mut h.caller).await {
+            Message::Text(text) => got.extend_from_slice(&text),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut want = b"s3cr".to_vec();
+    want.extend_from_slice(&big[..big.len() - b"s3cr3t-ra".len()]);
+    want.extend_from_slice(b"rgw-redacted\n");
+    assert!(got == want, "the password went through in pieces");
+    h.cancel.send(true).unwrap();
+    ended(h.relay).await;
+}
