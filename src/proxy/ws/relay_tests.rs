@@ -1228,6 +1228,14 @@ fn scrubbing(password: &str) -> RelayConfig {
     }
 }
 
+/// The next message `peer` gets is the text `want`.
+async fn gets_text(peer: &mut Peer, want: &[u8]) {
+    assert_eq!(
+        next_message(peer).await,
+        Message::Text(Bytes::copy_from_slice(want))
+    );
+}
+
 /// The rack cuts its output wherever its reads end, so the password can straddle two text
 /// frames (even two fragments of one message): it is still replaced. The tail that could
 /// begin it is held back and goes on with the next frame; the counts are of what the caller
@@ -1242,14 +1250,8 @@ async fn a_password_split_across_frames_is_taken_out() {
         .await
         .unwrap();
     h.rack.writer.text(b"3t-rack-pw@api.rack\n").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"pushing to https://convox:"))
-    );
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"rgw-redacted@api.rack\n"))
-    );
+    gets_text(&mut h.caller, b"pushing to https://convox:").await;
+    gets_text(&mut h.caller, b"rgw-redacted@api.rack\n").await;
     // Within one fragmented message: the held tail travels in the next fragment.
     h.rack
         .writer
@@ -1295,14 +1297,8 @@ async fn a_held_tail_goes_on_when_nothing_completes_it() {
     });
     let sent = std::time::Instant::now();
     h.rack.writer.text(b"$ s3").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"$ "))
-    );
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"s3"))
-    );
+    gets_text(&mut h.caller, b"$ ").await;
+    gets_text(&mut h.caller, b"s3").await;
     assert!(
         sent.elapsed() >= super::relay::HOLD_FOR,
         "held for {:?}",
@@ -1332,10 +1328,7 @@ async fn a_held_tail_goes_on_when_nothing_completes_it() {
     );
     h.rack.writer.text(b"done s3c").await.unwrap();
     h.rack.writer.text(b"r").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"done "))
-    );
+    gets_text(&mut h.caller, b"done ").await;
     let line = super::marker::exit_line(3);
     h.rack.writer.text(line.as_bytes()).await.unwrap();
     h.rack.writer.binary(b"").await.unwrap();
@@ -1376,14 +1369,8 @@ async fn a_held_tail_goes_on_before_any_close() {
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"late s3").await.unwrap();
     h.rack.writer.close(1000, b"").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"late "))
-    );
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"s3"))
-    );
+    gets_text(&mut h.caller, b"late ").await;
+    gets_text(&mut h.caller, b"s3").await;
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     h.caller.writer.close(1000, b"").await.unwrap();
     assert_eq!(ended(h.relay).await.closed_by, ClosedBy::RackClosed);
@@ -1391,14 +1378,8 @@ async fn a_held_tail_goes_on_before_any_close() {
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"x s3").await.unwrap();
     drop(h.rack);
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"x "))
-    );
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"s3"))
-    );
+    gets_text(&mut h.caller, b"x ").await;
+    gets_text(&mut h.caller, b"s3").await;
     assert_eq!(
         next_message(&mut h.caller).await,
         close(1011, b"rack connection lost")
@@ -1407,15 +1388,9 @@ async fn a_held_tail_goes_on_before_any_close() {
 
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"y s3cr3").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"y "))
-    );
+    gets_text(&mut h.caller, b"y ").await;
     h.cancel.send(true).unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"s3cr3"))
-    );
+    gets_text(&mut h.caller, b"s3cr3").await;
     assert!(matches!(
         next_message(&mut h.caller).await,
         Message::Close(Some(CloseFrame { code: 1008, .. }))
@@ -1431,23 +1406,14 @@ async fn each_held_tail_gets_its_own_wait() {
     let hold = super::relay::HOLD_FOR;
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"x s3cr").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"x "))
-    );
+    gets_text(&mut h.caller, b"x ").await;
     tokio::time::sleep(hold * 3 / 4).await;
     h.rack.writer.text(b"3t-rack-pw y s3cr3t-ra").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"rgw-redacted y "))
-    );
+    gets_text(&mut h.caller, b"rgw-redacted y ").await;
     // Past the first tail's wait, within the second's.
     tokio::time::sleep(hold / 2).await;
     h.rack.writer.text(b"ck-pw\n").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"rgw-redacted\n"))
-    );
+    gets_text(&mut h.caller, b"rgw-redacted\n").await;
     h.cancel.send(true).unwrap();
     ended(h.relay).await;
 }
@@ -1459,10 +1425,7 @@ async fn a_tail_held_behind_a_slow_caller_gets_its_own_wait() {
     let hold = super::relay::HOLD_FOR;
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"x s3cr").await.unwrap();
-    assert_eq!(
-        next_message(&mut h.caller).await,
-        Message::Text(Bytes::from_static(b"x "))
-    );
+    gets_text(&mut h.caller, b"x ").await;
     tokio::time::sleep(hold * 3 / 4).await;
     // More than the pipe to the caller holds: the relay's step waits on the caller.
     let mut big = vec![b'a'; 300 * 1024];
