@@ -347,9 +347,9 @@ where
             },
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
             // No frame came to show whether the held tail begins the password: it goes on as
-            // it is, and the next step writes it out.
-            // The tail held when this wait began may have been settled, and another held since
-            // (while a slow caller kept the step flushing): that one waits its own time.
+            // it is, and the next step writes it out. Unless the tail held when this wait began
+            // was settled, and another held since (while a slow caller kept the step
+            // flushing): that one waits its own time.
             () = sleep_until(release_at), if release_at.is_some() => {
                 let due = outbound.release_at().is_some_and(|at| at <= Instant::now());
                 if due && let Err(end) = outbound.release_held() {
