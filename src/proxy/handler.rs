@@ -146,9 +146,16 @@ enum Rewrite {
     Build,
     /// A process answer for a caller who may not read secrets: commands scrubbed.
     Process,
-    /// An answer quoting pods' logs: the rack password taken out anywhere in it, as the answer
-    /// streams through ([`ScrubbedBody`]), never read whole: a report can be large.
-    Password,
+}
+
+/// What the gateway does to a 2xx answer of a masking route before the caller gets it; either
+/// way it asks the rack for the answer uncompressed.
+enum Answering {
+    /// Read whole, then rewritten.
+    Rewrite(Rewrite),
+    /// Streamed, the rack password taken out anywhere in it as it passes ([`ScrubbedBody`]):
+    /// an answer that quotes pods' logs, which can be large.
+    Scrubbed,
 }
 
 /// The proxy's single entry point: every request of every path comes here.
@@ -645,19 +652,21 @@ async fn pipeline(
     } else {
         None
     };
-    let rewrite = match mask::response_mask(matched.rule()) {
+    let answering = match mask::response_mask(matched.rule()) {
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it but for the rack password, which its manifest may quote.
-        Some(ResponseMask::ReleaseEnv) if reads_all => Some(Rewrite::ReleaseManifest),
-        Some(ResponseMask::ReleaseEnv) => Some(Rewrite::Release {
+        Some(ResponseMask::ReleaseEnv) if reads_all => {
+            Some(Answering::Rewrite(Rewrite::ReleaseManifest))
+        }
+        Some(ResponseMask::ReleaseEnv) => Some(Answering::Rewrite(Rewrite::Release {
             app,
             who: Visibility::of(&grant),
             protected,
-        }),
-        Some(ResponseMask::BuildRepository) => Some(Rewrite::Build),
+        })),
+        Some(ResponseMask::BuildRepository) => Some(Answering::Rewrite(Rewrite::Build)),
         Some(ResponseMask::ProcessCommand) if grant.holds(Perm::SecretRead) => None,
-        Some(ResponseMask::ProcessCommand) => Some(Rewrite::Process),
-        Some(ResponseMask::RackPassword) => Some(Rewrite::Password),
+        Some(ResponseMask::ProcessCommand) => Some(Answering::Rewrite(Rewrite::Process)),
+        Some(ResponseMask::RackPassword) => Some(Answering::Scrubbed),
         None => None,
     };
     let call = RackCall {
@@ -709,7 +718,7 @@ async fn pipeline(
         }
         Err(_) => return Err(ProxyError::AuditUnavailable),
     };
-    forward(state, recorded, content_type_of(&params), rewrite).await
+    forward(state, recorded, content_type_of(&params), answering).await
 }
 
 /// Authenticates the caller; refusals are counted per address, not recorded one by one.
@@ -854,7 +863,7 @@ async fn forward(
     state: &Arc<ProxyState>,
     recorded: Recorded<RackCall>,
     content_type: Option<String>,
-    rewrite: Option<Rewrite>,
+    answering: Option<Answering>,
 ) -> Result<Response, ProxyError> {
     let call = recorded.into_call();
     // From here the recorded intent gets its completion, whatever happens.
@@ -880,7 +889,7 @@ async fn forward(
     // Checked for the caller's site already; the rack reads it only on a WebSocket handshake.
     headers.remove(header::ORIGIN);
     headers.insert(header::HOST, state.upstream.host().clone());
-    if rewrite.is_some() {
+    if answering.is_some() {
         // A masked answer must be readable: ask for it uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
     }
@@ -979,12 +988,16 @@ async fn forward(
         );
     if parts.status.is_success()
         && !bodiless
-        && !encoded
-        && let Some(Rewrite::Password) = rewrite
+        && let Some(Answering::Scrubbed) = answering
     {
+        // Never passed on unread: a compressed answer cannot be scrubbed.
+        if encoded {
+            answered_itself(ANSWER_ENCODED);
+            return Err(ProxyError::UnreadableAnswer(ANSWER_ENCODED));
+        }
         // Its length changes where the password is replaced: sent chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
-        let scrub = StreamScrub::new(state.upstream.stream_scrub().clone(), mask::REDACTED);
+        let scrub = StreamScrub::new(state.upstream.scrubber().clone(), mask::REDACTED);
         let body = Metered::new(
             ScrubbedBody::new(incoming, scrub),
             Box::new(move |out| pending.complete(status, Some(out), None)),
@@ -993,7 +1006,7 @@ async fn forward(
     }
     if parts.status.is_success()
         && !bodiless
-        && let Some(rewrite) = rewrite
+        && let Some(Answering::Rewrite(rewrite)) = answering
     {
         let read = if encoded {
             Err(ANSWER_ENCODED)
@@ -1140,8 +1153,6 @@ impl Rewrite {
             // The password anywhere else in it too: a failed build's reason may quote the URL.
             Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
             Rewrite::Process => mask::scrub_process_commands(body),
-            // Streamed instead (see `forward`); read whole only were it ever sent here.
-            Rewrite::Password => Ok(upstream.scrub_password(body)),
         }
     }
 }
@@ -1149,7 +1160,7 @@ impl Rewrite {
 /// A release answer with the rack password taken out of its manifests; read as JSON only when
 /// some form of the password is in it at all, which it almost never is.
 fn scrub_manifests(body: Vec<u8>, upstream: &Upstream) -> Result<Vec<u8>, mask::MaskError> {
-    if upstream.stream_scrub().holds(&body) {
+    if upstream.scrubber().holds(&body) {
         mask::scrub_release_manifests(&body, &|text| upstream.scrub_password(text))
     } else {
         Ok(body)
@@ -2477,7 +2488,7 @@ async fn relay_stream(
         rack_reads_input: stream.rack_reads_input,
         scrub: stream
             .scrub_output
-            .then(|| state.upstream.stream_scrub().clone()),
+            .then(|| state.upstream.scrubber().clone()),
         ..ws::RelayConfig::default()
     };
     let relay = ws::relay(

@@ -45,7 +45,7 @@ use crate::proxy::secret_text::{
 
 mod quoted;
 
-pub use quoted::{Scrubber, StreamScrub, scrub_value};
+pub use quoted::{Scrubber, StreamScrub};
 
 /// What every mask starts with.
 pub const MASK_PREFIX: &str = "rgw-masked:";

@@ -18,8 +18,8 @@ use hyper_util::rt::TokioExecutor;
 
 use super::rack_tls::{RackConnector, RackTlsError};
 
-use crate::config::{Rack, Secret};
-use crate::proxy::mask::{REDACTED, Scrubber, scrub_value};
+use crate::config::Rack;
+use crate::proxy::mask::{REDACTED, Scrubber};
 
 /// The body type the gateway sends upstream.
 pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::io::Error>;
@@ -32,10 +32,9 @@ pub struct Upstream {
     authority: Authority,
     prefix: String,
     authorization: HeaderValue,
-    /// Kept to take it back out of answers; sent only inside `authorization`.
-    password: Secret,
-    /// The same, to take it out of the rack's WebSocket output.
-    stream_scrub: Arc<Scrubber>,
+    /// The rack password's forms, to take it back out of answers and the rack's WebSocket
+    /// output; the password itself is sent only inside `authorization`.
+    scrubber: Arc<Scrubber>,
     /// The `Host` of every forwarded request, made once (as the HTTP client would make it per
     /// request: the port only when it is not the scheme's default).
     host: HeaderValue,
@@ -101,8 +100,7 @@ impl Upstream {
             authority,
             prefix,
             authorization,
-            password: rack.password.clone(),
-            stream_scrub: Arc::new(Scrubber::new(rack.password.expose())),
+            scrubber: Arc::new(Scrubber::new(rack.password.expose())),
             host,
         })
     }
@@ -126,12 +124,15 @@ impl Upstream {
     /// built with it, and a release's manifest. (A release's env is left to the env masks: a
     /// value rewritten here would not survive `convox env set`, which posts the env back.)
     pub fn scrub_password(&self, body: &[u8]) -> Vec<u8> {
-        scrub_value(body, self.password.expose(), REDACTED)
+        self.scrubber
+            .scrub(body, REDACTED)
+            .unwrap_or_else(|| body.to_vec())
     }
 
-    /// What takes the rack password out of a WebSocket stream's frames from the rack.
-    pub fn stream_scrub(&self) -> &Arc<Scrubber> {
-        &self.stream_scrub
+    /// What takes the rack password out, its forms made once: of whole answers
+    /// ([`Upstream::scrub_password`]), and of what streams from the rack.
+    pub fn scrubber(&self) -> &Arc<Scrubber> {
+        &self.scrubber
     }
 
     /// The `Host` header of every forwarded request and WebSocket handshake (the rack's

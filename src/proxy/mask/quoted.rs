@@ -35,17 +35,8 @@ const GO_USERINFO: &AsciiSet = &GO_QUERY
     .remove(b';')
     .remove(b'=');
 
-/// `body` with every occurrence of `value`, in each of its forms, replaced by `replacement`.
-pub fn scrub_value(body: &[u8], value: &str, replacement: &str) -> Vec<u8> {
-    if value.is_empty() {
-        return body.to_vec();
-    }
-    let (out, _) = scan(body, &needles(value), replacement.as_bytes(), None, false);
-    out
-}
-
-/// A value looked for in a stream's frames (a WebSocket's output, from the rack), its forms
-/// made once: most frames hold none, and then nothing is copied.
+/// A value looked for in answers and in a stream's frames (a WebSocket's output, from the
+/// rack), its forms made once: most answers and frames hold none, and then nothing is copied.
 #[derive(Clone)]
 pub struct Scrubber {
     value: String,
@@ -86,8 +77,8 @@ impl Scrubber {
         }
     }
 
-    /// `bytes` with every form of the value replaced by `replacement` (as [`scrub_value`]), or
-    /// `None` when no form of it is there.
+    /// `bytes` with every occurrence of the value, in each of its forms, replaced by
+    /// `replacement`, or `None` when no form of it is there.
     pub fn scrub(&self, bytes: &[u8], replacement: &str) -> Option<Vec<u8>> {
         self.holds(bytes)
             .then(|| scan(bytes, &self.needles, replacement.as_bytes(), None, false).0)
@@ -115,7 +106,7 @@ impl Scrubber {
 /// does.
 ///
 /// **Invariant:** what [`StreamScrub::push`] and [`StreamScrub::finish`] give out, in order
-/// and concatenated, is what [`scrub_value`] makes of the whole stream, however it was cut;
+/// and concatenated, is what [`Scrubber::scrub`] makes of the whole stream, however it was cut;
 /// what is held is never longer than the longest form less one byte (or, for a value too
 /// short to be replaced inside words, a whole form waiting for the byte after it).
 #[derive(Debug)]
@@ -212,7 +203,7 @@ fn begins_a_form(needles: &[Vec<u8>], rest: &[u8]) -> bool {
         .any(|n| n.len() > rest.len() && n.starts_with(rest))
 }
 
-/// The one scan [`scrub_value`], [`Scrubber`] and [`StreamScrub`] share: `body` (which follows
+/// The one scan [`Scrubber`] and [`StreamScrub`] share: `body` (which follows
 /// the byte `before` in its stream, if any) with each form in `needles` (longest first)
 /// replaced by `replacement`, and how many bytes of `body` that covers. With `more` (more of
 /// the stream may follow), the scan stops where more bytes could change what it finds: at a
