@@ -178,7 +178,8 @@ struct Header {
 /// message, and a new message needs the previous one finished. Control frames may interleave.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Fragments {
-    open: bool,
+    /// The kind (text or binary) of the message whose fragments are arriving, if one is open.
+    open: Option<Opcode>,
 }
 
 // === impl Opcode ===
@@ -423,18 +424,30 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 // === impl Fragments ===
 
 impl Fragments {
-    /// Checks one frame against the message sequence so far and records it.
-    pub(crate) fn check(&mut self, frame: &Frame) -> Result<(), Violation> {
-        match frame.opcode {
-            Opcode::Text | Opcode::Binary if self.open => Err(Violation::InterleavedMessage),
-            Opcode::Continuation if !self.open => Err(Violation::StrayContinuation),
-            Opcode::Text | Opcode::Binary | Opcode::Continuation => {
-                self.open = !frame.fin;
-                Ok(())
+    /// Checks one frame against the message sequence so far and records it; says the kind
+    /// (text or binary) of the message a data frame belongs to, a continuation's included.
+    pub(crate) fn check(&mut self, frame: &Frame) -> Result<Option<Opcode>, Violation> {
+        match (frame.opcode, self.open) {
+            (Opcode::Text | Opcode::Binary, Some(_)) => Err(Violation::InterleavedMessage),
+            (Opcode::Continuation, None) => Err(Violation::StrayContinuation),
+            (Opcode::Text | Opcode::Binary, None) => {
+                self.open = (!frame.fin).then_some(frame.opcode);
+                Ok(Some(frame.opcode))
             }
-            Opcode::Close => check_close(&frame.payload),
-            Opcode::Ping | Opcode::Pong => Ok(()),
+            (Opcode::Continuation, Some(kind)) => {
+                if frame.fin {
+                    self.open = None;
+                }
+                Ok(Some(kind))
+            }
+            (Opcode::Close, _) => check_close(&frame.payload).map(|()| None),
+            (Opcode::Ping | Opcode::Pong, _) => Ok(None),
         }
+    }
+
+    /// The kind of the message whose fragments are arriving, if one is open.
+    pub(crate) fn open(&self) -> Option<Opcode> {
+        self.open
     }
 }
 

@@ -419,11 +419,11 @@ fn a_close_frame_carries_no_code_or_a_code_an_endpoint_may_send_and_a_utf8_reaso
     for code in [1000, 1001, 1002, 1003, 1007, 1011, 1012, 1014, 3000, 4999] {
         assert_eq!(
             Fragments::default().check(&close(&with_code(code, b"bye"))),
-            Ok(()),
+            Ok(None),
             "{code}"
         );
     }
-    assert_eq!(Fragments::default().check(&close(b"")), Ok(()));
+    assert_eq!(Fragments::default().check(&close(b"")), Ok(None));
     assert_eq!(
         Fragments::default().check(&close(&[3])),
         Err(Violation::CloseBody)

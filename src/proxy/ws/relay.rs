@@ -180,9 +180,6 @@ struct Leg<R, W> {
     /// What is taken out of this direction's frames ([`RelayConfig::scrub`]), with the text
     /// it holds back.
     scrub: Option<StreamScrub>,
-    /// The kind (text or binary) of the message this direction's output has open: a held tail
-    /// goes on as its continuation, or as a text message of its own when none is open.
-    open: Option<Opcode>,
     /// Since when a tail is held back, while one is.
     held_since: Option<Instant>,
 }
@@ -562,7 +559,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             exit: scan_exit.then(ExitScanner::new),
             queued: Relayed::Control,
             scrub: None,
-            open: None,
             held_since: None,
         }
     }
@@ -588,8 +584,8 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             Err(CodecError::Protocol(v)) => return Err(LegEnd::Violation(v)),
             Err(CodecError::Entropy(_)) => return Err(LegEnd::Entropy),
         };
-        self.fragments.check(&frame).map_err(LegEnd::Violation)?;
-        let (held, frame) = self.scrubbed(frame);
+        let message = self.fragments.check(&frame).map_err(LegEnd::Violation)?;
+        let (held, frame) = self.scrubbed(frame, message);
         if let Some(held) = held {
             self.send(&held)?;
         }
@@ -603,21 +599,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     fn send(&mut self, frame: &Frame) -> Result<Relayed, LegEnd> {
         let relayed = self.account(frame);
         self.queued = relayed;
-        self.track_open(frame);
         match self.writer.queue(frame) {
             Ok(()) => Ok(relayed),
             Err(CodecError::Entropy(_)) => Err(LegEnd::Entropy),
             Err(CodecError::Protocol(v)) => Err(LegEnd::Violation(v)),
             Err(CodecError::Io(_) | CodecError::Truncated) => Err(LegEnd::WriteFailed),
-        }
-    }
-
-    /// Keeps [`Leg::open`] in step with the frames sent.
-    fn track_open(&mut self, frame: &Frame) {
-        match frame.opcode {
-            Opcode::Text | Opcode::Binary if !frame.fin => self.open = Some(frame.opcode),
-            Opcode::Text | Opcode::Binary | Opcode::Continuation if frame.fin => self.open = None,
-            _ => {}
         }
     }
 
@@ -641,7 +627,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         let scrub = self.scrub.as_mut().filter(|s| s.holding())?;
         self.held_since = None;
         let payload = scrub.finish();
-        Some(match self.open {
+        // A held tail goes inside the open message or as a whole message outside any, so the
+        // message open on the rack's side is the one open on the caller's.
+        Some(match self.fragments.open() {
             Some(Opcode::Text) => Frame {
                 fin: false,
                 opcode: Opcode::Continuation,
@@ -656,12 +644,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     /// text held back from earlier frames when `frame` does not continue that text (a binary
     /// message, a close). A text frame's tail that could begin the value is held back. A
     /// control frame the replacement made longer is cut back to the 125 bytes a control frame
-    /// may carry.
-    fn scrubbed(&mut self, frame: Frame) -> (Option<Frame>, Frame) {
-        let text = match frame.opcode {
-            Opcode::Continuation => self.open == Some(Opcode::Text),
-            opcode => opcode == Opcode::Text,
-        };
+    /// may carry. `message` is the kind of message `frame` belongs to ([`Fragments::check`]).
+    fn scrubbed(&mut self, frame: Frame, message: Option<Opcode>) -> (Option<Frame>, Frame) {
+        let text = message == Some(Opcode::Text);
         let before = match frame.opcode {
             Opcode::Binary | Opcode::Close => self.take_held(),
             _ => None,
@@ -731,13 +716,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     /// input ended or broke the protocol first.
     async fn read_to_next_data(&mut self) -> Option<Relayed> {
         while let Ok(Some(frame)) = self.reader.read_frame().await {
-            self.fragments.check(&frame).ok()?;
+            let message = self.fragments.check(&frame).ok()?;
             // Counted as the frames forwarded before it are: as the caller would have got it.
-            let (held, frame) = self.scrubbed(frame);
+            let (held, frame) = self.scrubbed(frame, message);
             if let Some(held) = held {
                 self.account(&held);
             }
-            self.track_open(&frame);
             match self.account(&frame) {
                 Relayed::Control => {}
                 other => return Some(other),
