@@ -930,6 +930,7 @@ async fn forward(
                 }),
             )
             .counting_into(pending.sent_in.clone())
+            .digest_if(pending.hash_request)
             .boxed_unsync()
         }
     };
@@ -998,10 +999,12 @@ async fn forward(
         // Its length changes where the password is replaced: sent chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
         let scrub = StreamScrub::new(state.upstream.scrubber().clone(), mask::REDACTED);
+        let digest = pending.hash_answer;
         let body = Metered::new(
             ScrubbedBody::new(incoming, scrub),
             Box::new(move |out| pending.complete(status, Some(out), None)),
-        );
+        )
+        .digest_if(digest);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     if parts.status.is_success()
@@ -1042,10 +1045,12 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         // Handed to the connection in pieces, holding its room in the budget until the last.
+        let digest = pending.hash_answer;
         let body = Metered::new(
             answers::Rewritten::new(Bytes::from(masked), held),
             Box::new(move |out| pending.complete(status, Some(out), None)),
-        );
+        )
+        .digest_if(digest);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     // An error answer (short `http.Error` text) may quote a URL the rack built with its
@@ -1076,16 +1081,20 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
         let failure = withheld.map(|_| ANSWER_WITHHELD);
+        let digest = pending.hash_answer;
         let body = Metered::new(
             Full::new(Bytes::from(shown)),
             Box::new(move |out| pending.complete(status, Some(out), failure)),
-        );
+        )
+        .digest_if(digest);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
+    let digest = pending.hash_answer;
     let body = Metered::new(
         incoming,
         Box::new(move |out| pending.complete(status, Some(out), None)),
-    );
+    )
+    .digest_if(digest);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 

@@ -1,5 +1,6 @@
 //! Bodies that count what passes: bytes and SHA-256 of a streamed request or response, reported
-//! once when the stream ends (or is dropped early), for `CommandCompleted`.
+//! once when the stream ends (or is dropped early), for `CommandCompleted`. A body whose digest
+//! is recorded nowhere (it holds secrets by design) is counted without being hashed.
 //!
 //! **Invariant:** frames pass through unchanged and unbuffered; the report is sent exactly once,
 //! saying whether the stream reached its end (a body dropped once its inner body says it has
@@ -19,7 +20,8 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meter {
     pub bytes: u64,
-    pub sha256: Hash,
+    /// `None` for a body counted without its digest ([`Metered::without_digest`]).
+    pub sha256: Option<Hash>,
     /// Whether the body reached its end (false: the peer went away or an error cut it).
     pub complete: bool,
 }
@@ -27,7 +29,7 @@ pub struct Meter {
 impl Meter {
     /// The body's SHA-256, if it passed whole: a digest of part of a body is recorded nowhere.
     pub fn digest(&self) -> Option<Hash> {
-        self.complete.then_some(self.sha256)
+        self.sha256.filter(|_| self.complete)
     }
 }
 
@@ -38,7 +40,8 @@ pub type OnDone = Box<dyn FnOnce(Meter) + Send + Sync>;
 pub struct Metered<B: Body> {
     inner: B,
     bytes: u64,
-    hasher: Sha256,
+    /// `None` once the digest is not wanted.
+    hasher: Option<Sha256>,
     done: Option<OnDone>,
     /// Where the bytes so far are also kept, for a reader that cannot wait for the report.
     progress: Option<Arc<AtomicU64>>,
@@ -51,7 +54,7 @@ impl<B: Body> Metered<B> {
         Metered {
             inner,
             bytes: 0,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             done: Some(done),
             progress: None,
         }
@@ -63,12 +66,20 @@ impl<B: Body> Metered<B> {
         self
     }
 
+    /// Counts bytes only, when `digest` is false: the report's `sha256` is `None`. Hashing a
+    /// body nobody records the digest of is CPU for nothing on every such call.
+    pub fn digest_if(mut self, digest: bool) -> Metered<B> {
+        if !digest {
+            self.hasher = None;
+        }
+        self
+    }
+
     fn finish(&mut self, complete: bool) {
         if let Some(done) = self.done.take() {
-            let hasher = std::mem::take(&mut self.hasher);
             done(Meter {
                 bytes: self.bytes,
-                sha256: Hash(hasher.finalize().into()),
+                sha256: self.hasher.take().map(|h| Hash(h.finalize().into())),
                 complete,
             });
         }
@@ -91,7 +102,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
-                    this.hasher.update(data);
+                    if let Some(h) = &mut this.hasher {
+                        h.update(data);
+                    }
                     if let Some(p) = &this.progress {
                         p.store(this.bytes, Ordering::Relaxed);
                     }
@@ -147,8 +160,27 @@ mod tests {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].bytes, 5);
-        assert_eq!(got[0].sha256, events::hash::object_digest(b"hello"));
+        assert_eq!(got[0].sha256, Some(events::hash::object_digest(b"hello")));
+        assert_eq!(got[0].digest(), got[0].sha256);
         assert!(got[0].complete);
+    }
+
+    #[tokio::test]
+    async fn a_body_counted_without_its_digest_reports_none() {
+        let got = Arc::new(Mutex::new(None));
+        let sink = got.clone();
+        let body = Metered::new(
+            Full::new(Bytes::from_static(b"hello")),
+            Box::new(move |m| *sink.lock().unwrap() = Some(m)),
+        )
+        .digest_if(false);
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&out[..], b"hello");
+        let m = got.lock().unwrap().unwrap();
+        assert_eq!(
+            (m.bytes, m.complete, m.sha256, m.digest()),
+            (5, true, None, None)
+        );
     }
 
     /// hyper stops polling a body whose length it knows once that much has passed, and drops
