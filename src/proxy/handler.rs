@@ -684,7 +684,10 @@ async fn pipeline(
         trusted_peer: state.is_trusted(peer.ip()),
         hides,
         rack_answers: matched.rule().params.body != policy::routes::Body::Opaque,
-        answer_holds_secrets: matched.rule().secrets.response >= Secrecy::Sensitive,
+        // A process's command line is scrubbed for a caller without `convox:secret:read`, as
+        // the log records it: the rack's answer holds what the log may not.
+        answer_holds_secrets: matched.rule().secrets.response >= Secrecy::Sensitive
+            || mask::response_mask(matched.rule()) == Some(ResponseMask::ProcessCommand),
         body_holds_secrets: matched.rule().secrets.request >= Secrecy::Sensitive,
     };
     let permission = || Some(permitted.permission().as_str().to_owned());

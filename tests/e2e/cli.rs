@@ -69,19 +69,24 @@ pub struct Session {
     closes: std::sync::atomic::AtomicUsize,
 }
 
-/// One CLI request and what the gateway must do with it.
-/// Whether the answer holds env values (a release, listed, read or created; spec §3's Secrets
-/// column): its digest is not recorded, since a guess of a weak value could be tested against
-/// it by anyone who reads the log and gets the same answer masked.
-fn answer_holds_env(method: &str, target: &str) -> bool {
+/// Whether the answer holds secrets: env values (a release, listed, read or created; spec §3's
+/// Secrets column) or a process's command line (listed, read or run; shown scrubbed to a
+/// caller without `convox:secret:read`). Its digest is not recorded, since a guess of a weak
+/// value could be tested against it by anyone who reads the log and gets the same answer
+/// masked.
+fn answer_holds_secrets(method: &str, target: &str) -> bool {
     let path = target.split('?').next().unwrap_or_default();
     match path.split('/').collect::<Vec<_>>().as_slice() {
         ["", "apps", _, "releases"] => true,
         ["", "apps", _, "releases", _] => method == "GET",
+        ["", "apps", _, "processes"] | ["", "system", "processes"] => method == "GET",
+        ["", "apps", _, "processes", _] => method == "GET",
+        ["", "apps", _, "services", _, "processes"] => method == "POST",
         _ => false,
     }
 }
 
+/// One CLI request and what the gateway must do with it.
 pub struct Step<'a> {
     method: &'a str,
     target: String,
@@ -388,7 +393,8 @@ impl Session {
         assert_eq!(d.status, reply.status, "{what}: recorded status");
         assert_eq!(d.failure, None, "{what}: the rack's answer was relayed");
         assert_eq!(d.bytes_out, reply.body.len() as u64, "{what}: bytes out");
-        let digest = (!answer_holds_env(step.method, &step.target)).then(|| sha256(&reply.body));
+        let digest =
+            (!answer_holds_secrets(step.method, &step.target)).then(|| sha256(&reply.body));
         assert_eq!(d.sha256_out, digest, "{what}: digest out");
         match step.body {
             Body::Raw(bytes) => {

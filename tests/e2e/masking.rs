@@ -615,13 +615,16 @@ async fn a_token_revoked_during_the_env_lookup_forwards_nothing() {
 }
 
 /// The rack lists a `convox run` process with the command it was started with; a caller who
-/// may not read secrets sees it scrubbed, as the log records it.
+/// may not read secrets sees it scrubbed, as the log records it. No answer that holds it is
+/// recorded with its digest: a reader of the log who gets the same answer scrubbed could test
+/// guesses of the scrubbed value against the digest of the admin's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_command_is_scrubbed_for_callers_who_may_not_read_secrets() {
     let gw = TestGateway::start().await;
     let viewer = gw
         .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
         .await;
+    let since = gw.head();
     let command = "PGPASSWORD=hunter2 psql -h db";
     let run = gw
         .send_raw(gw.cli_as(gw.token()).request(
@@ -671,7 +674,19 @@ async fn a_run_command_is_scrubbed_for_callers_who_may_not_read_secrets() {
             "{target}: {}",
             as_admin.text()
         );
+        for reply in [&as_viewer, &as_admin] {
+            let (_, done) = gw.call_records(since, &reply.request_id()).await;
+            let done = completed(&done).unwrap();
+            assert_eq!((done.status, done.sha256_out), (200, None), "{target}");
+        }
     }
+    let (_, done) = gw.call_records(since, &run.request_id()).await;
+    let done = completed(&done).unwrap();
+    assert_eq!(
+        (done.status, done.sha256_out),
+        (200, None),
+        "the run's answer"
+    );
     gw.finish().await;
 }
 
