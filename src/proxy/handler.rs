@@ -1231,6 +1231,17 @@ fn call_refusal(
     }
     if route == "release.create"
         && let Some(env) = params.get("env")
+        && let Some(line) = mask::overlong_line(&env)
+    {
+        let what = format!(
+            "env line {line} is longer than the {} bytes the rack reads in a line; the rack \
+             would stop reading the env there",
+            mask::ENV_LINE_MAX
+        );
+        return Some(("env_line_too_long", permission, what));
+    }
+    if route == "release.create"
+        && let Some(env) = params.get("env")
         && let Some(key) = mask::set_twice(&env)
     {
         // The rack keeps the last line, and the answer shows every line masked on its own: a

@@ -678,6 +678,20 @@ fn replace_string_fields(
 
 // === Restoring ===
 
+/// The longest env line the rack reads: Go's `bufio.Scanner` holds at most 64 KiB
+/// (`bufio.MaxScanTokenSize`), a line and its newline, and stops at a longer one, so the rack's
+/// `Environment.Load` fails there, or keeps only the lines before it wherever its error is not
+/// checked: the keys after the line, protected ones included, would be gone from the release.
+pub const ENV_LINE_MAX: usize = 64 * 1024 - 1;
+
+/// The number (from 1) of the first line of a posted env longer than [`ENV_LINE_MAX`] bytes
+/// (a trailing `\r` counted, as it takes the scanner's room too).
+pub fn overlong_line(env: &str) -> Option<usize> {
+    env.split('\n')
+        .position(|line| line.len() > ENV_LINE_MAX)
+        .map(|i| i + 1)
+}
+
 /// The first key a posted env sets on more than one line to different values, as the rack
 /// reads keys; `None` when each is set once, or again to the same value (as the padded base64
 /// tail lines of one certificate held in two variables are, which `convox releases rollback`

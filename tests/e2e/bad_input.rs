@@ -836,6 +836,20 @@ async fn an_env_that_sets_a_key_twice() {
     .await;
 }
 
+/// Go's line scanner stops at a line of 64 KiB, and the rack with it: the keys after such a
+/// line (a protected one among them) would not reach the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_env_line_longer_than_the_rack_reads() {
+    // `A=` and 65,534 bytes: one byte over.
+    let form = format!("env=A%3D{}%0AB%3D1", "a".repeat(64 * 1024 - 2));
+    check(
+        Case::post("/apps/x/releases?")
+            .form(&form)
+            .denied(403, "env_line_too_long"),
+    )
+    .await;
+}
+
 /// A form whose chunked framing is broken: refused as unreadable, not as too large.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_form_with_broken_chunks() {

@@ -1068,6 +1068,22 @@ fn a_key_set_again_to_another_value_is_found_and_one_set_again_alike_is_not() {
     );
 }
 
+/// The rack's line scanner holds a line and its newline in 64 KiB: the longest line it reads
+/// passes, one byte more is found, by its line number.
+#[test]
+fn env_lines_longer_than_the_rack_reads_are_found() {
+    let longest = format!("A={}", "a".repeat(ENV_LINE_MAX - 2));
+    assert_eq!(longest.len(), 65_535);
+    assert_eq!(overlong_line(&format!("X=1\n{longest}\nB=2")), None);
+    assert_eq!(overlong_line(&format!("X=1\n{longest}a\nB=2")), Some(2));
+    assert_eq!(
+        overlong_line(&format!("{longest}\r")),
+        Some(1),
+        "a `\\r` takes room"
+    );
+    assert_eq!(overlong_line(""), None);
+}
+
 #[test]
 fn stray_lines_in_clear_are_found_by_line() {
     assert_eq!(stray_in_clear("A=1\nB=2"), None);
