@@ -820,6 +820,15 @@ async fn no_token_mints_one_that_outlives_it() {
         let before = gw.head();
         let reply = gw.api("POST", TOKENS, &secret, Some(body(days))).await;
         assert_eq!(reply.refused(403), "beyond_caller_expiry", "{days:?}");
+        // The caller's token has 10 days less the moments since: it says what may be asked.
+        let error = reply.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            error.ends_with("set expires_in_days (`--expires-in-days`) to at most 9"),
+            "{error}"
+        );
         let appended: Vec<Event> = gw
             .events_since(before)
             .await
@@ -839,14 +848,15 @@ async fn no_token_mints_one_that_outlives_it() {
 
 /// Sends malformed content as the admin and checks the 400: its `kind`, where it points
 /// (`at` starts with `at`), and that it was recorded as the admin's denial, with where and
-/// nothing of the content. `typed` sends `Content-Type: application/json`.
+/// nothing of the content. `typed` sends `Content-Type: application/json`. Returns what the
+/// answer says is wrong.
 async fn check_malformed(
     gw: &Gateway,
     (method, path, typed): (&str, &str, bool),
     body: &str,
     kind: &str,
     at: &str,
-) {
+) -> String {
     let admin = format!("Bearer {}", gw.admin());
     let mut headers = vec![("Authorization", admin.as_str())];
     if typed {
@@ -872,6 +882,7 @@ async fn check_malformed(
         "the admin's denial"
     );
     assert_eq!(denial.params, [("at".to_owned(), where_.to_owned())]);
+    v["error"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -909,6 +920,26 @@ async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
         "body line 1 column",
     )
     .await;
+    // The parser quotes a value it cannot take; a token's secret pasted there, or as a key,
+    // does not come back.
+    let pasted = format!("rgw_{}", "Ab1-".repeat(11));
+    for fields in [
+        format!(r#","expires_in_days":"{pasted}""#),
+        format!(r#","{pasted}":1"#),
+    ] {
+        let what = check_malformed(
+            &gw,
+            post,
+            &create(&fields),
+            "invalid_json",
+            "body line 1 column",
+        )
+        .await;
+        assert!(
+            !what.contains(&pasted) && what.contains("[redacted]"),
+            "{what}"
+        );
+    }
     check_malformed(
         &gw,
         post,
@@ -988,7 +1019,7 @@ async fn malformed_content_gets_400_with_what_and_where_and_is_recorded() {
         "body line 1 column",
     )
     .await;
-    let malformed = 19;
+    let malformed = 21;
 
     let admin = format!("Bearer {}", gw.admin());
     let huge = create(&format!(r#","name2":"{}""#, "a".repeat(20_000)));

@@ -45,6 +45,7 @@ use super::api::{
 use super::auth::{self, Call, Caller, TOKEN_MANAGE};
 use super::respond::{Answer, ApiError};
 use crate::identity::admin::{self, AdminError, Ceiling, TokenRequest};
+use crate::proxy::redact;
 
 /// The collection's path.
 pub const TOKENS: &str = "/api/v1/tokens";
@@ -417,8 +418,10 @@ async fn read_json<T: DeserializeOwned>(
             let full = e.to_string();
             let what = full
                 .strip_suffix(&format!(" at line {} column {}", e.line(), e.column()))
-                .unwrap_or(&full)
-                .to_owned();
+                .unwrap_or(&full);
+            // The parser quotes what it could not take (`invalid type: string "…"`, an unknown
+            // key): a secret pasted into the wrong field must not come back in the answer.
+            let what = redact::scrub(&redact::gateway_tokens(what));
             Err(malformed(state, call, caller, "invalid_json", what, &at).await)
         }
     }

@@ -33,12 +33,25 @@ pub enum AdminError {
     },
     /// The new token would expire after the token that creates it (or never): a policy
     /// refusal of an authenticated caller, not malformed content.
-    #[error("a token cannot outlive the token that creates it, which expires at {limit}")]
-    Outlives { limit: Timestamp },
+    #[error(
+        "a token cannot outlive the token that creates it, which expires at {limit} (unix \
+         nanoseconds); {}",
+        outlives_hint(*days_left)
+    )]
+    Outlives { limit: Timestamp, days_left: u64 },
     #[error(transparent)]
     Append(#[from] AppendError),
     #[error(transparent)]
     Token(#[from] TokenSecretError),
+}
+
+/// What a caller refused by [`AdminError::Outlives`] can do: the expiry it may ask for.
+fn outlives_hint(days_left: u64) -> String {
+    match days_left {
+        0 => "it expires within a day: create this token with a longer-lived one".to_owned(),
+        1 => "set expires_in_days (`--expires-in-days`) to 1".to_owned(),
+        n => format!("set expires_in_days (`--expires-in-days`) to at most {n}"),
+    }
 }
 
 /// Whose current permissions bound a token created by a caller.
@@ -222,7 +235,8 @@ async fn create(
         && req.expires.is_none_or(|e| e > limit)
     {
         // Otherwise a token about to expire could hand its holder one that never does.
-        return Err(AdminError::Outlives { limit });
+        let days_left = limit.since(b.now).as_secs() / 86_400;
+        return Err(AdminError::Outlives { limit, days_left });
     }
     if let Some(b) = &bound
         && let Some((whose, perm)) = store.with_state(|s| exceeding(s, &req.scopes, &req.owner, b))
@@ -396,9 +410,17 @@ pub async fn grant_role(
     check_principal("user", &user)?;
     check_by(&by)?;
     if role == Role::Cicd {
+        let scopes: Vec<String> = crate::policy::roles::cicd_scopes()
+            .iter()
+            .map(|p| format!("--scope {}", p.0))
+            .collect();
         return Err(invalid(
             "role",
-            "cicd is a token-only role; create a token with cicd scopes instead",
+            &format!(
+                "cicd is a token-only role; create a token with its scopes instead, for a \
+                 deployer or admin owner: `token create {}`",
+                scopes.join(" ")
+            ),
         ));
     }
     let who = user.clone();
@@ -791,10 +813,18 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(matches!(
-            grant_role(&store, p("bot@example.com"), Role::Cicd, p("system")).await,
-            Err(AdminError::Invalid { .. })
-        ));
+        // Refused with the token command that makes what was meant, every cicd scope in it.
+        let refused = grant_role(&store, p("bot@example.com"), Role::Cicd, p("system")).await;
+        let Err(AdminError::Invalid { ref what, .. }) = refused else {
+            panic!("{refused:?}");
+        };
+        for scope in crate::policy::roles::cicd_scopes() {
+            assert!(
+                what.contains(&format!("--scope {} ", scope.0))
+                    || what.ends_with(&format!("--scope {}`", scope.0)),
+                "{what}"
+            );
+        }
         // A token's secret pasted as the person is refused, whose name the log would keep; a
         // long address with digits is a person.
         let pasted = format!("{}@example.com", TokenSecret::generate().unwrap().expose());
