@@ -43,6 +43,7 @@ fn events(i: u64) -> Vec<Event> {
                 .then_some(Timestamp(4_102_444_800_000_000_000)),
             dev_only: false,
             by: p("admin@example.com"),
+            by_token: None,
         }],
         2..=5 => vec![
             Event::CommandRequested(Box::new(CommandRequested {

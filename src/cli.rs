@@ -420,7 +420,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
 /// One line of `token list`, the same offline and online.
 fn list_line(t: &TokenView) -> String {
     format!(
-        "{}  {:<8} {:<24} owner={} scopes={} grants={} last_used={} created_by={}",
+        "{}  {:<8} {:<24} owner={} scopes={} grants={} last_used={} created_by={} created_with={}",
         t.id,
         t.state.as_str(),
         t.name,
@@ -433,6 +433,7 @@ fn list_line(t: &TokenView) -> String {
         },
         t.last_used.as_deref().unwrap_or("never"),
         t.created_by.as_deref().unwrap_or("unknown"),
+        t.created_with.as_deref().unwrap_or("none"),
     )
 }
 

@@ -103,8 +103,8 @@ fn the_golden_state_is_pinned_to_the_snapshot_version() {
     assert_eq!(
         (projections::snapshot::VERSION, digest.as_str()),
         (
-            5,
-            "471b8904af90bcb240263d65418f4438cc7fb002e2802e642756f4c3f69aa6c6"
+            6,
+            "b0da9623deed518c141f2132b15b15e9488cb58ec9d9f76a4903ca688b532b56"
         ),
         "the golden log folds into another state: bump snapshot::VERSION, then pin the new \
          version and digest here"

@@ -389,6 +389,17 @@ async fn the_console_records_the_user_agent_scrubbed_and_the_method_as_sent() {
     gw.finish().await;
 }
 
+/// The token `id` in a list answer.
+fn entry_of(listed: &Value, id: &str) -> Value {
+    listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is not listed: {listed}"))
+        .clone()
+}
+
 fn create_body(owner: &str, scopes: &[&str]) -> Value {
     json!({"name": "ci", "owner": owner, "scopes": scopes, "expires_in_days": 30})
 }
@@ -422,6 +433,16 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
     assert!(secret.starts_with("rgw_"));
     let seq = v["seq"].as_u64().unwrap();
     let record = gw.events_since(seq).await.remove(0);
+    // The calling token, as the call's own record (just before) names it.
+    let caller = gw
+        .events_since(seq - 1)
+        .await
+        .into_iter()
+        .find_map(|r| match r.event {
+            Event::CommandRequested(c) => c.credential,
+            _ => None,
+        })
+        .unwrap();
     match &record.event {
         Event::TokenCreated {
             token,
@@ -430,6 +451,7 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
             expires,
             dev_only,
             by,
+            by_token,
             ..
         } => {
             assert_eq!(token.to_hex(), id);
@@ -438,6 +460,11 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
             assert!(expires.is_some());
             assert!(*dev_only, "a dev-only caller mints dev-only tokens");
             assert_eq!(by.0, DEV_USER, "the caller is the actor");
+            assert_eq!(
+                by_token.map(|t| t.to_hex()),
+                Some(caller.clone()),
+                "the token it was made with"
+            );
         }
         other => panic!("expected TokenCreated at {seq}, found {other:?}"),
     }
@@ -458,20 +485,22 @@ async fn an_admin_creates_lists_and_revokes_and_the_proxy_follows_at_once() {
     for hidden in [secret.as_str(), &hash.to_hex()] {
         assert!(!text.contains(hidden), "the list shows a secret or hash");
     }
-    let entry = |listed: Value| {
-        listed["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["id"] == id.as_str())
-            .unwrap()
-            .clone()
-    };
+    let entry = |listed: Value| entry_of(&listed, &id);
     let mine = entry(listed.json());
     assert_eq!(mine["owner"], "deployer@example.com");
     assert_eq!(
         mine["created_by"], DEV_USER,
         "who made a token for another owner"
+    );
+    assert_eq!(
+        mine["created_with"],
+        caller.as_str(),
+        "and with which token"
+    );
+    let dev = entry_of(&listed.json(), &caller);
+    assert!(
+        dev.get("created_with").is_none(),
+        "dev's own token was made by no token: {dev}"
     );
     assert_eq!(
         mine["scopes"],
@@ -1354,7 +1383,15 @@ async fn the_cli_creates_lists_and_revokes_against_a_running_gateway() {
         "owner=deployer@example.com scopes=convox:app:read,convox:build:read \
          grants=convox:app:read,convox:build:read last_used="
     ));
-    assert!(line.ends_with(&format!(" created_by={DEV_USER}")), "{line}");
+    assert!(
+        line.contains(&format!(" created_by={DEV_USER} created_with=")),
+        "{line}"
+    );
+    let made_with = line.rsplit("created_with=").next().unwrap_or_default();
+    assert!(
+        made_with.len() == 32 && made_with != id,
+        "the admin's token: {line}"
+    );
     assert!(!listed.contains(&secret) && !listed.contains(&admin));
 
     let revoked = stdout(

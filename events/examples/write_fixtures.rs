@@ -174,6 +174,7 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             expires: Some(Timestamp(T0 + 90 * 86_400 * 1_000_000_000)),
             dev_only: false,
             by: admin.clone(),
+            by_token: None,
         },
         Event::TokenRevoked {
             token,
@@ -277,6 +278,25 @@ fn samples() -> Result<Vec<(String, Record)>, Box<dyn Error>> {
             time: Timestamp(T0 + 102 * 1_000_000_123),
             prev: digest("record 102006"),
             event: stream_closed_3,
+        },
+    ));
+    records.push((
+        "G3000I-2".to_owned(),
+        Record {
+            seq: Seq(103_007),
+            time: Timestamp(T0 + 103 * 1_000_000_123),
+            prev: digest("record 103006"),
+            event: Event::TokenCreated {
+                token: TokenId([0x7e; 16]),
+                name: "ci-deploy-2".into(),
+                owner: Principal("alice@example.com".into()),
+                scopes: vec![Permission("convox:app:read".into())],
+                secret_sha256: digest("token secret 2"),
+                expires: Some(Timestamp(T0 + 30 * 86_400 * 1_000_000_000)),
+                dev_only: false,
+                by: Principal("admin@example.com".into()),
+                by_token: Some(TokenId([0xa5; 16])),
+            },
         },
     ));
     Ok(records)

@@ -77,6 +77,9 @@ pub enum Event {
         expires: Option<Timestamp>,
         dev_only: bool,
         by: Principal,
+        /// The token `by` created it with, through the gateway's API; absent for one made
+        /// offline or by `dev`. What a leaked token minted is found by this, and revoked with it.
+        by_token: Option<TokenId>,
     },
     /// G3001I: an API token was revoked.
     TokenRevoked {
@@ -327,6 +330,7 @@ impl Event {
                 expires,
                 dev_only,
                 by,
+                by_token,
             } => {
                 b.bytes(0, "token", &token.0);
                 b.text(1, "name", name);
@@ -339,6 +343,9 @@ impl Event {
                 }
                 b.bool(6, "dev_only", *dev_only);
                 b.text(7, "by", &by.0);
+                if let Some(t) = by_token {
+                    b.bytes(8, "by_token", &t.0);
+                }
             }
             Event::TokenRevoked { token, by, reason } => {
                 b.bytes(0, "token", &token.0);
@@ -505,6 +512,7 @@ impl Event {
                 expires: r.opt_int(5, "expires")?.map(Timestamp),
                 dev_only: r.bool(6, "dev_only")?,
                 by: Principal(r.text(7)?),
+                by_token: r.opt_token(8, "by_token")?,
             },
             "G3001I" => Event::TokenRevoked {
                 token: r.token(0)?,
@@ -885,6 +893,16 @@ impl<'a> Reader<'a> {
                 .map(TokenId)
                 .map_err(|_| self.invalid(key, "token", "expected 16 bytes")),
             _ => Err(self.invalid(key, "token", "expected 16 bytes")),
+        }
+    }
+    fn opt_token(&mut self, key: u64, name: &'static str) -> Result<Option<TokenId>, EventError> {
+        match self.map.opt(key) {
+            None => Ok(None),
+            Some(Value::Bytes(b)) => match <[u8; 16]>::try_from(b.as_slice()) {
+                Ok(t) => Ok(Some(TokenId(t))),
+                Err(_) => Err(self.invalid(key, name, "expected 16 bytes")),
+            },
+            Some(_) => Err(self.invalid(key, name, "expected 16 bytes")),
         }
     }
     fn texts(&mut self, key: u64, name: &'static str) -> Result<Vec<String>, EventError> {

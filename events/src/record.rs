@@ -346,10 +346,21 @@ mod tests {
                     hash(),
                     proptest::option::of(any::<i64>()),
                     any::<bool>(),
-                    who()
+                    who(),
+                    proptest::option::of(any::<[u8; 16]>()),
                 )
                     .prop_map(
-                        |(t, name, owner, scopes, secret_sha256, expires, dev_only, by)| {
+                        |(
+                            t,
+                            name,
+                            owner,
+                            scopes,
+                            secret_sha256,
+                            expires,
+                            dev_only,
+                            by,
+                            by_token,
+                        )| {
                             Event::TokenCreated {
                                 token: TokenId(t),
                                 name,
@@ -359,6 +370,7 @@ mod tests {
                                 expires: expires.map(Timestamp),
                                 dev_only,
                                 by,
+                                by_token: by_token.map(TokenId),
                             }
                         }
                     ),

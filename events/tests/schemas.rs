@@ -45,12 +45,14 @@ c35d07b2c22b091879d205fc55778e5cc1df4ba52098db295d259c9b6b099971  G4004W.cbor
 c021c55fe2d334d7f8442f3402063dd89ed5b1e12b7e04ec4a917b4357fac23d  G4001I-2.cbor
 7154badabc3e8fadcda9d9d8ce76f2f099e91f789c2366cdb9c8d0bfee5c78b3  G4003I-2.cbor
 0fa326efe47e540dd72c0b83ce5e45a3ff83c8e3cc94362f6fb404bb25497b8d  G4003I-3.cbor
+d9a807d1b67c7fa7eaab44560df8a546950d0e13c010b1b09cdd324b7ea0dea4  G3000I-2.cbor
 ";
 
 /// The optional body fields, as `(code, key, name)`. Every other field is required. The tests
 /// below check this table against the decoder, the CDDL and the JSON Schema, so it cannot drift.
 const OPTIONAL: &[(&str, u64, &str)] = &[
     ("G3000I", 5, "expires"),
+    ("G3000I", 8, "by_token"),
     ("G4000I", 3, "credential"),
     ("G4000I", 8, "permission"),
     ("G4001I", 5, "sha256_in"),

@@ -36,8 +36,8 @@ const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 ///
 /// 2: tokens keep who created them. 3: the version covers the folds too. 4: a token's first
 /// creation stands, and `last_used` moves only while the token is usable. 5: and with every
-/// allowed call.
-pub const VERSION: u32 = 5;
+/// allowed call. 6: tokens keep the token they were created with.
+pub const VERSION: u32 = 6;
 
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]
@@ -85,6 +85,7 @@ pub struct TokenBody {
     pub revoked: Option<i64>,
     pub last_used: Option<i64>,
     pub created_by: String,
+    pub created_with: Option<String>,
 }
 
 /// A snapshot that was read and authenticated: the state and what it covers.
@@ -193,6 +194,7 @@ fn to_body(s: &Projections) -> SnapshotBody {
                 revoked: t.revoked.map(|t| t.0),
                 last_used: t.last_used.map(|t| t.0),
                 created_by: t.created_by.0.clone(),
+                created_with: t.created_with.map(|id| id.to_hex()),
             })
             .collect(),
     }
@@ -233,6 +235,10 @@ fn from_body(b: SnapshotBody, digest: Hash) -> Result<Loaded, SnapshotError> {
                 revoked: t.revoked.map(Timestamp),
                 last_used: t.last_used.map(Timestamp),
                 created_by: Principal(t.created_by),
+                created_with: t
+                    .created_with
+                    .map(|h| TokenId::from_hex(&h).ok_or_else(|| bad("bad token id")))
+                    .transpose()?,
             },
         );
     }

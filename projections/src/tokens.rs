@@ -28,6 +28,9 @@ pub struct Token {
     /// Who created it (`TokenCreated.by`): a token made for another owner acts with that
     /// owner's roles, so an access review needs to see who made it.
     pub created_by: Principal,
+    /// The token it was created with (`TokenCreated.by_token`), through the API: when a token
+    /// leaks, what it minted is found by this. `None` for one made offline or by `dev`.
+    pub created_with: Option<TokenId>,
 }
 
 /// The token table.
@@ -51,6 +54,7 @@ impl Tokens {
                 expires,
                 dev_only,
                 by,
+                by_token,
             } => {
                 // The first creation of an id (or a secret) stands: the append guard refuses a
                 // second, and a log that holds one anyway must fold alike whether rebuilt or
@@ -73,6 +77,7 @@ impl Tokens {
                         revoked: None,
                         last_used: None,
                         created_by: by.clone(),
+                        created_with: *by_token,
                     },
                 );
             }

@@ -66,6 +66,10 @@ pub struct TokenView {
     /// Who created the token (absent only in answers from before the field existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
+    /// The id of the token it was created with through the API; absent for one made offline
+    /// or by `dev`. After a leak, the tokens the leaked one minted are those naming it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_with: Option<String>,
     /// What the token may do at the time of the answer: its scopes within its owner's current
     /// permissions, empty when it is not usable or its owner is disabled or holds no role. An
     /// access review sees here a token that is `active` yet grants nothing, and what comes back
@@ -146,6 +150,7 @@ impl TokenView {
             dev_only: t.dev_only,
             state,
             created_by: Some(t.created_by.0.clone()),
+            created_with: t.created_with.map(|id| id.to_hex()),
             grants: Some(if t.is_usable(now) {
                 Grant::for_token(&t.scopes, &Standing::of(identities, &t.owner))
                     .permissions()

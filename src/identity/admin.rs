@@ -260,6 +260,7 @@ async fn create(
         expires: req.expires,
         dev_only: req.dev_only,
         by: req.by,
+        by_token: bound.as_ref().map(|b| b.caller),
     };
     let (events, at) = entry(intent, created);
     let appended = store

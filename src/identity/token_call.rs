@@ -71,6 +71,7 @@ mod tests {
             revoked: None,
             last_used: None,
             created_by: Principal("admin@example.com".into()),
+            created_with: None,
         };
         let call = TokenCall {
             request_id: "req-1",

@@ -74,6 +74,7 @@ pub fn event(k: u64) -> Event {
             expires: Some(Timestamp(4_102_444_800_000_000_000)),
             dev_only: false,
             by: admin,
+            by_token: None,
         },
         75 => Event::TokenRevoked {
             token: token_id(block.saturating_sub(3)),

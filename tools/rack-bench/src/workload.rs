@@ -113,6 +113,7 @@ pub fn mixed(k: u64) -> Event {
             expires: Some(Timestamp(4_102_444_800_000_000_000)),
             dev_only: false,
             by: admin,
+            by_token: None,
         },
         (750, _) if block >= 5 => Event::TokenRevoked {
             token: token_id(block - 5),
