@@ -117,6 +117,11 @@ pub enum TokenCommand {
         id: String,
         #[arg(long, default_value = "revoked from the command line")]
         reason: String,
+        /// Also revoke every token made with this one (`created_with` in `token list`), to any
+        /// depth: what a leaked token minted goes with it. The named token may be revoked
+        /// already.
+        #[arg(long)]
+        with_descendants: bool,
         /// Who is revoking it (recorded in the event); offline only.
         #[arg(long, default_value = admin::SYSTEM, conflicts_with = "gateway")]
         by: String,
@@ -394,6 +399,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
             target,
             id,
             reason,
+            with_descendants,
             by,
         } => {
             // Not echoed: a secret passed here by mistake would land in a terminal or CI log.
@@ -401,17 +407,30 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 "the argument is not a token id (32 hex digits, as `token list` shows it); a \
                  token's secret is never what revoke takes",
             )?;
-            let seq = match target.resolve()? {
+            let reach = if with_descendants {
+                admin::Reach::WithDescendants
+            } else {
+                admin::Reach::Token
+            };
+            let (seq, revoked) = match target.resolve()? {
                 Tokens::Offline(store) => {
-                    admin::revoke_token(&store, token, Principal(by), reason)
-                        .await?
-                        .0
+                    let r =
+                        admin::revoke_tokens(&store, token, reach, Principal(by), reason).await?;
+                    (r.seq.0, r.tokens.iter().map(TokenId::to_hex).collect())
                 }
                 Tokens::Online(client) => {
-                    client.revoke(token, &RevokeTokenBody { reason }).await?.seq
+                    let body = RevokeTokenBody {
+                        reason,
+                        with_descendants,
+                    };
+                    let r = client.revoke(token, &body).await?;
+                    (r.seq, r.revoked)
                 }
             };
-            println!("revoked {token} (seq {seq})");
+            // One entry: the revocations have consecutive seqs.
+            for (i, id) in (0u64..).zip(revoked) {
+                println!("revoked {id} (seq {})", seq + i);
+            }
         }
     }
     Ok(())

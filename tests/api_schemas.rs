@@ -47,6 +47,8 @@ db5bbd8260a937355b218c03626d8ac01de17f5caf643b265ad12a95cdad7694  TokenView.json
 c1f3463669eb84e4556feab6f0c7d0331ed3e9bb745dfcf4954f0fddbe9e40a6  TokenView-2.json
 49e9282a1898bd743a68a3848e9983335bbb662aee871b45b0d761a55fb6c706  TokenView-3.json
 52014f2cd3ff117e06d92ef3cfef9784146fd1d1c8ae80fa6e77f42401cca86c  TokenView-4.json
+72de23a9d250078f7dbe78905493e1f5a29b8b6939686e3c1a384738fb17aa24  RevokeTokenBody-2.json
+ccb2017ed0dd70758512385c824d381a117928f552d8a7454e15d7533fbc4db1  TokenRevokedBody-2.json
 ";
 
 const SCHEMA_URL: &str = "https://rack-gateway.invalid/schemas/api/v1/tokens.schema.json";

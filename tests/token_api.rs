@@ -875,6 +875,96 @@ async fn no_token_mints_one_that_outlives_it() {
     gw.finish().await;
 }
 
+/// After a leak: the tokens a management token minted, and what those minted, are found by
+/// `created_with` and revoked with it in one entry; a token made by another is not. Asked
+/// again once the named token is revoked alone, only what it made is revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_revoked_with_every_token_made_with_it() {
+    let gw = Gateway::start().await;
+    let body = |name: &str, scopes: &[&str], days: u32| json!({"name": name, "owner": DEV_USER, "scopes": scopes, "expires_in_days": days});
+    let manage = ["gateway:token:manage", "convox:app:read"];
+    let create = |by: String, b: Value| {
+        let gw = &gw;
+        async move {
+            let reply = gw.api("POST", TOKENS, &by, Some(b)).await;
+            assert_eq!(reply.status, 201, "{:?}", reply.json());
+            let v = reply.json();
+            (
+                v["id"].as_str().unwrap().to_owned(),
+                v["token"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    let admin = gw.admin().to_owned();
+    let (t1, t1_secret) = create(admin.clone(), body("leaked", &manage, 30)).await;
+    let (t2, t2_secret) = create(t1_secret.clone(), body("minted", &manage, 29)).await;
+    let (t3, t3_secret) = create(
+        t2_secret.clone(),
+        body("minted-2", &["convox:app:read"], 28),
+    )
+    .await;
+    let (other, other_secret) =
+        create(admin.clone(), body("other", &["convox:app:read"], 30)).await;
+    let revoke = |id: &str, descendants: bool| {
+        let (gw, admin) = (&gw, admin.clone());
+        let path = format!("{TOKENS}/{id}");
+        async move {
+            let mut b = json!({"reason": "leaked in a CI log"});
+            if descendants {
+                b["with_descendants"] = json!(true);
+            }
+            gw.api("DELETE", &path, &admin, Some(b)).await
+        }
+    };
+
+    // Revoked alone first: the tokens it made still work.
+    let alone = revoke(&t1, false).await;
+    assert_eq!(alone.status, 200, "{:?}", alone.json());
+    assert_eq!(alone.json()["revoked"], json!([t1]));
+    assert_eq!(gw.proxy_status(&t2_secret).await, 200);
+    assert_eq!(revoke(&t1, false).await.refused(409), "already_revoked");
+
+    // With its descendants: what it made, and what that made, in one entry after the call.
+    let before = gw.head();
+    let all = revoke(&t1, true).await;
+    assert_eq!(all.status, 200, "{:?}", all.json());
+    assert_eq!(all.json()["revoked"], json!([t2, t3]));
+    let appended: Vec<Event> = gw
+        .events_since(before)
+        .await
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    match appended.as_slice() {
+        [
+            Event::CommandRequested(c),
+            Event::TokenRevoked { token: a, .. },
+            Event::TokenRevoked { token: b, .. },
+        ] => {
+            assert_eq!(c.decision, Decision::Allow);
+            assert!(
+                c.params
+                    .contains(&("with_descendants".to_owned(), "true".to_owned())),
+                "{:?}",
+                c.params
+            );
+            assert_eq!((a.to_hex(), b.to_hex()), (t2.clone(), t3.clone()));
+        }
+        other => panic!("{other:?}"),
+    }
+    for secret in [&t1_secret, &t2_secret, &t3_secret] {
+        assert_eq!(gw.proxy_status(secret).await, 401);
+    }
+    assert_eq!(gw.proxy_status(&other_secret).await, 200, "made by another");
+    let listed = gw.api("GET", TOKENS, &admin, None).await.json();
+    assert_eq!(entry_of(&listed, &other)["state"], "active");
+    assert_eq!(entry_of(&listed, &t3)["created_with"], t2.as_str());
+
+    // Nothing left to revoke: refused and recorded, nothing else appended.
+    assert_eq!(revoke(&t1, true).await.refused(409), "already_revoked");
+    gw.finish().await;
+}
+
 /// Sends malformed content as the admin and checks the 400: its `kind`, where it points
 /// (`at` starts with `at`), and that it was recorded as the admin's denial, with where and
 /// nothing of the content. `typed` sends `Content-Type: application/json`. Returns what the

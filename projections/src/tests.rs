@@ -370,3 +370,42 @@ fn a_token_is_last_used_when_allowed_or_while_usable() {
     // Checked just before the revocation was sequenced, recorded just after, forwarded: use.
     assert_eq!(used(3), Some(Timestamp(103)), "an allowed call is use");
 }
+
+/// What a token made, and what that made, to any depth, breadth first, revoked ones included
+/// (a revoked token's own tokens still descend from the root); tokens made with another root,
+/// or offline, are not among them.
+#[test]
+fn the_tokens_made_with_a_token_are_found_to_any_depth() {
+    let made = |n: u8, with: Option<u8>| {
+        let mut e = token(n, "a@example.com", None);
+        if let Event::TokenCreated { by_token, .. } = &mut e {
+            *by_token = with.map(|w| TokenId([w; 16]));
+        }
+        e
+    };
+    let state = folded(vec![
+        (1, made(10, None)),
+        (2, made(20, Some(10))),
+        (3, made(21, Some(10))),
+        (4, made(30, Some(20))),
+        (
+            5,
+            Event::TokenRevoked {
+                token: TokenId([20; 16]),
+                by: p("admin@example.com"),
+                reason: "r".into(),
+            },
+        ),
+        (6, made(40, Some(30))),
+        (7, made(50, None)),
+        (8, made(51, Some(50))),
+    ]);
+    let ids = |ns: &[u8]| ns.iter().map(|&n| TokenId([n; 16])).collect::<Vec<_>>();
+    assert_eq!(
+        state.tokens.made_with(TokenId([10; 16])),
+        ids(&[20, 21, 30, 40])
+    );
+    assert_eq!(state.tokens.made_with(TokenId([30; 16])), ids(&[40]));
+    assert_eq!(state.tokens.made_with(TokenId([40; 16])), ids(&[]));
+    assert_eq!(state.tokens.made_with(TokenId([99; 16])), ids(&[]));
+}

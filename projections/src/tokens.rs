@@ -3,7 +3,7 @@
 //! **Invariant:** only the SHA-256 of a secret is ever held; a token is usable exactly when it
 //! was created, not revoked, and not expired at the `now` the caller passes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use events::event::{
     AuthMethod, CommandRequested, Decision, Event, Permission, Principal, TokenId,
@@ -123,6 +123,27 @@ impl Tokens {
 
     pub fn iter(&self) -> impl Iterator<Item = &Token> {
         self.by_id.values()
+    }
+
+    /// Every token made with `root` (its `created_with`), and with those in turn, to any
+    /// depth, revoked ones included, breadth first; `root` is not among them. What a leaked
+    /// token minted, and what those minted, is revoked with it.
+    pub fn made_with(&self, root: TokenId) -> Vec<TokenId> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::from([root]);
+        let mut frontier = vec![root];
+        while !frontier.is_empty() {
+            let next: Vec<TokenId> = self
+                .by_id
+                .values()
+                .filter(|t| t.created_with.is_some_and(|p| frontier.contains(&p)))
+                .filter(|t| seen.insert(t.id))
+                .map(|t| t.id)
+                .collect();
+            out.extend_from_slice(&next);
+            frontier = next;
+        }
+        out
     }
 }
 

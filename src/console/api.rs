@@ -93,14 +93,23 @@ pub enum TokenState {
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenBody {
     pub reason: String,
+    /// Also every token made with this one (`created_with`), to any depth, that is not revoked
+    /// yet; the named token may then be revoked already.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub with_descendants: bool,
 }
 
-/// The answer to a revoke (200).
+/// The answer to a revoke (200): `seq` is the first revocation's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRevokedBody {
     pub id: String,
     pub seq: u64,
+    /// Every token this call revoked, in the order of their events: `id` first unless it was
+    /// revoked before, then, with `with_descendants`, the tokens made with it (absent only in
+    /// answers from before the field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<String>,
 }
 
 /// Every refusal: a stable `kind`, what is wrong, and where when the request's content is at

@@ -44,7 +44,7 @@ use super::api::{
 };
 use super::auth::{self, Call, Caller, TOKEN_MANAGE};
 use super::respond::{Answer, ApiError};
-use crate::identity::admin::{self, AdminError, Ceiling, TokenRequest};
+use crate::identity::admin::{self, AdminError, Ceiling, Reach, TokenRequest};
 use crate::proxy::redact;
 
 /// The collection's path.
@@ -256,26 +256,35 @@ async fn revoke(
     };
     let body: RevokeTokenBody = read_json(state, call, &caller, &parts.headers, body).await?;
     let reason = body.reason;
+    let reach = if body.with_descendants {
+        Reach::WithDescendants
+    } else {
+        Reach::Token
+    };
     // Checked before anything is recorded: the refusal records where, not the text.
     if let Err(AdminError::Invalid { field, what }) =
         admin::check_free_text("reason", "a reason", &reason, admin::MAX_REASON)
     {
         return Err(malformed(state, call, &caller, "invalid_field", what, &field).await);
     }
-    let params = vec![
+    let mut params = vec![
         ("id".to_owned(), id.to_hex()),
         ("reason".to_owned(), reason.clone()),
     ];
-    let refusal = match state
-        .store
-        .with_state(|s| s.tokens.get(&id).map(|t| t.revoked.is_some()))
-    {
+    if body.with_descendants {
+        params.push(("with_descendants".to_owned(), "true".to_owned()));
+    }
+    let refusal = state.store.with_state(|s| match s.tokens.get(&id) {
         None => Some(ApiError::NotFound(format!("no token has the id {id}"))),
-        Some(true) => Some(ApiError::AlreadyRevoked(format!(
-            "token {id} is already revoked"
-        ))),
-        Some(false) => None,
-    };
+        Some(_) => admin::revocable(s, id, reach).err().map(|_| {
+            ApiError::AlreadyRevoked(match reach {
+                Reach::Token => format!("token {id} is already revoked"),
+                Reach::WithDescendants => {
+                    format!("token {id} and every token made with it are already revoked")
+                }
+            })
+        }),
+    });
     if let Some(refusal) = refusal {
         return Err(call
             .deny(
@@ -288,10 +297,21 @@ async fn revoke(
             .await);
     }
     let intent = call.allowed(&caller, params.clone());
-    match admin::revoke_token_as(&*state.store, id, reason, &caller.token, call.now, intent).await {
-        Ok(seq) => Ok(TokenRevokedBody {
+    match admin::revoke_token_as(
+        &*state.store,
+        id,
+        reach,
+        reason,
+        &caller.token,
+        call.now,
+        intent,
+    )
+    .await
+    {
+        Ok(revoked) => Ok(TokenRevokedBody {
             id: id.to_hex(),
-            seq: seq.0,
+            seq: revoked.seq.0,
+            revoked: revoked.tokens.iter().map(TokenId::to_hex).collect(),
         }),
         Err(AdminError::Append(AppendError::Rejected(r))) => {
             let refusal = if r.0 == admin::CALLER_CANNOT_MANAGE {

@@ -322,6 +322,56 @@ fn manager(s: &Projections, bound: &Bound) -> Option<Grant> {
         .filter(|g| g.holds(Perm::GatewayTokenManage))
 }
 
+/// Which tokens a revocation covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// The token named.
+    Token,
+    /// The token named, if not revoked yet, and every token made with it, to any depth
+    /// ([`projections::tokens::Tokens::made_with`]) that is not revoked yet: after a leak,
+    /// what the leaked token minted goes with it.
+    WithDescendants,
+}
+
+/// What a revocation revoked: the seq of its first `TokenRevoked`, and the tokens, in the
+/// order of their events (the named token first, when it was not revoked before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub seq: Seq,
+    pub tokens: Vec<TokenId>,
+}
+
+/// The guard's refusal when a token was made with one being revoked with its descendants,
+/// after the revocation saw them.
+pub const DESCENDANTS_CHANGED: &str =
+    "a token was made with these while they were being revoked; revoke again";
+
+/// The tokens a revocation of `token` with `reach` revokes now, or why there are none.
+pub fn revocable(s: &Projections, token: TokenId, reach: Reach) -> Result<Vec<TokenId>, Rejected> {
+    let root = s.tokens.get(&token).ok_or(Rejected("no such token"))?;
+    let mut out: Vec<TokenId> = root
+        .revoked
+        .is_none()
+        .then_some(token)
+        .into_iter()
+        .collect();
+    if reach == Reach::WithDescendants {
+        out.extend(
+            s.tokens
+                .made_with(token)
+                .into_iter()
+                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none())),
+        );
+    }
+    match (out.is_empty(), reach) {
+        (false, _) => Ok(out),
+        (true, Reach::Token) => Err(Rejected("token already revoked")),
+        (true, Reach::WithDescendants) => Err(Rejected(
+            "the token and every token made with it are already revoked",
+        )),
+    }
+}
+
 /// Revokes a token that exists and is not revoked yet: the bootstrap path (the offline command
 /// line), whose operator holds the data directory.
 pub async fn revoke_token(
@@ -330,22 +380,36 @@ pub async fn revoke_token(
     by: Principal,
     reason: String,
 ) -> Result<Seq, AdminError> {
-    revoke(store, token, by, reason, None, None).await
+    revoke(store, token, Reach::Token, by, reason, None, None)
+        .await
+        .map(|r| r.seq)
 }
 
-/// Revokes a token on behalf of `caller` (the API): as [`revoke_token`], and only while
+/// As [`revoke_token`], reaching as far as `reach` says.
+pub async fn revoke_tokens(
+    store: &impl EventStore<Projections>,
+    token: TokenId,
+    reach: Reach,
+    by: Principal,
+    reason: String,
+) -> Result<Revoked, AdminError> {
+    revoke(store, token, reach, by, reason, None, None).await
+}
+
+/// Revokes a token on behalf of `caller` (the API): as [`revoke_tokens`], and only while
 /// `caller` is usable and holds [`Perm::GatewayTokenManage`] at the moment of the append, so a
 /// caller revoked or demoted while its request came in revokes nothing (the append is
 /// rejected with [`CALLER_CANNOT_MANAGE`]). `intent` is the call's `CommandRequested`,
-/// appended in the same entry before `TokenRevoked`.
+/// appended in the same entry before the `TokenRevoked` events.
 pub async fn revoke_token_as(
     store: &impl EventStore<Projections>,
     token: TokenId,
+    reach: Reach,
     reason: String,
     caller: &Token,
     now: Timestamp,
     intent: Event,
-) -> Result<Seq, AdminError> {
+) -> Result<Revoked, AdminError> {
     let bound = Bound {
         caller: caller.id,
         now,
@@ -353,6 +417,7 @@ pub async fn revoke_token_as(
     revoke(
         store,
         token,
+        reach,
         caller.owner.clone(),
         reason,
         Some(bound),
@@ -361,17 +426,33 @@ pub async fn revoke_token_as(
     .await
 }
 
+/// One entry: the call's intent, if any, then one `TokenRevoked` per token, all or none. The
+/// guard sees the same tokens revocable at the append as when they were listed: one made with
+/// them in between would otherwise outlive the revocation meant to reach it.
 async fn revoke(
     store: &impl EventStore<Projections>,
     token: TokenId,
+    reach: Reach,
     by: Principal,
     reason: String,
     bound: Option<Bound>,
     intent: Option<Event>,
-) -> Result<Seq, AdminError> {
+) -> Result<Revoked, AdminError> {
     check_free_text("reason", "a reason", &reason, MAX_REASON)?;
     check_by(&by)?;
-    let (events, at) = entry(intent, Event::TokenRevoked { token, by, reason });
+    let tokens = store
+        .with_state(|s| revocable(s, token, reach))
+        .map_err(|r| AdminError::Append(AppendError::Rejected(r)))?;
+    let at = u64::from(intent.is_some());
+    let events: Vec<Event> = intent
+        .into_iter()
+        .chain(tokens.iter().map(|&token| Event::TokenRevoked {
+            token,
+            by: by.clone(),
+            reason: reason.clone(),
+        }))
+        .collect();
+    let listed = tokens.clone();
     let appended = store
         .append_if(
             events,
@@ -380,15 +461,18 @@ async fn revoke(
                 if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
                     return Err(Rejected(CALLER_CANNOT_MANAGE));
                 }
-                match s.tokens.get(&token) {
-                    None => Err(Rejected("no such token")),
-                    Some(t) if t.revoked.is_some() => Err(Rejected("token already revoked")),
-                    Some(_) => Ok(()),
+                match revocable(s, token, reach) {
+                    Ok(now) if now == listed => Ok(()),
+                    Ok(_) => Err(Rejected(DESCENDANTS_CHANGED)),
+                    Err(r) => Err(r),
                 }
             }),
         )
         .await?;
-    Ok(Seq(appended.first.0 + at))
+    Ok(Revoked {
+        seq: Seq(appended.first.0 + at),
+        tokens,
+    })
 }
 
 /// The entry that records `change`, after the API call's `intent` when there is one, and the
@@ -1164,8 +1248,16 @@ mod tests {
             .await
             .unwrap();
         let before = store.head().size;
-        let refused =
-            revoke_token_as(&store, victim, "x".into(), &other, now, intent(&other)).await;
+        let refused = revoke_token_as(
+            &store,
+            victim,
+            Reach::Token,
+            "x".into(),
+            &other,
+            now,
+            intent(&other),
+        )
+        .await;
         assert!(
             matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == CALLER_CANNOT_MANAGE),
             "{refused:?}"
@@ -1176,13 +1268,15 @@ mod tests {
         let seq = revoke_token_as(
             &store,
             victim,
+            Reach::Token,
             "rotated".into(),
             &admin,
             now,
             intent(&admin),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .seq;
         assert!(seq.0 >= before);
         assert!(revoked_by(victim).is_some());
     }
