@@ -343,6 +343,15 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                             admin::quoted(&owner.0)
                         );
                     }
+                    if store.with_state(|s| s.identities.is_disabled(&owner)) {
+                        // Made all the same (the bootstrap path may prepare one), but said: it
+                        // grants nothing until the owner is enabled, and everything then.
+                        eprintln!(
+                            "warning: owner {} is disabled: this token grants nothing until they \
+                             are enabled again (rack-gateway user enable --data DIR --user EMAIL)",
+                            admin::quoted(&owner.0)
+                        );
+                    }
                     let expires = expires_in_days.map(|d| {
                         Clock
                             .now()

@@ -1799,6 +1799,29 @@ async fn the_cli_disables_and_enables_a_person_and_keeps_the_last_admin() {
         "{disabled}"
     );
     assert_eq!(grants(ok(list().await)), "nothing");
+    // A token made offline for a disabled owner is made, with a warning that it grants nothing.
+    let made = run_cli(
+        &[
+            "token",
+            "create",
+            "--data",
+            data,
+            "--name",
+            "prepared",
+            "--owner",
+            "dev@example.com",
+            "--scope",
+            "convox:app:read",
+        ],
+        None,
+    )
+    .await;
+    assert!(made.status.success());
+    let warned = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        warned.contains("owner \"dev@example.com\" is disabled: this token grants nothing"),
+        "{warned}"
+    );
     let last = run_cli(
         &[
             "user",
