@@ -425,7 +425,17 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 Tokens::Offline(store) => {
                     let r =
                         admin::revoke_tokens(&store, token, reach, Principal(by), reason).await?;
-                    (r.seq.0, r.tokens.iter().map(TokenId::to_hex).collect())
+                    let ids: Vec<String> = r.tokens.iter().map(TokenId::to_hex).collect();
+                    if !r.complete {
+                        anyhow::bail!(
+                            "revoked {} (from seq {}), but tokens were still being made with \
+                             them, or the log stopped taking records: revoke {token} again \
+                             with --with-descendants",
+                            ids.join(", "),
+                            r.seq
+                        );
+                    }
+                    (r.seq.0, ids)
                 }
                 Tokens::Online(client) => {
                     let body = RevokeTokenBody {
@@ -433,12 +443,21 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                         with_descendants,
                     };
                     let r = client.revoke(token, &body).await?;
-                    (r.seq, r.revoked)
+                    // A gateway from before `revoked` existed revoked the token named.
+                    let ids = if r.revoked.is_empty() {
+                        vec![r.id]
+                    } else {
+                        r.revoked
+                    };
+                    (r.seq, ids)
                 }
             };
-            // One entry: the revocations have consecutive seqs.
-            for (i, id) in (0u64..).zip(revoked) {
-                println!("revoked {id} (seq {})", seq + i);
+            for (i, id) in revoked.iter().enumerate() {
+                if i == 0 {
+                    println!("revoked {id} (seq {seq})");
+                } else {
+                    println!("revoked {id}");
+                }
             }
         }
     }

@@ -78,7 +78,9 @@ pub enum Event {
         dev_only: bool,
         by: Principal,
         /// The token `by` created it with, through the gateway's API; absent for one made
-        /// offline or by `dev`. What a leaked token minted is found by this, and revoked with it.
+        /// offline or by `dev`, and in records from before the field (whose create call's own
+        /// record, just before, names the token). What a leaked token minted is found by this,
+        /// and revoked with it.
         by_token: Option<TokenId>,
     },
     /// G3001I: an API token was revoked.

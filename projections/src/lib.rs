@@ -73,6 +73,8 @@ impl Fold for Projections {
             });
         }
         let e = &record.event;
+        // Kept for the one record after an API create's call, and only for it.
+        let creating_call = self.tokens.creating_call.take();
         match e {
             Event::LogCreated { .. }
             | Event::CheckpointKeyAdded { .. }
@@ -82,8 +84,13 @@ impl Fold for Projections {
             | Event::RoleRevoked { .. }
             | Event::UserDisabled { .. }
             | Event::UserEnabled { .. } => self.identities.apply(e),
-            Event::TokenCreated { .. } | Event::TokenRevoked { .. } => self.tokens.apply(record),
-            Event::CommandRequested(c) => self.tokens.note_use(c, record.time),
+            Event::TokenCreated { .. } | Event::TokenRevoked { .. } => {
+                self.tokens.apply(record, creating_call);
+            }
+            Event::CommandRequested(c) => {
+                self.tokens.note_use(c, record.time);
+                self.tokens.note_create_call(c);
+            }
             Event::CommandCompleted(_)
             | Event::StreamOpened { .. }
             | Event::StreamClosed { .. }

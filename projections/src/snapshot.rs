@@ -264,7 +264,11 @@ fn from_body(b: SnapshotBody, digest: Hash) -> Result<Loaded, SnapshotError> {
             roles,
             disabled: b.disabled.into_iter().map(Principal).collect(),
         },
-        tokens: Tokens { by_id, by_secret },
+        tokens: Tokens {
+            by_id,
+            by_secret,
+            creating_call: None,
+        },
     };
     Ok(Loaded {
         state,

@@ -409,3 +409,42 @@ fn the_tokens_made_with_a_token_are_found_to_any_depth() {
     assert_eq!(state.tokens.made_with(TokenId([40; 16])), ids(&[]));
     assert_eq!(state.tokens.made_with(TokenId([99; 16])), ids(&[]));
 }
+
+/// A token created through the API before `TokenCreated` named the token it was made with: the
+/// create call's own record, just before it in the same entry, names it, and the fold takes it
+/// from there. A record between them, another call, or a refused one names nothing.
+#[test]
+fn a_token_created_before_by_token_existed_is_traced_by_its_call() {
+    use events::event::Decision;
+    let create_call = |n: u8, decision: Decision| {
+        let mut e = call(n, decision);
+        if let Event::CommandRequested(c) = &mut e {
+            c.method = "POST".into();
+            c.path = "/api/v1/tokens".into();
+        }
+        e
+    };
+    let made = |n: u8| token(n * 2, "a@example.com", None);
+    let state = folded(vec![
+        (1, made(1)),
+        (2, create_call(2, Decision::Allow)),
+        (3, made(2)),
+        (4, call(6, Decision::Allow)),
+        (5, made(3)),
+        (6, create_call(8, Decision::Deny)),
+        (7, made(4)),
+        (8, create_call(10, Decision::Allow)),
+        (9, call(11, Decision::Allow)),
+        (10, made(5)),
+    ]);
+    let with = |n: u8| {
+        state
+            .tokens
+            .get(&TokenId([n * 2; 16]))
+            .and_then(|t| t.created_with)
+    };
+    assert_eq!(with(2), Some(TokenId([2; 16])), "the call just before");
+    for n in [1, 3, 4, 5] {
+        assert_eq!(with(n), None, "token {}", n * 2);
+    }
+}

@@ -38,12 +38,22 @@ pub struct Token {
 pub struct Tokens {
     pub(crate) by_id: BTreeMap<TokenId, Token>,
     pub(crate) by_secret: HashMap<Hash, TokenId>,
+    /// The token of the API create call just folded, for the `TokenCreated` that follows it in
+    /// the same entry. `None` between entries (a create's entry ends with its `TokenCreated`),
+    /// so it is in no snapshot.
+    pub(crate) creating_call: Option<TokenId>,
 }
+
+/// The gateway API's path for tokens, as its calls are recorded: a `POST` there, allowed and
+/// made with a token, is a create, whose `TokenCreated` is the next record.
+const TOKENS_API: &str = "/api/v1/tokens";
 
 // === impl Tokens ===
 
 impl Tokens {
-    pub(crate) fn apply(&mut self, record: &Record) {
+    /// Folds a token event; `creating_call` is what [`Tokens::note_create_call`] kept from the
+    /// record before it.
+    pub(crate) fn apply(&mut self, record: &Record, creating_call: Option<TokenId>) {
         match &record.event {
             Event::TokenCreated {
                 token,
@@ -77,7 +87,9 @@ impl Tokens {
                         revoked: None,
                         last_used: None,
                         created_by: by.clone(),
-                        created_with: *by_token,
+                        // Records from before `by_token` existed: the create call's own
+                        // record, just before, names the token it was made with.
+                        created_with: by_token.or(creating_call),
                     },
                 );
             }
@@ -111,6 +123,16 @@ impl Tokens {
         }
     }
 
+    /// Keeps the calling token of an allowed API create, for the `TokenCreated` next.
+    pub(crate) fn note_create_call(&mut self, c: &CommandRequested) {
+        self.creating_call = (c.decision == Decision::Allow
+            && c.auth == AuthMethod::Token
+            && c.method == "POST"
+            && c.path == TOKENS_API)
+            .then(|| c.credential.as_deref().and_then(TokenId::from_hex))
+            .flatten();
+    }
+
     pub fn get(&self, id: &TokenId) -> Option<&Token> {
         self.by_id.get(id)
     }
@@ -128,10 +150,13 @@ impl Tokens {
     /// Every token made with `root` (its `created_with`), and with those in turn, to any
     /// depth, revoked ones included, breadth first; `root` is not among them. What a leaked
     /// token minted, and what those minted, is revoked with it.
+    ///
+    /// One pass over the table per generation: it runs under the state's lock and in an
+    /// append's guard, and tokens are never removed from the table.
     pub fn made_with(&self, root: TokenId) -> Vec<TokenId> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::from([root]);
-        let mut frontier = vec![root];
+        let mut frontier = BTreeSet::from([root]);
         while !frontier.is_empty() {
             let next: Vec<TokenId> = self
                 .by_id
@@ -141,7 +166,7 @@ impl Tokens {
                 .map(|t| t.id)
                 .collect();
             out.extend_from_slice(&next);
-            frontier = next;
+            frontier = next.into_iter().collect();
         }
         out
     }

@@ -37,6 +37,9 @@ pub enum ApiError {
     UnknownRoute(String),
     #[error("{0}")]
     AlreadyRevoked(String),
+    /// A revocation with descendants that did not reach every token (see `admin::revoke`).
+    #[error("{0}")]
+    RevocationIncomplete(String),
     #[error("the audit log cannot record this call; nothing was changed")]
     AuditUnavailable,
     #[error("the gateway could not complete this call")]
@@ -61,7 +64,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyRevoked(_) => StatusCode::CONFLICT,
+            ApiError::AlreadyRevoked(_) | ApiError::RevocationIncomplete(_) => StatusCode::CONFLICT,
             ApiError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +81,7 @@ impl ApiError {
             ApiError::NotFound(_) => "no_such_token",
             ApiError::UnknownRoute(_) => "unknown_route",
             ApiError::AlreadyRevoked(_) => "already_revoked",
+            ApiError::RevocationIncomplete(_) => "revocation_incomplete",
             ApiError::AuditUnavailable => "audit_unavailable",
             ApiError::Internal => "internal",
         }

@@ -308,11 +308,23 @@ async fn revoke(
     )
     .await
     {
-        Ok(revoked) => Ok(TokenRevokedBody {
+        Ok(revoked) if revoked.complete => Ok(TokenRevokedBody {
             id: id.to_hex(),
             seq: revoked.seq.0,
             revoked: revoked.tokens.iter().map(TokenId::to_hex).collect(),
         }),
+        // Recorded as they landed; the caller must know that some were not reached.
+        Ok(revoked) => Err(ApiError::RevocationIncomplete(format!(
+            "revoked {} (from seq {}), but tokens were still being made with them, or the \
+             log stopped taking records: revoke {id} again with with_descendants",
+            revoked
+                .tokens
+                .iter()
+                .map(TokenId::to_hex)
+                .collect::<Vec<_>>()
+                .join(", "),
+            revoked.seq.0
+        ))),
         Err(AdminError::Append(AppendError::Rejected(r))) => {
             let refusal = if r.0 == admin::CALLER_CANNOT_MANAGE {
                 // The caller was revoked, expired or demoted while its request came in.
@@ -320,6 +332,8 @@ async fn revoke(
                     kind: "beyond_current_permissions",
                     what: format!("token {id} was not revoked: {r}"),
                 }
+            } else if r.0 == admin::REVOKED_MEANWHILE {
+                ApiError::RevocationIncomplete(format!("token {id} was not revoked: {r}"))
             } else {
                 // A revocation that raced this one was sequenced first.
                 ApiError::AlreadyRevoked(format!("token {id}: {r}"))

@@ -84,6 +84,7 @@ pub struct TokenRequest {
 }
 
 /// The calling token and the moment of the call, which bound a token it creates.
+#[derive(Clone, Copy)]
 struct Bound {
     caller: TokenId,
     now: Timestamp,
@@ -335,16 +336,21 @@ pub enum Reach {
 
 /// What a revocation revoked: the seq of its first `TokenRevoked`, and the tokens, in the
 /// order of their events (the named token first, when it was not revoked before).
+/// `complete` is false when tokens made with them meanwhile were left (see [`revoke`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revoked {
     pub seq: Seq,
     pub tokens: Vec<TokenId>,
+    pub complete: bool,
 }
 
-/// The guard's refusal when a token was made with one being revoked with its descendants,
-/// after the revocation saw them.
-pub const DESCENDANTS_CHANGED: &str =
-    "a token was made with these while they were being revoked; revoke again";
+/// The guard's refusal when a token being revoked was revoked by another call after it was
+/// listed: its event would say so twice.
+pub const REVOKED_MEANWHILE: &str =
+    "a token being revoked was revoked by another call meanwhile; revoke again";
+
+/// How many entries one revocation with its descendants may take (see [`revoke`]).
+const MAX_ROUNDS: usize = 8;
 
 /// The tokens a revocation of `token` with `reach` revokes now, or why there are none.
 pub fn revocable(s: &Projections, token: TokenId, reach: Reach) -> Result<Vec<TokenId>, Rejected> {
@@ -426,9 +432,15 @@ pub async fn revoke_token_as(
     .await
 }
 
-/// One entry: the call's intent, if any, then one `TokenRevoked` per token, all or none. The
-/// guard sees the same tokens revocable at the append as when they were listed: one made with
-/// them in between would otherwise outlive the revocation meant to reach it.
+/// Revokes in entries of one `TokenRevoked` per token, the first after the call's intent.
+///
+/// Each entry revokes what is listed as revocable just before it, and its guard refuses it if
+/// any of those was revoked meanwhile (then it is listed again). With its descendants, a token
+/// made with one of them while an entry was written is not refused but left to the next entry:
+/// a token that is revoked can make no more (a create's guard wants its caller usable), so the
+/// rounds end once one finds nothing left, and a holder of a leaked token cannot keep the
+/// revocation from landing by making tokens. After [`MAX_ROUNDS`] entries, or if the log stops
+/// taking records after the first, what was revoked is returned as not `complete`.
 async fn revoke(
     store: &impl EventStore<Projections>,
     token: TokenId,
@@ -440,39 +452,88 @@ async fn revoke(
 ) -> Result<Revoked, AdminError> {
     check_free_text("reason", "a reason", &reason, MAX_REASON)?;
     check_by(&by)?;
-    let tokens = store
-        .with_state(|s| revocable(s, token, reach))
-        .map_err(|r| AdminError::Append(AppendError::Rejected(r)))?;
-    let at = u64::from(intent.is_some());
-    let events: Vec<Event> = intent
-        .into_iter()
-        .chain(tokens.iter().map(|&token| Event::TokenRevoked {
-            token,
-            by: by.clone(),
-            reason: reason.clone(),
-        }))
-        .collect();
-    let listed = tokens.clone();
-    let appended = store
-        .append_if(
-            events,
-            Box::new(move |s: &Projections| {
-                let bound = bound.map(Bound::at_append);
-                if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
-                    return Err(Rejected(CALLER_CANNOT_MANAGE));
+    let mut done: Option<Revoked> = None;
+    let mut intent = intent;
+    for _ in 0..MAX_ROUNDS {
+        let listed = match store.with_state(|s| revocable(s, token, reach)) {
+            Ok(listed) => listed,
+            Err(r) => {
+                return match done {
+                    // Nothing left after an entry that landed: done.
+                    Some(d) => Ok(Revoked {
+                        complete: true,
+                        ..d
+                    }),
+                    None => Err(AdminError::Append(AppendError::Rejected(r))),
+                };
+            }
+        };
+        let at = u64::from(intent.is_some());
+        let events: Vec<Event> = intent
+            .clone()
+            .into_iter()
+            .chain(listed.iter().map(|&token| Event::TokenRevoked {
+                token,
+                by: by.clone(),
+                reason: reason.clone(),
+            }))
+            .collect();
+        let guarded = listed.clone();
+        let appended = store
+            .append_if(
+                events,
+                Box::new(move |s: &Projections| {
+                    let bound = bound.map(Bound::at_append);
+                    if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
+                        return Err(Rejected(CALLER_CANNOT_MANAGE));
+                    }
+                    let live = |id: &TokenId| s.tokens.get(id).is_some_and(|t| t.revoked.is_none());
+                    if guarded.iter().all(live) {
+                        Ok(())
+                    } else {
+                        Err(Rejected(REVOKED_MEANWHILE))
+                    }
+                }),
+            )
+            .await;
+        match appended {
+            Ok(a) => {
+                intent = None;
+                let seq = Seq(a.first.0 + at);
+                match &mut done {
+                    Some(d) => d.tokens.extend(listed),
+                    None => {
+                        done = Some(Revoked {
+                            seq,
+                            tokens: listed,
+                            complete: false,
+                        });
+                    }
                 }
-                match revocable(s, token, reach) {
-                    Ok(now) if now == listed => Ok(()),
-                    Ok(_) => Err(Rejected(DESCENDANTS_CHANGED)),
-                    Err(r) => Err(r),
+                if reach == Reach::Token {
+                    break;
                 }
-            }),
-        )
-        .await?;
-    Ok(Revoked {
-        seq: Seq(appended.first.0 + at),
-        tokens,
-    })
+            }
+            Err(AppendError::Rejected(r)) if r.0 == REVOKED_MEANWHILE => {}
+            Err(e) => {
+                return match done {
+                    // What landed stays landed; the caller is told the rest was not reached.
+                    Some(d) => Ok(d),
+                    None => Err(e.into()),
+                };
+            }
+        }
+    }
+    match done {
+        Some(d) if reach == Reach::Token => Ok(Revoked {
+            complete: true,
+            ..d
+        }),
+        Some(d) => Ok(d),
+        None => Err(AdminError::Append(AppendError::Rejected(Rejected(
+            REVOKED_MEANWHILE,
+        )))),
+    }
 }
 
 /// The entry that records `change`, after the API call's `intent` when there is one, and the
@@ -1085,6 +1146,82 @@ mod tests {
         .await
         .unwrap();
         store.with_state(|s| s.tokens.get(&t.id).cloned()).unwrap()
+    }
+
+    /// A leaked management token's descendant keeps minting tokens while the root is revoked
+    /// with its descendants: once the revocation returns, every token made with the root, to
+    /// any depth, is revoked, and none can be made with them any more.
+    #[tokio::test]
+    async fn a_revocation_with_descendants_outruns_tokens_made_meanwhile() {
+        let (_dir, store) = open();
+        let now = Timestamp(1);
+        let manage = ["convox:app:read", "gateway:token:manage"];
+        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let made = create_token_as(
+            &store,
+            for_owner("root@example.com", &manage),
+            &root,
+            now,
+            intent(&root),
+        )
+        .await
+        .unwrap();
+        let minter = store
+            .with_state(|s| s.tokens.get(&made.id).cloned())
+            .unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mint = async {
+            let mut minted = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let req = for_owner("root@example.com", &manage);
+                match create_token_as(&store, req, &minter, now, intent(&minter)).await {
+                    Ok(_) => minted += 1,
+                    Err(_) => break,
+                }
+            }
+            minted
+        };
+        let revoke = async {
+            tokio::task::yield_now().await;
+            let r = revoke_tokens(
+                &store,
+                root.id,
+                Reach::WithDescendants,
+                p("system"),
+                "leaked".into(),
+            )
+            .await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        };
+        let (minted, revoked) = tokio::join!(mint, revoke);
+        let revoked = revoked.unwrap();
+        assert!(revoked.complete, "{revoked:?}");
+        let (tree, live) = store.with_state(|s| {
+            let tree = s.tokens.made_with(root.id);
+            let live: Vec<TokenId> = std::iter::once(root.id)
+                .chain(tree.iter().copied())
+                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
+                .collect();
+            (tree, live)
+        });
+        assert_eq!(live, [], "made meanwhile and left: {minted} minted");
+        assert_eq!(
+            tree.len(),
+            1 + minted,
+            "each minted token descends from the root"
+        );
+        assert!(
+            create_token_as(
+                &store,
+                for_owner("root@example.com", &manage),
+                &minter,
+                now,
+                intent(&minter)
+            )
+            .await
+            .is_err()
+        );
     }
 
     fn for_owner(owner: &str, scopes: &[&str]) -> TokenRequest {
