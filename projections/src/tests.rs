@@ -425,17 +425,29 @@ fn a_token_created_before_by_token_existed_is_traced_by_its_call() {
         e
     };
     let made = |n: u8| token(n * 2, "a@example.com", None);
+    let made_with = |n: u8, with: u8| {
+        let mut e = made(n);
+        if let Event::TokenCreated { by_token, .. } = &mut e {
+            *by_token = Some(TokenId([with; 16]));
+        }
+        e
+    };
     let state = folded(vec![
         (1, made(1)),
         (2, create_call(2, Decision::Allow)),
         (3, made(2)),
-        (4, call(6, Decision::Allow)),
-        (5, made(3)),
-        (6, create_call(8, Decision::Deny)),
-        (7, made(4)),
-        (8, create_call(10, Decision::Allow)),
-        (9, call(11, Decision::Allow)),
-        (10, made(5)),
+        // A token made offline right after an API create's entry is not the API's.
+        (4, made(6)),
+        (5, call(6, Decision::Allow)),
+        (6, made(3)),
+        (7, create_call(8, Decision::Deny)),
+        (8, made(4)),
+        (9, create_call(10, Decision::Allow)),
+        (10, call(11, Decision::Allow)),
+        (11, made(5)),
+        // The record's own `by_token` stands over the call before it.
+        (12, create_call(14, Decision::Allow)),
+        (13, made_with(7, 15)),
     ]);
     let with = |n: u8| {
         state
@@ -444,7 +456,8 @@ fn a_token_created_before_by_token_existed_is_traced_by_its_call() {
             .and_then(|t| t.created_with)
     };
     assert_eq!(with(2), Some(TokenId([2; 16])), "the call just before");
-    for n in [1, 3, 4, 5] {
+    assert_eq!(with(7), Some(TokenId([15; 16])));
+    for n in [1, 3, 4, 5, 6] {
         assert_eq!(with(n), None, "token {}", n * 2);
     }
 }

@@ -14,8 +14,9 @@
 //! an oversized body, recorded as the caller's denial with where it went wrong and nothing of
 //! the content (the caller is known by then, and every authenticated denial is recorded one by
 //! one); 404 and 409
-//! for revoking a token that does not exist or is already revoked (recorded); 503 when the log
-//! cannot record the call. Any other method or path of the listener is a 404 `unknown_route`
+//! for revoking a token that does not exist or is already revoked (recorded), and 409
+//! `revocation_incomplete` when a revocation with descendants landed but did not reach every
+//! token (see `admin::revoke`); 503 when the log cannot record the call. Any other method or path of the listener is a 404 `unknown_route`
 //! ([`super::unknown_route`]): recorded when the caller is authenticated, counted when not.
 //!
 //! **Invariant:** a change is appended only through `identity::admin` (the existing
@@ -297,17 +298,16 @@ async fn revoke(
             .await);
     }
     let intent = call.allowed(&caller, params.clone());
-    match admin::revoke_token_as(
-        &*state.store,
-        id,
-        reach,
-        reason,
-        &caller.token,
-        call.now,
-        intent,
-    )
-    .await
-    {
+    // A task of its own: a revocation with descendants may take several entries, and the
+    // caller going away after the first must not leave the rest undone.
+    let (store, token, now) = (state.store.clone(), caller.token.clone(), call.now);
+    let revoking = tokio::spawn(async move {
+        admin::revoke_token_as(&*store, id, reach, reason, &token, now, intent).await
+    });
+    let Ok(revoked) = revoking.await else {
+        return Err(ApiError::Internal);
+    };
+    match revoked {
         Ok(revoked) if revoked.complete => Ok(TokenRevokedBody {
             id: id.to_hex(),
             seq: revoked.seq.0,
@@ -332,8 +332,6 @@ async fn revoke(
                     kind: "beyond_current_permissions",
                     what: format!("token {id} was not revoked: {r}"),
                 }
-            } else if r.0 == admin::REVOKED_MEANWHILE {
-                ApiError::RevocationIncomplete(format!("token {id} was not revoked: {r}"))
             } else {
                 // A revocation that raced this one was sequenced first.
                 ApiError::AlreadyRevoked(format!("token {id}: {r}"))

@@ -344,11 +344,6 @@ pub struct Revoked {
     pub complete: bool,
 }
 
-/// The guard's refusal when a token being revoked was revoked by another call after it was
-/// listed: its event would say so twice.
-pub const REVOKED_MEANWHILE: &str =
-    "a token being revoked was revoked by another call meanwhile; revoke again";
-
 /// How many entries one revocation with its descendants may take (see [`revoke`]).
 const MAX_ROUNDS: usize = 8;
 
@@ -434,13 +429,15 @@ pub async fn revoke_token_as(
 
 /// Revokes in entries of one `TokenRevoked` per token, the first after the call's intent.
 ///
-/// Each entry revokes what is listed as revocable just before it, and its guard refuses it if
-/// any of those was revoked meanwhile (then it is listed again). With its descendants, a token
-/// made with one of them while an entry was written is not refused but left to the next entry:
-/// a token that is revoked can make no more (a create's guard wants its caller usable), so the
-/// rounds end once one finds nothing left, and a holder of a leaked token cannot keep the
-/// revocation from landing by making tokens. After [`MAX_ROUNDS`] entries, or if the log stops
-/// taking records after the first, what was revoked is returned as not `complete`.
+/// A plain revocation is one entry, refused if the token was revoked meanwhile. With its
+/// descendants, each round revokes what is live just before it, and its guard refuses it only
+/// if the caller may no longer manage tokens (checked for the first round: the later ones sweep
+/// for the same call, which may have revoked the caller itself). A listed token revoked by
+/// another call meanwhile is recorded revoked again (the fold keeps the first), so revoking
+/// tokens of the tree cannot hold the rounds off; nor can making them, since a revoked token
+/// makes no more: a round finds only what the tokens still live made while the one before was
+/// written. After [`MAX_ROUNDS`] rounds, or if the log stops taking records after the first,
+/// what was revoked is returned as not `complete`.
 async fn revoke(
     store: &impl EventStore<Projections>,
     token: TokenId,
@@ -479,6 +476,7 @@ async fn revoke(
             }))
             .collect();
         let guarded = listed.clone();
+        let bound = bound.filter(|_| done.is_none());
         let appended = store
             .append_if(
                 events,
@@ -488,10 +486,11 @@ async fn revoke(
                         return Err(Rejected(CALLER_CANNOT_MANAGE));
                     }
                     let live = |id: &TokenId| s.tokens.get(id).is_some_and(|t| t.revoked.is_none());
-                    if guarded.iter().all(live) {
-                        Ok(())
-                    } else {
-                        Err(Rejected(REVOKED_MEANWHILE))
+                    match reach {
+                        Reach::Token if !guarded.iter().all(live) => {
+                            Err(Rejected("token already revoked"))
+                        }
+                        _ => Ok(()),
                     }
                 }),
             )
@@ -506,7 +505,7 @@ async fn revoke(
                         done = Some(Revoked {
                             seq,
                             tokens: listed,
-                            complete: false,
+                            complete: reach == Reach::Token,
                         });
                     }
                 }
@@ -514,7 +513,6 @@ async fn revoke(
                     break;
                 }
             }
-            Err(AppendError::Rejected(r)) if r.0 == REVOKED_MEANWHILE => {}
             Err(e) => {
                 return match done {
                     // What landed stays landed; the caller is told the rest was not reached.
@@ -524,16 +522,14 @@ async fn revoke(
             }
         }
     }
-    match done {
-        Some(d) if reach == Reach::Token => Ok(Revoked {
-            complete: true,
-            ..d
-        }),
-        Some(d) => Ok(d),
-        None => Err(AdminError::Append(AppendError::Rejected(Rejected(
-            REVOKED_MEANWHILE,
-        )))),
-    }
+    let Some(mut d) = done else {
+        return Err(AdminError::Append(AppendError::Unavailable(
+            "no revocation was attempted".into(),
+        )));
+    };
+    // The last round may have left nothing behind.
+    d.complete = d.complete || store.with_state(|s| revocable(s, token, reach)).is_err();
+    Ok(d)
 }
 
 /// The entry that records `change`, after the API call's `intent` when there is one, and the
@@ -1222,6 +1218,83 @@ mod tests {
             .await
             .is_err()
         );
+    }
+
+    /// Neither revoking tokens of the tree meanwhile (as a leaked management token may, one by
+    /// one) nor the caller being in the tree (it revokes itself with the rest) keeps the
+    /// revocation from reaching every token made with the root.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_revocation_with_descendants_lands_whatever_the_tree_does_meanwhile() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (_dir, store) = open();
+        let store = Arc::new(store);
+        let now = Timestamp(1);
+        let manage = ["convox:app:read", "gateway:token:manage"];
+        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let mut children = Vec::new();
+        for _ in 0..200 {
+            let req = for_owner("root@example.com", &manage);
+            let made = create_token_as(&*store, req, &root, now, intent(&root)).await;
+            children.push(made.unwrap().id);
+        }
+        let minter = store
+            .with_state(|s| s.tokens.get(&children[0]).cloned())
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        // The leaked tree revokes its own tokens, one call each from four callers, and makes
+        // new ones.
+        let mut tasks = Vec::new();
+        for part in 0..4 {
+            let (store, stop) = (store.clone(), stop.clone());
+            let mine: Vec<TokenId> = children.iter().skip(1 + part).step_by(4).copied().collect();
+            tasks.push(tokio::spawn(async move {
+                for child in mine {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = revoke_tokens(&*store, child, Reach::Token, p("x"), "x".into()).await;
+                }
+            }));
+        }
+        {
+            let (store, stop) = (store.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let req = for_owner("root@example.com", &manage);
+                    let made = create_token_as(&*store, req, &minter, now, intent(&minter)).await;
+                    if made.is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+        tokio::task::yield_now().await;
+        // The root revokes itself with its descendants, as a caller in the tree.
+        let revoked = revoke_token_as(
+            &*store,
+            root.id,
+            Reach::WithDescendants,
+            "leaked".into(),
+            &root,
+            now,
+            intent(&root),
+        )
+        .await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let revoked = revoked.unwrap();
+        assert!(revoked.complete, "{revoked:?}");
+        assert_eq!(revoked.tokens.first(), Some(&root.id));
+        let live = store.with_state(|s| {
+            std::iter::once(root.id)
+                .chain(s.tokens.made_with(root.id))
+                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
+                .count()
+        });
+        assert_eq!(live, 0);
     }
 
     fn for_owner(owner: &str, scopes: &[&str]) -> TokenRequest {
