@@ -103,8 +103,8 @@ fn the_golden_state_is_pinned_to_the_snapshot_version() {
     assert_eq!(
         (projections::snapshot::VERSION, digest.as_str()),
         (
-            6,
-            "b0da9623deed518c141f2132b15b15e9488cb58ec9d9f76a4903ca688b532b56"
+            7,
+            "37604dbe9fafd1f73c3811a1612832ed5d4a4dc4fd1cf6d068759b099cf61b9c"
         ),
         "the golden log folds into another state: bump snapshot::VERSION, then pin the new \
          version and digest here"

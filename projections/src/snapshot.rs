@@ -36,8 +36,9 @@ const MAGIC: &[u8] = b"rgw-snapshot-v1\n";
 ///
 /// 2: tokens keep who created them. 3: the version covers the folds too. 4: a token's first
 /// creation stands, and `last_used` moves only while the token is usable. 5: and with every
-/// allowed call. 6: tokens keep the token they were created with.
-pub const VERSION: u32 = 6;
+/// allowed call. 6: tokens keep the token they were created with. 7: and tokens from before
+/// that field get it from their create call's record.
+pub const VERSION: u32 = 7;
 
 /// The key snapshots are authenticated under. Never printed.
 #[derive(Clone)]

@@ -8,6 +8,7 @@
 //! hold under concurrency because they are guards, not prior reads.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use events::event::{Event, Permission, Principal, Role, TokenId};
 use events::seq::Seq;
@@ -344,6 +345,10 @@ pub struct Revoked {
     pub complete: bool,
 }
 
+/// The guard's refusal of a round whose listed tokens another call revoked, all of them,
+/// after they were listed: nothing is appended and the round lists again.
+const NONE_LEFT_LIVE: &str = "every token listed was revoked by another call meanwhile";
+
 /// How many entries one revocation with its descendants may take (see [`revoke`]).
 const MAX_ROUNDS: usize = 8;
 
@@ -432,12 +437,13 @@ pub async fn revoke_token_as(
 /// A plain revocation is one entry, refused if the token was revoked meanwhile. With its
 /// descendants, each round revokes what is live just before it, and its guard refuses it only
 /// if the caller may no longer manage tokens (checked for the first round: the later ones sweep
-/// for the same call, which may have revoked the caller itself). A listed token revoked by
-/// another call meanwhile is recorded revoked again (the fold keeps the first), so revoking
-/// tokens of the tree cannot hold the rounds off; nor can making them, since a revoked token
-/// makes no more: a round finds only what the tokens still live made while the one before was
-/// written. After [`MAX_ROUNDS`] rounds, or if the log stops taking records after the first,
-/// what was revoked is returned as not `complete`.
+/// for the same call, which may have revoked the caller itself), or if another call revoked
+/// every token it lists meanwhile (then it lists again). A listed token revoked by another call
+/// meanwhile is recorded revoked again (the fold keeps the first) and not reported as revoked
+/// here, so revoking tokens of the tree cannot hold the rounds off; nor can making them, since
+/// a revoked token makes no more: a round finds only what the tokens still live made while the
+/// one before was written. After [`MAX_ROUNDS`] rounds, or if the log stops taking records
+/// after the first, what was revoked is returned as not `complete`.
 async fn revoke(
     store: &impl EventStore<Projections>,
     token: TokenId,
@@ -477,6 +483,9 @@ async fn revoke(
             .collect();
         let guarded = listed.clone();
         let bound = bound.filter(|_| done.is_none());
+        // Which listed tokens were still live as the entry was sequenced: those it revoked.
+        let revoked_here = Arc::new(Mutex::new(Vec::new()));
+        let seen = revoked_here.clone();
         let appended = store
             .append_if(
                 events,
@@ -485,26 +494,43 @@ async fn revoke(
                     if bound.as_ref().is_some_and(|b| manager(s, b).is_none()) {
                         return Err(Rejected(CALLER_CANNOT_MANAGE));
                     }
-                    let live = |id: &TokenId| s.tokens.get(id).is_some_and(|t| t.revoked.is_none());
+                    let live: Vec<TokenId> = guarded
+                        .iter()
+                        .copied()
+                        .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
+                        .collect();
                     match reach {
-                        Reach::Token if !guarded.iter().all(live) => {
+                        Reach::Token if live.len() < guarded.len() => {
                             Err(Rejected("token already revoked"))
                         }
-                        _ => Ok(()),
+                        // Another call revoked them all meanwhile: list again.
+                        Reach::WithDescendants if live.is_empty() => Err(Rejected(NONE_LEFT_LIVE)),
+                        _ => {
+                            if let Ok(mut slot) = seen.lock() {
+                                *slot = live;
+                            }
+                            Ok(())
+                        }
                     }
                 }),
             )
             .await;
+        let revoked_here = revoked_here.lock().map(|v| v.clone()).unwrap_or_default();
         match appended {
             Ok(a) => {
                 intent = None;
-                let seq = Seq(a.first.0 + at);
+                // The first of its records that revoked a token live until then.
+                let first = listed
+                    .iter()
+                    .position(|id| revoked_here.first() == Some(id))
+                    .unwrap_or(0);
+                let seq = Seq(a.first.0 + at + first as u64);
                 match &mut done {
-                    Some(d) => d.tokens.extend(listed),
+                    Some(d) => d.tokens.extend(revoked_here),
                     None => {
                         done = Some(Revoked {
                             seq,
-                            tokens: listed,
+                            tokens: revoked_here,
                             complete: reach == Reach::Token,
                         });
                     }
@@ -513,6 +539,7 @@ async fn revoke(
                     break;
                 }
             }
+            Err(AppendError::Rejected(r)) if r.0 == NONE_LEFT_LIVE => {}
             Err(e) => {
                 return match done {
                     // What landed stays landed; the caller is told the rest was not reached.
@@ -1253,7 +1280,9 @@ mod tests {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let _ = revoke_tokens(&*store, child, Reach::Token, p("x"), "x".into()).await;
+                    // Refused only when the root's revocation took it first.
+                    let _ =
+                        revoke_tokens(&*store, child, Reach::Token, p("system"), "x".into()).await;
                 }
             }));
         }
@@ -1295,6 +1324,59 @@ mod tests {
                 .count()
         });
         assert_eq!(live, 0);
+    }
+
+    /// Two revocations of one tree at once: each reports only what it revoked, so between them
+    /// every token is reported once, whichever ran first or however their rounds interleaved.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_revocations_of_one_tree_report_each_token_once() {
+        use std::collections::BTreeSet;
+        use std::sync::Arc;
+        let (_dir, store) = open();
+        let store = Arc::new(store);
+        let now = Timestamp(1);
+        let manage = ["convox:app:read", "gateway:token:manage"];
+        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        for _ in 0..60 {
+            let req = for_owner("root@example.com", &manage);
+            create_token_as(&*store, req, &root, now, intent(&root))
+                .await
+                .unwrap();
+        }
+        let tree: BTreeSet<TokenId> = store.with_state(|s| {
+            std::iter::once(root.id)
+                .chain(s.tokens.made_with(root.id))
+                .collect()
+        });
+        let run = || {
+            let store = store.clone();
+            tokio::spawn(async move {
+                revoke_tokens(
+                    &*store,
+                    root.id,
+                    Reach::WithDescendants,
+                    p("system"),
+                    "x".into(),
+                )
+                .await
+            })
+        };
+        let (a, b) = (run(), run());
+        let mut reported = Vec::new();
+        for r in [a.await.unwrap(), b.await.unwrap()] {
+            match r {
+                Ok(r) => {
+                    assert!(r.complete, "{r:?}");
+                    reported.extend(r.tokens);
+                }
+                // The other took every token first.
+                Err(AdminError::Append(AppendError::Rejected(_))) => {}
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        let once: BTreeSet<TokenId> = reported.iter().copied().collect();
+        assert_eq!(once.len(), reported.len(), "a token reported twice");
+        assert_eq!(once, tree);
     }
 
     fn for_owner(owner: &str, scopes: &[&str]) -> TokenRequest {
