@@ -97,6 +97,15 @@ impl Gateway {
             .collect()
     }
 
+    /// The events appended from `seq` on.
+    async fn appended_since(&self, seq: u64) -> Vec<Event> {
+        self.events_since(seq)
+            .await
+            .into_iter()
+            .map(|r| r.event)
+            .collect()
+    }
+
     /// Grants `role` to `email` and creates a token for them with `scopes` (offline path).
     async fn token_for(&self, email: &str, role: Role, scopes: &[&str]) -> (TokenId, String) {
         let user = Principal(email.to_owned());
@@ -858,12 +867,7 @@ async fn no_token_mints_one_that_outlives_it() {
             error.ends_with("set expires_in_days (`--expires-in-days`) to at most 9"),
             "{error}"
         );
-        let appended: Vec<Event> = gw
-            .events_since(before)
-            .await
-            .into_iter()
-            .map(|r| r.event)
-            .collect();
+        let appended = gw.appended_since(before).await;
         assert!(
             matches!(appended.as_slice(), [Event::CommandRequested(c)]
                 if c.decision == Decision::Deny && c.reason == "beyond_caller_expiry"),
@@ -929,12 +933,7 @@ async fn a_token_is_revoked_with_every_token_made_with_it() {
     let all = revoke(&t1, true).await;
     assert_eq!(all.status, 200, "{:?}", all.json());
     assert_eq!(all.json()["revoked"], json!([t2, t3]));
-    let appended: Vec<Event> = gw
-        .events_since(before)
-        .await
-        .into_iter()
-        .map(|r| r.event)
-        .collect();
+    let appended = gw.appended_since(before).await;
     match appended.as_slice() {
         [
             Event::CommandRequested(c),

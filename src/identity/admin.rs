@@ -1254,11 +1254,9 @@ mod tests {
     async fn a_revocation_with_descendants_lands_whatever_the_tree_does_meanwhile() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicBool, Ordering};
-        let (_dir, store) = open();
+        let (_dir, store, root) = managing_root().await;
         let store = Arc::new(store);
-        let now = Timestamp(1);
-        let manage = ["convox:app:read", "gateway:token:manage"];
-        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let (now, manage) = (Timestamp(1), MANAGE);
         let mut children = Vec::new();
         for _ in 0..200 {
             let req = for_owner("root@example.com", &manage);
@@ -1332,11 +1330,9 @@ mod tests {
     async fn concurrent_revocations_of_one_tree_report_each_token_once() {
         use std::collections::BTreeSet;
         use std::sync::Arc;
-        let (_dir, store) = open();
+        let (_dir, store, root) = managing_root().await;
         let store = Arc::new(store);
-        let now = Timestamp(1);
-        let manage = ["convox:app:read", "gateway:token:manage"];
-        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let (now, manage) = (Timestamp(1), MANAGE);
         for _ in 0..60 {
             let req = for_owner("root@example.com", &manage);
             create_token_as(&*store, req, &root, now, intent(&root))
@@ -1377,6 +1373,16 @@ mod tests {
         let once: BTreeSet<TokenId> = reported.iter().copied().collect();
         assert_eq!(once.len(), reported.len(), "a token reported twice");
         assert_eq!(once, tree);
+    }
+
+    /// What the revocation tests' tokens may do: read apps, and make tokens.
+    const MANAGE: [&str; 2] = ["convox:app:read", "gateway:token:manage"];
+
+    /// A store whose admin holds a token that may make tokens: the root of a tree.
+    async fn managing_root() -> (tempfile::TempDir, Store, Token) {
+        let (dir, store) = open();
+        let root = caller(&store, "root@example.com", Role::Admin, &MANAGE).await;
+        (dir, store, root)
     }
 
     fn for_owner(owner: &str, scopes: &[&str]) -> TokenRequest {
