@@ -1375,6 +1375,170 @@ mod tests {
         assert_eq!(once, tree);
     }
 
+    /// A store that, at the first `append_if`, first appends `meanwhile` itself: what another
+    /// call got sequenced between a revocation's listing and its entry, deterministically.
+    struct Meanwhile<'a> {
+        inner: &'a Store,
+        meanwhile: std::sync::Mutex<Option<Vec<Event>>>,
+    }
+
+    impl EventStore<Projections> for Meanwhile<'_> {
+        async fn append(&self, events: Vec<Event>) -> Result<events::store::Appended, AppendError> {
+            self.inner.append(events).await
+        }
+
+        async fn append_if(
+            &self,
+            events: Vec<Event>,
+            guard: events::store::Guard<Projections>,
+        ) -> Result<events::store::Appended, AppendError> {
+            let first = self.meanwhile.lock().unwrap().take();
+            if let Some(other) = first {
+                self.inner.append(other).await.unwrap();
+            }
+            self.inner.append_if(events, guard).await
+        }
+
+        async fn read(
+            &self,
+            range: std::ops::Range<u64>,
+        ) -> Result<Vec<events::record::StoredRecord>, events::store::StoreError> {
+            self.inner.read(range).await
+        }
+
+        fn head(&self) -> events::store::Head {
+            self.inner.head()
+        }
+
+        async fn checkpoints(
+            &self,
+            range: std::ops::Range<u64>,
+        ) -> Result<Vec<events::checkpoint::SignedCheckpoint>, events::store::StoreError> {
+            self.inner.checkpoints(range).await
+        }
+
+        fn with_state<R>(&self, f: impl FnOnce(&Projections) -> R) -> R {
+            self.inner.with_state(f)
+        }
+
+        fn subscribe(&self) -> events::store::Subscription {
+            self.inner.subscribe()
+        }
+    }
+
+    fn revoked_by_other(token: TokenId) -> Event {
+        Event::TokenRevoked {
+            token,
+            by: p("other@example.com"),
+            reason: "another call".into(),
+        }
+    }
+
+    /// Tokens another call revoked between the listing and the entry: recorded again (the
+    /// fold keeps the first) but not reported; all of them: the round lists again and finds
+    /// nothing left; a plain revocation: refused, nothing appended.
+    #[tokio::test]
+    async fn tokens_revoked_meanwhile_are_not_reported_nor_block_the_rest() {
+        let (_dir, store, root) = managing_root().await;
+        let now = Timestamp(1);
+        let mut children = Vec::new();
+        for _ in 0..3 {
+            let req = for_owner("root@example.com", &MANAGE);
+            let made = create_token_as(&store, req, &root, now, intent(&root)).await;
+            children.push(made.unwrap().id);
+        }
+        let meddled = |events: Vec<Event>| Meanwhile {
+            inner: &store,
+            meanwhile: std::sync::Mutex::new(Some(events)),
+        };
+        let revoked_at =
+            |id: TokenId| store.with_state(|s| s.tokens.get(&id).and_then(|t| t.revoked));
+
+        // One child revoked meanwhile.
+        let one = meddled(vec![revoked_by_other(children[1])]);
+        let before = store.head().size;
+        let r = revoke_tokens(
+            &one,
+            root.id,
+            Reach::WithDescendants,
+            p("system"),
+            "x".into(),
+        )
+        .await
+        .unwrap();
+        assert!(r.complete);
+        let mut rest = r.tokens[1..].to_vec();
+        rest.sort();
+        let mut expected = vec![children[0], children[2]];
+        expected.sort();
+        assert_eq!((r.tokens[0], rest), (root.id, expected));
+        let first_at = revoked_at(children[1]);
+        assert!(first_at.is_some());
+        let recorded = store.read(before..u64::MAX).await.unwrap();
+        let of_child: Vec<_> = recorded
+            .iter()
+            .filter(|r| matches!(&r.record.event, Event::TokenRevoked { token, .. } if *token == children[1]))
+            .collect();
+        assert_eq!(of_child.len(), 2, "the other call's, and this one's again");
+        assert_eq!(
+            r.seq.0,
+            of_child[0].record.seq.0 + 1,
+            "seq is this call's first record"
+        );
+
+        // A second tree, all of it revoked meanwhile: nothing appended by this call.
+        let made = create_token_as(
+            &store,
+            for_owner("root@example.com", &MANAGE),
+            &root,
+            now,
+            intent(&root),
+        )
+        .await;
+        assert!(made.is_err(), "the root is revoked and makes no more");
+        let other = caller(&store, "other@example.com", Role::Admin, &MANAGE).await;
+        let kid = create_token_as(
+            &store,
+            for_owner("other@example.com", &MANAGE),
+            &other,
+            now,
+            intent(&other),
+        )
+        .await
+        .unwrap()
+        .id;
+        let all = meddled(vec![revoked_by_other(other.id), revoked_by_other(kid)]);
+        let before = store.head().size;
+        let refused = revoke_tokens(
+            &all,
+            other.id,
+            Reach::WithDescendants,
+            p("system"),
+            "x".into(),
+        )
+        .await;
+        assert!(
+            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(_)))),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.head().size,
+            before + 2,
+            "only the other call's records"
+        );
+
+        // A plain revocation of a token revoked meanwhile: refused, as before.
+        let third = caller(&store, "third@example.com", Role::Admin, &MANAGE).await;
+        let plain = meddled(vec![revoked_by_other(third.id)]);
+        let before = store.head().size;
+        let refused = revoke_tokens(&plain, third.id, Reach::Token, p("system"), "x".into()).await;
+        assert!(
+            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == "token already revoked"),
+            "{refused:?}"
+        );
+        assert_eq!(store.head().size, before + 1);
+    }
+
     /// What the revocation tests' tokens may do: read apps, and make tokens.
     const MANAGE: [&str; 2] = ["convox:app:read", "gateway:token:manage"];
 
