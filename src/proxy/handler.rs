@@ -652,7 +652,8 @@ async fn pipeline(
     } else {
         None
     };
-    let answering = match mask::response_mask(matched.rule()) {
+    let response_mask = mask::response_mask(matched.rule());
+    let answering = match response_mask {
         // A caller who may read every value of an app with no protected keys gets the answer
         // as the rack wrote it but for the rack password, which its manifest may quote.
         Some(ResponseMask::ReleaseEnv) if reads_all => {
@@ -687,7 +688,7 @@ async fn pipeline(
         // A process's command line is scrubbed for a caller without `convox:secret:read`, as
         // the log records it: the rack's answer holds what the log may not.
         answer_holds_secrets: matched.rule().secrets.response >= Secrecy::Sensitive
-            || mask::response_mask(matched.rule()) == Some(ResponseMask::ProcessCommand),
+            || response_mask == Some(ResponseMask::ProcessCommand),
         body_holds_secrets: matched.rule().secrets.request >= Secrecy::Sensitive,
     };
     let permission = || Some(permitted.permission().as_str().to_owned());
@@ -1002,12 +1003,7 @@ async fn forward(
         // Its length changes where the password is replaced: sent chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
         let scrub = StreamScrub::new(state.upstream.scrubber().clone(), mask::REDACTED);
-        let digest = pending.hash_answer;
-        let body = Metered::new(
-            ScrubbedBody::new(incoming, scrub),
-            Box::new(move |out| pending.complete(status, Some(out), None)),
-        )
-        .digest_if(digest);
+        let body = pending.meter(ScrubbedBody::new(incoming, scrub), status, None);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     if parts.status.is_success()
@@ -1048,12 +1044,11 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(masked.len()));
         // Handed to the connection in pieces, holding its room in the budget until the last.
-        let digest = pending.hash_answer;
-        let body = Metered::new(
+        let body = pending.meter(
             answers::Rewritten::new(Bytes::from(masked), held),
-            Box::new(move |out| pending.complete(status, Some(out), None)),
-        )
-        .digest_if(digest);
+            status,
+            None,
+        );
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
     // An error answer (short `http.Error` text) may quote a URL the rack built with its
@@ -1084,20 +1079,10 @@ async fn forward(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
         let failure = withheld.map(|_| ANSWER_WITHHELD);
-        let digest = pending.hash_answer;
-        let body = Metered::new(
-            Full::new(Bytes::from(shown)),
-            Box::new(move |out| pending.complete(status, Some(out), failure)),
-        )
-        .digest_if(digest);
+        let body = pending.meter(Full::new(Bytes::from(shown)), status, failure);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
-    let digest = pending.hash_answer;
-    let body = Metered::new(
-        incoming,
-        Box::new(move |out| pending.complete(status, Some(out), None)),
-    )
-    .digest_if(digest);
+    let body = pending.meter(incoming, status, None);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
@@ -1867,6 +1852,22 @@ impl Pending {
         // for it (the answer has gone): if the write that takes it fails, the store keeps it
         // for a later one.
         drop(self.state.store.enqueue(vec![event]));
+    }
+
+    /// The caller's answer `body`, counted (and hashed where the digest is recorded) as it
+    /// passes; its completion, with `status` and `failure`, recorded when it ends.
+    fn meter<B: http_body::Body>(
+        self,
+        body: B,
+        status: u16,
+        failure: Option<&'static str>,
+    ) -> Metered<B> {
+        let digest = self.hash_answer;
+        Metered::new(
+            body,
+            Box::new(move |out| self.complete(status, Some(out), failure)),
+        )
+        .digest_if(digest)
     }
 
     /// The rack's answer came with `status`: what a completion recorded at drop says.

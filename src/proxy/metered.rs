@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meter {
     pub bytes: u64,
-    /// `None` for a body counted without its digest ([`Metered::without_digest`]).
+    /// `None` for a body counted without its digest ([`Metered::digest_if`]).
     pub sha256: Option<Hash>,
     /// Whether the body reached its end (false: the peer went away or an error cut it).
     pub complete: bool,
