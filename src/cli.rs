@@ -425,17 +425,10 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                 Tokens::Offline(store) => {
                     let r =
                         admin::revoke_tokens(&store, token, reach, Principal(by), reason).await?;
-                    let ids: Vec<String> = r.tokens.iter().map(TokenId::to_hex).collect();
                     if !r.complete {
-                        anyhow::bail!(
-                            "revoked {} (from seq {}), but tokens were still being made with \
-                             them, or the log stopped taking records: revoke {token} again \
-                             with --with-descendants",
-                            ids.join(", "),
-                            r.seq
-                        );
+                        anyhow::bail!(r.unfinished(token, "--with-descendants"));
                     }
-                    (r.seq.0, ids)
+                    (r.seq.0, r.tokens.iter().map(TokenId::to_hex).collect())
                 }
                 Tokens::Online(client) => {
                     let body = RevokeTokenBody {

@@ -890,22 +890,21 @@ impl<'a> Reader<'a> {
         self.hash(key, name).map(Some)
     }
     fn token(&mut self, key: u64) -> Result<TokenId, EventError> {
+        self.token_named(key, "token")
+    }
+    fn token_named(&mut self, key: u64, name: &'static str) -> Result<TokenId, EventError> {
         match self.req(key)? {
             Value::Bytes(b) => <[u8; 16]>::try_from(b.as_slice())
                 .map(TokenId)
-                .map_err(|_| self.invalid(key, "token", "expected 16 bytes")),
-            _ => Err(self.invalid(key, "token", "expected 16 bytes")),
+                .map_err(|_| self.invalid(key, name, "expected 16 bytes")),
+            _ => Err(self.invalid(key, name, "expected 16 bytes")),
         }
     }
     fn opt_token(&mut self, key: u64, name: &'static str) -> Result<Option<TokenId>, EventError> {
-        match self.map.opt(key) {
-            None => Ok(None),
-            Some(Value::Bytes(b)) => match <[u8; 16]>::try_from(b.as_slice()) {
-                Ok(t) => Ok(Some(TokenId(t))),
-                Err(_) => Err(self.invalid(key, name, "expected 16 bytes")),
-            },
-            Some(_) => Err(self.invalid(key, name, "expected 16 bytes")),
+        if self.map.opt(key).is_none() {
+            return Ok(None);
         }
+        self.token_named(key, name).map(Some)
     }
     fn texts(&mut self, key: u64, name: &'static str) -> Result<Vec<String>, EventError> {
         let Value::Array(items) = self.req(key)? else {

@@ -137,6 +137,12 @@ impl Tokens {
         self.by_id.get(id)
     }
 
+    /// Whether `id` names a token that is not revoked (it may have expired): one a revocation
+    /// still has to reach.
+    pub fn unrevoked(&self, id: &TokenId) -> bool {
+        self.by_id.get(id).is_some_and(|t| t.revoked.is_none())
+    }
+
     /// The token whose secret hashes to `secret_sha256`, if it is usable at `now`.
     pub fn usable_by_secret(&self, secret_sha256: &Hash, now: Timestamp) -> Option<&Token> {
         let t = self.by_id.get(self.by_secret.get(secret_sha256)?)?;

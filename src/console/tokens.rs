@@ -16,8 +16,9 @@
 //! one); 404 and 409
 //! for revoking a token that does not exist or is already revoked (recorded), and 409
 //! `revocation_incomplete` when a revocation with descendants landed but did not reach every
-//! token (see `admin::revoke`); 503 when the log cannot record the call. Any other method or path of the listener is a 404 `unknown_route`
-//! ([`super::unknown_route`]): recorded when the caller is authenticated, counted when not.
+//! token (see `admin::revoke`); 503 when the log cannot record the call. Any other method or
+//! path of the listener is a 404 `unknown_route` ([`super::unknown_route`]): recorded when the
+//! caller is authenticated, counted when not.
 //!
 //! **Invariant:** a change is appended only through `identity::admin` (the existing
 //! `TokenCreated` and `TokenRevoked`, with the caller's owner as `by`), after the caller is
@@ -314,17 +315,9 @@ async fn revoke(
             revoked: revoked.tokens.iter().map(TokenId::to_hex).collect(),
         }),
         // Recorded as they landed; the caller must know that some were not reached.
-        Ok(revoked) => Err(ApiError::RevocationIncomplete(format!(
-            "revoked {} (from seq {}), but tokens were still being made with them, or the \
-             log stopped taking records: revoke {id} again with with_descendants",
-            revoked
-                .tokens
-                .iter()
-                .map(TokenId::to_hex)
-                .collect::<Vec<_>>()
-                .join(", "),
-            revoked.seq.0
-        ))),
+        Ok(revoked) => Err(ApiError::RevocationIncomplete(
+            revoked.unfinished(id, "with_descendants"),
+        )),
         Err(AdminError::Append(AppendError::Rejected(r))) => {
             let refusal = if r.0 == admin::CALLER_CANNOT_MANAGE {
                 // The caller was revoked, expired or demoted while its request came in.

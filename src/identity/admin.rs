@@ -264,7 +264,7 @@ async fn create(
         by: req.by,
         by_token: bound.as_ref().map(|b| b.caller),
     };
-    let (events, at) = entry(intent, created);
+    let (events, at) = entry(intent, [created]);
     let appended = store
         .append_if(
             events,
@@ -345,6 +345,20 @@ pub struct Revoked {
     pub complete: bool,
 }
 
+impl Revoked {
+    /// What the caller of a revocation that is not `complete` is told; `again` says how to
+    /// ask for the rest (the API's field or the command line's flag).
+    pub fn unfinished(&self, token: TokenId, again: &str) -> String {
+        let ids: Vec<String> = self.tokens.iter().map(TokenId::to_hex).collect();
+        format!(
+            "revoked {} (from seq {}), but tokens were still being made with them, or the log \
+             stopped taking records: revoke {token} again with {again}",
+            ids.join(", "),
+            self.seq
+        )
+    }
+}
+
 /// The guard's refusal of a round whose listed tokens another call revoked, all of them,
 /// after they were listed: nothing is appended and the round lists again.
 const NONE_LEFT_LIVE: &str = "every token listed was revoked by another call meanwhile";
@@ -366,7 +380,7 @@ pub fn revocable(s: &Projections, token: TokenId, reach: Reach) -> Result<Vec<To
             s.tokens
                 .made_with(token)
                 .into_iter()
-                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none())),
+                .filter(|id| s.tokens.unrevoked(id)),
         );
     }
     match (out.is_empty(), reach) {
@@ -471,16 +485,14 @@ async fn revoke(
                 };
             }
         };
-        let at = u64::from(intent.is_some());
-        let events: Vec<Event> = intent
-            .clone()
-            .into_iter()
-            .chain(listed.iter().map(|&token| Event::TokenRevoked {
+        let (events, at) = entry(
+            intent.clone(),
+            listed.iter().map(|&token| Event::TokenRevoked {
                 token,
                 by: by.clone(),
                 reason: reason.clone(),
-            }))
-            .collect();
+            }),
+        );
         let guarded = listed.clone();
         let bound = bound.filter(|_| done.is_none());
         // Which listed tokens were still live as the entry was sequenced: those it revoked.
@@ -497,7 +509,7 @@ async fn revoke(
                     let live: Vec<TokenId> = guarded
                         .iter()
                         .copied()
-                        .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
+                        .filter(|id| s.tokens.unrevoked(id))
                         .collect();
                     match reach {
                         Reach::Token if live.len() < guarded.len() => {
@@ -515,7 +527,10 @@ async fn revoke(
                 }),
             )
             .await;
-        let revoked_here = revoked_here.lock().map(|v| v.clone()).unwrap_or_default();
+        let revoked_here = revoked_here
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
         match appended {
             Ok(a) => {
                 intent = None;
@@ -559,11 +574,11 @@ async fn revoke(
     Ok(d)
 }
 
-/// The entry that records `change`, after the API call's `intent` when there is one, and the
-/// place of `change` in it.
-fn entry(intent: Option<Event>, change: Event) -> (Vec<Event>, u64) {
+/// The entry that records `changes`, after the API call's `intent` when there is one, and the
+/// place of the first change in it.
+fn entry(intent: Option<Event>, changes: impl IntoIterator<Item = Event>) -> (Vec<Event>, u64) {
     let at = u64::from(intent.is_some());
-    (intent.into_iter().chain([change]).collect(), at)
+    (intent.into_iter().chain(changes).collect(), at)
 }
 
 /// The guard's refusal when the calling token may no longer manage tokens.
@@ -1176,10 +1191,8 @@ mod tests {
     /// any depth, is revoked, and none can be made with them any more.
     #[tokio::test]
     async fn a_revocation_with_descendants_outruns_tokens_made_meanwhile() {
-        let (_dir, store) = open();
-        let now = Timestamp(1);
-        let manage = ["convox:app:read", "gateway:token:manage"];
-        let root = caller(&store, "root@example.com", Role::Admin, &manage).await;
+        let (_dir, store, root) = managing_root().await;
+        let (now, manage) = (Timestamp(1), MANAGE);
         let made = create_token_as(
             &store,
             for_owner("root@example.com", &manage),
@@ -1220,15 +1233,12 @@ mod tests {
         let (minted, revoked) = tokio::join!(mint, revoke);
         let revoked = revoked.unwrap();
         assert!(revoked.complete, "{revoked:?}");
-        let (tree, live) = store.with_state(|s| {
-            let tree = s.tokens.made_with(root.id);
-            let live: Vec<TokenId> = std::iter::once(root.id)
-                .chain(tree.iter().copied())
-                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
-                .collect();
-            (tree, live)
-        });
-        assert_eq!(live, [], "made meanwhile and left: {minted} minted");
+        let tree = store.with_state(|s| s.tokens.made_with(root.id));
+        assert_eq!(
+            unrevoked_in_tree(&store, root.id),
+            [],
+            "made meanwhile and left: {minted} minted"
+        );
         assert_eq!(
             tree.len(),
             1 + minted,
@@ -1315,13 +1325,7 @@ mod tests {
         let revoked = revoked.unwrap();
         assert!(revoked.complete, "{revoked:?}");
         assert_eq!(revoked.tokens.first(), Some(&root.id));
-        let live = store.with_state(|s| {
-            std::iter::once(root.id)
-                .chain(s.tokens.made_with(root.id))
-                .filter(|id| s.tokens.get(id).is_some_and(|t| t.revoked.is_none()))
-                .count()
-        });
-        assert_eq!(live, 0);
+        assert_eq!(unrevoked_in_tree(&store, root.id), []);
     }
 
     /// Two revocations of one tree at once: each reports only what it revoked, so between them
@@ -1541,6 +1545,16 @@ mod tests {
 
     /// What the revocation tests' tokens may do: read apps, and make tokens.
     const MANAGE: [&str; 2] = ["convox:app:read", "gateway:token:manage"];
+
+    /// `root` and the tokens made with it that are not revoked.
+    fn unrevoked_in_tree(store: &Store, root: TokenId) -> Vec<TokenId> {
+        store.with_state(|s| {
+            std::iter::once(root)
+                .chain(s.tokens.made_with(root))
+                .filter(|id| s.tokens.unrevoked(id))
+                .collect()
+        })
+    }
 
     /// A store whose admin holds a token that may make tokens: the root of a tree.
     async fn managing_root() -> (tempfile::TempDir, Store, Token) {
