@@ -7,6 +7,12 @@
 //! once. **Invariant:** request bodies refuse unknown fields; no answer carries a token's
 //! secret or its hash except [`TokenCreatedBody`], the one answer that hands a new secret to
 //! its creator, whose `Debug` hides it.
+//!
+//! Answers are read leniently: the client ignores fields it does not know, so a command line
+//! older than its gateway still reads an answer that gained a field. Refusing them made it
+//! report a failure for a call the gateway had carried out (a revocation it then retried, or
+//! an operator left unsure whether a token was revoked). What this version answers is still
+//! exactly the schema's fields: `schemas/api/v1/tokens.schema.json` keeps every body closed.
 
 use std::fmt;
 
@@ -34,7 +40,6 @@ pub struct CreateTokenBody {
 
 /// The answer to a create (201): the secret, shown once, and where the creation was recorded.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenCreatedBody {
     pub id: String,
     pub token: String,
@@ -43,14 +48,12 @@ pub struct TokenCreatedBody {
 
 /// `GET /api/v1/tokens`: every token the log knows, revoked and expired ones included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenListBody {
     pub tokens: Vec<TokenView>,
 }
 
 /// One token as the API shows it: never its secret nor the secret's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -101,7 +104,6 @@ pub struct RevokeTokenBody {
 
 /// The answer to a revoke (200): `seq` is the first revocation's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TokenRevokedBody {
     pub id: String,
     pub seq: u64,
@@ -115,7 +117,6 @@ pub struct TokenRevokedBody {
 /// Every refusal: a stable `kind`, what is wrong, and where when the request's content is at
 /// fault (`body line 1 column 9`, `scopes[2]`, `id`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub kind: String,
     pub error: String,
