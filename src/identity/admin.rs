@@ -565,9 +565,13 @@ async fn revoke(
         }
     }
     let Some(mut d) = done else {
-        return Err(AdminError::Append(AppendError::Unavailable(
-            "no revocation was attempted".into(),
-        )));
+        // Every round's tokens were revoked by other calls first: a conflict, as when the tree
+        // was revoked before the call, not the log failing (it took every record it was given).
+        let why = store
+            .with_state(|s| revocable(s, token, reach))
+            .err()
+            .unwrap_or(Rejected(NONE_LEFT_LIVE));
+        return Err(AdminError::Append(AppendError::Rejected(why)));
     };
     // The last round may have left nothing behind.
     d.complete = d.complete || store.with_state(|s| revocable(s, token, reach)).is_err();
@@ -1379,11 +1383,12 @@ mod tests {
         assert_eq!(once, tree);
     }
 
-    /// A store that, at the first `append_if`, first appends `meanwhile` itself: what another
-    /// call got sequenced between a revocation's listing and its entry, deterministically.
+    /// A store that, at each `append_if`, first appends the next of `meanwhile` itself: what
+    /// another call got sequenced between a revocation's listing and its entry,
+    /// deterministically.
     struct Meanwhile<'a> {
         inner: &'a Store,
-        meanwhile: std::sync::Mutex<Option<Vec<Event>>>,
+        meanwhile: std::sync::Mutex<std::collections::VecDeque<Vec<Event>>>,
     }
 
     impl EventStore<Projections> for Meanwhile<'_> {
@@ -1396,8 +1401,8 @@ mod tests {
             events: Vec<Event>,
             guard: events::store::Guard<Projections>,
         ) -> Result<events::store::Appended, AppendError> {
-            let first = self.meanwhile.lock().unwrap().take();
-            if let Some(other) = first {
+            let next = self.meanwhile.lock().unwrap().pop_front();
+            if let Some(other) = next {
                 self.inner.append(other).await.unwrap();
             }
             self.inner.append_if(events, guard).await
@@ -1453,7 +1458,7 @@ mod tests {
         }
         let meddled = |events: Vec<Event>| Meanwhile {
             inner: &store,
-            meanwhile: std::sync::Mutex::new(Some(events)),
+            meanwhile: std::sync::Mutex::new([events].into()),
         };
         let revoked_at =
             |id: TokenId| store.with_state(|s| s.tokens.get(&id).and_then(|t| t.revoked));
@@ -1541,6 +1546,59 @@ mod tests {
             "{refused:?}"
         );
         assert_eq!(store.head().size, before + 1);
+    }
+
+    /// Should other calls revoke what every round listed while more is made with the tree
+    /// (written here straight to the log, past the rule that a revoked token makes none), the
+    /// revocation ends as a conflict, never as the log being unavailable.
+    #[tokio::test]
+    async fn rounds_all_raced_end_as_a_conflict() {
+        let (_dir, store, root) = managing_root().await;
+        let made = |n: u8| TokenId([0xA0 + n; 16]);
+        let made_with_root = |n: u8| Event::TokenCreated {
+            token: made(n),
+            name: format!("made-{n}"),
+            owner: p("root@example.com"),
+            scopes: vec![Permission("convox:app:read".into())],
+            secret_sha256: events::hash::Hash([n; 32]),
+            expires: None,
+            dev_only: false,
+            by: p("root@example.com"),
+            by_token: Some(root.id),
+        };
+        // Round 1 lists the root; each later round the token made during the one before.
+        let mut rounds = std::collections::VecDeque::new();
+        let mut listed = root.id;
+        for n in 0..MAX_ROUNDS as u8 {
+            rounds.push_back(vec![revoked_by_other(listed), made_with_root(n)]);
+            listed = made(n);
+        }
+        let raced = Meanwhile {
+            inner: &store,
+            meanwhile: std::sync::Mutex::new(rounds),
+        };
+        let before = store.head().size;
+        let refused = revoke_tokens(
+            &raced,
+            root.id,
+            Reach::WithDescendants,
+            p("system"),
+            "x".into(),
+        )
+        .await;
+        assert!(
+            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == NONE_LEFT_LIVE),
+            "{refused:?}"
+        );
+        assert!(
+            raced.meanwhile.lock().unwrap().is_empty(),
+            "a round not run"
+        );
+        assert_eq!(
+            store.head().size,
+            before + 2 * MAX_ROUNDS as u64,
+            "only the other calls' records"
+        );
     }
 
     /// What the revocation tests' tokens may do: read apps, and make tokens.
