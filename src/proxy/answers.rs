@@ -1,7 +1,7 @@
 //! The rack answers the gateway reads whole to rewrite them (masked env, restored env): bounded
 //! each ([`MAX_MASKED_BODY`]) and, over all callers at once, by one budget of bytes held. Error
-//! answers, read whole to take the rack password out, are held outside the budget, each
-//! bounded by [`MAX_ERROR_ANSWER`] and [`ERROR_ANSWER_DEADLINE`].
+//! answers, read whole to take the rack password out (decoded first when gzip-encoded), are
+//! held outside the budget, each bounded by [`MAX_ERROR_ANSWER`] and [`ERROR_ANSWER_DEADLINE`].
 //!
 //! Without the shared budget, callers who cannot read every env value could each make the
 //! gateway hold a release list of many megabytes (read whole, then rewritten) for as long as
@@ -58,6 +58,8 @@ pub enum ReadError {
     ErrorTooLarge,
     #[error("the rack's error answer did not arrive whole in time")]
     ErrorTooSlow,
+    #[error("the rack's gzip-encoded error answer does not decode")]
+    ErrorUndecodable,
     #[error("the answer could not be read")]
     Unreadable,
     #[error("the gateway holds as many answers as it may; try again")]
@@ -93,6 +95,7 @@ impl ReadError {
             ReadError::TooLarge => "answer_too_large",
             ReadError::ErrorTooLarge => "error_answer_too_large",
             ReadError::ErrorTooSlow => "error_answer_too_slow",
+            ReadError::ErrorUndecodable => "error_answer_undecodable",
             ReadError::Unreadable => "answer_unreadable",
             ReadError::Busy => "answers_budget_full",
         }
@@ -247,6 +250,24 @@ where
     .await
 }
 
+/// A gzip-encoded error answer (read by [`read_error`]) decoded, so the rack password can be
+/// taken out and the caller shown the rack's reason: the CLI's Go client asks every rack for
+/// gzip, and a proxy in front of the rack may honour that. Bounded like an answer in clear
+/// ([`MAX_ERROR_ANSWER`] decoded), so a small answer cannot inflate into a large one. Several
+/// members in a row decode as one text, as Go's reader takes them.
+pub fn gunzip_error(encoded: &[u8]) -> Result<Bytes, ReadError> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    flate2::read::MultiGzDecoder::new(encoded)
+        .take(MAX_ERROR_ANSWER as u64 + 1)
+        .read_to_end(&mut text)
+        .map_err(|_| ReadError::ErrorUndecodable)?;
+    if text.len() > MAX_ERROR_ANSWER {
+        return Err(ReadError::ErrorTooLarge);
+    }
+    Ok(Bytes::from(text))
+}
+
 /// Reads `body` whole, refused with `too_large` past `max` bytes; `room` is asked for the
 /// length the body will have before each piece is kept.
 async fn collect<B>(
@@ -341,6 +362,50 @@ mod tests {
 
     fn budget(units: usize) -> Budget {
         Budget::new(units * UNIT, Duration::from_millis(50))
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A gzip error answer decodes to the rack's text, members in a row as one; one that
+    /// inflates past the bound, or that is not whole gzip, is refused with its own kind.
+    #[test]
+    fn gzip_error_answers_decode_within_the_bound() {
+        let text = b"app not found: x\n";
+        assert_eq!(gunzip_error(&gzip(text)).unwrap(), &text[..]);
+        let mut two = gzip(b"first ");
+        two.extend(gzip(b"second"));
+        assert_eq!(gunzip_error(&two).unwrap(), &b"first second"[..]);
+        let whole = vec![b'a'; MAX_ERROR_ANSWER];
+        assert_eq!(gunzip_error(&gzip(&whole)).unwrap().len(), MAX_ERROR_ANSWER);
+
+        // 1 MiB of one byte is about a kilobyte encoded.
+        let bomb = gzip(&vec![b'a'; 1 << 20]);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        assert_eq!(gunzip_error(&bomb), Err(ReadError::ErrorTooLarge));
+        let over = gzip(&vec![b'a'; MAX_ERROR_ANSWER + 1]);
+        assert_eq!(gunzip_error(&over), Err(ReadError::ErrorTooLarge));
+
+        let encoded = gzip(text);
+        for bad in [
+            &b"app not found"[..],
+            &encoded[..encoded.len() - 3],
+            &encoded[..10],
+        ] {
+            assert_eq!(
+                gunzip_error(bad),
+                Err(ReadError::ErrorUndecodable),
+                "{bad:?}"
+            );
+        }
+        let mut flipped = encoded.clone();
+        let crc = flipped.len() - 8;
+        flipped[crc] ^= 1;
+        assert_eq!(gunzip_error(&flipped), Err(ReadError::ErrorUndecodable));
     }
 
     /// An answer and its rewritten copy are counted while they are held; a read that finds no

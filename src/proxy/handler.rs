@@ -838,8 +838,40 @@ async fn record_local(
     append(state, event).await
 }
 
-/// The error kind of a compressed rack answer the gateway must read (it asks for none on those
-/// routes). With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room)
+/// How a rack answer's body is encoded, as far as the gateway must read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// No `Content-Encoding`, or only `identity`.
+    Identity,
+    /// `gzip` (or `x-gzip`) once, on one line: what Go's client asks for. Decoded in error
+    /// answers only; a 2xx answer the gateway rewrites is asked for in clear.
+    Gzip,
+    /// Anything else, stacked codings included: never read.
+    Other,
+}
+
+impl Coding {
+    fn of(headers: &http::HeaderMap) -> Coding {
+        let mut codings = headers
+            .get_all(header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.eq_ignore_ascii_case(b"identity"));
+        match (codings.next(), codings.next()) {
+            (None, _) => Coding::Identity,
+            (Some(c), None)
+                if c.eq_ignore_ascii_case(b"gzip") || c.eq_ignore_ascii_case(b"x-gzip") =>
+            {
+                Coding::Gzip
+            }
+            _ => Coding::Other,
+        }
+    }
+}
+
+/// The error kind of a compressed rack answer the gateway must read and cannot: a 2xx answer it
+/// rewrites in any coding (it asks for none on those routes), an error answer in any but gzip. With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room)
 /// and of the masking, the caller is told it and `CommandCompleted.failure` records it.
 const ANSWER_ENCODED: &str = "answer_encoded";
 /// Recorded for an error answer the gateway withheld ([`withheld_error`]): the status is the
@@ -972,14 +1004,10 @@ async fn forward(
         answered_itself(ProxyError::RackRefusedGateway.kind());
         return Err(ProxyError::RackRefusedGateway);
     }
-    // Any coding but `identity`, on any of the header's lines, makes the body unreadable here.
     // Read before the hop's headers go: a `Connection` naming `Content-Encoding` must not pass
     // a compressed answer off as readable.
-    let encoded = parts
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    let coding = Coding::of(&parts.headers);
+    let encoded = coding != Coding::Identity;
     headers::harden_response(&mut parts.headers);
     if let Ok(id) = HeaderValue::from_str(&call.request_id) {
         parts.headers.insert("x-request-id", id);
@@ -1055,10 +1083,13 @@ async fn forward(
     // password, or a value restored into the call: it is read whole (outside the budget) and
     // never passed on unread, a compressed one included.
     if !parts.status.is_success() && !bodiless {
-        let read = if encoded {
-            Err(ANSWER_ENCODED)
-        } else {
-            answers::read_error(incoming).await.map_err(|e| e.kind())
+        let read = match coding {
+            Coding::Identity => answers::read_error(incoming).await.map_err(|e| e.kind()),
+            Coding::Gzip => answers::read_error(incoming)
+                .await
+                .and_then(|encoded| answers::gunzip_error(&encoded))
+                .map_err(|e| e.kind()),
+            Coding::Other => Err(ANSWER_ENCODED),
         };
         let text = match read {
             Ok(text) => text,
@@ -1075,6 +1106,8 @@ async fn forward(
             Some(hidden) => withheld_error(&parts.headers, status, &call.request_id, hidden),
             None => state.upstream.scrub_password(&text),
         };
+        // Sent as it was read: decoded.
+        parts.headers.remove(header::CONTENT_ENCODING);
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(shown.len()));
@@ -2581,7 +2614,32 @@ fn same_origin(headers: &http::HeaderMap, scheme: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{StreamKind, same_origin, uri_len};
+    use super::{Coding, StreamKind, same_origin, uri_len};
+
+    /// Only a single gzip is decoded; no header or `identity` is clear text; every other coding,
+    /// stacked ones and one hidden on a second line included, is not read.
+    #[test]
+    fn an_answer_coding_is_gzip_only_when_nothing_else_is_stacked() {
+        let cases: [(&[&str], Coding); 10] = [
+            (&[], Coding::Identity),
+            (&["identity"], Coding::Identity),
+            (&["gzip"], Coding::Gzip),
+            (&[" GZip "], Coding::Gzip),
+            (&["x-gzip"], Coding::Gzip),
+            (&["identity, gzip"], Coding::Gzip),
+            (&["gzip, gzip"], Coding::Other),
+            (&["gzip", "br"], Coding::Other),
+            (&["deflate"], Coding::Other),
+            (&[""], Coding::Other),
+        ];
+        for (lines, expected) in cases {
+            let mut headers = http::HeaderMap::new();
+            for line in lines {
+                headers.append(http::header::CONTENT_ENCODING, line.parse().unwrap());
+            }
+            assert_eq!(Coding::of(&headers), expected, "{lines:?}");
+        }
+    }
 
     /// The host must be the one addressed, and the scheme the gateway's where it knows it.
     #[test]

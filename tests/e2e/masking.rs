@@ -478,19 +478,19 @@ async fn the_rack_password_quoted_by_the_rack_is_redacted() {
         reply.text(),
         "{\"error\":\"app not found: rgw-redacted\"}\n"
     );
-    // A compressed error answer cannot be read, so it is not passed on: a recorded 502.
+    // A gzip-encoded error answer (the CLI asks for gzip; a proxy in front of the rack may
+    // honour it) is decoded, scrubbed the same, and passed on decoded.
     gw.rack().set_gzip_answers(true);
     let head = gw.head();
     let reply = gw
         .send_raw(cli.request("GET", &format!("/apps/{password}?"), &[], Body::Empty))
         .await;
-    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.status, 404, "{}", reply.text());
+    assert_eq!(reply.header("content-encoding"), None);
+    assert_eq!(reply.text(), "app not found: rgw-redacted\n");
     let (_, done) = gw.call_records(head, &reply.request_id()).await;
     let done = crate::support::completed(&done).unwrap();
-    assert_eq!(
-        (done.status, done.failure.as_deref()),
-        (502, Some("answer_encoded"))
-    );
+    assert_eq!((done.status, done.failure.as_deref()), (404, None));
     gw.rack().set_gzip_answers(false);
     // A build whose source is missing fails with a reason that quotes the object key.
     let form = format!("url=object%3A%2F%2Fx%2F{password}");
