@@ -233,6 +233,21 @@ fn flatten(
             });
         }
         if let toml::Value::Table(inner) = v {
+            // A table where a value goes (`cert = {}`), or an empty one no key lives in (a
+            // misspelt `[limts]`), would otherwise be read as nothing at all.
+            if let Some((key, _)) = KEYS.iter().find(|(key, _)| *key == dotted) {
+                return Err(ConfigError::Value {
+                    key,
+                    source_name: path.display().to_string(),
+                    what: "takes a value, not a table".into(),
+                });
+            }
+            let section = format!("{dotted}.");
+            if inner.is_empty() && !KEYS.iter().any(|(key, _)| key.starts_with(&section)) {
+                return Err(ConfigError::Unknown {
+                    key: format!("[{dotted}] (an empty table no key belongs to)"),
+                });
+            }
             flatten(inner, &dotted, path, out)?;
             continue;
         }

@@ -509,6 +509,20 @@ fn a_value_has_the_shape_of_its_key() {
         e.contains("\"proxy.listen\"") && e.contains("[section]"),
         "{e}"
     );
+    // A table where a value goes, even an empty one, and an empty table of no section.
+    for (text, what) in [
+        ("[tls]\ncert = {}\nkey = {}\n", "tls.cert (from "),
+        ("[rack.pin_sha256]\n", "rack.pin_sha256 (from "),
+        ("[limts]\n", "[limts] (an empty table"),
+        ("[rack.tls]\n", "[rack.tls] (an empty table"),
+    ] {
+        let f = file(&format!("{BASE}{text}"));
+        let e = load(Some(f.path()), &pw).unwrap_err().to_string();
+        assert!(e.starts_with(what), "{text}: {e}");
+    }
+    // An empty table of a section is nothing set, as its absence is.
+    let f = file(&format!("{BASE}[limits]\n"));
+    load(Some(f.path()), &pw).unwrap();
     let f = file(&format!(
         "trusted_proxies = [\"10.0.0.1\", \"10.0.0.2\"]\nprotected_env = [\"*:K\"]\n{BASE}"
     ));
