@@ -159,8 +159,7 @@ impl Tls {
 
 impl Config {
     /// The security-relevant settings as they are recorded in `ConfigApplied`: plain values,
-    /// and secrets as `hmac-sha256:<hex>` under the audit key, so a rotation is visible but the
-    /// secret is not.
+    /// and secrets as [`config_secret_value`], so a rotation is visible but the secret is not.
     pub fn audit_values(&self, audit: &AuditKey) -> Vec<(String, String)> {
         let mut v = BTreeMap::new();
         v.insert("proxy.listen", self.proxy_listen.to_string());
@@ -188,7 +187,7 @@ impl Config {
         v.insert("rack.url", self.rack.url.clone());
         v.insert(
             "rack.password",
-            hmac_value(audit, self.rack.password.expose()),
+            config_secret_value(audit, self.rack.password.expose()),
         );
         v.insert(
             "rack.tls",
@@ -269,9 +268,50 @@ pub fn hmac_value(audit: &AuditKey, secret: &str) -> String {
     format!("hmac-sha256:{tag}")
 }
 
+/// What the key of [`config_secret_value`] is derived under (`HMAC(audit key, label)`).
+const CONFIG_SECRET_LABEL: &[u8] = b"rack-gateway config secret v1";
+
+/// `hmac-sha256/config:<hex>` of a configured secret (the rack password), under a key of its
+/// own derived from the audit key: a rotation shows, and whoever holds the audit key and the
+/// password can check it. Not [`hmac_value`], which is what any caller gets recorded for a secret parameter
+/// it sends: under the same key, whoever reads the log could test guesses of the rack's
+/// password by sending them as env values and comparing.
+pub fn config_secret_value(audit: &AuditKey, secret: &str) -> String {
+    let tag = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
+        .map(|mut derive| {
+            derive.update(CONFIG_SECRET_LABEL);
+            derive.finalize().into_bytes()
+        })
+        .and_then(|key| <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key))
+        .map(|mut m| {
+            m.update(secret.as_bytes());
+            hex::encode(m.finalize().into_bytes())
+        })
+        // A 32-byte key is always accepted; an empty tag would only ever be a visible bug.
+        .unwrap_or_default();
+    format!("hmac-sha256/config:{tag}")
+}
+
 #[cfg(test)]
 mod read_tests {
     use super::*;
+
+    /// The rack password is recorded under a key of its own: a rotation shows, and no value a
+    /// caller sends is recorded as it (a secret parameter's record is `hmac_value`).
+    #[test]
+    fn the_rack_password_is_recorded_apart_from_what_callers_send() {
+        let audit = AuditKey([7; 32]);
+        let recorded = config_secret_value(&audit, "rack-pw");
+        assert!(recorded.starts_with("hmac-sha256/config:"), "{recorded}");
+        assert_eq!(recorded.len(), "hmac-sha256/config:".len() + 64);
+        assert_eq!(recorded, config_secret_value(&audit, "rack-pw"));
+        assert_ne!(recorded, config_secret_value(&audit, "rotated"));
+        assert_ne!(recorded, config_secret_value(&AuditKey([8; 32]), "rack-pw"));
+        let tag = &recorded["hmac-sha256/config:".len()..];
+        for sent in ["rack-pw", "rack-gateway config secret v1rack-pw"] {
+            assert!(!hmac_value(&audit, sent).ends_with(tag), "{sent}");
+        }
+    }
 
     /// A file is used only if it still holds what the configuration recorded.
     #[test]

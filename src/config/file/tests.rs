@@ -150,7 +150,7 @@ fn the_digest_changes_with_security_settings_and_hides_the_password() {
     assert_eq!(a.digest(&audit), a.clone().digest(&audit));
     let shown = format!("{:?}", a.audit_values(&audit));
     assert!(!shown.contains("one\""), "{shown}");
-    assert!(shown.contains("hmac-sha256:"));
+    assert!(shown.contains("hmac-sha256/config:"), "{shown}");
 }
 
 #[test]
