@@ -7,8 +7,9 @@
 //! one site's usual allocation, which a client can rotate through at will). An IPv4-mapped IPv6
 //! address counts as its IPv4 address.
 //!
-//! A client with an IPv6 /48 holds 65,536 networks, so counting each on its own would let one
-//! client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
+//! A client with an IPv6 /48 holds 65,536 networks, so the limiter also holds each /48 (a
+//! [`site`]) to [`NETWORKS_PER_SITE`] networks' budgets together, and counting each network's
+//! denials on its own would let one client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
 //! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, then
 //! /32, an IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under everyone
 //! (`::/0`).
@@ -46,6 +47,19 @@ pub fn network(ip: IpAddr) -> IpAddr {
     masked(ip, network_prefix(ip))
 }
 
+/// How many networks' budgets one IPv6 site has together, of requests ([`RateLimiter`]) and of
+/// open connections: a client rotating through the /64s of its /48 gets this many networks'
+/// worth, not 65,536 of them.
+pub const NETWORKS_PER_SITE: u32 = 4;
+
+/// The IPv6 site (/48, what one customer is usually handed) of `ip`, held to
+/// [`NETWORKS_PER_SITE`] networks' budgets together; none for IPv4 (and IPv4-mapped IPv6),
+/// whose every address costs its holder.
+pub fn site(ip: IpAddr) -> Option<IpAddr> {
+    let ip = ip.to_canonical();
+    ip.is_ipv6().then(|| masked(ip, 48))
+}
+
 /// The prefix length of a [`network`] of `ip`'s family: 32 for IPv4, 64 for IPv6.
 fn network_prefix(ip: IpAddr) -> u8 {
     if ip.is_ipv4() { 32 } else { 64 }
@@ -75,11 +89,13 @@ pub struct Counted {
 /// The coalescing window of unauthenticated denials.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
-/// A token bucket per client address: `per_minute` requests, refilled continuously.
+/// A token bucket per client network: `per_minute` requests, refilled continuously; and one
+/// per IPv6 site, of [`NETWORKS_PER_SITE`] times that, which a request takes from too.
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
     buckets: HashMap<IpAddr, Bucket>,
+    sites: HashMap<IpAddr, Bucket>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -201,35 +217,59 @@ impl RateLimiter {
         RateLimiter {
             per_minute: per_minute.max(1),
             buckets: HashMap::new(),
+            sites: HashMap::new(),
         }
     }
 
-    /// Takes one request from the bucket of `ip`'s network; `false` means over the limit
-    /// (answer 429).
+    /// Takes one request from the bucket of `ip`'s network and, for IPv6, of its site; `false`
+    /// means over either limit (answer 429), and then neither is charged.
     pub fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
-        let ip = network(ip);
         let cap = f64::from(self.per_minute);
-        if self.buckets.len() >= MAX_TRACKED && !self.buckets.contains_key(&ip) {
-            // Forget the buckets that have refilled by now: they carry no state worth keeping.
-            self.buckets
-                .retain(|_, b| b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0 < cap);
-            if self.buckets.len() >= MAX_TRACKED {
-                // Every one is throttled: a new network waits, rather than all being forgiven.
+        let network = network(ip);
+        if !Self::has_one(&mut self.buckets, network, cap, now) {
+            return false;
+        }
+        if let Some(site) = site(ip) {
+            let site_cap = cap * f64::from(NETWORKS_PER_SITE);
+            if !Self::has_one(&mut self.sites, site, site_cap, now) {
+                return false;
+            }
+            Self::take_one(&mut self.sites, site);
+        }
+        Self::take_one(&mut self.buckets, network);
+        true
+    }
+
+    /// Whether `key`'s bucket of `cap`, refilled to `now`, holds a request; a new key gets a
+    /// full bucket if the table has room. Holds at most [`MAX_TRACKED`] buckets: a full table
+    /// forgets the buckets that have refilled (they carry no state worth keeping) and, if none
+    /// has, refuses the newcomer rather than forgiving every throttled one.
+    fn has_one(
+        buckets: &mut HashMap<IpAddr, Bucket>,
+        key: IpAddr,
+        cap: f64,
+        now: Timestamp,
+    ) -> bool {
+        if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
+            buckets.retain(|_, b| b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0 < cap);
+            if buckets.len() >= MAX_TRACKED {
                 return false;
             }
         }
-        let b = self.buckets.entry(ip).or_insert(Bucket {
+        let b = buckets.entry(key).or_insert(Bucket {
             tokens: cap,
             at: now,
         });
         let refill = now.since(b.at).as_secs_f64() * cap / 60.0;
         b.tokens = (b.tokens + refill).min(cap);
         b.at = now;
-        if b.tokens >= 1.0 {
+        b.tokens >= 1.0
+    }
+
+    /// Takes the request [`Self::has_one`] found in `key`'s bucket.
+    fn take_one(buckets: &mut HashMap<IpAddr, Bucket>, key: IpAddr) {
+        if let Some(b) = buckets.get_mut(&key) {
             b.tokens -= 1.0;
-            true
-        } else {
-            false
         }
     }
 }
@@ -406,6 +446,33 @@ mod tests {
         // Once they have refilled, they are forgotten and a newcomer gets in.
         let later = Timestamp(t0.0 + 61 * SEC);
         assert!(full.allow("198.51.100.1".parse().unwrap(), later));
+    }
+
+    /// A client rotating through the /64s of its /48 gets [`NETWORKS_PER_SITE`] networks'
+    /// worth of requests, however many /64s it uses; another /48, and IPv4 addresses, have
+    /// budgets of their own; a request refused for its site does not charge its network.
+    #[test]
+    fn an_ipv6_site_has_a_few_networks_worth_together() {
+        let per_minute = 10;
+        let mut l = RateLimiter::new(per_minute);
+        let t0 = Timestamp(1_000 * SEC);
+        let in_site = |n: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, n, 0, 0, 0, 1));
+        let allowed = (0..1000u16)
+            .flat_map(|n| std::iter::repeat_n(n, 3))
+            .filter(|n| l.allow(in_site(*n), t0))
+            .count();
+        assert_eq!(allowed, (per_minute * NETWORKS_PER_SITE) as usize);
+        assert!(l.allow("2001:db8:2::1".parse().unwrap(), t0), "another /48");
+        let v4 = (0..100u8)
+            .filter(|i| l.allow(IpAddr::from([192, 0, 2, *i]), t0))
+            .count();
+        assert_eq!(v4, 100, "IPv4 addresses have no site");
+        // A /64 refused for its site kept its own budget: once the site refills a little
+        // (6 s: 4 requests), a fresh /64 still has all of its own.
+        let fresh = in_site(5000);
+        let later = Timestamp(t0.0 + 6 * SEC);
+        assert_eq!((0..10).filter(|_| l.allow(fresh, later)).count(), 4);
+        assert!(l.buckets[&network(fresh)].tokens >= 5.0);
     }
 
     fn counted(events: &[Event]) -> BTreeMap<String, u64> {

@@ -93,7 +93,9 @@ pub fn connection_cap() -> u32 {
 
 /// How many connections one network may hold on a listener that holds `cap`: at most
 /// [`MAX_CONNECTIONS_PER_NETWORK`], and never more than a quarter of the listener, so that on
-/// a host with few file descriptors one address still cannot take every place.
+/// a host with few file descriptors one address still cannot take every place. An IPv6 site
+/// ([`crate::proxy::flood::site`]) holds [`crate::proxy::flood::NETWORKS_PER_SITE`] shares
+/// together, so one customer's /48 cannot take every place by spreading over its /64s.
 pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
@@ -381,6 +383,7 @@ struct OpenConnections {
 struct Counts {
     total: u32,
     by_network: std::collections::HashMap<IpAddr, u32>,
+    by_site: std::collections::HashMap<IpAddr, u32>,
 }
 
 /// One counted connection; dropping it (the connection's task ends) gives its place back.
@@ -388,34 +391,61 @@ struct Held {
     open: Arc<OpenConnections>,
     /// The network it counts for, unless it has no share (a trusted proxy).
     network: Option<IpAddr>,
+    /// The IPv6 site it counts for too.
+    site: Option<IpAddr>,
 }
 
 impl OpenConnections {
-    /// A place for a connection from `peer`, unless the listener holds `cap` already or
-    /// `peer`'s network holds `per_network` (or the counts cannot be read: refused rather than
-    /// guessed).
+    /// A place for a connection from `peer`, unless the listener holds `cap` already, or
+    /// `peer`'s network holds `per_network` or its IPv6 site that many times
+    /// [`NETWORKS_PER_SITE`](crate::proxy::flood::NETWORKS_PER_SITE) (or the counts cannot be
+    /// read: refused rather than guessed).
     fn take(self: &Arc<Self>, peer: IpAddr, per_network: Option<u32>, cap: u32) -> Option<Held> {
+        use crate::proxy::flood::{NETWORKS_PER_SITE, network, site};
         let mut counts = self.counts.lock().ok()?;
         if counts.total >= cap {
             return None;
         }
-        let network = match per_network {
+        let (network, site) = match per_network {
             Some(limit) => {
-                let network = crate::proxy::flood::network(peer);
-                let n = counts.by_network.entry(network).or_insert(0);
-                if *n >= limit {
+                let network = network(peer);
+                let site = site(peer);
+                let held = |map: &std::collections::HashMap<IpAddr, u32>, key| {
+                    map.get(&key).copied().unwrap_or(0)
+                };
+                if held(&counts.by_network, network) >= limit
+                    || site.is_some_and(|s| {
+                        held(&counts.by_site, s) >= limit.saturating_mul(NETWORKS_PER_SITE)
+                    })
+                {
                     return None;
                 }
-                *n += 1;
-                Some(network)
+                *counts.by_network.entry(network).or_insert(0) += 1;
+                if let Some(s) = site {
+                    *counts.by_site.entry(s).or_insert(0) += 1;
+                }
+                (Some(network), site)
             }
-            None => None,
+            None => (None, None),
         };
         counts.total += 1;
         Some(Held {
             open: self.clone(),
             network,
+            site,
         })
+    }
+}
+
+/// Gives back one place of `key` in `map`, forgetting a key with none left.
+fn give_back(map: &mut std::collections::HashMap<IpAddr, u32>, key: Option<IpAddr>) {
+    if let Some(key) = key
+        && let Some(n) = map.get_mut(&key)
+    {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&key);
+        }
     }
 }
 
@@ -423,14 +453,8 @@ impl Drop for Held {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.open.counts.lock() {
             counts.total = counts.total.saturating_sub(1);
-            if let Some(network) = self.network
-                && let Some(n) = counts.by_network.get_mut(&network)
-            {
-                *n -= 1;
-                if *n == 0 {
-                    counts.by_network.remove(&network);
-                }
-            }
+            give_back(&mut counts.by_network, self.network);
+            give_back(&mut counts.by_site, self.site);
         }
     }
 }
@@ -838,6 +862,37 @@ mod tests {
         assert!(
             counts.by_network.is_empty() && counts.total == 0,
             "a network with no connection is forgotten"
+        );
+    }
+
+    /// The /64s of one IPv6 /48 hold `NETWORKS_PER_SITE` shares together; another /48 and
+    /// IPv4 addresses are not held by it; the site's places come back as its connections end.
+    #[test]
+    fn one_ipv6_site_holds_a_few_networks_shares() {
+        use crate::proxy::flood::NETWORKS_PER_SITE;
+        let open = Arc::new(OpenConnections::default());
+        let in_site = |n: u16| IpAddr::from([0x2001, 0xdb8, 1, n, 0, 0, 0, 1]);
+        let held: Vec<Held> = (0..100u16)
+            .flat_map(|n| std::iter::repeat_n(n, 3))
+            .filter_map(|n| open.take(in_site(n), Some(3), 1000))
+            .collect();
+        assert_eq!(held.len(), (3 * NETWORKS_PER_SITE) as usize);
+        assert!(
+            open.take(in_site(999), Some(3), 1000).is_none(),
+            "the site is full"
+        );
+        let other = open.take("2001:db8:2::1".parse().unwrap(), Some(3), 1000);
+        assert!(other.is_some(), "another /48");
+        let v4: Vec<Held> = (0..10u8)
+            .filter_map(|i| open.take(IpAddr::from([192, 0, 2, i]), Some(3), 1000))
+            .collect();
+        assert_eq!(v4.len(), 10, "IPv4 addresses have no site");
+        drop((held, other, v4));
+        assert!(open.take(in_site(999), Some(3), 1000).is_some());
+        let counts = open.counts.lock().unwrap();
+        assert!(
+            counts.by_site.is_empty() && counts.by_network.is_empty() && counts.total == 0,
+            "{counts:?}"
         );
     }
 
