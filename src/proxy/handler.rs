@@ -226,7 +226,7 @@ async fn pipeline(
         }
     };
     let recorded = redact::routed_path(matched.rule(), path.as_str());
-    let upgrade = is_upgrade(&parts.headers);
+    let upgrade = ws::asks_for_websocket(&parts.headers);
     if matched.expects_upgrade() != upgrade {
         record_denial(
             state,
@@ -1955,13 +1955,6 @@ fn uri_len(uri: &http::Uri) -> usize {
 
 fn content_type_of(params: &CanonicalParams) -> Option<String> {
     params.content_type().map(str::to_owned)
-}
-
-fn is_upgrade(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Refuses the header fields that would make what is forwarded differ from what was checked:

@@ -45,6 +45,26 @@ fn upgrade(gw: &TestGateway, token: &str, path: &str) -> String {
     )
 }
 
+/// `Upgrade` is a list of protocols: a handshake naming another beside `websocket` is routed as
+/// a socket, by the reading its handshake is then checked with, and relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_listing_websocket_among_others_is_a_socket() {
+    let gw = TestGateway::start().await;
+    let request = upgrade(&gw, gw.token(), EXEC);
+    let listed = request.replace("Upgrade: websocket\r\n", "Upgrade: foo/2, WebSocket\r\n");
+    assert_ne!(listed, request);
+    let mut socket = open_socket(gw.proxy(), listed).await;
+    assert!(
+        socket.head.status.to_string().contains("101"),
+        "{}",
+        socket.head.status
+    );
+    socket.writer.binary(b"").await.unwrap();
+    let frames = until_eof(&mut socket.reader).await;
+    assert!(!frames.is_empty());
+    assert_eq!(gw.rack().received().len(), 1, "relayed to the rack");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_is_relayed_byte_exact_and_its_exit_code_recorded() {
     let gw = TestGateway::start().await;

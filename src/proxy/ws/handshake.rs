@@ -113,7 +113,7 @@ pub fn check_upgrade(method: &Method, headers: &HeaderMap) -> Result<ClientKey, 
     if !has_token(headers, &CONNECTION, "upgrade") {
         return Err(UpgradeError::Connection);
     }
-    if !has_token(headers, &UPGRADE, "websocket") {
+    if !asks_for_websocket(headers) {
         return Err(UpgradeError::Upgrade);
     }
     match single(headers, &SEC_WEBSOCKET_VERSION) {
@@ -215,6 +215,13 @@ fn fresh_key() -> Result<String, ConnectError> {
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(ConnectError::Entropy)?;
     Ok(STANDARD.encode(raw))
+}
+
+/// Whether the request asks for a WebSocket (`Upgrade` holds the `websocket` token), read as
+/// [`check_upgrade`] reads it: a request is routed as a socket by the same judgement that
+/// then checks its handshake.
+pub fn asks_for_websocket(headers: &HeaderMap) -> bool {
+    has_token(headers, &UPGRADE, "websocket")
 }
 
 /// Whether any value of `name`, read as a comma-separated token list, holds `token` (ASCII

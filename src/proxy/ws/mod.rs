@@ -39,7 +39,7 @@ pub use handshake::{ClientKey, ConnectError, UpgradeError};
 pub use marker::EXIT_MARKER;
 pub use relay::{CLOSE_TIMEOUT, ClosedBy, MAX_CALLER_PAYLOAD, RelayConfig, StreamStats};
 
-pub use handshake::{accept_key, check_upgrade, connect_upstream};
+pub use handshake::{accept_key, asks_for_websocket, check_upgrade, connect_upstream};
 pub use marker::exit_line;
 pub use refuse::refuse;
 pub use relay::relay;
