@@ -280,6 +280,8 @@ impl Violation {
     pub fn close_code(self) -> u16 {
         match self {
             Violation::TooLarge { .. } => 1009,
+            // Data not of its type: a close reason must be UTF-8 (§5.5.1).
+            Violation::CloseReason => 1007,
             _ => 1002,
         }
     }

@@ -32,11 +32,11 @@
 //!   go) before letting the socket go, so a reset does not drop the end of the output.
 //! - **Close codes the gateway sends** (`closing_codes`): forwarded closes travel as they
 //!   came and the answer is relayed back (1000 if none comes); a side that went away gets
-//!   nothing; a side that broke the protocol gets 1002 (1009 for a frame over the limit); the
-//!   rack gets 1001 when the caller left or broke the protocol; the caller gets 1011 when the
-//!   rack broke the protocol or vanished before its EOF (1000 after it); idle ends with 1000
-//!   both ways; cancellation sends 1008 to the caller (whose CLI prints the reason and exits
-//!   1) and 1001 to the rack.
+//!   nothing; a side that broke the protocol gets 1002 (1009 for a frame over the limit, 1007
+//!   for a close reason that is not UTF-8); the rack gets 1001 when the caller left or broke
+//!   the protocol; the caller gets 1011 when the rack broke the protocol or vanished before
+//!   its EOF (1000 after it); idle ends with 1000 both ways; cancellation sends 1008 to the
+//!   caller (whose CLI prints the reason and exits 1) and 1001 to the rack.
 
 use std::sync::Arc;
 use std::time::Duration;

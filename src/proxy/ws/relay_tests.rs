@@ -1048,7 +1048,8 @@ async fn a_rack_whose_flush_waits_does_not_make_the_caller_silent() {
 }
 
 /// A close frame no endpoint may send (RFC 6455 §7.4: 1005 is for reports only), or with a
-/// reason that is not UTF-8, is a protocol violation: not forwarded, the sender gets 1002.
+/// reason that is not UTF-8, is a protocol violation: not forwarded, the sender gets 1002, or
+/// 1007 (data not of its type) for the reason.
 #[tokio::test]
 async fn a_close_with_a_reserved_code_or_a_broken_reason_is_not_forwarded() {
     let mut h = start(RelayConfig::default());
@@ -1074,7 +1075,7 @@ async fn a_close_with_a_reserved_code_or_a_broken_reason_is_not_forwarded() {
         next_message(&mut h.caller).await,
         close(1011, b"rack protocol error")
     );
-    assert_eq!(next_message(&mut h.rack).await, close(1002, b""));
+    assert_eq!(next_message(&mut h.rack).await, close(1007, b""));
     assert_eq!(
         ended(h.relay).await.closed_by,
         ClosedBy::RackViolation(Violation::CloseReason)
