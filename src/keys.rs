@@ -30,8 +30,30 @@ pub struct Keys {
 }
 
 /// The per-deployment key that HMACs secret values before they enter an event.
+///
+/// **Invariant:** what it HMACs directly into the log is a caller's text, always UTF-8
+/// ([`crate::config::hmac_value`] takes a `str`); a key derived from it ([`AuditKey::derive`])
+/// is `HMAC(audit key, 0xFF ‖ purpose)`, and no UTF-8 text holds the byte 0xFF. So no value a
+/// caller sends is ever recorded as a derived key: sending the purpose's text records
+/// `HMAC(audit key, purpose)`, another value.
 #[derive(Clone)]
 pub struct AuditKey(pub [u8; 32]);
+
+/// What begins every input a key is derived from: a byte no UTF-8 text holds.
+const DERIVED: u8 = 0xFF;
+
+impl AuditKey {
+    /// A key of its own for `purpose` (masks, configured secrets), from which the log's
+    /// records of what callers send (under this key itself) tell nothing. `None` only if HMAC
+    /// refused the key, which it never does for 32 bytes.
+    pub fn derive(&self, purpose: &str) -> Option<[u8; 32]> {
+        use hmac::{KeyInit, Mac};
+        let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0).ok()?;
+        derive.update(&[DERIVED]);
+        derive.update(purpose.as_bytes());
+        Some(derive.finalize().into_bytes().into())
+    }
+}
 
 /// Why keys could not be created or loaded. Messages name the file.
 #[derive(Debug, thiserror::Error)]

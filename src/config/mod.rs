@@ -268,8 +268,8 @@ pub fn hmac_value(audit: &AuditKey, secret: &str) -> String {
     format!("hmac-sha256:{tag}")
 }
 
-/// What the key of [`config_secret_value`] is derived under (`HMAC(audit key, label)`).
-const CONFIG_SECRET_LABEL: &[u8] = b"rack-gateway config secret v1";
+/// What the key of [`config_secret_value`] is derived for ([`AuditKey::derive`]).
+const CONFIG_SECRET_LABEL: &str = "rack-gateway config secret v1";
 
 /// `hmac-sha256/config:<hex>` of a configured secret (the rack password), under a key of its
 /// own derived from the audit key: a rotation shows, and whoever holds the audit key and the
@@ -277,12 +277,9 @@ const CONFIG_SECRET_LABEL: &[u8] = b"rack-gateway config secret v1";
 /// it sends: under the same key, whoever reads the log could test guesses of the rack's
 /// password by sending them as env values and comparing.
 pub fn config_secret_value(audit: &AuditKey, secret: &str) -> String {
-    let tag = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
-        .map(|mut derive| {
-            derive.update(CONFIG_SECRET_LABEL);
-            derive.finalize().into_bytes()
-        })
-        .and_then(|key| <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key))
+    let tag = audit
+        .derive(CONFIG_SECRET_LABEL)
+        .and_then(|key| <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).ok())
         .map(|mut m| {
             m.update(secret.as_bytes());
             hex::encode(m.finalize().into_bytes())
@@ -311,6 +308,12 @@ mod read_tests {
         for sent in ["rack-pw", "rack-gateway config secret v1rack-pw"] {
             assert!(!hmac_value(&audit, sent).ends_with(tag), "{sent}");
         }
+        // Nor is the key it is made under: sending the label records another value.
+        let key = audit.derive(CONFIG_SECRET_LABEL).unwrap();
+        assert_ne!(
+            hmac_value(&audit, CONFIG_SECRET_LABEL),
+            format!("hmac-sha256:{}", hex::encode(key))
+        );
     }
 
     /// A file is used only if it still holds what the configuration recorded.

@@ -6,7 +6,8 @@
 //! key trimmed, lines without `=` or with an empty key ignored, the last of duplicates wins).
 //! A hidden value becomes `rgw-masked:<8 hex>`, the first 4 bytes of
 //! HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value), where the mask key is
-//! HMAC-SHA256(audit key, `MASK_KEY_LABEL`): stable for one value of one key of one app, saying
+//! derived from the audit key for masks alone ([`AuditKey::derive`]): stable for one value of
+//! one key of one app, saying
 //! nothing about the value to anyone without the audit key, and never equal to the HMAC a
 //! recorded parameter carries.
 //!
@@ -449,8 +450,10 @@ pub fn mask_value(
     MaskKey::derive(audit)?.mask(app, key, value)
 }
 
-/// What the mask key is derived under (`HMAC(audit key, label)`).
-const MASK_KEY_LABEL: &[u8] = b"rack-gateway env mask key v1";
+/// What the mask key is derived for ([`AuditKey::derive`]). Version 1 was derived as
+/// `HMAC(audit key, label)`, which a caller could have recorded by sending the label as a secret
+/// value; masks made under it no longer restore.
+const MASK_KEY_LABEL: &str = "rack-gateway env mask key v2";
 
 /// The key masks are made under, derived once per answer or post.
 struct MaskKey([u8; 32]);
@@ -460,10 +463,10 @@ impl MaskKey {
         // A key of its own, derived from the audit key: a recorded parameter is
         // `HMAC(audit, value)` for any value a caller sends, so a mask under the audit key
         // itself would let whoever reads the log test a guess by sending `app\0key\0guess`.
-        let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0)
-            .map_err(|_| MaskError::Key)?;
-        derive.update(MASK_KEY_LABEL);
-        Ok(MaskKey(derive.finalize().into_bytes().into()))
+        audit
+            .derive(MASK_KEY_LABEL)
+            .map(MaskKey)
+            .ok_or(MaskError::Key)
     }
 
     fn mac(

@@ -315,8 +315,14 @@ fn masks_are_stable_and_reveal_nothing() {
     // The mask is the HMAC the module doc describes, truncated: not the value, not reversible
     // without the audit key.
     let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
-    derive.update(b"rack-gateway env mask key v1");
+    derive.update(b"\xffrack-gateway env mask key v2");
     let mask_key = derive.finalize().into_bytes();
+    // The mask key is never what a caller's secret value is recorded as, the label's text
+    // included.
+    assert_ne!(
+        crate::config::hmac_value(&AuditKey([7; 32]), "rack-gateway env mask key v2"),
+        format!("hmac-sha256:{}", hex::encode(mask_key))
+    );
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&mask_key).unwrap();
     mac.update(b"x\0SECRET_TOKEN\0s3cr3t");
     let full = hex::encode(mac.finalize().into_bytes());
