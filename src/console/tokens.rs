@@ -325,6 +325,9 @@ async fn revoke(
                     kind: "beyond_current_permissions",
                     what: format!("token {id} was not revoked: {r}"),
                 }
+            } else if r.0 == admin::OUTRACED {
+                // Tokens of the tree are still live: not `already_revoked`.
+                ApiError::RevocationIncomplete(format!("token {id}: {r} with with_descendants"))
             } else {
                 // A revocation that raced this one was sequenced first.
                 ApiError::AlreadyRevoked(format!("token {id}: {r}"))

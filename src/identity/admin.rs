@@ -363,6 +363,12 @@ impl Revoked {
 /// after they were listed: nothing is appended and the round lists again.
 const NONE_LEFT_LIVE: &str = "every token listed was revoked by another call meanwhile";
 
+/// The refusal of a revocation with descendants whose every round found its listed tokens
+/// revoked by other calls first while more were made with the tree: nothing was revoked by
+/// this call, and tokens of the tree are still live.
+pub const OUTRACED: &str = "nothing was revoked: other calls revoked every token listed first, \
+     while more were made with the tree; revoke it again";
+
 /// How many entries one revocation with its descendants may take (see [`revoke`]).
 const MAX_ROUNDS: usize = 8;
 
@@ -565,12 +571,13 @@ async fn revoke(
         }
     }
     let Some(mut d) = done else {
-        // Every round's tokens were revoked by other calls first: a conflict, as when the tree
-        // was revoked before the call, not the log failing (it took every record it was given).
+        // Every round's tokens were revoked by other calls first: not the log failing (it took
+        // every record it was given). Nothing left is refused as when the tree was revoked
+        // before the call; tokens still live, as outraced.
         let why = store
             .with_state(|s| revocable(s, token, reach))
             .err()
-            .unwrap_or(Rejected(NONE_LEFT_LIVE));
+            .unwrap_or(Rejected(OUTRACED));
         return Err(AdminError::Append(AppendError::Rejected(why)));
     };
     // The last round may have left nothing behind.
@@ -1550,7 +1557,8 @@ mod tests {
 
     /// Should other calls revoke what every round listed while more is made with the tree
     /// (written here straight to the log, past the rule that a revoked token makes none), the
-    /// revocation ends as a conflict, never as the log being unavailable.
+    /// revocation ends refused as outraced (a token of the tree is still live), never as the
+    /// log being unavailable.
     #[tokio::test]
     async fn rounds_all_raced_end_as_a_conflict() {
         let (_dir, store, root) = managing_root().await;
@@ -1587,12 +1595,17 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == NONE_LEFT_LIVE),
+            matches!(&refused, Err(AdminError::Append(AppendError::Rejected(r))) if r.0 == OUTRACED),
             "{refused:?}"
         );
         assert!(
             raced.meanwhile.lock().unwrap().is_empty(),
             "a round not run"
+        );
+        let last = made(MAX_ROUNDS as u8 - 1);
+        assert!(
+            store.with_state(|s| s.tokens.unrevoked(&last)),
+            "the token made in the last round is live"
         );
         assert_eq!(
             store.head().size,
