@@ -100,6 +100,18 @@ pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
+/// How many connections one IPv6 site may hold on a listener that holds `cap`:
+/// [`NETWORKS_PER_SITE`](crate::proxy::flood::NETWORKS_PER_SITE) networks' shares, but never
+/// more than a quarter of the listener either (nor less than one network's share), so that on
+/// a host with few file descriptors one site cannot take every place.
+pub fn per_site_share(cap: u32) -> u32 {
+    let network = per_network_share(cap);
+    network
+        .saturating_mul(crate::proxy::flood::NETWORKS_PER_SITE)
+        .min(cap / 4)
+        .max(network)
+}
+
 /// Why a listener refused a connection or a request head before any service saw it. hyper
 /// answers heads itself (408 unsent, 431, 400), and the accept loop closes a connection over
 /// its network's share at once, so no handler runs: without this report a flood of them would
@@ -290,13 +302,16 @@ where
             // Over its network's share, or the listener's: closed at once, before any byte is
             // read. Trusted proxies, which carry everyone, have no share of their own, but count
             // toward the listener's.
-            let per_network = (!trusted_peer).then_some(per_network_share(cap));
+            let shares = (!trusted_peer).then(|| Shares {
+                network: per_network_share(cap),
+                site: per_site_share(cap),
+            });
             let refused = |why| {
                 if let Some(report) = &on_refused {
                     report(peer.ip(), why);
                 }
             };
-            let Some(held) = open.take(peer.ip(), per_network, cap) else {
+            let Some(held) = open.take(peer.ip(), shares, cap) else {
                 refused(Refusal::ConnectionLimit);
                 continue;
             };
@@ -386,6 +401,13 @@ struct Counts {
     by_site: std::collections::HashMap<IpAddr, u32>,
 }
 
+/// How many places one network, and one IPv6 site, may hold.
+#[derive(Debug, Clone, Copy)]
+struct Shares {
+    network: u32,
+    site: u32,
+}
+
 /// One counted connection; dropping it (the connection's task ends) gives its place back.
 struct Held {
     open: Arc<OpenConnections>,
@@ -397,26 +419,23 @@ struct Held {
 
 impl OpenConnections {
     /// A place for a connection from `peer`, unless the listener holds `cap` already, or
-    /// `peer`'s network holds `per_network` or its IPv6 site that many times
-    /// [`NETWORKS_PER_SITE`](crate::proxy::flood::NETWORKS_PER_SITE) (or the counts cannot be
-    /// read: refused rather than guessed).
-    fn take(self: &Arc<Self>, peer: IpAddr, per_network: Option<u32>, cap: u32) -> Option<Held> {
-        use crate::proxy::flood::{NETWORKS_PER_SITE, network, site};
+    /// `peer`'s network or IPv6 site holds its share (or the counts cannot be read: refused
+    /// rather than guessed). A trusted proxy has no `shares`.
+    fn take(self: &Arc<Self>, peer: IpAddr, shares: Option<Shares>, cap: u32) -> Option<Held> {
+        use crate::proxy::flood::{network, site};
         let mut counts = self.counts.lock().ok()?;
         if counts.total >= cap {
             return None;
         }
-        let (network, site) = match per_network {
-            Some(limit) => {
+        let (network, site) = match shares {
+            Some(shares) => {
                 let network = network(peer);
                 let site = site(peer);
                 let held = |map: &std::collections::HashMap<IpAddr, u32>, key| {
                     map.get(&key).copied().unwrap_or(0)
                 };
-                if held(&counts.by_network, network) >= limit
-                    || site.is_some_and(|s| {
-                        held(&counts.by_site, s) >= limit.saturating_mul(NETWORKS_PER_SITE)
-                    })
+                if held(&counts.by_network, network) >= shares.network
+                    || site.is_some_and(|s| held(&counts.by_site, s) >= shares.site)
                 {
                     return None;
                 }
@@ -841,21 +860,41 @@ mod tests {
         assert_eq!(per_network_share(128), 32);
         assert_eq!(per_network_share(16), 4);
         assert_eq!(per_network_share(0), 1);
+        // A site: four networks' shares, and never more than a quarter of the listener.
+        assert_eq!(
+            per_site_share(MAX_CONNECTIONS),
+            4 * MAX_CONNECTIONS_PER_NETWORK
+        );
+        assert_eq!(per_site_share(4096), MAX_CONNECTIONS_PER_NETWORK * 4);
+        assert_eq!(per_site_share(896), 224);
+        assert_eq!(per_site_share(128), 32);
+        assert_eq!(per_site_share(0), 1);
     }
+
+    /// The shares the tests hold connections to: three a network, twelve a site.
+    const SHARES: Shares = Shares {
+        network: 3,
+        site: 12,
+    };
 
     #[test]
     fn one_network_holds_at_most_its_share_of_connections() {
         let open = Arc::new(OpenConnections::default());
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2::ffff".parse().unwrap();
-        let held: Vec<Held> = (0..3).map(|_| open.take(a, Some(3), 10).unwrap()).collect();
-        assert!(open.take(same_64, Some(3), 10).is_none(), "the /64 is full");
+        let held: Vec<Held> = (0..3)
+            .map(|_| open.take(a, Some(SHARES), 10).unwrap())
+            .collect();
         assert!(
-            open.take("192.0.2.1".parse().unwrap(), Some(3), 10)
+            open.take(same_64, Some(SHARES), 10).is_none(),
+            "the /64 is full"
+        );
+        assert!(
+            open.take("192.0.2.1".parse().unwrap(), Some(SHARES), 10)
                 .is_some()
         );
         drop(held);
-        let again = open.take(same_64, Some(3), 10);
+        let again = open.take(same_64, Some(SHARES), 10);
         assert!(again.is_some(), "places come back when connections end");
         drop(again);
         let counts = open.counts.lock().unwrap();
@@ -865,30 +904,29 @@ mod tests {
         );
     }
 
-    /// The /64s of one IPv6 /48 hold `NETWORKS_PER_SITE` shares together; another /48 and
-    /// IPv4 addresses are not held by it; the site's places come back as its connections end.
+    /// The /64s of one IPv6 /48 hold the site's share together; another /48 and IPv4
+    /// addresses are not held by it; the site's places come back as its connections end.
     #[test]
     fn one_ipv6_site_holds_a_few_networks_shares() {
-        use crate::proxy::flood::NETWORKS_PER_SITE;
         let open = Arc::new(OpenConnections::default());
         let in_site = |n: u16| IpAddr::from([0x2001, 0xdb8, 1, n, 0, 0, 0, 1]);
         let held: Vec<Held> = (0..100u16)
             .flat_map(|n| std::iter::repeat_n(n, 3))
-            .filter_map(|n| open.take(in_site(n), Some(3), 1000))
+            .filter_map(|n| open.take(in_site(n), Some(SHARES), 1000))
             .collect();
-        assert_eq!(held.len(), (3 * NETWORKS_PER_SITE) as usize);
+        assert_eq!(held.len(), SHARES.site as usize);
         assert!(
-            open.take(in_site(999), Some(3), 1000).is_none(),
+            open.take(in_site(999), Some(SHARES), 1000).is_none(),
             "the site is full"
         );
-        let other = open.take("2001:db8:2::1".parse().unwrap(), Some(3), 1000);
+        let other = open.take("2001:db8:2::1".parse().unwrap(), Some(SHARES), 1000);
         assert!(other.is_some(), "another /48");
         let v4: Vec<Held> = (0..10u8)
-            .filter_map(|i| open.take(IpAddr::from([192, 0, 2, i]), Some(3), 1000))
+            .filter_map(|i| open.take(IpAddr::from([192, 0, 2, i]), Some(SHARES), 1000))
             .collect();
         assert_eq!(v4.len(), 10, "IPv4 addresses have no site");
         drop((held, other, v4));
-        assert!(open.take(in_site(999), Some(3), 1000).is_some());
+        assert!(open.take(in_site(999), Some(SHARES), 1000).is_some());
         let counts = open.counts.lock().unwrap();
         assert!(
             counts.by_site.is_empty() && counts.by_network.is_empty() && counts.total == 0,
@@ -902,11 +940,11 @@ mod tests {
         let held: Vec<Held> = (0..4u8)
             .map(|i| {
                 let ip = IpAddr::from([192, 0, 2, i]);
-                open.take(ip, Some(3), 4).unwrap()
+                open.take(ip, Some(SHARES), 4).unwrap()
             })
             .collect();
         assert!(
-            open.take("192.0.2.9".parse().unwrap(), Some(3), 4)
+            open.take("192.0.2.9".parse().unwrap(), Some(SHARES), 4)
                 .is_none()
         );
         // A trusted proxy has no share of its own, but the cap holds for it too.
@@ -927,7 +965,7 @@ mod tests {
         use hyper::body::Bytes;
         let open = Arc::new(OpenConnections::default());
         let peer: IpAddr = "192.0.2.1".parse().unwrap();
-        let held = open.take(peer, Some(3), 10).unwrap();
+        let held = open.take(peer, Some(SHARES), 10).unwrap();
         let (client_io, server_io) = tokio::io::duplex(4096);
         let server_io = Counted::new(server_io, held, &Upgrading::default());
         let (upgraded_tx, upgraded_rx) = tokio::sync::oneshot::channel();
