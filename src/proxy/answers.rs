@@ -254,9 +254,13 @@ where
 /// taken out and the caller shown the rack's reason: the CLI's Go client asks every rack for
 /// gzip, and a proxy in front of the rack may honour that. Bounded like an answer in clear
 /// ([`MAX_ERROR_ANSWER`] decoded), so a small answer cannot inflate into a large one. Several
-/// members in a row decode as one text, as Go's reader takes them.
+/// members in a row decode as one text, as Go's reader takes them. An empty body is empty
+/// text, as Go's client reads it (the CLI reads an empty 404 as `response status 404`).
 pub fn gunzip_error(encoded: &[u8]) -> Result<Bytes, ReadError> {
     use std::io::Read;
+    if encoded.is_empty() {
+        return Ok(Bytes::new());
+    }
     let mut text = Vec::new();
     flate2::read::MultiGzDecoder::new(encoded)
         .take(MAX_ERROR_ANSWER as u64 + 1)
@@ -380,6 +384,7 @@ mod tests {
         let mut two = gzip(b"first ");
         two.extend(gzip(b"second"));
         assert_eq!(gunzip_error(&two).unwrap(), &b"first second"[..]);
+        assert_eq!(gunzip_error(b"").unwrap(), &b""[..]);
         let whole = vec![b'a'; MAX_ERROR_ANSWER];
         assert_eq!(gunzip_error(&gzip(&whole)).unwrap().len(), MAX_ERROR_ANSWER);
 
