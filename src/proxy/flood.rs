@@ -316,11 +316,13 @@ impl DenialCounter {
     }
 
     /// The counts whose window has closed at `now` (or all of them when `flush`), taken out.
+    /// A window also closes when the clock has gone back past its first denial: otherwise a
+    /// clock stepped back an hour would hold the counts an hour.
     pub fn drain(&mut self, now: Timestamp, flush: bool) -> Due {
         let due: Vec<(Counted, &'static str)> = self
             .open
             .iter()
-            .filter(|(_, c)| flush || now.since(c.first) >= WINDOW)
+            .filter(|(_, c)| flush || now < c.first || now.since(c.first) >= WINDOW)
             .map(|(k, _)| *k)
             .collect();
         Due(due
@@ -587,6 +589,15 @@ mod tests {
             Event::DenialsCounted { count: 1000, reason, first, last, .. }
                 if reason == "missing_credentials" && *first == t0 && last.0 == t0.0 + 999
         )));
+        assert!(d.is_empty());
+
+        // A clock stepped back past a window's first denial closes it at once.
+        d.note(ip, "missing_credentials", t0);
+        assert!(d.drain(t0, false).is_empty());
+        assert_eq!(
+            d.drain(Timestamp(t0.0 - 3_600 * SEC), false).events().len(),
+            1
+        );
         assert!(d.is_empty());
     }
 
