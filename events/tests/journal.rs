@@ -473,6 +473,46 @@ async fn a_batch_whose_first_frame_was_lost_is_dropped_whole_and_the_log_goes_on
     assert_eq!(back[41..], [after.hashes[0].0]);
 }
 
+/// The index lost commits its sync acknowledged (a failed sync whose pages the page cache kept,
+/// then dropped): the journal's pass, restarted once they were indexed, begins past the
+/// index's end. Its first batch is intact, not a torn write: the open is refused, never
+/// taken short with the seqs between reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_beginning_past_the_index_refuses_to_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    for i in 0..5 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    store.shutdown();
+    drop(store);
+    let older = std::fs::read(dir.path().join("log.redb")).unwrap();
+    let store = open(dir.path()).unwrap();
+    let lost = store.head().size;
+    for i in 5..10 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    store.shutdown();
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    let first = store.head().size;
+    let three = (10..13).map(conformance::filler).collect();
+    store.append(three).await.unwrap();
+    let copy = crash_copy(dir.path());
+    drop(store);
+    let journal = std::fs::read(journal_of(copy.path())).unwrap();
+    let pass = record_frames(&journal);
+    assert_eq!(
+        (pass[0].pos, pass[0].number, pass[0].batch),
+        (0, first, 0),
+        "the pass begins with the one batch"
+    );
+    // The index as it was before the commits it lost.
+    std::fs::write(copy.path().join("log.redb"), &older).unwrap();
+
+    refused_as_corrupt(open(copy.path()), lost, "were lost");
+}
+
 /// `journal` rewritten in the first frame format (48-byte headers, `RGJ1` with the record's
 /// leaf hash, `RGC1` with the note's SHA-256), as the store wrote it before frames carried
 /// their batch.
