@@ -257,15 +257,19 @@ impl Config {
 
 /// `hmac-sha256:<hex>` of a secret under the audit key: how secrets appear in events.
 pub fn hmac_value(audit: &AuditKey, secret: &str) -> String {
-    let tag = match <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&audit.0) {
+    format!("hmac-sha256:{}", hmac_hex(&audit.0, secret))
+}
+
+/// HMAC-SHA256 of `secret` under `key`, in hex. A 32-byte key is always accepted; an empty tag
+/// would only ever be a visible bug.
+fn hmac_hex(key: &[u8], secret: &str) -> String {
+    match <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key) {
         Ok(mut m) => {
             m.update(secret.as_bytes());
             hex::encode(m.finalize().into_bytes())
         }
-        // A 32-byte key is always accepted; an empty tag would only ever be a visible bug.
         Err(_) => String::new(),
-    };
-    format!("hmac-sha256:{tag}")
+    }
 }
 
 /// What the key of [`config_secret_value`] is derived for ([`AuditKey::derive`]).
@@ -273,18 +277,13 @@ const CONFIG_SECRET_LABEL: &str = "rack-gateway config secret v1";
 
 /// `hmac-sha256/config:<hex>` of a configured secret (the rack password), under a key of its
 /// own derived from the audit key: a rotation shows, and whoever holds the audit key and the
-/// password can check it. Not [`hmac_value`], which is what any caller gets recorded for a secret parameter
-/// it sends: under the same key, whoever reads the log could test guesses of the rack's
-/// password by sending them as env values and comparing.
+/// password can check it. Not [`hmac_value`], which is what any caller gets recorded for a
+/// secret parameter it sends: under the same key, whoever reads the log could test guesses of
+/// the rack's password by sending them as env values and comparing.
 pub fn config_secret_value(audit: &AuditKey, secret: &str) -> String {
     let tag = audit
         .derive(CONFIG_SECRET_LABEL)
-        .and_then(|key| <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&key).ok())
-        .map(|mut m| {
-            m.update(secret.as_bytes());
-            hex::encode(m.finalize().into_bytes())
-        })
-        // A 32-byte key is always accepted; an empty tag would only ever be a visible bug.
+        .map(|key| hmac_hex(&key, secret))
         .unwrap_or_default();
     format!("hmac-sha256/config:{tag}")
 }

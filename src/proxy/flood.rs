@@ -9,10 +9,10 @@
 //!
 //! A client with an IPv6 /48 holds 65,536 networks, so the limiter also holds each /48 (a
 //! [`site`]) to [`NETWORKS_PER_SITE`] networks' budgets together, and counting each network's
-//! denials on its own would let one client write tens of thousands of records a minute. The counter keeps [`MAX_COUNTED`]
-//! networks apart; past that, a newcomer is counted under its coarser prefix (an IPv6 /48, then
-//! /32, an IPv4 /16), and past [`MAX_COUNTED`] + [`MAX_PREFIXES`] entries, under everyone
-//! (`::/0`).
+//! denials on its own would let one client write tens of thousands of records a minute. The
+//! counter keeps [`MAX_COUNTED`] networks apart; past that, a newcomer is counted under its
+//! coarser prefix (an IPv6 /48, then /32, an IPv4 /16), and past [`MAX_COUNTED`] +
+//! [`MAX_PREFIXES`] entries, under everyone (`::/0`).
 //!
 //! **Invariant:** both are pure: every method takes `now`, nothing reads a clock, and the state
 //! is bounded. A limiter holds at most [`MAX_TRACKED`] networks; one that is full forgets the
@@ -225,35 +225,40 @@ impl RateLimiter {
     /// means over either limit (answer 429), and then neither is charged.
     pub fn allow(&mut self, ip: IpAddr, now: Timestamp) -> bool {
         let cap = f64::from(self.per_minute);
-        let network = network(ip);
-        if !Self::has_one(&mut self.buckets, network, cap, now) {
+        let Some(network) = Self::with_one(&mut self.buckets, network(ip), cap, now) else {
             return false;
-        }
-        if let Some(site) = site(ip) {
-            let site_cap = cap * f64::from(NETWORKS_PER_SITE);
-            if !Self::has_one(&mut self.sites, site, site_cap, now) {
-                return false;
+        };
+        let site = match site(ip) {
+            Some(site) => {
+                let site_cap = cap * f64::from(NETWORKS_PER_SITE);
+                let Some(bucket) = Self::with_one(&mut self.sites, site, site_cap, now) else {
+                    return false;
+                };
+                Some(bucket)
             }
-            Self::take_one(&mut self.sites, site);
+            None => None,
+        };
+        network.tokens -= 1.0;
+        if let Some(site) = site {
+            site.tokens -= 1.0;
         }
-        Self::take_one(&mut self.buckets, network);
         true
     }
 
-    /// Whether `key`'s bucket of `cap`, refilled to `now`, holds a request; a new key gets a
-    /// full bucket if the table has room. Holds at most [`MAX_TRACKED`] buckets: a full table
+    /// `key`'s bucket of `cap`, refilled to `now`, if it holds a request; a new key gets a full
+    /// bucket if the table has room. Holds at most [`MAX_TRACKED`] buckets: a full table
     /// forgets the buckets that have refilled (they carry no state worth keeping) and, if none
     /// has, refuses the newcomer rather than forgiving every throttled one.
-    fn has_one(
+    fn with_one(
         buckets: &mut HashMap<IpAddr, Bucket>,
         key: IpAddr,
         cap: f64,
         now: Timestamp,
-    ) -> bool {
+    ) -> Option<&mut Bucket> {
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
             buckets.retain(|_, b| b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0 < cap);
             if buckets.len() >= MAX_TRACKED {
-                return false;
+                return None;
             }
         }
         let b = buckets.entry(key).or_insert(Bucket {
@@ -263,14 +268,7 @@ impl RateLimiter {
         let refill = now.since(b.at).as_secs_f64() * cap / 60.0;
         b.tokens = (b.tokens + refill).min(cap);
         b.at = now;
-        b.tokens >= 1.0
-    }
-
-    /// Takes the request [`Self::has_one`] found in `key`'s bucket.
-    fn take_one(buckets: &mut HashMap<IpAddr, Bucket>, key: IpAddr) {
-        if let Some(b) = buckets.get_mut(&key) {
-            b.tokens -= 1.0;
-        }
+        (b.tokens >= 1.0).then_some(b)
     }
 }
 

@@ -871,8 +871,9 @@ impl Coding {
 }
 
 /// The error kind of a compressed rack answer the gateway must read and cannot: a 2xx answer it
-/// rewrites in any coding (it asks for none on those routes), an error answer in any but gzip. With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room)
-/// and of the masking, the caller is told it and `CommandCompleted.failure` records it.
+/// rewrites in any coding (it asks for none on those routes), an error answer in any but gzip.
+/// With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room) and of
+/// the masking, the caller is told it and `CommandCompleted.failure` records it.
 const ANSWER_ENCODED: &str = "answer_encoded";
 /// Recorded for an error answer the gateway withheld ([`withheld_error`]): the status is the
 /// rack's, the body the gateway's.

@@ -7,9 +7,8 @@
 //! A hidden value becomes `rgw-masked:<8 hex>`, the first 4 bytes of
 //! HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value), where the mask key is
 //! derived from the audit key for masks alone ([`AuditKey::derive`]): stable for one value of
-//! one key of one app, saying
-//! nothing about the value to anyone without the audit key, and never equal to the HMAC a
-//! recorded parameter carries.
+//! one key of one app, saying nothing about the value to anyone without the audit key, and
+//! never equal to the HMAC a recorded parameter carries.
 //!
 //! Who sees what ([`Visibility`]): without `convox:env:read` every value is masked; with it but
 //! without `convox:secret:read`, secret-classified values are masked ([`is_secret`]: by name

@@ -93,15 +93,14 @@ pub fn connection_cap() -> u32 {
 
 /// How many connections one network may hold on a listener that holds `cap`: at most
 /// [`MAX_CONNECTIONS_PER_NETWORK`], and never more than a quarter of the listener, so that on
-/// a host with few file descriptors one address still cannot take every place. An IPv6 site
-/// ([`crate::proxy::flood::site`]) holds [`crate::proxy::flood::NETWORKS_PER_SITE`] shares
-/// together, so one customer's /48 cannot take every place by spreading over its /64s.
+/// a host with few file descriptors one address still cannot take every place.
 pub fn per_network_share(cap: u32) -> u32 {
     MAX_CONNECTIONS_PER_NETWORK.min(cap / 4).max(1)
 }
 
-/// How many connections one IPv6 site may hold on a listener that holds `cap`:
-/// [`NETWORKS_PER_SITE`](crate::proxy::flood::NETWORKS_PER_SITE) networks' shares, but never
+/// How many connections one IPv6 site ([`crate::proxy::flood::site`]) may hold on a listener
+/// that holds `cap`: [`NETWORKS_PER_SITE`](crate::proxy::flood::NETWORKS_PER_SITE) networks'
+/// shares, so one customer's /48 cannot take every place by spreading over its /64s, but never
 /// more than a quarter of the listener either (nor less than one network's share), so that on
 /// a host with few file descriptors one site cannot take every place.
 pub fn per_site_share(cap: u32) -> u32 {

@@ -500,22 +500,23 @@ impl Journal {
         // in. Dropped as a torn batch, the journal's pass would open short and reuse their seqs.
         if let Some(frame) = frame_at(&data, pos)
             && frame.content().is_some()
-            && frame.number > if frame.record { next } else { next_cp }
         {
             let (what, expected) = if frame.record {
                 ("record", next)
             } else {
                 ("checkpoint", next_cp)
             };
-            return Err(StoreError::Corrupt {
-                seq: Seq(next),
-                what: format!(
-                    "the journal holds {what} {} at byte {pos} where {what} {expected} comes \
+            if frame.number > expected {
+                return Err(StoreError::Corrupt {
+                    seq: Seq(next),
+                    what: format!(
+                        "the journal holds {what} {} at byte {pos} where {what} {expected} comes \
                      next: acknowledged records between were lost (the index or the journal \
                      lost what its sync acknowledged); restore the data directory from a backup",
-                    frame.number
-                ),
-            });
+                        frame.number
+                    ),
+                });
+            }
         }
         let after = continues_after(&data, pos, next, next_cp, torn);
         out.found.dropped = after.dropped;
