@@ -858,3 +858,155 @@ async fn an_unheard_append_that_fails_is_kept_with_its_follow_up() {
     assert!(written(102) < written(9));
     assert_eq!((seq_of(&all, 11), seq_of(&all, 12)), (None, None));
 }
+
+/// A filler event whose record is about 600 bytes, so a test reaches the journal's restart with
+/// few records.
+fn wide(i: u64) -> events::event::Event {
+    events::event::Event::UserEnabled {
+        user: events::event::Principal(format!("user-{i}-{}@example.com", "x".repeat(480))),
+        by: events::event::Principal("conformance".into()),
+    }
+}
+
+/// Appends `events` one batch at a time, keeping each acknowledged record's seq and hash.
+async fn append_all(
+    store: &RedbStore<TestFold>,
+    batches: impl IntoIterator<Item = Vec<events::event::Event>>,
+    acked: &mut Vec<(u64, events::hash::Hash)>,
+) {
+    for batch in batches {
+        let a = store.append(batch).await.unwrap();
+        acked.extend((a.first.0..).zip(a.hashes));
+    }
+}
+
+/// Every record in `acked` is in the store, at its seq.
+async fn holds_all(store: &RedbStore<TestFold>, acked: &[(u64, events::hash::Hash)]) {
+    let all = store.read(0..u64::MAX).await.unwrap();
+    for (seq, hash) in acked {
+        let found = all.get(*seq as usize).map(|r| r.hash);
+        assert_eq!(
+            found,
+            Some(*hash),
+            "acknowledged record {seq} is not in the log"
+        );
+    }
+}
+
+/// A synced index commit whose sync answers EIO may have put its pages in the page cache only:
+/// Linux marks them clean, a later sync does not write them, and they are gone once the cache
+/// drops them. The next open sees that index and must not take it for durable and let the
+/// journal, the records' only durable copy, start over: it rebuilds the index into a new file.
+/// Once the cache has dropped what never reached the disk, every acknowledged record is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_whose_sync_failed_at_a_stop_is_rebuilt_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    append_all(&store, (0..40).map(|i| vec![wide(i)]), &mut acked).await;
+    // The stop's synced commit of the index fails.
+    disk.fail_commit_syncs(1);
+    store.shutdown();
+    drop(store);
+
+    let store = open_on(&path, &disk);
+    assert!(
+        store.recovered().rebuilt,
+        "an index reaching into the journal was taken as it was: {:?}",
+        store.recovered()
+    );
+    holds_all(&store, &acked).await;
+    append_all(&store, (40..60).map(|i| vec![wide(i)]), &mut acked).await;
+    store.shutdown();
+    drop(store);
+
+    disk.lose_unsynced();
+    let store = open_on(&path, &disk);
+    holds_all(&store, &acked).await;
+}
+
+/// The same for a synced commit that fails while the store runs (the journal is due to start
+/// over): the reopen that follows rebuilds the index before the journal lets go of anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_whose_sync_failed_while_running_is_rebuilt_before_the_journal_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    disk.fail_commit_syncs(1);
+    // About 9 MB of records: the journal passes its restart point twice, the first time with
+    // the failing sync.
+    let batches = (0..30u64).map(|b| (b * 500..(b + 1) * 500).map(wide).collect());
+    append_all(&store, batches, &mut acked).await;
+    store.shutdown();
+    drop(store);
+
+    disk.lose_unsynced();
+    let store = open_on(&path, &disk);
+    holds_all(&store, &acked).await;
+}
+
+/// When the host drops the pages of the commit whose sync failed before the store opens again
+/// (a reboot), redb is back at its last synced commit and the journal, which did not start
+/// over, holds every record after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    append_all(&store, (0..40).map(|i| vec![wide(i)]), &mut acked).await;
+    disk.fail_commit_syncs(1);
+    store.shutdown();
+    drop(store);
+
+    disk.lose_unsynced();
+    let store = open_on(&path, &disk);
+    assert!(!store.recovered().rebuilt, "{:?}", store.recovered());
+    holds_all(&store, &acked).await;
+}
+
+/// A rebuild that fails (its file cannot be created) refuses appends, as any reopen that fails
+/// does, and leaves the journal as it was: a later one, once the file can be created, takes the
+/// records from there, and none is lost when the cache drops what never reached the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_that_fails_refuses_appends_and_keeps_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let blocker = events::store::redb::rebuild_path(&path);
+    std::fs::create_dir(&blocker).unwrap();
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    disk.fail_commit_syncs(1);
+    let mut refused = false;
+    for b in 0..30u64 {
+        match store
+            .append((b * 500..(b + 1) * 500).map(wide).collect())
+            .await
+        {
+            Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
+            Err(e) => {
+                assert!(matches!(e, AppendError::Unavailable(_)), "{e:?}");
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        refused,
+        "no append was refused while the index could not be rebuilt"
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    append_all(&store, (0..3).map(|i| vec![wide(100_000 + i)]), &mut acked).await;
+    store.shutdown();
+    drop(store);
+
+    disk.lose_unsynced();
+    let store = open_on(&path, &disk);
+    holds_all(&store, &acked).await;
+}

@@ -5,17 +5,27 @@
 //! or hold every write until released, as a disk slow to answer.
 //! Used by the store's own tests and the gateway's fail-closed tests.
 //!
+//! The disk also keeps what of each file is durable: the file as of its last successful sync.
+//! A sync that answers EIO drops what was written since from that (Linux marks those pages
+//! clean in the page cache though they never reached the disk, and a later sync does not write
+//! them), and [`Disk::lose_unsynced`] turns each file into what is durable, as the page cache
+//! dropping those pages, or a reboot, does.
+//!
 //! **Invariant:** reads always work, and nothing is changed while the disk works; the store's
 //! reopen after a failed write goes through the same opener, so it sees the same disk.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use redb::StorageBackend;
 use redb::backends::FileBackend;
+use redb::{Database, DatabaseError, StorageBackend};
 
-use super::redb::{Opener, journal_path, open_files_with, open_rw};
+use super::redb::{
+    Files, Opener, StoreFiles, journal_path, new_writer, open_files_with, open_rw, rebuild_path,
+    remove_if_present,
+};
 
 /// How the disk fails: as Linux answers a write on a full filesystem (ENOSPC), or on one
 /// remounted read-only (EROFS, as ext4 does after an I/O error with `errors=remount-ro`).
@@ -34,6 +44,10 @@ pub struct Disk {
     index_errno: Arc<AtomicI32>,
     /// How many of the next syncs answer EIO although the writes before them went through.
     failing_syncs: Arc<AtomicU64>,
+    /// The same, for the syncs of the database file that make a commit durable.
+    failing_commit_syncs: Arc<AtomicU64>,
+    /// What of each file is durable, by path.
+    images: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<Image>>>>>,
     /// Whether a failing sync kills the disk: every write after it fails too.
     dies: Arc<AtomicBool>,
     /// Killed so: writes and length changes answer EIO.
@@ -52,6 +66,26 @@ struct Backend {
     disk: Disk,
     /// The database file (not the journal).
     index: bool,
+    image: Arc<Mutex<Image>>,
+}
+
+/// What of one file is durable, and what was written to it since.
+#[derive(Debug, Default)]
+struct Image {
+    durable: Vec<u8>,
+    unsynced: Vec<Change>,
+}
+
+#[derive(Debug)]
+enum Change {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
+/// The store's files at `path` on a test disk.
+struct OnTestDisk {
+    path: PathBuf,
+    disk: Disk,
 }
 
 // === impl Disk ===
@@ -84,6 +118,31 @@ impl Disk {
         }
     }
 
+    /// The next `n` syncs of the database file that would make a commit durable (redb wrote
+    /// its header, at the file's start, since the last sync) answer EIO, as [`Disk::fail_syncs`]
+    /// does; its other syncs (as the file grows) and the journal's work.
+    pub fn fail_commit_syncs(&self, n: u64) {
+        self.failing_commit_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// Turns every file opened on this disk into what of it is durable: what the last
+    /// successful sync covered, without the writes a failed sync dropped. As the page cache
+    /// dropping the pages a failed sync left clean, or a reboot, does. Only while no store has
+    /// the files open.
+    ///
+    /// # Panics
+    /// A file cannot be written.
+    #[allow(clippy::panic)]
+    pub fn lose_unsynced(&self) {
+        for (path, image) in lock(&self.images).iter() {
+            let mut image = lock(image);
+            image.unsynced.clear();
+            if let Err(e) = std::fs::write(path, &image.durable) {
+                panic!("cannot write {}: {e}", path.display());
+            }
+        }
+    }
+
     /// From now on, every write waits until this is called with `false`, as on a disk that is
     /// slow to answer: what the store does meanwhile can be seen and done.
     pub fn hold_writes(&self, hold: bool) {
@@ -102,16 +161,29 @@ impl Disk {
 
     /// Opens the store kept at `path` (and its journal) on this disk.
     pub fn opener(&self, path: &Path) -> Opener {
-        let (path, disk) = (path.to_owned(), self.clone());
-        Box::new(move || {
-            let backend = |p: &Path, index: bool| -> Result<Backend, redb::DatabaseError> {
-                Ok(Backend {
-                    inner: FileBackend::new(open_rw(p)?)?,
-                    disk: disk.clone(),
-                    index,
-                })
-            };
-            open_files_with(backend(&path, true)?, backend(&journal_path(&path), false)?)
+        Box::new(OnTestDisk {
+            path: path.to_owned(),
+            disk: self.clone(),
+        })
+    }
+
+    /// The file at `path` on this disk; the first open takes what it holds as durable.
+    fn backend(&self, path: &Path, index: bool) -> Result<Backend, DatabaseError> {
+        let file = open_rw(path)?;
+        let image = lock(&self.images)
+            .entry(path.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Image {
+                    durable: std::fs::read(path).unwrap_or_default(),
+                    unsynced: Vec::new(),
+                }))
+            })
+            .clone();
+        Ok(Backend {
+            inner: FileBackend::new(file)?,
+            disk: self.clone(),
+            index,
+            image,
         })
     }
 
@@ -128,6 +200,62 @@ impl Disk {
             0 if index_errno == 0 => None,
             0 => Some(std::io::Error::from_raw_os_error(index_errno)),
             errno => Some(std::io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl OnTestDisk ===
+
+impl StoreFiles for OnTestDisk {
+    fn open(&self) -> Result<Files, DatabaseError> {
+        open_files_with(
+            self.disk.backend(&self.path, true)?,
+            self.disk.backend(&journal_path(&self.path), false)?,
+        )
+    }
+
+    fn create_rebuild(&self) -> Result<Database, DatabaseError> {
+        let path = rebuild_path(&self.path);
+        remove_if_present(&path)?;
+        lock(&self.disk.images).remove(&path);
+        new_writer(self.disk.backend(&path, true)?)
+    }
+
+    fn install_rebuild(&self) -> Result<(), DatabaseError> {
+        let from = rebuild_path(&self.path);
+        std::fs::rename(&from, &self.path)
+            .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
+        let mut images = lock(&self.disk.images);
+        if let Some(image) = images.remove(&from) {
+            images.insert(self.path.clone(), image);
+        }
+        Ok(())
+    }
+}
+
+// === impl Image ===
+
+impl Image {
+    /// A sync answered: what was written since is durable (`true`), or dropped (`false`).
+    fn synced(&mut self, ok: bool) {
+        for change in std::mem::take(&mut self.unsynced) {
+            if !ok {
+                continue;
+            }
+            match change {
+                Change::Write(at, data) => {
+                    let (at, end) = (at as usize, at as usize + data.len());
+                    if self.durable.len() < end {
+                        self.durable.resize(end, 0);
+                    }
+                    self.durable[at..end].copy_from_slice(&data);
+                }
+                Change::SetLen(len) => self.durable.resize(len as usize, 0),
+            }
         }
     }
 }
@@ -153,23 +281,33 @@ impl StorageBackend for Backend {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
-        self.inner.set_len(len)
+        self.inner.set_len(len)?;
+        lock(&self.image).unsynced.push(Change::SetLen(len));
+        Ok(())
     }
     fn sync_data(&self) -> Result<(), std::io::Error> {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
-        let failing = &self.disk.failing_syncs;
-        if failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
+        let take = |failing: &AtomicU64| {
+            failing
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        };
+        let commit = self.index
+            && lock(&self.image)
+                .unsynced
+                .iter()
+                .any(|c| matches!(c, Change::Write(0, _)));
+        if take(&self.disk.failing_syncs) || (commit && take(&self.disk.failing_commit_syncs)) {
             if self.disk.dies.load(Ordering::SeqCst) {
                 self.disk.dead.store(true, Ordering::SeqCst);
             }
+            lock(&self.image).synced(false);
             return Err(std::io::Error::from_raw_os_error(5)); // EIO
         }
         self.inner.sync_data()?;
+        lock(&self.image).synced(true);
         self.disk.syncs.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -184,7 +322,11 @@ impl StorageBackend for Backend {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
-        self.inner.write(offset, data)
+        self.inner.write(offset, data)?;
+        lock(&self.image)
+            .unsynced
+            .push(Change::Write(offset, data.to_vec()));
+        Ok(())
     }
     fn close(&self) -> Result<(), std::io::Error> {
         self.inner.close()
