@@ -94,8 +94,19 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct RateLimiter {
     per_minute: u32,
-    buckets: HashMap<IpAddr, Bucket>,
-    sites: HashMap<IpAddr, Bucket>,
+    buckets: Buckets,
+    sites: Buckets,
+}
+
+/// One limiter's buckets. A full table that a sweep could not make room in refuses newcomers
+/// without sweeping again until the first of its buckets has refilled: while a flood of new
+/// networks lasts, each would otherwise walk all [`MAX_TRACKED`] buckets under the limiter's
+/// lock.
+#[derive(Debug, Default)]
+struct Buckets {
+    map: HashMap<IpAddr, Bucket>,
+    /// When the last sweep that freed nothing ran, and when its first bucket is full again.
+    no_room: Option<(Timestamp, Timestamp)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -216,8 +227,8 @@ impl RateLimiter {
     pub fn new(per_minute: u32) -> RateLimiter {
         RateLimiter {
             per_minute: per_minute.max(1),
-            buckets: HashMap::new(),
-            sites: HashMap::new(),
+            buckets: Buckets::default(),
+            sites: Buckets::default(),
         }
     }
 
@@ -249,17 +260,31 @@ impl RateLimiter {
     /// bucket if the table has room. Holds at most [`MAX_TRACKED`] buckets: a full table
     /// forgets the buckets that have refilled (they carry no state worth keeping) and, if none
     /// has, refuses the newcomer rather than forgiving every throttled one.
-    fn with_one(
-        buckets: &mut HashMap<IpAddr, Bucket>,
-        key: IpAddr,
-        cap: f64,
-        now: Timestamp,
-    ) -> Option<&mut Bucket> {
+    fn with_one(table: &mut Buckets, key: IpAddr, cap: f64, now: Timestamp) -> Option<&mut Bucket> {
+        let buckets = &mut table.map;
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&key) {
-            buckets.retain(|_, b| b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0 < cap);
-            if buckets.len() >= MAX_TRACKED {
+            // Nothing can have refilled before then (a clock stepped back sweeps again).
+            if table
+                .no_room
+                .is_some_and(|(swept, until)| swept <= now && now < until)
+            {
                 return None;
             }
+            let mut first_full: Option<Timestamp> = None;
+            buckets.retain(|_, b| {
+                let level = b.tokens + now.since(b.at).as_secs_f64() * cap / 60.0;
+                let keep = level < cap;
+                if keep {
+                    let full = now.plus(Duration::from_secs_f64((cap - level) * 60.0 / cap));
+                    first_full = Some(first_full.map_or(full, |f| f.min(full)));
+                }
+                keep
+            });
+            if buckets.len() >= MAX_TRACKED {
+                table.no_room = first_full.map(|until| (now, until));
+                return None;
+            }
+            table.no_room = None;
         }
         let b = buckets.entry(key).or_insert(Bucket {
             tokens: cap,
@@ -448,6 +473,31 @@ mod tests {
         assert!(full.allow("198.51.100.1".parse().unwrap(), later));
     }
 
+    /// A full table that could not make room refuses newcomers without looking again until
+    /// its first bucket has refilled, and admits one from that moment, not later; a clock
+    /// stepped back looks again.
+    #[test]
+    fn a_full_table_admits_a_newcomer_once_its_first_bucket_refills() {
+        let mut full = RateLimiter::new(1);
+        let t0 = Timestamp(1_000 * SEC);
+        assert!(full.allow(IpAddr::from(0u32.to_be_bytes()), Timestamp(t0.0 - 30 * SEC)));
+        for i in 1..MAX_TRACKED as u32 {
+            assert!(full.allow(IpAddr::from(i.to_be_bytes()), t0));
+        }
+        let newcomer: IpAddr = "198.51.100.1".parse().unwrap();
+        assert!(!full.allow(newcomer, t0));
+        assert!(!full.allow(newcomer, Timestamp(t0.0 + 29 * SEC)));
+        assert!(
+            full.allow(newcomer, Timestamp(t0.0 + 30 * SEC)),
+            "the first bucket to refill makes room"
+        );
+        // Full again, until t0 + 60 s; a clock stepped back past the sweep looks again.
+        let second: IpAddr = "198.51.100.2".parse().unwrap();
+        assert!(!full.allow(second, Timestamp(t0.0 + 31 * SEC)));
+        assert!(!full.allow(second, Timestamp(t0.0 - 40 * SEC)));
+        assert!(full.allow(second, Timestamp(t0.0 + 60 * SEC)));
+    }
+
     /// A client rotating through the /64s of its /48 gets [`NETWORKS_PER_SITE`] networks'
     /// worth of requests, however many /64s it uses; another /48, and IPv4 addresses, have
     /// budgets of their own; a request refused for its site does not charge its network.
@@ -472,7 +522,7 @@ mod tests {
         let fresh = in_site(5000);
         let later = Timestamp(t0.0 + 6 * SEC);
         assert_eq!((0..10).filter(|_| l.allow(fresh, later)).count(), 4);
-        assert!(l.buckets[&network(fresh)].tokens >= 5.0);
+        assert!(l.buckets.map[&network(fresh)].tokens >= 5.0);
     }
 
     fn counted(events: &[Event]) -> BTreeMap<String, u64> {
