@@ -895,11 +895,12 @@ async fn holds_all(store: &RedbStore<TestFold>, acked: &[(u64, events::hash::Has
 
 /// A synced index commit whose sync answers EIO may have put its pages in the page cache only:
 /// Linux marks them clean, a later sync does not write them, and they are gone once the cache
-/// drops them. The next open sees that index and must not take it for durable and let the
-/// journal, the records' only durable copy, start over: it rebuilds the index into a new file.
-/// Once the cache has dropped what never reached the disk, every acknowledged record is there.
+/// drops them. redb's recovery on the next open would commit over them, and the journal, the
+/// records' only durable copy, then start over. The file is copied whole and synced before
+/// redb recovers it, so once the cache has dropped what never reached the disk, every
+/// acknowledged record is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_whose_sync_failed_at_a_stop_is_rebuilt_when_opened() {
+async fn an_index_whose_sync_failed_at_a_stop_is_made_durable_before_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     let disk = Disk::default();
@@ -910,11 +911,12 @@ async fn an_index_whose_sync_failed_at_a_stop_is_rebuilt_when_opened() {
     disk.fail_commit_syncs(1);
     store.shutdown();
     drop(store);
+    assert_eq!(disk.failed_syncs(), 1);
 
     let store = open_on(&path, &disk);
     assert!(
-        store.recovered().rebuilt,
-        "an index reaching into the journal was taken as it was: {:?}",
+        store.recovered().copied_index,
+        "an index not closed cleanly was recovered where it was: {:?}",
         store.recovered()
     );
     holds_all(&store, &acked).await;
@@ -928,9 +930,9 @@ async fn an_index_whose_sync_failed_at_a_stop_is_rebuilt_when_opened() {
 }
 
 /// The same for a synced commit that fails while the store runs (the journal is due to start
-/// over): the reopen that follows rebuilds the index before the journal lets go of anything.
+/// over): the reopen that follows copies the file before redb recovers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_whose_sync_failed_while_running_is_rebuilt_before_the_journal_restarts() {
+async fn an_index_whose_sync_failed_while_running_is_made_durable_before_recovery() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
     let disk = Disk::default();
@@ -941,6 +943,7 @@ async fn an_index_whose_sync_failed_while_running_is_rebuilt_before_the_journal_
     // the failing sync.
     let batches = (0..30u64).map(|b| (b * 500..(b + 1) * 500).map(wide).collect());
     append_all(&store, batches, &mut acked).await;
+    assert_eq!(disk.failed_syncs(), 1);
     store.shutdown();
     drop(store);
 
@@ -950,7 +953,7 @@ async fn an_index_whose_sync_failed_while_running_is_rebuilt_before_the_journal_
 }
 
 /// When the host drops the pages of the commit whose sync failed before the store opens again
-/// (a reboot), redb is back at its last synced commit and the journal, which did not start
+/// (a reboot), redb falls back to its last synced commit and the journal, which did not start
 /// over, holds every record after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
@@ -963,21 +966,21 @@ async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
     disk.fail_commit_syncs(1);
     store.shutdown();
     drop(store);
+    assert_eq!(disk.failed_syncs(), 1);
 
     disk.lose_unsynced();
     let store = open_on(&path, &disk);
-    assert!(!store.recovered().rebuilt, "{:?}", store.recovered());
     holds_all(&store, &acked).await;
 }
 
-/// A rebuild that fails (its file cannot be created) refuses appends, as any reopen that fails
-/// does, and leaves the journal as it was: a later one, once the file can be created, takes the
-/// records from there, and none is lost when the cache drops what never reached the disk.
+/// A copy that cannot be made (a directory where it goes) fails the reopen, which refuses
+/// appends, and leaves the file unrecovered: when the cache drops what never reached the disk
+/// meanwhile, the next open, able to copy, still finds every acknowledged record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_that_fails_refuses_appends_and_keeps_the_journal() {
+async fn a_copy_that_fails_refuses_appends_and_recovers_nothing_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
-    let blocker = events::store::redb::rebuild_path(&path);
+    let blocker = events::store::redb::copy_path(&path);
     std::fs::create_dir(&blocker).unwrap();
     let disk = Disk::default();
     let store = open_on(&path, &disk);
@@ -999,14 +1002,13 @@ async fn a_rebuild_that_fails_refuses_appends_and_keeps_the_journal() {
     }
     assert!(
         refused,
-        "no append was refused while the index could not be rebuilt"
+        "no append was refused while the index could not be copied"
     );
-    std::fs::remove_dir(&blocker).unwrap();
-    append_all(&store, (0..3).map(|i| vec![wide(100_000 + i)]), &mut acked).await;
     store.shutdown();
     drop(store);
 
     disk.lose_unsynced();
+    std::fs::remove_dir(&blocker).unwrap();
     let store = open_on(&path, &disk);
     holds_all(&store, &acked).await;
 }

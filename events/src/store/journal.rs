@@ -140,16 +140,6 @@ pub(crate) struct FailedWrite {
 pub(crate) struct Recovered {
     pub records: Vec<StoredRecord>,
     pub checkpoints: Vec<JournaledCheckpoint>,
-    /// The pass's records below redb's durable size, where they decode. The journal starts
-    /// over only after a synced redb commit that holds everything in it, so redb's durable
-    /// state reaches into the pass only when that commit's sync failed after its pages reached
-    /// the page cache (which then may never write them), or when the process stopped between
-    /// the sync and the restart. The writer cannot tell the two apart, so it does not trust
-    /// redb's copy: it rebuilds the index, comparing redb's records with these.
-    pub covered: Vec<StoredRecord>,
-    /// Whether the pass holds a record frame below redb's durable size at all (one that does
-    /// not decode is not in [`Recovered::covered`]).
-    pub reaches_below: bool,
     /// What was dropped, and where the walk stopped short. Frames dropped (of a torn batch,
     /// or of the [`FailedWrite`] recovery was told of) must not outlive this pass: the writer
     /// clears the file ([`Journal::clear`]) once the rest is indexed, so that a later pass never
@@ -464,11 +454,6 @@ impl Journal {
                     }
                     last = stored.hash;
                     out.records.push(stored);
-                } else {
-                    out.reaches_below = true;
-                    if let Some(Content::Record(stored)) = frame.content() {
-                        out.covered.push(stored);
-                    }
                 }
                 // Taken, or already durable in redb: either way intact, so a break after it
                 // is in the batch it names (a journal a failed clear left behind holds only

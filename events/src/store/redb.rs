@@ -30,13 +30,14 @@
 //! the files are reopened (at once, or before the next batch) the same way, and the journal
 //! holds the batch.
 //!
-//! **Invariant:** the journal starts over only after a synced redb commit holding everything in
-//! it succeeded. A synced commit whose sync fails may leave its pages in the page cache only
-//! (marked clean, never written): an open or reopen that finds redb's synced state reaching
-//! into the journal's frames therefore rebuilds the index into a new file from what it reads,
-//! checked against the journal and the signed checkpoints, before the journal lets go of
-//! anything (see [`Sequencer::rebuild`]). A reopen first makes the index durable itself, so
-//! that closing the database (which syncs what is pending) does not make it reach there.
+//! **Invariant:** redb's file is opened only once what it reads is durable. A synced redb commit
+//! whose sync fails may leave its pages in the page cache only, marked clean though never
+//! written, and redb's recovery on the next open would commit over them (its repair writes a
+//! synced header naming that commit), after which the journal, their only durable copy, starts
+//! over. So a file that was not closed cleanly (a crash, or a write or sync that failed) is first
+//! copied whole into a new file, synced and renamed over it (see [`open_index`]); redb recovers
+//! the copy. A commit whose pages the cache had already dropped fails redb's checksums there,
+//! and redb falls back to the commit before it, which the journal continues.
 //!
 //! Layout of the file: `records` (seq of its first record → a group of consecutive rows, each a
 //! record with the Merkle nodes its append completed; see [`super::rows`]), `checkpoints`
@@ -58,7 +59,7 @@ use redb::{
 use tokio::sync::{broadcast, oneshot};
 
 use super::direct::DirectFile;
-use super::journal::{CheckpointEntry, FailedWrite, Journal, JournaledCheckpoint};
+use super::journal::{CheckpointEntry, FailedWrite, Journal};
 use super::rows::{self, Entry, GroupWriter};
 use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
@@ -101,8 +102,6 @@ pub const BACKGROUND_DELAY: Duration = Duration::from_millis(2);
 /// The most events kept to be written again after failed writes (see [`Sequencer::retry`]):
 /// the completions of a few minutes of load. Past it an outage's newest are dropped, and said.
 pub const MAX_RETRIED_EVENTS: usize = 65_536;
-/// Records read, checked and written per transaction when the index is rebuilt.
-const REBUILD_CHUNK: u64 = 4096;
 /// How long a reader waits for redb to index what it asked for.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
@@ -126,9 +125,9 @@ pub struct Recovery {
     /// The byte where the journal ended in a frame that is not whole, with nothing intact after
     /// it: a crash during the last write, or damage to the last acknowledged batch.
     pub cut_short_at: Option<u64>,
-    /// Whether the index was rebuilt from the log, because redb's synced state reached into
-    /// the journal (a synced commit whose sync failed, or a stop right after one).
-    pub rebuilt: bool,
+    /// Whether the database file had not been closed cleanly and was copied to make what it
+    /// held durable before redb recovered it (see [`open_index`]).
+    pub copied_index: bool,
 }
 
 /// What opening a store needs besides the state.
@@ -146,18 +145,14 @@ pub struct Files {
     /// The journal again, for direct synchronous writes where the file system offers them
     /// (the store's own files; a test backend writes buffered, through `journal`).
     direct: Option<DirectFile>,
+    /// Whether the database file was copied to make it durable before redb recovered it.
+    pub copied: bool,
 }
 
-/// Where the store's files are. Reached again after an I/O failure: to reopen them, and to put
-/// a database rebuilt beside the store's in its place (see [`Sequencer::rebuild`]).
+/// Where the store's files are, opened again after an I/O failure.
 pub trait StoreFiles: Send + Sync {
-    /// Opens (creating) the database and its journal.
+    /// Opens (creating) the database, through [`open_index`], and its journal.
     fn open(&self) -> Result<Files, DatabaseError>;
-    /// A new, empty database beside the store's, in place of whatever a rebuild that did not
-    /// finish left there.
-    fn create_rebuild(&self) -> Result<Database, DatabaseError>;
-    /// Renames the rebuilt database over the store's, durably (the directory synced).
-    fn install_rebuild(&self) -> Result<(), DatabaseError>;
 }
 
 /// The store's files, as the sequencer holds them.
@@ -380,6 +375,7 @@ impl<S: Fold> RedbStore<S> {
         state: S,
     ) -> Result<RedbStore<S>, StoreError> {
         let files = opener.open().map_err(io)?;
+        let copied_index = files.copied;
         init_tables(&files.db)?;
         let view = load_view(&files.db)?;
         let journal = Journal::open(files.journal, files.direct)?;
@@ -411,7 +407,10 @@ impl<S: Fold> RedbStore<S> {
             retry_events: 0,
             retry_full: false,
         };
-        let recovered = sequencer.replay_journal()?;
+        let recovered = Recovery {
+            copied_index,
+            ..sequencer.replay_journal()?
+        };
         catch_up(&shared, sequencer.view.size)?;
         sequencer.publish_head();
         sequencer.set_indexed(sequencer.view.size);
@@ -1176,51 +1175,58 @@ impl<S: Fold> Sequencer<S> {
         )?;
         // Whatever was waiting for the index is among the journal's frames.
         self.unindexed = Unindexed::default();
-        let mut found = pending.found;
-        if pending.reaches_below {
-            // redb's copy is rebuilt first: the journal's records are staged on the tree it
-            // gives, once that is checked.
-            self.rebuild(pending.records, &pending.checkpoints, &pending.covered)?;
-            found.rebuilt = true;
-        } else if !pending.is_empty() {
-            let staged = self.stage_journaled(pending.records, &pending.checkpoints)?;
+        if !pending.is_empty() {
+            let mut staged = Staged::default();
+            let mut records = pending.records.into_iter();
+            for cp in &pending.checkpoints {
+                while self.view.size < cp.checkpoint.size {
+                    let Some(stored) = records.next() else { break };
+                    self.push(&mut staged, stored);
+                }
+                self.check_journaled(cp)?;
+            }
+            for stored in records {
+                self.push(&mut staged, stored);
+            }
+            let entries: Vec<CheckpointEntry<'_>> = pending
+                .checkpoints
+                .iter()
+                .map(|cp| CheckpointEntry {
+                    number: cp.number,
+                    note: &cp.note,
+                })
+                .collect();
             let db = self.db().map_err(StoreError::Io)?;
-            write_index(
-                &db,
-                &Unindexed::default(),
-                &staged,
-                &checkpoint_entries(&pending.checkpoints).collect::<Vec<_>>(),
-                true,
-            )
-            .map_err(StoreError::Io)?;
-        }
-        if let Some(cp) = pending.checkpoints.last() {
-            self.view.checkpoints = cp.number + 1;
-            self.view.cp_size = cp.checkpoint.size;
-            self.view.cp_time = cp.checkpoint.time;
+            write_index(&db, &Unindexed::default(), &staged, &entries, true)
+                .map_err(StoreError::Io)?;
+            if let Some(cp) = pending.checkpoints.last() {
+                self.view.checkpoints = cp.number + 1;
+                self.view.cp_size = cp.checkpoint.size;
+                self.view.cp_time = cp.checkpoint.time;
+            }
         }
         if let Some(j) = self.journal.as_mut() {
-            if found.refused > 0 {
+            if pending.found.refused > 0 {
                 eprintln!(
                     "rack-gateway: the event store's journal holds {} entries of a write that \
                      reported failure; its appends were answered as failed, so they are dropped",
-                    found.refused
+                    pending.found.refused
                 );
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
-            } else if found.dropped > 0 {
+            } else if pending.found.dropped > 0 {
                 // Those frames must not outlive this pass: a later recovery would take them
                 // for its own.
                 eprintln!(
                     "rack-gateway: the event store's journal ended in a batch a crash cut short; \
                      {} of its entries reached the disk and are dropped (it was never \
                      acknowledged)",
-                    found.dropped
+                    pending.found.dropped
                 );
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
             } else {
-                if let Some(at) = found.cut_short_at {
+                if let Some(at) = pending.found.cut_short_at {
                     eprintln!(
                         "rack-gateway: the event store's journal ends at byte {at} in a frame that \
                          is not whole, dropped: the last write was cut short by a crash during \
@@ -1233,179 +1239,12 @@ impl<S: Fold> Sequencer<S> {
                     .map_err(|e| StoreError::Io(format!("cannot restart the journal: {e}")))?;
             }
         }
-        Ok(found)
-    }
-
-    /// Stages the records the journal holds past redb's, each checkpoint among them checked
-    /// against the tree the records before it give.
-    fn stage_journaled(
-        &mut self,
-        records: Vec<StoredRecord>,
-        checkpoints: &[JournaledCheckpoint],
-    ) -> Result<Staged, StoreError> {
-        let mut staged = Staged::default();
-        let mut records = records.into_iter();
-        for cp in checkpoints {
-            while self.view.size < cp.checkpoint.size {
-                let Some(stored) = records.next() else { break };
-                self.push(&mut staged, stored);
-            }
-            self.check_journaled(cp)?;
-        }
-        for stored in records {
-            self.push(&mut staged, stored);
-        }
-        Ok(staged)
-    }
-
-    /// Writes the whole log into a new database file and puts it in place of the store's, then
-    /// uses it: when redb's synced state was found reaching into the journal's pass (see
-    /// [`super::journal::Recovered::covered`]), whose pages may be in the page cache only.
-    /// Everything in the new file was written since, and synced, so the journal may start over
-    /// once it is in place. Every record is read back from the old file, decoded and chained
-    /// to the one before it, the journal's copies of them must match, the tree they give must
-    /// be the one redb's nodes give, and every checkpoint must sign the root the records before
-    /// it give; anything else refuses, and the old file stays as it was.
-    fn rebuild(
-        &mut self,
-        journaled: Vec<StoredRecord>,
-        journaled_cps: &[JournaledCheckpoint],
-        covered: &[StoredRecord],
-    ) -> Result<(), StoreError> {
-        let size = self.view.size;
-        eprintln!(
-            "rack-gateway: the event store's index holds records its journal still holds (a \
-             synced commit whose sync failed, or a stop right after one); rebuilding the index \
-             from its {size} records"
-        );
-        let old = self.db().map_err(StoreError::Io)?;
-        let rebuilt = self.opener.create_rebuild().map_err(io)?;
-        init_tables(&rebuilt)?;
-        let checkpoints = read_checkpoints(&*old, 0..self.view.checkpoints)?;
-        if checkpoints.len() as u64 != self.view.checkpoints {
-            return Err(StoreError::Corrupt {
-                seq: Seq(size),
-                what: format!(
-                    "rebuilding the index: {} of its {} checkpoints are there",
-                    checkpoints.len(),
-                    self.view.checkpoints
-                ),
-            });
-        }
-        let mut cps = checkpoints.iter().enumerate().peekable();
-        let mut frontier = Frontier::new();
-        let mut last = hash::ZERO;
-        let mut covered = covered.iter().peekable();
-        let mut at: u64 = 0;
-        loop {
-            let end = size.min(at.saturating_add(REBUILD_CHUNK));
-            let mut staged = Staged::default();
-            for (seq, bytes) in read_raw(&*old, at..end)? {
-                let stored = decode_stored(seq, &bytes)?;
-                let corrupt = |what: String| StoreError::Corrupt {
-                    seq: Seq(seq),
-                    what: format!("rebuilding the index: {what}"),
-                };
-                if seq != frontier.size() || stored.record.prev != last {
-                    return Err(corrupt(
-                        "the record does not follow the one before it in the index".into(),
-                    ));
-                }
-                while let Some((n, cp)) = cps.next_if(|(_, cp)| cp.checkpoint.size <= seq) {
-                    self.check_rebuilt(n as u64, cp, seq, &frontier)?;
-                }
-                while covered.next_if(|c| c.record.seq.0 < seq).is_some() {}
-                if let Some(c) = covered.next_if(|c| c.record.seq.0 == seq)
-                    && c.hash != stored.hash
-                {
-                    return Err(corrupt(
-                        "the index and the journal hold different records at this seq".into(),
-                    ));
-                }
-                frontier.push_each(stored.hash, |level, _, h| {
-                    if level > 0 {
-                        staged.nodes.push(h);
-                    }
-                });
-                last = stored.hash;
-                staged.records.push(stored);
-            }
-            if end == size {
-                for (n, cp) in cps.by_ref() {
-                    self.check_rebuilt(n as u64, cp, size, &frontier)?;
-                }
-            }
-            write_index(&rebuilt, &Unindexed::default(), &staged, &[], false)
-                .map_err(StoreError::Io)?;
-            if end == size {
-                break;
-            }
-            at = end;
-        }
-        if frontier.size() != size
-            || last != self.view.last_hash
-            || frontier.root() != self.view.frontier.root()
-        {
-            return Err(StoreError::Corrupt {
-                seq: Seq(frontier.size()),
-                what: format!(
-                    "rebuilding the index: its {size} records do not give the tree its nodes \
-                     give (its pages on the disk are not what was read before)"
-                ),
-            });
-        }
-        let staged = self.stage_journaled(journaled, journaled_cps)?;
-        let entries: Vec<CheckpointEntry<'_>> = checkpoints
-            .iter()
-            .enumerate()
-            .map(|(n, cp)| CheckpointEntry {
-                number: n as u64,
-                note: &cp.note,
-            })
-            .chain(checkpoint_entries(journaled_cps))
-            .collect();
-        write_index(&rebuilt, &Unindexed::default(), &staged, &entries, true)
-            .map_err(StoreError::Io)?;
-        self.opener.install_rebuild().map_err(io)?;
-        let (lock, cv) = &self.shared.index;
-        let _indexed = lock
-            .lock()
-            .map_err(|_| StoreError::Io("store lock poisoned".into()))?;
-        *self
-            .shared
-            .db
-            .write()
-            .map_err(|_| StoreError::Io("store lock poisoned".into()))? = Some(Arc::new(rebuilt));
-        cv.notify_all();
-        Ok(())
-    }
-
-    /// Refuses checkpoint `number` of the index being rebuilt unless it names this log and
-    /// signs `frontier`, the tree of the `size` records before it. Its signature is not checked
-    /// here: it may be under a key the log has since rotated away from, and a page read back
-    /// wrong cannot hold a note that names the right tree.
-    fn check_rebuilt(
-        &self,
-        number: u64,
-        cp: &SignedCheckpoint,
-        size: u64,
-        frontier: &Frontier,
-    ) -> Result<(), StoreError> {
-        let c = &cp.checkpoint;
-        if c.origin == self.options.origin && c.size == size && c.root == frontier.root() {
-            return Ok(());
-        }
-        Err(StoreError::Corrupt {
-            seq: Seq(size),
-            what: format!(
-                "rebuilding the index: checkpoint {number} does not sign the tree its records give"
-            ),
-        })
+        Ok(pending.found)
     }
 
     /// Refuses a journaled checkpoint this store did not sign, or one that does not sign the
     /// tree the records before it give (the view is at its size).
-    fn check_journaled(&self, cp: &JournaledCheckpoint) -> Result<(), StoreError> {
+    fn check_journaled(&self, cp: &super::journal::JournaledCheckpoint) -> Result<(), StoreError> {
         let at = Seq(cp.checkpoint.size);
         let verified = checkpoint::open_checkpoint(
             cp.note.as_bytes(),
@@ -1482,17 +1321,13 @@ impl<S: Fold> Sequencer<S> {
             self.db()
                 .and_then(|db| write_index(&db, &self.unindexed, &Staged::default(), &[], false))
         };
+        // Indexed now, or by the reopen below (or the next one) from the journal.
+        self.unindexed = Unindexed::default();
         match written {
-            Ok(()) => {
-                self.unindexed = Unindexed::default();
-                self.set_indexed(self.view.size);
-            }
+            Ok(()) => self.set_indexed(self.view.size),
             Err(e) => {
                 self.reopen = true;
-                let reopened = self.ready();
-                // Indexed by the reopen, or by the next one, from the journal.
-                self.unindexed = Unindexed::default();
-                if let Err(why) = reopened {
+                if let Err(why) = self.ready() {
                     self.set_index_error(format!("indexing failed ({e}) and {why}"));
                 }
             }
@@ -1699,17 +1534,6 @@ impl<S: Fold> Sequencer<S> {
         if !self.reopen {
             return Ok(());
         }
-        // Closing the database makes its unsynced commits durable, unless a failed write or sync
-        // stopped it: a synced commit now, and the journal started over, so that the reopened
-        // index does not reach into the journal's pass (which would make it rebuild). Its
-        // failure leaves that to the reopen. After a reopen whose recovery failed this does
-        // nothing: that journal was read, never written, so it holds no frames of its own.
-        if let Err(e) = self.flush() {
-            eprintln!(
-                "rack-gateway: the event store could not sync its index before reopening ({e}); \
-                 the reopen indexes the journal"
-            );
-        }
         {
             let mut slot = self
                 .shared
@@ -1871,14 +1695,6 @@ impl Unindexed {
         }
         self.checkpoints.extend(checkpoint);
     }
-}
-
-/// The journal's checkpoints as the index takes them.
-fn checkpoint_entries(cps: &[JournaledCheckpoint]) -> impl Iterator<Item = CheckpointEntry<'_>> {
-    cps.iter().map(|cp| CheckpointEntry {
-        number: cp.number,
-        note: &cp.note,
-    })
 }
 
 /// One redb transaction: the pending batches, then `staged` and `checkpoints`; synced only
@@ -2081,49 +1897,114 @@ fn read_checkpoints(
 
 impl StoreFiles for OnDisk {
     fn open(&self) -> Result<Files, DatabaseError> {
-        let db = new_writer(FileBackend::new(open_rw(&self.path)?)?)?;
-        let journal = FileBackend::new(open_rw(&journal_path(&self.path))?)?;
+        let path = &self.path;
+        let (db, copied) = open_index(
+            || FileBackend::new(open_rw(path)?),
+            || {
+                let to = copy_path(path);
+                remove_if_present(&to)?;
+                let bytes = copy_durably(
+                    &FileBackend::new(open_rw(path)?)?,
+                    &FileBackend::new(open_rw(&to)?)?,
+                )?;
+                std::fs::rename(&to, path).map_err(storage_io)?;
+                sync_dir(path)?;
+                Ok(bytes)
+            },
+        )?;
+        let journal = FileBackend::new(open_rw(&journal_path(path))?)?;
         // The journal holds acknowledged records: its directory entry must be durable too.
-        sync_dir(&self.path)?;
+        sync_dir(path)?;
         Ok(Files {
             db,
             journal: Box::new(journal),
-            direct: DirectFile::open(&journal_path(&self.path)),
+            direct: DirectFile::open(&journal_path(path)),
+            copied,
         })
-    }
-
-    fn create_rebuild(&self) -> Result<Database, DatabaseError> {
-        let path = rebuild_path(&self.path);
-        remove_if_present(&path)?;
-        new_writer(FileBackend::new(open_rw(&path)?)?)
-    }
-
-    fn install_rebuild(&self) -> Result<(), DatabaseError> {
-        std::fs::rename(rebuild_path(&self.path), &self.path)
-            .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        sync_dir(&self.path)
     }
 }
 
-/// The database of a store's writer on `backend` (a test disk's too).
-pub fn new_writer(backend: impl StorageBackend) -> Result<Database, DatabaseError> {
+/// The database of a store's writer on the backend `file` gives. A file that was not closed
+/// cleanly is first made durable as it reads now by `make_durable`, which copies it whole into
+/// a new file beside it ([`copy_durably`]) and renames that over it, so that nothing redb's
+/// recovery builds on (the pages of a commit whose sync failed may be in the page cache only)
+/// is lost later. The second value says whether it was copied.
+///
+/// # Errors
+/// The file cannot be opened, copied or recovered.
+pub fn open_index<B: StorageBackend>(
+    file: impl Fn() -> Result<B, DatabaseError>,
+    make_durable: impl FnOnce() -> Result<u64, DatabaseError>,
+) -> Result<(Database, bool), DatabaseError> {
+    // redb writes nothing before it asks whether to repair but the header as it reads (both
+    // commit slots kept), so this open leaves the file as durable as it was.
+    let first = redb::Builder::new()
+        .set_cache_size(WRITER_CACHE_BYTES)
+        .set_repair_callback(|session| session.abort())
+        .create_with_backend(file()?);
+    match first {
+        Err(DatabaseError::RepairAborted) => {
+            let bytes = make_durable().map_err(|e| {
+                DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(format!(
+                    "the event store's index was not closed cleanly, and copying it to make it \
+                     durable before recovery failed: {e}"
+                ))))
+            })?;
+            eprintln!(
+                "rack-gateway: the event store's index was not closed cleanly (a crash, or a \
+                 write or sync that failed); its {bytes} bytes were copied to a new file and \
+                 synced before recovering it, so that nothing the page cache alone held is lost"
+            );
+            Ok((new_writer(file()?)?, true))
+        }
+        opened => opened.map(|db| (db, false)),
+    }
+}
+
+/// Copies `from` whole into `to`, an empty file, and syncs it; returns the bytes copied. What
+/// is read comes from the page cache where it is there, so pages a failed sync left clean there
+/// are written again.
+///
+/// # Errors
+/// A read, write or the sync failed.
+pub fn copy_durably(
+    from: &impl StorageBackend,
+    to: &impl StorageBackend,
+) -> Result<u64, DatabaseError> {
+    let len = from.len().map_err(storage_io)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
+        let chunk = &mut buf[..n];
+        from.read(at, chunk).map_err(storage_io)?;
+        to.write(at, chunk).map_err(storage_io)?;
+        at += n as u64;
+    }
+    to.sync_data().map_err(storage_io)?;
+    Ok(len)
+}
+
+/// The database of a store's writer on `backend`.
+fn new_writer(backend: impl StorageBackend) -> Result<Database, DatabaseError> {
     redb::Builder::new()
         .set_cache_size(WRITER_CACHE_BYTES)
         .create_with_backend(backend)
 }
 
-/// Lets tests wrap the file backends (to count syncs, or fail writes): the database's and the
-/// journal's.
-pub fn open_files_with(
-    db: impl StorageBackend,
-    journal: impl StorageBackend,
-) -> Result<Files, DatabaseError> {
-    let db = new_writer(db)?;
-    Ok(Files {
+fn storage_io(e: std::io::Error) -> DatabaseError {
+    DatabaseError::Storage(redb::StorageError::Io(e))
+}
+
+/// Lets tests wrap the file backends (to count syncs, or fail writes): the database (opened by
+/// [`open_index`]) and the journal's.
+pub fn files_with(db: Database, copied: bool, journal: impl StorageBackend) -> Files {
+    Files {
         db,
         journal: Box::new(journal),
         direct: None,
-    })
+        copied,
+    }
 }
 
 /// The journal of the store file at `path`: the same name with `.journal` added.
@@ -2133,20 +2014,18 @@ pub fn journal_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Where the index is rebuilt, beside the store file at `path`: the same name with `.rebuild`
-/// added. Renamed over the store file once it is whole and synced.
-pub fn rebuild_path(path: &Path) -> PathBuf {
+/// Where the store file at `path` is copied to make it durable (see [`open_index`]): the same
+/// name with `.copy` added. Renamed over the store file once whole and synced.
+pub fn copy_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".rebuild");
+    name.push(".copy");
     PathBuf::from(name)
 }
 
-/// Removes the file at `path` if there is one: what a rebuild that did not finish left.
+/// Removes the file at `path` if there is one: what a copy that did not finish left.
 pub fn remove_if_present(path: &Path) -> Result<(), DatabaseError> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(DatabaseError::Storage(redb::StorageError::Io(e)))
-        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(storage_io(e)),
         _ => Ok(()),
     }
 }
@@ -2159,7 +2038,7 @@ pub fn sync_dir(path: &Path) -> Result<(), DatabaseError> {
     };
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
+        .map_err(storage_io)
 }
 
 /// Opens (creating) a file for reading and writing, as a store file. A new one is readable by

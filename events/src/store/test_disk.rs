@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use redb::backends::FileBackend;
-use redb::{Database, DatabaseError, StorageBackend};
+use redb::{DatabaseError, StorageBackend};
 
 use super::redb::{
-    Files, Opener, StoreFiles, journal_path, new_writer, open_files_with, open_rw, rebuild_path,
-    remove_if_present,
+    Files, Opener, StoreFiles, copy_durably, copy_path, files_with, journal_path, open_index,
+    open_rw, remove_if_present,
 };
 
 /// How the disk fails: as Linux answers a write on a full filesystem (ENOSPC), or on one
@@ -53,6 +53,8 @@ pub struct Disk {
     /// Killed so: writes and length changes answer EIO.
     dead: Arc<AtomicBool>,
     syncs: Arc<AtomicU64>,
+    /// Syncs answered EIO by [`Disk::fail_syncs`] or [`Disk::fail_commit_syncs`].
+    failed_syncs: Arc<AtomicU64>,
     /// While set, every write waits (a disk slow to answer), until it is cleared.
     hold: Arc<AtomicBool>,
     /// Writes waiting on `hold` now.
@@ -154,6 +156,11 @@ impl Disk {
         self.held.load(Ordering::SeqCst)
     }
 
+    /// Syncs answered EIO so far by [`Disk::fail_syncs`] or [`Disk::fail_commit_syncs`].
+    pub fn failed_syncs(&self) -> u64 {
+        self.failed_syncs.load(Ordering::SeqCst)
+    }
+
     /// Successful `sync_data` calls so far, over both files.
     pub fn syncs(&self) -> u64 {
         self.syncs.load(Ordering::SeqCst)
@@ -212,28 +219,25 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl StoreFiles for OnTestDisk {
     fn open(&self) -> Result<Files, DatabaseError> {
-        open_files_with(
-            self.disk.backend(&self.path, true)?,
-            self.disk.backend(&journal_path(&self.path), false)?,
-        )
-    }
-
-    fn create_rebuild(&self) -> Result<Database, DatabaseError> {
-        let path = rebuild_path(&self.path);
-        remove_if_present(&path)?;
-        lock(&self.disk.images).remove(&path);
-        new_writer(self.disk.backend(&path, true)?)
-    }
-
-    fn install_rebuild(&self) -> Result<(), DatabaseError> {
-        let from = rebuild_path(&self.path);
-        std::fs::rename(&from, &self.path)
-            .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
-        let mut images = lock(&self.disk.images);
-        if let Some(image) = images.remove(&from) {
-            images.insert(self.path.clone(), image);
-        }
-        Ok(())
+        let (path, disk) = (&self.path, &self.disk);
+        let (db, copied) = open_index(
+            || disk.backend(path, true),
+            || {
+                let to = copy_path(path);
+                remove_if_present(&to)?;
+                lock(&disk.images).remove(&to);
+                let bytes = copy_durably(&disk.backend(path, true)?, &disk.backend(&to, true)?)?;
+                std::fs::rename(&to, path)
+                    .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
+                let mut images = lock(&disk.images);
+                if let Some(image) = images.remove(&to) {
+                    images.insert(path.clone(), image);
+                }
+                Ok(bytes)
+            },
+        )?;
+        let journal = disk.backend(&journal_path(path), false)?;
+        Ok(files_with(db, copied, journal))
     }
 }
 
@@ -304,6 +308,7 @@ impl StorageBackend for Backend {
                 self.disk.dead.store(true, Ordering::SeqCst);
             }
             lock(&self.image).synced(false);
+            self.disk.failed_syncs.fetch_add(1, Ordering::SeqCst);
             return Err(std::io::Error::from_raw_os_error(5)); // EIO
         }
         self.inner.sync_data()?;
