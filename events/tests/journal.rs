@@ -187,10 +187,10 @@ async fn acknowledged_records_only_in_the_journal_come_back_on_open() {
     assert_eq!(
         reopened.recovered(),
         Recovery {
-            copied_index: true,
+            rewrote_index: true,
             ..Recovery::default()
         },
-        "nothing dropped; the index, not closed cleanly, copied before its recovery"
+        "nothing dropped; the index, not closed cleanly, rewritten before its recovery"
     );
     let back = hashes_of(&reopened, 0..u64::MAX).await;
     assert_eq!(back, hashes, "every acknowledged record, unchanged");
@@ -238,7 +238,7 @@ async fn a_batch_cut_short_by_a_crash_is_dropped_and_the_rest_kept() {
         reopened.recovered(),
         Recovery {
             cut_short_at: Some(last.pos as u64),
-            copied_index: true,
+            rewrote_index: true,
             ..Recovery::default()
         },
         "the frame that is not whole is reported where it begins"

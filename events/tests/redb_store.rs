@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use events::checkpoint::NoteSigner;
 use events::store::conformance::{self, TestFold};
-use events::store::redb::{BACKGROUND_DELAY, Options, RedbStore};
+use events::store::redb::{BACKGROUND_DELAY, Options, REWRITE_RETRY, RedbStore};
 use events::store::test_disk::{Disk, Failure};
 use events::store::{AppendError, CheckpointPolicy, EventStore, Head};
 
@@ -896,8 +896,8 @@ async fn holds_all(store: &RedbStore<TestFold>, acked: &[(u64, events::hash::Has
 /// A synced index commit whose sync answers EIO may have put its pages in the page cache only:
 /// Linux marks them clean, a later sync does not write them, and they are gone once the cache
 /// drops them. redb's recovery on the next open would commit over them, and the journal, the
-/// records' only durable copy, then start over. The file is copied whole and synced before
-/// redb recovers it, so once the cache has dropped what never reached the disk, every
+/// records' only durable copy, then start over. The file is rewritten as it reads and synced
+/// before redb recovers it, so once the cache has dropped what never reached the disk, every
 /// acknowledged record is still there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_whose_sync_failed_at_a_stop_is_made_durable_before_recovery() {
@@ -915,8 +915,8 @@ async fn an_index_whose_sync_failed_at_a_stop_is_made_durable_before_recovery() 
 
     let store = open_on(&path, &disk);
     assert!(
-        store.recovered().copied_index,
-        "an index not closed cleanly was recovered where it was: {:?}",
+        store.recovered().rewrote_index,
+        "an index not closed cleanly was recovered as it was: {:?}",
         store.recovered()
     );
     holds_all(&store, &acked).await;
@@ -930,7 +930,7 @@ async fn an_index_whose_sync_failed_at_a_stop_is_made_durable_before_recovery() 
 }
 
 /// The same for a synced commit that fails while the store runs (the journal is due to start
-/// over): the reopen that follows copies the file before redb recovers it.
+/// over): the reopen that follows rewrites the file before redb recovers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_whose_sync_failed_while_running_is_made_durable_before_recovery() {
     let dir = tempfile::tempdir().unwrap();
@@ -973,20 +973,21 @@ async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
     holds_all(&store, &acked).await;
 }
 
-/// A copy that cannot be made (a directory where it goes) fails the reopen, which refuses
-/// appends, and leaves the file unrecovered: when the cache drops what never reached the disk
-/// meanwhile, the next open, able to copy, still finds every acknowledged record.
+/// A rewrite that fails (its sync answers EIO too) fails the reopen, which refuses appends,
+/// says why, and recovers nothing: when the cache drops what never reached the disk meanwhile,
+/// the next open still finds every acknowledged record. A reopen within [`REWRITE_RETRY`] of
+/// the failure does not rewrite again; one after it does, and the store works again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_that_fails_refuses_appends_and_recovers_nothing_in_place() {
+async fn a_rewrite_that_fails_refuses_appends_and_recovers_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log.redb");
-    let blocker = events::store::redb::copy_path(&path);
-    std::fs::create_dir(&blocker).unwrap();
     let disk = Disk::default();
     let store = open_on(&path, &disk);
     let mut acked = Vec::new();
+    // The synced commit at the journal's restart, then the rewrite's sync.
     disk.fail_commit_syncs(1);
-    let mut refused = false;
+    disk.fail_rewrite_syncs(1);
+    let mut refused = None;
     for b in 0..30u64 {
         match store
             .append((b * 500..(b + 1) * 500).map(wide).collect())
@@ -994,21 +995,84 @@ async fn a_copy_that_fails_refuses_appends_and_recovers_nothing_in_place() {
         {
             Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
             Err(e) => {
-                assert!(matches!(e, AppendError::Unavailable(_)), "{e:?}");
-                refused = true;
+                refused = Some(e);
                 break;
             }
         }
     }
-    assert!(
-        refused,
-        "no append was refused while the index could not be copied"
+    let Some(AppendError::Unavailable(why)) = refused else {
+        panic!("no append was refused while the index could not be rewritten: {refused:?}");
+    };
+    assert!(why.contains("rewriting it to make it durable"), "{why}");
+    assert_eq!(disk.failed_syncs(), 2);
+    // The rewrite would work now: refused all the same, for the same reason, until the delay.
+    let syncs = disk.syncs();
+    let again = store.append(vec![wide(100_000)]).await;
+    let Err(AppendError::Unavailable(why)) = again else {
+        panic!("tried again within the retry delay: {again:?}");
+    };
+    assert!(why.contains("rewriting it to make it durable"), "{why}");
+    assert_eq!(
+        disk.syncs(),
+        syncs,
+        "the file was touched within the retry delay"
     );
     store.shutdown();
     drop(store);
 
     disk.lose_unsynced();
-    std::fs::remove_dir(&blocker).unwrap();
     let store = open_on(&path, &disk);
     holds_all(&store, &acked).await;
+    append_all(&store, (0..3).map(|i| vec![wide(200_000 + i)]), &mut acked).await;
+    holds_all(&store, &acked).await;
+}
+
+/// After a failed rewrite, a reopen once [`REWRITE_RETRY`] has passed rewrites the file and the
+/// running store takes appends again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_rewrite_failed_works_again_after_the_retry_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    disk.fail_commit_syncs(1);
+    disk.fail_rewrite_syncs(1);
+    let mut refused = false;
+    for b in 0..30u64 {
+        match store
+            .append((b * 500..(b + 1) * 500).map(wide).collect())
+            .await
+        {
+            Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(refused);
+    tokio::time::sleep(REWRITE_RETRY + std::time::Duration::from_millis(100)).await;
+    append_all(&store, (0..3).map(|i| vec![wide(100_000 + i)]), &mut acked).await;
+    store.shutdown();
+    drop(store);
+
+    disk.lose_unsynced();
+    let store = open_on(&path, &disk);
+    holds_all(&store, &acked).await;
+}
+
+/// A store is open in one process (or one handle) at a time, held by its lock file from before
+/// the database is opened, so no second opener can rewrite or recover the file meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_open_of_a_store_is_refused_by_its_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let store = RedbStore::open(&path, options(), TestFold::default()).unwrap();
+    let Err(e) = RedbStore::open(&path, options(), TestFold::default()) else {
+        panic!("a second open of a store in use worked");
+    };
+    assert!(e.to_string().contains("open in another process"), "{e}");
+    drop(store);
+    RedbStore::open(&path, options(), TestFold::default()).unwrap();
 }

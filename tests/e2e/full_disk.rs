@@ -40,6 +40,7 @@ use std::process::Command;
 use events::cbor;
 use events::event::Event;
 use events::record::Record;
+use events::store::redb::REWRITE_RETRY;
 use events::store::{CheckpointPolicy, EventStore};
 use events::time::Clock;
 use rack_gateway::keys::Keys;
@@ -252,10 +253,25 @@ async fn a_full_filesystem_answers_503_and_forwards_nothing_then_recovers_when_s
     );
     assert_eq!(allocated(&log), blocks, "the log file cannot grow");
 
-    // Space returns: the same gateway appends and forwards again.
+    // Space returns: the same gateway appends and forwards again, once its store has
+    // recovered the index file (a rewrite before recovery that failed for lack of space is
+    // tried again after REWRITE_RETRY; until then calls are refused as during the outage).
     drop(filler);
     std::fs::remove_file(tmpfs.path().join("filler")).unwrap();
-    let reply = gw.send_raw(cli.get("/apps?")).await;
+    let deadline = std::time::Instant::now() + REWRITE_RETRY + std::time::Duration::from_secs(5);
+    let reply = loop {
+        let reply = gw.send_raw(cli.get("/apps?")).await;
+        if reply.status != 503 || std::time::Instant::now() > deadline {
+            break reply;
+        }
+        assert!(
+            reply.text().contains("(audit_unavailable)"),
+            "{}",
+            reply.text()
+        );
+        refused.push(reply.request_id());
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(gw.rack().received().len(), 1);
     let (first, _) = gw.call_records(head, &reply.request_id()).await;

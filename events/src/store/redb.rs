@@ -30,14 +30,15 @@
 //! the files are reopened (at once, or before the next batch) the same way, and the journal
 //! holds the batch.
 //!
-//! **Invariant:** redb's file is opened only once what it reads is durable. A synced redb commit
-//! whose sync fails may leave its pages in the page cache only, marked clean though never
+//! **Invariant:** redb recovers its file only once what it reads is durable. A synced redb
+//! commit whose sync fails may leave its pages in the page cache only, marked clean though never
 //! written, and redb's recovery on the next open would commit over them (its repair writes a
 //! synced header naming that commit), after which the journal, their only durable copy, starts
 //! over. So a file that was not closed cleanly (a crash, or a write or sync that failed) is first
-//! copied whole into a new file, synced and renamed over it (see [`open_index`]); redb recovers
-//! the copy. A commit whose pages the cache had already dropped fails redb's checksums there,
-//! and redb falls back to the commit before it, which the journal continues.
+//! rewritten in place, every byte as it reads, and synced (see [`open_index`]). A commit whose
+//! pages the cache had already dropped then fails redb's checksums, and redb falls back to the
+//! commit before it (the store's commits are one-phase, with checksums), which the journal
+//! continues.
 //!
 //! Layout of the file: `records` (seq of its first record → a group of consecutive rows, each a
 //! record with the Merkle nodes its append completed; see [`super::rows`]), `checkpoints`
@@ -102,6 +103,8 @@ pub const BACKGROUND_DELAY: Duration = Duration::from_millis(2);
 /// The most events kept to be written again after failed writes (see [`Sequencer::retry`]):
 /// the completions of a few minutes of load. Past it an outage's newest are dropped, and said.
 pub const MAX_RETRIED_EVENTS: usize = 65_536;
+/// How long after a failed rewrite of the database file (see [`open_index`]) the next is tried.
+pub const REWRITE_RETRY: Duration = Duration::from_secs(1);
 /// How long a reader waits for redb to index what it asked for.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
@@ -125,9 +128,9 @@ pub struct Recovery {
     /// The byte where the journal ended in a frame that is not whole, with nothing intact after
     /// it: a crash during the last write, or damage to the last acknowledged batch.
     pub cut_short_at: Option<u64>,
-    /// Whether the database file had not been closed cleanly and was copied to make what it
+    /// Whether the database file had not been closed cleanly and was rewritten to make what it
     /// held durable before redb recovered it (see [`open_index`]).
-    pub copied_index: bool,
+    pub rewrote_index: bool,
 }
 
 /// What opening a store needs besides the state.
@@ -145,8 +148,8 @@ pub struct Files {
     /// The journal again, for direct synchronous writes where the file system offers them
     /// (the store's own files; a test backend writes buffered, through `journal`).
     direct: Option<DirectFile>,
-    /// Whether the database file was copied to make it durable before redb recovered it.
-    pub copied: bool,
+    /// Whether the database file was rewritten to make it durable before redb recovered it.
+    pub rewritten: bool,
 }
 
 /// Where the store's files are, opened again after an I/O failure.
@@ -161,7 +164,17 @@ pub type Opener = Box<dyn StoreFiles>;
 /// The store's own files: the database at `path`, its journal beside it.
 struct OnDisk {
     path: PathBuf,
+    /// `<path>.lock`, locked while the store is open: no other process may open the store, and
+    /// none may rewrite its file (see [`open_index`]) while this one recovers it.
+    _lock: std::fs::File,
+    rewrites: Rewrites,
 }
+
+/// When rewriting a database file that was not closed cleanly last failed, and why. The next try
+/// waits [`REWRITE_RETRY`]: a store whose disk keeps failing would otherwise read and write its
+/// whole file before every batch it refuses.
+#[derive(Default)]
+pub struct Rewrites(Mutex<Option<(Instant, String)>>);
 
 /// Reads a store's file without a sequencer: for export and the auditor's verifier. Opening
 /// fails while a gateway holds the store open.
@@ -362,9 +375,7 @@ impl<S: Fold> RedbStore<S> {
     /// Opens or creates the store file at `path`, catches `state` up to the head, and starts
     /// the sequencer. A new log gets `LogCreated` as record 0 and a first checkpoint.
     pub fn open(path: &Path, options: Options, state: S) -> Result<RedbStore<S>, StoreError> {
-        let opener = Box::new(OnDisk {
-            path: path.to_owned(),
-        });
+        let opener = Box::new(OnDisk::lock(path)?);
         RedbStore::open_with(opener, options, state)
     }
 
@@ -375,7 +386,7 @@ impl<S: Fold> RedbStore<S> {
         state: S,
     ) -> Result<RedbStore<S>, StoreError> {
         let files = opener.open().map_err(io)?;
-        let copied_index = files.copied;
+        let rewrote_index = files.rewritten;
         init_tables(&files.db)?;
         let view = load_view(&files.db)?;
         let journal = Journal::open(files.journal, files.direct)?;
@@ -408,7 +419,7 @@ impl<S: Fold> RedbStore<S> {
             retry_full: false,
         };
         let recovered = Recovery {
-            copied_index,
+            rewrote_index,
             ..sequencer.replay_journal()?
         };
         catch_up(&shared, sequencer.view.size)?;
@@ -1895,23 +1906,38 @@ fn read_checkpoints(
 
 // === impl OnDisk ===
 
+impl OnDisk {
+    /// The store's files at `path`, locked for this store.
+    fn lock(path: &Path) -> Result<OnDisk, StoreError> {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".lock");
+        let lock_path = PathBuf::from(name);
+        let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", lock_path.display()));
+        let lock = open_rw(&lock_path).map_err(|e| StoreError::Io(e.to_string()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Io(format!(
+                    "{}: the event store is open in another process (it holds {})",
+                    path.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(OnDisk {
+            path: path.to_owned(),
+            _lock: lock,
+            rewrites: Rewrites::default(),
+        })
+    }
+}
+
 impl StoreFiles for OnDisk {
     fn open(&self) -> Result<Files, DatabaseError> {
         let path = &self.path;
-        let (db, copied) = open_index(
-            || FileBackend::new(open_rw(path)?),
-            || {
-                let to = copy_path(path);
-                remove_if_present(&to)?;
-                let bytes = copy_durably(
-                    &FileBackend::new(open_rw(path)?)?,
-                    &FileBackend::new(open_rw(&to)?)?,
-                )?;
-                std::fs::rename(&to, path).map_err(storage_io)?;
-                sync_dir(path)?;
-                Ok(bytes)
-            },
-        )?;
+        let (db, rewritten) =
+            open_index(|| FileBackend::new(open_rw(path)?), &self.rewrites, path)?;
         let journal = FileBackend::new(open_rw(&journal_path(path))?)?;
         // The journal holds acknowledged records: its directory entry must be durable too.
         sync_dir(path)?;
@@ -1919,69 +1945,91 @@ impl StoreFiles for OnDisk {
             db,
             journal: Box::new(journal),
             direct: DirectFile::open(&journal_path(path)),
-            copied,
+            rewritten,
         })
     }
 }
 
-/// The database of a store's writer on the backend `file` gives. A file that was not closed
-/// cleanly is first made durable as it reads now by `make_durable`, which copies it whole into
-/// a new file beside it ([`copy_durably`]) and renames that over it, so that nothing redb's
-/// recovery builds on (the pages of a commit whose sync failed may be in the page cache only)
-/// is lost later. The second value says whether it was copied.
+/// The database of a store's writer on the backend `file` gives (the file at `path`). A file
+/// that was not closed cleanly is first rewritten in place, every byte as it reads now, and
+/// synced ([`rewrite_durably`]): the pages of a commit whose sync failed may be in the page
+/// cache only, marked clean, and redb's recovery would commit over them. Rewritten, they are
+/// durable; dropped from the cache before, they fail redb's checksums and redb falls back to the
+/// commit before. A rewrite cut short by a crash leaves the file as a partly written commit
+/// does, which redb's recovery handles the same way. The second value says whether it was
+/// rewritten. Only one process may do this at a time (the store's lock).
 ///
 /// # Errors
-/// The file cannot be opened, copied or recovered.
+/// The file cannot be opened, rewritten (then not tried again for [`REWRITE_RETRY`]) or
+/// recovered.
 pub fn open_index<B: StorageBackend>(
     file: impl Fn() -> Result<B, DatabaseError>,
-    make_durable: impl FnOnce() -> Result<u64, DatabaseError>,
+    rewrites: &Rewrites,
+    path: &Path,
 ) -> Result<(Database, bool), DatabaseError> {
-    // redb writes nothing before it asks whether to repair but the header as it reads (both
-    // commit slots kept), so this open leaves the file as durable as it was.
+    let mut last = rewrites
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, why)) = last.as_ref()
+        && at.elapsed() < REWRITE_RETRY
+    {
+        return Err(storage_io(std::io::Error::other(why.clone())));
+    }
+    // Before it asks whether to repair, redb writes only the header as it reads it, both commit
+    // slots kept and recovery still required: the next open asks again.
     let first = redb::Builder::new()
         .set_cache_size(WRITER_CACHE_BYTES)
         .set_repair_callback(|session| session.abort())
         .create_with_backend(file()?);
-    match first {
-        Err(DatabaseError::RepairAborted) => {
-            let bytes = make_durable().map_err(|e| {
-                DatabaseError::Storage(redb::StorageError::Io(std::io::Error::other(format!(
-                    "the event store's index was not closed cleanly, and copying it to make it \
-                     durable before recovery failed: {e}"
-                ))))
-            })?;
-            eprintln!(
-                "rack-gateway: the event store's index was not closed cleanly (a crash, or a \
-                 write or sync that failed); its {bytes} bytes were copied to a new file and \
-                 synced before recovering it, so that nothing the page cache alone held is lost"
-            );
-            Ok((new_writer(file()?)?, true))
-        }
-        opened => opened.map(|db| (db, false)),
+    if !matches!(first, Err(DatabaseError::RepairAborted)) {
+        return first.map(|db| (db, false));
     }
+    match rewrite_durably(&file()?) {
+        Ok(bytes) => {
+            *last = None;
+            eprintln!(
+                "rack-gateway: {} was not closed cleanly (a crash, or a write or sync that \
+                 failed); its {bytes} bytes were rewritten as they read and synced before \
+                 recovering it, so that nothing the page cache alone held is lost",
+                path.display()
+            );
+        }
+        Err(e) => {
+            let why = format!(
+                "{}: the event store's index was not closed cleanly, and rewriting it to make it \
+                 durable before recovery failed ({e}); tried again after {} s",
+                path.display(),
+                REWRITE_RETRY.as_secs()
+            );
+            *last = Some((Instant::now(), why.clone()));
+            return Err(storage_io(std::io::Error::other(why)));
+        }
+    }
+    Ok((new_writer(file()?)?, true))
 }
 
-/// Copies `from` whole into `to`, an empty file, and syncs it; returns the bytes copied. What
-/// is read comes from the page cache where it is there, so pages a failed sync left clean there
-/// are written again.
+/// Writes every byte of `file` back where it is, as it reads now, and syncs it; returns the
+/// bytes rewritten. What is read comes from the page cache where it is there, so pages a failed
+/// sync left clean there are written again (a write dirties a page whatever it holds).
 ///
 /// # Errors
-/// A read, write or the sync failed.
-pub fn copy_durably(
-    from: &impl StorageBackend,
-    to: &impl StorageBackend,
-) -> Result<u64, DatabaseError> {
-    let len = from.len().map_err(storage_io)?;
+/// A read, write or the sync failed; says which, and at what byte.
+pub fn rewrite_durably(file: &impl StorageBackend) -> Result<u64, std::io::Error> {
+    let len = file.len()?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < len {
         let n = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
         let chunk = &mut buf[..n];
-        from.read(at, chunk).map_err(storage_io)?;
-        to.write(at, chunk).map_err(storage_io)?;
+        file.read(at, chunk)
+            .map_err(|e| std::io::Error::other(format!("reading at byte {at}: {e}")))?;
+        file.write(at, chunk)
+            .map_err(|e| std::io::Error::other(format!("writing at byte {at}: {e}")))?;
         at += n as u64;
     }
-    to.sync_data().map_err(storage_io)?;
+    file.sync_data()
+        .map_err(|e| std::io::Error::other(format!("syncing: {e}")))?;
     Ok(len)
 }
 
@@ -1998,12 +2046,12 @@ fn storage_io(e: std::io::Error) -> DatabaseError {
 
 /// Lets tests wrap the file backends (to count syncs, or fail writes): the database (opened by
 /// [`open_index`]) and the journal's.
-pub fn files_with(db: Database, copied: bool, journal: impl StorageBackend) -> Files {
+pub fn files_with(db: Database, rewritten: bool, journal: impl StorageBackend) -> Files {
     Files {
         db,
         journal: Box::new(journal),
         direct: None,
-        copied,
+        rewritten,
     }
 }
 
@@ -2012,22 +2060,6 @@ pub fn journal_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".journal");
     PathBuf::from(name)
-}
-
-/// Where the store file at `path` is copied to make it durable (see [`open_index`]): the same
-/// name with `.copy` added. Renamed over the store file once whole and synced.
-pub fn copy_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".copy");
-    PathBuf::from(name)
-}
-
-/// Removes the file at `path` if there is one: what a copy that did not finish left.
-pub fn remove_if_present(path: &Path) -> Result<(), DatabaseError> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(storage_io(e)),
-        _ => Ok(()),
-    }
 }
 
 /// Syncs the directory that holds `path`, so a file just created there survives a crash.

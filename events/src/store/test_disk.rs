@@ -23,8 +23,7 @@ use redb::backends::FileBackend;
 use redb::{DatabaseError, StorageBackend};
 
 use super::redb::{
-    Files, Opener, StoreFiles, copy_durably, copy_path, files_with, journal_path, open_index,
-    open_rw, remove_if_present,
+    Files, Opener, Rewrites, StoreFiles, files_with, journal_path, open_index, open_rw,
 };
 
 /// How the disk fails: as Linux answers a write on a full filesystem (ENOSPC), or on one
@@ -46,6 +45,8 @@ pub struct Disk {
     failing_syncs: Arc<AtomicU64>,
     /// The same, for the syncs of the database file that make a commit durable.
     failing_commit_syncs: Arc<AtomicU64>,
+    /// The same, for the syncs of the database file after a rewrite before recovery.
+    failing_rewrite_syncs: Arc<AtomicU64>,
     /// What of each file is durable, by path.
     images: Arc<Mutex<HashMap<PathBuf, Arc<Mutex<Image>>>>>,
     /// Whether a failing sync kills the disk: every write after it fails too.
@@ -88,6 +89,7 @@ enum Change {
 struct OnTestDisk {
     path: PathBuf,
     disk: Disk,
+    rewrites: Rewrites,
 }
 
 // === impl Disk ===
@@ -145,6 +147,13 @@ impl Disk {
         }
     }
 
+    /// The next `n` syncs of the database file that follow a write of a whole MiB (as the
+    /// rewrite before recovery writes it; redb writes pages) answer EIO, as [`Disk::fail_syncs`]
+    /// does.
+    pub fn fail_rewrite_syncs(&self, n: u64) {
+        self.failing_rewrite_syncs.store(n, Ordering::SeqCst);
+    }
+
     /// From now on, every write waits until this is called with `false`, as on a disk that is
     /// slow to answer: what the store does meanwhile can be seen and done.
     pub fn hold_writes(&self, hold: bool) {
@@ -171,6 +180,7 @@ impl Disk {
         Box::new(OnTestDisk {
             path: path.to_owned(),
             disk: self.clone(),
+            rewrites: Rewrites::default(),
         })
     }
 
@@ -220,24 +230,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl StoreFiles for OnTestDisk {
     fn open(&self) -> Result<Files, DatabaseError> {
         let (path, disk) = (&self.path, &self.disk);
-        let (db, copied) = open_index(
-            || disk.backend(path, true),
-            || {
-                let to = copy_path(path);
-                remove_if_present(&to)?;
-                lock(&disk.images).remove(&to);
-                let bytes = copy_durably(&disk.backend(path, true)?, &disk.backend(&to, true)?)?;
-                std::fs::rename(&to, path)
-                    .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))?;
-                let mut images = lock(&disk.images);
-                if let Some(image) = images.remove(&to) {
-                    images.insert(path.clone(), image);
-                }
-                Ok(bytes)
-            },
-        )?;
+        let (db, rewritten) = open_index(|| disk.backend(path, true), &self.rewrites, path)?;
         let journal = disk.backend(&journal_path(path), false)?;
-        Ok(files_with(db, copied, journal))
+        Ok(files_with(db, rewritten, journal))
     }
 }
 
@@ -298,12 +293,21 @@ impl StorageBackend for Backend {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok()
         };
-        let commit = self.index
-            && lock(&self.image)
-                .unsynced
-                .iter()
-                .any(|c| matches!(c, Change::Write(0, _)));
-        if take(&self.disk.failing_syncs) || (commit && take(&self.disk.failing_commit_syncs)) {
+        let (commit, rewrite) = {
+            let image = lock(&self.image);
+            let written = |f: &dyn Fn(u64, usize) -> bool| {
+                self.index
+                    && image
+                        .unsynced
+                        .iter()
+                        .any(|c| matches!(c, Change::Write(at, data) if f(*at, data.len())))
+            };
+            (written(&|at, _| at == 0), written(&|_, len| len >= 1 << 20))
+        };
+        if take(&self.disk.failing_syncs)
+            || (rewrite && take(&self.disk.failing_rewrite_syncs))
+            || (commit && take(&self.disk.failing_commit_syncs))
+        {
             if self.disk.dies.load(Ordering::SeqCst) {
                 self.disk.dead.store(true, Ordering::SeqCst);
             }
