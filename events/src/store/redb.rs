@@ -37,8 +37,8 @@
 //! over. So a file that was not closed cleanly (a crash, or a write or sync that failed) is first
 //! rewritten in place, every byte as it reads, and synced (see [`open_index`]). A commit whose
 //! pages the cache had already dropped then fails redb's checksums, and redb falls back to the
-//! commit before it (the store's commits are one-phase, with checksums), which the journal
-//! continues.
+//! commit before it (the store's synced commits are one-phase, with checksums), which the
+//! journal continues.
 //!
 //! Layout of the file: `records` (seq of its first record → a group of consecutive rows, each a
 //! record with the Merkle nodes its append completed; see [`super::rows`]), `checkpoints`
@@ -164,8 +164,10 @@ pub type Opener = Box<dyn StoreFiles>;
 /// The store's own files: the database at `path`, its journal beside it.
 struct OnDisk {
     path: PathBuf,
-    /// `<path>.lock`, locked while the store is open: no other process may open the store, and
-    /// none may rewrite its file (see [`open_index`]) while this one recovers it.
+    /// `<path>.lock`, locked while the sequencer runs: no other opener (another process, or
+    /// another handle in this one) may open the store, and none may rewrite its file (see
+    /// [`open_index`]) while this one recovers it. redb's own locks cover the database until
+    /// it closes, after the sequencer.
     _lock: std::fs::File,
     rewrites: Rewrites,
 }
@@ -998,7 +1000,14 @@ impl<S: Fold> Sequencer<S> {
         }
         // Seal what is not yet covered by a checkpoint, and leave redb holding everything
         // durably, so a reader needs no journal.
-        if self.ready().is_ok() {
+        let ready = self.ready();
+        if let Err(e) = &ready {
+            eprintln!(
+                "rack-gateway: the event store stopped without its closing checkpoint and sync \
+                 ({e}); the journal keeps the records and the next open indexes them"
+            );
+        }
+        if ready.is_ok() {
             self.seal = true;
             if self.view.size > self.view.cp_size {
                 self.commit(Staged::default(), true);
@@ -1913,7 +1922,8 @@ impl OnDisk {
         name.push(".lock");
         let lock_path = PathBuf::from(name);
         let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", lock_path.display()));
-        let lock = open_rw(&lock_path).map_err(|e| StoreError::Io(e.to_string()))?;
+        let lock = open_rw(&lock_path)
+            .map_err(|e| StoreError::Io(format!("{}: {e}", lock_path.display())))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -1976,8 +1986,10 @@ pub fn open_index<B: StorageBackend>(
     {
         return Err(storage_io(std::io::Error::other(why.clone())));
     }
-    // Before it asks whether to repair, redb writes only the header as it reads it, both commit
-    // slots kept and recovery still required: the next open asks again.
+    // Before it asks whether to repair, redb writes and syncs only the header as it finalizes
+    // it (the primary slot may switch to a newer commit it finds), both commit slots kept and
+    // recovery still required: the next open asks again, and a primary whose pages are not
+    // on the disk fails its checksums there.
     let first = redb::Builder::new()
         .set_cache_size(WRITER_CACHE_BYTES)
         .set_repair_callback(|session| session.abort())
@@ -1985,52 +1997,102 @@ pub fn open_index<B: StorageBackend>(
     if !matches!(first, Err(DatabaseError::RepairAborted)) {
         return first.map(|db| (db, false));
     }
-    match rewrite_durably(&file()?) {
-        Ok(bytes) => {
+    let failed = |e: &dyn std::fmt::Display| {
+        format!(
+            "{}: the event store's index was not closed cleanly, and {e}; the store tries again \
+             after {} s",
+            path.display(),
+            REWRITE_RETRY.as_secs()
+        )
+    };
+    let recovered = rewrite_durably(&file()?, path)
+        .map_err(|e| {
+            failed(&format!(
+                "rewriting it to make it durable before recovery failed ({e})"
+            ))
+        })
+        .and_then(|bytes| {
+            let db = file()
+                .and_then(new_writer)
+                .map_err(|e| failed(&format!("recovering it after the rewrite failed ({e})")))?;
+            Ok((db, bytes))
+        });
+    match recovered {
+        Ok((db, bytes)) => {
             *last = None;
             eprintln!(
                 "rack-gateway: {} was not closed cleanly (a crash, or a write or sync that \
-                 failed); its {bytes} bytes were rewritten as they read and synced before \
-                 recovering it, so that nothing the page cache alone held is lost",
+                 failed); its {bytes} bytes of data were rewritten as they read and synced \
+                 before recovering it, so that nothing the page cache alone held is lost",
                 path.display()
             );
+            Ok((db, true))
         }
-        Err(e) => {
-            let why = format!(
-                "{}: the event store's index was not closed cleanly, and rewriting it to make it \
-                 durable before recovery failed ({e}); tried again after {} s",
-                path.display(),
-                REWRITE_RETRY.as_secs()
-            );
+        Err(why) => {
             *last = Some((Instant::now(), why.clone()));
-            return Err(storage_io(std::io::Error::other(why)));
+            Err(storage_io(std::io::Error::other(why)))
         }
     }
-    Ok((new_writer(file()?)?, true))
 }
 
-/// Writes every byte of `file` back where it is, as it reads now, and syncs it; returns the
-/// bytes rewritten. What is read comes from the page cache where it is there, so pages a failed
-/// sync left clean there are written again (a write dirties a page whatever it holds).
+/// Writes every byte of `file` (the file at `path`) back where it is, as it reads now, and syncs
+/// it; returns the bytes rewritten. What is read comes from the page cache where it is there, so
+/// pages a failed sync left clean there are written again (a write dirties a page whatever it
+/// holds). Blocks of its holes that read as zeros are left out: the disk holds the same.
 ///
 /// # Errors
 /// A read, write or the sync failed; says which, and at what byte.
-pub fn rewrite_durably(file: &impl StorageBackend) -> Result<u64, std::io::Error> {
+pub fn rewrite_durably(file: &impl StorageBackend, path: &Path) -> Result<u64, std::io::Error> {
+    const BLOCK: usize = 4096;
     let len = file.len()?;
+    // Where the file has no blocks (redb grows it sparse), reads and the disk both give zeros:
+    // a block that reads all zeros over a hole is left as it is, so the rewrite takes no space.
+    let holes = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
+    let mut written = 0;
     while at < len {
         let n = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
         let chunk = &mut buf[..n];
         file.read(at, chunk)
             .map_err(|e| std::io::Error::other(format!("reading at byte {at}: {e}")))?;
-        file.write(at, chunk)
-            .map_err(|e| std::io::Error::other(format!("writing at byte {at}: {e}")))?;
+        // Runs of blocks to write back, between the blocks left out.
+        let mut run: Option<usize> = None;
+        for start in (0..n).step_by(BLOCK).chain([n]) {
+            let block = chunk.get(start..n.min(start + BLOCK)).unwrap_or_default();
+            let left_out = block.iter().all(|b| *b == 0)
+                && is_hole(&holes, at + start as u64, block.len() as u64);
+            let keep = !block.is_empty() && !left_out;
+            match (keep, run) {
+                (true, None) => run = Some(start),
+                (false, Some(from)) => {
+                    let bytes = chunk.get(from..start).unwrap_or_default();
+                    let offset = at + from as u64;
+                    file.write(offset, bytes).map_err(|e| {
+                        std::io::Error::other(format!("writing at byte {offset}: {e}"))
+                    })?;
+                    written += bytes.len() as u64;
+                    run = None;
+                }
+                _ => {}
+            }
+        }
         at += n as u64;
     }
     file.sync_data()
         .map_err(|e| std::io::Error::other(format!("syncing: {e}")))?;
-    Ok(len)
+    Ok(written)
+}
+
+/// Whether `len` bytes of `file` from `at` hold no data blocks (`SEEK_DATA` finds none before
+/// their end). `false` where the file system cannot say.
+fn is_hole(file: &std::fs::File, at: u64, len: u64) -> bool {
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(at)) {
+        Ok(data) => data >= at.saturating_add(len),
+        // No data from `at` to the end of the file.
+        Err(rustix::io::Errno::NXIO) => true,
+        Err(_) => false,
+    }
 }
 
 /// The database of a store's writer on `backend`.
@@ -2063,7 +2125,7 @@ pub fn journal_path(path: &Path) -> PathBuf {
 }
 
 /// Syncs the directory that holds `path`, so a file just created there survives a crash.
-pub fn sync_dir(path: &Path) -> Result<(), DatabaseError> {
+fn sync_dir(path: &Path) -> Result<(), DatabaseError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -2179,6 +2241,33 @@ mod tests {
 
     /// No reader asks here, and 3 rows are far below `INDEX_AT`: only the pause that follows
     /// the appends can make the sequencer index them.
+    /// The rewrite before recovery writes back what holds data and leaves the file's holes
+    /// alone (redb grows its file sparse; filling the holes would take space a store that
+    /// stopped on a full disk does not have).
+    #[test]
+    fn a_rewrite_leaves_the_files_holes_as_they_are() {
+        use redb::StorageBackend;
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = redb::backends::FileBackend::new(super::open_rw(&path).unwrap()).unwrap();
+        let end = 64u64 << 20;
+        file.write(0, &[7u8; 8192]).unwrap();
+        file.set_len(end).unwrap();
+        file.write(end - 4096, &[9u8; 4096]).unwrap();
+        file.sync_data().unwrap();
+        let blocks = std::fs::metadata(&path).unwrap().blocks();
+        assert!(blocks < 1024, "the file is sparse here: {blocks} blocks");
+
+        let written = super::rewrite_durably(&file, &path).unwrap();
+        assert_eq!(written, 8192 + 4096, "only what holds data is written back");
+        assert_eq!(std::fs::metadata(&path).unwrap().blocks(), blocks);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[..8192].iter().all(|b| *b == 7));
+        assert!(bytes[8192..(end - 4096) as usize].iter().all(|b| *b == 0));
+        assert!(bytes[(end - 4096) as usize..].iter().all(|b| *b == 9));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pause_in_appends_indexes_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
