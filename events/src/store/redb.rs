@@ -2011,21 +2011,30 @@ pub fn open_index<B: StorageBackend>(
                 "rewriting it to make it durable before recovery failed ({e})"
             ))
         })
-        .and_then(|bytes| {
+        .and_then(|done| {
             let db = file()
                 .and_then(new_writer)
                 .map_err(|e| failed(&format!("recovering it after the rewrite failed ({e})")))?;
-            Ok((db, bytes))
+            Ok((db, done))
         });
     match recovered {
-        Ok((db, bytes)) => {
+        Ok((db, done)) => {
             *last = None;
             eprintln!(
                 "rack-gateway: {} was not closed cleanly (a crash, or a write or sync that \
-                 failed); its {bytes} bytes of data were rewritten as they read and synced \
-                 before recovering it, so that nothing the page cache alone held is lost",
-                path.display()
+                 failed); its {} bytes of data were rewritten as they read and synced before \
+                 recovering it, so that nothing the page cache alone held is lost",
+                path.display(),
+                done.written
             );
+            if done.unreadable > 0 {
+                eprintln!(
+                    "rack-gateway: {}: {} blocks of 4 KiB could not be read and were left as \
+                     they are (redb recovered the file all the same); the disk reports errors",
+                    path.display(),
+                    done.unreadable
+                );
+            }
             Ok((db, true))
         }
         Err(why) => {
@@ -2038,11 +2047,15 @@ pub fn open_index<B: StorageBackend>(
 /// Writes every byte of `file` (the file at `path`) back where it is, as it reads now, and syncs
 /// it; returns the bytes rewritten. What is read comes from the page cache where it is there, so
 /// pages a failed sync left clean there are written again (a write dirties a page whatever it
-/// holds). Blocks of its holes that read as zeros are left out: the disk holds the same.
+/// holds). Blocks of its holes that read as zeros are left out: the disk holds the same; so are
+/// blocks that cannot be read (counted).
 ///
 /// # Errors
-/// A read, write or the sync failed; says which, and at what byte.
-pub fn rewrite_durably(file: &impl StorageBackend, path: &Path) -> Result<u64, std::io::Error> {
+/// A write or the sync failed; says which, and at what byte.
+pub fn rewrite_durably(
+    file: &impl StorageBackend,
+    path: &Path,
+) -> Result<Rewritten, std::io::Error> {
     const BLOCK: usize = 4096;
     let len = file.len()?;
     // Where the file has no blocks (redb grows it sparse), reads and the disk both give zeros:
@@ -2050,18 +2063,32 @@ pub fn rewrite_durably(file: &impl StorageBackend, path: &Path) -> Result<u64, s
     let holes = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0;
-    let mut written = 0;
+    let mut done = Rewritten::default();
     while at < len {
         let n = usize::try_from(len - at).map_or(buf.len(), |left| left.min(buf.len()));
         let chunk = &mut buf[..n];
-        file.read(at, chunk)
-            .map_err(|e| std::io::Error::other(format!("reading at byte {at}: {e}")))?;
+        // A block that cannot be read is in no cache either: there is nothing of it to keep,
+        // and redb's recovery judges it (a free page, or a commit to fall back from). Where the
+        // chunk cannot be read whole, it is read block by block and those are left out.
+        let mut unreadable = Vec::new();
+        if file.read(at, chunk).is_err() {
+            for start in (0..n).step_by(BLOCK) {
+                let block = chunk
+                    .get_mut(start..n.min(start + BLOCK))
+                    .unwrap_or_default();
+                if file.read(at + start as u64, block).is_err() {
+                    unreadable.push(start);
+                }
+            }
+            done.unreadable += unreadable.len() as u64;
+        }
         // Runs of blocks to write back, between the blocks left out.
         let mut run: Option<usize> = None;
         for start in (0..n).step_by(BLOCK).chain([n]) {
             let block = chunk.get(start..n.min(start + BLOCK)).unwrap_or_default();
-            let left_out = block.iter().all(|b| *b == 0)
-                && is_hole(&holes, at + start as u64, block.len() as u64);
+            let left_out = unreadable.contains(&start)
+                || (block.iter().all(|b| *b == 0)
+                    && is_hole(&holes, at + start as u64, block.len() as u64));
             let keep = !block.is_empty() && !left_out;
             match (keep, run) {
                 (true, None) => run = Some(start),
@@ -2071,7 +2098,7 @@ pub fn rewrite_durably(file: &impl StorageBackend, path: &Path) -> Result<u64, s
                     file.write(offset, bytes).map_err(|e| {
                         std::io::Error::other(format!("writing at byte {offset}: {e}"))
                     })?;
-                    written += bytes.len() as u64;
+                    done.written += bytes.len() as u64;
                     run = None;
                 }
                 _ => {}
@@ -2081,7 +2108,16 @@ pub fn rewrite_durably(file: &impl StorageBackend, path: &Path) -> Result<u64, s
     }
     file.sync_data()
         .map_err(|e| std::io::Error::other(format!("syncing: {e}")))?;
-    Ok(written)
+    Ok(done)
+}
+
+/// What [`rewrite_durably`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Bytes written back.
+    pub written: u64,
+    /// 4 KiB blocks that could not be read, left as they are.
+    pub unreadable: u64,
 }
 
 /// Whether `len` bytes of `file` from `at` hold no data blocks (`SEEK_DATA` finds none before
@@ -2259,13 +2295,78 @@ mod tests {
         let blocks = std::fs::metadata(&path).unwrap().blocks();
         assert!(blocks < 1024, "the file is sparse here: {blocks} blocks");
 
-        let written = super::rewrite_durably(&file, &path).unwrap();
-        assert_eq!(written, 8192 + 4096, "only what holds data is written back");
+        let done = super::rewrite_durably(&file, &path).unwrap();
+        assert_eq!(
+            done,
+            super::Rewritten {
+                written: 8192 + 4096,
+                unreadable: 0
+            },
+            "only what holds data is written back"
+        );
         assert_eq!(std::fs::metadata(&path).unwrap().blocks(), blocks);
         let bytes = std::fs::read(&path).unwrap();
         assert!(bytes[..8192].iter().all(|b| *b == 7));
         assert!(bytes[8192..(end - 4096) as usize].iter().all(|b| *b == 0));
         assert!(bytes[(end - 4096) as usize..].iter().all(|b| *b == 9));
+    }
+
+    /// A file whose reads fail where `bad` is, as a disk with a bad sector answers.
+    #[derive(Debug)]
+    struct BadSector {
+        inner: redb::backends::FileBackend,
+        bad: std::ops::Range<u64>,
+    }
+
+    impl redb::StorageBackend for BadSector {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            if offset < self.bad.end && self.bad.start < offset + out.len() as u64 {
+                return Err(std::io::Error::from_raw_os_error(5)); // EIO
+            }
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> Result<(), std::io::Error> {
+            self.inner.close()
+        }
+    }
+
+    /// A block that cannot be read (a bad sector, in no cache either) is left as it is and
+    /// counted; the rest of the file is rewritten, so one bad block in a free page does not
+    /// keep the store from ever opening again.
+    #[test]
+    fn a_rewrite_leaves_out_a_block_it_cannot_read() {
+        use redb::StorageBackend;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let inner = redb::backends::FileBackend::new(super::open_rw(&path).unwrap()).unwrap();
+        inner.write(0, &vec![5u8; 2 << 20]).unwrap();
+        inner.sync_data().unwrap();
+        let bad = (1 << 20) + 8192;
+        let file = BadSector {
+            inner,
+            bad: bad..bad + 512,
+        };
+        let done = super::rewrite_durably(&file, &path).unwrap();
+        assert_eq!(
+            done,
+            super::Rewritten {
+                written: (2 << 20) - 4096,
+                unreadable: 1
+            }
+        );
+        assert!(std::fs::read(&path).unwrap().iter().all(|b| *b == 5));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
