@@ -880,6 +880,25 @@ async fn append_all(
     }
 }
 
+/// 30 batches of 500 [`wide`] records, about 9 MB: the journal passes its restart point twice.
+fn wide_batches() -> impl Iterator<Item = Vec<events::event::Event>> {
+    (0..30u64).map(|b| (b * 500..(b + 1) * 500).map(wide).collect())
+}
+
+/// Appends [`wide_batches`] until one is refused, keeping what was acknowledged; the refusal.
+async fn append_until_refused(
+    store: &RedbStore<TestFold>,
+    acked: &mut Vec<(u64, events::hash::Hash)>,
+) -> Option<AppendError> {
+    for batch in wide_batches() {
+        match store.append(batch).await {
+            Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
+            Err(e) => return Some(e),
+        }
+    }
+    None
+}
+
 /// Every record in `acked` is in the store, at its seq.
 async fn holds_all(store: &RedbStore<TestFold>, acked: &[(u64, events::hash::Hash)]) {
     let all = store.read(0..u64::MAX).await.unwrap();
@@ -939,10 +958,8 @@ async fn an_index_whose_sync_failed_while_running_is_made_durable_before_recover
     let store = open_on(&path, &disk);
     let mut acked = Vec::new();
     disk.fail_commit_syncs(1);
-    // About 9 MB of records: the journal passes its restart point twice, the first time with
-    // the failing sync.
-    let batches = (0..30u64).map(|b| (b * 500..(b + 1) * 500).map(wide).collect());
-    append_all(&store, batches, &mut acked).await;
+    // The first time the journal passes its restart point, with the failing sync.
+    append_all(&store, wide_batches(), &mut acked).await;
     assert_eq!(disk.failed_syncs(), 1);
     store.shutdown();
     drop(store);
@@ -976,7 +993,7 @@ async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
 /// A rewrite that fails (its sync answers EIO too) fails the reopen, which refuses appends,
 /// says why, and recovers nothing: when the cache drops what never reached the disk meanwhile,
 /// the next open still finds every acknowledged record. A reopen within [`REWRITE_RETRY`] of
-/// the failure does not rewrite again; one after it does, and the store works again.
+/// the failure does not touch the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewrite_that_fails_refuses_appends_and_recovers_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -987,19 +1004,7 @@ async fn a_rewrite_that_fails_refuses_appends_and_recovers_nothing() {
     // The synced commit at the journal's restart, then the rewrite's sync.
     disk.fail_commit_syncs(1);
     disk.fail_rewrite_syncs(1);
-    let mut refused = None;
-    for b in 0..30u64 {
-        match store
-            .append((b * 500..(b + 1) * 500).map(wide).collect())
-            .await
-        {
-            Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
-            Err(e) => {
-                refused = Some(e);
-                break;
-            }
-        }
-    }
+    let refused = append_until_refused(&store, &mut acked).await;
     let Some(AppendError::Unavailable(why)) = refused else {
         panic!("no append was refused while the index could not be rewritten: {refused:?}");
     };
@@ -1038,20 +1043,8 @@ async fn a_store_whose_rewrite_failed_works_again_after_the_retry_delay() {
     let mut acked = Vec::new();
     disk.fail_commit_syncs(1);
     disk.fail_rewrite_syncs(1);
-    let mut refused = false;
-    for b in 0..30u64 {
-        match store
-            .append((b * 500..(b + 1) * 500).map(wide).collect())
-            .await
-        {
-            Ok(a) => acked.extend((a.first.0..).zip(a.hashes)),
-            Err(_) => {
-                refused = true;
-                break;
-            }
-        }
-    }
-    assert!(refused);
+    let refused = append_until_refused(&store, &mut acked).await;
+    assert!(refused.is_some(), "no append was refused");
     tokio::time::sleep(REWRITE_RETRY + std::time::Duration::from_millis(100)).await;
     append_all(&store, (0..3).map(|i| vec![wide(100_000 + i)]), &mut acked).await;
     store.shutdown();

@@ -2179,9 +2179,7 @@ pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
     options.read(true).write(true).create(true).truncate(false);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options
-        .open(path)
-        .map_err(|e| DatabaseError::Storage(redb::StorageError::Io(e)))
+    options.open(path).map_err(storage_io)
 }
 
 #[cfg(test)]
