@@ -101,6 +101,8 @@ enum Hidden {
     /// Filled in by the rack: promoting a release loads its manifest with the release's env
     /// interpolated and renders the env into Kubernetes specs, and a failure of either quotes
     /// what it could not read (YAML quotes a scalar, or its first 7 bytes when longer than 10).
+    /// Running a process of a named release (`Release`) loads that manifest the same way; one
+    /// of the current release was loaded so when it was promoted, and fails nothing new.
     Filled,
 }
 
@@ -334,7 +336,7 @@ async fn pipeline(
     // The rack takes a budget or scaling action's actor from `ack_by`, and the CLI sends its
     // `$CONVOX_ACTOR`, else `$USER`: the caller's own name stands there instead, as the rack
     // is told in `X-Convox-Actor`. Canonicalized again: what is recorded is what is forwarded.
-    let params = match params.get("ack_by") {
+    let params = match params.get("ack_by").as_deref() {
         Some(ack_by) if ack_by != caller.token.owner.0 => {
             let form = canonical::form_with(params.params(), "ack_by", &caller.token.owner.0);
             match with_form(
@@ -593,6 +595,17 @@ async fn pipeline(
         let refused =
             match mask::restore_env_param(&env, &app, &current, &state.keys.audit, &protected) {
                 Ok(restored) if restored == env => None,
+                // A value longer than its mask lengthens its line: judged again as restored.
+                Ok(restored) if let Some(line) = mask::overlong_line(&restored) => {
+                    let kind = "env_line_too_long";
+                    let what = format!(
+                        "env line {line} is longer than the {} bytes the rack reads in a line \
+                         once the gateway restored the masked value in it; the rack would stop \
+                         reading the env there",
+                        mask::ENV_LINE_MAX
+                    );
+                    Some((kind, ProxyError::BadRequest { kind, what }))
+                }
                 Ok(restored) => {
                     restored_any = true;
                     let form = canonical::form_with(params.params(), "env", &restored);
@@ -647,7 +660,10 @@ async fn pipeline(
         Some(Hidden::Restored)
     } else if route == "release.create" && params.get("env").is_none() && !reads_all {
         Some(Hidden::Copied)
-    } else if route == "release.promote" && !reads_all {
+    } else if (route == "release.promote"
+        || (route == "process.run" && params.get("Release").is_some()))
+        && !reads_all
+    {
         Some(Hidden::Filled)
     } else {
         None

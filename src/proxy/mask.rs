@@ -552,10 +552,15 @@ pub fn mask_release_json(
         }
         Ok(vec![(
             0..description.len(),
-            masks.mask(app, "", description)?,
+            masks.mask(app, DESCRIPTION_DOMAIN, description)?,
         )])
     })
 }
+
+/// The key a release description's mask is made under: not `""`, that of stray lines, so a
+/// description a caller wrote (`env <guess>`) cannot be compared with a hidden line's mask
+/// (only a variable whose name starts with a NUL would share it).
+const DESCRIPTION_DOMAIN: &str = "\0description";
 
 /// Whether a release's `description` can be shown to a caller who may not read every value.
 /// A release made by an env change is described `env add:K change:K remove:K` (the rack's

@@ -385,6 +385,107 @@ async fn a_failed_promote_is_withheld_from_a_caller_who_may_not_read_every_value
     gw.finish().await;
 }
 
+/// A masked value longer than its mask lengthens its line when restored: a line just under the
+/// rack's limit as posted and over it as restored is refused (the rack would stop reading the
+/// env there, and the keys after it would be gone), and nothing is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_the_restore_takes_over_the_racks_limit_is_refused() {
+    let gw = TestGateway::start().await;
+    let long = "k".repeat(40);
+    let set = format!(
+        "env={}",
+        form_encode(&format!("FOO=bar\nSECRET_TOKEN={long}"))
+    );
+    let admin = gw
+        .send_raw(
+            gw.cli()
+                .request("POST", "/apps/x/releases", &[], Body::Form(&set)),
+        )
+        .await;
+    assert_eq!(admin.status, 200, "{}", admin.text());
+    let (cli, mask) = deployer_reading_a_mask(&gw).await;
+    let padding = " ".repeat(65_500);
+    let posted = format!("{padding}SECRET_TOKEN={mask}");
+    assert!(posted.len() <= 65_535 && posted.len() - mask.len() + long.len() > 65_535);
+    let form = format!("env={}", form_encode(&format!("FOO=bar\n{posted}")));
+    let before = gw.rack().received().len();
+    let reply = gw
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    assert!(
+        reply.text().contains("env line 2 is longer than"),
+        "{}",
+        reply.text()
+    );
+    // The gateway read the current env (a lookup); the post itself went nowhere.
+    assert!(
+        gw.rack().received()[before..]
+            .iter()
+            .all(|r| r.method != "POST"),
+        "nothing is forwarded"
+    );
+    let denied = gw
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|r| requested(&r).cloned())
+        .find(|c| c.request.0 == reply.request_id())
+        .expect("the refusal is recorded");
+    assert_eq!(
+        (denied.decision, denied.reason.as_str()),
+        (events::event::Decision::Deny, "env_line_too_long")
+    );
+    gw.finish().await;
+}
+
+/// Running a process of a named release (`Release`) loads that release's manifest with its env
+/// filled in, as a promote does, and a value that breaks it is quoted the same way: withheld
+/// from a caller who may not read every value, whole for the admin. A run of the current release
+/// is passed on as the rack wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_of_a_named_release_is_withheld_from_a_caller_who_may_not_read_every_value() {
+    let gw = TestGateway::start().await;
+    let (deployer, _) = deployer_reading_a_mask(&gw).await;
+    let admin = gw.cli();
+    gw.rack().set_quoting_release_errors(true);
+    let target = "/apps/x/services/web/processes?";
+    let headers = [
+        ("Command", "sleep 3600"),
+        ("Release", mock_rack::SEED_RELEASE),
+    ];
+    for (caller, withheld) in [(&deployer, true), (&admin, false)] {
+        let head = gw.head();
+        let reply = gw
+            .send_raw(caller.request("POST", target, &headers, Body::Empty))
+            .await;
+        assert_eq!(reply.status, 500, "{}", reply.text());
+        let text = reply.text();
+        assert_eq!(
+            text.starts_with(
+                "the rack refused this call (500), and its answer may quote env values of this \
+                 release"
+            ),
+            withheld,
+            "{text}"
+        );
+        assert_eq!(text.contains("`s3cr3t`"), !withheld, "{text}");
+        let (_, done) = gw.call_records(head, &reply.request_id()).await;
+        let done = crate::support::completed(&done).unwrap();
+        assert_eq!(
+            (done.status, done.failure.as_deref()),
+            (500, withheld.then_some("answer_withheld"))
+        );
+    }
+    // Without `Release` the current release runs, and the deployer gets the rack's answer.
+    let current = gw
+        .send_raw(deployer.request("POST", target, &[("Command", "sleep 3600")], Body::Empty))
+        .await;
+    assert_eq!(current.status, 200, "{}", current.text());
+    assert!(current.json()["id"].is_string(), "{}", current.text());
+    gw.finish().await;
+}
+
 /// A deployer's CLI, and the mask it reads for the seeded `SECRET_TOKEN` (it may read env
 /// values but not secrets).
 async fn deployer_reading_a_mask(gw: &TestGateway) -> (crate::support::Cli, String) {

@@ -451,7 +451,7 @@ fn a_description_naming_a_stray_key_is_masked_whole() {
             let want = if shown {
                 description.to_owned()
             } else {
-                mask("x", "", description)
+                mask("x", "\0description", description)
             };
             assert_eq!(
                 out[0]["description"],

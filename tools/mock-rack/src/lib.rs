@@ -141,7 +141,8 @@ impl MockRack {
     /// quote it: `Invalid value: "…"`); nothing is created. `POST …/releases/{id}/promote`
     /// fails with a 500 quoting the release's last env value as YAML does a scalar it cannot
     /// decode (a manifest the env was filled into), its first 7 bytes and `...` when longer
-    /// than 10; nothing is promoted.
+    /// than 10; nothing is promoted. `POST …/processes` with a `Release` fails the same way
+    /// for that release, and nothing runs.
     /// `false` (the state at start) creates and promotes.
     pub fn set_quoting_release_errors(&self, on: bool) {
         self.shared.set_quote_release_env(on);

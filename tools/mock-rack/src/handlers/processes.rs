@@ -45,6 +45,12 @@ pub(super) fn run(call: &mut Call<'_>) -> Reply {
         Ok(r) => r,
         Err(e) => return Reply::Error(e),
     };
+    if let Some(release) = request.release.as_deref()
+        && call.shared.quotes_release_env()
+    {
+        // The test-only switch: the release's manifest, its env filled in, fails to load.
+        return super::releases::manifest_error(call, release);
+    }
     let process =
         call.shared
             .state()

@@ -84,29 +84,37 @@ pub(super) fn promote(call: &mut Call<'_>) -> Reply {
     if call.shared.quotes_release_env() {
         // The test-only switch: refused as a manifest the release's env was filled into fails
         // to load (an untyped provider error, spec §1.5).
-        let env = call
-            .shared
-            .state()
-            .release_get(call.vars.get("app"), call.vars.get("id"))
-            .map(|r| r.env)
-            .unwrap_or_default();
-        let value = env
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(_, v)| v))
-            .next_back()
-            .unwrap_or_default();
-        let shown = if value.chars().count() > 10 {
-            format!("{}...", value.chars().take(7).collect::<String>())
-        } else {
-            value.to_owned()
-        };
-        return Reply::Error(RackError::Internal(format!(
-            "yaml: unmarshal errors:\n  line 4: cannot unmarshal !!str `{shown}` into int"
-        )));
+        return manifest_error(call, call.vars.get("id"));
     }
     let result =
         call.shared
             .state()
             .release_promote(call.vars.get("app"), call.vars.get("id"), force);
     Reply::ok_or(result)
+}
+
+/// What a rack answers when `release`'s manifest, with the release's env filled in, fails to
+/// load: YAML quotes the scalar it cannot decode (here the release's last env value), its first
+/// 7 bytes and `...` when longer than 10. Promoting a release and running a process of one
+/// (`Release`) both load it so.
+pub(super) fn manifest_error(call: &Call<'_>, release: &str) -> Reply {
+    let env = call
+        .shared
+        .state()
+        .release_get(call.vars.get("app"), release)
+        .map(|r| r.env)
+        .unwrap_or_default();
+    let value = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(_, v)| v))
+        .next_back()
+        .unwrap_or_default();
+    let shown = if value.chars().count() > 10 {
+        format!("{}...", value.chars().take(7).collect::<String>())
+    } else {
+        value.to_owned()
+    };
+    Reply::Error(RackError::Internal(format!(
+        "yaml: unmarshal errors:\n  line 4: cannot unmarshal !!str `{shown}` into int"
+    )))
 }
