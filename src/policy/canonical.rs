@@ -361,6 +361,15 @@ impl CanonicalParams {
             .map(|p| p.value.clone())
     }
 
+    /// The value of the form parameter `name`, only from the body: a query key of the same
+    /// name (the proxy routes pass theirs on as they are) is not one.
+    pub fn form_value(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|p| p.part == Part::Form && p.key == name)
+            .map(|p| p.value.as_str())
+    }
+
     /// The canonical query to forward: `None` for no `?`, `Some("")` for a bare `?`.
     pub fn query(&self) -> Option<&str> {
         self.query.as_deref()

@@ -336,7 +336,8 @@ async fn pipeline(
     // The rack takes a budget or scaling action's actor from `ack_by`, and the CLI sends its
     // `$CONVOX_ACTOR`, else `$USER`: the caller's own name stands there instead, as the rack
     // is told in `X-Convox-Actor`. Canonicalized again: what is recorded is what is forwarded.
-    let params = match params.get("ack_by").as_deref() {
+    // Only a form value: the proxy routes pass any query on, `ack_by` too, with their body.
+    let params = match params.form_value("ack_by") {
         Some(ack_by) if ack_by != caller.token.owner.0 => {
             let form = canonical::form_with(params.params(), "ack_by", &caller.token.owner.0);
             match with_form(

@@ -746,6 +746,35 @@ async fn an_ack_by_naming_someone_else_is_the_caller_upstream() {
     gw.finish().await;
 }
 
+/// `ack_by` is rewritten only as a form value: on the proxy routes, which pass their query and
+/// body on as they are, a query key of that name goes on unchanged and the body with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_by_query_key_on_a_proxy_route_leaves_the_call_as_sent() {
+    use crate::support::Body;
+    let gw = TestGateway::start().await;
+    let body = b"{\"any\":\"payload\"}";
+    let since = gw.head();
+    let reply = gw
+        .send_raw(gw.cli().request(
+            "PUT",
+            "/custom/http/proxy/upload?ack_by=alice",
+            &[],
+            Body::Raw(body),
+        ))
+        .await;
+    let received = gw.rack().received();
+    let last = received.last().unwrap();
+    assert_eq!(
+        last.target, "/custom/http/proxy/upload?ack_by=alice",
+        "{reply:?}"
+    );
+    assert_eq!(&last.body[..], &body[..], "the body reached the far end");
+    let (_, done) = gw.call_records(since, &reply.request_id()).await;
+    let done = crate::support::completed(&done).unwrap();
+    assert_eq!(done.bytes_in, body.len() as u64);
+    gw.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_query_key() {
     check(Case::get("/apps?env=1").denied(400, "param_unknown_key")).await;
