@@ -227,19 +227,25 @@ impl Grant {
     /// names nothing in the catalogue grants nothing. The owner's roles count in full here,
     /// `cicd` included, because `cicd` is a role for tokens.
     pub fn for_token(scopes: &[Permission], owner: &Standing) -> Grant {
-        let roles = match owner {
-            Standing::Disabled => return Grant::refused(DenyReason::UserDisabled),
-            Standing::Active(roles) if roles.is_empty() => {
-                return Grant::refused(DenyReason::NoRole);
-            }
-            Standing::Active(roles) => roles,
+        let owner = match Grant::token_owner(owner) {
+            Ok(held) => held,
+            Err(reason) => return Grant::refused(reason),
         };
-        let owner = roles
-            .iter()
-            .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(*r)));
         let scoped = PermSet::of_scopes(scopes);
         Grant {
             state: GrantState::Token { owner, scoped },
+        }
+    }
+
+    /// What a token's owner holds, the bound of each of their tokens' grants: the union of
+    /// their roles, `cicd` included; refused when they are disabled or hold no role.
+    pub fn token_owner(owner: &Standing) -> Result<PermSet, DenyReason> {
+        match owner {
+            Standing::Disabled => Err(DenyReason::UserDisabled),
+            Standing::Active(roles) if roles.is_empty() => Err(DenyReason::NoRole),
+            Standing::Active(roles) => Ok(roles
+                .iter()
+                .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(*r)))),
         }
     }
 

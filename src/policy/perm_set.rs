@@ -94,6 +94,11 @@ impl PermSet {
         PermSet(self.0 & other.0)
     }
 
+    /// Whether every member of `other` is a member of this set.
+    pub const fn contains_all(self, other: PermSet) -> bool {
+        self.0 & other.0 == other.0
+    }
+
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }

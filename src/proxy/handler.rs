@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use events::event::{CommandCompleted, Decision, Event, Principal, RequestId};
+use events::event::{CommandCompleted, Decision, Event, Principal, RequestId, TokenId};
 use events::store::redb::FollowUp;
 use events::store::{AppendError, EventStore, Guard, Rejected};
 use events::time::{Clock, Timestamp};
@@ -28,6 +28,7 @@ use super::intent::{self, Recorded};
 use super::mask::{self, ResponseMask, StreamScrub, Visibility};
 use super::metered::{Meter, Metered};
 use super::respond::{Answer, ProxyError};
+use super::revocable::{Credential, Revocable};
 use super::scrubbed_body::ScrubbedBody;
 use super::state::ProxyState;
 use super::streams::Registration;
@@ -39,7 +40,7 @@ use crate::identity::{TokenCall, authenticate};
 use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
 use crate::policy::routes::Secrecy;
-use crate::policy::{self, Grant, Perm, Standing};
+use crate::policy::{self, Grant, Perm, PermSet, Standing};
 
 /// Characters a path segment cannot carry literally when forwarded.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -73,7 +74,9 @@ pub struct RackCall {
     target: String,
     headers: http::HeaderMap,
     body: CallBody,
-    actor: Principal,
+    /// Who calls (`X-Convox-Actor` upstream), and what they must go on holding while the
+    /// call's bodies stream.
+    standing: StillStanding,
     request_id: String,
     started: Instant,
     trusted_peer: bool,
@@ -696,7 +699,7 @@ async fn pipeline(
             (ForwardBody::Stream, _) => CallBody::Stream(body),
             (ForwardBody::Empty, _) => CallBody::Empty,
         },
-        actor: caller.token.owner.clone(),
+        standing: StillStanding::of(&caller, permitted.required()),
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
@@ -924,6 +927,13 @@ async fn forward(
     let mut pending = Pending::new(state, &call.request_id, call.started);
     pending.hash_answer = !call.answer_holds_secrets;
     pending.hash_request = !call.body_holds_secrets;
+    // Found standing when the call was permitted; the bodies are cut once it no longer does.
+    let credential = {
+        let store = state.store.clone();
+        let standing = call.standing.clone();
+        Credential::new(move || store.with_state(|s| standing.check(s)))
+    };
+    pending.credential = Some(credential.clone());
     // The answer to a HEAD has no body to read, whatever its `Content-Length` says.
     let head = call.method == http::Method::HEAD;
     let unsendable = || {
@@ -931,7 +941,7 @@ async fn forward(
         ProxyError::Upstream
     };
     let uri = state.upstream.uri(&call.target).map_err(|_| unsendable())?;
-    let actor = HeaderValue::from_str(&call.actor.0).map_err(|_| unsendable())?;
+    let actor = HeaderValue::from_str(&call.standing.owner.0).map_err(|_| unsendable())?;
     let mut headers = headers::upstream(
         &call.headers,
         state.upstream.authorization(),
@@ -975,6 +985,7 @@ async fn forward(
                 }
             }
             let sink = pending.bytes_in.clone();
+            let body = Revocable::new(body, credential.clone(), call.started);
             Metered::new(
                 crate::stall::Bounded::new(body.map_err(std::io::Error::other)),
                 Box::new(move |m| {
@@ -997,6 +1008,16 @@ async fn forward(
     let sent = state.upstream.client().request(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
+        Err(e) if caller_body_failed(&e) && credential.cut().is_some() => {
+            // Cut on its way: the caller's credential stopped standing as it streamed.
+            let why = credential
+                .cut()
+                .cloned()
+                .unwrap_or(Rejected(NO_LONGER_USABLE));
+            let refusal = no_longer_allowed(&why);
+            pending.complete(refusal.status().as_u16(), None, Some(why.0));
+            return Err(refusal);
+        }
         Err(e) if caller_body_failed(&e) => {
             // The caller's upload ended early (it went away, or sent nothing for 60 s): the
             // caller's doing, not the rack's, and recorded so.
@@ -1049,6 +1070,7 @@ async fn forward(
         // Its length changes where the password is replaced: sent chunked.
         parts.headers.remove(header::CONTENT_LENGTH);
         let scrub = StreamScrub::new(state.upstream.scrubber().clone(), mask::REDACTED);
+        let incoming = Revocable::new(incoming, credential, call.started);
         let body = pending.meter(ScrubbedBody::new(incoming, scrub), status, None);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
@@ -1133,6 +1155,7 @@ async fn forward(
         let body = pending.meter(Full::new(Bytes::from(shown)), status, failure);
         return Ok(Response::from_parts(parts, Body::new(body)));
     }
+    let incoming = Revocable::new(incoming, credential, call.started);
     let body = pending.meter(incoming, status, None);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
@@ -1835,6 +1858,9 @@ struct Pending {
     /// Whether the caller's body's SHA-256 is recorded: not for a body that holds secrets by
     /// design (a resource's data, a config's value), for the same reason.
     hash_request: bool,
+    /// The credential the call's bodies stream under: a body cut because it stopped standing
+    /// is recorded with why ([`Revocable`]).
+    credential: Option<Arc<Credential>>,
 }
 
 impl Pending {
@@ -1849,15 +1875,20 @@ impl Pending {
             completed: std::sync::atomic::AtomicBool::new(false),
             hash_answer: true,
             hash_request: true,
+            credential: None,
         }
     }
 
     /// Appends `CommandCompleted` in the background; `out` meters the answer's body, and
     /// `failure` is the error kind of an answer the gateway gave itself instead of the rack's,
     /// or why the call did not run its course. A body's hash is recorded only if it passed
-    /// whole; an answer cut short is recorded as `answer_cut_short`.
+    /// whole; an answer cut short is recorded as `answer_cut_short`, or as why the caller's
+    /// credential no longer stood when that cut it.
     fn complete(&self, status: u16, out: Option<Meter>, failure: Option<&'static str>) {
-        let failure = failure.or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
+        let revoked = self.credential.as_ref().and_then(|c| c.cut()).map(|r| r.0);
+        let failure = failure
+            .or(revoked)
+            .or(out.filter(|m| !m.complete).map(|_| "answer_cut_short"));
         let digest = out.filter(|_| self.hash_answer).and_then(|m| m.digest());
         self.record(status, out.map_or(0, |m| m.bytes), digest, failure);
     }
@@ -2150,26 +2181,48 @@ const CHANGED_WHILE_OPENING: &str = "this token or its owner's roles changed whi
 const NO_LONGER_USABLE: &str = "token_no_longer_usable";
 const NO_LONGER_PERMITTED: &str = "permission_no_longer_held";
 
-/// The guard of a call's intent: the caller's token still usable, and every permission in
-/// `required` still granted, when the intent is sequenced. The call was checked earlier
-/// ([`standing_now`]); used where a rack lookup for it came in between (see
-/// [`intent::record`] for why not on every call).
-fn still_allowed(caller: &Caller, required: &[Perm]) -> Guard<projections::Projections> {
-    let id = caller.token.id;
-    let scopes = caller.token.scopes.clone();
-    let owner = caller.token.owner.clone();
-    let required = required.to_vec();
-    Box::new(move |s: &projections::Projections| {
-        if !s.tokens.get(&id).is_some_and(|t| t.is_usable(Clock.now())) {
+/// What a permitted call's caller must go on holding: its token usable (not revoked, not
+/// expired), and its owner, not disabled, every permission the call needs. The token's scopes
+/// are fixed when it is made and held them when the call was permitted, so only the owner's
+/// roles can narrow the grant since. Checked as a guarded intent is sequenced
+/// ([`still_allowed`]) and as the call's bodies stream ([`Revocable`]).
+#[derive(Clone)]
+struct StillStanding {
+    token: TokenId,
+    owner: Principal,
+    required: PermSet,
+}
+
+impl StillStanding {
+    fn of(caller: &Caller, required: &[Perm]) -> StillStanding {
+        StillStanding {
+            token: caller.token.id,
+            owner: caller.token.owner.clone(),
+            required: PermSet::of(required.iter().copied()),
+        }
+    }
+
+    fn check(&self, s: &projections::Projections) -> Result<(), Rejected> {
+        if !s
+            .tokens
+            .get(&self.token)
+            .is_some_and(|t| t.is_usable(Clock.now()))
+        {
             return Err(Rejected(NO_LONGER_USABLE));
         }
-        let grant = Grant::for_token(&scopes, &Standing::of(&s.identities, &owner));
-        if required.iter().all(|p| grant.holds(*p)) {
-            Ok(())
-        } else {
-            Err(Rejected(NO_LONGER_PERMITTED))
+        match Grant::token_owner(&Standing::of(&s.identities, &self.owner)) {
+            Ok(held) if held.contains_all(self.required) => Ok(()),
+            _ => Err(Rejected(NO_LONGER_PERMITTED)),
         }
-    })
+    }
+}
+
+/// The guard of a call's intent: the caller still standing ([`StillStanding`]) when the intent
+/// is sequenced. The call was checked earlier ([`standing_now`]); used where a rack lookup for
+/// it came in between (see [`intent::record`] for why not on every call).
+fn still_allowed(caller: &Caller, required: &[Perm]) -> Guard<projections::Projections> {
+    let standing = StillStanding::of(caller, required);
+    Box::new(move |s: &projections::Projections| standing.check(s))
 }
 
 /// The refusal of a call whose intent [`still_allowed`] rejected, recorded as a denial.

@@ -18,6 +18,7 @@ pub mod metered;
 pub mod rack_tls;
 pub mod redact;
 pub mod respond;
+pub mod revocable;
 pub mod scrubbed_body;
 pub mod secret_text;
 pub mod state;

@@ -1371,6 +1371,102 @@ async fn a_token_revoked_while_its_body_arrives() {
     gw.finish().await;
 }
 
+/// An upload already on its way when its token is revoked stops there: the rest of the body
+/// never reaches the rack, the caller is told why, and the completion records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_token_is_revoked_on_its_way_is_cut() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let body = vec![b'x'; 1 << 20];
+    let head = format!(
+        "POST /apps/x/objects/tmp/big.tgz? HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        basic(&format!("convox:{}", issued.secret)),
+        body.len()
+    );
+    let since = gw.head();
+    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..64 << 10]).await.unwrap();
+    // The upload is under way (its intent recorded, its first bytes sent on).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.revoke_token(issued.id).await;
+    // The rest may be refused as it comes: the gateway answers and closes.
+    let _ = tcp.write_all(&body[64 << 10..]).await;
+    let reply = read_reply(&mut tcp).await;
+    if let Some(reply) = &reply {
+        assert_eq!(reply.status, 401, "{}", reply.text());
+    }
+    assert!(
+        gw.rack().object("x", "tmp/big.tgz").is_none(),
+        "the rack stored the object"
+    );
+    let done = completion_of(&gw, since, "/apps/x/objects/tmp/big.tgz").await;
+    assert_eq!(
+        (done.status, done.failure.as_deref()),
+        (401, Some("token_no_longer_usable"))
+    );
+    assert!(done.bytes_in < body.len() as u64, "{done:?}");
+    gw.finish().await;
+}
+
+/// An answer still streaming when its token is revoked stops there: the caller gets the head
+/// and less than the body, and the completion records why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_token_is_revoked_on_its_way_is_cut() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("ops@example.com", Role::Ops, &["convox:*:*"])
+        .await;
+    // The rack answers the head at once and the body a while later.
+    gw.rack().set_body_stall(Duration::from_millis(600));
+    let request = format!(
+        "GET /apps? HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\n\r\n",
+        basic(&format!("convox:{}", issued.secret)),
+    );
+    let since = gw.head();
+    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.revoke_token(issued.id).await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    gw.rack().set_body_stall(Duration::ZERO);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(!text.contains("\"name\""), "the body passed: {text}");
+    let done = completion_of(&gw, since, "/apps").await;
+    assert_eq!(
+        (done.status, done.failure.as_deref(), done.bytes_out),
+        (200, Some("token_no_longer_usable"), 0)
+    );
+    gw.finish().await;
+}
+
+/// The completion of the call to `path` recorded since `since`, once it is (completions are
+/// written in the background).
+async fn completion_of(
+    gw: &TestGateway,
+    since: u64,
+    path: &str,
+) -> events::event::CommandCompleted {
+    crate::support::eventually(&format!("the completion of {path}"), || async {
+        let events = gw.events_since(since).await;
+        let call = events
+            .iter()
+            .filter_map(requested)
+            .find(|c| c.path == path)?;
+        events
+            .iter()
+            .filter_map(completed)
+            .find(|c| c.request == call.request)
+            .cloned()
+    })
+    .await
+}
+
 /// The rack takes a service's name for a process (`ProcessExec` picks one of its processes), so
 /// process `build` is a running build, whose environment holds the rack password; a process run
 /// as the `build` service gets a build's unconfined seccomp profile. Both need
