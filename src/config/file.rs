@@ -64,6 +64,21 @@ pub const KEYS: &[(&str, &str)] = &[
 /// The keys whose value is a list: an array in the file, comma-separated in a variable.
 const LISTS: &[&str] = &["trusted_proxies", "protected_env"];
 
+/// Keys whose TOML value is `true` or `false`, and keys whose value is a whole number; every
+/// other key takes a string (a list key, a list of strings or one string of commas). The
+/// environment gives each as text, parsed the same way.
+const BOOLEANS: &[&str] = &["rack.insecure_skip_verify"];
+const INTEGERS: &[&str] = &[
+    "checkpoints.every",
+    "checkpoints.after_secs",
+    "checkpoints.heartbeat_secs",
+    "limits.per_ip_per_minute",
+    "limits.streams_per_principal",
+    "limits.header_timeout_secs",
+    "limits.stream_idle_secs",
+    "limits.form_timeout_secs",
+];
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -254,28 +269,41 @@ fn flatten(
         let Some((key, _)) = KEYS.iter().find(|(key, _)| *key == dotted) else {
             return Err(ConfigError::Unknown { key: dotted });
         };
+        let mistyped = |what: String| ConfigError::Value {
+            key,
+            source_name: path.display().to_string(),
+            what,
+        };
+        let (boolean, integer) = (BOOLEANS.contains(key), INTEGERS.contains(key));
         let text = match v {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Boolean(b) if boolean => b.to_string(),
+            toml::Value::Integer(i) if integer => i.to_string(),
+            toml::Value::String(s) if !boolean && !integer => s.clone(),
             // A list where one value goes (`insecure_skip_verify = [true]`) is not that value.
             toml::Value::Array(_) if !LISTS.contains(key) => {
-                return Err(ConfigError::Value {
-                    key,
-                    source_name: path.display().to_string(),
-                    what: "takes one value, not a list".into(),
-                });
+                return Err(mistyped("takes one value, not a list".into()));
             }
             toml::Value::Array(items) => items
                 .iter()
                 .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| i.to_string())
+                    i.as_str().map(str::to_owned).ok_or_else(|| {
+                        mistyped(format!("takes a list of strings, and {i} is {}", a_type(i)))
+                    })
                 })
-                .collect::<Vec<_>>()
+                .collect::<Result<Vec<_>, _>>()?
                 .join(","),
-            other => other.to_string(),
+            // `insecure_skip_verify = "true"`, `every = "4096"`, `data = 1`: each key takes
+            // one type, and another is a mistake to point out, not a value to read as text.
+            other => {
+                let wanted = if boolean {
+                    "true or false"
+                } else if integer {
+                    "a whole number"
+                } else {
+                    "a string"
+                };
+                return Err(mistyped(format!("takes {wanted}, not {}", a_type(other))));
+            }
         };
         out.insert(
             key,
@@ -398,9 +426,21 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|s| {
-                s.parse::<IpAddr>().map_err(|_| {
+                let ip = s.parse::<IpAddr>().map_err(|_| {
                     value_err("trusted_proxies", format!("{s:?} is not an IP address"))
-                })
+                })?;
+                if never_a_peer(ip) {
+                    // `0.0.0.0` or `::` meant as "everyone" would trust no one, and would let
+                    // plain HTTP start on a public address that then refuses every caller.
+                    return Err(value_err(
+                        "trusted_proxies",
+                        format!(
+                            "{s:?} is no host's address (unspecified, broadcast or multicast) \
+                             and can never be a proxy: list each proxy's own address"
+                        ),
+                    ));
+                }
+                Ok(ip)
             })
             .collect::<Result<_, _>>()?,
     };
@@ -659,6 +699,26 @@ fn check_transport(c: &Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// A TOML value's type as a message names it: `a string`, `an integer`.
+fn a_type(v: &toml::Value) -> String {
+    let kind = v.type_str();
+    let article = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {kind}")
+}
+
+/// Whether `ip` can never be the source of a TCP connection: unspecified, IPv4 broadcast, or
+/// multicast (IPv4-mapped forms too).
+fn never_a_peer(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+    }
 }
 
 #[cfg(test)]

@@ -128,6 +128,37 @@ fn plain_http_off_loopback_is_allowed_behind_trusted_proxies() {
     assert_eq!(c.trusted_proxies.len(), 2);
 }
 
+/// An address that is no host's (`0.0.0.0`, `::`, broadcast, multicast, mapped forms too) is
+/// never a proxy: listed as one, perhaps to mean "everyone", it is refused by name rather than
+/// let plain HTTP start on a public address.
+#[test]
+fn a_trusted_proxy_that_can_never_connect_is_refused() {
+    let f = file(&BASE.replace("127.0.0.1:9000", "0.0.0.0:9000"));
+    for listed in [
+        "0.0.0.0",
+        "::",
+        "255.255.255.255",
+        "224.0.0.1",
+        "ff02::1",
+        "::ffff:0.0.0.0",
+        "10.0.0.5, 0.0.0.0",
+    ] {
+        let e = load(
+            Some(f.path()),
+            &env(&[
+                ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+                ("RACK_GATEWAY_TRUSTED_PROXIES", listed),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("trusted_proxies") && e.contains("can never be a proxy"),
+            "{listed}: {e}"
+        );
+    }
+}
+
 #[test]
 fn the_digest_changes_with_security_settings_and_hides_the_password() {
     let f = file(BASE);
@@ -503,6 +534,47 @@ fn a_value_has_the_shape_of_its_key() {
         e.starts_with("rack.insecure_skip_verify (from ") && e.ends_with("not a list"),
         "{e}"
     );
+    // Each key takes one TOML type: a string where a boolean or a number goes, or the
+    // reverse, is refused and named, not read as the text it would be in the environment.
+    for (text, key, wanted) in [
+        (
+            format!("{BASE}insecure_skip_verify = \"true\"\n"),
+            "rack.insecure_skip_verify",
+            "takes true or false, not a string",
+        ),
+        (
+            format!("{BASE}[checkpoints]\nevery = \"4096\"\n"),
+            "checkpoints.every",
+            "takes a whole number, not a string",
+        ),
+        (
+            format!("{BASE}[limits]\nper_ip_per_minute = 1.5\n"),
+            "limits.per_ip_per_minute",
+            "takes a whole number, not a float",
+        ),
+        (
+            BASE.replace("data = \"/var/lib/rack-gateway\"", "data = 1"),
+            "data",
+            "takes a string, not an integer",
+        ),
+        (
+            format!("{BASE}[tls]\ncert = true\nkey = \"k.pem\"\n"),
+            "tls.cert",
+            "takes a string, not a boolean",
+        ),
+        (
+            format!("trusted_proxies = [1]\n{BASE}"),
+            "trusted_proxies",
+            "takes a list of strings, and 1 is an integer",
+        ),
+    ] {
+        let f = file(&text);
+        let e = load(Some(f.path()), &pw).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{key} (from ")) && e.ends_with(wanted),
+            "{e}"
+        );
+    }
     let f = file(&format!("\"proxy.listen\" = \"127.0.0.1:9200\"\n{BASE}"));
     let e = load(Some(f.path()), &pw).unwrap_err().to_string();
     assert!(
