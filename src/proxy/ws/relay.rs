@@ -324,7 +324,10 @@ where
             }
         });
         let silent_at = last_from_caller + config.caller_silence;
-        let release_at = outbound.release_at();
+        // Not while the caller has not taken what went before: see `rearm_hold`.
+        let release_at = outbound
+            .release_at()
+            .filter(|_| !outbound.writer.has_pending());
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
             step = inbound.step() => match step {
@@ -346,9 +349,11 @@ where
             // No frame came to show whether the held tail begins the password: it goes on as
             // it is, and the next step writes it out. Unless the tail held when this wait began
             // was settled, and another held since (while a slow caller kept the step
-            // flushing): that one waits its own time.
+            // flushing): that one waits its own time, counted once the caller has taken what
+            // went before it (`rearm_hold`).
             () = sleep_until(release_at), if release_at.is_some() => {
-                let due = outbound.release_at().is_some_and(|at| at <= Instant::now());
+                let due = outbound.release_at().is_some_and(|at| at <= Instant::now())
+                    && !outbound.writer.has_pending();
                 if due && let Err(end) = outbound.release_held() {
                     break end.on_outbound();
                 }
@@ -469,10 +474,10 @@ where
         ClosedBy::RackGone => outbound.eof,
         _ => false,
     };
-    // What the rack sent and the caller is still there to get: the tail held back.
-    if to_caller.is_some() && !outbound.writer.is_closed() {
-        let _ = outbound.release_held();
-    }
+    // A tail still held back was settled by nothing: the stream ended without the rack's EOF
+    // or close, which would have sent it on (a revocation, a violation, a rack gone). It could
+    // begin the password, and is dropped.
+    drop(outbound.take_held());
     let caller_input = &mut inbound.reader;
     let (caller_done, rack_done, ()) = tokio::join!(
         close_and_shutdown(&mut outbound.writer, to_caller),
@@ -574,6 +579,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             // The relay learns when the frame is out: the idle wait after the rack's EOF starts
             // then, and a forwarded close ends the relay then.
             self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+            self.rearm_hold();
             return Ok(self.queued);
         }
         let frame = match self.reader.read_frame().await {
@@ -591,7 +597,19 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         }
         let relayed = self.send(&frame)?;
         self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        self.rearm_hold();
         Ok(relayed)
+    }
+
+    /// A held tail's wait counts from the end of a flush: while the flush waited on a caller
+    /// who read nothing, this leg read nothing from the rack either, and the rack's next frame
+    /// (which settles the tail) may be waiting unread. Counted from before, the wait could run
+    /// out as that frame is read, and the tail go on unsettled, the password with it in two
+    /// pieces: the caller, not the rack, would decide.
+    fn rearm_hold(&mut self) {
+        if self.held_since.is_some() {
+            self.held_since = Some(Instant::now());
+        }
     }
 
     /// Counts `frame` and queues it for the other side; what it was is also what the next
