@@ -202,32 +202,11 @@ async fn a_masked_value_posted_back_is_restored_only_for_its_own_key() {
     assert!(read.bytes_out > 0);
     // The same mask under another key is refused, and nothing reaches the rack.
     let misused = format!("env={}", form_encode(&format!("STOLEN={mask}")));
-    let before = gw.rack().received().len();
-    let reply = gw
-        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&misused)))
-        .await;
-    assert_eq!(reply.status, 403, "{}", reply.text());
+    let reply = release_refused(&gw, &cli, &misused, 403, "masked_value_misused").await;
     assert!(
         reply.text().ends_with("(masked_value_misused)\n"),
         "{}",
         reply.text()
-    );
-    assert!(
-        gw.rack().received()[before..]
-            .iter()
-            .all(|r| r.method != "POST"),
-        "a misused mask must not create a release"
-    );
-    let denied = gw
-        .events()
-        .await
-        .into_iter()
-        .filter_map(|r| requested(&r).cloned())
-        .find(|c| c.request.0 == reply.request_id())
-        .expect("the refusal is recorded");
-    assert_eq!(
-        (denied.decision, denied.reason.as_str()),
-        (events::event::Decision::Deny, "masked_value_misused")
     );
     let finished = gw.finish().await;
     let log = format!("{:?}", finished.events);
@@ -346,32 +325,12 @@ async fn a_rack_error_to_a_call_with_restored_values_is_withheld() {
 async fn a_failed_promote_is_withheld_from_a_caller_who_may_not_read_every_value() {
     let gw = TestGateway::start().await;
     let (deployer, _) = deployer_reading_a_mask(&gw).await;
-    let admin = gw.cli();
     gw.rack().set_quoting_release_errors(true);
     let target = format!("/apps/x/releases/{}/promote", mock_rack::SEED_RELEASE);
-    for (caller, withheld) in [(&deployer, true), (&admin, false)] {
-        let head = gw.head();
-        let reply = gw
-            .send_raw(caller.request("POST", &target, &[], Body::Form("force=false")))
-            .await;
-        assert_eq!(reply.status, 500, "{}", reply.text());
-        let text = reply.text();
-        assert_eq!(
-            text.starts_with(
-                "the rack refused this call (500), and its answer may quote env values of this \
-                 release"
-            ),
-            withheld,
-            "{text}"
-        );
-        assert_eq!(text.contains("`s3cr3t`"), !withheld, "{text}");
-        let (_, done) = gw.call_records(head, &reply.request_id()).await;
-        let done = crate::support::completed(&done).unwrap();
-        assert_eq!(
-            (done.status, done.failure.as_deref()),
-            (500, withheld.then_some("answer_withheld"))
-        );
-    }
+    filled_error_withheld_from(&gw, &deployer, |caller| {
+        caller.request("POST", &target, &[], Body::Form("force=false"))
+    })
+    .await;
     gw.rack().set_quoting_release_errors(false);
     // The rack's own refusal of a promote that races another quotes nothing, and goes on.
     assert!(gw.rack().set_app_status("x", "updating"));
@@ -408,22 +367,35 @@ async fn a_line_the_restore_takes_over_the_racks_limit_is_refused() {
     let posted = format!("{padding}SECRET_TOKEN={mask}");
     assert!(posted.len() <= 65_535 && posted.len() - mask.len() + long.len() > 65_535);
     let form = format!("env={}", form_encode(&format!("FOO=bar\n{posted}")));
-    let before = gw.rack().received().len();
-    let reply = gw
-        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(&form)))
-        .await;
-    assert_eq!(reply.status, 400, "{}", reply.text());
+    let reply = release_refused(&gw, &cli, &form, 400, "env_line_too_long").await;
     assert!(
         reply.text().contains("env line 2 is longer than"),
         "{}",
         reply.text()
     );
-    // The gateway read the current env (a lookup); the post itself went nowhere.
+    gw.finish().await;
+}
+
+/// Posts `form` as `cli` to create a release, which the gateway refuses with `status` and
+/// records as a denial for `reason`; no release reaches the rack (the gateway's lookup of the
+/// current env may). The reply, for what it says.
+async fn release_refused(
+    gw: &TestGateway,
+    cli: &crate::support::Cli,
+    form: &str,
+    status: u16,
+    reason: &str,
+) -> crate::support::Reply {
+    let before = gw.rack().received().len();
+    let reply = gw
+        .send_raw(cli.request("POST", "/apps/x/releases", &[], Body::Form(form)))
+        .await;
+    assert_eq!(reply.status, status, "{}", reply.text());
     assert!(
         gw.rack().received()[before..]
             .iter()
             .all(|r| r.method != "POST"),
-        "nothing is forwarded"
+        "a refused release reached the rack"
     );
     let denied = gw
         .events()
@@ -434,9 +406,9 @@ async fn a_line_the_restore_takes_over_the_racks_limit_is_refused() {
         .expect("the refusal is recorded");
     assert_eq!(
         (denied.decision, denied.reason.as_str()),
-        (events::event::Decision::Deny, "env_line_too_long")
+        (events::event::Decision::Deny, reason)
     );
-    gw.finish().await;
+    reply
 }
 
 /// Running a process of a named release (`Release`) loads that release's manifest with its env
@@ -447,18 +419,37 @@ async fn a_line_the_restore_takes_over_the_racks_limit_is_refused() {
 async fn a_failed_run_of_a_named_release_is_withheld_from_a_caller_who_may_not_read_every_value() {
     let gw = TestGateway::start().await;
     let (deployer, _) = deployer_reading_a_mask(&gw).await;
-    let admin = gw.cli();
     gw.rack().set_quoting_release_errors(true);
     let target = "/apps/x/services/web/processes?";
     let headers = [
         ("Command", "sleep 3600"),
         ("Release", mock_rack::SEED_RELEASE),
     ];
-    for (caller, withheld) in [(&deployer, true), (&admin, false)] {
+    filled_error_withheld_from(&gw, &deployer, |caller| {
+        caller.request("POST", target, &headers, Body::Empty)
+    })
+    .await;
+    // Without `Release` the current release runs, and the deployer gets the rack's answer.
+    let current = gw
+        .send_raw(deployer.request("POST", target, &[("Command", "sleep 3600")], Body::Empty))
+        .await;
+    assert_eq!(current.status, 200, "{}", current.text());
+    assert!(current.json()["id"].is_string(), "{}", current.text());
+    gw.finish().await;
+}
+
+/// `request`, sent by `deployer` and by the admin to a rack that fails it quoting a value of
+/// the release's env (filled into its manifest): withheld from the deployer, who may not read
+/// every value, with the rack's status; whole for the admin; recorded so either way.
+async fn filled_error_withheld_from(
+    gw: &TestGateway,
+    deployer: &crate::support::Cli,
+    request: impl Fn(&crate::support::Cli) -> Vec<u8>,
+) {
+    let admin = gw.cli();
+    for (caller, withheld) in [(deployer, true), (&admin, false)] {
         let head = gw.head();
-        let reply = gw
-            .send_raw(caller.request("POST", target, &headers, Body::Empty))
-            .await;
+        let reply = gw.send_raw(request(caller)).await;
         assert_eq!(reply.status, 500, "{}", reply.text());
         let text = reply.text();
         assert_eq!(
@@ -477,13 +468,6 @@ async fn a_failed_run_of_a_named_release_is_withheld_from_a_caller_who_may_not_r
             (500, withheld.then_some("answer_withheld"))
         );
     }
-    // Without `Release` the current release runs, and the deployer gets the rack's answer.
-    let current = gw
-        .send_raw(deployer.request("POST", target, &[("Command", "sleep 3600")], Body::Empty))
-        .await;
-    assert_eq!(current.status, 200, "{}", current.text());
-    assert!(current.json()["id"].is_string(), "{}", current.text());
-    gw.finish().await;
 }
 
 /// A deployer's CLI, and the mask it reads for the seeded `SECRET_TOKEN` (it may read env
