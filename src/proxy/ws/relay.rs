@@ -398,6 +398,7 @@ where
             closed_by,
             config.exit_code,
             config.close_timeout,
+            &mut cancel,
         ),
     )
     .await
@@ -436,6 +437,7 @@ async fn finish<C, R>(
     end: ClosedBy,
     await_caller: bool,
     close_timeout: Duration,
+    cancel: &mut watch::Receiver<bool>,
 ) -> ClosedBy
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -453,18 +455,28 @@ where
     } else {
         CLOSE_ANSWER
     };
-    let drained = match end {
-        ClosedBy::CallerClosed => {
-            tokio::time::timeout(answer_within, outbound.drain_until_close()).await
+    let drain = async {
+        match end {
+            ClosedBy::CallerClosed => {
+                tokio::time::timeout(answer_within, outbound.drain_until_close()).await
+            }
+            ClosedBy::RackClosed => {
+                tokio::time::timeout(answer_within, inbound.drain_until_close()).await
+            }
+            _ => Ok(Ok(())),
         }
-        ClosedBy::RackClosed => {
-            tokio::time::timeout(answer_within, inbound.drain_until_close()).await
-        }
-        _ => Ok(Ok(())),
+    };
+    // The drain relays what comes until the answer, the caller's input to the rack included:
+    // a revocation meanwhile stops it there, as it stops the open stream.
+    let drained = tokio::select! {
+        biased;
+        _ = cancel.wait_for(|c| *c) => None,
+        drained = drain => Some(drained),
     };
     let end = match (end, drained) {
-        (ClosedBy::CallerClosed, Ok(Err(LegEnd::Violation(v)))) => ClosedBy::RackViolation(v),
-        (ClosedBy::RackClosed, Ok(Err(LegEnd::Violation(v)))) => ClosedBy::CallerViolation(v),
+        (_, None) => ClosedBy::Cancelled,
+        (ClosedBy::CallerClosed, Some(Ok(Err(LegEnd::Violation(v))))) => ClosedBy::RackViolation(v),
+        (ClosedBy::RackClosed, Some(Ok(Err(LegEnd::Violation(v))))) => ClosedBy::CallerViolation(v),
         (end, _) => end,
     };
     let (to_caller, to_rack) = closing_codes(end, outbound.eof);

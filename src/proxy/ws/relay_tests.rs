@@ -774,6 +774,35 @@ async fn a_violation_while_a_close_is_answered_is_not_a_normal_close() {
     );
 }
 
+/// A revocation while the closing handshake waits for the caller's answer ends the draining
+/// there: what the caller sends after it no longer reaches the rack, and the stream ends as
+/// cancelled without waiting out the close timeout.
+#[tokio::test]
+async fn a_cancel_while_the_close_drains_stops_the_callers_input() {
+    let mut h = start(RelayConfig {
+        close_timeout: Duration::from_secs(3600),
+        exit_code: true,
+        ..RelayConfig::default()
+    });
+    h.rack.writer.close(1000, b"").await.unwrap();
+    assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
+    h.caller.writer.text(b"before").await.unwrap();
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"before"))
+    );
+    h.cancel.send(true).unwrap();
+    // Once the relay has seen the cancel (a frame already on its way may still pass).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = h.caller.writer.text(b"after").await;
+    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
+    let rest = within("the rack's end", h.rack.reader.read_message()).await;
+    assert!(
+        !matches!(rest, Ok(Some(Message::Text(_)))),
+        "the caller's input went on after the cancel: {rest:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_rack_close_is_forwarded_and_the_callers_answer_relayed_back() {
     let config = RelayConfig {
