@@ -508,6 +508,10 @@ pub fn mask_release_json(
     protected: &[String],
 ) -> Result<Vec<u8>, MaskError> {
     let masks = MaskKey::derive(audit)?;
+    // The keys the answer's envs read out of values' bytes (a short padded base64 tail in one
+    // case, `QQ`, is told apart only by the line before it): a description naming one quotes
+    // a piece of a value.
+    let mut stray_keys = std::collections::HashSet::new();
     let env_masked = rewrite_string_fields(body, "env", &mut |env| {
         let parsed = Env::parse(env);
         let strays = parsed.strays();
@@ -521,6 +525,7 @@ pub fn mask_release_json(
             // A stray line's value goes with its line (below), never on its own.
             if stray_starts.contains(&e.key.start) {
                 hidden_stray |= hidden;
+                stray_keys.insert(key.to_owned());
                 continue;
             }
             if hidden {
@@ -547,7 +552,7 @@ pub fn mask_release_json(
     // The rack names every key an env change touched in the release's description, stray
     // lines' keys (made of a value's bytes) too: such a description is masked whole.
     rewrite_string_fields(&env_masked, "description", &mut |description| {
-        if description_names_only_variables(description) {
+        if description_names_only_variables(description, &stray_keys) {
             return Ok(Vec::new());
         }
         Ok(vec![(
@@ -566,16 +571,20 @@ const DESCRIPTION_DOMAIN: &str = "\0description";
 /// A release made by an env change is described `env add:K change:K remove:K` (the rack's
 /// `common.EnvDiff`), naming each key the rack read, and a multi-line value's later lines that
 /// hold an `=` are read as keys made of its bytes (a PEM's padded last line, a JSON line):
-/// shown only where every key named is a variable's name ([`is_stray_entry`]). Any other
-/// description (a build's, the caller's own) names no key.
-fn description_names_only_variables(description: &str) -> bool {
+/// shown only where every key named is a variable's name ([`is_stray_entry`]) and none is a
+/// key `strays` read out of a value's bytes. Any other description (a build's, the caller's
+/// own) names no key.
+fn description_names_only_variables(
+    description: &str,
+    strays: &std::collections::HashSet<String>,
+) -> bool {
     let Some(diff) = description.strip_prefix("env ") else {
         return true;
     };
     diff.split(' ').all(|item| {
         ["add:", "change:", "remove:"].iter().any(|verb| {
             item.strip_prefix(verb)
-                .is_some_and(|key| !is_stray_entry(key, ""))
+                .is_some_and(|key| !is_stray_entry(key, "") && !strays.contains(key))
         })
     })
 }
@@ -775,7 +784,8 @@ pub fn restore_env_param(
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
-    let mut splices: Vec<(Range<usize>, &str)> = Vec::new();
+    // Each splice, and whether it restores a line the rack reads as an entry (`<mask>=`).
+    let mut splices: Vec<(Range<usize>, &str, bool)> = Vec::new();
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
@@ -784,7 +794,7 @@ pub fn restore_env_param(
             let line = whole(key, true)
                 .filter(|_| value.is_empty())
                 .ok_or_else(misused_line)?;
-            splices.push((e.key.start..e.value.end, line));
+            splices.push((e.key.start..e.value.end, line, true));
             if let Some((k, v)) = line.split_once('=')
                 && !k.trim().is_empty()
             {
@@ -814,7 +824,7 @@ pub fn restore_env_param(
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;
-            splices.push((e.value.clone(), real));
+            splices.push((e.value.clone(), real, false));
             real
         } else {
             value
@@ -827,7 +837,7 @@ pub fn restore_env_param(
             // A line that sets nothing, shown whole (`convox releases rollback` posts an
             // earlier release's env back as it read it).
             let line = whole(text, false).ok_or_else(misused_line)?;
-            splices.push((r.clone(), line));
+            splices.push((r.clone(), line, false));
         }
     }
     if protected
@@ -837,15 +847,32 @@ pub fn restore_env_param(
     {
         return Err(MaskError::LineInClear { line });
     }
-    splices.sort_by_key(|(r, _)| r.start);
+    splices.sort_by_key(|(r, _, _)| r.start);
     let mut out = String::with_capacity(env.len());
     let mut copied = 0;
-    for (range, text) in splices {
+    let mut restored_entries = Vec::new();
+    for (range, text, entry) in splices {
         out.push_str(env.get(copied..range.start).unwrap_or_default());
+        if entry {
+            restored_entries.push(out.len());
+        }
         out.push_str(text);
         copied = range.end;
     }
     out.push_str(env.get(copied..).unwrap_or_default());
+    // A line shown masked whole is a piece of a value (a short padded base64 tail is one only
+    // after the line before it): moved where the rack would read it as a variable of its own,
+    // its key (the value's bytes) would be shown in clear in the new release.
+    if !restored_entries.is_empty() {
+        let strays: std::collections::HashSet<usize> = Env::parse(&out)
+            .strays()
+            .iter()
+            .map(|s| s.line.start)
+            .collect();
+        if restored_entries.iter().any(|at| !strays.contains(at)) {
+            return Err(misused_line());
+        }
+    }
     for key in protected {
         if effective.get(key.as_str()) != current_values.get(key.as_str()) {
             return Err(MaskError::ProtectedChange { key: key.clone() });

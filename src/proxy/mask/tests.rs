@@ -579,6 +579,57 @@ fn a_run_may_not_set_a_protected_key() {
     }
 }
 
+/// A release made by setting a certificate whose base64 body ends in a short padded line in one
+/// case (`QQ==`) is described `env add:CERT add:QQ`: `QQ` reads as a name, but it is the tail
+/// of the value, stray by its place in the env beside it, and the description is masked whole.
+#[test]
+fn a_description_naming_a_short_tail_of_a_value_is_masked() {
+    let env = "CERT=-----BEGIN X-----\nMIIEowIBAAKCAQEAu1SU1L\nQQ==\n-----END X-----\nZ=1";
+    for (description, shown) in [("env add:CERT add:QQ", false), ("env add:CERT add:Z", true)] {
+        let body =
+            serde_json::json!([{ "id": "R1", "env": env, "description": description }]).to_string();
+        for who in [Visibility::NoEnv, Visibility::NonSecret] {
+            let out = mask_release_json(body.as_bytes(), "x", who, &audit(), &[]).unwrap();
+            let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let want = if shown {
+                description.to_owned()
+            } else {
+                mask("x", "\0description", description)
+            };
+            assert_eq!(
+                out[0]["description"],
+                want.as_str(),
+                "{description} {who:?}"
+            );
+        }
+    }
+}
+
+/// A line shown masked whole is a piece of a value where it stands: posted back in place it
+/// is restored, but moved where the rack would read it as a variable of its own (a short
+/// padded tail no longer after the body's last full line) it is refused, or the new release
+/// would show its key, the value's bytes, in clear.
+#[test]
+fn a_line_shown_masked_whole_cannot_be_moved_out_of_its_value() {
+    let env = "CERT=-----BEGIN X-----\nMIIEowIBAAKCAQEAu1SU1L\nQQ==\n-----END X-----\nZ=1";
+    let body = serde_json::json!({ "id": "R1", "env": env }).to_string();
+    let out = mask_release_json(body.as_bytes(), "x", Visibility::NoEnv, &audit(), &[]).unwrap();
+    let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let shown = out["env"].as_str().unwrap();
+    let tail = format!("{}=", mask("x", "", "QQ=="));
+    assert!(shown.contains(&format!("\n{tail}\n")), "{shown}");
+    let current = Env::parse(env);
+    let back = restore_env_param(shown, "x", &current, &audit(), &[]);
+    assert_eq!(back.as_deref(), Ok(env));
+    for moved in [format!("PUBLIC=1\n{tail}"), format!("{tail}\nZ=1")] {
+        let got = restore_env_param(&moved, "x", &current, &audit(), &[]);
+        assert!(
+            matches!(got, Err(MaskError::MaskMisused { .. })),
+            "{moved}: {got:?}"
+        );
+    }
+}
+
 #[test]
 fn a_short_tail_and_a_protected_key_shaped_like_one_are_masked() {
     let whole = |line: &str| mask("x", "", line);
