@@ -784,8 +784,7 @@ pub fn restore_env_param(
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
-    // Each splice, and whether it restores a line the rack reads as an entry (`<mask>=`).
-    let mut splices: Vec<(Range<usize>, &str, bool)> = Vec::new();
+    let mut splices: Vec<(Range<usize>, &str)> = Vec::new();
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
@@ -794,7 +793,7 @@ pub fn restore_env_param(
             let line = whole(key, true)
                 .filter(|_| value.is_empty())
                 .ok_or_else(misused_line)?;
-            splices.push((e.key.start..e.value.end, line, true));
+            splices.push((e.key.start..e.value.end, line));
             if let Some((k, v)) = line.split_once('=')
                 && !k.trim().is_empty()
             {
@@ -824,7 +823,7 @@ pub fn restore_env_param(
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;
-            splices.push((e.value.clone(), real, false));
+            splices.push((e.value.clone(), real));
             real
         } else {
             value
@@ -837,7 +836,7 @@ pub fn restore_env_param(
             // A line that sets nothing, shown whole (`convox releases rollback` posts an
             // earlier release's env back as it read it).
             let line = whole(text, false).ok_or_else(misused_line)?;
-            splices.push((r.clone(), line, false));
+            splices.push((r.clone(), line));
         }
     }
     if protected
@@ -847,32 +846,15 @@ pub fn restore_env_param(
     {
         return Err(MaskError::LineInClear { line });
     }
-    splices.sort_by_key(|(r, _, _)| r.start);
+    splices.sort_by_key(|(r, _)| r.start);
     let mut out = String::with_capacity(env.len());
     let mut copied = 0;
-    let mut restored_entries = Vec::new();
-    for (range, text, entry) in splices {
+    for (range, text) in splices {
         out.push_str(env.get(copied..range.start).unwrap_or_default());
-        if entry {
-            restored_entries.push(out.len());
-        }
         out.push_str(text);
         copied = range.end;
     }
     out.push_str(env.get(copied..).unwrap_or_default());
-    // A line shown masked whole is a piece of a value (a short padded base64 tail is one only
-    // after the line before it): moved where the rack would read it as a variable of its own,
-    // its key (the value's bytes) would be shown in clear in the new release.
-    if !restored_entries.is_empty() {
-        let strays: std::collections::HashSet<usize> = Env::parse(&out)
-            .strays()
-            .iter()
-            .map(|s| s.line.start)
-            .collect();
-        if restored_entries.iter().any(|at| !strays.contains(at)) {
-            return Err(misused_line());
-        }
-    }
     for key in protected {
         if effective.get(key.as_str()) != current_values.get(key.as_str()) {
             return Err(MaskError::ProtectedChange { key: key.clone() });
