@@ -389,6 +389,9 @@ where
             == Ok(Some(Relayed::Close));
     }
 
+    // The rack's output is whole once it closed, whatever happens in the closing (a
+    // revocation, a caller breaking the protocol): an exit line read before stands.
+    let rack_closed = closed_by == ClosedBy::RackClosed;
     // Closing is bounded: a peer that stops reading cannot hold the gateway.
     let closed_by = tokio::time::timeout(
         config.close_timeout,
@@ -414,7 +417,7 @@ where
         eof_out: outbound.eof,
         // The rack ends its stream right after its marker line; a marker followed by a stream
         // it never ended (its connection lost, the caller gone) may be the program's own.
-        exit_code: (outbound.eof || closed_by == ClosedBy::RackClosed || rack_closed_after)
+        exit_code: (outbound.eof || rack_closed || rack_closed_after)
             .then(|| outbound.exit.as_ref().and_then(ExitScanner::exit_code))
             .flatten(),
         closed_by,

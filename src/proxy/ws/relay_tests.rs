@@ -776,7 +776,8 @@ async fn a_violation_while_a_close_is_answered_is_not_a_normal_close() {
 
 /// A revocation while the closing handshake waits for the caller's answer ends the draining
 /// there: what the caller sends after it no longer reaches the rack, and the stream ends as
-/// cancelled without waiting out the close timeout.
+/// cancelled without waiting out the close timeout. The exit line the rack sent before its
+/// close still counts.
 #[tokio::test]
 async fn a_cancel_while_the_close_drains_stops_the_callers_input() {
     let mut h = start(RelayConfig {
@@ -784,6 +785,7 @@ async fn a_cancel_while_the_close_drains_stops_the_callers_input() {
         exit_code: true,
         ..RelayConfig::default()
     });
+    exit_line_through(&mut h, 3).await;
     h.rack.writer.close(1000, b"").await.unwrap();
     assert_eq!(next_message(&mut h.caller).await, close(1000, b""));
     h.caller.writer.text(b"before").await.unwrap();
@@ -795,7 +797,11 @@ async fn a_cancel_while_the_close_drains_stops_the_callers_input() {
     // Once the relay has seen the cancel (a frame already on its way may still pass).
     tokio::time::sleep(Duration::from_millis(50)).await;
     let _ = h.caller.writer.text(b"after").await;
-    assert_eq!(ended(h.relay).await.closed_by, ClosedBy::Cancelled);
+    let stats = ended(h.relay).await;
+    assert_eq!(
+        (stats.closed_by, stats.exit_code),
+        (ClosedBy::Cancelled, Some(3))
+    );
     let rest = within("the rack's end", h.rack.reader.read_message()).await;
     assert!(
         !matches!(rest, Ok(Some(Message::Text(_)))),
