@@ -324,7 +324,7 @@ where
             }
         });
         let silent_at = last_from_caller + config.caller_silence;
-        // Not while the caller has not taken what went before: see `rearm_hold`.
+        // Not while the caller has not taken what went before: see `pause_hold`.
         let release_at = outbound
             .release_at()
             .filter(|_| !outbound.writer.has_pending());
@@ -349,8 +349,8 @@ where
             // No frame came to show whether the held tail begins the password: it goes on as
             // it is, and the next step writes it out. Unless the tail held when this wait began
             // was settled, and another held since (while a slow caller kept the step
-            // flushing): that one waits its own time, counted once the caller has taken what
-            // went before it (`rearm_hold`).
+            // flushing): that one waits its own time, not counting the time spent waiting on
+            // the caller (`pause_hold`).
             () = sleep_until(release_at), if release_at.is_some() => {
                 let due = outbound.release_at().is_some_and(|at| at <= Instant::now())
                     && !outbound.writer.has_pending();
@@ -593,8 +593,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         if self.writer.has_pending() {
             // The relay learns when the frame is out: the idle wait after the rack's EOF starts
             // then, and a forwarded close ends the relay then.
+            let flushing = Instant::now();
             self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-            self.rearm_hold();
+            self.pause_hold(flushing.elapsed());
             return Ok(self.queued);
         }
         let frame = match self.reader.read_frame().await {
@@ -611,19 +612,20 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             self.send(&held)?;
         }
         let relayed = self.send(&frame)?;
+        let flushing = Instant::now();
         self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-        self.rearm_hold();
+        self.pause_hold(flushing.elapsed());
         Ok(relayed)
     }
 
-    /// A held tail's wait counts from the end of a flush: while the flush waited on a caller
-    /// who read nothing, this leg read nothing from the rack either, and the rack's next frame
-    /// (which settles the tail) may be waiting unread. Counted from before, the wait could run
-    /// out as that frame is read, and the tail go on unsettled, the password with it in two
-    /// pieces: the caller, not the rack, would decide.
-    fn rearm_hold(&mut self) {
-        if self.held_since.is_some() {
-            self.held_since = Some(Instant::now());
+    /// A held tail's wait does not count the time a flush took: while the flush waited on a
+    /// caller who read nothing, this leg read nothing from the rack either, and the rack's next
+    /// frame (which settles the tail) may be waiting unread. Counted, the wait could run out as
+    /// that frame is read, and the tail go on unsettled, the password with it in two pieces:
+    /// the caller, not the rack, would decide.
+    fn pause_hold(&mut self, flushing: Duration) {
+        if let Some(since) = &mut self.held_since {
+            *since += flushing;
         }
     }
 
