@@ -1008,13 +1008,12 @@ async fn forward(
     let sent = state.upstream.client().request(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
-        Err(e) if caller_body_failed(&e) && credential.cut().is_some() => {
+        Err(e)
+            if caller_body_failed(&e)
+                && let Some(why) = credential.cut() =>
+        {
             // Cut on its way: the caller's credential stopped standing as it streamed.
-            let why = credential
-                .cut()
-                .cloned()
-                .unwrap_or(Rejected(NO_LONGER_USABLE));
-            let refusal = no_longer_allowed(&why);
+            let refusal = no_longer_allowed(why);
             pending.complete(refusal.status().as_u16(), None, Some(why.0));
             return Err(refusal);
         }
