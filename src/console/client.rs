@@ -92,6 +92,15 @@ impl GatewayUrl {
         if uri.query().is_some() || url.contains('#') {
             return Err(refuse("a console URL has no query or fragment"));
         }
+        // The path would go out with every call and into every error this client prints.
+        if matches!(
+            crate::proxy::redact::gateway_tokens(uri.path()),
+            std::borrow::Cow::Owned(_)
+        ) {
+            return Err(refuse(
+                "a gateway token does not go in the URL; it is read from RACK_GATEWAY_TOKEN",
+            ));
+        }
         if scheme == Scheme::HTTP {
             if !is_loopback(authority.host()) {
                 return Err(refuse(
@@ -290,8 +299,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// `url` as an error may show it: without what could be a secret. A token put in the URL by
 /// mistake (`https://convox:rgw_…@gw`, `?token=rgw_…`) is exactly what the refusal is about,
-/// and the message goes to a terminal or a CI log; so userinfo, query and fragment are cut,
-/// and a URL with no `://` is not shown at all.
+/// and the message goes to a terminal or a CI log; so userinfo, query and fragment are cut, a
+/// gateway token in the path is redacted, and a URL with no `://` is not shown at all.
 fn shown(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(not shown: not a URL)".to_owned();
@@ -304,6 +313,7 @@ fn shown(url: &str) -> String {
     };
     let path = tail.find(['?', '#']).map_or(tail, |cut| &tail[..cut]);
     let cut = if path.len() < tail.len() { "…" } else { "" };
+    let path = crate::proxy::redact::gateway_tokens(path);
     format!("{scheme}://{host}{path}{cut}")
 }
 
@@ -347,6 +357,28 @@ mod tests {
             e.starts_with("--gateway \"https://…@gw.example.com\": credentials"),
             "{e}"
         );
+        // A whole token in the path: refused for what it is, and redacted when the refusal is
+        // about something else (a query).
+        let token = TokenSecret::generate().unwrap();
+        let secret = token.expose();
+        for (url, why) in [
+            (
+                format!("https://gw.example.com/{secret}"),
+                "a gateway token does not go in the URL",
+            ),
+            (
+                format!("https://gw.example.com/console/{secret}/"),
+                "a gateway token does not go in the URL",
+            ),
+            (
+                format!("https://gw.example.com/{secret}?x=1"),
+                "has no query",
+            ),
+        ] {
+            let e = GatewayUrl::parse(&url).unwrap_err().to_string();
+            assert!(!e.contains(&secret[4..]), "{e}");
+            assert!(e.contains("[redacted]") && e.contains(why), "{e}");
+        }
     }
 
     use super::*;
