@@ -27,7 +27,7 @@ use crate::policy::{Grant, Standing};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTokenBody {
-    /// 1 to 64 printable characters.
+    /// 1 to 64 bytes of UTF-8 text with no control or invisible characters.
     pub name: String,
     /// The email of the person the token acts for.
     pub owner: String,

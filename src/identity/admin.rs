@@ -127,7 +127,10 @@ pub fn check_free_text(field: &str, what: &str, text: &str, max: usize) -> Resul
     if text.is_empty() || text.len() > max || text.chars().any(|c| c.is_control() || is_format(c)) {
         return Err(invalid(
             field,
-            &format!("{what} has 1 to {max} printable characters, none of them invisible"),
+            &format!(
+                "{what} is 1 to {max} bytes of UTF-8 text with no control or invisible \
+                 characters"
+            ),
         ));
     }
     if crate::proxy::redact::holds_secret_word(text) {
@@ -860,6 +863,20 @@ mod tests {
             "",
             Vec::new(),
         )
+    }
+
+    /// The limit on typed text is in bytes, and the refusal says so: 21 three-byte characters
+    /// fit a name, 22 do not.
+    #[test]
+    fn typed_text_is_bounded_in_bytes_and_told_so() {
+        assert!(check_free_text("name", "a token name", &"名".repeat(21), MAX_NAME).is_ok());
+        let Err(AdminError::Invalid { field, what }) =
+            check_free_text("name", "a token name", &"名".repeat(22), MAX_NAME)
+        else {
+            panic!("66 bytes is over the name's 64");
+        };
+        assert_eq!(field, "name");
+        assert!(what.contains("1 to 64 bytes"), "{what}");
     }
 
     fn p(s: &str) -> Principal {
