@@ -1307,6 +1307,7 @@ impl ServeConsole {
             rack_gateway::server::Limits {
                 header_timeout: Duration::from_secs(5),
                 on_refused: None,
+                admit: None,
             },
             tls,
             Arc::from([]),

@@ -163,11 +163,18 @@ struct Count {
     last: Timestamp,
 }
 
-/// The limiter and the counter of one gateway, shared by its listeners. A poisoned lock refuses
-/// (no request passes the limiter) rather than guessing.
+/// How many connections a network may open a minute, in requests of its budget: a client
+/// opens a connection for one request or more, so only one that opens connections it does not
+/// use (a flood of TLS handshakes, a connect scan) ever meets this limit, and a client that
+/// sends a request per connection meets the request limit's 429 first.
+pub const CONNECTIONS_PER_REQUEST: u32 = 2;
+
+/// The limiters and the counter of one gateway, shared by its listeners. A poisoned lock
+/// refuses (no request or connection passes the limiter) rather than guessing.
 #[derive(Debug)]
 pub struct Flood {
     limiter: Mutex<RateLimiter>,
+    connections: Mutex<RateLimiter>,
     denials: Mutex<DenialCounter>,
 }
 
@@ -381,6 +388,9 @@ impl Flood {
     pub fn new(per_minute: u32) -> Flood {
         Flood {
             limiter: Mutex::new(RateLimiter::new(per_minute)),
+            connections: Mutex::new(RateLimiter::new(
+                per_minute.saturating_mul(CONNECTIONS_PER_REQUEST),
+            )),
             denials: Mutex::new(DenialCounter::default()),
         }
     }
@@ -394,6 +404,15 @@ impl Flood {
             self.count_denial(ip, "rate_limited", now);
         }
         allowed
+    }
+
+    /// Takes one new connection from `ip`'s budget ([`CONNECTIONS_PER_REQUEST`] times its
+    /// requests'); `false` means close it before reading a byte or starting a TLS handshake,
+    /// which the listener counts. Without it, a client could open connections without end and
+    /// spend the gateway's handshakes (a key exchange and a signature each) leaving no trace,
+    /// since the request limit sees only whole request heads.
+    pub fn admit_connection(&self, ip: IpAddr, now: Timestamp) -> bool {
+        self.connections.lock().is_ok_and(|mut l| l.allow(ip, now))
     }
 
     /// Counts one unauthenticated (or otherwise uncounted) refusal.

@@ -96,6 +96,13 @@ impl ProxyState {
         Arc::new(move |ip, refused| flood.count_denial(ip, refused.reason(), Clock.now()))
     }
 
+    /// What the listeners ask before taking a connection: its network's budget of new
+    /// connections (see [`Flood::admit_connection`]).
+    pub fn admit(&self) -> crate::server::Admit {
+        let flood = self.flood.clone();
+        Arc::new(move |ip| flood.admit_connection(ip, Clock.now()))
+    }
+
     /// The proxies whose `X-Forwarded-For` is believed.
     pub fn trusted_proxies(&self) -> &[IpAddr] {
         &self.trusted_proxies

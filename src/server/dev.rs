@@ -151,8 +151,11 @@ pub async fn start_with(
         super::spawn(
             console_listener,
             console::app(Arc::new(ConsoleState::beside(&state))),
-            header_timeout,
-            Some(state.on_refused()),
+            super::Limits {
+                header_timeout,
+                on_refused: Some(state.on_refused()),
+                admit: Some(state.admit()),
+            },
             stopped.clone(),
         ),
         proxy::state::spawn_denial_flusher(state.clone(), stopped),

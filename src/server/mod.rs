@@ -126,6 +126,9 @@ pub enum Refusal {
     /// A connection over its network's share of the listener, or the listener's: closed
     /// before a byte is read.
     ConnectionLimit,
+    /// A connection over its network's budget of new connections a minute
+    /// ([`crate::proxy::flood::Flood::admit_connection`]): closed before a byte is read.
+    ConnectionRate,
     /// A connection in clear from a peer that is neither loopback nor a trusted proxy: a 403.
     InClear,
     /// Bytes that are not a TLS handshake this listener takes (plain HTTP sent to a TLS port,
@@ -157,6 +160,7 @@ impl Refusal {
             Refusal::TooLarge => "oversized_header_block",
             Refusal::Malformed => "malformed_request_head",
             Refusal::ConnectionLimit => "connection_limit",
+            Refusal::ConnectionRate => "connection_rate_limited",
             Refusal::InClear => "plain_http_refused",
             Refusal::TlsHandshake => "tls_handshake_refused",
         }
@@ -169,18 +173,18 @@ impl Refusal {
 /// are ordinary.
 pub type OnRefused = Arc<dyn Fn(IpAddr, Refusal) + Send + Sync>;
 
+/// Whether a listener takes a new connection from a peer's address (its network's budget of
+/// connections a minute): `false` closes it at once, reported as [`Refusal::ConnectionRate`].
+/// Trusted proxies, which carry everyone, are not asked.
+pub type Admit = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 /// Serves `router` on `listener` until `stop` turns true, then drains connections.
 pub fn spawn(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
-    on_refused: Option<OnRefused>,
+    limits: Limits,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    let limits = Limits {
-        header_timeout,
-        on_refused,
-    };
     spawn_with_tls(listener, router, limits, None, Arc::from([]), stop)
 }
 
@@ -189,6 +193,7 @@ pub struct Limits {
     /// How long a request head may take to arrive (and a TLS handshake to finish).
     pub header_timeout: Duration,
     pub on_refused: Option<OnRefused>,
+    pub admit: Option<Admit>,
 }
 
 /// As [`spawn`], terminating TLS with `tls` when given; a failed TLS handshake (bounded by the
@@ -230,6 +235,7 @@ pub fn spawn_proxy(
     let limits = Limits {
         header_timeout,
         on_refused: Some(state.on_refused()),
+        admit: Some(state.admit()),
     };
     let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
     serve_with_tls(listener, service_for, limits, tls, trusted, stop)
@@ -272,6 +278,7 @@ where
     let Limits {
         header_timeout,
         on_refused,
+        admit,
     } = limits;
     tokio::spawn(async move {
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -298,6 +305,17 @@ where
                 _ = stop.changed() => break,
             };
             let trusted_peer = crate::proxy::headers::is_trusted(peer.ip(), &trusted);
+            let refused = |why| {
+                if let Some(report) = &on_refused {
+                    report(peer.ip(), why);
+                }
+            };
+            // Over its network's budget of new connections: closed at once, before a byte is
+            // read or a handshake begun.
+            if !trusted_peer && admit.as_ref().is_some_and(|admit| !admit(peer.ip())) {
+                refused(Refusal::ConnectionRate);
+                continue;
+            }
             // Over its network's share, or the listener's: closed at once, before any byte is
             // read. Trusted proxies, which carry everyone, have no share of their own, but count
             // toward the listener's.
@@ -305,11 +323,6 @@ where
                 network: per_network_share(cap),
                 site: per_site_share(cap),
             });
-            let refused = |why| {
-                if let Some(report) = &on_refused {
-                    report(peer.ip(), why);
-                }
-            };
             let Some(held) = open.take(peer.ip(), shares, cap) else {
                 refused(Refusal::ConnectionLimit);
                 continue;

@@ -106,6 +106,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             super::Limits {
                 header_timeout: config.limits.header_timeout,
                 on_refused: Some(state.on_refused()),
+                admit: Some(state.admit()),
             },
             tls,
             config.trusted_proxies.clone().into(),

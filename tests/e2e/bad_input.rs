@@ -1223,6 +1223,46 @@ async fn requests_past_the_rate_limit() {
     );
 }
 
+/// A network that opens connections past its budget (twice its requests' a minute) has each
+/// further one closed before a byte is read or a TLS handshake begun: connections opened and
+/// never used (a handshake flood, a connect scan) pass neither the request limit nor the log
+/// otherwise. Nothing is forwarded or recorded one by one for them, and they are counted
+/// (`connection_rate_limited`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_rate_limit() {
+    use rack_gateway::proxy::flood::CONNECTIONS_PER_REQUEST;
+    let gw = TestGateway::start_limited(3).await;
+    let since = gw.head();
+    let budget = 3 * CONNECTIONS_PER_REQUEST as usize;
+    // Opened and closed unused, as a port check does: not counted as refusals, but charged.
+    for _ in 0..budget - 1 {
+        drop(TcpStream::connect(gw.proxy()).await.unwrap());
+    }
+    let reply = gw.send_raw(gw.cli().get("/apps?")).await;
+    assert_eq!(reply.status, 200, "the budget's last connection is served");
+    for _ in 0..2 {
+        let mut over = TcpStream::connect(gw.proxy()).await.unwrap();
+        let _ = over.write_all(&gw.cli().get("/apps?")).await;
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf))
+            .await
+            .expect("a connection over the budget is closed at once");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    assert_eq!(gw.rack().received().len(), 1);
+    let finished = gw.finish().await;
+    let after = finished.since(since);
+    assert_eq!(after.iter().filter_map(requested).count(), 1);
+    assert_eq!(
+        denials(&after),
+        [(
+            "127.0.0.1".to_owned(),
+            "connection_rate_limited".to_owned(),
+            2
+        )]
+    );
+}
+
 /// How a slow client behaves on its connection before going silent.
 enum Slow {
     /// Connects and sends nothing.
