@@ -1059,8 +1059,63 @@ async fn an_encoded_error_answer_is_withheld_whatever_connection_names() {
     assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(status, 502, "{body}");
     assert!(
-        body.contains("answer_encoded") && !body.contains("rack-pw"),
+        body.contains("error_answer_encoded") && !body.contains("rack-pw"),
         "{body}"
+    );
+    drop(gateway);
+    // Told apart from a 2xx the gateway could not read (`answer_encoded`): the rack refused.
+    assert_eq!(
+        completions(&data).last(),
+        Some(&(502, Some("error_answer_encoded".to_owned())))
+    );
+}
+
+/// A lookup the gateway makes for itself (the current env, to restore a masked value posted
+/// back) whose error answer cannot be read is recorded as such: never as an answer read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookups_unreadable_error_answer_is_recorded_as_such() {
+    let answer = format!(
+        "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {len}\r\n\r\n{text}",
+        len = 70 * 1024,
+        text = "e".repeat(70 * 1024)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    let (rack, heads) = rack_answering(answer.into_bytes().leak()).await;
+    Keys::init(&data, "lookup-error.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let config = dir.path().join("gateway.toml");
+    gateway_config(
+        &config,
+        dir.path(),
+        &data,
+        &format!("http://{rack}"),
+        "",
+        "",
+    );
+    let gateway = serve(&config, "rack-pw").unwrap();
+    let (status, body) = https_call_with(
+        gateway.proxy,
+        &dir.path().join("ca.pem"),
+        "POST",
+        "/apps/x/releases",
+        &token,
+        Some("env=A%3Drgw-masked%3A0123abcd"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(
+        heads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "only the lookup reached the rack"
+    );
+    drop(gateway);
+    assert!(
+        completions(&data).contains(&(500, Some("error_answer_too_large".to_owned()))),
+        "{:?}",
+        completions(&data)
     );
 }
 

@@ -162,7 +162,9 @@ pub struct CommandCompleted {
     /// told, or why the call did not run its course (`abandoned`: the caller went away before
     /// the answer; `answer_cut_short`: the answer stopped partway; `body_cut_short`, a 400:
     /// the upload's body stopped partway on the caller's side); `None` when the rack's
-    /// answer was relayed whole. An auditor tells the cases apart here.
+    /// answer was relayed whole. An auditor tells the cases apart here; a kind that begins
+    /// `error_answer_` is of an error answer the rack gave (it refused the call), the others
+    /// of a 2xx it gave or of no answer at all.
     pub failure: Option<String>,
 }
 

@@ -62,6 +62,9 @@ pub enum ReadError {
     ErrorUndecodable,
     #[error("the answer could not be read")]
     Unreadable,
+    /// As `Unreadable`, of an error answer: its kind says the rack refused the call.
+    #[error("the rack's error answer could not be read")]
+    ErrorUnreadable,
     #[error("the gateway holds as many answers as it may; try again")]
     Busy,
 }
@@ -96,6 +99,7 @@ impl ReadError {
             ReadError::ErrorTooLarge => "error_answer_too_large",
             ReadError::ErrorTooSlow => "error_answer_too_slow",
             ReadError::ErrorUndecodable => "error_answer_undecodable",
+            ReadError::ErrorUnreadable => "error_answer_unreadable",
             ReadError::Unreadable => "answer_unreadable",
             ReadError::Busy => "answers_budget_full",
         }
@@ -248,6 +252,10 @@ where
         |_| Ok(()),
     )
     .await
+    .map_err(|e| match e {
+        ReadError::Unreadable => ReadError::ErrorUnreadable,
+        e => e,
+    })
 }
 
 /// A gzip-encoded error answer (read by [`read_error`]) decoded, so the rack password can be

@@ -890,11 +890,15 @@ impl Coding {
     }
 }
 
-/// The error kind of a compressed rack answer the gateway must read and cannot: a 2xx answer it
-/// rewrites in any coding (it asks for none on those routes), an error answer in any but gzip.
-/// With those of [`crate::proxy::answers::ReadError`] (too large, unreadable, no room) and of
-/// the masking, the caller is told it and `CommandCompleted.failure` records it.
+/// The error kind of a compressed 2xx rack answer the gateway must read and cannot (it rewrites
+/// or scrubs it in any coding; it asks for none on those routes). With those of
+/// [`crate::proxy::answers::ReadError`] (too large, unreadable, no room) and of the masking, the
+/// caller is told it and `CommandCompleted.failure` records it.
 const ANSWER_ENCODED: &str = "answer_encoded";
+/// The same of an error answer (in any coding but gzip). Error answers have kinds of their own
+/// (`error_answer_…`): the caller's status is the gateway's 502 either way, and the kind is
+/// what tells an auditor whether the rack had carried the call out (a 2xx) or refused it.
+const ERROR_ANSWER_ENCODED: &str = "error_answer_encoded";
 /// Recorded for an error answer the gateway withheld ([`withheld_error`]): the status is the
 /// rack's, the body the gateway's.
 const ANSWER_WITHHELD: &str = "answer_withheld";
@@ -1128,7 +1132,7 @@ async fn forward(
                 .await
                 .and_then(|encoded| answers::gunzip_error(&encoded))
                 .map_err(|e| e.kind()),
-            Coding::Other => Err(ANSWER_ENCODED),
+            Coding::Other => Err(ERROR_ANSWER_ENCODED),
         };
         let text = match read {
             Ok(text) => text,
@@ -1784,7 +1788,12 @@ async fn lookup(
     let status = response.status();
     pending.answered(status.as_u16());
     if response.headers().contains_key(header::CONTENT_ENCODING) {
-        return fail(status.as_u16(), Some(ANSWER_ENCODED));
+        let kind = if status.is_success() {
+            ANSWER_ENCODED
+        } else {
+            ERROR_ANSWER_ENCODED
+        };
+        return fail(status.as_u16(), Some(kind));
     }
     if !status.is_success() {
         // Its text, for a caller that tells the rack's "no such thing" apart; an error answer
@@ -1794,8 +1803,8 @@ async fn lookup(
                 pending.complete_read(status.as_u16(), text.len() as u64);
                 text.to_vec()
             }
-            Err(_) => {
-                pending.complete(status.as_u16(), None, None);
+            Err(e) => {
+                pending.complete(status.as_u16(), None, Some(e.kind()));
                 Vec::new()
             }
         };
