@@ -106,13 +106,9 @@ fn matrix() -> Vec<Line> {
             expected,
         });
     }
-    // A floor, so that a truncated file cannot pass: one line per reachable route of spec §3
-    // and method class of its `ANY` routes, plus the two local paths (107 lines today).
-    assert!(
-        lines.len() >= 104,
-        "only {} lines in the matrix",
-        lines.len()
-    );
+    // Exact, so that a truncated file cannot pass: one line per reachable route of spec §3
+    // and method class of its `ANY` routes, plus the two local paths.
+    assert_eq!(lines.len(), 112, "lines in the matrix");
     lines
 }
 

@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use events::event::{Event, Role};
+use events::event::{Decision, Event, Role};
 use events::time::Clock;
 use mock_rack::ws::{Opcode, WsReader, WsWriter};
 
 use crate::cli::sha256;
 use crate::support::{
-    TestGateway, basic, eventually, open_socket, open_socket_within, payloads, requested_paths,
-    texts, until_eof,
+    TestGateway, basic, eventually, open_socket, open_socket_within, payloads, requested,
+    requested_paths, texts, until_eof,
 };
 
 pub(crate) const EXEC: &str = "/apps/x/processes/web-5d8f7c9b4-abcde/exec";
@@ -197,12 +197,24 @@ async fn a_caller_without_exec_is_refused_inside_the_socket() {
     );
     let text = texts(&until_eof(&mut reader).await);
     assert!(text[0].starts_with("ERROR: "), "{text:?}");
+    assert!(
+        text[0].contains("missing permission convox:exec:run"),
+        "{text:?}"
+    );
     assert_eq!(
         text.last().map(String::as_str),
         Some(format!("{}1\n", mock_rack::EXIT_MARKER).as_str())
     );
     assert_eq!(gw.rack().received().len(), before, "nothing was forwarded");
-    gw.finish().await;
+    let finished = gw.finish().await;
+    let denied: Vec<_> = finished
+        .events
+        .iter()
+        .filter_map(requested)
+        .filter(|r| r.decision == Decision::Deny)
+        .map(|r| (r.path.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(denied, [(EXEC, "permission_denied")], "recorded as denied");
 }
 
 /// A refused tunnel (`convox proxy`) gets the reason and EOF, without the exit marker: the CLI

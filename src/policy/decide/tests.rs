@@ -236,7 +236,7 @@ fn credential_routes_are_admin_only() {
         .iter()
         .filter(|r| r.disposition == Disposition::Forward && r.carries_credentials())
         .collect();
-    assert!(credential_routes.len() >= 10, "{}", credential_routes.len());
+    assert_eq!(credential_routes.len(), 24, "routes that carry credentials");
     for rule in credential_routes {
         let method = if rule.method == "ANY" {
             "GET"
