@@ -757,6 +757,48 @@ fn a_data_directory_without_checkpoints_fails() {
     );
 }
 
+/// A data directory with one checkpoint deleted between others: the verifier names it missing
+/// (the others are not renumbered over the gap), and the gateway's store refuses to open
+/// rather than write its next checkpoint over a signed one.
+#[test]
+fn a_data_directory_with_a_checkpoint_deleted_between_others_names_it() {
+    let p = pristine();
+    let (copy, log) = data_copy(p);
+    let removed = {
+        let checkpoints = redb::TableDefinition::<u64, &str>::new("checkpoints");
+        let db = redb::Database::open(&log).expect("open the copied database");
+        let txn = db.begin_write().expect("write");
+        let removed = {
+            let mut table = txn.open_table(checkpoints).expect("checkpoints");
+            let n = redb::ReadableTableMetadata::len(&table).expect("len");
+            assert!(n >= 3, "{n} checkpoints");
+            table.remove(n / 2).expect("remove");
+            n / 2
+        };
+        txn.commit().expect("commit");
+        removed
+    };
+    // Its journal too, whose checkpoint frames would show the deletion.
+    std::fs::remove_file(events::store::redb::journal_path(&log)).expect("remove the journal");
+    let v = integrity_failure("verify", copy.path(), &["--json"]);
+    assert_eq!(v["failure"]["kind"], "object_missing", "{v}");
+    assert!(
+        v["failure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&events::export::checkpoint_key(removed))),
+        "{v}"
+    );
+    let opened = rack_gateway::store::open(copy.path(), events::store::CheckpointPolicy::default());
+    match opened {
+        Err(e) => assert!(
+            e.to_string()
+                .contains(&format!("checkpoint {removed} is missing")),
+            "{e}"
+        ),
+        Ok(_) => panic!("a store with checkpoint {removed} missing was opened"),
+    }
+}
+
 /// A data directory whose checkpoint note was cut short fails as an export's would: an
 /// integrity failure (exit 1) naming that checkpoint, not an unreadable store (exit 2).
 #[test]

@@ -849,15 +849,16 @@ impl LogReader {
         read_checkpoints(&self.db, 0..u64::MAX)
     }
 
-    /// Every checkpoint's note as stored, in the order cut, none of them parsed: the verifier
-    /// judges each (a damaged note is an integrity failure it names, not an unreadable store).
-    pub fn checkpoint_notes(&self) -> Result<Vec<String>, StoreError> {
+    /// Every checkpoint's note as stored, with its number, in the order cut, none of them
+    /// parsed: the verifier judges each (a damaged note, or a number missing between two, is
+    /// an integrity failure it names, not an unreadable store).
+    pub fn checkpoint_notes(&self) -> Result<Vec<(u64, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(CHECKPOINTS).map_err(io)?;
         let mut out = Vec::new();
         for item in table.range(0..u64::MAX).map_err(io)? {
-            let (_, note) = item.map_err(io)?;
-            out.push(note.value().to_owned());
+            let (number, note) = item.map_err(io)?;
+            out.push((number.value(), note.value().to_owned()));
         }
         Ok(out)
     }
@@ -1645,7 +1646,7 @@ impl<S: Fold> Sequencer<S> {
                 });
             }
         }
-        self.check_signer(&*db)
+        self.check_newest_checkpoint(&*db)
     }
 
     /// Refuses a signer that did not sign the log's newest checkpoint: a key set made anew (or
@@ -1653,7 +1654,12 @@ impl<S: Fold> Sequencer<S> {
     /// log's history never named. Checked before the sequencer runs, so such a key signs
     /// nothing. (A key rotation records `CheckpointKeyAdded` and then cuts a checkpoint with
     /// the new key before it stops, so this holds across one.)
-    fn check_signer(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
+    ///
+    /// And refuses a stored tree that does not give the root that checkpoint signs: the
+    /// sequencer builds every later node from the stored right edge, so one node changed on
+    /// disk (a flipped bit, a hand-edited row) would otherwise go into every checkpoint signed
+    /// after it, and into the proofs served, unnoticed until an export failed to verify.
+    fn check_newest_checkpoint(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
         let n = self.view.checkpoints;
         let Some(newest) = read_checkpoints(db, n.saturating_sub(1)..n)?.pop() else {
             return Ok(());
@@ -1666,6 +1672,23 @@ impl<S: Fold> Sequencer<S> {
                 newest.checkpoint.size
             ))
         })?;
+        let size = newest.checkpoint.size;
+        let last = Seq(size.saturating_sub(1));
+        let txn = db.begin_read().map_err(io)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
+        let stored = merkle::root(size, &ReadNodes { table }).map_err(|e| StoreError::Corrupt {
+            seq: last,
+            what: format!("the stored tree at size {size} cannot be read: {e}"),
+        })?;
+        if stored != newest.checkpoint.root {
+            return Err(StoreError::Corrupt {
+                seq: last,
+                what: format!(
+                    "the stored tree at size {size} does not give the root checkpoint {} signs",
+                    n - 1
+                ),
+            });
+        }
         Ok(())
     }
 }
@@ -1768,7 +1791,14 @@ fn write_index(
         if cps.peek().is_some() {
             let mut table = txn.open_table(CHECKPOINTS).map_err(|e| e.to_string())?;
             for (number, note) in cps {
-                table.insert(number, note).map_err(|e| e.to_string())?;
+                // Written again after a crash (the journal replayed) it is the same note; any
+                // other would replace a signed checkpoint.
+                let before = table.insert(number, note).map_err(|e| e.to_string())?;
+                if before.is_some_and(|b| b.value() != note) {
+                    return Err(format!(
+                        "checkpoint {number} is already stored with another note"
+                    ));
+                }
             }
         }
     }
@@ -1841,6 +1871,18 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
     let checkpoints = cps.len().map_err(io)?;
     let (cp_size, cp_time) = match cps.last().map_err(io)? {
         None => (0, Timestamp(0)),
+        // Numbered from 0 without a gap, or the next would be written over a signed one.
+        Some((last, _)) if last.value() + 1 != checkpoints => {
+            return Err(read_checkpoints(db, 0..u64::MAX).err().unwrap_or_else(|| {
+                StoreError::Corrupt {
+                    seq: Seq(size),
+                    what: format!(
+                        "{checkpoints} checkpoints, the last numbered {}",
+                        last.value()
+                    ),
+                }
+            }));
+        }
         Some((_, note)) => {
             let (cp, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
             (cp.size, cp.time)
@@ -1902,8 +1944,17 @@ fn read_checkpoints(
     let txn = db.begin_read().map_err(io)?;
     let table = txn.open_table(CHECKPOINTS).map_err(io)?;
     let mut out = Vec::new();
-    for item in table.range(range).map_err(io)? {
-        let (_, note) = item.map_err(io)?;
+    for (expected, item) in (range.start..).zip(table.range(range.clone()).map_err(io)?) {
+        let (number, note) = item.map_err(io)?;
+        if number.value() != expected {
+            let size = out
+                .last()
+                .map_or(0, |c: &SignedCheckpoint| c.checkpoint.size);
+            return Err(StoreError::Corrupt {
+                seq: Seq(size),
+                what: format!("checkpoint {expected} is missing from the store"),
+            });
+        }
         let (checkpoint, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
         out.push(SignedCheckpoint {
             checkpoint,
@@ -2187,14 +2238,16 @@ mod tests {
     use std::path::Path;
     use std::time::{Duration, Instant};
 
-    use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+    use redb::{
+        Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction,
+    };
 
-    use super::{LogReader, META, Options, RECORDS, RedbStore};
+    use super::{CHECKPOINTS, LogReader, META, Options, RECORDS, RedbStore, read_checkpoints};
     use crate::checkpoint::NoteSigner;
     use crate::hash::{self, Hash};
     use crate::merkle;
     use crate::store::conformance::{TestFold, filler};
-    use crate::store::rows::{Entry, pack_row};
+    use crate::store::rows::{self, Entry, pack_row};
     use crate::store::{CheckpointPolicy, EventStore, StoreError};
 
     fn options() -> Options {
@@ -2449,6 +2502,66 @@ mod tests {
                 Err(e) => panic!("a gap at {gone} was refused with {e}"),
                 Ok(read) => panic!("a gap at {gone} was read as {} records", read.len()),
             }
+        }
+    }
+
+    /// The stored tree must give the root the newest checkpoint signs: a node changed on disk
+    /// is refused at open, naming the checkpoint's last record, rather than built on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stored_node_the_newest_checkpoint_disagrees_with_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 9).await;
+        // The largest complete subtree under the newest checkpoint: its node is stored in the
+        // row of its last leaf, and the root is built from it.
+        let (size, entry, node) = {
+            let db = Database::open(&path).unwrap();
+            let n = db
+                .begin_read()
+                .unwrap()
+                .open_table(CHECKPOINTS)
+                .unwrap()
+                .len()
+                .unwrap();
+            let size = read_checkpoints(&db, n - 1..n).unwrap()[0].checkpoint.size;
+            let level = 63 - size.leading_zeros();
+            assert!(level >= 1, "size {size}");
+            let leaf = (1u64 << level) - 1;
+            let txn = db.begin_read().unwrap();
+            let table = txn.open_table(RECORDS).unwrap();
+            let node = rows::with_row(&table, leaf, |nodes, _| {
+                let at = (level as usize - 1) * 32;
+                nodes[at..at + 32].to_vec()
+            })
+            .unwrap()
+            .unwrap();
+            let entry = table
+                .range(..=leaf)
+                .unwrap()
+                .next_back()
+                .unwrap()
+                .unwrap()
+                .0
+                .value();
+            (size, entry, node)
+        };
+        edit(&path, |txn| {
+            let mut table = txn.open_table(RECORDS).unwrap();
+            let mut bytes = table.get(entry).unwrap().unwrap().value().to_vec();
+            let at = bytes
+                .windows(32)
+                .position(|w| w == node.as_slice())
+                .expect("the node is in its row");
+            bytes[at] ^= 1;
+            table.insert(entry, bytes.as_slice()).unwrap();
+        });
+        match RedbStore::open(&path, options(), TestFold::default()) {
+            Err(StoreError::Corrupt { seq, what }) => {
+                assert_eq!(seq.0, size - 1, "{what}");
+                assert!(what.contains("does not give the root"), "{what}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a store whose tree disagrees with its checkpoint was opened"),
         }
     }
 

@@ -81,6 +81,15 @@ fn check(
         Input::Export(src) => verify::verify_export(src, key, progress),
         Input::Store(reader) => {
             let notes = input.checkpoints()?;
+            // Numbered from 0 without a gap: one missing between two was lost or taken out.
+            if let Some(n) = (0u64..).zip(&notes).find_map(|(n, (name, _))| {
+                (*name != events::export::checkpoint_key(n)).then_some(n)
+            }) {
+                return Ok(Err(VerifyError::Missing {
+                    object: events::export::checkpoint_key(n),
+                    named_by: format!("the numbering of {STORE_OBJECT}'s checkpoints"),
+                }));
+            }
             let total = match reader.len() {
                 Ok(total) => total,
                 // Its last entry is broken: what the store holds was damaged, not unreadable.

@@ -65,8 +65,7 @@ impl Input {
             Input::Store(r) => Ok(r
                 .checkpoint_notes()?
                 .into_iter()
-                .enumerate()
-                .map(|(n, note)| (export::checkpoint_key(n as u64), note.into_bytes()))
+                .map(|(n, note)| (export::checkpoint_key(n), note.into_bytes()))
                 .collect()),
         }
     }
