@@ -67,6 +67,10 @@ pub const CHUNK: u64 = 256 << 10;
 pub const FLUSH_AT: u64 = 4 << 20;
 /// A payload larger than this is not a frame (the store's records are far smaller).
 const MAX_PAYLOAD: u32 = 64 << 20;
+/// The longest journal recovery reads. One is folded into the index once it passes
+/// [`FLUSH_AT`], so it holds that and one batch; a longer file is not a journal this store
+/// wrote (or its length was damaged), and reading it whole could exhaust memory.
+const MAX_JOURNAL: u64 = 1 << 30;
 
 /// The journal file and where the next batch goes.
 pub(crate) struct Journal {
@@ -538,6 +542,13 @@ impl Journal {
     /// The whole file, as recovery reads it.
     fn read_all(&self) -> Result<Vec<u8>, StoreError> {
         let len = self.file.len().map_err(journal_io)?;
+        if len > MAX_JOURNAL {
+            return Err(StoreError::Io(format!(
+                "the journal is {len} bytes, more than the {MAX_JOURNAL} a journal of this store \
+                 can reach (it is folded into the index past {FLUSH_AT}): not this store's \
+                 journal, or its length is damaged"
+            )));
+        }
         let len = usize::try_from(len)
             .map_err(|_| StoreError::Io(format!("the journal: {len} bytes cannot be read")))?;
         let mut data = vec![0u8; len];

@@ -2565,6 +2565,31 @@ mod tests {
         }
     }
 
+    /// A journal longer than any this store writes (a damaged length, another file) is refused
+    /// by the writer and by a reader with its size, not read whole into memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_longer_than_any_the_store_writes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 5).await;
+        let journal = super::journal_path(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .unwrap()
+            .set_len(1 << 40)
+            .unwrap();
+        for err in [
+            LogReader::open(&path).err().map(|e| e.to_string()),
+            RedbStore::open(&path, options(), TestFold::default())
+                .err()
+                .map(|e| e.to_string()),
+        ] {
+            let err = err.expect("a 1 TiB journal was opened");
+            assert!(err.contains("the journal is 1099511627776 bytes"), "{err}");
+        }
+    }
+
     /// A format this build does not know is refused by the writer and by a reader.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unknown_store_format_is_refused() {
