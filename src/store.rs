@@ -106,28 +106,77 @@ pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), Open
         // The snapshot authenticates but the log never recorded it: rebuild from seq 0.
         Ok(store) => {
             drop(store);
+            eprintln!(
+                "rack-gateway: {} not used (the log never recorded it); the state is rebuilt \
+                 from the log",
+                snapshot_path(data).display()
+            );
             rebuilt(keys, path)
         }
         // A snapshot that does not fit this log is refused: rebuild from seq 0.
-        Err(StoreError::Corrupt { .. } | StoreError::Incompatible(_)) if restored => {
+        Err(e @ (StoreError::Corrupt { .. } | StoreError::Incompatible(_))) if restored => {
+            eprintln!(
+                "rack-gateway: {} not used ({e}); the state is rebuilt from the log",
+                snapshot_path(data).display()
+            );
             rebuilt(keys, path)
         }
         Err(source) => Err(OpenError::Store { path, source }),
     }
 }
 
-/// The snapshot if it authenticates and matches the log on disk.
+/// The snapshot if it authenticates and matches the log on disk. One that is there but is
+/// refused is said on stderr, with why: the state is rebuilt from the log all the same, but a
+/// snapshot that fails its MAC may have been forged, and its operator must hear of it.
 fn restore(data: &Path, keys: &Keys) -> Option<snapshot::Loaded> {
-    let bytes = std::fs::read(snapshot_path(data)).ok()?;
-    let loaded = snapshot::read(&bytes, &keys.snapshot).ok()?;
+    let path = snapshot_path(data);
+    match judge_snapshot(&path, data, keys) {
+        Ok(loaded) => loaded,
+        Err(why) => {
+            eprintln!(
+                "rack-gateway: {} not used ({why}); the state is rebuilt from the log",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// `Ok(None)` when there is no snapshot (or one of an empty log); `Err` says why one is
+/// refused.
+fn judge_snapshot(
+    path: &Path,
+    data: &Path,
+    keys: &Keys,
+) -> Result<Option<snapshot::Loaded>, String> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+        Ok(m) if !m.is_file() => return Err("not a regular file".into()),
+        Ok(_) => {}
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let loaded = snapshot::read(&bytes, &keys.snapshot).map_err(|e| e.to_string())?;
     let covers = loaded.covers.0;
     if covers == 0 {
-        return None;
+        return Ok(None);
     }
-    let reader = LogReader::open(&log_path(data)).ok()?;
-    let at = reader.read_raw(covers - 1..covers).ok()?;
-    let (_, bytes) = at.first()?;
-    (events::hash::leaf_hash(bytes) == loaded.covers_hash).then_some(loaded)
+    let reader = LogReader::open(&log_path(data)).map_err(|e| e.to_string())?;
+    let at = reader
+        .read_raw(covers - 1..covers)
+        .map_err(|e| e.to_string())?;
+    match at.first() {
+        Some((_, bytes)) if events::hash::leaf_hash(bytes) == loaded.covers_hash => {
+            Ok(Some(loaded))
+        }
+        Some(_) => Err(format!(
+            "record {} of the log is not the one it names",
+            covers - 1
+        )),
+        None => Err(format!(
+            "it covers {covers} records, more than the log holds"
+        )),
+    }
 }
 
 /// Writes a snapshot of the current projections to `<data>/snapshot.bin` (atomically) and
@@ -326,5 +375,15 @@ mod tests {
         std::fs::write(snapshot_path(data.path()), b"rgw-snapshot-v1\ngarbage").unwrap();
         let (store, _) = open(data.path(), CheckpointPolicy::default()).unwrap();
         assert_eq!(store.with_state(|s| s.clone()), live);
+        drop(store);
+        // Each refusal has its reason, which the open prints beside the rebuild; no snapshot
+        // is no refusal.
+        let judged = || judge_snapshot(&snapshot_path(data.path()), data.path(), &keys);
+        assert!(judged().is_err_and(|why| !why.is_empty()));
+        std::fs::remove_file(snapshot_path(data.path())).unwrap();
+        std::fs::create_dir(snapshot_path(data.path())).unwrap();
+        assert_eq!(judged().err().as_deref(), Some("not a regular file"));
+        std::fs::remove_dir(snapshot_path(data.path())).unwrap();
+        assert!(matches!(judged(), Ok(None)));
     }
 }
