@@ -840,6 +840,18 @@ fn a_data_directory_with_a_damaged_checkpoint_names_it() {
         export::checkpoint_key(damaged as u64),
         "{v}"
     );
+    // What reads the store's checkpoints (an export) is told which one, as corruption.
+    match events::store::redb::LogReader::open(&log)
+        .expect("open the store")
+        .checkpoints()
+    {
+        Err(events::store::StoreError::Corrupt { what, .. }) => assert!(
+            what.contains(&format!("stored checkpoint {damaged} does not parse")),
+            "{what}"
+        ),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a damaged checkpoint was read"),
+    }
 }
 
 #[test]

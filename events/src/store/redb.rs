@@ -1883,8 +1883,8 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
                 }
             }));
         }
-        Some((_, note)) => {
-            let (cp, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
+        Some((number, note)) => {
+            let cp = parse_stored_checkpoint(number.value(), note.value(), size)?;
             (cp.size, cp.time)
         }
     };
@@ -1897,6 +1897,17 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
         cp_size,
         cp_time,
     })
+}
+
+/// Stored checkpoint `number`'s note, parsed but not verified; one that does not parse is
+/// corruption named by its number (`at`: a size of the log it was cut at or after).
+fn parse_stored_checkpoint(number: u64, note: &str, at: u64) -> Result<Checkpoint, StoreError> {
+    checkpoint::parse_unverified(note.as_bytes())
+        .map(|(cp, _)| cp)
+        .map_err(|e| StoreError::Corrupt {
+            seq: Seq(at),
+            what: format!("stored checkpoint {number} does not parse: {e}"),
+        })
 }
 
 /// Applies durable records the state has not seen yet, up to `size`.
@@ -1955,7 +1966,10 @@ fn read_checkpoints(
                 what: format!("checkpoint {expected} is missing from the store"),
             });
         }
-        let (checkpoint, _) = checkpoint::parse_unverified(note.value().as_bytes()).map_err(io)?;
+        let after = out
+            .last()
+            .map_or(0, |c: &SignedCheckpoint| c.checkpoint.size);
+        let checkpoint = parse_stored_checkpoint(expected, note.value(), after)?;
         out.push(SignedCheckpoint {
             checkpoint,
             note: note.value().to_owned(),
