@@ -990,6 +990,55 @@ async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
     holds_all(&store, &acked).await;
 }
 
+/// A running store reopens after a failed index write and recovers from its journal. Should
+/// a frame of its last, acknowledged batch read as damaged by then, recovery would take the
+/// batch for one a crash cut short and drop it, clearing the journal, the records' only
+/// durable copy: the reopen refuses instead, and leaves the journal as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_that_would_lose_acknowledged_records_refuses_and_keeps_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    // The synced commit at the journal's first restart fails, and so does the reopen's
+    // rewrite: the batch of that commit is the last acknowledged, and no reopen touches the
+    // journal until the retry delay has passed.
+    disk.fail_commit_syncs(1);
+    disk.fail_rewrite_syncs(1);
+    let refused = append_until_refused(&store, &mut acked).await;
+    assert!(refused.is_some(), "no append was refused");
+    // The host drops the index's pages that never reached the disk: the journal alone holds
+    // the batches after redb's last synced commit. Then a byte in the middle of the
+    // acknowledged last batch (500 frames) goes bad.
+    disk.lose_unsynced();
+    let journal = events::store::redb::journal_path(&path);
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let frames: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter_map(|(at, w)| (w == b"RGJ2").then_some(at))
+        .collect();
+    let damaged = frames[frames.len() - 250] + 100;
+    bytes[damaged] ^= 0xFF;
+    std::fs::write(&journal, &bytes).unwrap();
+    tokio::time::sleep(REWRITE_RETRY + std::time::Duration::from_millis(100)).await;
+    let refused = store.append(vec![wide(1_000_000)]).await;
+    let Err(AppendError::Unavailable(why)) = refused else {
+        panic!("a reopen that lost acknowledged records took an append: {refused:?}");
+    };
+    assert!(
+        why.contains("no longer gives acknowledged records"),
+        "{why}"
+    );
+    assert_eq!(
+        std::fs::read(&journal).unwrap(),
+        bytes,
+        "the journal was changed"
+    );
+    store.shutdown();
+}
+
 /// A rewrite that fails (its sync answers EIO too) fails the reopen, which refuses appends,
 /// says why, and recovers nothing: when the cache drops what never reached the disk meanwhile,
 /// the next open still finds every acknowledged record. A reopen within [`REWRITE_RETRY`] of

@@ -422,7 +422,7 @@ impl<S: Fold> RedbStore<S> {
         };
         let recovered = Recovery {
             rewrote_index,
-            ..sequencer.replay_journal()?
+            ..sequencer.replay_journal(None)?
         };
         catch_up(&shared, sequencer.view.size)?;
         sequencer.publish_head();
@@ -1183,7 +1183,7 @@ impl<S: Fold> Sequencer<S> {
     /// commit, then lets the journal start over. Runs on open and on every reopen, before the
     /// state catches up. A journaled checkpoint must be signed by this store's key and sign the
     /// root the recovered records give at its size.
-    fn replay_journal(&mut self) -> Result<Recovery, StoreError> {
+    fn replay_journal(&mut self, acknowledged: Option<u64>) -> Result<Recovery, StoreError> {
         let journal = self
             .journal
             .as_mut()
@@ -1194,6 +1194,22 @@ impl<S: Fold> Sequencer<S> {
             self.view.checkpoints,
             self.failed,
         )?;
+        // A reopen in a running store knows what it acknowledged. Recovery drops the tail of
+        // a batch a crash cut short, which after a crash was never acknowledged; here, a frame
+        // that reads as damaged would take acknowledged records with it, and the journal, their
+        // only durable copy, would then be cleared. Refused instead, the journal untouched.
+        let reaches = self.view.size + pending.records.len() as u64;
+        if let Some(acked) = acknowledged
+            && reaches < acked
+        {
+            return Err(StoreError::Corrupt {
+                seq: Seq(reaches),
+                what: format!(
+                    "the journal no longer gives acknowledged records {reaches}..{acked} (it was \
+                     damaged since they were written); it is left as it is"
+                ),
+            });
+        }
         // Whatever was waiting for the index is among the journal's frames.
         self.unindexed = Unindexed::default();
         if !pending.is_empty() {
@@ -1564,6 +1580,8 @@ impl<S: Fold> Sequencer<S> {
             slot.take();
         }
         self.journal = None;
+        // Every record the state holds was acknowledged: the journal must still give them all.
+        let acknowledged = self.shared.state.read().ok().map(|s| s.position().0);
         let files = self
             .opener
             .open()
@@ -1587,7 +1605,7 @@ impl<S: Fold> Sequencer<S> {
         self.view = view;
         let recovered = Journal::open(files.journal, files.direct)
             .map(|j| self.journal = Some(j))
-            .and_then(|()| self.replay_journal())
+            .and_then(|()| self.replay_journal(acknowledged))
             .and_then(|_| catch_up(&self.shared, self.view.size));
         if let Err(e) = recovered {
             let why = format!("cannot recover the event store's journal: {e}");
