@@ -186,8 +186,9 @@ pub enum RoleCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum UserCommand {
-    /// Disable a person: their roles and every token they own stop at once (the roles stay
-    /// assigned for an enable); the last enabled admin cannot be disabled.
+    /// Disable a person, offline against a stopped gateway's data directory: their roles and
+    /// every token they own stop when it starts again (the roles stay assigned for an enable);
+    /// the last enabled admin cannot be disabled.
     Disable {
         #[arg(long)]
         data: PathBuf,
