@@ -1029,6 +1029,94 @@ async fn a_rack_that_refuses_the_gateways_password_is_the_operators_failure() {
     );
 }
 
+/// A rack that refuses the gateway's password answers an upload before reading its body, as
+/// its auth middleware does, then closes as Go's server does with a body left unread (it
+/// discards a little, closes its side for writing and waits, so the answer is not lost to a
+/// reset): the caller is told the operator's failure, as for any call, not a call with no
+/// answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_rack_refuses_before_reading_it_gets_the_racks_refusal() {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain; charset=utf-8\r\n\
+        Connection: close\r\nContent-Length: 23\r\n\r\ninvalid authentication\n";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rack = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 16 * 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                // Go's server: the answer, then at most 256 KiB of the body discarded; with
+                // more left, its side closed for writing, half a second, and the close.
+                let _ = tcp.write_all(ANSWER).await;
+                let mut discarded = head.len();
+                while discarded < 256 << 10 {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => discarded += n,
+                    }
+                }
+                let _ = tcp.shutdown().await;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    Keys::init(&data, "early-refusal.test/log").unwrap();
+    let (token, _) = tokens(&data).await;
+    let config = dir.path().join("gateway.toml");
+    gateway_config(
+        &config,
+        dir.path(),
+        &data,
+        &format!("http://{rack}"),
+        "",
+        "",
+    );
+    let gateway = serve(&config, "rack-pw").unwrap();
+    // More than the sockets between the gateway and the rack hold: the gateway is still
+    // sending when the rack closes.
+    let upload = vec![b'x'; 64 << 20];
+    let mut tls = tls_connect(gateway.proxy, &dir.path().join("ca.pem")).await;
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"))
+    };
+    let head = format!(
+        "POST /apps/x/objects/tmp/upload.tgz HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic \
+         {auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        gateway.proxy,
+        upload.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    // Sent while the answer is read: the gateway may stop reading once the rack has answered.
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let sending = tokio::spawn(async move {
+        let _ = writer.write_all(&upload).await;
+        writer
+    });
+    let mut answer = Vec::new();
+    let _ = reader.read_to_end(&mut answer).await;
+    drop(sending.await);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("rack_refused_gateway"), "{answer}");
+    drop(gateway);
+    assert_eq!(
+        completions(&data).last(),
+        Some(&(502, Some("rack_refused_gateway".to_owned()))),
+    );
+}
+
 /// An error answer is read (to scrub the rack's password) and one in a coding the gateway
 /// does not decode (any but gzip) is withheld, even when the rack's `Connection` names
 /// `Content-Encoding`, which the gateway drops as the rack's hop's: the caller never gets the
