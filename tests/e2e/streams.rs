@@ -144,24 +144,7 @@ async fn the_rack_password_never_reaches_the_caller_in_a_streams_output() {
     let gw = TestGateway::start().await;
     let (status, mut reader, mut writer) = open(&gw, gw.token(), EXEC).await;
     assert!(status.contains("101"), "{status}");
-    // The gateway's own credentials, as the rack received them with the upgrade.
-    let upgrade = gw
-        .rack()
-        .received()
-        .into_iter()
-        .find(|r| r.websocket)
-        .expect("the rack got the upgrade");
-    use base64::Engine;
-    let basic = upgrade.header("authorization").unwrap().to_owned();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(basic.strip_prefix("Basic ").unwrap())
-        .unwrap();
-    let password = String::from_utf8(decoded)
-        .unwrap()
-        .strip_prefix("convox:")
-        .unwrap()
-        .to_owned();
-    assert!(password.len() >= 16, "{password}");
+    let password = rack_password(&gw);
     let line = [
         format!("push https://convox:{password}@api.rack/v2 ").as_bytes(),
         b"\xff\n",
@@ -181,6 +164,67 @@ async fn the_rack_password_never_reaches_the_caller_in_a_streams_output() {
         !format!("{:?}", finished.events).contains(&password),
         "nor the log"
     );
+}
+
+/// The gateway's own rack password, as the rack received it with the first upgrade.
+fn rack_password(gw: &TestGateway) -> String {
+    let upgrade = gw
+        .rack()
+        .received()
+        .into_iter()
+        .find(|r| r.websocket)
+        .expect("the rack got the upgrade");
+    use base64::Engine;
+    let basic = upgrade.header("authorization").unwrap().to_owned();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.strip_prefix("Basic ").unwrap())
+        .unwrap();
+    let password = String::from_utf8(decoded)
+        .unwrap()
+        .strip_prefix("convox:")
+        .unwrap()
+        .to_owned();
+    assert!(password.len() >= 16, "{password}");
+    password
+}
+
+/// A message the rack sends in fragments, as gorilla writes one longer than its buffer (a
+/// text frame that does not end it, continuations, and an empty continuation that does),
+/// reaches the caller whole, the rack password taken out where it straddles two fragments,
+/// and the stream goes on to its exit code and EOF: an empty continuation frame is no EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_the_rack_sends_in_fragments_arrives_whole_and_scrubbed() {
+    let gw = TestGateway::start().await;
+    gw.rack().set_fragmented_output(true);
+    let (status, mut reader, mut writer) = open(&gw, gw.token(), EXEC).await;
+    assert!(status.contains("101"), "{status}");
+    let password = rack_password(&gw);
+    // The password begins 5 bytes before the first fragment ends; the message spans 3.
+    let url = format!("https://convox:{password}@api.rack/v2");
+    let lead = "a".repeat(mock_rack::FRAGMENT - 5 - "https://convox:".len());
+    let tail = "b".repeat(mock_rack::FRAGMENT + 100);
+    let line = format!("{lead}{url} {tail}\n");
+    writer.text(line.as_bytes()).await.unwrap();
+    writer.binary(b"").await.unwrap();
+    let frames = until_eof(&mut reader).await;
+    assert!(
+        frames.iter().any(|f| f.opcode == Opcode::Continuation),
+        "the fragments were relayed as fragments"
+    );
+    let output = String::from_utf8(payloads(&frames)).unwrap();
+    let expected = format!(
+        "{lead}https://convox:rgw-redacted@api.rack/v2 {tail}\n{}{}0\n",
+        String::from_utf8_lossy(mock_rack::AFTER_EOF_OUTPUT),
+        mock_rack::EXIT_MARKER
+    );
+    assert_eq!(output.len(), expected.len());
+    assert!(
+        output == expected,
+        "the output differs from what was sent, scrubbed"
+    );
+    assert!(!output.contains(&password));
+    writer.close(1000, b"").await.unwrap();
+    gw.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

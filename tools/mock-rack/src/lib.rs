@@ -37,7 +37,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use record::{ParamSource, Received, UsedParam};
-pub use sessions::{AFTER_EOF_OUTPUT, EXIT_CODE_HEADER, EXIT_MARKER};
+pub use sessions::{AFTER_EOF_OUTPUT, EXIT_CODE_HEADER, EXIT_MARKER, FRAGMENT};
 pub use state::{
     RACK_VERSION, SEED_APP, SEED_BUILD, SEED_ENV, SEED_PROCESS, SEED_RELEASE, SEED_SERVICE,
     StoredObject,
@@ -126,6 +126,14 @@ impl MockRack {
     /// list with env, an object); off (the state at start) sends each with its length.
     pub fn set_chunked_answers(&self, on: bool) {
         self.shared.set_chunked_answers(on);
+    }
+
+    /// Test-only: from now on an exec socket's output (what it echoes) goes out as gorilla's
+    /// message writer sends a message longer than its buffer: a text frame that does not end
+    /// it, continuation frames, and an empty continuation frame that does; off (the state at
+    /// start) sends each message as one frame.
+    pub fn set_fragmented_output(&self, on: bool) {
+        self.shared.set_fragmented_output(on);
     }
 
     /// Test-only: from now on every answer's head goes out at once and its body only after

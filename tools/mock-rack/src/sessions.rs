@@ -40,8 +40,9 @@ pub(crate) enum Session {
     /// Send these text frames, then the EOF frame, then idle.
     Script(Vec<Bytes>),
     /// Echo every stdin frame until the client's EOF, then, a moment later,
-    /// [`AFTER_EOF_OUTPUT`], the exit marker and the EOF frame.
-    Echo { exit_code: i64 },
+    /// [`AFTER_EOF_OUTPUT`], the exit marker and the EOF frame; each echo in fragments of
+    /// [`FRAGMENT`] bytes when `fragmented`.
+    Echo { exit_code: i64, fragmented: bool },
 }
 
 // === impl Session ===
@@ -139,8 +140,14 @@ fn plan_exec(call: &mut Call<'_>, headers: &HeaderMap) -> Session {
     if disable_stdin {
         return Session::Script(vec![Bytes::from(format!("{EXIT_MARKER}{exit_code}\n"))]);
     }
-    Session::Echo { exit_code }
+    Session::Echo {
+        exit_code,
+        fragmented: call.shared.fragments_output(),
+    }
 }
+
+/// The size of an output fragment when fragmented: gorilla's default write buffer.
+pub const FRAGMENT: usize = 4096;
 
 /// The `LogsOptions` headers a log handler reads.
 struct LogsOptions {
@@ -213,10 +220,21 @@ where
                 writer.text(&frame).await?;
             }
         }
-        Session::Echo { exit_code } => {
+        Session::Echo {
+            exit_code,
+            fragmented,
+        } => {
             loop {
                 match reader.read_message().await? {
                     None => return Ok(()),
+                    Some(Message::Text(data)) if fragmented => {
+                        let mut opcode = Opcode::Text;
+                        for piece in data.chunks(FRAGMENT) {
+                            writer.send(false, opcode, piece).await?;
+                            opcode = Opcode::Continuation;
+                        }
+                        writer.send(true, opcode, &[]).await?;
+                    }
                     Some(Message::Text(data)) => writer.text(&data).await?,
                     // stdapi's `Context.Read`: any binary frame is EOF on stdin.
                     Some(Message::Binary(_)) => break,

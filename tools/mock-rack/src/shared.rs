@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     pub body_stall: Wait,
     /// Whether answers go out chunked, without a length (test-only switch).
     chunked_answers: AtomicBool,
+    /// Whether exec output goes out in fragments, as gorilla writes it (test-only switch).
+    fragmented_output: AtomicBool,
     /// Whether creating or promoting a release fails, quoting its env (test-only switch).
     quote_release_env: AtomicBool,
     state: Mutex<State>,
@@ -74,6 +76,7 @@ impl Shared {
             handshake_delay: Wait::default(),
             body_stall: Wait::default(),
             chunked_answers: AtomicBool::new(false),
+            fragmented_output: AtomicBool::new(false),
             quote_release_env: AtomicBool::new(false),
             state: Mutex::new(State::seeded(password)),
             request_ids: AtomicU64::new(0),
@@ -102,6 +105,15 @@ impl Shared {
 
     pub(crate) fn set_chunked_answers(&self, on: bool) {
         self.chunked_answers.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether exec output goes out in fragments now.
+    pub(crate) fn fragments_output(&self) -> bool {
+        self.fragmented_output.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_fragmented_output(&self, on: bool) {
+        self.fragmented_output.store(on, Ordering::Relaxed);
     }
 
     /// Whether creating or promoting a release fails now, quoting its env.
