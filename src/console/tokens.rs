@@ -205,8 +205,9 @@ async fn create(
             permission,
         } => (permission.clone(), "beyond_caller_permissions"),
         AdminError::Outlives { .. } => (TOKEN_MANAGE.to_permission(), "beyond_caller_expiry"),
-        // The guard saw a demotion or a revocation that raced this call.
-        AdminError::Append(AppendError::Rejected(_)) => {
+        // The caller was revoked, expired or demoted while its request came in (seen before
+        // the append, or by its guard).
+        AdminError::CallerCannotManage | AdminError::Append(AppendError::Rejected(_)) => {
             (TOKEN_MANAGE.to_permission(), "beyond_current_permissions")
         }
         AdminError::Append(_) => return Err(ApiError::AuditUnavailable),
