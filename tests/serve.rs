@@ -161,6 +161,30 @@ async fn https_call_with(
     (status, body)
 }
 
+/// `serve` (with TLS) against the rack at `rack`, on a fresh data directory whose log is
+/// `origin`: the test's directory, the data directory, the gateway and an admin's token.
+async fn serving_against(
+    rack: SocketAddr,
+    origin: &str,
+) -> (tempfile::TempDir, PathBuf, Serve, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    certificate(dir.path());
+    Keys::init(&data, origin).unwrap();
+    let (token, _) = tokens(&data).await;
+    let config = dir.path().join("gateway.toml");
+    gateway_config(
+        &config,
+        dir.path(),
+        &data,
+        &format!("http://{rack}"),
+        "",
+        "",
+    );
+    let gateway = serve(&config, "rack-pw").unwrap();
+    (dir, data, gateway, token)
+}
+
 async fn tokens(data: &Path) -> (String, String) {
     let (store, _) = store::open(data, CheckpointPolicy::default()).unwrap();
     let owner = Principal("ops@example.com".into());
@@ -1067,21 +1091,7 @@ async fn an_upload_the_rack_refuses_before_reading_it_gets_the_racks_refusal() {
             });
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    certificate(dir.path());
-    Keys::init(&data, "early-refusal.test/log").unwrap();
-    let (token, _) = tokens(&data).await;
-    let config = dir.path().join("gateway.toml");
-    gateway_config(
-        &config,
-        dir.path(),
-        &data,
-        &format!("http://{rack}"),
-        "",
-        "",
-    );
-    let gateway = serve(&config, "rack-pw").unwrap();
+    let (dir, data, gateway, token) = serving_against(rack, "early-refusal.test/log").await;
     // More than the sockets between the gateway and the rack hold: the gateway is still
     // sending when the rack closes.
     let upload = vec![b'x'; 64 << 20];
@@ -1126,22 +1136,8 @@ async fn an_encoded_error_answer_is_withheld_whatever_connection_names() {
     const ANSWER: &[u8] = b"HTTP/1.1 500 Internal Server Error\r\nContent-Encoding: br\r\n\
         Connection: content-encoding\r\nContent-Length: 40\r\n\r\n\
         https://convox:rack-pw@rack.example/apps";
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    certificate(dir.path());
     let (rack, heads) = rack_answering(ANSWER).await;
-    Keys::init(&data, "encoded-error.test/log").unwrap();
-    let (token, _) = tokens(&data).await;
-    let config = dir.path().join("gateway.toml");
-    gateway_config(
-        &config,
-        dir.path(),
-        &data,
-        &format!("http://{rack}"),
-        "",
-        "",
-    );
-    let gateway = serve(&config, "rack-pw").unwrap();
+    let (dir, data, gateway, token) = serving_against(rack, "encoded-error.test/log").await;
     let (status, body) =
         https_get(gateway.proxy, &dir.path().join("ca.pem"), "/apps?", &token).await;
     assert_eq!(heads.load(std::sync::atomic::Ordering::SeqCst), 1);
@@ -1167,22 +1163,8 @@ async fn a_lookups_unreadable_error_answer_is_recorded_as_such() {
         len = 70 * 1024,
         text = "e".repeat(70 * 1024)
     );
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    certificate(dir.path());
     let (rack, heads) = rack_answering(answer.into_bytes().leak()).await;
-    Keys::init(&data, "lookup-error.test/log").unwrap();
-    let (token, _) = tokens(&data).await;
-    let config = dir.path().join("gateway.toml");
-    gateway_config(
-        &config,
-        dir.path(),
-        &data,
-        &format!("http://{rack}"),
-        "",
-        "",
-    );
-    let gateway = serve(&config, "rack-pw").unwrap();
+    let (dir, data, gateway, token) = serving_against(rack, "lookup-error.test/log").await;
     let (status, body) = https_call_with(
         gateway.proxy,
         &dir.path().join("ca.pem"),
