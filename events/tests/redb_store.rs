@@ -899,6 +899,37 @@ async fn append_until_refused(
     None
 }
 
+/// A store whose synced commit at the journal's first restart failed, and then the reopen's
+/// rewrite of the index: it refuses appends until [`REWRITE_RETRY`] has passed.
+struct RewriteFailed {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    disk: Disk,
+    store: RedbStore<TestFold>,
+    /// What was acknowledged before the refusal.
+    acked: Vec<(u64, events::hash::Hash)>,
+    refused: Option<AppendError>,
+}
+
+async fn rewrite_failed() -> RewriteFailed {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    disk.fail_commit_syncs(1);
+    disk.fail_rewrite_syncs(1);
+    let refused = append_until_refused(&store, &mut acked).await;
+    RewriteFailed {
+        _dir: dir,
+        path,
+        disk,
+        store,
+        acked,
+        refused,
+    }
+}
+
 /// Every record in `acked` is in the store, at its seq.
 async fn holds_all(store: &RedbStore<TestFold>, acked: &[(u64, events::hash::Hash)]) {
     let all = store.read(0..u64::MAX).await.unwrap();
@@ -996,17 +1027,16 @@ async fn a_reboot_after_an_index_sync_failed_recovers_from_the_journal() {
 /// durable copy: the reopen refuses instead, and leaves the journal as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reopen_that_would_lose_acknowledged_records_refuses_and_keeps_the_journal() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
-    let disk = Disk::default();
-    let store = open_on(&path, &disk);
-    let mut acked = Vec::new();
-    // The synced commit at the journal's first restart fails, and so does the reopen's
-    // rewrite: the batch of that commit is the last acknowledged, and no reopen touches the
+    // The batch of the failed commit is the last acknowledged, and no reopen touches the
     // journal until the retry delay has passed.
-    disk.fail_commit_syncs(1);
-    disk.fail_rewrite_syncs(1);
-    let refused = append_until_refused(&store, &mut acked).await;
+    let RewriteFailed {
+        _dir,
+        path,
+        disk,
+        store,
+        refused,
+        ..
+    } = rewrite_failed().await;
     assert!(refused.is_some(), "no append was refused");
     // The host drops the index's pages that never reached the disk: the journal alone holds
     // the batches after redb's last synced commit. Then a byte in the middle of the
@@ -1045,15 +1075,14 @@ async fn a_reopen_that_would_lose_acknowledged_records_refuses_and_keeps_the_jou
 /// the failure does not touch the file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rewrite_that_fails_refuses_appends_and_recovers_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
-    let disk = Disk::default();
-    let store = open_on(&path, &disk);
-    let mut acked = Vec::new();
-    // The synced commit at the journal's restart, then the rewrite's sync.
-    disk.fail_commit_syncs(1);
-    disk.fail_rewrite_syncs(1);
-    let refused = append_until_refused(&store, &mut acked).await;
+    let RewriteFailed {
+        _dir,
+        path,
+        disk,
+        store,
+        mut acked,
+        refused,
+    } = rewrite_failed().await;
     let Some(AppendError::Unavailable(why)) = refused else {
         panic!("no append was refused while the index could not be rewritten: {refused:?}");
     };
@@ -1085,14 +1114,14 @@ async fn a_rewrite_that_fails_refuses_appends_and_recovers_nothing() {
 /// running store takes appends again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_whose_rewrite_failed_works_again_after_the_retry_delay() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("log.redb");
-    let disk = Disk::default();
-    let store = open_on(&path, &disk);
-    let mut acked = Vec::new();
-    disk.fail_commit_syncs(1);
-    disk.fail_rewrite_syncs(1);
-    let refused = append_until_refused(&store, &mut acked).await;
+    let RewriteFailed {
+        _dir,
+        path,
+        disk,
+        store,
+        mut acked,
+        refused,
+    } = rewrite_failed().await;
     assert!(refused.is_some(), "no append was refused");
     tokio::time::sleep(REWRITE_RETRY + std::time::Duration::from_millis(100)).await;
     append_all(&store, (0..3).map(|i| vec![wide(100_000 + i)]), &mut acked).await;
