@@ -106,19 +106,12 @@ pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), Open
         // The snapshot authenticates but the log never recorded it: rebuild from seq 0.
         Ok(store) => {
             drop(store);
-            eprintln!(
-                "rack-gateway: {} not used (the log never recorded it); the state is rebuilt \
-                 from the log",
-                snapshot_path(data).display()
-            );
+            snapshot_not_used(data, &"the log never recorded it");
             rebuilt(keys, path)
         }
         // A snapshot that does not fit this log is refused: rebuild from seq 0.
         Err(e @ (StoreError::Corrupt { .. } | StoreError::Incompatible(_))) if restored => {
-            eprintln!(
-                "rack-gateway: {} not used ({e}); the state is rebuilt from the log",
-                snapshot_path(data).display()
-            );
+            snapshot_not_used(data, &e);
             rebuilt(keys, path)
         }
         Err(source) => Err(OpenError::Store { path, source }),
@@ -129,33 +122,34 @@ pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), Open
 /// refused is said on stderr, with why: the state is rebuilt from the log all the same, but a
 /// snapshot that fails its MAC may have been forged, and its operator must hear of it.
 fn restore(data: &Path, keys: &Keys) -> Option<snapshot::Loaded> {
-    let path = snapshot_path(data);
-    match judge_snapshot(&path, data, keys) {
+    match judge_snapshot(data, keys) {
         Ok(loaded) => loaded,
         Err(why) => {
-            eprintln!(
-                "rack-gateway: {} not used ({why}); the state is rebuilt from the log",
-                path.display()
-            );
+            snapshot_not_used(data, &why);
             None
         }
     }
 }
 
+/// Says on stderr that `data`'s snapshot was refused, and `why`.
+fn snapshot_not_used(data: &Path, why: &dyn std::fmt::Display) {
+    eprintln!(
+        "rack-gateway: {} not used ({why}); the state is rebuilt from the log",
+        snapshot_path(data).display()
+    );
+}
+
 /// `Ok(None)` when there is no snapshot (or one of an empty log); `Err` says why one is
 /// refused.
-fn judge_snapshot(
-    path: &Path,
-    data: &Path,
-    keys: &Keys,
-) -> Result<Option<snapshot::Loaded>, String> {
-    match std::fs::metadata(path) {
+fn judge_snapshot(data: &Path, keys: &Keys) -> Result<Option<snapshot::Loaded>, String> {
+    let path = snapshot_path(data);
+    match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
         Ok(m) if !m.is_file() => return Err("not a regular file".into()),
         Ok(_) => {}
     }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
     let loaded = snapshot::read(&bytes, &keys.snapshot).map_err(|e| e.to_string())?;
     let covers = loaded.covers.0;
     if covers == 0 {
@@ -378,7 +372,7 @@ mod tests {
         drop(store);
         // Each refusal has its reason, which the open prints beside the rebuild; no snapshot
         // is no refusal.
-        let judged = || judge_snapshot(&snapshot_path(data.path()), data.path(), &keys);
+        let judged = || judge_snapshot(data.path(), &keys);
         assert!(judged().is_err_and(|why| !why.is_empty()));
         std::fs::remove_file(snapshot_path(data.path())).unwrap();
         std::fs::create_dir(snapshot_path(data.path())).unwrap();

@@ -804,7 +804,7 @@ pub fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
             ),
         ));
     }
-    if crate::proxy::redact::gateway_tokens(&p.0) != p.0 {
+    if crate::proxy::redact::holds_gateway_token(&p.0) {
         return Err(invalid(
             field,
             "holds a gateway token's secret; the log keeps this name for good, so name the \

@@ -107,6 +107,12 @@ pub fn gateway_tokens(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Whether `text` holds a gateway token's secret, as [`gateway_tokens`] finds one: text that
+/// would be kept or sent with it is refused rather than rewritten.
+pub fn holds_gateway_token(text: &str) -> bool {
+    matches!(gateway_tokens(text), Cow::Owned(_))
+}
+
 /// The longest unrouted path recorded; a longer one is cut and marked, so a caller cannot make
 /// one record as large as the header block allows (64 KiB).
 pub const MAX_RECORDED_PATH: usize = 256;

@@ -87,20 +87,20 @@ impl ProxyState {
         self.flood.clone()
     }
 
-    /// What both listeners do with a connection or request head refused before any handler saw
-    /// it (over its network's share, in clear from a public address, a head that stopped
-    /// partway, or that hyper found too large or malformed): count it per network, as
-    /// unauthenticated noise is counted.
-    pub fn on_refused(&self) -> crate::server::OnRefused {
-        let flood = self.flood.clone();
-        Arc::new(move |ip, refused| flood.count_denial(ip, refused.reason(), Clock.now()))
-    }
-
-    /// What the listeners ask before taking a connection: its network's budget of new
-    /// connections (see [`Flood::admit_connection`]).
-    pub fn admit(&self) -> crate::server::Admit {
-        let flood = self.flood.clone();
-        Arc::new(move |ip| flood.admit_connection(ip, Clock.now()))
+    /// The limits of each of this gateway's listeners, sharing its [`Flood`]: a new connection
+    /// is charged to its network's budget ([`Flood::admit_connection`]), and a connection or
+    /// request head refused before any handler saw it (over its network's budget or share, in
+    /// clear from a public address, a head that stopped partway, or that hyper found too large
+    /// or malformed) is counted per network, as unauthenticated noise is counted.
+    pub fn listener_limits(&self, header_timeout: Duration) -> crate::server::Limits {
+        let (counts, admits) = (self.flood.clone(), self.flood.clone());
+        crate::server::Limits {
+            header_timeout,
+            on_refused: Some(Arc::new(move |ip, refused: crate::server::Refusal| {
+                counts.count_denial(ip, refused.reason(), Clock.now())
+            })),
+            admit: Some(Arc::new(move |ip| admits.admit_connection(ip, Clock.now()))),
+        }
     }
 
     /// The proxies whose `X-Forwarded-For` is believed.

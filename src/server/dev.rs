@@ -151,11 +151,7 @@ pub async fn start_with(
         super::spawn(
             console_listener,
             console::app(Arc::new(ConsoleState::beside(&state))),
-            super::Limits {
-                header_timeout,
-                on_refused: Some(state.on_refused()),
-                admit: Some(state.admit()),
-            },
+            state.listener_limits(header_timeout),
             stopped.clone(),
         ),
         proxy::state::spawn_denial_flusher(state.clone(), stopped),

@@ -232,11 +232,7 @@ pub fn spawn_proxy(
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let trusted = Arc::from(state.trusted_proxies());
-    let limits = Limits {
-        header_timeout,
-        on_refused: Some(state.on_refused()),
-        admit: Some(state.admit()),
-    };
+    let limits = state.listener_limits(header_timeout);
     let service_for = move |peer, upgrading| crate::proxy::service(state.clone(), peer, upgrading);
     serve_with_tls(listener, service_for, limits, tls, trusted, stop)
 }

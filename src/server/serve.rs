@@ -103,11 +103,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         super::spawn_with_tls(
             console_listener,
             console::app(Arc::new(ConsoleState::beside(&state))),
-            super::Limits {
-                header_timeout: config.limits.header_timeout,
-                on_refused: Some(state.on_refused()),
-                admit: Some(state.admit()),
-            },
+            state.listener_limits(config.limits.header_timeout),
             tls,
             config.trusted_proxies.clone().into(),
             stopped,

@@ -1975,18 +1975,16 @@ fn read_checkpoints(
     let mut out = Vec::new();
     for (expected, item) in (range.start..).zip(table.range(range.clone()).map_err(io)?) {
         let (number, note) = item.map_err(io)?;
-        if number.value() != expected {
-            let size = out
-                .last()
-                .map_or(0, |c: &SignedCheckpoint| c.checkpoint.size);
-            return Err(StoreError::Corrupt {
-                seq: Seq(size),
-                what: format!("checkpoint {expected} is missing from the store"),
-            });
-        }
+        // The size the previous checkpoint was cut at: where a missing or damaged one lies.
         let after = out
             .last()
             .map_or(0, |c: &SignedCheckpoint| c.checkpoint.size);
+        if number.value() != expected {
+            return Err(StoreError::Corrupt {
+                seq: Seq(after),
+                what: format!("checkpoint {expected} is missing from the store"),
+            });
+        }
         let checkpoint = parse_stored_checkpoint(expected, note.value(), after)?;
         out.push(SignedCheckpoint {
             checkpoint,
