@@ -393,6 +393,55 @@ async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
     );
 }
 
+/// Another key set after a crash (keys made anew, another log's) is named as such, here where
+/// even the log's first checkpoint is only in the journal: the refusal does not read as a
+/// damaged journal, and nothing is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_or_origin_after_a_crash_are_refused_as_such() {
+    let (dir, _store) = store_with_journaled_checkpoints().await;
+    let copy = crash_copy(dir.path());
+    let foreign = RedbStore::open(
+        &copy.path().join("log.redb"),
+        Options {
+            origin: ORIGIN.into(),
+            signer: NoteSigner::from_seed(ORIGIN, [9; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        },
+        TestFold::default(),
+    );
+    match foreign {
+        Err(StoreError::Incompatible(what)) => {
+            assert!(what.contains("first checkpoint"), "{what}");
+            assert!(what.contains("is not signed by this key"), "{what}");
+            assert!(what.contains("restore the log's own keys"), "{what}");
+        }
+        Err(e) => panic!("refused as {e}"),
+        Ok(_) => panic!("opened with another key set"),
+    }
+    // Another origin configured: named as the origin, not as a journaled checkpoint.
+    const OTHER: &str = "other.example/log";
+    let elsewhere = RedbStore::open(
+        &copy.path().join("log.redb"),
+        Options {
+            origin: OTHER.into(),
+            signer: NoteSigner::from_seed(OTHER, [7; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        },
+        TestFold::default(),
+    );
+    match elsewhere {
+        Err(StoreError::Incompatible(what)) => assert!(
+            what.contains(&format!("the log's origin is {ORIGIN:?}")),
+            "{what}"
+        ),
+        Err(e) => panic!("refused as {e}"),
+        Ok(_) => panic!("opened under another origin"),
+    }
+    // Nothing was replayed or changed: the log's own keys open it, every checkpoint back.
+    let reopened = open_every(copy.path(), 10).unwrap();
+    assert_eq!(reopened.checkpoints(0..u64::MAX).await.unwrap().len(), 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
     let (dir, _store) = store_with_journaled_checkpoints().await;
@@ -457,8 +506,9 @@ async fn a_batch_whose_first_frame_was_lost_is_dropped_whole_and_the_log_goes_on
     let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
     let batch: Vec<Frame> = (41..44).map(|seq| record_frame(&journal, seq)).collect();
     assert!(batch.iter().all(|f| f.batch == batch[0].batch), "{batch:?}");
-    // The power failed during the batch's write: the disk kept its later frames, not its first.
-    tear(&mut journal, batch[0]);
+    // The power failed during the batch's write: the disk kept its later frames, none of its
+    // first (not even its magic).
+    journal[batch[0].pos..batch[0].payload().end].fill(0);
     std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
     let reopened = open(copy.path()).unwrap();
@@ -466,6 +516,16 @@ async fn a_batch_whose_first_frame_was_lost_is_dropped_whole_and_the_log_goes_on
         hashes_of(&reopened, 0..u64::MAX).await,
         hashes,
         "the batch is dropped whole"
+    );
+    assert_eq!(
+        reopened.recovered(),
+        Recovery {
+            dropped: 2,
+            cut_short_at: Some(batch[0].pos as u64),
+            rewrote_index: true,
+            ..Recovery::default()
+        },
+        "its two later frames dropped, and the byte where the batch breaks reported"
     );
     // Its frames are gone from the file: the next crash does not take them for damage.
     let after = reopened

@@ -524,8 +524,9 @@ impl Journal {
         }
         let after = continues_after(&data, pos, next, next_cp, torn);
         out.found.dropped = after.dropped;
-        out.found.cut_short_at =
-            begins_broken_frame(&data, pos, next, next_cp).then_some(pos as u64);
+        out.found.cut_short_at = (after.dropped > 0
+            || begins_broken_frame(&data, pos, next, next_cp))
+        .then_some(pos as u64);
         if let Some(at) = after.lost {
             return Err(StoreError::Corrupt {
                 seq: Seq(next),

@@ -66,10 +66,10 @@ use super::{
     AppendError, Appended, CheckpointPolicy, EventStore, Fold, Guard, Head, Rejected, StoreError,
     Subscription, io,
 };
-use crate::checkpoint::{self, Checkpoint, NoteSigner, SignedCheckpoint};
+use crate::checkpoint::{self, Checkpoint, CheckpointError, NoteSigner, SignedCheckpoint};
 use crate::event::Event;
 use crate::hash::{self, Hash};
-use crate::merkle::{self, Frontier, NodeReader};
+use crate::merkle::{self, Frontier, MerkleError, NodeReader};
 use crate::record::{self, Record, StoredRecord};
 use crate::seq::Seq;
 use crate::time::{Clock, Timestamp};
@@ -125,8 +125,9 @@ pub struct Recovery {
     /// Intact frames of a write that had reported failure (its appends answered as failed),
     /// dropped.
     pub refused: usize,
-    /// The byte where the journal ended in a frame that is not whole, with nothing intact after
-    /// it: a crash during the last write, or damage to the last acknowledged batch.
+    /// The byte where the journal breaks in its last batch: a frame that is not whole there (a
+    /// crash during the last write, or damage to the last acknowledged batch), or intact frames
+    /// of that batch after it ([`Recovery::dropped`]).
     pub cut_short_at: Option<u64>,
     /// Whether the database file had not been closed cleanly and was rewritten to make what it
     /// held durable before redb recovered it (see [`open_index`]).
@@ -334,9 +335,19 @@ struct ReadNodes<T> {
     table: T,
 }
 
+/// Why a stored Merkle node could not be read; [`tree_error`] makes it the store's error.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct NodeReadError(String);
+enum NodeReadError {
+    /// The row of the node's last leaf is there but does not hold the node.
+    #[error("Merkle node (level {level}, index {index}) is not stored in row {row}")]
+    Missing { level: u8, index: u64, row: u64 },
+    /// No tree of 2^64 leaves has this node.
+    #[error("Merkle node (level {level}, index {index}) is past any tree")]
+    OutOfRange { level: u8, index: u64 },
+    /// The row itself could not be read (I/O, a malformed entry, no such row).
+    #[error(transparent)]
+    Row(StoreError),
+}
 
 // === impl View ===
 
@@ -420,6 +431,7 @@ impl<S: Fold> RedbStore<S> {
             retry_events: 0,
             retry_full: false,
         };
+        sequencer.check_signer()?;
         let recovered = Recovery {
             rewrote_index,
             ..sequencer.replay_journal(None)?
@@ -473,7 +485,7 @@ impl<S: Fold> RedbStore<S> {
         let db = self.wait_indexed(size)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
+        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(tree_error)
     }
 
     /// A consistency proof between two sizes, from the stored nodes.
@@ -481,7 +493,7 @@ impl<S: Fold> RedbStore<S> {
         let db = self.wait_indexed(new)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
+        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(tree_error)
     }
 
     /// Waits until redb holds every acknowledged record below `end` (at most the head), asking
@@ -867,14 +879,14 @@ impl LogReader {
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(io)
+        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(tree_error)
     }
 
     /// A consistency proof between two sizes, from the stored nodes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(io)
+        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(tree_error)
     }
 }
 
@@ -1255,10 +1267,12 @@ impl<S: Fold> Sequencer<S> {
                 // Those frames must not outlive this pass: a later recovery would take them
                 // for its own.
                 eprintln!(
-                    "rack-gateway: the event store's journal ended in a batch a crash cut short; \
-                     {} of its entries reached the disk and are dropped (it was never \
-                     acknowledged)",
-                    pending.found.dropped
+                    "rack-gateway: the event store's journal ended in a batch a crash cut short, \
+                     broken at byte {}; {} of its entries after the break reached the disk and \
+                     are dropped (it was never acknowledged); the log goes on from seq {}",
+                    pending.found.cut_short_at.unwrap_or_default(),
+                    pending.found.dropped,
+                    self.view.size
                 );
                 j.clear()
                     .map_err(|e| StoreError::Io(format!("cannot clear the journal: {e}")))?;
@@ -1288,9 +1302,24 @@ impl<S: Fold> Sequencer<S> {
             &self.options.origin,
             &self.options.signer.verifier(),
         )
-        .map_err(|e| StoreError::Corrupt {
-            seq: at,
-            what: format!("journaled checkpoint {} does not verify: {e}", cp.number),
+        .map_err(|e| match e {
+            // The log's first checkpoint, signed by another key altogether: no checkpoint has
+            // verified under this key, so it is the keys that are not this log's (made anew,
+            // another log's), as `check_signer` says of an indexed checkpoint.
+            CheckpointError::NoMatchingSignature { .. } if cp.number == 0 => {
+                StoreError::Incompatible(format!(
+                    "the log's first checkpoint, in its journal, is not signed by this key ({}): \
+                     the keys are not this log's; restore the log's own keys",
+                    self.options.signer.verifier()
+                ))
+            }
+            CheckpointError::OriginMismatch { expected, found } => StoreError::Incompatible(
+                format!("the log's origin is {found:?}, the configuration says {expected:?}"),
+            ),
+            e => StoreError::Corrupt {
+                seq: at,
+                what: format!("journaled checkpoint {} does not verify: {e}", cp.number),
+            },
         })?;
         if self.view.size != verified.size || self.view.frontier.root() != verified.root {
             return Err(StoreError::Corrupt {
@@ -1664,22 +1693,21 @@ impl<S: Fold> Sequencer<S> {
                 });
             }
         }
-        self.check_newest_checkpoint(&*db)
+        self.check_newest_checkpoint(&*db)?;
+        self.check_past_checkpoint(&*db)
     }
 
-    /// Refuses a signer that did not sign the log's newest checkpoint: a key set made anew (or
-    /// another log's, under the same origin) would sign the next checkpoints with a key the
-    /// log's history never named. Checked before the sequencer runs, so such a key signs
-    /// nothing. (A key rotation records `CheckpointKeyAdded` and then cuts a checkpoint with
-    /// the new key before it stops, so this holds across one.)
-    ///
-    /// And refuses a stored tree that does not give the root that checkpoint signs: the
-    /// sequencer builds every later node from the stored right edge, so one node changed on
-    /// disk (a flipped bit, a hand-edited row) would otherwise go into every checkpoint signed
-    /// after it, and into the proofs served, unnoticed until an export failed to verify.
-    fn check_newest_checkpoint(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
+    /// Refuses a signer that did not sign the newest checkpoint the database holds: a key set
+    /// made anew (or another log's, under the same origin) would sign the next checkpoints with
+    /// a key the log's history never named. Checked before the journal is replayed and before
+    /// the sequencer runs, so such a key signs nothing, and foreign keys after a crash are
+    /// named as such rather than taken for a journaled checkpoint that does not verify. (A key
+    /// rotation records `CheckpointKeyAdded` and then cuts a checkpoint with the new key before
+    /// it stops, so this holds across one.)
+    fn check_signer(&self) -> Result<(), StoreError> {
+        let db = self.db().map_err(StoreError::Io)?;
         let n = self.view.checkpoints;
-        let Some(newest) = read_checkpoints(db, n.saturating_sub(1)..n)?.pop() else {
+        let Some(newest) = read_checkpoints(&*db, n.saturating_sub(1)..n)?.pop() else {
             return Ok(());
         };
         let key = self.options.signer.verifier();
@@ -1690,20 +1718,75 @@ impl<S: Fold> Sequencer<S> {
                 newest.checkpoint.size
             ))
         })?;
+        Ok(())
+    }
+
+    /// Refuses a stored tree that does not give the root the newest checkpoint signs (its
+    /// signature is checked by [`Sequencer::check_signer`], or, journaled, when replayed): the
+    /// sequencer builds every later node from the stored right edge, so one node changed on
+    /// disk (a flipped bit, a hand-edited row) would otherwise go into every checkpoint signed
+    /// after it, and into the proofs served, unnoticed until an export failed to verify.
+    fn check_newest_checkpoint(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
+        let n = self.view.checkpoints;
+        let Some(newest) = read_checkpoints(db, n.saturating_sub(1)..n)?.pop() else {
+            return Ok(());
+        };
         let size = newest.checkpoint.size;
         let last = Seq(size.saturating_sub(1));
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        let stored = merkle::root(size, &ReadNodes { table }).map_err(|e| StoreError::Corrupt {
-            seq: last,
-            what: format!("the stored tree at size {size} cannot be read: {e}"),
-        })?;
+        let stored = merkle::root(size, &ReadNodes { table }).map_err(tree_error)?;
         if stored != newest.checkpoint.root {
             return Err(StoreError::Corrupt {
                 seq: last,
                 what: format!(
                     "the stored tree at size {size} does not give the root checkpoint {} signs",
                     n - 1
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses rows past the newest checkpoint whose stored nodes are not what their records
+    /// give. No signature covers them yet, and the next checkpoint is cut from the right edge
+    /// loaded from them, so a node changed on disk there would be signed as the log's root.
+    /// Each row's nodes are rebuilt from the checkpoint's (checked against its root above) and
+    /// the records' leaf hashes, and must match byte for byte, as must the loaded right edge.
+    /// At most the records of one checkpoint interval are read.
+    fn check_past_checkpoint(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
+        let (from, to) = (self.view.cp_size, self.view.size);
+        if from >= to {
+            return Ok(());
+        }
+        let txn = db.begin_read().map_err(io)?;
+        let nodes = txn.open_table(RECORDS).map_err(io)?;
+        let mut rebuilt = Frontier::load(from, &ReadNodes { table: nodes }).map_err(tree_error)?;
+        let table = txn.open_table(RECORDS).map_err(io)?;
+        let mut expected = Vec::new();
+        rows::for_each_row(&table, from..to, |seq, stored, record| {
+            expected.clear();
+            rebuilt.push_each(hash::leaf_hash(record), |level, _, h| {
+                if level > 0 {
+                    expected.extend_from_slice(&h.0);
+                }
+            });
+            if stored != expected.as_slice() {
+                return Err(StoreError::Corrupt {
+                    seq: Seq(seq),
+                    what: format!(
+                        "its stored Merkle nodes are not the ones its record gives (past the \
+                         newest checkpoint, at size {from})"
+                    ),
+                });
+            }
+            Ok(())
+        })?;
+        if rebuilt != self.view.frontier {
+            return Err(StoreError::Corrupt {
+                seq: Seq(to - 1),
+                what: format!(
+                    "the stored tree's right edge at size {to} is not the one its records give"
                 ),
             });
         }
@@ -1718,22 +1801,49 @@ impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
 
     /// Node `(level, index)` is stored in the row of the last leaf it covers.
     fn node(&self, level: u8, index: u64) -> Result<Hash, NodeReadError> {
-        let missing = || NodeReadError(format!("node ({level}, {index}) is not stored"));
         let last_leaf = index
             .checked_add(1)
             .and_then(|end| end.checked_shl(u32::from(level)))
             .and_then(|end| end.checked_sub(1))
-            .ok_or_else(missing)?;
-        rows::with_row(&self.table, last_leaf, |nodes, record| {
+            .ok_or(NodeReadError::OutOfRange { level, index })?;
+        let read = rows::with_row(&self.table, last_leaf, |nodes, record| {
             if level == 0 {
                 return Some(hash::leaf_hash(record));
             }
             let at = (usize::from(level) - 1) * 32;
             nodes.get(at..at + 32).and_then(Hash::from_slice)
         })
-        .map_err(|e| NodeReadError(e.to_string()))?
-        .flatten()
-        .ok_or_else(missing)
+        .map_err(NodeReadError::Row)?;
+        match read {
+            Some(Some(node)) => Ok(node),
+            Some(None) => Err(NodeReadError::Missing {
+                level,
+                index,
+                row: last_leaf,
+            }),
+            None => Err(NodeReadError::Row(StoreError::Corrupt {
+                seq: Seq(last_leaf),
+                what: format!(
+                    "the record is missing (its row holds Merkle node (level {level}, index \
+                     {index}))"
+                ),
+            })),
+        }
+    }
+}
+
+/// A failed read of the stored tree as the store's error, saying where: a node missing from
+/// its row is corruption at that row, and a row that could not be read keeps its own error
+/// (a malformed entry names its seq). Asks outside the tree are the caller's, reported as they
+/// are.
+fn tree_error(e: MerkleError<NodeReadError>) -> StoreError {
+    match e {
+        MerkleError::Read(NodeReadError::Missing { level, index, row }) => StoreError::Corrupt {
+            seq: Seq(row),
+            what: format!("Merkle node (level {level}, index {index}) is not stored in its row"),
+        },
+        MerkleError::Read(NodeReadError::Row(e)) => e,
+        other => io(other),
     }
 }
 
@@ -1884,7 +1994,7 @@ fn load_view(db: &Database) -> Result<View, StoreError> {
         }
     };
     let nodes = txn.open_table(RECORDS).map_err(io)?;
-    let frontier = Frontier::load(size, &ReadNodes { table: nodes }).map_err(io)?;
+    let frontier = Frontier::load(size, &ReadNodes { table: nodes }).map_err(tree_error)?;
     let cps = txn.open_table(CHECKPOINTS).map_err(io)?;
     let checkpoints = cps.len().map_err(io)?;
     let (cp_size, cp_time) = match cps.last().map_err(io)? {
@@ -2592,6 +2702,106 @@ mod tests {
             }
             Err(e) => panic!("refused for another reason: {e}"),
             Ok(_) => panic!("a store whose tree disagrees with its checkpoint was opened"),
+        }
+    }
+
+    /// A stopped store of `n` fillers whose closing checkpoint is taken away, as a crash before
+    /// it would leave: its newest checkpoint is then well before its last record. One row per
+    /// entry (format 3), so a test can rewrite one row. Returns that checkpoint's size.
+    async fn uncheckpointed(path: &Path, n: u64) -> u64 {
+        fill_and_stop(open(path), 0, n).await;
+        let last = {
+            let db = Database::open(path).unwrap();
+            let txn = db.begin_read().unwrap();
+            txn.open_table(CHECKPOINTS).unwrap().len().unwrap() - 1
+        };
+        edit(path, |txn| {
+            txn.open_table(CHECKPOINTS).unwrap().remove(last).unwrap();
+        });
+        rewrite_as_format_3(path);
+        // The clean stop left redb holding everything; its journal would name the checkpoint.
+        std::fs::remove_file(super::journal_path(path)).unwrap();
+        let db = Database::open(path).unwrap();
+        read_checkpoints(&db, last - 1..last).unwrap()[0]
+            .checkpoint
+            .size
+    }
+
+    /// Replaces row `seq` (one row per entry) by `change` of its nodes and record.
+    fn rewrite_row(path: &Path, seq: u64, change: impl FnOnce(&mut Vec<Hash>, &[u8])) {
+        edit(path, |txn| {
+            let mut table = txn.open_table(RECORDS).unwrap();
+            let bytes = table.get(seq).unwrap().unwrap().value().to_vec();
+            let entry = Entry::parse(seq, &bytes).unwrap();
+            let (nodes, record) = entry.row(seq).unwrap();
+            let mut hashes: Vec<Hash> = nodes
+                .chunks(32)
+                .map(|h| Hash::from_slice(h).unwrap())
+                .collect();
+            change(&mut hashes, record);
+            let mut row = Vec::new();
+            pack_row(&mut row, &hashes, record);
+            table.insert(seq, row.as_slice()).unwrap();
+        });
+    }
+
+    /// Rows past the newest checkpoint are covered by no signature yet, and the next checkpoint
+    /// is cut from them: a node there that its record does not give is refused at open, naming
+    /// its row, whether it sits inside the tree or on its right edge.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_past_the_newest_checkpoint_its_records_do_not_give_is_refused() {
+        // The store as the crash left it opens: what the other cases change is all that differs.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let cp = uncheckpointed(&path, 40).await;
+        assert!(cp < 24, "the newest checkpoint is at size {cp}");
+        open(&path).shutdown();
+
+        // Row 31 holds nodes of levels 1 to 5: level 1 (leaves 30 and 31) is inside the tree,
+        // level 5 (leaves 0 to 31) is on the right edge of the tree of 40.
+        for level in [1usize, 5] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log.redb");
+            uncheckpointed(&path, 40).await;
+            rewrite_row(&path, 31, |nodes, _| nodes[level - 1].0[0] ^= 1);
+            match RedbStore::open(&path, options(), TestFold::default()) {
+                Err(StoreError::Corrupt { seq, what }) => {
+                    assert_eq!(seq.0, 31, "level {level}: {what}");
+                    assert!(what.contains("not the ones its record gives"), "{what}");
+                }
+                Err(e) => panic!("level {level}: refused for another reason: {e}"),
+                Ok(_) => panic!("level {level}: a changed node past the checkpoint was opened"),
+            }
+        }
+    }
+
+    /// A row that lost a node the tree's right edge needs is corruption at that row, with the
+    /// node named, for the writer and for a reader's proof; not an I/O error that says nowhere.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_missing_from_its_row_is_named_with_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 40).await;
+        rewrite_as_format_3(&path);
+        rewrite_row(&path, 31, |nodes, _| nodes.clear());
+        let writer = RedbStore::open(&path, options(), TestFold::default())
+            .err()
+            .expect("a store missing a node of its right edge was opened");
+        let reader = LogReader::open(&path).unwrap();
+        for err in [
+            writer,
+            reader
+                .inclusion_proof(3, 40)
+                .expect_err("a proof through a missing node was served"),
+        ] {
+            match err {
+                StoreError::Corrupt { seq, what } => {
+                    assert_eq!(seq.0, 31, "{what}");
+                    assert!(what.contains("Merkle node (level "), "{what}");
+                    assert!(what.contains(") is not stored in its row"), "{what}");
+                }
+                e => panic!("refused as {e}, not as corruption at row 31"),
+            }
         }
     }
 

@@ -223,6 +223,15 @@ pub fn for_each_record(
     range: Range<u64>,
     mut f: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
+    for_each_row(table, range, |seq, _, record| f(seq, record))
+}
+
+/// As [`for_each_record`], with each row's stored Merkle nodes: `f(seq, nodes, record)`.
+pub fn for_each_row(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    range: Range<u64>,
+    mut f: impl FnMut(u64, &[u8], &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     if range.is_empty() {
         return Ok(());
     }
@@ -246,9 +255,9 @@ pub fn for_each_record(
                 ),
             });
         }
-        for (seq, &(_, record)) in (entry.first..).zip(&entry.rows) {
+        for (seq, &(nodes, record)) in (entry.first..).zip(&entry.rows) {
             if range.contains(&seq) {
-                f(seq, record)?;
+                f(seq, nodes, record)?;
             }
         }
         next = Some(entry.end());
