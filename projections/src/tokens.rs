@@ -137,6 +137,12 @@ impl Tokens {
         self.by_id.get(id)
     }
 
+    /// Whether `id` names a token usable at `now` (not revoked, not expired): what a call made
+    /// with it must find when it is checked and as long as it goes on.
+    pub fn usable(&self, id: &TokenId, now: Timestamp) -> bool {
+        self.by_id.get(id).is_some_and(|t| t.is_usable(now))
+    }
+
     /// Whether `id` names a token that is not revoked (it may have expired): one a revocation
     /// still has to reach.
     pub fn unrevoked(&self, id: &TokenId) -> bool {

@@ -2168,10 +2168,7 @@ fn switching_protocols(key: Option<&ws::ClientKey>) -> Response {
 /// owner's current roles).
 fn standing_now(state: &ProxyState, caller: &Caller) -> (bool, Grant) {
     state.store.with_state(|s| {
-        let usable = s
-            .tokens
-            .get(&caller.token.id)
-            .is_some_and(|t| t.is_usable(Clock.now()));
+        let usable = s.tokens.usable(&caller.token.id, Clock.now());
         let grant = Grant::for_token(
             &caller.token.scopes,
             &Standing::of(&s.identities, &caller.token.owner),
@@ -2211,11 +2208,7 @@ impl StillStanding {
     }
 
     fn check(&self, s: &projections::Projections) -> Result<(), Rejected> {
-        if !s
-            .tokens
-            .get(&self.token)
-            .is_some_and(|t| t.is_usable(Clock.now()))
-        {
+        if !s.tokens.usable(&self.token, Clock.now()) {
             return Err(Rejected(NO_LONGER_USABLE));
         }
         match Grant::token_owner(&Standing::of(&s.identities, &self.owner)) {
