@@ -3,7 +3,8 @@
 //! end-to-end tests.
 //!
 //! It answers like the rack's own `stdapi`/gorilla stack — empty 404s for unknown routes, 401
-//! `invalid authentication`, WebSocket authentication after the upgrade, Go's parameter
+//! `invalid authentication`, both before the request body is read and with Go's discard of it
+//! and Go's close after it, WebSocket authentication after the upgrade, Go's parameter
 //! precedence — and records every request with the parameters its handler used, so a test can
 //! compare what a gateway forwarded with what the rack acted on.
 //!
@@ -17,6 +18,7 @@ mod clock;
 mod error;
 mod gzip;
 mod handlers;
+mod linger;
 mod params;
 mod record;
 mod request;

@@ -1,5 +1,9 @@
 //! The listener: accepts TCP connections, serves each with hyper's HTTP/1.1 server (upgrades
-//! enabled), and stops everything on one signal.
+//! enabled) over a [`Lingering`] socket, and stops everything on one signal.
+//!
+//! An answer marked [`BodyLimitHit`] (a request refused with more of its body unread than Go
+//! discards) arms its connection's [`Linger`]: hyper then shuts the connection down the Go way,
+//! FIN first and the close only after the client had time to read the answer (see `linger`).
 //!
 //! Invariant: every task the server starts (accept loop, connections, sockets) holds a clone of
 //! the stop receiver and drops it when it ends, so `Stop::wait` returning means the server is
@@ -15,6 +19,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::linger::{BodyLimitHit, Linger, Lingering};
 use crate::request;
 use crate::shared::Shared;
 use crate::stall::Stalled;
@@ -74,13 +79,20 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, rx: watch::Rece
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, rx: watch::Receiver<bool>) {
     let _ = stream.set_nodelay(true);
     let mut stop = rx.clone();
+    let linger = Linger::default();
+    let io = Lingering::new(stream, linger.clone());
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let rx = rx.clone();
+        let linger = linger.clone();
         async move {
             let stall = shared.body_stall.get();
             let chunked = shared.chunks_answers();
             let mut response = request::handle(shared, req, rx).await;
+            if response.extensions().get::<BodyLimitHit>().is_some() {
+                // Before hyper writes the answer, so the shutdown after it lingers.
+                linger.arm();
+            }
             if chunked {
                 response.headers_mut().remove(http::header::CONTENT_LENGTH);
             }
@@ -93,7 +105,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, rx: watch::Rec
         .header_read_timeout(Duration::from_secs(30))
         // Go writes canonical header names (`Content-Type`); so does this mock.
         .title_case_headers(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

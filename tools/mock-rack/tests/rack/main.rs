@@ -12,3 +12,4 @@ mod routing;
 mod sequences;
 mod sockets;
 mod support;
+mod unread;

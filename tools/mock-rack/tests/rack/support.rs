@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mock_rack::MockRack;
 use mock_rack::ws::{Message, Role, WsReader, WsWriter};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -116,8 +116,9 @@ pub async fn call_form(rack: &MockRack, method: &str, target: &str, form: &str) 
 }
 
 /// Reads a response head and a `Content-Length` body; returns bytes read past the head when the
-/// response is `101` (they belong to the WebSocket).
-pub async fn read_response(stream: &mut TcpStream) -> (Reply, Vec<u8>) {
+/// response is `101` (they belong to the WebSocket). Reads from a whole socket or from the read
+/// half of one whose other half is still sending.
+pub async fn read_response(stream: &mut (impl AsyncRead + Unpin)) -> (Reply, Vec<u8>) {
     let mut buf = Vec::new();
     let head_end = loop {
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
