@@ -1057,7 +1057,7 @@ async fn a_rack_that_refuses_the_gateways_password_is_the_operators_failure() {
 /// its auth middleware does, then closes as Go's server does with a body left unread (it
 /// discards a little, closes its side for writing and waits, so the answer is not lost to a
 /// reset): the caller is told the operator's failure, as for any call, not a call with no
-/// answer.
+/// answer. Both a rack written out here byte by byte and `mock-rack` (under another password).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_the_rack_refuses_before_reading_it_gets_the_racks_refusal() {
     const ANSWER: &[u8] =
@@ -1091,7 +1091,28 @@ async fn an_upload_the_rack_refuses_before_reading_it_gets_the_racks_refusal() {
             });
         }
     });
-    let (dir, data, gateway, token) = serving_against(rack, "early-refusal.test/log").await;
+    upload_refused_by(rack, "early-refusal.test/log").await;
+
+    let mock = mock_rack::MockRack::start("127.0.0.1:0".parse().unwrap(), "not-rack-pw")
+        .await
+        .unwrap();
+    upload_refused_by(mock.addr(), "early-refusal-mock.test/log").await;
+    let received = mock.received();
+    assert_eq!(received.len(), 1, "one call reached the rack");
+    assert_eq!(received[0].status, 401);
+    assert!(
+        received[0].body.len() < 64 << 20,
+        "the rack answered before reading the upload ({} bytes read)",
+        received[0].body.len()
+    );
+    mock.shutdown().await;
+}
+
+/// Sends a 64 MiB upload through a gateway in front of `rack` (which refuses the gateway's
+/// password before reading it) and checks the caller gets, and the log records,
+/// `rack_refused_gateway`.
+async fn upload_refused_by(rack: SocketAddr, origin: &str) {
+    let (dir, data, gateway, token) = serving_against(rack, origin).await;
     // More than the sockets between the gateway and the rack hold: the gateway is still
     // sending when the rack closes.
     let upload = vec![b'x'; 64 << 20];
@@ -1118,12 +1139,16 @@ async fn an_upload_the_rack_refuses_before_reading_it_gets_the_racks_refusal() {
     let _ = reader.read_to_end(&mut answer).await;
     drop(sending.await);
     let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
-    assert!(answer.contains("rack_refused_gateway"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 502"), "{origin}: {answer}");
+    assert!(
+        answer.contains("rack_refused_gateway"),
+        "{origin}: {answer}"
+    );
     drop(gateway);
     assert_eq!(
         completions(&data).last(),
         Some(&(502, Some("rack_refused_gateway".to_owned()))),
+        "{origin}"
     );
 }
 
