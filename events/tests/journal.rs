@@ -442,6 +442,56 @@ async fn foreign_keys_or_origin_after_a_crash_are_refused_as_such() {
     assert_eq!(reopened.checkpoints(0..u64::MAX).await.unwrap().len(), 4);
 }
 
+/// Foreign keys after a crash where the database holds a checkpoint and the journal holds
+/// more records: refused on the database's checkpoint before the journal is replayed, and
+/// nothing lost by the refusal: the log's own keys then get every acknowledged record back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_keys_are_refused_before_the_journal_is_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    for i in 0..5 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    for i in 5..10 {
+        store.append(vec![conformance::filler(i)]).await.unwrap();
+    }
+    let hashes = hashes_of(&store, 0..u64::MAX).await;
+    let copy = crash_copy(dir.path());
+    let journal = std::fs::read(journal_of(copy.path())).unwrap();
+    assert!(
+        frames(&journal)
+            .iter()
+            .any(|f| !f.checkpoint && f.number >= 6),
+        "the journal holds the records appended after the clean stop"
+    );
+
+    let foreign = RedbStore::open(
+        &copy.path().join("log.redb"),
+        Options {
+            origin: ORIGIN.into(),
+            signer: NoteSigner::from_seed(ORIGIN, [9; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        },
+        TestFold::default(),
+    );
+    match foreign {
+        Err(StoreError::Incompatible(what)) => {
+            assert!(what.contains("newest checkpoint (size 6)"), "{what}");
+            assert!(what.contains("is not signed by this key"), "{what}");
+        }
+        Err(e) => panic!("refused as {e}"),
+        Ok(_) => panic!("opened with another key set"),
+    }
+    assert!(
+        std::fs::read(journal_of(copy.path())).unwrap() == journal,
+        "the refused open replayed nothing: the journal is as the crash left it"
+    );
+    let reopened = open(copy.path()).unwrap();
+    assert_eq!(hashes_of(&reopened, 0..u64::MAX).await, hashes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_checkpoint_frame_before_intact_records_refuses_to_open() {
     let (dir, _store) = store_with_journaled_checkpoints().await;
@@ -502,31 +552,41 @@ async fn a_batch_whose_first_frame_was_lost_is_dropped_whole_and_the_log_goes_on
     let (dir, store, hashes) = store_with_journaled_records().await;
     let three = (0..3).map(|i| conformance::filler(200 + i)).collect();
     store.append(three).await.unwrap();
-    let copy = crash_copy(dir.path());
-    let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
-    let batch: Vec<Frame> = (41..44).map(|seq| record_frame(&journal, seq)).collect();
-    assert!(batch.iter().all(|f| f.batch == batch[0].batch), "{batch:?}");
-    // The power failed during the batch's write: the disk kept its later frames, none of its
-    // first (not even its magic).
-    journal[batch[0].pos..batch[0].payload().end].fill(0);
-    std::fs::write(journal_of(copy.path()), &journal).unwrap();
+    // The power failed during the batch's write: the disk kept its later frames, and of its
+    // first half of it (its header whole), or nothing (not even its magic).
+    let mut opened = Vec::new();
+    for whole in [false, true] {
+        let copy = crash_copy(dir.path());
+        let mut journal = std::fs::read(journal_of(copy.path())).unwrap();
+        let batch: Vec<Frame> = (41..44).map(|seq| record_frame(&journal, seq)).collect();
+        assert!(batch.iter().all(|f| f.batch == batch[0].batch), "{batch:?}");
+        if whole {
+            journal[batch[0].pos..batch[0].payload().end].fill(0);
+        } else {
+            tear(&mut journal, batch[0]);
+        }
+        std::fs::write(journal_of(copy.path()), &journal).unwrap();
 
-    let reopened = open(copy.path()).unwrap();
-    assert_eq!(
-        hashes_of(&reopened, 0..u64::MAX).await,
-        hashes,
-        "the batch is dropped whole"
-    );
-    assert_eq!(
-        reopened.recovered(),
-        Recovery {
-            dropped: 2,
-            cut_short_at: Some(batch[0].pos as u64),
-            rewrote_index: true,
-            ..Recovery::default()
-        },
-        "its two later frames dropped, and the byte where the batch breaks reported"
-    );
+        let reopened = open(copy.path()).unwrap();
+        assert_eq!(
+            hashes_of(&reopened, 0..u64::MAX).await,
+            hashes,
+            "the batch is dropped whole (first frame lost whole: {whole})"
+        );
+        assert_eq!(
+            reopened.recovered(),
+            Recovery {
+                dropped: 2,
+                cut_short_at: Some(batch[0].pos as u64),
+                rewrote_index: true,
+                ..Recovery::default()
+            },
+            "its two later frames dropped, and the byte where the batch breaks reported (first \
+             frame lost whole: {whole})"
+        );
+        opened.push((copy, reopened));
+    }
+    let (copy, reopened) = opened.pop().unwrap();
     // Its frames are gone from the file: the next crash does not take them for damage.
     let after = reopened
         .append(vec![conformance::filler(300)])

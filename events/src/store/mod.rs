@@ -85,7 +85,9 @@ pub enum StoreError {
     Io(String),
     #[error("stored record seq {seq} is corrupt: {what}")]
     Corrupt { seq: Seq, what: String },
-    #[error("store was opened by an incompatible version: {0}")]
+    /// The store is sound but not for this opening: a format this build does not read, keys
+    /// or an origin that are not the log's, a state that does not match it.
+    #[error("store cannot be opened as configured: {0}")]
     Incompatible(String),
 }
 

@@ -431,7 +431,7 @@ impl<S: Fold> RedbStore<S> {
             retry_events: 0,
             retry_full: false,
         };
-        sequencer.check_signer()?;
+        sequencer.check_stored()?;
         let recovered = Recovery {
             rewrote_index,
             ..sequencer.replay_journal(None)?
@@ -485,7 +485,7 @@ impl<S: Fold> RedbStore<S> {
         let db = self.wait_indexed(size)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(tree_error)
+        merkle::inclusion_proof(seq, size, &proof_nodes(table, size)?).map_err(tree_error)
     }
 
     /// A consistency proof between two sizes, from the stored nodes.
@@ -493,7 +493,7 @@ impl<S: Fold> RedbStore<S> {
         let db = self.wait_indexed(new)?;
         let txn = db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(tree_error)
+        merkle::consistency_proof(old, new, &proof_nodes(table, new)?).map_err(tree_error)
     }
 
     /// Waits until redb holds every acknowledged record below `end` (at most the head), asking
@@ -879,14 +879,14 @@ impl LogReader {
     pub fn inclusion_proof(&self, seq: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::inclusion_proof(seq, size, &ReadNodes { table }).map_err(tree_error)
+        merkle::inclusion_proof(seq, size, &proof_nodes(table, size)?).map_err(tree_error)
     }
 
     /// A consistency proof between two sizes, from the stored nodes.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
-        merkle::consistency_proof(old, new, &ReadNodes { table }).map_err(tree_error)
+        merkle::consistency_proof(old, new, &proof_nodes(table, new)?).map_err(tree_error)
     }
 }
 
@@ -1632,7 +1632,9 @@ impl<S: Fold> Sequencer<S> {
             cv.notify_all();
         }
         self.view = view;
-        let recovered = Journal::open(files.journal, files.direct)
+        let recovered = self
+            .check_stored()
+            .and_then(|()| Journal::open(files.journal, files.direct))
             .map(|j| self.journal = Some(j))
             .and_then(|()| self.replay_journal(acknowledged))
             .and_then(|_| catch_up(&self.shared, self.view.size));
@@ -1693,32 +1695,50 @@ impl<S: Fold> Sequencer<S> {
                 });
             }
         }
-        self.check_newest_checkpoint(&*db)?;
-        self.check_past_checkpoint(&*db)
+        Ok(())
     }
 
     /// Refuses a signer that did not sign the newest checkpoint the database holds: a key set
     /// made anew (or another log's, under the same origin) would sign the next checkpoints with
     /// a key the log's history never named. Checked before the journal is replayed and before
     /// the sequencer runs, so such a key signs nothing, and foreign keys after a crash are
-    /// named as such rather than taken for a journaled checkpoint that does not verify. (A key
-    /// rotation records `CheckpointKeyAdded` and then cuts a checkpoint with the new key before
-    /// it stops, so this holds across one.)
-    fn check_signer(&self) -> Result<(), StoreError> {
-        let db = self.db().map_err(StoreError::Io)?;
+    /// named as such rather than taken for a journaled checkpoint that does not verify. A note
+    /// that carries this key's signature line but does not verify, or does not parse, is
+    /// damage, not foreign keys. (The store has one signer for its life; a key rotation, when
+    /// one is built, must check against the log's key history instead, as the verifier does.)
+    fn check_signer(&self, db: &impl ReadableDatabase) -> Result<(), StoreError> {
         let n = self.view.checkpoints;
-        let Some(newest) = read_checkpoints(&*db, n.saturating_sub(1)..n)?.pop() else {
+        let Some(newest) = read_checkpoints(db, n.saturating_sub(1)..n)?.pop() else {
             return Ok(());
         };
         let key = self.options.signer.verifier();
-        checkpoint::verify_note(newest.note.as_bytes(), &key).map_err(|_| {
-            StoreError::Incompatible(format!(
-                "the log's newest checkpoint (size {}) is not signed by this key ({key}): the \
-                 keys are not this log's; restore the log's own keys",
-                newest.checkpoint.size
-            ))
+        let size = newest.checkpoint.size;
+        checkpoint::verify_note(newest.note.as_bytes(), &key).map_err(|e| match e {
+            CheckpointError::NoMatchingSignature { .. } => StoreError::Incompatible(format!(
+                "the log's newest checkpoint (size {size}) is not signed by this key ({key}): the \
+                 keys are not this log's; restore the log's own keys"
+            )),
+            // Signed by this key's name and id, or not a note at all: the stored note changed.
+            e => StoreError::Corrupt {
+                seq: Seq(size.saturating_sub(1)),
+                what: format!("stored checkpoint {} does not verify: {e}", n - 1),
+            },
         })?;
         Ok(())
+    }
+
+    /// The checks of what the database holds, run before the journal is replayed on it (at
+    /// open, and when a running store reopens its files): the key ([`Sequencer::check_signer`]),
+    /// the stored tree under the newest checkpoint ([`Sequencer::check_newest_checkpoint`]) and
+    /// past it ([`Sequencer::check_past_checkpoint`]). Replay builds on the right edge loaded
+    /// from the database, so damage there is found and named here, at its row, rather than
+    /// reported as a journaled checkpoint that the records do not give (the journal may hold
+    /// the only copy of acknowledged records: it must not be blamed for the database's damage).
+    fn check_stored(&self) -> Result<(), StoreError> {
+        let db = self.db().map_err(StoreError::Io)?;
+        self.check_signer(&*db)?;
+        self.check_newest_checkpoint(&*db)?;
+        self.check_past_checkpoint(&*db)
     }
 
     /// Refuses a stored tree that does not give the root the newest checkpoint signs (its
@@ -1763,10 +1783,29 @@ impl<S: Fold> Sequencer<S> {
         let nodes = txn.open_table(RECORDS).map_err(io)?;
         let mut rebuilt = Frontier::load(from, &ReadNodes { table: nodes }).map_err(tree_error)?;
         let table = txn.open_table(RECORDS).map_err(io)?;
+        // Each record must name the one before it: a changed record is found at the next.
+        let mut prev = match from.checked_sub(1) {
+            Some(last) => rows::with_row(&table, last, |_, record| hash::leaf_hash(record))?
+                .ok_or_else(|| StoreError::Corrupt {
+                    seq: Seq(last),
+                    what: "missing (the newest checkpoint covers it)".into(),
+                })?,
+            None => hash::ZERO,
+        };
         let mut expected = Vec::new();
         rows::for_each_row(&table, from..to, |seq, stored, record| {
+            let leaf = hash::leaf_hash(record);
+            if record::header(record).map(|h| h.prev) != Some(prev) {
+                return Err(StoreError::Corrupt {
+                    seq: Seq(seq),
+                    what: "its prev is not the leaf hash of the record before it (past the \
+                           newest checkpoint): that record or this one changed"
+                        .into(),
+                });
+            }
+            prev = leaf;
             expected.clear();
-            rebuilt.push_each(hash::leaf_hash(record), |level, _, h| {
+            rebuilt.push_each(leaf, |level, _, h| {
                 if level > 0 {
                     expected.extend_from_slice(&h.0);
                 }
@@ -1775,8 +1814,8 @@ impl<S: Fold> Sequencer<S> {
                 return Err(StoreError::Corrupt {
                     seq: Seq(seq),
                     what: format!(
-                        "its stored Merkle nodes are not the ones its record gives (past the \
-                         newest checkpoint, at size {from})"
+                        "its row's stored Merkle nodes are not the ones the records from the \
+                         newest checkpoint (size {from}) to it give"
                     ),
                 });
             }
@@ -1830,6 +1869,21 @@ impl<T: ReadableTable<u64, &'static [u8]>> NodeReader for ReadNodes<T> {
             })),
         }
     }
+}
+
+/// The stored nodes of a tree of `size` leaves, for a proof: a size past the records the table
+/// holds is the asker's mistake, said as such, not read as a missing record.
+fn proof_nodes<T: ReadableTable<u64, &'static [u8]>>(
+    table: T,
+    size: u64,
+) -> Result<ReadNodes<T>, StoreError> {
+    let held = rows::size(&table)?;
+    if size > held {
+        return Err(StoreError::Io(format!(
+            "no proof within a tree of {size} records: the log holds {held}"
+        )));
+    }
+    Ok(ReadNodes { table })
 }
 
 /// A failed read of the stored tree as the store's error, saying where: a node missing from
@@ -2728,7 +2782,7 @@ mod tests {
     }
 
     /// Replaces row `seq` (one row per entry) by `change` of its nodes and record.
-    fn rewrite_row(path: &Path, seq: u64, change: impl FnOnce(&mut Vec<Hash>, &[u8])) {
+    fn rewrite_row(path: &Path, seq: u64, change: impl FnOnce(&mut Vec<Hash>, &mut Vec<u8>)) {
         edit(path, |txn| {
             let mut table = txn.open_table(RECORDS).unwrap();
             let bytes = table.get(seq).unwrap().unwrap().value().to_vec();
@@ -2738,9 +2792,10 @@ mod tests {
                 .chunks(32)
                 .map(|h| Hash::from_slice(h).unwrap())
                 .collect();
-            change(&mut hashes, record);
+            let mut record = record.to_vec();
+            change(&mut hashes, &mut record);
             let mut row = Vec::new();
-            pack_row(&mut row, &hashes, record);
+            pack_row(&mut row, &hashes, &record);
             table.insert(seq, row.as_slice()).unwrap();
         });
     }
@@ -2767,11 +2822,76 @@ mod tests {
             match RedbStore::open(&path, options(), TestFold::default()) {
                 Err(StoreError::Corrupt { seq, what }) => {
                     assert_eq!(seq.0, 31, "level {level}: {what}");
-                    assert!(what.contains("not the ones its record gives"), "{what}");
+                    assert!(
+                        what.contains("stored Merkle nodes are not the ones"),
+                        "{what}"
+                    );
                 }
                 Err(e) => panic!("level {level}: refused for another reason: {e}"),
                 Ok(_) => panic!("level {level}: a changed node past the checkpoint was opened"),
             }
+        }
+    }
+
+    /// A record past the newest checkpoint changed on disk (its bytes still a record) is found
+    /// at the next, whose `prev` no longer names it, before any state is rebuilt from it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_past_the_newest_checkpoint_changed_on_disk_is_refused_at_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        uncheckpointed(&path, 40).await;
+        rewrite_row(&path, 30, |_, record| {
+            let at = record
+                .windows(8)
+                .position(|w| w == b"user-29@")
+                .expect("record 30 holds filler 29");
+            record[at + 6] = b'8';
+        });
+        match RedbStore::open(&path, options(), TestFold::default()) {
+            Err(StoreError::Corrupt { seq, what }) => {
+                assert_eq!(seq.0, 31, "{what}");
+                assert!(what.contains("its prev is not the leaf hash"), "{what}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a changed record was opened"),
+        }
+    }
+
+    /// The newest stored checkpoint's note with this key's signature line that does not verify
+    /// is damage, named by the checkpoint's number; only a note with no line of this key says
+    /// the keys are not the log's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_signature_on_the_newest_checkpoint_is_corruption_not_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 9).await;
+        let last = {
+            let db = Database::open(&path).unwrap();
+            let txn = db.begin_read().unwrap();
+            txn.open_table(CHECKPOINTS).unwrap().len().unwrap() - 1
+        };
+        edit(&path, |txn| {
+            let mut table = txn.open_table(CHECKPOINTS).unwrap();
+            let mut note = table.get(last).unwrap().unwrap().value().to_owned();
+            // A character well inside the signature, past its key id.
+            let at = note.trim_end().len() - 10;
+            let flipped = if note.as_bytes()[at] == b'A' {
+                "B"
+            } else {
+                "A"
+            };
+            note.replace_range(at..=at, flipped);
+            table.insert(last, note.as_str()).unwrap();
+        });
+        match RedbStore::open(&path, options(), TestFold::default()) {
+            Err(StoreError::Corrupt { what, .. }) => {
+                assert!(
+                    what.contains(&format!("stored checkpoint {last} does not verify")),
+                    "{what}"
+                );
+            }
+            Err(e) => panic!("refused as {e}"),
+            Ok(_) => panic!("a checkpoint whose signature does not verify was opened"),
         }
     }
 
