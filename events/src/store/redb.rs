@@ -2895,6 +2895,33 @@ mod tests {
         }
     }
 
+    /// A proof asked within a tree larger than the log is the asker's mistake, said as such,
+    /// from the writer and from a reader; not a record reported missing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proof_past_the_log_says_how_many_records_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        let store = open(&path);
+        store.append((0..9).map(filler).collect()).await.unwrap();
+        let size = store.head().size;
+        for err in [
+            store.inclusion_proof(3, size + 5).unwrap_err(),
+            store.consistency_proof(2, size + 5).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, StoreError::Io(what)
+                    if what.contains(&format!("no proof within a tree of {}", size + 5))
+                    && what.contains(&format!("the log holds {size}"))),
+                "{err}"
+            );
+        }
+        store.shutdown();
+        drop(store);
+        let reader = LogReader::open(&path).unwrap();
+        let err = reader.inclusion_proof(3, size + 5).unwrap_err();
+        assert!(err.to_string().contains("no proof within a tree"), "{err}");
+    }
+
     /// A row that lost a node the tree's right edge needs is corruption at that row, with the
     /// node named, for the writer and for a reader's proof; not an I/O error that says nowhere.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
