@@ -4,8 +4,9 @@
 //! to a same-named header. Every value a handler takes is recorded with its source.
 //!
 //! Invariant: parsing follows Go's `url.ParseQuery` (first duplicate wins, `;` pairs and bad
-//! escapes are dropped, `+` is a space), a body is never parsed as a form unless the method and
-//! content type say so, and a value is recorded only when a handler actually read it.
+//! escapes are dropped, `+` is a space, and the error Go returns beside the pairs is kept for the
+//! callers that check it), a body is never parsed as a form unless the method and content type
+//! say so, and a value is recorded only when a handler actually read it.
 
 use http::{HeaderMap, Method};
 
@@ -76,6 +77,20 @@ impl<'r> Params<'r> {
         Some(value)
     }
 
+    /// A `header:"Name" default:"…"` option (`stdapi.fetchHeader` with a default tag): the
+    /// first value, or `default` when that value is empty (Go's `coalesce`); absent stays
+    /// absent. The value recorded is the one the handler got.
+    pub(crate) fn header_or(&mut self, name: &str, default: &str) -> Option<String> {
+        let raw = self.header_value(name)?;
+        let value = if raw.is_empty() {
+            default.to_owned()
+        } else {
+            raw
+        };
+        self.note(name, &value, ParamSource::Header);
+        Some(value)
+    }
+
     /// A `query:"name"` option (`stdapi.fetchQuery`): the first query value, even when empty.
     pub(crate) fn query(&mut self, name: &str) -> Option<String> {
         let value = first(&self.query, name)?.to_owned();
@@ -130,29 +145,49 @@ pub(crate) fn atoi(s: &str) -> Result<i64, String> {
 
 /// Go's `url.ParseQuery`: pairs in order, keys with `;` or undecodable escapes dropped.
 pub(crate) fn parse_query(query: &str) -> Vec<(String, String)> {
+    parse_query_checked(query).0
+}
+
+/// Go's `url.ParseQuery` with the error it returns beside the pairs it kept: the last
+/// `invalid semicolon separator in query` if any pair had a `;`, else the first
+/// `invalid URL escape "…"`. `stdapi` checks it for `map[string]string` options, where
+/// `ParseForm`'s own error on the outer form is ignored.
+pub(crate) fn parse_query_checked(query: &str) -> (Vec<(String, String)>, Option<String>) {
     let mut out = Vec::new();
+    let mut err: Option<String> = None;
     for pair in query.split('&') {
-        if pair.is_empty() || pair.contains(';') {
+        if pair.contains(';') {
+            err = Some("invalid semicolon separator in query".to_owned());
+            continue;
+        }
+        if pair.is_empty() {
             continue;
         }
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if let (Some(k), Some(v)) = (query_unescape(key), query_unescape(value)) {
-            out.push((k, v));
+        match query_unescape(key).and_then(|k| Ok((k, query_unescape(value)?))) {
+            Ok(kv) => out.push(kv),
+            Err(e) => {
+                err.get_or_insert(e);
+            }
         }
     }
-    out
+    (out, err)
 }
 
-/// Go's `url.QueryUnescape`: `+` is a space and every `%` needs two hex digits.
-fn query_unescape(s: &str) -> Option<String> {
+/// Go's `url.QueryUnescape`: `+` is a space and every `%` needs two hex digits; the error is
+/// Go's `EscapeError` text, quoting at most the 3 bytes from the bad `%`.
+fn query_unescape(s: &str) -> Result<String, String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let hi = hex_digit(*bytes.get(i + 1)?)?;
-                let lo = hex_digit(*bytes.get(i + 2)?)?;
+                let hex = |at: usize| bytes.get(at).copied().and_then(hex_digit);
+                let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
+                    let bad = bytes.get(i..(i + 3).min(bytes.len())).unwrap_or_default();
+                    return Err(format!("invalid URL escape {}", go_quote_bytes(bad)));
+                };
                 out.push(hi << 4 | lo);
                 i += 3;
             }
@@ -166,7 +201,7 @@ fn query_unescape(s: &str) -> Option<String> {
             }
         }
     }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -196,18 +231,195 @@ fn is_urlencoded(headers: &HeaderMap) -> bool {
         .eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
 }
 
-/// Go's `strconv.Quote` for the ASCII cases handlers meet; other bytes are escaped as `\x..`.
+/// Go's `strconv.Quote` of a string.
 fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+    go_quote_bytes(s.as_bytes())
+}
+
+/// Go's `strconv.Quote` for the cases handlers meet: bytes that are not UTF-8 as `\x..`,
+/// control characters escaped, other characters as they are.
+fn go_quote_bytes(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c => out.push(c),
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\u{7}' => out.push_str("\\a"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{b}' => out.push_str("\\v"),
+                '\u{c}' => out.push_str("\\f"),
+                c if u32::from(c) < 0x80 && c.is_control() => {
+                    out.push_str(&format!("\\x{:02x}", u32::from(c)));
+                }
+                c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `time.ParseDuration`, in nanoseconds, with its error texts (a `*time.Duration` option
+/// such as the log streams' `Since`; the handler's error is rendered like any other, spec §1.5).
+pub(crate) fn parse_duration(orig: &str) -> Result<i64, String> {
+    let invalid = || format!("time: invalid duration {}", time_quote(orig.as_bytes()));
+    let mut s = orig.as_bytes();
+    let mut neg = false;
+    if let Some((&c, rest)) = s.split_first()
+        && (c == b'-' || c == b'+')
+    {
+        neg = c == b'-';
+        s = rest;
+    }
+    if s == b"0" {
+        return Ok(0);
+    }
+    if s.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: u64 = 0;
+    while !s.is_empty() {
+        let (part, rest) = duration_part(s, orig).map_err(|e| e.unwrap_or_else(invalid))?;
+        s = rest;
+        total = total.checked_add(part).ok_or_else(invalid)?;
+        if total > 1 << 63 {
+            return Err(invalid());
+        }
+    }
+    if neg {
+        // `-Duration(d)`: 1<<63 wraps to the smallest i64, as in Go.
+        return Ok(0i64.wrapping_sub_unsigned(total));
+    }
+    i64::try_from(total).map_err(|_| invalid())
+}
+
+/// One `[0-9]*(\.[0-9]*)?unit` of a duration: its nanoseconds and the rest. `Err(None)` is
+/// Go's plain `invalid duration`; `Err(Some(text))` a more specific error.
+fn duration_part<'s>(s: &'s [u8], orig: &str) -> Result<(u64, &'s [u8]), Option<String>> {
+    if !s.first().is_some_and(|&c| c == b'.' || c.is_ascii_digit()) {
+        return Err(None);
+    }
+    let (whole, rest) = leading_int(s).ok_or(None)?;
+    let pre = rest.len() != s.len();
+    let (mut frac, mut scale, mut s, mut post) = (0, 1.0, rest, false);
+    if let Some(after_dot) = s.strip_prefix(b".") {
+        (frac, scale, s) = leading_fraction(after_dot);
+        post = s.len() != after_dot.len();
+    }
+    if !pre && !post {
+        return Err(None);
+    }
+    let unit_len = s
+        .iter()
+        .position(|&c| c == b'.' || c.is_ascii_digit())
+        .unwrap_or(s.len());
+    let (unit, rest) = s.split_at(unit_len);
+    if unit.is_empty() {
+        return Err(Some(format!(
+            "time: missing unit in duration {}",
+            time_quote(orig.as_bytes())
+        )));
+    }
+    let Some(unit_ns) = duration_unit(unit) else {
+        return Err(Some(format!(
+            "time: unknown unit {} in duration {}",
+            time_quote(unit),
+            time_quote(orig.as_bytes())
+        )));
+    };
+    if whole > (1 << 63) / unit_ns {
+        return Err(None);
+    }
+    let mut v = whole * unit_ns;
+    if frac > 0 {
+        // Go: `v += uint64(float64(f) * (float64(unit) / scale))`, truncating.
+        let add = (frac as f64 * (unit_ns as f64 / scale)) as u64;
+        v = v.saturating_add(add);
+        if v > 1 << 63 {
+            return Err(None);
+        }
+    }
+    Ok((v, rest))
+}
+
+/// Go's `time.leadingInt`: the leading digits, `None` past 1<<63.
+fn leading_int(s: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (head, rest) = s.split_at(digits);
+    let mut x: u64 = 0;
+    for &c in head {
+        if x > (1 << 63) / 10 {
+            return None;
+        }
+        x = x * 10 + u64::from(c - b'0');
+        if x > 1 << 63 {
+            return None;
+        }
+    }
+    Some((x, rest))
+}
+
+/// Go's `time.leadingFraction`: the digits after the dot as an integer and its scale; digits
+/// past what fits are consumed and ignored.
+fn leading_fraction(s: &[u8]) -> (u64, f64, &[u8]) {
+    let digits = s.iter().take_while(|c| c.is_ascii_digit()).count();
+    let (head, rest) = s.split_at(digits);
+    let (mut x, mut scale, mut overflow) = (0u64, 1.0f64, false);
+    for &c in head {
+        if overflow {
+            continue;
+        }
+        if x > ((1 << 63) - 1) / 10 {
+            overflow = true;
+            continue;
+        }
+        let y = x * 10 + u64::from(c - b'0');
+        if y > 1 << 63 {
+            overflow = true;
+            continue;
+        }
+        x = y;
+        scale *= 10.0;
+    }
+    (x, scale, rest)
+}
+
+/// Go's `time.unitMap`, in nanoseconds.
+fn duration_unit(unit: &[u8]) -> Option<u64> {
+    Some(match unit {
+        b"ns" => 1,
+        // `us`, `µs` (U+00B5) and `μs` (U+03BC).
+        b"us" | b"\xc2\xb5s" | b"\xce\xbcs" => 1_000,
+        b"ms" => 1_000_000,
+        b"s" => 1_000_000_000,
+        b"m" => 60_000_000_000,
+        b"h" => 3_600_000_000_000,
+        _ => return None,
+    })
+}
+
+/// The `time` package's own `quote`: `"` and `\` escaped, and every byte of a character that
+/// is not printable ASCII as `\x..`.
+fn time_quote(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() + 2);
+    out.push('"');
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            b' '..=0x7f => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\x{b:02x}")),
         }
     }
     out.push('"');
@@ -289,6 +501,110 @@ mod tests {
         let mut p = Params::new(&Method::POST, None, &octet, b"a=b");
         assert_eq!(p.form("a"), None);
         assert!(p.into_used().is_empty());
+    }
+
+    #[test]
+    fn parse_query_reports_the_error_go_returns_beside_the_pairs() {
+        let ok = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            parse_query_checked("a=1&b=x+y&&f"),
+            (ok(&[("a", "1"), ("b", "x y"), ("f", "")]), None)
+        );
+        assert_eq!(
+            parse_query_checked("a=%zz&b=2"),
+            (
+                ok(&[("b", "2")]),
+                Some("invalid URL escape \"%zz\"".to_owned())
+            )
+        );
+        // The first escape error is kept; only the 3 bytes from the `%` are quoted.
+        assert_eq!(
+            parse_query_checked("%4=1&b=%zzzz").1.as_deref(),
+            Some("invalid URL escape \"%4\"")
+        );
+        assert_eq!(
+            parse_query_checked("b=%zzzz").1.as_deref(),
+            Some("invalid URL escape \"%zz\"")
+        );
+        // A `;` pair's error replaces an earlier escape error, and is not replaced by a later.
+        assert_eq!(
+            parse_query_checked("a=%zz&b=1;c=2&d=%q").1.as_deref(),
+            Some("invalid semicolon separator in query")
+        );
+        // Bytes that are not UTF-8 are quoted as `\x..`.
+        assert_eq!(
+            parse_query_checked("a=%\u{20ac}").1.as_deref(),
+            Some("invalid URL escape \"%\\xe2\\x82\"")
+        );
+    }
+
+    #[test]
+    fn parse_duration_matches_go() {
+        let s = 1_000_000_000;
+        for (input, ns) in [
+            ("0", 0),
+            ("-0", 0),
+            ("5s", 5 * s),
+            ("2m", 120 * s),
+            ("2m0s", 120 * s),
+            ("1h30m", 5400 * s),
+            ("+1.5h", 5400 * s),
+            ("-1.5h", -5400 * s),
+            (".5s", s / 2),
+            ("1.s", s),
+            ("300ms", 300_000_000),
+            ("1us", 1_000),
+            ("1\u{b5}s", 1_000),
+            ("1\u{3bc}s", 1_000),
+            ("9223372036854775807ns", i64::MAX),
+            ("-9223372036854775808ns", i64::MIN),
+            ("0.100000000000000000000h", 360 * s),
+        ] {
+            assert_eq!(parse_duration(input), Ok(ns), "{input}");
+        }
+        for (input, err) in [
+            ("", "time: invalid duration \"\""),
+            ("-", "time: invalid duration \"-\""),
+            ("s", "time: invalid duration \"s\""),
+            (".s", "time: invalid duration \".s\""),
+            ("5", "time: missing unit in duration \"5\""),
+            ("1h5", "time: missing unit in duration \"1h5\""),
+            (
+                "5 minutes",
+                "time: unknown unit \" minutes\" in duration \"5 minutes\"",
+            ),
+            ("3d", "time: unknown unit \"d\" in duration \"3d\""),
+            (
+                "1\u{e9}",
+                "time: unknown unit \"\\xc3\\xa9\" in duration \"1\\xc3\\xa9\"",
+            ),
+            (
+                "9223372036854775808ns",
+                "time: invalid duration \"9223372036854775808ns\"",
+            ),
+            ("3000000h", "time: invalid duration \"3000000h\""),
+        ] {
+            assert_eq!(parse_duration(input), Err(err.to_owned()), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_header_default_fills_an_empty_value_only() {
+        let h = headers(&[("since", ""), ("tail", "")]);
+        let mut p = Params::new(&Method::GET, None, &h, b"");
+        assert_eq!(p.header_or("Since", "2m").as_deref(), Some("2m"));
+        assert_eq!(p.header_or("Follow", "true"), None);
+        assert_eq!(p.header("Tail").as_deref(), Some(""));
+        let used = p.into_used();
+        assert_eq!(
+            (used[0].name.as_str(), used[0].value.as_str()),
+            ("Since", "2m")
+        );
     }
 
     #[test]

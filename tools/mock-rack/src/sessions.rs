@@ -3,8 +3,9 @@
 //!
 //! Invariant: the session is decided synchronously before the upgrade completes (state is read
 //! once, under the lock), and the socket task then only does I/O: it writes text frames and the
-//! empty binary EOF frame, echoes stdin byte for byte, answers pings, and never closes the socket
-//! itself (spec §0 item 4) — it ends when the client closes or the rack shuts down.
+//! empty binary EOF frame (never on a log stream asked to `Follow: true`), echoes stdin byte for
+//! byte, answers pings, and never closes the socket itself (spec §0 item 4) — it ends when the
+//! client closes or the rack shuts down.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -15,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::error::RackError;
 use crate::handlers::Call;
-use crate::params::{Params, atoi};
+use crate::params::{Params, atoi, parse_duration};
 use crate::routes::{RouteId, Vars};
 use crate::state::LogScope;
 use crate::ws::{CloseFrame, Message, Opcode, Role, WsError, WsReader, WsWriter};
@@ -39,6 +40,9 @@ pub const EXIT_CODE_HEADER: &str = "Mock-Exit-Code";
 pub(crate) enum Session {
     /// Send these text frames, then the EOF frame, then idle.
     Script(Vec<Bytes>),
+    /// Send these text frames, then idle with no EOF: a log stream that follows (spec §4.5)
+    /// pods that print nothing more.
+    Follow(Vec<Bytes>),
     /// Echo every stdin frame until the client's EOF, then, a moment later,
     /// [`AFTER_EOF_OUTPUT`], the exit marker and the EOF frame; each echo in fragments of
     /// [`FRAGMENT`] bytes when `fragmented`.
@@ -102,7 +106,11 @@ pub(crate) fn plan(route: RouteId, call: &mut Call<'_>, headers: &HeaderMap) -> 
                 options.prefix,
                 options.filter.as_deref(),
             );
-            lines.map_or_else(|e| Session::error(&e), |l| Session::Script(options.tail(l)))
+            match lines {
+                Ok(l) if options.follow == Some(true) => Session::Follow(options.tail(l)),
+                Ok(l) => Session::Script(options.tail(l)),
+                Err(e) => Session::error(&e),
+            }
         }
         _ => Session::error(&RackError::Internal("not a websocket route".to_owned())),
     }
@@ -152,6 +160,8 @@ pub const FRAGMENT: usize = 4096;
 /// The `LogsOptions` headers a log handler reads.
 struct LogsOptions {
     filter: Option<String>,
+    /// `Some(true)` only for `Follow: true` (stdapi's `*bool`: `true` is the only true value).
+    follow: Option<bool>,
     prefix: bool,
     tail: Option<usize>,
 }
@@ -169,25 +179,42 @@ impl LogsOptions {
     }
 }
 
-/// `LogsOptions`, in struct order (`Filter`, `Follow`, `Prefix`, `Since`, `Previous`, `Tail`,
-/// plus `Maxlogrequests`); `Follow` is recorded but the mock always ends the stream (spec §7).
+/// `LogsOptions`, every header parsed as `stdapi.UnmarshalOptions` does, in the order spec
+/// §3.2 lists them (the struct's order, so the first malformed one is the error): `Filter`,
+/// `Follow`, `Maxlogrequests` (`Atoi`), `Prefix`, `Since` (`time.ParseDuration`; an empty
+/// value takes the `2m` default), `Previous`, `Tail` (`Atoi`). A parse error is the handler's
+/// error: an `ERROR: …` frame then EOF (spec §4.2), for build and rack logs too.
+///
+/// `Follow` decides whether an app, service or process stream ends: `Follow: true` keeps it
+/// open after the existing lines, as the rack follows the pods (spec §4.5); any other value
+/// ends it with EOF (`--no-follow` sends `false`). With no `Follow` header the rack follows
+/// too (default true, spec §3.2) but the mock ends the stream, as spec §7 allows ("keep open
+/// (follow) or EOF", "may EOF immediately"): the gateway's own tests read such streams to EOF.
+/// `Since` and `Maxlogrequests` are parsed and recorded; the mock's lines do not depend on them.
 fn logs_options(p: &mut Params<'_>) -> Result<LogsOptions, RackError> {
     let filter = p.header("Filter");
-    let _follow = p.header("Follow");
+    let follow = p.header("Follow").map(|v| v == "true");
+    let _max_log_requests = int_header(p, "Maxlogrequests")?;
     let prefix = p.header("Prefix").is_some_and(|v| v == "true");
-    let _since = p.header("Since");
+    if let Some(since) = p.header_or("Since", "2m") {
+        parse_duration(&since).map_err(RackError::Internal)?;
+    }
     let _previous = p.header("Previous");
-    let tail = p
-        .header("Tail")
-        .map(|v| atoi(&v))
-        .transpose()
-        .map_err(RackError::Internal)?;
-    let _max = p.header("Maxlogrequests");
+    let tail = int_header(p, "Tail")?;
     Ok(LogsOptions {
         filter,
+        follow,
         prefix,
         tail: tail.map(|t| usize::try_from(t).unwrap_or(0)),
     })
+}
+
+/// An `*int` header option: Go's `strconv.Atoi`, whose error is the handler's.
+fn int_header(p: &mut Params<'_>, name: &str) -> Result<Option<i64>, RackError> {
+    p.header(name)
+        .map(|v| atoi(&v))
+        .transpose()
+        .map_err(RackError::Internal)
 }
 
 /// Serves an upgraded connection until the client leaves or `stop` turns true.
@@ -219,6 +246,12 @@ where
             for frame in frames {
                 writer.text(&frame).await?;
             }
+        }
+        Session::Follow(frames) => {
+            for frame in frames {
+                writer.text(&frame).await?;
+            }
+            return idle(reader, writer).await;
         }
         Session::Echo {
             exit_code,
@@ -255,7 +288,8 @@ where
     idle(reader, writer).await
 }
 
-/// After EOF nobody closes (spec §4.2): answer pings, ignore data, end when the client does.
+/// After EOF, or while a log stream follows, nobody closes (spec §4.2): answer pings, ignore
+/// data, end when the client does.
 async fn idle<R, W>(reader: &mut WsReader<R>, writer: &mut WsWriter<W>) -> Result<(), WsError>
 where
     R: AsyncRead + Unpin,

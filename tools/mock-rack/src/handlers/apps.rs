@@ -37,7 +37,10 @@ pub(super) fn get(call: &mut Call<'_>) -> Reply {
 
 pub(super) fn update(call: &mut Call<'_>) -> Reply {
     let lock = boolean(call.params.form("lock"));
-    let parameters = string_map(call.params.form("parameters"));
+    let parameters = match string_map(call.params.form("parameters")) {
+        Ok(p) => p,
+        Err(e) => return Reply::Error(e),
+    };
     let result = call
         .shared
         .state()

@@ -108,13 +108,28 @@ fn sortable_time(value: Option<String>) -> Result<Option<Time>, RackError> {
         .transpose()
 }
 
-/// A `map[string]string` option: a urlencoded string, first value per key.
-fn string_map(value: Option<String>) -> Option<std::collections::BTreeMap<String, String>> {
-    value.map(|v| {
-        let mut map = std::collections::BTreeMap::new();
-        for (k, val) in crate::params::parse_query(&v) {
-            map.entry(k).or_insert(val);
-        }
-        map
-    })
+/// A `map[string]string` option (`parameters`, `Environment`, `Volumes`): a urlencoded
+/// string, first value per key (spec §1.3).
+///
+/// A value `url.ParseQuery` reports an error for fails the whole request with that error, a
+/// 500 with its text, although Go keeps the good pairs beside it: stdapi's `unmarshalValue`
+/// returns the error for this type, and the controller returns whatever `UnmarshalOptions`
+/// returns before calling the provider, so nothing is changed (spec §1.5: an untyped error is
+/// a 500 with the raw text). The spec does not name this case; the outer form's own
+/// `ParseForm` error, by contrast, is ignored (see `params`), as stdapi ignores it.
+fn string_map(
+    value: Option<String>,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, RackError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let (pairs, err) = crate::params::parse_query_checked(&value);
+    if let Some(e) = err {
+        return Err(RackError::Internal(e));
+    }
+    let mut map = std::collections::BTreeMap::new();
+    for (k, val) in pairs {
+        map.entry(k).or_insert(val);
+    }
+    Ok(Some(map))
 }

@@ -3,7 +3,8 @@
 //!
 //! Invariant: `ProcessRun` reads its options from headers only and `ServiceUpdate` from form
 //! options only, exactly as their option structs are tagged; integer options that Go's `Atoi`
-//! refuses answer 500 with Go's error text.
+//! refuses, and map options (`Environment`, `Volumes`) that Go's `url.ParseQuery` refuses,
+//! answer 500 with Go's error text and run nothing.
 
 use super::{Call, boolean, int, string_map};
 use crate::error::RackError;
@@ -72,8 +73,8 @@ fn read_run(call: &mut Call<'_>) -> Result<RunRequest, RackError> {
     ] {
         int(p.header(name))?;
     }
-    let _environment = string_map(p.header("Environment"));
-    let _volumes = string_map(p.header("Volumes"));
+    let _environment = string_map(p.header("Environment"))?;
+    let _volumes = string_map(p.header("Volumes"))?;
     for name in ["Privileged", "Use-Service-Volume", "System-Critical"] {
         let _flag = boolean(p.header(name));
     }

@@ -13,13 +13,16 @@ pub(super) fn get(call: &mut Call<'_>) -> Reply {
     Reply::json(&system)
 }
 
-/// `SystemUpdateOptions` are read, then the k8s provider answers 501.
+/// `SystemUpdateOptions` are read, then the k8s provider answers 501; an option that fails to
+/// parse (`count`, `parameters`) answers its 500 first, as `UnmarshalOptions` runs first.
 pub(super) fn update(call: &mut Call<'_>) -> Reply {
     if let Err(e) = int(call.params.form("count")) {
         return Reply::Error(e);
     }
     let _force = boolean(call.params.form("force"));
-    let _parameters = string_map(call.params.form("parameters"));
+    if let Err(e) = string_map(call.params.form("parameters")) {
+        return Reply::Error(e);
+    }
     let _type = call.params.form("type");
     let _version = call.params.form("version");
     Reply::Error(RackError::NotImplemented(

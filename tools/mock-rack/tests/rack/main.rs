@@ -8,6 +8,7 @@
 // Test code: a failed read or a missing field is a failed test.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod options;
 mod routing;
 mod sequences;
 mod sockets;
