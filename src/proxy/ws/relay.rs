@@ -182,6 +182,9 @@ struct Leg<R, W> {
     scrub: Option<StreamScrub>,
     /// Since when a tail is held back, while one is.
     held_since: Option<Instant>,
+    /// When the flush under way began: kept across steps the relay's `select!` cut short, so
+    /// all of a wait on the caller is left out of a held tail's ([`Leg::pause_hold`]).
+    flush_started: Option<Instant>,
 }
 
 /// What one step of a leg relayed.
@@ -339,12 +342,11 @@ where
                 Ok(Relayed::Close) => break ClosedBy::CallerClosed,
                 Err(end) => break end.on_inbound(),
             },
-            step = outbound.step() => match step {
-                Ok(Relayed::Data) => last_data = Instant::now(),
-                Ok(Relayed::Control) => {}
-                Ok(Relayed::Close) => break ClosedBy::RackClosed,
-                Err(end) => break end.on_outbound(),
-            },
+            step = outbound.step() => {
+                if let Some(end) = outbound_stepped(step, &mut last_data) {
+                    break end;
+                }
+            }
             () = sleep_until(idle_at), if idle_at.is_some() => break ClosedBy::Idle,
             // No frame came to show whether the held tail begins the password: it goes on as
             // it is, and the next step writes it out. Unless the tail held when this wait began
@@ -352,6 +354,13 @@ where
             // flushing): that one waits its own time, not counting the time spent waiting on
             // the caller (`pause_hold`).
             () = sleep_until(release_at), if release_at.is_some() => {
+                // A frame the rack has sent already settles the tail better than the clock:
+                // it goes first (the `select!` above would pick either at random).
+                if let Some(step) = ready_now(outbound.step())
+                    && let Some(end) = outbound_stepped(step, &mut last_data)
+                {
+                    break end;
+                }
                 let due = outbound.release_at().is_some_and(|at| at <= Instant::now())
                     && !outbound.writer.has_pending();
                 if due && let Err(end) = outbound.release_held() {
@@ -558,6 +567,31 @@ fn is_cancelled(cancel: &watch::Receiver<bool>) -> bool {
     *cancel.borrow() || cancel.has_changed().is_err()
 }
 
+/// What the relay does with a step of the rack's leg: `Some` ends it. A data frame moves the
+/// last data time.
+fn outbound_stepped(step: Result<Relayed, LegEnd>, last_data: &mut Instant) -> Option<ClosedBy> {
+    match step {
+        Ok(Relayed::Data) => {
+            *last_data = Instant::now();
+            None
+        }
+        Ok(Relayed::Control) => None,
+        Ok(Relayed::Close) => Some(ClosedBy::RackClosed),
+        Err(end) => Some(end.on_outbound()),
+    }
+}
+
+/// `f` polled once: its output if it is ready now. Dropped if not, which a cancel-safe step
+/// allows; the relay's next `select!` polls it again with a waker.
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -580,6 +614,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             queued: Relayed::Control,
             scrub: None,
             held_since: None,
+            flush_started: None,
         }
     }
 
@@ -593,9 +628,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         if self.writer.has_pending() {
             // The relay learns when the frame is out: the idle wait after the rack's EOF starts
             // then, and a forwarded close ends the relay then.
-            let flushing = Instant::now();
-            self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-            self.pause_hold(flushing.elapsed());
+            self.flush().await?;
             return Ok(self.queued);
         }
         let frame = match self.reader.read_frame().await {
@@ -612,17 +645,26 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             self.send(&held)?;
         }
         let relayed = self.send(&frame)?;
-        let flushing = Instant::now();
-        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
-        self.pause_hold(flushing.elapsed());
+        self.flush().await?;
         Ok(relayed)
     }
 
-    /// A held tail's wait does not count the time a flush took: while the flush waited on a
-    /// caller who read nothing, this leg read nothing from the rack either, and the rack's next
-    /// frame (which settles the tail) may be waiting unread. Counted, the wait could run out as
-    /// that frame is read, and the tail go on unsettled, the password with it in two pieces:
-    /// the caller, not the rack, would decide.
+    /// Writes out what is queued. Cancel-safe: a flush the relay's `select!` cut short keeps
+    /// its start ([`Leg::flush_started`]) for the step that finishes it.
+    async fn flush(&mut self) -> Result<(), LegEnd> {
+        let started = *self.flush_started.get_or_insert_with(Instant::now);
+        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        self.flush_started = None;
+        self.pause_hold(started.elapsed());
+        Ok(())
+    }
+
+    /// A held tail's wait does not count the time a flush took, from its start however many
+    /// steps it took: while the flush waited on a caller who read nothing, this leg read
+    /// nothing from the rack either, and the rack's next frame (which settles the tail) may be
+    /// waiting unread. Counted, the wait could run out as that frame is read, and the tail go
+    /// on unsettled, the password with it in two pieces: the caller, not the rack, would
+    /// decide.
     fn pause_hold(&mut self, flushing: Duration) {
         if let Some(since) = &mut self.held_since {
             *since += flushing;

@@ -1497,6 +1497,30 @@ async fn a_caller_reading_nothing_does_not_run_out_a_held_tails_wait() {
     ended(h.relay).await;
 }
 
+/// The same, with the caller pinging while it reads nothing (the CLI pings every 5 s): each
+/// ping cuts the step that waits on the caller short, and that wait still does not count
+/// against the tail's; nor does the tail go on when its wait and the rack's next frame are
+/// both ready (the frame settles it first).
+#[tokio::test]
+async fn a_caller_pinging_but_reading_nothing_does_not_run_out_a_held_tails_wait() {
+    let hold = super::relay::HOLD_FOR;
+    for _ in 0..4 {
+        let mut h = start(scrubbing("s3cr3t-rack-pw"));
+        h.rack.writer.text(b"x s3cr").await.unwrap();
+        gets_text(&mut h.caller, b"x ").await;
+        let mut big = vec![b'a'; 300 * 1024];
+        big.extend_from_slice(b" y s3cr3t-ra");
+        h.rack.writer.text(&big).await.unwrap();
+        h.rack.writer.text(b"ck-pw\n").await.unwrap();
+        for _ in 0..6 {
+            h.caller.writer.ping(b"alive?").await.unwrap();
+            tokio::time::sleep(hold / 2).await;
+        }
+        gets_big_then_redacted(&mut h, &big).await;
+        ended(h.relay).await;
+    }
+}
+
 /// The caller gets `s3cr` (the first tail, which `big` did not continue), `big` without the
 /// tail that began the password, and the password taken out whole with the line's end; then
 /// the stream is cancelled (its end is the caller's to await).
