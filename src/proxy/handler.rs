@@ -1508,6 +1508,9 @@ async fn build_log_source(
     })
 }
 
+/// The most of a build record's log URL a refusal quotes, in bytes.
+const MAX_QUOTED_LOG_URL: usize = 256;
+
 /// Why build `id`'s log socket is refused: to a caller without `convox:object:read`, a log
 /// that is not a build log; to one with it, a log no object route could name (see
 /// [`build_logs`]). The kind and what the caller is told; `None` when the rack may stream it.
@@ -1519,6 +1522,16 @@ async fn foreign_build_log(
     reads_objects: bool,
     required: &[Perm],
 ) -> Result<Option<(&'static str, String)>, ProxyError> {
+    // The record is the rack's text (or an importer's): quoted with the rack password taken
+    // out, likely secrets scrubbed, and cut, as it goes to the caller and into the log.
+    let quoted = |url: &str| {
+        let url = state.upstream.scrub_password(url.as_bytes());
+        redact::cut(
+            &redact::scrub(&String::from_utf8_lossy(&url)),
+            MAX_QUOTED_LOG_URL,
+        )
+        .into_owned()
+    };
     Ok(
         match build_log_source(state, caller, app, id, required).await? {
             Ok(build_logs::Source::BuildLog | build_logs::Source::Missing) => None,
@@ -1527,9 +1540,10 @@ async fn foreign_build_log(
                     (
                         "build_log_outside",
                         format!(
-                            "build {id}'s record names {url} as its log, which is no object a \
-                             path could name (a `..` or `.` segment, an escape, the rack's own \
-                             objects); the gateway does not stream it"
+                            "build {id}'s record names {} as its log, which is no object a path \
+                             could name (a `..` or `.` segment, an escape, the rack's own \
+                             objects); the gateway does not stream it",
+                            quoted(&url)
                         ),
                     )
                 })
@@ -1537,8 +1551,9 @@ async fn foreign_build_log(
             Ok(build_logs::Source::Elsewhere(url)) => Some((
                 "build_log_elsewhere",
                 format!(
-                    "build {id}'s record names {url} as its log, which is not a build log; reading \
-                 it needs {}",
+                    "build {id}'s record names {} as its log, which is not a build log; reading \
+                     it needs {}",
+                    quoted(&url),
                     Perm::ObjectRead.as_str()
                 ),
             )),

@@ -607,6 +607,34 @@ async fn a_build_log_that_names_another_object_is_refused_without_object_read() 
         "build_log_outside",
     )
     .await;
+    // A record whose log names the rack password (a URL the rack or an importer built with
+    // it): the refusal quotes the URL without it, to the caller and in the log.
+    let password = rack_password(&gw);
+    let with_password = format!("logs=https%3A%2F%2Fconvox%3A{password}%40rack.internal%2Flog");
+    let updated = gw
+        .send_raw(admin.request(
+            "PUT",
+            &format!("/apps/x/builds/{id}?"),
+            &[],
+            Body::Form(&with_password),
+        ))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let since = gw.head();
+    let text = refused_build_log(
+        &gw,
+        &ci.secret,
+        &id,
+        "@rack.internal/log as its log",
+        "build_log_elsewhere",
+    )
+    .await;
+    assert!(!text.concat().contains(&password), "{text:?}");
+    let recorded = format!("{:?}", gw.events_since(since).await);
+    assert!(
+        !recorded.contains(&password),
+        "the password reached the log"
+    );
     set_build("logs=object%3A%2F%2Fx%2Ftmp%2Fsource.tgz").await;
 
     // Set running again (as `build.image` does to a finished build, keeping its log): still
