@@ -58,11 +58,11 @@ impl AuditKey {
 /// Why keys could not be created or loaded. Messages name the file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("{path}: {source}")]
+    // The cause is in the message only (see `PrivateFileError::Io`).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
@@ -164,12 +164,12 @@ fn lock_init(data: &Path) -> Result<fs::File, KeyError> {
         .create(data)
         .map_err(|source| KeyError::Io {
             path: data.to_owned(),
-            source,
+            error: source,
         })?;
     let path = data.join("keys.lock");
     let io = |source| KeyError::Io {
         path: path.clone(),
-        source,
+        error: source,
     };
     let file = OpenOptions::new()
         .write(true)
@@ -188,7 +188,10 @@ fn lock_init(data: &Path) -> Result<fs::File, KeyError> {
 fn stage(data: &Path, keys: &Keys) -> Result<PathBuf, KeyError> {
     let io = |path: &Path| {
         let path = path.to_owned();
-        move |source| KeyError::Io { path, source }
+        move |source| KeyError::Io {
+            path,
+            error: source,
+        }
     };
     let dir = data.join("keys");
     match fs::read_dir(&dir) {
@@ -230,7 +233,10 @@ fn publish(data: &Path, staged: &Path) -> Result<(), KeyError> {
             std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
                 KeyError::Exists { path: dir }
             }
-            _ => KeyError::Io { path: dir, source },
+            _ => KeyError::Io {
+                path: dir,
+                error: source,
+            },
         });
     }
     sync_dir(data)
@@ -241,7 +247,7 @@ fn sync_dir(dir: &Path) -> Result<(), KeyError> {
         .and_then(|d| d.sync_all())
         .map_err(|source| KeyError::Io {
             path: dir.to_owned(),
-            source,
+            error: source,
         })
 }
 
@@ -260,7 +266,7 @@ fn check_key_dir(dir: &Path, data: &Path) -> Result<(), KeyError> {
         Err(source) => {
             return Err(KeyError::Io {
                 path: dir.to_owned(),
-                source,
+                error: source,
             });
         }
     };
@@ -357,23 +363,29 @@ fn read_hex32(path: &Path, data: &Path) -> Result<[u8; 32], KeyError> {
 
 fn read_secret(path: &Path, data: &Path) -> Result<String, KeyError> {
     let bytes = read_private(path).map_err(|e| match e {
-        PrivateFileError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+        PrivateFileError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
             KeyError::Missing {
                 path: path.to_owned(),
                 data: data.display().to_string(),
             }
         }
-        PrivateFileError::Io { source, .. } => KeyError::Io {
+        PrivateFileError::Io { error, .. } => KeyError::Io {
             path: path.to_owned(),
-            source,
+            error,
         },
         PrivateFileError::NotAFile { .. } => KeyError::Malformed {
             path: path.to_owned(),
             what: "not a regular file".into(),
         },
-        PrivateFileError::Shared { mode, .. } => KeyError::Permissions {
+        PrivateFileError::Shared { mode, .. } | PrivateFileError::Writable { mode, .. } => {
+            KeyError::Permissions {
+                path: path.to_owned(),
+                mode,
+            }
+        }
+        e @ PrivateFileError::TooLarge { .. } => KeyError::Malformed {
             path: path.to_owned(),
-            mode,
+            what: e.reason(),
         },
         PrivateFileError::Owner { owner, .. } => KeyError::Owner {
             path: path.to_owned(),
@@ -382,18 +394,19 @@ fn read_secret(path: &Path, data: &Path) -> Result<String, KeyError> {
     })?;
     String::from_utf8(bytes).map_err(|_| KeyError::Io {
         path: path.to_owned(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
+        error: std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"),
     })
 }
 
 /// Why a file holding a secret could not be read. Shown as the path, then [`Self::reason`].
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateFileError {
+    // The cause is in the message, not a `source` too: printed with its chain (`{e:#}`), it
+    // would be said twice.
     #[error("{path}: {}", self.reason())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {}", self.reason())]
     NotAFile { path: PathBuf },
@@ -401,6 +414,10 @@ pub enum PrivateFileError {
     Shared { path: PathBuf, mode: u32 },
     #[error("{path}: {}", self.reason())]
     Owner { path: PathBuf, owner: u32 },
+    #[error("{path}: {}", self.reason())]
+    Writable { path: PathBuf, mode: u32 },
+    #[error("{path}: {}", self.reason())]
+    TooLarge { path: PathBuf, size: u64 },
 }
 
 impl PrivateFileError {
@@ -408,20 +425,33 @@ impl PrivateFileError {
     /// named instead, since a secret pasted where its path goes would be printed as the path.
     pub fn reason(&self) -> String {
         match self {
-            PrivateFileError::Io { source, .. } => format!("cannot be read: {source}"),
+            PrivateFileError::Io { error, .. } => format!("cannot be read: {error}"),
             PrivateFileError::NotAFile { .. } => "is not a regular file".into(),
             PrivateFileError::Owner { owner, .. } => format!(
-                "is owned by uid {owner}, who could change the secret; chown it to the user the \
-                 gateway runs as"
+                "is owned by uid {owner}, who could change it; chown it to the user the gateway \
+                 runs as"
             ),
             PrivateFileError::Shared { mode, .. } => {
                 format!(
                     "has mode {mode:03o}, which lets others read or change a secret; chmod 600 it"
                 )
             }
+            PrivateFileError::Writable { mode, .. } => format!(
+                "has mode {mode:03o}, which lets others change what the gateway trusts; chmod \
+                 go-w it"
+            ),
+            PrivateFileError::TooLarge { size, .. } => format!(
+                "is {size} bytes, more than any file of this kind ({MAX_GUARDED_FILE} at most); \
+                 check the path"
+            ),
         }
     }
 }
+
+/// The largest file [`read_private`] or [`read_trusted`] reads: far above any key, PEM bundle
+/// or configuration, so a wrong path (a log, an image) is refused with its size, not read
+/// whole.
+pub const MAX_GUARDED_FILE: u64 = 16 << 20;
 
 /// Reads a file that holds a secret (a key file, the rack password, the TLS key), refusing one
 /// that its group or others may read or write, or that another user than the gateway's (or
@@ -430,12 +460,33 @@ impl PrivateFileError {
 /// with another user's files in it). The mode and owner are those of the file opened, so a
 /// file swapped in after the check is not the one read.
 pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
+    read_guarded(path, 0o077)
+}
+
+/// Reads a file that decides where the gateway sends secrets or whom it trusts (the
+/// configuration, the rack's CA bundle). Anyone may read it, but one that its group or others
+/// may write, or that another user than the gateway's (or root) owns, is refused: whoever may
+/// change it may point the gateway, and the rack password with it, at another host. Checked
+/// on the file opened, as [`read_private`] does.
+pub fn read_trusted(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
+    read_guarded(path, 0o022)
+}
+
+/// Reads `path`, refused unless it is a regular file of at most [`MAX_GUARDED_FILE`] bytes,
+/// owned by the gateway's user or root, with none of the `forbidden` mode bits. Opened without
+/// blocking, so a FIFO named by mistake is refused rather than waited on.
+fn read_guarded(path: &Path, forbidden: u32) -> Result<Vec<u8>, PrivateFileError> {
     use std::io::Read;
-    let io = |source| PrivateFileError::Io {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |error| PrivateFileError::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
-    let mut file = fs::File::open(path).map_err(io)?;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
     if !meta.is_file() {
         return Err(PrivateFileError::NotAFile {
@@ -443,10 +494,17 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
         });
     }
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(PrivateFileError::Shared {
-            path: path.to_owned(),
-            mode,
+    if mode & forbidden != 0 {
+        return Err(if forbidden & 0o044 != 0 {
+            PrivateFileError::Shared {
+                path: path.to_owned(),
+                mode,
+            }
+        } else {
+            PrivateFileError::Writable {
+                path: path.to_owned(),
+                mode,
+            }
         });
     }
     let owner = std::os::unix::fs::MetadataExt::uid(&meta);
@@ -456,15 +514,29 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, PrivateFileError> {
             owner,
         });
     }
+    if meta.len() > MAX_GUARDED_FILE {
+        return Err(PrivateFileError::TooLarge {
+            path: path.to_owned(),
+            size: meta.len(),
+        });
+    }
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).map_err(io)?;
+    file.take(MAX_GUARDED_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_GUARDED_FILE {
+        return Err(PrivateFileError::TooLarge {
+            path: path.to_owned(),
+            size: bytes.len() as u64,
+        });
+    }
     Ok(bytes)
 }
 
 fn write_secret(path: &Path, text: &str) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error: source,
     };
     let mut f = OpenOptions::new()
         .write(true)

@@ -82,12 +82,8 @@ const INTEGERS: &[&str] = &[
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {what}")]
+    Read { path: PathBuf, what: String },
     #[error("{path}: not valid TOML: {what}")]
     Toml { path: PathBuf, what: String },
     #[error("{key}: unknown configuration key")]
@@ -180,9 +176,17 @@ pub fn load(
 ) -> Result<Config, ConfigError> {
     let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
     if let Some(path) = path {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        // It decides where the rack password goes: no one but its owner may change it.
+        let read = |what: String| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            what,
+        };
+        let bytes = crate::keys::read_trusted(path).map_err(|e| read(e.reason()))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            read(format!(
+                "is not UTF-8 (byte {} is not), as TOML must be",
+                e.utf8_error().valid_up_to()
+            ))
         })?;
         let table: toml::Table = text
             .parse()
@@ -560,10 +564,15 @@ fn build(raw: &BTreeMap<&'static str, Raw>) -> Result<Config, ConfigError> {
     let ca_sha256 = match &ca_file {
         None => None,
         Some(file) => {
-            let digest = super::file_sha256(file).map_err(|e| {
-                value_err("rack.ca_file", format!("{}: {e}", super::shown_path(file)))
+            // Whom the gateway trusts with the rack password: no one but its owner may change
+            // it. What it holds now is recorded, and checked again when the rack is reached.
+            let bytes = crate::keys::read_trusted(file).map_err(|e| {
+                value_err(
+                    "rack.ca_file",
+                    format!("{}: {}", super::shown_path(file), e.reason()),
+                )
             })?;
-            Some(digest)
+            Some(events::hash::object_digest(&bytes).to_hex())
         }
     };
     let config = Config {

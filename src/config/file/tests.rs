@@ -502,6 +502,54 @@ fn the_digest_follows_the_ca_bundle_contents_not_only_its_path() {
     assert!(e.starts_with("rack.ca_file"), "{e}");
 }
 
+/// The configuration and the rack's CA bundle decide where the rack password goes: one that
+/// its group or others may change is refused, saying what to do; readable by all is fine.
+#[test]
+fn a_configuration_or_ca_bundle_others_may_change_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let password = env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]);
+    let f = file(BASE);
+    for open in [0o664, 0o646] {
+        mode(f.path(), open);
+        let e = load(Some(f.path()), &password).unwrap_err().to_string();
+        assert!(e.contains(&format!("has mode {open:03o}")), "{e}");
+        assert!(e.contains("chmod go-w"), "{e}");
+    }
+    mode(f.path(), 0o644);
+    load(Some(f.path()), &password).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "a bundle").unwrap();
+    let with_ca = file(&format!("{BASE}ca_file = {ca:?}\n"));
+    mode(&ca, 0o666);
+    let e = load(Some(with_ca.path()), &password)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("rack.ca_file"), "{e}");
+    assert!(e.contains("chmod go-w"), "{e}");
+    mode(&ca, 0o644);
+    load(Some(with_ca.path()), &password).unwrap();
+}
+
+/// A FIFO named as the configuration (or any file the operator names) is refused at once, not
+/// waited on for a writer that never comes.
+#[test]
+fn a_fifo_named_as_the_configuration_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("gateway.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = load(Some(&fifo), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("is not a regular file"), "{e}");
+}
+
 /// A password file others may read is refused, saying which key and what to do; a private
 /// one is read, its line end dropped.
 #[test]
