@@ -690,9 +690,16 @@ pub(crate) fn is_loopback_name(name: &str) -> bool {
             .is_ok_and(|ip| ip.to_canonical().is_loopback())
 }
 
-/// Plain HTTP is allowed only on loopback addresses, or behind configured trusted proxies.
+/// Plain HTTP is allowed only on loopback addresses, or behind configured trusted proxies. A
+/// proxy on this host does not count for a listener off loopback: it reaches a loopback
+/// listener, and the public one would take credentials in clear from whoever connects
+/// directly (answered 403, but only once they are sent).
 fn check_transport(c: &Config) -> Result<(), ConfigError> {
-    if c.tls.is_some() || !c.trusted_proxies.is_empty() {
+    let proxied = c
+        .trusted_proxies
+        .iter()
+        .any(|p| !p.to_canonical().is_loopback());
+    if c.tls.is_some() || proxied {
         return Ok(());
     }
     for (name, addr) in [
@@ -703,7 +710,7 @@ fn check_transport(c: &Config) -> Result<(), ConfigError> {
             return Err(ConfigError::Unsafe(format!(
                 "{name} is {addr}, which is not a loopback address, and no TLS certificate is \
                  configured: set tls.cert and tls.key, or list the terminating proxies in \
-                 trusted_proxies"
+                 trusted_proxies (one on this host reaches a loopback listener: listen there)"
             )));
         }
     }

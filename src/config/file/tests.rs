@@ -126,6 +126,20 @@ fn plain_http_off_loopback_is_allowed_behind_trusted_proxies() {
     )
     .unwrap();
     assert_eq!(c.trusted_proxies.len(), 2);
+    // A proxy on this host only: it would reach a loopback listener, and the public one would
+    // take credentials in clear from anyone connecting directly.
+    for local in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+        let e = load(
+            Some(f.path()),
+            &env(&[
+                ("RACK_GATEWAY_RACK_PASSWORD", "p"),
+                ("RACK_GATEWAY_TRUSTED_PROXIES", local),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("proxy.listen is 0.0.0.0:9000"), "{local}: {e}");
+    }
 }
 
 /// An address that is no host's (`0.0.0.0`, `::`, broadcast, multicast, mapped forms too) is
