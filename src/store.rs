@@ -69,17 +69,30 @@ pub fn snapshot_path(data: &Path) -> PathBuf {
 /// Opens the store of `data` with its keys, restoring the projections from the snapshot when it
 /// is valid for this log.
 pub fn open(data: &Path, policy: CheckpointPolicy) -> Result<(Store, Keys), OpenError> {
-    let path = log_path(data);
-    let keys = match Keys::load(data) {
-        Err(KeyError::Missing { .. }) if path.exists() => {
-            return Err(OpenError::KeysMissing {
-                keys: data.join("keys"),
-                log: path,
-            });
-        }
-        loaded => loaded?,
-    };
+    open_keyed(data, keys(data)?, policy)
+}
 
+/// The keys of `data`, read before anything else of it is opened: a caller may refuse the log
+/// they name (`serve` a dev log's) before opening writes to it. A log left without its keys is
+/// named as such.
+pub fn keys(data: &Path) -> Result<Keys, OpenError> {
+    let path = log_path(data);
+    match Keys::load(data) {
+        Err(KeyError::Missing { .. }) if path.exists() => Err(OpenError::KeysMissing {
+            keys: data.join("keys"),
+            log: path,
+        }),
+        loaded => Ok(loaded?),
+    }
+}
+
+/// As [`open`], with the keys [`keys`] read from `data`.
+pub fn open_keyed(
+    data: &Path,
+    keys: Keys,
+    policy: CheckpointPolicy,
+) -> Result<(Store, Keys), OpenError> {
+    let path = log_path(data);
     let restored = restore(data, &keys);
     // What the log must have recorded for the restored snapshot to be used.
     let recorded = restored.as_ref().map(|l| (l.covers, l.digest));

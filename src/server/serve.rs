@@ -32,20 +32,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .as_ref()
         .map(super::tls::server_config)
         .transpose()?;
-    let (store, keys) = store::open(
-        &config.data,
-        CheckpointPolicy {
-            every: config.checkpoints.every,
-            after: config.checkpoints.after,
-            heartbeat: config.checkpoints.heartbeat,
-        },
-    )
-    .with_context(|| {
+    let opening = || {
         format!(
             "opening the gateway's data directory {}",
             config.data.display()
         )
-    })?;
+    };
+    // Refused before the log is opened, which may write to it (a new log's first records, an
+    // index rewritten after a crash).
+    let keys = store::keys(&config.data).with_context(opening)?;
     if keys.checkpoint.name() == super::dev::DEV_ORIGIN {
         anyhow::bail!(
             "{}: this data directory holds a dev log ({:?}), whose dev user `dev` made an admin; \
@@ -55,6 +50,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             super::dev::DEV_ORIGIN
         );
     }
+    let (store, keys) = store::open_keyed(
+        &config.data,
+        keys,
+        CheckpointPolicy {
+            every: config.checkpoints.every,
+            after: config.checkpoints.after,
+            heartbeat: config.checkpoints.heartbeat,
+        },
+    )
+    .with_context(opening)?;
     let store = Arc::new(store);
     // The rack's TLS settings are checked first: the log records only a configuration that
     // serves.
