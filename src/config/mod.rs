@@ -9,8 +9,8 @@
 mod file;
 mod secret;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -172,18 +172,24 @@ impl Config {
                 None => "off".to_owned(),
             },
         );
-        let trusted: Vec<String> = self
+        // Sets, as the gateway uses them: the order they were written in, or a repeat, is no
+        // new configuration (and no new record).
+        let trusted: BTreeSet<IpAddr> = self
             .trusted_proxies
             .iter()
-            .map(|ip| ip.to_string())
+            .map(|ip| ip.to_canonical())
             .collect();
+        let trusted: Vec<String> = trusted.iter().map(IpAddr::to_string).collect();
         v.insert("trusted_proxies", trusted.join(","));
-        let protected: Vec<String> = self
+        let protected: BTreeSet<String> = self
             .protected_env
             .iter()
             .flat_map(|(app, keys)| keys.iter().map(move |k| format!("{app}:{k}")))
             .collect();
-        v.insert("protected_env", protected.join(","));
+        v.insert(
+            "protected_env",
+            protected.into_iter().collect::<Vec<_>>().join(","),
+        );
         v.insert("rack.url", self.rack.url.clone());
         v.insert(
             "rack.password",

@@ -198,6 +198,34 @@ fn the_digest_changes_with_security_settings_and_hides_the_password() {
     assert!(shown.contains("hmac-sha256/config:"), "{shown}");
 }
 
+/// Trusted proxies and protected env vars are sets: written in another order, or with a
+/// repeat, they are the same configuration (no new `ConfigApplied`); another member is not.
+#[test]
+fn the_digest_of_a_set_ignores_its_order_and_repeats() {
+    let audit = AuditKey([5; 32]);
+    let digest = |proxies: &str, protected: &str| {
+        let text = BASE.replacen(
+            "data = ",
+            &format!("trusted_proxies = [{proxies}]\nprotected_env = [{protected}]\ndata = "),
+            1,
+        );
+        let f = file(&text);
+        load(Some(f.path()), &env(&[("RACK_GATEWAY_RACK_PASSWORD", "p")]))
+            .unwrap()
+            .digest(&audit)
+    };
+    let first = digest(r#""10.0.0.1", "10.0.0.2""#, r#""web:A", "*:B""#);
+    assert_eq!(
+        digest(
+            r#""10.0.0.2", "10.0.0.1", "::ffff:10.0.0.2""#,
+            r#""*:B", "web:A", "web:A""#
+        ),
+        first
+    );
+    assert_ne!(digest(r#""10.0.0.1""#, r#""web:A", "*:B""#), first);
+    assert_ne!(digest(r#""10.0.0.1", "10.0.0.2""#, r#""web:A""#), first);
+}
+
 #[test]
 fn protected_env_is_app_and_key_pairs() {
     let f = file(&format!(
