@@ -691,6 +691,58 @@ async fn serve_refuses_a_taken_port_and_a_misspelled_override_before_recording()
     assert_eq!(config_digests(&data), 1);
 }
 
+/// A second SIGTERM while the graceful stop waits (here on an upload in flight, which it gives
+/// up to 10 s) ends the process at once, with the signal's status: a stop held up never needs
+/// SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_stop_signal_ends_a_stop_that_waits() {
+    let mut s = started("", "").await;
+    let mut tls = tls_connect(s.gateway.proxy, &s.ca).await;
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("convox:{}", s.token))
+    };
+    let head = format!(
+        "POST /apps/x/objects/tmp/slow.tgz HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic \
+         {auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n",
+        s.gateway.proxy
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&[b'x'; 1000]).await.unwrap();
+    tls.flush().await.unwrap();
+    // A moment for the call to be recorded and forwarded: it is in flight.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let pid = s.gateway.child.id().to_string();
+    let term = || {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(&pid)
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    term();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        s.gateway.child.try_wait().unwrap().is_none(),
+        "the graceful stop waits for the upload in flight"
+    );
+    term();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let exit = loop {
+        if let Some(exit) = s.gateway.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second SIGTERM did not end the process"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(exit.code(), Some(143), "{exit:?}");
+    drop(tls);
+}
+
 /// `serve` refuses a data directory `dev` made: its log's dev user holds admin, which `dev`
 /// granted without anyone asking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

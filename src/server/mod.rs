@@ -737,6 +737,11 @@ where
 /// installed by this call, so call it before announcing that the gateway is up. Each of those
 /// signals' default action would end the process with completions, denial summaries and the
 /// stop's snapshot unwritten.
+///
+/// Once it has resolved, a second Ctrl-C or SIGTERM ends the process at once (exit status 130
+/// or 143, as the signal's default would): a graceful stop held up (calls that do not finish
+/// within the drain, a disk that stalls the store's last writes) then needs no SIGKILL. What
+/// was acknowledged is durable in the journal whenever the process ends.
 pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
     {
@@ -752,6 +757,17 @@ pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
                 _ = terminate.recv() => {},
                 _ = hangup.recv() => {},
             }
+            tokio::spawn(async move {
+                let status = tokio::select! {
+                    _ = interrupt.recv() => 130,
+                    _ = terminate.recv() => 143,
+                };
+                eprintln!(
+                    "rack-gateway: a second stop signal: ending now, without waiting for the \
+                     graceful stop (acknowledged records are in the journal)"
+                );
+                std::process::exit(status);
+            });
         })
     }
     #[cfg(not(unix))]
