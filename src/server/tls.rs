@@ -33,6 +33,15 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
         what,
     };
     let pem = crate::keys::read_private(&tls.key).map_err(|e| key_error(e.reason()))?;
+    if memchr::memmem::find(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----").is_some()
+        || memchr::memmem::find(&pem, b"Proc-Type: 4,ENCRYPTED").is_some()
+    {
+        return Err(key_error(
+            "an encrypted private key; the gateway reads the key unencrypted, from a file only \
+             its user may read (decrypt it with `openssl pkey -in KEY -out KEY.plain`)"
+                .into(),
+        ));
+    }
     let key = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| key_error(format!("not a PEM private key: {}", pem_problem(&e))))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -41,7 +50,15 @@ pub fn server_config(tls: &Tls) -> Result<Arc<ServerConfig>, TlsError> {
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(|e| match e {
+            // ring's loader refuses what it does not support, weak RSA included, with no word
+            // of which it was.
+            rustls::Error::General(_) => key_error(format!(
+                "a key this gateway does not serve with ({e}): use RSA of 2048 to 8192 bits, \
+                 ECDSA on P-256 or P-384, or Ed25519"
+            )),
+            e => TlsError::Config(e.to_string()),
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -74,5 +91,71 @@ pub(crate) fn pem_problem(e: &pem::Error) -> String {
         pem::Error::NoItemsFound => "no item of the expected kind".into(),
         pem::Error::SectionTooLarge => "a section is larger than 256 MB".into(),
         _ => "malformed".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+
+    /// Runs openssl in `dir` (the test command needs it, see `.ci/run`).
+    fn openssl(dir: &Path, args: &[&str]) {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl is needed to make test keys");
+        assert!(status.success(), "openssl {args:?}");
+    }
+
+    /// The error of serving the certificate and key openssl's `req` made with `newkey`.
+    fn served_with(newkey: &[&str], encrypt: bool) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["req", "-x509"];
+        args.extend_from_slice(newkey);
+        args.extend_from_slice(&["-subj", "/CN=127.0.0.1", "-days", "1"]);
+        args.extend_from_slice(&["-keyout", "key.pem", "-out", "cert.pem"]);
+        if encrypt {
+            args.extend_from_slice(&["-passout", "pass:secret"]);
+        } else {
+            args.push("-noenc");
+        }
+        openssl(dir.path(), &args);
+        let key = dir.path().join("key.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let tls = Tls::at(dir.path().join("cert.pem"), key).unwrap();
+        match server_config(&tls) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// A key rustls cannot serve with is refused saying what would do; an encrypted one saying
+    /// it is encrypted; neither quotes the key. A usable one serves.
+    #[test]
+    fn a_weak_or_encrypted_key_is_refused_saying_what_would_do() {
+        let weak = served_with(&["-newkey", "rsa:1024"], false);
+        assert!(weak.starts_with("tls.key"), "{weak}");
+        assert!(weak.contains("RSA of 2048 to 8192 bits"), "{weak}");
+        let p521 = served_with(
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"],
+            false,
+        );
+        assert!(p521.contains("P-256 or P-384"), "{p521}");
+        let encrypted = served_with(&["-newkey", "rsa:2048"], true);
+        assert!(
+            encrypted.contains("an encrypted private key"),
+            "{encrypted}"
+        );
+        for e in [&weak, &p521, &encrypted] {
+            assert!(!e.contains("BEGIN"), "{e}");
+        }
+        assert_eq!(served_with(&["-newkey", "rsa:2048"], false), "");
     }
 }
