@@ -212,7 +212,9 @@ impl Config {
                 (None, None, false) if self.rack.url.starts_with("http://") => {
                     "none (plain http to this machine)".to_owned()
                 }
-                (None, None, false) => "system-roots".to_owned(),
+                // Never served: an https rack with no trust setting is refused at start
+                // (`RackTlsError::NoTrust`), before anything is recorded.
+                (None, None, false) => "none (refused for an https rack)".to_owned(),
             },
         );
         v.insert(
