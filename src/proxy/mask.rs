@@ -423,14 +423,44 @@ pub fn secret_value(value: &str) -> bool {
     holds_secret_pair(v) || random_looking(v)
 }
 
-/// Whether a value holds a `name=value` pair whose name says secret ([`pair_name_secret`]): a
-/// JDBC URL's `?password=…`, a libpq or ADO.NET connection string's `password=…` or `Pwd=…;`,
-/// a URL's `api_key=…` query, a flag's `--encryption-key=…`. Pairs are split at whitespace,
-/// `;`, `&`, `?` and `,`.
+/// `s` without the quotes around it.
+fn unquoted(s: &str) -> &str {
+    s.trim_matches(|c| c == '"' || c == '\'')
+}
+
+/// Whether a value holds a pair whose name says secret ([`pair_name_secret`]) and whose value
+/// is not empty: `name=value` (a JDBC URL's `?password=…`, a libpq or ADO.NET connection
+/// string's `password=…` or `Pwd=…;`, a URL's `api_key=…` query, a flag's
+/// `--encryption-key=…`), `name: value` or `name:value` (JSON, YAML, a header such as
+/// `Authorization: Basic …`), and a flag followed by its value (`--password hunter2`, as the
+/// log's scrubber reads a command line). Parts are split at whitespace, `;`, `&`, `?`, `,`,
+/// braces and brackets; quotes around a name or value are not part of it. A `:` followed by `//`
+/// is a URL's, not a pair's (credentials in URLs are found by [`credential_ranges`]).
 fn holds_secret_pair(v: &str) -> bool {
-    v.split(|c: char| c.is_whitespace() || matches!(c, ';' | '&' | '?' | ','))
-        .filter_map(|part| part.split_once('='))
-        .any(|(name, value)| !value.is_empty() && pair_name_secret(name))
+    let parts: Vec<&str> = v
+        .split(|c: char| {
+            c.is_whitespace() || matches!(c, ';' | '&' | '?' | ',' | '{' | '}' | '[' | ']')
+        })
+        .filter(|p| !p.is_empty())
+        .collect();
+    parts.iter().enumerate().any(|(i, part)| {
+        let next = || parts.get(i + 1).map(|n| unquoted(n)).unwrap_or_default();
+        let pair = part.split_once('=').or_else(|| {
+            part.split_once(':')
+                .filter(|(_, rest)| !rest.starts_with("//"))
+        });
+        match pair {
+            Some((name, value)) => {
+                let value = match unquoted(value) {
+                    "" => next(),
+                    value => value,
+                };
+                !value.is_empty() && pair_name_secret(unquoted(name))
+            }
+            // A flag whose value is the next part.
+            None => part.starts_with('-') && pair_name_secret(part) && !next().is_empty(),
+        }
+    })
 }
 
 // === Masks ===

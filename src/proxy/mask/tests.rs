@@ -786,6 +786,12 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("AZURE", "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=abc;", true),
         ("FLAGS", "--master-key=correcthorse --auth-key=pw", true),
         ("MORE", "apikey=abc", true),
+        // A pair written as JSON, YAML or a header, or a flag and its value apart.
+        ("APP_CONFIG", r#"{"user":"app","password":"Summer2024!"}"#, true),
+        ("APP_CONFIG_SPACED", r#"{ "user": "app", "api_key": "abc" }"#, true),
+        ("SETTINGS", "password: hunter2", true),
+        ("EXTRA_ARGS", "--user app --password Summer2024!", true),
+        ("UPSTREAM_AUTH_HDR", "Authorization: Basic dXNlcjpwYXNz", true),
         // Random material is masked even when it is only an id: a UUID, a commit hash.
         ("TENANT", "123e4567-e89b-12d3-a456-426614174000", true),
         ("GIT_SHA", "da39a3ee5e6b4b0d3255bfef95601890afd80709", true),
@@ -824,6 +830,12 @@ fn secrets_are_classified_by_name_or_by_value() {
         ("PASSENGER_COUNT", "4", false),
         ("AUTHOR", "someone", false),
         ("KEYCLOAK_REALM", "main", false),
+        // The same shapes with names that say nothing of a secret, or nothing after them.
+        ("APP_CONFIG_PLAIN", r#"{"user":"app","mode":"fast"}"#, false),
+        ("SETTINGS_PLAIN", "timeout: 30", false),
+        ("EXTRA_ARGS_PLAIN", "--user app --verbose", false),
+        ("ENDS_WITH_FLAG", "--workers 4 --password", false),
+        ("SERVICE_URL", "https://api.example.com:8443/v1", false),
     ];
     for (key, value, secret) in cases {
         assert_eq!(is_secret(key, value), *secret, "{key}={value}");
