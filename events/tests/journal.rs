@@ -45,6 +45,30 @@ fn open_every(dir: &Path, every: u64) -> Result<RedbStore<TestFold>, StoreError>
     )
 }
 
+/// Opens the store in `dir` as another configuration would, `origin` signed with the key of
+/// `seed`, and says why it was refused as incompatible (the test fails if it opens, or is
+/// refused for another reason).
+fn incompatible_as(dir: &Path, origin: &str, seed: u8) -> String {
+    let opened = RedbStore::open(
+        &dir.join("log.redb"),
+        Options {
+            origin: origin.into(),
+            signer: NoteSigner::from_seed(origin, [seed; 32]).unwrap(),
+            policy: CheckpointPolicy::default(),
+        },
+        TestFold::default(),
+    );
+    let refused = opened.err();
+    assert!(
+        matches!(refused, Some(StoreError::Incompatible(_))),
+        "opened as {origin} with key seed {seed}: {refused:?}"
+    );
+    match refused {
+        Some(StoreError::Incompatible(what)) => what,
+        _ => String::new(),
+    }
+}
+
 /// Copies the store's two files from `from` into a new directory.
 fn crash_copy(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
@@ -400,43 +424,16 @@ async fn a_journaled_checkpoint_the_store_did_not_sign_refuses_to_open() {
 async fn foreign_keys_or_origin_after_a_crash_are_refused_as_such() {
     let (dir, _store) = store_with_journaled_checkpoints().await;
     let copy = crash_copy(dir.path());
-    let foreign = RedbStore::open(
-        &copy.path().join("log.redb"),
-        Options {
-            origin: ORIGIN.into(),
-            signer: NoteSigner::from_seed(ORIGIN, [9; 32]).unwrap(),
-            policy: CheckpointPolicy::default(),
-        },
-        TestFold::default(),
-    );
-    match foreign {
-        Err(StoreError::Incompatible(what)) => {
-            assert!(what.contains("first checkpoint"), "{what}");
-            assert!(what.contains("is not signed by this key"), "{what}");
-            assert!(what.contains("restore the log's own keys"), "{what}");
-        }
-        Err(e) => panic!("refused as {e}"),
-        Ok(_) => panic!("opened with another key set"),
-    }
+    let what = incompatible_as(copy.path(), ORIGIN, 9);
+    assert!(what.contains("first checkpoint"), "{what}");
+    assert!(what.contains("is not signed by this key"), "{what}");
+    assert!(what.contains("restore the log's own keys"), "{what}");
     // Another origin configured: named as the origin, not as a journaled checkpoint.
-    const OTHER: &str = "other.example/log";
-    let elsewhere = RedbStore::open(
-        &copy.path().join("log.redb"),
-        Options {
-            origin: OTHER.into(),
-            signer: NoteSigner::from_seed(OTHER, [7; 32]).unwrap(),
-            policy: CheckpointPolicy::default(),
-        },
-        TestFold::default(),
+    let what = incompatible_as(copy.path(), "other.example/log", 7);
+    assert!(
+        what.contains(&format!("the log's origin is {ORIGIN:?}")),
+        "{what}"
     );
-    match elsewhere {
-        Err(StoreError::Incompatible(what)) => assert!(
-            what.contains(&format!("the log's origin is {ORIGIN:?}")),
-            "{what}"
-        ),
-        Err(e) => panic!("refused as {e}"),
-        Ok(_) => panic!("opened under another origin"),
-    }
     // Nothing was replayed or changed: the log's own keys open it, every checkpoint back.
     let reopened = open_every(copy.path(), 10).unwrap();
     assert_eq!(reopened.checkpoints(0..u64::MAX).await.unwrap().len(), 4);
@@ -467,23 +464,9 @@ async fn foreign_keys_are_refused_before_the_journal_is_replayed() {
         "the journal holds the records appended after the clean stop"
     );
 
-    let foreign = RedbStore::open(
-        &copy.path().join("log.redb"),
-        Options {
-            origin: ORIGIN.into(),
-            signer: NoteSigner::from_seed(ORIGIN, [9; 32]).unwrap(),
-            policy: CheckpointPolicy::default(),
-        },
-        TestFold::default(),
-    );
-    match foreign {
-        Err(StoreError::Incompatible(what)) => {
-            assert!(what.contains("newest checkpoint (size 6)"), "{what}");
-            assert!(what.contains("is not signed by this key"), "{what}");
-        }
-        Err(e) => panic!("refused as {e}"),
-        Ok(_) => panic!("opened with another key set"),
-    }
+    let what = incompatible_as(copy.path(), ORIGIN, 9);
+    assert!(what.contains("newest checkpoint (size 6)"), "{what}");
+    assert!(what.contains("is not signed by this key"), "{what}");
     assert!(
         std::fs::read(journal_of(copy.path())).unwrap() == journal,
         "the refused open replayed nothing: the journal is as the crash left it"

@@ -1483,18 +1483,25 @@ async fn a_tail_held_behind_a_slow_caller_gets_its_own_wait() {
 #[tokio::test]
 async fn a_caller_reading_nothing_does_not_run_out_a_held_tails_wait() {
     let hold = super::relay::HOLD_FOR;
+    let (mut h, big) = password_behind_a_caller_reading_nothing().await;
+    // The caller reads nothing for three waits.
+    tokio::time::sleep(hold * 3).await;
+    gets_big_then_redacted(&mut h, &big).await;
+    ended(h.relay).await;
+}
+
+/// A relay whose caller has read the text before a held `s3cr`, then is sent more than the
+/// pipe to it holds (`big`, ending in the password's start), and right after the rest of it;
+/// the caller reads nothing of `big` yet.
+async fn password_behind_a_caller_reading_nothing() -> (Harness, Vec<u8>) {
     let mut h = start(scrubbing("s3cr3t-rack-pw"));
     h.rack.writer.text(b"x s3cr").await.unwrap();
     gets_text(&mut h.caller, b"x ").await;
-    // More than the pipe to the caller holds, ending in the password's start; the rest of it
-    // comes right after. The caller reads nothing for three waits.
     let mut big = vec![b'a'; 300 * 1024];
     big.extend_from_slice(b" y s3cr3t-ra");
     h.rack.writer.text(&big).await.unwrap();
     h.rack.writer.text(b"ck-pw\n").await.unwrap();
-    tokio::time::sleep(hold * 3).await;
-    gets_big_then_redacted(&mut h, &big).await;
-    ended(h.relay).await;
+    (h, big)
 }
 
 /// The same, with the caller pinging while it reads nothing (the CLI pings every 5 s): each
@@ -1505,13 +1512,7 @@ async fn a_caller_reading_nothing_does_not_run_out_a_held_tails_wait() {
 async fn a_caller_pinging_but_reading_nothing_does_not_run_out_a_held_tails_wait() {
     let hold = super::relay::HOLD_FOR;
     for _ in 0..4 {
-        let mut h = start(scrubbing("s3cr3t-rack-pw"));
-        h.rack.writer.text(b"x s3cr").await.unwrap();
-        gets_text(&mut h.caller, b"x ").await;
-        let mut big = vec![b'a'; 300 * 1024];
-        big.extend_from_slice(b" y s3cr3t-ra");
-        h.rack.writer.text(&big).await.unwrap();
-        h.rack.writer.text(b"ck-pw\n").await.unwrap();
+        let (mut h, big) = password_behind_a_caller_reading_nothing().await;
         for _ in 0..6 {
             h.caller.writer.ping(b"alive?").await.unwrap();
             tokio::time::sleep(hold / 2).await;

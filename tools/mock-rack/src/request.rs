@@ -126,17 +126,7 @@ pub(crate) async fn handle(
     let hash = route.id == RouteId::ObjectStore;
     let (parts, body) = req.into_parts();
     let Ok(body) = read_body(body, hash).await else {
-        let response = respond::bare(400);
-        record(
-            &shared,
-            seq,
-            &parts,
-            Bytes::new(),
-            Vec::new(),
-            false,
-            &response,
-        );
-        return response;
+        return unreadable_body(&shared, seq, &parts);
     };
     let envelope = Envelope {
         request_id: Some(shared.next_request_id()),
@@ -164,6 +154,22 @@ pub(crate) async fn handle(
     response
 }
 
+/// The answer to a request whose body broke off or was malformed: a bare 400, recorded with no
+/// body.
+fn unreadable_body(shared: &Shared, seq: u64, parts: &Parts) -> Response<Body> {
+    let response = respond::bare(400);
+    record(
+        shared,
+        seq,
+        parts,
+        Bytes::new(),
+        Vec::new(),
+        false,
+        &response,
+    );
+    response
+}
+
 /// A WebSocket route: the body is read (a handshake has none), gorilla's handshake checks run,
 /// and authentication happens in the session after the upgrade (spec §2.5).
 async fn socket(
@@ -177,17 +183,7 @@ async fn socket(
     let on_upgrade = hyper::upgrade::on(&mut req);
     let (parts, body) = req.into_parts();
     let Ok(body) = read_body(body, false).await else {
-        let response = respond::bare(400);
-        record(
-            &shared,
-            seq,
-            &parts,
-            Bytes::new(),
-            Vec::new(),
-            false,
-            &response,
-        );
-        return response;
+        return unreadable_body(&shared, seq, &parts);
     };
     let authenticated = auth::authenticate(&parts.headers, &shared.password);
     let params = Params::new(
