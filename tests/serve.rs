@@ -972,6 +972,30 @@ async fn the_rack_is_reached_over_tls_only_when_its_certificate_is_trusted() {
         assert_eq!(status, 200, "{trust}: {body}");
         assert_eq!(rack.received().len(), before + 1, "{trust}");
     }
+    // A WebSocket to an https rack carries the Origin of the rack's own https site.
+    let gateway = run(format!("ca_file = {ca:?}")).unwrap();
+    let mut tls = tls_connect(gateway.proxy, &ca).await;
+    let auth = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("convox:{token}"))
+    };
+    let upgrade = format!(
+        "GET /apps/x/logs HTTP/1.1\r\nHost: {0}\r\nAuthorization: Basic {auth}\r\n\
+         Origin: https://{0}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        gateway.proxy
+    );
+    tls.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    tls.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let socket = rack.received().into_iter().rfind(|r| r.websocket).unwrap();
+    assert_eq!(
+        socket.header("origin"),
+        Some(format!("https://127.0.0.1:{}", front.port()).as_str())
+    );
+    drop(tls);
+    drop(gateway);
     let wrong = format!("pin_sha256 = \"{}\"", "0".repeat(64));
     let gateway = run(wrong).unwrap();
     let before = rack.received().len();

@@ -2502,13 +2502,15 @@ async fn connect_rack(
         headers.remove(h);
     }
     // The rack's upgrader checks that Origin names its own host (convox-api.md §4.6): both
-    // carry the `Host` every forwarded request carries.
+    // carry the `Host` every forwarded request carries, with the rack's own scheme (the check
+    // compares hosts only, but an Origin is what the rack's own site would send).
     let host = state.upstream.host();
     if headers.contains_key(header::ORIGIN) {
+        let scheme = state.upstream.scheme();
         let origin = host
             .to_str()
             .ok()
-            .and_then(|h| HeaderValue::from_str(&format!("http://{h}")).ok())
+            .and_then(|h| HeaderValue::from_str(&format!("{scheme}://{h}")).ok())
             .ok_or(NoSocket::Unreachable)?;
         headers.insert(header::ORIGIN, origin);
     }
