@@ -137,7 +137,11 @@ pub fn overrides(
             // A name that is not UTF-8 cannot be one of ours.
             continue;
         };
-        if !name.starts_with(PREFIX) || allowed.contains(&name) {
+        // In any case: `rack_gateway_data` is a misspelling as much as a wrong word is.
+        let ours = name
+            .get(..PREFIX.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX));
+        if !ours || allowed.contains(&name) {
             continue;
         }
         if !KEYS.iter().any(|(_, var)| *var == name) {

@@ -387,6 +387,17 @@ fn an_unknown_or_unreadable_override_is_refused_not_ignored() {
         e.starts_with("RACK_GATEWAY_PROTECTED_ENVS: not a configuration variable"),
         "{e}"
     );
+    // So is one in the wrong case: the environment's names are case-sensitive.
+    let e = overrides(
+        vars(vec![("rack_gateway_protected_env", "*:STRIPE_KEY".into())]),
+        &allowed,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("rack_gateway_protected_env: not a configuration variable"),
+        "{e}"
+    );
     // A value that is not UTF-8 is not read as unset (which would fall back to the file).
     let e = overrides(
         vars(vec![(
