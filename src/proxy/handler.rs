@@ -27,6 +27,7 @@ use super::answers;
 use super::intent::{self, Recorded};
 use super::mask::{self, ResponseMask, StreamScrub, Visibility};
 use super::metered::{Meter, Metered};
+use super::rack_pool::SendError;
 use super::respond::{Answer, ProxyError};
 use super::revocable::{Credential, Revocable};
 use super::scrubbed_body::ScrubbedBody;
@@ -903,20 +904,9 @@ const ERROR_ANSWER_ENCODED: &str = "error_answer_encoded";
 /// rack's, the body the gateway's.
 const ANSWER_WITHHELD: &str = "answer_withheld";
 
-/// Recorded for an upload whose caller's body ended before its end (see [`caller_body_failed`]).
+/// Recorded for an upload whose caller's body ended before its end (see
+/// [`SendError::caller_body_failed`]).
 const BODY_CUT_SHORT: &str = "body_cut_short";
-
-/// Whether the rack could not be sent the call because the caller's body failed (the caller
-/// went away mid-upload, or stalled): hyper reports a body's error as the user's, with the
-/// body's own error (an `io::Error` here) as its cause; its other user errors (a connection
-/// task gone, say) carry none.
-fn caller_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
-    std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .filter(|h| h.is_user())
-        .and_then(std::error::Error::source)
-        .is_some_and(|cause| cause.is::<std::io::Error>())
-}
 
 /// Sends a recorded call to the rack and streams the answer back; the completion is recorded
 /// when the answer's body ends, without holding the answer for its durability.
@@ -956,7 +946,6 @@ async fn forward(
     headers.remove(header::CONTENT_TYPE);
     // Checked for the caller's site already; the rack reads it only on a WebSocket handshake.
     headers.remove(header::ORIGIN);
-    headers.insert(header::HOST, state.upstream.host().clone());
     if answering.is_some() {
         // A masked answer must be readable: ask for it uncompressed.
         headers.remove(header::ACCEPT_ENCODING);
@@ -1009,11 +998,11 @@ async fn forward(
     *upstream_req.headers_mut() = headers;
     // A 502 the gateway gives itself is recorded with the error kind the caller is told.
     let answered_itself = |kind: &'static str| pending.complete(502, None, Some(kind));
-    let sent = state.upstream.client().request(upstream_req).await;
+    let sent = state.upstream.send(upstream_req).await;
     let response = match sent {
         Ok(r) => r,
         Err(e)
-            if caller_body_failed(&e)
+            if e.caller_body_failed()
                 && let Some(why) = credential.cut() =>
         {
             // Cut on its way: the caller's credential stopped standing as it streamed.
@@ -1021,7 +1010,7 @@ async fn forward(
             pending.complete(refusal.status().as_u16(), None, Some(why.0));
             return Err(refusal);
         }
-        Err(e) if caller_body_failed(&e) => {
+        Err(e) if e.caller_body_failed() => {
             // The caller's upload ended early (it went away, or sent nothing for 60 s): the
             // caller's doing, not the rack's, and recorded so.
             pending.complete(400, None, Some(BODY_CUT_SHORT));
@@ -1796,7 +1785,7 @@ async fn lookup(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
-    let response = match state.upstream.client().request(req).await {
+    let response = match state.upstream.send(req).await {
         Ok(r) => r,
         Err(e) => return fail(502, Some(unanswered(&e).kind())),
     };
@@ -2565,8 +2554,8 @@ impl NoSocket {
 
 /// What a failed call to the rack means: only a failure to connect proves the rack never got
 /// it; any later failure may come after the rack read (and acted on) the call.
-fn unanswered(e: &hyper_util::client::legacy::Error) -> ProxyError {
-    if e.is_connect() {
+fn unanswered(e: &SendError) -> ProxyError {
+    if e.never_sent() {
         ProxyError::Upstream
     } else {
         ProxyError::NoAnswer

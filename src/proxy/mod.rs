@@ -15,6 +15,7 @@ pub mod headers;
 pub mod intent;
 pub mod mask;
 pub mod metered;
+pub mod rack_pool;
 pub mod rack_tls;
 pub mod redact;
 pub mod respond;

@@ -41,7 +41,8 @@ pub enum RackStream {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
-/// Opens connections to the rack (a tower service, as the pooled client needs).
+/// Opens connections to the rack (also a tower service, as the command line's client of the
+/// gateway API needs).
 #[derive(Clone)]
 pub struct RackConnector {
     tls: Option<tokio_rustls::TlsConnector>,

@@ -1,5 +1,6 @@
-//! The connection to the rack: a pooled HTTP/1.1 client (TLS as `rack_tls` configures it), the
-//! rack's base URL and the credentials the gateway (not the caller) presents.
+//! The connection to the rack: kept-alive HTTP/1.1 connections ([`super::rack_pool`]; TLS as
+//! `rack_tls` configures it), the rack's base URL and the credentials the gateway (not the
+//! caller) presents.
 //!
 //! **Invariant:** the rack password leaves this module only inside the `Authorization` value it
 //! builds (error and build answers lose it here, [`Upstream::scrub_password`]); requests
@@ -7,16 +8,13 @@
 //! authorized, prefixed with the rack URL's own path.
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use super::rack_pool::{RackBody, RackPool, SendError};
+use super::rack_tls::{RackConnector, RackTlsError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
 use http::uri::{Authority, Scheme, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
-use super::rack_tls::{RackConnector, RackTlsError};
 
 use crate::config::Rack;
 use crate::proxy::mask::{REDACTED, Scrubber};
@@ -26,7 +24,7 @@ pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes,
 
 /// A configured rack.
 pub struct Upstream {
-    client: Client<RackConnector, UpstreamBody>,
+    pool: Arc<RackPool>,
     connector: RackConnector,
     scheme: Scheme,
     authority: Authority,
@@ -88,13 +86,15 @@ impl Upstream {
             what: "the host cannot be sent in a header".into(),
         })?;
         let connector = RackConnector::new(rack, scheme == Scheme::HTTPS)?;
+        let port = authority.port_u16().unwrap_or(default_port);
         // No total request timeout: log and exec streams live as long as the caller keeps them.
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .build(connector.clone());
+        let pool = Arc::new(RackPool::new(
+            connector.clone(),
+            authority.host().to_owned(),
+            port,
+        ));
         Ok(Upstream {
-            client,
+            pool,
             connector,
             scheme,
             authority,
@@ -105,13 +105,21 @@ impl Upstream {
         })
     }
 
-    /// The URI of a canonical path and query on the rack.
+    /// The request-line URI (origin-form) of a canonical path and query on the rack.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::Error> {
         Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
             .path_and_query(format!("{}{path_and_query}", self.prefix))
             .build()
+    }
+
+    /// Sends a call (its URI from [`Upstream::uri`]) to the rack, with the rack's `Host`.
+    pub async fn send(
+        &self,
+        mut req: http::Request<UpstreamBody>,
+    ) -> Result<http::Response<RackBody>, SendError> {
+        req.headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        self.pool.send(req).await
     }
 
     /// The `Authorization` value carrying the rack password (marked sensitive).
@@ -144,10 +152,6 @@ impl Upstream {
     /// `http` or `https`.
     pub fn scheme(&self) -> &str {
         self.scheme.as_str()
-    }
-
-    pub fn client(&self) -> &Client<RackConnector, UpstreamBody> {
-        &self.client
     }
 
     /// A new connection to the rack (plain or TLS as configured), for a WebSocket.

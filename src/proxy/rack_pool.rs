@@ -1,0 +1,426 @@
+//! Kept-alive HTTP/1.1 connections to the rack, each driven by the call that uses it.
+//!
+//! A general client (hyper-util's pooled one) runs every connection as a task of its own: the
+//! call hands its request to that task and gets the answer's head and each piece of its body
+//! back through channels, every hand-off a wake-up of another task, and the connection goes
+//! back to a keyed pool through one more task spawned per call. The gateway talks to one rack,
+//! one call at a time per connection, so here the call itself drives its connection: the
+//! future that waits for the answer, then the answer's body, poll the connection in the task
+//! that serves the caller, and the connection goes back to a plain stack of idle ones when the
+//! body has been read to its end.
+//!
+//! **Invariants:** a connection is reused only after its last answer was read to the end (an
+//! answer dropped part-way closes it, as HTTP/1.1 has no other way to abandon one); a request
+//! is retried on another connection only when hyper hands it back unsent (an idle connection
+//! the rack closed), never after any byte of it was written; a connection idle for longer than
+//! [`IDLE_TIMEOUT`] is closed, not used.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use super::rack_tls::{RackConnector, RackStream};
+use super::upstream::UpstreamBody;
+
+/// How long an idle connection is kept for the next call.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept at most; more are closed as their calls end.
+pub const MAX_IDLE: usize = 64;
+
+/// Where the rack is and the connections to it that wait for a call.
+pub struct RackPool {
+    connector: RackConnector,
+    host: String,
+    port: u16,
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    conn: Driven,
+    since: Instant,
+}
+
+/// One connection: the half that sends requests and the state machine that does its I/O,
+/// polled by whoever holds the pair.
+struct Driven {
+    sender: http1::SendRequest<UpstreamBody>,
+    conn: Pin<Box<http1::Connection<TokioIo<RackStream>, UpstreamBody>>>,
+    /// The connection's future has completed (closed or failed): it must not be polled again.
+    done: bool,
+}
+
+/// Why a call got no answer from the rack.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (refused, unreachable, TLS refused, timed out): the rack
+    /// never received the call.
+    #[error("connecting to the rack: {0}")]
+    Connect(#[source] std::io::Error),
+    /// A new connection failed before any byte of the call was written: the rack never
+    /// received it.
+    #[error("the rack's connection closed before the call was sent: {0}")]
+    Unsent(#[source] hyper::Error),
+    /// The connection failed after the call was handed to it: the rack may have read it.
+    #[error("exchanging the call with the rack: {0}")]
+    Http(#[source] hyper::Error),
+}
+
+impl SendError {
+    /// Whether the rack certainly never received the call.
+    pub fn never_sent(&self) -> bool {
+        matches!(self, SendError::Connect(_) | SendError::Unsent(_))
+    }
+
+    /// Whether the rack could not be sent the call because the caller's body failed (the
+    /// caller went away mid-upload, or stalled): hyper reports a body's error as the user's,
+    /// with the body's own error (an `io::Error` here) as its cause; its other user errors
+    /// carry none.
+    pub fn caller_body_failed(&self) -> bool {
+        match self {
+            SendError::Connect(_) | SendError::Unsent(_) => false,
+            SendError::Http(e) => {
+                e.is_user()
+                    && std::error::Error::source(e).is_some_and(|c| c.is::<std::io::Error>())
+            }
+        }
+    }
+}
+
+// === impl RackPool ===
+
+impl RackPool {
+    pub fn new(connector: RackConnector, host: String, port: u16) -> RackPool {
+        RackPool {
+            connector,
+            host,
+            port,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) on an idle connection, or a new one, and
+    /// returns the answer whose body drives that connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<UpstreamBody>,
+    ) -> Result<Response<RackBody>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.checkout().await {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            let answer = conn.sender.try_send_request(req);
+            let mut answer = std::pin::pin!(answer);
+            let answered = poll_fn(|cx| {
+                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                conn.drive(cx);
+                answer.as_mut().poll(cx)
+            })
+            .await;
+            match answered {
+                Ok(response) => {
+                    let pool = Arc::clone(self);
+                    return Ok(response.map(|incoming| RackBody {
+                        incoming,
+                        conn: Some(conn),
+                        pool,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Handed back unwritten by a connection the rack had closed while idle.
+                    Some(unsent) if reused => req = unsent,
+                    Some(_) => return Err(SendError::Unsent(e.into_error())),
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready for a request.
+    async fn checkout(&self) -> Option<Driven> {
+        loop {
+            let mut conn = self.pop_idle()?;
+            if poll_fn(|cx| conn.poll_ready(cx)).await {
+                return Some(conn);
+            }
+        }
+    }
+
+    fn pop_idle(&self) -> Option<Driven> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<Driven, SendError> {
+        let io = self
+            .connector
+            .connect(&self.host, self.port)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
+        Ok(Driven {
+            sender,
+            conn: Box::pin(conn),
+            done: false,
+        })
+    }
+
+    fn put(&self, conn: Driven) {
+        if conn.done {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+// === impl Driven ===
+
+impl Driven {
+    /// Lets the connection read and write what it can; wakes the caller's task when it can do
+    /// more.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if !self.done && self.conn.as_mut().poll(cx).is_ready() {
+            self.done = true;
+        }
+    }
+
+    /// `true` once the connection can take a request, `false` if it closed or failed.
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        self.drive(cx);
+        if self.done {
+            return Poll::Ready(false);
+        }
+        match self.sender.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(true),
+            Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The body of the rack's answer; reading it drives the connection it comes on, which goes
+/// back to the pool once the body has ended.
+pub struct RackBody {
+    incoming: Incoming,
+    conn: Option<Driven>,
+    pool: Arc<RackPool>,
+}
+
+impl RackBody {
+    fn check_in(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(conn);
+        }
+    }
+}
+
+impl http_body::Body for RackBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let mut polled = Pin::new(&mut this.incoming).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(conn) = this.conn.as_mut()
+        {
+            // The body asked for more (the connection reads only what is wanted); let the
+            // connection read it, then look again.
+            conn.drive(cx);
+            polled = Pin::new(&mut this.incoming).poll_frame(cx);
+        }
+        match &polled {
+            Poll::Ready(None) => this.check_in(),
+            // A connection that failed mid-answer is not reused.
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+impl Drop for RackBody {
+    fn drop(&mut self) {
+        // Read to its end (or empty from the start): the connection is reusable. Dropped
+        // part-way, the connection closes with it.
+        if self.incoming.is_end_stream() {
+            self.check_in();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::{Rack, Secret};
+    use crate::proxy::upstream::Upstream;
+
+    /// What the test rack does after answering a call on a connection.
+    #[derive(Clone, Copy)]
+    enum After {
+        KeepOpen,
+        Close,
+    }
+
+    /// A rack on loopback that answers every call with `body` and counts the connections it
+    /// accepted.
+    async fn rack(body: &'static [u8], after: After) -> (Upstream, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.clear();
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        if socket.write_all(head.as_bytes()).await.is_err()
+                            || socket.write_all(body).await.is_err()
+                        {
+                            return;
+                        }
+                        if let After::Close = after {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let upstream = Upstream::new(&Rack {
+            url: format!("http://127.0.0.1:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        (upstream, accepted)
+    }
+
+    fn get(upstream: &Upstream) -> Request<UpstreamBody> {
+        let mut req = Request::new(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *req.uri_mut() = upstream.uri("/apps").unwrap();
+        req
+    }
+
+    async fn call(upstream: &Upstream) -> Result<Bytes, SendError> {
+        let answer = upstream.send(get(upstream)).await?;
+        Ok(answer.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn calls_read_to_their_end_share_one_connection() {
+        let (upstream, accepted) = rack(b"ok", After::KeepOpen).await;
+        for _ in 0..3 {
+            assert_eq!(call(&upstream).await.unwrap(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// The rack closed the idle connection: the next call goes out on a new one, unharmed.
+    #[tokio::test]
+    async fn a_connection_the_rack_closed_is_replaced() {
+        let (upstream, accepted) = rack(b"ok", After::Close).await;
+        for _ in 0..3 {
+            assert_eq!(call(&upstream).await.unwrap(), "ok");
+            // Let the close reach the gateway's side before the next call.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// An answer dropped before its end leaves its connection unusable: it is not reused.
+    #[tokio::test]
+    async fn an_answer_dropped_part_way_closes_its_connection() {
+        static BIG: [u8; 1 << 20] = [b'x'; 1 << 20];
+        let (upstream, accepted) = rack(&BIG, After::KeepOpen).await;
+        let answer = upstream.send(get(&upstream)).await.unwrap();
+        let mut body = answer.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert!(first.data_ref().is_some_and(|d| d.len() < BIG.len()));
+        drop(body);
+        assert_eq!(call(&upstream).await.unwrap().len(), BIG.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Read to its end, the second connection is the one the third call uses.
+        assert_eq!(call(&upstream).await.unwrap().len(), BIG.len());
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// Nothing listens: the call fails as one the rack never received.
+    #[tokio::test]
+    async fn a_rack_that_refuses_connections_never_got_the_call() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let upstream = Upstream::new(&Rack {
+            url: format!("http://127.0.0.1:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let failed = call(&upstream).await.unwrap_err();
+        assert!(failed.never_sent(), "{failed}");
+        assert!(!failed.caller_body_failed());
+    }
+}
