@@ -333,6 +333,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             }
         }
     }
+
+    /// Reads what the peer sends into the buffer, without taking frames out, until `limit`
+    /// bytes are buffered; returns only when the transport ends (`Ok`) or fails: whatever came
+    /// before stays buffered for [`FrameReader::read_frame`]. With `limit` bytes buffered it
+    /// reads nothing more and never returns, so a peer cannot make it hold more than that.
+    ///
+    /// For a relay blocked writing this peer's frames to a side that is not reading them:
+    /// a peer that left is seen then, not only once the other side reads again.
+    ///
+    /// Cancel-safe, as `read_frame`.
+    pub async fn watch_for_end(&mut self, limit: usize) -> io::Result<()> {
+        loop {
+            let room = limit.saturating_sub(self.buf.len());
+            if room == 0 {
+                return std::future::pending().await;
+            }
+            self.buf.reserve(room.min(8 * 1024));
+            let read = (&mut self.io)
+                .take(room as u64)
+                .read_buf(&mut self.buf)
+                .await?;
+            if read == 0 {
+                return Ok(());
+            }
+        }
+    }
 }
 
 // === impl FrameWriter ===

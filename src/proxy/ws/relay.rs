@@ -185,6 +185,9 @@ struct Leg<R, W> {
     /// When the flush under way began: kept across steps the relay's `select!` cut short, so
     /// all of a wait on the caller is left out of a held tail's ([`Leg::pause_hold`]).
     flush_started: Option<Instant>,
+    /// Whether a flush that waits also watches this leg's source for its end, reading ahead
+    /// up to [`READ_AHEAD`] bytes (the caller's leg: see [`RelayConfig::caller_silence`]).
+    watch_source: bool,
 }
 
 /// What one step of a leg relayed.
@@ -218,6 +221,12 @@ type Outbound<R, C> = Leg<ReadHalf<R>, WriteHalf<C>>;
 /// password, a piece at a time, gets it through: the scrub is for output that quotes it by
 /// accident, not for a program bent on showing it (which could encode it anyway).
 pub const HOLD_FOR: Duration = Duration::from_millis(20);
+
+/// How much of the caller's input a relay blocked writing to the rack reads ahead (and holds)
+/// to see whether the caller has gone: twice the CLI's largest frame. A caller that sent more
+/// than this (and the socket buffers) behind the input the rack is not reading, then left,
+/// is seen only once the rack reads again (or, on a log stream, after `caller_silence`).
+const READ_AHEAD: usize = 64 * 1024;
 
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
 const EOF_GRACE: Duration = Duration::from_millis(250);
@@ -299,6 +308,7 @@ where
         FrameWriter::new(rack_write, Role::Client),
         false,
     );
+    inbound.watch_source = true;
     let mut outbound: Outbound<R, C> = Leg::new(
         FrameReader::new(rack_read, Role::Client, config.max_from_rack),
         FrameWriter::new(caller_write, Role::Server),
@@ -615,6 +625,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             scrub: None,
             held_since: None,
             flush_started: None,
+            watch_source: false,
         }
     }
 
@@ -651,9 +662,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
 
     /// Writes out what is queued. Cancel-safe: a flush the relay's `select!` cut short keeps
     /// its start ([`Leg::flush_started`]) for the step that finishes it.
+    /// On a leg that watches its source, a source that ends while the flush waits ends the
+    /// leg there (`ReadEnded`), the frames it sent before left unsent.
     async fn flush(&mut self) -> Result<(), LegEnd> {
         let started = *self.flush_started.get_or_insert_with(Instant::now);
-        self.writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        let Leg {
+            reader,
+            writer,
+            watch_source,
+            ..
+        } = self;
+        if *watch_source {
+            tokio::select! {
+                biased;
+                flushed = writer.flush() => flushed.map_err(|_| LegEnd::WriteFailed)?,
+                _ = reader.watch_for_end(READ_AHEAD) => return Err(LegEnd::ReadEnded),
+            }
+        } else {
+            writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
+        }
         self.flush_started = None;
         self.pause_hold(started.elapsed());
         Ok(())

@@ -376,10 +376,33 @@ async fn a_rack_that_stops_reading_does_not_make_the_caller_silent() {
     assert_eq!(stats.bytes_in, input.len() as u64);
 }
 
+/// A caller that leaves while the rack reads none of its input (a program not reading stdin,
+/// the CLI then interrupted) is seen at once, not only once the rack reads again: the stream
+/// ends and its slot is free.
+#[tokio::test]
+async fn a_caller_that_leaves_behind_unread_input_is_seen_at_once() {
+    let mut h = start(RelayConfig {
+        // The close to the rack waits behind the unread input until this runs out.
+        close_timeout: Duration::from_millis(300),
+        ..RelayConfig::default()
+    });
+    more_than_the_rack_takes(&mut h, Duration::from_secs(1)).await;
+    // Read ahead and held, not taken for an end.
+    h.caller.writer.ping(b"still here").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!h.relay.is_finished(), "the stream ended on a ping");
+    drop(h.caller);
+    let stats = tokio::time::timeout(Duration::from_secs(10), h.relay)
+        .await
+        .expect("the stream outlived its caller")
+        .unwrap();
+    assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+}
+
 /// On a log stream the rack reads nothing: a caller whose input waits unread there for the
 /// silence period is flooding it, and may have gone unseen behind its own frames, so the stream
 /// ends (`InputUnread`) rather than hold its slot for as long as the token lasts. The caller
-/// here has gone: no frame of its could be read to tell.
+/// here is still connected and sends nothing more.
 #[tokio::test]
 async fn input_waiting_on_a_log_stream_ends_it() {
     let silence = Duration::from_secs(1);
@@ -392,7 +415,6 @@ async fn input_waiting_on_a_log_stream_ends_it() {
         ..RelayConfig::default()
     });
     more_than_the_rack_takes(&mut h, silence).await;
-    drop(h.caller);
     let stats = tokio::time::timeout(silence * 5, h.relay)
         .await
         .expect("the stream outlived its unread input")
