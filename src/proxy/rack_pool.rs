@@ -49,13 +49,16 @@ struct Idle {
     since: Instant,
 }
 
+type Connection = http1::Connection<TokioIo<RackStream>, UpstreamBody>;
+
 /// One connection: the half that sends requests and the state machine that does its I/O,
 /// polled by whoever holds the pair.
 struct Driven {
     sender: http1::SendRequest<UpstreamBody>,
-    conn: Pin<Box<http1::Connection<TokioIo<RackStream>, UpstreamBody>>>,
-    /// The connection's future has completed (closed or failed): it must not be polled again.
-    done: bool,
+    /// `None` once the connection's future has completed (closed or failed): dropped then, so
+    /// that a request queued on it and not yet taken comes back unsent instead of waiting on
+    /// a dispatcher nobody polls.
+    conn: Option<Pin<Box<Connection>>>,
 }
 
 /// Why a call got no answer from the rack.
@@ -178,18 +181,30 @@ impl RackPool {
             .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
         Ok(Driven {
             sender,
-            conn: Box::pin(conn),
-            done: false,
+            conn: Some(Box::pin(conn)),
         })
     }
 
+    /// Keeps `conn` for the next call if it is idle now: one whose answer ended while the rack
+    /// is still being sent the call's body (a refusal answered before the upload was read) is
+    /// closed, not left for the next caller to wait behind, nor to drive a finished call's
+    /// upload.
     fn put(&self, conn: Driven) {
-        if conn.done {
+        if conn.conn.is_none() || !conn.sender.is_ready() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
-        {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        // The oldest sit at the bottom of the stack, where a quiet spell after a busy one
+        // leaves them unused: closed once they have idled out, not kept half-closed by a rack
+        // that dropped them.
+        let expired = idle
+            .iter()
+            .take_while(|entry| entry.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < MAX_IDLE {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
@@ -204,15 +219,17 @@ impl Driven {
     /// Lets the connection read and write what it can; wakes the caller's task when it can do
     /// more.
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.done && self.conn.as_mut().poll(cx).is_ready() {
-            self.done = true;
+        if let Some(conn) = self.conn.as_mut()
+            && conn.as_mut().poll(cx).is_ready()
+        {
+            self.conn = None;
         }
     }
 
     /// `true` once the connection can take a request, `false` if it closed or failed.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         self.drive(cx);
-        if self.done {
+        if self.conn.is_none() {
             return Poll::Ready(false);
         }
         match self.sender.poll_ready(cx) {
@@ -296,6 +313,7 @@ mod tests {
     use super::*;
     use crate::config::{Rack, Secret};
     use crate::proxy::upstream::Upstream;
+    use http::Uri;
 
     /// What the test rack does after answering a call on a connection.
     #[derive(Clone, Copy)]
@@ -402,6 +420,153 @@ mod tests {
         // Read to its end, the second connection is the one the third call uses.
         assert_eq!(call(&upstream).await.unwrap().len(), BIG.len());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// An upload the caller is still streaming.
+    struct Streaming(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Streaming {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|piece| piece.map(|b| Ok(http_body::Frame::data(b))))
+        }
+    }
+
+    /// The rack refuses an upload before reading it (as it does a call it cannot route): the
+    /// answer ends while the call's body is still being sent. That connection is not idle and
+    /// is not reused: the next caller does not wait behind the first one's upload.
+    #[tokio::test]
+    async fn a_connection_still_sending_an_upload_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let status = if first { "403 Forbidden" } else { "200 OK" };
+                    let head = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    // Reads the rest (the upload) and answers nothing more.
+                    while let Ok(n) = socket.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let upstream = Upstream::new(&Rack {
+            url: format!("http://127.0.0.1:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let (upload, body) = tokio::sync::mpsc::channel(1);
+        upload
+            .send(Bytes::from_static(b"first piece"))
+            .await
+            .unwrap();
+        let mut req = Request::new(Streaming(body).boxed_unsync());
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = upstream.uri("/apps").unwrap();
+        let refused = upstream.send(req).await.unwrap();
+        assert_eq!(refused.status(), 403);
+        refused.into_body().collect().await.unwrap();
+        // The upload is still open: the next call goes out on a connection of its own.
+        let next = tokio::time::timeout(Duration::from_secs(5), call(&upstream))
+            .await
+            .expect("the next call waited behind an unfinished upload");
+        assert_eq!(next.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        drop(upload);
+    }
+
+    /// The rack closes a connection taken for a call just before the call is handed to it: the
+    /// call comes back unsent (to go out on another connection), not left waiting on a
+    /// connection that has ended.
+    #[tokio::test]
+    async fn a_call_on_a_connection_that_ended_comes_back_unsent() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    let _ = socket
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    // Closed a moment after its one answer.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                });
+            }
+        });
+        let rack = Rack {
+            url: format!("http://127.0.0.1:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        };
+        let connector = crate::proxy::rack_tls::RackConnector::new(&rack, false).unwrap();
+        let pool = Arc::new(RackPool::new(connector, "127.0.0.1".into(), port));
+        let host = http::HeaderValue::from_str(&format!("127.0.0.1:{port}")).unwrap();
+        let request = || {
+            let mut req = Request::new(
+                Empty::<Bytes>::new()
+                    .map_err(|never| match never {})
+                    .boxed_unsync(),
+            );
+            *req.uri_mut() = Uri::from_static("/apps");
+            req.headers_mut().insert(http::header::HOST, host.clone());
+            req
+        };
+        let answer = pool.send(request()).await.unwrap();
+        answer.into_body().collect().await.unwrap();
+        // Taken as checkout takes it, ready; then the rack's FIN arrives first.
+        let mut conn = pool.pop_idle().expect("the connection was kept");
+        assert!(poll_fn(|cx| conn.poll_ready(cx)).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answer = conn.sender.try_send_request(request());
+        let mut answer = std::pin::pin!(answer);
+        let answered = tokio::time::timeout(
+            Duration::from_secs(5),
+            poll_fn(|cx| {
+                if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                conn.drive(cx);
+                answer.as_mut().poll(cx)
+            }),
+        )
+        .await
+        .expect("the call waited on a connection that had ended");
+        let mut failed = answered.expect_err("a closed connection answered");
+        assert!(
+            failed.take_message().is_some(),
+            "the call was not handed back"
+        );
     }
 
     /// Nothing listens: the call fails as one the rack never received.

@@ -18,7 +18,8 @@
 //!   back (see below).
 //! - **Fragmentation is preserved**: each fragment is forwarded as it arrives, continuation
 //!   frames included, after checking the sequence (no stray continuation, no interleaved
-//!   message). Memory is bounded by one frame per direction. The one change, on the rack's
+//!   message). Memory is bounded by one frame per direction, and 64 KiB of the
+//!   caller's input read ahead while the rack is not reading it. The one change, on the rack's
 //!   side: a text frame's tail that could begin the rack password is held back (its frame goes
 //!   on without it, empty if that was all of it) and goes on at the front of the next text
 //!   frame, or on its own (a continuation of the open message, else a text message) before a
@@ -83,9 +84,12 @@ pub struct RelayConfig {
     /// rack's socket for as long as the stream stays quiet. The clock does not run out while
     /// the relay is blocked writing the caller's input to a rack that is not reading it: the
     /// caller's frames, pings too, then wait unread, which says nothing of the caller, and
-    /// cutting a live restore short is worse than holding a slot until the rack reads again
-    /// (a caller that left meanwhile is seen only then). Log streams, whose rack never reads,
-    /// are the exception ([`RelayConfig::rack_reads_input`]).
+    /// cutting a live restore short is worse than holding a slot until the rack reads again.
+    /// Meanwhile the relay reads up to 64 KiB of the caller's input ahead, so a caller whose
+    /// connection ends (or fails) is seen at once, and what it sent before goes on as the rack
+    /// reads it, for up to `close_timeout`; one that left more than that behind is seen only
+    /// once the rack reads again. Log streams, whose rack never reads, are the exception
+    /// ([`RelayConfig::rack_reads_input`]).
     pub caller_silence: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
@@ -188,6 +192,9 @@ struct Leg<R, W> {
     /// Whether a flush that waits also watches this leg's source for its end, reading ahead
     /// up to [`READ_AHEAD`] bytes (the caller's leg: see [`RelayConfig::caller_silence`]).
     watch_source: bool,
+    /// The source ended while a flush waited: what it sent before, read ahead, is still
+    /// buffered ([`Leg::relay_rest`]).
+    source_ended: bool,
 }
 
 /// What one step of a leg relayed.
@@ -391,6 +398,24 @@ where
                 break ClosedBy::CallerSilent;
             }
         }
+    };
+
+    // From here the caller's input is relayed only as the rack takes it: a close answered, or
+    // what the caller sent before it left.
+    inbound.watch_source = false;
+    // The caller left while its input waited on the rack, having sent more behind it: that
+    // goes on (its EOF and close too), as it would have had the rack been reading, for as
+    // long as the close may take and no longer.
+    let closed_by = if inbound.source_ended {
+        tokio::select! {
+            biased;
+            _ = cancel.wait_for(|c| *c) => ClosedBy::Cancelled,
+            rest = tokio::time::timeout(config.close_timeout, inbound.relay_rest()) => {
+                rest.unwrap_or(ClosedBy::CallerGone)
+            }
+        }
+    } else {
+        closed_by
     };
 
     let mut rack_closed_after = false;
@@ -626,6 +651,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             held_since: None,
             flush_started: None,
             watch_source: false,
+            source_ended: false,
         }
     }
 
@@ -676,7 +702,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             tokio::select! {
                 biased;
                 flushed = writer.flush() => flushed.map_err(|_| LegEnd::WriteFailed)?,
-                _ = reader.watch_for_end(READ_AHEAD) => return Err(LegEnd::ReadEnded),
+                _ = reader.watch_for_end(READ_AHEAD) => {
+                    self.source_ended = true;
+                    return Err(LegEnd::ReadEnded);
+                }
             }
         } else {
             writer.flush().await.map_err(|_| LegEnd::WriteFailed)?;
@@ -832,6 +861,18 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             }
         }
         None
+    }
+
+    /// The rest of a source that ended behind a flush: the frames read ahead, relayed in order
+    /// until the source's end or its close, which says how the stream ended.
+    async fn relay_rest(&mut self) -> ClosedBy {
+        loop {
+            match self.step().await {
+                Ok(Relayed::Close) => return ClosedBy::CallerClosed,
+                Ok(_) => {}
+                Err(end) => return end.on_inbound(),
+            }
+        }
     }
 
     /// After the other side sent a close: keep relaying this direction until its own close

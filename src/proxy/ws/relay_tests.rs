@@ -399,6 +399,42 @@ async fn a_caller_that_leaves_behind_unread_input_is_seen_at_once() {
     assert_eq!(stats.closed_by, ClosedBy::CallerGone);
 }
 
+/// A caller that sends the rest of its input, its EOF and its close behind input the rack is
+/// slow to read, then leaves: all of it reaches the rack once the rack reads, in order, and the
+/// stream ended with the caller's close.
+#[tokio::test]
+async fn input_sent_before_the_caller_left_still_reaches_the_rack() {
+    let mut h = start(RelayConfig {
+        close_timeout: Duration::from_secs(5),
+        ..RelayConfig::default()
+    });
+    let input = more_than_the_rack_takes(&mut h, Duration::from_millis(500)).await;
+    h.caller.writer.text(b"tail").await.unwrap();
+    h.caller.writer.binary(b"").await.unwrap();
+    h.caller.writer.close(1000, b"").await.unwrap();
+    h.caller.writer.shutdown().await.unwrap();
+    drop(h.caller);
+    // The caller's end is seen while the rack still reads nothing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(input.clone())
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Text(Bytes::from_static(b"tail"))
+    );
+    assert_eq!(
+        next_message(&mut h.rack).await,
+        Message::Binary(Bytes::new())
+    );
+    assert_eq!(next_message(&mut h.rack).await, close(1000, b""));
+    let stats = ended(h.relay).await;
+    assert_eq!(stats.closed_by, ClosedBy::CallerClosed);
+    assert!(stats.eof_in);
+    assert_eq!(stats.bytes_in, input.len() as u64 + 4);
+}
+
 /// On a log stream the rack reads nothing: a caller whose input waits unread there for the
 /// silence period is flooding it, and may have gone unseen behind its own frames, so the stream
 /// ends (`InputUnread`) rather than hold its slot for as long as the token lasts. The caller
