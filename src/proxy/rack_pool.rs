@@ -17,8 +17,9 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,6 +36,9 @@ use super::upstream::UpstreamBody;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept at most; more are closed as their calls end.
 pub const MAX_IDLE: usize = 64;
+/// How often idle connections are looked at: closed once the rack has closed its side, or
+/// they idled out, instead of held half-closed until a call takes them.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Where the rack is and the connections to it that wait for a call.
 pub struct RackPool {
@@ -42,6 +46,8 @@ pub struct RackPool {
     host: String,
     port: u16,
     idle: Mutex<Vec<Idle>>,
+    /// Whether the task that sweeps `idle` ([`SWEEP_EVERY`]) was started (by the first call).
+    sweeping: AtomicBool,
 }
 
 struct Idle {
@@ -107,6 +113,7 @@ impl RackPool {
             host,
             port,
             idle: Mutex::new(Vec::new()),
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -116,6 +123,9 @@ impl RackPool {
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<RackBody>, SendError> {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep_while_used(Arc::downgrade(self)));
+        }
         loop {
             let (mut conn, reused) = match self.checkout().await {
                 Some(conn) => (conn, true),
@@ -158,6 +168,20 @@ impl RackPool {
                 return Some(conn);
             }
         }
+    }
+
+    /// Closes the idle connections the rack has closed, and those that idled out.
+    fn sweep(&self) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        // Looked at, not waited on: the call that takes a connection polls it again with its
+        // own waker.
+        let mut cx = Context::from_waker(Waker::noop());
+        idle.retain_mut(|entry| {
+            entry.since.elapsed() < IDLE_TIMEOUT
+                && !matches!(entry.conn.poll_ready(&mut cx), Poll::Ready(false))
+        });
     }
 
     fn pop_idle(&self) -> Option<Driven> {
@@ -210,6 +234,17 @@ impl RackPool {
                 since: Instant::now(),
             });
         }
+    }
+}
+
+/// Sweeps the pool's idle connections every [`SWEEP_EVERY`] for as long as the pool exists.
+async fn sweep_while_used(pool: Weak<RackPool>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.sweep();
     }
 }
 
@@ -567,6 +602,51 @@ mod tests {
             failed.take_message().is_some(),
             "the call was not handed back"
         );
+    }
+
+    /// An idle connection the rack closed is closed by the sweep, not held half-closed until a
+    /// call takes it; one still open stays.
+    #[tokio::test]
+    async fn the_sweep_closes_idle_connections_the_rack_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (close, closing) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            let _ = closing.await;
+        });
+        let rack = Rack {
+            url: format!("http://127.0.0.1:{port}"),
+            password: Secret::new("pw".into()),
+            ca_file: None,
+            ca_sha256: None,
+            pin_sha256: None,
+            insecure_skip_verify: false,
+        };
+        let connector = crate::proxy::rack_tls::RackConnector::new(&rack, false).unwrap();
+        let pool = Arc::new(RackPool::new(connector, "127.0.0.1".into(), port));
+        let mut req = Request::new(
+            Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        );
+        *req.uri_mut() = Uri::from_static("/apps");
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("rack"));
+        let answer = pool.send(req).await.unwrap();
+        answer.into_body().collect().await.unwrap();
+        let idle = || pool.idle.lock().unwrap().len();
+        pool.sweep();
+        assert_eq!(idle(), 1, "an open connection was swept");
+        drop(close);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        pool.sweep();
+        assert_eq!(idle(), 0, "a connection the rack closed was kept");
     }
 
     /// Nothing listens: the call fails as one the rack never received.
