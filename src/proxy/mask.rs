@@ -5,7 +5,9 @@
 //! rack's way (Go's `bufio.Scanner` lines, a trailing `\r` dropped, split at the first `=`, the
 //! key trimmed, lines without `=` or with an empty key ignored, the last of duplicates wins).
 //! A hidden value becomes `rgw-masked:<8 hex>`, the first 4 bytes of
-//! HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value), where the mask key is
+//! HMAC-SHA256(mask key, len(app) ‖ app ‖ len(key) ‖ key ‖ value), lengths as 8-byte
+//! big-endian (a key may hold any byte, NUL included, so no separator would keep the three
+//! apart), where the mask key is
 //! derived from the audit key for masks alone ([`AuditKey::derive`]): stable for one value of
 //! one key of one app, saying nothing about the value to anyone without the audit key, and
 //! never equal to the HMAC a recorded parameter carries.
@@ -466,7 +468,7 @@ fn holds_secret_pair(v: &str) -> bool {
 // === Masks ===
 
 /// The mask of `value` of `key` in `app`: `rgw-masked:` and the first 4 bytes, in hex, of
-/// HMAC-SHA256(mask key, app ‖ 0x00 ‖ key ‖ 0x00 ‖ value); see the module doc.
+/// HMAC-SHA256(mask key, len(app) ‖ app ‖ len(key) ‖ key ‖ value); see the module doc.
 ///
 /// # Errors
 /// [`MaskError::Key`] if the HMAC refuses the key (never for a 32-byte key).
@@ -481,8 +483,10 @@ pub fn mask_value(
 
 /// What the mask key is derived for ([`AuditKey::derive`]). Version 1 was derived as
 /// `HMAC(audit key, label)`, which a caller could have recorded by sending the label as a secret
-/// value; masks made under it no longer restore.
-const MASK_KEY_LABEL: &str = "rack-gateway env mask key v2";
+/// value; version 2 joined app, key and value with NUL bytes, which a key may hold (`A` with
+/// `B\0C` read as `A\0B` with `C`). Masks made under either no longer restore: a mask lives
+/// from one answer to the post that sends it back.
+const MASK_KEY_LABEL: &str = "rack-gateway env mask key v3";
 
 /// The key masks are made under, derived once per answer or post.
 struct MaskKey([u8; 32]);
@@ -491,7 +495,7 @@ impl MaskKey {
     fn derive(audit: &AuditKey) -> Result<MaskKey, MaskError> {
         // A key of its own, derived from the audit key: a recorded parameter is
         // `HMAC(audit, value)` for any value a caller sends, so a mask under the audit key
-        // itself would let whoever reads the log test a guess by sending `app\0key\0guess`.
+        // itself would let whoever reads the log test a guess by sending the mask's input.
         audit
             .derive(MASK_KEY_LABEL)
             .map(MaskKey)
@@ -506,10 +510,10 @@ impl MaskKey {
     ) -> Result<hmac::Hmac<sha2::Sha256>, MaskError> {
         let mut m = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.0)
             .map_err(|_| MaskError::Key)?;
-        m.update(app.as_bytes());
-        m.update(&[0]);
-        m.update(key.as_bytes());
-        m.update(&[0]);
+        for field in [app, key] {
+            m.update(&(field.len() as u64).to_be_bytes());
+            m.update(field.as_bytes());
+        }
         m.update(value.as_bytes());
         Ok(m)
     }

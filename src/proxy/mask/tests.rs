@@ -22,11 +22,12 @@ fn mask(app: &str, key: &str, value: &str) -> String {
 #[test]
 fn no_recorded_parameter_can_reproduce_a_mask() {
     // A parameter a caller sends is recorded as HMAC(audit key, value); were masks made under the
-    // same key, sending `app\0key\0guess` would reveal whether the guess is a masked value.
+    // same key, sending the mask's input would reveal whether the guess is a masked value.
     let m = mask("x", "SECRET_TOKEN", "s3cr3t");
     let tag = m.strip_prefix(MASK_PREFIX).unwrap();
     assert_eq!(tag.len(), 2 * MASK_TAG_BYTES);
-    let recorded = crate::config::hmac_value(&audit(), "x\0SECRET_TOKEN\0s3cr3t");
+    let input = "\0\0\0\0\0\0\0\x01x\0\0\0\0\0\0\0\x0cSECRET_TOKENs3cr3t";
+    let recorded = crate::config::hmac_value(&audit(), input);
     let recorded = recorded.strip_prefix("hmac-sha256:").unwrap();
     assert!(
         !recorded.starts_with(tag),
@@ -305,26 +306,27 @@ fn masks_are_stable_and_reveal_nothing() {
         mask("x", "OTHER", "s3cr3t"),
         mask("x", "SECRET_TOKEN", "s3cr3u"),
         mask_value(&AuditKey([8; 32]), "x", "SECRET_TOKEN", "s3cr3t").unwrap(),
-        // The separators keep app, key and value apart.
+        // The lengths keep app, key and value apart, whatever bytes a key holds.
         mask("xS", "ECRET_TOKEN", "s3cr3t"),
         mask("x", "SECRET_TOKENs", "3cr3t"),
     ];
+    assert_ne!(mask("x", "A", "B\0C"), mask("x", "A\0B", "C"));
     for o in &others {
         assert_ne!(&m, o);
     }
     // The mask is the HMAC the module doc describes, truncated: not the value, not reversible
     // without the audit key.
     let mut derive = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&[7; 32]).unwrap();
-    derive.update(b"\xffrack-gateway env mask key v2");
+    derive.update(b"\xffrack-gateway env mask key v3");
     let mask_key = derive.finalize().into_bytes();
     // The mask key is never what a caller's secret value is recorded as, the label's text
     // included.
     assert_ne!(
-        crate::config::hmac_value(&AuditKey([7; 32]), "rack-gateway env mask key v2"),
+        crate::config::hmac_value(&AuditKey([7; 32]), "rack-gateway env mask key v3"),
         format!("hmac-sha256:{}", hex::encode(mask_key))
     );
     let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&mask_key).unwrap();
-    mac.update(b"x\0SECRET_TOKEN\0s3cr3t");
+    mac.update(b"\0\0\0\0\0\0\0\x01x\0\0\0\0\0\0\0\x0cSECRET_TOKENs3cr3t");
     let full = hex::encode(mac.finalize().into_bytes());
     assert_eq!(m, format!("rgw-masked:{}", &full[..8]));
     assert!(!m.contains("s3cr3t"));
