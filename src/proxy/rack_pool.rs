@@ -123,7 +123,8 @@ impl RackPool {
         self: &Arc<Self>,
         mut req: Request<UpstreamBody>,
     ) -> Result<Response<RackBody>, SendError> {
-        if !self.sweeping.swap(true, Ordering::Relaxed) {
+        // Read first: a swap on every call would write the line both cores' calls read.
+        if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep_while_used(Arc::downgrade(self)));
         }
         loop {
