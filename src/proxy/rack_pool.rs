@@ -356,6 +356,9 @@ mod tests {
     enum After {
         KeepOpen,
         Close,
+        /// On the first connection only: the call answered 403 before its body was read, then
+        /// the rest read and nothing more answered (the others keep open).
+        RefuseFirst,
     }
 
     /// A rack on loopback that answers every call with `body` and counts the connections it
@@ -367,7 +370,8 @@ mod tests {
         let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+                let refuse = counter.fetch_add(1, Ordering::SeqCst) == 0
+                    && matches!(after, After::RefuseFirst);
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buf = [0u8; 4096];
@@ -379,39 +383,78 @@ mod tests {
                             }
                         }
                         seen.clear();
-                        let head =
-                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        let status = if refuse { "403 Forbidden" } else { "200 OK" };
+                        let head = format!(
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
                         if socket.write_all(head.as_bytes()).await.is_err()
                             || socket.write_all(body).await.is_err()
                         {
                             return;
                         }
-                        if let After::Close = after {
-                            return;
+                        match after {
+                            After::Close => return,
+                            After::RefuseFirst if refuse => {
+                                while let Ok(n) = socket.read(&mut buf).await {
+                                    if n == 0 {
+                                        return;
+                                    }
+                                }
+                                return;
+                            }
+                            _ => {}
                         }
                     }
                 });
             }
         });
-        let upstream = Upstream::new(&Rack {
+        let upstream = upstream_at(port);
+        (upstream, accepted)
+    }
+
+    /// A plain rack on this machine's `port`.
+    fn rack_at(port: u16) -> Rack {
+        Rack {
             url: format!("http://127.0.0.1:{port}"),
             password: Secret::new("pw".into()),
             ca_file: None,
             ca_sha256: None,
             pin_sha256: None,
             insecure_skip_verify: false,
-        })
-        .unwrap();
-        (upstream, accepted)
+        }
     }
 
-    fn get(upstream: &Upstream) -> Request<UpstreamBody> {
+    fn upstream_at(port: u16) -> Upstream {
+        Upstream::new(&rack_at(port)).unwrap()
+    }
+
+    /// The pool alone, whose calls carry their own `Host` (see [`bare_get`]).
+    fn pool_at(port: u16) -> Arc<RackPool> {
+        let connector = crate::proxy::rack_tls::RackConnector::new(&rack_at(port), false).unwrap();
+        Arc::new(RackPool::new(connector, "127.0.0.1".into(), port))
+    }
+
+    /// `GET /apps` with no `Host`, which [`Upstream::send`] adds.
+    fn get_on(uri: Uri) -> Request<UpstreamBody> {
         let mut req = Request::new(
             Empty::<Bytes>::new()
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         );
-        *req.uri_mut() = upstream.uri("/apps").unwrap();
+        *req.uri_mut() = uri;
+        req
+    }
+
+    fn get(upstream: &Upstream) -> Request<UpstreamBody> {
+        get_on(upstream.uri("/apps").unwrap())
+    }
+
+    /// `GET /apps` as [`RackPool::send`] takes it: with a `Host`.
+    fn bare_get() -> Request<UpstreamBody> {
+        let mut req = get_on(Uri::from_static("/apps"));
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("rack"));
         req
     }
 
@@ -480,43 +523,7 @@ mod tests {
     /// is not reused: the next caller does not wait behind the first one's upload.
     #[tokio::test]
     async fn a_connection_still_sending_an_upload_is_not_reused() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
-                tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match socket.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => seen.extend_from_slice(&buf[..n]),
-                        }
-                    }
-                    let status = if first { "403 Forbidden" } else { "200 OK" };
-                    let head = format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\n\r\nok");
-                    let _ = socket.write_all(head.as_bytes()).await;
-                    // Reads the rest (the upload) and answers nothing more.
-                    while let Ok(n) = socket.read(&mut buf).await {
-                        if n == 0 {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        let upstream = Upstream::new(&Rack {
-            url: format!("http://127.0.0.1:{port}"),
-            password: Secret::new("pw".into()),
-            ca_file: None,
-            ca_sha256: None,
-            pin_sha256: None,
-            insecure_skip_verify: false,
-        })
-        .unwrap();
+        let (upstream, accepted) = rack(b"ok", After::RefuseFirst).await;
         let (upload, body) = tokio::sync::mpsc::channel(1);
         upload
             .send(Bytes::from_static(b"first piece"))
@@ -557,34 +564,14 @@ mod tests {
                 });
             }
         });
-        let rack = Rack {
-            url: format!("http://127.0.0.1:{port}"),
-            password: Secret::new("pw".into()),
-            ca_file: None,
-            ca_sha256: None,
-            pin_sha256: None,
-            insecure_skip_verify: false,
-        };
-        let connector = crate::proxy::rack_tls::RackConnector::new(&rack, false).unwrap();
-        let pool = Arc::new(RackPool::new(connector, "127.0.0.1".into(), port));
-        let host = http::HeaderValue::from_str(&format!("127.0.0.1:{port}")).unwrap();
-        let request = || {
-            let mut req = Request::new(
-                Empty::<Bytes>::new()
-                    .map_err(|never| match never {})
-                    .boxed_unsync(),
-            );
-            *req.uri_mut() = Uri::from_static("/apps");
-            req.headers_mut().insert(http::header::HOST, host.clone());
-            req
-        };
-        let answer = pool.send(request()).await.unwrap();
+        let pool = pool_at(port);
+        let answer = pool.send(bare_get()).await.unwrap();
         answer.into_body().collect().await.unwrap();
         // Taken as checkout takes it, ready; then the rack's FIN arrives first.
         let mut conn = pool.pop_idle().expect("the connection was kept");
         assert!(poll_fn(|cx| conn.poll_ready(cx)).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let answer = conn.sender.try_send_request(request());
+        let answer = conn.sender.try_send_request(bare_get());
         let mut answer = std::pin::pin!(answer);
         let answered = tokio::time::timeout(
             Duration::from_secs(5),
@@ -621,25 +608,8 @@ mod tests {
                 .await;
             let _ = closing.await;
         });
-        let rack = Rack {
-            url: format!("http://127.0.0.1:{port}"),
-            password: Secret::new("pw".into()),
-            ca_file: None,
-            ca_sha256: None,
-            pin_sha256: None,
-            insecure_skip_verify: false,
-        };
-        let connector = crate::proxy::rack_tls::RackConnector::new(&rack, false).unwrap();
-        let pool = Arc::new(RackPool::new(connector, "127.0.0.1".into(), port));
-        let mut req = Request::new(
-            Empty::<Bytes>::new()
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        );
-        *req.uri_mut() = Uri::from_static("/apps");
-        req.headers_mut()
-            .insert(http::header::HOST, http::HeaderValue::from_static("rack"));
-        let answer = pool.send(req).await.unwrap();
+        let pool = pool_at(port);
+        let answer = pool.send(bare_get()).await.unwrap();
         answer.into_body().collect().await.unwrap();
         let idle = || pool.idle.lock().unwrap().len();
         pool.sweep();
@@ -656,15 +626,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let upstream = Upstream::new(&Rack {
-            url: format!("http://127.0.0.1:{port}"),
-            password: Secret::new("pw".into()),
-            ca_file: None,
-            ca_sha256: None,
-            pin_sha256: None,
-            insecure_skip_verify: false,
-        })
-        .unwrap();
+        let upstream = upstream_at(port);
         let failed = call(&upstream).await.unwrap_err();
         assert!(failed.never_sent(), "{failed}");
         assert!(!failed.caller_body_failed());
