@@ -9,8 +9,10 @@
 //! that serves the caller, and the connection goes back to a plain stack of idle ones when the
 //! body has been read to its end.
 //!
-//! **Invariants:** a connection is reused only after its last answer was read to the end (an
-//! answer dropped part-way closes it, as HTTP/1.1 has no other way to abandon one); a request
+//! **Invariants:** a connection is reused only after its last answer was read to the end and
+//! hyper reports it idle, its last call's body sent too (an answer dropped part-way, or one
+//! that ended while its call's upload went on, closes it: HTTP/1.1 has no other way to
+//! abandon either); a request
 //! is retried on another connection only when hyper hands it back unsent (an idle connection
 //! the rack closed), never after any byte of it was written; a connection idle for longer than
 //! [`IDLE_TIMEOUT`] is closed, not used.
