@@ -133,25 +133,31 @@ pub(crate) async fn handle(
         authenticated: route.id != RouteId::Check,
         accepts_json,
     };
-    let params = Params::new(
-        &parts.method,
-        parts.uri.query(),
-        &parts.headers,
-        &body.bytes,
-    );
-    let mut call = Call {
-        shared: &shared,
-        vars: &vars,
-        params,
-        body: body.bytes.clone(),
-        sha256: body.sha256,
-    };
+    let mut call = call_of(&shared, &vars, &parts, &body.bytes, body.sha256);
     let reply = handlers::dispatch(route.id, &mut call);
     let response = gzip_if_on(&shared, respond::render(reply, &envelope)).await;
     let used = call.params.into_used();
     record(&shared, seq, &parts, body.bytes, used, false, &response);
     shared.answer_delay.pass().await;
     response
+}
+
+/// What a handler or session is given: the route's variables, the parameters read from the
+/// query, headers and body with Go's precedence, and the body itself.
+fn call_of<'a>(
+    shared: &'a Shared,
+    vars: &'a Vars,
+    parts: &'a Parts,
+    body: &'a Bytes,
+    sha256: Option<String>,
+) -> Call<'a> {
+    Call {
+        shared,
+        vars,
+        params: Params::new(&parts.method, parts.uri.query(), &parts.headers, body),
+        body: body.clone(),
+        sha256,
+    }
 }
 
 /// The answer to a request whose body broke off or was malformed: a bare 400, recorded with no
@@ -186,19 +192,7 @@ async fn socket(
         return unreadable_body(&shared, seq, &parts);
     };
     let authenticated = auth::authenticate(&parts.headers, &shared.password);
-    let params = Params::new(
-        &parts.method,
-        parts.uri.query(),
-        &parts.headers,
-        &body.bytes,
-    );
-    let mut call = Call {
-        shared: &shared,
-        vars: &vars,
-        params,
-        body: body.bytes.clone(),
-        sha256: body.sha256,
-    };
+    let mut call = call_of(&shared, &vars, &parts, &body.bytes, body.sha256);
     let response = match upgrade::check(&parts.headers, &parts.uri) {
         Handshake::Refuse { status, reason } => upgrade::refused(status, reason),
         Handshake::Accept(accept) => {

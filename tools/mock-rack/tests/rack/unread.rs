@@ -68,6 +68,19 @@ async fn assert_eof(stream: &mut (impl AsyncRead + Unpin)) {
     }
 }
 
+/// Sends `raw` on a new connection and checks the answer is a 401 with `Connection: close`,
+/// then the end of the connection.
+async fn refused_then_closed(rack: &MockRack, raw: &[u8]) {
+    let mut stream = TcpStream::connect(rack.addr()).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let (reply, _) = read_response(&mut stream).await;
+    assert_eq!(
+        (reply.status, reply.header("connection")),
+        (401, Some("close"))
+    );
+    assert_eof(&mut stream).await;
+}
+
 /// (a) A wrong password on a 64 MiB upload: the 401 comes while the client is still sending, with
 /// `Connection: close`, and the connection then ends with EOF, not a reset: the rack shuts its
 /// side and keeps taking (and dropping) what the client still sends, so the client's writes do
@@ -212,14 +225,7 @@ async fn the_discard_stops_at_gos_256_kib() {
     let at = pattern(LIMIT);
     let mut raw = upload_head(&rack, "POST", "/apps?", WRONG, &length(at.len())).into_bytes();
     raw.extend_from_slice(&at);
-    let mut stream = TcpStream::connect(rack.addr()).await.unwrap();
-    stream.write_all(&raw).await.unwrap();
-    let (reply, _) = read_response(&mut stream).await;
-    assert_eq!(
-        (reply.status, reply.header("connection")),
-        (401, Some("close"))
-    );
-    assert_eof(&mut stream).await;
+    refused_then_closed(&rack, &raw).await;
 
     let received = rack.received();
     let statuses: Vec<u16> = received.iter().map(|r| r.status).collect();
@@ -248,14 +254,7 @@ async fn a_refused_chunked_body_over_the_limit_closes_after_the_limit() {
         raw.extend_from_slice(b"\r\n");
     }
     raw.extend_from_slice(b"0\r\n\r\n");
-    let mut stream = TcpStream::connect(rack.addr()).await.unwrap();
-    stream.write_all(&raw).await.unwrap();
-    let (reply, _) = read_response(&mut stream).await;
-    assert_eq!(
-        (reply.status, reply.header("connection")),
-        (401, Some("close"))
-    );
-    assert_eof(&mut stream).await;
+    refused_then_closed(&rack, &raw).await;
     let received = rack.received();
     assert_bytes(&received[0].body, &body[..=LIMIT], "what the discard read");
 }
@@ -290,14 +289,7 @@ async fn a_refused_client_waiting_for_100_continue_gets_the_401_instead() {
     let rack = support::rack().await;
     let framing = format!("{}Expect: 100-continue\r\n", length(5 << 20));
     let head = upload_head(&rack, "POST", "/apps/x/objects/tmp/e.tgz?", WRONG, &framing);
-    let mut stream = TcpStream::connect(rack.addr()).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let (reply, _) = read_response(&mut stream).await;
-    assert_eq!(
-        (reply.status, reply.header("connection")),
-        (401, Some("close"))
-    );
-    assert_eof(&mut stream).await;
+    refused_then_closed(&rack, head.as_bytes()).await;
     assert!(rack.received()[0].body.is_empty());
 }
 
