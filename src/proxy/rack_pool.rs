@@ -197,12 +197,13 @@ impl RackPool {
         None
     }
 
+    /// A new connection to the rack (plain or TLS as configured): for a call, or a WebSocket.
+    pub async fn open(&self) -> std::io::Result<RackStream> {
+        self.connector.connect(&self.host, self.port).await
+    }
+
     async fn connect(&self) -> Result<Driven, SendError> {
-        let io = self
-            .connector
-            .connect(&self.host, self.port)
-            .await
-            .map_err(SendError::Connect)?;
+        let io = self.open().await.map_err(SendError::Connect)?;
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;

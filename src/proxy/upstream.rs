@@ -9,12 +9,13 @@
 
 use std::sync::Arc;
 
-use super::rack_pool::{RackBody, RackPool, SendError};
-use super::rack_tls::{RackConnector, RackTlsError};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderValue;
-use http::uri::{Authority, Scheme, Uri};
+use http::uri::{Scheme, Uri};
+
+use super::rack_pool::{RackBody, RackPool, SendError};
+use super::rack_tls::{RackConnector, RackStream, RackTlsError};
 
 use crate::config::Rack;
 use crate::proxy::mask::{REDACTED, Scrubber};
@@ -25,9 +26,7 @@ pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes,
 /// A configured rack.
 pub struct Upstream {
     pool: Arc<RackPool>,
-    connector: RackConnector,
     scheme: Scheme,
-    authority: Authority,
     prefix: String,
     authorization: HeaderValue,
     /// The rack password's forms, to take it back out of answers and the rack's WebSocket
@@ -88,16 +87,10 @@ impl Upstream {
         let connector = RackConnector::new(rack, scheme == Scheme::HTTPS)?;
         let port = authority.port_u16().unwrap_or(default_port);
         // No total request timeout: log and exec streams live as long as the caller keeps them.
-        let pool = Arc::new(RackPool::new(
-            connector.clone(),
-            authority.host().to_owned(),
-            port,
-        ));
+        let pool = Arc::new(RackPool::new(connector, authority.host().to_owned(), port));
         Ok(Upstream {
             pool,
-            connector,
             scheme,
-            authority,
             prefix,
             authorization,
             scrubber: Arc::new(Scrubber::new(rack.password.expose())),
@@ -155,14 +148,8 @@ impl Upstream {
     }
 
     /// A new connection to the rack (plain or TLS as configured), for a WebSocket.
-    pub async fn connect(&self) -> std::io::Result<super::rack_tls::RackStream> {
-        let default = if self.scheme == Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
-        let port = self.authority.port_u16().unwrap_or(default);
-        self.connector.connect(self.authority.host(), port).await
+    pub async fn connect(&self) -> std::io::Result<RackStream> {
+        self.pool.open().await
     }
 }
 

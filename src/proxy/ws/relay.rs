@@ -688,8 +688,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
 
     /// Writes out what is queued. Cancel-safe: a flush the relay's `select!` cut short keeps
     /// its start ([`Leg::flush_started`]) for the step that finishes it.
+    ///
     /// On a leg that watches its source, a source that ends while the flush waits ends the
-    /// leg there (`ReadEnded`), the frames it sent before left unsent.
+    /// leg there (`ReadEnded`, with `source_ended` set): what it sent before stays buffered,
+    /// for [`Leg::relay_rest`].
     async fn flush(&mut self) -> Result<(), LegEnd> {
         let started = *self.flush_started.get_or_insert_with(Instant::now);
         let Leg {
