@@ -13,9 +13,11 @@
 //! hyper reports it idle, its last call's body sent too (an answer dropped part-way, or one
 //! that ended while its call's upload went on, closes it: HTTP/1.1 has no other way to
 //! abandon either); a request
-//! is retried on another connection only when hyper hands it back unsent (an idle connection
-//! the rack closed), never after any byte of it was written; a connection idle for longer than
-//! [`IDLE_TIMEOUT`] is closed, not used.
+//! is retried on another connection when hyper hands it back unsent (an idle connection the
+//! rack closed), and after it was written only when it is a `GET` or `HEAD` without a body
+//! whose reused connection ended before any answer came (the rack closed it as the call went
+//! out), once, on a new connection: a safe call read twice changes nothing, any other may have
+//! been carried out; a connection idle for longer than [`IDLE_TIMEOUT`] is closed, not used.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -129,11 +131,15 @@ impl RackPool {
         if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep_while_used(Arc::downgrade(self)));
         }
+        // After a written call failed, its copy goes out once more, on a new connection.
+        let mut fresh = false;
         loop {
-            let (mut conn, reused) = match self.checkout().await {
+            let checked_out = if fresh { None } else { self.checkout().await };
+            let (mut conn, reused) = match checked_out {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
+            let replay = if reused { replay_of(&req) } else { None };
             let answer = conn.sender.try_send_request(req);
             let mut answer = std::pin::pin!(answer);
             let answered = poll_fn(|cx| {
@@ -153,11 +159,15 @@ impl RackPool {
                         pool,
                     }));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), replay) {
                     // Handed back unwritten by a connection the rack had closed while idle.
-                    Some(unsent) if reused => req = unsent,
-                    Some(_) => return Err(SendError::Unsent(e.into_error())),
-                    None => return Err(SendError::Http(e.into_error())),
+                    (Some(unsent), _) if reused => req = unsent,
+                    (Some(_), _) => return Err(SendError::Unsent(e.into_error())),
+                    (None, Some(copy)) if closed_before_answer(e.error()) => {
+                        req = copy;
+                        fresh = true;
+                    }
+                    (None, _) => return Err(SendError::Http(e.into_error())),
                 },
             }
         }
@@ -239,6 +249,39 @@ impl RackPool {
             });
         }
     }
+}
+
+/// A copy of `req` to send again should its reused connection end before answering: only of
+/// a `GET` or `HEAD` without a body (safe to read twice, nothing to stream again).
+fn replay_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    if !safe || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(UpstreamBody::default());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Whether a written call's connection ended before any answer: closed by the rack, or reset.
+/// An answer the rack did send, however malformed, is not a reason to ask again.
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() {
+        return true;
+    }
+    let io = std::error::Error::source(e).and_then(|c| c.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    })
 }
 
 /// Sweeps the pool's idle connections every [`SWEEP_EVERY`] for as long as the pool exists.
@@ -362,6 +405,9 @@ mod tests {
         /// On the first connection only: the call answered 403 before its body was read, then
         /// the rest read and nothing more answered (the others keep open).
         RefuseFirst,
+        /// On the first connection only: the next call read, then the connection closed
+        /// without an answer (as a rack closing an idle connection just as a call arrives).
+        HangUpOnSecond,
     }
 
     /// A rack on loopback that answers every call with `body` and counts the connections it
@@ -373,12 +419,13 @@ mod tests {
         let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((mut socket, _)) = listener.accept().await {
-                let refuse = counter.fetch_add(1, Ordering::SeqCst) == 0
-                    && matches!(after, After::RefuseFirst);
+                let first = counter.fetch_add(1, Ordering::SeqCst) == 0;
+                let refuse = first && matches!(after, After::RefuseFirst);
+                let hang_up = first && matches!(after, After::HangUpOnSecond);
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
                     let mut buf = [0u8; 4096];
-                    loop {
+                    for call in 0.. {
                         while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
                             match socket.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
@@ -386,6 +433,9 @@ mod tests {
                             }
                         }
                         seen.clear();
+                        if hang_up && call == 1 {
+                            return;
+                        }
                         let status = if refuse { "403 Forbidden" } else { "200 OK" };
                         let head = format!(
                             "HTTP/1.1 {status}\r\nContent-Length: {}\r\n\r\n",
@@ -485,6 +535,31 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    /// The rack closes a kept connection as a `GET` arrives on it, unanswered: the `GET` is
+    /// asked again on a new connection, and its caller gets the answer.
+    #[tokio::test]
+    async fn a_get_the_rack_hung_up_on_is_asked_again() {
+        let (upstream, accepted) = rack(b"ok", After::HangUpOnSecond).await;
+        assert_eq!(call(&upstream).await.unwrap(), "ok");
+        assert_eq!(call(&upstream).await.unwrap(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// The same for a `POST`: the rack may have carried it out, so it is not sent again and
+    /// fails as a call the rack may have received.
+    #[tokio::test]
+    async fn a_post_the_rack_hung_up_on_is_not_sent_again() {
+        let (upstream, accepted) = rack(b"ok", After::HangUpOnSecond).await;
+        assert_eq!(call(&upstream).await.unwrap(), "ok");
+        let mut post = get(&upstream);
+        *post.method_mut() = http::Method::POST;
+        let Err(failed) = upstream.send(post).await else {
+            panic!("a POST the rack hung up on was answered");
+        };
+        assert!(!failed.never_sent(), "{failed}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     /// An answer dropped before its end leaves its connection unusable: it is not reused.
