@@ -149,7 +149,11 @@ enum Rewrite {
     /// A release answer for a caller who may read every value of an app with no protected
     /// keys: only the rack password taken out of the manifest.
     ReleaseManifest,
-    Build,
+    /// A build answer: the rack password taken out; with `defaults`, the env defaults in its
+    /// manifest masked for a caller who may not read every value (as a release's env is).
+    Build {
+        defaults: Option<(String, Visibility, Vec<String>)>,
+    },
     /// A process answer for a caller who may not read secrets: commands scrubbed.
     Process,
 }
@@ -685,7 +689,10 @@ async fn pipeline(
             who: Visibility::of(&grant),
             protected,
         })),
-        Some(ResponseMask::BuildRepository) => Some(Answering::Rewrite(Rewrite::Build)),
+        Some(ResponseMask::BuildRepository) => Some(Answering::Rewrite(Rewrite::Build {
+            defaults: (!reads_all)
+                .then(|| (app.clone(), Visibility::of(&grant), protected.clone())),
+        })),
         Some(ResponseMask::ProcessCommand) if grant.holds(Perm::SecretRead) => None,
         Some(ResponseMask::ProcessCommand) => Some(Answering::Rewrite(Rewrite::Process)),
         Some(ResponseMask::RackPassword) => Some(Answering::Scrubbed),
@@ -1214,7 +1221,16 @@ impl Rewrite {
             }
             Rewrite::ReleaseManifest => scrub_manifests(body.to_vec(), upstream),
             // The password anywhere else in it too: a failed build's reason may quote the URL.
-            Rewrite::Build => mask::scrub_external_build(body).map(|b| upstream.scrub_password(&b)),
+            Rewrite::Build { defaults } => {
+                let scrubbed = mask::scrub_external_build(body)?;
+                let masked = match defaults {
+                    Some((app, who, protected)) => {
+                        mask::mask_manifest_defaults(&scrubbed, app, *who, audit, protected)?
+                    }
+                    None => scrubbed,
+                };
+                Ok(upstream.scrub_password(&masked))
+            }
             Rewrite::Process => mask::scrub_process_commands(body),
         }
     }

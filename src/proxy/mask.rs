@@ -45,6 +45,7 @@ use crate::proxy::secret_text::{
     words,
 };
 
+mod manifest;
 mod quoted;
 
 pub use quoted::{Scrubber, StreamScrub};
@@ -585,7 +586,7 @@ pub fn mask_release_json(
     })?;
     // The rack names every key an env change touched in the release's description, stray
     // lines' keys (made of a value's bytes) too: such a description is masked whole.
-    rewrite_string_fields(&env_masked, "description", &mut |description| {
+    let described = rewrite_string_fields(&env_masked, "description", &mut |description| {
         if description_names_only_variables(description, &stray_keys) {
             return Ok(Vec::new());
         }
@@ -593,8 +594,65 @@ pub fn mask_release_json(
             0..description.len(),
             masks.mask(app, DESCRIPTION_DOMAIN, description)?,
         )])
+    })?;
+    mask_defaults_with(&described, app, who, &masks, protected)
+}
+
+/// Masks the env defaults in the `manifest` of a build or release answer (one or a list; see
+/// [`manifest`]), for a caller per [`Visibility`] and `protected` keys as the env's own values
+/// are; with nothing to hide, the answer comes back byte for byte.
+///
+/// # Errors
+/// The body is not JSON, or a `manifest` is neither a string nor null.
+pub fn mask_manifest_defaults(
+    body: &[u8],
+    app: &str,
+    who: Visibility,
+    audit: &AuditKey,
+    protected: &[String],
+) -> Result<Vec<u8>, MaskError> {
+    mask_defaults_with(body, app, who, &MaskKey::derive(audit)?, protected)
+}
+
+fn mask_defaults_with(
+    body: &[u8],
+    app: &str,
+    who: Visibility,
+    masks: &MaskKey,
+    protected: &[String],
+) -> Result<Vec<u8>, MaskError> {
+    rewrite_string_fields(body, "manifest", &mut |text| {
+        let mut failed = None;
+        let masked = manifest::mask_defaults(text, &mut |key, value| {
+            let hidden = protected.iter().any(|p| p == key) || who.hides(key, value);
+            if !hidden {
+                return None;
+            }
+            let domain = format!("{MANIFEST_DOMAIN}\0{key}");
+            match masks.mask(app, &domain, value) {
+                Ok(shown) => Some(shown),
+                Err(e) => {
+                    failed = Some(e);
+                    Some(String::new())
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok(match masked {
+            Ok(masked) if masked == text => Vec::new(),
+            Ok(masked) => vec![(0..text.len(), masked)],
+            // What cannot be read for certain is not shown at all.
+            Err(_) => vec![(0..text.len(), masks.mask(app, MANIFEST_DOMAIN, text)?)],
+        })
     })
 }
+
+/// The key a manifest's masks are made under: a default's is this, a NUL and its key, so it
+/// never equals the mask of the env's own value (which would tell a caller who knows the
+/// default whether the app runs with it); a manifest masked whole, this alone.
+const MANIFEST_DOMAIN: &str = "\0manifest";
 
 /// The key a release description's mask is made under: not `""`, that of stray lines, so a
 /// description a caller wrote (`env <guess>`) cannot be compared with a hidden line's mask

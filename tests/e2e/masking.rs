@@ -481,6 +481,77 @@ async fn filled_error_withheld_from(
 
 /// A deployer's CLI, and the mask it reads for the seeded `SECRET_TOKEN` (it may read env
 /// values but not secrets).
+/// The env defaults a manifest declares reach a build's and a release's readers masked as the
+/// env's values are: a viewer sees none, a deployer the ones not classified secret, the admin
+/// all; the rest of the manifest as the rack wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_defaults_are_masked_by_what_the_caller_may_read() {
+    let gw = TestGateway::start().await;
+    let viewer = gw
+        .token_for("viewer@example.com", Role::Viewer, &["convox:*:*"])
+        .await;
+    let deployer = gw
+        .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])
+        .await;
+    let manifest = "environment:\n  - API_TOKEN=t0k3n-value\n  - PORT=3000\nservices:\n  web:\n    port: 3000\n";
+    let admin = gw.cli_as(gw.token());
+    let form = format!("manifest={}", form_encode(manifest));
+    let updated = gw
+        .send_raw(admin.request("PUT", "/apps/x/builds/BAAAAAAAAA", &[], Body::Form(&form)))
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text());
+    let released = gw
+        .send_raw(admin.request(
+            "POST",
+            "/apps/x/releases",
+            &[],
+            Body::Form("build=BAAAAAAAAA"),
+        ))
+        .await;
+    assert_eq!(released.status, 200, "{}", released.text());
+    let release = released.json()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    for path in [
+        "/apps/x/builds/BAAAAAAAAA".to_owned(),
+        format!("/apps/x/releases/{release}"),
+    ] {
+        let read = |token: String| {
+            let path = path.clone();
+            let gw = &gw;
+            async move {
+                let reply = gw
+                    .send_raw(gw.cli_as(&token).request("GET", &path, &[], Body::Empty))
+                    .await;
+                assert_eq!(reply.status, 200, "{path}: {}", reply.text());
+                reply.json()["manifest"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            }
+        };
+        let as_viewer = read(viewer.secret.clone()).await;
+        assert!(
+            !as_viewer.contains("t0k3n") && !as_viewer.contains("PORT=3000"),
+            "{path}: {as_viewer}"
+        );
+        assert!(
+            as_viewer.contains("\"API_TOKEN=rgw-masked:")
+                && as_viewer.contains("\"PORT=rgw-masked:"),
+            "{path}: {as_viewer}"
+        );
+        assert!(as_viewer.ends_with("services:\n  web:\n    port: 3000\n"));
+        let as_deployer = read(deployer.secret.clone()).await;
+        assert!(
+            !as_deployer.contains("t0k3n") && as_deployer.contains("  - PORT=3000\n"),
+            "{path}: {as_deployer}"
+        );
+        assert_eq!(read(gw.token().to_owned()).await, manifest, "{path}");
+    }
+    gw.finish().await;
+}
+
 async fn deployer_reading_a_mask(gw: &TestGateway) -> (crate::support::Cli, String) {
     let deployer = gw
         .token_for("deployer@example.com", Role::Deployer, &["convox:*:*"])

@@ -166,6 +166,24 @@ fn check(case: &str, body: &str, who: Visibility, protected: &[&str], hidden: &[
         expected.push_str(&env[copied..]);
         let mut want = b.clone();
         want[field] = serde_json::Value::String(expected);
+        // The fixtures' manifests declare defaults one per line, each equal to the env's
+        // value: hidden where the env's value is.
+        if let Some(manifest) = b.get("manifest").and_then(|m| m.as_str()) {
+            let lines: Vec<String> = manifest
+                .split_inclusive('\n')
+                .map(|line| {
+                    let declared = line.strip_prefix("  - ").map(str::trim_end);
+                    match declared.and_then(|d| d.split_once('=')) {
+                        Some((k, v)) if hidden[i].contains(&k) => {
+                            let shown = mask("x", &format!("\0manifest\0{k}"), v);
+                            format!("  - \"{k}={shown}\"\n")
+                        }
+                        _ => line.to_owned(),
+                    }
+                })
+                .collect();
+            want["manifest"] = serde_json::Value::String(lines.concat());
+        }
         assert_eq!(a, &want, "{case}: release {i}");
     }
     if who == Visibility::All && hidden.iter().all(|h| h.is_empty()) {
@@ -209,6 +227,92 @@ fn release_answers_are_masked_per_visibility() {
     for (case, body, who, protected, hidden) in cases {
         check(case, body, *who, protected, hidden);
     }
+}
+
+/// A release whose manifest declares defaults: a plain one, a secret one by name and by
+/// value, one of a protected key, one without a default.
+const RELEASE_WITH_DEFAULTS: &str = r#"{"id":"R1","app":"x","env":"PORT=3000","manifest":"environment:\n  - PORT=3000\n  - API_TOKEN=tok\n  - DSN=postgres://u:hunter2@db/x\n  - LOCKED=abc\n  - NEEDED\nservices:\n  web:\n    environment: [WEB=1]\n","description":""}"#;
+
+#[test]
+fn manifest_defaults_are_masked_as_env_values_are() {
+    use Visibility::{All, NoEnv, NonSecret};
+    let shown = |k: &str, v: &str| format!("{k}={}", mask("x", &format!("\0manifest\0{k}"), v));
+    let masked = |who, protected: &[String]| {
+        let out = mask_release_json(
+            RELEASE_WITH_DEFAULTS.as_bytes(),
+            "x",
+            who,
+            &audit(),
+            protected,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["manifest"].as_str().unwrap().to_owned()
+    };
+    let none = masked(NoEnv, &[]);
+    for (k, v) in [
+        ("PORT", "3000"),
+        ("API_TOKEN", "tok"),
+        ("DSN", "postgres://u:hunter2@db/x"),
+        ("LOCKED", "abc"),
+        ("WEB", "1"),
+    ] {
+        assert!(
+            none.contains(&format!("\"{}\"", shown(k, v))),
+            "{k}: {none}"
+        );
+        assert!(!none.contains(&format!("{k}={v}")), "{k} shown: {none}");
+    }
+    assert!(none.contains("  - NEEDED\nservices:\n  web:\n    environment: ["));
+    // A default's mask is not the env value's: equal masks would say the app runs with it.
+    assert!(!none.contains(&mask("x", "PORT", "3000")));
+    let env_read = masked(NonSecret, &[]);
+    assert!(env_read.contains("  - PORT=3000\n") && env_read.contains("[WEB=1]"));
+    assert!(env_read.contains(&shown("API_TOKEN", "tok")));
+    assert!(env_read.contains(&shown("DSN", "postgres://u:hunter2@db/x")));
+    assert!(env_read.contains("  - LOCKED=abc\n"));
+    let protected = masked(All, &["LOCKED".to_owned()]);
+    assert!(protected.contains(&shown("LOCKED", "abc")));
+    assert!(protected.contains("API_TOKEN=tok") && protected.contains("hunter2"));
+    // Who reads everything of an app with nothing protected gets the manifest as it was.
+    let body =
+        mask_release_json(RELEASE_WITH_DEFAULTS.as_bytes(), "x", All, &audit(), &[]).unwrap();
+    assert_eq!(body, RELEASE_WITH_DEFAULTS.as_bytes());
+}
+
+/// A manifest whose defaults cannot be found for certain is masked whole, for any caller who
+/// may not read every value; builds are masked alike.
+#[test]
+fn manifests_not_read_for_certain_are_masked_whole() {
+    let unread = "x: &e [SECRET=1]\nenvironment: *e\n";
+    let body = serde_json::json!([{ "id": "B1", "manifest": unread }]).to_string();
+    for who in [Visibility::NoEnv, Visibility::NonSecret] {
+        let out = mask_manifest_defaults(body.as_bytes(), "x", who, &audit(), &[]).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v[0]["manifest"], mask("x", "\0manifest", unread));
+    }
+    let out = mask_release_json(
+        body.as_bytes(),
+        "x",
+        Visibility::All,
+        &audit(),
+        &["A".into()],
+    )
+    .unwrap();
+    assert!(!String::from_utf8(out).unwrap().contains("SECRET=1"));
+    // A build's manifest as a release's.
+    let build = r#"{"id":"B1","manifest":"environment:\n  - KEY=v\n","status":"complete"}"#;
+    let out =
+        mask_manifest_defaults(build.as_bytes(), "x", Visibility::NoEnv, &audit(), &[]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["manifest"],
+        format!(
+            "environment:\n  - \"KEY={}\"\n",
+            mask("x", "\0manifest\0KEY", "v")
+        )
+    );
+    assert_eq!(v["status"], "complete");
 }
 
 #[test]
