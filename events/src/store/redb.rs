@@ -2706,10 +2706,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log.redb");
         fill_and_stop(open(&path), 0, 9).await;
-        // The largest complete subtree under the newest checkpoint: its node is stored in the
-        // row of its last leaf, and the root is built from it.
+        let size = damage_node_under_newest_checkpoint(&path);
+        refused_as_tree_damage(RedbStore::open(&path, options(), TestFold::default()), size);
+    }
+
+    /// The same damage in a store that crashed with acknowledged records in its journal alone:
+    /// the database's damage is found before the journal is replayed on it, and named at its
+    /// row; the journal, which holds the only copy of those records, is left as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_damaged_node_is_refused_before_the_journal_is_replayed_and_the_journal_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 9).await;
+        let store = open(&path);
+        for i in 9..14 {
+            store.append(vec![filler(i)]).await.unwrap();
+        }
+        // What a killed process leaves: redb at its last synced commit (the clean stop), the
+        // journal with every batch acknowledged since.
+        let crashed = tempfile::tempdir().unwrap();
+        let copy = crashed.path().join("log.redb");
+        std::fs::copy(&path, &copy).unwrap();
+        std::fs::copy(super::journal_path(&path), super::journal_path(&copy)).unwrap();
+        store.shutdown();
+        // Undamaged, the copy takes the journal's records back.
+        {
+            let intact = tempfile::tempdir().unwrap();
+            let again = intact.path().join("log.redb");
+            std::fs::copy(&copy, &again).unwrap();
+            std::fs::copy(super::journal_path(&copy), super::journal_path(&again)).unwrap();
+            let reopened = RedbStore::open(&again, options(), TestFold::default()).unwrap();
+            assert!(reopened.head().size >= 14, "size {}", reopened.head().size);
+            reopened.shutdown();
+        }
+        let size = damage_node_under_newest_checkpoint(&copy);
+        assert!(size < 14, "the newest durable checkpoint is at {size}");
+        let journal = std::fs::read(super::journal_path(&copy)).unwrap();
+        refused_as_tree_damage(RedbStore::open(&copy, options(), TestFold::default()), size);
+        assert!(
+            std::fs::read(super::journal_path(&copy)).unwrap() == journal,
+            "the journal changed when the store refused to open"
+        );
+    }
+
+    #[allow(clippy::panic, reason = "a test helper fails the test by panicking")]
+    fn refused_as_tree_damage(opened: Result<RedbStore<TestFold>, StoreError>, size: u64) {
+        match opened {
+            Err(StoreError::Corrupt { seq, what }) => {
+                assert_eq!(seq.0, size - 1, "{what}");
+                assert!(what.contains("does not give the root"), "{what}");
+            }
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a store whose tree disagrees with its checkpoint was opened"),
+        }
+    }
+
+    /// Flips a bit of the largest complete subtree's node under the stopped store's newest
+    /// checkpoint (stored in the row of its last leaf; the root is built from it). Returns
+    /// that checkpoint's size.
+    fn damage_node_under_newest_checkpoint(path: &Path) -> u64 {
         let (size, entry, node) = {
-            let db = Database::open(&path).unwrap();
+            let db = Database::open(path).unwrap();
             let n = db
                 .begin_read()
                 .unwrap()
@@ -2739,7 +2796,7 @@ mod tests {
                 .value();
             (size, entry, node)
         };
-        edit(&path, |txn| {
+        edit(path, |txn| {
             let mut table = txn.open_table(RECORDS).unwrap();
             let mut bytes = table.get(entry).unwrap().unwrap().value().to_vec();
             let at = bytes
@@ -2749,14 +2806,7 @@ mod tests {
             bytes[at] ^= 1;
             table.insert(entry, bytes.as_slice()).unwrap();
         });
-        match RedbStore::open(&path, options(), TestFold::default()) {
-            Err(StoreError::Corrupt { seq, what }) => {
-                assert_eq!(seq.0, size - 1, "{what}");
-                assert!(what.contains("does not give the root"), "{what}");
-            }
-            Err(e) => panic!("refused for another reason: {e}"),
-            Ok(_) => panic!("a store whose tree disagrees with its checkpoint was opened"),
-        }
+        size
     }
 
     /// A stopped store of `n` fillers whose closing checkpoint is taken away, as a crash before
