@@ -15,9 +15,10 @@
 //! abandon either); a request
 //! is retried on another connection when hyper hands it back unsent (an idle connection the
 //! rack closed), and after it was written only when it is a `GET` or `HEAD` without a body
-//! whose reused connection ended before any answer came (the rack closed it as the call went
-//! out), once, on a new connection: a safe call read twice changes nothing, any other may have
-//! been carried out; a connection idle for longer than [`IDLE_TIMEOUT`] is closed, not used.
+//! whose reused connection ended before a whole answer head came (the rack closed it as the
+//! call went out), once, on a new connection: a safe call read twice changes nothing, any other
+//! may have been carried out (and a resent call that fails still counts as one the rack may
+//! have read); a connection idle for longer than [`IDLE_TIMEOUT`] is closed, not used.
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -131,13 +132,25 @@ impl RackPool {
         if !self.sweeping.load(Ordering::Relaxed) && !self.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep_while_used(Arc::downgrade(self)));
         }
-        // After a written call failed, its copy goes out once more, on a new connection.
-        let mut fresh = false;
+        // After a written call failed, its copy goes out once more, on a new connection; if
+        // that fails too, the call fails as the first attempt did: the rack may have read it.
+        let mut resent: Option<hyper::Error> = None;
+        let failed = |e: SendError, resent: &mut Option<hyper::Error>| match resent.take() {
+            Some(first) => SendError::Http(first),
+            None => e,
+        };
         loop {
-            let checked_out = if fresh { None } else { self.checkout().await };
+            let checked_out = if resent.is_some() {
+                None
+            } else {
+                self.checkout().await
+            };
             let (mut conn, reused) = match checked_out {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                None => match self.connect().await {
+                    Ok(conn) => (conn, false),
+                    Err(e) => return Err(failed(e, &mut resent)),
+                },
             };
             let replay = if reused { replay_of(&req) } else { None };
             let answer = conn.sender.try_send_request(req);
@@ -162,12 +175,16 @@ impl RackPool {
                 Err(mut e) => match (e.take_message(), replay) {
                     // Handed back unwritten by a connection the rack had closed while idle.
                     (Some(unsent), _) if reused => req = unsent,
-                    (Some(_), _) => return Err(SendError::Unsent(e.into_error())),
+                    (Some(_), _) => {
+                        return Err(failed(SendError::Unsent(e.into_error()), &mut resent));
+                    }
                     (None, Some(copy)) if closed_before_answer(e.error()) => {
                         req = copy;
-                        fresh = true;
+                        resent = Some(e.into_error());
                     }
-                    (None, _) => return Err(SendError::Http(e.into_error())),
+                    (None, _) => {
+                        return Err(failed(SendError::Http(e.into_error()), &mut resent));
+                    }
                 },
             }
         }
@@ -266,8 +283,10 @@ fn replay_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
     Some(copy)
 }
 
-/// Whether a written call's connection ended before any answer: closed by the rack, or reset.
-/// An answer the rack did send, however malformed, is not a reason to ask again.
+/// Whether a written call's connection ended before a whole answer head came: closed by the
+/// rack, or reset. hyper reports an end inside a head as the same incomplete message, so a
+/// safe call whose answer was cut short in its head is asked again too; a whole head the rack
+/// did send, however malformed, is not a reason to ask again.
 fn closed_before_answer(e: &hyper::Error) -> bool {
     if e.is_incomplete_message() {
         return true;
@@ -560,6 +579,31 @@ mod tests {
         };
         assert!(!failed.never_sent(), "{failed}");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A `GET` asked again after the rack hung up on it, where no new connection can be made:
+    /// it fails as a call the rack may have read (the first copy reached it), not as one it
+    /// never got.
+    #[tokio::test]
+    async fn a_get_asked_again_in_vain_may_have_reached_the_rack() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // No other connection is taken.
+            drop(listener);
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            // The next call is read, then the connection closed unanswered.
+            let _ = socket.read(&mut buf).await;
+        });
+        let upstream = upstream_at(port);
+        assert_eq!(call(&upstream).await.unwrap(), "ok");
+        let failed = call(&upstream).await.unwrap_err();
+        assert!(!failed.never_sent(), "{failed}");
     }
 
     /// An answer dropped before its end leaves its connection unusable: it is not reused.

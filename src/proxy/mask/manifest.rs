@@ -9,10 +9,13 @@
 //! **Invariant:** a manifest is shown with its defaults masked only where each one was found
 //! by a YAML parser: every item of every `environment` list, at any depth (top level,
 //! services, and any anchored mapping a service merges). Anything the walk does not read for
-//! certain (an `environment` that is not a list of plain or quoted strings, an alias or tag in
-//! it, text that does not parse) fails with [`Unread`], and the caller masks the manifest
-//! whole. The rewritten text is parsed again and must declare the same keys, in order, with
-//! the masks as their values.
+//! certain fails with [`Unread`], and the caller masks the manifest whole: an `environment`
+//! that is not a list of plain or quoted strings, an alias or tag in it, and whatever the rack,
+//! which reads YAML 1.1 (`gopkg.in/yaml.v2`), could read otherwise than this YAML 1.2 parser
+//! (an alias or a tag as a mapping key, which the rack resolves, `!!binary` decoded; NEL, LS or
+//! PS, which end a line, and so a comment, only in YAML 1.1), and text that does not parse.
+//! The rewritten text is parsed again and must declare the same keys, in order, with the masks
+//! as their values; only the masked items' own text changes (not a comment after one).
 
 use std::ops::Range;
 
@@ -50,6 +53,13 @@ enum Frame {
 /// [`Unread`] when the text does not parse as YAML, or an `environment` holds anything but
 /// plain or quoted strings (see the module doc).
 pub fn defaults(manifest: &str) -> Result<Vec<Declared>, Unread> {
+    // The rack reads its manifests as YAML 1.1, where these end a line (a comment, say) as
+    // `\n` does; YAML 1.2, as the parser here reads, keeps them inside it.
+    if manifest.contains(['\u{85}', '\u{2028}', '\u{2029}']) {
+        return Err(Unread(
+            "a line break YAML 1.1 reads and YAML 1.2 does not".into(),
+        ));
+    }
     let bytes_at = char_offsets(manifest);
     let mut stack: Vec<Frame> = Vec::new();
     let mut found = Vec::new();
@@ -61,7 +71,14 @@ pub fn defaults(manifest: &str) -> Result<Vec<Declared>, Unread> {
             stack.last(),
             Some(Frame::Map { key: Some(Some(k)) }) if k == ENVIRONMENT
         );
+        let a_key = matches!(stack.last(), Some(Frame::Map { key: None }));
         match event {
+            // The rack resolves both to the key they stand for (`!!binary` decoded): taken as
+            // not read, rather than taken for a key other than `environment`.
+            Event::Scalar(_, _, _, Some(_)) if a_key => {
+                return Err(Unread("a tagged mapping key".into()));
+            }
+            Event::Alias(_) if a_key => return Err(Unread("an alias as a mapping key".into())),
             Event::Scalar(text, style, anchor, tag) => {
                 if in_env_list {
                     if tag.is_some() || anchor != 0 {
@@ -74,7 +91,9 @@ pub fn defaults(manifest: &str) -> Result<Vec<Declared>, Unread> {
                         return Err(Unread("a block scalar in an environment list".into()));
                     }
                     if let Some((key, value)) = text.split_once('=') {
-                        let span = bytes_at(span.start.index())?..bytes_at(span.end.index())?;
+                        let start = bytes_at(span.start.index())?;
+                        let end = bytes_at(span.end.index())?;
+                        let span = start..scalar_end(manifest, start..end, style)?;
                         found.push(Declared {
                             key: key.to_owned(),
                             value: value.to_owned(),
@@ -110,6 +129,42 @@ pub fn defaults(manifest: &str) -> Result<Vec<Declared>, Unread> {
         }
     }
     Ok(found)
+}
+
+/// Where the scalar the parser spans over `span` ends: a plain one where its span does, a
+/// quoted one after its closing quote (its span runs on over the blanks and a comment after
+/// it).
+fn scalar_end(text: &str, span: Range<usize>, style: ScalarStyle) -> Result<usize, Unread> {
+    let bytes = text.get(..span.end).unwrap_or_default().as_bytes();
+    let start = span.start;
+    let unclosed = || {
+        Unread(format!(
+            "a quoted item at byte {start} without its closing quote"
+        ))
+    };
+    let mut at = start + 1;
+    match style {
+        ScalarStyle::SingleQuoted => loop {
+            // `''` is a quote inside the scalar; a lone `'` ends it.
+            match bytes
+                .get(at..)
+                .and_then(|rest| rest.iter().position(|b| *b == b'\''))
+            {
+                Some(i) if bytes.get(at + i + 1) == Some(&b'\'') => at += i + 2,
+                Some(i) => return Ok(at + i + 1),
+                None => return Err(unclosed()),
+            }
+        },
+        ScalarStyle::DoubleQuoted => loop {
+            match bytes.get(at) {
+                Some(b'\\') => at += 2,
+                Some(b'"') => return Ok(at + 1),
+                Some(_) => at += 1,
+                None => return Err(unclosed()),
+            }
+        },
+        _ => Ok(span.end),
+    }
 }
 
 /// A node ended inside the frame on top: in a mapping, a key (its `text` if a plain string)
@@ -349,6 +404,40 @@ services:
     fn only_an_environment_key_holds_declarations() {
         let manifest = "labels:\n  - environment\n  - [X=1]\nname: environment\nlist: [A=1]\n";
         assert_eq!(declared(manifest), Vec::new());
+    }
+
+    /// Only the item changes: a comment or the blanks after a quoted one stay.
+    #[test]
+    fn comments_and_blanks_after_an_item_stay() {
+        let manifest = "environment:\n  - 'B=z''s'  # it's\n  - \"C=\\\"x\"\t# \"c\"\n  - D=1  # d\nx: [ 'A=1'  , \"E=2\"  ]\nenvironment2: 1\n";
+        let masked = masked_all(manifest).unwrap();
+        assert_eq!(
+            masked,
+            "environment:\n  - \"B=m-b\"  # it's\n  - \"C=m-c\"\t# \"c\"\n  - \"D=m-d\"  # d\nx: [ 'A=1'  , \"E=2\"  ]\nenvironment2: 1\n"
+        );
+        let flow = "environment: [ 'A=1'  , \"E=2\"  ]\n";
+        assert_eq!(
+            masked_all(flow).unwrap(),
+            "environment: [ \"A=m-a\"  , \"E=m-e\"  ]\n"
+        );
+    }
+
+    /// What the rack reads as YAML 1.1 and this parser as YAML 1.2 may differ: a key the rack
+    /// resolves to `environment` (an alias, a `!!binary` key), or a line break only YAML 1.1
+    /// has (NEL, LS, PS) ending a comment before an `environment`. Each is not read.
+    #[test]
+    fn keys_and_breaks_the_rack_reads_otherwise_are_not_read() {
+        for manifest in [
+            "x: &k environment\n*k : [DB_PASSWORD=hunter2]\n",
+            "x: &k environment\nservices:\n  web:\n    *k :\n      - A=secret\n",
+            "!!binary ZW52aXJvbm1lbnQ=: [DB_PASSWORD=hunter2]\n",
+            "!!str environment: [DB_PASSWORD=hunter2]\n",
+            "x: 1 # note\u{2028}environment: [DB_PASSWORD=hunter2]\n",
+            "x: 1 # note\u{85}environment: [DB_PASSWORD=hunter2]\n",
+            "x: 1 # note\u{2029}environment: [DB_PASSWORD=hunter2]\n",
+        ] {
+            assert!(defaults(manifest).is_err(), "read: {manifest:?}");
+        }
     }
 
     #[test]
