@@ -698,6 +698,7 @@ async fn pipeline(
         Some(ResponseMask::RackPassword) => Some(Answering::Scrubbed),
         None => None,
     };
+    let relied = relied_on(&grant, &matched, permitted.required(), response_mask);
     let call = RackCall {
         method: parts.method.clone(),
         target: forward_target(&path, &params),
@@ -707,7 +708,7 @@ async fn pipeline(
             (ForwardBody::Stream, _) => CallBody::Stream(body),
             (ForwardBody::Empty, _) => CallBody::Empty,
         },
-        standing: StillStanding::of(&caller, permitted.required()),
+        standing: StillStanding::of(&caller, &relied),
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
@@ -722,7 +723,7 @@ async fn pipeline(
     let permission = || Some(permitted.permission().as_str().to_owned());
     // Checked again as the intent is sequenced when a rack lookup came after the check; only
     // then can it be refused here, and only then are its parameters kept for the denial.
-    let guard = looked_up.then(|| still_allowed(&caller, permitted.required()));
+    let guard = looked_up.then(|| still_allowed(&caller, &relied));
     let kept_params = guard.is_some().then(|| recorded_params.clone());
     let intent = command_requested(
         &caller,
@@ -1106,6 +1107,9 @@ async fn forward(
                 return Err(ProxyError::UnreadableAnswer(kind));
             }
         };
+        if let Some(refusal) = refused_since(&credential, &pending, status) {
+            return Err(refusal);
+        }
         parts.headers.remove(header::CONTENT_ENCODING);
         parts
             .headers
@@ -1137,6 +1141,9 @@ async fn forward(
                 return Err(ProxyError::UnreadableAnswer(kind));
             }
         };
+        if let Some(refusal) = refused_since(&credential, &pending, status) {
+            return Err(refusal);
+        }
         // An empty answer stays empty: the CLI reads an empty 404 as `response status 404`.
         let withheld = call
             .hides
@@ -2274,6 +2281,53 @@ async fn refuse_no_longer_allowed(
 }
 
 /// What the caller gets for a call whose intent [`still_allowed`] rejected.
+/// What a permitted call relies on for as long as it runs: the route's permissions, and those
+/// the gateway checked beyond them and would have answered otherwise without (a build's
+/// process reached through `convox:build:exec`, a build log stored elsewhere through
+/// `convox:object:read`, and, on a route whose answer is masked, the env and secret reads that
+/// decide what the mask shows). Losing one mid-call cuts the call as losing the route's does.
+fn relied_on(
+    grant: &Grant,
+    matched: &policy::Matched,
+    required: &[Perm],
+    mask: Option<ResponseMask>,
+) -> Vec<Perm> {
+    let name = matched.rule().name;
+    let mut relied = required.to_vec();
+    let mut also = |perm: Perm| {
+        if grant.holds(perm) && !relied.contains(&perm) {
+            relied.push(perm);
+        }
+    };
+    if policy::routes::INTO_PROCESS.contains(&name) || names_the_build_service(matched).is_some() {
+        also(Perm::BuildExec);
+    }
+    if name == "build.logs" {
+        also(Perm::ObjectRead);
+    }
+    match mask {
+        Some(ResponseMask::ReleaseEnv | ResponseMask::BuildRepository) => {
+            also(Perm::EnvRead);
+            also(Perm::SecretRead);
+        }
+        Some(ResponseMask::ProcessCommand) => also(Perm::SecretRead),
+        Some(ResponseMask::RackPassword) | None => {}
+    }
+    relied
+}
+
+/// The refusal of a call whose answer the gateway read whole (to rewrite it, or an error
+/// answer) and whose credential stopped standing meanwhile: the caller gets none of it, and the
+/// completion records the rack's status with the reason. `None` while it stands.
+fn refused_since(credential: &Credential, pending: &Pending, status: u16) -> Option<ProxyError> {
+    if credential.recheck().is_ok() {
+        return None;
+    }
+    let why = credential.cut()?;
+    pending.complete(status, None, Some(why.0));
+    Some(no_longer_allowed(why))
+}
+
 fn no_longer_allowed(why: &Rejected) -> ProxyError {
     if why.0 == NO_LONGER_USABLE {
         ProxyError::Unauthenticated(NO_LONGER_USABLE)

@@ -48,6 +48,12 @@ impl Credential {
         self.cut.get()
     }
 
+    /// Checks the credential now, whenever it was last checked: for an answer read whole
+    /// before any of it goes to the caller, which may have taken longer than [`RECHECK`].
+    pub fn recheck(&self) -> Result<(), Revoked> {
+        self.stands()
+    }
+
     fn stands(&self) -> Result<(), Revoked> {
         if let Some(why) = self.cut.get() {
             return Err(Revoked(why.0));

@@ -1485,6 +1485,111 @@ async fn an_answer_whose_token_is_revoked_on_its_way_is_cut() {
     gw.finish().await;
 }
 
+/// Sends `GET path` with `secret` while the rack holds its answer's body back, makes `change`
+/// once the call is under way, and returns what the caller got and the call's completion.
+async fn changed_while_answered(
+    gw: &TestGateway,
+    secret: &str,
+    path: &str,
+    change: impl std::future::Future<Output = ()>,
+) -> (String, events::event::CommandCompleted) {
+    gw.rack().set_body_stall(Duration::from_millis(600));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic(&format!("convox:{secret}")),
+    );
+    let since = gw.head();
+    let mut tcp = TcpStream::connect(gw.proxy()).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    change.await;
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    gw.rack().set_body_stall(Duration::ZERO);
+    let recorded = path.split('?').next().unwrap_or_default();
+    let done = completion_of(gw, since, recorded).await;
+    (String::from_utf8_lossy(&got).into_owned(), done)
+}
+
+/// An answer the gateway reads whole to mask it gives nothing to a caller whose token was
+/// revoked while it was read: refused, as a streamed answer is cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_answer_whose_token_is_revoked_while_read_is_refused() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("admin2@example.com", Role::Admin, &["convox:*:*"])
+        .await;
+    let (text, done) = changed_while_answered(
+        &gw,
+        &issued.secret,
+        "/apps/x/releases?",
+        gw.revoke_token(issued.id),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(!text.contains("s3cr3t") && !text.contains("FOO="), "{text}");
+    assert_eq!(
+        (done.status, done.failure.as_deref(), done.bytes_out),
+        (200, Some("token_no_longer_usable"), 0)
+    );
+    gw.finish().await;
+}
+
+/// So does an error answer, which the gateway reads whole to scrub it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_whose_token_is_revoked_while_read_is_refused() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("ops2@example.com", Role::Ops, &["convox:*:*"])
+        .await;
+    let (text, done) = changed_while_answered(
+        &gw,
+        &issued.secret,
+        "/apps/nope/releases?",
+        gw.revoke_token(issued.id),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 401"), "{text}");
+    assert!(!text.contains("nope"), "{text}");
+    assert_eq!(
+        (done.status, done.failure.as_deref(), done.bytes_out),
+        (404, Some("token_no_longer_usable"), 0)
+    );
+    gw.finish().await;
+}
+
+/// What decides a masked answer's values is relied on for the whole call: a token's owner who
+/// loses the role that let them read secrets while the answer comes (keeping one that may list
+/// releases) gets it refused, not in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_who_loses_secret_read_while_answered_gets_no_values() {
+    let gw = TestGateway::start().await;
+    let issued = gw
+        .token_for("admin3@example.com", Role::Admin, &["convox:*:*"])
+        .await;
+    gw.grant("admin3@example.com", Role::Viewer).await;
+    let (text, done) = changed_while_answered(
+        &gw,
+        &issued.secret,
+        "/apps/x/releases?",
+        gw.revoke_role("admin3@example.com", Role::Admin),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(!text.contains("s3cr3t") && !text.contains("FOO="), "{text}");
+    assert_eq!(
+        (done.status, done.failure.as_deref(), done.bytes_out),
+        (200, Some("permission_no_longer_held"), 0)
+    );
+    // Still a viewer: the next call is answered, masked.
+    let again = gw
+        .send_raw(gw.cli_as(&issued.secret).get("/apps/x/releases?"))
+        .await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(!again.text().contains("s3cr3t"), "{}", again.text());
+    gw.finish().await;
+}
+
 /// The completion of the call to `path` recorded since `since`, once it is (completions are
 /// written in the background).
 async fn completion_of(
