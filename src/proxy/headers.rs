@@ -135,10 +135,10 @@ pub fn upstream(
     let mut out = HeaderMap::with_capacity(incoming.len() + 2);
     for (name, value) in incoming {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n)
-            || CALLER_ONLY.contains(&n)
+        if listed(n, HOP_BY_HOP)
+            || listed(n, CALLER_ONLY)
             || named.iter().any(|c| c.eq_ignore_ascii_case(n))
-            || (!trusted_peer && (n.starts_with("x-forwarded-") || CLIENT_ADDRESS.contains(&n)))
+            || (!trusted_peer && (forwarded_for(n) || listed(n, CLIENT_ADDRESS)))
         {
             continue;
         }
@@ -149,14 +149,36 @@ pub fn upstream(
     out
 }
 
-/// The field names the caller's `Connection` lists: fields meant for this hop only.
+/// Whether header `name` (lower case, as hyper gives it) is one of `list`, `_` read as `-`:
+/// what the rack's HTTP proxy route reaches may be a CGI-style server (Rack, WSGI, PHP), which
+/// reads `X_Convox_Actor` and `X-Convox-Actor` as one `HTTP_X_CONVOX_ACTOR`.
+fn listed(name: &str, list: &[&str]) -> bool {
+    list.iter().any(|l| same_name(name, l))
+}
+
+/// `X-Forwarded-*`, any spelling [`listed`] reads as it.
+fn forwarded_for(name: &str) -> bool {
+    const PREFIX: &str = "x-forwarded-";
+    name.len() > PREFIX.len()
+        && name
+            .get(..PREFIX.len())
+            .is_some_and(|p| same_name(p, PREFIX))
+}
+
+fn same_name(name: &str, listed: &str) -> bool {
+    let dashed = |b: &u8| if *b == b'_' { b'-' } else { *b };
+    name.len() == listed.len() && name.as_bytes().iter().map(dashed).eq(listed.bytes())
+}
+
+/// The field names the caller's `Connection` lists: fields meant for this hop only. Read as
+/// bytes, so a value with a byte outside ASCII still names the fields beside it.
 fn connection_named(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter_map(|t| std::str::from_utf8(t).ok())
         .filter(|t| !t.is_empty())
 }
 
@@ -375,6 +397,58 @@ mod tests {
         ] {
             assert!(trusted.get(kept).is_some(), "{kept} from a trusted proxy");
         }
+    }
+
+    /// A CGI-style server behind the rack's HTTP proxy route reads `_` as `-`: the underscore
+    /// spellings of the actor, TID and client-address headers are the caller's all the same.
+    #[test]
+    fn underscore_spellings_of_caller_only_headers_do_not_pass() {
+        let incoming = map(&[
+            ("convox_actor", "mallory"),
+            ("x_convox_actor", "mallory"),
+            ("x-convox_tid", "t"),
+            ("x_forwarded_for", "10.0.0.1"),
+            ("x_real_ip", "10.0.0.1"),
+            ("proxy_authorization", "Basic eA=="),
+            ("x_custom", "kept"),
+        ]);
+        let rack = HeaderValue::from_static("Basic cmFjaw==");
+        let actor = HeaderValue::from_static("alice@example.com");
+        let out = upstream(&incoming, &rack, &actor, false);
+        for gone in [
+            "convox_actor",
+            "x_convox_actor",
+            "x-convox_tid",
+            "x_forwarded_for",
+            "x_real_ip",
+            "proxy_authorization",
+        ] {
+            assert!(out.get(gone).is_none(), "{gone} was forwarded");
+        }
+        assert_eq!(
+            out.get("x_custom").map(HeaderValue::as_bytes),
+            Some(&b"kept"[..])
+        );
+        let trusted = upstream(&incoming, &rack, &actor, true);
+        assert!(trusted.get("x_forwarded_for").is_some());
+        assert!(trusted.get("x_convox_actor").is_none());
+    }
+
+    /// A `Connection` value holding a byte outside ASCII still names the fields beside it.
+    #[test]
+    fn connection_names_beside_a_non_ascii_byte_are_hop_by_hop() {
+        let mut incoming = map(&[("x-hop", "hop-only"), ("x-kept", "1")]);
+        incoming.append(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-hop, \xff").unwrap(),
+        );
+        let rack = HeaderValue::from_static("Basic cmFjaw==");
+        let actor = HeaderValue::from_static("alice@example.com");
+        let out = upstream(&incoming, &rack, &actor, false);
+        assert!(out.get("x-hop").is_none(), "x-hop was forwarded");
+        assert!(out.get("x-kept").is_some());
+        drop_connection_named(&mut incoming);
+        assert!(incoming.get("x-hop").is_none() && incoming.get("x-kept").is_some());
     }
 
     #[test]
