@@ -334,6 +334,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Whether part of the next frame has come: a frame under way, which will settle what
+    /// waits on the peer's next frame better than a clock.
+    pub fn mid_frame(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Reads what the peer sends into the buffer, without taking frames out, until `limit`
     /// bytes are buffered; returns only when the transport ends (`Ok`) or fails: whatever came
     /// before stays buffered for [`FrameReader::read_frame`]. With `limit` bytes buffered it

@@ -23,8 +23,9 @@
 //!   side: a text frame's tail that could begin the rack password is held back (its frame goes
 //!   on without it, empty if that was all of it) and goes on at the front of the next text
 //!   frame, or on its own (a continuation of the open message, else a text message) before a
-//!   binary frame or a close, or once [`HOLD_FOR`] has passed with no frame to settle it.
-//!   During the closing handshake only the rack's next frame or close settles it.
+//!   binary frame or a close, or once [`HOLD_FOR`] has passed with no frame to settle it
+//!   (none begun: a frame whose first bytes came is waited for, however slowly the rest
+//!   arrives). During the closing handshake only the rack's next frame or close settles it.
 //! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
 //!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
 //!   runs once the rack's EOF has been written to the caller (the CLI sends none on log
@@ -344,10 +345,12 @@ where
             }
         });
         let silent_at = last_from_caller + config.caller_silence;
-        // Not while the caller has not taken what went before: see `pause_hold`.
+        // Not while the caller has not taken what went before (see `pause_hold`), nor while
+        // the rack's next frame is coming in: that frame settles the tail, however slowly its
+        // bytes arrive (a large frame across TCP segments).
         let release_at = outbound
             .release_at()
-            .filter(|_| !outbound.writer.has_pending());
+            .filter(|_| !outbound.writer.has_pending() && !outbound.reader.mid_frame());
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
             step = inbound.step() => match step {
@@ -379,7 +382,8 @@ where
                     break end;
                 }
                 let due = outbound.release_at().is_some_and(|at| at <= Instant::now())
-                    && !outbound.writer.has_pending();
+                    && !outbound.writer.has_pending()
+                    && !outbound.reader.mid_frame();
                 if due && let Err(end) = outbound.release_held() {
                     break end.on_outbound();
                 }

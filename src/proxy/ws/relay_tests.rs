@@ -1597,3 +1597,36 @@ async fn gets_big_then_redacted(h: &mut Harness, big: &[u8]) {
     assert!(got == want, "the password went through in pieces");
     h.cancel.send(true).unwrap();
 }
+
+/// A held tail waits for the rack's next frame once that frame has begun to arrive, however
+/// long the rest takes: a large frame crossing TCP segments is not a program printing slowly,
+/// and releasing the tail on the clock would pass the password on in two pieces.
+#[tokio::test]
+async fn a_held_tail_waits_for_a_frame_that_has_begun_to_arrive() {
+    use tokio::io::AsyncWriteExt;
+    let password = "s3cr3t-rack-pw";
+    let (caller_end, rack_end, cancel, _relay) = pipes(scrubbing(password));
+    let mut caller = peer(caller_end, PeerRole::Client);
+    let (_rack_read, mut rack_write) = tokio::io::split(rack_end);
+    // A whole frame ending with the start of the password.
+    let first = b"pushing https://convox:s3cr";
+    let mut raw = vec![0x81, first.len() as u8];
+    raw.extend_from_slice(first);
+    rack_write.write_all(&raw).await.unwrap();
+    // The next frame's head and first bytes now, the rest well after the hold ran out.
+    let second = b"3t-rack-pw@api.rack\n";
+    let mut raw = vec![0x81, second.len() as u8];
+    raw.extend_from_slice(&second[..5]);
+    rack_write.write_all(&raw).await.unwrap();
+    tokio::time::sleep(super::relay::HOLD_FOR * 5).await;
+    rack_write.write_all(&second[5..]).await.unwrap();
+    let mut all = Vec::new();
+    while !all.ends_with(b"@api.rack\n") {
+        all.extend_from_slice(&next_frame(&mut caller).await.payload);
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&all),
+        "pushing https://convox:rgw-redacted@api.rack\n"
+    );
+    cancel.send(true).unwrap();
+}
