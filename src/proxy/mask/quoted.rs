@@ -133,6 +133,11 @@ impl StreamScrub {
         }
     }
 
+    /// A new stream that takes out the same value: for a stream of its own beside this one.
+    pub fn fresh(&self) -> StreamScrub {
+        StreamScrub::new(std::sync::Arc::clone(&self.scrubber), self.replacement)
+    }
+
     /// The scrubber whose value this takes out.
     pub fn scrubber(&self) -> &Scrubber {
         &self.scrubber

@@ -26,6 +26,9 @@
 //!   binary frame or a close, or once [`HOLD_FOR`] has passed with no frame to settle it
 //!   (none begun: a frame whose first bytes came is waited for, however slowly the rest
 //!   arrives). During the closing handshake only the rack's next frame or close settles it.
+//!   The fragments of one binary message are a stream of their own, whose tail is held until
+//!   the message's next fragment (or a close) without a clock: a rack sends its output as
+//!   text, and a binary message's fragments come together.
 //! - **Idle means no data frames**. The CLI pings a finished stream every 5 s until it exits
 //!   (`convox-api.md` §4.2), so control frames neither start nor reset the idle timer; it
 //!   runs once the rack's EOF has been written to the caller (the CLI sends none on log
@@ -187,6 +190,10 @@ struct Leg<R, W> {
     scrub: Option<StreamScrub>,
     /// Since when a tail is held back, while one is.
     held_since: Option<Instant>,
+    /// The scrub of the fragmented binary message under way: its fragments are one stream,
+    /// its tail held until its next fragment (a rack sends its output as text; this is for
+    /// one that does not).
+    binary: Option<StreamScrub>,
     /// When the flush under way began: kept across steps the relay's `select!` cut short, so
     /// all of a wait on the caller is left out of a held tail's ([`Leg::pause_hold`]).
     flush_started: Option<Instant>,
@@ -653,6 +660,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             queued: Relayed::Control,
             scrub: None,
             held_since: None,
+            binary: None,
             flush_started: None,
             watch_source: false,
             source_ended: false,
@@ -778,6 +786,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         })
     }
 
+    /// The tail held back in a fragmented binary message, as a fragment of it.
+    fn take_binary_held(&mut self) -> Option<Frame> {
+        let payload = self.binary.take()?.finish();
+        (!payload.is_empty()).then(|| Frame {
+            fin: false,
+            opcode: Opcode::Continuation,
+            payload,
+        })
+    }
+
     /// `frame` without what this direction takes out: from its data, a close frame's reason
     /// (a rack error quoting its URL) and a ping's or pong's payload alike; and, before it, the
     /// text held back from earlier frames when `frame` does not continue that text (a binary
@@ -786,14 +804,32 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
     /// may carry. `message` is the kind of message `frame` belongs to ([`Fragments::check`]).
     fn scrubbed(&mut self, frame: Frame, message: Option<Opcode>) -> (Option<Frame>, Frame) {
         let text = message == Some(Opcode::Text);
+        let fragmented_binary =
+            message == Some(Opcode::Binary) && (frame.opcode == Opcode::Continuation || !frame.fin);
         let before = match frame.opcode {
-            Opcode::Binary | Opcode::Close => self.take_held(),
+            Opcode::Binary => self.take_held(),
+            // A close inside a fragmented binary message: the tail held goes on before it.
+            Opcode::Close => self.take_held().or_else(|| self.take_binary_held()),
             _ => None,
         };
         let Some(scrub) = self.scrub.as_mut() else {
             return (before, frame);
         };
         let frame = match frame.opcode {
+            _ if fragmented_binary => {
+                let stream = self.binary.get_or_insert_with(|| scrub.fresh());
+                let mut payload = stream.push(frame.payload);
+                if frame.fin {
+                    let rest = stream.finish();
+                    if !rest.is_empty() {
+                        let mut whole = bytes::BytesMut::from(&payload[..]);
+                        whole.extend_from_slice(&rest);
+                        payload = whole.freeze();
+                    }
+                    self.binary = None;
+                }
+                Frame { payload, ..frame }
+            }
             _ if text => {
                 let from = scrub.held_from();
                 let payload = scrub.push(frame.payload);

@@ -1630,3 +1630,67 @@ async fn a_held_tail_waits_for_a_frame_that_has_begun_to_arrive() {
     );
     cancel.send(true).unwrap();
 }
+
+/// A binary message's fragments are one stream to the scrub, as text frames are: the password
+/// cut between two of them is found, and the message otherwise arrives as sent.
+#[tokio::test]
+async fn a_password_split_across_binary_fragments_is_taken_out() {
+    let password = "s3cr3t-rack-pw";
+    let mut h = start(scrubbing(password));
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Binary, b"url https://convox:s3cr")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Continuation, b"3t-rack-pw@api ")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"\xff\xfe end\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::from_static(
+            b"url https://convox:rgw-redacted@api \xff\xfe end\n"
+        ))
+    );
+    // A message ending on a tail that might have begun the password gets it back whole.
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Binary, b"ends with s3")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Continuation, b"")
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut h.caller).await,
+        Message::Binary(Bytes::from_static(b"ends with s3"))
+    );
+    // A close inside a fragmented message: the held tail goes on before it.
+    h.rack
+        .writer
+        .send(false, PeerOpcode::Binary, b"cut at s3cr")
+        .await
+        .unwrap();
+    h.rack
+        .writer
+        .send(true, PeerOpcode::Close, b"\x03\xe8")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    loop {
+        let f = next_frame(&mut h.caller).await;
+        if f.opcode == PeerOpcode::Close {
+            break;
+        }
+        got.extend_from_slice(&f.payload);
+    }
+    assert_eq!(got, b"cut at s3cr");
+}
