@@ -2280,7 +2280,6 @@ async fn refuse_no_longer_allowed(
     }
 }
 
-/// What the caller gets for a call whose intent [`still_allowed`] rejected.
 /// What a permitted call relies on for as long as it runs: the route's permissions, and those
 /// the gateway checked beyond them and would have answered otherwise without (a build's
 /// process reached through `convox:build:exec`, a build log stored elsewhere through
@@ -2328,6 +2327,7 @@ fn refused_since(credential: &Credential, pending: &Pending, status: u16) -> Opt
     Some(no_longer_allowed(why))
 }
 
+/// What the caller gets for a call whose intent [`still_allowed`] rejected.
 fn no_longer_allowed(why: &Rejected) -> ProxyError {
     if why.0 == NO_LONGER_USABLE {
         ProxyError::Unauthenticated(NO_LONGER_USABLE)
