@@ -121,6 +121,11 @@ pub enum MaskError {
          you were shown"
     )]
     LineInClear { line: usize },
+    #[error(
+        "{key}: its current value cannot be posted back so that the rack reads it unchanged \
+         (the rack drops a line's last carriage return); set the variable in clear"
+    )]
+    Unrestorable { key: String },
     #[error("the audit key cannot key an HMAC")]
     Key,
 }
@@ -185,6 +190,7 @@ impl MaskError {
             MaskError::MaskMisused { .. } => "masked_value_misused",
             MaskError::ProtectedChange { .. } => "protected_env_change",
             MaskError::LineInClear { .. } => "env_line_in_clear",
+            MaskError::Unrestorable { .. } => "masked_value_unrestorable",
             MaskError::Key => "mask_key",
         }
     }
@@ -196,6 +202,7 @@ impl MaskError {
             MaskError::MaskMisused { .. }
                 | MaskError::ProtectedChange { .. }
                 | MaskError::LineInClear { .. }
+                | MaskError::Unrestorable { .. }
         )
     }
 }
@@ -876,7 +883,7 @@ pub fn restore_env_param(
     let misused_line = || MaskError::MaskMisused {
         key: "a line shown masked whole".to_owned(),
     };
-    let mut splices: Vec<(Range<usize>, &str)> = Vec::new();
+    let mut splices: Vec<(Range<usize>, std::borrow::Cow<'_, str>)> = Vec::new();
     let mut effective: BTreeMap<&str, &str> = BTreeMap::new();
     for e in &posted.entries {
         let (key, value) = (posted.key(e), posted.value(e));
@@ -885,7 +892,7 @@ pub fn restore_env_param(
             let line = whole(key, true)
                 .filter(|_| value.is_empty())
                 .ok_or_else(misused_line)?;
-            splices.push((e.key.start..e.value.end, line));
+            splices.push((e.key.start..e.value.end, line.into()));
             if let Some((k, v)) = line.split_once('=')
                 && !k.trim().is_empty()
             {
@@ -915,7 +922,15 @@ pub fn restore_env_param(
                 .ok_or_else(|| MaskError::MaskMisused {
                     key: key.to_owned(),
                 })?;
-            splices.push((e.value.clone(), real));
+            // The rack drops a line's last carriage return: a value that ends in one keeps it
+            // only with another after it, unless the posted line already ends in one.
+            let cr_follows = env.get(e.value.end..).is_some_and(|r| r.starts_with('\r'));
+            let spliced = if real.ends_with('\r') && !cr_follows {
+                format!("{real}\r").into()
+            } else {
+                real.into()
+            };
+            splices.push((e.value.clone(), spliced));
             real
         } else {
             value
@@ -928,7 +943,7 @@ pub fn restore_env_param(
             // A line that sets nothing, shown whole (`convox releases rollback` posts an
             // earlier release's env back as it read it).
             let line = whole(text, false).ok_or_else(misused_line)?;
-            splices.push((r.clone(), line));
+            splices.push((r.clone(), line.into()));
         }
     }
     if protected
@@ -943,7 +958,7 @@ pub fn restore_env_param(
     let mut copied = 0;
     for (range, text) in splices {
         out.push_str(env.get(copied..range.start).unwrap_or_default());
-        out.push_str(text);
+        out.push_str(&text);
         copied = range.end;
     }
     out.push_str(env.get(copied..).unwrap_or_default());
@@ -951,6 +966,21 @@ pub fn restore_env_param(
         if effective.get(key.as_str()) != current_values.get(key.as_str()) {
             return Err(MaskError::ProtectedChange { key: key.clone() });
         }
+    }
+    // What the rack will read of the text forwarded is what was checked: each key's value as
+    // posted, or as restored.
+    let reread = Env::parse(&out);
+    let reread = reread.to_map();
+    if let Some((key, _)) = effective.iter().find(|(k, v)| reread.get(*k) != Some(*v)) {
+        return Err(if protected.iter().any(|p| p == key) {
+            MaskError::ProtectedChange {
+                key: (*key).to_owned(),
+            }
+        } else {
+            MaskError::Unrestorable {
+                key: (*key).to_owned(),
+            }
+        });
     }
     Ok(out)
 }

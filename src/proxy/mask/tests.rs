@@ -1298,3 +1298,24 @@ fn stray_lines_in_clear_are_refused_once_a_protected_value_is_hidden() {
         Err("env_line_in_clear"),
     );
 }
+
+/// The rack drops a line's last carriage return, so a value that ends in one (a line stored
+/// as `K=v\r\r\n`) is restored with another after it: `convox env set` by a caller shown it
+/// masked leaves it, a protected one included, as it was.
+#[test]
+fn a_restored_value_ending_in_a_carriage_return_keeps_it() {
+    let cr = |k: &str| mask("x", k, "abc\r");
+    #[rustfmt::skip]
+    let cases: &[RestoreCase] = &[
+        ("protected, LF", &format!("A=2\nPROT={}\n", cr("PROT")), &["PROT"], Ok("A=2\nPROT=abc\r\r\n")),
+        ("protected, last line", &format!("A=2\nPROT={}", cr("PROT")), &["PROT"], Ok("A=2\nPROT=abc\r\r")),
+        ("protected, CRLF", &format!("A=2\r\nPROT={}\r\n", cr("PROT")), &["PROT"], Ok("A=2\r\nPROT=abc\r\r\n")),
+        ("unprotected", &format!("A=2\nPROT={}\n", cr("PROT")), &[], Ok("A=2\nPROT=abc\r\r\n")),
+    ];
+    for (case, posted, protected, want) in cases {
+        check_restore(case, posted, "PROT=abc\r\r\nA=1\n", protected, *want);
+        if let Ok(env) = want {
+            assert_eq!(Env::parse(env).get("PROT"), Some("abc\r"), "{case}");
+        }
+    }
+}
