@@ -708,7 +708,7 @@ async fn pipeline(
             (ForwardBody::Stream, _) => CallBody::Stream(body),
             (ForwardBody::Empty, _) => CallBody::Empty,
         },
-        standing: StillStanding::of(&caller, &relied),
+        standing: StillStanding::of(&caller, relied),
         request_id: request_id.to_owned(),
         started: Instant::now(),
         trusted_peer: state.is_trusted(peer.ip()),
@@ -723,7 +723,7 @@ async fn pipeline(
     let permission = || Some(permitted.permission().as_str().to_owned());
     // Checked again as the intent is sequenced when a rack lookup came after the check; only
     // then can it be refused here, and only then are its parameters kept for the denial.
-    let guard = looked_up.then(|| still_allowed(&caller, &relied));
+    let guard = looked_up.then(|| still_allowed(&caller, relied));
     let kept_params = guard.is_some().then(|| recorded_params.clone());
     let intent = command_requested(
         &caller,
@@ -1769,7 +1769,7 @@ async fn lookup(
         call.reason,
         call.params,
     );
-    let guard = still_allowed(caller, &call.required);
+    let guard = still_allowed(caller, PermSet::of(call.required.iter().copied()));
     let if_abandoned = abandoned_before_forward(&lookup.request_id);
     let recorded =
         match intent::record(&state.store, intent, Some(guard), call.target, if_abandoned).await {
@@ -2226,11 +2226,11 @@ struct StillStanding {
 }
 
 impl StillStanding {
-    fn of(caller: &Caller, required: &[Perm]) -> StillStanding {
+    fn of(caller: &Caller, required: PermSet) -> StillStanding {
         StillStanding {
             token: caller.token.id,
             owner: caller.token.owner.clone(),
-            required: PermSet::of(required.iter().copied()),
+            required,
         }
     }
 
@@ -2248,7 +2248,7 @@ impl StillStanding {
 /// The guard of a call's intent: the caller still standing ([`StillStanding`]) when the intent
 /// is sequenced. The call was checked earlier ([`standing_now`]); used where a rack lookup for
 /// it came in between (see [`intent::record`] for why not on every call).
-fn still_allowed(caller: &Caller, required: &[Perm]) -> Guard<projections::Projections> {
+fn still_allowed(caller: &Caller, required: PermSet) -> Guard<projections::Projections> {
     let standing = StillStanding::of(caller, required);
     Box::new(move |s: &projections::Projections| standing.check(s))
 }
@@ -2290,12 +2290,12 @@ fn relied_on(
     matched: &policy::Matched,
     required: &[Perm],
     mask: Option<ResponseMask>,
-) -> Vec<Perm> {
+) -> PermSet {
     let name = matched.rule().name;
-    let mut relied = required.to_vec();
+    let mut relied = PermSet::of(required.iter().copied());
     let mut also = |perm: Perm| {
-        if grant.holds(perm) && !relied.contains(&perm) {
-            relied.push(perm);
+        if grant.holds(perm) {
+            relied = relied.union(PermSet::of([perm]));
         }
     };
     if policy::routes::INTO_PROCESS.contains(&name) || names_the_build_service(matched).is_some() {
@@ -2319,7 +2319,7 @@ fn relied_on(
 /// answer) and whose credential stopped standing meanwhile: the caller gets none of it, and the
 /// completion records the rack's status with the reason. `None` while it stands.
 fn refused_since(credential: &Credential, pending: &Pending, status: u16) -> Option<ProxyError> {
-    if credential.recheck().is_ok() {
+    if credential.stands().is_ok() {
         return None;
     }
     let why = credential.cut()?;
@@ -2458,7 +2458,7 @@ async fn open_stream(
     );
     let target = forward_target(path, params);
     // Streams are few, and a build log's lookup may come before this: always guarded.
-    let guard = still_allowed(caller, required);
+    let guard = still_allowed(caller, PermSet::of(required.iter().copied()));
     let if_abandoned = abandoned_before_forward(&caller.request_id);
     let recorded =
         match intent::record(&state.store, intent, Some(guard), target, if_abandoned).await {

@@ -48,13 +48,10 @@ impl Credential {
         self.cut.get()
     }
 
-    /// Checks the credential now, whenever it was last checked: for an answer read whole
-    /// before any of it goes to the caller, which may have taken longer than [`RECHECK`].
-    pub fn recheck(&self) -> Result<(), Revoked> {
-        self.stands()
-    }
-
-    fn stands(&self) -> Result<(), Revoked> {
+    /// Checks the credential now (once it was found not to stand, it never does again): for
+    /// each body frame past [`RECHECK`], and for an answer read whole before any of it goes to
+    /// the caller, which may have taken longer than that.
+    pub fn stands(&self) -> Result<(), Revoked> {
         if let Some(why) = self.cut.get() {
             return Err(Revoked(why.0));
         }
