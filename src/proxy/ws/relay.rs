@@ -352,12 +352,7 @@ where
             }
         });
         let silent_at = last_from_caller + config.caller_silence;
-        // Not while the caller has not taken what went before (see `pause_hold`), nor while
-        // the rack's next frame is coming in: that frame settles the tail, however slowly its
-        // bytes arrive (a large frame across TCP segments).
-        let release_at = outbound
-            .release_at()
-            .filter(|_| !outbound.writer.has_pending() && !outbound.reader.mid_frame());
+        let release_at = outbound.release_at();
         tokio::select! {
             _ = cancel.wait_for(|c| *c) => break ClosedBy::Cancelled,
             step = inbound.step() => match step {
@@ -388,9 +383,7 @@ where
                 {
                     break end;
                 }
-                let due = outbound.release_at().is_some_and(|at| at <= Instant::now())
-                    && !outbound.writer.has_pending()
-                    && !outbound.reader.mid_frame();
+                let due = outbound.release_at().is_some_and(|at| at <= Instant::now());
                 if due && let Err(end) = outbound.release_held() {
                     break end.on_outbound();
                 }
@@ -754,8 +747,14 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
         }
     }
 
-    /// When the tail held back goes on without waiting for the rack's next frame.
+    /// When the tail held back goes on without waiting for the rack's next frame. Not while
+    /// the caller has not taken what went before ([`Leg::pause_hold`]), nor while the rack's
+    /// next frame is coming in: that frame settles the tail, however slowly its bytes arrive
+    /// (a large frame across TCP segments).
     fn release_at(&self) -> Option<Instant> {
+        if self.writer.has_pending() || self.reader.mid_frame() {
+            return None;
+        }
         self.held_since.map(|since| since + HOLD_FOR)
     }
 
