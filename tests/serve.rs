@@ -1357,3 +1357,126 @@ async fn a_graceful_stop_leaves_a_recorded_snapshot_for_the_next_start() {
         "one snapshot per graceful stop, the hang-up's included"
     );
 }
+
+/// What the server's side of an upgraded connection saw: whether its TCP socket was found under
+/// the stream, and the first bytes read from it.
+type Seen = (bool, Vec<u8>);
+
+/// A listener served as the gateway serves its own (in clear, or behind TLS) whose one route
+/// upgrades; the server's side takes the connection back as the relay does, reports what it
+/// saw, then whether the caller's going was seen on the socket it found.
+async fn upgrading_listener(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Seen>,
+    tokio::sync::mpsc::UnboundedReceiver<bool>,
+    tokio::sync::watch::Sender<bool>,
+) {
+    use rack_gateway::proxy::ws::Hangup;
+    use rack_gateway::server::upgraded::UpgradedCaller;
+    let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+    let (gone_tx, gone) = tokio::sync::mpsc::unbounded_channel::<bool>();
+    let upgrade = move |mut req: axum::extract::Request| {
+        let (seen_tx, gone_tx) = (seen_tx.clone(), gone_tx.clone());
+        async move {
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut caller = UpgradedCaller::new(on_upgrade.await.unwrap());
+                let hangup = caller.socket().map(|s| Hangup::of(s).unwrap());
+                let mut first = vec![0u8; 5];
+                caller.read_exact(&mut first).await.unwrap();
+                seen_tx.send((hangup.is_some(), first)).unwrap();
+                if let Some(hangup) = hangup {
+                    let seen =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), hangup.wait())
+                            .await
+                            .is_ok();
+                    gone_tx.send(seen).unwrap();
+                }
+            });
+            http::Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }
+    };
+    let router = axum::Router::new().route("/ws", axum::routing::get(upgrade));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    rack_gateway::server::spawn_with_tls(
+        listener,
+        router,
+        rack_gateway::server::Limits {
+            header_timeout: std::time::Duration::from_secs(10),
+            on_refused: None,
+            admit: None,
+        },
+        tls,
+        Arc::from(Vec::new()),
+        stopped,
+    );
+    (addr, seen, gone, stop)
+}
+
+/// Sends the upgrade request with the caller's first bytes right behind it, in one write (so
+/// the server may read them with the head), and reads the answer's head.
+async fn upgrade_with_bytes_behind<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> String {
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\n\r\nhello",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// A WebSocket caller's connection, taken back from hyper after the upgrade (as the relay takes
+/// it), gives the bytes the caller sent right behind its request first, and the TCP socket
+/// under it (under TLS too), on which the caller's going is then seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_caller_keeps_its_bytes_and_its_socket_in_clear_and_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    certificate(dir.path());
+    let tls = rack_gateway::server::tls::server_config(
+        &rack_gateway::config::Tls::at(dir.path().join("cert.pem"), dir.path().join("key.pem"))
+            .unwrap(),
+    )
+    .unwrap();
+
+    let (addr, mut seen, mut gone, _stop) = upgrading_listener(None).await;
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = upgrade_with_bytes_behind(&mut plain).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(seen.recv().await.unwrap(), (true, b"hello".to_vec()));
+    drop(plain);
+    assert_eq!(
+        gone.recv().await,
+        Some(true),
+        "the caller's going, in clear"
+    );
+
+    let (addr, mut seen, mut gone, _stop) = upgrading_listener(Some(tls)).await;
+    let mut secure = tls_connect(addr, &dir.path().join("ca.pem")).await;
+    let head = upgrade_with_bytes_behind(&mut secure).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(seen.recv().await.unwrap(), (true, b"hello".to_vec()));
+    drop(secure);
+    assert_eq!(
+        gone.recv().await,
+        Some(true),
+        "the caller's going, over TLS"
+    );
+}

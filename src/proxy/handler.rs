@@ -2689,12 +2689,12 @@ async fn relay_stream(
             .then(|| state.upstream.scrubber().clone()),
         ..ws::RelayConfig::default()
     };
-    let relay = ws::relay(
-        hyper_util::rt::TokioIo::new(caller),
-        rack,
-        config,
-        registration.cancel.clone(),
-    );
+    let caller = crate::server::upgraded::UpgradedCaller::new(caller);
+    // Out of descriptors, the stream goes on without it (its caller's end seen as it reads).
+    let hangup = caller
+        .socket()
+        .and_then(|socket| ws::Hangup::of(socket).ok());
+    let relay = ws::relay(caller, rack, config, registration.cancel.clone(), hangup);
     tokio::pin!(relay);
     // A stream lasts no longer than the token that opened it: at its expiry it ends as a
     // revoked one does (expiry is a moment, not an event a revocation watcher could see).

@@ -10,6 +10,7 @@ pub mod dev;
 pub mod keepalive;
 pub mod serve;
 pub mod tls;
+pub mod upgraded;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};

@@ -120,7 +120,7 @@ async fn a_caller_relayed_to_the_rack_gets_its_echo_the_exit_code_and_a_close() 
         idle_after_eof: Duration::from_millis(100),
         ..RelayConfig::default()
     };
-    let relay = tokio::spawn(relay(gateway_end, upstream, config, cancelled));
+    let relay = tokio::spawn(relay(gateway_end, upstream, config, cancelled, None));
     let (read, write) = tokio::io::split(caller_end);
     let mut caller_in = WsReader::new(read, PeerRole::Client);
     let mut caller_out = WsWriter::new(write, PeerRole::Client);

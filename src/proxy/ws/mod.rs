@@ -18,6 +18,7 @@
 
 mod codec;
 mod handshake;
+mod hangup;
 mod marker;
 mod refuse;
 mod relay;
@@ -36,6 +37,7 @@ pub use codec::{
     Role, Violation,
 };
 pub use handshake::{ClientKey, ConnectError, UpgradeError};
+pub use hangup::Hangup;
 pub use marker::EXIT_MARKER;
 pub use relay::{CLOSE_TIMEOUT, ClosedBy, MAX_CALLER_PAYLOAD, RelayConfig, StreamStats};
 

@@ -58,6 +58,7 @@ use super::codec::{
     CodecError, DEFAULT_MAX_PAYLOAD, Fragments, Frame, FrameReader, FrameWriter,
     MAX_CONTROL_PAYLOAD, Opcode, Role, Violation,
 };
+use super::hangup::Hangup;
 use super::marker::ExitScanner;
 
 /// The reason sent in the close frame that tells the caller the gateway ended the stream.
@@ -91,9 +92,10 @@ pub struct RelayConfig {
     /// cutting a live restore short is worse than holding a slot until the rack reads again.
     /// Meanwhile the relay reads up to 64 KiB of the caller's input ahead, so a caller whose
     /// connection ends (or fails) is seen at once, and what it sent before goes on as the rack
-    /// reads it, for up to `close_timeout`; one that left more than that behind is seen only
-    /// once the rack reads again. Log streams, whose rack never reads, are the exception
-    /// ([`RelayConfig::rack_reads_input`]).
+    /// reads it, for up to `close_timeout`; one that left more than that behind is seen by its
+    /// socket's [`Hangup`] just as soon when it reset, or closed with the rest fitting that
+    /// socket (not behind a full receive window: see [`Hangup`]). Log streams, whose rack
+    /// never reads, are the exception ([`RelayConfig::rack_reads_input`]).
     pub caller_silence: Duration,
     /// How long the closing handshake (and flushing what is pending) may take at the end.
     pub close_timeout: Duration,
@@ -203,6 +205,9 @@ struct Leg<R, W> {
     /// The source ended while a flush waited: what it sent before, read ahead, is still
     /// buffered ([`Leg::relay_rest`]).
     source_ended: bool,
+    /// Where a flush that watches the source learns of its end behind more input than the
+    /// read-ahead holds (the caller's TCP socket; `None` elsewhere, or out of descriptors).
+    hangup: Option<Hangup>,
 }
 
 /// What one step of a leg relayed.
@@ -239,8 +244,10 @@ pub const HOLD_FOR: Duration = Duration::from_millis(20);
 
 /// How much of the caller's input a relay blocked writing to the rack reads ahead (and holds)
 /// to see whether the caller has gone: twice the CLI's largest frame. A caller that sent more
-/// than this (and the socket buffers) behind the input the rack is not reading, then left,
-/// is seen only once the rack reads again (or, on a log stream, after `caller_silence`).
+/// than this behind the input the rack is not reading, then left, is seen by its socket's
+/// [`Hangup`] where TCP lets it be (a reset; a FIN the window let through); otherwise, or
+/// without one (no descriptor to spare), only once the rack reads again (or, on a log stream,
+/// after `caller_silence`).
 const READ_AHEAD: usize = 64 * 1024;
 
 /// How long a relay whose caller left right after an exit line waits for the rack's EOF.
@@ -303,13 +310,15 @@ impl Default for RelayConfig {
 /// both and reports what passed.
 ///
 /// `cancel` ends the stream when it holds `true`, or when its sender is dropped: a stream that
-/// can no longer be revoked is not kept open. Never fails: every way of ending is a
-/// `ClosedBy`, and the counts are returned whatever happened.
+/// can no longer be revoked is not kept open. `hangup` watches the caller's socket (see
+/// [`READ_AHEAD`]); it is dropped with the relay's handles. Never fails: every way of ending is
+/// a `ClosedBy`, and the counts are returned whatever happened.
 pub async fn relay<C, R>(
     caller: C,
     rack: R,
     config: RelayConfig,
     mut cancel: watch::Receiver<bool>,
+    hangup: Option<Hangup>,
 ) -> StreamStats
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -324,6 +333,7 @@ where
         false,
     );
     inbound.watch_source = true;
+    inbound.hangup = hangup;
     let mut outbound: Outbound<R, C> = Leg::new(
         FrameReader::new(rack_read, Role::Client, config.max_from_rack),
         FrameWriter::new(caller_write, Role::Server),
@@ -469,6 +479,14 @@ where
             .then(|| outbound.exit.as_ref().and_then(ExitScanner::exit_code))
             .flatten(),
         closed_by,
+    }
+}
+
+/// Resolves when `hangup` sees the caller's end; never without one.
+async fn hung_up(hangup: Option<&Hangup>) {
+    match hangup {
+        Some(hangup) => hangup.wait().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -657,6 +675,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             flush_started: None,
             watch_source: false,
             source_ended: false,
+            hangup: None,
         }
     }
 
@@ -703,6 +722,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
             reader,
             writer,
             watch_source,
+            hangup,
             ..
         } = self;
         if *watch_source {
@@ -710,6 +730,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Leg<R, W> {
                 biased;
                 flushed = writer.flush() => flushed.map_err(|_| LegEnd::WriteFailed)?,
                 _ = reader.watch_for_end(READ_AHEAD) => {
+                    self.source_ended = true;
+                    return Err(LegEnd::ReadEnded);
+                }
+                // Its end behind more than the read-ahead holds: what it sent before is still
+                // in the socket, read as the rack takes it.
+                () = hung_up(hangup.as_ref()) => {
                     self.source_ended = true;
                     return Err(LegEnd::ReadEnded);
                 }

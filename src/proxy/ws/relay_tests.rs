@@ -55,7 +55,7 @@ fn pipes(
     let (caller_end, gateway_caller) = tokio::io::duplex(256 * 1024);
     let (gateway_rack, rack_end) = tokio::io::duplex(256 * 1024);
     let (cancel, cancelled) = watch::channel(false);
-    let relay = tokio::spawn(relay(gateway_caller, gateway_rack, config, cancelled));
+    let relay = tokio::spawn(relay(gateway_caller, gateway_rack, config, cancelled, None));
     (caller_end, rack_end, cancel, relay)
 }
 
@@ -397,6 +397,67 @@ async fn a_caller_that_leaves_behind_unread_input_is_seen_at_once() {
         .expect("the stream outlived its caller")
         .unwrap();
     assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+}
+
+/// A caller over TCP that leaves more input behind than the relay reads ahead, while the rack
+/// reads none of it (`convox exec … < dump.sql` into a program that does not read, then
+/// Ctrl-C), is seen by its socket's [`Hangup`] at once, not once the rack reads again: its
+/// reset, whatever waits unread; its FIN, once the input before it fits the socket (a FIN
+/// behind more than that waits in the caller's own socket, where nothing can see it).
+#[tokio::test]
+async fn a_caller_gone_behind_more_input_than_is_read_ahead_is_seen_at_once() {
+    for reset in [true, false] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let caller_end = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (gateway_caller, _) = listener.accept().await.unwrap();
+        if reset {
+            rustix::net::sockopt::set_socket_linger(&caller_end, Some(Duration::ZERO)).unwrap();
+        } else {
+            rustix::net::sockopt::set_socket_recv_buffer_size(&gateway_caller, 8 << 20).unwrap();
+        }
+        let hangup = Hangup::of(&gateway_caller).unwrap();
+        let (gateway_rack, rack_end) = tokio::io::duplex(64 * 1024);
+        let (_cancel, cancelled) = watch::channel(false);
+        let relay = tokio::spawn(relay(
+            gateway_caller,
+            gateway_rack,
+            RelayConfig {
+                close_timeout: Duration::from_millis(300),
+                ..RelayConfig::default()
+            },
+            cancelled,
+            Some(hangup),
+        ));
+        let (caller_read, caller_write) = caller_end.into_split();
+        let mut caller = WsWriter::new(caller_write, PeerRole::Client);
+        let chunk = vec![b'x'; 32 * 1024];
+        let mut sent = 0usize;
+        // Reset: until the caller's own socket takes no more. FIN: 1 MiB, 16 times what the
+        // relay reads ahead, which the large receive buffer holds whole.
+        while (reset || sent < 1 << 20)
+            && tokio::time::timeout(Duration::from_millis(500), caller.text(&chunk))
+                .await
+                .is_ok()
+        {
+            sent += chunk.len();
+            assert!(sent < 1 << 30, "the sockets never filled");
+        }
+        assert!(sent >= 1 << 20, "only {sent} bytes sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !relay.is_finished(),
+            "the stream ended with its caller there"
+        );
+        drop((caller, caller_read));
+        let stats = tokio::time::timeout(Duration::from_secs(5), relay)
+            .await
+            .unwrap_or_else(|_| panic!("the caller's end (reset: {reset}) waited on the rack"))
+            .unwrap();
+        assert_eq!(stats.closed_by, ClosedBy::CallerGone);
+        drop(rack_end);
+    }
 }
 
 /// A caller that sends the rest of its input, its EOF and its close behind input the rack is
@@ -992,7 +1053,7 @@ fn the_relay_and_the_refusal_can_be_spawned() {
     fn send<T: Send>(_: &T) {}
     let (a, b) = tokio::io::duplex(1);
     let (_cancel, cancelled) = watch::channel(false);
-    send(&relay(a, b, RelayConfig::default(), cancelled));
+    send(&relay(a, b, RelayConfig::default(), cancelled, None));
     let (a, _b) = tokio::io::duplex(1);
     send(&refuse(a, "no", Duration::from_secs(1), true));
     let (a, _b) = tokio::io::duplex(1);
@@ -1114,6 +1175,7 @@ async fn a_rack_whose_flush_waits_does_not_make_the_caller_silent() {
             ..RelayConfig::default()
         },
         cancelled,
+        None,
     ));
     let mut caller = peer(caller_end, PeerRole::Client);
     let mut rack = peer(rack_end, PeerRole::Server);
