@@ -1385,7 +1385,13 @@ async fn upgrading_listener(
                 let mut caller = UpgradedCaller::new(on_upgrade.await.unwrap());
                 let hangup = caller.socket().map(|s| Hangup::of(s).unwrap());
                 let mut first = vec![0u8; 5];
-                caller.read_exact(&mut first).await.unwrap();
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(10),
+                    caller.read_exact(&mut first),
+                )
+                .await
+                .expect("the bytes behind the upgrade request")
+                .unwrap();
                 seen_tx.send((hangup.is_some(), first)).unwrap();
                 if let Some(hangup) = hangup {
                     let seen =
@@ -1420,6 +1426,13 @@ async fn upgrading_listener(
         stopped,
     );
     (addr, seen, gone, stop)
+}
+
+/// `f`, or a failed test after 20 s.
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(20), f)
+        .await
+        .expect("no result within 20 s")
 }
 
 /// Sends the upgrade request with the caller's first bytes right behind it, in one write (so
@@ -1458,9 +1471,9 @@ async fn an_upgraded_caller_keeps_its_bytes_and_its_socket_in_clear_and_over_tls
 
     let (addr, mut seen, mut gone, _stop) = upgrading_listener(None).await;
     let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = upgrade_with_bytes_behind(&mut plain).await;
+    let head = within(upgrade_with_bytes_behind(&mut plain)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert_eq!(seen.recv().await.unwrap(), (true, b"hello".to_vec()));
+    assert_eq!(within(seen.recv()).await, Some((true, b"hello".to_vec())));
     drop(plain);
     assert_eq!(
         gone.recv().await,
@@ -1470,9 +1483,9 @@ async fn an_upgraded_caller_keeps_its_bytes_and_its_socket_in_clear_and_over_tls
 
     let (addr, mut seen, mut gone, _stop) = upgrading_listener(Some(tls)).await;
     let mut secure = tls_connect(addr, &dir.path().join("ca.pem")).await;
-    let head = upgrade_with_bytes_behind(&mut secure).await;
+    let head = within(upgrade_with_bytes_behind(&mut secure)).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert_eq!(seen.recv().await.unwrap(), (true, b"hello".to_vec()));
+    assert_eq!(within(seen.recv()).await, Some((true, b"hello".to_vec())));
     drop(secure);
     assert_eq!(
         gone.recv().await,

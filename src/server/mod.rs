@@ -44,9 +44,11 @@ pub const MAX_CONNECTIONS_PER_NETWORK: u32 = 256;
 pub const MAX_CONNECTIONS: u32 = 16 * 1024;
 
 /// How many connections one listener may hold open: [`MAX_CONNECTIONS`], or less when the
-/// process may not open that many files. Each connection can need a second descriptor (its
-/// rack connection) and there are two listeners, so a quarter of the descriptors left after a
-/// reserve (the store's files, the rack's pool when idle, the process itself) goes to each.
+/// process may not open that many files. A connection can need a second descriptor (its rack
+/// connection), a WebSocket stream on the rack proxy a third (the watch on its caller's socket,
+/// [`crate::proxy::ws::Hangup`]), and there are two listeners: a fifth of the descriptors left
+/// after a reserve (the store's files, the rack's pool when idle, the process itself) is each
+/// listener's count of connections.
 ///
 /// The first call raises the soft descriptor limit to the hard one, as servers do: a systemd
 /// service starts at 1024, which four networks of 256 connections would use up, after which
@@ -85,7 +87,7 @@ pub fn connection_cap() -> u32 {
             // Unlimited.
             (None, _) => u64::MAX,
         };
-        let share = soft.saturating_sub(RESERVE) / 4;
+        let share = soft.saturating_sub(RESERVE) / 5;
         u32::try_from(share)
             .unwrap_or(u32::MAX)
             .clamp(16, MAX_CONNECTIONS)
@@ -881,7 +883,8 @@ mod tests {
             per_network_share(MAX_CONNECTIONS),
             MAX_CONNECTIONS_PER_NETWORK
         );
-        // `LimitNOFILE=1024`: (1024 - 512) / 4 places per listener.
+        // `LimitNOFILE=1024`: (1024 - 512) / 5 places per listener.
+        assert_eq!(per_network_share(102), 25);
         assert_eq!(per_network_share(128), 32);
         assert_eq!(per_network_share(16), 4);
         assert_eq!(per_network_share(0), 1);

@@ -9,11 +9,11 @@
 //! relay's reads need, and it reads nothing.
 //!
 //! What it cannot see: a FIN the caller's kernel has not sent. Once this socket's receive
-//! window is full, the caller's remaining input and the FIN behind it wait in the caller's own
-//! send queue (TCP sends nothing past a closed window but probes), so a caller that filled
-//! every buffer and then closed is seen only as the rack reads again, or when its kernel gives
-//! up on the orphaned connection and resets it. A reset, which ignores the window, is seen at
-//! once, and so is a FIN behind input that fits this socket.
+//! window is full, the caller's input that did not fit and the FIN behind it wait in the
+//! caller's own send queue (TCP sends nothing past a closed window but probes), so such a
+//! caller is seen only as the rack reads again (a kernel that gives up on the orphaned
+//! connection may drop it without a reset). A reset, which ignores the window, is seen at once,
+//! and so is a FIN behind input that fits this socket.
 //!
 //! **Invariant:** a `Hangup` never reads from or writes to the socket, and lives no longer
 //! than the relay's own handle of it: its descriptor alone would keep the connection open.
@@ -24,9 +24,12 @@ use std::os::fd::AsFd;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// A watch on one caller socket for the end of its input: a FIN, a reset, an error.
+/// A watch on one caller socket for the end of its input: a FIN or a reset.
 #[derive(Debug)]
 pub struct Hangup {
+    /// Registered as any socket is (readable and writable: tokio's safe registration offers no
+    /// other), so the caller's acknowledgements reach the I/O driver for it too, and wake no
+    /// task.
     socket: TcpStream,
 }
 
@@ -38,14 +41,16 @@ impl Hangup {
     ///
     /// Must be called inside the runtime that will poll [`Hangup::wait`].
     pub fn of(socket: &TcpStream) -> io::Result<Hangup> {
-        let fd = socket.as_fd().try_clone_to_owned()?;
         // The descriptor shares the socket's file status (non-blocking already).
+        let fd = socket.as_fd().try_clone_to_owned()?;
         let socket = TcpStream::from_std(std::net::TcpStream::from(fd))?;
         Ok(Hangup { socket })
     }
 
-    /// Resolves once the caller can send nothing more: its FIN or a reset has arrived, or the
-    /// socket failed. Input still unread before it does not delay this.
+    /// Resolves once the caller can send nothing more: its FIN (a half-close too: a WebSocket
+    /// has its own close, and the relay takes the end of the caller's TCP input for the
+    /// caller's end, as it does when it reads it) or a reset has arrived, or the runtime is
+    /// shutting down. Input still unread before it does not delay this.
     ///
     /// Cancel-safe: dropped and called again, it waits on from where the socket stands.
     pub async fn wait(&self) {
@@ -55,7 +60,7 @@ impl Hangup {
                     // Only input waits, which the relay reads through its own descriptor: this
                     // registration's readiness is cleared, so the next event on the socket
                     // (more input, the FIN, a reset) wakes this wait, not the input already
-                    // seen.
+                    // seen. Its closed state is never cleared.
                     let _ = self.socket.try_io(Interest::READABLE, || {
                         Err::<(), _>(io::ErrorKind::WouldBlock.into())
                     });
