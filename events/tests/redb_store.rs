@@ -1147,3 +1147,36 @@ async fn a_second_open_of_a_store_is_refused_by_its_lock() {
     drop(store);
     RedbStore::open(&path, options(), TestFold::default()).unwrap();
 }
+
+/// A reopen that rewrote the index and then failed (the replay's commit, on a disk that stays
+/// full: the rewrite writes blocks the file has, the commit needs more) is not tried again for
+/// every append: each would read, write and sync the whole index again on the sequencer's
+/// thread. Appends are refused at once until [`REWRITE_RETRY`] has passed; then the reopen is
+/// tried again, and the store goes on once the disk has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopen_that_rewrote_the_index_in_vain_is_not_tried_again_for_every_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.redb");
+    let disk = Disk::default();
+    let store = open_on(&path, &disk);
+    let mut acked = Vec::new();
+    disk.index_cannot_grow(true);
+    let refused = append_until_refused(&store, &mut acked).await;
+    assert!(refused.is_some(), "the index grew on a full disk");
+    // One append now reopens the store, rewriting the index (a sync), and fails again.
+    let _ = store.append(vec![wide(100_000)]).await;
+    let syncs = disk.syncs();
+    for i in 1..6 {
+        let again = store.append(vec![wide(100_000 + i)]).await;
+        assert!(again.is_err(), "appended while the index cannot grow");
+    }
+    assert_eq!(
+        disk.syncs(),
+        syncs,
+        "the index was rewritten again within REWRITE_RETRY"
+    );
+    disk.index_cannot_grow(false);
+    tokio::time::sleep(REWRITE_RETRY).await;
+    append_all(&store, [vec![wide(200_000)]], &mut acked).await;
+    holds_all(&store, &acked).await;
+}

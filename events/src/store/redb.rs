@@ -303,6 +303,14 @@ struct Sequencer<S: Fold> {
     failed: Option<FailedWrite>,
     /// Set on shutdown: cut a checkpoint for any records not yet covered.
     seal: bool,
+    /// When the last reopen failed after rewriting the index, and why: the next is not tried
+    /// for [`REWRITE_RETRY`]. A reopen after a failed commit finds the index not closed cleanly
+    /// and rewrites all of it, which works on a full disk (its blocks exist); the replay's
+    /// commit behind it then fails again. Tried for every batch, that would read, write and
+    /// sync the whole file on this thread, each append's refusal waiting on it, as long as the
+    /// disk stays full. (A reopen that fails before, in the opener, costs little and is tried
+    /// again at once; a rewrite that fails is held back by the opener.)
+    reopen_failed: Option<(Instant, String)>,
     unindexed: Unindexed,
     /// Appends nobody waits for (a background append whose future was dropped: a completion,
     /// a stream's end) that a failed write could not take, oldest first: each goes at the head
@@ -426,6 +434,7 @@ impl<S: Fold> RedbStore<S> {
             reopen: false,
             failed: None,
             seal: false,
+            reopen_failed: None,
             unindexed: Unindexed::default(),
             retry: Vec::new(),
             retry_events: 0,
@@ -1590,7 +1599,8 @@ impl<S: Fold> Sequencer<S> {
         }
     }
 
-    /// Fails while poisoned; reopens the database after a failed commit.
+    /// Fails while poisoned; reopens the database after a failed commit, or, within
+    /// [`REWRITE_RETRY`] of a reopen that failed, fails as it did.
     fn ready(&mut self) -> Result<(), String> {
         if let Ok(p) = self.shared.poisoned.read()
             && let Some(why) = p.as_ref()
@@ -1600,6 +1610,19 @@ impl<S: Fold> Sequencer<S> {
         if !self.reopen {
             return Ok(());
         }
+        if let Some((at, why)) = &self.reopen_failed
+            && at.elapsed() < REWRITE_RETRY
+        {
+            return Err(why.clone());
+        }
+        self.reopen_failed = None;
+        self.reopen_files()
+    }
+
+    /// Reopens the database and the journal and recovers what the journal holds; a recovery
+    /// that fails after the index was rewritten holds the next reopen back
+    /// ([`Sequencer::reopen_failed`]).
+    fn reopen_files(&mut self) -> Result<(), String> {
         {
             let mut slot = self
                 .shared
@@ -1615,6 +1638,7 @@ impl<S: Fold> Sequencer<S> {
             .opener
             .open()
             .map_err(|e| format!("cannot reopen the event store: {e}"))?;
+        let files_rewritten = files.rewritten;
         let view = load_view(&files.db).map_err(|e| e.to_string())?;
         {
             // redb is back at its last synced commit: readers must not take it for more. The
@@ -1641,6 +1665,9 @@ impl<S: Fold> Sequencer<S> {
         if let Err(e) = recovered {
             let why = format!("cannot recover the event store's journal: {e}");
             self.set_index_error(why.clone());
+            if files_rewritten {
+                self.reopen_failed = Some((Instant::now(), why.clone()));
+            }
             return Err(why);
         }
         self.failed = None;

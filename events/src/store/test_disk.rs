@@ -56,6 +56,10 @@ pub struct Disk {
     syncs: Arc<AtomicU64>,
     /// Syncs answered EIO by [`Disk::fail_syncs`] or [`Disk::fail_commit_syncs`].
     failed_syncs: Arc<AtomicU64>,
+    /// While set, the database file cannot grow: a write past its end, or a longer length,
+    /// answers ENOSPC, and what is within it is written (a full disk, whose allocated blocks
+    /// can still be written).
+    index_full: Arc<AtomicBool>,
     /// While set, every write waits (a disk slow to answer), until it is cleared.
     hold: Arc<AtomicBool>,
     /// Writes waiting on `hold` now.
@@ -152,6 +156,13 @@ impl Disk {
     /// does.
     pub fn fail_rewrite_syncs(&self, n: u64) {
         self.failing_rewrite_syncs.store(n, Ordering::SeqCst);
+    }
+
+    /// From now on (`true`), the database file cannot grow, as on a full disk: writes within
+    /// its length work, writes past it and longer lengths answer ENOSPC; the journal is not
+    /// affected.
+    pub fn index_cannot_grow(&self, full: bool) {
+        self.index_full.store(full, Ordering::SeqCst);
     }
 
     /// From now on, every write waits until this is called with `false`, as on a disk that is
@@ -269,6 +280,17 @@ fn errno_of(how: Option<Failure>) -> i32 {
 
 // === impl Backend ===
 
+impl Backend {
+    /// ENOSPC if the file would have to grow to `end` while it cannot
+    /// ([`Disk::index_cannot_grow`]).
+    fn grows_within(&self, end: u64) -> Result<(), std::io::Error> {
+        if self.index && self.disk.index_full.load(Ordering::SeqCst) && end > self.inner.len()? {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        Ok(())
+    }
+}
+
 impl StorageBackend for Backend {
     fn len(&self) -> Result<u64, std::io::Error> {
         self.inner.len()
@@ -280,6 +302,7 @@ impl StorageBackend for Backend {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
+        self.grows_within(len)?;
         self.inner.set_len(len)?;
         lock(&self.image).unsynced.push(Change::SetLen(len));
         Ok(())
@@ -331,6 +354,7 @@ impl StorageBackend for Backend {
         if let Some(e) = self.disk.failure(self.index) {
             return Err(e);
         }
+        self.grows_within(offset.saturating_add(data.len() as u64))?;
         self.inner.write(offset, data)?;
         lock(&self.image)
             .unsynced
