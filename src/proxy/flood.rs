@@ -89,6 +89,11 @@ pub struct Counted {
 /// The coalescing window of unauthenticated denials.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
+/// How far past a drain's time a count's first denial may be and still be an ordinary one, not
+/// a sign of the clock stepped back: the drain reads the clock before it takes the counts, and
+/// a denial noted between the two is a moment later.
+const CLOCK_SLACK: Duration = Duration::from_secs(1);
+
 /// A token bucket per client network: `per_minute` requests, refilled continuously; and one
 /// per IPv6 site, of [`NETWORKS_PER_SITE`] times that, which a request takes from too.
 #[derive(Debug)]
@@ -308,14 +313,16 @@ impl RateLimiter {
 
 impl DenialCounter {
     /// Counts one unauthenticated denial, under its network, or a coarser [`Counted`] once
-    /// many are counting.
+    /// many are counting. Denials noted on several threads may come a little out of their
+    /// clocks' order: `first` and `last` are the earliest and the latest, whatever the order.
     pub fn note(&mut self, ip: IpAddr, reason: &'static str, now: Timestamp) {
         let counted = self.place(Counted::network(ip), reason);
         self.open
             .entry((counted, reason))
             .and_modify(|c| {
                 c.count += 1;
-                c.last = now;
+                c.first = Timestamp(c.first.0.min(now.0));
+                c.last = Timestamp(c.last.0.max(now.0));
             })
             .or_insert(Count {
                 count: 1,
@@ -346,13 +353,15 @@ impl DenialCounter {
     }
 
     /// The counts whose window has closed at `now` (or all of them when `flush`), taken out.
-    /// A window also closes when the clock has gone back past its first denial: otherwise a
-    /// clock stepped back an hour would hold the counts an hour.
+    /// A window also closes when the clock has gone back past its first denial (by more than
+    /// [`CLOCK_SLACK`]): otherwise a clock stepped back an hour would hold the counts an hour.
     pub fn drain(&mut self, now: Timestamp, flush: bool) -> Due {
         let due: Vec<(Counted, &'static str)> = self
             .open
             .iter()
-            .filter(|(_, c)| flush || now < c.first || now.since(c.first) >= WINDOW)
+            .filter(|(_, c)| {
+                flush || now.plus(CLOCK_SLACK) < c.first || now.since(c.first) >= WINDOW
+            })
             .map(|(k, _)| *k)
             .collect();
         Due(due
@@ -661,11 +670,35 @@ mod tests {
         // A clock stepped back past a window's first denial closes it at once.
         d.note(ip, "missing_credentials", t0);
         assert!(d.drain(t0, false).is_empty());
+        // A denial noted a moment after the drain read its clock (on another thread) is no
+        // clock stepped back: its window stays open.
+        assert!(d.drain(Timestamp(t0.0 - SEC / 2), false).is_empty());
         assert_eq!(
             d.drain(Timestamp(t0.0 - 3_600 * SEC), false).events().len(),
             1
         );
         assert!(d.is_empty());
+    }
+
+    /// Threads note denials in their clocks' order only roughly: the summary still runs from
+    /// the earliest to the latest.
+    #[test]
+    fn a_summary_spans_its_earliest_to_its_latest_denial_in_any_order() {
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        let mut d = DenialCounter::default();
+        let t0 = Timestamp(5_000 * SEC);
+        for t in [t0.0 + 5, t0.0, t0.0 + 9, t0.0 + 2] {
+            d.note(ip, "missing_credentials", Timestamp(t));
+        }
+        let events = d.drain(t0, true).events();
+        assert!(
+            matches!(
+                events.as_slice(),
+                [Event::DenialsCounted { count: 4, first, last, .. }]
+                    if *first == t0 && last.0 == t0.0 + 9
+            ),
+            "{events:?}"
+        );
     }
 
     #[test]
