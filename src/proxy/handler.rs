@@ -1004,6 +1004,11 @@ async fn forward(
     *upstream_req.method_mut() = call.method;
     *upstream_req.uri_mut() = uri;
     *upstream_req.headers_mut() = headers;
+    if call.rack_answers {
+        upstream_req
+            .extensions_mut()
+            .insert(super::rack_pool::RackReads);
+    }
     // A 502 the gateway gives itself is recorded with the error kind the caller is told.
     let answered_itself = |kind: &'static str| pending.complete(502, None, Some(kind));
     let sent = state.upstream.send(upstream_req).await;
@@ -1798,6 +1803,8 @@ async fn lookup(
             .boxed_unsync(),
     );
     *req.uri_mut() = uri;
+    // The rack's own answer: asked again should a kept connection close under it.
+    req.extensions_mut().insert(super::rack_pool::RackReads);
     let h = req.headers_mut();
     h.insert(
         header::AUTHORIZATION,

@@ -14,9 +14,10 @@
 //! that ended while its call's upload went on, closes it: HTTP/1.1 has no other way to
 //! abandon either); a request
 //! is retried on another connection when hyper hands it back unsent (an idle connection the
-//! rack closed), and after it was written only when it is a `GET` or `HEAD` without a body
-//! whose reused connection ended before a whole answer head came (the rack closed it as the
-//! call went out), once, on a new connection: a safe call read twice changes nothing, any other
+//! rack closed), and after it was written only when it is a `GET` or `HEAD` without a body,
+//! marked as one the rack itself answers ([`RackReads`]), whose reused connection ended before
+//! a whole answer head came (the rack closed it as the call went out), once, on a new
+//! connection: a safe call read twice changes nothing, any other
 //! may have been carried out (and a resent call that fails still counts as one the rack may
 //! have read); a connection idle for longer than [`IDLE_TIMEOUT`] is closed, not used.
 
@@ -268,10 +269,19 @@ impl RackPool {
     }
 }
 
+/// A request's mark that the rack itself answers it: its `GET` and `HEAD` read and change
+/// nothing, so one may be asked again ([`RackPool::send`]). A request without it (one the
+/// rack passes on to another server: an app, whose handlers may change something on any
+/// method, or the registry) is sent once.
+#[derive(Clone, Copy, Debug)]
+pub struct RackReads;
+
 /// A copy of `req` to send again should its reused connection end before answering: only of
-/// a `GET` or `HEAD` without a body (safe to read twice, nothing to stream again).
+/// a `GET` or `HEAD` without a body (safe to read twice, nothing to stream again) that the
+/// rack itself answers ([`RackReads`]).
 fn replay_of(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    let safe = matches!(*req.method(), http::Method::GET | http::Method::HEAD)
+        && req.extensions().get::<RackReads>().is_some();
     if !safe || !req.body().is_end_stream() {
         return None;
     }
@@ -507,7 +517,7 @@ mod tests {
         Arc::new(RackPool::new(connector, "127.0.0.1".into(), port))
     }
 
-    /// `GET /apps` with no `Host`, which [`Upstream::send`] adds.
+    /// `GET /apps` with no `Host`, which [`Upstream::send`] adds, marked as the rack's own.
     fn get_on(uri: Uri) -> Request<UpstreamBody> {
         let mut req = Request::new(
             Empty::<Bytes>::new()
@@ -515,6 +525,7 @@ mod tests {
                 .boxed_unsync(),
         );
         *req.uri_mut() = uri;
+        req.extensions_mut().insert(RackReads);
         req
     }
 
@@ -564,6 +575,21 @@ mod tests {
         assert_eq!(call(&upstream).await.unwrap(), "ok");
         assert_eq!(call(&upstream).await.unwrap(), "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// A `GET` the rack passes on to an app (`/custom/http/proxy/…`, unmarked), whose handler
+    /// may change something: not sent again, and it fails as a call the app may have received.
+    #[tokio::test]
+    async fn a_get_for_an_app_the_rack_hung_up_on_is_not_sent_again() {
+        let (upstream, accepted) = rack(b"ok", After::HangUpOnSecond).await;
+        assert_eq!(call(&upstream).await.unwrap(), "ok");
+        let mut for_app = get(&upstream);
+        for_app.extensions_mut().remove::<RackReads>();
+        let Err(failed) = upstream.send(for_app).await else {
+            panic!("a GET for an app the rack hung up on was answered");
+        };
+        assert!(!failed.never_sent(), "{failed}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     /// The same for a `POST`: the rack may have carried it out, so it is not sent again and
