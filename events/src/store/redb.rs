@@ -1538,6 +1538,10 @@ impl<S: Fold> Sequencer<S> {
     fn due_checkpoint(&self, now: Timestamp) -> Option<SignedCheckpoint> {
         let p = self.options.policy;
         let v = &self.view;
+        // Never before the checkpoint before it, which verifiers refuse: a clock stepped back
+        // (an NTP step, a restored VM) after a heartbeat would otherwise sign one earlier, and
+        // the log would fail verification for good. Records' times are held so already.
+        let now = now.max(v.cp_time);
         let new = v.size.saturating_sub(v.cp_size);
         let since = now.since(v.cp_time);
         let due = new >= p.every.max(1)
@@ -2786,6 +2790,53 @@ mod tests {
             Err(e) => panic!("refused for another reason: {e}"),
             Ok(_) => panic!("a store whose tree disagrees with its checkpoint was opened"),
         }
+    }
+
+    /// A clock stepped back after a checkpoint (an NTP step, a restored VM), here an hour
+    /// behind the newest one: the next checkpoint is not signed earlier than it, which every
+    /// verifier refuses ("its time is before the previous checkpoint's").
+    #[tokio::test]
+    async fn a_clock_stepped_back_never_signs_a_checkpoint_before_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.redb");
+        fill_and_stop(open(&path), 0, 20).await;
+        // The newest checkpoint, signed an hour ahead of the clock.
+        let ahead = {
+            let db = Database::open(&path).unwrap();
+            let n = db
+                .begin_read()
+                .unwrap()
+                .open_table(CHECKPOINTS)
+                .unwrap()
+                .len()
+                .unwrap();
+            let mut cp = read_checkpoints(&db, n - 1..n).unwrap()[0]
+                .checkpoint
+                .clone();
+            cp.time = cp.time.plus(std::time::Duration::from_secs(3600));
+            (n - 1, options().signer.sign(&cp))
+        };
+        edit(&path, |txn| {
+            let mut table = txn.open_table(CHECKPOINTS).unwrap();
+            table.insert(ahead.0, ahead.1.note.as_str()).unwrap();
+        });
+        std::fs::remove_file(super::journal_path(&path)).unwrap();
+        let store = open(&path);
+        store.append(vec![filler(20)]).await.unwrap();
+        store.shutdown();
+        drop(store);
+        let cps = read_checkpoints(&Database::open(&path).unwrap(), 0..u64::MAX).unwrap();
+        let last = cps.last().unwrap();
+        assert!(
+            last.checkpoint.size > ahead.1.checkpoint.size,
+            "no new checkpoint"
+        );
+        assert!(
+            last.checkpoint.time >= ahead.1.checkpoint.time,
+            "a checkpoint at {:?} follows one at {:?}",
+            last.checkpoint.time,
+            ahead.1.checkpoint.time
+        );
     }
 
     /// Flips a bit of the largest complete subtree's node under the stopped store's newest
