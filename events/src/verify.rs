@@ -640,8 +640,11 @@ pub fn verify_export(
     let origin = first.origin.clone();
     let (key, trust) = choose_key(key, first)?;
 
-    // Checkpoints: all of them, dense, each signed; manifests name them in order.
+    // Checkpoints: all of them, dense, each signed; manifests name them in order. Each note is
+    // opened as it is read and only its checkpoint and digest kept: a planted export of many
+    // notes, each up to the note limit, fails on the first bad one, not by memory.
     let mut checkpoints = Vec::new();
+    let mut opener = Opened::new(&origin, &key);
     for (n, k) in cp_keys.iter().enumerate() {
         match export::parse_checkpoint_key(k) {
             Some(found) if found == n as u64 => {}
@@ -655,9 +658,14 @@ pub fn verify_export(
             None => return Err(VerifyError::Unlisted { object: k.clone() }),
         }
         let note = get_listed(src, k, NOTE_LIMIT)?;
-        checkpoints.push((k.clone(), note));
+        opener.open(k, &note)?;
+        checkpoints.push(NoteRead {
+            key: k.clone(),
+            sha256: hash::object_digest(&note).to_hex(),
+            size: note.len() as u64,
+        });
     }
-    let opened = open_all(&checkpoints, &origin, &key)?;
+    let opened = opener.out;
     check_manifest_checkpoints(&manifests, &checkpoints, &opened)?;
 
     // Segments: exactly those the manifests name.
@@ -896,13 +904,46 @@ fn open_all(
     origin: &str,
     key: &VerifierKey,
 ) -> Result<Vec<Checkpoint>, VerifyError> {
-    let mut out: Vec<Checkpoint> = Vec::with_capacity(notes.len());
+    let mut opener = Opened::new(origin, key);
     for (object, note) in notes {
-        let cp =
-            checkpoint::open_checkpoint(note, origin, key).map_err(|e| VerifyError::Signature {
-                object: object.clone(),
+        opener.open(object, note)?;
+    }
+    Ok(opener.out)
+}
+
+/// A checkpoint note of an export as the manifests check it: its name, digest and length.
+struct NoteRead {
+    key: String,
+    sha256: String,
+    size: u64,
+}
+
+/// Checkpoints opened one note at a time, in order: each signed for `origin` by `key`, and
+/// consistent with the one before it.
+struct Opened<'a> {
+    origin: &'a str,
+    key: &'a VerifierKey,
+    out: Vec<Checkpoint>,
+}
+
+impl<'a> Opened<'a> {
+    fn new(origin: &'a str, key: &'a VerifierKey) -> Opened<'a> {
+        Opened {
+            origin,
+            key,
+            out: Vec::new(),
+        }
+    }
+
+    /// Opens the note stored as `object`, after those opened before it.
+    fn open(&mut self, object: &str, note: &[u8]) -> Result<(), VerifyError> {
+        let out = &mut self.out;
+        let cp = checkpoint::open_checkpoint(note, self.origin, self.key).map_err(|e| {
+            VerifyError::Signature {
+                object: object.to_owned(),
                 what: e.to_string(),
-            })?;
+            }
+        })?;
         if let Some(prev) = out.last() {
             let what = if cp.size < prev.size {
                 Some(format!("size {} after size {}", cp.size, prev.size))
@@ -915,14 +956,14 @@ fn open_all(
             };
             if let Some(what) = what {
                 return Err(VerifyError::Inconsistent {
-                    object: object.clone(),
+                    object: object.to_owned(),
                     what,
                 });
             }
         }
         out.push(cp);
+        Ok(())
     }
-    Ok(out)
 }
 
 fn roots_of(opened: &[Checkpoint]) -> BTreeMap<u64, (Hash, String)> {
@@ -937,13 +978,18 @@ fn roots_of(opened: &[Checkpoint]) -> BTreeMap<u64, (Hash, String)> {
 /// digests, and the last of them covers its segment's end.
 fn check_manifest_checkpoints(
     manifests: &[(String, Manifest)],
-    notes: &[(String, Vec<u8>)],
+    notes: &[NoteRead],
     opened: &[Checkpoint],
 ) -> Result<(), VerifyError> {
     let mut next = 0usize;
     for (mkey, m) in manifests {
         for r in &m.checkpoints {
-            let Some((k, bytes)) = notes.get(next) else {
+            let Some(NoteRead {
+                key: k,
+                sha256,
+                size,
+            }) = notes.get(next)
+            else {
                 return Err(VerifyError::Missing {
                     object: r.key.clone(),
                     named_by: mkey.clone(),
@@ -955,7 +1001,7 @@ fn check_manifest_checkpoints(
                     what: format!("names {} where {k} comes next", r.key),
                 });
             }
-            check_digest(k, bytes, r, mkey)?;
+            check_digest(k, sha256, *size, r, mkey)?;
             next += 1;
         }
         let last = next.checked_sub(1).and_then(|i| opened.get(i));
@@ -971,16 +1017,16 @@ fn check_manifest_checkpoints(
 
 fn check_digest(
     object: &str,
-    bytes: &[u8],
+    found: &str,
+    size: u64,
     r: &export::ObjectRef,
     named_by: &str,
 ) -> Result<(), VerifyError> {
-    let found = hash::object_digest(bytes).to_hex();
-    if found != r.sha256 || bytes.len() as u64 != r.size {
+    if found != r.sha256 || size != r.size {
         return Err(VerifyError::Digest {
             object: object.to_owned(),
             expected: r.sha256.clone(),
-            found,
+            found: found.to_owned(),
             named_by: named_by.to_owned(),
         });
     }

@@ -1315,3 +1315,49 @@ fn random_damage_to_a_segment_is_always_refused() {
         }
     }
 }
+
+/// A source that counts the checkpoint notes read from it.
+struct CountingNotes {
+    inner: DirSource,
+    notes: std::sync::atomic::AtomicUsize,
+}
+
+impl verify::Source for CountingNotes {
+    fn list(&self, prefix: &str) -> Result<Vec<String>, VerifyError> {
+        self.inner.list(prefix)
+    }
+
+    fn get(&self, key: &str, limit: verify::Limit<'_>) -> Result<Option<Vec<u8>>, VerifyError> {
+        if key.starts_with("checkpoints/") {
+            self.notes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.get(key, limit)
+    }
+}
+
+/// Each checkpoint note is opened as it is read, so a forged one stops the verifier before the
+/// notes after it are read: an export planted with many notes, each up to the note limit, fails
+/// on its first bad one, not by the memory of holding them all.
+#[test]
+fn a_forged_note_is_found_before_the_notes_after_it_are_read() {
+    let p = pristine();
+    let (_tmp, dir) = fresh_copy(p);
+    tamper(Case::ForgedSignature, p, &dir);
+    let forged = p.checkpoints.len() / 2;
+    let src = CountingNotes {
+        inner: DirSource::new(&dir),
+        notes: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let failed =
+        verify::verify_export(&src, Some(&p.vkey), &mut Quiet).expect_err("a forged note verified");
+    assert_eq!(failed.kind(), "checkpoint_signature", "{failed}");
+    assert!(
+        forged + 1 < p.checkpoints.len(),
+        "the forged note is the last"
+    );
+    assert_eq!(
+        src.notes.load(std::sync::atomic::Ordering::SeqCst),
+        forged + 1,
+        "notes read before the forged one was refused"
+    );
+}
