@@ -2468,7 +2468,7 @@ mod tests {
     };
 
     use super::{CHECKPOINTS, LogReader, META, Options, RECORDS, RedbStore, read_checkpoints};
-    use crate::checkpoint::NoteSigner;
+    use crate::checkpoint::{NoteSigner, SignedCheckpoint};
     use crate::hash::{self, Hash};
     use crate::merkle;
     use crate::store::conformance::{TestFold, filler};
@@ -2802,19 +2802,10 @@ mod tests {
         fill_and_stop(open(&path), 0, 20).await;
         // The newest checkpoint, signed an hour ahead of the clock.
         let ahead = {
-            let db = Database::open(&path).unwrap();
-            let n = db
-                .begin_read()
-                .unwrap()
-                .open_table(CHECKPOINTS)
-                .unwrap()
-                .len()
-                .unwrap();
-            let mut cp = read_checkpoints(&db, n - 1..n).unwrap()[0]
-                .checkpoint
-                .clone();
+            let (number, newest) = newest_checkpoint(&path);
+            let mut cp = newest.checkpoint;
             cp.time = cp.time.plus(std::time::Duration::from_secs(3600));
-            (n - 1, options().signer.sign(&cp))
+            (number, options().signer.sign(&cp))
         };
         edit(&path, |txn| {
             let mut table = txn.open_table(CHECKPOINTS).unwrap();
@@ -2839,20 +2830,27 @@ mod tests {
         );
     }
 
+    /// The stopped store's newest checkpoint, and its number.
+    fn newest_checkpoint(path: &Path) -> (u64, SignedCheckpoint) {
+        let db = Database::open(path).unwrap();
+        let n = db
+            .begin_read()
+            .unwrap()
+            .open_table(CHECKPOINTS)
+            .unwrap()
+            .len()
+            .unwrap();
+        let newest = read_checkpoints(&db, n - 1..n).unwrap().remove(0);
+        (n - 1, newest)
+    }
+
     /// Flips a bit of the largest complete subtree's node under the stopped store's newest
     /// checkpoint (stored in the row of its last leaf; the root is built from it). Returns
     /// that checkpoint's size.
     fn damage_node_under_newest_checkpoint(path: &Path) -> u64 {
-        let (size, entry, node) = {
+        let size = newest_checkpoint(path).1.checkpoint.size;
+        let (entry, node) = {
             let db = Database::open(path).unwrap();
-            let n = db
-                .begin_read()
-                .unwrap()
-                .open_table(CHECKPOINTS)
-                .unwrap()
-                .len()
-                .unwrap();
-            let size = read_checkpoints(&db, n - 1..n).unwrap()[0].checkpoint.size;
             let level = 63 - size.leading_zeros();
             assert!(level >= 1, "size {size}");
             let leaf = (1u64 << level) - 1;
@@ -2872,7 +2870,7 @@ mod tests {
                 .unwrap()
                 .0
                 .value();
-            (size, entry, node)
+            (entry, node)
         };
         edit(path, |txn| {
             let mut table = txn.open_table(RECORDS).unwrap();
@@ -2892,21 +2890,14 @@ mod tests {
     /// entry (format 3), so a test can rewrite one row. Returns that checkpoint's size.
     async fn uncheckpointed(path: &Path, n: u64) -> u64 {
         fill_and_stop(open(path), 0, n).await;
-        let last = {
-            let db = Database::open(path).unwrap();
-            let txn = db.begin_read().unwrap();
-            txn.open_table(CHECKPOINTS).unwrap().len().unwrap() - 1
-        };
+        let last = newest_checkpoint(path).0;
         edit(path, |txn| {
             txn.open_table(CHECKPOINTS).unwrap().remove(last).unwrap();
         });
         rewrite_as_format_3(path);
         // The clean stop left redb holding everything; its journal would name the checkpoint.
         std::fs::remove_file(super::journal_path(path)).unwrap();
-        let db = Database::open(path).unwrap();
-        read_checkpoints(&db, last - 1..last).unwrap()[0]
-            .checkpoint
-            .size
+        newest_checkpoint(path).1.checkpoint.size
     }
 
     /// Replaces row `seq` (one row per entry) by `change` of its nodes and record.
