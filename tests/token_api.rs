@@ -663,6 +663,118 @@ async fn tokens_without_the_gateway_permission_get_403_everywhere_and_each_is_re
     gw.finish().await;
 }
 
+/// A token an admin made for someone else (a CI principal's, typically) is held within its
+/// maker's current roles as well as its owner's: the maker was handed its secret, so demoting
+/// the maker narrows it and disabling the maker stops it, on the proxy and on the API, while
+/// tokens the owner's own came from elsewhere keep working. Enabling the maker again restores
+/// it: the bound is the role table now, not a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
+    let gw = Gateway::start().await;
+    let alice = Principal("alice@example.com".into());
+    let (_, by_alice) = gw
+        .token_for(
+            &alice.0,
+            Role::Admin,
+            &["convox:*:*", "gateway:token:manage"],
+        )
+        .await;
+    let (_, bot_own) = gw
+        .token_for("ci-bot@example.com", Role::Deployer, &["convox:app:read"])
+        .await;
+    gw.token_for("bob@example.com", Role::Admin, &["convox:app:read"])
+        .await;
+    let cicd: Vec<String> = rack_gateway::policy::roles::cicd_scopes()
+        .into_iter()
+        .map(|p| p.0)
+        .collect();
+    let cicd: Vec<&str> = cicd.iter().map(String::as_str).collect();
+    let mut made = Vec::new();
+    for (owner, scopes) in [
+        ("ci-bot@example.com", cicd.clone()),
+        ("bob@example.com", vec!["gateway:token:manage"]),
+    ] {
+        let reply = gw
+            .api("POST", TOKENS, &by_alice, Some(create_body(owner, &scopes)))
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.json());
+        let v = reply.json();
+        made.push((
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let [(ci_id, ci), (_, bobs)] = <[(String, String); 2]>::try_from(made).unwrap();
+    let grants = |listed: &Value| -> Vec<String> {
+        let mut g: Vec<String> = entry_of(listed, &ci_id)["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        g.sort();
+        g
+    };
+    let listed = gw.api("GET", TOKENS, gw.admin(), None).await.json();
+    assert_eq!(entry_of(&listed, &ci_id)["created_by"], alice.0.as_str());
+    let mut all = cicd.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+    all.sort();
+    assert_eq!(grants(&listed), all, "the maker holds every scope");
+    assert_eq!(gw.proxy_status(&ci).await, 200);
+
+    // Demoted to viewer: the CI token keeps only the reads a viewer holds.
+    let system = Principal("system".into());
+    admin::grant_role(gw.store(), alice.clone(), Role::Viewer, system.clone())
+        .await
+        .unwrap();
+    admin::revoke_role(gw.store(), alice.clone(), Role::Admin, system.clone())
+        .await
+        .unwrap();
+    let listed = gw.api("GET", TOKENS, gw.admin(), None).await.json();
+    let viewer = rack_gateway::policy::roles::role_permissions(Role::Viewer);
+    let narrowed: Vec<String> = all
+        .iter()
+        .filter(|p| viewer.iter().any(|v| v.as_str() == p.as_str()))
+        .cloned()
+        .collect();
+    assert!(narrowed.len() < all.len() && !narrowed.is_empty());
+    assert_eq!(grants(&listed), narrowed, "narrowed to the maker's roles");
+    assert_eq!(gw.proxy_status(&ci).await, 200, "app reads are a viewer's");
+
+    // Disabled: every token she made for others stops, wherever it is used.
+    admin::disable_user(gw.store(), alice.clone(), system.clone(), "left".into())
+        .await
+        .unwrap();
+    let before = gw.head();
+    assert_eq!(gw.proxy_status(&ci).await, 403);
+    let c = one_denial(&gw, before).await;
+    assert_eq!(
+        (c.actor.0.as_str(), c.reason.as_str()),
+        ("ci-bot@example.com", "maker_disabled")
+    );
+    let before = gw.head();
+    let reply = gw.api("GET", TOKENS, &bobs, None).await;
+    assert_eq!(reply.refused(403), "maker_disabled");
+    assert_eq!(one_denial(&gw, before).await.reason, "maker_disabled");
+    let listed = gw.api("GET", TOKENS, gw.admin(), None).await.json();
+    assert_eq!(entry_of(&listed, &ci_id)["state"], "active");
+    assert!(
+        grants(&listed).is_empty(),
+        "the list shows it grants nothing"
+    );
+    assert_eq!(
+        gw.proxy_status(&bot_own).await,
+        200,
+        "the owner's token from elsewhere is not the maker's"
+    );
+
+    admin::enable_user(gw.store(), alice.clone(), system)
+        .await
+        .unwrap();
+    assert_eq!(gw.proxy_status(&ci).await, 200, "the bound follows her");
+    gw.finish().await;
+}
+
 /// A caller without credentials keeps no connection, even when it asks to: each one it holds
 /// is a place on the listener that others cannot have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1859,8 +1971,8 @@ async fn the_cli_disables_and_enables_a_person_and_keeps_the_last_admin() {
 
 /// The offline `token create` refuses an owner who holds no role (the API refuses scopes
 /// beyond the owner's roles; offline, a typo would make a token that starts granting once
-/// someone of that name is given a role), and a secret pasted as the owner or a role is not
-/// printed back.
+/// someone of that name is given a role), and likewise a maker (`--by`) other than the owner
+/// who holds none; a secret pasted as the owner, the maker or a role is not printed back.
 #[tokio::test]
 async fn the_offline_cli_refuses_a_roleless_owner_and_never_repeats_a_pasted_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -1911,8 +2023,42 @@ async fn the_offline_cli_refuses_a_roleless_owner_and_never_repeats_a_pasted_sec
         stderr.contains("\"dve@example.com\" holds no role") && stderr.contains("role grant"),
         "{stderr}"
     );
+    // A maker other than the owner bounds the token by their roles: one with none is refused,
+    // and a secret pasted as the maker is not printed back.
     let secret = rack_gateway::identity::TokenSecret::generate().unwrap();
     let secret = secret.expose();
+    for (maker, said) in [
+        (
+            "nobody@example.com",
+            "--by \"nobody@example.com\" holds no role",
+        ),
+        (secret, "is not an email address"),
+    ] {
+        let refused = run_cli(
+            &[
+                "token",
+                "create",
+                "--data",
+                data,
+                "--name",
+                "ci",
+                "--owner",
+                "dev@example.com",
+                "--scope",
+                "convox:app:read",
+                "--by",
+                maker,
+            ],
+            None,
+        )
+        .await;
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains(said) && !stderr.contains(secret),
+            "{stderr}"
+        );
+    }
     let pasted = create(secret).await;
     assert!(!pasted.status.success());
     let stderr = String::from_utf8_lossy(&pasted.stderr);

@@ -21,7 +21,7 @@ use projections::identities::Identities;
 use projections::tokens::Token;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{Grant, Standing};
+use crate::policy::Grant;
 
 /// `POST /api/v1/tokens`: a token to create.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ impl TokenView {
             created_by: Some(t.created_by.0.clone()),
             created_with: t.created_with.map(|id| id.to_hex()),
             grants: Some(if t.is_usable(now) {
-                Grant::for_token(&t.scopes, &Standing::of(identities, &t.owner))
+                Grant::of_token(t, identities)
                     .permissions()
                     .into_iter()
                     .map(|p| p.as_str().to_owned())

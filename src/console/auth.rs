@@ -20,7 +20,7 @@ use super::ConsoleState;
 use super::respond::ApiError;
 use crate::identity::credentials::Schemes;
 use crate::identity::{TokenCall, authenticate};
-use crate::policy::{Grant, Perm, Standing};
+use crate::policy::{Grant, Perm};
 
 /// The permission every endpoint of the token API needs.
 pub const TOKEN_MANAGE: Perm = Perm::GatewayTokenManage;
@@ -189,8 +189,8 @@ pub fn identify(
         call.count(state, e.reason());
         ApiError::Unauthenticated(e.reason())
     })?;
-    let grant = state.store.with_state(|s| {
-        Grant::for_token(&token.scopes, &Standing::of(&s.identities, &token.owner))
-    });
+    let grant = state
+        .store
+        .with_state(|s| Grant::of_token(&token, &s.identities));
     Ok(Caller { token, grant })
 }

@@ -315,7 +315,7 @@ fn exceeding(
     owner: &Principal,
     bound: &Bound,
 ) -> Option<(Ceiling, Perm)> {
-    let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner));
+    let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner), None);
     let Some(caller_holds) = manager(s, bound) else {
         return Some((Ceiling::Caller, Perm::GatewayTokenManage));
     };
@@ -335,7 +335,7 @@ fn manager(s: &Projections, bound: &Bound) -> Option<Grant> {
     s.tokens
         .get(&bound.caller)
         .filter(|t| t.is_usable(bound.now))
-        .map(|t| Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner)))
+        .map(|t| Grant::of_token(t, &s.identities))
         .filter(|g| g.holds(Perm::GatewayTokenManage))
 }
 
@@ -909,7 +909,8 @@ mod tests {
             scopes: vec![Permission("convox:app:read".into())],
             expires: None,
             dev_only: false,
-            by: p("admin@example.com"),
+            // The gateway: a person other than the owner would bound it by their roles.
+            by: p(SYSTEM),
         }
     }
 
@@ -1141,8 +1142,7 @@ mod tests {
         let usable = |store: &Store| {
             store.with_state(|s| {
                 let t = s.tokens.get(&t.id).unwrap();
-                Grant::for_token(&t.scopes, &Standing::of(&s.identities, &t.owner))
-                    .holds(Perm::AppRead)
+                Grant::of_token(t, &s.identities).holds(Perm::AppRead)
             })
         };
         assert!(usable(&store));

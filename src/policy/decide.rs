@@ -4,7 +4,9 @@
 //! A caller's effective permissions are a [`Grant`]: for a person, the union of their roles'
 //! permissions (`cicd` never counts for a person); for an API token, its scopes intersected with
 //! its owner's *current* role permissions, so demoting or disabling the owner narrows or stops the
-//! token at once. A disabled user, or the owner of a token being disabled, gives nothing.
+//! token at once. A token someone made for another owner is also held within its maker's current
+//! role permissions: its maker received its secret, so disabling the maker stops it too. A
+//! disabled user, or the owner or maker of a token being disabled, gives nothing.
 //!
 //! **Invariant:** a [`Permitted`] can only be built by [`authorize`] (its fields are private),
 //! and only when every requirement of the route, the base permission and every [`ParamRule`]
@@ -19,6 +21,7 @@ use std::sync::LazyLock;
 
 use events::event::{Permission, Principal, Role};
 use projections::identities::Identities;
+use projections::tokens::Token;
 
 use super::canonical::{CanonicalPath, ParamError, PathError, TailError};
 use super::perm_set::PermSet;
@@ -96,6 +99,17 @@ pub enum DenyReason {
     /// The token's owner holds the permission but the token's scopes do not include it.
     #[error("the token's scopes do not include {0}")]
     TokenScope(Permission),
+    /// The person who made the token for its owner is disabled: they received its secret, so
+    /// the token ends with their access ([`Grant::of_token`]).
+    #[error(
+        "the person who made this token for its owner is disabled; a gateway admin makes the owner a new token"
+    )]
+    MakerDisabled,
+    /// The person who made the token for its owner no longer holds the permission.
+    #[error(
+        "the person who made this token for its owner no longer holds {0}; a gateway admin makes the owner a new token"
+    )]
+    MakerLacks(Permission),
     /// The user, or the owner of the token, is disabled.
     #[error("the user is disabled")]
     UserDisabled,
@@ -131,6 +145,9 @@ enum GrantState {
         owner: PermSet,
         /// The permissions the token's scopes name.
         scoped: PermSet,
+        /// The current permissions of whoever made the token for its owner; `None` for a token
+        /// its owner made, or the gateway (`system`: the offline bootstrap, `dev`).
+        maker: Option<PermSet>,
     },
 }
 
@@ -194,6 +211,15 @@ impl Standing {
     }
 }
 
+/// Who made `token` for its owner, when that was someone else: the person the gateway API's
+/// call came from, or the offline command line's `--by`. `None` for a token its owner made,
+/// and for one the gateway made (`system`: the offline bootstrap's default, `dev`), whose
+/// secret went to whoever runs the gateway.
+pub fn made_for_another_by(token: &Token) -> Option<&Principal> {
+    (token.created_by != token.owner && token.created_by.0 != crate::identity::admin::SYSTEM)
+        .then_some(&token.created_by)
+}
+
 // === impl Grant ===
 
 impl Grant {
@@ -221,20 +247,50 @@ impl Grant {
         }
     }
 
-    /// A token's grant: its scopes intersected with its owner's current permissions.
+    /// A token's grant: its scopes intersected with its owner's current permissions, and with
+    /// `maker`'s when someone else made it for the owner (see [`Grant::of_token`]).
     ///
     /// A scope is a permission string, or one with `*` segments (`convox:app:*`); a scope that
     /// names nothing in the catalogue grants nothing. The owner's roles count in full here,
-    /// `cicd` included, because `cicd` is a role for tokens.
-    pub fn for_token(scopes: &[Permission], owner: &Standing) -> Grant {
+    /// `cicd` included, because `cicd` is a role for tokens; so do the maker's.
+    pub fn for_token(scopes: &[Permission], owner: &Standing, maker: Option<&Standing>) -> Grant {
         let owner = match Grant::token_owner(owner) {
             Ok(held) => held,
             Err(reason) => return Grant::refused(reason),
         };
+        let maker = match maker {
+            None => None,
+            Some(Standing::Disabled) => return Grant::refused(DenyReason::MakerDisabled),
+            Some(Standing::Active(roles)) => Some(
+                roles
+                    .iter()
+                    .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(*r))),
+            ),
+        };
         let scoped = PermSet::of_scopes(scopes);
         Grant {
-            state: GrantState::Token { owner, scoped },
+            state: GrantState::Token {
+                owner,
+                scoped,
+                maker,
+            },
         }
+    }
+
+    /// What `token` grants now, by the role table in `identities`.
+    ///
+    /// Bounded by its owner's standing and, when it was made for its owner by someone else
+    /// ([`made_for_another_by`]), by its maker's: the maker received its secret, so a person
+    /// disabled or demoted loses what they could do through tokens they made for others (a CI
+    /// principal's, typically), not only through their own. Offboarding someone stops every
+    /// secret they were handed; a gateway admin makes a CI token anew before disabling its maker.
+    pub fn of_token(token: &Token, identities: &Identities) -> Grant {
+        let maker = made_for_another_by(token).map(|m| Standing::of(identities, m));
+        Grant::for_token(
+            &token.scopes,
+            &Standing::of(identities, &token.owner),
+            maker.as_ref(),
+        )
     }
 
     /// What a token's owner holds, the bound of each of their tokens' grants: the union of
@@ -265,7 +321,14 @@ impl Grant {
         match &self.state {
             GrantState::Refused(_) => PermSet::EMPTY,
             GrantState::User { perms } => *perms,
-            GrantState::Token { owner, scoped } => owner.intersection(*scoped),
+            GrantState::Token {
+                owner,
+                scoped,
+                maker,
+            } => {
+                let held = owner.intersection(*scoped);
+                maker.map_or(held, |m| held.intersection(m))
+            }
         }
     }
 
@@ -287,6 +350,9 @@ impl Grant {
             GrantState::Token { scoped, .. } if !scoped.contains(perm) => {
                 Err(DenyReason::TokenScope(perm.to_permission()))
             }
+            GrantState::Token {
+                maker: Some(maker), ..
+            } if !maker.contains(perm) => Err(DenyReason::MakerLacks(perm.to_permission())),
             GrantState::Token { .. } => Ok(()),
         }
     }
@@ -382,12 +448,15 @@ impl Denied {
 // === impl DenyReason ===
 
 impl DenyReason {
-    /// The stable name: `permission_denied`, `token_scope`, `user_disabled`,
+    /// The stable name: `permission_denied`, `token_scope`, `maker_disabled`,
+    /// `maker_permission`, `user_disabled`,
     /// `role_not_for_users`, `no_role`, `unknown_route`, `invalid_path` or `invalid_params`.
     pub fn kind(&self) -> &'static str {
         match self {
             DenyReason::MissingPermission(_) => "permission_denied",
             DenyReason::TokenScope(_) => "token_scope",
+            DenyReason::MakerDisabled => "maker_disabled",
+            DenyReason::MakerLacks(_) => "maker_permission",
             DenyReason::UserDisabled => "user_disabled",
             DenyReason::RoleNotForUsers => "role_not_for_users",
             DenyReason::NoRole => "no_role",

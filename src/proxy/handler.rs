@@ -41,7 +41,7 @@ use crate::identity::{TokenCall, authenticate};
 use crate::keys::AuditKey;
 use crate::policy::canonical::{self, CanonicalParams, ForwardBody, RequestBody, RequestParams};
 use crate::policy::routes::Secrecy;
-use crate::policy::{self, Grant, Perm, PermSet, Standing};
+use crate::policy::{self, Grant, Perm, PermSet};
 
 /// Characters a path segment cannot carry literally when forwarded.
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -2199,14 +2199,11 @@ fn switching_protocols(key: Option<&ws::ClientKey>) -> Response {
 }
 
 /// Whether the caller's token is usable now, and what it grants now (its scopes within its
-/// owner's current roles).
+/// owner's current roles, and its maker's: [`Grant::of_token`]).
 fn standing_now(state: &ProxyState, caller: &Caller) -> (bool, Grant) {
     state.store.with_state(|s| {
         let usable = s.tokens.usable(&caller.token.id, Clock.now());
-        let grant = Grant::for_token(
-            &caller.token.scopes,
-            &Standing::of(&s.identities, &caller.token.owner),
-        );
+        let grant = Grant::of_token(&caller.token, &s.identities);
         (usable, grant)
     })
 }
@@ -2221,9 +2218,10 @@ const NO_LONGER_USABLE: &str = "token_no_longer_usable";
 const NO_LONGER_PERMITTED: &str = "permission_no_longer_held";
 
 /// What a permitted call's caller must go on holding: its token usable (not revoked, not
-/// expired), and its owner, not disabled, every permission the call needs. The token's scopes
-/// are fixed when it is made and held them when the call was permitted, so only the owner's
-/// roles can narrow the grant since. Checked as a guarded intent is sequenced
+/// expired), and granting every permission the call needs ([`Grant::of_token`]: its owner, and
+/// whoever made it for them, not disabled and still holding them). The token's scopes are fixed
+/// when it is made and held them when the call was permitted, so only the owner's and the
+/// maker's roles can narrow the grant since. Checked as a guarded intent is sequenced
 /// ([`still_allowed`]) and as the call's bodies stream ([`Revocable`]).
 #[derive(Clone)]
 struct StillStanding {
@@ -2242,12 +2240,20 @@ impl StillStanding {
     }
 
     fn check(&self, s: &projections::Projections) -> Result<(), Rejected> {
-        if !s.tokens.usable(&self.token, Clock.now()) {
+        let Some(token) = s
+            .tokens
+            .get(&self.token)
+            .filter(|t| t.is_usable(Clock.now()))
+        else {
             return Err(Rejected(NO_LONGER_USABLE));
-        }
-        match Grant::token_owner(&Standing::of(&s.identities, &self.owner)) {
-            Ok(held) if held.contains_all(self.required) => Ok(()),
-            _ => Err(Rejected(NO_LONGER_PERMITTED)),
+        };
+        if Grant::of_token(token, &s.identities)
+            .set()
+            .contains_all(self.required)
+        {
+            Ok(())
+        } else {
+            Err(Rejected(NO_LONGER_PERMITTED))
         }
     }
 }
@@ -2341,7 +2347,9 @@ fn no_longer_allowed(why: &Rejected) -> ProxyError {
     } else {
         ProxyError::Forbidden {
             kind: NO_LONGER_PERMITTED,
-            what: "the token's owner no longer holds a permission this call needs".into(),
+            what: "the token's owner, or whoever made it for them, no longer holds a permission \
+                   this call needs"
+                .into(),
         }
     }
 }
@@ -2403,6 +2411,7 @@ async fn open_stream(
     let Some(registration) = state.streams.register(
         caller.token.id,
         &caller.token.owner,
+        policy::decide::made_for_another_by(&caller.token),
         state.limits.streams_per_principal,
     ) else {
         record_denial(

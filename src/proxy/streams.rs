@@ -1,5 +1,6 @@
 //! Open WebSocket streams: how many each principal holds, and the switch that closes them when
-//! their token is revoked or their owner is disabled or loses a role.
+//! their token is revoked or their owner, or whoever made the token for the owner, is disabled
+//! or loses a role.
 //!
 //! **Invariant:** every relayed stream is registered before its relay starts and removed when it
 //! ends; a revocation appended to the log closes every open stream it concerns (the watcher
@@ -25,6 +26,9 @@ pub struct Streams {
 struct Entry {
     token: TokenId,
     owner: Principal,
+    /// Who made the token for its owner, when someone else did: the token's grant is bounded
+    /// by theirs too ([`crate::policy::Grant::of_token`]).
+    maker: Option<Principal>,
     cancel: watch::Sender<bool>,
 }
 
@@ -47,11 +51,13 @@ impl Registration {
 // === impl Streams ===
 
 impl Streams {
-    /// Registers a stream for `owner`'s `token`, unless the owner already holds `limit`.
+    /// Registers a stream for `owner`'s `token` (made for them by `maker`, when someone else
+    /// made it), unless the owner already holds `limit`.
     pub fn register(
         self: &Arc<Self>,
         token: TokenId,
         owner: &Principal,
+        maker: Option<&Principal>,
         limit: u32,
     ) -> Option<Registration> {
         let mut open = self.open.lock().ok()?;
@@ -66,6 +72,7 @@ impl Streams {
             Entry {
                 token,
                 owner: owner.clone(),
+                maker: maker.cloned(),
                 cancel,
             },
         );
@@ -76,8 +83,8 @@ impl Streams {
         })
     }
 
-    /// Closes the streams `event` revokes: a token's, or every stream of a disabled or demoted
-    /// owner (their remaining rights are checked again on their next call).
+    /// Closes the streams `event` revokes: a token's, or every stream of a token whose owner or
+    /// maker is disabled or demoted (their remaining rights are checked again on the next call).
     pub fn apply(&self, event: &Event) {
         let Ok(open) = self.open.lock() else {
             return;
@@ -86,7 +93,7 @@ impl Streams {
             let hit = match event {
                 Event::TokenRevoked { token, .. } => *token == e.token,
                 Event::UserDisabled { user, .. } | Event::RoleRevoked { user, .. } => {
-                    *user == e.owner
+                    *user == e.owner || e.maker.as_ref() == Some(user)
                 }
                 _ => false,
             };
@@ -188,14 +195,14 @@ mod tests {
     fn a_gap_that_cannot_be_read_back_closes_every_stream() {
         let streams = Arc::new(Streams::default());
         let alice = Principal("alice@example.com".into());
-        let a = streams.register(TokenId([1; 16]), &alice, 4).unwrap();
+        let a = streams.register(TokenId([1; 16]), &alice, None, 4).unwrap();
         // Read back whole, and nothing in it concerns the stream: it stays open.
         streams.apply_missed(Some(&[]), 0);
         assert!(!*a.cancel.borrow());
         // Short, or not at all: the stream is closed.
         streams.apply_missed(Some(&[]), 3);
         assert!(*a.cancel.borrow());
-        let b = streams.register(TokenId([2; 16]), &alice, 4).unwrap();
+        let b = streams.register(TokenId([2; 16]), &alice, None, 4).unwrap();
         streams.apply_missed(None, 1);
         assert!(*b.cancel.borrow());
     }
@@ -213,7 +220,7 @@ mod tests {
         let alice = Principal("alice@example.com".into());
         let before = store.head().size;
         let watcher = spawn_watcher(store.clone(), streams.clone());
-        let a = streams.register(TokenId([1; 16]), &alice, 4).unwrap();
+        let a = streams.register(TokenId([1; 16]), &alice, None, 4).unwrap();
         let revoked = store.enqueue(vec![Event::TokenRevoked {
             token: TokenId([1; 16]),
             by: alice.clone(),
@@ -244,10 +251,14 @@ mod tests {
         let streams = Arc::new(Streams::default());
         let alice = Principal("alice@example.com".into());
         let bob = Principal("bob@example.com".into());
-        let a1 = streams.register(TokenId([1; 16]), &alice, 2).unwrap();
-        let a2 = streams.register(TokenId([2; 16]), &alice, 2).unwrap();
-        assert!(streams.register(TokenId([1; 16]), &alice, 2).is_none());
-        let b = streams.register(TokenId([3; 16]), &bob, 2).unwrap();
+        let a1 = streams.register(TokenId([1; 16]), &alice, None, 2).unwrap();
+        let a2 = streams.register(TokenId([2; 16]), &alice, None, 2).unwrap();
+        assert!(
+            streams
+                .register(TokenId([1; 16]), &alice, None, 2)
+                .is_none()
+        );
+        let b = streams.register(TokenId([3; 16]), &bob, None, 2).unwrap();
         streams.apply(&Event::TokenRevoked {
             token: TokenId([1; 16]),
             by: bob.clone(),
@@ -264,6 +275,47 @@ mod tests {
         drop(a1);
         drop(a2);
         assert_eq!(streams.len(), 1);
-        assert!(streams.register(TokenId([1; 16]), &alice, 2).is_some());
+        assert!(
+            streams
+                .register(TokenId([1; 16]), &alice, None, 2)
+                .is_some()
+        );
+    }
+
+    /// A stream of a token someone made for its owner closes when the maker is disabled or
+    /// loses a role, as when the owner does; the maker's own streams are theirs.
+    #[test]
+    fn a_makers_change_closes_the_streams_of_tokens_they_made() {
+        let streams = Arc::new(Streams::default());
+        let admin = Principal("admin@example.com".into());
+        let bot = Principal("ci-bot@example.com".into());
+        let other = Principal("other@example.com".into());
+        let made = streams
+            .register(TokenId([1; 16]), &bot, Some(&admin), 4)
+            .unwrap();
+        let own = streams.register(TokenId([2; 16]), &bot, None, 4).unwrap();
+        streams.apply(&Event::RoleRevoked {
+            user: other.clone(),
+            role: events::event::Role::Admin,
+            by: admin.clone(),
+        });
+        assert!(!*made.cancel.borrow(), "another person's change");
+        streams.apply(&Event::RoleRevoked {
+            user: admin.clone(),
+            role: events::event::Role::Admin,
+            by: other.clone(),
+        });
+        assert!(*made.cancel.borrow(), "the maker was demoted");
+        assert!(!*own.cancel.borrow(), "the owner made this one");
+        let again = streams
+            .register(TokenId([1; 16]), &bot, Some(&admin), 4)
+            .unwrap();
+        streams.apply(&Event::UserDisabled {
+            user: admin.clone(),
+            by: other.clone(),
+            reason: String::new(),
+        });
+        assert!(*again.cancel.borrow(), "the maker was disabled");
+        assert!(!*own.cancel.borrow());
     }
 }

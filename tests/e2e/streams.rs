@@ -420,6 +420,50 @@ async fn a_stream_ends_when_its_token_expires() {
     assert_eq!(ended, [Some("token_expired".to_owned())]);
 }
 
+/// A stream of a token someone made for its owner closes when its maker is disabled, as when
+/// its owner is (close 1008): the maker was handed its secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_when_the_maker_of_its_token_is_disabled() {
+    let gw = TestGateway::start().await;
+    gw.grant("maker@example.com", Role::Admin).await;
+    gw.grant("ops@example.com", Role::Ops).await;
+    let issued = gw
+        .issue_made_by(
+            "ops@example.com",
+            &["convox:*:*"],
+            None,
+            "maker@example.com",
+        )
+        .await;
+    let (status, mut reader, _writer) = open(&gw, &issued.secret, "/apps/x/logs").await;
+    assert!(status.contains("101"), "{status}");
+    let _ = until_eof(&mut reader).await;
+    gw.disable("maker@example.com").await;
+    let close = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match reader.read_frame().await {
+                Ok(Some(f)) if f.opcode == Opcode::Close => break Some(f),
+                Ok(Some(_)) => {}
+                _ => break None,
+            }
+        }
+    })
+    .await
+    .expect("the stream ended within 10 s of the maker's disabling")
+    .expect("a close frame");
+    assert_eq!(close.payload.get(..2), Some(&1008u16.to_be_bytes()[..]));
+    let finished = gw.finish().await;
+    let ended: Vec<Option<String>> = finished
+        .events
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::StreamClosed { ended, .. } => Some(ended.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended, [Some("cancelled".to_owned())]);
+}
+
 /// A stop while a stream is open and an answer has just gone: the stream is closed and its end
 /// recorded, and the answer's completion is in the log, not lost to the shutdown.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

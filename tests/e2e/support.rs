@@ -250,6 +250,18 @@ impl TestGateway {
 
     /// Creates a token for `email` with `scopes` and an optional expiry.
     pub async fn issue(&self, email: &str, scopes: &[&str], expires: Option<Timestamp>) -> Issued {
+        self.issue_made_by(email, scopes, expires, BY).await
+    }
+
+    /// Creates a token for `email` with `scopes` and an optional expiry, made by `maker` (a
+    /// person other than the owner bounds the token by their own roles).
+    pub async fn issue_made_by(
+        &self,
+        email: &str,
+        scopes: &[&str],
+        expires: Option<Timestamp>,
+        maker: &str,
+    ) -> Issued {
         let created = admin::create_token(
             self.store(),
             TokenRequest {
@@ -258,7 +270,7 @@ impl TestGateway {
                 scopes: scopes.iter().map(|s| Permission((*s).to_owned())).collect(),
                 expires,
                 dev_only: false,
-                by: Principal(BY.into()),
+                by: Principal(maker.to_owned()),
             },
         )
         .await

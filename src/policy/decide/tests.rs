@@ -24,7 +24,11 @@ fn user(roles: &[Role]) -> Grant {
 
 fn token(scopes: &[&str], owner: &[Role]) -> Grant {
     let scopes: Vec<Permission> = scopes.iter().map(|s| Permission((*s).to_owned())).collect();
-    Grant::for_token(&scopes, &Standing::Active(owner.iter().copied().collect()))
+    Grant::for_token(
+        &scopes,
+        &Standing::Active(owner.iter().copied().collect()),
+        None,
+    )
 }
 
 fn scopes_of(role: Role) -> Vec<String> {
@@ -40,7 +44,11 @@ fn token_of(scopes: &[String], owner: &[Role]) -> Grant {
 }
 
 fn cicd_token() -> Grant {
-    Grant::for_token(&cicd_scopes(), &Standing::Active([Role::Deployer].into()))
+    Grant::for_token(
+        &cicd_scopes(),
+        &Standing::Active([Role::Deployer].into()),
+        None,
+    )
 }
 
 /// One request as the proxy would see it.
@@ -114,7 +122,9 @@ fn outcome(grant: &Grant, r: Req<'_>) -> (String, Option<&'static str>) {
         }
         Err(d) => {
             let text = match d.reason() {
-                DenyReason::MissingPermission(p) | DenyReason::TokenScope(p) => {
+                DenyReason::MissingPermission(p)
+                | DenyReason::TokenScope(p)
+                | DenyReason::MakerLacks(p) => {
                     format!("{}({})", d.kind(), p.0)
                 }
                 _ => d.kind().to_owned(),
@@ -296,9 +306,50 @@ fn a_token_of_a_demoted_owner_narrows_at_once() {
     );
 }
 
+/// A token made for its owner by someone else holds only what its maker still holds: the
+/// maker received its secret.
+#[test]
+fn a_token_made_for_another_is_held_within_its_makers_roles() {
+    let deployer = Standing::Active([Role::Deployer].into());
+    let made_by = |maker: Standing| Grant::for_token(&cicd_scopes(), &deployer, Some(&maker));
+    let kept = made_by(Standing::Active([Role::Admin].into()));
+    check(
+        &kept,
+        form("POST", "/apps/x/releases?", b"build=B1"),
+        "allow",
+    );
+    assert_eq!(
+        kept.permissions(),
+        Grant::for_token(&cicd_scopes(), &deployer, None).permissions()
+    );
+    let demoted = made_by(Standing::Active([Role::Viewer].into()));
+    check(&demoted, req("GET", "/apps?"), "allow");
+    check(
+        &demoted,
+        form("POST", "/apps/x/releases?", b"build=B1"),
+        "maker_permission(convox:release:create)",
+    );
+    // Beyond the scopes, the scope is the reason, whatever the maker holds.
+    check(
+        &demoted,
+        req("DELETE", "/apps/x/processes/p1?"),
+        "token_scope(convox:process:stop)",
+    );
+    let disabled = made_by(Standing::Disabled);
+    check(&disabled, req("GET", "/apps?"), "maker_disabled");
+    assert!(disabled.permissions().is_empty());
+    let no_role = made_by(Standing::Active(BTreeSet::new()));
+    check(
+        &no_role,
+        req("GET", "/apps?"),
+        "maker_permission(convox:app:read)",
+    );
+    assert!(no_role.permissions().is_empty());
+}
+
 #[test]
 fn a_disabled_owner_or_user_gets_nothing() {
-    let t = Grant::for_token(&cicd_scopes(), &Standing::Disabled);
+    let t = Grant::for_token(&cicd_scopes(), &Standing::Disabled, None);
     check(&t, req("GET", "/apps?"), "user_disabled");
     check(
         &Grant::for_user(&Standing::Disabled),
@@ -855,6 +906,11 @@ fn denials_carry_stable_kinds() {
         (
             DenyReason::TokenScope(Perm::EnvSet.to_permission()),
             "token_scope",
+        ),
+        (DenyReason::MakerDisabled, "maker_disabled"),
+        (
+            DenyReason::MakerLacks(Perm::EnvSet.to_permission()),
+            "maker_permission",
         ),
         (DenyReason::UserDisabled, "user_disabled"),
         (DenyReason::RoleNotForUsers, "role_not_for_users"),
