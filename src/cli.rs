@@ -336,7 +336,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                     // none (a typo, say) would get a token that grants nothing today and starts
                     // granting whenever someone of that name is given a role.
                     let owner = Principal(owner);
-                    admin::check_principal("owner", &owner)?;
+                    admin::check_new_principal("owner", &owner)?;
                     if store.with_state(|s| s.identities.assigned(&owner).is_empty()) {
                         anyhow::bail!(
                             "owner {} holds no role; a token grants at most its owner's roles, \

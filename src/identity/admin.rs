@@ -220,7 +220,7 @@ async fn create(
     intent: Option<Event>,
 ) -> Result<CreatedToken, AdminError> {
     check_free_text("name", "a token name", &req.name, MAX_NAME)?;
-    check_principal("owner", &req.owner)?;
+    check_new_principal("owner", &req.owner)?;
     check_by(&req.by)?;
     for (i, s) in req.scopes.iter().enumerate() {
         check_permission(&format!("scopes[{i}]"), s)?;
@@ -617,7 +617,7 @@ pub async fn grant_role(
     role: Role,
     by: Principal,
 ) -> Result<Seq, AdminError> {
-    check_principal("user", &user)?;
+    check_new_principal("user", &user)?;
     check_by(&by)?;
     if role == Role::Cicd {
         let scopes: Vec<String> = crate::policy::roles::cicd_scopes()
@@ -809,6 +809,29 @@ pub fn check_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
             field,
             "holds a gateway token's secret; the log keeps this name for good, so name the \
              person by their email address",
+        ));
+    }
+    Ok(())
+}
+
+/// A name that is given access (a role, a token): [`check_principal`]'s rule, in lowercase.
+///
+/// Names are compared exactly, and an identity provider gives one spelling of an address
+/// (Google Workspace's is lowercase): `Alice@Example.com` would be a second principal that no
+/// sign-in matches and that disabling `alice@example.com` leaves standing. Names already in the
+/// log keep working where access is taken away (revoke, disable, enable), so an old spelling
+/// can always be stopped.
+pub fn check_new_principal(field: &str, p: &Principal) -> Result<(), AdminError> {
+    check_principal(field, p)?;
+    if p.0.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(
+            field,
+            &format!(
+                "{} has capital letters; names are compared exactly, so give access to the \
+                 address in lowercase ({})",
+                quoted(&p.0),
+                quoted(&p.0.to_ascii_lowercase())
+            ),
         ));
     }
     Ok(())
@@ -1024,6 +1047,57 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// Access goes to lowercase names only: a capitalised spelling would be a second principal
+    /// that disabling the first leaves standing. Access is taken from a name as the log has it.
+    #[tokio::test]
+    async fn access_is_given_to_lowercase_names_only() {
+        let (_dir, store) = open();
+        let head = store.head().size;
+        let refused = grant_role(&store, p("Alice@Example.com"), Role::Viewer, p(SYSTEM)).await;
+        assert!(
+            matches!(&refused, Err(AdminError::Invalid { field, what })
+                if field == "user" && what.contains("\"alice@example.com\"")),
+            "{refused:?}"
+        );
+        let owned = create_token(
+            &store,
+            TokenRequest {
+                owner: p("Dev@example.com"),
+                ..request()
+            },
+        )
+        .await;
+        assert!(
+            matches!(&owned, Err(AdminError::Invalid { field, .. }) if field == "owner"),
+            "{owned:?}"
+        );
+        assert_eq!(store.head().size, head, "nothing was recorded");
+        // A capitalised name already in the log (from before this rule) can still be stopped.
+        let old = p("Old@example.com");
+        store
+            .append(vec![
+                Event::RoleGranted {
+                    user: p("root@example.com"),
+                    role: Role::Admin,
+                    by: p(SYSTEM),
+                },
+                Event::RoleGranted {
+                    user: old.clone(),
+                    role: Role::Ops,
+                    by: p(SYSTEM),
+                },
+            ])
+            .await
+            .unwrap();
+        disable_user(&store, old.clone(), p(SYSTEM), "left".into())
+            .await
+            .unwrap();
+        enable_user(&store, old.clone(), p(SYSTEM)).await.unwrap();
+        revoke_role(&store, old.clone(), Role::Ops, p(SYSTEM))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
