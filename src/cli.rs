@@ -101,8 +101,7 @@ pub enum TokenCommand {
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::console::api::MAX_EXPIRY_DAYS))]
         expires_in_days: Option<u64>,
         /// Who is creating it (recorded in the event); offline only: online, the gateway
-        /// records the owner of the token in RACK_GATEWAY_TOKEN. A person other than the owner
-        /// bounds the token by their own roles for as long as it lives.
+        /// records the owner of the token in RACK_GATEWAY_TOKEN.
         #[arg(long, default_value = admin::SYSTEM, conflicts_with = "gateway")]
         by: String,
     },
@@ -354,24 +353,6 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                             admin::quoted(&owner.0)
                         );
                     }
-                    // A person who makes a token for someone else bounds it by their own roles
-                    // (`Grant::of_token`): one with none would make a token that grants nothing.
-                    let by = Principal(by);
-                    if by.0 != admin::SYSTEM {
-                        // Before `by` is named in any message: it may be a pasted secret.
-                        admin::check_principal("by", &by)?;
-                    }
-                    if by.0 != admin::SYSTEM
-                        && by != owner
-                        && store.with_state(|s| s.identities.assigned(&by).is_empty())
-                    {
-                        anyhow::bail!(
-                            "--by {} holds no role; a token someone makes for another owner \
-                             grants at most its maker's roles, so name a maker who holds them \
-                             (or leave --by out: the gateway itself, `system`, bounds nothing)",
-                            admin::quoted(&by.0)
-                        );
-                    }
                     let expires = expires_in_days.map(|d| {
                         Clock
                             .now()
@@ -385,7 +366,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                             scopes: scopes.into_iter().map(Permission).collect(),
                             expires,
                             dev_only: false,
-                            by,
+                            by: Principal(by),
                         },
                     )
                     .await?;
@@ -414,7 +395,7 @@ async fn token(command: TokenCommand) -> anyhow::Result<()> {
                     store.with_state(|s| {
                         s.tokens
                             .iter()
-                            .map(|t| TokenView::of(t, &s.identities, now))
+                            .map(|t| TokenView::of(t, &s.tokens, &s.identities, now))
                             .collect()
                     })
                 }

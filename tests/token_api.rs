@@ -344,6 +344,22 @@ async fn one_denial(gw: &Gateway, since: u64) -> CommandRequested {
     c
 }
 
+/// The one `CommandRequested` appended since `since`, a denial, beside which only completions
+/// of calls answered before may have landed.
+async fn one_denied_call(gw: &Gateway, since: u64) -> CommandRequested {
+    let events = gw.events_since(since).await;
+    let calls: Vec<&CommandRequested> = events.iter().filter_map(requested).collect();
+    assert!(
+        events
+            .iter()
+            .all(|r| requested(r).is_some() || matches!(r.event, Event::CommandCompleted(_))),
+        "only calls and completions: {events:?}"
+    );
+    let [c] = <[&CommandRequested; 1]>::try_from(calls).expect("exactly one call");
+    assert_eq!(c.decision, Decision::Deny);
+    c.clone()
+}
+
 /// The record before `seq` is the allowed `CommandRequested` of the API call `reply` answered.
 async fn assert_the_call_precedes(gw: &Gateway, seq: u64, method: &str, path: &str, reply: &Reply) {
     let before = gw.events_since(seq - 1).await.remove(0);
@@ -666,8 +682,9 @@ async fn tokens_without_the_gateway_permission_get_403_everywhere_and_each_is_re
 /// A token an admin made for someone else (a CI principal's, typically) is held within its
 /// maker's current roles as well as its owner's: the maker was handed its secret, so demoting
 /// the maker narrows it and disabling the maker stops it, on the proxy and on the API, while
-/// tokens the owner's own came from elsewhere keep working. Enabling the maker again restores
-/// it: the bound is the role table now, not a revocation.
+/// tokens the owner's own came from elsewhere keep working. So are the tokens made with a token
+/// the maker made (whoever holds that one holds them). Enabling the maker again restores it:
+/// the bound is the role table now, not a revocation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
     let gw = Gateway::start().await;
@@ -692,7 +709,10 @@ async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
     let mut made = Vec::new();
     for (owner, scopes) in [
         ("ci-bot@example.com", cicd.clone()),
-        ("bob@example.com", vec!["gateway:token:manage"]),
+        (
+            "bob@example.com",
+            vec!["gateway:token:manage", "convox:app:read"],
+        ),
     ] {
         let reply = gw
             .api("POST", TOKENS, &by_alice, Some(create_body(owner, &scopes)))
@@ -705,6 +725,27 @@ async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
         ));
     }
     let [(ci_id, ci), (_, bobs)] = <[(String, String); 2]>::try_from(made).unwrap();
+    // Made with the token alice made for bob: whoever holds that one holds these, so alice
+    // bounds them too, for bob himself and for carol.
+    gw.token_for("carol@example.com", Role::Viewer, &["convox:app:read"])
+        .await;
+    let mut chained = Vec::new();
+    for owner in ["bob@example.com", "carol@example.com"] {
+        let reply = gw
+            .api(
+                "POST",
+                TOKENS,
+                &bobs,
+                Some(
+                    json!({"name": "ci", "owner": owner, "scopes": ["convox:app:read"],
+                    "expires_in_days": 29}),
+                ),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.json());
+        chained.push(reply.json()["token"].as_str().unwrap().to_owned());
+        assert_eq!(gw.proxy_status(chained.last().unwrap()).await, 200);
+    }
     let grants = |listed: &Value| -> Vec<String> {
         let mut g: Vec<String> = entry_of(listed, &ci_id)["grants"]
             .as_array()
@@ -740,6 +781,30 @@ async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
     assert!(narrowed.len() < all.len() && !narrowed.is_empty());
     assert_eq!(grants(&listed), narrowed, "narrowed to the maker's roles");
     assert_eq!(gw.proxy_status(&ci).await, 200, "app reads are a viewer's");
+    let before = gw.head();
+    let auth = format!("Basic {}", STANDARD.encode(format!("convox:{ci}")));
+    let promote = send(
+        gw.running.proxy,
+        "POST",
+        "/apps/x/releases/R1/promote",
+        &[("Authorization", &auth)],
+        None,
+    )
+    .await;
+    assert_eq!(
+        promote.status,
+        403,
+        "{:?}",
+        String::from_utf8_lossy(&promote.body)
+    );
+    let c = one_denied_call(&gw, before).await;
+    assert_eq!(
+        (c.reason.as_str(), c.permission.map(|p| p.0)),
+        (
+            "maker_permission",
+            Some("convox:release:promote".to_owned())
+        )
+    );
 
     // Disabled: every token she made for others stops, wherever it is used.
     admin::disable_user(gw.store(), alice.clone(), system.clone(), "left".into())
@@ -747,7 +812,7 @@ async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
         .unwrap();
     let before = gw.head();
     assert_eq!(gw.proxy_status(&ci).await, 403);
-    let c = one_denial(&gw, before).await;
+    let c = one_denied_call(&gw, before).await;
     assert_eq!(
         (c.actor.0.as_str(), c.reason.as_str()),
         ("ci-bot@example.com", "maker_disabled")
@@ -756,6 +821,13 @@ async fn a_token_made_for_another_holds_no_more_than_its_maker_now_does() {
     let reply = gw.api("GET", TOKENS, &bobs, None).await;
     assert_eq!(reply.refused(403), "maker_disabled");
     assert_eq!(one_denial(&gw, before).await.reason, "maker_disabled");
+    for (token, owner) in chained.iter().zip(["bob", "carol"]) {
+        assert_eq!(
+            gw.proxy_status(token).await,
+            403,
+            "{owner}'s token made with the one alice made for bob"
+        );
+    }
     let listed = gw.api("GET", TOKENS, gw.admin(), None).await.json();
     assert_eq!(entry_of(&listed, &ci_id)["state"], "active");
     assert!(
@@ -1971,8 +2043,8 @@ async fn the_cli_disables_and_enables_a_person_and_keeps_the_last_admin() {
 
 /// The offline `token create` refuses an owner who holds no role (the API refuses scopes
 /// beyond the owner's roles; offline, a typo would make a token that starts granting once
-/// someone of that name is given a role), and likewise a maker (`--by`) other than the owner
-/// who holds none; a secret pasted as the owner, the maker or a role is not printed back.
+/// someone of that name is given a role), and a secret pasted as the owner, the maker (`--by`)
+/// or a role is not printed back.
 #[tokio::test]
 async fn the_offline_cli_refuses_a_roleless_owner_and_never_repeats_a_pasted_secret() {
     let dir = tempfile::tempdir().unwrap();
@@ -2023,42 +2095,33 @@ async fn the_offline_cli_refuses_a_roleless_owner_and_never_repeats_a_pasted_sec
         stderr.contains("\"dve@example.com\" holds no role") && stderr.contains("role grant"),
         "{stderr}"
     );
-    // A maker other than the owner bounds the token by their roles: one with none is refused,
-    // and a secret pasted as the maker is not printed back.
+    // A secret pasted as the maker is not printed back either.
     let secret = rack_gateway::identity::TokenSecret::generate().unwrap();
     let secret = secret.expose();
-    for (maker, said) in [
-        (
-            "nobody@example.com",
-            "--by \"nobody@example.com\" holds no role",
-        ),
-        (secret, "is not an email address"),
-    ] {
-        let refused = run_cli(
-            &[
-                "token",
-                "create",
-                "--data",
-                data,
-                "--name",
-                "ci",
-                "--owner",
-                "dev@example.com",
-                "--scope",
-                "convox:app:read",
-                "--by",
-                maker,
-            ],
-            None,
-        )
-        .await;
-        assert!(!refused.status.success());
-        let stderr = String::from_utf8_lossy(&refused.stderr);
-        assert!(
-            stderr.contains(said) && !stderr.contains(secret),
-            "{stderr}"
-        );
-    }
+    let refused = run_cli(
+        &[
+            "token",
+            "create",
+            "--data",
+            data,
+            "--name",
+            "ci",
+            "--owner",
+            "dev@example.com",
+            "--scope",
+            "convox:app:read",
+            "--by",
+            secret,
+        ],
+        None,
+    )
+    .await;
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is not an email address") && !stderr.contains(secret),
+        "{stderr}"
+    );
     let pasted = create(secret).await;
     assert!(!pasted.status.success());
     let stderr = String::from_utf8_lossy(&pasted.stderr);

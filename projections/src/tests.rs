@@ -410,6 +410,53 @@ fn the_tokens_made_with_a_token_are_found_to_any_depth() {
     assert_eq!(state.tokens.made_with(TokenId([99; 16])), ids(&[]));
 }
 
+/// Who may have held a secret that minted a token: the owners up its `created_with` chain, not
+/// its own, each once, nearest first; none for a token made offline; a chain that names a
+/// token the table lacks, or itself, ends there.
+#[test]
+fn a_tokens_makers_are_the_owners_up_the_chain_that_made_it() {
+    let made = |n: u8, owner: &str, with: Option<u8>| {
+        let mut e = token(n, owner, None);
+        if let Event::TokenCreated { by_token, .. } = &mut e {
+            *by_token = with.map(|w| TokenId([w; 16]));
+        }
+        e
+    };
+    let state = folded(vec![
+        (1, made(10, "m@example.com", None)),
+        (2, made(20, "a@example.com", Some(10))),
+        (3, made(30, "a@example.com", Some(20))),
+        (4, made(40, "c@example.com", Some(30))),
+        (5, made(50, "m@example.com", Some(40))),
+        (6, made(60, "d@example.com", Some(99))),
+        (7, made(70, "e@example.com", Some(70))),
+    ]);
+    let makers = |n: u8| -> Vec<String> {
+        let t = state.tokens.get(&TokenId([n; 16])).unwrap();
+        state
+            .tokens
+            .makers(t)
+            .into_iter()
+            .map(|p| p.0.clone())
+            .collect()
+    };
+    assert!(makers(10).is_empty(), "made offline");
+    assert_eq!(makers(20), ["m@example.com"]);
+    assert_eq!(
+        makers(30),
+        ["m@example.com"],
+        "made with its owner's own token"
+    );
+    assert_eq!(makers(40), ["a@example.com", "m@example.com"]);
+    assert_eq!(
+        makers(50),
+        ["c@example.com", "a@example.com"],
+        "its own owner is not its maker"
+    );
+    assert!(makers(60).is_empty(), "a parent the table lacks");
+    assert!(makers(70).is_empty(), "made with itself");
+}
+
 /// A token created through the API before `TokenCreated` named the token it was made with: the
 /// create call's own record, just before it in the same entry, names it, and the fold takes it
 /// from there. A record between them, another call, or a refused one names nothing.

@@ -184,6 +184,33 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// Who may have held a secret that minted `token`: the owners of the tokens it was made
+    /// with through the gateway API (`created_with`), up the chain, other than its own owner,
+    /// nearest first, each once. A token made with another went, secret and all, to whoever
+    /// held that one: its owner, or whoever that token went to in turn. Empty for a token
+    /// made offline or by `dev` (the chain ends there: whoever runs the gateway) and for one
+    /// made with its own owner's tokens only.
+    ///
+    /// The chain follows earlier tokens only (a token is made with one that exists), and stops
+    /// at an id the table does not hold or has visited, whatever a log holds.
+    pub fn makers(&self, token: &Token) -> Vec<&Principal> {
+        let mut out: Vec<&Principal> = Vec::new();
+        let mut seen = BTreeSet::from([token.id]);
+        let mut next = token.created_with;
+        while let Some(id) = next.filter(|id| seen.insert(*id)) {
+            let Some(parent) = self.by_id.get(&id) else {
+                break;
+            };
+            if parent.owner != token.owner && !out.contains(&&parent.owner) {
+                out.push(&parent.owner);
+            }
+            next = parent.created_with;
+        }
+        out
+    }
+}
+
 // === impl Token ===
 
 impl Token {

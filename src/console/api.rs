@@ -18,7 +18,7 @@ use std::fmt;
 
 use events::time::Timestamp;
 use projections::identities::Identities;
-use projections::tokens::Token;
+use projections::tokens::{Token, Tokens};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Grant;
@@ -141,8 +141,9 @@ impl fmt::Debug for TokenCreatedBody {
 // === impl TokenView ===
 
 impl TokenView {
-    /// `t` as the API shows it at `now`, its owner standing as `identities` say.
-    pub fn of(t: &Token, identities: &Identities, now: Timestamp) -> TokenView {
+    /// `t` as the API shows it at `now`, what it grants as `tokens` and `identities` say
+    /// ([`Grant::of_token`]).
+    pub fn of(t: &Token, tokens: &Tokens, identities: &Identities, now: Timestamp) -> TokenView {
         let state = match (t.revoked, t.is_usable(now)) {
             (Some(_), _) => TokenState::Revoked,
             (None, false) => TokenState::Expired,
@@ -162,7 +163,7 @@ impl TokenView {
             created_by: Some(t.created_by.0.clone()),
             created_with: t.created_with.map(|id| id.to_hex()),
             grants: Some(if t.is_usable(now) {
-                Grant::of_token(t, identities)
+                Grant::of_token(t, tokens, identities)
                     .permissions()
                     .into_iter()
                     .map(|p| p.as_str().to_owned())

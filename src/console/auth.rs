@@ -39,7 +39,8 @@ pub struct Call {
 /// An authenticated caller whose effective permissions include [`TOKEN_MANAGE`].
 pub struct Caller {
     pub token: Token,
-    /// The caller's effective permissions: its scopes within its owner's current roles.
+    /// The caller's effective permissions: its scopes within its owner's current roles, and
+    /// within its makers' ([`Grant::of_token`]).
     pub grant: Grant,
 }
 
@@ -191,6 +192,6 @@ pub fn identify(
     })?;
     let grant = state
         .store
-        .with_state(|s| Grant::of_token(&token, &s.identities));
+        .with_state(|s| Grant::of_token(&token, &s.tokens, &s.identities));
     Ok(Caller { token, grant })
 }

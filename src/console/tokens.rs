@@ -232,7 +232,7 @@ async fn list(
     let tokens = state.store.with_state(|s| {
         s.tokens
             .iter()
-            .map(|t| TokenView::of(t, &s.identities, call.now))
+            .map(|t| TokenView::of(t, &s.tokens, &s.identities, call.now))
             .collect()
     });
     Ok(TokenListBody { tokens })

@@ -65,8 +65,8 @@ fn outlives_hint(days_left: u64) -> String {
 pub enum Ceiling {
     /// The new token's owner: a token never acts beyond the person it acts for.
     Owner,
-    /// The calling token (its scopes within its own owner's roles): no one mints more than
-    /// they hold.
+    /// The calling token (what it grants: [`Grant::of_token`]): no one mints more than they
+    /// hold.
     Caller,
 }
 
@@ -315,7 +315,7 @@ fn exceeding(
     owner: &Principal,
     bound: &Bound,
 ) -> Option<(Ceiling, Perm)> {
-    let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner), None);
+    let owner_holds = Grant::for_token(scopes, &Standing::of(&s.identities, owner), &[]);
     let Some(caller_holds) = manager(s, bound) else {
         return Some((Ceiling::Caller, Perm::GatewayTokenManage));
     };
@@ -335,7 +335,7 @@ fn manager(s: &Projections, bound: &Bound) -> Option<Grant> {
     s.tokens
         .get(&bound.caller)
         .filter(|t| t.is_usable(bound.now))
-        .map(|t| Grant::of_token(t, &s.identities))
+        .map(|t| Grant::of_token(t, &s.tokens, &s.identities))
         .filter(|g| g.holds(Perm::GatewayTokenManage))
 }
 
@@ -932,8 +932,7 @@ mod tests {
             scopes: vec![Permission("convox:app:read".into())],
             expires: None,
             dev_only: false,
-            // The gateway: a person other than the owner would bound it by their roles.
-            by: p(SYSTEM),
+            by: p("admin@example.com"),
         }
     }
 
@@ -1047,6 +1046,43 @@ mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    /// A token made offline names its maker as typed (`--by`, any text in older logs), not as
+    /// a caller the gateway authenticated: it has no maker bound, whoever `by` names and
+    /// whatever they hold. Only a token made with another, through the API, is bounded by who
+    /// held that one.
+    #[tokio::test]
+    async fn a_token_made_offline_acts_with_its_owners_roles_whoever_it_names_as_maker() {
+        let (_dir, store) = open();
+        grant_role(&store, p("dev@example.com"), Role::Deployer, p(SYSTEM))
+            .await
+            .unwrap();
+        for (i, by) in ["root", "ops-lead@example.com", SYSTEM]
+            .into_iter()
+            .enumerate()
+        {
+            let id = TokenId([u8::try_from(i).unwrap() + 1; 16]);
+            store
+                .append(vec![Event::TokenCreated {
+                    token: id,
+                    name: "ci".into(),
+                    owner: p("dev@example.com"),
+                    scopes: vec![Permission("convox:app:read".into())],
+                    secret_sha256: TokenSecret::generate().unwrap().sha256(),
+                    expires: None,
+                    dev_only: false,
+                    by: p(by),
+                    by_token: None,
+                }])
+                .await
+                .unwrap();
+            let holds = store.with_state(|s| {
+                Grant::of_token(s.tokens.get(&id).unwrap(), &s.tokens, &s.identities)
+                    .check(Perm::AppRead)
+            });
+            assert_eq!(holds, Ok(()), "made offline by {by:?}");
+        }
     }
 
     /// Access goes to lowercase names only: a capitalised spelling would be a second principal
@@ -1216,7 +1252,7 @@ mod tests {
         let usable = |store: &Store| {
             store.with_state(|s| {
                 let t = s.tokens.get(&t.id).unwrap();
-                Grant::of_token(t, &s.identities).holds(Perm::AppRead)
+                Grant::of_token(t, &s.tokens, &s.identities).holds(Perm::AppRead)
             })
         };
         assert!(usable(&store));

@@ -4,9 +4,10 @@
 //! A caller's effective permissions are a [`Grant`]: for a person, the union of their roles'
 //! permissions (`cicd` never counts for a person); for an API token, its scopes intersected with
 //! its owner's *current* role permissions, so demoting or disabling the owner narrows or stops the
-//! token at once. A token someone made for another owner is also held within its maker's current
-//! role permissions: its maker received its secret, so disabling the maker stops it too. A
-//! disabled user, or the owner or maker of a token being disabled, gives nothing.
+//! token at once. A token someone made for another owner through the API is also held within its
+//! maker's current role permissions (and theirs up the chain of tokens that made it): its maker
+//! received its secret, so disabling the maker stops it too. A disabled user, or the owner or
+//! maker of a token being disabled, gives nothing.
 //!
 //! **Invariant:** a [`Permitted`] can only be built by [`authorize`] (its fields are private),
 //! and only when every requirement of the route, the base permission and every [`ParamRule`]
@@ -21,7 +22,7 @@ use std::sync::LazyLock;
 
 use events::event::{Permission, Principal, Role};
 use projections::identities::Identities;
-use projections::tokens::Token;
+use projections::tokens::{Token, Tokens};
 
 use super::canonical::{CanonicalPath, ParamError, PathError, TailError};
 use super::perm_set::PermSet;
@@ -99,8 +100,9 @@ pub enum DenyReason {
     /// The token's owner holds the permission but the token's scopes do not include it.
     #[error("the token's scopes do not include {0}")]
     TokenScope(Permission),
-    /// The person who made the token for its owner is disabled: they received its secret, so
-    /// the token ends with their access ([`Grant::of_token`]).
+    /// A person who made the token for its owner (with a token of theirs, through the API) is
+    /// disabled: they received its secret, so the token ends with their access
+    /// ([`Grant::of_token`]).
     #[error(
         "the person who made this token for its owner is disabled; a gateway admin makes the owner a new token"
     )]
@@ -145,8 +147,8 @@ enum GrantState {
         owner: PermSet,
         /// The permissions the token's scopes name.
         scoped: PermSet,
-        /// The current permissions of whoever made the token for its owner; `None` for a token
-        /// its owner made, or the gateway (`system`: the offline bootstrap, `dev`).
+        /// What every person who may have held a secret that minted the token holds now (the
+        /// intersection); `None` when there is none but its owner ([`Tokens::makers`]).
         maker: Option<PermSet>,
     },
 }
@@ -211,15 +213,6 @@ impl Standing {
     }
 }
 
-/// Who made `token` for its owner, when that was someone else: the person the gateway API's
-/// call came from, or the offline command line's `--by`. `None` for a token its owner made,
-/// and for one the gateway made (`system`: the offline bootstrap's default, `dev`), whose
-/// secret went to whoever runs the gateway.
-pub fn made_for_another_by(token: &Token) -> Option<&Principal> {
-    (token.created_by != token.owner && token.created_by.0 != crate::identity::admin::SYSTEM)
-        .then_some(&token.created_by)
-}
-
 // === impl Grant ===
 
 impl Grant {
@@ -248,25 +241,26 @@ impl Grant {
     }
 
     /// A token's grant: its scopes intersected with its owner's current permissions, and with
-    /// `maker`'s when someone else made it for the owner (see [`Grant::of_token`]).
+    /// those of each of `makers` (see [`Grant::of_token`]).
     ///
     /// A scope is a permission string, or one with `*` segments (`convox:app:*`); a scope that
     /// names nothing in the catalogue grants nothing. The owner's roles count in full here,
-    /// `cicd` included, because `cicd` is a role for tokens; so do the maker's.
-    pub fn for_token(scopes: &[Permission], owner: &Standing, maker: Option<&Standing>) -> Grant {
+    /// `cicd` included, because `cicd` is a role for tokens; so do the makers'.
+    pub fn for_token(scopes: &[Permission], owner: &Standing, makers: &[Standing]) -> Grant {
         let owner = match Grant::token_owner(owner) {
             Ok(held) => held,
             Err(reason) => return Grant::refused(reason),
         };
-        let maker = match maker {
-            None => None,
-            Some(Standing::Disabled) => return Grant::refused(DenyReason::MakerDisabled),
-            Some(Standing::Active(roles)) => Some(
-                roles
+        let mut maker = None;
+        for m in makers {
+            let held = match m {
+                Standing::Disabled => return Grant::refused(DenyReason::MakerDisabled),
+                Standing::Active(roles) => roles
                     .iter()
                     .fold(PermSet::EMPTY, |s, r| s.union(PermSet::of_role(*r))),
-            ),
-        };
+            };
+            maker = Some(maker.map_or(held, |m: PermSet| m.intersection(held)));
+        }
         let scoped = PermSet::of_scopes(scopes);
         Grant {
             state: GrantState::Token {
@@ -277,19 +271,25 @@ impl Grant {
         }
     }
 
-    /// What `token` grants now, by the role table in `identities`.
+    /// What `token` grants now, by the token and role tables.
     ///
-    /// Bounded by its owner's standing and, when it was made for its owner by someone else
-    /// ([`made_for_another_by`]), by its maker's: the maker received its secret, so a person
-    /// disabled or demoted loses what they could do through tokens they made for others (a CI
-    /// principal's, typically), not only through their own. Offboarding someone stops every
-    /// secret they were handed; a gateway admin makes a CI token anew before disabling its maker.
-    pub fn of_token(token: &Token, identities: &Identities) -> Grant {
-        let maker = made_for_another_by(token).map(|m| Standing::of(identities, m));
+    /// Bounded by its owner's standing and by that of each person who may have held a secret
+    /// that minted it ([`Tokens::makers`]: the owners of the tokens it was made with through
+    /// the API, up the chain). Whoever made a token for someone else was handed its secret, so
+    /// a person disabled or demoted loses what they could do through the tokens they made for
+    /// others (a CI principal's, typically), and through what those made, not only through
+    /// their own: offboarding someone stops every secret they were handed. A gateway admin
+    /// makes a CI token anew before disabling its maker.
+    pub fn of_token(token: &Token, tokens: &Tokens, identities: &Identities) -> Grant {
+        let makers: Vec<Standing> = tokens
+            .makers(token)
+            .into_iter()
+            .map(|m| Standing::of(identities, m))
+            .collect();
         Grant::for_token(
             &token.scopes,
             &Standing::of(identities, &token.owner),
-            maker.as_ref(),
+            &makers,
         )
     }
 

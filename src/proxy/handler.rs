@@ -416,9 +416,15 @@ async fn pipeline(
             if ws_key.is_some() {
                 // The CLI shows a WebSocket refusal only from inside the socket: upgrade, then
                 // say why.
-                let reason = format!(
-                    "{denied}; ask a gateway admin for a role or token scope that grants it"
-                );
+                // A maker's refusal says what to do itself: a new token, not a role.
+                let reason = match denied.reason() {
+                    policy::DenyReason::MakerDisabled | policy::DenyReason::MakerLacks(_) => {
+                        denied.to_string()
+                    }
+                    _ => format!(
+                        "{denied}; ask a gateway admin for a role or token scope that grants it"
+                    ),
+                };
                 return Ok(refuse_in_socket(parts, ws_key, reason, stream.exit_code));
             }
             return Err(ProxyError::Forbidden {
@@ -2203,14 +2209,14 @@ fn switching_protocols(key: Option<&ws::ClientKey>) -> Response {
 fn standing_now(state: &ProxyState, caller: &Caller) -> (bool, Grant) {
     state.store.with_state(|s| {
         let usable = s.tokens.usable(&caller.token.id, Clock.now());
-        let grant = Grant::of_token(&caller.token, &s.identities);
+        let grant = Grant::of_token(&caller.token, &s.tokens, &s.identities);
         (usable, grant)
     })
 }
 
 /// What a caller is told in the socket when its token or owner changed as its stream opened.
-const CHANGED_WHILE_OPENING: &str = "this token or its owner's roles changed while the stream was opening; check with a gateway \
-     admin";
+const CHANGED_WHILE_OPENING: &str = "this token, or the roles of its owner or of whoever made it, changed while the stream was \
+     opening; check with a gateway admin";
 
 /// Why a call's intent was not sequenced: its token stopped being usable, or its owner lost a
 /// permission the call needs, after the call was checked.
@@ -2247,7 +2253,7 @@ impl StillStanding {
         else {
             return Err(Rejected(NO_LONGER_USABLE));
         };
-        if Grant::of_token(token, &s.identities)
+        if Grant::of_token(token, &s.tokens, &s.identities)
             .set()
             .contains_all(self.required)
         {
@@ -2411,7 +2417,13 @@ async fn open_stream(
     let Some(registration) = state.streams.register(
         caller.token.id,
         &caller.token.owner,
-        policy::decide::made_for_another_by(&caller.token),
+        state.store.with_state(|s| {
+            s.tokens
+                .makers(&caller.token)
+                .into_iter()
+                .cloned()
+                .collect()
+        }),
         state.limits.streams_per_principal,
     ) else {
         record_denial(

@@ -26,9 +26,10 @@ pub struct Streams {
 struct Entry {
     token: TokenId,
     owner: Principal,
-    /// Who made the token for its owner, when someone else did: the token's grant is bounded
-    /// by theirs too ([`crate::policy::Grant::of_token`]).
-    maker: Option<Principal>,
+    /// Who may have held a secret that minted the token, besides its owner
+    /// ([`projections::tokens::Tokens::makers`]): the token's grant is bounded by theirs too
+    /// ([`crate::policy::Grant::of_token`]).
+    makers: Vec<Principal>,
     cancel: watch::Sender<bool>,
 }
 
@@ -51,13 +52,13 @@ impl Registration {
 // === impl Streams ===
 
 impl Streams {
-    /// Registers a stream for `owner`'s `token` (made for them by `maker`, when someone else
-    /// made it), unless the owner already holds `limit`.
+    /// Registers a stream for `owner`'s `token` (made for them by `makers`), unless the owner
+    /// already holds `limit`.
     pub fn register(
         self: &Arc<Self>,
         token: TokenId,
         owner: &Principal,
-        maker: Option<&Principal>,
+        makers: Vec<Principal>,
         limit: u32,
     ) -> Option<Registration> {
         let mut open = self.open.lock().ok()?;
@@ -72,7 +73,7 @@ impl Streams {
             Entry {
                 token,
                 owner: owner.clone(),
-                maker: maker.cloned(),
+                makers,
                 cancel,
             },
         );
@@ -93,7 +94,7 @@ impl Streams {
             let hit = match event {
                 Event::TokenRevoked { token, .. } => *token == e.token,
                 Event::UserDisabled { user, .. } | Event::RoleRevoked { user, .. } => {
-                    *user == e.owner || e.maker.as_ref() == Some(user)
+                    *user == e.owner || e.makers.contains(user)
                 }
                 _ => false,
             };
@@ -195,14 +196,18 @@ mod tests {
     fn a_gap_that_cannot_be_read_back_closes_every_stream() {
         let streams = Arc::new(Streams::default());
         let alice = Principal("alice@example.com".into());
-        let a = streams.register(TokenId([1; 16]), &alice, None, 4).unwrap();
+        let a = streams
+            .register(TokenId([1; 16]), &alice, Vec::new(), 4)
+            .unwrap();
         // Read back whole, and nothing in it concerns the stream: it stays open.
         streams.apply_missed(Some(&[]), 0);
         assert!(!*a.cancel.borrow());
         // Short, or not at all: the stream is closed.
         streams.apply_missed(Some(&[]), 3);
         assert!(*a.cancel.borrow());
-        let b = streams.register(TokenId([2; 16]), &alice, None, 4).unwrap();
+        let b = streams
+            .register(TokenId([2; 16]), &alice, Vec::new(), 4)
+            .unwrap();
         streams.apply_missed(None, 1);
         assert!(*b.cancel.borrow());
     }
@@ -220,7 +225,9 @@ mod tests {
         let alice = Principal("alice@example.com".into());
         let before = store.head().size;
         let watcher = spawn_watcher(store.clone(), streams.clone());
-        let a = streams.register(TokenId([1; 16]), &alice, None, 4).unwrap();
+        let a = streams
+            .register(TokenId([1; 16]), &alice, Vec::new(), 4)
+            .unwrap();
         let revoked = store.enqueue(vec![Event::TokenRevoked {
             token: TokenId([1; 16]),
             by: alice.clone(),
@@ -251,14 +258,20 @@ mod tests {
         let streams = Arc::new(Streams::default());
         let alice = Principal("alice@example.com".into());
         let bob = Principal("bob@example.com".into());
-        let a1 = streams.register(TokenId([1; 16]), &alice, None, 2).unwrap();
-        let a2 = streams.register(TokenId([2; 16]), &alice, None, 2).unwrap();
+        let a1 = streams
+            .register(TokenId([1; 16]), &alice, Vec::new(), 2)
+            .unwrap();
+        let a2 = streams
+            .register(TokenId([2; 16]), &alice, Vec::new(), 2)
+            .unwrap();
         assert!(
             streams
-                .register(TokenId([1; 16]), &alice, None, 2)
+                .register(TokenId([1; 16]), &alice, Vec::new(), 2)
                 .is_none()
         );
-        let b = streams.register(TokenId([3; 16]), &bob, None, 2).unwrap();
+        let b = streams
+            .register(TokenId([3; 16]), &bob, Vec::new(), 2)
+            .unwrap();
         streams.apply(&Event::TokenRevoked {
             token: TokenId([1; 16]),
             by: bob.clone(),
@@ -277,7 +290,7 @@ mod tests {
         assert_eq!(streams.len(), 1);
         assert!(
             streams
-                .register(TokenId([1; 16]), &alice, None, 2)
+                .register(TokenId([1; 16]), &alice, Vec::new(), 2)
                 .is_some()
         );
     }
@@ -291,9 +304,11 @@ mod tests {
         let bot = Principal("ci-bot@example.com".into());
         let other = Principal("other@example.com".into());
         let made = streams
-            .register(TokenId([1; 16]), &bot, Some(&admin), 4)
+            .register(TokenId([1; 16]), &bot, vec![admin.clone()], 4)
             .unwrap();
-        let own = streams.register(TokenId([2; 16]), &bot, None, 4).unwrap();
+        let own = streams
+            .register(TokenId([2; 16]), &bot, Vec::new(), 4)
+            .unwrap();
         streams.apply(&Event::RoleRevoked {
             user: other.clone(),
             role: events::event::Role::Admin,
@@ -308,7 +323,7 @@ mod tests {
         assert!(*made.cancel.borrow(), "the maker was demoted");
         assert!(!*own.cancel.borrow(), "the owner made this one");
         let again = streams
-            .register(TokenId([1; 16]), &bot, Some(&admin), 4)
+            .register(TokenId([1; 16]), &bot, vec![admin.clone()], 4)
             .unwrap();
         streams.apply(&Event::UserDisabled {
             user: admin.clone(),

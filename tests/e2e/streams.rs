@@ -420,20 +420,21 @@ async fn a_stream_ends_when_its_token_expires() {
     assert_eq!(ended, [Some("token_expired".to_owned())]);
 }
 
-/// A stream of a token someone made for its owner closes when its maker is disabled, as when
-/// its owner is (close 1008): the maker was handed its secret.
+/// A stream of a token someone made for its owner through the API closes when its maker is
+/// disabled, as when its owner is (close 1008): the maker was handed its secret.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_ends_when_the_maker_of_its_token_is_disabled() {
     let gw = TestGateway::start().await;
-    gw.grant("maker@example.com", Role::Admin).await;
+    let makers = gw
+        .token_for(
+            "maker@example.com",
+            Role::Admin,
+            &["convox:*:*", "gateway:token:manage"],
+        )
+        .await;
     gw.grant("ops@example.com", Role::Ops).await;
     let issued = gw
-        .issue_made_by(
-            "ops@example.com",
-            &["convox:*:*"],
-            None,
-            "maker@example.com",
-        )
+        .issue_made_with("ops@example.com", &["convox:log:read"], makers.id)
         .await;
     let (status, mut reader, _writer) = open(&gw, &issued.secret, "/apps/x/logs").await;
     assert!(status.contains("101"), "{status}");

@@ -20,7 +20,7 @@ use events::event::{
 use events::record::{self, Record};
 use events::store::EventStore;
 use events::store::redb::LogReader;
-use events::time::Timestamp;
+use events::time::{Clock, Timestamp};
 use events::verify::{self, DirSource, KeyTrust, Quiet};
 use mock_rack::MockRack;
 use mock_rack::ws::{Frame, Opcode, Role as WsRole, WsReader, WsWriter};
@@ -250,18 +250,6 @@ impl TestGateway {
 
     /// Creates a token for `email` with `scopes` and an optional expiry.
     pub async fn issue(&self, email: &str, scopes: &[&str], expires: Option<Timestamp>) -> Issued {
-        self.issue_made_by(email, scopes, expires, BY).await
-    }
-
-    /// Creates a token for `email` with `scopes` and an optional expiry, made by `maker` (a
-    /// person other than the owner bounds the token by their own roles).
-    pub async fn issue_made_by(
-        &self,
-        email: &str,
-        scopes: &[&str],
-        expires: Option<Timestamp>,
-        maker: &str,
-    ) -> Issued {
         let created = admin::create_token(
             self.store(),
             TokenRequest {
@@ -270,8 +258,51 @@ impl TestGateway {
                 scopes: scopes.iter().map(|s| Permission((*s).to_owned())).collect(),
                 expires,
                 dev_only: false,
-                by: Principal(maker.to_owned()),
+                by: Principal(BY.into()),
             },
+        )
+        .await
+        .unwrap();
+        Issued {
+            id: created.id,
+            secret: created.secret.expose().to_owned(),
+        }
+    }
+
+    /// Creates a token for `email` with `scopes` as the gateway API does when called with the
+    /// token `with` (recorded as made with it, by its owner).
+    pub async fn issue_made_with(&self, email: &str, scopes: &[&str], with: TokenId) -> Issued {
+        let caller = self
+            .store()
+            .with_state(|s| s.tokens.get(&with).cloned())
+            .expect("the calling token exists");
+        let intent = rack_gateway::identity::TokenCall {
+            request_id: "e2e-create",
+            token: &caller,
+            ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            user_agent: "e2e",
+        }
+        .requested(
+            "POST",
+            "/api/v1/tokens",
+            None,
+            events::event::Decision::Allow,
+            "",
+            Vec::new(),
+        );
+        let created = admin::create_token_as(
+            self.store(),
+            TokenRequest {
+                name: "e2e".into(),
+                owner: Principal(email.to_owned()),
+                scopes: scopes.iter().map(|s| Permission((*s).to_owned())).collect(),
+                expires: None,
+                dev_only: false,
+                by: caller.owner.clone(),
+            },
+            &caller,
+            Clock.now(),
+            intent,
         )
         .await
         .unwrap();

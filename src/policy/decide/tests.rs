@@ -27,7 +27,7 @@ fn token(scopes: &[&str], owner: &[Role]) -> Grant {
     Grant::for_token(
         &scopes,
         &Standing::Active(owner.iter().copied().collect()),
-        None,
+        &[],
     )
 }
 
@@ -47,7 +47,7 @@ fn cicd_token() -> Grant {
     Grant::for_token(
         &cicd_scopes(),
         &Standing::Active([Role::Deployer].into()),
-        None,
+        &[],
     )
 }
 
@@ -311,7 +311,7 @@ fn a_token_of_a_demoted_owner_narrows_at_once() {
 #[test]
 fn a_token_made_for_another_is_held_within_its_makers_roles() {
     let deployer = Standing::Active([Role::Deployer].into());
-    let made_by = |maker: Standing| Grant::for_token(&cicd_scopes(), &deployer, Some(&maker));
+    let made_by = |maker: Standing| Grant::for_token(&cicd_scopes(), &deployer, &[maker]);
     let kept = made_by(Standing::Active([Role::Admin].into()));
     check(
         &kept,
@@ -320,7 +320,7 @@ fn a_token_made_for_another_is_held_within_its_makers_roles() {
     );
     assert_eq!(
         kept.permissions(),
-        Grant::for_token(&cicd_scopes(), &deployer, None).permissions()
+        Grant::for_token(&cicd_scopes(), &deployer, &[]).permissions()
     );
     let demoted = made_by(Standing::Active([Role::Viewer].into()));
     check(&demoted, req("GET", "/apps?"), "allow");
@@ -349,7 +349,7 @@ fn a_token_made_for_another_is_held_within_its_makers_roles() {
 
 #[test]
 fn a_disabled_owner_or_user_gets_nothing() {
-    let t = Grant::for_token(&cicd_scopes(), &Standing::Disabled, None);
+    let t = Grant::for_token(&cicd_scopes(), &Standing::Disabled, &[]);
     check(&t, req("GET", "/apps?"), "user_disabled");
     check(
         &Grant::for_user(&Standing::Disabled),

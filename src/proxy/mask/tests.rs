@@ -1070,12 +1070,12 @@ fn visibility_follows_env_and_secret_read() {
     assert_eq!(user(&[Role::Deployer]), Visibility::NonSecret);
     assert_eq!(user(&[Role::Admin]), Visibility::All);
     let owner = Standing::Active(BTreeSet::from([Role::Admin]));
-    let scoped = Grant::for_token(&[Permission("convox:release:read".into())], &owner, None);
+    let scoped = Grant::for_token(&[Permission("convox:release:read".into())], &owner, &[]);
     assert_eq!(Visibility::of(&scoped), Visibility::NoEnv);
     let cicd = Grant::for_token(
         &[Permission("convox:*:*".into())],
         &Standing::Active(BTreeSet::from([Role::Cicd])),
-        None,
+        &[],
     );
     assert_eq!(Visibility::of(&cicd), Visibility::NoEnv);
     assert_eq!(
