@@ -103,8 +103,23 @@ pub const BACKGROUND_DELAY: Duration = Duration::from_millis(2);
 /// The most events kept to be written again after failed writes (see [`Sequencer::retry`]):
 /// the completions of a few minutes of load. Past it an outage's newest are dropped, and said.
 pub const MAX_RETRIED_EVENTS: usize = 65_536;
-/// How long after a failed rewrite of the database file (see [`open_index`]) the next is tried.
+/// How long after a failed rewrite of the database file (see [`open_index`]) the next is tried,
+/// at least: a rewrite that took longer holds the next back longer ([`rewrite_hold`]).
 pub const REWRITE_RETRY: Duration = Duration::from_secs(1);
+/// The longest a failed rewrite holds the next back, however long it took: how long appends
+/// may still be refused after the disk has room again.
+pub const MAX_REWRITE_HOLD: Duration = Duration::from_secs(60);
+
+/// How long a rewrite of the database file that failed after `took` holds the next back: four
+/// times as long, within [`REWRITE_RETRY`] and [`MAX_REWRITE_HOLD`]. A rewrite reads and writes
+/// the whole file; on a full disk of a store of many gigabytes each takes seconds of the disk's
+/// time, so retrying after a fixed second would keep the disk busy rewriting for as long as it
+/// stays full. Held four times its length, rewriting takes at most a fifth of it, and a small
+/// store is still tried again after a second.
+pub fn rewrite_hold(took: Duration) -> Duration {
+    took.saturating_mul(4)
+        .clamp(REWRITE_RETRY, MAX_REWRITE_HOLD)
+}
 /// How long a reader waits for redb to index what it asked for.
 const INDEX_WAIT: Duration = Duration::from_secs(30);
 
@@ -174,10 +189,35 @@ struct OnDisk {
 }
 
 /// When rewriting a database file that was not closed cleanly last failed, and why. The next try
-/// waits [`REWRITE_RETRY`]: a store whose disk keeps failing would otherwise read and write its
-/// whole file before every batch it refuses.
+/// waits [`rewrite_hold`] (a second at least): a store whose disk keeps failing would otherwise
+/// read and write its whole file before every batch it refuses.
 #[derive(Default)]
-pub struct Rewrites(Mutex<Option<(Instant, String)>>);
+pub struct Rewrites(Mutex<Option<Held>>);
+
+/// A failed attempt that holds the next back: until `at + hold`, the next fails with `why`.
+struct Held {
+    at: Instant,
+    hold: Duration,
+    why: String,
+}
+
+impl Held {
+    /// A failure now of an attempt begun at `began`, held back by [`rewrite_hold`]; `why` is
+    /// told when the next is tried.
+    fn since(began: Instant, why: String) -> Held {
+        let hold = rewrite_hold(began.elapsed());
+        Held {
+            at: Instant::now(),
+            hold,
+            why: format!("{why}; the store tries again after {} s", hold.as_secs()),
+        }
+    }
+
+    /// Why the next attempt must fail now, while it is held back.
+    fn holding(&self) -> Option<&str> {
+        (self.at.elapsed() < self.hold).then_some(self.why.as_str())
+    }
+}
 
 /// Reads a store's file without a sequencer: for export and the auditor's verifier. Opening
 /// fails while a gateway holds the store open.
@@ -304,13 +344,13 @@ struct Sequencer<S: Fold> {
     /// Set on shutdown: cut a checkpoint for any records not yet covered.
     seal: bool,
     /// When the last reopen failed after rewriting the index, and why: the next is not tried
-    /// for [`REWRITE_RETRY`]. A reopen after a failed commit finds the index not closed cleanly
-    /// and rewrites all of it, which works on a full disk (its blocks exist); the replay's
-    /// commit behind it then fails again. Tried for every batch, that would read, write and
+    /// for [`rewrite_hold`] of the time it took. A reopen after a failed commit finds the index
+    /// not closed cleanly and rewrites all of it, which works on a full disk (its blocks exist);
+    /// the replay's commit behind it then fails again. Tried for every batch, that would read, write and
     /// sync the whole file on this thread, each append's refusal waiting on it, as long as the
     /// disk stays full. (A reopen that fails before, in the opener, costs little and is tried
     /// again at once; a rewrite that fails is held back by the opener.)
-    reopen_failed: Option<(Instant, String)>,
+    reopen_failed: Option<Held>,
     unindexed: Unindexed,
     /// Appends nobody waits for (a background append whose future was dropped: a completion,
     /// a stream's end) that a failed write could not take, oldest first: each goes at the head
@@ -1603,8 +1643,8 @@ impl<S: Fold> Sequencer<S> {
         }
     }
 
-    /// Fails while poisoned; reopens the database after a failed commit, or, within
-    /// [`REWRITE_RETRY`] of a reopen that failed, fails as it did.
+    /// Fails while poisoned; reopens the database after a failed commit, or, while a reopen
+    /// that failed holds the next back ([`Sequencer::reopen_failed`]), fails as it did.
     fn ready(&mut self) -> Result<(), String> {
         if let Ok(p) = self.shared.poisoned.read()
             && let Some(why) = p.as_ref()
@@ -1614,10 +1654,8 @@ impl<S: Fold> Sequencer<S> {
         if !self.reopen {
             return Ok(());
         }
-        if let Some((at, why)) = &self.reopen_failed
-            && at.elapsed() < REWRITE_RETRY
-        {
-            return Err(why.clone());
+        if let Some(why) = self.reopen_failed.as_ref().and_then(Held::holding) {
+            return Err(why.to_owned());
         }
         self.reopen_failed = None;
         self.reopen_files()
@@ -1627,6 +1665,7 @@ impl<S: Fold> Sequencer<S> {
     /// that fails after the index was rewritten holds the next reopen back
     /// ([`Sequencer::reopen_failed`]).
     fn reopen_files(&mut self) -> Result<(), String> {
+        let began = Instant::now();
         {
             let mut slot = self
                 .shared
@@ -1667,11 +1706,13 @@ impl<S: Fold> Sequencer<S> {
             .and_then(|()| self.replay_journal(acknowledged))
             .and_then(|_| catch_up(&self.shared, self.view.size));
         if let Err(e) = recovered {
-            let why = format!("cannot recover the event store's journal: {e}");
-            self.set_index_error(why.clone());
+            let mut why = format!("cannot recover the event store's journal: {e}");
             if files_rewritten {
-                self.reopen_failed = Some((Instant::now(), why.clone()));
+                let held = Held::since(began, why);
+                why = held.why.clone();
+                self.reopen_failed = Some(held);
             }
+            self.set_index_error(why.clone());
             return Err(why);
         }
         self.failed = None;
@@ -2246,8 +2287,8 @@ impl StoreFiles for OnDisk {
 /// rewritten. Only one process may do this at a time (the store's lock).
 ///
 /// # Errors
-/// The file cannot be opened, rewritten (then not tried again for [`REWRITE_RETRY`]) or
-/// recovered.
+/// The file cannot be opened, rewritten (then not tried again for [`rewrite_hold`] of the time
+/// the rewrite took) or recovered.
 pub fn open_index<B: StorageBackend>(
     file: impl Fn() -> Result<B, DatabaseError>,
     rewrites: &Rewrites,
@@ -2257,10 +2298,8 @@ pub fn open_index<B: StorageBackend>(
         .0
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((at, why)) = last.as_ref()
-        && at.elapsed() < REWRITE_RETRY
-    {
-        return Err(storage_io(std::io::Error::other(why.clone())));
+    if let Some(why) = last.as_ref().and_then(Held::holding) {
+        return Err(storage_io(std::io::Error::other(why.to_owned())));
     }
     // Before it asks whether to repair, redb writes and syncs only the header as it finalizes
     // it (the primary slot may switch to a newer commit it finds), both commit slots kept and
@@ -2273,12 +2312,11 @@ pub fn open_index<B: StorageBackend>(
     if !matches!(first, Err(DatabaseError::RepairAborted)) {
         return first.map(|db| (db, false));
     }
+    let began = Instant::now();
     let failed = |e: &dyn std::fmt::Display| {
         format!(
-            "{}: the event store's index was not closed cleanly, and {e}; the store tries again \
-             after {} s",
+            "{}: the event store's index was not closed cleanly, and {e}",
             path.display(),
-            REWRITE_RETRY.as_secs()
         )
     };
     let recovered = rewrite_durably(&file()?, path)
@@ -2314,7 +2352,9 @@ pub fn open_index<B: StorageBackend>(
             Ok((db, true))
         }
         Err(why) => {
-            *last = Some((Instant::now(), why.clone()));
+            let held = Held::since(began, why);
+            let why = held.why.clone();
+            *last = Some(held);
             Err(storage_io(std::io::Error::other(why)))
         }
     }
@@ -2460,6 +2500,23 @@ pub fn open_rw(path: &Path) -> Result<std::fs::File, DatabaseError> {
 
 #[cfg(test)]
 mod tests {
+    /// A failed rewrite holds the next back four times as long as it took, a second at least and
+    /// a minute at most.
+    #[test]
+    fn a_longer_rewrite_holds_the_next_back_longer() {
+        use super::{MAX_REWRITE_HOLD, REWRITE_RETRY, rewrite_hold};
+        let ms = Duration::from_millis;
+        assert_eq!(rewrite_hold(Duration::ZERO), REWRITE_RETRY);
+        assert_eq!(rewrite_hold(ms(200)), REWRITE_RETRY);
+        assert_eq!(rewrite_hold(ms(300)), ms(1200));
+        assert_eq!(
+            rewrite_hold(Duration::from_secs(5)),
+            Duration::from_secs(20)
+        );
+        assert_eq!(rewrite_hold(Duration::from_secs(3600)), MAX_REWRITE_HOLD);
+        assert_eq!(rewrite_hold(Duration::MAX), MAX_REWRITE_HOLD);
+    }
+
     use std::path::Path;
     use std::time::{Duration, Instant};
 
