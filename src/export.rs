@@ -306,6 +306,39 @@ mod tests {
         .unwrap();
     }
 
+    /// An export cut short after it wrote a checkpoint, before the segment and manifest that
+    /// checkpoint seals: the verifier fails it as records missing from the end and says that a
+    /// run cut short looks the same; running the export again completes it.
+    #[tokio::test]
+    async fn an_export_cut_short_is_told_as_such_and_completed_by_the_next_run() {
+        let data = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let keys = fill(data.path(), 1000).await;
+        let log = store::log_path(data.path());
+        let full = export_local(&log, out.path()).unwrap();
+        let last = full.segments - 1;
+        let manifest = out.path().join(export::manifest_key(last));
+        let m: Manifest = serde_json::from_slice(&fs::read(&manifest).unwrap()).unwrap();
+        fs::remove_file(out.path().join(&m.segment.key)).unwrap();
+        fs::remove_file(&manifest).unwrap();
+        let verify = || {
+            verify::verify_export(
+                &DirSource::new(out.path()),
+                Some(&keys.vkey()),
+                &mut verify::Quiet,
+            )
+        };
+        let e = verify().unwrap_err();
+        assert!(
+            matches!(e, verify::VerifyError::Truncated { seq, .. } if seq == m.first),
+            "{e}"
+        );
+        assert!(e.to_string().contains("run the export again"), "{e}");
+        let again = export_local(&log, out.path()).unwrap();
+        assert_eq!(again.written, 2, "the segment and its manifest");
+        assert_eq!(verify().unwrap().records, full.records);
+    }
+
     #[tokio::test]
     async fn an_object_that_differs_is_never_overwritten() {
         let data = tempfile::tempdir().unwrap();

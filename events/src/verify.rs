@@ -182,7 +182,9 @@ pub enum VerifyError {
         "seq {seq}: its time {time} is before {latest}, the time of a record before it (the store never sequences a record earlier; it was appended backdated)"
     )]
     TimeBackwards { seq: u64, time: i64, latest: i64 },
-    #[error("seq {seq}: the export ends at seq {seq}, but {object} covers {size} records")]
+    #[error(
+        "seq {seq}: the records end at seq {seq}, but {object} covers {size} records (records were removed from the end; an export cut short before it wrote them looks the same: run the export again, which completes one cut short, then verify again)"
+    )]
     Truncated { seq: u64, size: u64, object: String },
     #[error("{object}: checkpoint signature: {what}")]
     Signature { object: String, what: String },
@@ -680,7 +682,11 @@ pub fn verify_export(
             if export::parse_segment_key(&k).is_some_and(|(first, _)| first == total) {
                 return Err(VerifyError::Missing {
                     object: export::manifest_key(manifests.len() as u64),
-                    named_by: format!("the manifest chain ({k} has no manifest)"),
+                    named_by: format!(
+                        "the manifest chain ({k} has no manifest: it was removed, or the export \
+                         was cut short before it wrote it; run the export again, which completes \
+                         one cut short, then verify again)"
+                    ),
                 });
             }
             return Err(VerifyError::Unlisted { object: k });
